@@ -1,0 +1,391 @@
+//! Registered clients: who may ask for tokens, how a certificate proves it is them, and the
+//! policy (scopes, audiences, lifetimes, permissions) their tokens are granted under.
+
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+
+use crate::{
+    crypto::{CertificateThumbprint, SecretHasher},
+    identity::{CertificateIdentity, CertificateMatcher, MatcherKey},
+};
+
+/// What a client may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    /// Get tokens for itself.
+    Issue,
+    /// Introspect tokens for its `introspect_audiences`.
+    Introspect,
+    /// Everything, including administration.
+    Admin,
+}
+
+impl Permission {
+    /// The configured name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Issue => "issue",
+            Permission::Introspect => "introspect",
+            Permission::Admin => "admin",
+        }
+    }
+
+    /// Parses a configured name.
+    pub fn try_from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "issue" => Permission::Issue,
+            "introspect" => Permission::Introspect,
+            "admin" => Permission::Admin,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a client definition is not acceptable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClientError {
+    /// The id is empty, too long or has characters outside `[A-Za-z0-9._:-]`.
+    #[error("client id {0:?} must be 1–128 characters of A–Z, a–z, 0–9, '.', '_', ':' or '-'")]
+    InvalidId(String),
+    /// A scope is not an RFC 6749 scope-token.
+    #[error("scope {0:?} must be 1–128 printable ASCII characters without spaces, '\"' or '\\'")]
+    InvalidScope(String),
+    /// An audience is empty, too long or has whitespace.
+    #[error("audience {0:?} must be 1–512 characters without whitespace")]
+    InvalidAudience(String),
+    /// A default is not among the allowed values.
+    #[error("default {what} {value:?} is not among the client's allowed {what}s")]
+    DefaultNotAllowed {
+        /// "scope" or "audience".
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// Lifetimes are zero or the default exceeds the maximum.
+    #[error(
+        "lifetimes must be positive and default_lifetime ({default:?}) at most max_lifetime ({max:?})"
+    )]
+    Lifetimes {
+        /// The default.
+        default: Duration,
+        /// The maximum.
+        max: Duration,
+    },
+    /// Two clients claim the same certificate matcher.
+    #[error(
+        "clients {first} and {second} both claim {kind} {value:?}: certificate matchers must be unique"
+    )]
+    DuplicateMatcher {
+        /// One client.
+        first: String,
+        /// The other.
+        second: String,
+        /// The matcher kind.
+        kind: &'static str,
+        /// The matcher value.
+        value: String,
+    },
+    /// Two clients share an id.
+    #[error("client id {0} is registered twice")]
+    DuplicateId(String),
+}
+
+/// A client id: 1–128 characters of `[A-Za-z0-9._:-]`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(String);
+
+impl ClientId {
+    /// Checks and wraps an id.
+    pub fn try_new(id: &str) -> Result<Self, ClientError> {
+        let ok = !id.is_empty()
+            && id.len() <= 128
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if ok {
+            Ok(Self(id.to_owned()))
+        } else {
+            Err(ClientError::InvalidId(id.chars().take(140).collect()))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientId({})", self.0)
+    }
+}
+
+/// RFC 6749 §3.3 scope-token: `%x21 / %x23-5B / %x5D-7E`, here at most 128 characters.
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.len() <= 128
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+/// An audience value: 1–512 characters, no whitespace or control characters.
+pub fn is_audience(audience: &str) -> bool {
+    !audience.is_empty()
+        && audience.len() <= 512
+        && !audience
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// A registered client and its policy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Client {
+    /// Its id (the token's `sub` and `client_id`).
+    pub id: ClientId,
+    /// How its certificate is recognised.
+    pub matcher: CertificateMatcher,
+    /// Scopes it may ask for.
+    pub scopes: Vec<String>,
+    /// Scopes granted when it asks for none.
+    pub default_scopes: Vec<String>,
+    /// Audiences it may ask for.
+    pub audiences: Vec<String>,
+    /// Audiences granted when it asks for none.
+    pub default_audiences: Vec<String>,
+    /// What it may do.
+    pub permissions: Vec<Permission>,
+    /// Lifetime granted when it asks for none.
+    pub default_lifetime: Duration,
+    /// The most it is granted (itself under the global ceiling).
+    pub max_lifetime: Duration,
+    /// A disabled client gets `invalid_client`.
+    pub enabled: bool,
+    /// HMAC-SHA-256 of its secret under the pepper, if it has one.
+    pub secret_hash: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("matcher", &self.matcher)
+            .field("scopes", &self.scopes)
+            .field("audiences", &self.audiences)
+            .field("permissions", &self.permissions)
+            .field("enabled", &self.enabled)
+            .field("has_secret", &self.secret_hash.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Checks the policy's own consistency (values well-formed, defaults allowed, lifetimes).
+    pub fn validate(&self) -> Result<(), ClientError> {
+        for scope in self.scopes.iter().chain(&self.default_scopes) {
+            if !is_scope_token(scope) {
+                return Err(ClientError::InvalidScope(scope.clone()));
+            }
+        }
+        for audience in self.audiences.iter().chain(&self.default_audiences) {
+            if !is_audience(audience) {
+                return Err(ClientError::InvalidAudience(audience.clone()));
+            }
+        }
+        if let Some(s) = self
+            .default_scopes
+            .iter()
+            .find(|s| !self.scopes.contains(s))
+        {
+            return Err(ClientError::DefaultNotAllowed {
+                what: "scope",
+                value: s.clone(),
+            });
+        }
+        if let Some(a) = self
+            .default_audiences
+            .iter()
+            .find(|a| !self.audiences.contains(a))
+        {
+            return Err(ClientError::DefaultNotAllowed {
+                what: "audience",
+                value: a.clone(),
+            });
+        }
+        if self.default_lifetime.is_zero()
+            || self.max_lifetime.is_zero()
+            || self.default_lifetime > self.max_lifetime
+        {
+            return Err(ClientError::Lifetimes {
+                default: self.default_lifetime,
+                max: self.max_lifetime,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether it holds `permission` (admin implies every permission).
+    pub fn has(&self, permission: Permission) -> bool {
+        self.permissions.contains(&permission) || self.permissions.contains(&Permission::Admin)
+    }
+}
+
+/// How TLS verified the peer's certificate; decided once per connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// The certificate chains to a configured client CA.
+    CaChain,
+}
+
+/// The client certificate of a connection, as the core sees it.
+#[derive(Clone, Debug)]
+pub struct PeerCertificate {
+    /// What the certificate names.
+    pub identity: CertificateIdentity,
+    /// SHA-256 of its DER (the token's `cnf.x5t#S256`).
+    pub thumbprint: CertificateThumbprint,
+    /// How it was verified.
+    pub verification: Verification,
+}
+
+/// Why a peer is not accepted as a client. The detail is for the log only.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// No certificate was presented.
+    #[error("no client certificate was presented")]
+    NoCertificate,
+    /// No registered client claims the certificate.
+    #[error("the certificate matches no registered client")]
+    UnknownCertificate,
+    /// More than one client claims the certificate (should not happen: matchers are unique).
+    #[error("the certificate matches several clients ({0}); name one with client_id")]
+    Ambiguous(String),
+    /// The named client does not exist.
+    #[error("client {0} is not registered")]
+    UnknownClient(String),
+    /// The named client does not claim this certificate.
+    #[error("the certificate does not belong to client {0}")]
+    CertificateMismatch(String),
+    /// The client is disabled.
+    #[error("client {0} is disabled")]
+    Disabled(String),
+    /// The client has a secret and the request did not carry the right one.
+    #[error("client {0} requires its secret and the one given is missing or wrong")]
+    BadSecret(String),
+    /// The request carried a secret for a client that has none.
+    #[error("client {0} has no secret; send none")]
+    UnexpectedSecret(String),
+}
+
+/// Every registered client, indexed by id and by certificate matcher. Immutable: changes build a new one.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    by_id: HashMap<ClientId, Arc<Client>>,
+    by_matcher: HashMap<MatcherKey, ClientId>,
+}
+
+impl ClientRegistry {
+    /// Indexes `clients`, refusing duplicate ids and duplicate matchers.
+    pub fn try_new(clients: impl IntoIterator<Item = Client>) -> Result<Self, ClientError> {
+        let mut registry = Self::default();
+        for client in clients {
+            let key = client.matcher.key();
+            if let Some(first) = registry.by_matcher.get(&key) {
+                return Err(ClientError::DuplicateMatcher {
+                    first: first.to_string(),
+                    second: client.id.to_string(),
+                    kind: client.matcher.kind(),
+                    value: client.matcher.value(),
+                });
+            }
+            if registry.by_id.contains_key(&client.id) {
+                return Err(ClientError::DuplicateId(client.id.to_string()));
+            }
+            registry.by_matcher.insert(key, client.id.clone());
+            registry.by_id.insert(client.id.clone(), Arc::new(client));
+        }
+        Ok(registry)
+    }
+
+    /// The client with this id.
+    pub fn find(&self, id: &str) -> Option<&Arc<Client>> {
+        ClientId::try_new(id)
+            .ok()
+            .and_then(|id| self.by_id.get(&id))
+    }
+
+    /// Every client, ordered by id.
+    pub fn clients(&self) -> Vec<Arc<Client>> {
+        let mut all: Vec<_> = self.by_id.values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Finds the client a certificate belongs to. With `client_id`, the certificate must
+    /// belong to that client; without, it must match exactly one. Disabled clients and wrong
+    /// or missing secrets are refused.
+    pub fn authenticate(
+        &self,
+        peer: Option<&PeerCertificate>,
+        client_id: Option<&str>,
+        secret: Option<&str>,
+        hasher: &SecretHasher,
+    ) -> Result<Arc<Client>, AuthError> {
+        let peer = peer.ok_or(AuthError::NoCertificate)?;
+        let client = match client_id {
+            Some(id) => {
+                let client = self
+                    .find(id)
+                    .ok_or_else(|| AuthError::UnknownClient(id.chars().take(140).collect()))?;
+                if !self.claims(client, peer) {
+                    return Err(AuthError::CertificateMismatch(client.id.to_string()));
+                }
+                client
+            }
+            None => {
+                let mut found = peer
+                    .identity
+                    .lookup_keys()
+                    .into_iter()
+                    .filter_map(|key| self.by_matcher.get(&key))
+                    .filter_map(|id| self.by_id.get(id))
+                    .filter(|client| self.claims(client, peer))
+                    .collect::<Vec<_>>();
+                found.sort_by(|a, b| a.id.cmp(&b.id));
+                found.dedup_by(|a, b| a.id == b.id);
+                match found.as_slice() {
+                    [] => return Err(AuthError::UnknownCertificate),
+                    [one] => *one,
+                    many => {
+                        let ids = many.iter().map(|c| c.id.as_str()).collect::<Vec<_>>();
+                        return Err(AuthError::Ambiguous(ids.join(", ")));
+                    }
+                }
+            }
+        };
+        if !client.enabled {
+            return Err(AuthError::Disabled(client.id.to_string()));
+        }
+        match (&client.secret_hash, secret) {
+            (None, None) => {}
+            (None, Some(_)) => return Err(AuthError::UnexpectedSecret(client.id.to_string())),
+            (Some(stored), Some(given)) if hasher.verify(given, stored) => {}
+            (Some(_), _) => return Err(AuthError::BadSecret(client.id.to_string())),
+        }
+        Ok(client.clone())
+    }
+
+    /// Whether `client`'s matcher claims `peer`, given how TLS verified it: CA-chain matchers
+    /// (SAN URI, SAN DNS, subject DN) only ever match CA-verified peers.
+    fn claims(&self, client: &Client, peer: &PeerCertificate) -> bool {
+        match peer.verification {
+            Verification::CaChain => client.matcher.matches(&peer.identity),
+        }
+    }
+}

@@ -1,0 +1,2333 @@
+//! The configuration: the TOML file and `TOKENMINT__SECTION__KEY` overrides, read raw and then validated once into a `Config`.
+//!
+//! Two stages, as in kanidm and ripgrep: the file is deserialized into the private, stringly
+//! typed `FileConfig` (every struct `deny_unknown_fields`, so a misspelt key is refused with
+//! toml's message naming it and its line), environment overrides are applied to the parsed
+//! table before that, and [`Config::from_toml_str`] then validates everything once —
+//! durations (`"5m"`, `"1h"`, parsed by `humantime`), addresses, paths (relative to the
+//! file's directory), enums and the cross-field invariants of the key lifecycle — into the
+//! typed [`Config`] the rest of the server reads. Nothing after this module re-checks them.
+//!
+//! The environment is a parameter (`Config::load(path, env)`), never read here, so tests
+//! pass their own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The prefix of environment overrides: `TOKENMINT__<SECTION>__<KEY>`.
+pub const ENV_PREFIX: &str = "TOKENMINT__";
+
+/// The environment variable that holds a KEK itself (read by the key module, not here;
+/// this module only records whether it is set).
+pub const KEK_ENV_VAR: &str = "TOKENMINT_KEK";
+
+// Defaults, as the product contract writes them. `starter_toml()` writes the same values
+// out (a test keeps the two in step).
+const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+const DEFAULT_ISSUER: &str = "https://localhost:8443";
+const DEFAULT_HANDSHAKE_TIMEOUT: &str = "10s";
+const DEFAULT_TLS_CERT: &str = "certs/server.pem";
+const DEFAULT_TLS_KEY: &str = "certs/server.key";
+const DEFAULT_TLS_CLIENT_CA: &str = "certs/ca.pem";
+const DEFAULT_STORE_URL: &str = "sqlite://tokenmint.db";
+const DEFAULT_MAX_STALENESS: &str = "5s";
+const DEFAULT_CATCH_UP_INTERVAL: &str = "1s";
+const DEFAULT_MAX_ISSUE_STALENESS: &str = "5m";
+const DEFAULT_ALGORITHM: &str = "ES256";
+const DEFAULT_ROTATION_PERIOD: &str = "24h";
+const DEFAULT_PUBLISH_AHEAD: &str = "1h";
+const DEFAULT_JWKS_MAX_AGE: &str = "5m";
+const DEFAULT_RETENTION: &str = "2h";
+const DEFAULT_KEK_FILE: &str = "tokenmint.kek";
+const DEFAULT_TOKEN_LIFETIME: &str = "5m";
+const DEFAULT_MAX_LIFETIME: &str = "1h";
+const DEFAULT_LEEWAY: &str = "30s";
+
+/// Upper bound of `server.handshake_timeout`.
+const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Upper bound of `tokens.leeway`.
+const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
+/// Longest client id.
+const MAX_CLIENT_ID_LEN: usize = 128;
+/// Longest scope token.
+const MAX_SCOPE_LEN: usize = 128;
+/// Longest audience.
+const MAX_AUDIENCE_LEN: usize = 512;
+
+/// The sections that environment overrides may address, with their keys. `[[clients]]` is
+/// an array of tables and is set in the file only.
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("server", &["listen", "issuer", "handshake_timeout"]),
+    ("tls", &["cert", "key", "client_ca"]),
+    (
+        "store",
+        &[
+            "url",
+            "max_staleness",
+            "catch_up_interval",
+            "max_issue_staleness",
+        ],
+    ),
+    (
+        "keys",
+        &[
+            "algorithm",
+            "rotation_period",
+            "publish_ahead",
+            "jwks_max_age",
+            "retention",
+            "kek_files",
+        ],
+    ),
+    ("tokens", &["default_lifetime", "max_lifetime", "leeway"]),
+];
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// Why the configuration was refused. Every message names the file, field or environment
+/// variable, what is wrong, and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {error} — {}", .file.display(), read_hint(.error))]
+    Read {
+        /// The file that was asked for.
+        file: PathBuf,
+        /// What the operating system said.
+        error: io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong type
+    /// (toml's message names the key and the line).
+    #[error("{}: {}", .file.display(), .error.to_string().trim_end())]
+    Parse {
+        /// The file (as named in messages).
+        file: PathBuf,
+        /// toml's error, with line and column.
+        error: toml::de::Error,
+    },
+    /// An environment override is malformed, names an unknown section or key, or has a
+    /// value of the wrong type.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable (or variables, comma-separated) at fault.
+        var: String,
+        /// What is wrong and the fix.
+        message: String,
+    },
+    /// A value, or a combination of values, breaks a rule of the configuration.
+    #[error("{}: {message}", .file.display())]
+    Invalid {
+        /// The file the configuration came from (as named in messages).
+        file: PathBuf,
+        /// The dotted name of the field at fault, e.g. `keys.publish_ahead` or
+        /// `clients[1].scopes`.
+        field: String,
+        /// What is wrong and the fix; it starts with the field's name.
+        message: String,
+    },
+}
+
+fn read_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::NotFound => "run `tokenmint init` or pass --config",
+        io::ErrorKind::PermissionDenied => "make it readable by the user tokenmint runs as",
+        io::ErrorKind::InvalidData => "the file must be UTF-8 text",
+        _ => "check the path passed with --config",
+    }
+}
+
+/// A name that is not one of an enum's spellings (see [`SigningAlgorithm`], [`Permission`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not one of {}", .expected.join(", "))]
+pub struct ParseNameError {
+    /// The name given.
+    pub value: String,
+    /// The names accepted (exact spelling).
+    pub expected: &'static [&'static str],
+}
+
+// ---------------------------------------------------------------------------------------
+// The validated configuration
+// ---------------------------------------------------------------------------------------
+
+/// The validated configuration: every value typed, every default filled in, every
+/// cross-field invariant checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[tls]`.
+    pub tls: TlsConfig,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[keys]`.
+    pub keys: KeysConfig,
+    /// `[tokens]`.
+    pub tokens: TokensConfig,
+    /// `[[clients]]`, in file order.
+    pub clients: Vec<ClientConfig>,
+    /// Whether `TOKENMINT_KEK` was set (non-empty) in the environment; then `keys.kek_files`
+    /// may be empty.
+    pub kek_from_env: bool,
+    /// The file the configuration came from.
+    pub source: PathBuf,
+}
+
+/// `[server]`: where to listen and what to call ourselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The gRPC listener's address.
+    pub listen: SocketAddr,
+    /// The `iss` of every token: an `https://` URL without query, fragment or trailing slash.
+    pub issuer: String,
+    /// How long a peer may take to finish the TLS handshake (> 0, ≤ 5m).
+    pub handshake_timeout: Duration,
+}
+
+/// `[tls]`: the server's certificate and the CA its clients authenticate with (resolved paths).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// The CA that client certificates must chain to (PEM).
+    pub client_ca: PathBuf,
+}
+
+/// Where the store lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// An SQLite database file (resolved path), from `sqlite://PATH` or `sqlite:PATH`.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL, as written (`postgres://…` or `postgresql://…`). It may hold a
+    /// password, so `Debug` redacts it.
+    Postgres(String),
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            StoreUrl::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
+        }
+    }
+}
+
+/// `url` with the password of its user info and its whole query replaced by `***`.
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (scheme, rest),
+        None => return "***".to_owned(),
+    };
+    let (before_query, has_query) = match rest.split_once('?') {
+        Some((before, _)) => (before, true),
+        None => (rest, false),
+    };
+    let (authority, path) = match before_query.split_once('/') {
+        Some((authority, path)) => (authority, Some(path)),
+        None => (before_query, None),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let mut out = format!("{scheme}://{authority}");
+    if let Some(path) = path {
+        out.push('/');
+        out.push_str(path);
+    }
+    if has_query {
+        out.push_str("?***");
+    }
+    out
+}
+
+/// `[store]`: the store and how stale this replica's view of it may get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Which store.
+    pub url: StoreUrl,
+    /// Past this since the last successful catch-up, introspection and watches answer
+    /// `UNAVAILABLE`.
+    pub max_staleness: Duration,
+    /// How often a replica catches up with the store (< `max_staleness` / 2).
+    pub catch_up_interval: Duration,
+    /// Past this since the last successful catch-up, issuance answers `UNAVAILABLE` too
+    /// (< `keys.retention` − `tokens.max_lifetime` − `tokens.leeway`).
+    pub max_issue_staleness: Duration,
+}
+
+/// The JWS algorithm of new signing keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SigningAlgorithm {
+    /// ECDSA P-256 with SHA-256 (`"ES256"`).
+    Es256,
+    /// Ed25519 (`"EdDSA"`).
+    EdDsa,
+}
+
+impl SigningAlgorithm {
+    /// Every algorithm.
+    pub const ALL: [SigningAlgorithm; 2] = [SigningAlgorithm::Es256, SigningAlgorithm::EdDsa];
+    const NAMES: &'static [&'static str] = &["ES256", "EdDSA"];
+
+    /// The JOSE name: `"ES256"` or `"EdDSA"`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlgorithm::Es256 => "ES256",
+            SigningAlgorithm::EdDsa => "EdDSA",
+        }
+    }
+}
+
+impl FromStr for SigningAlgorithm {
+    type Err = ParseNameError;
+
+    /// Parses the exact JOSE spelling.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|alg| alg.as_str() == s)
+            .ok_or_else(|| ParseNameError {
+                value: s.to_owned(),
+                expected: Self::NAMES,
+            })
+    }
+}
+
+impl fmt::Display for SigningAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[keys]`: signing-key rotation and the KEKs that wrap keys at rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeysConfig {
+    /// Algorithm of new keys.
+    pub algorithm: SigningAlgorithm,
+    /// How often `next` is promoted to `current` (> `publish_ahead`).
+    pub rotation_period: Duration,
+    /// How long a key is published before it signs (≥ 2 × `jwks_max_age`).
+    pub publish_ahead: Duration,
+    /// `Cache-Control: max-age` of the JWKS.
+    pub jwks_max_age: Duration,
+    /// How long a retired key stays published (≥ `tokens.max_lifetime` + `tokens.leeway`).
+    pub retention: Duration,
+    /// KEK files, newest first (resolved paths); empty only when `kek_from_env`.
+    pub kek_files: Vec<PathBuf>,
+}
+
+/// `[tokens]`: global token lifetimes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokensConfig {
+    /// Lifetime of a token when the request names none (> 0, ≤ `max_lifetime`).
+    pub default_lifetime: Duration,
+    /// The global ceiling of token lifetimes (> 0).
+    pub max_lifetime: Duration,
+    /// Clock skew tolerated when checking `exp`/`nbf`/`iat` (≤ 5m).
+    pub leeway: Duration,
+}
+
+/// How a client's certificate is recognised. The identity module checks the syntax; here
+/// only "exactly one, non-empty" is checked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MatcherConfig {
+    /// A URI SAN, e.g. `spiffe://tokenmint.dev/demo`.
+    SanUri(String),
+    /// A DNS SAN.
+    SanDns(String),
+    /// The subject distinguished name.
+    SubjectDn(String),
+}
+
+/// What a client may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Permission {
+    /// Ask for tokens (`"issue"`).
+    Issue,
+    /// Introspect tokens (`"introspect"`).
+    Introspect,
+    /// Call the `AdminService` (`"admin"`).
+    Admin,
+}
+
+impl Permission {
+    /// Every permission.
+    pub const ALL: [Permission; 3] = [Permission::Issue, Permission::Introspect, Permission::Admin];
+    const NAMES: &'static [&'static str] = &["issue", "introspect", "admin"];
+
+    /// The config spelling: `"issue"`, `"introspect"` or `"admin"`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Issue => "issue",
+            Permission::Introspect => "introspect",
+            Permission::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Permission {
+    type Err = ParseNameError;
+
+    /// Parses the exact config spelling.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| ParseNameError {
+                value: s.to_owned(),
+                expected: Self::NAMES,
+            })
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[clients]]` entry, with its defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Unique id: 1–128 chars of `[A-Za-z0-9._:-]`.
+    pub id: String,
+    /// How its certificate is recognised.
+    pub matcher: MatcherConfig,
+    /// Scopes it may ask for (RFC 6749 scope-tokens).
+    pub scopes: Vec<String>,
+    /// Scopes granted when the request names none (a subset of `scopes`).
+    pub default_scopes: Vec<String>,
+    /// Audiences it may ask for.
+    pub audiences: Vec<String>,
+    /// Audiences granted when the request names none (a subset of `audiences`).
+    pub default_audiences: Vec<String>,
+    /// What it may do.
+    pub permissions: Vec<Permission>,
+    /// Lifetime of its tokens when the request names none (≤ `max_lifetime`).
+    pub default_lifetime: Duration,
+    /// Ceiling of its tokens' lifetimes (≤ `tokens.max_lifetime`).
+    pub max_lifetime: Duration,
+    /// Whether it may authenticate at all.
+    pub enabled: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// The raw file
+// ---------------------------------------------------------------------------------------
+
+/// The file as written: strings everywhere, nothing checked but the shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    server: FileServer,
+    tls: FileTls,
+    store: FileStore,
+    keys: FileKeys,
+    tokens: FileTokens,
+    clients: Vec<FileClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileServer {
+    listen: Option<String>,
+    issuer: Option<String>,
+    handshake_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileTls {
+    cert: Option<String>,
+    key: Option<String>,
+    client_ca: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileStore {
+    url: Option<String>,
+    max_staleness: Option<String>,
+    catch_up_interval: Option<String>,
+    max_issue_staleness: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileKeys {
+    algorithm: Option<String>,
+    rotation_period: Option<String>,
+    publish_ahead: Option<String>,
+    jwks_max_age: Option<String>,
+    retention: Option<String>,
+    kek_files: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileTokens {
+    default_lifetime: Option<String>,
+    max_lifetime: Option<String>,
+    leeway: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileClient {
+    id: Option<String>,
+    san_uri: Option<String>,
+    san_dns: Option<String>,
+    subject_dn: Option<String>,
+    scopes: Vec<String>,
+    default_scopes: Option<Vec<String>>,
+    audiences: Vec<String>,
+    default_audiences: Option<Vec<String>>,
+    permissions: Option<Vec<String>>,
+    default_lifetime: Option<String>,
+    max_lifetime: Option<String>,
+    enabled: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------
+
+impl Config {
+    /// Reads and validates `path`, with overrides from `env` (e.g. `std::env::vars()` collected).
+    ///
+    /// Relative paths in the file are resolved against the file's directory.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] if the file cannot be read; otherwise as
+    /// [`Config::from_toml_str`].
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            file: path.to_path_buf(),
+            error,
+        })?;
+        // Resolve against an absolute directory so the paths stay right whatever the
+        // process's working directory later becomes; fall back to the path as given.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base_dir = absolute.parent().unwrap_or(Path::new(""));
+        Config::from_toml_str(&text, path, base_dir, env)
+    }
+
+    /// Parses and validates text (`base_dir` resolves relative paths; `source` is the name used in messages).
+    ///
+    /// `env` is the whole environment: variables named `TOKENMINT__<SECTION>__<KEY>` override
+    /// that key (section and key case-insensitive), `TOKENMINT_KEK` sets
+    /// [`Config::kek_from_env`], every other variable is ignored.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for bad TOML, an unknown key or a value of the wrong type in
+    /// the file; [`ConfigError::Env`] for a malformed or unknown override;
+    /// [`ConfigError::Invalid`] for a value or combination of values that breaks a rule.
+    pub fn from_toml_str(
+        text: &str,
+        source: &Path,
+        base_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |error| ConfigError::Parse {
+            file: source.to_path_buf(),
+            error,
+        };
+        // The file alone first, so its mistakes are reported with toml's line numbers.
+        let from_file: FileConfig = toml::from_str(text).map_err(parse_error)?;
+        let env = EnvOverrides::read(env)?;
+        let file = if env.overrides.is_empty() {
+            from_file
+        } else {
+            let mut table: toml::Table = toml::from_str(text).map_err(parse_error)?;
+            env.apply(&mut table)?;
+            table
+                .try_into()
+                .map_err(|error: toml::de::Error| ConfigError::Env {
+                    var: env.var_names(),
+                    message: format!("{}: fix or unset the variable", error.message().trim_end()),
+                })?
+        };
+        let validator = Validator {
+            file: source,
+            base_dir,
+            env_vars: env
+                .overrides
+                .iter()
+                .map(|((section, key), o)| (format!("{section}.{key}"), o.var.clone()))
+                .collect(),
+        };
+        validator.validate(file, env.kek_from_env)
+    }
+}
+
+/// One `TOKENMINT__SECTION__KEY` variable.
+struct Override {
+    var: String,
+    raw: String,
+}
+
+/// The environment, sorted out: overrides by (section, key), and whether a KEK is given.
+struct EnvOverrides {
+    overrides: BTreeMap<(String, String), Override>,
+    kek_from_env: bool,
+}
+
+impl EnvOverrides {
+    fn read(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut vars: Vec<(String, String)> = env.into_iter().collect();
+        vars.sort();
+        let mut overrides: BTreeMap<(String, String), Override> = BTreeMap::new();
+        let mut kek_from_env = false;
+        for (var, raw) in vars {
+            if var == KEK_ENV_VAR {
+                kek_from_env = !raw.is_empty();
+                continue;
+            }
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let env_error = |message: String| ConfigError::Env {
+                var: var.clone(),
+                message,
+            };
+            let (section, key) = match rest.split("__").collect::<Vec<_>>().as_slice() {
+                [section, key] if !section.is_empty() && !key.is_empty() => {
+                    (section.to_ascii_lowercase(), key.to_ascii_lowercase())
+                }
+                _ => {
+                    return Err(env_error(
+                        "an override is named TOKENMINT__<SECTION>__<KEY>, e.g. \
+                         TOKENMINT__STORE__URL: rename or unset it"
+                            .to_owned(),
+                    ));
+                }
+            };
+            if section == "clients" {
+                return Err(env_error(
+                    "[[clients]] cannot be set from the environment: edit the config file \
+                     and unset the variable"
+                        .to_owned(),
+                ));
+            }
+            let Some((_, keys)) = SECTIONS.iter().find(|(name, _)| *name == section) else {
+                return Err(env_error(format!(
+                    "unknown section `{section}`: known sections are {}; rename or unset the variable",
+                    SECTIONS
+                        .iter()
+                        .map(|(name, _)| *name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            };
+            if !keys.contains(&key.as_str()) {
+                return Err(env_error(format!(
+                    "unknown key `{key}` in [{section}]: known keys are {}; rename or unset the variable",
+                    keys.join(", ")
+                )));
+            }
+            let field = (section, key);
+            if let Some(previous) = overrides.get(&field) {
+                return Err(env_error(format!(
+                    "{} also sets {}.{}: unset one of them",
+                    previous.var, field.0, field.1
+                )));
+            }
+            overrides.insert(field, Override { var, raw });
+        }
+        Ok(EnvOverrides {
+            overrides,
+            kek_from_env,
+        })
+    }
+
+    /// The names of every override, for an error that cannot be pinned on one.
+    fn var_names(&self) -> String {
+        self.overrides
+            .values()
+            .map(|o| o.var.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Writes each override into `table`. The value is taken as TOML when it parses as a
+    /// TOML value of the right type (`["a.kek", "b.kek"]`, `"quoted"`), otherwise as the
+    /// plain string (`5m`, `sqlite://x.db`).
+    fn apply(&self, table: &mut toml::Table) -> Result<(), ConfigError> {
+        for ((section, key), o) in &self.overrides {
+            let env_error = |message: String| ConfigError::Env {
+                var: o.var.clone(),
+                message,
+            };
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(section_table) = entry else {
+                return Err(env_error(format!(
+                    "`{section}` in the config file is not a table: make it a [{section}] section"
+                )));
+            };
+            let candidates = o
+                .raw
+                .parse::<toml::Value>()
+                .ok()
+                .into_iter()
+                .chain(std::iter::once(toml::Value::String(o.raw.clone())));
+            let mut first_error = None;
+            let mut accepted = None;
+            for candidate in candidates {
+                let mut trial = section_table.clone();
+                trial.insert(key.clone(), candidate.clone());
+                match check_section(section, trial) {
+                    Ok(()) => {
+                        accepted = Some(candidate);
+                        break;
+                    }
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            match accepted {
+                Some(value) => {
+                    section_table.insert(key.clone(), value);
+                }
+                None => {
+                    let what = first_error
+                        .map(|e| e.message().trim_end().to_owned())
+                        .unwrap_or_default();
+                    return Err(env_error(format!(
+                        "cannot use it for {section}.{key}: {what}; write the value in TOML \
+                         syntax, e.g. [\"a.kek\", \"b.kek\"] for a list"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `table` deserializes as section `section` (shape and types only).
+fn check_section(section: &str, table: toml::Table) -> Result<(), toml::de::Error> {
+    match section {
+        "server" => table.try_into::<FileServer>().map(drop),
+        "tls" => table.try_into::<FileTls>().map(drop),
+        "store" => table.try_into::<FileStore>().map(drop),
+        "keys" => table.try_into::<FileKeys>().map(drop),
+        "tokens" => table.try_into::<FileTokens>().map(drop),
+        // `EnvOverrides::read` lets only the sections above through.
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------
+
+/// Turns a `FileConfig` into a `Config`, naming the field in every error.
+struct Validator<'a> {
+    file: &'a Path,
+    base_dir: &'a Path,
+    /// `section.key` → the environment variable that set it.
+    env_vars: HashMap<String, String>,
+}
+
+/// A duration as written in messages: `5m`, `1h 30s`.
+fn show(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+impl Validator<'_> {
+    /// The field's name as messages show it, with the variable that set it, if any.
+    fn label(&self, field: &str) -> String {
+        match self.env_vars.get(field) {
+            Some(var) => format!("{field} (set by {var})"),
+            None => field.to_owned(),
+        }
+    }
+
+    fn error(&self, field: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            field: field.to_owned(),
+            message,
+        }
+    }
+
+    fn duration(
+        &self,
+        field: &str,
+        value: Option<&str>,
+        default: &str,
+    ) -> Result<Duration, ConfigError> {
+        let raw = value.unwrap_or(default);
+        humantime::parse_duration(raw.trim()).map_err(|e| {
+            self.error(
+                field,
+                format!(
+                    "{} `{raw}` is not a duration ({e}): write a number and a unit, like \"30s\", \"5m\", \"1h\" or \"24h\"",
+                    self.label(field)
+                ),
+            )
+        })
+    }
+
+    /// A duration that must be > 0.
+    fn positive(
+        &self,
+        field: &str,
+        value: Option<&str>,
+        default: &str,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(field, value, default)?;
+        if d.is_zero() {
+            return Err(self.error(
+                field,
+                format!(
+                    "{} must be greater than 0: give it a positive duration like \"{default}\"",
+                    self.label(field)
+                ),
+            ));
+        }
+        Ok(d)
+    }
+
+    fn path(
+        &self,
+        field: &str,
+        value: Option<&str>,
+        default: &str,
+    ) -> Result<PathBuf, ConfigError> {
+        let raw = value.unwrap_or(default);
+        if raw.trim().is_empty() {
+            return Err(self.error(
+                field,
+                format!(
+                    "{} is empty: give a file path like \"{default}\"",
+                    self.label(field)
+                ),
+            ));
+        }
+        // `join` keeps an absolute path as it is.
+        Ok(self.base_dir.join(raw))
+    }
+
+    fn validate(&self, file: FileConfig, kek_from_env: bool) -> Result<Config, ConfigError> {
+        let server = self.server(file.server)?;
+        let tls = self.tls(file.tls)?;
+        let tokens = self.tokens(file.tokens)?;
+        let keys = self.keys(file.keys, &tokens, kek_from_env)?;
+        let store = self.store(file.store, &keys, &tokens)?;
+        let clients = self.clients(file.clients, &tokens)?;
+        Ok(Config {
+            server,
+            tls,
+            store,
+            keys,
+            tokens,
+            clients,
+            kek_from_env,
+            source: self.file.to_path_buf(),
+        })
+    }
+
+    fn server(&self, s: FileServer) -> Result<ServerConfig, ConfigError> {
+        let raw_listen = s.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = raw_listen.trim().parse::<SocketAddr>().map_err(|_| {
+            self.error(
+                "server.listen",
+                format!(
+                    "{} `{raw_listen}` is not a socket address: write IP:PORT, e.g. \"127.0.0.1:8443\" or \"[::]:8443\"",
+                    self.label("server.listen")
+                ),
+            )
+        })?;
+
+        let issuer = s.issuer.unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
+        if let Err(problem) = check_issuer(&issuer) {
+            return Err(self.error(
+                "server.issuer",
+                format!(
+                    "{} `{issuer}` {problem}: write an https URL like \"https://tokenmint.example.com\"",
+                    self.label("server.issuer")
+                ),
+            ));
+        }
+
+        let handshake_timeout = self.positive(
+            "server.handshake_timeout",
+            s.handshake_timeout.as_deref(),
+            DEFAULT_HANDSHAKE_TIMEOUT,
+        )?;
+        if handshake_timeout > MAX_HANDSHAKE_TIMEOUT {
+            return Err(self.error(
+                "server.handshake_timeout",
+                format!(
+                    "{} ({}) must be at most {}: lower it",
+                    self.label("server.handshake_timeout"),
+                    show(handshake_timeout),
+                    show(MAX_HANDSHAKE_TIMEOUT)
+                ),
+            ));
+        }
+        Ok(ServerConfig {
+            listen,
+            issuer,
+            handshake_timeout,
+        })
+    }
+
+    fn tls(&self, t: FileTls) -> Result<TlsConfig, ConfigError> {
+        Ok(TlsConfig {
+            cert: self.path("tls.cert", t.cert.as_deref(), DEFAULT_TLS_CERT)?,
+            key: self.path("tls.key", t.key.as_deref(), DEFAULT_TLS_KEY)?,
+            client_ca: self.path(
+                "tls.client_ca",
+                t.client_ca.as_deref(),
+                DEFAULT_TLS_CLIENT_CA,
+            )?,
+        })
+    }
+
+    fn tokens(&self, t: FileTokens) -> Result<TokensConfig, ConfigError> {
+        let max_lifetime = self.positive(
+            "tokens.max_lifetime",
+            t.max_lifetime.as_deref(),
+            DEFAULT_MAX_LIFETIME,
+        )?;
+        let default_lifetime = self.positive(
+            "tokens.default_lifetime",
+            t.default_lifetime.as_deref(),
+            DEFAULT_TOKEN_LIFETIME,
+        )?;
+        if default_lifetime > max_lifetime {
+            return Err(self.error(
+                "tokens.default_lifetime",
+                format!(
+                    "{} ({}) must not exceed {} ({}): lower default_lifetime or raise max_lifetime",
+                    self.label("tokens.default_lifetime"),
+                    show(default_lifetime),
+                    self.label("tokens.max_lifetime"),
+                    show(max_lifetime)
+                ),
+            ));
+        }
+        let leeway = self.duration("tokens.leeway", t.leeway.as_deref(), DEFAULT_LEEWAY)?;
+        if leeway > MAX_LEEWAY {
+            return Err(self.error(
+                "tokens.leeway",
+                format!(
+                    "{} ({}) must be at most {}: lower it (it only absorbs clock skew)",
+                    self.label("tokens.leeway"),
+                    show(leeway),
+                    show(MAX_LEEWAY)
+                ),
+            ));
+        }
+        Ok(TokensConfig {
+            default_lifetime,
+            max_lifetime,
+            leeway,
+        })
+    }
+
+    fn keys(
+        &self,
+        k: FileKeys,
+        tokens: &TokensConfig,
+        kek_from_env: bool,
+    ) -> Result<KeysConfig, ConfigError> {
+        let raw_alg = k.algorithm.as_deref().unwrap_or(DEFAULT_ALGORITHM);
+        let algorithm = raw_alg.parse::<SigningAlgorithm>().map_err(|e| {
+            self.error(
+                "keys.algorithm",
+                format!(
+                    "{} `{raw_alg}` is not supported: use one of {} (exact spelling)",
+                    self.label("keys.algorithm"),
+                    e.expected.join(", ")
+                ),
+            )
+        })?;
+        let jwks_max_age = self.duration(
+            "keys.jwks_max_age",
+            k.jwks_max_age.as_deref(),
+            DEFAULT_JWKS_MAX_AGE,
+        )?;
+        let publish_ahead = self.duration(
+            "keys.publish_ahead",
+            k.publish_ahead.as_deref(),
+            DEFAULT_PUBLISH_AHEAD,
+        )?;
+        let twice_max_age = jwks_max_age.saturating_mul(2);
+        if publish_ahead < twice_max_age {
+            return Err(self.error(
+                "keys.publish_ahead",
+                format!(
+                    "{} ({}) must be at least 2 × {} (2 × {} = {}), so no verifier caching the JWKS meets a key it could not have fetched: raise publish_ahead or lower jwks_max_age",
+                    self.label("keys.publish_ahead"),
+                    show(publish_ahead),
+                    self.label("keys.jwks_max_age"),
+                    show(jwks_max_age),
+                    show(twice_max_age)
+                ),
+            ));
+        }
+        let rotation_period = self.duration(
+            "keys.rotation_period",
+            k.rotation_period.as_deref(),
+            DEFAULT_ROTATION_PERIOD,
+        )?;
+        if rotation_period <= publish_ahead {
+            return Err(self.error(
+                "keys.rotation_period",
+                format!(
+                    "{} ({}) must be greater than {} ({}), so the next key is published before it is due: raise rotation_period or lower publish_ahead",
+                    self.label("keys.rotation_period"),
+                    show(rotation_period),
+                    self.label("keys.publish_ahead"),
+                    show(publish_ahead)
+                ),
+            ));
+        }
+        let retention =
+            self.duration("keys.retention", k.retention.as_deref(), DEFAULT_RETENTION)?;
+        let token_validity = tokens.max_lifetime.saturating_add(tokens.leeway);
+        if retention < token_validity {
+            return Err(self.error(
+                "keys.retention",
+                format!(
+                    "{} ({}) must be at least tokens.max_lifetime + tokens.leeway ({} + {} = {}), so a retired key stays published while its tokens are valid: raise retention or lower tokens.max_lifetime",
+                    self.label("keys.retention"),
+                    show(retention),
+                    show(tokens.max_lifetime),
+                    show(tokens.leeway),
+                    show(token_validity)
+                ),
+            ));
+        }
+        let kek_files = match k.kek_files {
+            Some(files) => files,
+            None => vec![DEFAULT_KEK_FILE.to_owned()],
+        };
+        if kek_files.is_empty() && !kek_from_env {
+            return Err(self.error(
+                "keys.kek_files",
+                format!(
+                    "{} is empty and {KEK_ENV_VAR} is not set: list a KEK file (e.g. [\"{DEFAULT_KEK_FILE}\"]) or set {KEK_ENV_VAR}",
+                    self.label("keys.kek_files")
+                ),
+            ));
+        }
+        let mut resolved: Vec<PathBuf> = Vec::with_capacity(kek_files.len());
+        for (i, f) in kek_files.iter().enumerate() {
+            let field = format!("keys.kek_files[{i}]");
+            let path = self.path(&field, Some(f), DEFAULT_KEK_FILE)?;
+            if resolved.contains(&path) {
+                return Err(self.error(
+                    &field,
+                    format!(
+                        "{} `{f}` is listed twice: remove the duplicate",
+                        self.label("keys.kek_files")
+                    ),
+                ));
+            }
+            resolved.push(path);
+        }
+        Ok(KeysConfig {
+            algorithm,
+            rotation_period,
+            publish_ahead,
+            jwks_max_age,
+            retention,
+            kek_files: resolved,
+        })
+    }
+
+    fn store(
+        &self,
+        s: FileStore,
+        keys: &KeysConfig,
+        tokens: &TokensConfig,
+    ) -> Result<StoreConfig, ConfigError> {
+        let raw_url = s.url.as_deref().unwrap_or(DEFAULT_STORE_URL);
+        let url = self.store_url(raw_url)?;
+        let max_staleness = self.positive(
+            "store.max_staleness",
+            s.max_staleness.as_deref(),
+            DEFAULT_MAX_STALENESS,
+        )?;
+        let catch_up_interval = self.positive(
+            "store.catch_up_interval",
+            s.catch_up_interval.as_deref(),
+            DEFAULT_CATCH_UP_INTERVAL,
+        )?;
+        let half = max_staleness / 2;
+        if catch_up_interval >= half {
+            return Err(self.error(
+                "store.catch_up_interval",
+                format!(
+                    "{} ({}) must be less than half of {} ({} / 2 = {}), so one missed catch-up does not make the replica stale: lower catch_up_interval or raise max_staleness",
+                    self.label("store.catch_up_interval"),
+                    show(catch_up_interval),
+                    self.label("store.max_staleness"),
+                    show(max_staleness),
+                    show(half)
+                ),
+            ));
+        }
+        let max_issue_staleness = self.positive(
+            "store.max_issue_staleness",
+            s.max_issue_staleness.as_deref(),
+            DEFAULT_MAX_ISSUE_STALENESS,
+        )?;
+        let bound = keys
+            .retention
+            .saturating_sub(tokens.max_lifetime)
+            .saturating_sub(tokens.leeway);
+        if max_issue_staleness >= bound {
+            return Err(self.error(
+                "store.max_issue_staleness",
+                format!(
+                    "{} ({}) must be less than keys.retention - tokens.max_lifetime - tokens.leeway ({} - {} - {} = {}), so a cut-off replica never signs with a key the others may have removed: lower max_issue_staleness or raise keys.retention",
+                    self.label("store.max_issue_staleness"),
+                    show(max_issue_staleness),
+                    show(keys.retention),
+                    show(tokens.max_lifetime),
+                    show(tokens.leeway),
+                    show(bound)
+                ),
+            ));
+        }
+        Ok(StoreConfig {
+            url,
+            max_staleness,
+            catch_up_interval,
+            max_issue_staleness,
+        })
+    }
+
+    fn store_url(&self, raw: &str) -> Result<StoreUrl, ConfigError> {
+        const FIELD: &str = "store.url";
+        let fix = "use \"sqlite://PATH\" (e.g. \"sqlite://tokenmint.db\"), \"sqlite:PATH\" or \"postgres://…\"";
+        let label = self.label(FIELD);
+        if let Some(rest) = raw
+            .strip_prefix("postgres://")
+            .or_else(|| raw.strip_prefix("postgresql://"))
+        {
+            if rest.is_empty() {
+                return Err(self.error(FIELD, format!("{label} names no PostgreSQL server: {fix}")));
+            }
+            return Ok(StoreUrl::Postgres(raw.to_owned()));
+        }
+        if let Some(path) = raw
+            .strip_prefix("sqlite://")
+            .or_else(|| raw.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(self.error(
+                    FIELD,
+                    format!("{label} `{raw}` names no database file: {fix}"),
+                ));
+            }
+            if path == ":memory:" {
+                return Err(self.error(
+                    FIELD,
+                    format!("{label} `{raw}`: an in-memory store loses every key and revocation on restart: give a file path, e.g. \"sqlite://tokenmint.db\""),
+                ));
+            }
+            if path.contains('?') {
+                return Err(self.error(
+                    FIELD,
+                    format!("{label} `{raw}`: query parameters are not supported (tokenmint sets the SQLite options itself): remove everything from `?`"),
+                ));
+            }
+            return Ok(StoreUrl::Sqlite(self.base_dir.join(path)));
+        }
+        // Show only the scheme: a URL we do not understand may still carry a password.
+        let shown = match raw.split_once(':') {
+            Some((scheme, _)) => format!("has the unsupported scheme `{scheme}`"),
+            None => "has no scheme".to_owned(),
+        };
+        Err(self.error(FIELD, format!("{label} {shown}: {fix}")))
+    }
+
+    fn clients(
+        &self,
+        clients: Vec<FileClient>,
+        tokens: &TokensConfig,
+    ) -> Result<Vec<ClientConfig>, ConfigError> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(clients.len());
+        for (i, c) in clients.into_iter().enumerate() {
+            let client = self.client(i, c, tokens)?;
+            if let Some(first) = seen.insert(client.id.clone(), i) {
+                return Err(self.error(
+                    &format!("clients[{i}].id"),
+                    format!(
+                        "clients[{i}].id `{}` is already used by clients[{first}]: client ids must be unique, rename one",
+                        client.id
+                    ),
+                ));
+            }
+            out.push(client);
+        }
+        Ok(out)
+    }
+
+    fn client(
+        &self,
+        i: usize,
+        c: FileClient,
+        tokens: &TokensConfig,
+    ) -> Result<ClientConfig, ConfigError> {
+        let Some(id) = c.id else {
+            return Err(self.error(
+                &format!("clients[{i}].id"),
+                format!("clients[{i}].id is missing: every [[clients]] entry needs one, e.g. id = \"billing\""),
+            ));
+        };
+        if let Err(problem) = check_client_id(&id) {
+            return Err(self.error(
+                &format!("clients[{i}].id"),
+                format!("clients[{i}].id `{id}` {problem}: use 1–{MAX_CLIENT_ID_LEN} characters of A-Z a-z 0-9 . _ : -"),
+            ));
+        }
+        // `clients[0].scopes (client "demo")`
+        let field = |key: &str| format!("clients[{i}].{key}");
+        let label = |key: &str| format!("clients[{i}].{key} (client \"{id}\")");
+
+        let matchers: Vec<(&str, MatcherConfig)> = [
+            ("san_uri", c.san_uri.map(MatcherConfig::SanUri)),
+            ("san_dns", c.san_dns.map(MatcherConfig::SanDns)),
+            ("subject_dn", c.subject_dn.map(MatcherConfig::SubjectDn)),
+        ]
+        .into_iter()
+        .filter_map(|(key, m)| m.map(|m| (key, m)))
+        .collect();
+        let matcher = match <[(&str, MatcherConfig); 1]>::try_from(matchers) {
+            Ok([(key, m)]) => {
+                let value = match &m {
+                    MatcherConfig::SanUri(v)
+                    | MatcherConfig::SanDns(v)
+                    | MatcherConfig::SubjectDn(v) => v,
+                };
+                if value.trim().is_empty() {
+                    return Err(self.error(
+                        &field(key),
+                        format!(
+                            "{} is empty: give the certificate identity this client presents",
+                            label(key)
+                        ),
+                    ));
+                }
+                m
+            }
+            Err(matchers) if matchers.is_empty() => {
+                return Err(self.error(
+                    &format!("clients[{i}]"),
+                    format!(
+                        "clients[{i}] (client \"{id}\") has no identity: set exactly one of san_uri, san_dns or subject_dn"
+                    ),
+                ));
+            }
+            Err(matchers) => {
+                let keys: Vec<&str> = matchers.iter().map(|(key, _)| *key).collect();
+                return Err(self.error(
+                    &format!("clients[{i}]"),
+                    format!(
+                        "clients[{i}] (client \"{id}\") sets {}: keep exactly one of san_uri, san_dns or subject_dn",
+                        keys.join(" and ")
+                    ),
+                ));
+            }
+        };
+
+        for (n, scope) in c.scopes.iter().enumerate() {
+            if let Err(problem) = check_scope(scope) {
+                return Err(self.error(
+                    &field("scopes"),
+                    format!(
+                        "{} `{scope}` {problem}: a scope is 1–{MAX_SCOPE_LEN} printable ASCII characters without space, '\"' or '\\'",
+                        label("scopes")
+                    ),
+                ));
+            }
+            if c.scopes[..n].contains(scope) {
+                return Err(self.error(
+                    &field("scopes"),
+                    format!(
+                        "{} lists `{scope}` twice: remove the duplicate",
+                        label("scopes")
+                    ),
+                ));
+            }
+        }
+        let default_scopes = match c.default_scopes {
+            Some(defaults) => {
+                self.subset(
+                    &defaults,
+                    &c.scopes,
+                    &field("default_scopes"),
+                    &label("default_scopes"),
+                    "scopes",
+                )?;
+                defaults
+            }
+            None => c.scopes.clone(),
+        };
+
+        for (n, audience) in c.audiences.iter().enumerate() {
+            if let Err(problem) = check_audience(audience) {
+                return Err(self.error(
+                    &field("audiences"),
+                    format!(
+                        "{} `{audience}` {problem}: an audience is 1–{MAX_AUDIENCE_LEN} characters without whitespace, usually a URL",
+                        label("audiences")
+                    ),
+                ));
+            }
+            if c.audiences[..n].contains(audience) {
+                return Err(self.error(
+                    &field("audiences"),
+                    format!(
+                        "{} lists `{audience}` twice: remove the duplicate",
+                        label("audiences")
+                    ),
+                ));
+            }
+        }
+        let default_audiences = match c.default_audiences {
+            Some(defaults) => {
+                self.subset(
+                    &defaults,
+                    &c.audiences,
+                    &field("default_audiences"),
+                    &label("default_audiences"),
+                    "audiences",
+                )?;
+                defaults
+            }
+            None if c.audiences.len() == 1 => c.audiences.clone(),
+            None => Vec::new(),
+        };
+
+        let permissions = match c.permissions {
+            None => vec![Permission::Issue],
+            Some(names) => {
+                let mut permissions = Vec::with_capacity(names.len());
+                for name in &names {
+                    let p = name.parse::<Permission>().map_err(|e| {
+                        self.error(
+                            &field("permissions"),
+                            format!(
+                                "{} `{name}` is not a permission: use any of {}",
+                                label("permissions"),
+                                e.expected.join(", ")
+                            ),
+                        )
+                    })?;
+                    if permissions.contains(&p) {
+                        return Err(self.error(
+                            &field("permissions"),
+                            format!(
+                                "{} lists `{name}` twice: remove the duplicate",
+                                label("permissions")
+                            ),
+                        ));
+                    }
+                    permissions.push(p);
+                }
+                permissions
+            }
+        };
+
+        let max_lifetime = match c.max_lifetime.as_deref() {
+            None => tokens.max_lifetime,
+            Some(raw) => {
+                let d =
+                    self.client_duration(&field("max_lifetime"), &label("max_lifetime"), raw)?;
+                if d > tokens.max_lifetime {
+                    return Err(self.error(
+                        &field("max_lifetime"),
+                        format!(
+                            "{} ({}) must not exceed {} ({}), the global ceiling: lower it or raise tokens.max_lifetime",
+                            label("max_lifetime"),
+                            show(d),
+                            self.label("tokens.max_lifetime"),
+                            show(tokens.max_lifetime)
+                        ),
+                    ));
+                }
+                d
+            }
+        };
+        let default_lifetime = match c.default_lifetime.as_deref() {
+            None => tokens.default_lifetime.min(max_lifetime),
+            Some(raw) => {
+                let d = self.client_duration(
+                    &field("default_lifetime"),
+                    &label("default_lifetime"),
+                    raw,
+                )?;
+                if d > max_lifetime {
+                    return Err(self.error(
+                        &field("default_lifetime"),
+                        format!(
+                            "{} ({}) must not exceed this client's max_lifetime ({}): lower default_lifetime or raise max_lifetime",
+                            label("default_lifetime"),
+                            show(d),
+                            show(max_lifetime)
+                        ),
+                    ));
+                }
+                d
+            }
+        };
+
+        Ok(ClientConfig {
+            id,
+            matcher,
+            scopes: c.scopes,
+            default_scopes,
+            audiences: c.audiences,
+            default_audiences,
+            permissions,
+            default_lifetime,
+            max_lifetime,
+            enabled: c.enabled.unwrap_or(true),
+        })
+    }
+
+    /// A client's lifetime: a duration > 0.
+    fn client_duration(
+        &self,
+        field: &str,
+        label: &str,
+        raw: &str,
+    ) -> Result<Duration, ConfigError> {
+        let d = humantime::parse_duration(raw.trim()).map_err(|e| {
+            self.error(
+                field,
+                format!("{label} `{raw}` is not a duration ({e}): write a number and a unit, like \"5m\" or \"1h\""),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.error(
+                field,
+                format!("{label} must be greater than 0: give it a positive duration like \"5m\""),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// Checks that every one of `items` is in `of`.
+    fn subset(
+        &self,
+        items: &[String],
+        of: &[String],
+        field: &str,
+        label: &str,
+        of_key: &str,
+    ) -> Result<(), ConfigError> {
+        for (n, item) in items.iter().enumerate() {
+            if !of.contains(item) {
+                return Err(self.error(
+                    field,
+                    format!("{label} `{item}` is not in {of_key}: add it to {of_key} or remove it from the defaults"),
+                ));
+            }
+            if items[..n].contains(item) {
+                return Err(self.error(
+                    field,
+                    format!("{label} lists `{item}` twice: remove the duplicate"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with an issuer, if anything.
+fn check_issuer(issuer: &str) -> Result<(), &'static str> {
+    let Some(rest) = issuer.strip_prefix("https://") else {
+        return Err("must start with \"https://\"");
+    };
+    if issuer.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace");
+    }
+    if issuer.contains('?') || issuer.contains('#') {
+        return Err("must not have a query (`?`) or fragment (`#`)");
+    }
+    if issuer.ends_with('/') {
+        return Err("must not end with a slash");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err("names no host");
+    }
+    if authority.contains('@') {
+        return Err("must not contain user info (`user@`)");
+    }
+    Ok(())
+}
+
+/// What is wrong with a client id, if anything.
+fn check_client_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("is empty");
+    }
+    if id.chars().count() > MAX_CLIENT_ID_LEN {
+        return Err("is too long");
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+    {
+        return Err("has a character that is not allowed");
+    }
+    Ok(())
+}
+
+/// What is wrong with a scope token (RFC 6749 §3.3: `1*( %x21 / %x23-5B / %x5D-7E )`).
+fn check_scope(scope: &str) -> Result<(), &'static str> {
+    if scope.is_empty() {
+        return Err("is empty");
+    }
+    if scope.len() > MAX_SCOPE_LEN {
+        return Err("is too long");
+    }
+    if !scope
+        .chars()
+        .all(|c| matches!(c, '\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'))
+    {
+        return Err("has a character that is not allowed");
+    }
+    Ok(())
+}
+
+/// What is wrong with an audience, if anything.
+fn check_audience(audience: &str) -> Result<(), &'static str> {
+    if audience.is_empty() {
+        return Err("is empty");
+    }
+    if audience.chars().count() > MAX_AUDIENCE_LEN {
+        return Err("is too long");
+    }
+    if audience
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err("contains whitespace");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The starter file
+// ---------------------------------------------------------------------------------------
+
+/// The starter file `tokenmint init` writes: exactly the format above with comments, the demo client and the admin client
+/// (id `"admin"`, `san_uri` `"spiffe://tokenmint.dev/admin"`, `scopes = []`, `permissions = ["issue", "introspect", "admin"]`), default values written out.
+/// It loads with [`Config::from_toml_str`] without error, and its sections equal the defaults.
+#[must_use]
+pub fn starter_toml() -> String {
+    STARTER_TOML.to_owned()
+}
+
+const STARTER_TOML: &str = r#"# tokenmint configuration, written by `tokenmint init`.
+#
+# Every key is optional: the values written here are the defaults. Durations are written
+# like "30s", "5m", "1h" or "24h"; relative paths are relative to this file's directory.
+# Unknown keys are refused. Any key of a section can be overridden from the environment
+# as TOKENMINT__<SECTION>__<KEY>, e.g. TOKENMINT__STORE__URL=sqlite://other.db or
+# TOKENMINT__KEYS__KEK_FILES='["new.kek", "old.kek"]'.
+
+[server]
+# Address and port of the gRPC listener.
+listen = "127.0.0.1:8443"
+# The `iss` of every token: an https URL without query, fragment or trailing slash.
+issuer = "https://localhost:8443"
+# How long a peer may take to finish the TLS handshake (at most 5m).
+handshake_timeout = "10s"
+
+[tls]
+# The server's certificate chain and private key (PEM).
+cert = "certs/server.pem"
+key = "certs/server.key"
+# The CA that client certificates must chain to (PEM).
+client_ca = "certs/ca.pem"
+
+[store]
+# "sqlite://PATH" or "sqlite:PATH" (an SQLite file), or "postgres://…".
+url = "sqlite://tokenmint.db"
+# Past this since the last catch-up with the store, introspection and watches answer UNAVAILABLE.
+max_staleness = "5s"
+# How often to catch up with the store; less than half of max_staleness.
+catch_up_interval = "1s"
+# Past this since the last catch-up, issuance answers UNAVAILABLE too; less than
+# keys.retention - tokens.max_lifetime - tokens.leeway.
+max_issue_staleness = "5m"
+
+[keys]
+# Algorithm of new signing keys: "ES256" or "EdDSA".
+algorithm = "ES256"
+# How often the next key becomes the signing key; more than publish_ahead.
+rotation_period = "24h"
+# How long a key is published before it signs; at least 2 × jwks_max_age.
+publish_ahead = "1h"
+# Cache-Control max-age of the published JWKS.
+jwks_max_age = "5m"
+# How long a retired key stays published; at least tokens.max_lifetime + tokens.leeway.
+retention = "2h"
+# Files holding the key-encryption key (KEK), newest first. May be [] when the KEK is
+# given in the TOKENMINT_KEK environment variable instead.
+kek_files = ["tokenmint.kek"]
+
+[tokens]
+# Lifetime of a token when the request names none; at most max_lifetime.
+default_lifetime = "5m"
+# The ceiling of every token's lifetime.
+max_lifetime = "1h"
+# Clock skew tolerated when checking token times; at most 5m.
+leeway = "30s"
+
+# One [[clients]] entry per machine allowed to ask for tokens. A client is recognised by
+# exactly one of san_uri, san_dns or subject_dn of its certificate.
+[[clients]]
+id = "demo"
+san_uri = "spiffe://tokenmint.dev/demo"
+# Scopes it may ask for, and those it gets when it names none (default: all of scopes).
+scopes = ["demo:read"]
+default_scopes = ["demo:read"]
+# Audiences it may ask for, and those it gets when it names none (default: the one
+# audience if there is exactly one, else none).
+audiences = ["https://demo.tokenmint.dev"]
+default_audiences = ["https://demo.tokenmint.dev"]
+# Any of "issue", "introspect", "admin" (default: ["issue"]).
+permissions = ["issue"]
+# Its tokens' default and longest lifetimes (at most tokens.max_lifetime).
+default_lifetime = "5m"
+max_lifetime = "1h"
+enabled = true
+
+[[clients]]
+id = "admin"
+san_uri = "spiffe://tokenmint.dev/admin"
+scopes = []
+audiences = []
+permissions = ["issue", "introspect", "admin"]
+enabled = true
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "tokenmint.toml";
+    const BASE: &str = "/etc/tokenmint";
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn load_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new(FILE), Path::new(BASE), env(vars))
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        load_env(text, &[])
+    }
+
+    /// Loads `text`, expects an error, and checks that its message names every one of `needles`.
+    #[track_caller]
+    fn refused(text: &str, needles: &[&str]) -> ConfigError {
+        refused_env(text, &[], needles)
+    }
+
+    #[track_caller]
+    fn refused_env(text: &str, vars: &[(&str, &str)], needles: &[&str]) -> ConfigError {
+        match load_env(text, vars) {
+            Ok(config) => panic!("expected an error naming {needles:?}, got {config:?}"),
+            Err(e) => {
+                let message = e.to_string();
+                for needle in needles {
+                    assert!(
+                        message.contains(needle),
+                        "{message:?} does not contain {needle:?}"
+                    );
+                }
+                e
+            }
+        }
+    }
+
+    #[track_caller]
+    fn invalid_field(e: &ConfigError) -> &str {
+        match e {
+            ConfigError::Invalid { field, .. } => field,
+            other => panic!("expected ConfigError::Invalid, got {other:?}"),
+        }
+    }
+
+    const CLIENT: &str = r#"
+[[clients]]
+id = "demo"
+san_uri = "spiffe://tokenmint.dev/demo"
+scopes = ["demo:read", "demo:write"]
+audiences = ["https://demo.tokenmint.dev"]
+"#;
+
+    fn with_client(extra: &str) -> String {
+        format!("{CLIENT}{extra}")
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(
+            c.server.listen,
+            "127.0.0.1:8443".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(c.server.issuer, "https://localhost:8443");
+        assert_eq!(c.server.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.tls.cert, PathBuf::from("/etc/tokenmint/certs/server.pem"));
+        assert_eq!(c.tls.key, PathBuf::from("/etc/tokenmint/certs/server.key"));
+        assert_eq!(
+            c.tls.client_ca,
+            PathBuf::from("/etc/tokenmint/certs/ca.pem")
+        );
+        assert_eq!(
+            c.store.url,
+            StoreUrl::Sqlite(PathBuf::from("/etc/tokenmint/tokenmint.db"))
+        );
+        assert_eq!(c.store.max_staleness, Duration::from_secs(5));
+        assert_eq!(c.store.catch_up_interval, Duration::from_secs(1));
+        assert_eq!(c.store.max_issue_staleness, Duration::from_secs(300));
+        assert_eq!(c.keys.algorithm, SigningAlgorithm::Es256);
+        assert_eq!(c.keys.rotation_period, Duration::from_secs(24 * 3600));
+        assert_eq!(c.keys.publish_ahead, Duration::from_secs(3600));
+        assert_eq!(c.keys.jwks_max_age, Duration::from_secs(300));
+        assert_eq!(c.keys.retention, Duration::from_secs(7200));
+        assert_eq!(
+            c.keys.kek_files,
+            vec![PathBuf::from("/etc/tokenmint/tokenmint.kek")]
+        );
+        assert_eq!(c.tokens.default_lifetime, Duration::from_secs(300));
+        assert_eq!(c.tokens.max_lifetime, Duration::from_secs(3600));
+        assert_eq!(c.tokens.leeway, Duration::from_secs(30));
+        assert!(c.clients.is_empty());
+        assert!(!c.kek_from_env);
+        assert_eq!(c.source, PathBuf::from(FILE));
+    }
+
+    #[test]
+    fn starter_toml_loads_with_the_defaults_and_both_clients() {
+        let starter = load(&starter_toml()).unwrap();
+        let defaults = load("").unwrap();
+        assert_eq!(starter.server, defaults.server);
+        assert_eq!(starter.tls, defaults.tls);
+        assert_eq!(starter.store, defaults.store);
+        assert_eq!(starter.keys, defaults.keys);
+        assert_eq!(starter.tokens, defaults.tokens);
+
+        let [demo, admin] = starter.clients.as_slice() else {
+            panic!("expected two clients, got {:?}", starter.clients);
+        };
+        assert_eq!(demo.id, "demo");
+        assert_eq!(
+            demo.matcher,
+            MatcherConfig::SanUri("spiffe://tokenmint.dev/demo".into())
+        );
+        assert_eq!(demo.scopes, ["demo:read"]);
+        assert_eq!(demo.default_audiences, ["https://demo.tokenmint.dev"]);
+        assert_eq!(demo.permissions, [Permission::Issue]);
+        assert!(demo.enabled);
+        assert_eq!(admin.id, "admin");
+        assert_eq!(
+            admin.matcher,
+            MatcherConfig::SanUri("spiffe://tokenmint.dev/admin".into())
+        );
+        assert!(admin.scopes.is_empty());
+        assert_eq!(admin.permissions, Permission::ALL);
+    }
+
+    #[test]
+    fn starter_toml_writes_every_key_an_override_may_address() {
+        let table: toml::Table = toml::from_str(&starter_toml()).unwrap();
+        for (section, keys) in SECTIONS {
+            let written = table[*section].as_table().unwrap();
+            let mut written: Vec<&str> = written.keys().map(String::as_str).collect();
+            let mut known = keys.to_vec();
+            written.sort_unstable();
+            known.sort_unstable();
+            assert_eq!(written, known, "[{section}]");
+        }
+    }
+
+    #[test]
+    fn client_defaults_are_filled_in() {
+        let c = load(&with_client("")).unwrap();
+        let demo = &c.clients[0];
+        assert_eq!(demo.default_scopes, ["demo:read", "demo:write"]);
+        assert_eq!(demo.default_audiences, ["https://demo.tokenmint.dev"]);
+        assert_eq!(demo.permissions, [Permission::Issue]);
+        assert_eq!(demo.max_lifetime, Duration::from_secs(3600));
+        assert_eq!(demo.default_lifetime, Duration::from_secs(300));
+        assert!(demo.enabled);
+
+        // Several audiences: no default audience. A short max lifetime caps the default.
+        let c = load(
+            r#"
+[[clients]]
+id = "two"
+san_dns = "two.example.com"
+audiences = ["a", "b"]
+max_lifetime = "1m"
+enabled = false
+"#,
+        )
+        .unwrap();
+        let two = &c.clients[0];
+        assert_eq!(two.matcher, MatcherConfig::SanDns("two.example.com".into()));
+        assert!(two.default_audiences.is_empty());
+        assert_eq!(two.max_lifetime, Duration::from_secs(60));
+        assert_eq!(two.default_lifetime, Duration::from_secs(60));
+        assert!(!two.enabled);
+    }
+
+    #[test]
+    fn bad_listen_is_refused() {
+        let e = refused(
+            "[server]\nlisten = \"localhost\"",
+            &["server.listen", "localhost", "IP:PORT"],
+        );
+        assert_eq!(invalid_field(&e), "server.listen");
+    }
+
+    #[test]
+    fn bad_issuer_is_refused() {
+        for issuer in [
+            "http://localhost:8443",
+            "https://localhost:8443/",
+            "https://localhost:8443?x=1",
+            "https://localhost:8443#f",
+            "https://",
+            "localhost",
+        ] {
+            let e = refused(
+                &format!("[server]\nissuer = \"{issuer}\""),
+                &["server.issuer", "https"],
+            );
+            assert_eq!(invalid_field(&e), "server.issuer");
+        }
+        let c = load("[server]\nissuer = \"https://auth.example.com/tenant\"").unwrap();
+        assert_eq!(c.server.issuer, "https://auth.example.com/tenant");
+    }
+
+    #[test]
+    fn handshake_timeout_is_bounded() {
+        refused(
+            "[server]\nhandshake_timeout = \"6m\"",
+            &["server.handshake_timeout", "5m"],
+        );
+        refused(
+            "[server]\nhandshake_timeout = \"0s\"",
+            &["server.handshake_timeout", "greater than 0"],
+        );
+    }
+
+    #[test]
+    fn bad_algorithm_is_refused_listing_the_allowed_ones() {
+        let e = refused(
+            "[keys]\nalgorithm = \"es256\"",
+            &["keys.algorithm", "es256", "ES256", "EdDSA"],
+        );
+        assert_eq!(invalid_field(&e), "keys.algorithm");
+        let c = load("[keys]\nalgorithm = \"EdDSA\"").unwrap();
+        assert_eq!(c.keys.algorithm, SigningAlgorithm::EdDsa);
+    }
+
+    #[test]
+    fn publish_ahead_below_twice_jwks_max_age_is_refused() {
+        let e = refused(
+            "[keys]\npublish_ahead = \"9m\"\njwks_max_age = \"5m\"",
+            &[
+                "keys.publish_ahead (9m)",
+                "2 × keys.jwks_max_age",
+                "10m",
+                "raise publish_ahead",
+            ],
+        );
+        assert_eq!(invalid_field(&e), "keys.publish_ahead");
+        // Exactly twice is fine.
+        load("[keys]\npublish_ahead = \"10m\"\njwks_max_age = \"5m\"").unwrap();
+    }
+
+    #[test]
+    fn retention_below_max_lifetime_plus_leeway_is_refused() {
+        let e = refused(
+            "[keys]\nretention = \"1h\"",
+            &[
+                "keys.retention (1h)",
+                "tokens.max_lifetime + tokens.leeway",
+                "1h 30s",
+            ],
+        );
+        assert_eq!(invalid_field(&e), "keys.retention");
+    }
+
+    #[test]
+    fn rotation_period_not_above_publish_ahead_is_refused() {
+        let e = refused(
+            "[keys]\nrotation_period = \"1h\"",
+            &["keys.rotation_period", "keys.publish_ahead"],
+        );
+        assert_eq!(invalid_field(&e), "keys.rotation_period");
+    }
+
+    #[test]
+    fn catch_up_interval_not_below_half_max_staleness_is_refused() {
+        let e = refused(
+            "[store]\ncatch_up_interval = \"3s\"",
+            &[
+                "store.catch_up_interval (3s)",
+                "store.max_staleness",
+                "2s 500ms",
+            ],
+        );
+        assert_eq!(invalid_field(&e), "store.catch_up_interval");
+    }
+
+    #[test]
+    fn max_issue_staleness_must_leave_room_in_retention() {
+        // 2h - 1h - 30s = 59m 30s.
+        let e = refused(
+            "[store]\nmax_issue_staleness = \"1h\"",
+            &[
+                "store.max_issue_staleness (1h)",
+                "keys.retention",
+                "59m 30s",
+            ],
+        );
+        assert_eq!(invalid_field(&e), "store.max_issue_staleness");
+        load("[store]\nmax_issue_staleness = \"59m\"").unwrap();
+    }
+
+    #[test]
+    fn default_lifetime_above_max_lifetime_is_refused() {
+        let e = refused(
+            "[tokens]\ndefault_lifetime = \"2h\"\n[keys]\nretention = \"3h\"",
+            &["tokens.default_lifetime (2h)", "tokens.max_lifetime (1h)"],
+        );
+        assert_eq!(invalid_field(&e), "tokens.default_lifetime");
+    }
+
+    #[test]
+    fn leeway_above_five_minutes_is_refused() {
+        refused("[tokens]\nleeway = \"6m\"", &["tokens.leeway"]);
+    }
+
+    #[test]
+    fn unparsable_duration_names_the_field() {
+        let e = refused(
+            "[keys]\nretention = \"5 parsecs\"",
+            &["keys.retention", "5 parsecs", "\"5m\""],
+        );
+        assert_eq!(invalid_field(&e), "keys.retention");
+        refused(
+            &with_client("max_lifetime = \"soon\""),
+            &["clients[0].max_lifetime", "soon"],
+        );
+    }
+
+    #[test]
+    fn client_with_two_matchers_is_refused() {
+        let e = refused(
+            &with_client("san_dns = \"demo.example.com\""),
+            &["clients[0]", "san_uri and san_dns", "exactly one"],
+        );
+        assert_eq!(invalid_field(&e), "clients[0]");
+    }
+
+    #[test]
+    fn client_without_matcher_is_refused() {
+        refused(
+            "[[clients]]\nid = \"x\"",
+            &["clients[0]", "\"x\"", "san_uri, san_dns or subject_dn"],
+        );
+        refused(
+            "[[clients]]\nid = \"x\"\nsubject_dn = \" \"",
+            &["clients[0].subject_dn", "empty"],
+        );
+    }
+
+    #[test]
+    fn client_id_is_required_and_checked() {
+        refused(
+            "[[clients]]\nsan_uri = \"spiffe://x\"",
+            &["clients[0].id", "missing"],
+        );
+        refused(
+            "[[clients]]\nid = \"a b\"\nsan_uri = \"spiffe://x\"",
+            &["clients[0].id", "`a b`"],
+        );
+        refused(
+            &format!(
+                "[[clients]]\nid = \"{}\"\nsan_uri = \"spiffe://x\"",
+                "a".repeat(129)
+            ),
+            &["clients[0].id", "too long"],
+        );
+        load(&format!(
+            "[[clients]]\nid = \"{}\"\nsan_uri = \"spiffe://x\"",
+            "Az09._:-".repeat(16)
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn duplicate_client_id_is_refused() {
+        let e = refused(
+            &format!("{CLIENT}{CLIENT}"),
+            &["clients[1].id", "`demo`", "clients[0]", "unique"],
+        );
+        assert_eq!(invalid_field(&e), "clients[1].id");
+    }
+
+    #[test]
+    fn bad_permission_is_refused() {
+        let e = refused(
+            &with_client("permissions = [\"issue\", \"root\"]"),
+            &[
+                "clients[0].permissions",
+                "`root`",
+                "issue, introspect, admin",
+            ],
+        );
+        assert_eq!(invalid_field(&e), "clients[0].permissions");
+    }
+
+    #[test]
+    fn default_scopes_must_be_a_subset_of_scopes() {
+        let e = refused(
+            &with_client("default_scopes = [\"demo:admin\"]"),
+            &["clients[0].default_scopes", "demo:admin", "not in scopes"],
+        );
+        assert_eq!(invalid_field(&e), "clients[0].default_scopes");
+        let c = load(&with_client("default_scopes = []")).unwrap();
+        assert!(c.clients[0].default_scopes.is_empty());
+    }
+
+    #[test]
+    fn default_audiences_must_be_a_subset_of_audiences() {
+        refused(
+            &with_client("default_audiences = [\"https://other\"]"),
+            &["clients[0].default_audiences", "not in audiences"],
+        );
+    }
+
+    #[test]
+    fn bad_scope_and_audience_are_refused() {
+        refused(
+            "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\nscopes = [\"a b\"]",
+            &["clients[0].scopes", "`a b`"],
+        );
+        refused(
+            "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\nscopes = [\"a\\\\b\"]",
+            &["clients[0].scopes"],
+        );
+        refused(
+            "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\nscopes = [\"\"]",
+            &["clients[0].scopes", "empty"],
+        );
+        refused(
+            "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\nscopes = [\"a\", \"a\"]",
+            &["clients[0].scopes", "twice"],
+        );
+        refused(
+            "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\naudiences = [\"a b\"]",
+            &["clients[0].audiences"],
+        );
+        refused(
+            &format!(
+                "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\naudiences = [\"{}\"]",
+                "a".repeat(513)
+            ),
+            &["clients[0].audiences", "too long"],
+        );
+    }
+
+    #[test]
+    fn client_max_lifetime_above_the_ceiling_is_refused() {
+        let e = refused(
+            &with_client("max_lifetime = \"2h\""),
+            &[
+                "clients[0].max_lifetime",
+                "\"demo\"",
+                "tokens.max_lifetime (1h)",
+                "ceiling",
+            ],
+        );
+        assert_eq!(invalid_field(&e), "clients[0].max_lifetime");
+    }
+
+    #[test]
+    fn client_default_lifetime_above_its_max_is_refused() {
+        refused(
+            &with_client("max_lifetime = \"10m\"\ndefault_lifetime = \"20m\""),
+            &["clients[0].default_lifetime", "10m"],
+        );
+    }
+
+    #[test]
+    fn store_urls() {
+        let c = load("[store]\nurl = \"sqlite:data/t.db\"").unwrap();
+        assert_eq!(
+            c.store.url,
+            StoreUrl::Sqlite(PathBuf::from("/etc/tokenmint/data/t.db"))
+        );
+        let c = load("[store]\nurl = \"sqlite:///var/lib/t.db\"").unwrap();
+        assert_eq!(
+            c.store.url,
+            StoreUrl::Sqlite(PathBuf::from("/var/lib/t.db"))
+        );
+        let url = "postgres://tm:hunter2@db.example.com/tokenmint?sslmode=require";
+        let c = load(&format!("[store]\nurl = \"{url}\"")).unwrap();
+        assert_eq!(c.store.url, StoreUrl::Postgres(url.into()));
+        let debug = format!("{:?}", c.store.url);
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("db.example.com"), "{debug}");
+    }
+
+    #[test]
+    fn bad_store_url_is_refused_without_echoing_it() {
+        let e = refused(
+            "[store]\nurl = \"mysql://root:hunter2@db/x\"",
+            &["store.url", "`mysql`", "sqlite://"],
+        );
+        assert_eq!(invalid_field(&e), "store.url");
+        assert!(!e.to_string().contains("hunter2"));
+        refused(
+            "[store]\nurl = \"tokenmint.db\"",
+            &["store.url", "sqlite://"],
+        );
+        refused(
+            "[store]\nurl = \"sqlite://\"",
+            &["store.url", "no database file"],
+        );
+        refused(
+            "[store]\nurl = \"sqlite::memory:\"",
+            &["store.url", "in-memory"],
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_refused_naming_it() {
+        let e = refused(
+            "[server]\nlissen = \"127.0.0.1:1\"",
+            &[FILE, "lissen", "line 2", "listen"],
+        );
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e:?}");
+        refused("[sever]\n", &[FILE, "sever"]);
+        refused(&with_client("colour = \"red\""), &[FILE, "colour"]);
+    }
+
+    #[test]
+    fn wrong_type_in_file_is_refused() {
+        refused("[server]\nlisten = 8443", &[FILE, "listen"]);
+    }
+
+    #[test]
+    fn env_overrides_a_scalar() {
+        let c = load_env(
+            "[store]\nurl = \"sqlite://a.db\"",
+            &[
+                ("TOKENMINT__STORE__URL", "sqlite:///var/lib/b.db"),
+                ("tokenmint__ignored", "x"),
+                ("TOKENMINT__keys__Algorithm", "EdDSA"),
+                ("TOKENMINT__TOKENS__MAX_LIFETIME", "\"30m\""),
+                ("PATH", "/usr/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.store.url,
+            StoreUrl::Sqlite(PathBuf::from("/var/lib/b.db"))
+        );
+        assert_eq!(c.keys.algorithm, SigningAlgorithm::EdDsa);
+        assert_eq!(c.tokens.max_lifetime, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn env_overrides_an_array() {
+        let c = load_env(
+            "",
+            &[(
+                "TOKENMINT__KEYS__KEK_FILES",
+                r#"["new.kek", "/keys/old.kek"]"#,
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            c.keys.kek_files,
+            vec![
+                PathBuf::from("/etc/tokenmint/new.kek"),
+                PathBuf::from("/keys/old.kek")
+            ]
+        );
+        // A bare string is not a list: refused, naming the variable.
+        refused_env(
+            "",
+            &[("TOKENMINT__KEYS__KEK_FILES", "a.kek")],
+            &["TOKENMINT__KEYS__KEK_FILES", "TOML syntax"],
+        );
+    }
+
+    #[test]
+    fn env_override_value_is_validated_naming_the_variable() {
+        let e = refused_env(
+            "",
+            &[("TOKENMINT__KEYS__PUBLISH_AHEAD", "1m")],
+            &["keys.publish_ahead (set by TOKENMINT__KEYS__PUBLISH_AHEAD)"],
+        );
+        assert_eq!(invalid_field(&e), "keys.publish_ahead");
+    }
+
+    #[test]
+    fn unknown_env_key_is_refused_naming_the_variable() {
+        let e = refused_env(
+            "",
+            &[("TOKENMINT__SERVER__LISSEN", "x")],
+            &[
+                "TOKENMINT__SERVER__LISSEN",
+                "lissen",
+                "listen, issuer, handshake_timeout",
+            ],
+        );
+        assert!(matches!(e, ConfigError::Env { .. }), "{e:?}");
+        refused_env(
+            "",
+            &[("TOKENMINT__SEVER__LISTEN", "x")],
+            &["TOKENMINT__SEVER__LISTEN", "sever", "server, tls"],
+        );
+        refused_env(
+            "",
+            &[("TOKENMINT__STORE", "x")],
+            &["TOKENMINT__STORE", "TOKENMINT__<SECTION>__<KEY>"],
+        );
+        refused_env("", &[("TOKENMINT__A__B__C", "x")], &["TOKENMINT__A__B__C"]);
+        refused_env(
+            "",
+            &[("TOKENMINT__CLIENTS__ID", "x")],
+            &["TOKENMINT__CLIENTS__ID", "[[clients]]"],
+        );
+        refused_env(
+            "",
+            &[
+                ("TOKENMINT__STORE__URL", "sqlite:a"),
+                ("TOKENMINT__store__url", "sqlite:b"),
+            ],
+            &["TOKENMINT__STORE__URL", "TOKENMINT__store__url"],
+        );
+    }
+
+    #[test]
+    fn empty_kek_files_needs_the_kek_in_the_environment() {
+        let text = "[keys]\nkek_files = []";
+        let e = refused(text, &["keys.kek_files", "TOKENMINT_KEK"]);
+        assert_eq!(invalid_field(&e), "keys.kek_files");
+        refused_env(text, &[("TOKENMINT_KEK", "")], &["keys.kek_files"]);
+        let c = load_env(text, &[("TOKENMINT_KEK", "c2VjcmV0")]).unwrap();
+        assert!(c.kek_from_env);
+        assert!(c.keys.kek_files.is_empty());
+        // With files listed, the variable is only recorded.
+        assert!(
+            load_env("", &[("TOKENMINT_KEK", "c2VjcmV0")])
+                .unwrap()
+                .kek_from_env
+        );
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_base_dir() {
+        let c = load(
+            r#"
+[tls]
+cert = "pki/server.pem"
+key = "/secure/server.key"
+[keys]
+kek_files = ["a.kek", "../b.kek"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.tls.cert, PathBuf::from("/etc/tokenmint/pki/server.pem"));
+        assert_eq!(c.tls.key, PathBuf::from("/secure/server.key"));
+        assert_eq!(
+            c.tls.client_ca,
+            PathBuf::from("/etc/tokenmint/certs/ca.pem")
+        );
+        assert_eq!(
+            c.keys.kek_files,
+            vec![
+                PathBuf::from("/etc/tokenmint/a.kek"),
+                PathBuf::from("/etc/tokenmint/../b.kek")
+            ]
+        );
+    }
+
+    #[test]
+    fn load_reads_the_file_and_resolves_against_its_directory() {
+        let dir =
+            std::env::temp_dir().join(format!("tokenmint-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokenmint.toml");
+        std::fs::write(&path, starter_toml()).unwrap();
+        let c = Config::load(&path, env(&[])).unwrap();
+        assert_eq!(c.source, path);
+        assert_eq!(c.tls.cert, dir.join("certs/server.pem"));
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let missing = dir.join("missing.toml");
+        let e = Config::load(&missing, env(&[])).unwrap_err();
+        let message = e.to_string();
+        assert!(message.contains("cannot read config file"), "{message}");
+        assert!(message.contains("missing.toml"), "{message}");
+        assert!(message.contains("tokenmint init"), "{message}");
+    }
+
+    #[test]
+    fn enum_names_round_trip() {
+        for alg in SigningAlgorithm::ALL {
+            assert_eq!(alg.as_str().parse::<SigningAlgorithm>(), Ok(alg));
+        }
+        for p in Permission::ALL {
+            assert_eq!(p.as_str().parse::<Permission>(), Ok(p));
+        }
+        let e = "Admin".parse::<Permission>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`Admin` is not one of issue, introspect, admin"
+        );
+    }
+}

@@ -1,0 +1,493 @@
+//! Signing keys: their ids (RFC 7638 thumbprints), states, sealing at rest under a KEK, and
+//! the `KeyRing` — the published set plus the one key that signs.
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, Algorithm, CryptoError, Kek, PublicKey, Sealed, SigningKey};
+
+/// What failed while creating, sealing or opening signing keys.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// No KEK is configured at all.
+    #[error(
+        "no key-encryption key is configured: set [keys] kek_files or TOKENMINT_KEK (run `tokenmint init` to create one for development)"
+    )]
+    NoKek,
+    /// A stored key is sealed under a KEK that is not configured.
+    #[error(
+        "signing key {kid} is sealed under KEK id {kek_id}, which is not among the configured KEKs (ids: {configured}): configure the KEK it was created with"
+    )]
+    UnknownKek {
+        /// The key.
+        kid: String,
+        /// The KEK id stored with it.
+        kek_id: String,
+        /// The ids of the configured KEKs.
+        configured: String,
+    },
+    /// A stored key did not open under the KEK with its id.
+    #[error(
+        "signing key {kid} did not decrypt under KEK {kek_id}: the stored key or its associated data was altered"
+    )]
+    Unseal {
+        /// The key.
+        kid: String,
+        /// The KEK id.
+        kek_id: String,
+    },
+    /// A stored key decrypted but does not match its recorded public key.
+    #[error("signing key {kid} decrypted but does not match its published public key")]
+    Mismatch {
+        /// The key.
+        kid: String,
+    },
+    /// There is no current key to sign with.
+    #[error("there is no current signing key")]
+    NoCurrentKey,
+    /// A cryptographic primitive failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// A key id: the RFC 7638 SHA-256 thumbprint of the public key, base64url.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// The thumbprint of a public key (RFC 7638 §3; EC and OKP members as RFC 7518/8037 name them).
+    pub fn of(public: &PublicKey) -> Self {
+        let members: Vec<(&str, String)> = match public {
+            PublicKey::P256 { x, y } => vec![
+                ("crv", "P-256".into()),
+                ("kty", "EC".into()),
+                ("x", crypto::b64url(x)),
+                ("y", crypto::b64url(y)),
+            ],
+            PublicKey::Ed25519 { x } => vec![
+                ("crv", "Ed25519".into()),
+                ("kty", "OKP".into()),
+                ("x", crypto::b64url(x)),
+            ],
+        };
+        let refs: Vec<(&str, &str)> = members.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Self(jwk_thumbprint(&refs))
+    }
+
+    /// A key id as stored or received (not checked: an unknown id simply finds no key).
+    pub fn from_stored(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.0)
+    }
+}
+
+/// RFC 7638 §3: SHA-256 over the required members, lexicographically ordered, as JSON with
+/// no whitespace; base64url without padding. `members` are (name, string value) pairs.
+pub fn jwk_thumbprint(members: &[(&str, &str)]) -> String {
+    let mut sorted = members.to_vec();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut json = String::from("{");
+    for (i, (name, value)) in sorted.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        // serde_json escapes exactly as JSON requires; member names and values are plain strings.
+        json.push_str(&serde_json::Value::from(*name).to_string());
+        json.push(':');
+        json.push_str(&serde_json::Value::from(*value).to_string());
+    }
+    json.push('}');
+    crypto::b64url(&crypto::sha256(json.as_bytes()))
+}
+
+/// Where a key is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    /// Published, not yet signing.
+    Next,
+    /// Signing; exactly one key is current.
+    Current,
+    /// Published for verification only.
+    Retired,
+    /// Withdrawn at once; never published again.
+    Revoked,
+}
+
+impl KeyState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Next => "next",
+            KeyState::Current => "current",
+            KeyState::Retired => "retired",
+            KeyState::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn try_from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "next" => KeyState::Next,
+            "current" => KeyState::Current,
+            "retired" => KeyState::Retired,
+            "revoked" => KeyState::Revoked,
+            _ => return None,
+        })
+    }
+
+    /// Whether keys in this state appear in the published JWKS.
+    pub fn is_published(self) -> bool {
+        !matches!(self, KeyState::Revoked)
+    }
+}
+
+/// A signing key as stored: public half in clear, private half sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The RFC 7638 thumbprint, computed once at creation.
+    pub kid: KeyId,
+    /// The algorithm this key signs with; the only one accepted for its tokens.
+    pub algorithm: Algorithm,
+    /// Its state.
+    pub state: KeyState,
+    /// The public key.
+    pub public: PublicKey,
+    /// The PKCS#8 private key, sealed under a KEK.
+    pub sealed: Sealed,
+    /// Unix seconds when it was created (and published).
+    pub created_at: i64,
+    /// Unix seconds when it became current.
+    pub activated_at: Option<i64>,
+    /// Unix seconds when it was retired.
+    pub retired_at: Option<i64>,
+    /// Unix seconds when it was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// The associated data that binds a sealed private key to its version, algorithm and id.
+pub fn sealing_aad(algorithm: Algorithm, kid: &KeyId) -> Vec<u8> {
+    let mut aad = b"tokenmint/signing-key/v1".to_vec();
+    aad.extend_from_slice(algorithm.as_str().as_bytes());
+    aad.extend_from_slice(kid.as_str().as_bytes());
+    aad
+}
+
+impl KeyRecord {
+    /// Generates a new key in `state`, sealed under `kek`.
+    pub fn generate(
+        algorithm: Algorithm,
+        state: KeyState,
+        kek: &Kek,
+        now: i64,
+    ) -> Result<Self, KeyError> {
+        let (key, pkcs8) = SigningKey::generate(algorithm)?;
+        let public = key.public_key();
+        let kid = KeyId::of(&public);
+        let sealed = kek.seal(&pkcs8, &sealing_aad(algorithm, &kid))?;
+        Ok(Self {
+            kid,
+            algorithm,
+            state,
+            public,
+            sealed,
+            created_at: now,
+            activated_at: (state == KeyState::Current).then_some(now),
+            retired_at: None,
+            revoked_at: None,
+        })
+    }
+
+    /// Opens the private key with whichever configured KEK sealed it.
+    pub fn unseal(&self, keks: &KekRing) -> Result<SigningKey, KeyError> {
+        let kek = keks
+            .find(&self.sealed.kek_id)
+            .ok_or_else(|| KeyError::UnknownKek {
+                kid: self.kid.to_string(),
+                kek_id: self.sealed.kek_id.clone(),
+                configured: keks.ids(),
+            })?;
+        let pkcs8: Zeroizing<Vec<u8>> = kek
+            .open(&self.sealed, &sealing_aad(self.algorithm, &self.kid))
+            .map_err(|_| KeyError::Unseal {
+                kid: self.kid.to_string(),
+                kek_id: self.sealed.kek_id.clone(),
+            })?;
+        let key = SigningKey::try_from_pkcs8(self.algorithm, &pkcs8)?;
+        if key.public_key() != self.public {
+            return Err(KeyError::Mismatch {
+                kid: self.kid.to_string(),
+            });
+        }
+        Ok(key)
+    }
+}
+
+/// The configured KEKs, newest first: the newest seals, any of them opens.
+#[derive(Debug)]
+pub struct KekRing {
+    keks: Vec<Kek>,
+}
+
+impl KekRing {
+    /// A ring of KEKs, newest first. Empty is an error: nothing could be sealed or opened.
+    pub fn try_new(keks: Vec<Kek>) -> Result<Self, KeyError> {
+        if keks.is_empty() {
+            return Err(KeyError::NoKek);
+        }
+        Ok(Self { keks })
+    }
+
+    /// The KEK new material is sealed under.
+    pub fn newest(&self) -> &Kek {
+        // try_new refuses an empty ring.
+        &self.keks[0]
+    }
+
+    /// The KEK with this id.
+    pub fn find(&self, id: &str) -> Option<&Kek> {
+        self.keks.iter().find(|k| k.id() == id)
+    }
+
+    /// The configured ids, comma-separated, for messages.
+    pub fn ids(&self) -> String {
+        self.keks.iter().map(Kek::id).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A published verification key.
+#[derive(Clone, Debug)]
+pub struct PublishedKey {
+    /// Its id.
+    pub kid: KeyId,
+    /// Its algorithm (from the key record, never from a token).
+    pub algorithm: Algorithm,
+    /// Its state.
+    pub state: KeyState,
+    /// The public key.
+    pub public: PublicKey,
+}
+
+/// The key that signs: parsed once, with its JWS protected header pre-encoded.
+pub struct ActiveSigner {
+    kid: KeyId,
+    key: SigningKey,
+    header_b64: String,
+}
+
+impl fmt::Debug for ActiveSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActiveSigner({}, {})", self.kid, self.key.algorithm())
+    }
+}
+
+impl ActiveSigner {
+    fn new(kid: KeyId, key: SigningKey) -> Self {
+        let header = serde_json::json!({
+            "alg": key.algorithm().as_str(),
+            "typ": "at+jwt",
+            "kid": kid.as_str(),
+        });
+        let header_b64 = crypto::b64url(header.to_string().as_bytes());
+        Self {
+            kid,
+            key,
+            header_b64,
+        }
+    }
+
+    /// The signing key's id.
+    pub fn kid(&self) -> &KeyId {
+        &self.kid
+    }
+
+    /// Its algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.key.algorithm()
+    }
+
+    /// Assembles a compact JWS: the pre-encoded header, `payload` base64url, the signature.
+    pub fn sign_compact(&self, payload: &[u8]) -> Result<String, KeyError> {
+        let payload_b64 = crypto::b64url(payload);
+        let mut out = String::with_capacity(self.header_b64.len() + payload_b64.len() + 2 + 90);
+        out.push_str(&self.header_b64);
+        out.push('.');
+        out.push_str(&payload_b64);
+        let signature = self.key.sign(out.as_bytes())?;
+        out.push('.');
+        out.push_str(&crypto::b64url(&signature));
+        Ok(out)
+    }
+}
+
+/// The key set as the request path sees it: what is published, and the key that signs.
+#[derive(Debug)]
+pub struct KeyRing {
+    published: Vec<PublishedKey>,
+    by_kid: HashMap<KeyId, usize>,
+    signer: Arc<ActiveSigner>,
+    jwks_json: Arc<str>,
+    version: String,
+}
+
+impl KeyRing {
+    /// Builds the ring from stored records: every published key, and the current key unsealed.
+    pub fn try_build(records: &[KeyRecord], keks: &KekRing) -> Result<Self, KeyError> {
+        let current = records
+            .iter()
+            .find(|r| r.state == KeyState::Current)
+            .ok_or(KeyError::NoCurrentKey)?;
+        let signer = Arc::new(ActiveSigner::new(
+            current.kid.clone(),
+            current.unseal(keks)?,
+        ));
+        let mut published: Vec<PublishedKey> = records
+            .iter()
+            .filter(|r| r.state.is_published())
+            .map(|r| PublishedKey {
+                kid: r.kid.clone(),
+                algorithm: r.algorithm,
+                state: r.state,
+                public: r.public.clone(),
+            })
+            .collect();
+        // A stable order, so the JWKS text (and its version) depends only on the set.
+        published.sort_by(|a, b| a.kid.cmp(&b.kid));
+        let by_kid = published
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.kid.clone(), i))
+            .collect();
+        let (jwks_json, version) = crate::token::jwk_set(&published);
+        Ok(Self {
+            published,
+            by_kid,
+            signer,
+            jwks_json: jwks_json.into(),
+            version,
+        })
+    }
+
+    /// The key that signs new tokens.
+    pub fn signer(&self) -> &Arc<ActiveSigner> {
+        &self.signer
+    }
+
+    /// Every published key, ordered by id.
+    pub fn published(&self) -> &[PublishedKey] {
+        &self.published
+    }
+
+    /// The JWK Set text (RFC 7517) of the published keys.
+    pub fn jwks_json(&self) -> &Arc<str> {
+        &self.jwks_json
+    }
+
+    /// The JWK Set's version: changes exactly when the set does.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The published key with this id.
+    pub fn find(&self, kid: &str) -> Option<&PublishedKey> {
+        self.by_kid
+            .get(&KeyId::from_stored(kid))
+            .and_then(|&i| self.published.get(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc7638_section_3_1_vector() {
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        let thumbprint = jwk_thumbprint(&[("kty", "RSA"), ("n", n), ("e", "AQAB")]);
+        assert_eq!(thumbprint, "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    }
+
+    #[test]
+    fn rfc8037_appendix_a3_vector() {
+        let x = crypto::b64url_decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
+        let kid = KeyId::of(&PublicKey::Ed25519 { x });
+        assert_eq!(kid.as_str(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+
+    #[test]
+    fn sealed_key_opens_only_under_its_own_kid_and_alg() {
+        let kek = Kek::generate().unwrap();
+        let keks = KekRing::try_new(vec![Kek::try_from_base64(&kek.to_base64()).unwrap()]).unwrap();
+        let record = KeyRecord::generate(Algorithm::Es256, KeyState::Current, &kek, 0).unwrap();
+        assert!(record.unseal(&keks).is_ok());
+
+        let other = KeyRecord::generate(Algorithm::Es256, KeyState::Next, &kek, 0).unwrap();
+        let mut swapped = record.clone();
+        swapped.kid = other.kid.clone();
+        assert!(matches!(
+            swapped.unseal(&keks),
+            Err(KeyError::Unseal { .. })
+        ));
+
+        let mut relabelled = record.clone();
+        relabelled.algorithm = Algorithm::EdDsa;
+        assert!(matches!(
+            relabelled.unseal(&keks),
+            Err(KeyError::Unseal { .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_kek_is_named_in_the_error() {
+        let kek = Kek::generate().unwrap();
+        let record = KeyRecord::generate(Algorithm::EdDsa, KeyState::Current, &kek, 0).unwrap();
+        let keks = KekRing::try_new(vec![Kek::generate().unwrap()]).unwrap();
+        let err = record.unseal(&keks).unwrap_err();
+        assert!(matches!(err, KeyError::UnknownKek { .. }));
+        assert!(err.to_string().contains(kek.id()));
+    }
+
+    #[test]
+    fn ring_signs_with_current_and_publishes_all_but_revoked() {
+        let kek = Kek::generate().unwrap();
+        let keks = KekRing::try_new(vec![Kek::try_from_base64(&kek.to_base64()).unwrap()]).unwrap();
+        let current = KeyRecord::generate(Algorithm::Es256, KeyState::Current, &kek, 0).unwrap();
+        let next = KeyRecord::generate(Algorithm::Es256, KeyState::Next, &kek, 0).unwrap();
+        let mut revoked =
+            KeyRecord::generate(Algorithm::EdDsa, KeyState::Revoked, &kek, 0).unwrap();
+        revoked.revoked_at = Some(1);
+        let ring =
+            KeyRing::try_build(&[current.clone(), next.clone(), revoked.clone()], &keks).unwrap();
+        assert_eq!(ring.signer().kid(), &current.kid);
+        assert_eq!(ring.published().len(), 2);
+        assert!(ring.find(next.kid.as_str()).is_some());
+        assert!(ring.find(revoked.kid.as_str()).is_none());
+
+        let jws = ring.signer().sign_compact(b"{}").unwrap();
+        let parts: Vec<&str> = jws.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let message = format!("{}.{}", parts[0], parts[1]);
+        let sig = crypto::b64url_decode(parts[2]).unwrap();
+        assert!(crypto::verify_signature(
+            &current.public,
+            message.as_bytes(),
+            &sig
+        ));
+    }
+}

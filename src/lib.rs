@@ -1,0 +1,46 @@
+//! # tokenmint
+//!
+//! An OAuth2-style token issuer for machines. A backend service proves who it is with a
+//! client certificate over mutual TLS (RFC 8705) and receives a short-lived JWT access token
+//! (RFC 9068 profile) bound to that certificate (`cnf.x5t#S256`). The services it calls verify
+//! the token offline against the published key set (`KeyService.GetJwks`).
+//!
+//! ## How a request flows
+//!
+//! ```text
+//!  TCP ─▶ tls::accept_loop ─▶ rustls handshake ─▶ tls::ClientVerifier (client CA roots)
+//!              │  (bounded by handshake_timeout; the peer is classified once: PeerCertificate)
+//!              ▼
+//!  grpc::TokenApi.issue_token ─▶ authority::Authority.issue
+//!              │                     ├─ client::ClientRegistry.authenticate  (identity matchers, secret)
+//!              │                     ├─ token::grant                          (scopes, audiences, lifetime)
+//!              │                     └─ token::Issuer.issue_at(now)           (claims ─▶ keys::ActiveSigner)
+//!              ▼
+//!  wire (refusals ─▶ gRPC status + OAuth2 code)        store (SQLite: keys sealed under a KEK, clients)
+//! ```
+//!
+//! ## The dependency rule
+//!
+//! The domain core — [`identity`], [`client`], [`token`], [`keys`], [`authority`], [`clock`],
+//! [`oauth`], [`config`] and [`crypto`] (ring's one home) — imports no tonic, rustls, sqlx or
+//! clap. The edges adapt it: [`tls`] (rustls), [`grpc`] and [`wire`] (tonic), [`store`] (sqlx),
+//! [`server`] (wiring and lifecycle), [`pki`] (rcgen, the development PKI); the CLI lives in
+//! the binary. See `docs/architecture.md`.
+
+#![forbid(unsafe_code)]
+
+pub mod authority;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod grpc;
+pub mod identity;
+pub mod keys;
+pub mod oauth;
+pub mod pki;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod token;
+pub mod wire;

@@ -1,0 +1,450 @@
+//! The `tokenmint` command: serve, set up a development directory, check a config, manage
+//! clients, and get a token.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tokenmint::{
+    client::{Client, ClientId, Permission},
+    clock::{Clock as _, SystemClock, unix_seconds},
+    config::{self, Config},
+    crypto,
+    grpc::{
+        duration_to_proto,
+        proto::{IssueTokenRequest, token_service_client::TokenServiceClient},
+    },
+    identity::CertificateMatcher,
+    pki,
+    server::{self, Options},
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+#[derive(Parser)]
+#[command(
+    name = "tokenmint",
+    version,
+    about = "An OAuth2-style token issuer for machines: mTLS in, certificate-bound JWTs out."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Write a development set-up into a directory: PKI under certs/, tokenmint.toml, a KEK.
+    Init {
+        /// The directory (default: the current one).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Validate the configuration and exit.
+    CheckConfig {
+        /// The config file.
+        #[arg(long, default_value = "tokenmint.toml")]
+        config: PathBuf,
+    },
+    /// Manage registered clients (offline: writes the store directly; a running server
+    /// picks changes up within `store.catch_up_interval`).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The config file.
+    #[arg(long, default_value = "tokenmint.toml")]
+    config: PathBuf,
+    /// Development mode: on first run, write a development PKI, config and KEK beside the config file.
+    #[arg(long)]
+    dev: bool,
+    /// Overwrite stored clients with the ones in the config file (normally only absent ones are added).
+    #[arg(long)]
+    sync_clients: bool,
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client (offline).
+    Add(ClientAddArgs),
+    /// List registered clients (offline).
+    List {
+        /// The config file.
+        #[arg(long, default_value = "tokenmint.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct ClientAddArgs {
+    /// The config file (for the store and KEK).
+    #[arg(long, default_value = "tokenmint.toml")]
+    config: PathBuf,
+    /// The client id.
+    #[arg(long)]
+    id: String,
+    /// Match certificates by this SAN URI (e.g. a SPIFFE ID).
+    #[arg(long, group = "matcher")]
+    san_uri: Option<String>,
+    /// Match certificates by this SAN DNS name.
+    #[arg(long, group = "matcher")]
+    san_dns: Option<String>,
+    /// Match certificates by this subject DN (RFC 4514, most specific first: "CN=svc,O=Acme").
+    #[arg(long, group = "matcher")]
+    subject_dn: Option<String>,
+    /// An allowed scope (repeatable).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// A default scope (repeatable; default: all allowed scopes).
+    #[arg(long = "default-scope")]
+    default_scopes: Vec<String>,
+    /// An allowed audience (repeatable).
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+    /// A default audience (repeatable; default: the only audience, if there is one).
+    #[arg(long = "default-audience")]
+    default_audiences: Vec<String>,
+    /// A permission: issue, introspect or admin (repeatable; default: issue).
+    #[arg(long = "permission")]
+    permissions: Vec<String>,
+    /// Default token lifetime (default: tokens.default_lifetime).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    default_lifetime: Option<Duration>,
+    /// Maximum token lifetime (default: tokens.max_lifetime).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_lifetime: Option<Duration>,
+    /// Generate a client secret as a second factor; it is printed once and stored only as an HMAC.
+    #[arg(long)]
+    with_secret: bool,
+    /// Register it disabled.
+    #[arg(long)]
+    disabled: bool,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Get a token over mTLS and print the response as JSON.
+    Issue(TokenIssueArgs),
+}
+
+#[derive(Args)]
+struct TokenIssueArgs {
+    /// The server.
+    #[arg(long, default_value = "https://localhost:8443")]
+    server: String,
+    /// The client certificate (PEM).
+    #[arg(long, default_value = "certs/demo.pem")]
+    cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long, default_value = "certs/demo.key")]
+    key: PathBuf,
+    /// The CA that signed the server certificate (PEM).
+    #[arg(long, default_value = "certs/ca.pem")]
+    ca: PathBuf,
+    /// The TLS server name to verify (default: the URL's host).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// The client id (default: derived from the certificate).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// A file holding the client secret, for clients that have one.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// A requested scope (repeatable; default: the client's defaults).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// A requested audience (repeatable; default: the client's default).
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+    /// A requested lifetime, e.g. 10m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    lifetime: Option<Duration>,
+}
+
+/// The environment as UTF-8 pairs (others are skipped: no tokenmint variable is non-UTF-8).
+fn environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+fn env_kek() -> Option<String> {
+    std::env::var(config::KEK_ENV_VAR).ok()
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    Ok(Config::load(path, environment())?)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokenmint::crypto::install_jwt_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Init { dir } => init(&dir),
+            Command::CheckConfig { config } => {
+                let config = load_config(&config)?;
+                println!(
+                    "{}: ok ({} clients)",
+                    config.source.display(),
+                    config.clients.len()
+                );
+                Ok(())
+            }
+            Command::Client(ClientCommand::Add(args)) => client_add(args).await,
+            Command::Client(ClientCommand::List { config }) => client_list(&config).await,
+            Command::Token(TokenCommand::Issue(args)) => token_issue(args).await,
+        }
+    })
+}
+
+fn init(dir: &Path) -> Result<()> {
+    let report = pki::init(dir)?;
+    for file in &report.written {
+        println!("wrote {}", dir.join(file).display());
+    }
+    for file in &report.kept {
+        println!("kept  {}", dir.join(file).display());
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    if args.dev {
+        let dir = args
+            .config
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let report = pki::init(dir)?;
+        for file in &report.written {
+            tracing::info!(file = %dir.join(file).display(), "development set-up written");
+        }
+    }
+    let config = load_config(&args.config)?;
+    let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
+    let listen = config.server.listen;
+    let prepared = server::prepare(
+        config,
+        Options {
+            keks,
+            sync_clients: args.sync_clients,
+            clock: Arc::new(SystemClock),
+        },
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+    tracing::info!(%listen, "listening");
+    prepared.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested");
+}
+
+async fn client_add(args: ClientAddArgs) -> Result<()> {
+    let config = load_config(&args.config)?;
+    let matcher = match (&args.san_uri, &args.san_dns, &args.subject_dn) {
+        (Some(v), None, None) => CertificateMatcher::try_san_uri(v)?,
+        (None, Some(v), None) => CertificateMatcher::try_san_dns(v)?,
+        (None, None, Some(v)) => CertificateMatcher::try_subject_dn(v)?,
+        _ => bail!("give exactly one of --san-uri, --san-dns, --subject-dn"),
+    };
+    let permissions = if args.permissions.is_empty() {
+        vec![Permission::Issue]
+    } else {
+        args.permissions
+            .iter()
+            .map(|p| {
+                Permission::try_from_name(p)
+                    .with_context(|| format!("--permission {p:?}: use issue, introspect or admin"))
+            })
+            .collect::<Result<_>>()?
+    };
+    let max_lifetime = args.max_lifetime.unwrap_or(config.tokens.max_lifetime);
+    if max_lifetime > config.tokens.max_lifetime {
+        bail!(
+            "--max-lifetime {} is above tokens.max_lifetime ({})",
+            humantime::format_duration(max_lifetime),
+            humantime::format_duration(config.tokens.max_lifetime)
+        );
+    }
+    let default_audiences = if args.default_audiences.is_empty() && args.audiences.len() == 1 {
+        args.audiences.clone()
+    } else {
+        args.default_audiences.clone()
+    };
+    let default_scopes = if args.default_scopes.is_empty() {
+        args.scopes.clone()
+    } else {
+        args.default_scopes.clone()
+    };
+    let mut client = Client {
+        id: ClientId::try_new(&args.id)?,
+        matcher,
+        scopes: args.scopes,
+        default_scopes,
+        audiences: args.audiences,
+        default_audiences,
+        permissions,
+        default_lifetime: args
+            .default_lifetime
+            .unwrap_or(config.tokens.default_lifetime)
+            .min(max_lifetime),
+        max_lifetime,
+        enabled: !args.disabled,
+        secret_hash: None,
+    };
+    client.validate()?;
+    let store = server::open_store(&config).await?;
+    let mut secret = None;
+    if args.with_secret {
+        let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
+        let hasher = server::load_pepper(store.as_ref(), &keks).await?;
+        let generated = crypto::generate_client_secret()?;
+        client.secret_hash = Some(hasher.hash(&generated));
+        secret = Some(generated);
+    }
+    store
+        .insert_client(&client, unix_seconds(SystemClock.now()))
+        .await
+        .with_context(|| format!("registering client {}", client.id))?;
+    println!(
+        "registered client {} ({} {})",
+        client.id,
+        client.matcher.kind(),
+        client.matcher.value()
+    );
+    if let Some(secret) = secret {
+        println!(
+            "client secret (shown once, store it now): {}",
+            secret.as_str()
+        );
+    }
+    Ok(())
+}
+
+async fn client_list(config: &Path) -> Result<()> {
+    let config = load_config(config)?;
+    let store = server::open_store(&config).await?;
+    for c in store.clients().await? {
+        println!(
+            "{}\t{}={}\tscopes=[{}]\taudiences=[{}]\tpermissions=[{}]\t{}{}",
+            c.id,
+            c.matcher.kind(),
+            c.matcher.value(),
+            c.scopes.join(" "),
+            c.audiences.join(" "),
+            c.permissions
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            if c.enabled { "enabled" } else { "disabled" },
+            if c.secret_hash.is_some() {
+                "\tsecret"
+            } else {
+                ""
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn token_issue(args: TokenIssueArgs) -> Result<()> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let uri: tonic::transport::Uri = args
+        .server
+        .parse()
+        .with_context(|| format!("--server {:?} is not a URL", args.server))?;
+    let server_name = args
+        .server_name
+        .clone()
+        .or_else(|| uri.host().map(str::to_owned))
+        .context("--server has no host")?;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&args.ca)?))
+        .identity(Identity::from_pem(read(&args.cert)?, read(&args.key)?))
+        .domain_name(server_name);
+    let channel = Channel::builder(uri)
+        .tls_config(tls)?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", args.server))?;
+    let secret = match &args.secret_file {
+        Some(path) => zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => zeroize::Zeroizing::new(String::new()),
+    };
+    let response = TokenServiceClient::new(channel)
+        .issue_token(IssueTokenRequest {
+            client_id: args.client_id.unwrap_or_default(),
+            client_secret: secret.to_string(),
+            scopes: args.scopes,
+            audiences: args.audiences,
+            lifetime: args.lifetime.map(duration_to_proto),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("{}: {}", status.code(), status.message()))?
+        .into_inner();
+    let json = serde_json::json!({
+        "access_token": response.access_token,
+        "token_type": response.token_type,
+        "expires_in": response.expires_in,
+        "scope": response.scopes.join(" "),
+        "audiences": response.audiences,
+        "key_id": response.key_id,
+    });
+    println!("{json:#}");
+    Ok(())
+}

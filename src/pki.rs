@@ -1,0 +1,342 @@
+//! The development PKI (rcgen's one home outside tests): a CA, a server certificate for
+//! localhost, client certificates with SPIFFE-style SAN URIs — and `init`, which writes them
+//! with a starter config and a KEK into an empty directory for `serve --dev`.
+
+use std::{
+    fs,
+    io::{self, Write as _},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::crypto::Kek;
+
+/// What failed while making or writing the development PKI.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// rcgen refused the parameters.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Some development files exist and others are missing.
+    #[error(
+        "{present} exists but {missing} does not: remove the certs/ directory to regenerate the development PKI, or restore the file"
+    )]
+    Partial {
+        /// A file that exists.
+        present: PathBuf,
+        /// A file that is missing.
+        missing: PathBuf,
+    },
+    /// A random or key-generation failure.
+    #[error("{0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+}
+
+/// Extended key usage of a leaf certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usage {
+    /// TLS client authentication.
+    Client,
+    /// TLS server authentication.
+    Server,
+}
+
+/// A certificate and its private key, both PEM.
+pub struct Issued {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Issued { … }")
+    }
+}
+
+/// What a leaf certificate says.
+#[derive(Clone, Debug)]
+pub struct LeafSpec {
+    /// Subject attributes, in DER order (most general first).
+    pub subject: Vec<(DnType, String)>,
+    /// SAN URIs.
+    pub san_uris: Vec<String>,
+    /// SAN DNS names.
+    pub san_dns: Vec<String>,
+    /// SAN IP addresses.
+    pub san_ips: Vec<IpAddr>,
+    /// Extended key usages (empty: no EKU extension).
+    pub usages: Vec<Usage>,
+    /// Valid from.
+    pub not_before: OffsetDateTime,
+    /// Valid until.
+    pub not_after: OffsetDateTime,
+}
+
+impl LeafSpec {
+    /// A client certificate for a SAN URI, valid from an hour ago for `validity`.
+    pub fn client_uri(common_name: &str, uri: &str, validity: Duration) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            subject: vec![(DnType::CommonName, common_name.to_owned())],
+            san_uris: vec![uri.to_owned()],
+            san_dns: vec![],
+            san_ips: vec![],
+            usages: vec![Usage::Client],
+            not_before: now - time::Duration::hours(1),
+            not_after: now + validity,
+        }
+    }
+}
+
+/// A certificate authority that can issue leaves.
+pub struct CertificateAuthority {
+    params: CertificateParams,
+    key: KeyPair,
+    cert_pem: String,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertificateAuthority { … }")
+    }
+}
+
+impl CertificateAuthority {
+    /// A new self-signed CA named `common_name`, valid for ten years.
+    pub fn generate(common_name: &str) -> Result<Self, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(3650);
+        let key = KeyPair::generate()?;
+        let cert_pem = params.self_signed(&key)?.pem();
+        Ok(Self {
+            params,
+            key,
+            cert_pem,
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA's private key, PKCS#8 PEM.
+    pub fn key_pem(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.key.serialize_pem())
+    }
+
+    /// Issues a leaf certificate as `spec` says, with a fresh P-256 key.
+    pub fn issue(&self, spec: &LeafSpec) -> Result<Issued, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = DistinguishedName::new();
+        for (ty, value) in &spec.subject {
+            params.distinguished_name.push(ty.clone(), value.as_str());
+        }
+        for uri in &spec.san_uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.as_str().try_into()?));
+        }
+        for dns in &spec.san_dns {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(dns.as_str().try_into()?));
+        }
+        for ip in &spec.san_ips {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        params.extended_key_usages = spec
+            .usages
+            .iter()
+            .map(|u| match u {
+                Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+                Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+            })
+            .collect();
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = spec.not_before;
+        params.not_after = spec.not_after;
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            key_pem: Zeroizing::new(key.serialize_pem()),
+        })
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1, valid for two years.
+    pub fn issue_localhost_server(&self) -> Result<Issued, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        self.issue(&LeafSpec {
+            subject: vec![(DnType::CommonName, "localhost".into())],
+            san_uris: vec![],
+            san_dns: vec!["localhost".into()],
+            san_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            usages: vec![Usage::Server],
+            not_before: now - time::Duration::hours(1),
+            not_after: now + time::Duration::days(730),
+        })
+    }
+}
+
+/// The SAN URI of a development client.
+pub fn dev_client_uri(name: &str) -> String {
+    format!("spiffe://tokenmint.dev/{name}")
+}
+
+/// The files `init` writes, relative to its directory.
+pub const DEV_FILES: [&str; 8] = [
+    "certs/ca.pem",
+    "certs/ca.key",
+    "certs/server.pem",
+    "certs/server.key",
+    "certs/admin.pem",
+    "certs/admin.key",
+    "certs/demo.pem",
+    "certs/demo.key",
+];
+
+/// What `init` did.
+#[derive(Debug, Default)]
+pub struct InitReport {
+    /// Files written.
+    pub written: Vec<PathBuf>,
+    /// Files that already existed and were kept.
+    pub kept: Vec<PathBuf>,
+}
+
+/// Writes, into `dir`, whatever of the development set-up is missing: the PKI under `certs/`,
+/// `tokenmint.toml` and the KEK file `tokenmint.kek`. Existing files are never overwritten.
+pub fn init(dir: &Path) -> Result<InitReport, PkiError> {
+    let mut report = InitReport::default();
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PkiError::Io { path, source }
+    };
+    fs::create_dir_all(dir.join("certs")).map_err(io_err(&dir.join("certs")))?;
+
+    let present: Vec<_> = DEV_FILES.iter().filter(|f| dir.join(f).exists()).collect();
+    if present.len() == DEV_FILES.len() {
+        report.kept.extend(DEV_FILES.iter().map(PathBuf::from));
+    } else if let (Some(present), Some(missing)) = (
+        present.first(),
+        DEV_FILES.iter().find(|f| !dir.join(f).exists()),
+    ) {
+        return Err(PkiError::Partial {
+            present: PathBuf::from(present),
+            missing: PathBuf::from(missing),
+        });
+    } else {
+        let ca = CertificateAuthority::generate("tokenmint development CA")?;
+        let server = ca.issue_localhost_server()?;
+        let two_years = Duration::from_secs(730 * 24 * 3600);
+        let admin = ca.issue(&LeafSpec::client_uri(
+            "admin",
+            &dev_client_uri("admin"),
+            two_years,
+        ))?;
+        let demo = ca.issue(&LeafSpec::client_uri(
+            "demo",
+            &dev_client_uri("demo"),
+            two_years,
+        ))?;
+        let files: [(&str, &str, bool); 8] = [
+            ("certs/ca.pem", ca.cert_pem(), false),
+            ("certs/ca.key", &ca.key_pem(), true),
+            ("certs/server.pem", &server.cert_pem, false),
+            ("certs/server.key", &server.key_pem, true),
+            ("certs/admin.pem", &admin.cert_pem, false),
+            ("certs/admin.key", &admin.key_pem, true),
+            ("certs/demo.pem", &demo.cert_pem, false),
+            ("certs/demo.key", &demo.key_pem, true),
+        ];
+        for (name, contents, private) in files {
+            write_new(&dir.join(name), contents.as_bytes(), private)?;
+            report.written.push(PathBuf::from(name));
+        }
+    }
+
+    let config = dir.join("tokenmint.toml");
+    if config.exists() {
+        report.kept.push("tokenmint.toml".into());
+    } else {
+        write_new(&config, crate::config::starter_toml().as_bytes(), false)?;
+        report.written.push("tokenmint.toml".into());
+    }
+
+    let kek_path = dir.join("tokenmint.kek");
+    if kek_path.exists() {
+        report.kept.push("tokenmint.kek".into());
+    } else {
+        let kek = Kek::generate()?;
+        let mut text = kek.to_base64();
+        text.push('\n');
+        write_new(&kek_path, text.as_bytes(), true)?;
+        report.written.push("tokenmint.kek".into());
+    }
+    Ok(report)
+}
+
+/// Writes a new file whole or not at all: a temporary file beside it, synced, then renamed.
+/// Private files are created readable by the owner only.
+pub fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
+    let io_err = |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(&tmp).map_err(io_err)?;
+    file.write_all(contents).map_err(io_err)?;
+    file.sync_all().map_err(io_err)?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err)?;
+    Ok(())
+}

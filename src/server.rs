@@ -1,0 +1,434 @@
+//! Start-up and serving: opens the store, loads or creates keys and the pepper, syncs the
+//! configured clients, then serves gRPC over the TLS listener until shutdown. Background
+//! tasks are named and joined; shutdown drains within a bounded grace.
+
+use std::{future::Future, path::Path, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::{
+    authority::Authority,
+    client::{Client, ClientId, ClientRegistry, Permission},
+    clock::{Clock, unix_seconds},
+    config::{self, Config, MatcherConfig, SigningAlgorithm, StoreUrl},
+    crypto::{self, Algorithm, Kek, SecretHasher},
+    grpc::{
+        self, KeyApi, MAX_MESSAGE_BYTES, TokenApi,
+        proto::{key_service_server::KeyServiceServer, token_service_server::TokenServiceServer},
+    },
+    identity::CertificateMatcher,
+    keys::{KekRing, KeyError, KeyRecord, KeyRing, KeyState},
+    store::{ClientSync, Store, StoreError, sqlite::SqliteStore},
+    tls::{self, ClientVerifier, TlsError},
+    token::Issuer,
+};
+
+/// How long in-flight requests get to finish after shutdown is asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Keys could not be loaded or created (for example a wrong or missing KEK).
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyError),
+    /// A KEK could not be read.
+    #[error("key-encryption key {source_name}: {reason}")]
+    Kek {
+        /// Where it was read from.
+        source_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The client-secret pepper did not decrypt.
+    #[error(
+        "the client-secret pepper did not decrypt under KEK {0}: configure the KEK it was sealed with"
+    )]
+    Pepper(String),
+    /// A configured or stored client is not acceptable.
+    #[error("client {id}: {reason}")]
+    Client {
+        /// The client.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// TLS material could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// The configuration asks for something this build does not do.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The gRPC server failed.
+    #[error("serving failed: {0}")]
+    Transport(String),
+}
+
+/// Reads the configured KEKs: `TOKENMINT_KEK` (if given) first, then `kek_files` in order.
+/// The first one seals new material; all of them open.
+pub fn load_keks(files: &[impl AsRef<Path>], env_kek: Option<&str>) -> Result<KekRing, ServeError> {
+    let mut keks = Vec::new();
+    if let Some(text) = env_kek.filter(|t| !t.trim().is_empty()) {
+        keks.push(Kek::try_from_base64(text).map_err(|e| ServeError::Kek {
+            source_name: config::KEK_ENV_VAR.into(),
+            reason: e.to_string(),
+        })?);
+    }
+    for file in files {
+        let path = file.as_ref();
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            ServeError::Kek {
+                source_name: path.display().to_string(),
+                reason: format!("cannot read it ({e}); run `tokenmint init` for a development KEK or point [keys] kek_files at yours"),
+            }
+        })?);
+        keks.push(Kek::try_from_base64(&text).map_err(|e| ServeError::Kek {
+            source_name: path.display().to_string(),
+            reason: e.to_string(),
+        })?);
+    }
+    Ok(KekRing::try_new(keks)?)
+}
+
+/// The signing algorithm the config names.
+pub fn algorithm(configured: SigningAlgorithm) -> Algorithm {
+    match configured {
+        SigningAlgorithm::Es256 => Algorithm::Es256,
+        SigningAlgorithm::EdDsa => Algorithm::EdDsa,
+    }
+}
+
+/// Builds the domain client from a configured one.
+pub fn client_from_config(c: &config::ClientConfig) -> Result<Client, ServeError> {
+    let invalid = |reason: String| ServeError::Client {
+        id: c.id.clone(),
+        reason,
+    };
+    let matcher = match &c.matcher {
+        MatcherConfig::SanUri(v) => CertificateMatcher::try_san_uri(v),
+        MatcherConfig::SanDns(v) => CertificateMatcher::try_san_dns(v),
+        MatcherConfig::SubjectDn(v) => CertificateMatcher::try_subject_dn(v),
+    }
+    .map_err(|e| invalid(e.to_string()))?;
+    let client = Client {
+        id: ClientId::try_new(&c.id).map_err(|e| invalid(e.to_string()))?,
+        matcher,
+        scopes: c.scopes.clone(),
+        default_scopes: c.default_scopes.clone(),
+        audiences: c.audiences.clone(),
+        default_audiences: c.default_audiences.clone(),
+        permissions: c
+            .permissions
+            .iter()
+            .map(|p| match p {
+                config::Permission::Issue => Permission::Issue,
+                config::Permission::Introspect => Permission::Introspect,
+                config::Permission::Admin => Permission::Admin,
+            })
+            .collect(),
+        default_lifetime: c.default_lifetime,
+        max_lifetime: c.max_lifetime,
+        enabled: c.enabled,
+        secret_hash: None,
+    };
+    client.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(client)
+}
+
+/// Opens the configured store.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    match &config.store.url {
+        StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
+        StoreUrl::Postgres(_) => Err(ServeError::Unsupported(
+            "store.url: the PostgreSQL back-end is not built yet; use sqlite://PATH".into(),
+        )),
+    }
+}
+
+const PEPPER_AAD: &[u8] = b"tokenmint/client-secret-pepper/v1";
+
+/// Loads the client-secret pepper, creating it on first start.
+pub async fn load_pepper(store: &dyn Store, keks: &KekRing) -> Result<SecretHasher, ServeError> {
+    let sealed = match store.pepper().await? {
+        Some(sealed) => sealed,
+        None => {
+            let pepper =
+                zeroize::Zeroizing::new(crypto::random_bytes::<32>().map_err(KeyError::from)?);
+            let sealed = keks
+                .newest()
+                .seal(pepper.as_ref(), PEPPER_AAD)
+                .map_err(KeyError::from)?;
+            store.create_pepper(&sealed).await?
+        }
+    };
+    let kek = keks
+        .find(&sealed.kek_id)
+        .ok_or_else(|| ServeError::Pepper(sealed.kek_id.clone()))?;
+    let pepper = kek
+        .open(&sealed, PEPPER_AAD)
+        .map_err(|_| ServeError::Pepper(sealed.kek_id.clone()))?;
+    Ok(SecretHasher::new(&pepper))
+}
+
+/// Loads the stored keys; on an empty store, creates a `current` and a `next` key first.
+pub async fn load_key_ring(
+    store: &dyn Store,
+    keks: &KekRing,
+    algorithm: Algorithm,
+    now: i64,
+) -> Result<KeyRing, ServeError> {
+    let mut records = store.keys().await?;
+    if records.is_empty() {
+        let initial = [
+            KeyRecord::generate(algorithm, KeyState::Current, keks.newest(), now)?,
+            KeyRecord::generate(algorithm, KeyState::Next, keks.newest(), now)?,
+        ];
+        if store.create_initial_keys(&initial).await? {
+            tracing::info!(current = %initial[0].kid, next = %initial[1].kid, %algorithm, "created the first signing keys");
+        }
+        records = store.keys().await?;
+    }
+    Ok(KeyRing::try_build(&records, keks)?)
+}
+
+/// Inserts configured clients that are absent (or overwrites all with `overwrite`).
+pub async fn sync_clients(
+    store: &dyn Store,
+    config: &Config,
+    overwrite: bool,
+    now: i64,
+) -> Result<(), ServeError> {
+    for configured in &config.clients {
+        let client = client_from_config(configured)?;
+        let outcome = store
+            .sync_config_client(&client, overwrite, now)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(reason) => ServeError::Client {
+                    id: configured.id.clone(),
+                    reason: format!(
+                        "its certificate matcher is already claimed by another client ({reason})"
+                    ),
+                },
+                other => ServeError::Store(other),
+            })?;
+        match outcome {
+            ClientSync::Inserted => {
+                tracing::info!(client_id = %client.id, "registered client from the config file")
+            }
+            ClientSync::Overwritten => {
+                tracing::info!(client_id = %client.id, "overwrote client from the config file (--sync-clients)")
+            }
+            ClientSync::Kept => {
+                tracing::debug!(client_id = %client.id, "client already registered; kept as stored")
+            }
+        }
+    }
+    Ok(())
+}
+
+fn registry(clients: Vec<Client>) -> Result<ClientRegistry, ServeError> {
+    ClientRegistry::try_new(clients).map_err(|e| ServeError::Client {
+        id: "registry".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Options for `prepare` beyond the config file.
+pub struct Options {
+    /// KEKs, newest first.
+    pub keks: KekRing,
+    /// Overwrite stored clients from the config file.
+    pub sync_clients: bool,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A server with its state loaded, ready to serve on a listener.
+pub struct PreparedServer {
+    config: Config,
+    store: Arc<dyn Store>,
+    authority: Arc<Authority>,
+    _keys: watch::Sender<Arc<KeyRing>>,
+}
+
+impl std::fmt::Debug for PreparedServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedServer").finish_non_exhaustive()
+    }
+}
+
+/// Opens the store and loads everything the server needs. Every start-up error surfaces here.
+pub async fn prepare(config: Config, options: Options) -> Result<PreparedServer, ServeError> {
+    let store = open_store(&config).await?;
+    let now = unix_seconds(options.clock.now());
+    let hasher = load_pepper(store.as_ref(), &options.keks).await?;
+    let ring = load_key_ring(
+        store.as_ref(),
+        &options.keks,
+        algorithm(config.keys.algorithm),
+        now,
+    )
+    .await?;
+    sync_clients(store.as_ref(), &config, options.sync_clients, now).await?;
+    let clients = registry(store.clients().await?)?;
+    let (keys_tx, keys_rx) = watch::channel(Arc::new(ring));
+    let authority = Arc::new(Authority::new(
+        Issuer::new(config.server.issuer.clone(), config.tokens.max_lifetime),
+        keys_rx,
+        clients,
+        hasher,
+        options.clock,
+    ));
+    Ok(PreparedServer {
+        config,
+        store,
+        authority,
+        _keys: keys_tx,
+    })
+}
+
+impl PreparedServer {
+    /// The authority (for in-process use and tests).
+    pub fn authority(&self) -> &Arc<Authority> {
+        &self.authority
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then drains within `SHUTDOWN_GRACE`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let provider = tls::provider();
+        let verifier = Arc::new(ClientVerifier::try_new(
+            provider.clone(),
+            &self.config.tls.client_ca,
+        )?);
+        let tls_config = tls::server_config(
+            provider,
+            &self.config.tls.cert,
+            &self.config.tls.key,
+            verifier,
+        )?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+
+        let stop = CancellationToken::new();
+        let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(256);
+        let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
+        tasks.push((
+            "tls-accept",
+            tokio::spawn(tls::accept_loop(
+                listener,
+                acceptor,
+                self.config.server.handshake_timeout,
+                conn_tx,
+                stop.clone(),
+            )),
+        ));
+        tasks.push((
+            "client-refresh",
+            tokio::spawn(refresh_clients(
+                self.store.clone(),
+                self.authority.clone(),
+                self.config.store.catch_up_interval,
+                stop.clone(),
+            )),
+        ));
+        {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stop.cancel();
+            });
+        }
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<TokenServiceServer<TokenApi>>().await;
+        health.set_serving::<KeyServiceServer<KeyApi>>().await;
+        health.set_service_status("", ServingStatus::Serving).await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServeError::Transport(e.to_string()))?;
+
+        let token_service = TokenServiceServer::new(TokenApi::new(self.authority.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let key_service = KeyServiceServer::new(KeyApi::new(self.authority.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+        tracing::info!(issuer = %self.config.server.issuer, "serving");
+        let serve = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(token_service)
+            .add_service(key_service)
+            .serve_with_incoming_shutdown(
+                ReceiverStream::new(conn_rx),
+                stop.clone().cancelled_owned(),
+            );
+        tokio::pin!(serve);
+        let result = tokio::select! {
+            result = &mut serve => result.map_err(|e| ServeError::Transport(e.to_string())),
+            () = async { stop.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace; closing them");
+                Ok(())
+            }
+        };
+        stop.cancel();
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for (name, task) in tasks {
+            if let Err(e) = task.await {
+                tracing::error!(task = name, error = %e, "background task failed");
+            }
+        }
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Re-reads the clients from the store every `interval`, so `tokenmint client add` (which
+/// writes the store directly) takes effect on a running server.
+async fn refresh_clients(
+    store: Arc<dyn Store>,
+    authority: Arc<Authority>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<Vec<Client>> = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match store.clients().await {
+            Ok(clients) if last.as_ref() == Some(&clients) => {}
+            Ok(clients) => match ClientRegistry::try_new(clients.clone()) {
+                Ok(registry) => {
+                    if last.is_some() {
+                        tracing::info!(clients = clients.len(), "client registry reloaded");
+                    }
+                    authority.replace_clients(registry);
+                    last = Some(clients);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "stored clients conflict; keeping the previous registry")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reload clients; keeping the previous registry")
+            }
+        }
+    }
+}

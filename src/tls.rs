@@ -1,0 +1,356 @@
+//! The TLS edge: the rustls server configuration, the project's own client-certificate
+//! verifier (client CA roots behind one swap), and the accept loop that bounds every handshake
+//! and classifies each peer once.
+
+use std::{
+    fmt, io,
+    net::SocketAddr,
+    path::Path,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+    client::danger::HandshakeSignatureValid,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject},
+    server::{
+        WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    client::{PeerCertificate, Verification},
+    crypto::CertificateThumbprint,
+    identity::CertificateIdentity,
+};
+
+/// What failed while setting up TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration refused: {0}")]
+    Config(String),
+}
+
+/// The crypto provider: ring, with AEAD cipher suites only (TLS 1.3 and 1.2 ECDHE).
+pub fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::{cipher_suite as cs, default_provider};
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ],
+        ..default_provider()
+    })
+}
+
+/// Reads every certificate in a PEM file.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_error = |reason: String| TlsError::Pem {
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(format!("cannot read: {e}")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(format!("bad PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(pem_error("holds no CERTIFICATE block".into()));
+    }
+    Ok(certs)
+}
+
+/// Reads a private key (PKCS#8, SEC1 or PKCS#1) from a PEM file.
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        path: path.display().to_string(),
+        reason: format!("no usable private key: {e}"),
+    })
+}
+
+/// The material client certificates are checked against. Swapped whole, so a reload never
+/// mixes old and new.
+struct ClientTrust {
+    chain: Arc<dyn ClientCertVerifier>,
+}
+
+/// The client-certificate verifier: a webpki verifier over the client CA roots, behind one
+/// swap. A certificate is optional at the TLS layer (public endpoints need none); each RPC that
+/// needs one checks for it.
+pub struct ClientVerifier {
+    provider: Arc<CryptoProvider>,
+    trust: ArcSwap<ClientTrust>,
+}
+
+impl fmt::Debug for ClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientVerifier")
+    }
+}
+
+impl ClientVerifier {
+    /// A verifier trusting the CA certificates in `client_ca`.
+    pub fn try_new(provider: Arc<CryptoProvider>, client_ca: &Path) -> Result<Self, TlsError> {
+        let trust = Self::load(&provider, client_ca)?;
+        Ok(Self {
+            provider,
+            trust: ArcSwap::from_pointee(trust),
+        })
+    }
+
+    fn load(provider: &Arc<CryptoProvider>, client_ca: &Path) -> Result<ClientTrust, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in read_certificates(client_ca)? {
+            roots.add(cert).map_err(|e| TlsError::Pem {
+                path: client_ca.display().to_string(),
+                reason: format!("not a usable CA certificate: {e}"),
+            })?;
+        }
+        let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(ClientTrust { chain })
+    }
+
+    /// Replaces the client CA roots; new handshakes use them, open connections are untouched.
+    pub fn reload(&self, client_ca: &Path) -> Result<(), TlsError> {
+        let trust = Self::load(&self.provider, client_ca)?;
+        self.trust.store(Arc::new(trust));
+        Ok(())
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No hints: a client then sends whatever certificate it has (RFC 8446 §4.2.4), and the
+        // roots can be swapped without a borrow outliving them.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.trust
+            .load()
+            .chain
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.trust
+            .load()
+            .chain
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.trust
+            .load()
+            .chain
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.trust.load().chain.supported_verify_schemes()
+    }
+}
+
+/// Builds the server configuration: TLS 1.3 and 1.2, AEAD suites, ALPN `h2`, the server
+/// certificate from `cert`/`key`, client certificates checked by `verifier`.
+pub fn server_config(
+    provider: Arc<CryptoProvider>,
+    cert: &Path,
+    key: &Path,
+    verifier: Arc<ClientVerifier>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = read_certificates(cert)?;
+    let key = read_private_key(key)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// What a handler knows about its connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    /// The peer's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// The verified client certificate, classified once at accept; `None` without one.
+    pub peer: Option<Arc<PeerCertificate>>,
+}
+
+/// An accepted TLS connection with its classified peer.
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    info: ConnectionInfo,
+}
+
+impl tonic::transport::server::Connected for TlsConnection {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Classifies the peer of a finished handshake: parses its leaf certificate once.
+fn classify(stream: &TlsStream<TcpStream>) -> Option<Arc<PeerCertificate>> {
+    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+    match CertificateIdentity::from_der(leaf.as_ref()) {
+        Ok(identity) => Some(Arc::new(PeerCertificate {
+            identity,
+            thumbprint: CertificateThumbprint::of_der(leaf.as_ref()),
+            verification: Verification::CaChain,
+        })),
+        Err(e) => {
+            tracing::warn!(error = %e, "verified client certificate could not be parsed; treating the peer as unauthenticated");
+            None
+        }
+    }
+}
+
+/// Accepts TCP connections until `shutdown`, runs each TLS handshake in its own task under
+/// `handshake_timeout`, and passes finished connections on. A stalled client blocks nobody.
+pub async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    connections: mpsc::Sender<Result<TlsConnection, io::Error>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, remote_addr) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let connections = connections.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+            let stream = tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = handshake => match result {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote_addr, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote_addr, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            let info = ConnectionInfo {
+                remote_addr: Some(remote_addr),
+                peer: classify(&stream),
+            };
+            let _ = connections.send(Ok(TlsConnection { stream, info })).await;
+        });
+    }
+}

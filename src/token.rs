@@ -1,0 +1,501 @@
+//! Access tokens (RFC 9068 profile): the claims, the grant rules for scope, audience and
+//! lifetime, signing with the current key, verification against our own key set, and the
+//! JWK Set that publishes it. The one home of jsonwebtoken.
+
+use std::{collections::HashSet, time::Duration};
+
+use jsonwebtoken::{
+    DecodingKey, Validation,
+    jwk::{
+        AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
+        EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
+        PublicKeyUse,
+    },
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    client::{AuthError, Client, PeerCertificate},
+    crypto::{self, Algorithm, PublicKey},
+    keys::{ActiveSigner, KeyRing, PublishedKey},
+    oauth::ErrorCode,
+};
+
+/// The most scopes or audiences one request may name.
+pub const MAX_REQUESTED_VALUES: usize = 64;
+/// The longest token `verify_at` looks at.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// The `aud` claim: one value as a string, several as an array (RFC 7519 §4.1.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn from_vec(mut values: Vec<String>) -> Self {
+        if values.len() == 1 {
+            Audience::One(values.remove(0))
+        } else {
+            Audience::Many(values)
+        }
+    }
+
+    /// The audiences as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Audience::One(a) => vec![a.clone()],
+            Audience::Many(many) => many.clone(),
+        }
+    }
+}
+
+/// The confirmation claim binding a token to a certificate (RFC 8705 §3.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// base64url SHA-256 of the certificate's DER.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
+}
+
+/// The claims of an access token. Nothing secret is ever in them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject: the client id.
+    pub sub: String,
+    /// The client id.
+    pub client_id: String,
+    /// Audiences.
+    pub aud: Audience,
+    /// Space-delimited scopes; absent when none were granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Issued at (Unix seconds).
+    pub iat: i64,
+    /// Not before (Unix seconds).
+    pub nbf: i64,
+    /// Expires (Unix seconds).
+    pub exp: i64,
+    /// Token id: 128 random bits, base64url.
+    pub jti: String,
+    /// Certificate binding.
+    pub cnf: Confirmation,
+}
+
+/// What a client asks for. Empty lists and no lifetime mean the client's defaults.
+#[derive(Clone, Default)]
+pub struct TokenRequest {
+    /// The client it claims to be (optional: derived from the certificate).
+    pub client_id: Option<String>,
+    /// Its secret, if it has one.
+    pub client_secret: Option<String>,
+    /// Requested scopes.
+    pub scopes: Vec<String>,
+    /// Requested audiences.
+    pub audiences: Vec<String>,
+    /// Requested lifetime.
+    pub lifetime: Option<RequestedLifetime>,
+}
+
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "…"))
+            .field("scopes", &self.scopes)
+            .field("audiences", &self.audiences)
+            .field("lifetime", &self.lifetime)
+            .finish()
+    }
+}
+
+/// A requested lifetime as the wire carries it: it may be zero or negative, which is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestedLifetime {
+    /// Whole seconds (may be negative).
+    pub seconds: i64,
+    /// Fractional nanoseconds, same sign as `seconds`.
+    pub nanos: i32,
+}
+
+/// A signed token and what was granted.
+#[derive(Clone)]
+pub struct IssuedToken {
+    /// The compact JWS.
+    pub access_token: String,
+    /// Seconds until expiry.
+    pub expires_in: i64,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Granted audiences.
+    pub audiences: Vec<String>,
+    /// The signing key's id.
+    pub key_id: String,
+    /// The token id (safe to log).
+    pub token_id: String,
+    /// The client it was issued to.
+    pub client_id: String,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token_id", &self.token_id)
+            .field("client_id", &self.client_id)
+            .field("expires_in", &self.expires_in)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token was not issued. `code()` is what the client sees; `Display` is the log detail.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The peer is not an acceptable client.
+    #[error("client authentication failed: {0}")]
+    Auth(#[from] AuthError),
+    /// The client lacks the `issue` permission.
+    #[error("client {0} does not have the issue permission")]
+    NotPermitted(String),
+    /// A requested scope is malformed or not allowed.
+    #[error("scope {0:?} is not allowed for this client")]
+    Scope(String),
+    /// A requested audience is malformed or not allowed.
+    #[error("audience {0:?} is not allowed for this client")]
+    Audience(String),
+    /// No audience was requested and the client has no default.
+    #[error("no audience was requested and the client has no default audience")]
+    NoAudience,
+    /// The requested lifetime is zero, negative or malformed.
+    #[error("the requested lifetime must be at least one second")]
+    Lifetime,
+    /// The request names too many values.
+    #[error("at most {MAX_REQUESTED_VALUES} {0} may be requested")]
+    TooMany(&'static str),
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+impl IssueError {
+    /// The OAuth2 error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            IssueError::Auth(_) => ErrorCode::InvalidClient,
+            IssueError::NotPermitted(_) => ErrorCode::UnauthorizedClient,
+            IssueError::Scope(_) => ErrorCode::InvalidScope,
+            IssueError::Audience(_) | IssueError::NoAudience => ErrorCode::InvalidTarget,
+            IssueError::Lifetime | IssueError::TooMany(_) => ErrorCode::InvalidRequest,
+            IssueError::Signing(_) => ErrorCode::ServerError,
+        }
+    }
+
+    /// What the client is told: actionable, but revealing nothing about other clients or keys.
+    pub fn public_message(&self) -> String {
+        match self {
+            IssueError::Auth(AuthError::NoCertificate) => {
+                "a client certificate is required: connect with mutual TLS".into()
+            }
+            IssueError::Auth(AuthError::BadSecret(_)) | IssueError::Auth(AuthError::UnexpectedSecret(_)) => {
+                "client authentication failed: the client secret is missing, wrong or not expected".into()
+            }
+            IssueError::Auth(AuthError::CertificateMismatch(_)) | IssueError::Auth(AuthError::UnknownClient(_)) => {
+                "client authentication failed: the certificate does not belong to the named client_id".into()
+            }
+            IssueError::Auth(_) => {
+                "client authentication failed: the certificate does not identify an enabled client".into()
+            }
+            IssueError::Signing(_) => "the token could not be signed; try again".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What policy grants for a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// Audiences granted.
+    pub audiences: Vec<String>,
+    /// Lifetime granted, whole seconds.
+    pub lifetime: Duration,
+}
+
+fn dedup(values: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    values
+        .iter()
+        .filter(|v| seen.insert(v.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Applies the client's policy to a request (SPEC §3): scopes a subset of the allowed ones,
+/// audiences allowed (or the default; neither is `invalid_target`), the lifetime clamped to
+/// the client's maximum under the global `ceiling`.
+pub fn grant(
+    client: &Client,
+    request: &TokenRequest,
+    ceiling: Duration,
+) -> Result<Grant, IssueError> {
+    if request.scopes.len() > MAX_REQUESTED_VALUES {
+        return Err(IssueError::TooMany("scopes"));
+    }
+    if request.audiences.len() > MAX_REQUESTED_VALUES {
+        return Err(IssueError::TooMany("audiences"));
+    }
+    let scopes = if request.scopes.is_empty() {
+        client.default_scopes.clone()
+    } else {
+        let requested = dedup(&request.scopes);
+        if let Some(bad) = requested.iter().find(|s| !client.scopes.contains(s)) {
+            return Err(IssueError::Scope(bad.chars().take(140).collect()));
+        }
+        requested
+    };
+    let audiences = if request.audiences.is_empty() {
+        client.default_audiences.clone()
+    } else {
+        let requested = dedup(&request.audiences);
+        if let Some(bad) = requested.iter().find(|a| !client.audiences.contains(a)) {
+            return Err(IssueError::Audience(bad.chars().take(140).collect()));
+        }
+        requested
+    };
+    if audiences.is_empty() {
+        return Err(IssueError::NoAudience);
+    }
+    let maximum = client.max_lifetime.min(ceiling);
+    let lifetime = match request.lifetime {
+        None => client.default_lifetime.min(maximum),
+        Some(RequestedLifetime { seconds, nanos }) => {
+            if seconds < 0 || nanos < 0 || (seconds == 0 && nanos == 0) {
+                return Err(IssueError::Lifetime);
+            }
+            if seconds == 0 {
+                // A positive sub-second request is below JWT's one-second resolution.
+                return Err(IssueError::Lifetime);
+            }
+            Duration::from_secs(seconds.unsigned_abs()).min(maximum)
+        }
+    };
+    // JWT times are whole seconds.
+    let lifetime = Duration::from_secs(lifetime.as_secs().max(1));
+    Ok(Grant {
+        scopes,
+        audiences,
+        lifetime,
+    })
+}
+
+/// Signs access tokens for one issuer.
+#[derive(Clone, Debug)]
+pub struct Issuer {
+    issuer: String,
+    ceiling: Duration,
+}
+
+impl Issuer {
+    /// An issuer named `issuer` (the `iss` claim) granting at most `ceiling`.
+    pub fn new(issuer: impl Into<String>, ceiling: Duration) -> Self {
+        Self {
+            issuer: issuer.into(),
+            ceiling,
+        }
+    }
+
+    /// The `iss` value.
+    pub fn name(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Grants and signs a token for an authenticated `client` at `now` (Unix seconds).
+    pub fn issue_at(
+        &self,
+        now: i64,
+        client: &Client,
+        peer: &PeerCertificate,
+        request: &TokenRequest,
+        signer: &ActiveSigner,
+    ) -> Result<IssuedToken, IssueError> {
+        if !client.has(crate::client::Permission::Issue) {
+            return Err(IssueError::NotPermitted(client.id.to_string()));
+        }
+        let grant = grant(client, request, self.ceiling)?;
+        let jti = crypto::random_id().map_err(|e| IssueError::Signing(e.to_string()))?;
+        let lifetime = i64::try_from(grant.lifetime.as_secs()).unwrap_or(i64::MAX);
+        let claims = AccessTokenClaims {
+            iss: self.issuer.clone(),
+            sub: client.id.to_string(),
+            client_id: client.id.to_string(),
+            aud: Audience::from_vec(grant.audiences.clone()),
+            scope: (!grant.scopes.is_empty()).then(|| grant.scopes.join(" ")),
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add(lifetime),
+            jti: jti.clone(),
+            cnf: Confirmation {
+                x5t_s256: peer.thumbprint.to_b64url(),
+            },
+        };
+        let payload =
+            serde_json::to_vec(&claims).map_err(|e| IssueError::Signing(e.to_string()))?;
+        let access_token = signer
+            .sign_compact(&payload)
+            .map_err(|e| IssueError::Signing(e.to_string()))?;
+        Ok(IssuedToken {
+            access_token,
+            expires_in: lifetime,
+            scopes: grant.scopes,
+            audiences: grant.audiences,
+            key_id: signer.kid().to_string(),
+            token_id: jti,
+            client_id: client.id.to_string(),
+        })
+    }
+}
+
+/// Why a token did not verify. Callers outside see only "inactive"; this is for logs and metrics.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    /// Not a well-formed JWS with the claims and types we issue.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// `typ` is not `at+jwt`.
+    #[error("the token's typ is not at+jwt")]
+    WrongType,
+    /// No `kid`, or a `kid` naming no published key.
+    #[error("the token names no published key")]
+    UnknownKey,
+    /// The header's `alg` differs from the algorithm stored with the key.
+    #[error("the token's alg differs from its key's algorithm")]
+    AlgorithmMismatch,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// `iss` is not this issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// Past `exp` (with leeway).
+    #[error("expired")]
+    Expired,
+    /// Before `nbf` or `iat` (with leeway).
+    #[error("not yet valid")]
+    NotYetValid,
+}
+
+/// Verifies a token against the key ring at `now` (Unix seconds), our clock, our leeway.
+/// The accepted algorithm is the one stored with the key its `kid` names; `jku`, `x5u`,
+/// `jwk` and `x5c` are ignored and nothing is fetched.
+pub fn verify_at(
+    now: i64,
+    token: &str,
+    ring: &KeyRing,
+    issuer: &str,
+    leeway: Duration,
+) -> Result<AccessTokenClaims, VerifyError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(VerifyError::Malformed("too long".into()));
+    }
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let typ_ok = header.typ.as_deref().is_some_and(|t| {
+        t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+    });
+    if !typ_ok {
+        return Err(VerifyError::WrongType);
+    }
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| ring.find(kid))
+        .ok_or(VerifyError::UnknownKey)?;
+    if header.alg != key.algorithm.jsonwebtoken() {
+        return Err(VerifyError::AlgorithmMismatch);
+    }
+    let mut validation = Validation::new(key.algorithm.jsonwebtoken());
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims = HashSet::new();
+    let decoding = decoding_key(&key.public).map_err(VerifyError::Malformed)?;
+    let data =
+        jsonwebtoken::decode::<AccessTokenClaims>(token, &decoding, &validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::BadSignature,
+                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => VerifyError::AlgorithmMismatch,
+                _ => VerifyError::Malformed(e.to_string()),
+            }
+        })?;
+    let claims = data.claims;
+    if claims.iss != issuer {
+        return Err(VerifyError::WrongIssuer);
+    }
+    let leeway = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
+    if claims.exp.saturating_add(leeway) <= now {
+        return Err(VerifyError::Expired);
+    }
+    if claims.nbf.saturating_sub(leeway) > now || claims.iat.saturating_sub(leeway) > now {
+        return Err(VerifyError::NotYetValid);
+    }
+    Ok(claims)
+}
+
+fn decoding_key(public: &PublicKey) -> Result<DecodingKey, String> {
+    match public {
+        PublicKey::P256 { x, y } => {
+            DecodingKey::from_ec_components(&crypto::b64url(x), &crypto::b64url(y))
+                .map_err(|e| e.to_string())
+        }
+        PublicKey::Ed25519 { x } => {
+            DecodingKey::from_ed_components(&crypto::b64url(x)).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The JWK of a published key (RFC 7517), with `kid`, `alg` and `use: sig`.
+pub fn jwk(key: &PublishedKey) -> Jwk {
+    let common = CommonParameters {
+        public_key_use: Some(PublicKeyUse::Signature),
+        key_algorithm: Some(match key.algorithm {
+            Algorithm::Es256 => KeyAlgorithm::ES256,
+            Algorithm::EdDsa => KeyAlgorithm::EdDSA,
+        }),
+        key_id: Some(key.kid.to_string()),
+        ..CommonParameters::default()
+    };
+    let algorithm = match &key.public {
+        PublicKey::P256 { x, y } => {
+            AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
+                key_type: EllipticCurveKeyType::EC,
+                curve: EllipticCurve::P256,
+                x: crypto::b64url(x),
+                y: crypto::b64url(y),
+            })
+        }
+        PublicKey::Ed25519 { x } => AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+            key_type: OctetKeyPairType::OctetKeyPair,
+            curve: EllipticCurve::Ed25519,
+            x: crypto::b64url(x),
+        }),
+    };
+    Jwk { common, algorithm }
+}
+
+/// The JWK Set text of `keys` and its version (changes exactly when the text does).
+pub fn jwk_set(keys: &[PublishedKey]) -> (String, String) {
+    let set = JwkSet {
+        keys: keys.iter().map(jwk).collect(),
+    };
+    // Serialising plain strings and enums cannot fail; an empty set is the safe fallback.
+    let json = serde_json::to_string(&set).unwrap_or_else(|_| r#"{"keys":[]}"#.to_owned());
+    let version = crypto::hex(&crypto::sha256(json.as_bytes())[..16]);
+    (json, version)
+}
