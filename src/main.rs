@@ -78,7 +78,7 @@ struct ServeArgs {
 #[derive(Subcommand)]
 enum ClientCommand {
     /// Register a client (offline).
-    Add(ClientAddArgs),
+    Add(Box<ClientAddArgs>),
     /// List registered clients (offline).
     List {
         /// The config file.
@@ -215,7 +215,7 @@ fn main() -> Result<()> {
                 );
                 Ok(())
             }
-            Command::Client(ClientCommand::Add(args)) => client_add(args).await,
+            Command::Client(ClientCommand::Add(args)) => client_add(*args).await,
             Command::Client(ClientCommand::List { config }) => client_list(&config).await,
             Command::Token(TokenCommand::Issue(args)) => token_issue(args).await,
         }

@@ -321,26 +321,27 @@ impl PreparedServer {
 
         let stop = CancellationToken::new();
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(256);
-        let mut tasks: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
-        tasks.push((
-            "tls-accept",
-            tokio::spawn(tls::accept_loop(
-                listener,
-                acceptor,
-                self.config.server.handshake_timeout,
-                conn_tx,
-                stop.clone(),
-            )),
-        ));
-        tasks.push((
-            "client-refresh",
-            tokio::spawn(refresh_clients(
-                self.store.clone(),
-                self.authority.clone(),
-                self.config.store.catch_up_interval,
-                stop.clone(),
-            )),
-        ));
+        let tasks: Vec<(&'static str, JoinHandle<()>)> = vec![
+            (
+                "tls-accept",
+                tokio::spawn(tls::accept_loop(
+                    listener,
+                    acceptor,
+                    self.config.server.handshake_timeout,
+                    conn_tx,
+                    stop.clone(),
+                )),
+            ),
+            (
+                "client-refresh",
+                tokio::spawn(refresh_clients(
+                    self.store.clone(),
+                    self.authority.clone(),
+                    self.config.store.catch_up_interval,
+                    stop.clone(),
+                )),
+            ),
+        ];
         {
             let stop = stop.clone();
             tokio::spawn(async move {
