@@ -48,9 +48,14 @@ pub enum ServeError {
     },
     /// The client-secret pepper did not decrypt.
     #[error(
-        "the client-secret pepper did not decrypt under KEK {0}: configure the KEK it was sealed with"
+        "the client-secret pepper is sealed under KEK id {sealed_with}, which did not open it (configured KEK ids: {configured}): configure the KEK it was sealed with"
     )]
-    Pepper(String),
+    Pepper {
+        /// The KEK id stored with the pepper.
+        sealed_with: String,
+        /// The configured KEK ids.
+        configured: String,
+    },
     /// A configured or stored client is not acceptable.
     #[error("client {id}: {reason}")]
     Client {
@@ -167,12 +172,12 @@ pub async fn load_pepper(store: &dyn Store, keks: &KekRing) -> Result<SecretHash
             store.create_pepper(&sealed).await?
         }
     };
-    let kek = keks
-        .find(&sealed.kek_id)
-        .ok_or_else(|| ServeError::Pepper(sealed.kek_id.clone()))?;
-    let pepper = kek
-        .open(&sealed, PEPPER_AAD)
-        .map_err(|_| ServeError::Pepper(sealed.kek_id.clone()))?;
+    let refused = || ServeError::Pepper {
+        sealed_with: sealed.kek_id.clone(),
+        configured: keks.ids(),
+    };
+    let kek = keks.find(&sealed.kek_id).ok_or_else(refused)?;
+    let pepper = kek.open(&sealed, PEPPER_AAD).map_err(|_| refused())?;
     Ok(SecretHasher::new(&pepper))
 }
 
@@ -268,7 +273,6 @@ impl std::fmt::Debug for PreparedServer {
 pub async fn prepare(config: Config, options: Options) -> Result<PreparedServer, ServeError> {
     let store = open_store(&config).await?;
     let now = unix_seconds(options.clock.now());
-    let hasher = load_pepper(store.as_ref(), &options.keks).await?;
     let ring = load_key_ring(
         store.as_ref(),
         &options.keks,
@@ -276,6 +280,7 @@ pub async fn prepare(config: Config, options: Options) -> Result<PreparedServer,
         now,
     )
     .await?;
+    let hasher = load_pepper(store.as_ref(), &options.keks).await?;
     sync_clients(store.as_ref(), &config, options.sync_clients, now).await?;
     let clients = registry(store.clients().await?)?;
     let (keys_tx, keys_rx) = watch::channel(Arc::new(ring));

@@ -1,0 +1,163 @@
+//! The `tokenmint` binary as an operator uses it.
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tokenmint(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(dir)
+        .env_remove("TOKENMINT_KEK")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+#[test]
+fn serve_dev_in_an_empty_directory_issues_a_token_to_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = tokenmint(dir.path())
+        .args(["serve", "--dev"])
+        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let server_url = format!("https://localhost:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let output = loop {
+        let output = tokenmint(dir.path())
+            .args(["token", "issue", "--server", &server_url])
+            .output()
+            .unwrap();
+        if output.status.success() || Instant::now() > deadline {
+            break output;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Graceful stop on SIGTERM.
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let status = server.wait().unwrap();
+
+    assert!(
+        output.status.success(),
+        "token issue failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let response: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(response["token_type"], "Bearer");
+    assert_eq!(response["scope"], "demo:read");
+    assert_eq!(response["audiences"][0], "https://demo.tokenmint.dev");
+    let token = response["access_token"].as_str().unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&tokenmint::crypto::b64url_decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["sub"], "demo");
+    assert_eq!(claims["iss"], "https://localhost:8443");
+    assert!(
+        status.success(),
+        "serve exits cleanly on SIGTERM: {status:?}"
+    );
+
+    for file in [
+        "certs/ca.pem",
+        "certs/server.pem",
+        "certs/server.key",
+        "certs/admin.pem",
+        "certs/admin.key",
+        "certs/demo.pem",
+        "certs/demo.key",
+        "tokenmint.toml",
+        "tokenmint.kek",
+        "tokenmint.db",
+    ] {
+        assert!(dir.path().join(file).exists(), "{file} was written");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("tokenmint.kek"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the KEK file is private");
+    }
+}
+
+#[test]
+fn serve_without_dev_names_the_missing_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokenmint(dir.path()).args(["serve"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("tokenmint.toml"), "{stderr}");
+    assert!(
+        !dir.path().join("certs").exists(),
+        "nothing is generated without --dev"
+    );
+    assert!(!dir.path().join("tokenmint.kek").exists());
+}
+
+#[test]
+fn check_config_names_the_invalid_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[keys]\nalgorithm = \"RS256\"\n", "keys.algorithm"),
+        (
+            "[keys]\npublish_ahead = \"5m\"\njwks_max_age = \"5m\"\n",
+            "keys.publish_ahead",
+        ),
+        ("[tokens]\nmax_lifetime = \"5h\"\n", "keys.retention"),
+        ("[server]\nlisten = \"localhost\"\n", "server.listen"),
+        ("[server]\nlissen = \"127.0.0.1:1\"\n", "lissen"),
+        ("[tokens]\nleeway = \"5 parsecs\"\n", "tokens.leeway"),
+        (
+            "[[clients]]\nid = \"x\"\nsan_uri = \"spiffe://a/x\"\nsan_dns = \"x.example\"\n",
+            "clients[0]",
+        ),
+    ];
+    for (text, field) in cases {
+        std::fs::write(dir.path().join("tokenmint.toml"), text).unwrap();
+        let output = tokenmint(dir.path())
+            .args(["check-config"])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{text} should be refused");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(field),
+            "error for {text:?} names {field}: {stderr}"
+        );
+    }
+    std::fs::write(
+        dir.path().join("tokenmint.toml"),
+        tokenmint::config::starter_toml(),
+    )
+    .unwrap();
+    let output = tokenmint(dir.path())
+        .args(["check-config"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

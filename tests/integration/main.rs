@@ -1,0 +1,11 @@
+//! tokenmint's integration tests: a real server on 127.0.0.1:0, real mTLS, a PKI made with
+//! rcgen in each test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod cli;
+mod identity;
+mod issue;
+mod keys;
+mod support;
+mod tls;

@@ -1,0 +1,328 @@
+//! A real tokenmint on 127.0.0.1:0 over real mTLS, with a PKI made in the test.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tempfile::TempDir;
+use tokenmint::{
+    clock::SystemClock,
+    config::Config,
+    crypto::Kek,
+    grpc::proto::{
+        GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
+        key_service_client::KeyServiceClient, token_service_client::TokenServiceClient,
+    },
+    pki::{CertificateAuthority, DnType, Issued, LeafSpec},
+    server::{self, Options, PreparedServer, ServeError},
+    wire::OAUTH_ERROR_METADATA,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+pub const ISSUER: &str = "https://tokenmint.test";
+pub const DEMO_URI: &str = "spiffe://tokenmint.test/demo";
+pub const DEMO_AUDIENCE: &str = "https://demo.example";
+
+/// The test PKI: a trusted client CA and the server's certificate.
+pub struct Pki {
+    pub ca: CertificateAuthority,
+    pub server: Issued,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let ca = CertificateAuthority::generate("tokenmint test CA").unwrap();
+        let server = ca.issue_localhost_server().unwrap();
+        Self { ca, server }
+    }
+
+    /// A client certificate with one SAN URI, valid now.
+    pub fn client_uri(&self, uri: &str) -> Issued {
+        self.ca
+            .issue(&LeafSpec::client_uri(
+                "client",
+                uri,
+                Duration::from_secs(3600),
+            ))
+            .unwrap()
+    }
+
+    /// A client certificate with the given subject (DER order) and no SAN.
+    pub fn client_subject(&self, subject: &[(DnType, &str)]) -> Issued {
+        let mut spec = LeafSpec::client_uri("unused", "spiffe://unused", Duration::from_secs(3600));
+        spec.san_uris.clear();
+        spec.subject = subject
+            .iter()
+            .map(|(t, v)| (t.clone(), (*v).to_owned()))
+            .collect();
+        self.ca.issue(&spec).unwrap()
+    }
+}
+
+/// The demo client section, as a test's config starts from.
+pub fn demo_client() -> String {
+    format!(
+        r#"
+[[clients]]
+id = "demo"
+san_uri = "{DEMO_URI}"
+scopes = ["demo:read", "demo:write"]
+default_scopes = ["demo:read"]
+audiences = ["{DEMO_AUDIENCE}", "https://other.example"]
+default_audiences = ["{DEMO_AUDIENCE}"]
+default_lifetime = "5m"
+max_lifetime = "10m"
+"#
+    )
+}
+
+/// A directory holding the server's PKI, KEK and config.
+pub struct Setup {
+    pub dir: TempDir,
+    pub pki: Pki,
+    pub clients_toml: String,
+    pub extra_toml: String,
+}
+
+impl Setup {
+    pub fn new(clients_toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new();
+        std::fs::write(dir.path().join("ca.pem"), pki.ca.cert_pem()).unwrap();
+        std::fs::write(dir.path().join("server.pem"), &pki.server.cert_pem).unwrap();
+        std::fs::write(dir.path().join("server.key"), pki.server.key_pem.as_bytes()).unwrap();
+        std::fs::write(
+            dir.path().join("tokenmint.kek"),
+            Kek::generate().unwrap().to_base64().as_bytes(),
+        )
+        .unwrap();
+        Self {
+            dir,
+            pki,
+            clients_toml: clients_toml.to_owned(),
+            extra_toml: String::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("tokenmint.toml")
+    }
+
+    pub fn write_config(&self) {
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+issuer = "{ISSUER}"
+handshake_timeout = "5s"
+
+[tls]
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+
+[store]
+url = "sqlite://tokenmint.db"
+
+[keys]
+kek_files = ["tokenmint.kek"]
+{extra}
+{clients}
+"#,
+            extra = self.extra_toml,
+            clients = self.clients_toml,
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    pub fn config(&self) -> Config {
+        self.write_config();
+        Config::load(&self.config_path(), Vec::<(String, String)>::new()).unwrap()
+    }
+
+    pub async fn prepare(&self) -> Result<PreparedServer, ServeError> {
+        let config = self.config();
+        let keks = server::load_keks(&config.keys.kek_files, None)?;
+        server::prepare(
+            config,
+            Options {
+                keks,
+                sync_clients: false,
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .await
+    }
+
+    /// Starts the server on an ephemeral loopback port.
+    pub async fn start(&self) -> TestServer {
+        tokenmint::crypto::install_jwt_provider();
+        let prepared = self.prepare().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(prepared.serve(listener, async move {
+            let _ = stop_rx.await;
+        }));
+        TestServer {
+            addr,
+            ca_pem: self.pki.ca.cert_pem().to_owned(),
+            stop: Some(stop_tx),
+            task: Some(task),
+        }
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    ca_pem: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl TestServer {
+    fn tls(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .domain_name("localhost")
+    }
+
+    fn channel(&self, tls: ClientTlsConfig) -> Channel {
+        Channel::from_shared(format!("https://localhost:{}", self.addr.port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            // Lazy: under TLS 1.3 a refused client certificate surfaces on the first call.
+            .connect_lazy()
+    }
+
+    /// A TokenService client presenting `cert`.
+    pub async fn client(&self, cert: &Issued) -> TokenServiceClient<Channel> {
+        let identity = Identity::from_pem(&cert.cert_pem, cert.key_pem.as_bytes());
+        TokenServiceClient::new(self.channel(self.tls().identity(identity)))
+    }
+
+    /// A TokenService client presenting no certificate.
+    pub async fn anonymous_client(&self) -> TokenServiceClient<Channel> {
+        TokenServiceClient::new(self.channel(self.tls()))
+    }
+
+    /// The JWKS, fetched without a client certificate.
+    pub async fn jwks(&self) -> GetJwksResponse {
+        KeyServiceClient::new(self.channel(self.tls()))
+            .get_jwks(GetJwksRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("server stops within its grace")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Issues with `request` as `cert`.
+pub async fn issue(
+    server: &TestServer,
+    cert: &Issued,
+    request: IssueTokenRequest,
+) -> Result<IssueTokenResponse, tonic::Status> {
+    server
+        .client(cert)
+        .await
+        .issue_token(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Asserts a refusal's gRPC code and OAuth2 error code.
+pub fn assert_refused(
+    result: Result<IssueTokenResponse, tonic::Status>,
+    code: tonic::Code,
+    oauth: &str,
+) {
+    let status = match result {
+        Ok(_) => panic!("expected {code:?}/{oauth}, got a token"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), code, "status: {status:?}");
+    let got = status
+        .metadata()
+        .get(OAUTH_ERROR_METADATA)
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(got, Some(oauth), "status: {status:?}");
+    assert!(
+        status.message().starts_with(oauth),
+        "message names the OAuth2 code: {}",
+        status.message()
+    );
+}
+
+/// Asserts a call failed at the TLS layer (TLS 1.3: on the first call, as a transport error).
+pub fn assert_tls_refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>) {
+    let status = result.expect_err("the handshake must fail");
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+        ),
+        "expected a transport failure, got {status:?}"
+    );
+    assert!(
+        status.metadata().get(OAUTH_ERROR_METADATA).is_none(),
+        "no RPC handler may have run: {status:?}"
+    );
+}
+
+/// Verifies `token` using only the JWKS, as a resource server would (jsonwebtoken, keys
+/// picked by `kid`, the algorithm from the JWK), and returns its claims.
+pub fn verify_with_jwks(token: &str, jwks_json: &str, audience: &str) -> serde_json::Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let kid = header.kid.expect("a kid");
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(jwks_json).unwrap();
+    let jwk = set.find(&kid).expect("the kid is published");
+    let alg: jsonwebtoken::Algorithm = jwk
+        .common
+        .key_algorithm
+        .expect("the JWK names its alg")
+        .to_string()
+        .parse()
+        .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(alg);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&[ISSUER]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub", "jti"]);
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+        .unwrap()
+        .claims
+}
