@@ -359,10 +359,17 @@ impl PreparedServer {
         health.set_serving::<TokenServiceServer<TokenApi>>().await;
         health.set_serving::<KeyServiceServer<KeyApi>>().await;
         health.set_service_status("", ServingStatus::Serving).await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both reflection versions: grpcurl and other tools still ask v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
             .build_v1()
+            .map_err(|e| ServeError::Transport(e.to_string()))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(|e| ServeError::Transport(e.to_string()))?;
 
         let token_service = TokenServiceServer::new(TokenApi::new(self.authority.clone()))
@@ -373,7 +380,8 @@ impl PreparedServer {
         tracing::info!(issuer = %self.config.server.issuer, "serving");
         let serve = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(token_service)
             .add_service(key_service)
             .serve_with_incoming_shutdown(

@@ -161,3 +161,100 @@ fn check_config_names_the_invalid_field() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn client_add_registers_offline_and_shows_a_secret_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = tokenmint(dir.path()).args(["init"]).output().unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    let add = tokenmint(dir.path())
+        .args([
+            "client",
+            "add",
+            "--id",
+            "billing",
+            "--san-uri",
+            "spiffe://tokenmint.dev/billing",
+            "--scope",
+            "ledger:read",
+            "--audience",
+            "https://ledger.example",
+            "--with-secret",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&add.stdout);
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client secret (shown once, store it now): "))
+        .expect("the secret is printed once");
+    assert_eq!(
+        tokenmint::crypto::b64url_decode(secret).unwrap().len(),
+        32,
+        "256-bit secret"
+    );
+
+    let list = tokenmint(dir.path())
+        .args(["client", "list"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&list.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with("billing\t"))
+        .expect("listed");
+    assert!(
+        line.contains("san_uri=spiffe://tokenmint.dev/billing"),
+        "{line}"
+    );
+    assert!(line.contains("secret"), "{line}");
+    assert!(!listing.contains(secret), "the secret is never shown again");
+    let db = std::fs::read(dir.path().join("tokenmint.db")).unwrap();
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is not stored in clear"
+    );
+
+    // The same certificate matcher again is refused; so is a malformed scope.
+    let duplicate = tokenmint(dir.path())
+        .args([
+            "client",
+            "add",
+            "--id",
+            "other",
+            "--san-uri",
+            "spiffe://tokenmint.dev/billing",
+            "--audience",
+            "https://x.example",
+        ])
+        .output()
+        .unwrap();
+    assert!(!duplicate.status.success());
+    let stderr = String::from_utf8_lossy(&duplicate.stderr);
+    assert!(stderr.contains("conflict"), "{stderr}");
+    let bad_scope = tokenmint(dir.path())
+        .args([
+            "client",
+            "add",
+            "--id",
+            "third",
+            "--san-uri",
+            "spiffe://tokenmint.dev/third",
+            "--scope",
+            "has\"quote",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad_scope.status.success());
+    assert!(String::from_utf8_lossy(&bad_scope.stderr).contains("scope"));
+}

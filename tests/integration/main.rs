@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod cli;
+mod clients;
 mod identity;
 mod issue;
 mod keys;
+mod ops;
 mod support;
 mod tls;

@@ -85,7 +85,10 @@ pub struct Setup {
     pub dir: TempDir,
     pub pki: Pki,
     pub clients_toml: String,
+    /// Extra lines for `[keys]`.
     pub extra_toml: String,
+    /// Extra lines for `[server]`.
+    pub server_toml: String,
 }
 
 impl Setup {
@@ -105,6 +108,7 @@ impl Setup {
             pki,
             clients_toml: clients_toml.to_owned(),
             extra_toml: String::new(),
+            server_toml: String::new(),
         }
     }
 
@@ -122,7 +126,7 @@ impl Setup {
 [server]
 listen = "127.0.0.1:0"
 issuer = "{ISSUER}"
-handshake_timeout = "5s"
+{server}
 
 [tls]
 cert = "server.pem"
@@ -138,6 +142,7 @@ kek_files = ["tokenmint.kek"]
 {clients}
 "#,
             extra = self.extra_toml,
+            server = self.server_toml,
             clients = self.clients_toml,
         );
         std::fs::write(self.config_path(), text).unwrap();
@@ -149,13 +154,17 @@ kek_files = ["tokenmint.kek"]
     }
 
     pub async fn prepare(&self) -> Result<PreparedServer, ServeError> {
+        self.prepare_with(false).await
+    }
+
+    pub async fn prepare_with(&self, sync_clients: bool) -> Result<PreparedServer, ServeError> {
         let config = self.config();
         let keks = server::load_keks(&config.keys.kek_files, None)?;
         server::prepare(
             config,
             Options {
                 keks,
-                sync_clients: false,
+                sync_clients,
                 clock: Arc::new(SystemClock),
             },
         )
@@ -164,8 +173,13 @@ kek_files = ["tokenmint.kek"]
 
     /// Starts the server on an ephemeral loopback port.
     pub async fn start(&self) -> TestServer {
+        self.start_with(false).await
+    }
+
+    /// Starts the server; `sync_clients` as `serve --sync-clients`.
+    pub async fn start_with(&self, sync_clients: bool) -> TestServer {
         tokenmint::crypto::install_jwt_provider();
-        let prepared = self.prepare().await.unwrap();
+        let prepared = self.prepare_with(sync_clients).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -210,6 +224,11 @@ impl TestServer {
     pub async fn client(&self, cert: &Issued) -> TokenServiceClient<Channel> {
         let identity = Identity::from_pem(&cert.cert_pem, cert.key_pem.as_bytes());
         TokenServiceClient::new(self.channel(self.tls().identity(identity)))
+    }
+
+    /// A channel presenting no client certificate.
+    pub fn public_channel(&self) -> Channel {
+        self.channel(self.tls())
     }
 
     /// A TokenService client presenting no certificate.
