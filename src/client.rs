@@ -60,9 +60,9 @@ pub enum ClientError {
         /// The value.
         value: String,
     },
-    /// Lifetimes are zero or the default exceeds the maximum.
+    /// Lifetimes are zero, not whole seconds, or the default exceeds the maximum.
     #[error(
-        "lifetimes must be positive and default_lifetime ({default:?}) at most max_lifetime ({max:?})"
+        "lifetimes must be positive whole seconds and default_lifetime ({default:?}) at most max_lifetime ({max:?})"
     )]
     Lifetimes {
         /// The default.
@@ -220,6 +220,8 @@ impl Client {
         }
         if self.default_lifetime.is_zero()
             || self.max_lifetime.is_zero()
+            || self.default_lifetime.subsec_nanos() != 0
+            || self.max_lifetime.subsec_nanos() != 0
             || self.default_lifetime > self.max_lifetime
         {
             return Err(ClientError::Lifetimes {
@@ -263,7 +265,8 @@ pub enum AuthError {
     /// No registered client claims the certificate.
     #[error("the certificate matches no registered client")]
     UnknownCertificate,
-    /// More than one client claims the certificate (should not happen: matchers are unique).
+    /// More than one client claims the certificate: its SANs and subject match different
+    /// clients' matchers (each matcher is unique, but one certificate can carry several names).
     #[error("the certificate matches several clients ({0}); name one with client_id")]
     Ambiguous(String),
     /// The named client does not exist.

@@ -811,6 +811,32 @@ impl Validator<'_> {
         Ok(d)
     }
 
+    /// A token lifetime: > 0 and a whole number of seconds (JWT times are whole seconds).
+    fn lifetime(
+        &self,
+        field: &str,
+        value: Option<&str>,
+        default: &str,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.positive(field, value, default)?;
+        self.whole_seconds(field, &self.label(field), d)
+    }
+
+    fn whole_seconds(
+        &self,
+        field: &str,
+        label: &str,
+        d: Duration,
+    ) -> Result<Duration, ConfigError> {
+        if d.subsec_nanos() != 0 {
+            return Err(self.error(
+                field,
+                format!("{label} must be a whole number of seconds (token times have one-second resolution): write e.g. \"90s\" or \"5m\""),
+            ));
+        }
+        Ok(d)
+    }
+
     fn path(
         &self,
         field: &str,
@@ -909,12 +935,12 @@ impl Validator<'_> {
     }
 
     fn tokens(&self, t: FileTokens) -> Result<TokensConfig, ConfigError> {
-        let max_lifetime = self.positive(
+        let max_lifetime = self.lifetime(
             "tokens.max_lifetime",
             t.max_lifetime.as_deref(),
             DEFAULT_MAX_LIFETIME,
         )?;
-        let default_lifetime = self.positive(
+        let default_lifetime = self.lifetime(
             "tokens.default_lifetime",
             t.default_lifetime.as_deref(),
             DEFAULT_TOKEN_LIFETIME,
@@ -1436,7 +1462,7 @@ impl Validator<'_> {
                 format!("{label} must be greater than 0: give it a positive duration like \"5m\""),
             ));
         }
-        Ok(d)
+        self.whole_seconds(field, label, d)
     }
 
     /// Checks that every one of `items` is in `of`.

@@ -23,6 +23,9 @@ pub enum CryptoError {
     /// Signing failed.
     #[error("signing failed")]
     Sign,
+    /// Sealing (encryption) failed.
+    #[error("encryption failed")]
+    Seal,
     /// Sealed data did not open: wrong key, wrong associated data, or tampering.
     #[error(
         "decryption failed: wrong key-encryption key, wrong associated data, or the data was altered"
@@ -57,14 +60,6 @@ impl Algorithm {
             "ES256" => Some(Algorithm::Es256),
             "EdDSA" => Some(Algorithm::EdDsa),
             _ => None,
-        }
-    }
-
-    /// The algorithm as jsonwebtoken names it.
-    pub(crate) fn jsonwebtoken(self) -> jsonwebtoken::Algorithm {
-        match self {
-            Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
-            Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
         }
     }
 }
@@ -341,7 +336,7 @@ impl Kek {
                 aead::Aad::from(aad),
                 &mut in_out,
             )
-            .map_err(|_| CryptoError::Sign)?;
+            .map_err(|_| CryptoError::Seal)?;
         Ok(Sealed {
             kek_id: self.id.clone(),
             nonce: nonce.to_vec(),

@@ -265,8 +265,8 @@ impl DistinguishedName {
     /// Attribute types are known short names or aliases in any case, or dotted
     /// OIDs. Spaces around attribute types are tolerated; spaces around values
     /// are insignificant anyway. Values in the `#hex` (BER) form, quoted values,
-    /// unescaped `"`, `;`, `<`, `>` or NUL, and an attribute repeated within one
-    /// RDN are refused. The empty string is the empty name.
+    /// unescaped `"`, `;`, `<`, `>` or NUL, and the same type=value pair twice
+    /// within one RDN are refused. The empty string is the empty name.
     pub fn parse_rfc4514(s: &str) -> Result<Self, IdentityError> {
         refuse_if_longer("the distinguished name", s.as_bytes(), MAX_DN_LEN)?;
         Rfc4514Parser::new(s)

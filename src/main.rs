@@ -208,11 +208,8 @@ fn main() -> Result<()> {
             Command::Init { dir } => init(&dir),
             Command::CheckConfig { config } => {
                 let config = load_config(&config)?;
-                println!(
-                    "{}: ok ({} clients)",
-                    config.source.display(),
-                    config.clients.len()
-                );
+                let clients = server::check_clients(&config)?;
+                println!("{}: ok ({clients} clients)", config.source.display());
                 Ok(())
             }
             Command::Client(ClientCommand::Add(args)) => client_add(*args).await,

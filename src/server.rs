@@ -34,10 +34,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub enum ServeError {
     /// The store failed.
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// Keys could not be loaded or created (for example a wrong or missing KEK).
     #[error("signing keys: {0}")]
-    Keys(#[from] KeyError),
+    Keys(KeyError),
     /// A KEK could not be read.
     #[error("key-encryption key {source_name}: {reason}")]
     Kek {
@@ -66,13 +66,33 @@ pub enum ServeError {
     },
     /// TLS material could not be loaded.
     #[error("TLS: {0}")]
-    Tls(#[from] TlsError),
+    Tls(TlsError),
     /// The configuration asks for something this build does not do.
     #[error("{0}")]
     Unsupported(String),
     /// The gRPC server failed.
     #[error("serving failed: {0}")]
     Transport(String),
+}
+
+// `From` by hand rather than `#[from]`: the message already carries the cause, and a
+// `source()` too would print it twice in an error chain.
+impl From<StoreError> for ServeError {
+    fn from(e: StoreError) -> Self {
+        ServeError::Store(e)
+    }
+}
+
+impl From<KeyError> for ServeError {
+    fn from(e: KeyError) -> Self {
+        ServeError::Keys(e)
+    }
+}
+
+impl From<TlsError> for ServeError {
+    fn from(e: TlsError) -> Self {
+        ServeError::Tls(e)
+    }
 }
 
 /// Reads the configured KEKs: `TOKENMINT_KEK` (if given) first, then `kek_files` in order.
@@ -202,6 +222,19 @@ pub async fn load_key_ring(
     Ok(KeyRing::try_build(&records, keks)?)
 }
 
+/// Checks what the config file alone can show about its clients: each matcher is well-formed
+/// and each policy consistent, and no two clients claim the same certificate matcher.
+pub fn check_clients(config: &Config) -> Result<usize, ServeError> {
+    let clients = config
+        .clients
+        .iter()
+        .map(client_from_config)
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = clients.len();
+    registry(clients)?;
+    Ok(count)
+}
+
 /// Inserts configured clients that are absent (or overwrites all with `overwrite`).
 pub async fn sync_clients(
     store: &dyn Store,
@@ -209,6 +242,7 @@ pub async fn sync_clients(
     overwrite: bool,
     now: i64,
 ) -> Result<(), ServeError> {
+    let (mut inserted, mut kept, mut overwritten) = (0usize, 0usize, 0usize);
     for configured in &config.clients {
         let client = client_from_config(configured)?;
         let outcome = store
@@ -223,17 +257,20 @@ pub async fn sync_clients(
                 },
                 other => ServeError::Store(other),
             })?;
+        tracing::debug!(client_id = %client.id, ?outcome, "config client synced");
         match outcome {
-            ClientSync::Inserted => {
-                tracing::info!(client_id = %client.id, "registered client from the config file")
-            }
-            ClientSync::Overwritten => {
-                tracing::info!(client_id = %client.id, "overwrote client from the config file (--sync-clients)")
-            }
-            ClientSync::Kept => {
-                tracing::debug!(client_id = %client.id, "client already registered; kept as stored")
-            }
+            ClientSync::Inserted => inserted += 1,
+            ClientSync::Kept => kept += 1,
+            ClientSync::Overwritten => overwritten += 1,
         }
+    }
+    if !config.clients.is_empty() {
+        tracing::info!(
+            inserted,
+            kept,
+            overwritten,
+            "clients from the config file (stored clients are kept as they are unless --sync-clients)"
+        );
     }
     Ok(())
 }
@@ -347,13 +384,6 @@ impl PreparedServer {
                 )),
             ),
         ];
-        {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                stop.cancel();
-            });
-        }
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<TokenServiceServer<TokenApi>>().await;
@@ -367,11 +397,12 @@ impl PreparedServer {
         };
         let reflection_v1 = reflection()
             .build_v1()
-            .map_err(|e| ServeError::Transport(e.to_string()))?;
+            .map_err(|e| ServeError::Transport(e.to_string()))?
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let reflection_v1alpha = reflection()
             .build_v1alpha()
-            .map_err(|e| ServeError::Transport(e.to_string()))?;
-
+            .map_err(|e| ServeError::Transport(e.to_string()))?
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let token_service = TokenServiceServer::new(TokenApi::new(self.authority.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let key_service = KeyServiceServer::new(KeyApi::new(self.authority.clone()))
@@ -379,7 +410,7 @@ impl PreparedServer {
 
         tracing::info!(issuer = %self.config.server.issuer, "serving");
         let serve = tonic::transport::Server::builder()
-            .add_service(health_service)
+            .add_service(health_service.max_decoding_message_size(MAX_MESSAGE_BYTES))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(token_service)
@@ -389,17 +420,25 @@ impl PreparedServer {
                 stop.clone().cancelled_owned(),
             );
         tokio::pin!(serve);
+        tokio::pin!(shutdown);
         let result = tokio::select! {
             result = &mut serve => result.map_err(|e| ServeError::Transport(e.to_string())),
-            () = async { stop.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-                tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace; closing them");
-                Ok(())
+            () = &mut shutdown => {
+                // Tell health checkers first, then stop accepting and drain.
+                health.set_service_status("", ServingStatus::NotServing).await;
+                health.set_not_serving::<TokenServiceServer<TokenApi>>().await;
+                health.set_not_serving::<KeyServiceServer<KeyApi>>().await;
+                stop.cancel();
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
+                    Ok(result) => result.map_err(|e| ServeError::Transport(e.to_string())),
+                    Err(_) => {
+                        tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace; closing them");
+                        Ok(())
+                    }
+                }
             }
         };
         stop.cancel();
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
         for (name, task) in tasks {
             if let Err(e) = task.await {
                 tracing::error!(task = name, error = %e, "background task failed");

@@ -205,6 +205,9 @@ impl IssueError {
             IssueError::Auth(AuthError::BadSecret(_)) | IssueError::Auth(AuthError::UnexpectedSecret(_)) => {
                 "client authentication failed: the client secret is missing, wrong or not expected".into()
             }
+            IssueError::Auth(AuthError::Ambiguous(_)) => {
+                "client authentication failed: the certificate matches several clients; name one with client_id".into()
+            }
             IssueError::Auth(AuthError::CertificateMismatch(_)) | IssueError::Auth(AuthError::UnknownClient(_)) => {
                 "client authentication failed: the certificate does not belong to the named client_id".into()
             }
@@ -404,6 +407,9 @@ pub fn verify_at(
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::Malformed("too long".into()));
     }
+    // jsonwebtoken verifies through the process-wide provider; make sure it is ours (cheap
+    // after the first call).
+    crypto::install_jwt_provider();
     let header =
         jsonwebtoken::decode_header(token).map_err(|e| VerifyError::Malformed(e.to_string()))?;
     let typ_ok = header.typ.as_deref().is_some_and(|t| {
@@ -417,10 +423,10 @@ pub fn verify_at(
         .as_deref()
         .and_then(|kid| ring.find(kid))
         .ok_or(VerifyError::UnknownKey)?;
-    if header.alg != key.algorithm.jsonwebtoken() {
+    if header.alg != jwt_algorithm(key.algorithm) {
         return Err(VerifyError::AlgorithmMismatch);
     }
-    let mut validation = Validation::new(key.algorithm.jsonwebtoken());
+    let mut validation = Validation::new(jwt_algorithm(key.algorithm));
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
@@ -446,6 +452,14 @@ pub fn verify_at(
         return Err(VerifyError::NotYetValid);
     }
     Ok(claims)
+}
+
+/// The algorithm as jsonwebtoken names it.
+fn jwt_algorithm(algorithm: Algorithm) -> jsonwebtoken::Algorithm {
+    match algorithm {
+        Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+    }
 }
 
 fn decoding_key(public: &PublicKey) -> Result<DecodingKey, String> {

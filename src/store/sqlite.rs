@@ -1,7 +1,7 @@
 //! The embedded SQLite back-end: one file, WAL, `synchronous=FULL`, a single writer
 //! connection taking `BEGIN IMMEDIATE`, readers beside it, migrations on open.
 
-use std::{path::Path, str::FromStr as _, time::Duration};
+use std::{path::Path, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
@@ -66,17 +66,6 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(Self { writer, reader })
-    }
-
-    /// Opens a store from a URL of the form `sqlite://PATH` or `sqlite:PATH`.
-    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| StoreError::Unavailable(format!("not a sqlite URL: {url}")))?;
-        // Validate with sqlx's own parser too, so odd URLs fail here and not later.
-        SqliteConnectOptions::from_str(url).map_err(unavailable)?;
-        Self::open(Path::new(path)).await
     }
 }
 

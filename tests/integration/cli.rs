@@ -132,6 +132,18 @@ fn check_config_names_the_invalid_field() {
             "[[clients]]\nid = \"x\"\nsan_uri = \"spiffe://a/x\"\nsan_dns = \"x.example\"\n",
             "clients[0]",
         ),
+        (
+            "[tokens]\ndefault_lifetime = \"1500ms\"\n",
+            "tokens.default_lifetime",
+        ),
+        (
+            "[[clients]]\nid = \"x\"\nsan_dns = \"*.example.com\"\n",
+            "wildcard",
+        ),
+        (
+            "[[clients]]\nid = \"a\"\nsan_uri = \"spiffe://a/x\"\n[[clients]]\nid = \"b\"\nsan_uri = \"spiffe://a/x\"\n",
+            "certificate matchers must be unique",
+        ),
     ];
     for (text, field) in cases {
         std::fs::write(dir.path().join("tokenmint.toml"), text).unwrap();
