@@ -20,6 +20,9 @@ pub enum Permission {
 }
 
 impl Permission {
+    /// Every permission.
+    pub const ALL: [Permission; 3] = [Permission::Issue, Permission::Introspect, Permission::Admin];
+
     /// The configured name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,6 +40,25 @@ impl Permission {
             "admin" => Permission::Admin,
             _ => return None,
         })
+    }
+}
+
+/// A name that is not a permission's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not one of issue, introspect, admin")]
+pub struct UnknownPermission(pub String);
+
+impl std::str::FromStr for Permission {
+    type Err = UnknownPermission;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::try_from_name(s).ok_or_else(|| UnknownPermission(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

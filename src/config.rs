@@ -16,10 +16,11 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use crate::{client::Permission, crypto::Algorithm};
 
 /// The prefix of environment overrides: `TOKENMINT__<SECTION>__<KEY>`.
 pub const ENV_PREFIX: &str = "TOKENMINT__";
@@ -145,16 +146,6 @@ fn read_hint(error: &io::Error) -> &'static str {
     }
 }
 
-/// A name that is not one of an enum's spellings (see [`SigningAlgorithm`], [`Permission`]).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("`{value}` is not one of {}", .expected.join(", "))]
-pub struct ParseNameError {
-    /// The name given.
-    pub value: String,
-    /// The names accepted (exact spelling).
-    pub expected: &'static [&'static str],
-}
-
 // ---------------------------------------------------------------------------------------
 // The validated configuration
 // ---------------------------------------------------------------------------------------
@@ -270,56 +261,11 @@ pub struct StoreConfig {
     pub max_issue_staleness: Duration,
 }
 
-/// The JWS algorithm of new signing keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SigningAlgorithm {
-    /// ECDSA P-256 with SHA-256 (`"ES256"`).
-    Es256,
-    /// Ed25519 (`"EdDSA"`).
-    EdDsa,
-}
-
-impl SigningAlgorithm {
-    /// Every algorithm.
-    pub const ALL: [SigningAlgorithm; 2] = [SigningAlgorithm::Es256, SigningAlgorithm::EdDsa];
-    const NAMES: &'static [&'static str] = &["ES256", "EdDSA"];
-
-    /// The JOSE name: `"ES256"` or `"EdDSA"`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SigningAlgorithm::Es256 => "ES256",
-            SigningAlgorithm::EdDsa => "EdDSA",
-        }
-    }
-}
-
-impl FromStr for SigningAlgorithm {
-    type Err = ParseNameError;
-
-    /// Parses the exact JOSE spelling.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|alg| alg.as_str() == s)
-            .ok_or_else(|| ParseNameError {
-                value: s.to_owned(),
-                expected: Self::NAMES,
-            })
-    }
-}
-
-impl fmt::Display for SigningAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// `[keys]`: signing-key rotation and the KEKs that wrap keys at rest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeysConfig {
     /// Algorithm of new keys.
-    pub algorithm: SigningAlgorithm,
+    pub algorithm: Algorithm,
     /// How often `next` is promoted to `current` (> `publish_ahead`).
     pub rotation_period: Duration,
     /// How long a key is published before it signs (≥ 2 × `jwks_max_age`).
@@ -353,54 +299,6 @@ pub enum MatcherConfig {
     SanDns(String),
     /// The subject distinguished name.
     SubjectDn(String),
-}
-
-/// What a client may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Permission {
-    /// Ask for tokens (`"issue"`).
-    Issue,
-    /// Introspect tokens (`"introspect"`).
-    Introspect,
-    /// Call the `AdminService` (`"admin"`).
-    Admin,
-}
-
-impl Permission {
-    /// Every permission.
-    pub const ALL: [Permission; 3] = [Permission::Issue, Permission::Introspect, Permission::Admin];
-    const NAMES: &'static [&'static str] = &["issue", "introspect", "admin"];
-
-    /// The config spelling: `"issue"`, `"introspect"` or `"admin"`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Permission::Issue => "issue",
-            Permission::Introspect => "introspect",
-            Permission::Admin => "admin",
-        }
-    }
-}
-
-impl FromStr for Permission {
-    type Err = ParseNameError;
-
-    /// Parses the exact config spelling.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| ParseNameError {
-                value: s.to_owned(),
-                expected: Self::NAMES,
-            })
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// One `[[clients]]` entry, with its defaults filled in.
@@ -983,13 +881,13 @@ impl Validator<'_> {
         kek_from_env: bool,
     ) -> Result<KeysConfig, ConfigError> {
         let raw_alg = k.algorithm.as_deref().unwrap_or(DEFAULT_ALGORITHM);
-        let algorithm = raw_alg.parse::<SigningAlgorithm>().map_err(|e| {
+        let algorithm = raw_alg.parse::<Algorithm>().map_err(|_| {
             self.error(
                 "keys.algorithm",
                 format!(
                     "{} `{raw_alg}` is not supported: use one of {} (exact spelling)",
                     self.label("keys.algorithm"),
-                    e.expected.join(", ")
+                    Algorithm::ALL.map(Algorithm::as_str).join(", ")
                 ),
             )
         })?;
@@ -1361,13 +1259,13 @@ impl Validator<'_> {
             Some(names) => {
                 let mut permissions = Vec::with_capacity(names.len());
                 for name in &names {
-                    let p = name.parse::<Permission>().map_err(|e| {
+                    let p = name.parse::<Permission>().map_err(|_| {
                         self.error(
                             &field("permissions"),
                             format!(
                                 "{} `{name}` is not a permission: use any of {}",
                                 label("permissions"),
-                                e.expected.join(", ")
+                                Permission::ALL.map(Permission::as_str).join(", ")
                             ),
                         )
                     })?;
@@ -1750,7 +1648,7 @@ audiences = ["https://demo.tokenmint.dev"]
         assert_eq!(c.store.max_staleness, Duration::from_secs(5));
         assert_eq!(c.store.catch_up_interval, Duration::from_secs(1));
         assert_eq!(c.store.max_issue_staleness, Duration::from_secs(300));
-        assert_eq!(c.keys.algorithm, SigningAlgorithm::Es256);
+        assert_eq!(c.keys.algorithm, Algorithm::Es256);
         assert_eq!(c.keys.rotation_period, Duration::from_secs(24 * 3600));
         assert_eq!(c.keys.publish_ahead, Duration::from_secs(3600));
         assert_eq!(c.keys.jwks_max_age, Duration::from_secs(300));
@@ -1891,7 +1789,7 @@ enabled = false
         );
         assert_eq!(invalid_field(&e), "keys.algorithm");
         let c = load("[keys]\nalgorithm = \"EdDSA\"").unwrap();
-        assert_eq!(c.keys.algorithm, SigningAlgorithm::EdDsa);
+        assert_eq!(c.keys.algorithm, Algorithm::EdDsa);
     }
 
     #[test]
@@ -2201,7 +2099,7 @@ enabled = false
             c.store.url,
             StoreUrl::Sqlite(PathBuf::from("/var/lib/b.db"))
         );
-        assert_eq!(c.keys.algorithm, SigningAlgorithm::EdDsa);
+        assert_eq!(c.keys.algorithm, Algorithm::EdDsa);
         assert_eq!(c.tokens.max_lifetime, Duration::from_secs(1800));
     }
 
@@ -2344,8 +2242,8 @@ kek_files = ["a.kek", "../b.kek"]
 
     #[test]
     fn enum_names_round_trip() {
-        for alg in SigningAlgorithm::ALL {
-            assert_eq!(alg.as_str().parse::<SigningAlgorithm>(), Ok(alg));
+        for alg in Algorithm::ALL {
+            assert_eq!(alg.as_str().parse::<Algorithm>(), Ok(alg));
         }
         for p in Permission::ALL {
             assert_eq!(p.as_str().parse::<Permission>(), Ok(p));

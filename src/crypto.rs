@@ -46,6 +46,9 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// Every algorithm, the default first.
+    pub const ALL: [Algorithm; 2] = [Algorithm::Es256, Algorithm::EdDsa];
+
     /// The JOSE name: `ES256` or `EdDSA`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,6 +64,19 @@ impl Algorithm {
             "EdDSA" => Some(Algorithm::EdDsa),
             _ => None,
         }
+    }
+}
+
+/// A name that is not an algorithm's JOSE name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not one of ES256, EdDSA (exact spelling)")]
+pub struct UnknownAlgorithm(pub String);
+
+impl std::str::FromStr for Algorithm {
+    type Err = UnknownAlgorithm;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::try_from_name(s).ok_or_else(|| UnknownAlgorithm(s.to_owned()))
     }
 }
 

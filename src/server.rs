@@ -11,9 +11,9 @@ use tonic_health::ServingStatus;
 
 use crate::{
     authority::Authority,
-    client::{Client, ClientId, ClientRegistry, Permission},
+    client::{Client, ClientId, ClientRegistry},
     clock::{Clock, unix_seconds},
-    config::{self, Config, MatcherConfig, SigningAlgorithm, StoreUrl},
+    config::{self, Config, MatcherConfig, StoreUrl},
     crypto::{self, Algorithm, Kek, SecretHasher},
     grpc::{
         self, KeyApi, MAX_MESSAGE_BYTES, TokenApi,
@@ -121,14 +121,6 @@ pub fn load_keks(files: &[impl AsRef<Path>], env_kek: Option<&str>) -> Result<Ke
     Ok(KekRing::try_new(keks)?)
 }
 
-/// The signing algorithm the config names.
-pub fn algorithm(configured: SigningAlgorithm) -> Algorithm {
-    match configured {
-        SigningAlgorithm::Es256 => Algorithm::Es256,
-        SigningAlgorithm::EdDsa => Algorithm::EdDsa,
-    }
-}
-
 /// Builds the domain client from a configured one.
 pub fn client_from_config(c: &config::ClientConfig) -> Result<Client, ServeError> {
     let invalid = |reason: String| ServeError::Client {
@@ -148,15 +140,7 @@ pub fn client_from_config(c: &config::ClientConfig) -> Result<Client, ServeError
         default_scopes: c.default_scopes.clone(),
         audiences: c.audiences.clone(),
         default_audiences: c.default_audiences.clone(),
-        permissions: c
-            .permissions
-            .iter()
-            .map(|p| match p {
-                config::Permission::Issue => Permission::Issue,
-                config::Permission::Introspect => Permission::Introspect,
-                config::Permission::Admin => Permission::Admin,
-            })
-            .collect(),
+        permissions: c.permissions.clone(),
         default_lifetime: c.default_lifetime,
         max_lifetime: c.max_lifetime,
         enabled: c.enabled,
@@ -310,13 +294,7 @@ impl std::fmt::Debug for PreparedServer {
 pub async fn prepare(config: Config, options: Options) -> Result<PreparedServer, ServeError> {
     let store = open_store(&config).await?;
     let now = unix_seconds(options.clock.now());
-    let ring = load_key_ring(
-        store.as_ref(),
-        &options.keks,
-        algorithm(config.keys.algorithm),
-        now,
-    )
-    .await?;
+    let ring = load_key_ring(store.as_ref(), &options.keks, config.keys.algorithm, now).await?;
     let hasher = load_pepper(store.as_ref(), &options.keks).await?;
     sync_clients(store.as_ref(), &config, options.sync_clients, now).await?;
     let clients = registry(store.clients().await?)?;
