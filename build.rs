@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let protos = [
         "proto/tokenmint/v1/token.proto",
         "proto/tokenmint/v1/key.proto",
+        "proto/tokenmint/v1/revocation.proto",
+        "proto/tokenmint/v1/admin.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
@@ -20,6 +22,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     config.skip_debug([
         "tokenmint.v1.IssueTokenRequest",
         "tokenmint.v1.IssueTokenResponse",
+        "tokenmint.v1.IntrospectTokenRequest",
+        "tokenmint.v1.RevokeTokenRequest",
     ]);
     let includes = [PathBuf::from("proto"), well_known];
     tonic_prost_build::configure()

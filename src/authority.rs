@@ -1,27 +1,129 @@
-//! The issuing authority: the core's entry point for a token request. It authenticates the
-//! peer as a client, applies the client's policy and signs with the current key, reading the
-//! key ring and client registry it is handed — no lock is held while anything awaits.
+//! The issuing authority: the core's entry point for requests. It authenticates the peer as
+//! a client, applies the client's policy and signs with the current key; it answers
+//! introspection against the key ring, the client registry and the blocklist; and it decides
+//! what a revocation request changes. It reads the state it is handed and holds no lock while
+//! anything awaits.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::{
-    client::{ClientRegistry, PeerCertificate},
+    client::{AuthError, Client, ClientRegistry, PeerCertificate, Permission},
     clock::{Clock, unix_seconds},
-    crypto::SecretHasher,
+    crypto::{self, SecretHasher},
     keys::KeyRing,
-    token::{IssueError, IssuedToken, Issuer, TokenRequest},
+    revocation::{Blocklist, CapError, Change, VerifiedCache},
+    token::{
+        self, AccessTokenClaims, IssueError, IssuedToken, Issuer, TokenRequest, Verified,
+        VerifyError,
+    },
 };
 
-/// Issues tokens against the current key ring and client registry. Cheap to share (`Arc`).
+/// Why a token is inactive. Only the log and metrics see this; the caller sees `active: false`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Inactive {
+    /// It does not verify (or is malformed, expired, not yet valid…).
+    #[error("{0}")]
+    Invalid(#[from] VerifyError),
+    /// Its `jti` is revoked.
+    #[error("revoked")]
+    Revoked,
+    /// Its client was cut off after it was issued.
+    #[error("client cut off")]
+    ClientCutOff,
+    /// Its client is disabled or no longer registered.
+    #[error("client disabled or unknown")]
+    ClientDisabled,
+    /// Its signing key was revoked or removed.
+    #[error("key revoked")]
+    KeyRevoked,
+    /// The caller may not introspect any of its audiences.
+    #[error("audience not visible to the caller")]
+    AudienceNotVisible,
+    /// The presented certificate is not the one the token is bound to.
+    #[error("certificate thumbprint mismatch")]
+    CertificateMismatch,
+}
+
+impl Inactive {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Inactive::Invalid(VerifyError::Malformed(_)) => "malformed",
+            Inactive::Invalid(VerifyError::WrongType) => "wrong_type",
+            Inactive::Invalid(VerifyError::UnknownKey) => "unknown_key",
+            Inactive::Invalid(VerifyError::AlgorithmMismatch) => "algorithm_mismatch",
+            Inactive::Invalid(VerifyError::BadSignature) => "bad_signature",
+            Inactive::Invalid(VerifyError::WrongIssuer) => "wrong_issuer",
+            Inactive::Invalid(VerifyError::Expired) => "expired",
+            Inactive::Invalid(VerifyError::NotYetValid) => "not_yet_valid",
+            Inactive::Revoked => "revoked",
+            Inactive::ClientCutOff => "client_cut_off",
+            Inactive::ClientDisabled => "client_disabled",
+            Inactive::KeyRevoked => "key_revoked",
+            Inactive::AudienceNotVisible => "audience_not_visible",
+            Inactive::CertificateMismatch => "certificate_mismatch",
+        }
+    }
+}
+
+/// Why a caller may not introspect, watch or administer at all (a status, never `active: false`).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CallerError {
+    /// The peer is not an acceptable client.
+    #[error("client authentication failed: {0}")]
+    Auth(#[from] AuthError),
+    /// The client lacks the permission.
+    #[error("client {client_id} does not have the {permission} permission")]
+    NotPermitted {
+        /// The caller.
+        client_id: String,
+        /// The permission it lacks.
+        permission: &'static str,
+    },
+    /// The blocklist is not loaded yet.
+    #[error("the revocation state is not loaded yet")]
+    NotReady,
+}
+
+/// Why a revocation request is refused (an unverifiable or unknown token is not refused: it is
+/// an OK no-op).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RevokeError {
+    /// The caller is not acceptable.
+    #[error(transparent)]
+    Caller(#[from] CallerError),
+    /// The token belongs to another client and the caller is not an admin.
+    #[error("client {caller} may not revoke a token of client {owner}")]
+    NotOwner {
+        /// The caller.
+        caller: String,
+        /// The token's client.
+        owner: String,
+    },
+    /// A cap on live revocations is reached.
+    #[error(transparent)]
+    Cap(#[from] CapError),
+    /// A malformed argument (an admin's token id or client id).
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+/// The longest token id accepted from an admin.
+const MAX_TOKEN_ID_LEN: usize = 128;
+
+/// The authority. Cheap to share (`Arc`).
 pub struct Authority {
     issuer: Issuer,
     keys: watch::Receiver<Arc<KeyRing>>,
     clients: ArcSwap<ClientRegistry>,
     hasher: SecretHasher,
     clock: Arc<dyn Clock>,
+    blocklist: Arc<Blocklist>,
+    verified: VerifiedCache<Arc<Verified>>,
+    leeway: Duration,
 }
 
 impl std::fmt::Debug for Authority {
@@ -32,21 +134,38 @@ impl std::fmt::Debug for Authority {
     }
 }
 
+/// What the authority is built from.
+pub struct Parts {
+    /// Signs as.
+    pub issuer: Issuer,
+    /// The key ring as it changes.
+    pub keys: watch::Receiver<Arc<KeyRing>>,
+    /// The clients.
+    pub clients: ClientRegistry,
+    /// Checks client secrets.
+    pub hasher: SecretHasher,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// Revocation state.
+    pub blocklist: Arc<Blocklist>,
+    /// Clock-skew leeway for token times.
+    pub leeway: Duration,
+    /// How many verified tokens to remember.
+    pub verified_cache_capacity: u64,
+}
+
 impl Authority {
-    /// An authority for `issuer`, reading keys from `keys` and the time from `clock`.
-    pub fn new(
-        issuer: Issuer,
-        keys: watch::Receiver<Arc<KeyRing>>,
-        clients: ClientRegistry,
-        hasher: SecretHasher,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    /// An authority from its parts.
+    pub fn new(parts: Parts) -> Self {
         Self {
-            issuer,
-            keys,
-            clients: ArcSwap::from_pointee(clients),
-            hasher,
-            clock,
+            issuer: parts.issuer,
+            keys: parts.keys,
+            clients: ArcSwap::from_pointee(parts.clients),
+            hasher: parts.hasher,
+            clock: parts.clock,
+            blocklist: parts.blocklist,
+            verified: VerifiedCache::new(parts.verified_cache_capacity),
+            leeway: parts.leeway,
         }
     }
 
@@ -63,10 +182,208 @@ impl Authority {
             &self.hasher,
         )?;
         // authenticate() refuses a missing certificate, so `peer` is present here.
-        let peer = peer.ok_or(IssueError::Auth(crate::client::AuthError::NoCertificate))?;
+        let peer = peer.ok_or(IssueError::Auth(AuthError::NoCertificate))?;
+        if self.blocklist.is_client_disabled(client.id.as_str()) {
+            return Err(IssueError::Auth(AuthError::Disabled(client.id.to_string())));
+        }
+        let now = self.now();
+        if let Some(cutoff) = self.blocklist.cutoff(client.id.as_str())
+            && now <= cutoff
+        {
+            return Err(IssueError::CutOff {
+                client_id: client.id.to_string(),
+                retry_after: Duration::from_secs((cutoff - now + 1).unsigned_abs()),
+            });
+        }
         let signer = self.keys.borrow().signer().clone();
-        let now = unix_seconds(self.clock.now());
         self.issuer.issue_at(now, &client, peer, request, &signer)
+    }
+
+    /// The client `peer` is, with `permission` (admins hold every permission). No secret is
+    /// asked: the secret is a second factor for getting tokens only.
+    pub fn caller(
+        &self,
+        peer: Option<&PeerCertificate>,
+        permission: Permission,
+    ) -> Result<Arc<Client>, CallerError> {
+        let client = self.clients.load().identify(peer)?;
+        if self.blocklist.is_client_disabled(client.id.as_str()) {
+            return Err(CallerError::Auth(AuthError::Disabled(
+                client.id.to_string(),
+            )));
+        }
+        if !client.has(permission) {
+            return Err(CallerError::NotPermitted {
+                client_id: client.id.to_string(),
+                permission: permission.as_str(),
+            });
+        }
+        Ok(client)
+    }
+
+    /// Introspects `token` for `caller` (who holds the `introspect` permission): the claims if
+    /// it is active, else why not.
+    pub fn introspect(
+        &self,
+        caller: &Client,
+        token: &str,
+        presented_thumbprint: Option<&str>,
+    ) -> Result<Result<AccessTokenClaims, Inactive>, CallerError> {
+        if !self.blocklist.is_loaded() {
+            return Err(CallerError::NotReady);
+        }
+        let now = self.now();
+        Ok(self.check_active(token, now).and_then(|claims| {
+            let visible = caller.has(Permission::Admin)
+                || claims
+                    .aud
+                    .to_vec()
+                    .iter()
+                    .any(|a| caller.introspect_audiences.contains(a));
+            if !visible {
+                return Err(Inactive::AudienceNotVisible);
+            }
+            if let Some(presented) = presented_thumbprint
+                && !constant_time_eq(presented, &claims.cnf.x5t_s256)
+            {
+                return Err(Inactive::CertificateMismatch);
+            }
+            Ok(claims)
+        }))
+    }
+
+    /// Whether `token` is active at `now`, whoever asks. The signature check is cached; the
+    /// times, revocation, client status and key status are checked on every call.
+    fn check_active(&self, token: &str, now: i64) -> Result<AccessTokenClaims, Inactive> {
+        let ring = self.key_ring();
+        let hash = crypto::sha256(token.as_bytes());
+        let verified = match self.verified.get(&hash) {
+            Some(hit) => hit,
+            None => {
+                let verified = Arc::new(token::verify_signature(token, &ring, self.issuer.name())?);
+                let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
+                let ttl = verified
+                    .claims
+                    .exp
+                    .saturating_add(leeway)
+                    .saturating_sub(now);
+                if ttl > 0 {
+                    self.verified.insert(
+                        hash,
+                        verified.clone(),
+                        Duration::from_secs(ttl.unsigned_abs()),
+                    );
+                }
+                verified
+            }
+        };
+        let claims = &verified.claims;
+        token::check_times(claims, now, self.leeway)?;
+        if ring.find(&verified.kid).is_none() || self.blocklist.is_key_revoked(&verified.kid) {
+            return Err(Inactive::KeyRevoked);
+        }
+        if self.blocklist.is_token_revoked(&claims.jti) {
+            return Err(Inactive::Revoked);
+        }
+        let registry = self.clients.load();
+        let enabled = registry.find(&claims.client_id).is_some_and(|c| c.enabled);
+        if !enabled || self.blocklist.is_client_disabled(&claims.client_id) {
+            return Err(Inactive::ClientDisabled);
+        }
+        if self
+            .blocklist
+            .cutoff(&claims.client_id)
+            .is_some_and(|cutoff| claims.iat <= cutoff)
+        {
+            return Err(Inactive::ClientCutOff);
+        }
+        Ok(claims.clone())
+    }
+
+    /// Decides what revoking `token` at `caller`'s request changes (SPEC §7): nothing for an
+    /// unverifiable, unknown, expired or already-revoked token; a refusal for another
+    /// client's token unless the caller is an admin; else the token's revocation.
+    pub fn revocation_of(
+        &self,
+        caller: &Client,
+        token: &str,
+    ) -> Result<Option<Change>, RevokeError> {
+        let ring = self.key_ring();
+        let claims = match token::verify_signature(token, &ring, self.issuer.name()) {
+            Ok(verified) => verified.claims,
+            Err(e) => {
+                tracing::info!(caller = %caller.id, reason = %e, "revocation of an unverifiable token: nothing to do");
+                return Ok(None);
+            }
+        };
+        let is_admin = caller.has(Permission::Admin);
+        let is_owner = claims.client_id == caller.id.as_str();
+        if !is_owner && !is_admin {
+            return Err(RevokeError::NotOwner {
+                caller: caller.id.to_string(),
+                owner: claims.client_id,
+            });
+        }
+        if self.blocklist.is_token_revoked(&claims.jti) {
+            return Ok(None);
+        }
+        let now = self.now();
+        let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
+        if claims.exp.saturating_add(leeway) <= now {
+            return Ok(None);
+        }
+        self.blocklist.check_caps(caller.id.as_str(), is_admin)?;
+        Ok(Some(Change::TokenRevoked {
+            token_id: claims.jti,
+            expires_at: claims.exp,
+            client_id: Some(claims.client_id),
+            revoked_by: caller.id.to_string(),
+        }))
+    }
+
+    /// An admin's revocation of a bare token id: held for the longest a token can live.
+    pub fn revocation_of_id(
+        &self,
+        caller: &Client,
+        token_id: &str,
+    ) -> Result<Option<Change>, RevokeError> {
+        let well_formed = !token_id.is_empty()
+            && token_id.len() <= MAX_TOKEN_ID_LEN
+            && token_id.bytes().all(|b| b.is_ascii_graphic());
+        if !well_formed {
+            return Err(RevokeError::InvalidArgument(format!(
+                "token_id must be 1–{MAX_TOKEN_ID_LEN} printable ASCII characters"
+            )));
+        }
+        if self.blocklist.is_token_revoked(token_id) {
+            return Ok(None);
+        }
+        self.blocklist.check_caps(caller.id.as_str(), true)?;
+        Ok(Some(Change::TokenRevoked {
+            token_id: token_id.to_owned(),
+            expires_at: self.blocklist.bare_token_expiry(self.now()),
+            client_id: None,
+            revoked_by: caller.id.to_string(),
+        }))
+    }
+
+    /// A client cut-off at now + leeway: every token issued to it until then is revoked.
+    pub fn cutoff_of(&self, client_id: &str) -> Result<Change, RevokeError> {
+        if self.clients.load().find(client_id).is_none() {
+            return Err(RevokeError::InvalidArgument(format!(
+                "client {client_id:?} is not registered"
+            )));
+        }
+        let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
+        Ok(Change::ClientCutoff {
+            client_id: client_id.to_owned(),
+            issued_at_or_before: self.now().saturating_add(leeway),
+        })
+    }
+
+    /// The blocklist.
+    pub fn blocklist(&self) -> &Arc<Blocklist> {
+        &self.blocklist
     }
 
     /// The key ring as it is now.
@@ -94,8 +411,17 @@ impl Authority {
         &self.issuer
     }
 
-    /// Reads the authority's clock.
+    /// Reads the authority's clock (Unix seconds).
     pub fn now(&self) -> i64 {
         unix_seconds(self.clock.now())
     }
+}
+
+/// Compares two strings in time independent of where they differ.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }

@@ -181,6 +181,8 @@ pub struct Client {
     pub audiences: Vec<String>,
     /// Audiences granted when it asks for none.
     pub default_audiences: Vec<String>,
+    /// Audiences whose tokens it may introspect (with the `introspect` permission).
+    pub introspect_audiences: Vec<String>,
     /// What it may do.
     pub permissions: Vec<Permission>,
     /// Lifetime granted when it asks for none.
@@ -200,6 +202,7 @@ impl fmt::Debug for Client {
             .field("matcher", &self.matcher)
             .field("scopes", &self.scopes)
             .field("audiences", &self.audiences)
+            .field("introspect_audiences", &self.introspect_audiences)
             .field("permissions", &self.permissions)
             .field("enabled", &self.enabled)
             .field("has_secret", &self.secret_hash.is_some())
@@ -215,7 +218,12 @@ impl Client {
                 return Err(ClientError::InvalidScope(scope.clone()));
             }
         }
-        for audience in self.audiences.iter().chain(&self.default_audiences) {
+        for audience in self
+            .audiences
+            .iter()
+            .chain(&self.default_audiences)
+            .chain(&self.introspect_audiences)
+        {
             if !is_audience(audience) {
                 return Err(ClientError::InvalidAudience(audience.clone()));
             }
@@ -352,6 +360,37 @@ impl ClientRegistry {
         all
     }
 
+    /// The enabled client `peer`'s certificate belongs to (no `client_id`, no secret).
+    pub fn identify(&self, peer: Option<&PeerCertificate>) -> Result<Arc<Client>, AuthError> {
+        let peer = peer.ok_or(AuthError::NoCertificate)?;
+        let client = self.claimant(peer)?;
+        if !client.enabled {
+            return Err(AuthError::Disabled(client.id.to_string()));
+        }
+        Ok(client.clone())
+    }
+
+    fn claimant(&self, peer: &PeerCertificate) -> Result<&Arc<Client>, AuthError> {
+        let mut found = peer
+            .identity
+            .lookup_keys()
+            .into_iter()
+            .filter_map(|key| self.by_matcher.get(&key))
+            .filter_map(|id| self.by_id.get(id))
+            .filter(|client| self.claims(client, peer))
+            .collect::<Vec<_>>();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found.dedup_by(|a, b| a.id == b.id);
+        match found.as_slice() {
+            [] => Err(AuthError::UnknownCertificate),
+            [one] => Ok(*one),
+            many => {
+                let ids = many.iter().map(|c| c.id.as_str()).collect::<Vec<_>>();
+                Err(AuthError::Ambiguous(ids.join(", ")))
+            }
+        }
+    }
+
     /// Finds the client a certificate belongs to. With `client_id`, the certificate must
     /// belong to that client; without, it must match exactly one. Disabled clients and wrong
     /// or missing secrets are refused.
@@ -373,26 +412,7 @@ impl ClientRegistry {
                 }
                 client
             }
-            None => {
-                let mut found = peer
-                    .identity
-                    .lookup_keys()
-                    .into_iter()
-                    .filter_map(|key| self.by_matcher.get(&key))
-                    .filter_map(|id| self.by_id.get(id))
-                    .filter(|client| self.claims(client, peer))
-                    .collect::<Vec<_>>();
-                found.sort_by(|a, b| a.id.cmp(&b.id));
-                found.dedup_by(|a, b| a.id == b.id);
-                match found.as_slice() {
-                    [] => return Err(AuthError::UnknownCertificate),
-                    [one] => *one,
-                    many => {
-                        let ids = many.iter().map(|c| c.id.as_str()).collect::<Vec<_>>();
-                        return Err(AuthError::Ambiguous(ids.join(", ")));
-                    }
-                }
-            }
+            None => self.claimant(peer)?,
         };
         if !client.enabled {
             return Err(AuthError::Disabled(client.id.to_string()));

@@ -53,6 +53,15 @@ const DEFAULT_LEEWAY: &str = "30s";
 
 /// Upper bound of `server.handshake_timeout`.
 const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Default of `revocation.max_live`.
+const DEFAULT_MAX_LIVE_REVOCATIONS: u64 = 1_000_000;
+/// Default of `revocation.per_client_max_live`.
+const DEFAULT_PER_CLIENT_MAX_LIVE: u64 = 10_000;
+/// Default of `revocation.per_client_rate`.
+const DEFAULT_PER_CLIENT_RATE: u32 = 10;
+/// Default of `revocation.purge_interval`.
+const DEFAULT_PURGE_INTERVAL: &str = "1m";
+
 /// Upper bound of `tokens.leeway`.
 const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
 /// Longest client id.
@@ -88,6 +97,15 @@ const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("tokens", &["default_lifetime", "max_lifetime", "leeway"]),
+    (
+        "revocation",
+        &[
+            "max_live",
+            "per_client_max_live",
+            "per_client_rate",
+            "purge_interval",
+        ],
+    ),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -164,6 +182,8 @@ pub struct Config {
     pub keys: KeysConfig,
     /// `[tokens]`.
     pub tokens: TokensConfig,
+    /// `[revocation]`.
+    pub revocation: RevocationConfig,
     /// `[[clients]]`, in file order.
     pub clients: Vec<ClientConfig>,
     /// Whether `TOKENMINT_KEK` was set (non-empty) in the environment; then `keys.kek_files`
@@ -278,6 +298,19 @@ pub struct KeysConfig {
     pub kek_files: Vec<PathBuf>,
 }
 
+/// `[revocation]`: the caps on live revocations and how often expired ones are purged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationConfig {
+    /// Live revoked tokens in all (clients may fill 90%; the rest is the admins' reserve).
+    pub max_live: u64,
+    /// Live revocations a client may make of its own tokens.
+    pub per_client_max_live: u64,
+    /// Revocations per second a client may make of its own tokens.
+    pub per_client_rate: u32,
+    /// How often expired revocations and old log entries are removed.
+    pub purge_interval: Duration,
+}
+
 /// `[tokens]`: global token lifetimes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokensConfig {
@@ -316,6 +349,8 @@ pub struct ClientConfig {
     pub audiences: Vec<String>,
     /// Audiences granted when the request names none (a subset of `audiences`).
     pub default_audiences: Vec<String>,
+    /// Audiences whose tokens it may introspect (with the `introspect` permission).
+    pub introspect_audiences: Vec<String>,
     /// What it may do.
     pub permissions: Vec<Permission>,
     /// Lifetime of its tokens when the request names none (≤ `max_lifetime`).
@@ -339,7 +374,17 @@ struct FileConfig {
     store: FileStore,
     keys: FileKeys,
     tokens: FileTokens,
+    revocation: FileRevocation,
     clients: Vec<FileClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileRevocation {
+    max_live: Option<u64>,
+    per_client_max_live: Option<u64>,
+    per_client_rate: Option<u32>,
+    purge_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -397,6 +442,7 @@ struct FileClient {
     default_scopes: Option<Vec<String>>,
     audiences: Vec<String>,
     default_audiences: Option<Vec<String>>,
+    introspect_audiences: Vec<String>,
     permissions: Option<Vec<String>>,
     default_lifetime: Option<String>,
     max_lifetime: Option<String>,
@@ -632,6 +678,7 @@ fn check_section(section: &str, table: toml::Table) -> Result<(), toml::de::Erro
         "store" => table.try_into::<FileStore>().map(drop),
         "keys" => table.try_into::<FileKeys>().map(drop),
         "tokens" => table.try_into::<FileTokens>().map(drop),
+        "revocation" => table.try_into::<FileRevocation>().map(drop),
         // `EnvOverrides::read` lets only the sections above through.
         _ => Ok(()),
     }
@@ -762,15 +809,61 @@ impl Validator<'_> {
         let keys = self.keys(file.keys, &tokens, kek_from_env)?;
         let store = self.store(file.store, &keys, &tokens)?;
         let clients = self.clients(file.clients, &tokens)?;
+        let revocation = self.revocation(file.revocation)?;
         Ok(Config {
             server,
             tls,
             store,
             keys,
             tokens,
+            revocation,
             clients,
             kek_from_env,
             source: self.file.to_path_buf(),
+        })
+    }
+
+    fn revocation(&self, r: FileRevocation) -> Result<RevocationConfig, ConfigError> {
+        let max_live = r.max_live.unwrap_or(DEFAULT_MAX_LIVE_REVOCATIONS);
+        if max_live < 10 {
+            return Err(self.error(
+                "revocation.max_live",
+                format!(
+                    "{} ({max_live}) must be at least 10: it caps the live revocations held in memory (default {DEFAULT_MAX_LIVE_REVOCATIONS})",
+                    self.label("revocation.max_live")
+                ),
+            ));
+        }
+        let per_client_max_live = r.per_client_max_live.unwrap_or(DEFAULT_PER_CLIENT_MAX_LIVE);
+        if per_client_max_live == 0 || per_client_max_live > max_live {
+            return Err(self.error(
+                "revocation.per_client_max_live",
+                format!(
+                    "{} ({per_client_max_live}) must be between 1 and revocation.max_live ({max_live})",
+                    self.label("revocation.per_client_max_live")
+                ),
+            ));
+        }
+        let per_client_rate = r.per_client_rate.unwrap_or(DEFAULT_PER_CLIENT_RATE);
+        if per_client_rate == 0 {
+            return Err(self.error(
+                "revocation.per_client_rate",
+                format!(
+                    "{} must be at least 1 (revocations per second a client may make of its own tokens)",
+                    self.label("revocation.per_client_rate")
+                ),
+            ));
+        }
+        let purge_interval = self.positive(
+            "revocation.purge_interval",
+            r.purge_interval.as_deref(),
+            DEFAULT_PURGE_INTERVAL,
+        )?;
+        Ok(RevocationConfig {
+            max_live,
+            per_client_max_live,
+            per_client_rate,
+            purge_interval,
         })
     }
 
@@ -1334,6 +1427,7 @@ impl Validator<'_> {
             default_scopes,
             audiences: c.audiences,
             default_audiences,
+            introspect_audiences: c.introspect_audiences,
             permissions,
             default_lifetime,
             max_lifetime,
@@ -1533,6 +1627,15 @@ default_lifetime = "5m"
 max_lifetime = "1h"
 # Clock skew tolerated when checking token times; at most 5m.
 leeway = "30s"
+
+[revocation]
+# Live revoked tokens held in memory at most; clients may fill 90%, the rest is kept for admins.
+max_live = 1000000
+# Live revocations a client may make of its own tokens, and how many per second.
+per_client_max_live = 10000
+per_client_rate = 10
+# How often expired revocations and old log entries are removed.
+purge_interval = "1m"
 
 # One [[clients]] entry per machine allowed to ask for tokens. A client is recognised by
 # exactly one of san_uri, san_dns or subject_dn of its certificate.

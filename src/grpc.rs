@@ -1,12 +1,18 @@
 //! The gRPC edge (tonic's one home): `TokenService` and `KeyService` over the core, plus the
 //! generated code and descriptor set for `tokenmint.v1`.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
+use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
     authority::Authority,
+    changes::{ChangeLog, WatchItem},
+    client::{PeerCertificate, Permission},
+    revocation::{Change, Event},
+    store::Store,
     tls::ConnectionInfo,
     token::{RequestedLifetime, TokenRequest},
     wire,
@@ -23,8 +29,13 @@ pub mod proto {
 }
 
 use proto::{
-    GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
-    key_service_server::KeyService, token_service_server::TokenService,
+    DisableClientRequest, DisableClientResponse, EnableClientRequest, EnableClientResponse,
+    GetJwksRequest, GetJwksResponse, IntrospectTokenRequest, IntrospectTokenResponse,
+    IssueTokenRequest, IssueTokenResponse, ListRevocationsRequest, ListRevocationsResponse,
+    RevocationEvent, RevokeClientTokensRequest, RevokeClientTokensResponse, RevokeTokenIdRequest,
+    RevokeTokenIdResponse, RevokeTokenRequest, RevokeTokenResponse, WatchRevocationsRequest,
+    admin_service_server::AdminService, key_service_server::KeyService, revocation_event,
+    revocation_service_server::RevocationService, token_service_server::TokenService,
 };
 
 /// The largest request message accepted (SPEC §11); larger ones get `OUT_OF_RANGE`.
@@ -41,6 +52,26 @@ impl fmt::Debug for IssueTokenRequest {
             .field("scopes", &self.scopes)
             .field("audiences", &self.audiences)
             .field("lifetime", &self.lifetime)
+            .finish()
+    }
+}
+
+impl fmt::Debug for IntrospectTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntrospectTokenRequest")
+            .field("token", &"…")
+            .field(
+                "presented_certificate_thumbprint",
+                &self.presented_certificate_thumbprint,
+            )
+            .finish()
+    }
+}
+
+impl fmt::Debug for RevokeTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RevokeTokenRequest")
+            .field("token", &"…")
             .finish()
     }
 }
@@ -62,17 +93,26 @@ impl fmt::Debug for IssueTokenResponse {
 #[derive(Clone, Debug)]
 pub struct TokenApi {
     authority: Arc<Authority>,
+    changes: Arc<ChangeLog>,
 }
 
 impl TokenApi {
-    /// The service over `authority`.
-    pub fn new(authority: Arc<Authority>) -> Self {
-        Self { authority }
+    /// The service over `authority`, committing revocations through `changes`.
+    pub fn new(authority: Arc<Authority>, changes: Arc<ChangeLog>) -> Self {
+        Self { authority, changes }
     }
 }
 
 fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
+}
+
+/// The connection's address and verified client certificate.
+fn peer_of<T>(request: &Request<T>) -> (Option<SocketAddr>, Option<Arc<PeerCertificate>>) {
+    request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map_or((None, None), |i| (i.remote_addr, i.peer.clone()))
 }
 
 #[tonic::async_trait]
@@ -81,8 +121,7 @@ impl TokenService for TokenApi {
         &self,
         request: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
-        let info = request.extensions().get::<ConnectionInfo>().cloned();
-        let (remote, peer) = info.map_or((None, None), |i| (i.remote_addr, i.peer));
+        let (remote, peer) = peer_of(&request);
         let message = request.into_inner();
         let token_request = TokenRequest {
             client_id: non_empty(message.client_id),
@@ -107,6 +146,75 @@ impl TokenService for TokenApi {
             audiences: issued.audiences,
             key_id: issued.key_id,
         }))
+    }
+
+    async fn introspect_token(
+        &self,
+        request: Request<IntrospectTokenRequest>,
+    ) -> Result<Response<IntrospectTokenResponse>, Status> {
+        let (remote, peer) = peer_of(&request);
+        let caller = self
+            .authority
+            .caller(peer.as_deref(), Permission::Introspect)
+            .map_err(|e| wire::caller_refused(&e, remote))?;
+        let message = request.into_inner();
+        let presented = non_empty(message.presented_certificate_thumbprint);
+        let answer = self
+            .authority
+            .introspect(&caller, &message.token, presented.as_deref())
+            .map_err(|e| wire::caller_refused(&e, remote))?;
+        let response = match answer {
+            Ok(claims) => {
+                metrics::counter!("tokenmint_introspections_total", "outcome" => "active")
+                    .increment(1);
+                IntrospectTokenResponse {
+                    active: true,
+                    client_id: claims.client_id,
+                    subject: claims.sub,
+                    scopes: claims
+                        .scope
+                        .map(|s| s.split(' ').map(str::to_owned).collect())
+                        .unwrap_or_default(),
+                    audiences: claims.aud.to_vec(),
+                    issuer: claims.iss,
+                    expires_at: claims.exp,
+                    issued_at: claims.iat,
+                    not_before: claims.nbf,
+                    token_id: claims.jti,
+                    certificate_thumbprint: claims.cnf.x5t_s256,
+                }
+            }
+            Err(reason) => {
+                metrics::counter!("tokenmint_introspections_total", "outcome" => reason.label())
+                    .increment(1);
+                tracing::debug!(caller = %caller.id, reason = %reason, "introspection: inactive");
+                IntrospectTokenResponse::default()
+            }
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        let (remote, peer) = peer_of(&request);
+        let caller = self
+            .authority
+            .caller(peer.as_deref(), Permission::Issue)
+            .map_err(|e| wire::caller_refused(&e, remote))?;
+        let token = request.into_inner().token;
+        let change = self
+            .authority
+            .revocation_of(&caller, &token)
+            .map_err(|e| wire::revoke_refused(&e, remote))?;
+        if let Some(change) = change {
+            self.changes
+                .commit(change)
+                .await
+                .map_err(|e| wire::store_failed(&e))?;
+        }
+        Ok(Response::new(RevokeTokenResponse {}))
     }
 }
 
@@ -133,6 +241,298 @@ impl KeyService for KeyApi {
         Ok(Response::new(GetJwksResponse {
             jwks_json: ring.jwks_json().to_string(),
             version: ring.version().to_owned(),
+        }))
+    }
+}
+
+/// `tokenmint.v1.RevocationService`: needs the `introspect` permission.
+#[derive(Clone, Debug)]
+pub struct RevocationApi {
+    authority: Arc<Authority>,
+    changes: Arc<ChangeLog>,
+    stop: CancellationToken,
+}
+
+impl RevocationApi {
+    /// The service; its streams end when `stop` fires.
+    pub fn new(
+        authority: Arc<Authority>,
+        changes: Arc<ChangeLog>,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            authority,
+            changes,
+            stop,
+        }
+    }
+}
+
+/// The wire form of a watch item.
+fn watch_item_to_proto(item: WatchItem) -> RevocationEvent {
+    use revocation_event::{
+        ClientCutoff, ClientDisabled, ClientEnabled, Event as E, KeyRevoked, SnapshotBegin,
+        SnapshotComplete, TokenRevoked,
+    };
+    match item {
+        WatchItem::SnapshotBegin => RevocationEvent {
+            sequence: 0,
+            event: Some(E::SnapshotBegin(SnapshotBegin {})),
+        },
+        WatchItem::SnapshotComplete(sequence) => RevocationEvent {
+            sequence,
+            event: Some(E::SnapshotComplete(SnapshotComplete {})),
+        },
+        WatchItem::Change(Event {
+            sequence, change, ..
+        }) => RevocationEvent {
+            sequence,
+            event: Some(match change {
+                Change::TokenRevoked {
+                    token_id,
+                    expires_at,
+                    ..
+                } => E::TokenRevoked(TokenRevoked {
+                    token_id,
+                    expires_at,
+                }),
+                Change::ClientCutoff {
+                    client_id,
+                    issued_at_or_before,
+                } => E::ClientCutoff(ClientCutoff {
+                    client_id,
+                    issued_at_or_before,
+                }),
+                Change::ClientDisabled { client_id } => {
+                    E::ClientDisabled(ClientDisabled { client_id })
+                }
+                Change::ClientEnabled { client_id } => {
+                    E::ClientEnabled(ClientEnabled { client_id })
+                }
+                Change::KeyRevoked { key_id } => E::KeyRevoked(KeyRevoked { key_id }),
+            }),
+        },
+    }
+}
+
+/// A boxed server stream.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<RevocationEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RevocationService for RevocationApi {
+    type WatchRevocationsStream = EventStream;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let (remote, peer) = peer_of(&request);
+        let caller = self
+            .authority
+            .caller(peer.as_deref(), Permission::Introspect)
+            .map_err(|e| wire::caller_refused(&e, remote))?;
+        if !self.authority.blocklist().is_loaded() {
+            return Err(wire::caller_refused(
+                &crate::authority::CallerError::NotReady,
+                remote,
+            ));
+        }
+        let after = request.into_inner().after_sequence;
+        tracing::info!(caller = %caller.id, after, "revocation watch started");
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let changes = self.changes.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move { changes.watch(after, tx, stop).await });
+        let stream =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |item| {
+                match item {
+                    Ok(item) => Ok(watch_item_to_proto(item)),
+                    Err(e) => Err(wire::store_failed(&e)),
+                }
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// `tokenmint.v1.AdminService`: needs the `admin` permission.
+#[derive(Clone)]
+pub struct AdminApi {
+    authority: Arc<Authority>,
+    changes: Arc<ChangeLog>,
+    store: Arc<dyn Store>,
+}
+
+impl fmt::Debug for AdminApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminApi").finish_non_exhaustive()
+    }
+}
+
+impl AdminApi {
+    /// The service.
+    pub fn new(authority: Arc<Authority>, changes: Arc<ChangeLog>, store: Arc<dyn Store>) -> Self {
+        Self {
+            authority,
+            changes,
+            store,
+        }
+    }
+
+    fn admin<T>(&self, request: &Request<T>) -> Result<Arc<crate::client::Client>, Status> {
+        let (remote, peer) = peer_of(request);
+        self.authority
+            .caller(peer.as_deref(), Permission::Admin)
+            .map_err(|e| wire::caller_refused(&e, remote))
+    }
+
+    async fn commit(&self, change: Change) -> Result<u64, Status> {
+        let event = self
+            .changes
+            .commit(change)
+            .await
+            .map_err(|e| wire::store_failed(&e))?;
+        Ok(event.map_or(0, |e| e.sequence))
+    }
+}
+
+/// The most token revocations one `ListRevocations` page holds.
+const MAX_PAGE: usize = 1000;
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn revoke_token_id(
+        &self,
+        request: Request<RevokeTokenIdRequest>,
+    ) -> Result<Response<RevokeTokenIdResponse>, Status> {
+        let caller = self.admin(&request)?;
+        let token_id = request.into_inner().token_id;
+        let change = self
+            .authority
+            .revocation_of_id(&caller, &token_id)
+            .map_err(|e| wire::revoke_refused(&e, None))?;
+        let sequence = match change {
+            Some(change) => self.commit(change).await?,
+            None => 0,
+        };
+        Ok(Response::new(RevokeTokenIdResponse { sequence }))
+    }
+
+    async fn revoke_client_tokens(
+        &self,
+        request: Request<RevokeClientTokensRequest>,
+    ) -> Result<Response<RevokeClientTokensResponse>, Status> {
+        self.admin(&request)?;
+        let client_id = request.into_inner().client_id;
+        let change = self
+            .authority
+            .cutoff_of(&client_id)
+            .map_err(|e| wire::revoke_refused(&e, None))?;
+        let issued_at_or_before = match &change {
+            Change::ClientCutoff {
+                issued_at_or_before,
+                ..
+            } => *issued_at_or_before,
+            _ => 0,
+        };
+        let sequence = self.commit(change).await?;
+        Ok(Response::new(RevokeClientTokensResponse {
+            issued_at_or_before,
+            sequence,
+        }))
+    }
+
+    async fn disable_client(
+        &self,
+        request: Request<DisableClientRequest>,
+    ) -> Result<Response<DisableClientResponse>, Status> {
+        self.admin(&request)?;
+        let client_id = request.into_inner().client_id;
+        let sequence = self.commit(Change::ClientDisabled { client_id }).await?;
+        Ok(Response::new(DisableClientResponse { sequence }))
+    }
+
+    async fn enable_client(
+        &self,
+        request: Request<EnableClientRequest>,
+    ) -> Result<Response<EnableClientResponse>, Status> {
+        self.admin(&request)?;
+        let client_id = request.into_inner().client_id;
+        let sequence = self.commit(Change::ClientEnabled { client_id }).await?;
+        Ok(Response::new(EnableClientResponse { sequence }))
+    }
+
+    async fn list_revocations(
+        &self,
+        request: Request<ListRevocationsRequest>,
+    ) -> Result<Response<ListRevocationsResponse>, Status> {
+        use proto::list_revocations_response::{ClientCutoff, RevokedToken};
+        self.admin(&request)?;
+        let message = request.into_inner();
+        let page_size = match message.page_size {
+            0 => MAX_PAGE,
+            n => usize::try_from(n).unwrap_or(MAX_PAGE).min(MAX_PAGE),
+        };
+        let after: u64 = if message.page_token.is_empty() {
+            0
+        } else {
+            message.page_token.parse().map_err(|_| {
+                wire::oauth_status(
+                    crate::oauth::ErrorCode::InvalidRequest,
+                    "page_token is not one this server gave",
+                )
+            })?
+        };
+        let state = self
+            .store
+            .revocation_state(self.authority.now())
+            .await
+            .map_err(|e| wire::store_failed(&e))?;
+        let mut tokens: Vec<_> = state
+            .tokens
+            .into_iter()
+            .filter(|t| t.sequence > after)
+            .collect();
+        let more = tokens.len() > page_size;
+        tokens.truncate(page_size);
+        let next_page_token = if more {
+            tokens
+                .last()
+                .map(|t| t.sequence.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let first_page = after == 0;
+        Ok(Response::new(ListRevocationsResponse {
+            tokens: tokens
+                .into_iter()
+                .map(|t| RevokedToken {
+                    token_id: t.token_id,
+                    expires_at: t.expires_at,
+                    client_id: t.client_id.unwrap_or_default(),
+                    revoked_at: t.revoked_at,
+                    sequence: t.sequence,
+                })
+                .collect(),
+            cutoffs: if first_page {
+                state
+                    .cutoffs
+                    .into_iter()
+                    .map(|c| ClientCutoff {
+                        client_id: c.client_id,
+                        issued_at_or_before: c.issued_at_or_before,
+                        sequence: c.sequence,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            disabled_clients: if first_page {
+                state.disabled_clients.into_iter().map(|(c, _)| c).collect()
+            } else {
+                Vec::new()
+            },
+            next_page_token,
         }))
     }
 }

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod changes;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -39,6 +40,7 @@ pub mod identity;
 pub mod keys;
 pub mod oauth;
 pub mod pki;
+pub mod revocation;
 pub mod server;
 pub mod store;
 pub mod tls;

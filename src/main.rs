@@ -18,7 +18,12 @@ use tokenmint::{
     crypto,
     grpc::{
         duration_to_proto,
-        proto::{IssueTokenRequest, token_service_client::TokenServiceClient},
+        proto::{
+            DisableClientRequest, EnableClientRequest, IntrospectTokenRequest, IssueTokenRequest,
+            ListRevocationsRequest, RevokeClientTokensRequest, RevokeTokenIdRequest,
+            RevokeTokenRequest, admin_service_client::AdminServiceClient,
+            token_service_client::TokenServiceClient,
+        },
     },
     identity::CertificateMatcher,
     pki,
@@ -57,9 +62,12 @@ enum Command {
     /// picks changes up within `store.catch_up_interval`).
     #[command(subcommand)]
     Client(ClientCommand),
-    /// Tokens.
+    /// Tokens: issue, introspect, revoke (over mTLS).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Revocations by an admin (over mTLS).
+    #[command(subcommand)]
+    Revoke(RevokeCommand),
 }
 
 #[derive(Args)]
@@ -84,6 +92,20 @@ enum ClientCommand {
         /// The config file.
         #[arg(long, default_value = "tokenmint.toml")]
         config: PathBuf,
+    },
+    /// Disable a client: it gets no tokens and none of its tokens are active (admin, over mTLS).
+    Disable {
+        #[command(flatten)]
+        remote: Remote,
+        /// The client id.
+        client_id: String,
+    },
+    /// Enable a disabled client again (admin, over mTLS).
+    Enable {
+        #[command(flatten)]
+        remote: Remote,
+        /// The client id.
+        client_id: String,
     },
 }
 
@@ -116,6 +138,9 @@ struct ClientAddArgs {
     /// A default audience (repeatable; default: the only audience, if there is one).
     #[arg(long = "default-audience")]
     default_audiences: Vec<String>,
+    /// An audience whose tokens it may introspect (repeatable; needs --permission introspect).
+    #[arg(long = "introspect-audience")]
+    introspect_audiences: Vec<String>,
     /// A permission: issue, introspect or admin (repeatable; default: issue).
     #[arg(long = "permission")]
     permissions: Vec<String>,
@@ -136,26 +161,125 @@ struct ClientAddArgs {
 #[derive(Subcommand)]
 enum TokenCommand {
     /// Get a token over mTLS and print the response as JSON.
-    Issue(TokenIssueArgs),
+    Issue(Box<TokenIssueArgs>),
+    /// Introspect a token (needs the introspect permission; default certificate: admin).
+    Introspect {
+        #[command(flatten)]
+        remote: Remote,
+        /// A file holding the token, or - for standard input.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// The base64url SHA-256 of the certificate the token's presenter used.
+        #[arg(long)]
+        presented_thumbprint: Option<String>,
+    },
+    /// Revoke a token: a client its own, an admin any (default certificate: admin).
+    Revoke {
+        #[command(flatten)]
+        remote: Remote,
+        /// A file holding the token, or - for standard input.
+        #[arg(long)]
+        token_file: PathBuf,
+    },
 }
 
-#[derive(Args)]
-struct TokenIssueArgs {
+#[derive(Subcommand)]
+enum RevokeCommand {
+    /// Revoke a token by its id (jti) alone (admin).
+    TokenId {
+        #[command(flatten)]
+        remote: Remote,
+        /// The token id.
+        token_id: String,
+    },
+    /// Cut a client off: revoke every token issued to it until now + leeway (admin).
+    Client {
+        #[command(flatten)]
+        remote: Remote,
+        /// The client id.
+        client_id: String,
+    },
+    /// List the revocations in force (admin).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// How to reach a running server over mTLS; the defaults fit `serve --dev`.
+#[derive(Args, Clone)]
+struct Remote {
     /// The server.
     #[arg(long, default_value = "https://localhost:8443")]
     server: String,
-    /// The client certificate (PEM).
-    #[arg(long, default_value = "certs/demo.pem")]
-    cert: PathBuf,
-    /// Its private key (PEM).
-    #[arg(long, default_value = "certs/demo.key")]
-    key: PathBuf,
+    /// The client certificate (PEM) [default: certs/demo.pem for tokens, certs/admin.pem for administration].
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM) [default: beside the default certificate].
+    #[arg(long)]
+    key: Option<PathBuf>,
     /// The CA that signed the server certificate (PEM).
     #[arg(long, default_value = "certs/ca.pem")]
     ca: PathBuf,
     /// The TLS server name to verify (default: the URL's host).
     #[arg(long)]
     server_name: Option<String>,
+}
+
+impl Remote {
+    /// Connects with the given certificate, or `certs/<default_identity>.pem` and `.key`.
+    async fn channel(&self, default_identity: &str) -> Result<Channel> {
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let cert = self
+            .cert
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("certs/{default_identity}.pem")));
+        let key = self
+            .key
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("certs/{default_identity}.key")));
+        let uri: tonic::transport::Uri = self
+            .server
+            .parse()
+            .with_context(|| format!("--server {:?} is not a URL", self.server))?;
+        let server_name = self
+            .server_name
+            .clone()
+            .or_else(|| uri.host().map(str::to_owned))
+            .context("--server has no host")?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&self.ca)?))
+            .identity(Identity::from_pem(read(&cert)?, read(&key)?))
+            .domain_name(server_name);
+        Channel::builder(uri)
+            .tls_config(tls)?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", self.server))
+    }
+}
+
+/// A status as the CLI reports it.
+fn refused(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", status.code(), status.message())
+}
+
+/// Reads a token from a file, or standard input for `-` (never from the command line, where
+/// it would land in shell history and process lists).
+fn read_token(path: &Path) -> Result<String> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+            .context("reading the token from standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    Ok(text.trim().to_owned())
+}
+
+#[derive(Args)]
+struct TokenIssueArgs {
+    #[command(flatten)]
+    remote: Remote,
     /// The client id (default: derived from the certificate).
     #[arg(long)]
     client_id: Option<String>,
@@ -214,7 +338,123 @@ fn main() -> Result<()> {
             }
             Command::Client(ClientCommand::Add(args)) => client_add(*args).await,
             Command::Client(ClientCommand::List { config }) => client_list(&config).await,
-            Command::Token(TokenCommand::Issue(args)) => token_issue(args).await,
+            Command::Client(ClientCommand::Disable { remote, client_id }) => {
+                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+                let r = admin
+                    .disable_client(DisableClientRequest { client_id: client_id.clone() })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                println!("disabled client {client_id} (sequence {})", r.sequence);
+                Ok(())
+            }
+            Command::Client(ClientCommand::Enable { remote, client_id }) => {
+                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+                let r = admin
+                    .enable_client(EnableClientRequest { client_id: client_id.clone() })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                println!("enabled client {client_id} (sequence {})", r.sequence);
+                Ok(())
+            }
+            Command::Token(TokenCommand::Issue(args)) => token_issue(*args).await,
+            Command::Token(TokenCommand::Introspect {
+                remote,
+                token_file,
+                presented_thumbprint,
+            }) => {
+                let token = read_token(&token_file)?;
+                let mut tokens = TokenServiceClient::new(remote.channel("admin").await?);
+                let r = tokens
+                    .introspect_token(IntrospectTokenRequest {
+                        token,
+                        presented_certificate_thumbprint: presented_thumbprint.unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                let json = if r.active {
+                    serde_json::json!({
+                        "active": true,
+                        "client_id": r.client_id,
+                        "sub": r.subject,
+                        "scope": r.scopes.join(" "),
+                        "aud": r.audiences,
+                        "iss": r.issuer,
+                        "exp": r.expires_at,
+                        "iat": r.issued_at,
+                        "nbf": r.not_before,
+                        "jti": r.token_id,
+                        "cnf": { "x5t#S256": r.certificate_thumbprint },
+                    })
+                } else {
+                    serde_json::json!({ "active": false })
+                };
+                println!("{json:#}");
+                Ok(())
+            }
+            Command::Token(TokenCommand::Revoke { remote, token_file }) => {
+                let token = read_token(&token_file)?;
+                let mut tokens = TokenServiceClient::new(remote.channel("admin").await?);
+                tokens
+                    .revoke_token(RevokeTokenRequest { token })
+                    .await
+                    .map_err(refused)?;
+                println!("revoked (or nothing to revoke: unknown, expired or already revoked)");
+                Ok(())
+            }
+            Command::Revoke(RevokeCommand::TokenId { remote, token_id }) => {
+                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+                let r = admin
+                    .revoke_token_id(RevokeTokenIdRequest { token_id: token_id.clone() })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                match r.sequence {
+                    0 => println!("token id {token_id} was already revoked"),
+                    n => println!("revoked token id {token_id} (sequence {n})"),
+                }
+                Ok(())
+            }
+            Command::Revoke(RevokeCommand::Client { remote, client_id }) => {
+                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+                let r = admin
+                    .revoke_client_tokens(RevokeClientTokensRequest { client_id: client_id.clone() })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                println!(
+                    "cut off client {client_id}: every token issued at or before {} is revoked; issuance resumes after it (sequence {})",
+                    r.issued_at_or_before, r.sequence
+                );
+                Ok(())
+            }
+            Command::Revoke(RevokeCommand::List { remote }) => {
+                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+                let mut page_token = String::new();
+                loop {
+                    let r = admin
+                        .list_revocations(ListRevocationsRequest { page_size: 0, page_token })
+                        .await
+                        .map_err(refused)?
+                        .into_inner();
+                    for c in &r.disabled_clients {
+                        println!("disabled\t{c}");
+                    }
+                    for c in &r.cutoffs {
+                        println!("cutoff\t{}\tissued_at_or_before={}\tsequence={}", c.client_id, c.issued_at_or_before, c.sequence);
+                    }
+                    for t in &r.tokens {
+                        println!("token\t{}\tclient={}\texpires_at={}\tsequence={}", t.token_id, t.client_id, t.expires_at, t.sequence);
+                    }
+                    if r.next_page_token.is_empty() {
+                        break;
+                    }
+                    page_token = r.next_page_token;
+                }
+                Ok(())
+            }
         }
     })
 }
@@ -329,6 +569,7 @@ async fn client_add(args: ClientAddArgs) -> Result<()> {
         default_scopes,
         audiences: args.audiences,
         default_audiences,
+        introspect_audiences: args.introspect_audiences,
         permissions,
         default_lifetime: args
             .default_lifetime
@@ -395,25 +636,7 @@ async fn client_list(config: &Path) -> Result<()> {
 }
 
 async fn token_issue(args: TokenIssueArgs) -> Result<()> {
-    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let uri: tonic::transport::Uri = args
-        .server
-        .parse()
-        .with_context(|| format!("--server {:?} is not a URL", args.server))?;
-    let server_name = args
-        .server_name
-        .clone()
-        .or_else(|| uri.host().map(str::to_owned))
-        .context("--server has no host")?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&args.ca)?))
-        .identity(Identity::from_pem(read(&args.cert)?, read(&args.key)?))
-        .domain_name(server_name);
-    let channel = Channel::builder(uri)
-        .tls_config(tls)?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", args.server))?;
+    let channel = args.remote.channel("demo").await?;
     let secret = match &args.secret_file {
         Some(path) => zeroize::Zeroizing::new(
             std::fs::read_to_string(path)
@@ -432,7 +655,7 @@ async fn token_issue(args: TokenIssueArgs) -> Result<()> {
             lifetime: args.lifetime.map(duration_to_proto),
         })
         .await
-        .map_err(|status| anyhow::anyhow!("{}: {}", status.code(), status.message()))?
+        .map_err(refused)?
         .into_inner();
     let json = serde_json::json!({
         "access_token": response.access_token,

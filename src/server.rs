@@ -10,17 +10,23 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::{
-    authority::Authority,
+    authority::{Authority, Parts},
+    changes::ChangeLog,
     client::{Client, ClientId, ClientRegistry},
     clock::{Clock, unix_seconds},
     config::{self, Config, MatcherConfig, StoreUrl},
     crypto::{self, Algorithm, Kek, SecretHasher},
     grpc::{
-        self, KeyApi, MAX_MESSAGE_BYTES, TokenApi,
-        proto::{key_service_server::KeyServiceServer, token_service_server::TokenServiceServer},
+        self, AdminApi, KeyApi, MAX_MESSAGE_BYTES, RevocationApi, TokenApi,
+        proto::{
+            admin_service_server::AdminServiceServer, key_service_server::KeyServiceServer,
+            revocation_service_server::RevocationServiceServer,
+            token_service_server::TokenServiceServer,
+        },
     },
     identity::CertificateMatcher,
     keys::{KekRing, KeyError, KeyRecord, KeyRing, KeyState},
+    revocation::{Blocklist, Caps, Retention},
     store::{ClientSync, Store, StoreError, sqlite::SqliteStore},
     tls::{self, ClientVerifier, TlsError},
     token::Issuer,
@@ -140,6 +146,7 @@ pub fn client_from_config(c: &config::ClientConfig) -> Result<Client, ServeError
         default_scopes: c.default_scopes.clone(),
         audiences: c.audiences.clone(),
         default_audiences: c.default_audiences.clone(),
+        introspect_audiences: c.introspect_audiences.clone(),
         permissions: c.permissions.clone(),
         default_lifetime: c.default_lifetime,
         max_lifetime: c.max_lifetime,
@@ -281,8 +288,12 @@ pub struct PreparedServer {
     config: Config,
     store: Arc<dyn Store>,
     authority: Arc<Authority>,
+    changes: Arc<ChangeLog>,
     _keys: watch::Sender<Arc<KeyRing>>,
 }
+
+/// How many verified tokens introspection remembers (an eviction only costs a verification).
+pub const VERIFIED_CACHE_CAPACITY: u64 = 100_000;
 
 impl std::fmt::Debug for PreparedServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -293,23 +304,63 @@ impl std::fmt::Debug for PreparedServer {
 /// Opens the store and loads everything the server needs. Every start-up error surfaces here.
 pub async fn prepare(config: Config, options: Options) -> Result<PreparedServer, ServeError> {
     let store = open_store(&config).await?;
+    prepare_with_store(config, options, store).await
+}
+
+/// As `prepare`, over a store the caller opened (tests wrap one to inject faults).
+pub async fn prepare_with_store(
+    config: Config,
+    options: Options,
+    store: Arc<dyn Store>,
+) -> Result<PreparedServer, ServeError> {
     let now = unix_seconds(options.clock.now());
     let ring = load_key_ring(store.as_ref(), &options.keks, config.keys.algorithm, now).await?;
     let hasher = load_pepper(store.as_ref(), &options.keks).await?;
     sync_clients(store.as_ref(), &config, options.sync_clients, now).await?;
     let clients = registry(store.clients().await?)?;
     let (keys_tx, keys_rx) = watch::channel(Arc::new(ring));
-    let authority = Arc::new(Authority::new(
-        Issuer::new(config.server.issuer.clone(), config.tokens.max_lifetime),
-        keys_rx,
+    let blocklist = Arc::new(Blocklist::new(
+        Caps {
+            max_live: config.revocation.max_live,
+            per_client_max_live: config.revocation.per_client_max_live,
+            per_client_per_second: config.revocation.per_client_rate,
+        },
+        config.tokens.leeway,
+        config.tokens.max_lifetime,
+    ));
+    let authority = Arc::new(Authority::new(Parts {
+        issuer: Issuer::new(config.server.issuer.clone(), config.tokens.max_lifetime),
+        keys: keys_rx,
         clients,
         hasher,
-        options.clock,
+        clock: options.clock,
+        blocklist,
+        leeway: config.tokens.leeway,
+        verified_cache_capacity: VERIFIED_CACHE_CAPACITY,
+    }));
+    let changes = Arc::new(ChangeLog::new(
+        store.clone(),
+        authority.clone(),
+        Retention {
+            leeway: config.tokens.leeway,
+            max_lifetime: config.tokens.max_lifetime,
+        },
     ));
+    // The blocklist is loaded before anything is served: introspection never answers from
+    // a partial list.
+    let state = changes.load().await?;
+    tracing::info!(
+        revoked_tokens = state.tokens.len(),
+        cutoffs = state.cutoffs.len(),
+        disabled_clients = state.disabled_clients.len(),
+        through = state.high_water,
+        "revocation state loaded"
+    );
     Ok(PreparedServer {
         config,
         store,
         authority,
+        changes,
         _keys: keys_tx,
     })
 }
@@ -318,6 +369,11 @@ impl PreparedServer {
     /// The authority (for in-process use and tests).
     pub fn authority(&self) -> &Arc<Authority> {
         &self.authority
+    }
+
+    /// The change log (for in-process use and tests).
+    pub fn changes(&self) -> &Arc<ChangeLog> {
+        &self.changes
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains within `SHUTDOWN_GRACE`.
@@ -361,11 +417,23 @@ impl PreparedServer {
                     stop.clone(),
                 )),
             ),
+            (
+                "revocation-purge",
+                tokio::spawn(purge_revocations(
+                    self.changes.clone(),
+                    self.config.revocation.purge_interval,
+                    stop.clone(),
+                )),
+            ),
         ];
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<TokenServiceServer<TokenApi>>().await;
         health.set_serving::<KeyServiceServer<KeyApi>>().await;
+        health
+            .set_serving::<RevocationServiceServer<RevocationApi>>()
+            .await;
+        health.set_serving::<AdminServiceServer<AdminApi>>().await;
         health.set_service_status("", ServingStatus::Serving).await;
         // Both reflection versions: grpcurl and other tools still ask v1alpha.
         let reflection = || {
@@ -381,8 +449,21 @@ impl PreparedServer {
             .build_v1alpha()
             .map_err(|e| ServeError::Transport(e.to_string()))?
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let token_service = TokenServiceServer::new(TokenApi::new(self.authority.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let token_service =
+            TokenServiceServer::new(TokenApi::new(self.authority.clone(), self.changes.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let revocation_service = RevocationServiceServer::new(RevocationApi::new(
+            self.authority.clone(),
+            self.changes.clone(),
+            stop.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let admin_service = AdminServiceServer::new(AdminApi::new(
+            self.authority.clone(),
+            self.changes.clone(),
+            self.store.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let key_service = KeyServiceServer::new(KeyApi::new(self.authority.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -393,6 +474,8 @@ impl PreparedServer {
             .add_service(reflection_v1alpha)
             .add_service(token_service)
             .add_service(key_service)
+            .add_service(revocation_service)
+            .add_service(admin_service)
             .serve_with_incoming_shutdown(
                 ReceiverStream::new(conn_rx),
                 stop.clone().cancelled_owned(),
@@ -406,6 +489,10 @@ impl PreparedServer {
                 health.set_service_status("", ServingStatus::NotServing).await;
                 health.set_not_serving::<TokenServiceServer<TokenApi>>().await;
                 health.set_not_serving::<KeyServiceServer<KeyApi>>().await;
+                health
+                    .set_not_serving::<RevocationServiceServer<RevocationApi>>()
+                    .await;
+                health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
                 stop.cancel();
                 match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
                     Ok(result) => result.map_err(|e| ServeError::Transport(e.to_string())),
@@ -424,6 +511,23 @@ impl PreparedServer {
         }
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Removes expired revocations and old log entries every `interval`.
+async fn purge_revocations(changes: Arc<ChangeLog>, interval: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match changes.purge().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "purged expired revocations and log entries"),
+            Err(e) => tracing::warn!(error = %e, "purging expired revocations failed; will retry"),
+        }
     }
 }
 

@@ -178,6 +178,14 @@ pub enum IssueError {
     /// The request names too many values.
     #[error("at most {MAX_REQUESTED_VALUES} {0} may be requested")]
     TooMany(&'static str),
+    /// The client was cut off and the cut-off has not passed yet.
+    #[error("issuance to client {client_id} is paused by a cut-off; retry in {retry_after:?}")]
+    CutOff {
+        /// The client.
+        client_id: String,
+        /// When the cut-off passes.
+        retry_after: Duration,
+    },
     /// Signing failed.
     #[error("signing failed: {0}")]
     Signing(String),
@@ -192,6 +200,7 @@ impl IssueError {
             IssueError::Scope(_) => ErrorCode::InvalidScope,
             IssueError::Audience(_) | IssueError::NoAudience => ErrorCode::InvalidTarget,
             IssueError::Lifetime | IssueError::TooMany(_) => ErrorCode::InvalidRequest,
+            IssueError::CutOff { .. } => ErrorCode::TemporarilyUnavailable,
             IssueError::Signing(_) => ErrorCode::ServerError,
         }
     }
@@ -366,7 +375,7 @@ impl Issuer {
 }
 
 /// Why a token did not verify. Callers outside see only "inactive"; this is for logs and metrics.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
     /// Not a well-formed JWS with the claims and types we issue.
     #[error("malformed token: {0}")]
@@ -404,6 +413,27 @@ pub fn verify_at(
     issuer: &str,
     leeway: Duration,
 ) -> Result<AccessTokenClaims, VerifyError> {
+    let verified = verify_signature(token, ring, issuer)?;
+    check_times(&verified.claims, now, leeway)?;
+    Ok(verified.claims)
+}
+
+/// A token whose signature, key, `typ` and issuer checked out — times not yet checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// Its claims.
+    pub claims: AccessTokenClaims,
+    /// The key that signed it.
+    pub kid: String,
+}
+
+/// Everything but the times: size, `typ`, the key its `kid` names (and that key's
+/// algorithm), the signature, the claims' presence and JSON types, and the issuer.
+pub fn verify_signature(
+    token: &str,
+    ring: &KeyRing,
+    issuer: &str,
+) -> Result<Verified, VerifyError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::Malformed("too long".into()));
     }
@@ -418,11 +448,8 @@ pub fn verify_at(
     if !typ_ok {
         return Err(VerifyError::WrongType);
     }
-    let key = header
-        .kid
-        .as_deref()
-        .and_then(|kid| ring.find(kid))
-        .ok_or(VerifyError::UnknownKey)?;
+    let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+    let key = ring.find(&kid).ok_or(VerifyError::UnknownKey)?;
     if header.alg != jwt_algorithm(key.algorithm) {
         return Err(VerifyError::AlgorithmMismatch);
     }
@@ -440,10 +467,21 @@ pub fn verify_at(
                 _ => VerifyError::Malformed(e.to_string()),
             }
         })?;
-    let claims = data.claims;
-    if claims.iss != issuer {
+    if data.claims.iss != issuer {
         return Err(VerifyError::WrongIssuer);
     }
+    Ok(Verified {
+        claims: data.claims,
+        kid,
+    })
+}
+
+/// `exp`, `nbf` and `iat` against `now` with `leeway`.
+pub fn check_times(
+    claims: &AccessTokenClaims,
+    now: i64,
+    leeway: Duration,
+) -> Result<(), VerifyError> {
     let leeway = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
     if claims.exp.saturating_add(leeway) <= now {
         return Err(VerifyError::Expired);
@@ -451,7 +489,7 @@ pub fn verify_at(
     if claims.nbf.saturating_sub(leeway) > now || claims.iat.saturating_sub(leeway) > now {
         return Err(VerifyError::NotYetValid);
     }
-    Ok(claims)
+    Ok(())
 }
 
 /// The algorithm as jsonwebtoken names it.

@@ -4,7 +4,14 @@
 
 use tonic::{Code, Status, metadata::MetadataValue};
 
-use crate::{oauth::ErrorCode, token::IssueError};
+use crate::{
+    authority::{CallerError, RevokeError},
+    client::AuthError,
+    oauth::ErrorCode,
+    revocation::CapError,
+    store::StoreError,
+    token::IssueError,
+};
 
 /// The metadata key that carries the OAuth2 error code on a refused RPC.
 pub const OAUTH_ERROR_METADATA: &str = "oauth-error";
@@ -38,5 +45,88 @@ pub fn issue_refused(error: &IssueError, remote: Option<std::net::SocketAddr>) -
         ErrorCode::ServerError => tracing::error!(error = %error, ?remote, "token issuance failed"),
         code => tracing::info!(error = %error, oauth_error = %code, ?remote, "token refused"),
     }
-    oauth_status(error.code(), &error.public_message())
+    let mut status = oauth_status(error.code(), &error.public_message());
+    if let IssueError::CutOff { retry_after, .. } = error
+        && let Ok(value) = MetadataValue::try_from(retry_after.as_secs().max(1).to_string())
+    {
+        status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+    }
+    status
+}
+
+/// The status for a caller refused outright (no certificate, unknown or disabled client,
+/// missing permission, not ready): never an `active: false`.
+pub fn caller_refused(error: &CallerError, remote: Option<std::net::SocketAddr>) -> Status {
+    tracing::info!(error = %error, ?remote, "caller refused");
+    match error {
+        CallerError::Auth(AuthError::NoCertificate) => oauth_status(
+            ErrorCode::InvalidClient,
+            "a client certificate is required: connect with mutual TLS",
+        ),
+        CallerError::Auth(AuthError::Ambiguous(_)) => oauth_status(
+            ErrorCode::InvalidClient,
+            "client authentication failed: the certificate matches several clients",
+        ),
+        CallerError::Auth(_) => oauth_status(
+            ErrorCode::InvalidClient,
+            "client authentication failed: the certificate does not identify an enabled client",
+        ),
+        CallerError::NotPermitted { permission, .. } => oauth_status(
+            ErrorCode::UnauthorizedClient,
+            &format!("this client does not have the {permission} permission"),
+        ),
+        CallerError::NotReady => oauth_status(
+            ErrorCode::TemporarilyUnavailable,
+            "the revocation state is still loading; retry shortly",
+        ),
+    }
+}
+
+/// The status for a refused revocation.
+pub fn revoke_refused(error: &RevokeError, remote: Option<std::net::SocketAddr>) -> Status {
+    match error {
+        RevokeError::Caller(e) => caller_refused(e, remote),
+        RevokeError::NotOwner { .. } => {
+            tracing::info!(error = %error, ?remote, "revocation refused");
+            oauth_status(
+                ErrorCode::UnauthorizedClient,
+                "a client may revoke only its own tokens",
+            )
+        }
+        RevokeError::Cap(cap) => {
+            tracing::warn!(error = %error, ?remote, "revocation refused by a cap");
+            let retry_after = match cap {
+                CapError::Rate { retry_after, .. } => retry_after.as_secs().max(1),
+                CapError::Full { .. } | CapError::ClientFull { .. } => 60,
+            };
+            let mut status =
+                Status::resource_exhausted(format!("{}: {cap}", ErrorCode::TemporarilyUnavailable));
+            status.metadata_mut().insert(
+                OAUTH_ERROR_METADATA,
+                MetadataValue::from_static(ErrorCode::TemporarilyUnavailable.as_str()),
+            );
+            if let Ok(value) = MetadataValue::try_from(retry_after.to_string()) {
+                status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+            }
+            status
+        }
+        RevokeError::InvalidArgument(message) => oauth_status(ErrorCode::InvalidRequest, message),
+    }
+}
+
+/// The metadata key that carries a retry hint, in whole seconds.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";
+
+/// The status for a store failure: nothing was committed.
+pub fn store_failed(error: &StoreError) -> Status {
+    match error {
+        StoreError::NotFound(what) => Status::not_found(format!("{what} does not exist")),
+        other => {
+            tracing::error!(error = %other, "store failure; nothing was committed");
+            oauth_status(
+                ErrorCode::TemporarilyUnavailable,
+                "the store is unavailable; nothing was changed, retry later",
+            )
+        }
+    }
 }

@@ -3,7 +3,12 @@
 
 use async_trait::async_trait;
 
-use crate::{client::Client, crypto::Sealed, keys::KeyRecord};
+use crate::{
+    client::Client,
+    crypto::Sealed,
+    keys::KeyRecord,
+    revocation::{Change, Event, State},
+};
 
 pub mod sqlite;
 
@@ -19,6 +24,18 @@ pub enum StoreError {
     /// A stored row does not decode: the database was altered or written by another version.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// The change names something that does not exist (an unknown client).
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+/// What committing a change did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// The change is committed with this event.
+    Event(Event),
+    /// Nothing to do: the change was already in force (a token already revoked).
+    AlreadyInForce,
 }
 
 /// What syncing a client from the config file did.
@@ -52,6 +69,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Registers a new client; `Conflict` if its id or certificate matcher is taken.
     async fn insert_client(&self, client: &Client, now: i64) -> Result<(), StoreError>;
+
+    /// Commits a revocation or client change in one transaction, numbered in commit order:
+    /// the log entry (kept until `log_until`), the state it puts in force (needed until
+    /// `state_until`), and for client changes the client's `enabled` flag.
+    async fn commit_change(
+        &self,
+        change: &Change,
+        now: i64,
+        state_until: i64,
+        log_until: i64,
+    ) -> Result<Committed, StoreError>;
+
+    /// Up to `limit` logged events with a sequence above `after`, in order.
+    async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, StoreError>;
+
+    /// The revocation state in force at `now`, with the log's high-water mark and purge mark.
+    async fn revocation_state(&self, now: i64) -> Result<State, StoreError>;
+
+    /// Removes state and log entries kept past their time; returns the rows removed.
+    async fn purge(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Inserts a client from the config file when absent; when present, overwrites it only if
     /// `overwrite` (keeping its secret), so a restart never undoes a change made since.

@@ -11,12 +11,13 @@ use sqlx::{
     },
 };
 
-use super::{ClientSync, Store, StoreError};
+use super::{ClientSync, Committed, Store, StoreError};
 use crate::{
     client::{Client, ClientId, Permission},
     crypto::{Algorithm, PublicKey, Sealed},
     identity::CertificateMatcher,
     keys::{KeyId, KeyRecord, KeyState},
+    revocation::{Change, Cutoff, Event, RevokedToken, State},
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -66,6 +67,14 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         Ok(Self { writer, reader })
+    }
+
+    /// `PRAGMA synchronous` as the writer connection runs it (2 = FULL).
+    pub async fn writer_synchronous(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&self.writer)
+            .await
+            .map_err(unavailable)
     }
 }
 
@@ -146,12 +155,59 @@ fn client_from_row(row: &SqliteRow) -> Result<Client, StoreError> {
         default_scopes: parse_list(row, "default_scopes")?,
         audiences: parse_list(row, "audiences")?,
         default_audiences: parse_list(row, "default_audiences")?,
+        introspect_audiences: parse_list(row, "introspect_audiences")?,
         permissions,
         default_lifetime: lifetime("default_lifetime_s")?,
         max_lifetime: lifetime("max_lifetime_s")?,
         enabled: row.try_get::<i64, _>("enabled").map_err(corrupt)? == 1,
         secret_hash: row.try_get("secret_hash").map_err(corrupt)?,
         id,
+    })
+}
+
+fn sequence(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
+    let value: i64 = row.try_get(column).map_err(corrupt)?;
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value}")))
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
+    let kind: String = row.try_get("kind").map_err(corrupt)?;
+    let text = |column: &str| -> Result<String, StoreError> {
+        row.try_get::<Option<String>, _>(column)
+            .map_err(corrupt)?
+            .ok_or_else(|| StoreError::Corrupt(format!("change {kind}: {column} missing")))
+    };
+    let number = |column: &str| -> Result<i64, StoreError> {
+        row.try_get::<Option<i64>, _>(column)
+            .map_err(corrupt)?
+            .ok_or_else(|| StoreError::Corrupt(format!("change {kind}: {column} missing")))
+    };
+    let change = match kind.as_str() {
+        "token_revoked" => Change::TokenRevoked {
+            token_id: text("token_id")?,
+            expires_at: number("expires_at")?,
+            client_id: row.try_get("client_id").map_err(corrupt)?,
+            revoked_by: text("revoked_by")?,
+        },
+        "client_cutoff" => Change::ClientCutoff {
+            client_id: text("client_id")?,
+            issued_at_or_before: number("issued_at_or_before")?,
+        },
+        "client_disabled" => Change::ClientDisabled {
+            client_id: text("client_id")?,
+        },
+        "client_enabled" => Change::ClientEnabled {
+            client_id: text("client_id")?,
+        },
+        "key_revoked" => Change::KeyRevoked {
+            key_id: text("key_id")?,
+        },
+        other => return Err(StoreError::Corrupt(format!("change kind {other:?}"))),
+    };
+    Ok(Event {
+        sequence: sequence(row, "sequence")?,
+        committed_at: row.try_get("committed_at").map_err(corrupt)?,
+        change,
     })
 }
 
@@ -269,6 +325,315 @@ impl Store for SqliteStore {
         insert(&self.writer, client, now).await
     }
 
+    async fn commit_change(
+        &self,
+        change: &Change,
+        now: i64,
+        state_until: i64,
+        log_until: i64,
+    ) -> Result<Committed, StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        match change {
+            Change::TokenRevoked { token_id, .. } => {
+                let exists: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM revoked_tokens WHERE token_id = ?")
+                        .bind(token_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                if exists.is_some() {
+                    return Ok(Committed::AlreadyInForce);
+                }
+            }
+            Change::ClientCutoff { client_id, .. }
+            | Change::ClientDisabled { client_id }
+            | Change::ClientEnabled { client_id } => {
+                let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM clients WHERE id = ?")
+                    .bind(client_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound(format!("client {client_id}")));
+                }
+            }
+            Change::KeyRevoked { .. } => {}
+        }
+        let (kind, token_id, client_id, key_id, revoked_by, expires_at, cutoff) = match change {
+            Change::TokenRevoked {
+                token_id,
+                expires_at,
+                client_id,
+                revoked_by,
+            } => (
+                "token_revoked",
+                Some(token_id.as_str()),
+                client_id.as_deref(),
+                None,
+                Some(revoked_by.as_str()),
+                Some(*expires_at),
+                None,
+            ),
+            Change::ClientCutoff {
+                client_id,
+                issued_at_or_before,
+            } => (
+                "client_cutoff",
+                None,
+                Some(client_id.as_str()),
+                None,
+                None,
+                None,
+                Some(*issued_at_or_before),
+            ),
+            Change::ClientDisabled { client_id } => (
+                "client_disabled",
+                None,
+                Some(client_id.as_str()),
+                None,
+                None,
+                None,
+                None,
+            ),
+            Change::ClientEnabled { client_id } => (
+                "client_enabled",
+                None,
+                Some(client_id.as_str()),
+                None,
+                None,
+                None,
+                None,
+            ),
+            Change::KeyRevoked { key_id } => (
+                "key_revoked",
+                None,
+                None,
+                Some(key_id.as_str()),
+                None,
+                None,
+                None,
+            ),
+        };
+        let sequence: i64 = sqlx::query_scalar(
+            "INSERT INTO changes (kind, token_id, client_id, key_id, revoked_by, expires_at, \
+             issued_at_or_before, committed_at, keep_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING sequence",
+        )
+        .bind(kind)
+        .bind(token_id)
+        .bind(client_id)
+        .bind(key_id)
+        .bind(revoked_by)
+        .bind(expires_at)
+        .bind(cutoff)
+        .bind(now)
+        .bind(log_until)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(write_error)?;
+        match change {
+            Change::TokenRevoked {
+                token_id,
+                expires_at,
+                client_id,
+                revoked_by,
+            } => {
+                sqlx::query(
+                    "INSERT INTO revoked_tokens (token_id, expires_at, client_id, revoked_by, \
+                     sequence, revoked_at, keep_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(token_id)
+                .bind(expires_at)
+                .bind(client_id)
+                .bind(revoked_by)
+                .bind(sequence)
+                .bind(now)
+                .bind(state_until)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+            }
+            Change::ClientCutoff {
+                client_id,
+                issued_at_or_before,
+            } => {
+                sqlx::query(
+                    "INSERT INTO client_cutoffs (client_id, issued_at_or_before, sequence, keep_until) \
+                     VALUES (?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET \
+                     issued_at_or_before = MAX(issued_at_or_before, excluded.issued_at_or_before), \
+                     sequence = excluded.sequence, keep_until = MAX(keep_until, excluded.keep_until)",
+                )
+                .bind(client_id)
+                .bind(issued_at_or_before)
+                .bind(sequence)
+                .bind(state_until)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+            }
+            Change::ClientDisabled { client_id } => {
+                sqlx::query("UPDATE clients SET enabled = 0, disabled_sequence = ?, updated_at = ? WHERE id = ?")
+                    .bind(sequence)
+                    .bind(now)
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(write_error)?;
+            }
+            Change::ClientEnabled { client_id } => {
+                sqlx::query("UPDATE clients SET enabled = 1, disabled_sequence = NULL, updated_at = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(write_error)?;
+            }
+            Change::KeyRevoked { .. } => {}
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Committed::Event(Event {
+            sequence: u64::try_from(sequence)
+                .map_err(|_| StoreError::Corrupt("negative sequence".into()))?,
+            committed_at: now,
+            change: change.clone(),
+        }))
+    }
+
+    async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows =
+            sqlx::query("SELECT * FROM changes WHERE sequence > ? ORDER BY sequence LIMIT ?")
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(unavailable)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn revocation_state(&self, now: i64) -> Result<State, StoreError> {
+        // One read transaction, so the state and its high-water mark agree.
+        let mut tx = self.reader.begin().await.map_err(unavailable)?;
+        let tokens = sqlx::query(
+            "SELECT token_id, expires_at, client_id, revoked_by, sequence, revoked_at \
+             FROM revoked_tokens WHERE keep_until >= ? ORDER BY sequence",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|row| {
+            Ok(RevokedToken {
+                token_id: row.try_get("token_id").map_err(corrupt)?,
+                expires_at: row.try_get("expires_at").map_err(corrupt)?,
+                client_id: row.try_get("client_id").map_err(corrupt)?,
+                revoked_by: row.try_get("revoked_by").map_err(corrupt)?,
+                sequence: sequence(row, "sequence")?,
+                revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let cutoffs = sqlx::query(
+            "SELECT client_id, issued_at_or_before, sequence FROM client_cutoffs \
+             WHERE keep_until >= ? ORDER BY sequence",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|row| {
+            Ok(Cutoff {
+                client_id: row.try_get("client_id").map_err(corrupt)?,
+                issued_at_or_before: row.try_get("issued_at_or_before").map_err(corrupt)?,
+                sequence: sequence(row, "sequence")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let disabled_clients = sqlx::query(
+            "SELECT id, COALESCE(disabled_sequence, 0) AS sequence FROM clients WHERE enabled = 0 ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|row| Ok((row.try_get("id").map_err(corrupt)?, sequence(row, "sequence")?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let revoked_keys =
+            sqlx::query("SELECT kid FROM signing_keys WHERE state = 'revoked' ORDER BY kid")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .iter()
+                .map(|row| Ok((row.try_get("kid").map_err(corrupt)?, 0)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+        let high_water: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let purged_through: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT value FROM log_meta WHERE name = 'purged_through'), 0)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(State {
+            tokens,
+            cutoffs,
+            disabled_clients,
+            revoked_keys,
+            high_water: u64::try_from(high_water).unwrap_or(0),
+            purged_through: u64::try_from(purged_through).unwrap_or(0),
+        })
+    }
+
+    async fn purge(&self, now: i64) -> Result<u64, StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        let purged_max: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(sequence) FROM changes WHERE keep_until < ?")
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let mut removed = 0;
+        for statement in [
+            "DELETE FROM changes WHERE keep_until < ?",
+            "DELETE FROM revoked_tokens WHERE keep_until < ?",
+            "DELETE FROM client_cutoffs WHERE keep_until < ?",
+        ] {
+            removed += sqlx::query(statement)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?
+                .rows_affected();
+        }
+        if let Some(max) = purged_max {
+            sqlx::query(
+                "INSERT INTO log_meta (name, value) VALUES ('purged_through', ?) \
+                 ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+            )
+            .bind(max)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(removed)
+    }
+
     async fn sync_config_client(
         &self,
         client: &Client,
@@ -295,8 +660,8 @@ impl Store for SqliteStore {
                 sqlx::query(
                     "UPDATE clients SET matcher_kind = ?, matcher_value = ?, scopes = ?, \
                      default_scopes = ?, audiences = ?, default_audiences = ?, permissions = ?, \
-                     default_lifetime_s = ?, max_lifetime_s = ?, enabled = ?, updated_at = ? \
-                     WHERE id = ?",
+                     default_lifetime_s = ?, max_lifetime_s = ?, enabled = ?, updated_at = ?, \
+                     introspect_audiences = ? WHERE id = ?",
                 )
                 .bind(client.matcher.kind())
                 .bind(client.matcher.value())
@@ -309,6 +674,7 @@ impl Store for SqliteStore {
                 .bind(seconds(client.max_lifetime))
                 .bind(i64::from(client.enabled))
                 .bind(now)
+                .bind(json_list(&client.introspect_audiences))
                 .bind(client.id.as_str())
                 .execute(&mut *tx)
                 .await
@@ -328,7 +694,7 @@ where
     sqlx::query(
         "INSERT INTO clients (id, matcher_kind, matcher_value, scopes, default_scopes, audiences, \
          default_audiences, permissions, default_lifetime_s, max_lifetime_s, enabled, secret_hash, \
-         created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_at, updated_at, introspect_audiences) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(client.id.as_str())
     .bind(client.matcher.kind())
@@ -344,6 +710,7 @@ where
     .bind(client.secret_hash.as_deref())
     .bind(now)
     .bind(now)
+    .bind(json_list(&client.introspect_audiences))
     .execute(executor)
     .await
     .map_err(write_error)?;

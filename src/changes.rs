@@ -1,0 +1,263 @@
+//! Committing changes to revocation state, durable before OK: the store first, then the
+//! blocklist, then every `WatchRevocations` subscriber — and the watch streams themselves,
+//! resumable by sequence number.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    authority::Authority,
+    client::ClientRegistry,
+    revocation::{Change, Event, Retention, State},
+    store::{Committed, Store, StoreError},
+};
+
+/// How many events a slow watcher may fall behind before it re-reads from the store.
+const BROADCAST_CAPACITY: usize = 4096;
+/// How many log entries one catch-up read fetches.
+const CATCH_UP_BATCH: u32 = 1000;
+
+/// The single path every revocation and client change takes.
+pub struct ChangeLog {
+    store: Arc<dyn Store>,
+    authority: Arc<Authority>,
+    retention: Retention,
+    events: broadcast::Sender<Event>,
+    // One commit at a time, so events reach the blocklist and watchers in sequence order.
+    commit_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for ChangeLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeLog").finish_non_exhaustive()
+    }
+}
+
+/// One item of a watch stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchItem {
+    /// Drop what you hold; the state follows.
+    SnapshotBegin,
+    /// A change (live, caught up, or part of a snapshot).
+    Change(Event),
+    /// The snapshot is complete, current through this sequence.
+    SnapshotComplete(u64),
+}
+
+impl ChangeLog {
+    /// The change log over `store`, applying to `authority`'s blocklist.
+    pub fn new(store: Arc<dyn Store>, authority: Arc<Authority>, retention: Retention) -> Self {
+        let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Self {
+            store,
+            authority,
+            retention,
+            events,
+            commit_lock: Mutex::new(()),
+        }
+    }
+
+    /// Loads the state in force from the store into the blocklist.
+    pub async fn load(&self) -> Result<State, StoreError> {
+        let now = self.authority.now();
+        let state = self.store.revocation_state(now).await?;
+        self.authority.blocklist().load(&state, now);
+        Ok(state)
+    }
+
+    /// Commits `change`: to the store (an error here means nothing changed), then the
+    /// blocklist, then the watchers. `None` when it was already in force.
+    pub async fn commit(&self, change: Change) -> Result<Option<Event>, StoreError> {
+        let _serial = self.commit_lock.lock().await;
+        let now = self.authority.now();
+        let committed = self
+            .store
+            .commit_change(
+                &change,
+                now,
+                self.retention.state_until(&change, now),
+                self.retention.log_until(&change, now),
+            )
+            .await?;
+        let Committed::Event(event) = committed else {
+            return Ok(None);
+        };
+        self.authority.blocklist().apply(&event, now);
+        if matches!(
+            event.change,
+            Change::ClientDisabled { .. } | Change::ClientEnabled { .. }
+        ) {
+            self.reload_clients().await;
+        }
+        // No receiver is not an error: nobody is watching.
+        let _ = self.events.send(event.clone());
+        tracing::info!(sequence = event.sequence, change = ?event.change, "revocation state changed");
+        Ok(Some(event))
+    }
+
+    async fn reload_clients(&self) {
+        match self.store.clients().await.map(ClientRegistry::try_new) {
+            Ok(Ok(registry)) => self.authority.replace_clients(registry),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "stored clients conflict; keeping the previous registry")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reload clients after a change; the periodic refresh will")
+            }
+        }
+    }
+
+    /// Removes expired state and old log entries from the store.
+    pub async fn purge(&self) -> Result<u64, StoreError> {
+        let removed = self.store.purge(self.authority.now()).await?;
+        self.authority.blocklist().run_pending_tasks();
+        Ok(removed)
+    }
+
+    /// A stream of the state after `after_sequence` and then every change, until `stop`.
+    /// Sends a snapshot when `after_sequence` is 0, ahead of the log, or older than its purged
+    /// history; otherwise exactly the missed events. Items are sent to `out`; the function
+    /// returns when `out` closes, `stop` fires, or the store fails.
+    pub async fn watch(
+        &self,
+        after_sequence: u64,
+        out: tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
+        stop: CancellationToken,
+    ) {
+        // Subscribe before reading the store, so nothing committed in between is missed.
+        let mut live = self.events.subscribe();
+        let mut cursor = after_sequence;
+        let sent = async {
+            cursor = self.catch_up(cursor, true, &out).await?;
+            loop {
+                let event = tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = out.closed() => return Ok(()),
+                    received = live.recv() => received,
+                };
+                match event {
+                    Ok(event) if event.sequence <= cursor => {}
+                    Ok(event) if event.sequence == cursor + 1 => {
+                        cursor = event.sequence;
+                        send(&out, WatchItem::Change(event)).await?;
+                    }
+                    // A gap, or this watcher fell behind the broadcast: read from the log.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        cursor = self.catch_up(cursor, false, &out).await?;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                }
+            }
+        };
+        let result: Result<(), Closed> = sent.await;
+        if let Err(Closed::Store(e)) = result {
+            let _ = out.send(Err(e)).await;
+        }
+    }
+
+    /// Brings a watcher at `cursor` up to the log's head: a snapshot if it must (or if
+    /// `initial` and the cursor is 0), else the missed events. Returns the new cursor.
+    async fn catch_up(
+        &self,
+        cursor: u64,
+        initial: bool,
+        out: &tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
+    ) -> Result<u64, Closed> {
+        let state = self
+            .store
+            .revocation_state(self.authority.now())
+            .await
+            .map_err(Closed::Store)?;
+        let needs_snapshot =
+            (initial && cursor == 0) || cursor < state.purged_through || cursor > state.high_water;
+        if needs_snapshot {
+            send(out, WatchItem::SnapshotBegin).await?;
+            for item in snapshot_events(&state) {
+                send(out, WatchItem::Change(item)).await?;
+            }
+            send(out, WatchItem::SnapshotComplete(state.high_water)).await?;
+            return Ok(state.high_water);
+        }
+        let mut cursor = cursor;
+        loop {
+            let batch = self
+                .store
+                .changes_after(cursor, CATCH_UP_BATCH)
+                .await
+                .map_err(Closed::Store)?;
+            let done = batch.len() < CATCH_UP_BATCH as usize;
+            for event in batch {
+                cursor = event.sequence;
+                send(out, WatchItem::Change(event)).await?;
+            }
+            if done {
+                return Ok(cursor);
+            }
+        }
+    }
+}
+
+/// Why a watch stream ended early.
+enum Closed {
+    /// The receiver went away.
+    Receiver,
+    /// The store failed.
+    Store(StoreError),
+}
+
+async fn send(
+    out: &tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
+    item: WatchItem,
+) -> Result<(), Closed> {
+    out.send(Ok(item)).await.map_err(|_| Closed::Receiver)
+}
+
+/// The state as events, each with the sequence of the change that made it.
+fn snapshot_events(state: &State) -> Vec<Event> {
+    let mut events = Vec::with_capacity(
+        state.tokens.len()
+            + state.cutoffs.len()
+            + state.disabled_clients.len()
+            + state.revoked_keys.len(),
+    );
+    events.extend(state.tokens.iter().map(|t| Event {
+        sequence: t.sequence,
+        committed_at: t.revoked_at,
+        change: Change::TokenRevoked {
+            token_id: t.token_id.clone(),
+            expires_at: t.expires_at,
+            client_id: t.client_id.clone(),
+            revoked_by: t.revoked_by.clone(),
+        },
+    }));
+    events.extend(state.cutoffs.iter().map(|c| Event {
+        sequence: c.sequence,
+        committed_at: 0,
+        change: Change::ClientCutoff {
+            client_id: c.client_id.clone(),
+            issued_at_or_before: c.issued_at_or_before,
+        },
+    }));
+    events.extend(
+        state
+            .disabled_clients
+            .iter()
+            .map(|(client_id, sequence)| Event {
+                sequence: *sequence,
+                committed_at: 0,
+                change: Change::ClientDisabled {
+                    client_id: client_id.clone(),
+                },
+            }),
+    );
+    events.extend(state.revoked_keys.iter().map(|(key_id, sequence)| Event {
+        sequence: *sequence,
+        committed_at: 0,
+        change: Change::KeyRevoked {
+            key_id: key_id.clone(),
+        },
+    }));
+    events
+}
