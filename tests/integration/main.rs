@@ -6,8 +6,11 @@
 mod cli;
 mod clients;
 mod identity;
+mod introspect;
 mod issue;
 mod keys;
 mod ops;
+mod revocation;
 mod support;
 mod tls;
+mod watch;

@@ -26,6 +26,61 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 pub const ISSUER: &str = "https://tokenmint.test";
 pub const DEMO_URI: &str = "spiffe://tokenmint.test/demo";
 pub const DEMO_AUDIENCE: &str = "https://demo.example";
+pub const ADMIN_URI: &str = "spiffe://tokenmint.test/admin";
+/// A resource server that may introspect tokens for DEMO_AUDIENCE only.
+pub const RS_URI: &str = "spiffe://tokenmint.test/resource-server";
+/// Another issuing client, for ownership tests.
+pub const OTHER_URI: &str = "spiffe://tokenmint.test/other";
+
+/// The admin client (every permission).
+pub fn admin_client() -> String {
+    format!(
+        r#"
+[[clients]]
+id = "admin"
+san_uri = "{ADMIN_URI}"
+audiences = ["{DEMO_AUDIENCE}"]
+permissions = ["issue", "introspect", "admin"]
+"#
+    )
+}
+
+/// A resource server: introspect permission for DEMO_AUDIENCE only.
+pub fn resource_server_client() -> String {
+    format!(
+        r#"
+[[clients]]
+id = "rs"
+san_uri = "{RS_URI}"
+permissions = ["introspect"]
+introspect_audiences = ["{DEMO_AUDIENCE}"]
+"#
+    )
+}
+
+/// Another client that may get tokens for DEMO_AUDIENCE.
+pub fn other_client() -> String {
+    format!(
+        r#"
+[[clients]]
+id = "other"
+san_uri = "{OTHER_URI}"
+audiences = ["{DEMO_AUDIENCE}", "https://elsewhere.example"]
+default_audiences = ["{DEMO_AUDIENCE}"]
+"#
+    )
+}
+
+/// demo, admin, rs and other.
+pub fn standard_clients() -> String {
+    format!(
+        "{}{}{}{}",
+        demo_client(),
+        admin_client(),
+        resource_server_client(),
+        other_client()
+    )
+}
 
 /// The test PKI: a trusted client CA and the server's certificate.
 pub struct Pki {
@@ -171,6 +226,44 @@ kek_files = ["tokenmint.kek"]
         .await
     }
 
+    /// Starts the server over a store the test built (e.g. a fault-injecting wrapper).
+    pub async fn start_with_store(&self, store: Arc<dyn tokenmint::store::Store>) -> TestServer {
+        tokenmint::crypto::install_jwt_provider();
+        let config = self.config();
+        let keks = server::load_keks(&config.keys.kek_files, None).unwrap();
+        let prepared = server::prepare_with_store(
+            config,
+            Options {
+                keks,
+                sync_clients: false,
+                clock: Arc::new(SystemClock),
+            },
+            store,
+        )
+        .await
+        .unwrap();
+        self.serve(prepared).await
+    }
+
+    /// The current signing key, unsealed from the store with the KEK — for forging tokens
+    /// that carry a valid signature over bad claims.
+    pub async fn current_signing_key(&self) -> (String, tokenmint::crypto::SigningKey) {
+        use tokenmint::store::Store as _;
+        let config = self.config();
+        let keks = server::load_keks(&config.keys.kek_files, None).unwrap();
+        let store = tokenmint::store::sqlite::SqliteStore::open(&self.path().join("tokenmint.db"))
+            .await
+            .unwrap();
+        let record = store
+            .keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|k| k.state == tokenmint::keys::KeyState::Current)
+            .unwrap();
+        (record.kid.to_string(), record.unseal(&keks).unwrap())
+    }
+
     /// Starts the server on an ephemeral loopback port.
     pub async fn start(&self) -> TestServer {
         self.start_with(false).await
@@ -180,6 +273,10 @@ kek_files = ["tokenmint.kek"]
     pub async fn start_with(&self, sync_clients: bool) -> TestServer {
         tokenmint::crypto::install_jwt_provider();
         let prepared = self.prepare_with(sync_clients).await.unwrap();
+        self.serve(prepared).await
+    }
+
+    async fn serve(&self, prepared: PreparedServer) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -229,6 +326,32 @@ impl TestServer {
     /// A channel presenting no client certificate.
     pub fn public_channel(&self) -> Channel {
         self.channel(self.tls())
+    }
+
+    /// A channel presenting `cert`.
+    pub fn channel_for(&self, cert: &Issued) -> Channel {
+        let identity = Identity::from_pem(&cert.cert_pem, cert.key_pem.as_bytes());
+        self.channel(self.tls().identity(identity))
+    }
+
+    /// An AdminService client presenting `cert`.
+    pub fn admin(
+        &self,
+        cert: &Issued,
+    ) -> tokenmint::grpc::proto::admin_service_client::AdminServiceClient<Channel> {
+        tokenmint::grpc::proto::admin_service_client::AdminServiceClient::new(
+            self.channel_for(cert),
+        )
+    }
+
+    /// A RevocationService client presenting `cert`.
+    pub fn revocations(
+        &self,
+        cert: &Issued,
+    ) -> tokenmint::grpc::proto::revocation_service_client::RevocationServiceClient<Channel> {
+        tokenmint::grpc::proto::revocation_service_client::RevocationServiceClient::new(
+            self.channel_for(cert),
+        )
     }
 
     /// A TokenService client presenting no certificate.
@@ -344,4 +467,39 @@ pub fn verify_with_jwks(token: &str, jwks_json: &str, audience: &str) -> serde_j
     jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
         .unwrap()
         .claims
+}
+
+/// Introspects `token` as `cert`, with an optional presented thumbprint.
+pub async fn introspect(
+    server: &TestServer,
+    cert: &Issued,
+    token: &str,
+    presented: Option<&str>,
+) -> Result<tokenmint::grpc::proto::IntrospectTokenResponse, tonic::Status> {
+    server
+        .client(cert)
+        .await
+        .introspect_token(tokenmint::grpc::proto::IntrospectTokenRequest {
+            token: token.to_owned(),
+            presented_certificate_thumbprint: presented.unwrap_or_default().to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Revokes `token` as `cert`.
+pub async fn revoke(server: &TestServer, cert: &Issued, token: &str) -> Result<(), tonic::Status> {
+    server
+        .client(cert)
+        .await
+        .revoke_token(tokenmint::grpc::proto::RevokeTokenRequest {
+            token: token.to_owned(),
+        })
+        .await
+        .map(drop)
+}
+
+/// base64url SHA-256 of a certificate's DER: what `cnf.x5t#S256` holds.
+pub fn thumbprint_of(cert: &Issued) -> String {
+    tokenmint::crypto::CertificateThumbprint::of_der(&cert.cert_der).to_b64url()
 }
