@@ -18,9 +18,16 @@ fn rss_kib() -> u64 {
 }
 
 fn main() {
-    let n: u64 = std::env::var("BLOCKLIST_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::var("BLOCKLIST_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let list = Blocklist::new(
-        Caps { max_live: n * 2, per_client_max_live: n, per_client_per_second: 1_000_000 },
+        Caps {
+            max_live: n * 2,
+            per_client_max_live: n,
+            per_client_per_second: 1_000_000,
+        },
         Duration::from_secs(30),
         Duration::from_secs(3600),
     );
@@ -57,7 +64,18 @@ fn main() {
     }
     samples.sort();
     let per_million = (after.saturating_sub(before)) as f64 / 1024.0 * (1_000_000.0 / n as f64);
-    println!("blocklist: {n} entries inserted in {inserted:?} ({:.0} ns each)", inserted.as_nanos() as f64 / n as f64);
-    println!("RSS {:.1} MiB → {:.1} MiB: {per_million:.0} MiB per million entries", before as f64 / 1024.0, after as f64 / 1024.0);
-    println!("lookup (hit): median {:?}, p99 {:?}", samples[samples.len() / 2], samples[samples.len() * 99 / 100]);
+    println!(
+        "blocklist: {n} entries inserted in {inserted:?} ({:.0} ns each)",
+        inserted.as_nanos() as f64 / n as f64
+    );
+    println!(
+        "RSS {:.1} MiB → {:.1} MiB: {per_million:.0} MiB per million entries",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0
+    );
+    println!(
+        "lookup (hit): median {:?}, p99 {:?}",
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100]
+    );
 }

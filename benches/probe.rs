@@ -26,7 +26,10 @@ use tokenmint::{
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,19 +49,39 @@ async fn main() {
         Some("issue") => vec![Mode::Issue],
         Some("introspect-repeated") => vec![Mode::IntrospectRepeated],
         Some("introspect-distinct") => vec![Mode::IntrospectDistinct],
-        _ => vec![Mode::Issue, Mode::IntrospectRepeated, Mode::IntrospectDistinct],
+        _ => vec![
+            Mode::Issue,
+            Mode::IntrospectRepeated,
+            Mode::IntrospectDistinct,
+        ],
     };
 
     let dir = tempfile::tempdir().unwrap();
     let ca = CertificateAuthority::generate("probe CA").unwrap();
     let server_cert = ca.issue_localhost_server().unwrap();
     let hour = Duration::from_secs(3600);
-    let client_cert = ca.issue(&LeafSpec::client_uri("probe", "spiffe://probe/client", hour)).unwrap();
-    let rs_cert = ca.issue(&LeafSpec::client_uri("rs", "spiffe://probe/rs", hour)).unwrap();
+    let client_cert = ca
+        .issue(&LeafSpec::client_uri(
+            "probe",
+            "spiffe://probe/client",
+            hour,
+        ))
+        .unwrap();
+    let rs_cert = ca
+        .issue(&LeafSpec::client_uri("rs", "spiffe://probe/rs", hour))
+        .unwrap();
     std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
     std::fs::write(dir.path().join("server.pem"), &server_cert.cert_pem).unwrap();
-    std::fs::write(dir.path().join("server.key"), server_cert.key_pem.as_bytes()).unwrap();
-    std::fs::write(dir.path().join("tokenmint.kek"), Kek::generate().unwrap().to_base64().as_bytes()).unwrap();
+    std::fs::write(
+        dir.path().join("server.key"),
+        server_cert.key_pem.as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tokenmint.kek"),
+        Kek::generate().unwrap().to_base64().as_bytes(),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("tokenmint.toml"),
         r#"
@@ -81,9 +104,16 @@ introspect_audiences = ["https://api.example"]
     .unwrap();
     let config = Config::load(&dir.path().join("tokenmint.toml"), Vec::new()).unwrap();
     let keks = server::load_keks(&config.keys.kek_files, None).unwrap();
-    let prepared = server::prepare(config, Options { keks, sync_clients: false, clock: Arc::new(SystemClock) })
-        .await
-        .unwrap();
+    let prepared = server::prepare(
+        config,
+        Options {
+            keks,
+            sync_clients: false,
+            clock: Arc::new(SystemClock),
+        },
+    )
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -111,7 +141,14 @@ introspect_audiences = ["https://api.example"]
     let mut issuer = TokenServiceClient::new(connect(tls(&client_cert)).await);
     let mut pool = Vec::new();
     for _ in 0..20_000 {
-        pool.push(issuer.issue_token(IssueTokenRequest::default()).await.unwrap().into_inner().access_token);
+        pool.push(
+            issuer
+                .issue_token(IssueTokenRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .access_token,
+        );
     }
     let pool = Arc::new(pool);
 
@@ -119,7 +156,11 @@ introspect_audiences = ["https://api.example"]
         "{conns} mTLS connections × {streams} streams, {secs} s per mode; client and server in one process on this machine's cores"
     );
     for mode in modes {
-        let cert = if mode == Mode::Issue { &client_cert } else { &rs_cert };
+        let cert = if mode == Mode::Issue {
+            &client_cert
+        } else {
+            &rs_cert
+        };
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut workers = Vec::new();
         for c in 0..conns {
@@ -135,13 +176,23 @@ introspect_audiences = ["https://api.example"]
                         let start = Instant::now();
                         match mode {
                             Mode::Issue => {
-                                client.issue_token(IssueTokenRequest::default()).await.unwrap();
+                                client
+                                    .issue_token(IssueTokenRequest::default())
+                                    .await
+                                    .unwrap();
                             }
                             Mode::IntrospectRepeated | Mode::IntrospectDistinct => {
-                                let token = if mode == Mode::IntrospectRepeated { &pool[0] } else { &pool[i % pool.len()] };
+                                let token = if mode == Mode::IntrospectRepeated {
+                                    &pool[0]
+                                } else {
+                                    &pool[i % pool.len()]
+                                };
                                 i += 1;
                                 let r = client
-                                    .introspect_token(IntrospectTokenRequest { token: token.clone(), presented_certificate_thumbprint: String::new() })
+                                    .introspect_token(IntrospectTokenRequest {
+                                        token: token.clone(),
+                                        presented_certificate_thumbprint: String::new(),
+                                    })
                                     .await
                                     .unwrap()
                                     .into_inner();
@@ -159,7 +210,8 @@ introspect_audiences = ["https://api.example"]
             latencies.extend(worker.await.unwrap());
         }
         latencies.sort();
-        let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        let pct =
+            |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
         println!(
             "{mode:?}: {} requests, {:.0}/s, p50 {:?}, p99 {:?}",
             latencies.len(),

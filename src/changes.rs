@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     authority::Authority,
-    client::ClientRegistry,
+    client::{Client, ClientRegistry},
     revocation::{Change, Event, Retention, State},
     store::{Committed, Store, StoreError},
 };
@@ -27,6 +27,9 @@ pub struct ChangeLog {
     events: broadcast::Sender<Event>,
     // One commit at a time, so events reach the blocklist and watchers in sequence order.
     commit_lock: Mutex<()>,
+    // The clients last installed in the registry. Held across the store read and the swap,
+    // so a slower reload can never install an older list over a newer one.
+    clients_seen: Mutex<Option<Vec<Client>>>,
 }
 
 impl std::fmt::Debug for ChangeLog {
@@ -56,6 +59,7 @@ impl ChangeLog {
             retention,
             events,
             commit_lock: Mutex::new(()),
+            clients_seen: Mutex::new(None),
         }
     }
 
@@ -97,14 +101,30 @@ impl ChangeLog {
         Ok(Some(event))
     }
 
-    async fn reload_clients(&self) {
-        match self.store.clients().await.map(ClientRegistry::try_new) {
-            Ok(Ok(registry)) => self.authority.replace_clients(registry),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "stored clients conflict; keeping the previous registry")
+    /// Re-reads the clients from the store and installs a new registry if they changed. The
+    /// periodic refresh and the commit path both come through here, one at a time.
+    pub async fn reload_clients(&self) {
+        let mut seen = self.clients_seen.lock().await;
+        let clients = match self.store.clients().await {
+            Ok(clients) => clients,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reload clients; keeping the previous registry");
+                return;
+            }
+        };
+        if seen.as_ref() == Some(&clients) {
+            return;
+        }
+        match ClientRegistry::try_new(clients.clone()) {
+            Ok(registry) => {
+                if seen.is_some() {
+                    tracing::info!(clients = clients.len(), "client registry reloaded");
+                }
+                self.authority.replace_clients(registry);
+                *seen = Some(clients);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not reload clients after a change; the periodic refresh will")
+                tracing::error!(error = %e, "stored clients conflict; keeping the previous registry")
             }
         }
     }
@@ -130,7 +150,7 @@ impl ChangeLog {
         let mut live = self.events.subscribe();
         let mut cursor = after_sequence;
         let sent = async {
-            cursor = self.catch_up(cursor, true, &out).await?;
+            cursor = self.catch_up(cursor, true, &out, &stop).await?;
             loop {
                 let event = tokio::select! {
                     () = stop.cancelled() => return Ok(()),
@@ -141,11 +161,11 @@ impl ChangeLog {
                     Ok(event) if event.sequence <= cursor => {}
                     Ok(event) if event.sequence == cursor + 1 => {
                         cursor = event.sequence;
-                        send(&out, WatchItem::Change(event)).await?;
+                        send(&out, WatchItem::Change(event), &stop).await?;
                     }
                     // A gap, or this watcher fell behind the broadcast: read from the log.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        cursor = self.catch_up(cursor, false, &out).await?;
+                        cursor = self.catch_up(cursor, false, &out, &stop).await?;
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
@@ -164,6 +184,7 @@ impl ChangeLog {
         cursor: u64,
         initial: bool,
         out: &tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
+        stop: &CancellationToken,
     ) -> Result<u64, Closed> {
         let state = self
             .store
@@ -173,11 +194,11 @@ impl ChangeLog {
         let needs_snapshot =
             (initial && cursor == 0) || cursor < state.purged_through || cursor > state.high_water;
         if needs_snapshot {
-            send(out, WatchItem::SnapshotBegin).await?;
+            send(out, WatchItem::SnapshotBegin, stop).await?;
             for item in snapshot_events(&state) {
-                send(out, WatchItem::Change(item)).await?;
+                send(out, WatchItem::Change(item), stop).await?;
             }
-            send(out, WatchItem::SnapshotComplete(state.high_water)).await?;
+            send(out, WatchItem::SnapshotComplete(state.high_water), stop).await?;
             return Ok(state.high_water);
         }
         let mut cursor = cursor;
@@ -190,7 +211,7 @@ impl ChangeLog {
             let done = batch.len() < CATCH_UP_BATCH as usize;
             for event in batch {
                 cursor = event.sequence;
-                send(out, WatchItem::Change(event)).await?;
+                send(out, WatchItem::Change(event), stop).await?;
             }
             if done {
                 return Ok(cursor);
@@ -207,11 +228,17 @@ enum Closed {
     Store(StoreError),
 }
 
+/// Sends one item, giving up when the receiver goes away or the server stops (a watcher that
+/// does not read must not hold up shutdown).
 async fn send(
     out: &tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
     item: WatchItem,
+    stop: &CancellationToken,
 ) -> Result<(), Closed> {
-    out.send(Ok(item)).await.map_err(|_| Closed::Receiver)
+    tokio::select! {
+        sent = out.send(Ok(item)) => sent.map_err(|_| Closed::Receiver),
+        () = stop.cancelled() => Err(Closed::Receiver),
+    }
 }
 
 /// The state as events, each with the sequence of the change that made it.

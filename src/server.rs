@@ -411,8 +411,7 @@ impl PreparedServer {
             (
                 "client-refresh",
                 tokio::spawn(refresh_clients(
-                    self.store.clone(),
-                    self.authority.clone(),
+                    self.changes.clone(),
                     self.config.store.catch_up_interval,
                     stop.clone(),
                 )),
@@ -533,37 +532,14 @@ async fn purge_revocations(changes: Arc<ChangeLog>, interval: Duration, stop: Ca
 
 /// Re-reads the clients from the store every `interval`, so `tokenmint client add` (which
 /// writes the store directly) takes effect on a running server.
-async fn refresh_clients(
-    store: Arc<dyn Store>,
-    authority: Arc<Authority>,
-    interval: Duration,
-    stop: CancellationToken,
-) {
+async fn refresh_clients(changes: Arc<ChangeLog>, interval: Duration, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<Vec<Client>> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match store.clients().await {
-            Ok(clients) if last.as_ref() == Some(&clients) => {}
-            Ok(clients) => match ClientRegistry::try_new(clients.clone()) {
-                Ok(registry) => {
-                    if last.is_some() {
-                        tracing::info!(clients = clients.len(), "client registry reloaded");
-                    }
-                    authority.replace_clients(registry);
-                    last = Some(clients);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "stored clients conflict; keeping the previous registry")
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "could not reload clients; keeping the previous registry")
-            }
-        }
+        changes.reload_clients().await;
     }
 }

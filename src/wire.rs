@@ -120,7 +120,18 @@ pub const RETRY_AFTER_METADATA: &str = "retry-after";
 /// The status for a store failure: nothing was committed.
 pub fn store_failed(error: &StoreError) -> Status {
     match error {
-        StoreError::NotFound(what) => Status::not_found(format!("{what} does not exist")),
+        StoreError::NotFound(what) => {
+            // NOT_FOUND, with the OAuth2 code every refusal carries (SPEC §11).
+            let mut status = Status::not_found(format!(
+                "{}: {what} does not exist",
+                ErrorCode::InvalidRequest
+            ));
+            status.metadata_mut().insert(
+                OAUTH_ERROR_METADATA,
+                MetadataValue::from_static(ErrorCode::InvalidRequest.as_str()),
+            );
+            status
+        }
         other => {
             tracing::error!(error = %other, "store failure; nothing was committed");
             oauth_status(
