@@ -11,6 +11,7 @@ use crate::{
     authority::Authority,
     client::{Client, ClientRegistry},
     revocation::{Change, Event, Retention, State},
+    rotation::KeyTransition,
     store::{Committed, Store, StoreError},
 };
 
@@ -99,6 +100,28 @@ impl ChangeLog {
         let _ = self.events.send(event.clone());
         tracing::info!(sequence = event.sequence, change = ?event.change, "revocation state changed");
         Ok(Some(event))
+    }
+
+    /// Commits a key-lifecycle step (with its key-revocation event, if any) in the same order
+    /// as every other change: the store, then the blocklist, then the watchers.
+    pub async fn commit_key_transition(
+        &self,
+        transition: &KeyTransition,
+    ) -> Result<Option<Event>, StoreError> {
+        let _serial = self.commit_lock.lock().await;
+        let log_until = transition.event.as_ref().map_or(transition.at, |change| {
+            self.retention.log_until(change, transition.at)
+        });
+        let event = self
+            .store
+            .apply_key_transition(transition, log_until)
+            .await?;
+        if let Some(event) = &event {
+            self.authority.blocklist().apply(event, transition.at);
+            let _ = self.events.send(event.clone());
+            tracing::info!(sequence = event.sequence, change = ?event.change, "revocation state changed");
+        }
+        Ok(event)
     }
 
     /// Re-reads the clients from the store and installs a new registry if they changed. The

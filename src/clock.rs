@@ -1,14 +1,18 @@
 //! Time as a parameter: one `Clock` reads the wall clock; tests pass a `ManualClock`.
 
 use std::{
-    sync::Mutex,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 /// A source of the current time. Pure functions take `now`; only the edges read a `Clock`.
 pub trait Clock: Send + Sync + 'static {
     /// The current wall-clock time.
     fn now(&self) -> SystemTime;
+
+    /// Time elapsed on a monotonic clock since an arbitrary origin: it never jumps, whatever
+    /// the wall clock does.
+    fn monotonic(&self) -> Duration;
 }
 
 /// The system's wall clock.
@@ -20,42 +24,50 @@ impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+
+    fn monotonic(&self) -> Duration {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed()
+    }
 }
 
-/// A clock that moves only when told to, for tests.
+/// A clock that moves only when told to, for tests. `advance` moves both the wall clock and
+/// the monotonic clock (time passes); `set` moves only the wall clock (someone changed it).
 #[derive(Debug)]
-pub struct ManualClock(Mutex<SystemTime>);
+pub struct ManualClock(Mutex<(SystemTime, Duration)>);
 
 impl ManualClock {
     /// A clock stopped at `at`.
     pub fn new(at: SystemTime) -> Self {
-        Self(Mutex::new(at))
+        Self(Mutex::new((at, Duration::ZERO)))
     }
 
-    /// Moves the clock forward by `by`.
+    fn lock(&self) -> std::sync::MutexGuard<'_, (SystemTime, Duration)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Lets `by` pass.
     pub fn advance(&self, by: Duration) {
-        let mut now = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *now += by;
+        let mut clock = self.lock();
+        clock.0 += by;
+        clock.1 += by;
     }
 
-    /// Sets the clock to `at`.
+    /// Sets the wall clock to `at` (a jump; the monotonic clock does not move).
     pub fn set(&self, at: SystemTime) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = at;
+        self.lock().0 = at;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.lock().0
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.lock().1
     }
 }
 
@@ -88,7 +100,13 @@ mod tests {
         assert_eq!(unix_seconds(clock.now()), 1_000);
         clock.advance(Duration::from_secs(5));
         assert_eq!(unix_seconds(clock.now()), 1_005);
+        assert_eq!(clock.monotonic(), Duration::from_secs(5));
         clock.set(from_unix_seconds(-7));
         assert_eq!(unix_seconds(clock.now()), -7);
+        assert_eq!(
+            clock.monotonic(),
+            Duration::from_secs(5),
+            "a jump is not elapsed time"
+        );
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     authority::Authority,
     changes::{ChangeLog, WatchItem},
     client::{PeerCertificate, Permission},
+    lifecycle::Rotator,
     revocation::{Change, Event},
     store::Store,
     tls::ConnectionInfo,
@@ -31,9 +32,11 @@ pub mod proto {
 use proto::{
     DisableClientRequest, DisableClientResponse, EnableClientRequest, EnableClientResponse,
     GetJwksRequest, GetJwksResponse, IntrospectTokenRequest, IntrospectTokenResponse,
-    IssueTokenRequest, IssueTokenResponse, ListRevocationsRequest, ListRevocationsResponse,
-    RevocationEvent, RevokeClientTokensRequest, RevokeClientTokensResponse, RevokeTokenIdRequest,
-    RevokeTokenIdResponse, RevokeTokenRequest, RevokeTokenResponse, WatchRevocationsRequest,
+    IssueTokenRequest, IssueTokenResponse, KeyInfo, ListKeysRequest, ListKeysResponse,
+    ListRevocationsRequest, ListRevocationsResponse, RevocationEvent, RevokeClientTokensRequest,
+    RevokeClientTokensResponse, RevokeKeyRequest, RevokeKeyResponse, RevokeTokenIdRequest,
+    RevokeTokenIdResponse, RevokeTokenRequest, RevokeTokenResponse, RotateKeysRequest,
+    RotateKeysResponse, WatchJwksRequest, WatchRevocationsRequest,
     admin_service_server::AdminService, key_service_server::KeyService, revocation_event,
     revocation_service_server::RevocationService, token_service_server::TokenService,
 };
@@ -222,26 +225,64 @@ impl TokenService for TokenApi {
 #[derive(Clone, Debug)]
 pub struct KeyApi {
     authority: Arc<Authority>,
+    stop: CancellationToken,
 }
 
 impl KeyApi {
-    /// The service over `authority`.
-    pub fn new(authority: Arc<Authority>) -> Self {
-        Self { authority }
+    /// The service over `authority`; its watch streams end when `stop` fires.
+    pub fn new(authority: Arc<Authority>, stop: CancellationToken) -> Self {
+        Self { authority, stop }
+    }
+}
+
+/// A boxed stream of key sets.
+pub type JwksStream = Pin<Box<dyn Stream<Item = Result<GetJwksResponse, Status>> + Send>>;
+
+fn jwks_response(ring: &crate::keys::KeyRing) -> GetJwksResponse {
+    GetJwksResponse {
+        jwks_json: ring.jwks_json().to_string(),
+        version: ring.version().to_owned(),
     }
 }
 
 #[tonic::async_trait]
 impl KeyService for KeyApi {
+    type WatchJwksStream = JwksStream;
+
+    async fn watch_jwks(
+        &self,
+        _request: Request<WatchJwksRequest>,
+    ) -> Result<Response<Self::WatchJwksStream>, Status> {
+        let mut keys = self.authority.watch_keys();
+        let stop = self.stop.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last = String::new();
+            loop {
+                let ring = keys.borrow_and_update().clone();
+                if ring.version() != last {
+                    last = ring.version().to_owned();
+                    if tx.send(Ok(jwks_response(&ring))).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tx.closed() => return,
+                    changed = keys.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn get_jwks(
         &self,
         _request: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
-        let ring = self.authority.key_ring();
-        Ok(Response::new(GetJwksResponse {
-            jwks_json: ring.jwks_json().to_string(),
-            version: ring.version().to_owned(),
-        }))
+        Ok(Response::new(jwks_response(&self.authority.key_ring())))
     }
 }
 
@@ -360,6 +401,7 @@ pub struct AdminApi {
     authority: Arc<Authority>,
     changes: Arc<ChangeLog>,
     store: Arc<dyn Store>,
+    rotator: Arc<Rotator>,
 }
 
 impl fmt::Debug for AdminApi {
@@ -370,11 +412,17 @@ impl fmt::Debug for AdminApi {
 
 impl AdminApi {
     /// The service.
-    pub fn new(authority: Arc<Authority>, changes: Arc<ChangeLog>, store: Arc<dyn Store>) -> Self {
+    pub fn new(
+        authority: Arc<Authority>,
+        changes: Arc<ChangeLog>,
+        store: Arc<dyn Store>,
+        rotator: Arc<Rotator>,
+    ) -> Self {
         Self {
             authority,
             changes,
             store,
+            rotator,
         }
     }
 
@@ -459,6 +507,79 @@ impl AdminService for AdminApi {
         let client_id = request.into_inner().client_id;
         let sequence = self.commit(Change::ClientEnabled { client_id }).await?;
         Ok(Response::new(EnableClientResponse { sequence }))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<ListKeysRequest>,
+    ) -> Result<Response<ListKeysResponse>, Status> {
+        self.admin(&request)?;
+        let keys = self
+            .rotator
+            .keys()
+            .await
+            .map_err(|e| wire::store_failed(&e))?;
+        let (next_step_at, age) = self
+            .rotator
+            .schedule()
+            .await
+            .map_err(|e| wire::store_failed(&e))?;
+        Ok(Response::new(ListKeysResponse {
+            keys: keys
+                .into_iter()
+                .map(|k| KeyInfo {
+                    key_id: k.kid.to_string(),
+                    algorithm: k.algorithm.as_str().to_owned(),
+                    state: k.state.as_str().to_owned(),
+                    created_at: k.created_at,
+                    activated_at: k.activated_at.unwrap_or(0),
+                    retired_at: k.retired_at.unwrap_or(0),
+                    revoked_at: k.revoked_at.unwrap_or(0),
+                })
+                .collect(),
+            next_step_at: next_step_at.unwrap_or(0).max(0),
+            current_key_age_seconds: age.unwrap_or(0),
+        }))
+    }
+
+    async fn rotate_keys(
+        &self,
+        request: Request<RotateKeysRequest>,
+    ) -> Result<Response<RotateKeysResponse>, Status> {
+        self.admin(&request)?;
+        let force = request.into_inner().force;
+        let rotated = self
+            .rotator
+            .rotate(force)
+            .await
+            .map_err(|e| wire::lifecycle_failed(&e))?;
+        let warning = if rotated.forced_early {
+            "forced before the new key was published for keys.publish_ahead: verifiers that cached the key set before it appeared reject its tokens until their copy expires (at most keys.jwks_max_age); WatchJwks subscribers and introspection have it now".to_owned()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(RotateKeysResponse {
+            current_key_id: rotated.current.to_string(),
+            retired_key_id: rotated.retired.to_string(),
+            forced_early: rotated.forced_early,
+            warning,
+        }))
+    }
+
+    async fn revoke_key(
+        &self,
+        request: Request<RevokeKeyRequest>,
+    ) -> Result<Response<RevokeKeyResponse>, Status> {
+        self.admin(&request)?;
+        let key_id = request.into_inner().key_id;
+        let event = self
+            .rotator
+            .revoke(&key_id)
+            .await
+            .map_err(|e| wire::lifecycle_failed(&e))?;
+        Ok(Response::new(RevokeKeyResponse {
+            sequence: event.map_or(0, |e| e.sequence),
+        }))
     }
 
     async fn list_revocations(

@@ -214,6 +214,28 @@ impl KeyRecord {
         })
     }
 
+    /// Re-seals the private key under `kek` (KEK rotation): opened with whichever configured
+    /// KEK sealed it, sealed again with the same associated data.
+    pub fn reseal(&self, keks: &KekRing, kek: &Kek) -> Result<Sealed, KeyError> {
+        let pkcs8 = self.open(keks)?;
+        Ok(kek.seal(&pkcs8, &sealing_aad(self.algorithm, &self.kid))?)
+    }
+
+    fn open(&self, keks: &KekRing) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let kek = keks
+            .find(&self.sealed.kek_id)
+            .ok_or_else(|| KeyError::UnknownKek {
+                kid: self.kid.to_string(),
+                kek_id: self.sealed.kek_id.clone(),
+                configured: keks.ids(),
+            })?;
+        kek.open(&self.sealed, &sealing_aad(self.algorithm, &self.kid))
+            .map_err(|_| KeyError::Unseal {
+                kid: self.kid.to_string(),
+                kek_id: self.sealed.kek_id.clone(),
+            })
+    }
+
     /// Opens the private key with whichever configured KEK sealed it.
     pub fn unseal(&self, keks: &KekRing) -> Result<SigningKey, KeyError> {
         let kek = keks

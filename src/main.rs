@@ -20,9 +20,9 @@ use tokenmint::{
         duration_to_proto,
         proto::{
             DisableClientRequest, EnableClientRequest, IntrospectTokenRequest, IssueTokenRequest,
-            ListRevocationsRequest, RevokeClientTokensRequest, RevokeTokenIdRequest,
-            RevokeTokenRequest, admin_service_client::AdminServiceClient,
-            token_service_client::TokenServiceClient,
+            ListKeysRequest, ListRevocationsRequest, RevokeClientTokensRequest, RevokeKeyRequest,
+            RevokeTokenIdRequest, RevokeTokenRequest, RotateKeysRequest,
+            admin_service_client::AdminServiceClient, token_service_client::TokenServiceClient,
         },
     },
     identity::CertificateMatcher,
@@ -68,6 +68,47 @@ enum Command {
     /// Revocations by an admin (over mTLS).
     #[command(subcommand)]
     Revoke(RevokeCommand),
+    /// Signing keys (admin, over mTLS).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Key-encryption keys (offline: works on the store directly).
+    #[command(subcommand)]
+    Kek(KekCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List the signing keys: id, algorithm, state, timestamps (never key material).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Promote the next key now (refused if it has not been published for keys.publish_ahead).
+    Rotate {
+        #[command(flatten)]
+        remote: Remote,
+        /// Promote even if the next key is younger than keys.publish_ahead (an emergency).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke a signing key: it leaves the key set at once and its tokens are inactive.
+    Revoke {
+        #[command(flatten)]
+        remote: Remote,
+        /// The key id (kid).
+        key_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KekCommand {
+    /// Re-seal every signing key and the client-secret pepper under the newest configured KEK
+    /// (the first of TOKENMINT_KEK and keys.kek_files). Older KEKs can be dropped afterwards.
+    Rotate {
+        /// The config file.
+        #[arg(long, default_value = "tokenmint.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -427,6 +468,64 @@ fn main() -> Result<()> {
                 println!(
                     "cut off client {client_id}: every token issued at or before {} is revoked; issuance resumes after it (sequence {})",
                     r.issued_at_or_before, r.sequence
+                );
+                Ok(())
+            }
+            Command::Keys(KeysCommand::List { remote }) => {
+                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+                let r = admin
+                    .list_keys(ListKeysRequest {})
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                for k in &r.keys {
+                    println!(
+                        "{}\t{}\t{}\tcreated={}\tactivated={}\tretired={}\trevoked={}",
+                        k.key_id, k.algorithm, k.state, k.created_at, k.activated_at, k.retired_at, k.revoked_at
+                    );
+                }
+                println!(
+                    "current key age: {}s; next scheduled step at {}",
+                    r.current_key_age_seconds, r.next_step_at
+                );
+                Ok(())
+            }
+            Command::Keys(KeysCommand::Rotate { remote, force }) => {
+                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+                let r = admin
+                    .rotate_keys(RotateKeysRequest { force })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                println!("rotated: {} signs now, {} is retired", r.current_key_id, r.retired_key_id);
+                if !r.warning.is_empty() {
+                    eprintln!("warning: {}", r.warning);
+                }
+                Ok(())
+            }
+            Command::Keys(KeysCommand::Revoke { remote, key_id }) => {
+                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+                let r = admin
+                    .revoke_key(RevokeKeyRequest { key_id: key_id.clone() })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                match r.sequence {
+                    0 => println!("key {key_id} was already revoked"),
+                    n => println!("revoked key {key_id} (sequence {n}); verifiers caching the key set may trust it until their copy expires (keys.jwks_max_age)"),
+                }
+                Ok(())
+            }
+            Command::Kek(KekCommand::Rotate { config }) => {
+                let config = load_config(&config)?;
+                let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
+                let store = server::open_store(&config).await?;
+                let done = server::rotate_kek(store.as_ref(), &keks).await?;
+                println!(
+                    "re-sealed {} signing keys{} under KEK {}; older KEKs can now be removed from the configuration",
+                    done.keys,
+                    if done.pepper { " and the client-secret pepper" } else { "" },
+                    keks.newest().id()
                 );
                 Ok(())
             }

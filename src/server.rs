@@ -26,7 +26,9 @@ use crate::{
     },
     identity::CertificateMatcher,
     keys::{KekRing, KeyError, KeyRecord, KeyRing, KeyState},
+    lifecycle::Rotator,
     revocation::{Blocklist, Caps, Retention},
+    rotation::Policy,
     store::{ClientSync, Store, StoreError, sqlite::SqliteStore},
     tls::{self, ClientVerifier, TlsError},
     token::Issuer,
@@ -73,6 +75,9 @@ pub enum ServeError {
     /// TLS material could not be loaded.
     #[error("TLS: {0}")]
     Tls(TlsError),
+    /// A key-lifecycle step due at start could not be applied.
+    #[error("key lifecycle: {0}")]
+    Lifecycle(String),
     /// The configuration asks for something this build does not do.
     #[error("{0}")]
     Unsupported(String),
@@ -168,6 +173,44 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
 }
 
 const PEPPER_AAD: &[u8] = b"tokenmint/client-secret-pepper/v1";
+
+/// What `kek rotate` re-sealed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resealed {
+    /// Signing keys re-sealed.
+    pub keys: usize,
+    /// Whether the pepper was re-sealed (false if none exists yet).
+    pub pepper: bool,
+}
+
+/// KEK rotation: re-seals every stored signing key and the client-secret pepper under the
+/// newest configured KEK, in one transaction. Older KEKs can be dropped from the config
+/// afterwards; no client secret changes.
+pub async fn rotate_kek(store: &dyn Store, keks: &KekRing) -> Result<Resealed, ServeError> {
+    let newest = keks.newest();
+    let keys = store.keys().await?;
+    let resealed = keys
+        .iter()
+        .map(|k| Ok((k.kid.clone(), k.reseal(keks, newest)?)))
+        .collect::<Result<Vec<_>, KeyError>>()?;
+    let pepper = match store.pepper().await? {
+        Some(sealed) => {
+            let refused = || ServeError::Pepper {
+                sealed_with: sealed.kek_id.clone(),
+                configured: keks.ids(),
+            };
+            let kek = keks.find(&sealed.kek_id).ok_or_else(refused)?;
+            let plain = kek.open(&sealed, PEPPER_AAD).map_err(|_| refused())?;
+            Some(newest.seal(&plain, PEPPER_AAD).map_err(KeyError::from)?)
+        }
+        None => None,
+    };
+    store.reseal(&resealed, pepper.as_ref()).await?;
+    Ok(Resealed {
+        keys: resealed.len(),
+        pepper: pepper.is_some(),
+    })
+}
 
 /// Loads the client-secret pepper, creating it on first start.
 pub async fn load_pepper(store: &dyn Store, keks: &KekRing) -> Result<SecretHasher, ServeError> {
@@ -289,7 +332,7 @@ pub struct PreparedServer {
     store: Arc<dyn Store>,
     authority: Arc<Authority>,
     changes: Arc<ChangeLog>,
-    _keys: watch::Sender<Arc<KeyRing>>,
+    rotator: Arc<Rotator>,
 }
 
 /// How many verified tokens introspection remembers (an eviction only costs a verification).
@@ -316,8 +359,10 @@ pub async fn prepare_with_store(
     let now = unix_seconds(options.clock.now());
     let ring = load_key_ring(store.as_ref(), &options.keks, config.keys.algorithm, now).await?;
     let hasher = load_pepper(store.as_ref(), &options.keks).await?;
+    let clock = options.clock.clone();
     sync_clients(store.as_ref(), &config, options.sync_clients, now).await?;
     let clients = registry(store.clients().await?)?;
+    let keks = Arc::new(options.keks);
     let (keys_tx, keys_rx) = watch::channel(Arc::new(ring));
     let blocklist = Arc::new(Blocklist::new(
         Caps {
@@ -333,7 +378,7 @@ pub async fn prepare_with_store(
         keys: keys_rx,
         clients,
         hasher,
-        clock: options.clock,
+        clock: clock.clone(),
         blocklist,
         leeway: config.tokens.leeway,
         verified_cache_capacity: VERIFIED_CACHE_CAPACITY,
@@ -349,6 +394,28 @@ pub async fn prepare_with_store(
     // The blocklist is loaded before anything is served: introspection never answers from
     // a partial list.
     let state = changes.load().await?;
+    let rotator = Arc::new(Rotator::new(
+        store.clone(),
+        changes.clone(),
+        keks,
+        Policy {
+            algorithm: config.keys.algorithm,
+            rotation_period: config.keys.rotation_period,
+            publish_ahead: config.keys.publish_ahead,
+            retention: config.keys.retention,
+        },
+        keys_tx,
+        clock,
+    ));
+    // Whatever is due already (a next key in a newly configured algorithm, a promotion
+    // missed while stopped) happens before serving.
+    let steps = rotator
+        .tick()
+        .await
+        .map_err(|e| ServeError::Lifecycle(e.to_string()))?;
+    if !steps.is_empty() {
+        tracing::info!(?steps, "key lifecycle steps applied at start");
+    }
     tracing::info!(
         revoked_tokens = state.tokens.len(),
         cutoffs = state.cutoffs.len(),
@@ -361,7 +428,7 @@ pub async fn prepare_with_store(
         store,
         authority,
         changes,
-        _keys: keys_tx,
+        rotator,
     })
 }
 
@@ -369,6 +436,11 @@ impl PreparedServer {
     /// The authority (for in-process use and tests).
     pub fn authority(&self) -> &Arc<Authority> {
         &self.authority
+    }
+
+    /// The key rotator (for in-process use and tests).
+    pub fn rotator(&self) -> &Arc<Rotator> {
+        &self.rotator
     }
 
     /// The change log (for in-process use and tests).
@@ -412,6 +484,14 @@ impl PreparedServer {
                 "client-refresh",
                 tokio::spawn(refresh_clients(
                     self.changes.clone(),
+                    self.config.store.catch_up_interval,
+                    stop.clone(),
+                )),
+            ),
+            (
+                "key-rotation",
+                tokio::spawn(rotate_keys(
+                    self.rotator.clone(),
                     self.config.store.catch_up_interval,
                     stop.clone(),
                 )),
@@ -461,9 +541,10 @@ impl PreparedServer {
             self.authority.clone(),
             self.changes.clone(),
             self.store.clone(),
+            self.rotator.clone(),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let key_service = KeyServiceServer::new(KeyApi::new(self.authority.clone()))
+        let key_service = KeyServiceServer::new(KeyApi::new(self.authority.clone(), stop.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         tracing::info!(issuer = %self.config.server.issuer, "serving");
@@ -510,6 +591,21 @@ impl PreparedServer {
         }
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Applies due key-lifecycle steps every `interval`.
+async fn rotate_keys(rotator: Arc<Rotator>, interval: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(e) = rotator.tick().await {
+            tracing::warn!(error = %e, "key lifecycle step failed; will retry");
+        }
     }
 }
 

@@ -7,8 +7,10 @@ use tonic::{Code, Status, metadata::MetadataValue};
 use crate::{
     authority::{CallerError, RevokeError},
     client::AuthError,
+    lifecycle::LifecycleError,
     oauth::ErrorCode,
     revocation::CapError,
+    rotation::RotateError,
     store::StoreError,
     token::IssueError,
 };
@@ -137,6 +139,36 @@ pub fn store_failed(error: &StoreError) -> Status {
             oauth_status(
                 ErrorCode::TemporarilyUnavailable,
                 "the store is unavailable; nothing was changed, retry later",
+            )
+        }
+    }
+}
+
+/// The status for a failed or refused key-lifecycle request.
+pub fn lifecycle_failed(error: &LifecycleError) -> Status {
+    match error {
+        LifecycleError::Refused(RotateError::UnknownKey(kid)) => {
+            let mut status = Status::not_found(format!("invalid_request: no key {kid}"));
+            status.metadata_mut().insert(
+                OAUTH_ERROR_METADATA,
+                MetadataValue::from_static("invalid_request"),
+            );
+            status
+        }
+        LifecycleError::Refused(refusal) => {
+            let mut status = Status::failed_precondition(format!("invalid_request: {refusal}"));
+            status.metadata_mut().insert(
+                OAUTH_ERROR_METADATA,
+                MetadataValue::from_static("invalid_request"),
+            );
+            status
+        }
+        LifecycleError::Store(e) => store_failed(e),
+        LifecycleError::Key(e) => {
+            tracing::error!(error = %e, "key lifecycle step failed");
+            oauth_status(
+                ErrorCode::ServerError,
+                "the key step failed; nothing was changed",
             )
         }
     }

@@ -6,8 +6,9 @@ use async_trait::async_trait;
 use crate::{
     client::Client,
     crypto::Sealed,
-    keys::KeyRecord,
+    keys::{KeyId, KeyRecord},
     revocation::{Change, Event, State},
+    rotation::KeyTransition,
 };
 
 pub mod sqlite;
@@ -57,6 +58,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `keys` only if the store holds no key yet; whether it did.
     async fn create_initial_keys(&self, keys: &[KeyRecord]) -> Result<bool, StoreError>;
+
+    /// Applies one key-lifecycle step in one transaction — state changes, new and removed
+    /// keys, and its event (a key revocation) logged and numbered, kept until `log_until`.
+    /// `Conflict` if the current key is no longer `t.expect_current` (another writer moved first).
+    async fn apply_key_transition(
+        &self,
+        t: &KeyTransition,
+        log_until: i64,
+    ) -> Result<Option<Event>, StoreError>;
+
+    /// Replaces the sealed form of every listed key and of the pepper, in one transaction
+    /// (KEK rotation).
+    async fn reseal(
+        &self,
+        keys: &[(KeyId, Sealed)],
+        pepper: Option<&Sealed>,
+    ) -> Result<(), StoreError>;
 
     /// The sealed client-secret pepper, if one was created.
     async fn pepper(&self) -> Result<Option<Sealed>, StoreError>;

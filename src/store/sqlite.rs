@@ -18,6 +18,7 @@ use crate::{
     identity::CertificateMatcher,
     keys::{KeyId, KeyRecord, KeyState},
     revocation::{Change, Cutoff, Event, RevokedToken, State},
+    rotation::KeyTransition,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -165,6 +166,37 @@ fn client_from_row(row: &SqliteRow) -> Result<Client, StoreError> {
     })
 }
 
+async fn insert_key<'e, E>(executor: E, key: &KeyRecord) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let (x, y) = match &key.public {
+        PublicKey::P256 { x, y } => (x.clone(), Some(y.clone())),
+        PublicKey::Ed25519 { x } => (x.clone(), None),
+    };
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, state, public_x, public_y, kek_id, nonce, \
+         ciphertext, created_at, activated_at, retired_at, revoked_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(key.kid.as_str())
+    .bind(key.algorithm.as_str())
+    .bind(key.state.as_str())
+    .bind(x)
+    .bind(y)
+    .bind(&key.sealed.kek_id)
+    .bind(&key.sealed.nonce)
+    .bind(&key.sealed.ciphertext)
+    .bind(key.created_at)
+    .bind(key.activated_at)
+    .bind(key.retired_at)
+    .bind(key.revoked_at)
+    .execute(executor)
+    .await
+    .map_err(write_error)?;
+    Ok(())
+}
+
 fn sequence(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
     let value: i64 = row.try_get(column).map_err(corrupt)?;
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value}")))
@@ -243,33 +275,126 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         for key in keys {
-            let (x, y) = match &key.public {
-                PublicKey::P256 { x, y } => (x.clone(), Some(y.clone())),
-                PublicKey::Ed25519 { x } => (x.clone(), None),
+            insert_key(&mut *tx, key).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn apply_key_transition(
+        &self,
+        t: &KeyTransition,
+        log_until: i64,
+    ) -> Result<Option<Event>, StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'current'")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        if current.as_deref() != t.expect_current.as_ref().map(KeyId::as_str) {
+            return Err(StoreError::Conflict(
+                "the current key changed since this step was computed".into(),
+            ));
+        }
+        for (kid, state) in &t.set_state {
+            let column = match state {
+                KeyState::Current => "activated_at",
+                KeyState::Retired => "retired_at",
+                KeyState::Revoked => "revoked_at",
+                KeyState::Next => "created_at",
             };
+            let updated = sqlx::query(&format!(
+                "UPDATE signing_keys SET state = ?, {column} = ? WHERE kid = ?"
+            ))
+            .bind(state.as_str())
+            .bind(t.at)
+            .bind(kid.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::NotFound(format!("key {kid}")));
+            }
+            crate::failpoint::hit("key-step");
+        }
+        for kid in &t.delete {
+            sqlx::query("DELETE FROM signing_keys WHERE kid = ?")
+                .bind(kid.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+        }
+        for key in &t.insert {
+            insert_key(&mut *tx, key).await?;
+        }
+        let event = match &t.event {
+            Some(change @ Change::KeyRevoked { key_id }) => {
+                let sequence: i64 = sqlx::query_scalar(
+                    "INSERT INTO changes (kind, key_id, committed_at, keep_until) \
+                     VALUES ('key_revoked', ?, ?, ?) RETURNING sequence",
+                )
+                .bind(key_id)
+                .bind(t.at)
+                .bind(log_until)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(write_error)?;
+                Some(Event {
+                    sequence: u64::try_from(sequence)
+                        .map_err(|_| StoreError::Corrupt("negative sequence".into()))?,
+                    committed_at: t.at,
+                    change: change.clone(),
+                })
+            }
+            Some(other) => {
+                return Err(StoreError::Corrupt(format!(
+                    "a key transition cannot carry {other:?}"
+                )));
+            }
+            None => None,
+        };
+        tx.commit().await.map_err(unavailable)?;
+        Ok(event)
+    }
+
+    async fn reseal(
+        &self,
+        keys: &[(KeyId, Sealed)],
+        pepper: Option<&Sealed>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        for (kid, sealed) in keys {
             sqlx::query(
-                "INSERT INTO signing_keys (kid, algorithm, state, public_x, public_y, kek_id, nonce, \
-                 ciphertext, created_at, activated_at, retired_at, revoked_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "UPDATE signing_keys SET kek_id = ?, nonce = ?, ciphertext = ? WHERE kid = ?",
             )
-            .bind(key.kid.as_str())
-            .bind(key.algorithm.as_str())
-            .bind(key.state.as_str())
-            .bind(x)
-            .bind(y)
-            .bind(&key.sealed.kek_id)
-            .bind(&key.sealed.nonce)
-            .bind(&key.sealed.ciphertext)
-            .bind(key.created_at)
-            .bind(key.activated_at)
-            .bind(key.retired_at)
-            .bind(key.revoked_at)
+            .bind(&sealed.kek_id)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
+            .bind(kid.as_str())
             .execute(&mut *tx)
             .await
             .map_err(write_error)?;
         }
+        if let Some(sealed) = pepper {
+            sqlx::query("UPDATE sealed_secrets SET kek_id = ?, nonce = ?, ciphertext = ? WHERE name = 'pepper'")
+                .bind(&sealed.kek_id)
+                .bind(&sealed.nonce)
+                .bind(&sealed.ciphertext)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+        }
         tx.commit().await.map_err(unavailable)?;
-        Ok(true)
+        Ok(())
     }
 
     async fn pepper(&self) -> Result<Option<Sealed>, StoreError> {

@@ -797,6 +797,25 @@ impl Store for FlakyStore {
         self.inner.purge(now).await
     }
 
+    async fn apply_key_transition(
+        &self,
+        t: &tokenmint::rotation::KeyTransition,
+        log_until: i64,
+    ) -> Result<Option<Event>, StoreError> {
+        if self.fail_commits.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected fault".into()));
+        }
+        self.inner.apply_key_transition(t, log_until).await
+    }
+
+    async fn reseal(
+        &self,
+        keys: &[(tokenmint::keys::KeyId, Sealed)],
+        pepper: Option<&Sealed>,
+    ) -> Result<(), StoreError> {
+        self.inner.reseal(keys, pepper).await
+    }
+
     async fn sync_config_client(
         &self,
         client: &Client,

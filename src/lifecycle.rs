@@ -1,0 +1,226 @@
+//! Applying the key lifecycle: the scheduled rotation task, an operator's rotation and key
+//! revocation. Each step is one store transaction (through the change log, so a key
+//! revocation is numbered like any revocation); then the key ring is rebuilt from the store
+//! and published on the `watch` channel the request path reads.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use tokio::sync::{Mutex, watch};
+
+use crate::{
+    changes::ChangeLog,
+    clock::{Clock, unix_seconds},
+    keys::{KekRing, KeyError, KeyId, KeyRecord, KeyRing, KeyState},
+    revocation::Event,
+    rotation::{self, Policy, RevokeKeyError, RotateError, Step},
+    store::{Store, StoreError},
+};
+
+/// The most steps one tick applies (a long outage may leave several due).
+const MAX_STEPS_PER_TICK: usize = 16;
+
+/// What failed while applying the lifecycle.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The store failed or another writer moved first; nothing of this step was applied.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Keys could not be made or opened.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The operator's request is refused.
+    #[error(transparent)]
+    Refused(#[from] RotateError),
+}
+
+impl From<RevokeKeyError> for LifecycleError {
+    fn from(e: RevokeKeyError) -> Self {
+        match e {
+            RevokeKeyError::Refused(e) => LifecycleError::Refused(e),
+            RevokeKeyError::Key(e) => LifecycleError::Key(e),
+        }
+    }
+}
+
+/// Applies rotation steps and publishes the resulting key ring.
+pub struct Rotator {
+    store: Arc<dyn Store>,
+    changes: Arc<ChangeLog>,
+    keks: Arc<KekRing>,
+    policy: Policy,
+    ring: watch::Sender<Arc<KeyRing>>,
+    clock: Arc<dyn Clock>,
+    // When (monotonic) this process first saw each key retired: removal needs `retention` on
+    // this clock too, so a wall-clock jump cannot remove a key early.
+    retired_seen: std::sync::Mutex<HashMap<KeyId, Duration>>,
+    // One step at a time within this process.
+    step_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Rotator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotator")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an operator's rotation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotated {
+    /// The key that signs now.
+    pub current: KeyId,
+    /// The key retired.
+    pub retired: KeyId,
+    /// Whether it was forced past `publish_ahead` (the emergency exception).
+    pub forced_early: bool,
+}
+
+impl Rotator {
+    /// A rotator publishing on `ring`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        changes: Arc<ChangeLog>,
+        keks: Arc<KekRing>,
+        policy: Policy,
+        ring: watch::Sender<Arc<KeyRing>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            changes,
+            keks,
+            policy,
+            ring,
+            clock,
+            retired_seen: std::sync::Mutex::default(),
+            step_lock: Mutex::new(()),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        unix_seconds(self.clock.now())
+    }
+
+    /// Every stored key.
+    pub async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.store.keys().await
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn retired_long_enough(&self, keys: &[KeyRecord]) -> impl Fn(&KeyId) -> bool + use<> {
+        let now = self.clock.monotonic();
+        let mut seen = self
+            .retired_seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        seen.retain(|kid, _| {
+            keys.iter()
+                .any(|k| &k.kid == kid && k.state == KeyState::Retired)
+        });
+        for key in keys.iter().filter(|k| k.state == KeyState::Retired) {
+            seen.entry(key.kid.clone()).or_insert(now);
+        }
+        let snapshot = seen.clone();
+        let retention = self.policy.retention;
+        move |kid| {
+            snapshot
+                .get(kid)
+                .is_some_and(|since| now.saturating_sub(*since) >= retention)
+        }
+    }
+
+    /// Applies every step due now, one transaction each, then publishes the ring. Returns the
+    /// steps applied.
+    pub async fn tick(&self) -> Result<Vec<Step>, LifecycleError> {
+        let _one = self.step_lock.lock().await;
+        let mut applied = Vec::new();
+        for _ in 0..MAX_STEPS_PER_TICK {
+            let keys = self.store.keys().await?;
+            let now = self.now();
+            let long_enough = self.retired_long_enough(&keys);
+            let Some(step) = rotation::due_step_at(&keys, &self.policy, now, &long_enough) else {
+                break;
+            };
+            let transition =
+                rotation::transition_for(&step, &keys, &self.policy, self.keks.newest(), now)?;
+            self.changes.commit_key_transition(&transition).await?;
+            tracing::info!(?step, "key lifecycle step applied");
+            applied.push(step);
+        }
+        if !applied.is_empty() {
+            self.publish().await?;
+        }
+        Ok(applied)
+    }
+
+    /// An operator's rotation: the scheduled promotion now, refused if `next` has not been
+    /// published for `publish_ahead` unless `force`.
+    pub async fn rotate(&self, force: bool) -> Result<Rotated, LifecycleError> {
+        let _one = self.step_lock.lock().await;
+        let keys = self.store.keys().await?;
+        let now = self.now();
+        let forced_early = rotation::rotation(&keys, &self.policy, now, false).is_err();
+        let step = rotation::rotation(&keys, &self.policy, now, force)?;
+        let Step::Promote { next, current } = &step else {
+            return Err(RotateError::Missing("next").into());
+        };
+        let rotated = Rotated {
+            current: next.clone(),
+            retired: current.clone(),
+            forced_early: forced_early && force,
+        };
+        let transition =
+            rotation::transition_for(&step, &keys, &self.policy, self.keks.newest(), now)?;
+        self.changes.commit_key_transition(&transition).await?;
+        tracing::warn!(current = %rotated.current, retired = %rotated.retired, forced_early = rotated.forced_early, "keys rotated by an operator");
+        self.publish().await?;
+        Ok(rotated)
+    }
+
+    /// Revokes a key: it leaves the published set at once (the current key is replaced by
+    /// `next` at once). `None` when it was already revoked.
+    pub async fn revoke(&self, kid: &str) -> Result<Option<Event>, LifecycleError> {
+        let _one = self.step_lock.lock().await;
+        let keys = self.store.keys().await?;
+        let now = self.now();
+        let Some(transition) =
+            rotation::revocation(&keys, kid, &self.policy, self.keks.newest(), now)?
+        else {
+            return Ok(None);
+        };
+        let event = self.changes.commit_key_transition(&transition).await?;
+        tracing::warn!(%kid, "signing key revoked");
+        self.publish().await?;
+        Ok(event)
+    }
+
+    /// Rebuilds the key ring from the store and publishes it if it changed.
+    pub async fn publish(&self) -> Result<(), LifecycleError> {
+        let keys = self.store.keys().await?;
+        let ring = KeyRing::try_build(&keys, &self.keks)?;
+        self.ring.send_if_modified(|old| {
+            let changed =
+                old.version() != ring.version() || old.signer().kid() != ring.signer().kid();
+            if changed {
+                *old = Arc::new(ring);
+            }
+            changed
+        });
+        Ok(())
+    }
+
+    /// When the next scheduled step is due and how old the current key is (Unix seconds,
+    /// seconds), for metrics.
+    pub async fn schedule(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        let keys = self.store.keys().await?;
+        Ok((
+            rotation::next_step_at(&keys, &self.policy),
+            rotation::current_key_age(&keys, self.now()),
+        ))
+    }
+}
