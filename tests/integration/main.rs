@@ -9,6 +9,7 @@ mod identity;
 mod introspect;
 mod issue;
 mod keys;
+mod lifecycle;
 mod ops;
 mod revocation;
 mod support;

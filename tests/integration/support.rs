@@ -226,6 +226,24 @@ kek_files = ["tokenmint.kek"]
         .await
     }
 
+    /// Starts the server reading time from `clock` (a `ManualClock` lets a test move time).
+    pub async fn start_with_clock(&self, clock: Arc<dyn tokenmint::clock::Clock>) -> TestServer {
+        tokenmint::crypto::install_jwt_provider();
+        let config = self.config();
+        let keks = server::load_keks(&config.keys.kek_files, None).unwrap();
+        let prepared = server::prepare(
+            config,
+            Options {
+                keks,
+                sync_clients: false,
+                clock,
+            },
+        )
+        .await
+        .unwrap();
+        self.serve(prepared).await
+    }
+
     /// Starts the server over a store the test built (e.g. a fault-injecting wrapper).
     pub async fn start_with_store(&self, store: Arc<dyn tokenmint::store::Store>) -> TestServer {
         tokenmint::crypto::install_jwt_provider();
@@ -277,6 +295,7 @@ kek_files = ["tokenmint.kek"]
     }
 
     async fn serve(&self, prepared: PreparedServer) -> TestServer {
+        let rotator = prepared.rotator().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -285,6 +304,7 @@ kek_files = ["tokenmint.kek"]
         }));
         TestServer {
             addr,
+            rotator,
             ca_pem: self.pki.ca.cert_pem().to_owned(),
             stop: Some(stop_tx),
             task: Some(task),
@@ -294,6 +314,9 @@ kek_files = ["tokenmint.kek"]
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The server's key rotator: `tick()` applies due lifecycle steps now (with a manual
+    /// clock, tests advance the clock and tick instead of waiting).
+    pub rotator: Arc<tokenmint::lifecycle::Rotator>,
     ca_pem: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
