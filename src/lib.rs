@@ -37,6 +37,7 @@ pub mod config;
 pub mod crypto;
 pub mod failpoint;
 pub mod grpc;
+pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod lifecycle;

@@ -15,6 +15,8 @@ pub enum ErrorCode {
     UnauthorizedClient,
     /// The request is malformed.
     InvalidRequest,
+    /// The grant type is not supported (only `client_credentials` is).
+    UnsupportedGrantType,
     /// The server cannot serve the request now; retry later.
     TemporarilyUnavailable,
     /// An unexpected server-side failure.
@@ -30,6 +32,7 @@ impl ErrorCode {
             ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::UnauthorizedClient => "unauthorized_client",
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             ErrorCode::ServerError => "server_error",
         }

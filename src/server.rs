@@ -548,14 +548,23 @@ impl PreparedServer {
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         tracing::info!(issuer = %self.config.server.issuer, "serving");
-        let serve = tonic::transport::Server::builder()
+        // One port: gRPC services by path, everything else to the OAuth2 HTTP face.
+        let http = crate::http::router(
+            self.authority.clone(),
+            self.changes.clone(),
+            self.config.keys.jwks_max_age,
+        );
+        let routes = tonic::service::Routes::from(http)
             .add_service(health_service.max_decoding_message_size(MAX_MESSAGE_BYTES))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(token_service)
             .add_service(key_service)
             .add_service(revocation_service)
-            .add_service(admin_service)
+            .add_service(admin_service);
+        let serve = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 ReceiverStream::new(conn_rx),
                 stop.clone().cancelled_owned(),

@@ -205,7 +205,7 @@ impl ClientCertVerifier for ClientVerifier {
     }
 }
 
-/// Builds the server configuration: TLS 1.3 and 1.2, AEAD suites, ALPN `h2`, the server
+/// Builds the server configuration: TLS 1.3 and 1.2, AEAD suites, ALPN `h2` and `http/1.1`, the server
 /// certificate from `cert`/`key`, client certificates checked by `verifier`.
 pub fn server_config(
     provider: Arc<CryptoProvider>,
@@ -221,7 +221,7 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

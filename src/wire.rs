@@ -1,6 +1,7 @@
 //! The one place domain refusals become wire errors: a gRPC status carrying the OAuth2 error
-//! code (in the `oauth-error` metadata and as the message's first word). The client gets a
-//! fixed, actionable message; the detail goes to the log.
+//! code (in the `oauth-error` metadata and as the message's first word), and its HTTP form —
+//! a status code and an RFC 6749 §5.2 JSON body — derived from that same status. The client
+//! gets a fixed, actionable message; the detail goes to the log.
 
 use tonic::{Code, Status, metadata::MetadataValue};
 
@@ -23,9 +24,10 @@ pub fn grpc_code(code: ErrorCode) -> Code {
     match code {
         ErrorCode::InvalidClient => Code::Unauthenticated,
         ErrorCode::UnauthorizedClient => Code::PermissionDenied,
-        ErrorCode::InvalidScope | ErrorCode::InvalidTarget | ErrorCode::InvalidRequest => {
-            Code::InvalidArgument
-        }
+        ErrorCode::InvalidScope
+        | ErrorCode::InvalidTarget
+        | ErrorCode::InvalidRequest
+        | ErrorCode::UnsupportedGrantType => Code::InvalidArgument,
         ErrorCode::TemporarilyUnavailable => Code::Unavailable,
         ErrorCode::ServerError => Code::Internal,
     }
@@ -171,5 +173,112 @@ pub fn lifecycle_failed(error: &LifecycleError) -> Status {
                 "the key step failed; nothing was changed",
             )
         }
+    }
+}
+
+/// An HTTP refusal: a status code and the RFC 6749 §5.2 JSON body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpError {
+    /// The HTTP status.
+    pub status: axum::http::StatusCode,
+    /// The OAuth2 error code.
+    pub error: String,
+    /// The human-readable description.
+    pub description: String,
+    /// A retry hint in seconds (`Retry-After`).
+    pub retry_after: Option<String>,
+}
+
+impl HttpError {
+    /// A refusal with this status and code.
+    pub fn new(status: axum::http::StatusCode, code: ErrorCode, description: &str) -> Self {
+        Self {
+            status,
+            error: code.as_str().to_owned(),
+            description: description.to_owned(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 with this code.
+    pub fn bad_request(code: ErrorCode, description: &str) -> Self {
+        Self::new(axum::http::StatusCode::BAD_REQUEST, code, description)
+    }
+
+    /// 401 `invalid_client`.
+    pub fn invalid_client(description: &str) -> Self {
+        Self::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidClient,
+            description,
+        )
+    }
+
+    /// The HTTP form of a gRPC refusal made by this module: the same OAuth2 code and message.
+    pub fn from_status(status: Status) -> Self {
+        use axum::http::StatusCode as H;
+        let http = match status.code() {
+            Code::Unauthenticated => H::UNAUTHORIZED,
+            Code::PermissionDenied => H::FORBIDDEN,
+            Code::InvalidArgument | Code::FailedPrecondition => H::BAD_REQUEST,
+            Code::NotFound => H::NOT_FOUND,
+            Code::ResourceExhausted => H::TOO_MANY_REQUESTS,
+            Code::Unavailable => H::SERVICE_UNAVAILABLE,
+            Code::OutOfRange => H::PAYLOAD_TOO_LARGE,
+            _ => H::INTERNAL_SERVER_ERROR,
+        };
+        let metadata = |key: &str| {
+            status
+                .metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let error = metadata(OAUTH_ERROR_METADATA)
+            .unwrap_or_else(|| ErrorCode::ServerError.as_str().to_owned());
+        let description = status
+            .message()
+            .strip_prefix(&format!("{error}: "))
+            .unwrap_or(status.message())
+            .to_owned();
+        Self {
+            status: http,
+            error,
+            description,
+            retry_after: metadata(RETRY_AFTER_METADATA),
+        }
+    }
+
+    /// On the token endpoint, RFC 6749 §5.2 answers 400 for every error but
+    /// `invalid_client` (401) and server-side conditions.
+    pub fn for_token_endpoint(mut self) -> Self {
+        if self.status == axum::http::StatusCode::FORBIDDEN {
+            self.status = axum::http::StatusCode::BAD_REQUEST;
+        }
+        self
+    }
+}
+
+impl axum::response::IntoResponse for HttpError {
+    fn into_response(self) -> axum::response::Response {
+        let body = serde_json::json!({
+            "error": self.error,
+            "error_description": self.description,
+        });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        if self.status == axum::http::StatusCode::UNAUTHORIZED {
+            headers.insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"tokenmint\""),
+            );
+        }
+        if let Some(retry) = self
+            .retry_after
+            .and_then(|r| axum::http::HeaderValue::from_str(&r).ok())
+        {
+            headers.insert(axum::http::header::RETRY_AFTER, retry);
+        }
+        response
     }
 }

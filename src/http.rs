@@ -1,0 +1,390 @@
+//! The standard OAuth2 HTTP face on the same TLS listener as gRPC (axum's one home): the
+//! token (RFC 6749 §4.4 + RFC 8705), introspection (RFC 7662) and revocation (RFC 7009)
+//! endpoints, the JWK Set and the RFC 8414 metadata. Every rule is the core's; refusals go
+//! through `wire`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Extension, Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use serde_json::{Value, json};
+
+use crate::{
+    authority::Authority,
+    changes::ChangeLog,
+    client::Permission,
+    oauth::ErrorCode,
+    tls::ConnectionInfo,
+    token::TokenRequest,
+    wire::{self, HttpError},
+};
+
+/// The largest request body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct HttpFace {
+    authority: Arc<Authority>,
+    changes: Arc<ChangeLog>,
+    jwks_max_age: Duration,
+}
+
+impl std::fmt::Debug for HttpFace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpFace").finish_non_exhaustive()
+    }
+}
+
+/// The routes of the HTTP face.
+pub fn router(
+    authority: Arc<Authority>,
+    changes: Arc<ChangeLog>,
+    jwks_max_age: Duration,
+) -> Router {
+    let face = HttpFace {
+        authority,
+        changes,
+        jwks_max_age,
+    };
+    Router::new()
+        .route("/oauth2/token", post(token))
+        .route("/oauth2/introspect", post(introspect))
+        .route("/oauth2/revoke", post(revoke))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(face)
+}
+
+/// A parsed `application/x-www-form-urlencoded` body: parameters in order, repeats kept.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Self, HttpError> {
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::InvalidRequest,
+                "the body must be application/x-www-form-urlencoded",
+            ));
+        }
+        Ok(Self(form_urlencoded::parse(body).into_owned().collect()))
+    }
+
+    /// The one value of `name`; a repeated parameter is `invalid_request` (RFC 6749 §3.1).
+    fn single(&self, name: &str) -> Result<Option<&str>, HttpError> {
+        let mut values = self
+            .0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(HttpError::bad_request(
+                ErrorCode::InvalidRequest,
+                &format!("the parameter {name} must not be repeated"),
+            ));
+        }
+        Ok(first.filter(|v| !v.is_empty()))
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Every single-valued parameter but `resource` must not repeat.
+    fn check_no_repeats(&self) -> Result<(), HttpError> {
+        for (i, (name, _)) in self.0.iter().enumerate() {
+            if name != "resource" && self.0[..i].iter().any(|(n, _)| n == name) {
+                return Err(HttpError::bad_request(
+                    ErrorCode::InvalidRequest,
+                    &format!("the parameter {name} must not be repeated"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `client_secret_basic`: the `Authorization: Basic` credentials, if any (RFC 6749 §2.3.1).
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, HttpError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let invalid =
+        || HttpError::invalid_client("the Authorization header is not valid Basic credentials");
+    let text = value.to_str().map_err(|_| invalid())?;
+    let Some(encoded) = text
+        .strip_prefix("Basic ")
+        .or_else(|| text.strip_prefix("basic "))
+    else {
+        return Err(invalid());
+    };
+    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| invalid())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(invalid)?;
+    let unescape = |s: &str| {
+        form_urlencoded::parse(format!("v={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some((unescape(id), unescape(secret))))
+}
+
+fn peer(
+    info: &Option<Extension<ConnectionInfo>>,
+) -> (
+    Option<std::net::SocketAddr>,
+    Option<Arc<crate::client::PeerCertificate>>,
+) {
+    info.as_ref()
+        .map_or((None, None), |Extension(i)| (i.remote_addr, i.peer.clone()))
+}
+
+async fn token(
+    State(face): State<HttpFace>,
+    info: Option<Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (remote, peer) = peer(&info);
+    let result = (|| {
+        let form = Form::parse(&headers, &body)?;
+        form.check_no_repeats()?;
+        match form.single("grant_type")? {
+            Some("client_credentials") => {}
+            Some(_) => {
+                return Err(HttpError::bad_request(
+                    ErrorCode::UnsupportedGrantType,
+                    "only grant_type=client_credentials is supported",
+                ));
+            }
+            None => {
+                return Err(HttpError::bad_request(
+                    ErrorCode::InvalidRequest,
+                    "grant_type is required",
+                ));
+            }
+        }
+        let basic = basic_credentials(&headers)?;
+        let (post_id, post_secret) = (form.single("client_id")?, form.single("client_secret")?);
+        if basic.is_some() && post_secret.is_some() {
+            return Err(HttpError::bad_request(
+                ErrorCode::InvalidRequest,
+                "use one client authentication method, not both Basic and client_secret",
+            ));
+        }
+        let (client_id, client_secret) = match basic {
+            Some((id, secret)) => (Some(id), (!secret.is_empty()).then_some(secret)),
+            None => (post_id.map(str::to_owned), post_secret.map(str::to_owned)),
+        };
+        let scopes = form
+            .single("scope")?
+            .map(|s| {
+                s.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let request = TokenRequest {
+            client_id,
+            client_secret,
+            scopes,
+            audiences: form.all("resource"),
+            lifetime: None,
+        };
+        face.authority
+            .issue(peer.as_deref(), &request)
+            .map_err(|e| {
+                HttpError::from_status(wire::issue_refused(&e, remote)).for_token_endpoint()
+            })
+    })();
+    match result {
+        Ok(issued) => {
+            let mut body = json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": issued.expires_in,
+            });
+            if !issued.scopes.is_empty() {
+                body["scope"] = Value::from(issued.scopes.join(" "));
+            }
+            no_store(Json(body).into_response())
+        }
+        Err(e) => no_store(e.into_response()),
+    }
+}
+
+async fn introspect(
+    State(face): State<HttpFace>,
+    info: Option<Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (remote, peer) = peer(&info);
+    let result = (|| {
+        let form = Form::parse(&headers, &body)?;
+        form.check_no_repeats()?;
+        let caller = face
+            .authority
+            .caller(peer.as_deref(), Permission::Introspect)
+            .map_err(|e| HttpError::from_status(wire::caller_refused(&e, remote)))?;
+        let token = form.single("token")?.ok_or_else(|| {
+            HttpError::bad_request(ErrorCode::InvalidRequest, "token is required")
+        })?;
+        let presented = form.single("presented_certificate_thumbprint")?;
+        face.authority
+            .introspect(&caller, token, presented)
+            .map_err(|e| HttpError::from_status(wire::caller_refused(&e, remote)))
+    })();
+    match result {
+        Ok(Ok(claims)) => {
+            metrics::counter!("tokenmint_introspections_total", "outcome" => "active").increment(1);
+            let mut body = json!({
+                "active": true,
+                "client_id": claims.client_id,
+                "sub": claims.sub,
+                "aud": claims.aud.to_vec(),
+                "iss": claims.iss,
+                "exp": claims.exp,
+                "iat": claims.iat,
+                "nbf": claims.nbf,
+                "jti": claims.jti,
+                "token_type": "Bearer",
+                "cnf": { "x5t#S256": claims.cnf.x5t_s256 },
+            });
+            if let Some(scope) = claims.scope {
+                body["scope"] = Value::from(scope);
+            }
+            no_store(Json(body).into_response())
+        }
+        Ok(Err(reason)) => {
+            metrics::counter!("tokenmint_introspections_total", "outcome" => reason.label())
+                .increment(1);
+            tracing::debug!(reason = %reason, "introspection: inactive");
+            no_store(Json(json!({ "active": false })).into_response())
+        }
+        Err(e) => no_store(e.into_response()),
+    }
+}
+
+async fn revoke(
+    State(face): State<HttpFace>,
+    info: Option<Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (remote, peer) = peer(&info);
+    let decided = (|| {
+        let form = Form::parse(&headers, &body)?;
+        form.check_no_repeats()?;
+        let caller = face
+            .authority
+            .caller(peer.as_deref(), Permission::Issue)
+            .map_err(|e| HttpError::from_status(wire::caller_refused(&e, remote)))?;
+        let token = form.single("token")?.ok_or_else(|| {
+            HttpError::bad_request(ErrorCode::InvalidRequest, "token is required")
+        })?;
+        face.authority
+            .revocation_of(&caller, token)
+            .map_err(|e| HttpError::from_status(wire::revoke_refused(&e, remote)))
+    })();
+    let change = match decided {
+        Ok(change) => change,
+        Err(e) => return no_store(e.into_response()),
+    };
+    if let Some(change) = change
+        && let Err(e) = face.changes.commit(change).await
+    {
+        return no_store(HttpError::from_status(wire::store_failed(&e)).into_response());
+    }
+    no_store(StatusCode::OK.into_response())
+}
+
+async fn jwks(State(face): State<HttpFace>, headers: HeaderMap) -> Response {
+    let ring = face.authority.key_ring();
+    let etag = format!("\"{}\"", ring.version());
+    let cache = format!("public, max-age={}", face.jwks_max_age.as_secs());
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut response = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            )],
+            ring.jwks_json().to_string(),
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&cache) {
+        headers.insert(header::CACHE_CONTROL, v);
+    }
+    response
+}
+
+async fn metadata(State(face): State<HttpFace>) -> Response {
+    let issuer = face.authority.issuer().name().to_owned();
+    let mtls = ["tls_client_auth"];
+    Json(json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/oauth2/token"),
+        "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+        "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "response_types_supported": [],
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": mtls,
+        "introspection_endpoint_auth_methods_supported": mtls,
+        "revocation_endpoint_auth_methods_supported": mtls,
+        "tls_client_certificate_bound_access_tokens": true,
+    }))
+    .into_response()
+}
+
+async fn not_found() -> Response {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::InvalidRequest,
+        "no such endpoint",
+    )
+    .into_response()
+}
