@@ -353,3 +353,790 @@ pub fn apply(keys: &mut Vec<KeyRecord>, t: &KeyTransition) -> bool {
     keys.extend(t.insert.iter().cloned());
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use proptest::{collection::vec, prelude::*, test_runner::TestRunner};
+
+    use super::*;
+
+    const M: i64 = 60;
+    const H: i64 = 3600;
+    const T0: i64 = 1_700_000_000;
+    /// `tokens.max_lifetime` and `tokens.leeway` (defaults) that `retention` must outlast.
+    const MAX_LIFETIME: i64 = H;
+    const LEEWAY: i64 = 30;
+    /// The granularity of the timelines.
+    const TICK: i64 = 10 * M;
+    /// `MAX_STEPS_PER_TICK` of the Rotator.
+    const MAX_STEPS: usize = 16;
+
+    fn d(seconds: i64) -> Duration {
+        Duration::from_secs(seconds.unsigned_abs())
+    }
+
+    fn default_policy() -> Policy {
+        Policy {
+            algorithm: Algorithm::Es256,
+            rotation_period: d(24 * H),
+            publish_ahead: d(H),
+            retention: d(2 * H),
+        }
+    }
+
+    fn in_states(keys: &[KeyRecord], state: KeyState) -> Vec<&KeyRecord> {
+        keys.iter().filter(|k| k.state == state).collect()
+    }
+
+    fn the(keys: &[KeyRecord], state: KeyState) -> &KeyRecord {
+        let found = in_states(keys, state);
+        assert_eq!(found.len(), 1, "exactly one {state:?} key in {keys:#?}");
+        found[0]
+    }
+
+    fn find<'a>(keys: &'a [KeyRecord], kid: &KeyId) -> Option<&'a KeyRecord> {
+        keys.iter().find(|k| &k.kid == kid)
+    }
+
+    /// The store and a Rotator's process, with manual clocks: `wall` (Unix seconds, may jump)
+    /// and `mono` (seconds, only moves forward with elapsed time).
+    struct Sim<'k> {
+        kek: &'k Kek,
+        policy: Policy,
+        keys: Vec<KeyRecord>,
+        wall: i64,
+        mono: i64,
+        /// Whether removal is gated on the monotonic clock as the Rotator does it; if not,
+        /// `retired_long_enough` is always true.
+        gate: bool,
+        /// As `Rotator::retired_seen`: when (monotonic) this process first saw a key retired.
+        seen: HashMap<KeyId, i64>,
+        /// When (monotonic) each key was actually retired.
+        retired_mono: HashMap<KeyId, i64>,
+        /// Keys that became current without the `publish_ahead` guarantee: the first key, and
+        /// the documented exceptions (forced rotation, revocation of the current key).
+        exempt: HashSet<KeyId>,
+        /// Scheduled promotions: (wall, the key promoted).
+        promotions: Vec<(i64, KeyId)>,
+        /// Removals of retired keys: (key, wall, mono).
+        removals: Vec<(KeyId, i64, i64)>,
+    }
+
+    impl<'k> Sim<'k> {
+        fn new(kek: &'k Kek, policy: Policy, wall: i64, gate: bool) -> Self {
+            let current =
+                KeyRecord::generate(policy.algorithm, KeyState::Current, kek, wall).unwrap();
+            let next = KeyRecord::generate(policy.algorithm, KeyState::Next, kek, wall).unwrap();
+            let exempt = HashSet::from([current.kid.clone()]);
+            let sim = Self {
+                kek,
+                policy,
+                keys: vec![current, next],
+                wall,
+                mono: 0,
+                gate,
+                seen: HashMap::new(),
+                retired_mono: HashMap::new(),
+                exempt,
+                promotions: Vec::new(),
+                removals: Vec::new(),
+            };
+            sim.check_invariants();
+            sim
+        }
+
+        fn retention(&self) -> i64 {
+            secs(self.policy.retention)
+        }
+
+        /// Elapsed time: both clocks move.
+        fn advance(&mut self, by: i64) {
+            assert!(by >= 0);
+            self.wall += by;
+            self.mono += by;
+        }
+
+        /// A wall-clock jump: no time elapses.
+        fn jump(&mut self, by: i64) {
+            self.wall += by;
+        }
+
+        /// A process restart: the monotonic record is lost.
+        fn restart(&mut self) {
+            self.seen.clear();
+        }
+
+        /// As `Rotator::retired_long_enough`: forget keys no longer retired, note the newly
+        /// retired ones at the monotonic now.
+        fn observe(&mut self) {
+            let keys = &self.keys;
+            self.seen.retain(|kid, _| {
+                keys.iter()
+                    .any(|k| &k.kid == kid && k.state == KeyState::Retired)
+            });
+            for key in keys.iter().filter(|k| k.state == KeyState::Retired) {
+                self.seen.entry(key.kid.clone()).or_insert(self.mono);
+            }
+        }
+
+        /// As `Rotator::tick`: applies every due step, one at a time, at most 16.
+        fn tick(&mut self) -> Vec<Step> {
+            let mut applied = Vec::new();
+            for _ in 0..MAX_STEPS {
+                if self.gate {
+                    self.observe();
+                }
+                let (gate, mono, retention, seen) =
+                    (self.gate, self.mono, self.retention(), &self.seen);
+                let long_enough = |kid: &KeyId| {
+                    !gate || seen.get(kid).is_some_and(|since| mono - since >= retention)
+                };
+                let Some(step) = due_step_at(&self.keys, &self.policy, self.wall, &long_enough)
+                else {
+                    break;
+                };
+                self.check_step(&step);
+                let t =
+                    transition_for(&step, &self.keys, &self.policy, self.kek, self.wall).unwrap();
+                assert_eq!(t.at, self.wall);
+                assert_eq!(t.event, None, "scheduled steps log no revocation");
+                if let Step::Promote { next, .. } = &step {
+                    self.promotions.push((self.wall, next.clone()));
+                }
+                self.commit(&t, false);
+                self.check_invariants();
+                applied.push(step);
+            }
+            assert!(
+                applied
+                    .iter()
+                    .filter(|s| matches!(s, Step::Promote { .. }))
+                    .count()
+                    <= 1,
+                "at most one promotion per tick, never a cascade: {applied:?}"
+            );
+            if applied.len() < MAX_STEPS {
+                let next = the(&self.keys, KeyState::Next);
+                assert_eq!(next.algorithm, self.policy.algorithm);
+            }
+            applied
+        }
+
+        /// What a scheduled step must satisfy when it is chosen.
+        fn check_step(&self, step: &Step) {
+            let wall = self.wall;
+            match step {
+                Step::CreateNext => assert!(in_states(&self.keys, KeyState::Next).is_empty()),
+                Step::ReplaceNext { old } => {
+                    let old = find(&self.keys, old).unwrap();
+                    assert_eq!(old.state, KeyState::Next);
+                    assert_ne!(old.algorithm, self.policy.algorithm);
+                }
+                Step::Promote { next, current } => {
+                    let next = find(&self.keys, next).unwrap();
+                    let current = find(&self.keys, current).unwrap();
+                    assert_eq!(next.state, KeyState::Next);
+                    assert_eq!(current.state, KeyState::Current);
+                    assert_eq!(next.algorithm, self.policy.algorithm);
+                    assert!(
+                        wall - next.created_at >= secs(self.policy.publish_ahead),
+                        "scheduled promotion at {wall} of a key published at {}",
+                        next.created_at
+                    );
+                    assert!(
+                        wall - current.activated_at.unwrap() >= secs(self.policy.rotation_period),
+                        "scheduled promotion at {wall} of a key current since {:?}",
+                        current.activated_at
+                    );
+                }
+                Step::Remove { kid } => {
+                    let key = find(&self.keys, kid).unwrap();
+                    assert_eq!(key.state, KeyState::Retired);
+                    let retired_at = key.retired_at.unwrap();
+                    assert!(
+                        wall >= retired_at + self.retention(),
+                        "removal at wall {wall} of a key retired at {retired_at}"
+                    );
+                    if self.gate {
+                        let seen = self.seen[kid];
+                        assert!(
+                            self.mono - seen >= self.retention(),
+                            "removal at mono {} of a key first seen retired at {seen}",
+                            self.mono
+                        );
+                        // The property that matters: retention of elapsed time since the
+                        // key stopped signing (a restart only delays removal).
+                        let retired = self.retired_mono[kid];
+                        assert!(
+                            self.mono - retired >= self.retention(),
+                            "removal at mono {} of a key retired at mono {retired}",
+                            self.mono
+                        );
+                    }
+                }
+            }
+        }
+
+        /// Applies a transition as the store does, with the bookkeeping of the checks.
+        /// `emergency`: a promotion in it is a documented exception to `publish_ahead`.
+        fn commit(&mut self, t: &KeyTransition, emergency: bool) {
+            for kid in &t.delete {
+                if find(&self.keys, kid).is_some_and(|k| k.state == KeyState::Retired) {
+                    self.removals.push((kid.clone(), self.wall, self.mono));
+                }
+            }
+            assert!(apply(&mut self.keys, t), "transition refused: {t:?}");
+            for (kid, state) in &t.set_state {
+                match state {
+                    KeyState::Retired => {
+                        self.retired_mono.insert(kid.clone(), self.mono);
+                    }
+                    KeyState::Current if emergency => {
+                        self.exempt.insert(kid.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        /// An operator's rotation, as `Rotator::rotate`.
+        fn rotate(&mut self, force: bool) -> Result<(), RotateError> {
+            let step = rotation(&self.keys, &self.policy, self.wall, force)?;
+            let Step::Promote { next, current } = &step else {
+                panic!("rotation is a promotion: {step:?}");
+            };
+            assert_eq!(next, &the(&self.keys, KeyState::Next).kid);
+            assert_eq!(current, &the(&self.keys, KeyState::Current).kid);
+            let t = transition_for(&step, &self.keys, &self.policy, self.kek, self.wall).unwrap();
+            self.commit(&t, force);
+            self.check_invariants();
+            Ok(())
+        }
+
+        /// An operator's key revocation, as `Rotator::revoke`.
+        fn revoke(&mut self, kid: &str) -> Result<Option<KeyTransition>, RevokeKeyError> {
+            let Some(t) = revocation(&self.keys, kid, &self.policy, self.kek, self.wall)? else {
+                return Ok(None);
+            };
+            assert_eq!(
+                t.event,
+                Some(Change::KeyRevoked {
+                    key_id: kid.to_owned()
+                })
+            );
+            self.commit(&t, true);
+            let key = self.keys.iter().find(|k| k.kid.as_str() == kid).unwrap();
+            assert_eq!(key.state, KeyState::Revoked);
+            assert!(!key.state.is_published());
+            assert_eq!(key.revoked_at, Some(self.wall));
+            self.check_invariants();
+            Ok(Some(t))
+        }
+
+        fn check_invariants(&self) {
+            let keys = &self.keys;
+            let current = the(keys, KeyState::Current);
+            the(keys, KeyState::Next);
+            assert!(keys.iter().any(|k| k.state.is_published()));
+            let kids: HashSet<&KeyId> = keys.iter().map(|k| &k.kid).collect();
+            assert_eq!(kids.len(), keys.len(), "key ids are unique");
+            if !self.exempt.contains(&current.kid) {
+                let published_for = current.activated_at.unwrap() - current.created_at;
+                assert!(
+                    published_for >= secs(self.policy.publish_ahead),
+                    "current key {} was published for only {published_for}s before signing",
+                    current.kid
+                );
+            }
+            for key in keys {
+                match key.state {
+                    KeyState::Next => assert_eq!(key.activated_at, None),
+                    KeyState::Current | KeyState::Retired => assert!(key.activated_at.is_some()),
+                    KeyState::Revoked => {}
+                }
+                if key.state == KeyState::Retired {
+                    assert!(key.retired_at.is_some());
+                }
+                if key.state == KeyState::Revoked {
+                    assert!(key.revoked_at.is_some());
+                }
+            }
+            // `next_step_at` (the metric) agrees with `due_step_at` when the monotonic rule
+            // does not hold anything back.
+            let due = due_step_at(keys, &self.policy, self.wall, &|_| true);
+            let at = next_step_at(keys, &self.policy);
+            assert_eq!(due.is_some(), at.is_some_and(|at| at <= self.wall));
+            if let Some(at) = at {
+                assert!(due_step_at(keys, &self.policy, at, &|_| true).is_some());
+                if at > i64::MIN {
+                    assert_eq!(due_step_at(keys, &self.policy, at - 1, &|_| true), None);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn default_policy_timeline_over_four_days() {
+        let kek = Kek::generate().unwrap();
+        let policy = default_policy();
+        let retention = secs(policy.retention);
+        assert!(retention >= MAX_LIFETIME + LEEWAY);
+        let mut sim = Sim::new(&kek, policy, T0, false);
+        // Every key ever retired, with when; tokens signed just before a retirement.
+        let mut retired: HashMap<KeyId, i64> = HashMap::new();
+        let mut tokens: Vec<(KeyId, i64)> = Vec::new();
+        let end = T0 + 4 * 24 * H;
+        while sim.wall <= end {
+            let signer = the(&sim.keys, KeyState::Current).kid.clone();
+            let steps = sim.tick();
+            for step in &steps {
+                if let Step::Promote { current, .. } = step {
+                    assert_eq!(current, &signer);
+                    let retired_at = find(&sim.keys, current).unwrap().retired_at.unwrap();
+                    assert_eq!(retired_at, sim.wall);
+                    retired.insert(current.clone(), retired_at);
+                    // Signed at the last instant before retirement, for the longest lifetime.
+                    tokens.push((current.clone(), retired_at + MAX_LIFETIME));
+                }
+            }
+            for (kid, &retired_at) in &retired {
+                let key = find(&sim.keys, kid);
+                if sim.wall < retired_at + retention {
+                    assert_eq!(
+                        key.map(|k| k.state),
+                        Some(KeyState::Retired),
+                        "at {} a key retired at {retired_at} is still published",
+                        sim.wall
+                    );
+                } else {
+                    assert!(
+                        key.is_none(),
+                        "at {} a key retired at {retired_at} is removed",
+                        sim.wall
+                    );
+                }
+            }
+            for (kid, exp) in &tokens {
+                if sim.wall < exp + LEEWAY {
+                    assert!(
+                        find(&sim.keys, kid).is_some_and(|k| k.state.is_published()),
+                        "at {} a token expiring at {exp} still verifies",
+                        sim.wall
+                    );
+                }
+            }
+            assert!((2..=3).contains(&sim.keys.len()), "{:?}", sim.keys);
+            sim.advance(TICK);
+        }
+        // Once per rotation period, from the first key's activation.
+        let promoted_at: Vec<i64> = sim.promotions.iter().map(|(at, _)| *at).collect();
+        assert_eq!(promoted_at.len(), 4, "{promoted_at:?}");
+        assert!((T0 + 24 * H..T0 + 24 * H + TICK).contains(&promoted_at[0]));
+        for pair in promoted_at.windows(2) {
+            let period = pair[1] - pair[0];
+            assert!(
+                (24 * H - TICK..=24 * H + TICK).contains(&period),
+                "{period}"
+            );
+        }
+        // Every key retired before the last day was removed, within a tick of retention,
+        // and never before its tokens expired.
+        assert_eq!(sim.removals.len(), 3);
+        for (kid, removed_at, _) in &sim.removals {
+            let retired_at = retired[kid];
+            assert!((retired_at + retention..retired_at + retention + TICK).contains(removed_at));
+            let exp = tokens.iter().find(|(k, _)| k == kid).unwrap().1;
+            assert!(*removed_at >= exp + LEEWAY);
+        }
+    }
+
+    #[test]
+    fn wall_clock_jumps_never_remove_early_nor_make_two_currents() {
+        let kek = Kek::generate().unwrap();
+        let mut sim = Sim::new(&kek, default_policy(), T0, true);
+        for i in 0..5 * 24 * 6 {
+            sim.advance(TICK);
+            if i % 7 == 3 {
+                sim.jump(H);
+            }
+            if i % 11 == 5 {
+                sim.jump(-H);
+            }
+            sim.tick();
+            // No retired key is gone before retention has elapsed since its retirement.
+            for (kid, &retired) in &sim.retired_mono {
+                if sim.mono - retired < sim.retention() {
+                    assert!(find(&sim.keys, kid).is_some());
+                }
+            }
+        }
+        assert!(sim.promotions.len() >= 4, "{:?}", sim.promotions);
+        assert!(
+            sim.removals.len() + 1 >= sim.promotions.len(),
+            "removals {:?}, promotions {:?}",
+            sim.removals,
+            sim.promotions
+        );
+    }
+
+    #[test]
+    fn forward_jump_after_retirement_waits_for_monotonic_retention() {
+        let kek = Kek::generate().unwrap();
+        let mut sim = Sim::new(&kek, default_policy(), T0, true);
+        sim.advance(24 * H);
+        let old = the(&sim.keys, KeyState::Current).kid.clone();
+        assert!(matches!(sim.tick()[..], [Step::Promote { .. }]));
+        sim.advance(M);
+        sim.jump(3 * H);
+        // The wall clock says retention has passed; the monotonic clock does not.
+        assert_eq!(
+            due_step_at(&sim.keys, &sim.policy, sim.wall, &|_| true),
+            Some(Step::Remove { kid: old.clone() })
+        );
+        assert_eq!(sim.tick(), vec![]);
+        sim.advance(2 * H - 2 * M);
+        assert_eq!(sim.tick(), vec![]);
+        assert!(find(&sim.keys, &old).is_some());
+        sim.advance(M);
+        assert_eq!(sim.tick(), vec![Step::Remove { kid: old.clone() }]);
+
+        // A restart forgets when the key was seen retired: removal is delayed, never early.
+        sim.advance(24 * H);
+        let old = the(&sim.keys, KeyState::Current).kid.clone();
+        assert!(matches!(sim.tick()[..], [Step::Promote { .. }]));
+        sim.advance(H);
+        sim.restart();
+        assert_eq!(sim.tick(), vec![]);
+        sim.advance(H);
+        assert_eq!(
+            sim.tick(),
+            vec![],
+            "retention passed, but not since the restart"
+        );
+        sim.advance(H);
+        assert_eq!(sim.tick(), vec![Step::Remove { kid: old }]);
+
+        // A backward jump delays removal on the wall clock.
+        sim.advance(24 * H);
+        let old = the(&sim.keys, KeyState::Current).kid.clone();
+        assert!(matches!(sim.tick()[..], [Step::Promote { .. }]));
+        sim.jump(-H);
+        sim.advance(2 * H);
+        assert_eq!(sim.tick(), vec![]);
+        sim.advance(H);
+        assert_eq!(sim.tick(), vec![Step::Remove { kid: old }]);
+    }
+
+    #[test]
+    fn algorithm_change_replaces_next_and_promotes_it_on_schedule() {
+        let kek = Kek::generate().unwrap();
+        for switch_at in [5 * H, 23 * H + 30 * M] {
+            let mut sim = Sim::new(&kek, default_policy(), T0, true);
+            let es256 = the(&sim.keys, KeyState::Current).kid.clone();
+            let old_next = the(&sim.keys, KeyState::Next).kid.clone();
+            sim.advance(switch_at);
+            assert_eq!(sim.tick(), vec![]);
+
+            // A restart with the new configuration.
+            sim.policy.algorithm = Algorithm::EdDsa;
+            sim.restart();
+            assert_eq!(
+                sim.tick(),
+                vec![Step::ReplaceNext {
+                    old: old_next.clone()
+                }]
+            );
+            assert!(find(&sim.keys, &old_next).is_none());
+            let eddsa = the(&sim.keys, KeyState::Next).clone();
+            assert_eq!(eddsa.algorithm, Algorithm::EdDsa);
+            assert_eq!(eddsa.created_at, T0 + switch_at);
+            assert_eq!(the(&sim.keys, KeyState::Current).kid, es256);
+
+            // Promoted once it has been published for publish_ahead and the current key has
+            // signed for rotation_period.
+            let promote_at = (T0 + 24 * H).max(eddsa.created_at + H);
+            while sim.wall + M < promote_at {
+                sim.advance(M);
+                assert_eq!(sim.tick(), vec![], "at {}", sim.wall - T0);
+            }
+            sim.advance(promote_at - sim.wall);
+            assert_eq!(
+                sim.tick(),
+                vec![Step::Promote {
+                    next: eddsa.kid.clone(),
+                    current: es256.clone()
+                }]
+            );
+            let current = the(&sim.keys, KeyState::Current);
+            assert_eq!(current.kid, eddsa.kid);
+            assert_eq!(current.algorithm, Algorithm::EdDsa);
+            assert_eq!(the(&sim.keys, KeyState::Next).algorithm, Algorithm::EdDsa);
+
+            // The ES256 key stays published, retired, until retention.
+            sim.advance(2 * H - 1);
+            assert_eq!(sim.tick(), vec![]);
+            let old = find(&sim.keys, &es256).unwrap();
+            assert_eq!(
+                (old.state, old.algorithm),
+                (KeyState::Retired, Algorithm::Es256)
+            );
+            sim.advance(1);
+            assert_eq!(sim.tick(), vec![Step::Remove { kid: es256 }]);
+        }
+    }
+
+    #[test]
+    fn operator_rotation_respects_publish_ahead_unless_forced() {
+        let kek = Kek::generate().unwrap();
+        let policy = default_policy();
+        let mut sim = Sim::new(&kek, policy, T0, true);
+        let next = the(&sim.keys, KeyState::Next).kid.clone();
+        let current = the(&sim.keys, KeyState::Current).kid.clone();
+        sim.advance(H - 1);
+        assert_eq!(
+            rotation(&sim.keys, &policy, sim.wall, false),
+            Err(RotateError::TooEarly {
+                kid: next.to_string(),
+                published_for: H - 1,
+                publish_ahead: H,
+            })
+        );
+        let forced = rotation(&sim.keys, &policy, sim.wall, true).unwrap();
+        assert_eq!(
+            forced,
+            Step::Promote {
+                next: next.clone(),
+                current: current.clone()
+            }
+        );
+        sim.advance(1);
+        assert_eq!(rotation(&sim.keys, &policy, sim.wall, false), Ok(forced));
+        sim.rotate(false).unwrap();
+        assert_eq!(the(&sim.keys, KeyState::Current).kid, next);
+        assert_eq!(find(&sim.keys, &current).unwrap().state, KeyState::Retired);
+
+        // The new next is fresh: refused, unless forced (the documented exception).
+        assert!(matches!(
+            sim.rotate(false),
+            Err(RotateError::TooEarly {
+                published_for: 0,
+                ..
+            })
+        ));
+        sim.rotate(true).unwrap();
+        assert_eq!(in_states(&sim.keys, KeyState::Retired).len(), 2);
+
+        // Nothing to rotate.
+        let only_next: Vec<KeyRecord> = in_states(&sim.keys, KeyState::Next)
+            .into_iter()
+            .cloned()
+            .collect();
+        assert_eq!(
+            rotation(&only_next, &policy, sim.wall, true),
+            Err(RotateError::Missing("current"))
+        );
+        let only_current: Vec<KeyRecord> = in_states(&sim.keys, KeyState::Current)
+            .into_iter()
+            .cloned()
+            .collect();
+        assert_eq!(
+            rotation(&only_current, &policy, sim.wall, true),
+            Err(RotateError::Missing("next"))
+        );
+    }
+
+    #[test]
+    fn revoking_current_promotes_next_and_creates_a_new_next() {
+        let kek = Kek::generate().unwrap();
+        let mut sim = Sim::new(&kek, default_policy(), T0, true);
+        sim.advance(M);
+        let current = the(&sim.keys, KeyState::Current).kid.clone();
+        let next = the(&sim.keys, KeyState::Next).kid.clone();
+        let t = sim.revoke(current.as_str()).unwrap().unwrap();
+        assert_eq!(t.expect_current, Some(current.clone()));
+        let now_current = the(&sim.keys, KeyState::Current);
+        assert_eq!(now_current.kid, next);
+        assert_eq!(now_current.activated_at, Some(sim.wall));
+        let new_next = the(&sim.keys, KeyState::Next);
+        assert_ne!(new_next.kid, next);
+        assert_eq!(new_next.created_at, sim.wall);
+        assert!(
+            !find(&sim.keys, &current).unwrap().state.is_published(),
+            "the revoked key leaves the published set at once"
+        );
+        // Revoked is not retired: never removed by schedule, never published again.
+        sim.advance(30 * H);
+        sim.tick();
+        assert_eq!(find(&sim.keys, &current).unwrap().state, KeyState::Revoked);
+    }
+
+    #[test]
+    fn revoking_next_creates_a_new_next() {
+        let kek = Kek::generate().unwrap();
+        let mut sim = Sim::new(&kek, default_policy(), T0, true);
+        sim.advance(M);
+        let current = the(&sim.keys, KeyState::Current).kid.clone();
+        let next = the(&sim.keys, KeyState::Next).kid.clone();
+        sim.revoke(next.as_str()).unwrap().unwrap();
+        assert_eq!(the(&sim.keys, KeyState::Current).kid, current);
+        let new_next = the(&sim.keys, KeyState::Next);
+        assert_ne!(new_next.kid, next);
+        assert_eq!(new_next.created_at, sim.wall);
+        assert_eq!(find(&sim.keys, &next).unwrap().state, KeyState::Revoked);
+    }
+
+    #[test]
+    fn revoking_retired_only_revokes_and_revoking_twice_is_none() {
+        let kek = Kek::generate().unwrap();
+        let mut sim = Sim::new(&kek, default_policy(), T0, true);
+        sim.advance(24 * H);
+        let retired = the(&sim.keys, KeyState::Current).kid.clone();
+        sim.tick();
+        let before = sim.keys.clone();
+        let t = sim.revoke(retired.as_str()).unwrap().unwrap();
+        assert_eq!(t.set_state, vec![(retired.clone(), KeyState::Revoked)]);
+        assert!(t.insert.is_empty() && t.delete.is_empty());
+        for key in &before {
+            let after = find(&sim.keys, &key.kid).unwrap();
+            if key.kid != retired {
+                assert_eq!(after, key);
+            }
+        }
+        assert_eq!(sim.keys.len(), before.len());
+
+        // Already revoked: nothing to do.
+        assert!(sim.revoke(retired.as_str()).unwrap().is_none());
+        assert!(matches!(
+            revocation(&sim.keys, retired.as_str(), &sim.policy, &kek, sim.wall),
+            Ok(None)
+        ));
+        // Unknown.
+        assert!(matches!(
+            revocation(&sim.keys, "no-such-kid", &sim.policy, &kek, sim.wall),
+            Err(RevokeKeyError::Refused(RotateError::UnknownKey(kid))) if kid == "no-such-kid"
+        ));
+    }
+
+    #[test]
+    fn apply_refuses_a_transition_computed_against_another_current() {
+        let kek = Kek::generate().unwrap();
+        let policy = default_policy();
+        let mut keys = Sim::new(&kek, policy, T0, true).keys;
+        let now = T0 + 24 * H;
+        let step = due_step_at(&keys, &policy, now, &|_| true).unwrap();
+        let scheduled = transition_for(&step, &keys, &policy, &kek, now).unwrap();
+        let current = the(&keys, KeyState::Current).kid.clone();
+        let revoke = revocation(&keys, current.as_str(), &policy, &kek, now)
+            .unwrap()
+            .unwrap();
+        // Another writer moved first: the scheduled promotion was computed against the old
+        // current key and must not apply on top of it.
+        assert!(apply(&mut keys, &revoke));
+        let after = keys.clone();
+        assert!(!apply(&mut keys, &scheduled));
+        assert_eq!(keys, after, "a refused transition changes nothing");
+        assert!(!apply(&mut keys, &revoke));
+        assert_eq!(keys, after);
+        the(&keys, KeyState::Current);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Time passes: both clocks move.
+        Advance(i64),
+        /// The wall clock jumps; no time passes.
+        Jump(i64),
+        /// The scheduled task runs.
+        Tick,
+        /// An operator's rotation.
+        Rotate { force: bool },
+        /// An operator revokes the key at this index (modulo the number of keys).
+        Revoke(usize),
+        /// The process restarts.
+        Restart,
+        /// The process restarts with the other algorithm configured.
+        SwitchAlgorithm,
+    }
+
+    fn policies() -> impl Strategy<Value = Policy> {
+        (2 * H..=48 * H)
+            .prop_flat_map(|period| {
+                (
+                    Just(period),
+                    10 * M..=period - M,
+                    H..=10 * H,
+                    prop_oneof![Just(Algorithm::Es256), Just(Algorithm::EdDsa)],
+                )
+            })
+            .prop_map(|(period, ahead, retention, algorithm)| Policy {
+                algorithm,
+                rotation_period: d(period),
+                publish_ahead: d(ahead),
+                retention: d(retention),
+            })
+    }
+
+    fn ops() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (M..=3 * H).prop_map(Op::Advance),
+            2 => (M..=30 * H).prop_map(Op::Advance),
+            2 => (-2 * H..=2 * H).prop_map(Op::Jump),
+            5 => Just(Op::Tick),
+            1 => any::<bool>().prop_map(|force| Op::Rotate { force }),
+            1 => any::<usize>().prop_map(Op::Revoke),
+            1 => Just(Op::Restart),
+            1 => Just(Op::SwitchAlgorithm),
+        ]
+    }
+
+    #[test]
+    fn lifecycle_invariants_hold_under_random_operations() {
+        let kek = Kek::generate().unwrap();
+        let mut runner = TestRunner::new(ProptestConfig::with_cases(64));
+        runner
+            .run(&(policies(), vec(ops(), 1..60)), |(policy, ops)| {
+                let mut sim = Sim::new(&kek, policy, T0, true);
+                for op in ops {
+                    match op {
+                        Op::Advance(by) => sim.advance(by),
+                        Op::Jump(by) => sim.jump(by),
+                        Op::Tick => {
+                            sim.tick();
+                        }
+                        Op::Rotate { force } => {
+                            let before = sim.keys.clone();
+                            match sim.rotate(force) {
+                                Ok(()) => {}
+                                Err(RotateError::TooEarly { published_for, .. }) => {
+                                    prop_assert!(!force);
+                                    prop_assert!(published_for < secs(policy.publish_ahead));
+                                    prop_assert_eq!(&sim.keys, &before);
+                                }
+                                Err(e) => prop_assert!(false, "rotation failed: {e}"),
+                            }
+                        }
+                        Op::Revoke(index) => {
+                            let kid = sim.keys[index % sim.keys.len()].kid.clone();
+                            let was = find(&sim.keys, &kid).unwrap().state;
+                            let revoked = sim.revoke(kid.as_str());
+                            prop_assert!(revoked.is_ok(), "{revoked:?}");
+                            prop_assert_eq!(revoked.unwrap().is_none(), was == KeyState::Revoked);
+                        }
+                        Op::Restart => sim.restart(),
+                        Op::SwitchAlgorithm => {
+                            sim.policy.algorithm = match sim.policy.algorithm {
+                                Algorithm::Es256 => Algorithm::EdDsa,
+                                Algorithm::EdDsa => Algorithm::Es256,
+                            };
+                            sim.restart();
+                        }
+                    }
+                    sim.check_invariants();
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}
