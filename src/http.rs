@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Extension, Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, State},
+    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -61,6 +61,7 @@ pub fn router(
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(face)
 }
@@ -69,7 +70,7 @@ pub fn router(
 struct Form(Vec<(String, String)>);
 
 impl Form {
-    fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Self, HttpError> {
+    fn parse(headers: &HeaderMap, body: &Result<Bytes, BytesRejection>) -> Result<Self, HttpError> {
         let is_form = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -85,6 +86,15 @@ impl Form {
                 "the body must be application/x-www-form-urlencoded",
             ));
         }
+        // An unreadable body (over MAX_BODY_BYTES: 413) gets the JSON error body too, not
+        // axum's plain-text rejection.
+        let body = body.as_ref().map_err(|rejection| {
+            HttpError::new(
+                rejection.status(),
+                ErrorCode::InvalidRequest,
+                &format!("the request body could not be read (at most {MAX_BODY_BYTES} bytes)"),
+            )
+        })?;
         Ok(Self(form_urlencoded::parse(body).into_owned().collect()))
     }
 
@@ -174,7 +184,7 @@ async fn token(
     State(face): State<HttpFace>,
     info: Option<Extension<ConnectionInfo>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (remote, peer) = peer(&info);
     let result = (|| {
@@ -249,7 +259,7 @@ async fn introspect(
     State(face): State<HttpFace>,
     info: Option<Extension<ConnectionInfo>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (remote, peer) = peer(&info);
     let result = (|| {
@@ -302,7 +312,7 @@ async fn revoke(
     State(face): State<HttpFace>,
     info: Option<Extension<ConnectionInfo>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (remote, peer) = peer(&info);
     let decided = (|| {
@@ -385,6 +395,15 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         ErrorCode::InvalidRequest,
         "no such endpoint",
+    )
+    .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidRequest,
+        "this endpoint does not accept that method",
     )
     .into_response()
 }

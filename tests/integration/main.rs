@@ -5,6 +5,7 @@
 
 mod cli;
 mod clients;
+mod http;
 mod identity;
 mod introspect;
 mod issue;
