@@ -115,6 +115,13 @@ impl Form {
         Ok(first.filter(|v| !v.is_empty()))
     }
 
+    /// The one value of `name`, which must be present.
+    fn required(&self, name: &str) -> Result<&str, HttpError> {
+        self.single(name)?.ok_or_else(|| {
+            HttpError::bad_request(ErrorCode::InvalidRequest, &format!("{name} is required"))
+        })
+    }
+
     fn all(&self, name: &str) -> Vec<String> {
         self.0
             .iter()
@@ -255,6 +262,25 @@ async fn token(
     }
 }
 
+/// The form of an introspection or revocation request and its caller, who must hold
+/// `permission`.
+fn authorized_form(
+    face: &HttpFace,
+    peer: Option<&crate::client::PeerCertificate>,
+    remote: Option<std::net::SocketAddr>,
+    headers: &HeaderMap,
+    body: &Result<Bytes, BytesRejection>,
+    permission: Permission,
+) -> Result<(Form, Arc<crate::client::Client>), HttpError> {
+    let form = Form::parse(headers, body)?;
+    form.check_no_repeats()?;
+    let caller = face
+        .authority
+        .caller(peer, permission)
+        .map_err(|e| HttpError::from_status(wire::caller_refused(&e, remote)))?;
+    Ok((form, caller))
+}
+
 async fn introspect(
     State(face): State<HttpFace>,
     info: Option<Extension<ConnectionInfo>>,
@@ -263,15 +289,15 @@ async fn introspect(
 ) -> Response {
     let (remote, peer) = peer(&info);
     let result = (|| {
-        let form = Form::parse(&headers, &body)?;
-        form.check_no_repeats()?;
-        let caller = face
-            .authority
-            .caller(peer.as_deref(), Permission::Introspect)
-            .map_err(|e| HttpError::from_status(wire::caller_refused(&e, remote)))?;
-        let token = form.single("token")?.ok_or_else(|| {
-            HttpError::bad_request(ErrorCode::InvalidRequest, "token is required")
-        })?;
+        let (form, caller) = authorized_form(
+            &face,
+            peer.as_deref(),
+            remote,
+            &headers,
+            &body,
+            Permission::Introspect,
+        )?;
+        let token = form.required("token")?;
         let presented = form.single("presented_certificate_thumbprint")?;
         face.authority
             .introspect(&caller, token, presented)
@@ -316,15 +342,15 @@ async fn revoke(
 ) -> Response {
     let (remote, peer) = peer(&info);
     let decided = (|| {
-        let form = Form::parse(&headers, &body)?;
-        form.check_no_repeats()?;
-        let caller = face
-            .authority
-            .caller(peer.as_deref(), Permission::Issue)
-            .map_err(|e| HttpError::from_status(wire::caller_refused(&e, remote)))?;
-        let token = form.single("token")?.ok_or_else(|| {
-            HttpError::bad_request(ErrorCode::InvalidRequest, "token is required")
-        })?;
+        let (form, caller) = authorized_form(
+            &face,
+            peer.as_deref(),
+            remote,
+            &headers,
+            &body,
+            Permission::Issue,
+        )?;
+        let token = form.required("token")?;
         face.authority
             .revocation_of(&caller, token)
             .map_err(|e| HttpError::from_status(wire::revoke_refused(&e, remote)))

@@ -197,6 +197,90 @@ where
     Ok(())
 }
 
+/// Appends `change` to the change log; its sequence number (commit order: one writer).
+async fn log_change<'e, E>(
+    executor: E,
+    change: &Change,
+    now: i64,
+    log_until: i64,
+) -> Result<i64, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let (kind, token_id, client_id, key_id, revoked_by, expires_at, cutoff) = match change {
+        Change::TokenRevoked {
+            token_id,
+            expires_at,
+            client_id,
+            revoked_by,
+        } => (
+            "token_revoked",
+            Some(token_id.as_str()),
+            client_id.as_deref(),
+            None,
+            Some(revoked_by.as_str()),
+            Some(*expires_at),
+            None,
+        ),
+        Change::ClientCutoff {
+            client_id,
+            issued_at_or_before,
+        } => (
+            "client_cutoff",
+            None,
+            Some(client_id.as_str()),
+            None,
+            None,
+            None,
+            Some(*issued_at_or_before),
+        ),
+        Change::ClientDisabled { client_id } => (
+            "client_disabled",
+            None,
+            Some(client_id.as_str()),
+            None,
+            None,
+            None,
+            None,
+        ),
+        Change::ClientEnabled { client_id } => (
+            "client_enabled",
+            None,
+            Some(client_id.as_str()),
+            None,
+            None,
+            None,
+            None,
+        ),
+        Change::KeyRevoked { key_id } => (
+            "key_revoked",
+            None,
+            None,
+            Some(key_id.as_str()),
+            None,
+            None,
+            None,
+        ),
+    };
+    sqlx::query_scalar(
+        "INSERT INTO changes (kind, token_id, client_id, key_id, revoked_by, expires_at, \
+             issued_at_or_before, committed_at, keep_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING sequence",
+    )
+    .bind(kind)
+    .bind(token_id)
+    .bind(client_id)
+    .bind(key_id)
+    .bind(revoked_by)
+    .bind(expires_at)
+    .bind(cutoff)
+    .bind(now)
+    .bind(log_until)
+    .fetch_one(executor)
+    .await
+    .map_err(write_error)
+}
+
 fn sequence(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
     let value: i64 = row.try_get(column).map_err(corrupt)?;
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value}")))
@@ -333,17 +417,8 @@ impl Store for SqliteStore {
             insert_key(&mut *tx, key).await?;
         }
         let event = match &t.event {
-            Some(change @ Change::KeyRevoked { key_id }) => {
-                let sequence: i64 = sqlx::query_scalar(
-                    "INSERT INTO changes (kind, key_id, committed_at, keep_until) \
-                     VALUES ('key_revoked', ?, ?, ?) RETURNING sequence",
-                )
-                .bind(key_id)
-                .bind(t.at)
-                .bind(log_until)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(write_error)?;
+            Some(change @ Change::KeyRevoked { .. }) => {
+                let sequence = log_change(&mut *tx, change, t.at, log_until).await?;
                 Some(Event {
                     sequence: u64::try_from(sequence)
                         .map_err(|_| StoreError::Corrupt("negative sequence".into()))?,
@@ -488,78 +563,7 @@ impl Store for SqliteStore {
             }
             Change::KeyRevoked { .. } => {}
         }
-        let (kind, token_id, client_id, key_id, revoked_by, expires_at, cutoff) = match change {
-            Change::TokenRevoked {
-                token_id,
-                expires_at,
-                client_id,
-                revoked_by,
-            } => (
-                "token_revoked",
-                Some(token_id.as_str()),
-                client_id.as_deref(),
-                None,
-                Some(revoked_by.as_str()),
-                Some(*expires_at),
-                None,
-            ),
-            Change::ClientCutoff {
-                client_id,
-                issued_at_or_before,
-            } => (
-                "client_cutoff",
-                None,
-                Some(client_id.as_str()),
-                None,
-                None,
-                None,
-                Some(*issued_at_or_before),
-            ),
-            Change::ClientDisabled { client_id } => (
-                "client_disabled",
-                None,
-                Some(client_id.as_str()),
-                None,
-                None,
-                None,
-                None,
-            ),
-            Change::ClientEnabled { client_id } => (
-                "client_enabled",
-                None,
-                Some(client_id.as_str()),
-                None,
-                None,
-                None,
-                None,
-            ),
-            Change::KeyRevoked { key_id } => (
-                "key_revoked",
-                None,
-                None,
-                Some(key_id.as_str()),
-                None,
-                None,
-                None,
-            ),
-        };
-        let sequence: i64 = sqlx::query_scalar(
-            "INSERT INTO changes (kind, token_id, client_id, key_id, revoked_by, expires_at, \
-             issued_at_or_before, committed_at, keep_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             RETURNING sequence",
-        )
-        .bind(kind)
-        .bind(token_id)
-        .bind(client_id)
-        .bind(key_id)
-        .bind(revoked_by)
-        .bind(expires_at)
-        .bind(cutoff)
-        .bind(now)
-        .bind(log_until)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(write_error)?;
+        let sequence = log_change(&mut *tx, change, now, log_until).await?;
         match change {
             Change::TokenRevoked {
                 token_id,
