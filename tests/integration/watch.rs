@@ -493,3 +493,52 @@ async fn shutdown_ends_an_open_watch_stream() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revocation_reaches_watchers_and_stays_in_the_snapshot() {
+    use tokenmint::grpc::proto::{RevokeKeyRequest, revocation_event::KeyRevoked};
+
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let admin = setup.pki.client_uri(ADMIN_URI);
+    let rs = setup.pki.client_uri(RS_URI);
+    let demo = setup.pki.client_uri(DEMO_URI);
+    let token = token_for(&server, &demo).await;
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+
+    let mut stream = watch(&server, &rs, 0).await;
+    let (_, through) = read_snapshot(&mut stream).await;
+
+    let revoked = server
+        .admin(&admin)
+        .revoke_key(RevokeKeyRequest {
+            key_id: kid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.sequence > through);
+    let event = next(&mut stream).await;
+    assert_eq!(event.sequence, revoked.sequence);
+    assert_eq!(
+        event.event,
+        Some(Event::KeyRevoked(KeyRevoked {
+            key_id: kid.clone()
+        }))
+    );
+    // Its tokens are inactive at once.
+    let answer = introspect(&server, &admin, &token, None).await.unwrap();
+    assert!(!answer.active);
+
+    // A new watcher sees the revoked key in its snapshot.
+    let mut fresh = watch(&server, &rs, 0).await;
+    let (state, _) = read_snapshot(&mut fresh).await;
+    assert!(
+        state.iter().any(|e| e.event
+            == Some(Event::KeyRevoked(KeyRevoked {
+                key_id: kid.clone()
+            }))),
+        "snapshot: {state:?}"
+    );
+    server.stop().await;
+}
