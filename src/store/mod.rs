@@ -11,6 +11,7 @@ use crate::{
     rotation::KeyTransition,
 };
 
+pub mod postgres;
 pub mod sqlite;
 
 /// What failed in the store.

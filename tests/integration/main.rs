@@ -13,6 +13,7 @@ mod keys;
 mod lifecycle;
 mod ops;
 mod revocation;
+mod store_contract;
 mod support;
 mod tls;
 mod watch;
