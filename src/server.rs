@@ -166,8 +166,8 @@ pub fn client_from_config(c: &config::ClientConfig) -> Result<Client, ServeError
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     match &config.store.url {
         StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
-        StoreUrl::Postgres(_) => Err(ServeError::Unsupported(
-            "store.url: the PostgreSQL back-end is not built yet; use sqlite://PATH".into(),
+        StoreUrl::Postgres(url) => Ok(Arc::new(
+            crate::store::postgres::PostgresStore::open(url).await?,
         )),
     }
 }

@@ -1,1 +1,1565 @@
-//! The PostgreSQL back-end (placeholder).
+//! The PostgreSQL back-end, for several replicas sharing one database. It implements the
+//! same [`Store`] contract as the SQLite back-end, with the same results; where SQLite
+//! relies on its single writer, this back-end takes transaction-scoped advisory locks.
+//!
+//! # Sequence numbers: commit order is sequence order
+//!
+//! A `BIGSERIAL` column would hand out numbers at insert time, so two replicas could commit
+//! 11 before 10 and a watcher resuming after 11 would never see 10. Instead every
+//! transaction that appends to `changes` (a revocation or client change, a key step that
+//! carries a key revocation) and the log purge first take
+//! `pg_advisory_xact_lock(`[`CHANGE_LOG_LOCK`]`)`. Holding it, the writer bumps the
+//! one-row counter `log_meta 'high_water'` and uses its new value as the sequence, all in
+//! the same transaction. The lock is released only after the commit is visible, so the next
+//! writer numbers its change after every change committed before it; a rolled-back writer
+//! rolls the counter back too, so there are no gaps. The counter outlives purged rows, so a
+//! number is never reused; [`Store::revocation_state`] reports it as `high_water`, read with
+//! the state in one `REPEATABLE READ` read-only transaction so the two agree. After each
+//! append the transaction calls `pg_notify(`[`CHANGES_CHANNEL`]`, sequence)`, delivered at
+//! commit: it only wakes listeners, which then read by sequence.
+//!
+//! # Key steps: one replica applies each rotation step
+//!
+//! `create_initial_keys`, `apply_key_transition` and `reseal` take
+//! `pg_advisory_xact_lock(`[`KEY_LOCK`]`)` first, then check (an empty key table; the
+//! expected current key), so when replicas race exactly one step applies and the others get
+//! `false` or `Conflict`. A key step that logs an event takes [`KEY_LOCK`] before
+//! [`CHANGE_LOG_LOCK`], and nothing takes them in the other order, so they cannot deadlock.
+//!
+//! # Connections
+//!
+//! A pool of [`MAX_CONNECTIONS`] connections (acquire timeout [`ACQUIRE_TIMEOUT`]). Each
+//! pooled connection sets `lock_timeout` (a write waiting that long for a lock fails as
+//! `Unavailable` rather than hanging) and `idle_in_transaction_session_timeout` (a replica
+//! that stalls inside a transaction cannot hold the change-log lock for every other replica
+//! indefinitely). Migrations run on open, on their own connection, under sqlx's migration
+//! lock, so replicas starting together migrate once. The URL may carry a password: errors
+//! name only the host, port and database, and error text from the driver is scrubbed of the
+//! URL's secrets.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    Connection, Executor, PgPool, Postgres, Row,
+    postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions, PgRow},
+};
+
+use super::{ClientSync, Committed, Store, StoreError};
+use crate::{
+    client::{Client, ClientId, Permission},
+    crypto::{Algorithm, PublicKey, Sealed},
+    identity::CertificateMatcher,
+    keys::{KeyId, KeyRecord, KeyState},
+    revocation::{Change, Cutoff, Event, RevokedToken, State},
+    rotation::KeyTransition,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The advisory-lock key every transaction that appends to (or purges) the change log holds
+/// while it assigns a sequence number and commits (ASCII `tmchglog`).
+pub const CHANGE_LOG_LOCK: i64 = 0x746d_6368_676c_6f67;
+
+/// The advisory-lock key every key-lifecycle step holds (ASCII `tmkeyset`).
+pub const KEY_LOCK: i64 = 0x746d_6b65_7973_6574;
+
+/// The `LISTEN/NOTIFY` channel a committed change is announced on; the payload is its
+/// sequence number. A notification only wakes a replica, which then reads by sequence.
+pub const CHANGES_CHANNEL: &str = "tokenmint_changes";
+
+/// How many connections the pool holds at most.
+pub const MAX_CONNECTIONS: u32 = 8;
+
+/// How long an operation waits for a pooled connection before failing as `Unavailable`.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Set on every pooled connection: lock waits are bounded, and so are stalled transactions.
+const SESSION_SETTINGS: &str =
+    "SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '30s'";
+
+/// A PostgreSQL database shared by the replicas.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn write_error(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        _ => unavailable(e),
+    }
+}
+
+fn corrupt(e: sqlx::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// `text` with `%XX` escapes decoded (lossily), as a URL's user info is written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (bytes.get(i), bytes.get(i + 1), bytes.get(i + 2)) {
+            (Some(b'%'), Some(&h), Some(&l)) => match (hex(h), hex(l)) {
+                (Some(h), Some(l)) => {
+                    out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            (Some(&b), _, _) => {
+                out.push(b);
+                i += 1;
+            }
+            (None, _, _) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Everything in `url` that may be secret: the URL itself, its user info and password (as
+/// written and decoded), and any `password=` query parameter.
+fn secrets_of(url: &str) -> Vec<String> {
+    let mut secrets = vec![url.to_owned()];
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if let Some((userinfo, _)) = before_query.rsplit_once('@') {
+        secrets.push(userinfo.to_owned());
+        if let Some((_, password)) = userinfo.split_once(':') {
+            secrets.push(password.to_owned());
+            secrets.push(percent_decode(password));
+        }
+    }
+    for pair in query.split('&') {
+        if let Some((name, value)) = pair.split_once('=')
+            && name.eq_ignore_ascii_case("password")
+        {
+            secrets.push(value.to_owned());
+            secrets.push(percent_decode(value));
+        }
+    }
+    secrets.retain(|s| !s.is_empty());
+    // Longest first, so a secret containing another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets
+}
+
+/// `message` with every secret replaced by `***`.
+fn scrub(message: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(message.to_owned(), |m, secret| {
+        m.replace(secret.as_str(), "***")
+    })
+}
+
+/// Where the options point, without credentials: `host:port/database`.
+fn describe(options: &PgConnectOptions) -> String {
+    let host = match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    let database = options
+        .get_database()
+        .unwrap_or_else(|| options.get_username());
+    format!("{host}/{database}")
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://…` or `postgresql://…`), applies the
+    /// migrations in `migrations/postgres`, and opens the connection pool. Errors name the
+    /// server and database, never the password.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let secrets = secrets_of(url);
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "store.url is not a usable PostgreSQL URL: {}",
+                scrub(&e.to_string(), &secrets)
+            ))
+        })?;
+        Self::open_with(options, &secrets).await
+    }
+
+    async fn open_with(options: PgConnectOptions, secrets: &[String]) -> Result<Self, StoreError> {
+        let target = describe(&options);
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Unavailable(format!(
+                "{what} PostgreSQL at {target}: {}",
+                scrub(&e.to_string(), secrets)
+            ))
+        };
+        // Migrations on a connection of their own: sqlx holds a session advisory lock while
+        // it migrates, which the pool's lock_timeout must not cut short.
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| fail("cannot connect to", &e))?;
+        MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(|e| fail("migrating", &e))?;
+        conn.close().await.map_err(|e| fail("migrating", &e))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(SESSION_SETTINGS).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|e| fail("cannot connect to", &e))?;
+        Ok(Self { pool })
+    }
+
+    /// `SHOW synchronous_commit` as a pooled connection runs it (`on` unless configured
+    /// otherwise: a commit is durable before it is acknowledged).
+    pub async fn synchronous_commit(&self) -> Result<String, StoreError> {
+        sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// A listener on a connection of its own, subscribed to [`CHANGES_CHANNEL`]. A
+    /// notification (payload: the sequence) only says "read the log"; sqlx reconnects a lost
+    /// listener, after which the caller should catch up by sequence at once.
+    pub async fn listen(&self) -> Result<PgListener, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        listener
+            .listen(CHANGES_CHANNEL)
+            .await
+            .map_err(unavailable)?;
+        Ok(listener)
+    }
+}
+
+/// Takes the transaction-scoped advisory lock `key` (released at commit or rollback).
+async fn lock(conn: &mut PgConnection, key: i64) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+fn json_list(value: &[String]) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn parse_list(row: &PgRow, column: &str) -> Result<Vec<String>, StoreError> {
+    let text: String = row.try_get(column).map_err(corrupt)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn seconds(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn enabled_flag(enabled: bool) -> i16 {
+    i16::from(enabled)
+}
+
+fn key_from_row(row: &PgRow) -> Result<KeyRecord, StoreError> {
+    let kid: String = row.try_get("kid").map_err(corrupt)?;
+    let algorithm_name: String = row.try_get("algorithm").map_err(corrupt)?;
+    let algorithm = Algorithm::try_from_name(&algorithm_name)
+        .ok_or_else(|| StoreError::Corrupt(format!("key {kid}: algorithm {algorithm_name:?}")))?;
+    let state_name: String = row.try_get("state").map_err(corrupt)?;
+    let state = KeyState::try_from_name(&state_name)
+        .ok_or_else(|| StoreError::Corrupt(format!("key {kid}: state {state_name:?}")))?;
+    let x: Vec<u8> = row.try_get("public_x").map_err(corrupt)?;
+    let y: Option<Vec<u8>> = row.try_get("public_y").map_err(corrupt)?;
+    let public = match (algorithm, y) {
+        (Algorithm::Es256, Some(y)) => PublicKey::P256 { x, y },
+        (Algorithm::EdDsa, None) => PublicKey::Ed25519 { x },
+        _ => return Err(StoreError::Corrupt(format!("key {kid}: public key shape"))),
+    };
+    Ok(KeyRecord {
+        kid: KeyId::from_stored(kid),
+        algorithm,
+        state,
+        public,
+        sealed: sealed_from_row(row)?,
+        created_at: row.try_get("created_at").map_err(corrupt)?,
+        activated_at: row.try_get("activated_at").map_err(corrupt)?,
+        retired_at: row.try_get("retired_at").map_err(corrupt)?,
+        revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
+    })
+}
+
+fn sealed_from_row(row: &PgRow) -> Result<Sealed, StoreError> {
+    Ok(Sealed {
+        kek_id: row.try_get("kek_id").map_err(corrupt)?,
+        nonce: row.try_get("nonce").map_err(corrupt)?,
+        ciphertext: row.try_get("ciphertext").map_err(corrupt)?,
+    })
+}
+
+fn client_from_row(row: &PgRow) -> Result<Client, StoreError> {
+    let id: String = row.try_get("id").map_err(corrupt)?;
+    let id = ClientId::try_new(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let kind: String = row.try_get("matcher_kind").map_err(corrupt)?;
+    let value: String = row.try_get("matcher_value").map_err(corrupt)?;
+    let matcher = CertificateMatcher::try_from_parts(&kind, &value)
+        .map_err(|e| StoreError::Corrupt(format!("client {id}: {e}")))?;
+    let permissions = parse_list(row, "permissions")?
+        .iter()
+        .map(|p| {
+            Permission::try_from_name(p)
+                .ok_or_else(|| StoreError::Corrupt(format!("client {id}: permission {p:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let lifetime = |column: &str| -> Result<Duration, StoreError> {
+        let s: i64 = row.try_get(column).map_err(corrupt)?;
+        u64::try_from(s)
+            .map(Duration::from_secs)
+            .map_err(|_| StoreError::Corrupt(format!("client {id}: {column}")))
+    };
+    Ok(Client {
+        matcher,
+        scopes: parse_list(row, "scopes")?,
+        default_scopes: parse_list(row, "default_scopes")?,
+        audiences: parse_list(row, "audiences")?,
+        default_audiences: parse_list(row, "default_audiences")?,
+        introspect_audiences: parse_list(row, "introspect_audiences")?,
+        permissions,
+        default_lifetime: lifetime("default_lifetime_s")?,
+        max_lifetime: lifetime("max_lifetime_s")?,
+        enabled: row.try_get::<i16, _>("enabled").map_err(corrupt)? == 1,
+        secret_hash: row.try_get("secret_hash").map_err(corrupt)?,
+        id,
+    })
+}
+
+async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Result<(), StoreError> {
+    let (x, y) = match &key.public {
+        PublicKey::P256 { x, y } => (x.as_slice(), Some(y.as_slice())),
+        PublicKey::Ed25519 { x } => (x.as_slice(), None),
+    };
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, algorithm, state, public_x, public_y, kek_id, nonce, \
+         ciphertext, created_at, activated_at, retired_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(key.kid.as_str())
+    .bind(key.algorithm.as_str())
+    .bind(key.state.as_str())
+    .bind(x)
+    .bind(y)
+    .bind(&key.sealed.kek_id)
+    .bind(&key.sealed.nonce)
+    .bind(&key.sealed.ciphertext)
+    .bind(key.created_at)
+    .bind(key.activated_at)
+    .bind(key.retired_at)
+    .bind(key.revoked_at)
+    .execute(conn)
+    .await
+    .map_err(write_error)?;
+    Ok(())
+}
+
+/// Appends `change` to the change log and announces it; its sequence number. The caller's
+/// transaction must hold [`CHANGE_LOG_LOCK`] (taken again here, which is a no-op when held)
+/// so that sequence order is commit order.
+async fn log_change(
+    conn: &mut PgConnection,
+    change: &Change,
+    now: i64,
+    log_until: i64,
+) -> Result<u64, StoreError> {
+    let (kind, token_id, client_id, key_id, revoked_by, expires_at, cutoff) = match change {
+        Change::TokenRevoked {
+            token_id,
+            expires_at,
+            client_id,
+            revoked_by,
+        } => (
+            "token_revoked",
+            Some(token_id.as_str()),
+            client_id.as_deref(),
+            None,
+            Some(revoked_by.as_str()),
+            Some(*expires_at),
+            None,
+        ),
+        Change::ClientCutoff {
+            client_id,
+            issued_at_or_before,
+        } => (
+            "client_cutoff",
+            None,
+            Some(client_id.as_str()),
+            None,
+            None,
+            None,
+            Some(*issued_at_or_before),
+        ),
+        Change::ClientDisabled { client_id } => (
+            "client_disabled",
+            None,
+            Some(client_id.as_str()),
+            None,
+            None,
+            None,
+            None,
+        ),
+        Change::ClientEnabled { client_id } => (
+            "client_enabled",
+            None,
+            Some(client_id.as_str()),
+            None,
+            None,
+            None,
+            None,
+        ),
+        Change::KeyRevoked { key_id } => (
+            "key_revoked",
+            None,
+            None,
+            Some(key_id.as_str()),
+            None,
+            None,
+            None,
+        ),
+    };
+    lock(&mut *conn, CHANGE_LOG_LOCK).await?;
+    // The counter starts above anything already logged or purged, and is only ever bumped.
+    let sequence: i64 = sqlx::query_scalar(
+        "INSERT INTO log_meta (name, value) VALUES ('high_water', \
+             GREATEST((SELECT COALESCE(MAX(sequence), 0) FROM changes), \
+                      (SELECT COALESCE(MAX(value), 0) FROM log_meta WHERE name = 'purged_through')) + 1) \
+         ON CONFLICT (name) DO UPDATE SET value = log_meta.value + 1 \
+         RETURNING value",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(write_error)?;
+    sqlx::query(
+        "INSERT INTO changes (sequence, kind, token_id, client_id, key_id, revoked_by, \
+         expires_at, issued_at_or_before, committed_at, keep_until) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(sequence)
+    .bind(kind)
+    .bind(token_id)
+    .bind(client_id)
+    .bind(key_id)
+    .bind(revoked_by)
+    .bind(expires_at)
+    .bind(cutoff)
+    .bind(now)
+    .bind(log_until)
+    .execute(&mut *conn)
+    .await
+    .map_err(write_error)?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES_CHANNEL)
+        .bind(sequence.to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    u64::try_from(sequence).map_err(|_| StoreError::Corrupt("negative sequence".into()))
+}
+
+fn sequence(row: &PgRow, column: &str) -> Result<u64, StoreError> {
+    let value: i64 = row.try_get(column).map_err(corrupt)?;
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value}")))
+}
+
+fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
+    let kind: String = row.try_get("kind").map_err(corrupt)?;
+    let text = |column: &str| -> Result<String, StoreError> {
+        row.try_get::<Option<String>, _>(column)
+            .map_err(corrupt)?
+            .ok_or_else(|| StoreError::Corrupt(format!("change {kind}: {column} missing")))
+    };
+    let number = |column: &str| -> Result<i64, StoreError> {
+        row.try_get::<Option<i64>, _>(column)
+            .map_err(corrupt)?
+            .ok_or_else(|| StoreError::Corrupt(format!("change {kind}: {column} missing")))
+    };
+    let change = match kind.as_str() {
+        "token_revoked" => Change::TokenRevoked {
+            token_id: text("token_id")?,
+            expires_at: number("expires_at")?,
+            client_id: row.try_get("client_id").map_err(corrupt)?,
+            revoked_by: text("revoked_by")?,
+        },
+        "client_cutoff" => Change::ClientCutoff {
+            client_id: text("client_id")?,
+            issued_at_or_before: number("issued_at_or_before")?,
+        },
+        "client_disabled" => Change::ClientDisabled {
+            client_id: text("client_id")?,
+        },
+        "client_enabled" => Change::ClientEnabled {
+            client_id: text("client_id")?,
+        },
+        "key_revoked" => Change::KeyRevoked {
+            key_id: text("key_id")?,
+        },
+        other => return Err(StoreError::Corrupt(format!("change kind {other:?}"))),
+    };
+    Ok(Event {
+        sequence: sequence(row, "sequence")?,
+        committed_at: row.try_get("committed_at").map_err(corrupt)?,
+        change,
+    })
+}
+
+fn permission_names(client: &Client) -> Vec<String> {
+    client
+        .permissions
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect()
+}
+
+const INSERT_CLIENT: &str = "INSERT INTO clients (id, matcher_kind, matcher_value, scopes, \
+     default_scopes, audiences, default_audiences, permissions, default_lifetime_s, \
+     max_lifetime_s, enabled, secret_hash, created_at, updated_at, introspect_audiences) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)";
+
+/// Inserts `client`; with `if_absent`, an existing id is left alone. Whether a row was inserted.
+async fn insert_client<'e, E>(
+    executor: E,
+    client: &Client,
+    now: i64,
+    if_absent: bool,
+) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let statement = if if_absent {
+        format!("{INSERT_CLIENT} ON CONFLICT (id) DO NOTHING")
+    } else {
+        INSERT_CLIENT.to_owned()
+    };
+    let inserted = sqlx::query(&statement)
+        .bind(client.id.as_str())
+        .bind(client.matcher.kind())
+        .bind(client.matcher.value())
+        .bind(json_list(&client.scopes))
+        .bind(json_list(&client.default_scopes))
+        .bind(json_list(&client.audiences))
+        .bind(json_list(&client.default_audiences))
+        .bind(json_list(&permission_names(client)))
+        .bind(seconds(client.default_lifetime))
+        .bind(seconds(client.max_lifetime))
+        .bind(enabled_flag(client.enabled))
+        .bind(client.secret_hash.as_deref())
+        .bind(now)
+        .bind(json_list(&client.introspect_audiences))
+        .execute(executor)
+        .await
+        .map_err(write_error)?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+fn cast_after(after: u64) -> i64 {
+    i64::try_from(after).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        // COLLATE "C": byte order, as SQLite sorts text.
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid COLLATE \"C\"")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn create_initial_keys(&self, keys: &[KeyRecord]) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        lock(&mut tx, KEY_LOCK).await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if count > 0 {
+            return Ok(false);
+        }
+        for key in keys {
+            insert_key(&mut tx, key).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn apply_key_transition(
+        &self,
+        t: &KeyTransition,
+        log_until: i64,
+    ) -> Result<Option<Event>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Key lock, then (if this step logs) the change-log lock: the one order.
+        lock(&mut tx, KEY_LOCK).await?;
+        if t.event.is_some() {
+            lock(&mut tx, CHANGE_LOG_LOCK).await?;
+        }
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'current'")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        if current.as_deref() != t.expect_current.as_ref().map(KeyId::as_str) {
+            return Err(StoreError::Conflict(
+                "the current key changed since this step was computed".into(),
+            ));
+        }
+        for (kid, state) in &t.set_state {
+            let column = match state {
+                KeyState::Current => "activated_at",
+                KeyState::Retired => "retired_at",
+                KeyState::Revoked => "revoked_at",
+                KeyState::Next => "created_at",
+            };
+            let updated = sqlx::query(&format!(
+                "UPDATE signing_keys SET state = $1, {column} = $2 WHERE kid = $3"
+            ))
+            .bind(state.as_str())
+            .bind(t.at)
+            .bind(kid.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::NotFound(format!("key {kid}")));
+            }
+            crate::failpoint::hit("key-step");
+        }
+        for kid in &t.delete {
+            sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                .bind(kid.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+        }
+        for key in &t.insert {
+            insert_key(&mut tx, key).await?;
+        }
+        let event = match &t.event {
+            Some(change @ Change::KeyRevoked { .. }) => {
+                let sequence = log_change(&mut tx, change, t.at, log_until).await?;
+                Some(Event {
+                    sequence,
+                    committed_at: t.at,
+                    change: change.clone(),
+                })
+            }
+            Some(other) => {
+                return Err(StoreError::Corrupt(format!(
+                    "a key transition cannot carry {other:?}"
+                )));
+            }
+            None => None,
+        };
+        tx.commit().await.map_err(unavailable)?;
+        Ok(event)
+    }
+
+    async fn reseal(
+        &self,
+        keys: &[(KeyId, Sealed)],
+        pepper: Option<&Sealed>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        lock(&mut tx, KEY_LOCK).await?;
+        for (kid, sealed) in keys {
+            sqlx::query(
+                "UPDATE signing_keys SET kek_id = $1, nonce = $2, ciphertext = $3 WHERE kid = $4",
+            )
+            .bind(&sealed.kek_id)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
+            .bind(kid.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+        }
+        if let Some(sealed) = pepper {
+            sqlx::query(
+                "UPDATE sealed_secrets SET kek_id = $1, nonce = $2, ciphertext = $3 \
+                 WHERE name = 'pepper'",
+            )
+            .bind(&sealed.kek_id)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn pepper(&self) -> Result<Option<Sealed>, StoreError> {
+        let row = sqlx::query(
+            "SELECT kek_id, nonce, ciphertext FROM sealed_secrets WHERE name = 'pepper'",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(sealed_from_row).transpose()
+    }
+
+    async fn create_pepper(&self, sealed: &Sealed) -> Result<Sealed, StoreError> {
+        sqlx::query(
+            "INSERT INTO sealed_secrets (name, kek_id, nonce, ciphertext) \
+             VALUES ('pepper', $1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&sealed.kek_id)
+        .bind(&sealed.nonce)
+        .bind(&sealed.ciphertext)
+        .execute(&self.pool)
+        .await
+        .map_err(write_error)?;
+        let row = sqlx::query(
+            "SELECT kek_id, nonce, ciphertext FROM sealed_secrets WHERE name = 'pepper'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        sealed_from_row(&row)
+    }
+
+    async fn clients(&self) -> Result<Vec<Client>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM clients ORDER BY id COLLATE \"C\"")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(client_from_row).collect()
+    }
+
+    async fn insert_client(&self, client: &Client, now: i64) -> Result<(), StoreError> {
+        insert_client(&self.pool, client, now, false).await?;
+        Ok(())
+    }
+
+    async fn commit_change(
+        &self,
+        change: &Change,
+        now: i64,
+        state_until: i64,
+        log_until: i64,
+    ) -> Result<Committed, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // First, so the checks below see every change committed before this one.
+        lock(&mut tx, CHANGE_LOG_LOCK).await?;
+        match change {
+            Change::TokenRevoked { token_id, .. } => {
+                let exists: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM revoked_tokens WHERE token_id = $1")
+                        .bind(token_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                if exists.is_some() {
+                    return Ok(Committed::AlreadyInForce);
+                }
+            }
+            Change::ClientCutoff { client_id, .. }
+            | Change::ClientDisabled { client_id }
+            | Change::ClientEnabled { client_id } => {
+                let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM clients WHERE id = $1")
+                    .bind(client_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound(format!("client {client_id}")));
+                }
+            }
+            Change::KeyRevoked { .. } => {}
+        }
+        let sequence = log_change(&mut tx, change, now, log_until).await?;
+        let stored_sequence =
+            i64::try_from(sequence).map_err(|_| StoreError::Corrupt("sequence overflow".into()))?;
+        match change {
+            Change::TokenRevoked {
+                token_id,
+                expires_at,
+                client_id,
+                revoked_by,
+            } => {
+                sqlx::query(
+                    "INSERT INTO revoked_tokens (token_id, expires_at, client_id, revoked_by, \
+                     sequence, revoked_at, keep_until) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(token_id)
+                .bind(expires_at)
+                .bind(client_id)
+                .bind(revoked_by)
+                .bind(stored_sequence)
+                .bind(now)
+                .bind(state_until)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+            }
+            Change::ClientCutoff {
+                client_id,
+                issued_at_or_before,
+            } => {
+                sqlx::query(
+                    "INSERT INTO client_cutoffs (client_id, issued_at_or_before, sequence, \
+                     keep_until) VALUES ($1, $2, $3, $4) ON CONFLICT (client_id) DO UPDATE SET \
+                     issued_at_or_before = GREATEST(client_cutoffs.issued_at_or_before, \
+                     excluded.issued_at_or_before), sequence = excluded.sequence, \
+                     keep_until = GREATEST(client_cutoffs.keep_until, excluded.keep_until)",
+                )
+                .bind(client_id)
+                .bind(issued_at_or_before)
+                .bind(stored_sequence)
+                .bind(state_until)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+            }
+            Change::ClientDisabled { client_id } => {
+                sqlx::query(
+                    "UPDATE clients SET enabled = 0, disabled_sequence = $1, updated_at = $2 \
+                     WHERE id = $3",
+                )
+                .bind(stored_sequence)
+                .bind(now)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+            }
+            Change::ClientEnabled { client_id } => {
+                sqlx::query(
+                    "UPDATE clients SET enabled = 1, disabled_sequence = NULL, updated_at = $1 \
+                     WHERE id = $2",
+                )
+                .bind(now)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+            }
+            Change::KeyRevoked { .. } => {}
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Committed::Event(Event {
+            sequence,
+            committed_at: now,
+            change: change.clone(),
+        }))
+    }
+
+    async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM changes WHERE sequence > $1 ORDER BY sequence LIMIT $2")
+                .bind(cast_after(after))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn revocation_state(&self, now: i64) -> Result<State, StoreError> {
+        // One snapshot, so the state and its high-water mark agree.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(unavailable)?;
+        let tokens = sqlx::query(
+            "SELECT token_id, expires_at, client_id, revoked_by, sequence, revoked_at \
+             FROM revoked_tokens WHERE keep_until >= $1 ORDER BY sequence",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|row| {
+            Ok(RevokedToken {
+                token_id: row.try_get("token_id").map_err(corrupt)?,
+                expires_at: row.try_get("expires_at").map_err(corrupt)?,
+                client_id: row.try_get("client_id").map_err(corrupt)?,
+                revoked_by: row.try_get("revoked_by").map_err(corrupt)?,
+                sequence: sequence(row, "sequence")?,
+                revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let cutoffs = sqlx::query(
+            "SELECT client_id, issued_at_or_before, sequence FROM client_cutoffs \
+             WHERE keep_until >= $1 ORDER BY sequence",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|row| {
+            Ok(Cutoff {
+                client_id: row.try_get("client_id").map_err(corrupt)?,
+                issued_at_or_before: row.try_get("issued_at_or_before").map_err(corrupt)?,
+                sequence: sequence(row, "sequence")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let disabled_clients = sqlx::query(
+            "SELECT id, COALESCE(disabled_sequence, 0) AS sequence FROM clients \
+             WHERE enabled = 0 ORDER BY id COLLATE \"C\"",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("id").map_err(corrupt)?,
+                sequence(row, "sequence")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let revoked_keys = sqlx::query(
+            "SELECT kid FROM signing_keys WHERE state = 'revoked' ORDER BY kid COLLATE \"C\"",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|row| Ok((row.try_get("kid").map_err(corrupt)?, 0)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let high_water: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT value FROM log_meta WHERE name = 'high_water'), 0)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let purged_through: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT value FROM log_meta WHERE name = 'purged_through'), 0)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(State {
+            tokens,
+            cutoffs,
+            disabled_clients,
+            revoked_keys,
+            high_water: u64::try_from(high_water).unwrap_or(0),
+            purged_through: u64::try_from(purged_through).unwrap_or(0),
+        })
+    }
+
+    async fn purge(&self, now: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Serialised with appends, as SQLite's single writer serialises everything.
+        lock(&mut tx, CHANGE_LOG_LOCK).await?;
+        let purged_max: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(sequence) FROM changes WHERE keep_until < $1")
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let mut removed = 0;
+        for statement in [
+            "DELETE FROM changes WHERE keep_until < $1",
+            "DELETE FROM revoked_tokens WHERE keep_until < $1",
+            "DELETE FROM client_cutoffs WHERE keep_until < $1",
+        ] {
+            removed += sqlx::query(statement)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?
+                .rows_affected();
+        }
+        if let Some(max) = purged_max {
+            sqlx::query(
+                "INSERT INTO log_meta (name, value) VALUES ('purged_through', $1) \
+                 ON CONFLICT (name) DO UPDATE SET value = GREATEST(log_meta.value, excluded.value)",
+            )
+            .bind(max)
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(removed)
+    }
+
+    async fn sync_config_client(
+        &self,
+        client: &Client,
+        overwrite: bool,
+        now: i64,
+    ) -> Result<ClientSync, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Insert-if-absent in one statement: replicas syncing the same client at once (the
+        // loser waits for the winner's commit, then does nothing) never see a conflict on
+        // its id; a matcher taken by another client is still `Conflict`.
+        if insert_client(&mut *tx, client, now, true).await? {
+            tx.commit().await.map_err(unavailable)?;
+            return Ok(ClientSync::Inserted);
+        }
+        let outcome = if overwrite {
+            sqlx::query(
+                "UPDATE clients SET matcher_kind = $1, matcher_value = $2, scopes = $3, \
+                 default_scopes = $4, audiences = $5, default_audiences = $6, permissions = $7, \
+                 default_lifetime_s = $8, max_lifetime_s = $9, enabled = $10, updated_at = $11, \
+                 introspect_audiences = $12 WHERE id = $13",
+            )
+            .bind(client.matcher.kind())
+            .bind(client.matcher.value())
+            .bind(json_list(&client.scopes))
+            .bind(json_list(&client.default_scopes))
+            .bind(json_list(&client.audiences))
+            .bind(json_list(&client.default_audiences))
+            .bind(json_list(&permission_names(client)))
+            .bind(seconds(client.default_lifetime))
+            .bind(seconds(client.max_lifetime))
+            .bind(enabled_flag(client.enabled))
+            .bind(now)
+            .bind(json_list(&client.introspect_audiences))
+            .bind(client.id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+            ClientSync::Overwritten
+        } else {
+            ClientSync::Kept
+        };
+        tx.commit().await.map_err(unavailable)?;
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Checks that need a server run only when `TOKENMINT_TEST_POSTGRES_URL` names one (a
+    //! role that may create databases); each creates and drops a scratch database of its own.
+    //! The shared contract suite lives in tests/integration/store_contract.rs.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{crypto::Kek, store::sqlite::SqliteStore};
+
+    const URL_VAR: &str = "TOKENMINT_TEST_POSTGRES_URL";
+
+    struct Scratch {
+        admin: PgConnectOptions,
+        options: PgConnectOptions,
+        name: String,
+    }
+
+    impl Scratch {
+        async fn create() -> Option<Self> {
+            let Ok(url) = std::env::var(URL_VAR) else {
+                println!("skipped: {URL_VAR} is not set");
+                return None;
+            };
+            let admin = PgConnectOptions::from_str(&url).unwrap();
+            let name = format!(
+                "tm_unit_{}",
+                crate::crypto::hex(&crate::crypto::random_bytes::<8>().unwrap())
+            );
+            let mut conn = PgConnection::connect_with(&admin).await.unwrap();
+            conn.execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            let options = admin.clone().database(&name);
+            Some(Self {
+                admin,
+                options,
+                name,
+            })
+        }
+
+        async fn open(&self) -> PostgresStore {
+            PostgresStore::open_with(self.options.clone(), &[])
+                .await
+                .unwrap()
+        }
+
+        async fn drop_database(self) {
+            let mut conn = PgConnection::connect_with(&self.admin).await.unwrap();
+            conn.execute(format!("DROP DATABASE {} WITH (FORCE)", self.name).as_str())
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+
+    fn client(id: &str, uri: &str) -> Client {
+        Client {
+            id: ClientId::try_new(id).unwrap(),
+            matcher: CertificateMatcher::try_san_uri(uri).unwrap(),
+            scopes: vec!["read".into(), "write".into()],
+            default_scopes: vec!["read".into()],
+            audiences: vec!["api".into()],
+            default_audiences: vec!["api".into()],
+            introspect_audiences: vec![],
+            permissions: vec![Permission::Issue],
+            default_lifetime: Duration::from_secs(300),
+            max_lifetime: Duration::from_secs(900),
+            enabled: true,
+            secret_hash: Some(vec![1, 2, 3]),
+        }
+    }
+
+    fn outcome<T: std::fmt::Debug>(r: Result<T, StoreError>) -> String {
+        match r {
+            Ok(v) => format!("{v:?}"),
+            Err(StoreError::Unavailable(_)) => "Unavailable".into(),
+            Err(StoreError::Conflict(_)) => "Conflict".into(),
+            Err(StoreError::Corrupt(_)) => "Corrupt".into(),
+            Err(StoreError::NotFound(_)) => "NotFound".into(),
+        }
+    }
+
+    /// One scripted run of every method; a transcript of what each call returned.
+    async fn script(store: &dyn Store, keys: &[KeyRecord]) -> Vec<String> {
+        let mut out = Vec::new();
+        let now = 1_000;
+        out.push(outcome(store.keys().await));
+        out.push(outcome(store.create_initial_keys(&keys[..2]).await));
+        out.push(outcome(store.create_initial_keys(&keys[2..]).await));
+        out.push(outcome(store.keys().await));
+        // A step against the wrong current key, then a real one that revokes the current key.
+        let wrong = KeyTransition {
+            expect_current: Some(keys[1].kid.clone()),
+            set_state: vec![],
+            insert: vec![],
+            delete: vec![],
+            event: None,
+            at: now,
+        };
+        out.push(outcome(store.apply_key_transition(&wrong, now + 10).await));
+        let revoke = KeyTransition {
+            expect_current: Some(keys[0].kid.clone()),
+            set_state: vec![
+                (keys[0].kid.clone(), KeyState::Revoked),
+                (keys[1].kid.clone(), KeyState::Current),
+            ],
+            insert: vec![keys[2].clone()],
+            delete: vec![],
+            event: Some(Change::KeyRevoked {
+                key_id: keys[0].kid.as_str().to_owned(),
+            }),
+            at: now,
+        };
+        out.push(outcome(store.apply_key_transition(&revoke, now + 10).await));
+        let missing = KeyTransition {
+            expect_current: Some(keys[1].kid.clone()),
+            set_state: vec![(KeyId::from_stored("nope"), KeyState::Retired)],
+            insert: vec![],
+            delete: vec![],
+            event: None,
+            at: now,
+        };
+        out.push(outcome(store.apply_key_transition(&missing, now).await));
+        out.push(outcome(store.keys().await));
+        // Pepper and reseal.
+        out.push(outcome(store.pepper().await));
+        let pepper = Sealed {
+            kek_id: "k1".into(),
+            nonce: vec![0; 12],
+            ciphertext: vec![9; 48],
+        };
+        out.push(outcome(store.create_pepper(&pepper).await));
+        let other = Sealed {
+            kek_id: "k2".into(),
+            ..pepper.clone()
+        };
+        out.push(outcome(store.create_pepper(&other).await));
+        out.push(outcome(
+            store
+                .reseal(&[(keys[1].kid.clone(), other.clone())], Some(&other))
+                .await,
+        ));
+        out.push(outcome(store.pepper().await));
+        out.push(outcome(store.keys().await));
+        // Clients: ordering is byte order, conflicts on id and matcher.
+        for (id, uri) in [
+            ("b-svc", "spiffe://x/b"),
+            ("a_svc", "spiffe://x/a"),
+            ("B", "spiffe://x/B"),
+        ] {
+            out.push(outcome(store.insert_client(&client(id, uri), now).await));
+        }
+        out.push(outcome(
+            store
+                .insert_client(&client("a_svc", "spiffe://x/z"), now)
+                .await,
+        ));
+        out.push(outcome(
+            store.insert_client(&client("c", "spiffe://x/a"), now).await,
+        ));
+        out.push(outcome(store.clients().await));
+        let mut changed = client("a_svc", "spiffe://x/a2");
+        changed.enabled = false;
+        changed.secret_hash = None;
+        out.push(outcome(
+            store.sync_config_client(&changed, false, now + 1).await,
+        ));
+        out.push(outcome(
+            store.sync_config_client(&changed, true, now + 1).await,
+        ));
+        out.push(outcome(
+            store
+                .sync_config_client(&client("d", "spiffe://x/d"), false, now)
+                .await,
+        ));
+        out.push(outcome(
+            store
+                .sync_config_client(&client("e", "spiffe://x/d"), false, now)
+                .await,
+        ));
+        out.push(outcome(store.clients().await));
+        // Changes.
+        let token = Change::TokenRevoked {
+            token_id: "jti-1".into(),
+            expires_at: now + 100,
+            client_id: Some("b-svc".into()),
+            revoked_by: "b-svc".into(),
+        };
+        let short = Change::TokenRevoked {
+            token_id: "jti-2".into(),
+            expires_at: now + 1,
+            client_id: None,
+            revoked_by: "B".into(),
+        };
+        let changes = [
+            (token.clone(), now + 100, now + 200),
+            (token.clone(), now + 100, now + 200),
+            (short, now + 1, now + 2),
+            (
+                Change::ClientCutoff {
+                    client_id: "b-svc".into(),
+                    issued_at_or_before: now,
+                },
+                now + 50,
+                now + 60,
+            ),
+            (
+                Change::ClientCutoff {
+                    client_id: "b-svc".into(),
+                    issued_at_or_before: now - 5,
+                },
+                now + 40,
+                now + 60,
+            ),
+            (
+                Change::ClientCutoff {
+                    client_id: "ghost".into(),
+                    issued_at_or_before: now,
+                },
+                now,
+                now,
+            ),
+            (
+                Change::ClientDisabled {
+                    client_id: "B".into(),
+                },
+                now,
+                now + 5,
+            ),
+            (
+                Change::ClientDisabled {
+                    client_id: "b-svc".into(),
+                },
+                now,
+                now + 5,
+            ),
+            (
+                Change::ClientEnabled {
+                    client_id: "b-svc".into(),
+                },
+                now,
+                now + 5,
+            ),
+            (
+                Change::ClientEnabled {
+                    client_id: "ghost".into(),
+                },
+                now,
+                now + 5,
+            ),
+            (
+                Change::KeyRevoked {
+                    key_id: "other".into(),
+                },
+                now,
+                now + 5,
+            ),
+        ];
+        for (change, state_until, log_until) in &changes {
+            out.push(outcome(
+                store
+                    .commit_change(change, now, *state_until, *log_until)
+                    .await,
+            ));
+        }
+        out.push(outcome(store.changes_after(0, 100).await));
+        out.push(outcome(store.changes_after(3, 2).await));
+        out.push(outcome(store.changes_after(u64::MAX, 2).await));
+        out.push(outcome(store.revocation_state(now).await));
+        out.push(outcome(store.clients().await));
+        // Purge all but the longest-kept, then everything: numbers are never reused.
+        out.push(outcome(store.purge(now + 10).await));
+        out.push(outcome(store.revocation_state(now + 10).await));
+        out.push(outcome(store.changes_after(0, 100).await));
+        out.push(outcome(store.purge(now + 1_000).await));
+        out.push(outcome(store.revocation_state(now + 1_000).await));
+        out.push(outcome(
+            store
+                .commit_change(
+                    &Change::ClientCutoff {
+                        client_id: "d".into(),
+                        issued_at_or_before: now,
+                    },
+                    now + 1_000,
+                    now + 2_000,
+                    now + 2_000,
+                )
+                .await,
+        ));
+        out.push(outcome(store.revocation_state(now + 1_000).await));
+        out
+    }
+
+    fn test_keys() -> Vec<KeyRecord> {
+        let kek = Kek::generate().unwrap();
+        vec![
+            KeyRecord::generate(Algorithm::Es256, KeyState::Current, &kek, 10).unwrap(),
+            KeyRecord::generate(Algorithm::EdDsa, KeyState::Next, &kek, 10).unwrap(),
+            KeyRecord::generate(Algorithm::Es256, KeyState::Next, &kek, 20).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_from_messages() {
+        let url = "postgres://tm:p%40ss%2Fw0rd@db.example.com:5433/tokenmint?sslmode=require";
+        let secrets = secrets_of(url);
+        let message = format!("failed: {url}; p@ss/w0rd; p%40ss%2Fw0rd; tm:p%40ss%2Fw0rd");
+        let scrubbed = scrub(&message, &secrets);
+        assert!(!scrubbed.contains("p@ss"), "{scrubbed}");
+        assert!(!scrubbed.contains("p%40ss"), "{scrubbed}");
+        let query = secrets_of("postgres://db/x?user=tm&password=hunter2");
+        assert!(!scrub("hunter2!", &query).contains("hunter2"));
+        let options = PgConnectOptions::from_str(url).unwrap();
+        assert_eq!(describe(&options), "db.example.com:5433/tokenmint");
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+
+    #[tokio::test]
+    async fn open_errors_never_show_the_password() {
+        let e = PostgresStore::open("postgres://tm:hunter2@127.0.0.1:1/tokenmint")
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("127.0.0.1:1/tokenmint"), "{text}");
+        let e = PostgresStore::open("postgres://tm:hunter2@[::1/x")
+            .await
+            .unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn behaves_as_sqlite_does() {
+        let Some(scratch) = Scratch::create().await else {
+            return;
+        };
+        let keys = test_keys();
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        let expected = script(&sqlite, &keys).await;
+        // Opening twice: migrations apply once.
+        drop(scratch.open().await);
+        let postgres = scratch.open().await;
+        let got = script(&postgres, &keys).await;
+        for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+            assert_eq!(e, g, "call {i} differs");
+        }
+        assert_eq!(expected.len(), got.len());
+        assert_eq!(postgres.synchronous_commit().await.unwrap(), "on");
+        // A row that does not decode is Corrupt.
+        sqlx::query("UPDATE clients SET scopes = 'not json' WHERE id = 'd'")
+            .execute(&postgres.pool)
+            .await
+            .unwrap();
+        assert!(matches!(
+            postgres.clients().await,
+            Err(StoreError::Corrupt(_))
+        ));
+        postgres.pool.close().await;
+        scratch.drop_database().await;
+    }
+
+    #[tokio::test]
+    async fn replicas_number_changes_in_commit_order() {
+        let Some(scratch) = Scratch::create().await else {
+            return;
+        };
+        const REPLICAS: usize = 4;
+        const EACH: usize = 40;
+        let mut replicas = Vec::new();
+        for _ in 0..REPLICAS {
+            replicas.push(Arc::new(scratch.open().await));
+        }
+        let mut listener = replicas[0].listen().await.unwrap();
+        // Initial keys: exactly one replica creates them.
+        let keys = test_keys();
+        let created = futures_join(replicas.iter().map(|r| {
+            let r = r.clone();
+            let keys = keys[..2].to_vec();
+            tokio::spawn(async move { r.create_initial_keys(&keys).await.unwrap() })
+        }))
+        .await;
+        assert_eq!(created.iter().filter(|c| **c).count(), 1);
+        // Config sync at once: one inserts, the others keep.
+        let synced = futures_join(replicas.iter().map(|r| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                r.sync_config_client(&client("svc", "spiffe://x/svc"), false, 1)
+                    .await
+                    .unwrap()
+            })
+        }))
+        .await;
+        assert_eq!(
+            synced
+                .iter()
+                .filter(|s| **s == ClientSync::Inserted)
+                .count(),
+            1
+        );
+        // A reader following the log while the replicas write must never see a gap.
+        let reader = replicas[0].clone();
+        let follower = tokio::spawn(async move {
+            let mut cursor = 0u64;
+            while cursor < (REPLICAS * EACH) as u64 {
+                for event in reader.changes_after(cursor, 7).await.unwrap() {
+                    assert_eq!(event.sequence, cursor + 1, "a gap after {cursor}");
+                    cursor = event.sequence;
+                }
+                let state = reader.revocation_state(0).await.unwrap();
+                assert!(state.tokens.iter().all(|t| t.sequence <= state.high_water));
+                assert!(state.tokens.len() as u64 <= state.high_water);
+            }
+            cursor
+        });
+        let writers = futures_join(replicas.iter().enumerate().map(|(r, store)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut sequences = Vec::new();
+                for i in 0..EACH {
+                    let change = Change::TokenRevoked {
+                        token_id: format!("jti-{r}-{i}"),
+                        expires_at: 5_000,
+                        client_id: Some("svc".into()),
+                        revoked_by: "svc".into(),
+                    };
+                    match store.commit_change(&change, 1, 5_000, 6_000).await.unwrap() {
+                        Committed::Event(e) => sequences.push(e.sequence),
+                        Committed::AlreadyInForce => panic!("fresh token"),
+                    }
+                }
+                sequences
+            })
+        }))
+        .await;
+        let mut all: Vec<u64> = writers.into_iter().flatten().collect();
+        all.sort_unstable();
+        assert_eq!(all, (1..=(REPLICAS * EACH) as u64).collect::<Vec<_>>());
+        assert_eq!(follower.await.unwrap(), (REPLICAS * EACH) as u64);
+        // The same token revoked by every replica at once: one event, the rest in force.
+        let same = Change::TokenRevoked {
+            token_id: "shared".into(),
+            expires_at: 5_000,
+            client_id: None,
+            revoked_by: "svc".into(),
+        };
+        let results = futures_join(replicas.iter().map(|r| {
+            let r = r.clone();
+            let same = same.clone();
+            tokio::spawn(async move { r.commit_change(&same, 2, 5_000, 6_000).await.unwrap() })
+        }))
+        .await;
+        assert_eq!(
+            results
+                .iter()
+                .filter(|c| matches!(c, Committed::Event(_)))
+                .count(),
+            1
+        );
+        // Racing rotation steps: exactly one applies.
+        let step = KeyTransition {
+            expect_current: Some(keys[0].kid.clone()),
+            set_state: vec![
+                (keys[0].kid.clone(), KeyState::Retired),
+                (keys[1].kid.clone(), KeyState::Current),
+            ],
+            insert: vec![keys[2].clone()],
+            delete: vec![],
+            event: None,
+            at: 3,
+        };
+        let steps = futures_join(replicas.iter().map(|r| {
+            let r = r.clone();
+            let step = step.clone();
+            tokio::spawn(async move { outcome(r.apply_key_transition(&step, 10).await) })
+        }))
+        .await;
+        assert_eq!(
+            steps.iter().filter(|s| *s == "None").count(),
+            1,
+            "{steps:?}"
+        );
+        assert_eq!(
+            steps.iter().filter(|s| *s == "Conflict").count(),
+            REPLICAS - 1
+        );
+        // Every commit was announced.
+        let first = listener.recv().await.unwrap();
+        assert_eq!(first.channel(), CHANGES_CHANNEL);
+        assert_eq!(first.payload(), "1");
+        drop(listener);
+        for r in replicas {
+            r.pool.close().await;
+        }
+        scratch.drop_database().await;
+    }
+
+    async fn futures_join<T: Send + 'static>(
+        handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for handle in handles.collect::<Vec<_>>() {
+            out.push(handle.await.unwrap());
+        }
+        out
+    }
+}
