@@ -64,6 +64,10 @@ pub const CHANGE_LOG_LOCK: i64 = 0x746d_6368_676c_6f67;
 /// The advisory-lock key every key-lifecycle step holds (ASCII `tmkeyset`).
 pub const KEY_LOCK: i64 = 0x746d_6b65_7973_6574;
 
+/// The advisory-lock key a config-client sync holds, so replicas starting at once with the
+/// same config insert each client once (ASCII `tmclisyn`).
+pub const CLIENT_SYNC_LOCK: i64 = 0x746d_636c_6973_796e;
+
 /// The `LISTEN/NOTIFY` channel a committed change is announced on; the payload is its
 /// sequence number. A notification only wakes a replica, which then reads by sequence.
 pub const CHANGES_CHANNEL: &str = "tokenmint_changes";
@@ -1013,9 +1017,11 @@ impl Store for PostgresStore {
         now: i64,
     ) -> Result<ClientSync, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // Insert-if-absent in one statement: replicas syncing the same client at once (the
-        // loser waits for the winner's commit, then does nothing) never see a conflict on
-        // its id; a matcher taken by another client is still `Conflict`.
+        // Replicas syncing the same config at once take turns: the second one finds the
+        // client and keeps it. Without the lock, its insert would clash on the matcher's
+        // unique index (not only on the id) and fail the start-up. A matcher taken by another
+        // client is still `Conflict`.
+        lock(&mut tx, CLIENT_SYNC_LOCK).await?;
         if insert_client(&mut *tx, client, now, true).await? {
             tx.commit().await.map_err(unavailable)?;
             return Ok(ClientSync::Inserted);
