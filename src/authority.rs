@@ -14,7 +14,7 @@ use crate::{
     clock::{Clock, unix_seconds},
     crypto::{self, SecretHasher},
     keys::KeyRing,
-    revocation::{Blocklist, CapError, Change, VerifiedCache},
+    revocation::{Blocklist, CapError, Change, Freshness, VerifiedCache},
     token::{
         self, AccessTokenClaims, IssueError, IssuedToken, Issuer, TokenRequest, Verified,
         VerifyError,
@@ -86,6 +86,9 @@ pub enum CallerError {
     /// The blocklist is not loaded yet.
     #[error("the revocation state is not loaded yet")]
     NotReady,
+    /// The store has not been reached for longer than `max_staleness`.
+    #[error("the revocation state is stale: no catch-up with the store for {0:?}")]
+    Stale(Duration),
 }
 
 /// Why a revocation request is refused (an unverifiable or unknown token is not refused: it is
@@ -124,6 +127,9 @@ pub struct Authority {
     blocklist: Arc<Blocklist>,
     verified: VerifiedCache<Arc<Verified>>,
     leeway: Duration,
+    freshness: Freshness,
+    max_staleness: Duration,
+    max_issue_staleness: Duration,
 }
 
 impl std::fmt::Debug for Authority {
@@ -152,6 +158,10 @@ pub struct Parts {
     pub leeway: Duration,
     /// How many verified tokens to remember.
     pub verified_cache_capacity: u64,
+    /// Past this since the last catch-up, introspection and watches are refused.
+    pub max_staleness: Duration,
+    /// Past this since the last catch-up, issuance is refused too.
+    pub max_issue_staleness: Duration,
 }
 
 impl Authority {
@@ -166,6 +176,9 @@ impl Authority {
             blocklist: parts.blocklist,
             verified: VerifiedCache::new(parts.verified_cache_capacity),
             leeway: parts.leeway,
+            freshness: Freshness::default(),
+            max_staleness: parts.max_staleness,
+            max_issue_staleness: parts.max_issue_staleness,
         }
     }
 
@@ -185,6 +198,10 @@ impl Authority {
         let peer = peer.ok_or(IssueError::Auth(AuthError::NoCertificate))?;
         if self.blocklist.is_client_disabled(client.id.as_str()) {
             return Err(IssueError::Auth(AuthError::Disabled(client.id.to_string())));
+        }
+        let stale = self.stale_for();
+        if stale > self.max_issue_staleness {
+            return Err(IssueError::Stale(stale));
         }
         let now = self.now();
         if let Some(cutoff) = self.blocklist.cutoff(client.id.as_str())
@@ -229,9 +246,7 @@ impl Authority {
         token: &str,
         presented_thumbprint: Option<&str>,
     ) -> Result<Result<AccessTokenClaims, Inactive>, CallerError> {
-        if !self.blocklist.is_loaded() {
-            return Err(CallerError::NotReady);
-        }
+        self.check_fresh()?;
         let now = self.now();
         Ok(self.check_active(token, now).and_then(|claims| {
             let visible = caller.has(Permission::Admin)
@@ -379,6 +394,29 @@ impl Authority {
             client_id: client_id.to_owned(),
             issued_at_or_before: self.now().saturating_add(leeway),
         })
+    }
+
+    /// Refuses when the revocation state is not loaded or is older than `max_staleness`:
+    /// what introspection and revocation watches need.
+    pub fn check_fresh(&self) -> Result<(), CallerError> {
+        if !self.blocklist.is_loaded() {
+            return Err(CallerError::NotReady);
+        }
+        let stale = self.stale_for();
+        if stale > self.max_staleness {
+            return Err(CallerError::Stale(stale));
+        }
+        Ok(())
+    }
+
+    /// Records a successful catch-up with the store.
+    pub fn mark_fresh(&self) {
+        self.freshness.mark(self.clock.monotonic());
+    }
+
+    /// How long since the last successful catch-up with the store.
+    pub fn stale_for(&self) -> Duration {
+        self.freshness.stale_for(self.clock.monotonic())
     }
 
     /// The blocklist.

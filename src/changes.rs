@@ -28,6 +28,9 @@ pub struct ChangeLog {
     events: broadcast::Sender<Event>,
     // One commit at a time, so events reach the blocklist and watchers in sequence order.
     commit_lock: Mutex<()>,
+    // The highest sequence read back from the store's log (commits by this process and by
+    // other replicas alike); one catch-up at a time.
+    caught_up_through: Mutex<u64>,
     // The clients last installed in the registry. Held across the store read and the swap,
     // so a slower reload can never install an older list over a newer one.
     clients_seen: Mutex<Option<Vec<Client>>>,
@@ -61,6 +64,7 @@ impl ChangeLog {
             events,
             commit_lock: Mutex::new(()),
             clients_seen: Mutex::new(None),
+            caught_up_through: Mutex::new(0),
         }
     }
 
@@ -69,6 +73,8 @@ impl ChangeLog {
         let now = self.authority.now();
         let state = self.store.revocation_state(now).await?;
         self.authority.blocklist().load(&state, now);
+        *self.caught_up_through.lock().await = state.high_water;
+        self.authority.mark_fresh();
         Ok(state)
     }
 
@@ -152,6 +158,43 @@ impl ChangeLog {
         }
     }
 
+    /// Reads every change committed since the last catch-up — by this process or by another
+    /// replica — in sequence order, and applies it: the blocklist, the watchers, the client
+    /// registry. Applying is idempotent, so a change this process committed itself is simply
+    /// seen again. On success the authority is marked fresh. Returns the events read and
+    /// whether any of them was a key revocation (the key ring must then be rebuilt).
+    pub async fn catch_up(&self) -> Result<(usize, bool), StoreError> {
+        let mut through = self.caught_up_through.lock().await;
+        let mut read = 0;
+        let mut keys_changed = false;
+        let mut clients_changed = false;
+        loop {
+            let batch = self.store.changes_after(*through, CATCH_UP_BATCH).await?;
+            let done = batch.len() < CATCH_UP_BATCH as usize;
+            let now = self.authority.now();
+            for event in batch {
+                self.authority.blocklist().apply(&event, now);
+                keys_changed |= matches!(event.change, Change::KeyRevoked { .. });
+                clients_changed |= matches!(
+                    event.change,
+                    Change::ClientDisabled { .. } | Change::ClientEnabled { .. }
+                );
+                *through = event.sequence;
+                read += 1;
+                let _ = self.events.send(event);
+            }
+            if done {
+                break;
+            }
+        }
+        drop(through);
+        if clients_changed {
+            self.reload_clients().await;
+        }
+        self.authority.mark_fresh();
+        Ok((read, keys_changed))
+    }
+
     /// Removes expired state and old log entries from the store.
     pub async fn purge(&self) -> Result<u64, StoreError> {
         let removed = self.store.purge(self.authority.now()).await?;
@@ -173,7 +216,7 @@ impl ChangeLog {
         let mut live = self.events.subscribe();
         let mut cursor = after_sequence;
         let sent = async {
-            cursor = self.catch_up(cursor, true, &out, &stop).await?;
+            cursor = self.bring_up_to_date(cursor, true, &out, &stop).await?;
             loop {
                 let event = tokio::select! {
                     () = stop.cancelled() => return Ok(()),
@@ -188,7 +231,7 @@ impl ChangeLog {
                     }
                     // A gap, or this watcher fell behind the broadcast: read from the log.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        cursor = self.catch_up(cursor, false, &out, &stop).await?;
+                        cursor = self.bring_up_to_date(cursor, false, &out, &stop).await?;
                     }
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 }
@@ -202,7 +245,7 @@ impl ChangeLog {
 
     /// Brings a watcher at `cursor` up to the log's head: a snapshot if it must (or if
     /// `initial` and the cursor is 0), else the missed events. Returns the new cursor.
-    async fn catch_up(
+    async fn bring_up_to_date(
         &self,
         cursor: u64,
         initial: bool,

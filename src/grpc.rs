@@ -372,12 +372,9 @@ impl RevocationService for RevocationApi {
             .authority
             .caller(peer.as_deref(), Permission::Introspect)
             .map_err(|e| wire::caller_refused(&e, remote))?;
-        if !self.authority.blocklist().is_loaded() {
-            return Err(wire::caller_refused(
-                &crate::authority::CallerError::NotReady,
-                remote,
-            ));
-        }
+        self.authority
+            .check_fresh()
+            .map_err(|e| wire::caller_refused(&e, remote))?;
         let after = request.into_inner().after_sequence;
         tracing::info!(caller = %caller.id, after, "revocation watch started");
         let (tx, rx) = tokio::sync::mpsc::channel(256);

@@ -487,6 +487,35 @@ impl Blocklist {
     }
 }
 
+/// How fresh this process's view of the store is: the monotonic time of the last successful
+/// catch-up. Past `max_staleness` introspection and watches answer `UNAVAILABLE`; past
+/// `max_issue_staleness` issuance does too (SPEC §9).
+#[derive(Debug, Default)]
+pub struct Freshness {
+    // Nanoseconds on the clock's monotonic scale, plus one (0: never caught up).
+    last: AtomicU64,
+}
+
+impl Freshness {
+    /// Records a successful catch-up at monotonic time `at`.
+    pub fn mark(&self, at: Duration) {
+        let nanos = u64::try_from(at.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.last
+            .fetch_max(nanos.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// How long since the last successful catch-up (`Duration::MAX` if never).
+    pub fn stale_for(&self, now: Duration) -> Duration {
+        match self.last.load(Ordering::Acquire) {
+            0 => Duration::MAX,
+            last => {
+                let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+                Duration::from_nanos(now.saturating_sub(last - 1))
+            }
+        }
+    }
+}
+
 /// The verified-token cache: tokens whose signature already checked out, keyed by a SHA-256
 /// of the token, each entry living at most until the token expires. Bounded — an eviction
 /// only costs a re-verification. Revocation, client and key status are never cached.

@@ -382,6 +382,8 @@ pub async fn prepare_with_store(
         blocklist,
         leeway: config.tokens.leeway,
         verified_cache_capacity: VERIFIED_CACHE_CAPACITY,
+        max_staleness: config.store.max_staleness,
+        max_issue_staleness: config.store.max_issue_staleness,
     }));
     let changes = Arc::new(ChangeLog::new(
         store.clone(),
@@ -481,9 +483,11 @@ impl PreparedServer {
                 )),
             ),
             (
-                "client-refresh",
-                tokio::spawn(refresh_clients(
+                "catch-up",
+                tokio::spawn(catch_up(
+                    self.store.clone(),
                     self.changes.clone(),
+                    self.rotator.clone(),
                     self.config.store.catch_up_interval,
                     stop.clone(),
                 )),
@@ -635,16 +639,33 @@ async fn purge_revocations(changes: Arc<ChangeLog>, interval: Duration, stop: Ca
     }
 }
 
-/// Re-reads the clients from the store every `interval`, so `tokenmint client add` (which
-/// writes the store directly) takes effect on a running server.
-async fn refresh_clients(changes: Arc<ChangeLog>, interval: Duration, stop: CancellationToken) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Keeps this process in step with the store every `interval`, or as soon as the store
+/// announces a change: revocations and client changes committed by other replicas (or by
+/// the offline `tokenmint client add`), and key-lifecycle steps another replica applied. A
+/// successful round marks the authority fresh; failed rounds let it go stale (SPEC §9).
+async fn catch_up(
+    store: Arc<dyn Store>,
+    changes: Arc<ChangeLog>,
+    rotator: Arc<Rotator>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = ticker.tick() => {}
+            () = store.wait_for_change(interval) => {}
+        }
+        match changes.catch_up().await {
+            Ok((read, _)) if read > 0 => tracing::debug!(read, "caught up with the store"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "catch-up with the store failed; will retry");
+                continue;
+            }
         }
         changes.reload_clients().await;
+        if let Err(e) = rotator.publish().await {
+            tracing::warn!(error = %e, "reloading the key ring failed; will retry");
+        }
     }
 }

@@ -186,6 +186,9 @@ pub enum IssueError {
         /// When the cut-off passes.
         retry_after: Duration,
     },
+    /// This replica has not caught up with the store for longer than `max_issue_staleness`.
+    #[error("no catch-up with the store for {0:?}: issuance is paused")]
+    Stale(Duration),
     /// Signing failed.
     #[error("signing failed: {0}")]
     Signing(String),
@@ -200,7 +203,7 @@ impl IssueError {
             IssueError::Scope(_) => ErrorCode::InvalidScope,
             IssueError::Audience(_) | IssueError::NoAudience => ErrorCode::InvalidTarget,
             IssueError::Lifetime | IssueError::TooMany(_) => ErrorCode::InvalidRequest,
-            IssueError::CutOff { .. } => ErrorCode::TemporarilyUnavailable,
+            IssueError::CutOff { .. } | IssueError::Stale(_) => ErrorCode::TemporarilyUnavailable,
             IssueError::Signing(_) => ErrorCode::ServerError,
         }
     }

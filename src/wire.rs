@@ -83,6 +83,10 @@ pub fn caller_refused(error: &CallerError, remote: Option<std::net::SocketAddr>)
             ErrorCode::TemporarilyUnavailable,
             "the revocation state is still loading; retry shortly",
         ),
+        CallerError::Stale(_) => oauth_status(
+            ErrorCode::TemporarilyUnavailable,
+            "this replica cannot reach the store and its revocation state may be out of date; retry, possibly on another replica",
+        ),
     }
 }
 

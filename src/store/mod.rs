@@ -109,6 +109,14 @@ pub trait Store: Send + Sync + 'static {
     /// Removes state and log entries kept past their time; returns the rows removed.
     async fn purge(&self, now: i64) -> Result<u64, StoreError>;
 
+    /// Waits until the store may have a change this process has not seen, or `at_most`
+    /// passes. The default just sleeps; a back-end that can announce changes (PostgreSQL's
+    /// `LISTEN/NOTIFY`) wakes early. A lost notification connection must return at once, so
+    /// the caller catches up immediately.
+    async fn wait_for_change(&self, at_most: std::time::Duration) {
+        tokio::time::sleep(at_most).await;
+    }
+
     /// Inserts a client from the config file when absent; when present, overwrites it only if
     /// `overwrite` (keeping its secret), so a restart never undoes a change made since.
     async fn sync_config_client(

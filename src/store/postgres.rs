@@ -83,9 +83,17 @@ const SESSION_SETTINGS: &str =
     "SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '30s'";
 
 /// A PostgreSQL database shared by the replicas.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    // The notification connection `wait_for_change` waits on (`None`: not yet, or lost).
+    listener: std::sync::Arc<tokio::sync::Mutex<Option<PgListener>>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -224,7 +232,10 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|e| fail("cannot connect to", &e))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            listener: std::sync::Arc::default(),
+        })
     }
 
     /// `SHOW synchronous_commit` as a pooled connection runs it (`on` unless configured
@@ -1008,6 +1019,33 @@ impl Store for PostgresStore {
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(removed)
+    }
+
+    async fn wait_for_change(&self, at_most: std::time::Duration) {
+        let mut guard = self.listener.lock().await;
+        let Some(listener) = guard.as_mut() else {
+            match self.listen().await {
+                // Newly listening: whatever was committed before is read by the catch-up that
+                // follows at once.
+                Ok(listener) => *guard = Some(listener),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for change notifications; polling");
+                    drop(guard);
+                    tokio::time::sleep(at_most).await;
+                }
+            }
+            return;
+        };
+        match tokio::time::timeout(at_most, listener.try_recv()).await {
+            // A notification, or the periodic catch-up: read the log either way.
+            Ok(Ok(Some(_))) | Err(_) => {}
+            // The connection was lost (sqlx reconnects on the next call): catch up at once.
+            Ok(Ok(None)) => tracing::info!("change notifications reconnected; catching up"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "change notifications failed; catching up and listening again");
+                *guard = None;
+            }
+        }
     }
 
     async fn sync_config_client(

@@ -182,7 +182,7 @@ async fn scheduled_rotation_publishes_ahead_and_retires_after_retention() {
 
     // Just before the promotion: nothing is due; a token with the client's longest lifetime
     // (10 min) will outlive the promotion.
-    clock.advance(secs(ROTATION_PERIOD - 5 * 60));
+    advance(&server, &clock, secs(ROTATION_PERIOD - 5 * 60)).await;
     server.rotator.tick().await.unwrap();
     assert_eq!(
         the_one(&list_keys(&server, &admin).await.keys, "current").key_id,
@@ -198,7 +198,7 @@ async fn scheduled_rotation_publishes_ahead_and_retires_after_retention() {
     assert_eq!(long.key_id, first.key_id);
 
     // The promotion.
-    clock.advance(secs(5 * 60));
+    advance(&server, &clock, secs(5 * 60)).await;
     let promoted_at = t0 + ROTATION_PERIOD;
     server.rotator.tick().await.unwrap();
     let after = list_keys(&server, &admin).await;
@@ -256,7 +256,7 @@ async fn scheduled_rotation_publishes_ahead_and_retires_after_retention() {
 
     // Through its retention the retired key stays published (the long token expires at
     // promotion + 5 min; retention outlasts any token it signed).
-    clock.advance(secs(RETENTION - 1));
+    advance(&server, &clock, secs(RETENTION - 1)).await;
     server.rotator.tick().await.unwrap();
     let almost = list_keys(&server, &admin).await;
     assert_eq!(the_one(&almost.keys, "retired").key_id, first.key_id);
@@ -267,7 +267,7 @@ async fn scheduled_rotation_publishes_ahead_and_retires_after_retention() {
     );
 
     // Retention has passed: the retired key leaves the set.
-    clock.advance(secs(1));
+    advance(&server, &clock, secs(1)).await;
     server.rotator.tick().await.unwrap();
     let removed = list_keys(&server, &admin).await;
     assert!(
@@ -307,7 +307,7 @@ async fn wall_clock_jumps_never_remove_a_key_early() {
     let first = the_one(&start.keys, "current").key_id.clone();
     let second = the_one(&start.keys, "next").key_id.clone();
 
-    clock.advance(secs(ROTATION_PERIOD));
+    advance(&server, &clock, secs(ROTATION_PERIOD)).await;
     server.rotator.tick().await.unwrap();
     let promoted_at = t0 + ROTATION_PERIOD;
     let after = list_keys(&server, &admin).await;
@@ -346,7 +346,7 @@ async fn wall_clock_jumps_never_remove_a_key_early() {
     check(promoted_at).await;
 
     // Retention elapses on both clocks: now the retired key goes.
-    clock.advance(secs(RETENTION));
+    advance(&server, &clock, secs(RETENTION)).await;
     server.rotator.tick().await.unwrap();
     let keys = list_keys(&server, &admin).await.keys;
     assert_eq!(keys.len(), 2, "{keys:#?}");
@@ -548,14 +548,14 @@ async fn an_operator_rotation_on_time_needs_no_force() {
     let first = the_one(&start, "current").key_id.clone();
     let second = the_one(&start, "next").key_id.clone();
 
-    clock.advance(secs(PUBLISH_AHEAD - 1));
+    advance(&server, &clock, secs(PUBLISH_AHEAD - 1)).await;
     let message = assert_status(
         admin.rotate_keys(RotateKeysRequest { force: false }).await,
         Code::FailedPrecondition,
     );
     assert!(message.contains("keys.publish_ahead"), "{message}");
 
-    clock.advance(secs(1));
+    advance(&server, &clock, secs(1)).await;
     let rotated = admin
         .rotate_keys(RotateKeysRequest { force: false })
         .await
@@ -765,16 +765,16 @@ async fn a_young_next_key_waits_for_publish_ahead() {
     );
 
     // The rotation period is up, but the next key is only 30 minutes old.
-    clock.advance(secs(30 * 60));
+    advance(&server, &clock, secs(30 * 60)).await;
     server.rotator.tick().await.unwrap();
     assert_eq!(
         the_one(&list_keys(&server, &admin).await.keys, "current").key_id,
         first
     );
-    clock.advance(secs(25 * 60));
+    advance(&server, &clock, secs(25 * 60)).await;
     let es_token = token(&server, &demo, Some(Duration::from_secs(600))).await;
     assert_eq!(es_token.key_id, first);
-    clock.advance(secs(5 * 60 - 1));
+    advance(&server, &clock, secs(5 * 60 - 1)).await;
     server.rotator.tick().await.unwrap();
     assert_eq!(
         the_one(&list_keys(&server, &admin).await.keys, "current").key_id,
@@ -782,7 +782,7 @@ async fn a_young_next_key_waits_for_publish_ahead() {
         "one second short of publish_ahead"
     );
 
-    clock.advance(secs(1));
+    advance(&server, &clock, secs(1)).await;
     server.rotator.tick().await.unwrap();
     let keys = list_keys(&server, &admin).await.keys;
     let current = the_one(&keys, "current");

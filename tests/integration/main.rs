@@ -12,6 +12,7 @@ mod issue;
 mod keys;
 mod lifecycle;
 mod ops;
+mod replicas;
 mod revocation;
 mod store_contract;
 mod support;

@@ -738,10 +738,12 @@ async fn a_restart_undoes_no_revocation_cut_off_or_disable() {
 // Durable before OK
 // ---------------------------------------------------------------------------------------
 
-/// A SQLite store whose `commit_change` fails while `fail_commits` is set.
-struct FlakyStore {
-    inner: SqliteStore,
-    fail_commits: AtomicBool,
+/// A SQLite store whose `commit_change` fails while `fail_commits` is set, and whose log
+/// reads (`changes_after`) fail while `fail_reads` is set.
+pub(crate) struct FlakyStore {
+    pub(crate) inner: SqliteStore,
+    pub(crate) fail_commits: AtomicBool,
+    pub(crate) fail_reads: AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -786,6 +788,9 @@ impl Store for FlakyStore {
     }
 
     async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        if self.fail_reads.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected fault".into()));
+        }
         self.inner.changes_after(after, limit).await
     }
 
@@ -834,6 +839,7 @@ async fn a_storage_failure_answers_unavailable_and_revokes_nothing() {
             .await
             .unwrap(),
         fail_commits: AtomicBool::new(false),
+        fail_reads: AtomicBool::new(false),
     });
     let server = setup.start_with_store(store.clone()).await;
     let certs = Certs::new(&setup);

@@ -78,7 +78,7 @@ impl Backend {
     }
 }
 
-fn postgres_url() -> Option<String> {
+pub(crate) fn postgres_url() -> Option<String> {
     std::env::var(POSTGRES_URL_VAR)
         .ok()
         .filter(|url| !url.trim().is_empty())
@@ -105,14 +105,14 @@ fn with_database(url: &str, database: &str) -> String {
 /// A database of its own for one test: `CREATE DATABASE tm_test_<random hex>` on the server
 /// of `TOKENMINT_TEST_POSTGRES_URL`, dropped (`WITH (FORCE)`) when the guard is dropped —
 /// also when the test panics.
-struct TestDatabase {
+pub(crate) struct TestDatabase {
     admin_url: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl TestDatabase {
-    async fn create(admin_url: &str) -> Self {
+    pub(crate) async fn create(admin_url: &str) -> Self {
         let name = format!(
             "tm_test_{}",
             crypto::hex(&crypto::random_bytes::<8>().unwrap())

@@ -144,6 +144,10 @@ pub struct Setup {
     pub extra_toml: String,
     /// Extra lines for `[server]`.
     pub server_toml: String,
+    /// `[store] url`.
+    pub store_url: String,
+    /// Extra lines for `[store]`.
+    pub store_toml: String,
 }
 
 impl Setup {
@@ -164,6 +168,8 @@ impl Setup {
             clients_toml: clients_toml.to_owned(),
             extra_toml: String::new(),
             server_toml: String::new(),
+            store_url: "sqlite://tokenmint.db".into(),
+            store_toml: String::new(),
         }
     }
 
@@ -189,7 +195,8 @@ key = "server.key"
 client_ca = "ca.pem"
 
 [store]
-url = "sqlite://tokenmint.db"
+url = "{store_url}"
+{store}
 
 [keys]
 kek_files = ["tokenmint.kek"]
@@ -198,6 +205,8 @@ kek_files = ["tokenmint.kek"]
 "#,
             extra = self.extra_toml,
             server = self.server_toml,
+            store_url = self.store_url,
+            store = self.store_toml,
             clients = self.clients_toml,
         );
         std::fs::write(self.config_path(), text).unwrap();
@@ -238,6 +247,29 @@ kek_files = ["tokenmint.kek"]
                 sync_clients: false,
                 clock,
             },
+        )
+        .await
+        .unwrap();
+        self.serve(prepared).await
+    }
+
+    /// Starts the server over a store the test built, reading time from `clock`.
+    pub async fn start_with_store_and_clock(
+        &self,
+        store: Arc<dyn tokenmint::store::Store>,
+        clock: Arc<dyn tokenmint::clock::Clock>,
+    ) -> TestServer {
+        tokenmint::crypto::install_jwt_provider();
+        let config = self.config();
+        let keks = server::load_keks(&config.keys.kek_files, None).unwrap();
+        let prepared = server::prepare_with_store(
+            config,
+            Options {
+                keks,
+                sync_clients: false,
+                clock,
+            },
+            store,
         )
         .await
         .unwrap();
@@ -296,6 +328,7 @@ kek_files = ["tokenmint.kek"]
 
     async fn serve(&self, prepared: PreparedServer) -> TestServer {
         let rotator = prepared.rotator().clone();
+        let changes = prepared.changes().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -305,6 +338,7 @@ kek_files = ["tokenmint.kek"]
         TestServer {
             addr,
             rotator,
+            changes,
             ca_pem: self.pki.ca.cert_pem().to_owned(),
             stop: Some(stop_tx),
             task: Some(task),
@@ -317,6 +351,9 @@ pub struct TestServer {
     /// The server's key rotator: `tick()` applies due lifecycle steps now (with a manual
     /// clock, tests advance the clock and tick instead of waiting).
     pub rotator: Arc<tokenmint::lifecycle::Rotator>,
+    /// The server's change log: `catch_up()` reads the store now (the background task does
+    /// every `catch_up_interval` of real time).
+    pub changes: Arc<tokenmint::changes::ChangeLog>,
     ca_pem: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
@@ -525,4 +562,12 @@ pub async fn revoke(server: &TestServer, cert: &Issued, token: &str) -> Result<(
 /// base64url SHA-256 of a certificate's DER: what `cnf.x5t#S256` holds.
 pub fn thumbprint_of(cert: &Issued) -> String {
     tokenmint::crypto::CertificateThumbprint::of_der(&cert.cert_der).to_b64url()
+}
+
+/// Lets `by` pass on a manual clock, then catches the server up with the store, as its
+/// background task would have done many times over in that time (otherwise the jump would
+/// leave the server stale and pausing issuance, as SPEC §9 asks of a cut-off replica).
+pub async fn advance(server: &TestServer, clock: &tokenmint::clock::ManualClock, by: Duration) {
+    clock.advance(by);
+    server.changes.catch_up().await.unwrap();
 }
