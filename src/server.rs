@@ -471,6 +471,14 @@ impl PreparedServer {
 
         let stop = CancellationToken::new();
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(256);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<TokenServiceServer<TokenApi>>().await;
+        health.set_serving::<KeyServiceServer<KeyApi>>().await;
+        health
+            .set_serving::<RevocationServiceServer<RevocationApi>>()
+            .await;
+        health.set_serving::<AdminServiceServer<AdminApi>>().await;
+        health.set_service_status("", ServingStatus::Serving).await;
         let tasks: Vec<(&'static str, JoinHandle<()>)> = vec![
             (
                 "tls-accept",
@@ -488,6 +496,12 @@ impl PreparedServer {
                     self.store.clone(),
                     self.changes.clone(),
                     self.rotator.clone(),
+                    Readiness {
+                        health: health.clone(),
+                        authority: self.authority.clone(),
+                        max_issue_staleness: self.config.store.max_issue_staleness,
+                        last: None,
+                    },
                     self.config.store.catch_up_interval,
                     stop.clone(),
                 )),
@@ -510,14 +524,6 @@ impl PreparedServer {
             ),
         ];
 
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<TokenServiceServer<TokenApi>>().await;
-        health.set_serving::<KeyServiceServer<KeyApi>>().await;
-        health
-            .set_serving::<RevocationServiceServer<RevocationApi>>()
-            .await;
-        health.set_serving::<AdminServiceServer<AdminApi>>().await;
-        health.set_service_status("", ServingStatus::Serving).await;
         // Both reflection versions: grpcurl and other tools still ask v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -607,6 +613,47 @@ impl PreparedServer {
     }
 }
 
+/// What gRPC health says (SPEC §9): the server as a whole (`""`, and the token and key
+/// services) is ready while its revocation state is within `max_issue_staleness`; the
+/// services that need the store to answer (Revocation, Admin) follow the store's
+/// reachability. A database blip therefore never drains every replica at once.
+struct Readiness {
+    health: tonic_health::server::HealthReporter,
+    authority: Arc<Authority>,
+    max_issue_staleness: Duration,
+    last: Option<(bool, bool)>,
+}
+
+impl Readiness {
+    async fn report(&mut self, store_reached: bool) {
+        let ready = self.authority.stale_for() <= self.max_issue_staleness;
+        if self.last == Some((ready, store_reached)) {
+            return;
+        }
+        let status = |up: bool| {
+            if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
+        };
+        self.health.set_service_status("", status(ready)).await;
+        self.health
+            .set_service_status("tokenmint.v1.TokenService", status(ready))
+            .await;
+        self.health
+            .set_service_status("tokenmint.v1.RevocationService", status(store_reached))
+            .await;
+        self.health
+            .set_service_status("tokenmint.v1.AdminService", status(store_reached))
+            .await;
+        if self.last.is_some() {
+            tracing::info!(ready, store_reached, "health changed");
+        }
+        self.last = Some((ready, store_reached));
+    }
+}
+
 /// Applies due key-lifecycle steps every `interval`.
 async fn rotate_keys(rotator: Arc<Rotator>, interval: Duration, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(interval);
@@ -647,6 +694,7 @@ async fn catch_up(
     store: Arc<dyn Store>,
     changes: Arc<ChangeLog>,
     rotator: Arc<Rotator>,
+    mut readiness: Readiness,
     interval: Duration,
     stop: CancellationToken,
 ) {
@@ -655,7 +703,9 @@ async fn catch_up(
             () = stop.cancelled() => return,
             () = store.wait_for_change(interval) => {}
         }
-        match changes.catch_up().await {
+        let reached = changes.catch_up().await;
+        readiness.report(reached.is_ok()).await;
+        match reached {
             Ok((read, _)) if read > 0 => tracing::debug!(read, "caught up with the store"),
             Ok(_) => {}
             Err(e) => {

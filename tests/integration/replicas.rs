@@ -14,6 +14,9 @@ use tokenmint::{
     store::sqlite::SqliteStore,
 };
 use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::{
     revocation::FlakyStore,
@@ -183,8 +186,30 @@ async fn a_replica_cut_off_from_the_store_goes_stale_then_recovers() {
         .access_token;
     assert!(introspect(&server, &rs, &token, None).await.unwrap().active);
 
+    assert_health(&server, "", ServingStatus::Serving).await;
+    assert_health(
+        &server,
+        "tokenmint.v1.RevocationService",
+        ServingStatus::Serving,
+    )
+    .await;
+
     // The store stops answering; time passes beyond max_staleness.
     store.fail_reads.store(true, Ordering::SeqCst);
+    // The services that need the store say so; the replica as a whole stays ready.
+    assert_health(
+        &server,
+        "tokenmint.v1.RevocationService",
+        ServingStatus::NotServing,
+    )
+    .await;
+    assert_health(
+        &server,
+        "tokenmint.v1.AdminService",
+        ServingStatus::NotServing,
+    )
+    .await;
+    assert_health(&server, "", ServingStatus::Serving).await;
     clock.advance(Duration::from_secs(3));
     let status = introspect(&server, &rs, &token, None).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -199,6 +224,8 @@ async fn a_replica_cut_off_from_the_store_goes_stale_then_recovers() {
         Code::Unavailable,
         "temporarily_unavailable",
     );
+    // Past max_issue_staleness the replica is no longer ready.
+    assert_health(&server, "", ServingStatus::NotServing).await;
 
     // The store is back: one catch-up and everything answers again.
     store.fail_reads.store(false, Ordering::SeqCst);
@@ -207,5 +234,37 @@ async fn a_replica_cut_off_from_the_store_goes_stale_then_recovers() {
     issue(&server, &demo, IssueTokenRequest::default())
         .await
         .unwrap();
+    assert_health(&server, "", ServingStatus::Serving).await;
+    assert_health(
+        &server,
+        "tokenmint.v1.RevocationService",
+        ServingStatus::Serving,
+    )
+    .await;
     server.stop().await;
+}
+
+/// Waits (a few seconds at most: the catch-up task runs every 500 ms here) until gRPC health
+/// reports `expected` for `service`.
+async fn assert_health(server: &TestServer, service: &str, expected: ServingStatus) {
+    let mut health = HealthClient::new(server.public_channel());
+    let since = Instant::now();
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        if status == expected {
+            return;
+        }
+        assert!(
+            since.elapsed() < PROPAGATION_BOUND,
+            "health of {service:?} stayed {status:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
