@@ -11,6 +11,7 @@ mod introspect;
 mod issue;
 mod keys;
 mod lifecycle;
+mod manifests;
 mod ops;
 mod replicas;
 mod revocation;
