@@ -215,12 +215,20 @@ impl ChangeLog {
         // Subscribe before reading the store, so nothing committed in between is missed.
         let mut live = self.events.subscribe();
         let mut cursor = after_sequence;
+        // A stream must not go on vouching for a state this process can no longer refresh:
+        // past `max_staleness` it ends with UNAVAILABLE (SPEC §9), checked every second.
+        let mut freshness = tokio::time::interval(std::time::Duration::from_secs(1));
+        freshness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let sent = async {
             cursor = self.bring_up_to_date(cursor, true, &out, &stop).await?;
             loop {
                 let event = tokio::select! {
                     () = stop.cancelled() => return Ok(()),
                     () = out.closed() => return Ok(()),
+                    _ = freshness.tick() => match self.authority.check_fresh() {
+                        Ok(()) => continue,
+                        Err(e) => return Err(Closed::Store(StoreError::Unavailable(e.to_string()))),
+                    },
                     received = live.recv() => received,
                 };
                 match event {

@@ -500,6 +500,7 @@ impl PreparedServer {
                         health: health.clone(),
                         authority: self.authority.clone(),
                         max_issue_staleness: self.config.store.max_issue_staleness,
+                        round_timeout: self.config.store.max_staleness,
                         last: None,
                     },
                     self.config.store.catch_up_interval,
@@ -621,6 +622,7 @@ struct Readiness {
     health: tonic_health::server::HealthReporter,
     authority: Arc<Authority>,
     max_issue_staleness: Duration,
+    round_timeout: Duration,
     last: Option<(bool, bool)>,
 }
 
@@ -703,7 +705,15 @@ async fn catch_up(
             () = stop.cancelled() => return,
             () = store.wait_for_change(interval) => {}
         }
-        let reached = changes.catch_up().await;
+        // A store that stops answering without closing its connections must not hang the
+        // round: past max_staleness the replica is stale anyway.
+        let reached = match tokio::time::timeout(readiness.round_timeout, changes.catch_up()).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(
+                "the catch-up round timed out".into(),
+            )),
+        };
         readiness.report(reached.is_ok()).await;
         match reached {
             Ok((read, _)) if read > 0 => tracing::debug!(read, "caught up with the store"),

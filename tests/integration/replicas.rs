@@ -195,6 +195,24 @@ async fn a_replica_cut_off_from_the_store_goes_stale_then_recovers() {
     )
     .await;
 
+    // A watch stream open before the outage.
+    let mut stream = server
+        .revocations(&rs)
+        .watch_revocations(WatchRevocationsRequest { after_sequence: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let event = tokio::time::timeout(PROPAGATION_BOUND, stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if matches!(event.event, Some(Event::SnapshotComplete(_))) {
+            break;
+        }
+    }
+
     // The store stops answering; time passes beyond max_staleness.
     store.fail_reads.store(true, Ordering::SeqCst);
     // The services that need the store say so; the replica as a whole stays ready.
@@ -214,6 +232,18 @@ async fn a_replica_cut_off_from_the_store_goes_stale_then_recovers() {
     clock.advance(Duration::from_secs(3));
     let status = introspect(&server, &rs, &token, None).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // The open stream ends with UNAVAILABLE rather than go on vouching for a stale state.
+    let ended = tokio::time::timeout(PROPAGATION_BOUND, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    assert_eq!(ended.unwrap_err().code(), Code::Unavailable);
     // Issuance holds on until max_issue_staleness…
     issue(&server, &demo, IssueTokenRequest::default())
         .await
