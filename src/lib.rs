@@ -21,11 +21,15 @@
 //!
 //! ## The dependency rule
 //!
-//! The domain core — [`identity`], [`client`], [`token`], [`keys`], [`authority`], [`clock`],
-//! [`oauth`], [`config`] and [`crypto`] (ring's one home) — imports no tonic, rustls, sqlx or
-//! clap. The edges adapt it: [`tls`] (rustls), [`grpc`] and [`wire`] (tonic), [`store`] (sqlx),
-//! [`server`] (wiring and lifecycle), [`pki`] (rcgen, the development PKI); the CLI lives in
-//! the binary. See `docs/architecture.md`.
+//! The domain core — [`identity`], [`client`], [`token`], [`keys`], [`rotation`],
+//! [`revocation`], [`authority`], [`clock`], [`oauth`], [`config`] and [`crypto`] (ring's one
+//! home) — imports no tonic, rustls, sqlx or clap. [`changes`] (the durable commit path and
+//! the watch streams) and [`lifecycle`] (applying key steps) drive the core against the
+//! [`store::Store`] trait. The edges adapt it: [`tls`] (rustls), [`grpc`] and [`wire`]
+//! (tonic), [`http`] (axum, the OAuth2 HTTP face), [`store`] (sqlx: SQLite and PostgreSQL),
+//! [`server`] (wiring, the background tasks, readiness), [`pki`] (rcgen, the development
+//! PKI), [`failpoint`] (a test-only crash point); the CLI lives in the binary. See
+//! `docs/architecture.md`.
 
 #![forbid(unsafe_code)]
 
