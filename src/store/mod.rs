@@ -12,6 +12,7 @@ use crate::{
 };
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 /// What failed in the store.

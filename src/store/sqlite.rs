@@ -11,11 +11,14 @@ use sqlx::{
     },
 };
 
+use super::rows::{
+    ChangeColumns, Columns, client_from, corrupt, event_from, json_list, key_from,
+    permission_names, public_columns, sealed_from, seconds, unavailable, write_error,
+};
 use super::{ClientSync, Committed, Store, StoreError};
 use crate::{
-    client::{Client, ClientId, Permission},
-    crypto::{Algorithm, PublicKey, Sealed},
-    identity::CertificateMatcher,
+    client::Client,
+    crypto::Sealed,
     keys::{KeyId, KeyRecord, KeyState},
     revocation::{Change, Cutoff, Event, RevokedToken, State},
     rotation::KeyTransition,
@@ -28,19 +31,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-}
-
-fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-fn write_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
-        }
-        _ => unavailable(e),
-    }
 }
 
 impl SqliteStore {
@@ -79,101 +69,11 @@ impl SqliteStore {
     }
 }
 
-fn json_list(value: &[String]) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn parse_list(row: &SqliteRow, column: &str) -> Result<Vec<String>, StoreError> {
-    let text: String = row
-        .try_get(column)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
-fn seconds(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-fn corrupt(e: sqlx::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
-fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    let kid: String = row.try_get("kid").map_err(corrupt)?;
-    let algorithm_name: String = row.try_get("algorithm").map_err(corrupt)?;
-    let algorithm = Algorithm::try_from_name(&algorithm_name)
-        .ok_or_else(|| StoreError::Corrupt(format!("key {kid}: algorithm {algorithm_name:?}")))?;
-    let state_name: String = row.try_get("state").map_err(corrupt)?;
-    let state = KeyState::try_from_name(&state_name)
-        .ok_or_else(|| StoreError::Corrupt(format!("key {kid}: state {state_name:?}")))?;
-    let x: Vec<u8> = row.try_get("public_x").map_err(corrupt)?;
-    let y: Option<Vec<u8>> = row.try_get("public_y").map_err(corrupt)?;
-    let public = match (algorithm, y) {
-        (Algorithm::Es256, Some(y)) => PublicKey::P256 { x, y },
-        (Algorithm::EdDsa, None) => PublicKey::Ed25519 { x },
-        _ => return Err(StoreError::Corrupt(format!("key {kid}: public key shape"))),
-    };
-    Ok(KeyRecord {
-        kid: KeyId::from_stored(kid),
-        algorithm,
-        state,
-        public,
-        sealed: Sealed {
-            kek_id: row.try_get("kek_id").map_err(corrupt)?,
-            nonce: row.try_get("nonce").map_err(corrupt)?,
-            ciphertext: row.try_get("ciphertext").map_err(corrupt)?,
-        },
-        created_at: row.try_get("created_at").map_err(corrupt)?,
-        activated_at: row.try_get("activated_at").map_err(corrupt)?,
-        retired_at: row.try_get("retired_at").map_err(corrupt)?,
-        revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
-    })
-}
-
-fn client_from_row(row: &SqliteRow) -> Result<Client, StoreError> {
-    let id: String = row.try_get("id").map_err(corrupt)?;
-    let id = ClientId::try_new(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let kind: String = row.try_get("matcher_kind").map_err(corrupt)?;
-    let value: String = row.try_get("matcher_value").map_err(corrupt)?;
-    let matcher = CertificateMatcher::try_from_parts(&kind, &value)
-        .map_err(|e| StoreError::Corrupt(format!("client {id}: {e}")))?;
-    let permissions = parse_list(row, "permissions")?
-        .iter()
-        .map(|p| {
-            Permission::try_from_name(p)
-                .ok_or_else(|| StoreError::Corrupt(format!("client {id}: permission {p:?}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let lifetime = |column: &str| -> Result<Duration, StoreError> {
-        let s: i64 = row.try_get(column).map_err(corrupt)?;
-        u64::try_from(s)
-            .map(Duration::from_secs)
-            .map_err(|_| StoreError::Corrupt(format!("client {id}: {column}")))
-    };
-    Ok(Client {
-        matcher,
-        scopes: parse_list(row, "scopes")?,
-        default_scopes: parse_list(row, "default_scopes")?,
-        audiences: parse_list(row, "audiences")?,
-        default_audiences: parse_list(row, "default_audiences")?,
-        introspect_audiences: parse_list(row, "introspect_audiences")?,
-        permissions,
-        default_lifetime: lifetime("default_lifetime_s")?,
-        max_lifetime: lifetime("max_lifetime_s")?,
-        enabled: row.try_get::<i64, _>("enabled").map_err(corrupt)? == 1,
-        secret_hash: row.try_get("secret_hash").map_err(corrupt)?,
-        id,
-    })
-}
-
 async fn insert_key<'e, E>(executor: E, key: &KeyRecord) -> Result<(), StoreError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
-    let (x, y) = match &key.public {
-        PublicKey::P256 { x, y } => (x.clone(), Some(y.clone())),
-        PublicKey::Ed25519 { x } => (x.clone(), None),
-    };
+    let (x, y) = public_columns(&key.public);
     sqlx::query(
         "INSERT INTO signing_keys (kid, algorithm, state, public_x, public_y, kek_id, nonce, \
          ciphertext, created_at, activated_at, retired_at, revoked_at) \
@@ -207,73 +107,19 @@ async fn log_change<'e, E>(
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
-    let (kind, token_id, client_id, key_id, revoked_by, expires_at, cutoff) = match change {
-        Change::TokenRevoked {
-            token_id,
-            expires_at,
-            client_id,
-            revoked_by,
-        } => (
-            "token_revoked",
-            Some(token_id.as_str()),
-            client_id.as_deref(),
-            None,
-            Some(revoked_by.as_str()),
-            Some(*expires_at),
-            None,
-        ),
-        Change::ClientCutoff {
-            client_id,
-            issued_at_or_before,
-        } => (
-            "client_cutoff",
-            None,
-            Some(client_id.as_str()),
-            None,
-            None,
-            None,
-            Some(*issued_at_or_before),
-        ),
-        Change::ClientDisabled { client_id } => (
-            "client_disabled",
-            None,
-            Some(client_id.as_str()),
-            None,
-            None,
-            None,
-            None,
-        ),
-        Change::ClientEnabled { client_id } => (
-            "client_enabled",
-            None,
-            Some(client_id.as_str()),
-            None,
-            None,
-            None,
-            None,
-        ),
-        Change::KeyRevoked { key_id } => (
-            "key_revoked",
-            None,
-            None,
-            Some(key_id.as_str()),
-            None,
-            None,
-            None,
-        ),
-    };
+    let columns = ChangeColumns::of(change);
     sqlx::query_scalar(
         "INSERT INTO changes (kind, token_id, client_id, key_id, revoked_by, expires_at, \
              issued_at_or_before, committed_at, keep_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
              RETURNING sequence",
     )
-    .bind(kind)
-    .bind(token_id)
-    .bind(client_id)
-    .bind(key_id)
-    .bind(revoked_by)
-    .bind(expires_at)
-    .bind(cutoff)
+    .bind(columns.kind)
+    .bind(columns.token_id)
+    .bind(columns.client_id)
+    .bind(columns.key_id)
+    .bind(columns.revoked_by)
+    .bind(columns.expires_at)
+    .bind(columns.issued_at_or_before)
     .bind(now)
     .bind(log_until)
     .fetch_one(executor)
@@ -281,58 +127,22 @@ where
     .map_err(write_error)
 }
 
-fn sequence(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
-    let value: i64 = row.try_get(column).map_err(corrupt)?;
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value}")))
-}
+impl Columns for SqliteRow {
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.try_get(column).map_err(corrupt)
+    }
 
-fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
-    let kind: String = row.try_get("kind").map_err(corrupt)?;
-    let text = |column: &str| -> Result<String, StoreError> {
-        row.try_get::<Option<String>, _>(column)
-            .map_err(corrupt)?
-            .ok_or_else(|| StoreError::Corrupt(format!("change {kind}: {column} missing")))
-    };
-    let number = |column: &str| -> Result<i64, StoreError> {
-        row.try_get::<Option<i64>, _>(column)
-            .map_err(corrupt)?
-            .ok_or_else(|| StoreError::Corrupt(format!("change {kind}: {column} missing")))
-    };
-    let change = match kind.as_str() {
-        "token_revoked" => Change::TokenRevoked {
-            token_id: text("token_id")?,
-            expires_at: number("expires_at")?,
-            client_id: row.try_get("client_id").map_err(corrupt)?,
-            revoked_by: text("revoked_by")?,
-        },
-        "client_cutoff" => Change::ClientCutoff {
-            client_id: text("client_id")?,
-            issued_at_or_before: number("issued_at_or_before")?,
-        },
-        "client_disabled" => Change::ClientDisabled {
-            client_id: text("client_id")?,
-        },
-        "client_enabled" => Change::ClientEnabled {
-            client_id: text("client_id")?,
-        },
-        "key_revoked" => Change::KeyRevoked {
-            key_id: text("key_id")?,
-        },
-        other => return Err(StoreError::Corrupt(format!("change kind {other:?}"))),
-    };
-    Ok(Event {
-        sequence: sequence(row, "sequence")?,
-        committed_at: row.try_get("committed_at").map_err(corrupt)?,
-        change,
-    })
-}
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.try_get(column).map_err(corrupt)
+    }
 
-fn permission_names(client: &Client) -> Vec<String> {
-    client
-        .permissions
-        .iter()
-        .map(|p| p.as_str().to_owned())
-        .collect()
+    fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.try_get(column).map_err(corrupt)
+    }
+
+    fn flag(&self, column: &str) -> Result<bool, StoreError> {
+        Ok(self.try_get::<i64, _>(column).map_err(corrupt)? == 1)
+    }
 }
 
 #[async_trait]
@@ -342,7 +152,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(unavailable)?;
-        rows.iter().map(key_from_row).collect()
+        rows.iter().map(key_from).collect()
     }
 
     async fn create_initial_keys(&self, keys: &[KeyRecord]) -> Result<bool, StoreError> {
@@ -479,14 +289,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.reader)
         .await
         .map_err(unavailable)?;
-        row.map(|row| {
-            Ok(Sealed {
-                kek_id: row.try_get("kek_id").map_err(corrupt)?,
-                nonce: row.try_get("nonce").map_err(corrupt)?,
-                ciphertext: row.try_get("ciphertext").map_err(corrupt)?,
-            })
-        })
-        .transpose()
+        row.map(|row| sealed_from(&row)).transpose()
     }
 
     async fn create_pepper(&self, sealed: &Sealed) -> Result<Sealed, StoreError> {
@@ -506,11 +309,7 @@ impl Store for SqliteStore {
         .fetch_one(&self.writer)
         .await
         .map_err(unavailable)?;
-        Ok(Sealed {
-            kek_id: row.try_get("kek_id").map_err(corrupt)?,
-            nonce: row.try_get("nonce").map_err(corrupt)?,
-            ciphertext: row.try_get("ciphertext").map_err(corrupt)?,
-        })
+        sealed_from(&row)
     }
 
     async fn clients(&self) -> Result<Vec<Client>, StoreError> {
@@ -518,7 +317,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(unavailable)?;
-        rows.iter().map(client_from_row).collect()
+        rows.iter().map(client_from).collect()
     }
 
     async fn insert_client(&self, client: &Client, now: i64) -> Result<(), StoreError> {
@@ -641,7 +440,7 @@ impl Store for SqliteStore {
                 .fetch_all(&self.reader)
                 .await
                 .map_err(unavailable)?;
-        rows.iter().map(event_from_row).collect()
+        rows.iter().map(event_from).collect()
     }
 
     async fn revocation_state(&self, now: i64) -> Result<State, StoreError> {
@@ -662,7 +461,7 @@ impl Store for SqliteStore {
                 expires_at: row.try_get("expires_at").map_err(corrupt)?,
                 client_id: row.try_get("client_id").map_err(corrupt)?,
                 revoked_by: row.try_get("revoked_by").map_err(corrupt)?,
-                sequence: sequence(row, "sequence")?,
+                sequence: row.sequence("sequence")?,
                 revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
             })
         })
@@ -680,7 +479,7 @@ impl Store for SqliteStore {
             Ok(Cutoff {
                 client_id: row.try_get("client_id").map_err(corrupt)?,
                 issued_at_or_before: row.try_get("issued_at_or_before").map_err(corrupt)?,
-                sequence: sequence(row, "sequence")?,
+                sequence: row.sequence("sequence")?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -691,7 +490,7 @@ impl Store for SqliteStore {
         .await
         .map_err(unavailable)?
         .iter()
-        .map(|row| Ok((row.try_get("id").map_err(corrupt)?, sequence(row, "sequence")?)))
+        .map(|row| Ok((row.try_get("id").map_err(corrupt)?, row.sequence("sequence")?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
         let revoked_keys =
             sqlx::query("SELECT kid FROM signing_keys WHERE state = 'revoked' ORDER BY kid")
