@@ -222,35 +222,36 @@ kek_files = ["tokenmint.kek"]
     }
 
     pub async fn prepare_with(&self, sync_clients: bool) -> Result<PreparedServer, ServeError> {
+        self.prepare_over(None, Arc::new(SystemClock), sync_clients)
+            .await
+    }
+
+    /// Prepares the server as configured, over `store` if given (else the configured one),
+    /// reading time from `clock`.
+    async fn prepare_over(
+        &self,
+        store: Option<Arc<dyn tokenmint::store::Store>>,
+        clock: Arc<dyn tokenmint::clock::Clock>,
+        sync_clients: bool,
+    ) -> Result<PreparedServer, ServeError> {
+        tokenmint::crypto::install_jwt_provider();
         let config = self.config();
         let keks = server::load_keks(&config.keys.kek_files, None)?;
-        server::prepare(
-            config,
-            Options {
-                keks,
-                sync_clients,
-                clock: Arc::new(SystemClock),
-            },
-        )
-        .await
+        let options = Options {
+            keks,
+            sync_clients,
+            clock,
+        };
+        match store {
+            Some(store) => server::prepare_with_store(config, options, store).await,
+            None => server::prepare(config, options).await,
+        }
     }
 
     /// Starts the server reading time from `clock` (a `ManualClock` lets a test move time).
     pub async fn start_with_clock(&self, clock: Arc<dyn tokenmint::clock::Clock>) -> TestServer {
-        tokenmint::crypto::install_jwt_provider();
-        let config = self.config();
-        let keks = server::load_keks(&config.keys.kek_files, None).unwrap();
-        let prepared = server::prepare(
-            config,
-            Options {
-                keks,
-                sync_clients: false,
-                clock,
-            },
-        )
-        .await
-        .unwrap();
-        self.serve(prepared).await
+        self.serve(self.prepare_over(None, clock, false).await.unwrap())
+            .await
     }
 
     /// Starts the server over a store the test built, reading time from `clock`.
@@ -259,40 +260,14 @@ kek_files = ["tokenmint.kek"]
         store: Arc<dyn tokenmint::store::Store>,
         clock: Arc<dyn tokenmint::clock::Clock>,
     ) -> TestServer {
-        tokenmint::crypto::install_jwt_provider();
-        let config = self.config();
-        let keks = server::load_keks(&config.keys.kek_files, None).unwrap();
-        let prepared = server::prepare_with_store(
-            config,
-            Options {
-                keks,
-                sync_clients: false,
-                clock,
-            },
-            store,
-        )
-        .await
-        .unwrap();
-        self.serve(prepared).await
+        self.serve(self.prepare_over(Some(store), clock, false).await.unwrap())
+            .await
     }
 
     /// Starts the server over a store the test built (e.g. a fault-injecting wrapper).
     pub async fn start_with_store(&self, store: Arc<dyn tokenmint::store::Store>) -> TestServer {
-        tokenmint::crypto::install_jwt_provider();
-        let config = self.config();
-        let keks = server::load_keks(&config.keys.kek_files, None).unwrap();
-        let prepared = server::prepare_with_store(
-            config,
-            Options {
-                keks,
-                sync_clients: false,
-                clock: Arc::new(SystemClock),
-            },
-            store,
-        )
-        .await
-        .unwrap();
-        self.serve(prepared).await
+        self.start_with_store_and_clock(store, Arc::new(SystemClock))
+            .await
     }
 
     /// The current signing key, unsealed from the store with the KEK — for forging tokens
@@ -321,7 +296,6 @@ kek_files = ["tokenmint.kek"]
 
     /// Starts the server; `sync_clients` as `serve --sync-clients`.
     pub async fn start_with(&self, sync_clients: bool) -> TestServer {
-        tokenmint::crypto::install_jwt_provider();
         let prepared = self.prepare_with(sync_clients).await.unwrap();
         self.serve(prepared).await
     }
