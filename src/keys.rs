@@ -86,6 +86,14 @@ impl KeyId {
     }
 }
 
+// Lookups by `&str` on the request path allocate nothing. The derived `Hash` and `Eq` hash
+// and compare the inner string exactly as `str` does, as `Borrow` requires.
+impl std::borrow::Borrow<str> for KeyId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -428,9 +436,7 @@ impl KeyRing {
 
     /// The published key with this id.
     pub fn find(&self, kid: &str) -> Option<&PublishedKey> {
-        self.by_kid
-            .get(&KeyId::from_stored(kid))
-            .and_then(|&i| self.published.get(i))
+        self.by_kid.get(kid).and_then(|&i| self.published.get(i))
     }
 }
 
