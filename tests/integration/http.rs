@@ -1074,3 +1074,49 @@ async fn http1_http2_and_grpc_share_the_port_and_unknown_paths_are_json_404() {
     verify_independently(&response.access_token, &jwks, DEMO_AUDIENCE);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_client_gets_503_with_retry_after_and_a_revocation_cap_429() {
+    install_ring();
+    let setup = Setup::new(&format!(
+        "[revocation]\nper_client_rate = 1\n{}",
+        standard_clients()
+    ));
+    let server = setup.start().await;
+    let demo = setup.pki.client_uri(DEMO_URI);
+    let admin = setup.pki.client_uri(ADMIN_URI);
+    let client = https(&setup, Some(&demo));
+    let grant = form(&[("grant_type", "client_credentials")]);
+
+    // Two of demo's own tokens; the second self-revocation in the same second hits the rate.
+    let first = post_form(&client, &server, "/oauth2/token", &grant).await;
+    let second = post_form(&client, &server, "/oauth2/token", &grant).await;
+    let token = |a: &Answer| a.json()["access_token"].as_str().unwrap().to_owned();
+    let revoke = |t: String| form(&[("token", t.as_str())]);
+    let ok = post_form(&client, &server, "/oauth2/revoke", &revoke(token(&first))).await;
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+    let limited = post_form(&client, &server, "/oauth2/revoke", &revoke(token(&second))).await;
+    limited.assert_error(StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable");
+    assert!(
+        !limited.header(header::RETRY_AFTER).is_empty(),
+        "{limited:?}"
+    );
+
+    // A cut-off pauses issuance to demo: 503 with Retry-After, as RFC 6749 JSON.
+    server
+        .admin(&admin)
+        .revoke_client_tokens(tokenmint::grpc::proto::RevokeClientTokensRequest {
+            client_id: "demo".into(),
+        })
+        .await
+        .unwrap();
+    let paused = post_form(&client, &server, "/oauth2/token", &grant).await;
+    paused.assert_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable");
+    paused.assert_no_store();
+    let retry: u64 = paused.header(header::RETRY_AFTER).parse().unwrap();
+    assert!(
+        (1..=31).contains(&retry),
+        "retry after the leeway: {paused:?}"
+    );
+    server.stop().await;
+}

@@ -432,3 +432,59 @@ async fn requests_over_64_kib_are_refused_out_of_range() {
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_second_lifetimes_and_too_many_values_are_invalid_requests() {
+    let setup = Setup::new(&demo_client());
+    let server = setup.start().await;
+    let demo = setup.pki.client_uri(DEMO_URI);
+
+    // Below JWT's one-second resolution.
+    let half_second = issue(
+        &server,
+        &demo,
+        IssueTokenRequest {
+            lifetime: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 500_000_000,
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_refused(half_second, Code::InvalidArgument, "invalid_request");
+
+    // At most 64 scopes or audiences per request, whatever they are.
+    let many_scopes = issue(
+        &server,
+        &demo,
+        IssueTokenRequest {
+            scopes: vec!["demo:read".into(); 65],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_refused(many_scopes, Code::InvalidArgument, "invalid_request");
+    let many_audiences = issue(
+        &server,
+        &demo,
+        IssueTokenRequest {
+            audiences: vec![DEMO_AUDIENCE.into(); 65],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_refused(many_audiences, Code::InvalidArgument, "invalid_request");
+    // 64 is still fine.
+    issue(
+        &server,
+        &demo,
+        IssueTokenRequest {
+            scopes: vec!["demo:read".into(); 64],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    server.stop().await;
+}
