@@ -1,0 +1,748 @@
+//! `tokenmint-bench`: a load generator for a running tokenmint, over real mTLS.
+//!
+//! Modes: `issue` (IssueToken on persistent connections), `introspect` (IntrospectToken of one
+//! token repeated, or of `--pool N` distinct tokens cycled), `jwks` (GetJwks), and `connect`
+//! (a new TCP + full TLS handshake for every IssueToken; session resumption off). Load is
+//! `--connections` × `--streams` concurrent callers, for `--duration` or `--requests`.
+//! Reports throughput, latency percentiles, errors by status and — with `--pid`, or when it
+//! starts the server itself with `--spawn` — the server's CPU time per request (from
+//! `/proc/PID/stat`) and its RSS (idle, and peak from `VmHWM`). `--json` prints one JSON
+//! object instead of the table.
+//!
+//! `cargo run --release --bin tokenmint-bench -- --spawn --mode issue` measures a fresh
+//! `tokenmint serve --dev` (the `tokenmint` binary beside this one) in a temporary directory.
+//! Traffic goes where `--server` points; `--spawn` keeps it on 127.0.0.1.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, ValueEnum};
+use hyper_util::rt::TokioIo;
+use rustls::{ClientConfig, RootCertStore, client::Resumption, pki_types::ServerName};
+use serde::Serialize;
+use tokenmint::{
+    grpc::proto::{
+        GetJwksRequest, IntrospectTokenRequest, IssueTokenRequest,
+        key_service_client::KeyServiceClient, token_service_client::TokenServiceClient,
+    },
+    tls,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// What to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    /// IssueToken on persistent connections.
+    Issue,
+    /// IntrospectToken: one token repeated (`--pool 1`) or a pool of distinct tokens.
+    Introspect,
+    /// GetJwks on persistent connections.
+    Jwks,
+    /// IssueToken with a new TCP connection and full mTLS handshake per request.
+    Connect,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tokenmint-bench",
+    about = "Drive a running tokenmint over mTLS and report throughput, latency and server cost"
+)]
+struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "issue")]
+    mode: Mode,
+    /// The server (ignored with --spawn).
+    #[arg(long, default_value = "https://localhost:8443")]
+    server: String,
+    /// The TLS server name to verify [default: the URL's host].
+    #[arg(long)]
+    server_name: Option<String>,
+    /// The CA that signed the server certificate [default: certs/ca.pem].
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The caller's certificate [default: certs/demo.pem; certs/admin.pem for introspect].
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// The caller's private key [default: beside the default certificate].
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The certificate that obtains the tokens to introspect [default: certs/demo.pem].
+    #[arg(long)]
+    issuer_cert: Option<PathBuf>,
+    /// Its private key [default: certs/demo.key].
+    #[arg(long)]
+    issuer_key: Option<PathBuf>,
+    /// Persistent connections (for connect: concurrent callers, each opening its own).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Concurrent calls per connection.
+    #[arg(long, default_value_t = 8)]
+    streams: usize,
+    /// How long to measure (after the warm-up).
+    #[arg(long, default_value = "10s")]
+    duration: humantime::Duration,
+    /// Stop after this many requests instead of after --duration.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Load before measuring, not counted.
+    #[arg(long, default_value = "1s")]
+    warmup: humantime::Duration,
+    /// Distinct tokens to introspect (1 = one token repeated).
+    #[arg(long, default_value_t = 1)]
+    pool: usize,
+    /// The server's process id, to report its CPU time per request and its RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Start `tokenmint serve --dev` in a fresh directory on a free loopback port, measure it,
+    /// stop it.
+    #[arg(long)]
+    spawn: bool,
+    /// With --spawn: the directory to run in (kept; reused if it holds a set-up) [default: a
+    /// new directory under the system's temporary directory, removed afterwards].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// With --spawn: the tokenmint binary [default: `tokenmint` beside this program].
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Threads of this program's runtime (1: one thread, leaving the other cores to the server).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One measured run, as printed with --json.
+#[derive(Debug, Serialize)]
+struct Report {
+    mode: Mode,
+    connections: usize,
+    streams: usize,
+    pool: usize,
+    seconds: f64,
+    requests: u64,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    throughput_per_s: f64,
+    latency_us: Percentiles,
+    /// This program's own CPU time per request (it shares the machine with the server).
+    client_cpu_us_per_request: f64,
+    server: Option<ServerCost>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Percentiles {
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+}
+
+/// What the server spent, read from /proc.
+#[derive(Debug, Serialize)]
+struct ServerCost {
+    pid: u32,
+    cpu_us_per_request: f64,
+    cpu_cores_busy: f64,
+    idle_rss_mib: Option<f64>,
+    peak_rss_mib: f64,
+    start_to_serving_ms: Option<f64>,
+}
+
+/// Where and as whom to call.
+#[derive(Clone)]
+struct Target {
+    addr: String,
+    server_name: ServerName<'static>,
+    uri: Uri,
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    };
+    let result = runtime
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    if let Err(e) = result {
+        eprintln!("tokenmint-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut spawned = if args.spawn {
+        Some(Spawned::start(&args)?)
+    } else {
+        None
+    };
+    let result = measure(&args, spawned.as_mut()).await;
+    if let Some(spawned) = spawned {
+        spawned.stop();
+    }
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+async fn measure(args: &Args, spawned: Option<&mut Spawned>) -> Result<Report> {
+    let base = spawned
+        .as_ref()
+        .map_or_else(PathBuf::new, |s| s.dir.clone());
+    let file = |given: &Option<PathBuf>, default: &str| {
+        given.clone().unwrap_or_else(|| base.join(default))
+    };
+    let caller = if args.mode == Mode::Introspect {
+        "admin"
+    } else {
+        "demo"
+    };
+    let ca = file(&args.ca, "certs/ca.pem");
+    let cert = file(&args.cert, &format!("certs/{caller}.pem"));
+    let key = file(&args.key, &format!("certs/{caller}.key"));
+    let server = match &spawned {
+        Some(s) => format!("https://localhost:{}", s.addr.port()),
+        None => args.server.clone(),
+    };
+    let uri: Uri = server
+        .parse()
+        .with_context(|| format!("--server {server:?} is not a URL"))?;
+    let host = uri.host().context("--server has no host")?.to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let name = args.server_name.clone().unwrap_or_else(|| host.clone());
+    let target = Target {
+        addr: format!("{host}:{port}"),
+        server_name: ServerName::try_from(name.clone())
+            .with_context(|| format!("{name:?} is not a TLS server name"))?,
+        uri: format!("http://{host}:{port}")
+            .parse()
+            .context("building the endpoint URI")?,
+    };
+    // A spawned server writes its development PKI as it starts: wait for it to serve.
+    let start_to_serving = match &spawned {
+        Some(s) => Some(s.wait_until_serving(&target, &ca, &cert, &key).await?),
+        None => None,
+    };
+    let caller_config = client_config(&ca, &cert, &key)?;
+    let pid = spawned.as_ref().map(|s| s.child.id()).or(args.pid);
+    let idle_rss = pid.and_then(|pid| proc_status_kib(pid, "VmRSS:").ok());
+
+    let pool = if args.mode == Mode::Introspect {
+        let issuer_config = client_config(
+            &ca,
+            &file(&args.issuer_cert, "certs/demo.pem"),
+            &file(&args.issuer_key, "certs/demo.key"),
+        )?;
+        Arc::new(mint_pool(&target, &issuer_config, args.pool.max(1)).await?)
+    } else {
+        Arc::new(Vec::new())
+    };
+
+    let load = Load {
+        mode: args.mode,
+        target: target.clone(),
+        config: caller_config,
+        pool,
+        connections: args.connections.max(1),
+        streams: args.streams.max(1),
+    };
+    if !args.warmup.is_zero() {
+        load.run(Limit::Time(args.warmup.into())).await?;
+    }
+    let cpu_before = pid.map(proc_cpu_ticks).transpose()?;
+    let own_before = proc_cpu_ticks(std::process::id())?;
+    let started = Instant::now();
+    let limit = match args.requests {
+        Some(n) => Limit::Count(n),
+        None => Limit::Time(args.duration.into()),
+    };
+    let outcome = load.run(limit).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_after = pid.map(proc_cpu_ticks).transpose()?;
+    let own_seconds = proc_cpu_ticks(std::process::id())?.saturating_sub(own_before) as f64
+        / CLOCK_TICKS_PER_SECOND;
+
+    let ok = outcome.ok;
+    let requests = ok + outcome.errors.values().sum::<u64>();
+    let server = match (pid, cpu_before, cpu_after) {
+        (Some(pid), Some(before), Some(after)) => {
+            let cpu_seconds = after.saturating_sub(before) as f64 / CLOCK_TICKS_PER_SECOND;
+            Some(ServerCost {
+                pid,
+                cpu_us_per_request: if requests > 0 {
+                    cpu_seconds * 1e6 / requests as f64
+                } else {
+                    0.0
+                },
+                cpu_cores_busy: cpu_seconds / seconds,
+                idle_rss_mib: idle_rss.map(|k| k as f64 / 1024.0),
+                peak_rss_mib: proc_status_kib(pid, "VmHWM:")? as f64 / 1024.0,
+                start_to_serving_ms: start_to_serving.map(|d| d.as_secs_f64() * 1e3),
+            })
+        }
+        _ => None,
+    };
+    Ok(Report {
+        mode: args.mode,
+        connections: load.connections,
+        streams: load.streams,
+        pool: load.pool.len(),
+        seconds,
+        requests,
+        ok,
+        errors: outcome.errors,
+        throughput_per_s: ok as f64 / seconds,
+        client_cpu_us_per_request: if requests > 0 {
+            own_seconds * 1e6 / requests as f64
+        } else {
+            0.0
+        },
+        latency_us: percentiles(outcome.latencies_us),
+        server,
+    })
+}
+
+/// Linux's USER_HZ, the unit of utime and stime in /proc/PID/stat (100 on every mainstream
+/// architecture; the ABI fixes it).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// The process's user + system CPU time, all threads, in clock ticks.
+fn proc_cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat (is the server running here?)"))?;
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("unexpected /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3 of stat(5), so utime (14) and stime (15) sit at 11, 12.
+    let field = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .context("unexpected /proc/PID/stat")
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+/// A `kB` line of /proc/PID/status.
+fn proc_status_kib(pid: u32, key: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for cert in tls::read_certificates(ca)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("{}: not a usable CA certificate", ca.display()))?;
+    }
+    let mut config = ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(tls::read_certificates(cert)?, tls::read_private_key(key)?)
+        .with_context(|| format!("{}: certificate and key", cert.display()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    // Every connection a full handshake: what a client without a session cache costs.
+    config.resumption = Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// One HTTP/2 connection over a fresh TCP connection and mTLS handshake.
+async fn connect(target: &Target, config: &Arc<ClientConfig>) -> Result<Channel> {
+    let config = config.clone();
+    let addr = target.addr.clone();
+    let name = target.server_name.clone();
+    let connector = tower::service_fn(move |_: Uri| {
+        let config = config.clone();
+        let addr = addr.clone();
+        let name = name.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&addr).await?;
+            tcp.set_nodelay(true)?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, io::Error>(TokioIo::new(tls))
+        }
+    });
+    Endpoint::from(target.uri.clone())
+        .connect_with_connector(connector)
+        .await
+        .with_context(|| format!("connecting to {}", target.addr))
+}
+
+/// Issues `n` tokens to introspect, with 16 calls in flight.
+async fn mint_pool(target: &Target, config: &Arc<ClientConfig>, n: usize) -> Result<Vec<String>> {
+    let channel = connect(target, config).await?;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let mut client = TokenServiceClient::new(channel.clone());
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tokens = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n as u64 {
+                let token = client
+                    .issue_token(IssueTokenRequest::default())
+                    .await
+                    .map_err(|s| anyhow::anyhow!("issuing the tokens to introspect: {s}"))?
+                    .into_inner()
+                    .access_token;
+                tokens.push(token);
+            }
+            Ok::<_, anyhow::Error>(tokens)
+        }));
+    }
+    let mut pool = Vec::with_capacity(n);
+    for task in tasks {
+        pool.extend(task.await.context("minting task")??);
+    }
+    Ok(pool)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    Time(Duration),
+    Count(u64),
+}
+
+struct Load {
+    mode: Mode,
+    target: Target,
+    config: Arc<ClientConfig>,
+    pool: Arc<Vec<String>>,
+    connections: usize,
+    streams: usize,
+}
+
+#[derive(Default)]
+struct Outcome {
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    latencies_us: Vec<u64>,
+}
+
+impl Outcome {
+    fn record(&mut self, started: Instant, result: Result<(), String>) {
+        self.latencies_us
+            .push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        match result {
+            Ok(()) => self.ok += 1,
+            Err(kind) => *self.errors.entry(kind).or_default() += 1,
+        }
+    }
+
+    fn merge(&mut self, other: Outcome) {
+        self.ok += other.ok;
+        for (kind, n) in other.errors {
+            *self.errors.entry(kind).or_default() += n;
+        }
+        self.latencies_us.extend(other.latencies_us);
+    }
+}
+
+impl Load {
+    async fn run(&self, limit: Limit) -> Result<Outcome> {
+        let deadline = match limit {
+            Limit::Time(d) => Some(Instant::now() + d),
+            Limit::Count(_) => None,
+        };
+        let budget = Arc::new(AtomicU64::new(match limit {
+            Limit::Count(n) => n,
+            Limit::Time(_) => u64::MAX,
+        }));
+        let mut tasks = Vec::new();
+        for c in 0..self.connections {
+            let channel = if self.mode == Mode::Connect {
+                None
+            } else {
+                Some(connect(&self.target, &self.config).await?)
+            };
+            for s in 0..self.streams {
+                let caller = Caller {
+                    mode: self.mode,
+                    channel: channel.clone(),
+                    target: self.target.clone(),
+                    config: self.config.clone(),
+                    pool: self.pool.clone(),
+                    // Callers start at different places in the pool.
+                    next: (c * self.streams + s) * 997,
+                };
+                let budget = budget.clone();
+                tasks.push(tokio::spawn(caller.run(deadline, budget)));
+            }
+        }
+        let mut outcome = Outcome::default();
+        for task in tasks {
+            outcome.merge(task.await.context("load task")?);
+        }
+        Ok(outcome)
+    }
+}
+
+struct Caller {
+    mode: Mode,
+    channel: Option<Channel>,
+    target: Target,
+    config: Arc<ClientConfig>,
+    pool: Arc<Vec<String>>,
+    next: usize,
+}
+
+impl Caller {
+    async fn run(mut self, deadline: Option<Instant>, budget: Arc<AtomicU64>) -> Outcome {
+        let mut outcome = Outcome::default();
+        loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            if budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_err()
+            {
+                break;
+            }
+            let started = Instant::now();
+            let result = self.call().await;
+            outcome.record(started, result);
+        }
+        outcome
+    }
+
+    /// One request; an error is named by its gRPC status code (or `connect`).
+    async fn call(&mut self) -> Result<(), String> {
+        let status = |s: tonic::Status| format!("{:?}", s.code());
+        match (self.mode, &self.channel) {
+            (Mode::Issue, Some(channel)) => TokenServiceClient::new(channel.clone())
+                .issue_token(IssueTokenRequest::default())
+                .await
+                .map(drop)
+                .map_err(status),
+            (Mode::Jwks, Some(channel)) => KeyServiceClient::new(channel.clone())
+                .get_jwks(GetJwksRequest::default())
+                .await
+                .map(drop)
+                .map_err(status),
+            (Mode::Introspect, Some(channel)) => {
+                let token = self.pool[self.next % self.pool.len()].clone();
+                self.next += 1;
+                let response = TokenServiceClient::new(channel.clone())
+                    .introspect_token(IntrospectTokenRequest {
+                        token,
+                        presented_certificate_thumbprint: String::new(),
+                    })
+                    .await
+                    .map_err(status)?;
+                if response.into_inner().active {
+                    Ok(())
+                } else {
+                    Err("inactive".into())
+                }
+            }
+            (Mode::Connect, _) | (_, None) => {
+                let channel = connect(&self.target, &self.config)
+                    .await
+                    .map_err(|_| "connect".to_owned())?;
+                TokenServiceClient::new(channel)
+                    .issue_token(IssueTokenRequest::default())
+                    .await
+                    .map(drop)
+                    .map_err(status)
+            }
+        }
+    }
+}
+
+fn percentiles(mut latencies: Vec<u64>) -> Percentiles {
+    if latencies.is_empty() {
+        return Percentiles::default();
+    }
+    latencies.sort_unstable();
+    let at = |p: f64| {
+        let i = ((latencies.len() as f64 * p) as usize).min(latencies.len() - 1);
+        latencies[i]
+    };
+    Percentiles {
+        p50: at(0.50),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: latencies[latencies.len() - 1],
+    }
+}
+
+fn print_table(r: &Report) {
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "mode {:?}: {} connections × {} streams{}, {:.1} s",
+        r.mode,
+        r.connections,
+        r.streams,
+        if r.mode == Mode::Introspect {
+            format!(", {} distinct token(s)", r.pool)
+        } else {
+            String::new()
+        },
+        r.seconds
+    );
+    println!("  requests        {:>12}", r.requests);
+    println!("  ok              {:>12}", r.ok);
+    for (kind, n) in &r.errors {
+        println!("  error {kind:<10}{n:>12}");
+    }
+    println!("  throughput      {:>12.0} /s", r.throughput_per_s);
+    println!(
+        "  latency ms      p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        ms(r.latency_us.p50),
+        ms(r.latency_us.p99),
+        ms(r.latency_us.p999),
+        ms(r.latency_us.max)
+    );
+    println!(
+        "  this client     {:.1} µs CPU per request",
+        r.client_cpu_us_per_request
+    );
+    if let Some(s) = &r.server {
+        println!(
+            "  server pid {}: {:.1} µs CPU per request, {:.2} cores busy",
+            s.pid, s.cpu_us_per_request, s.cpu_cores_busy
+        );
+        if let Some(idle) = s.idle_rss_mib {
+            println!(
+                "  server RSS      idle {idle:.1} MiB, peak {:.1} MiB",
+                s.peak_rss_mib
+            );
+        } else {
+            println!("  server RSS      peak {:.1} MiB", s.peak_rss_mib);
+        }
+        if let Some(t) = s.start_to_serving_ms {
+            println!("  start to serving {t:.0} ms");
+        }
+    }
+}
+
+/// A `tokenmint serve --dev` started by the bench.
+struct Spawned {
+    child: Child,
+    dir: PathBuf,
+    remove_dir: bool,
+    addr: SocketAddr,
+    started: Instant,
+}
+
+impl Spawned {
+    fn start(args: &Args) -> Result<Self> {
+        let (dir, remove_dir) = match &args.dir {
+            Some(dir) => (dir.clone(), false),
+            None => (
+                std::env::temp_dir().join(format!("tokenmint-bench-{}", std::process::id())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let bin = match &args.server_bin {
+            Some(bin) => bin.clone(),
+            None => std::env::current_exe()
+                .context("locating this program")?
+                .with_file_name("tokenmint"),
+        };
+        // A free loopback port: bind, note, release.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port")?;
+        let log = std::fs::File::create(dir.join("server.log"))
+            .with_context(|| format!("creating {}", dir.join("server.log").display()))?;
+        let started = Instant::now();
+        let child = Command::new(&bin)
+            .arg("serve")
+            .arg("--dev")
+            .arg("--config")
+            .arg(dir.join("tokenmint.toml"))
+            .env("TOKENMINT__SERVER__LISTEN", addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("server log")?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Self {
+            child,
+            dir,
+            remove_dir,
+            addr,
+            started,
+        })
+    }
+
+    /// Waits (at most 30 s) until the server answers IssueToken; returns the time since spawn.
+    async fn wait_until_serving(
+        &self,
+        target: &Target,
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Duration> {
+        let give_up = self.started + Duration::from_secs(30);
+        let issuer_cert = cert.with_file_name("demo.pem");
+        let issuer_key = key.with_file_name("demo.key");
+        loop {
+            // The files appear as the server writes them; until then this fails.
+            if let Ok(config) = client_config(ca, &issuer_cert, &issuer_key)
+                && let Ok(channel) = connect(target, &config).await
+                && TokenServiceClient::new(channel)
+                    .issue_token(IssueTokenRequest::default())
+                    .await
+                    .is_ok()
+            {
+                return Ok(self.started.elapsed());
+            }
+            if Instant::now() > give_up {
+                bail!(
+                    "the server did not serve within 30 s; see {}",
+                    self.dir.join("server.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
