@@ -3,7 +3,7 @@
 //! and the caps on how many may be live. The one home of moka's unbounded cache.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     num::NonZeroU32,
     sync::{
         Arc, Mutex,
@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// A change to revocation state, as committed to the store and pushed to watchers.
@@ -226,9 +227,11 @@ impl moka::Expiry<Arc<str>, Entry> for EntryExpiry {
 /// expiry, when the token they block can no longer be valid anyway.
 pub struct Blocklist {
     tokens: moka::sync::Cache<Arc<str>, Entry>,
-    cutoffs: Mutex<HashMap<String, i64>>,
-    disabled: Mutex<HashMap<String, ()>>,
-    revoked_keys: Mutex<HashMap<String, ()>>,
+    // Read on every request, changed by rare admin events: copy-on-write behind a swap, so
+    // readers on all cores never contend.
+    cutoffs: ArcSwap<HashMap<String, i64>>,
+    disabled: ArcSwap<HashSet<String>>,
+    revoked_keys: ArcSwap<HashSet<String>>,
     self_revocations: Arc<Mutex<HashMap<Arc<str>, u64>>>,
     live: Arc<AtomicU64>,
     rate: DefaultKeyedRateLimiter<String>,
@@ -282,9 +285,9 @@ impl Blocklist {
         let per_second = NonZeroU32::new(caps.per_client_per_second).unwrap_or(NonZeroU32::MIN);
         Self {
             tokens,
-            cutoffs: Mutex::default(),
-            disabled: Mutex::default(),
-            revoked_keys: Mutex::default(),
+            cutoffs: ArcSwap::default(),
+            disabled: ArcSwap::default(),
+            revoked_keys: ArcSwap::default(),
             self_revocations,
             live,
             rate: RateLimiter::keyed(Quota::per_second(per_second)),
@@ -311,21 +314,23 @@ impl Blocklist {
                 now,
             );
         }
-        *lock(&self.cutoffs) = state
-            .cutoffs
-            .iter()
-            .map(|c| (c.client_id.clone(), c.issued_at_or_before))
-            .collect();
-        *lock(&self.disabled) = state
-            .disabled_clients
-            .iter()
-            .map(|(c, _)| (c.clone(), ()))
-            .collect();
-        *lock(&self.revoked_keys) = state
-            .revoked_keys
-            .iter()
-            .map(|(k, _)| (k.clone(), ()))
-            .collect();
+        self.cutoffs.store(Arc::new(
+            state
+                .cutoffs
+                .iter()
+                .map(|c| (c.client_id.clone(), c.issued_at_or_before))
+                .collect(),
+        ));
+        self.disabled.store(Arc::new(
+            state
+                .disabled_clients
+                .iter()
+                .map(|(c, _)| c.clone())
+                .collect(),
+        ));
+        self.revoked_keys.store(Arc::new(
+            state.revoked_keys.iter().map(|(k, _)| k.clone()).collect(),
+        ));
         self.applied_through
             .store(state.high_water, Ordering::Release);
         self.loaded.store(true, Ordering::Release);
@@ -356,20 +361,35 @@ impl Blocklist {
                 client_id,
                 issued_at_or_before,
             } => {
-                let mut cutoffs = lock(&self.cutoffs);
-                let entry = cutoffs
-                    .entry(client_id.clone())
-                    .or_insert(*issued_at_or_before);
-                *entry = (*entry).max(*issued_at_or_before);
+                self.cutoffs.rcu(|cutoffs| {
+                    let mut cutoffs = HashMap::clone(cutoffs);
+                    let entry = cutoffs
+                        .entry(client_id.clone())
+                        .or_insert(*issued_at_or_before);
+                    *entry = (*entry).max(*issued_at_or_before);
+                    cutoffs
+                });
             }
             Change::ClientDisabled { client_id } => {
-                lock(&self.disabled).insert(client_id.clone(), ());
+                self.disabled.rcu(|disabled| {
+                    let mut disabled = HashSet::clone(disabled);
+                    disabled.insert(client_id.clone());
+                    disabled
+                });
             }
             Change::ClientEnabled { client_id } => {
-                lock(&self.disabled).remove(client_id);
+                self.disabled.rcu(|disabled| {
+                    let mut disabled = HashSet::clone(disabled);
+                    disabled.remove(client_id);
+                    disabled
+                });
             }
             Change::KeyRevoked { key_id } => {
-                lock(&self.revoked_keys).insert(key_id.clone(), ());
+                self.revoked_keys.rcu(|keys| {
+                    let mut keys = HashSet::clone(keys);
+                    keys.insert(key_id.clone());
+                    keys
+                });
             }
         }
         self.applied_through
@@ -413,17 +433,17 @@ impl Blocklist {
 
     /// The cut-off of a client, if one is in force.
     pub fn cutoff(&self, client_id: &str) -> Option<i64> {
-        lock(&self.cutoffs).get(client_id).copied()
+        self.cutoffs.load().get(client_id).copied()
     }
 
     /// Whether a client is disabled by a revocation event.
     pub fn is_client_disabled(&self, client_id: &str) -> bool {
-        lock(&self.disabled).contains_key(client_id)
+        self.disabled.load().contains(client_id)
     }
 
     /// Whether a signing key is revoked.
     pub fn is_key_revoked(&self, key_id: &str) -> bool {
-        lock(&self.revoked_keys).contains_key(key_id)
+        self.revoked_keys.load().contains(key_id)
     }
 
     /// Live revoked-token entries (approximate: expired entries leave lazily).

@@ -15,7 +15,6 @@
 
 use std::{
     collections::BTreeMap,
-    io,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -38,7 +37,7 @@ use tokenmint::{
     },
     tls,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Uri;
 
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -96,6 +95,9 @@ struct Args {
     /// Stop after this many requests instead of after --duration.
     #[arg(long)]
     requests: Option<u64>,
+    /// Measure this many times (one warm-up, one server) and report each figure's median.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Load before measuring, not counted.
     #[arg(long, default_value = "1s")]
     warmup: humantime::Duration,
@@ -201,16 +203,32 @@ async fn run(args: Args) -> Result<()> {
     if let Some(spawned) = spawned {
         spawned.stop();
     }
-    let report = result?;
+    let runs = result?;
+    let median = median_of(&runs).context("no run")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let out = serde_json::json!({ "median": median, "runs": runs });
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print_table(&report);
+        if runs.len() > 1 {
+            for (i, run) in runs.iter().enumerate() {
+                println!(
+                    "run {}: {:.0}/s, p99 {:.2} ms, server {} µs CPU per request",
+                    i + 1,
+                    run.throughput_per_s,
+                    run.latency_us.p99 as f64 / 1000.0,
+                    run.server
+                        .as_ref()
+                        .map_or("?".to_owned(), |s| format!("{:.1}", s.cpu_us_per_request))
+                );
+            }
+            println!("median of {} runs, figure by figure:", runs.len());
+        }
+        print_table(&median);
     }
     Ok(())
 }
 
-async fn measure(args: &Args, spawned: Option<&mut Spawned>) -> Result<Report> {
+async fn measure(args: &Args, spawned: Option<&mut Spawned>) -> Result<Vec<Report>> {
     let base = spawned
         .as_ref()
         .map_or_else(PathBuf::new, |s| s.dir.clone());
@@ -274,55 +292,104 @@ async fn measure(args: &Args, spawned: Option<&mut Spawned>) -> Result<Report> {
     if !args.warmup.is_zero() {
         load.run(Limit::Time(args.warmup.into())).await?;
     }
-    let cpu_before = pid.map(proc_cpu_ticks).transpose()?;
-    let own_before = proc_cpu_ticks(std::process::id())?;
-    let started = Instant::now();
     let limit = match args.requests {
         Some(n) => Limit::Count(n),
         None => Limit::Time(args.duration.into()),
     };
-    let outcome = load.run(limit).await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu_after = pid.map(proc_cpu_ticks).transpose()?;
-    let own_seconds = proc_cpu_ticks(std::process::id())?.saturating_sub(own_before) as f64
-        / CLOCK_TICKS_PER_SECOND;
+    let mut runs = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        let cpu_before = pid.map(proc_cpu_ticks).transpose()?;
+        let own_before = proc_cpu_ticks(std::process::id())?;
+        let started = Instant::now();
+        let outcome = load.run(limit).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu_after = pid.map(proc_cpu_ticks).transpose()?;
+        let own_seconds = proc_cpu_ticks(std::process::id())?.saturating_sub(own_before) as f64
+            / CLOCK_TICKS_PER_SECOND;
 
-    let ok = outcome.ok;
-    let requests = ok + outcome.errors.values().sum::<u64>();
-    let server = match (pid, cpu_before, cpu_after) {
-        (Some(pid), Some(before), Some(after)) => {
-            let cpu_seconds = after.saturating_sub(before) as f64 / CLOCK_TICKS_PER_SECOND;
-            Some(ServerCost {
-                pid,
-                cpu_us_per_request: if requests > 0 {
-                    cpu_seconds * 1e6 / requests as f64
-                } else {
-                    0.0
-                },
-                cpu_cores_busy: cpu_seconds / seconds,
-                idle_rss_mib: idle_rss.map(|k| k as f64 / 1024.0),
-                peak_rss_mib: proc_status_kib(pid, "VmHWM:")? as f64 / 1024.0,
-                start_to_serving_ms: start_to_serving.map(|d| d.as_secs_f64() * 1e3),
-            })
-        }
-        _ => None,
+        let ok = outcome.ok;
+        let requests = ok + outcome.errors.values().sum::<u64>();
+        let per_request = |cpu_seconds: f64| {
+            if requests > 0 {
+                cpu_seconds * 1e6 / requests as f64
+            } else {
+                0.0
+            }
+        };
+        let server = match (pid, cpu_before, cpu_after) {
+            (Some(pid), Some(before), Some(after)) => {
+                let cpu_seconds = after.saturating_sub(before) as f64 / CLOCK_TICKS_PER_SECOND;
+                Some(ServerCost {
+                    pid,
+                    cpu_us_per_request: per_request(cpu_seconds),
+                    cpu_cores_busy: cpu_seconds / seconds,
+                    idle_rss_mib: idle_rss.map(|k| k as f64 / 1024.0),
+                    peak_rss_mib: proc_status_kib(pid, "VmHWM:")? as f64 / 1024.0,
+                    start_to_serving_ms: start_to_serving.map(|d| d.as_secs_f64() * 1e3),
+                })
+            }
+            _ => None,
+        };
+        runs.push(Report {
+            mode: args.mode,
+            connections: load.connections,
+            streams: load.streams,
+            pool: load.pool.len(),
+            seconds,
+            requests,
+            ok,
+            errors: outcome.errors,
+            throughput_per_s: ok as f64 / seconds,
+            client_cpu_us_per_request: per_request(own_seconds),
+            latency_us: percentiles(outcome.latencies_us),
+            server,
+        });
+    }
+    Ok(runs)
+}
+
+/// The median of each figure over the runs, taken figure by figure; counts are summed.
+fn median_of(runs: &[Report]) -> Option<Report> {
+    let first = runs.first()?;
+    let median = |figure: &dyn Fn(&Report) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
     };
-    Ok(Report {
-        mode: args.mode,
-        connections: load.connections,
-        streams: load.streams,
-        pool: load.pool.len(),
-        seconds,
-        requests,
-        ok,
-        errors: outcome.errors,
-        throughput_per_s: ok as f64 / seconds,
-        client_cpu_us_per_request: if requests > 0 {
-            own_seconds * 1e6 / requests as f64
-        } else {
-            0.0
+    let mut errors = BTreeMap::new();
+    for run in runs {
+        for (kind, n) in &run.errors {
+            *errors.entry(kind.clone()).or_default() += n;
+        }
+    }
+    let server = first.server.as_ref().map(|s| ServerCost {
+        pid: s.pid,
+        cpu_us_per_request: median(&|r| r.server.as_ref().map_or(0.0, |s| s.cpu_us_per_request)),
+        cpu_cores_busy: median(&|r| r.server.as_ref().map_or(0.0, |s| s.cpu_cores_busy)),
+        idle_rss_mib: s.idle_rss_mib,
+        peak_rss_mib: runs
+            .iter()
+            .filter_map(|r| r.server.as_ref().map(|s| s.peak_rss_mib))
+            .fold(0.0, f64::max),
+        start_to_serving_ms: s.start_to_serving_ms,
+    });
+    Some(Report {
+        mode: first.mode,
+        connections: first.connections,
+        streams: first.streams,
+        pool: first.pool,
+        seconds: runs.iter().map(|r| r.seconds).sum(),
+        requests: runs.iter().map(|r| r.requests).sum(),
+        ok: runs.iter().map(|r| r.ok).sum(),
+        errors,
+        throughput_per_s: median(&|r| r.throughput_per_s),
+        client_cpu_us_per_request: median(&|r| r.client_cpu_us_per_request),
+        latency_us: Percentiles {
+            p50: median(&|r| r.latency_us.p50 as f64) as u64,
+            p99: median(&|r| r.latency_us.p99 as f64) as u64,
+            p999: median(&|r| r.latency_us.p999 as f64) as u64,
+            max: runs.iter().map(|r| r.latency_us.max).max().unwrap_or(0),
         },
-        latency_us: percentiles(outcome.latencies_us),
         server,
     })
 }
@@ -381,28 +448,51 @@ fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>
     Ok(Arc::new(config))
 }
 
-/// One HTTP/2 connection over a fresh TCP connection and mTLS handshake.
-async fn connect(target: &Target, config: &Arc<ClientConfig>) -> Result<Channel> {
-    let config = config.clone();
-    let addr = target.addr.clone();
-    let name = target.server_name.clone();
-    let connector = tower::service_fn(move |_: Uri| {
-        let config = config.clone();
-        let addr = addr.clone();
-        let name = name.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(&addr).await?;
-            tcp.set_nodelay(true)?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            Ok::<_, io::Error>(TokioIo::new(tls))
-        }
-    });
-    Endpoint::from(target.uri.clone())
-        .connect_with_connector(connector)
+/// A bare HTTP/2 connection used as the gRPC transport: a fresh TCP connection, a full mTLS
+/// handshake and an HTTP/2 handshake, with nothing of tonic's `Connection` machinery (buffer
+/// task, reconnection) on top, so the load generator spends as little of the shared machine as
+/// it can.
+#[derive(Clone)]
+struct Connection {
+    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Connection {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, hyper::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), hyper::Error>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.send.send_request(request))
+    }
+}
+
+async fn connect(target: &Target, config: &Arc<ClientConfig>) -> Result<Connection> {
+    let tcp = tokio::net::TcpStream::connect(&target.addr)
         .await
-        .with_context(|| format!("connecting to {}", target.addr))
+        .with_context(|| format!("connecting to {}", target.addr))?;
+    tcp.set_nodelay(true)?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(target.server_name.clone(), tcp)
+        .await
+        .with_context(|| format!("TLS handshake with {}", target.addr))?;
+    let (send, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .context("HTTP/2 handshake")?;
+    tokio::spawn(connection);
+    Ok(Connection { send })
 }
 
 /// Issues `n` tokens to introspect, with 16 calls in flight.
@@ -411,7 +501,7 @@ async fn mint_pool(target: &Target, config: &Arc<ClientConfig>, n: usize) -> Res
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let mut client = TokenServiceClient::new(channel.clone());
+        let mut client = TokenServiceClient::with_origin(channel.clone(), target.uri.clone());
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
             let mut tokens = Vec::new();
@@ -516,7 +606,7 @@ impl Load {
 
 struct Caller {
     mode: Mode,
-    channel: Option<Channel>,
+    channel: Option<Connection>,
     target: Target,
     config: Arc<ClientConfig>,
     pool: Arc<Vec<String>>,
@@ -547,26 +637,31 @@ impl Caller {
     async fn call(&mut self) -> Result<(), String> {
         let status = |s: tonic::Status| format!("{:?}", s.code());
         match (self.mode, &self.channel) {
-            (Mode::Issue, Some(channel)) => TokenServiceClient::new(channel.clone())
-                .issue_token(IssueTokenRequest::default())
-                .await
-                .map(drop)
-                .map_err(status),
-            (Mode::Jwks, Some(channel)) => KeyServiceClient::new(channel.clone())
-                .get_jwks(GetJwksRequest::default())
-                .await
-                .map(drop)
-                .map_err(status),
+            (Mode::Issue, Some(channel)) => {
+                TokenServiceClient::with_origin(channel.clone(), self.target.uri.clone())
+                    .issue_token(IssueTokenRequest::default())
+                    .await
+                    .map(drop)
+                    .map_err(status)
+            }
+            (Mode::Jwks, Some(channel)) => {
+                KeyServiceClient::with_origin(channel.clone(), self.target.uri.clone())
+                    .get_jwks(GetJwksRequest::default())
+                    .await
+                    .map(drop)
+                    .map_err(status)
+            }
             (Mode::Introspect, Some(channel)) => {
                 let token = self.pool[self.next % self.pool.len()].clone();
                 self.next += 1;
-                let response = TokenServiceClient::new(channel.clone())
-                    .introspect_token(IntrospectTokenRequest {
-                        token,
-                        presented_certificate_thumbprint: String::new(),
-                    })
-                    .await
-                    .map_err(status)?;
+                let response =
+                    TokenServiceClient::with_origin(channel.clone(), self.target.uri.clone())
+                        .introspect_token(IntrospectTokenRequest {
+                            token,
+                            presented_certificate_thumbprint: String::new(),
+                        })
+                        .await
+                        .map_err(status)?;
                 if response.into_inner().active {
                     Ok(())
                 } else {
@@ -577,7 +672,7 @@ impl Caller {
                 let channel = connect(&self.target, &self.config)
                     .await
                     .map_err(|_| "connect".to_owned())?;
-                TokenServiceClient::new(channel)
+                TokenServiceClient::with_origin(channel, self.target.uri.clone())
                     .issue_token(IssueTokenRequest::default())
                     .await
                     .map(drop)
@@ -721,7 +816,7 @@ impl Spawned {
             // The files appear as the server writes them; until then this fails.
             if let Ok(config) = client_config(ca, &issuer_cert, &issuer_key)
                 && let Ok(channel) = connect(target, &config).await
-                && TokenServiceClient::new(channel)
+                && TokenServiceClient::with_origin(channel, target.uri.clone())
                     .issue_token(IssueTokenRequest::default())
                     .await
                     .is_ok()

@@ -1,0 +1,111 @@
+//! The load generator against a server it starts itself: the figures it reports are the ones
+//! it counted, and a refused call is counted as an error by status, not as a success.
+
+use std::process::Command;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_tokenmint-bench");
+const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
+
+fn run(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BENCH)
+        .args([
+            "--spawn",
+            "--json",
+            "--warmup",
+            "0s",
+            "--server-bin",
+            BIN,
+            "--dir",
+        ])
+        .arg(dir.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tokenmint-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn counts_every_request_and_reads_the_servers_cost() {
+    let report = run(&[
+        "--mode",
+        "issue",
+        "--requests",
+        "200",
+        "--connections",
+        "2",
+        "--streams",
+        "4",
+    ]);
+    let median = &report["median"];
+    assert_eq!(median["requests"], 200);
+    assert_eq!(median["ok"], 200);
+    assert_eq!(median["errors"], serde_json::json!({}));
+    assert!(median["throughput_per_s"].as_f64().unwrap() > 0.0);
+    let latency = &median["latency_us"];
+    assert!(latency["p50"].as_u64().unwrap() <= latency["p99"].as_u64().unwrap());
+    assert!(latency["p99"].as_u64().unwrap() <= latency["max"].as_u64().unwrap());
+    let server = &median["server"];
+    assert!(server["peak_rss_mib"].as_f64().unwrap() > 1.0);
+    assert!(server["idle_rss_mib"].as_f64().unwrap() > 1.0);
+    assert!(server["start_to_serving_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn introspects_a_pool_of_distinct_tokens_and_opens_a_connection_per_request() {
+    let report = run(&["--mode", "introspect", "--pool", "20", "--requests", "60"]);
+    assert_eq!(report["median"]["ok"], 60);
+    assert_eq!(report["median"]["pool"], 20);
+    let report = run(&[
+        "--mode",
+        "connect",
+        "--requests",
+        "10",
+        "--connections",
+        "2",
+        "--streams",
+        "1",
+    ]);
+    assert_eq!(report["median"]["ok"], 10);
+}
+
+#[test]
+fn a_refused_call_is_counted_by_its_status() {
+    // The demo client may not introspect: every call is refused, none counted as done.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BENCH)
+        .args([
+            "--spawn",
+            "--json",
+            "--warmup",
+            "0s",
+            "--server-bin",
+            BIN,
+            "--dir",
+        ])
+        .arg(dir.path())
+        .args(["--mode", "introspect", "--requests", "20"])
+        .arg("--cert")
+        .arg(dir.path().join("certs/demo.pem"))
+        .arg("--key")
+        .arg(dir.path().join("certs/demo.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["median"]["ok"], 0);
+    assert_eq!(report["median"]["requests"], 20);
+    assert_eq!(
+        report["median"]["errors"],
+        serde_json::json!({ "PermissionDenied": 20 })
+    );
+}
