@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokenmint::revocation::{Blocklist, Caps, Change, Event};
 
+/// The server's allocator, so the figure is the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status

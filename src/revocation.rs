@@ -410,12 +410,15 @@ impl Blocklist {
         }
         let until = expires_at.saturating_add(secs(self.leeway));
         let ttl = Duration::from_secs(until.saturating_sub(now).max(1).unsigned_abs());
-        let self_revoked_by = (client_id == Some(revoked_by)).then(|| Arc::<str>::from(revoked_by));
-        if let Some(client) = &self_revoked_by {
-            *lock(&self.self_revocations)
-                .entry(client.clone())
-                .or_insert(0) += 1;
-        }
+        // One shared copy of the client id per client, not one per entry.
+        let self_revoked_by = (client_id == Some(revoked_by)).then(|| {
+            let mut counts = lock(&self.self_revocations);
+            let client = counts
+                .get_key_value(revoked_by)
+                .map_or_else(|| Arc::from(revoked_by), |(client, _)| client.clone());
+            *counts.entry(client.clone()).or_insert(0) += 1;
+            client
+        });
         self.live.fetch_add(1, Ordering::Relaxed);
         self.tokens.insert(
             key,

@@ -121,6 +121,9 @@ struct Args {
     /// Threads of this program's runtime (1: one thread, leaving the other cores to the server).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Print the median as one Markdown table row with this label (see benches/table.sh).
+    #[arg(long)]
+    markdown: Option<String>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -205,7 +208,9 @@ async fn run(args: Args) -> Result<()> {
     }
     let runs = result?;
     let median = median_of(&runs).context("no run")?;
-    if args.json {
+    if let Some(label) = &args.markdown {
+        print_markdown_row(label, &median);
+    } else if args.json {
         let out = serde_json::json!({ "median": median, "runs": runs });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -288,6 +293,7 @@ async fn measure(args: &Args, spawned: Option<&mut Spawned>) -> Result<Vec<Repor
         pool,
         connections: args.connections.max(1),
         streams: args.streams.max(1),
+        cursor: Arc::default(),
     };
     if !args.warmup.is_zero() {
         load.run(Limit::Time(args.warmup.into())).await?;
@@ -537,6 +543,7 @@ struct Load {
     pool: Arc<Vec<String>>,
     connections: usize,
     streams: usize,
+    cursor: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -576,21 +583,20 @@ impl Load {
             Limit::Time(_) => u64::MAX,
         }));
         let mut tasks = Vec::new();
-        for c in 0..self.connections {
+        for _ in 0..self.connections {
             let channel = if self.mode == Mode::Connect {
                 None
             } else {
                 Some(connect(&self.target, &self.config).await?)
             };
-            for s in 0..self.streams {
+            for _ in 0..self.streams {
                 let caller = Caller {
                     mode: self.mode,
                     channel: channel.clone(),
                     target: self.target.clone(),
                     config: self.config.clone(),
                     pool: self.pool.clone(),
-                    // Callers start at different places in the pool.
-                    next: (c * self.streams + s) * 997,
+                    cursor: self.cursor.clone(),
                 };
                 let budget = budget.clone();
                 tasks.push(tokio::spawn(caller.run(deadline, budget)));
@@ -610,7 +616,9 @@ struct Caller {
     target: Target,
     config: Arc<ClientConfig>,
     pool: Arc<Vec<String>>,
-    next: usize,
+    /// The next token of the pool, shared by all callers and runs: every token is used once
+    /// before any is used again.
+    cursor: Arc<AtomicU64>,
 }
 
 impl Caller {
@@ -652,8 +660,8 @@ impl Caller {
                     .map_err(status)
             }
             (Mode::Introspect, Some(channel)) => {
-                let token = self.pool[self.next % self.pool.len()].clone();
-                self.next += 1;
+                let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.pool.len() as u64;
+                let token = self.pool[usize::try_from(i).unwrap_or(0)].clone();
                 let response =
                     TokenServiceClient::with_origin(channel.clone(), self.target.uri.clone())
                         .introspect_token(IntrospectTokenRequest {
@@ -697,6 +705,42 @@ fn percentiles(mut latencies: Vec<u64>) -> Percentiles {
         p999: at(0.999),
         max: latencies[latencies.len() - 1],
     }
+}
+
+/// `| row | load | throughput | p50 | p99 | p99.9 | server µs/req | client µs/req | server RSS idle / peak |`
+fn print_markdown_row(label: &str, r: &Report) {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let errors: u64 = r.errors.values().sum();
+    let load = if r.mode == Mode::Connect {
+        format!("{} callers", r.connections * r.streams)
+    } else {
+        format!("{} conn × {} streams", r.connections, r.streams)
+    };
+    let (server_cpu, rss) = match &r.server {
+        Some(s) => (
+            format!("{:.1}", s.cpu_us_per_request),
+            format!(
+                "{} / {:.0} MiB",
+                s.idle_rss_mib
+                    .map_or("?".to_owned(), |idle| format!("{idle:.0}")),
+                s.peak_rss_mib
+            ),
+        ),
+        None => ("?".to_owned(), "?".to_owned()),
+    };
+    println!(
+        "| {label} | {load} | {:.0}/s{} | {:.2} | {:.2} | {:.2} | {server_cpu} | {:.1} | {rss} |",
+        r.throughput_per_s,
+        if errors > 0 {
+            format!(" ({errors} errors)")
+        } else {
+            String::new()
+        },
+        ms(r.latency_us.p50),
+        ms(r.latency_us.p99),
+        ms(r.latency_us.p999),
+        r.client_cpu_us_per_request,
+    );
 }
 
 fn print_table(r: &Report) {
