@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject as _;
+
 use tokenmint::{
     grpc::proto::{GetJwksRequest, IssueTokenRequest},
     pki::{CertificateAuthority, LeafSpec, Usage},
@@ -98,5 +100,128 @@ async fn the_key_set_needs_no_client_certificate() {
     );
     // The same answer twice: the version is stable while the set is.
     assert_eq!(server.jwks().await.version, jwks.version);
+    server.stop().await;
+}
+
+/// A client session store that counts the TLS 1.3 tickets the server sends.
+#[derive(Debug)]
+struct CountingTickets {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingTickets {
+    fn set_kx_hint(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        group: rustls::NamedGroup,
+    ) {
+        self.inner.set_kx_hint(server_name, group);
+    }
+    fn kx_hint(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(server_name)
+    }
+    fn set_tls12_session(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(server_name, value);
+    }
+    fn tls12_session(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(server_name)
+    }
+    fn remove_tls12_session(&self, server_name: &rustls::pki_types::ServerName<'static>) {
+        self.inner.remove_tls12_session(server_name);
+    }
+    fn insert_tls13_ticket(
+        &self,
+        server_name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(server_name, value);
+    }
+    fn take_tls13_ticket(
+        &self,
+        server_name: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(server_name)
+    }
+}
+
+/// One HTTP/1.1 token request on a fresh TLS connection; returns the status line and whether
+/// the session was resumed.
+async fn token_over_fresh_connection(
+    server: &TestServer,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+) -> (String, rustls::HandshakeKind) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let kind = tls.get_ref().1.handshake_kind().unwrap();
+    let body = "grant_type=client_credentials";
+    let request = format!(
+        "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    (status, kind)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_ticket_per_handshake_and_a_resumed_client_is_still_authenticated() {
+    let setup = Setup::new(&demo_client());
+    let server = setup.start().await;
+    let cert = setup.pki.client_uri(DEMO_URI);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            rustls::pki_types::CertificateDer::from_pem_slice(setup.pki.ca.cert_pem().as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+    let chain =
+        vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(tokenmint::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let store = std::sync::Arc::new(CountingTickets {
+        inner: rustls::client::ClientSessionMemoryCache::new(8),
+        tickets: std::sync::atomic::AtomicUsize::new(0),
+    });
+    config.resumption = rustls::client::Resumption::store(store.clone());
+    let config = std::sync::Arc::new(config);
+
+    let (status, kind) = token_over_fresh_connection(&server, &config).await;
+    assert_eq!(kind, rustls::HandshakeKind::Full);
+    assert!(status.contains(" 200 "), "{status}");
+    assert_eq!(store.tickets.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // The ticket resumes the next connection, and the server still knows the client by the
+    // certificate the resumed session carries.
+    let (status, kind) = token_over_fresh_connection(&server, &config).await;
+    assert_eq!(kind, rustls::HandshakeKind::Resumed);
+    assert!(status.contains(" 200 "), "{status}");
     server.stop().await;
 }
