@@ -173,6 +173,12 @@ impl ChangeLog {
             let done = batch.len() < CATCH_UP_BATCH as usize;
             let now = self.authority.now();
             for event in batch {
+                // A change another replica committed (this process applied its own at
+                // commit): how long it took to arrive. committed_at is in whole seconds.
+                if event.sequence > self.authority.blocklist().applied_through() {
+                    metrics::histogram!("tokenmint_replication_lag_seconds")
+                        .record(now.saturating_sub(event.committed_at).max(0) as f64);
+                }
                 self.authority.blocklist().apply(&event, now);
                 keys_changed |= matches!(event.change, Change::KeyRevoked { .. });
                 clients_changed |= matches!(
@@ -192,6 +198,8 @@ impl ChangeLog {
             self.reload_clients().await;
         }
         self.authority.mark_fresh();
+        metrics::gauge!("tokenmint_changes_applied_sequence")
+            .set(self.authority.blocklist().applied_through() as f64);
         Ok((read, keys_changed))
     }
 

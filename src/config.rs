@@ -32,6 +32,8 @@ pub const KEK_ENV_VAR: &str = "TOKENMINT_KEK";
 // Defaults, as the product contract writes them. `starter_toml()` writes the same values
 // out (a test keeps the two in step).
 const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// The operations listener: loopback, so only the node's own agents reach it by default.
+const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9464";
 const DEFAULT_ISSUER: &str = "https://localhost:8443";
 const DEFAULT_HANDSHAKE_TIMEOUT: &str = "10s";
 const DEFAULT_TLS_CERT: &str = "certs/server.pem";
@@ -74,7 +76,10 @@ const MAX_AUDIENCE_LEN: usize = 512;
 /// The sections that environment overrides may address, with their keys. `[[clients]]` is
 /// an array of tables and is set in the file only.
 const SECTIONS: &[(&str, &[&str])] = &[
-    ("server", &["listen", "issuer", "handshake_timeout"]),
+    (
+        "server",
+        &["listen", "issuer", "handshake_timeout", "ops_listen"],
+    ),
     ("tls", &["cert", "key", "client_ca"]),
     (
         "store",
@@ -202,6 +207,8 @@ pub struct ServerConfig {
     pub issuer: String,
     /// How long a peer may take to finish the TLS handshake (> 0, ≤ 5m).
     pub handshake_timeout: Duration,
+    /// The plain-HTTP operations listener (`/healthz`, `/readyz`, `/metrics`); `None`: off.
+    pub ops_listen: Option<SocketAddr>,
 }
 
 /// `[tls]`: the server's certificate and the CA its clients authenticate with (resolved paths).
@@ -393,6 +400,7 @@ struct FileServer {
     listen: Option<String>,
     issuer: Option<String>,
     handshake_timeout: Option<String>,
+    ops_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -906,10 +914,25 @@ impl Validator<'_> {
                 ),
             ));
         }
+        let raw_ops = s.ops_listen.as_deref().unwrap_or(DEFAULT_OPS_LISTEN).trim();
+        let ops_listen = if raw_ops.is_empty() || raw_ops == "off" {
+            None
+        } else {
+            Some(raw_ops.parse::<SocketAddr>().map_err(|_| {
+                self.error(
+                    "server.ops_listen",
+                    format!(
+                        "{} `{raw_ops}` is not a socket address: write IP:PORT, e.g. \"127.0.0.1:9464\", or \"off\"",
+                        self.label("server.ops_listen")
+                    ),
+                )
+            })?)
+        };
         Ok(ServerConfig {
             listen,
             issuer,
             handshake_timeout,
+            ops_listen,
         })
     }
 
@@ -1586,6 +1609,9 @@ listen = "127.0.0.1:8443"
 issuer = "https://localhost:8443"
 # How long a peer may take to finish the TLS handshake (at most 5m).
 handshake_timeout = "10s"
+# Plain-HTTP /healthz, /readyz and Prometheus /metrics, no client certificate: keep it on
+# loopback or a private interface. "off" disables it.
+ops_listen = "127.0.0.1:9464"
 
 [tls]
 # The server's certificate chain and private key (PEM).
@@ -2249,7 +2275,7 @@ enabled = false
             &[
                 "TOKENMINT__SERVER__LISSEN",
                 "lissen",
-                "listen, issuer, handshake_timeout",
+                "listen, issuer, handshake_timeout, ops_listen",
             ],
         );
         assert!(matches!(e, ConfigError::Env { .. }), "{e:?}");

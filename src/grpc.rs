@@ -141,6 +141,7 @@ impl TokenService for TokenApi {
             .issue(peer.as_deref(), &token_request)
             .map_err(|e| wire::issue_refused(&e, remote))?;
         tracing::debug!(client_id = %issued.client_id, jti = %issued.token_id, kid = %issued.key_id, "token issued");
+        wire::issued(&issued.client_id);
         Ok(Response::new(IssueTokenResponse {
             access_token: issued.access_token,
             token_type: "Bearer".into(),

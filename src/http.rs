@@ -248,6 +248,7 @@ async fn token(
     })();
     match result {
         Ok(issued) => {
+            wire::issued(&issued.client_id);
             let mut body = json!({
                 "access_token": issued.access_token,
                 "token_type": "Bearer",

@@ -46,6 +46,7 @@ pub mod identity;
 pub mod keys;
 pub mod lifecycle;
 pub mod oauth;
+pub mod ops;
 pub mod pki;
 pub mod revocation;
 pub mod rotation;

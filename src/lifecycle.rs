@@ -98,7 +98,8 @@ impl Rotator {
         }
     }
 
-    fn now(&self) -> i64 {
+    /// Now, in Unix seconds, on the rotator's clock.
+    pub fn now(&self) -> i64 {
         unix_seconds(self.clock.now())
     }
 

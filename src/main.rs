@@ -26,9 +26,10 @@ use tokenmint::{
         },
     },
     identity::CertificateMatcher,
-    pki,
+    ops, pki,
     server::{self, Options},
 };
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 #[derive(Parser)]
@@ -589,6 +590,26 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let config = load_config(&args.config)?;
     let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
     let listen = config.server.listen;
+    // The operations listener comes first, so probes see "alive, not ready" while the state
+    // loads.
+    let probe = ops::Probe::new(config.store.max_issue_staleness);
+    let ops_stop = CancellationToken::new();
+    let ops_task = match config.server.ops_listen {
+        Some(addr) => {
+            let ops_listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (server.ops_listen)"))?;
+            let local = ops_listener.local_addr().unwrap_or(addr);
+            tracing::info!(listen = %local, "operations listener: /healthz /readyz /metrics");
+            Some(tokio::spawn(ops::serve(
+                ops_listener,
+                probe.clone(),
+                ops::metrics_handle(),
+                ops_stop.clone(),
+            )))
+        }
+        None => None,
+    };
     let prepared = server::prepare(
         config,
         Options {
@@ -598,11 +619,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
         },
     )
     .await?;
+    probe.attach(prepared.authority().clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     tracing::info!(%listen, "listening");
-    prepared.serve(listener, shutdown_signal()).await?;
+    let stopping = probe.clone();
+    let result = prepared
+        .serve(listener, async move {
+            shutdown_signal().await;
+            stopping.mark_stopping();
+        })
+        .await;
+    ops_stop.cancel();
+    if let Some(task) = ops_task {
+        let _ = task.await;
+    }
+    result?;
     Ok(())
 }
 

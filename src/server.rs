@@ -573,6 +573,12 @@ impl PreparedServer {
             .add_service(key_service)
             .add_service(revocation_service)
             .add_service(admin_service);
+        // Every request's duration, by RPC or route (src/ops.rs).
+        let routes = tonic::service::Routes::from(
+            routes
+                .into_axum_router()
+                .layer(axum::middleware::from_fn(crate::ops::record_rpc)),
+        );
         let serve = tonic::transport::Server::builder()
             .accept_http1(true)
             .add_routes(routes)
@@ -628,6 +634,7 @@ struct Readiness {
 
 impl Readiness {
     async fn report(&mut self, store_reached: bool) {
+        metrics::gauge!("tokenmint_store_reachable").set(f64::from(u8::from(store_reached)));
         let ready = self.authority.stale_for() <= self.max_issue_staleness;
         if self.last == Some((ready, store_reached)) {
             return;
@@ -667,6 +674,15 @@ async fn rotate_keys(rotator: Arc<Rotator>, interval: Duration, stop: Cancellati
         }
         if let Err(e) = rotator.tick().await {
             tracing::warn!(error = %e, "key lifecycle step failed; will retry");
+        }
+        if let Ok((next_step_at, current_age)) = rotator.schedule().await {
+            if let Some(age) = current_age {
+                metrics::gauge!("tokenmint_signing_key_age_seconds").set(age as f64);
+            }
+            if let Some(at) = next_step_at {
+                let until = at.saturating_sub(rotator.now()).max(0);
+                metrics::gauge!("tokenmint_key_next_step_seconds").set(until as f64);
+            }
         }
     }
 }

@@ -427,12 +427,17 @@ pub async fn accept_loop(
             let stream = tokio::select! {
                 () = shutdown.cancelled() => return,
                 result = handshake => match result {
-                    Ok(Ok(stream)) => stream,
+                    Ok(Ok(stream)) => {
+                        metrics::counter!("tokenmint_tls_handshakes_total", "result" => "ok").increment(1);
+                        stream
+                    }
                     Ok(Err(e)) => {
+                        metrics::counter!("tokenmint_tls_handshakes_total", "result" => "failed").increment(1);
                         tracing::debug!(%remote_addr, error = %e, "TLS handshake failed");
                         return;
                     }
                     Err(_) => {
+                        metrics::counter!("tokenmint_tls_handshakes_total", "result" => "timeout").increment(1);
                         tracing::debug!(%remote_addr, "TLS handshake timed out");
                         return;
                     }

@@ -195,6 +195,32 @@ pub enum IssueError {
 }
 
 impl IssueError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            IssueError::Auth(_) => "authentication",
+            IssueError::NotPermitted(_) => "not_permitted",
+            IssueError::Scope(_) => "scope",
+            IssueError::Audience(_) => "audience",
+            IssueError::NoAudience => "no_audience",
+            IssueError::Lifetime => "lifetime",
+            IssueError::TooMany(_) => "too_many_values",
+            IssueError::CutOff { .. } => "cut_off",
+            IssueError::Stale(_) => "stale",
+            IssueError::Signing(_) => "signing",
+        }
+    }
+
+    /// The client, where the refusal names an authenticated one (a registered id, never a
+    /// caller-chosen string).
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            IssueError::NotPermitted(id) => Some(id),
+            IssueError::CutOff { client_id, .. } => Some(client_id),
+            _ => None,
+        }
+    }
+
     /// The OAuth2 error code.
     pub fn code(&self) -> ErrorCode {
         match self {

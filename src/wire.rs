@@ -45,6 +45,12 @@ pub fn oauth_status(code: ErrorCode, message: &str) -> Status {
 
 /// The status for a refused issuance; logs the detail.
 pub fn issue_refused(error: &IssueError, remote: Option<std::net::SocketAddr>) -> Status {
+    metrics::counter!(
+        "tokenmint_issue_refusals_total",
+        "client" => error.client_id().unwrap_or("").to_owned(),
+        "reason" => error.label()
+    )
+    .increment(1);
     match error.code() {
         ErrorCode::ServerError => tracing::error!(error = %error, ?remote, "token issuance failed"),
         code => tracing::info!(error = %error, oauth_error = %code, ?remote, "token refused"),
@@ -56,6 +62,12 @@ pub fn issue_refused(error: &IssueError, remote: Option<std::net::SocketAddr>) -
         status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
     }
     status
+}
+
+/// Counts an issued token, by client.
+pub fn issued(client_id: &str) {
+    metrics::counter!("tokenmint_tokens_issued_total", "client" => client_id.to_owned())
+        .increment(1);
 }
 
 /// The status for a caller refused outright (no certificate, unknown or disabled client,

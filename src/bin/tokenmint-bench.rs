@@ -831,6 +831,7 @@ impl Spawned {
             .arg("--config")
             .arg(dir.join("tokenmint.toml"))
             .env("TOKENMINT__SERVER__LISTEN", addr.to_string())
+            .env("TOKENMINT__SERVER__OPS_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("server log")?)
             .stderr(log)

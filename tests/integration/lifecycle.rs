@@ -919,7 +919,9 @@ fn tokenmint(dir: &Path) -> Command {
         .current_dir(dir)
         .env_remove("TOKENMINT_KEK")
         .env_remove(tokenmint::failpoint::DANGEROUS_FAILPOINT_VAR)
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        // Any free port for the operations listener: tests run side by side.
+        .env("TOKENMINT__SERVER__OPS_LISTEN", "127.0.0.1:0");
     command
 }
 

@@ -14,6 +14,7 @@ mod keys;
 mod lifecycle;
 mod manifests;
 mod ops;
+mod probes;
 mod replicas;
 mod revocation;
 mod store_contract;

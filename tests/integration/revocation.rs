@@ -306,7 +306,9 @@ fn tokenmint(dir: &Path) -> Command {
     command
         .current_dir(dir)
         .env_remove("TOKENMINT_KEK")
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        // Any free port for the operations listener: tests run side by side.
+        .env("TOKENMINT__SERVER__OPS_LISTEN", "127.0.0.1:0");
     command
 }
 

@@ -300,7 +300,7 @@ kek_files = ["tokenmint.kek"]
         self.serve(prepared).await
     }
 
-    async fn serve(&self, prepared: PreparedServer) -> TestServer {
+    pub async fn serve(&self, prepared: PreparedServer) -> TestServer {
         let rotator = prepared.rotator().clone();
         let changes = prepared.changes().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

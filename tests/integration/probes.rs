@@ -1,0 +1,163 @@
+//! The plain-HTTP operations listener: liveness, readiness as SPEC §9 defines it, and
+//! Prometheus metrics that move when the server acts.
+
+use std::time::{Duration, Instant};
+
+use tokenmint::{grpc::proto::IssueTokenRequest, ops};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+/// GET over plain HTTP: (status, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    // reqwest is built without a crypto provider; the server's (ring) serves it too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// The value of one series in Prometheus text, if present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_loaded_state_and_metrics_move_with_traffic() {
+    let setup = Setup::new(&standard_clients());
+    let config = setup.config();
+    // As `tokenmint serve` does: the operations listener first, the state loaded after.
+    let probe = ops::Probe::new(config.store.max_issue_staleness);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let ops_task = tokio::spawn(ops::serve(
+        listener,
+        probe.clone(),
+        ops::metrics_handle(),
+        stop.clone(),
+    ));
+
+    assert_eq!(get(ops_addr, "/healthz").await, (200, "ok\n".to_owned()));
+    let (status, body) = get(ops_addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not loaded"), "{body}");
+
+    let prepared = setup.prepare().await.unwrap();
+    probe.attach(prepared.authority().clone());
+    assert_eq!(get(ops_addr, "/readyz").await, (200, "ready\n".to_owned()));
+    let server = setup.serve(prepared).await;
+
+    let demo = setup.pki.client_uri(DEMO_URI);
+    let rs = setup.pki.client_uri(RS_URI);
+    let token = issue(&server, &demo, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token;
+    let refused = issue(&server, &rs, IssueTokenRequest::default()).await;
+    assert!(refused.is_err());
+    assert!(introspect(&server, &rs, &token, None).await.unwrap().active);
+    revoke(&server, &demo, &token).await.unwrap();
+
+    // The key gauges come from the rotation task's first round: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (status, metrics) = get(ops_addr, "/metrics").await;
+        assert_eq!(status, 200);
+        if metrics.contains("tokenmint_signing_key_age_seconds") || Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let at_least_one = |series: &str| {
+        let value =
+            sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in:\n{metrics}"));
+        assert!(value >= 1.0, "{series} = {value}");
+    };
+    at_least_one(r#"tokenmint_tokens_issued_total{client="demo"}"#);
+    at_least_one(r#"tokenmint_issue_refusals_total{client="rs",reason="not_permitted"}"#);
+    at_least_one(r#"tokenmint_introspections_total{outcome="active"}"#);
+    at_least_one(r#"tokenmint_tls_handshakes_total{result="ok"}"#);
+    at_least_one(
+        r#"tokenmint_rpc_duration_seconds_count{rpc="/tokenmint.v1.TokenService/IssueToken"}"#,
+    );
+    assert!(
+        metrics.contains(r#"tokenmint_rpc_duration_seconds_bucket{rpc="/tokenmint.v1.TokenService/IssueToken",le="0.005"}"#),
+        "{metrics}"
+    );
+    // Read at scrape time from this server's state: exactly the one revocation.
+    assert_eq!(sample(&metrics, "tokenmint_blocklist_entries"), Some(1.0));
+    assert_eq!(sample(&metrics, "tokenmint_ready"), Some(1.0));
+    assert!(sample(&metrics, "tokenmint_store_staleness_seconds").unwrap() < 10.0);
+    assert!(
+        sample(&metrics, "tokenmint_signing_key_age_seconds").is_some(),
+        "{metrics}"
+    );
+    assert!(sample(&metrics, "tokenmint_key_next_step_seconds").unwrap() > 0.0);
+    // Tokens and secrets never appear in metrics.
+    assert!(!metrics.contains(&token));
+
+    // A path nobody registered does not become a label of its own.
+    let _ = reqwest_post_unknown(&server, &setup).await;
+
+    // Shutdown begins: not ready any more, still alive.
+    probe.mark_stopping();
+    let (status, body) = get(ops_addr, "/readyz").await;
+    assert_eq!((status, body.as_str()), (503, "not ready: shutting down\n"));
+    assert_eq!(get(ops_addr, "/healthz").await.0, 200);
+    assert_eq!(get(ops_addr, "/nothing-here").await.0, 404);
+
+    server.stop().await;
+    stop.cancel();
+    ops_task.await.unwrap();
+}
+
+/// Sends a request to an unregistered path on the service port; the duration histogram must
+/// file it under `other`.
+async fn reqwest_post_unknown(server: &TestServer, setup: &Setup) {
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            rustls::ClientConfig::builder_with_provider(tokenmint::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates({
+                    let mut roots = rustls::RootCertStore::empty();
+                    roots
+                        .add(
+                            rustls::pki_types::pem::PemObject::from_pem_slice(
+                                setup.pki.ca.cert_pem().as_bytes(),
+                            )
+                            .unwrap(),
+                        )
+                        .unwrap();
+                    roots
+                })
+                .with_no_client_auth(),
+        )
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!(
+            "https://localhost:{}/no/such/path/{}",
+            server.addr.port(),
+            "x".repeat(40)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let metrics = ops::metrics_handle().render();
+    assert!(
+        !metrics.contains("/no/such/path"),
+        "an unknown path became a label"
+    );
+    assert!(metrics.contains(r#"rpc="other""#));
+}
