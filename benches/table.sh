@@ -27,7 +27,12 @@ run --markdown "GetJwks" --mode jwks --connections 2 --streams 32
 # start on the same directory only opens them.
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-first=$("$bench" --spawn --dir "$dir" --json --requests 1 --warmup 0s | grep -m1 start_to_serving_ms | tr -d ",")
-second=$("$bench" --spawn --dir "$dir" --json --requests 1 --warmup 0s | grep -m1 start_to_serving_ms | tr -d ",")
+start_ms() {
+  local out
+  out=$("$bench" --spawn --dir "$dir" --json --requests 1 --warmup 0s)
+  echo "$out" | grep -m1 start_to_serving_ms | tr -d ","
+}
+first=$(start_ms)
+second=$(start_ms)
 echo
 printf "start to serving (embedded store): first start %.0f ms, restart %.0f ms\n" "${first##*: }" "${second##*: }"

@@ -14,6 +14,7 @@ use crate::{
     clock::{Clock, unix_seconds},
     crypto::{self, SecretHasher},
     keys::KeyRing,
+    limits::IssueLimits,
     revocation::{Blocklist, CapError, Change, Freshness, VerifiedCache},
     token::{
         self, AccessTokenClaims, IssueError, IssuedToken, Issuer, TokenRequest, Verified,
@@ -130,6 +131,7 @@ pub struct Authority {
     freshness: Freshness,
     max_staleness: Duration,
     max_issue_staleness: Duration,
+    issue_limits: IssueLimits,
 }
 
 impl std::fmt::Debug for Authority {
@@ -165,6 +167,12 @@ pub struct Parts {
 }
 
 impl Authority {
+    /// With issuance rate limits (none by default).
+    pub fn with_issue_limits(mut self, limits: IssueLimits) -> Self {
+        self.issue_limits = limits;
+        self
+    }
+
     /// An authority from its parts.
     pub fn new(parts: Parts) -> Self {
         Self {
@@ -179,6 +187,7 @@ impl Authority {
             freshness: Freshness::default(),
             max_staleness: parts.max_staleness,
             max_issue_staleness: parts.max_issue_staleness,
+            issue_limits: IssueLimits::default(),
         }
     }
 
@@ -210,6 +219,12 @@ impl Authority {
             return Err(IssueError::CutOff {
                 client_id: client.id.to_string(),
                 retry_after: Duration::from_secs((cutoff - now + 1).unsigned_abs()),
+            });
+        }
+        if let Err(retry_after) = self.issue_limits.check(&client.id) {
+            return Err(IssueError::RateLimited {
+                client_id: client.id.to_string(),
+                retry_after,
             });
         }
         let signer = self.keys.borrow().signer().clone();

@@ -103,6 +103,10 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     ("tokens", &["default_lifetime", "max_lifetime", "leeway"]),
     (
+        "limits",
+        &["issue_per_second", "issue_burst", "issue_per_client"],
+    ),
+    (
         "revocation",
         &[
             "max_live",
@@ -189,6 +193,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     /// `[revocation]`.
     pub revocation: RevocationConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
     /// `[[clients]]`, in file order.
     pub clients: Vec<ClientConfig>,
     /// Whether `TOKENMINT_KEK` was set (non-empty) in the environment; then `keys.kek_files`
@@ -305,6 +311,17 @@ pub struct KeysConfig {
     pub kek_files: Vec<PathBuf>,
 }
 
+/// `[limits]`: per-client token buckets on issuance, off unless configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Tokens per second each client may get (0: no limit).
+    pub issue_per_second: u32,
+    /// How many it may get at once (0 in the file: the highest rate set).
+    pub issue_burst: u32,
+    /// Per-client rates in place of `issue_per_second` (0: no limit for that client).
+    pub issue_per_client: std::collections::BTreeMap<String, u32>,
+}
+
 /// `[revocation]`: the caps on live revocations and how often expired ones are purged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RevocationConfig {
@@ -382,7 +399,16 @@ struct FileConfig {
     keys: FileKeys,
     tokens: FileTokens,
     revocation: FileRevocation,
+    limits: FileLimits,
     clients: Vec<FileClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileLimits {
+    issue_per_second: Option<u32>,
+    issue_burst: Option<u32>,
+    issue_per_client: std::collections::BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -687,6 +713,7 @@ fn check_section(section: &str, table: toml::Table) -> Result<(), toml::de::Erro
         "keys" => table.try_into::<FileKeys>().map(drop),
         "tokens" => table.try_into::<FileTokens>().map(drop),
         "revocation" => table.try_into::<FileRevocation>().map(drop),
+        "limits" => table.try_into::<FileLimits>().map(drop),
         // `EnvOverrides::read` lets only the sections above through.
         _ => Ok(()),
     }
@@ -818,6 +845,7 @@ impl Validator<'_> {
         let store = self.store(file.store, &keys, &tokens)?;
         let clients = self.clients(file.clients, &tokens)?;
         let revocation = self.revocation(file.revocation)?;
+        let limits = self.limits(file.limits)?;
         Ok(Config {
             server,
             tls,
@@ -825,9 +853,30 @@ impl Validator<'_> {
             keys,
             tokens,
             revocation,
+            limits,
             clients,
             kek_from_env,
             source: self.file.to_path_buf(),
+        })
+    }
+
+    fn limits(&self, l: FileLimits) -> Result<LimitsConfig, ConfigError> {
+        let issue_per_second = l.issue_per_second.unwrap_or(0);
+        let most = l
+            .issue_per_client
+            .values()
+            .copied()
+            .chain([issue_per_second])
+            .max()
+            .unwrap_or(0);
+        // 0 or absent: as many at once as the highest rate set.
+        let issue_burst = l.issue_burst.filter(|b| *b > 0).unwrap_or(most);
+        // Ids are not checked against [[clients]]: clients registered with `tokenmint client
+        // add` live only in the store.
+        Ok(LimitsConfig {
+            issue_per_second,
+            issue_burst,
+            issue_per_client: l.issue_per_client,
         })
     }
 
@@ -1663,6 +1712,16 @@ per_client_rate = 10
 # How often expired revocations and old log entries are removed.
 purge_interval = "1m"
 
+[limits]
+# Tokens per second each client may get; 0 = no limit. Past it, RESOURCE_EXHAUSTED (HTTP 429)
+# with a retry hint.
+issue_per_second = 0
+# How many a client may get at once; 0 = the highest rate set.
+issue_burst = 0
+# Per-client rates in place of issue_per_second (0 = no limit for that client), e.g.
+# issue_per_client = { demo = 50 }
+issue_per_client = {}
+
 # One [[clients]] entry per machine allowed to ask for tokens. A client is recognised by
 # exactly one of san_uri, san_dns or subject_dn of its certificate.
 [[clients]]
@@ -1896,6 +1955,32 @@ enabled = false
         }
         let c = load("[server]\nissuer = \"https://auth.example.com/tenant\"").unwrap();
         assert_eq!(c.server.issuer, "https://auth.example.com/tenant");
+    }
+
+    #[test]
+    fn issuance_limits_are_off_by_default_and_read_globally_or_per_client() {
+        let c = load("").unwrap();
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert_eq!(c.server.ops_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let c =
+            load("[limits]\nissue_per_second = 20\nissue_per_client = { demo = 50, batch = 0 }")
+                .unwrap();
+        assert_eq!(c.limits.issue_per_second, 20);
+        assert_eq!(
+            c.limits.issue_burst, 50,
+            "the burst defaults to the highest rate"
+        );
+        assert_eq!(c.limits.issue_per_client.get("batch"), Some(&0));
+        let c = load("[limits]\nissue_per_second = 5\nissue_burst = 0").unwrap();
+        assert_eq!(c.limits.issue_burst, 5);
+        let c = load_env("", &[("TOKENMINT__LIMITS__ISSUE_PER_SECOND", "7")]).unwrap();
+        assert_eq!((c.limits.issue_per_second, c.limits.issue_burst), (7, 7));
+        let c = load("[server]\nops_listen = \"off\"").unwrap();
+        assert_eq!(c.server.ops_listen, None);
+        refused(
+            "[server]\nops_listen = \"nowhere\"",
+            &["server.ops_listen", "off"],
+        );
     }
 
     #[test]

@@ -22,11 +22,12 @@
 //! ## The dependency rule
 //!
 //! The domain core — [`identity`], [`client`], [`token`], [`keys`], [`rotation`],
-//! [`revocation`], [`authority`], [`clock`], [`oauth`], [`config`] and [`crypto`] (ring's one
+//! [`revocation`], [`limits`], [`authority`], [`clock`], [`oauth`], [`config`] and [`crypto`] (ring's one
 //! home) — imports no tonic, rustls, sqlx or clap. [`changes`] (the durable commit path and
 //! the watch streams) and [`lifecycle`] (applying key steps) drive the core against the
 //! [`store::Store`] trait. The edges adapt it: [`tls`] (rustls), [`grpc`] and [`wire`]
-//! (tonic), [`http`] (axum, the OAuth2 HTTP face), [`store`] (sqlx: SQLite and PostgreSQL),
+//! (tonic), [`http`] (axum, the OAuth2 HTTP face), [`ops`] (plain-HTTP probes and Prometheus
+//! metrics), [`store`] (sqlx: SQLite and PostgreSQL),
 //! [`server`] (wiring, the background tasks, readiness), [`pki`] (rcgen, the development
 //! PKI), [`failpoint`] (a test-only crash point); the CLI lives in the binary. See
 //! `docs/architecture.md`.
@@ -45,6 +46,7 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod lifecycle;
+pub mod limits;
 pub mod oauth;
 pub mod ops;
 pub mod pki;

@@ -27,6 +27,7 @@ use crate::{
     identity::CertificateMatcher,
     keys::{KekRing, KeyError, KeyRecord, KeyRing, KeyState},
     lifecycle::Rotator,
+    limits::IssueLimits,
     revocation::{Blocklist, Caps, Retention},
     rotation::Policy,
     store::{ClientSync, Store, StoreError, sqlite::SqliteStore},
@@ -373,18 +374,25 @@ pub async fn prepare_with_store(
         config.tokens.leeway,
         config.tokens.max_lifetime,
     ));
-    let authority = Arc::new(Authority::new(Parts {
-        issuer: Issuer::new(config.server.issuer.clone(), config.tokens.max_lifetime),
-        keys: keys_rx,
-        clients,
-        hasher,
-        clock: clock.clone(),
-        blocklist,
-        leeway: config.tokens.leeway,
-        verified_cache_capacity: VERIFIED_CACHE_CAPACITY,
-        max_staleness: config.store.max_staleness,
-        max_issue_staleness: config.store.max_issue_staleness,
-    }));
+    let authority = Arc::new(
+        Authority::new(Parts {
+            issuer: Issuer::new(config.server.issuer.clone(), config.tokens.max_lifetime),
+            keys: keys_rx,
+            clients,
+            hasher,
+            clock: clock.clone(),
+            blocklist,
+            leeway: config.tokens.leeway,
+            verified_cache_capacity: VERIFIED_CACHE_CAPACITY,
+            max_staleness: config.store.max_staleness,
+            max_issue_staleness: config.store.max_issue_staleness,
+        })
+        .with_issue_limits(IssueLimits::new(
+            config.limits.issue_per_second,
+            config.limits.issue_burst,
+            &config.limits.issue_per_client,
+        )),
+    );
     let changes = Arc::new(ChangeLog::new(
         store.clone(),
         authority.clone(),

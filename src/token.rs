@@ -186,6 +186,14 @@ pub enum IssueError {
         /// When the cut-off passes.
         retry_after: Duration,
     },
+    /// The client is over its issuance rate (`[limits]`).
+    #[error("client {client_id} is over its issuance rate; retry in {retry_after:?}")]
+    RateLimited {
+        /// The client.
+        client_id: String,
+        /// When a token is there again.
+        retry_after: Duration,
+    },
     /// This replica has not caught up with the store for longer than `max_issue_staleness`.
     #[error("no catch-up with the store for {0:?}: issuance is paused")]
     Stale(Duration),
@@ -206,6 +214,7 @@ impl IssueError {
             IssueError::Lifetime => "lifetime",
             IssueError::TooMany(_) => "too_many_values",
             IssueError::CutOff { .. } => "cut_off",
+            IssueError::RateLimited { .. } => "rate_limited",
             IssueError::Stale(_) => "stale",
             IssueError::Signing(_) => "signing",
         }
@@ -216,7 +225,9 @@ impl IssueError {
     pub fn client_id(&self) -> Option<&str> {
         match self {
             IssueError::NotPermitted(id) => Some(id),
-            IssueError::CutOff { client_id, .. } => Some(client_id),
+            IssueError::CutOff { client_id, .. } | IssueError::RateLimited { client_id, .. } => {
+                Some(client_id)
+            }
             _ => None,
         }
     }
@@ -229,7 +240,9 @@ impl IssueError {
             IssueError::Scope(_) => ErrorCode::InvalidScope,
             IssueError::Audience(_) | IssueError::NoAudience => ErrorCode::InvalidTarget,
             IssueError::Lifetime | IssueError::TooMany(_) => ErrorCode::InvalidRequest,
-            IssueError::CutOff { .. } | IssueError::Stale(_) => ErrorCode::TemporarilyUnavailable,
+            IssueError::CutOff { .. } | IssueError::Stale(_) | IssueError::RateLimited { .. } => {
+                ErrorCode::TemporarilyUnavailable
+            }
             IssueError::Signing(_) => ErrorCode::ServerError,
         }
     }

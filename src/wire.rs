@@ -55,6 +55,9 @@ pub fn issue_refused(error: &IssueError, remote: Option<std::net::SocketAddr>) -
         ErrorCode::ServerError => tracing::error!(error = %error, ?remote, "token issuance failed"),
         code => tracing::info!(error = %error, oauth_error = %code, ?remote, "token refused"),
     }
+    if let IssueError::RateLimited { retry_after, .. } = error {
+        return resource_exhausted(&error.public_message(), retry_after.as_secs().max(1));
+    }
     let mut status = oauth_status(error.code(), &error.public_message());
     if let IssueError::CutOff { retry_after, .. } = error
         && let Ok(value) = MetadataValue::try_from(retry_after.as_secs().max(1).to_string())
@@ -119,19 +122,24 @@ pub fn revoke_refused(error: &RevokeError, remote: Option<std::net::SocketAddr>)
                 CapError::Rate { retry_after, .. } => retry_after.as_secs().max(1),
                 CapError::Full { .. } | CapError::ClientFull { .. } => 60,
             };
-            let mut status =
-                Status::resource_exhausted(format!("{}: {cap}", ErrorCode::TemporarilyUnavailable));
-            status.metadata_mut().insert(
-                OAUTH_ERROR_METADATA,
-                MetadataValue::from_static(ErrorCode::TemporarilyUnavailable.as_str()),
-            );
-            if let Ok(value) = MetadataValue::try_from(retry_after.to_string()) {
-                status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
-            }
-            status
+            resource_exhausted(&cap.to_string(), retry_after)
         }
         RevokeError::InvalidArgument(message) => oauth_status(ErrorCode::InvalidRequest, message),
     }
+}
+
+/// `RESOURCE_EXHAUSTED` (HTTP 429) with `temporarily_unavailable` and a retry hint in seconds.
+fn resource_exhausted(message: &str, retry_after_secs: u64) -> Status {
+    let mut status =
+        Status::resource_exhausted(format!("{}: {message}", ErrorCode::TemporarilyUnavailable));
+    status.metadata_mut().insert(
+        OAUTH_ERROR_METADATA,
+        MetadataValue::from_static(ErrorCode::TemporarilyUnavailable.as_str()),
+    );
+    if let Ok(value) = MetadataValue::try_from(retry_after_secs.to_string()) {
+        status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+    }
+    status
 }
 
 /// The metadata key that carries a retry hint, in whole seconds.

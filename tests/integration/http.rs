@@ -1076,6 +1076,32 @@ async fn http1_http2_and_grpc_share_the_port_and_unknown_paths_are_json_404() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_issuance_rate_gets_429_with_retry_after() {
+    install_ring();
+    let setup = Setup::new(&format!(
+        "[limits]\nissue_per_second = 2\n{}",
+        standard_clients()
+    ));
+    let server = setup.start().await;
+    let client = https(&setup, Some(&setup.pki.client_uri(DEMO_URI)));
+    let grant = form(&[("grant_type", "client_credentials")]);
+    let mut limited = None;
+    for _ in 0..10 {
+        let answer = post_form(&client, &server, "/oauth2/token", &grant).await;
+        if answer.status != StatusCode::OK {
+            limited = Some(answer);
+            break;
+        }
+    }
+    let limited = limited.expect("the third call within a second is over 2/s");
+    limited.assert_error(StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable");
+    limited.assert_no_store();
+    let retry: u64 = limited.header(header::RETRY_AFTER).parse().unwrap();
+    assert_eq!(retry, 1, "{limited:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_client_gets_503_with_retry_after_and_a_revocation_cap_429() {
     install_ring();
     let setup = Setup::new(&format!(

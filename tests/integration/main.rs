@@ -12,6 +12,7 @@ mod introspect;
 mod issue;
 mod keys;
 mod lifecycle;
+mod limits;
 mod manifests;
 mod ops;
 mod probes;
