@@ -36,6 +36,18 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9464";
 const DEFAULT_ISSUER: &str = "https://localhost:8443";
 const DEFAULT_HANDSHAKE_TIMEOUT: &str = "10s";
+/// Default of `server.max_handshakes`.
+const DEFAULT_MAX_HANDSHAKES: u32 = 1024;
+/// Default of `server.max_concurrent_streams`.
+const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Default of `server.max_header_list_size` (bytes).
+const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// Default of `server.keepalive_interval`.
+const DEFAULT_KEEPALIVE_INTERVAL: &str = "30s";
+/// Default of `server.keepalive_timeout`.
+const DEFAULT_KEEPALIVE_TIMEOUT: &str = "10s";
+/// Default of `server.max_connection_age`.
+const DEFAULT_MAX_CONNECTION_AGE: &str = "1h";
 const DEFAULT_TLS_CERT: &str = "certs/server.pem";
 const DEFAULT_TLS_KEY: &str = "certs/server.key";
 const DEFAULT_TLS_CLIENT_CA: &str = "certs/ca.pem";
@@ -78,7 +90,18 @@ const MAX_AUDIENCE_LEN: usize = 512;
 const SECTIONS: &[(&str, &[&str])] = &[
     (
         "server",
-        &["listen", "issuer", "handshake_timeout", "ops_listen"],
+        &[
+            "listen",
+            "issuer",
+            "handshake_timeout",
+            "ops_listen",
+            "max_handshakes",
+            "max_concurrent_streams",
+            "max_header_list_size",
+            "keepalive_interval",
+            "keepalive_timeout",
+            "max_connection_age",
+        ],
     ),
     ("tls", &["cert", "key", "client_ca"]),
     (
@@ -215,6 +238,19 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// The plain-HTTP operations listener (`/healthz`, `/readyz`, `/metrics`); `None`: off.
     pub ops_listen: Option<SocketAddr>,
+    /// TLS handshakes in progress at once; a connection beyond it is closed at once.
+    pub max_handshakes: u32,
+    /// HTTP/2 streams in flight per connection.
+    pub max_concurrent_streams: u32,
+    /// The largest HTTP/2 header list accepted (bytes).
+    pub max_header_list_size: u32,
+    /// How often an idle HTTP/2 connection is pinged.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// How long a connection may live; then it is asked to go away (in-flight calls get a
+    /// 30 s grace), so new credentials and CA material reach long-lived clients.
+    pub max_connection_age: Duration,
 }
 
 /// `[tls]`: the server's certificate and the CA its clients authenticate with (resolved paths).
@@ -427,6 +463,12 @@ struct FileServer {
     issuer: Option<String>,
     handshake_timeout: Option<String>,
     ops_listen: Option<String>,
+    max_handshakes: Option<u32>,
+    max_concurrent_streams: Option<u32>,
+    max_header_list_size: Option<u32>,
+    keepalive_interval: Option<String>,
+    keepalive_timeout: Option<String>,
+    max_connection_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -977,11 +1019,63 @@ impl Validator<'_> {
                 )
             })?)
         };
+        let at_least_one = |field: &str, value: Option<u32>, default: u32, what: &str| {
+            let value = value.unwrap_or(default);
+            if value == 0 {
+                return Err(self.error(
+                    field,
+                    format!(
+                        "{} must be at least 1 ({what}; default {default})",
+                        self.label(field)
+                    ),
+                ));
+            }
+            Ok(value)
+        };
+        let max_handshakes = at_least_one(
+            "server.max_handshakes",
+            s.max_handshakes,
+            DEFAULT_MAX_HANDSHAKES,
+            "TLS handshakes in progress at once",
+        )?;
+        let max_concurrent_streams = at_least_one(
+            "server.max_concurrent_streams",
+            s.max_concurrent_streams,
+            DEFAULT_MAX_CONCURRENT_STREAMS,
+            "HTTP/2 streams per connection",
+        )?;
+        let max_header_list_size = at_least_one(
+            "server.max_header_list_size",
+            s.max_header_list_size,
+            DEFAULT_MAX_HEADER_LIST_SIZE,
+            "bytes of HTTP/2 headers",
+        )?;
+        let keepalive_interval = self.positive(
+            "server.keepalive_interval",
+            s.keepalive_interval.as_deref(),
+            DEFAULT_KEEPALIVE_INTERVAL,
+        )?;
+        let keepalive_timeout = self.positive(
+            "server.keepalive_timeout",
+            s.keepalive_timeout.as_deref(),
+            DEFAULT_KEEPALIVE_TIMEOUT,
+        )?;
+        let max_connection_age = self.positive(
+            "server.max_connection_age",
+            s.max_connection_age.as_deref(),
+            DEFAULT_MAX_CONNECTION_AGE,
+        )?;
         Ok(ServerConfig {
             listen,
             issuer,
             handshake_timeout,
             ops_listen,
+            max_handshakes,
+            max_concurrent_streams,
+            max_header_list_size,
+            keepalive_interval,
+            keepalive_timeout,
+            max_connection_age,
         })
     }
 
@@ -1661,6 +1755,18 @@ handshake_timeout = "10s"
 # Plain-HTTP /healthz, /readyz and Prometheus /metrics, no client certificate: keep it on
 # loopback or a private interface. "off" disables it.
 ops_listen = "127.0.0.1:9464"
+# TLS handshakes in progress at once; a connection beyond it is closed at once (a reconnect
+# storm costs handshakes, not memory).
+max_handshakes = 1024
+# HTTP/2: streams in flight per connection, and the largest header list (bytes).
+max_concurrent_streams = 256
+max_header_list_size = 16384
+# HTTP/2 pings on idle connections, and how long one may go unanswered.
+keepalive_interval = "30s"
+keepalive_timeout = "10s"
+# A connection older than this is asked to go away (in-flight calls get 30s), so rotated
+# certificates and CAs reach long-lived clients.
+max_connection_age = "1h"
 
 [tls]
 # The server's certificate chain and private key (PEM).
@@ -2360,7 +2466,7 @@ enabled = false
             &[
                 "TOKENMINT__SERVER__LISSEN",
                 "lissen",
-                "listen, issuer, handshake_timeout, ops_listen",
+                "listen, issuer, handshake_timeout, ops_listen, max_handshakes",
             ],
         );
         assert!(matches!(e, ConfigError::Env { .. }), "{e:?}");

@@ -336,6 +336,10 @@ pub struct PreparedServer {
     rotator: Arc<Rotator>,
 }
 
+/// How long calls in flight on a connection past `server.max_connection_age` may finish
+/// (never longer than the age itself).
+pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+
 /// How many verified tokens introspection remembers (an eviction only costs a verification).
 pub const VERIFIED_CACHE_CAPACITY: u64 = 100_000;
 
@@ -493,7 +497,10 @@ impl PreparedServer {
                 tokio::spawn(tls::accept_loop(
                     listener,
                     acceptor,
-                    self.config.server.handshake_timeout,
+                    tls::HandshakeLimits {
+                        timeout: self.config.server.handshake_timeout,
+                        max_in_progress: self.config.server.max_handshakes,
+                    },
                     conn_tx,
                     stop.clone(),
                 )),
@@ -587,8 +594,15 @@ impl PreparedServer {
                 .into_axum_router()
                 .layer(axum::middleware::from_fn(crate::ops::record_rpc)),
         );
+        let limits = &self.config.server;
         let serve = tonic::transport::Server::builder()
             .accept_http1(true)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(limits.max_header_list_size)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .max_connection_age(limits.max_connection_age)
+            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE.min(limits.max_connection_age))
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 ReceiverStream::new(conn_rx),

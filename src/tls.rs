@@ -396,15 +396,29 @@ fn classify(stream: &TlsStream<TcpStream>) -> Option<Arc<PeerCertificate>> {
     }
 }
 
+/// Bounds on the TLS handshakes in progress.
+#[derive(Clone, Copy, Debug)]
+pub struct HandshakeLimits {
+    /// How long a peer may take to finish its handshake.
+    pub timeout: Duration,
+    /// Handshakes in progress at once; a connection beyond it is closed at once.
+    pub max_in_progress: u32,
+}
+
 /// Accepts TCP connections until `shutdown`, runs each TLS handshake in its own task under
-/// `handshake_timeout`, and passes finished connections on. A stalled client blocks nobody.
+/// `limits.timeout`, and passes finished connections on. A stalled client blocks nobody; past
+/// `limits.max_in_progress` handshakes a new connection is closed at once, so a reconnect
+/// storm costs no more than that many handshakes' memory.
 pub async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
+    limits: HandshakeLimits,
     connections: mpsc::Sender<Result<TlsConnection, io::Error>>,
     shutdown: CancellationToken,
 ) {
+    let in_progress = Arc::new(tokio::sync::Semaphore::new(
+        usize::try_from(limits.max_in_progress).unwrap_or(usize::MAX),
+    ));
     loop {
         let (tcp, remote_addr) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -418,12 +432,18 @@ pub async fn accept_loop(
                 }
             },
         };
+        let Ok(permit) = in_progress.clone().try_acquire_owned() else {
+            metrics::counter!("tokenmint_tls_handshakes_total", "result" => "shed").increment(1);
+            tracing::debug!(%remote_addr, "too many TLS handshakes in progress; connection closed");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let connections = connections.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+            let handshake = tokio::time::timeout(limits.timeout, acceptor.accept(tcp));
             let stream = tokio::select! {
                 () = shutdown.cancelled() => return,
                 result = handshake => match result {
@@ -443,6 +463,7 @@ pub async fn accept_loop(
                     }
                 },
             };
+            drop(permit);
             let info = ConnectionInfo {
                 remote_addr: Some(remote_addr),
                 peer: classify(&stream),

@@ -105,3 +105,117 @@ async fn a_stalled_handshake_blocks_nobody_and_is_dropped_after_the_timeout() {
     );
     server.stop().await;
 }
+
+/// Whether the server closes `tcp` within `within` (EOF or reset) without our sending a byte.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, tcp.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_handshake_limit_a_new_connection_is_closed_at_once() {
+    let mut setup = Setup::new(&demo_client());
+    setup.server_toml = "handshake_timeout = \"30s\"\nmax_handshakes = 2\n".into();
+    let server = setup.start().await;
+
+    // Two connections hold both handshake slots and say nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        stalled.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third is closed at once, long before the 30 s handshake timeout.
+    let mut third = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_within(&mut third, Duration::from_secs(3)).await);
+    // The stalled ones are still open: the limit sheds new connections, not old ones.
+    for tcp in &mut stalled {
+        assert!(!closed_within(tcp, Duration::from_millis(100)).await);
+    }
+
+    // When they go, their slots come back and clients are served again.
+    drop(stalled);
+    let cert = setup.pki.client_uri(DEMO_URI);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match issue(&server, &cert, IssueTokenRequest::default()).await {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("not served after the slots were freed: {e:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_its_maximum_age_is_closed_and_its_client_reconnects() {
+    let mut setup = Setup::new(&demo_client());
+    setup.server_toml = "max_connection_age = \"1s\"\n".into();
+    let server = setup.start().await;
+    let cert = setup.pki.client_uri(DEMO_URI);
+
+    // A bare HTTP/2 connection: its driver ends when the server closes the connection.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            rustls::pki_types::pem::PemObject::from_pem_slice(setup.pki.ca.cert_pem().as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(tokenmint::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![
+                rustls::pki_types::pem::PemObject::from_pem_slice(cert.cert_pem.as_bytes())
+                    .unwrap(),
+            ],
+            rustls::pki_types::pem::PemObject::from_pem_slice(cert.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (_send, connection) = hyper::client::conn::http2::handshake::<_, _, String>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let opened = std::time::Instant::now();
+    // Age 1 s, then at most the grace (here also 1 s) for calls in flight.
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(ended.is_ok(), "the connection outlived its maximum age");
+    assert!(
+        opened.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        opened.elapsed()
+    );
+
+    // A gRPC channel simply reconnects.
+    let client = server.client(&cert).await;
+    client
+        .clone()
+        .issue_token(IssueTokenRequest::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    client
+        .clone()
+        .issue_token(IssueTokenRequest::default())
+        .await
+        .unwrap();
+    server.stop().await;
+}
