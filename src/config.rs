@@ -36,6 +36,8 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9464";
 const DEFAULT_ISSUER: &str = "https://localhost:8443";
 const DEFAULT_HANDSHAKE_TIMEOUT: &str = "10s";
+/// Default of `tls.reload_interval`.
+const DEFAULT_TLS_RELOAD_INTERVAL: &str = "5s";
 /// Default of `server.max_handshakes`.
 const DEFAULT_MAX_HANDSHAKES: u32 = 1024;
 /// Default of `server.max_concurrent_streams`.
@@ -103,7 +105,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_connection_age",
         ],
     ),
-    ("tls", &["cert", "key", "client_ca"]),
+    ("tls", &["cert", "key", "client_ca", "reload_interval"]),
     (
         "store",
         &[
@@ -262,6 +264,8 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// The CA that client certificates must chain to (PEM).
     pub client_ca: PathBuf,
+    /// How often the files are checked for a change (they are also reloaded on `SIGHUP`).
+    pub reload_interval: Duration,
 }
 
 /// Where the store lives.
@@ -477,6 +481,7 @@ struct FileTls {
     cert: Option<String>,
     key: Option<String>,
     client_ca: Option<String>,
+    reload_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1087,6 +1092,11 @@ impl Validator<'_> {
                 "tls.client_ca",
                 t.client_ca.as_deref(),
                 DEFAULT_TLS_CLIENT_CA,
+            )?,
+            reload_interval: self.positive(
+                "tls.reload_interval",
+                t.reload_interval.as_deref(),
+                DEFAULT_TLS_RELOAD_INTERVAL,
             )?,
         })
     }
@@ -1774,6 +1784,9 @@ cert = "certs/server.pem"
 key = "certs/server.key"
 # The CA that client certificates must chain to (PEM).
 client_ca = "certs/ca.pem"
+# How often these files are checked for a change; they are also reloaded on SIGHUP. A
+# replacement that does not load is refused and the old material keeps serving.
+reload_interval = "5s"
 
 [store]
 # "sqlite://PATH" or "sqlite:PATH" (an SQLite file), or "postgres://…".

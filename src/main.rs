@@ -587,6 +587,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
             tracing::info!(file = %dir.join(file).display(), "development set-up written");
         }
     }
+    // SIGHUP means "reload TLS material" (src/tls.rs): take it over from the default action
+    // (exit) now, so a reload asked for during start-up cannot kill the process.
+    #[cfg(unix)]
+    let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let config = load_config(&args.config)?;
     let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
     let listen = config.server.listen;

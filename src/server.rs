@@ -473,12 +473,19 @@ impl PreparedServer {
             provider.clone(),
             &self.config.tls.client_ca,
         )?);
-        let tls_config = tls::server_config(
-            provider,
+        let certificate = Arc::new(tls::ServerCertificate::load(
+            provider.clone(),
             &self.config.tls.cert,
             &self.config.tls.key,
+        )?);
+        let tls_config = tls::server_config(provider, certificate.clone(), verifier.clone())?;
+        let material = tls::TlsMaterial {
+            cert: self.config.tls.cert.clone(),
+            key: self.config.tls.key.clone(),
+            client_ca: self.config.tls.client_ca.clone(),
+            certificate,
             verifier,
-        )?;
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
 
         let stop = CancellationToken::new();
@@ -519,6 +526,14 @@ impl PreparedServer {
                         last: None,
                     },
                     self.config.store.catch_up_interval,
+                    stop.clone(),
+                )),
+            ),
+            (
+                "tls-reload",
+                tokio::spawn(tls::reload_task(
+                    material,
+                    self.config.tls.reload_interval,
                     stop.clone(),
                 )),
             ),

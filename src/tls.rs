@@ -22,6 +22,7 @@ use rustls::{
         WebPkiClientVerifier,
         danger::{ClientCertVerified, ClientCertVerifier},
     },
+    sign::CertifiedKey,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -205,28 +206,174 @@ impl ClientCertVerifier for ClientVerifier {
     }
 }
 
-/// Builds the server configuration: TLS 1.3 and 1.2, AEAD suites, ALPN `h2` and `http/1.1`, the server
-/// certificate from `cert`/`key`, client certificates checked by `verifier`.
+/// The server's certificate and key, swappable while serving: each handshake takes the one
+/// in place when it starts.
+#[derive(Debug)]
+pub struct ServerCertificate {
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ServerCertificate {
+    /// Loads `cert` and `key`; refuses a key that does not match the certificate, or a
+    /// certificate that has expired or is not valid yet.
+    pub fn load(provider: Arc<CryptoProvider>, cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let current = ArcSwap::from_pointee(Self::read(&provider, cert, key)?);
+        Ok(Self { provider, current })
+    }
+
+    fn read(provider: &CryptoProvider, cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+        let chain = read_certificates(cert)?;
+        check_validity(cert, &chain[0])?;
+        let certified =
+            CertifiedKey::from_der(chain, read_private_key(key)?, provider).map_err(|e| {
+                TlsError::Config(format!("{} and {}: {e}", cert.display(), key.display()))
+            })?;
+        Ok(certified)
+    }
+
+    /// Replaces the certificate and key with the files' contents, or keeps the old ones and
+    /// says why.
+    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
+        let certified = Self::read(&self.provider, cert, key)?;
+        self.current.store(Arc::new(certified));
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCertificate {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// Refuses a server certificate outside its validity period, naming the file.
+fn check_validity(path: &Path, leaf: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let pem_error = |reason: String| TlsError::Pem {
+        path: path.display().to_string(),
+        reason,
+    };
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| pem_error(format!("the first certificate cannot be parsed: {e}")))?;
+    let validity = parsed.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if now > validity.not_after {
+        return Err(pem_error(format!(
+            "the server certificate expired on {}: renew it",
+            validity.not_after
+        )));
+    }
+    if now < validity.not_before {
+        return Err(pem_error(format!(
+            "the server certificate is not valid before {}",
+            validity.not_before
+        )));
+    }
+    Ok(())
+}
+
+/// Builds the server configuration: TLS 1.3 and 1.2, AEAD suites, ALPN `h2` and `http/1.1`, the
+/// server certificate from `certificate`, client certificates checked by `verifier`.
 pub fn server_config(
     provider: Arc<CryptoProvider>,
-    cert: &Path,
-    key: &Path,
+    certificate: Arc<ServerCertificate>,
     verifier: Arc<ClientVerifier>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = read_certificates(cert)?;
-    let key = read_private_key(key)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // One TLS 1.3 session ticket per full handshake, not rustls's default two: each costs the
     // server an encode and a cache entry (about 7% of a new connection, docs/performance.md),
     // and a client resumes one connection per ticket.
     config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
+}
+
+/// The TLS material on disk, and where it is in use: reloaded together, on `SIGHUP` or when a
+/// file changes. A replacement that does not load is refused as a whole; the old material
+/// keeps serving.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    /// The server certificate chain (PEM).
+    pub cert: std::path::PathBuf,
+    /// Its key (PEM).
+    pub key: std::path::PathBuf,
+    /// The client CA roots (PEM).
+    pub client_ca: std::path::PathBuf,
+    /// The server certificate in use.
+    pub certificate: Arc<ServerCertificate>,
+    /// The client verifier in use.
+    pub verifier: Arc<ClientVerifier>,
+}
+
+impl TlsMaterial {
+    /// Loads everything first, then swaps: either all of it changes or none.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let certified = ServerCertificate::read(&self.certificate.provider, &self.cert, &self.key)?;
+        let trust = ClientVerifier::load(&self.verifier.provider, &self.client_ca)?;
+        self.certificate.current.store(Arc::new(certified));
+        self.verifier.trust.store(Arc::new(trust));
+        Ok(())
+    }
+
+    /// What the files look like now (length and modification time), to notice a change.
+    fn fingerprint(&self) -> Vec<Option<(u64, std::time::SystemTime)>> {
+        [&self.cert, &self.key, &self.client_ca]
+            .iter()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.len(), m.modified().ok()?)))
+            })
+            .collect()
+    }
+}
+
+/// Reloads `material` on `SIGHUP`, and when one of its files changes (checked every
+/// `interval`), until `stop`. Each attempt is logged and counted in
+/// `tokenmint_tls_reloads_total{result}`.
+pub async fn reload_task(material: TlsMaterial, interval: Duration, stop: CancellationToken) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = material.fingerprint();
+    loop {
+        #[cfg(unix)]
+        let hangup_received = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup_received = std::future::pending::<Option<()>>();
+        let reason = tokio::select! {
+            () = stop.cancelled() => return,
+            _ = hangup_received => "SIGHUP",
+            _ = ticker.tick() => {
+                let now = material.fingerprint();
+                if now == seen {
+                    continue;
+                }
+                "a file changed"
+            }
+        };
+        seen = material.fingerprint();
+        match material.reload() {
+            Ok(()) => {
+                metrics::counter!("tokenmint_tls_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(reason, "TLS certificate, key and client CA reloaded");
+            }
+            Err(e) => {
+                metrics::counter!("tokenmint_tls_reloads_total", "result" => "failed").increment(1);
+                tracing::error!(reason, error = %e, "TLS reload refused; the previous certificate, key and client CA stay in use");
+            }
+        }
+    }
 }
 
 /// What a handler knows about its connection.

@@ -272,3 +272,86 @@ fn client_add_registers_offline_and_shows_a_secret_once() {
     assert!(!bad_scope.status.success());
     assert!(String::from_utf8_lossy(&bad_scope.stderr).contains("scope"));
 }
+
+#[test]
+fn sighup_reloads_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = tokenmint(dir.path())
+        .args(["serve", "--dev"])
+        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        // Only the signal may trigger the reload here.
+        .env("TOKENMINT__TLS__RELOAD_INTERVAL", "1h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server_url = format!("https://localhost:{port}");
+    let issue_ok = || {
+        tokenmint(dir.path())
+            .args(["token", "issue", "--server", &server_url])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !issue_ok() {
+        assert!(Instant::now() < deadline, "serve --dev never served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A new CA signs a new server certificate and the clients' CA file is replaced: until
+    // SIGHUP the server still presents the old certificate, so a client trusting only the new
+    // CA fails; after it, the client succeeds.
+    let ca = tokenmint::pki::CertificateAuthority::generate("second development CA").unwrap();
+    let fresh = ca.issue_localhost_server().unwrap();
+    let old_ca = std::fs::read(dir.path().join("certs/ca.pem")).unwrap();
+    std::fs::write(dir.path().join("certs/new-ca.pem"), ca.cert_pem()).unwrap();
+    std::fs::write(
+        dir.path().join("certs/server.key"),
+        fresh.key_pem.as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("certs/server.pem"), &fresh.cert_pem).unwrap();
+    let issue_trusting_new_ca = || {
+        tokenmint(dir.path())
+            .args([
+                "token",
+                "issue",
+                "--server",
+                &server_url,
+                "--ca",
+                "certs/new-ca.pem",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(
+        !issue_trusting_new_ca(),
+        "the certificate changed before SIGHUP"
+    );
+    let _ = Command::new("kill")
+        .args(["-HUP", &server.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !issue_trusting_new_ca() {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the certificate"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The old CA no longer verifies the server.
+    assert_eq!(
+        std::fs::read(dir.path().join("certs/ca.pem")).unwrap(),
+        old_ca
+    );
+    assert!(!issue_ok());
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    assert!(server.wait().unwrap().success());
+}

@@ -16,6 +16,7 @@ mod limits;
 mod manifests;
 mod ops;
 mod probes;
+mod reload;
 mod replicas;
 mod revocation;
 mod store_contract;

@@ -144,6 +144,8 @@ pub struct Setup {
     pub extra_toml: String,
     /// Extra lines for `[server]`.
     pub server_toml: String,
+    /// Extra lines for `[tls]`.
+    pub tls_toml: String,
     /// `[store] url`.
     pub store_url: String,
     /// Extra lines for `[store]`.
@@ -168,6 +170,7 @@ impl Setup {
             clients_toml: clients_toml.to_owned(),
             extra_toml: String::new(),
             server_toml: String::new(),
+            tls_toml: String::new(),
             store_url: "sqlite://tokenmint.db".into(),
             store_toml: String::new(),
         }
@@ -193,6 +196,7 @@ issuer = "{ISSUER}"
 cert = "server.pem"
 key = "server.key"
 client_ca = "ca.pem"
+{tls}
 
 [store]
 url = "{store_url}"
@@ -205,6 +209,7 @@ kek_files = ["tokenmint.kek"]
 "#,
             extra = self.extra_toml,
             server = self.server_toml,
+            tls = self.tls_toml,
             store_url = self.store_url,
             store = self.store_toml,
             clients = self.clients_toml,

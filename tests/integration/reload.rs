@@ -1,0 +1,218 @@
+//! TLS material reloaded while serving: a new server certificate reaches new connections with
+//! no failed handshake, a broken replacement is refused and the old one keeps serving, a new
+//! client CA takes effect, and an expired server certificate stops `serve` at start.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
+use tokenmint::{
+    grpc::proto::IssueTokenRequest,
+    pki::{CertificateAuthority, Issued, LeafSpec, Usage},
+};
+
+use crate::support::*;
+
+/// Writes a file whole: a temporary beside it, then a rename (as deployment tools do).
+fn replace(dir: &Path, name: &str, contents: &[u8]) {
+    let tmp = dir.join(format!(".{name}.new"));
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn client_config(ca_pem: &str, client: &Issued) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(tokenmint::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(client.cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// One full handshake; the server's leaf certificate it presented.
+async fn handshake(
+    server: &TestServer,
+    config: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<Vec<u8>> {
+    let tcp = tokio::net::TcpStream::connect(server.addr).await?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
+    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_server_certificate_reaches_new_connections_and_a_broken_one_is_refused() {
+    let metrics = tokenmint::ops::metrics_handle();
+    let mut setup = Setup::new(&demo_client());
+    setup.tls_toml = "reload_interval = \"100ms\"\n".into();
+    let server = setup.start().await;
+    let client = setup.pki.client_uri(DEMO_URI);
+    let config = client_config(setup.pki.ca.cert_pem(), &client);
+    let old = handshake(&server, &config).await.unwrap();
+    assert_eq!(old, setup.pki.server.cert_der);
+
+    // A client keeps opening connections while the certificate is replaced.
+    let looping = {
+        let config = config.clone();
+        let addr = server.addr;
+        let fresh = setup.pki.ca.issue_localhost_server().unwrap();
+        let expected = fresh.cert_der.clone();
+        let dir = setup.path().to_path_buf();
+        let swap = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            replace(&dir, "server.key", fresh.key_pem.as_bytes());
+            replace(&dir, "server.pem", fresh.cert_pem.as_bytes());
+        });
+        tokio::spawn(async move {
+            let probe = TestServerAddr(addr);
+            let (mut failures, mut handshakes) = (0, 0);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match probe.handshake(&config).await {
+                    Ok(leaf) => {
+                        handshakes += 1;
+                        if leaf == expected {
+                            break;
+                        }
+                    }
+                    Err(_) => failures += 1,
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the new certificate never arrived"
+                );
+            }
+            swap.await.unwrap();
+            (failures, handshakes)
+        })
+    };
+    let (failures, handshakes) = looping.await.unwrap();
+    assert_eq!(
+        failures, 0,
+        "handshakes failed during the swap ({handshakes} succeeded)"
+    );
+    assert!(handshakes > 1);
+    // Issuance works on the new certificate.
+    issue(&server, &client, IssueTokenRequest::default())
+        .await
+        .unwrap();
+
+    // A broken replacement is refused; the certificate in place keeps serving.
+    let current = handshake(&server, &config).await.unwrap();
+    let failed_before = reload_failures(&metrics.render());
+    replace(
+        setup.path(),
+        "server.pem",
+        b"-----BEGIN CERTIFICATE-----\nnot base64\n",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while reload_failures(&metrics.render()) <= failed_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken file was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(handshake(&server, &config).await.unwrap(), current);
+    issue(&server, &client, IssueTokenRequest::default())
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+/// `tokenmint_tls_reloads_total{result="failed"}` in Prometheus text (0 if absent).
+fn reload_failures(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(r#"tokenmint_tls_reloads_total{result="failed"} "#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Just an address, so the loop task owns nothing of the server.
+struct TestServerAddr(std::net::SocketAddr);
+
+impl TestServerAddr {
+    async fn handshake(&self, config: &Arc<rustls::ClientConfig>) -> std::io::Result<Vec<u8>> {
+        let tcp = tokio::net::TcpStream::connect(self.0).await?;
+        let tls = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_client_ca_takes_effect_on_new_connections() {
+    let mut setup = Setup::new(&demo_client());
+    setup.tls_toml = "reload_interval = \"100ms\"\n".into();
+    let server = setup.start().await;
+    let old_client = setup.pki.client_uri(DEMO_URI);
+    issue(&server, &old_client, IssueTokenRequest::default())
+        .await
+        .unwrap();
+
+    // The client CA is replaced by a new one: its clients get in, the old CA's do not.
+    let new_ca = CertificateAuthority::generate("new client CA").unwrap();
+    let new_client = new_ca
+        .issue(&LeafSpec::client_uri(
+            "demo",
+            DEMO_URI,
+            Duration::from_secs(3600),
+        ))
+        .unwrap();
+    replace(setup.path(), "ca.pem", new_ca.cert_pem().as_bytes());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while issue(&server, &new_client, IssueTokenRequest::default())
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new client CA never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_tls_refused(issue(&server, &old_client, IssueTokenRequest::default()).await);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_an_expired_server_certificate_naming_the_file() {
+    let setup = Setup::new(&demo_client());
+    let now = time::OffsetDateTime::now_utc();
+    let expired = setup
+        .pki
+        .ca
+        .issue(&LeafSpec {
+            subject: vec![(tokenmint::pki::DnType::CommonName, "localhost".into())],
+            san_uris: vec![],
+            san_dns: vec!["localhost".into()],
+            san_ips: vec![],
+            usages: vec![Usage::Server],
+            not_before: now - time::Duration::days(30),
+            not_after: now - time::Duration::days(1),
+        })
+        .unwrap();
+    replace(setup.path(), "server.key", expired.key_pem.as_bytes());
+    replace(setup.path(), "server.pem", expired.cert_pem.as_bytes());
+    let prepared = setup.prepare().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = prepared
+        .serve(listener, std::future::pending())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("server.pem"), "{error}");
+    assert!(error.contains("expired"), "{error}");
+}
