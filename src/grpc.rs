@@ -268,7 +268,10 @@ impl KeyService for KeyApi {
                     }
                 }
                 tokio::select! {
-                    () = stop.cancelled() => return,
+                    () = stop.cancelled() => {
+                        let _ = tx.send(Err(shutting_down())).await;
+                        return;
+                    }
                     () = tx.closed() => return,
                     changed = keys.changed() => if changed.is_err() { return },
                 }
@@ -389,8 +392,21 @@ impl RevocationService for RevocationApi {
                     Err(e) => Err(wire::store_failed(&e)),
                 }
             });
+        // A stream that ends because the server stops says so, so the watcher reconnects.
+        let stop = self.stop.clone();
+        let ending = tokio_stream::StreamExt::filter_map(tokio_stream::once(()), move |()| {
+            stop.is_cancelled().then(|| Err(shutting_down()))
+        });
+        let stream = tokio_stream::StreamExt::chain(stream, ending);
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// How a watch stream ends when the server stops.
+fn shutting_down() -> Status {
+    Status::unavailable(
+        "tokenmint is shutting down: reconnect, to another replica if there is one, and resume from your last sequence",
+    )
 }
 
 /// `tokenmint.v1.AdminService`: needs the `admin` permission.

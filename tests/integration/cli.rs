@@ -355,3 +355,140 @@ fn sighup_reloads_the_server_certificate() {
         .status();
     assert!(server.wait().unwrap().success());
 }
+
+/// A channel to a `serve --dev` in `dir` as `who` (`demo` or `admin`).
+fn dev_channel(dir: &Path, port: u16, who: &str) -> tonic::transport::Channel {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("certs/ca.pem")))
+        .identity(Identity::from_pem(
+            read(&format!("certs/{who}.pem")),
+            read(&format!("certs/{who}.key")),
+        ))
+        .domain_name("localhost");
+    Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_lazy()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_ends_watches_with_a_clear_status_and_exits_cleanly() {
+    use tokenmint::grpc::proto::{
+        IssueTokenRequest, WatchJwksRequest, WatchRevocationsRequest,
+        key_service_client::KeyServiceClient, revocation_service_client::RevocationServiceClient,
+        token_service_client::TokenServiceClient,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = tokenmint(dir.path())
+        .args(["serve", "--dev"])
+        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
+        .env("RUST_LOG", "info")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let demo = loop {
+        if dir.path().join("tokenmint.kek").exists() {
+            let demo = TokenServiceClient::new(dev_channel(dir.path(), port, "demo"));
+            if demo
+                .clone()
+                .issue_token(IssueTokenRequest::default())
+                .await
+                .is_ok()
+            {
+                break demo;
+            }
+        }
+        assert!(Instant::now() < deadline, "serve --dev never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let admin = dev_channel(dir.path(), port, "admin");
+    let mut revocations = RevocationServiceClient::new(admin.clone())
+        .watch_revocations(WatchRevocationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    revocations.message().await.unwrap().unwrap();
+    let mut jwks = KeyServiceClient::new(admin)
+        .watch_jwks(WatchJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    jwks.message().await.unwrap().unwrap();
+
+    // Four callers issue in a loop until the server goes away.
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let client = demo.clone();
+        load.push(tokio::spawn(async move {
+            let mut ok = 0u32;
+            let give_up = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < give_up {
+                if client
+                    .clone()
+                    .issue_token(IssueTokenRequest::default())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                ok += 1;
+            }
+            ok
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let signalled = Instant::now();
+
+    // Both watch streams end with UNAVAILABLE saying why, not with a silent end.
+    for ended in [
+        async {
+            loop {
+                match revocations.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other.map(|_| ()),
+                }
+            }
+        }
+        .await,
+        async {
+            loop {
+                match jwks.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other.map(|_| ()),
+                }
+            }
+        }
+        .await,
+    ] {
+        let status = ended.expect_err("the stream ended without a status");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("shutting down"), "{status:?}");
+    }
+    let mut served = 0;
+    for caller in load {
+        served += caller.await.unwrap();
+    }
+    assert!(served > 0);
+    // Exit 0 within the shutdown grace (10 s).
+    let status = tokio::task::spawn_blocking(move || server.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        signalled.elapsed()
+    );
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}

@@ -479,10 +479,9 @@ async fn shutdown_ends_an_open_watch_stream() {
     let end = tokio::time::timeout(WAIT, stream.message())
         .await
         .expect("the stream ends when the server shuts down");
-    assert!(
-        !matches!(end, Ok(Some(_))),
-        "no event, the end of the stream: {end:?}"
-    );
+    let status = end.expect_err("the stream ends with a status saying why");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
     tokio::time::timeout(SHUTDOWN_GRACE, stopping)
         .await
         .expect("the server stops within its grace")
