@@ -161,6 +161,7 @@ impl TokenService for TokenApi {
             .authority
             .caller(peer.as_deref(), Permission::Introspect)
             .map_err(|e| wire::caller_refused(&e, remote))?;
+        crate::ops::record_client(caller.id.as_str());
         let message = request.into_inner();
         let presented = non_empty(message.presented_certificate_thumbprint);
         let answer = self
@@ -207,6 +208,7 @@ impl TokenService for TokenApi {
             .authority
             .caller(peer.as_deref(), Permission::Issue)
             .map_err(|e| wire::caller_refused(&e, remote))?;
+        crate::ops::record_client(caller.id.as_str());
         let token = request.into_inner().token;
         let change = self
             .authority
@@ -376,6 +378,7 @@ impl RevocationService for RevocationApi {
             .authority
             .caller(peer.as_deref(), Permission::Introspect)
             .map_err(|e| wire::caller_refused(&e, remote))?;
+        crate::ops::record_client(caller.id.as_str());
         self.authority
             .check_fresh()
             .map_err(|e| wire::caller_refused(&e, remote))?;
@@ -442,9 +445,12 @@ impl AdminApi {
 
     fn admin<T>(&self, request: &Request<T>) -> Result<Arc<crate::client::Client>, Status> {
         let (remote, peer) = peer_of(request);
-        self.authority
+        let caller = self
+            .authority
             .caller(peer.as_deref(), Permission::Admin)
-            .map_err(|e| wire::caller_refused(&e, remote))
+            .map_err(|e| wire::caller_refused(&e, remote))?;
+        crate::ops::record_client(caller.id.as_str());
+        Ok(caller)
     }
 
     async fn commit(&self, change: Change) -> Result<u64, Status> {

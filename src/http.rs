@@ -279,6 +279,7 @@ fn authorized_form(
         .authority
         .caller(peer, permission)
         .map_err(|e| HttpError::from_status(wire::caller_refused(&e, remote)))?;
+    crate::ops::record_client(caller.id.as_str());
     Ok((form, caller))
 }
 

@@ -233,10 +233,18 @@ pub fn rpc_label(path: &str) -> &'static str {
 pub async fn record_rpc(request: Request, next: Next) -> Response {
     let rpc = rpc_label(request.uri().path());
     let started = Instant::now();
-    let response = next.run(request).await;
+    // One span per request: every log line inside carries the RPC, and the client once the
+    // handler has authenticated it (`record_client`).
+    let span = tracing::info_span!("request", rpc, client_id = tracing::field::Empty);
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
     metrics::histogram!("tokenmint_rpc_duration_seconds", "rpc" => rpc)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Names the authenticated client on the current request's span.
+pub fn record_client(client_id: &str) {
+    tracing::Span::current().record("client_id", client_id);
 }
 
 #[cfg(test)]

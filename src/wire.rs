@@ -69,6 +69,7 @@ pub fn issue_refused(error: &IssueError, remote: Option<std::net::SocketAddr>) -
 
 /// Counts an issued token, by client.
 pub fn issued(client_id: &str) {
+    crate::ops::record_client(client_id);
     metrics::counter!("tokenmint_tokens_issued_total", "client" => client_id.to_owned())
         .increment(1);
 }

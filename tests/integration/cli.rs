@@ -492,3 +492,65 @@ async fn sigterm_under_load_ends_watches_with_a_clear_status_and_exits_cleanly()
     assert!(!log.contains("panicked"), "{log}");
     assert!(log.contains("stopped"), "{log}");
 }
+
+#[test]
+fn json_logs_carry_the_request_span_and_never_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = tokenmint(dir.path())
+        .args(["serve", "--dev"])
+        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TOKENMINT_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let server_url = format!("https://localhost:{port}");
+    let issue = |who: &str| {
+        tokenmint(dir.path())
+            .args(["token", "issue", "--server", &server_url])
+            .args([
+                "--cert",
+                &format!("certs/{who}.pem"),
+                "--key",
+                &format!("certs/{who}.key"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let issued = loop {
+        let output = issue("demo");
+        if output.status.success() {
+            break output;
+        }
+        assert!(Instant::now() < deadline, "serve --dev never served");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let token: serde_json::Value = serde_json::from_slice(&issued.stdout).unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    // The admin client has no default audience: refused, and logged inside its request span.
+    assert!(!issue("admin").status.success());
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    assert!(server.wait().unwrap().success());
+
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let refused = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "token refused")
+        .unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+    assert_eq!(
+        refused["span"]["rpc"],
+        "/tokenmint.v1.TokenService/IssueToken"
+    );
+    assert_eq!(refused["span"]["name"], "request");
+    assert!(!log.contains(&token), "a token reached the log");
+}
