@@ -105,7 +105,10 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_connection_age",
         ],
     ),
-    ("tls", &["cert", "key", "client_ca", "reload_interval"]),
+    (
+        "tls",
+        &["cert", "key", "client_ca", "client_crls", "reload_interval"],
+    ),
     (
         "store",
         &[
@@ -264,6 +267,8 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// The CA that client certificates must chain to (PEM).
     pub client_ca: PathBuf,
+    /// Certificate revocation lists (PEM) for CA-issued client certificates (resolved paths).
+    pub client_crls: Vec<PathBuf>,
     /// How often the files are checked for a change (they are also reloaded on `SIGHUP`).
     pub reload_interval: Duration,
 }
@@ -481,6 +486,7 @@ struct FileTls {
     cert: Option<String>,
     key: Option<String>,
     client_ca: Option<String>,
+    client_crls: Vec<String>,
     reload_interval: Option<String>,
 }
 
@@ -1093,6 +1099,11 @@ impl Validator<'_> {
                 t.client_ca.as_deref(),
                 DEFAULT_TLS_CLIENT_CA,
             )?,
+            client_crls: t
+                .client_crls
+                .iter()
+                .map(|raw| self.path("tls.client_crls", Some(raw), "crl.pem"))
+                .collect::<Result<_, _>>()?,
             reload_interval: self.positive(
                 "tls.reload_interval",
                 t.reload_interval.as_deref(),
@@ -1784,6 +1795,9 @@ cert = "certs/server.pem"
 key = "certs/server.key"
 # The CA that client certificates must chain to (PEM).
 client_ca = "certs/ca.pem"
+# Certificate revocation lists (PEM) from the client CAs: a listed client certificate fails
+# the handshake. A client whose issuer has no list here is not checked.
+client_crls = []
 # How often these files are checked for a change; they are also reloaded on SIGHUP. A
 # replacement that does not load is refused and the old material keeps serving.
 reload_interval = "5s"

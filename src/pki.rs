@@ -200,6 +200,33 @@ impl CertificateAuthority {
         })
     }
 
+    /// A certificate revocation list (PEM) signed by this CA, listing `revoked`, valid for a
+    /// day from an hour ago.
+    pub fn revocation_list(&self, revoked: &[&Issued]) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let mut revoked_certs = Vec::with_capacity(revoked.len());
+        for cert in revoked {
+            let (_, parsed) = x509_parser::parse_x509_certificate(&cert.cert_der)
+                .map_err(|_| rcgen::Error::CouldNotParseCertificate)?;
+            revoked_certs.push(rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(parsed.raw_serial()),
+                revocation_time: now - time::Duration::minutes(5),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::hours(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        Ok(params.signed_by(&issuer)?.pem()?)
+    }
+
     /// A server certificate for `localhost` and 127.0.0.1, valid for two years.
     pub fn issue_localhost_server(&self) -> Result<Issued, PkiError> {
         let now = OffsetDateTime::now_utc();

@@ -472,6 +472,7 @@ impl PreparedServer {
         let verifier = Arc::new(ClientVerifier::try_new(
             provider.clone(),
             &self.config.tls.client_ca,
+            &self.config.tls.client_crls,
         )?);
         let certificate = Arc::new(tls::ServerCertificate::load(
             provider.clone(),
@@ -483,6 +484,7 @@ impl PreparedServer {
             cert: self.config.tls.cert.clone(),
             key: self.config.tls.key.clone(),
             client_ca: self.config.tls.client_ca.clone(),
+            client_crls: self.config.tls.client_crls.clone(),
             certificate,
             verifier,
         };

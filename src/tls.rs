@@ -17,7 +17,9 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
     client::danger::HandshakeSignatureValid,
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, PrivateKeyDer, UnixTime, pem::PemObject},
+    pki_types::{
+        CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime, pem::PemObject,
+    },
     server::{
         WebPkiClientVerifier,
         danger::{ClientCertVerified, ClientCertVerifier},
@@ -119,15 +121,23 @@ impl fmt::Debug for ClientVerifier {
 
 impl ClientVerifier {
     /// A verifier trusting the CA certificates in `client_ca`.
-    pub fn try_new(provider: Arc<CryptoProvider>, client_ca: &Path) -> Result<Self, TlsError> {
-        let trust = Self::load(&provider, client_ca)?;
+    pub fn try_new(
+        provider: Arc<CryptoProvider>,
+        client_ca: &Path,
+        client_crls: &[std::path::PathBuf],
+    ) -> Result<Self, TlsError> {
+        let trust = Self::load(&provider, client_ca, client_crls)?;
         Ok(Self {
             provider,
             trust: ArcSwap::from_pointee(trust),
         })
     }
 
-    fn load(provider: &Arc<CryptoProvider>, client_ca: &Path) -> Result<ClientTrust, TlsError> {
+    fn load(
+        provider: &Arc<CryptoProvider>,
+        client_ca: &Path,
+        client_crls: &[std::path::PathBuf],
+    ) -> Result<ClientTrust, TlsError> {
         let mut roots = RootCertStore::empty();
         for cert in read_certificates(client_ca)? {
             roots.add(cert).map_err(|e| TlsError::Pem {
@@ -135,7 +145,27 @@ impl ClientVerifier {
                 reason: format!("not a usable CA certificate: {e}"),
             })?;
         }
+        let mut crls = Vec::new();
+        for path in client_crls {
+            let pem_error = |reason: String| TlsError::Pem {
+                path: path.display().to_string(),
+                reason,
+            };
+            let found = CertificateRevocationListDer::pem_file_iter(path)
+                .map_err(|e| pem_error(format!("cannot read: {e}")))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| pem_error(format!("bad PEM: {e}")))?;
+            if found.is_empty() {
+                return Err(pem_error("holds no X509 CRL block".into()));
+            }
+            crls.extend(found);
+        }
+        // Revocation is checked for the client's own certificate against the lists given; a
+        // client whose issuer published no list here is not checked (the README says so).
         let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status()
             .allow_unauthenticated()
             .build()
             .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -143,8 +173,12 @@ impl ClientVerifier {
     }
 
     /// Replaces the client CA roots; new handshakes use them, open connections are untouched.
-    pub fn reload(&self, client_ca: &Path) -> Result<(), TlsError> {
-        let trust = Self::load(&self.provider, client_ca)?;
+    pub fn reload(
+        &self,
+        client_ca: &Path,
+        client_crls: &[std::path::PathBuf],
+    ) -> Result<(), TlsError> {
+        let trust = Self::load(&self.provider, client_ca, client_crls)?;
         self.trust.store(Arc::new(trust));
         Ok(())
     }
@@ -303,6 +337,8 @@ pub struct TlsMaterial {
     pub key: std::path::PathBuf,
     /// The client CA roots (PEM).
     pub client_ca: std::path::PathBuf,
+    /// The client CAs' revocation lists (PEM).
+    pub client_crls: Vec<std::path::PathBuf>,
     /// The server certificate in use.
     pub certificate: Arc<ServerCertificate>,
     /// The client verifier in use.
@@ -313,7 +349,8 @@ impl TlsMaterial {
     /// Loads everything first, then swaps: either all of it changes or none.
     pub fn reload(&self) -> Result<(), TlsError> {
         let certified = ServerCertificate::read(&self.certificate.provider, &self.cert, &self.key)?;
-        let trust = ClientVerifier::load(&self.verifier.provider, &self.client_ca)?;
+        let trust =
+            ClientVerifier::load(&self.verifier.provider, &self.client_ca, &self.client_crls)?;
         self.certificate.current.store(Arc::new(certified));
         self.verifier.trust.store(Arc::new(trust));
         Ok(())
@@ -322,7 +359,8 @@ impl TlsMaterial {
     /// What the files look like now (length and modification time), to notice a change.
     fn fingerprint(&self) -> Vec<Option<(u64, std::time::SystemTime)>> {
         [&self.cert, &self.key, &self.client_ca]
-            .iter()
+            .into_iter()
+            .chain(&self.client_crls)
             .map(|p| {
                 std::fs::metadata(p)
                     .ok()

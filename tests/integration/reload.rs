@@ -216,3 +216,71 @@ async fn serve_refuses_an_expired_server_certificate_naming_the_file() {
     assert!(error.contains("server.pem"), "{error}");
     assert!(error.contains("expired"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_the_revocation_list_fails_the_handshake_and_a_reload_adds_to_it() {
+    let mut setup = Setup::new(&demo_client());
+    let kept = setup.pki.client_uri(DEMO_URI);
+    let listed = setup.pki.client_uri(DEMO_URI);
+    std::fs::write(
+        setup.path().join("crl.pem"),
+        setup.pki.ca.revocation_list(&[&listed]).unwrap(),
+    )
+    .unwrap();
+    setup.tls_toml = "client_crls = [\"crl.pem\"]\nreload_interval = \"100ms\"\n".into();
+    let server = setup.start().await;
+
+    // Same CA, same identity: only the listed certificate is refused, at the handshake.
+    assert_tls_refused(issue(&server, &listed, IssueTokenRequest::default()).await);
+    issue(&server, &kept, IssueTokenRequest::default())
+        .await
+        .unwrap();
+
+    // A new list that names the other certificate too: its new connections fail from then on.
+    replace(
+        setup.path(),
+        "crl.pem",
+        setup
+            .pki
+            .ca
+            .revocation_list(&[&listed, &kept])
+            .unwrap()
+            .as_bytes(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while issue(&server, &kept, IssueTokenRequest::default())
+        .await
+        .is_ok()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new list never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_tls_refused(issue(&server, &kept, IssueTokenRequest::default()).await);
+    // A client the lists do not name is still served.
+    issue(
+        &server,
+        &setup.pki.client_uri(DEMO_URI),
+        IssueTokenRequest::default(),
+    )
+    .await
+    .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_list_that_is_not_pem_stops_serve_naming_the_file() {
+    let mut setup = Setup::new(&demo_client());
+    std::fs::write(setup.path().join("crl.pem"), "not a list").unwrap();
+    setup.tls_toml = "client_crls = [\"crl.pem\"]\n".into();
+    let prepared = setup.prepare().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = prepared
+        .serve(listener, std::future::pending())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("crl.pem"), "{error}");
+}
