@@ -38,6 +38,8 @@ const DEFAULT_ISSUER: &str = "https://localhost:8443";
 const DEFAULT_HANDSHAKE_TIMEOUT: &str = "10s";
 /// Default of `tls.reload_interval`.
 const DEFAULT_TLS_RELOAD_INTERVAL: &str = "5s";
+/// Default of `server.handshake_failures_per_peer`.
+const DEFAULT_HANDSHAKE_FAILURES_PER_PEER: u32 = 50;
 /// Default of `server.max_handshakes`.
 const DEFAULT_MAX_HANDSHAKES: u32 = 1024;
 /// Default of `server.max_concurrent_streams`.
@@ -103,6 +105,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "keepalive_interval",
             "keepalive_timeout",
             "max_connection_age",
+            "handshake_failures_per_peer",
         ],
     ),
     (
@@ -256,6 +259,9 @@ pub struct ServerConfig {
     /// How long a connection may live; then it is asked to go away (in-flight calls get a
     /// 30 s grace), so new credentials and CA material reach long-lived clients.
     pub max_connection_age: Duration,
+    /// Failed TLS handshakes per second one IP address may cause (twice that at once) before
+    /// its new connections are closed at once for a while; 0: no limit.
+    pub handshake_failures_per_peer: u32,
 }
 
 /// `[tls]`: the server's certificate and the CA its clients authenticate with (resolved paths).
@@ -478,6 +484,7 @@ struct FileServer {
     keepalive_interval: Option<String>,
     keepalive_timeout: Option<String>,
     max_connection_age: Option<String>,
+    handshake_failures_per_peer: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1076,11 +1083,15 @@ impl Validator<'_> {
             s.max_connection_age.as_deref(),
             DEFAULT_MAX_CONNECTION_AGE,
         )?;
+        let handshake_failures_per_peer = s
+            .handshake_failures_per_peer
+            .unwrap_or(DEFAULT_HANDSHAKE_FAILURES_PER_PEER);
         Ok(ServerConfig {
             listen,
             issuer,
             handshake_timeout,
             ops_listen,
+            handshake_failures_per_peer,
             max_handshakes,
             max_concurrent_streams,
             max_header_list_size,
@@ -1788,6 +1799,10 @@ keepalive_timeout = "10s"
 # A connection older than this is asked to go away (in-flight calls get 30s), so rotated
 # certificates and CAs reach long-lived clients.
 max_connection_age = "1h"
+# Failed TLS handshakes per second one IP address may cause (twice that at once); past it
+# its new connections are closed at once until the rate allows again. 0 = no limit. Behind
+# a NAT or proxy many clients share one address: raise it there.
+handshake_failures_per_peer = 50
 
 [tls]
 # The server's certificate chain and private key (PEM).

@@ -509,6 +509,7 @@ impl PreparedServer {
                     tls::HandshakeLimits {
                         timeout: self.config.server.handshake_timeout,
                         max_in_progress: self.config.server.max_handshakes,
+                        failures_per_peer: self.config.server.handshake_failures_per_peer,
                     },
                     conn_tx,
                     stop.clone(),

@@ -588,6 +588,68 @@ pub struct HandshakeLimits {
     pub timeout: Duration,
     /// Handshakes in progress at once; a connection beyond it is closed at once.
     pub max_in_progress: u32,
+    /// Failed handshakes per second one IP address may cause (twice that at once) before its
+    /// new connections are closed at once; 0: no limit.
+    pub failures_per_peer: u32,
+}
+
+/// Per-address accounting of failed handshakes: a token bucket per IP address, and the
+/// addresses that emptied theirs, with when they may try again. Both are bounded: the
+/// buckets are pruned when the penalty list is, and the penalty list holds at most
+/// `MAX_PENALIZED` addresses (one that does not fit is not penalized: it may only try again
+/// early).
+struct PeerFailures {
+    buckets: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    penalized: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
+    clock: governor::clock::DefaultClock,
+}
+
+const MAX_PENALIZED: usize = 100_000;
+
+impl PeerFailures {
+    fn new(per_second: u32) -> Option<Self> {
+        let rate = std::num::NonZeroU32::new(per_second)?;
+        let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+        Some(Self {
+            buckets: governor::RateLimiter::keyed(
+                governor::Quota::per_second(rate).allow_burst(burst),
+            ),
+            penalized: std::sync::Mutex::default(),
+            clock: governor::clock::DefaultClock::default(),
+        })
+    }
+
+    /// Whether `ip` is waiting out a penalty now.
+    fn is_penalized(&self, ip: std::net::IpAddr) -> bool {
+        let penalized = self
+            .penalized
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        penalized
+            .get(&ip)
+            .is_some_and(|until| std::time::Instant::now() < *until)
+    }
+
+    /// Counts a failed handshake from `ip`; past its rate, `ip` waits until the bucket has a
+    /// token again.
+    fn failed(&self, ip: std::net::IpAddr) {
+        use governor::clock::Clock as _;
+        if let Err(not_until) = self.buckets.check_key(&ip) {
+            let now = std::time::Instant::now();
+            let until = now + not_until.wait_time_from(self.clock.now());
+            let mut penalized = self
+                .penalized
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if penalized.len() >= MAX_PENALIZED {
+                penalized.retain(|_, until| *until > now);
+                self.buckets.retain_recent();
+            }
+            if penalized.len() < MAX_PENALIZED {
+                penalized.insert(ip, until);
+            }
+        }
+    }
 }
 
 /// Accepts TCP connections until `shutdown`, runs each TLS handshake in its own task under
@@ -604,6 +666,7 @@ pub async fn accept_loop(
     let in_progress = Arc::new(tokio::sync::Semaphore::new(
         usize::try_from(limits.max_in_progress).unwrap_or(usize::MAX),
     ));
+    let failures = PeerFailures::new(limits.failures_per_peer).map(Arc::new);
     loop {
         let (tcp, remote_addr) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -617,6 +680,16 @@ pub async fn accept_loop(
                 }
             },
         };
+        if failures
+            .as_ref()
+            .is_some_and(|f| f.is_penalized(remote_addr.ip()))
+        {
+            metrics::counter!("tokenmint_tls_handshakes_total", "result" => "peer_limited")
+                .increment(1);
+            tracing::debug!(%remote_addr, "too many failed handshakes from this address; connection closed");
+            drop(tcp);
+            continue;
+        }
         let Ok(permit) = in_progress.clone().try_acquire_owned() else {
             metrics::counter!("tokenmint_tls_handshakes_total", "result" => "shed").increment(1);
             tracing::debug!(%remote_addr, "too many TLS handshakes in progress; connection closed");
@@ -627,6 +700,7 @@ pub async fn accept_loop(
         let acceptor = acceptor.clone();
         let connections = connections.clone();
         let shutdown = shutdown.clone();
+        let failures = failures.clone();
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(limits.timeout, acceptor.accept(tcp));
             let stream = tokio::select! {
@@ -637,11 +711,17 @@ pub async fn accept_loop(
                         stream
                     }
                     Ok(Err(e)) => {
+                        if let Some(failures) = &failures {
+                            failures.failed(remote_addr.ip());
+                        }
                         metrics::counter!("tokenmint_tls_handshakes_total", "result" => "failed").increment(1);
                         tracing::debug!(%remote_addr, error = %e, "TLS handshake failed");
                         return;
                     }
                     Err(_) => {
+                        if let Some(failures) = &failures {
+                            failures.failed(remote_addr.ip());
+                        }
                         metrics::counter!("tokenmint_tls_handshakes_total", "result" => "timeout").increment(1);
                         tracing::debug!(%remote_addr, "TLS handshake timed out");
                         return;

@@ -219,3 +219,44 @@ async fn a_connection_past_its_maximum_age_is_closed_and_its_client_reconnects()
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_keeps_failing_handshakes_is_shed_for_a_while() {
+    let mut setup = Setup::new(&demo_client());
+    setup.server_toml = "handshake_failures_per_peer = 5\n".into();
+    let server = setup.start().await;
+    let good = setup.pki.client_uri(DEMO_URI);
+    let rogue_ca = tokenmint::pki::CertificateAuthority::generate("rogue CA").unwrap();
+    let rogue = rogue_ca
+        .issue(&tokenmint::pki::LeafSpec::client_uri(
+            "demo",
+            DEMO_URI,
+            Duration::from_secs(3600),
+        ))
+        .unwrap();
+
+    // More failed handshakes than 5/s with a burst of 10 allow, from 127.0.0.1.
+    for _ in 0..15 {
+        assert_tls_refused(issue(&server, &rogue, IssueTokenRequest::default()).await);
+    }
+    // Now even a good client from the same address is turned away at once…
+    let mut shed = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_within(&mut shed, Duration::from_secs(1)).await);
+    assert!(
+        issue(&server, &good, IssueTokenRequest::default())
+            .await
+            .is_err()
+    );
+    // …until the bucket has a token again (a fifth of a second per token at 5/s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match issue(&server, &good, IssueTokenRequest::default()).await {
+            Ok(_) => break,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("still shed after the penalty: {e:?}"),
+        }
+    }
+    server.stop().await;
+}
