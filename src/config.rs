@@ -40,6 +40,8 @@ const DEFAULT_HANDSHAKE_TIMEOUT: &str = "10s";
 const DEFAULT_TLS_RELOAD_INTERVAL: &str = "5s";
 /// Default of `server.handshake_failures_per_peer`.
 const DEFAULT_HANDSHAKE_FAILURES_PER_PEER: u32 = 50;
+/// Default of `server.max_in_flight`.
+const DEFAULT_MAX_IN_FLIGHT: u32 = 4096;
 /// Default of `server.max_handshakes`.
 const DEFAULT_MAX_HANDSHAKES: u32 = 1024;
 /// Default of `server.max_concurrent_streams`.
@@ -106,6 +108,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "keepalive_timeout",
             "max_connection_age",
             "handshake_failures_per_peer",
+            "max_in_flight",
         ],
     ),
     (
@@ -262,6 +265,8 @@ pub struct ServerConfig {
     /// Failed TLS handshakes per second one IP address may cause (twice that at once) before
     /// its new connections are closed at once for a while; 0: no limit.
     pub handshake_failures_per_peer: u32,
+    /// Requests in flight across all connections; past it a request is refused at once.
+    pub max_in_flight: u32,
 }
 
 /// `[tls]`: the server's certificate and the CA its clients authenticate with (resolved paths).
@@ -485,6 +490,7 @@ struct FileServer {
     keepalive_timeout: Option<String>,
     max_connection_age: Option<String>,
     handshake_failures_per_peer: Option<u32>,
+    max_in_flight: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1083,6 +1089,12 @@ impl Validator<'_> {
             s.max_connection_age.as_deref(),
             DEFAULT_MAX_CONNECTION_AGE,
         )?;
+        let max_in_flight = at_least_one(
+            "server.max_in_flight",
+            s.max_in_flight,
+            DEFAULT_MAX_IN_FLIGHT,
+            "requests in flight across all connections",
+        )?;
         let handshake_failures_per_peer = s
             .handshake_failures_per_peer
             .unwrap_or(DEFAULT_HANDSHAKE_FAILURES_PER_PEER);
@@ -1092,6 +1104,7 @@ impl Validator<'_> {
             handshake_timeout,
             ops_listen,
             handshake_failures_per_peer,
+            max_in_flight,
             max_handshakes,
             max_concurrent_streams,
             max_header_list_size,
@@ -1803,6 +1816,9 @@ max_connection_age = "1h"
 # its new connections are closed at once until the rate allows again. 0 = no limit. Behind
 # a NAT or proxy many clients share one address: raise it there.
 handshake_failures_per_peer = 50
+# Requests in flight across all connections; past it a request is refused at once with
+# RESOURCE_EXHAUSTED (HTTP 429) and a retry hint, before any work is done.
+max_in_flight = 4096
 
 [tls]
 # The server's certificate chain and private key (PEM).

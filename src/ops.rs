@@ -242,6 +242,34 @@ pub async fn record_rpc(request: Request, next: Next) -> Response {
     response
 }
 
+/// The cap on requests in flight across every connection (`server.max_in_flight`): past it a
+/// request is refused at once, before any work, with `RESOURCE_EXHAUSTED` and a retry hint
+/// (HTTP: 429 with `Retry-After`), so a stampede costs refusals, not memory. A watch stream
+/// holds its slot only until its first response.
+pub async fn limit_in_flight(
+    State(slots): State<Arc<tokio::sync::Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Ok(_slot) = slots.try_acquire() else {
+        metrics::counter!("tokenmint_requests_shed_total").increment(1);
+        let status = crate::wire::resource_exhausted(
+            "tokenmint is at its limit of requests in flight (server.max_in_flight); retry shortly",
+            1,
+        );
+        let grpc = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        return if grpc {
+            status.into_http()
+        } else {
+            crate::wire::HttpError::from_status(status).into_response()
+        };
+    };
+    next.run(request).await
+}
+
 /// Names the authenticated client on the current request's span.
 pub fn record_client(client_id: &str) {
     tracing::Span::current().record("client_id", client_id);

@@ -610,6 +610,12 @@ impl PreparedServer {
         let routes = tonic::service::Routes::from(
             routes
                 .into_axum_router()
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::new(tokio::sync::Semaphore::new(
+                        usize::try_from(self.config.server.max_in_flight).unwrap_or(usize::MAX),
+                    )),
+                    crate::ops::limit_in_flight,
+                ))
                 .layer(axum::middleware::from_fn(crate::ops::record_rpc)),
         );
         let limits = &self.config.server;

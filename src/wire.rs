@@ -130,7 +130,7 @@ pub fn revoke_refused(error: &RevokeError, remote: Option<std::net::SocketAddr>)
 }
 
 /// `RESOURCE_EXHAUSTED` (HTTP 429) with `temporarily_unavailable` and a retry hint in seconds.
-fn resource_exhausted(message: &str, retry_after_secs: u64) -> Status {
+pub fn resource_exhausted(message: &str, retry_after_secs: u64) -> Status {
     let mut status =
         Status::resource_exhausted(format!("{}: {message}", ErrorCode::TemporarilyUnavailable));
     status.metadata_mut().insert(

@@ -73,3 +73,54 @@ async fn no_limit_unless_configured() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_on_requests_in_flight_a_call_is_refused_at_once_with_a_hint() {
+    let mut setup = Setup::new(&demo_client());
+    setup.server_toml = "max_in_flight = 1\n".into();
+    let server = setup.start().await;
+    let cert = setup.pki.client_uri(DEMO_URI);
+    // 4 connections × 25 calls at once against a cap of one in flight.
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let client = server.client(&cert).await;
+        for _ in 0..25 {
+            let mut client = client.clone();
+            calls.push(tokio::spawn(async move {
+                client.issue_token(IssueTokenRequest::default()).await
+            }));
+        }
+    }
+    let (mut ok, mut shed) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("max_in_flight"), "{status:?}");
+                assert_eq!(
+                    status
+                        .metadata()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok()),
+                    Some("1")
+                );
+                shed += 1;
+            }
+        }
+    }
+    assert!(ok > 0, "nothing was served");
+    assert!(
+        shed > 0,
+        "100 calls at once never met a cap of one in flight"
+    );
+    assert_eq!(ok + shed, 100);
+    // Alone, a call is served.
+    server
+        .client(&cert)
+        .await
+        .issue_token(IssueTokenRequest::default())
+        .await
+        .unwrap();
+    server.stop().await;
+}
