@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "tokenmint.v1.IssueTokenResponse",
         "tokenmint.v1.IntrospectTokenRequest",
         "tokenmint.v1.RevokeTokenRequest",
+        "tokenmint.v1.RegisterClientResponse",
     ]);
     let includes = [PathBuf::from("proto"), well_known];
     tonic_prost_build::configure()

@@ -434,6 +434,11 @@ impl Authority {
         self.freshness.stale_for(self.clock.monotonic())
     }
 
+    /// A client secret as the registry stores it (HMAC under the pepper).
+    pub fn hash_client_secret(&self, secret: &str) -> Vec<u8> {
+        self.hasher.hash(secret)
+    }
+
     /// The blocklist.
     pub fn blocklist(&self) -> &Arc<Blocklist> {
         &self.blocklist

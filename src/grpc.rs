@@ -10,7 +10,8 @@ use tonic::{Request, Response, Status};
 use crate::{
     authority::Authority,
     changes::{ChangeLog, WatchItem},
-    client::{PeerCertificate, Permission},
+    client::{Client, ClientId, PeerCertificate, Permission},
+    identity::CertificateMatcher,
     lifecycle::Rotator,
     revocation::{Change, Event},
     store::Store,
@@ -30,15 +31,17 @@ pub mod proto {
 }
 
 use proto::{
-    DisableClientRequest, DisableClientResponse, EnableClientRequest, EnableClientResponse,
-    GetJwksRequest, GetJwksResponse, IntrospectTokenRequest, IntrospectTokenResponse,
-    IssueTokenRequest, IssueTokenResponse, KeyInfo, ListKeysRequest, ListKeysResponse,
-    ListRevocationsRequest, ListRevocationsResponse, RevocationEvent, RevokeClientTokensRequest,
-    RevokeClientTokensResponse, RevokeKeyRequest, RevokeKeyResponse, RevokeTokenIdRequest,
-    RevokeTokenIdResponse, RevokeTokenRequest, RevokeTokenResponse, RotateKeysRequest,
-    RotateKeysResponse, WatchJwksRequest, WatchRevocationsRequest,
-    admin_service_server::AdminService, key_service_server::KeyService, revocation_event,
-    revocation_service_server::RevocationService, token_service_server::TokenService,
+    ClientInfo, ClientSpec, DisableClientRequest, DisableClientResponse, EnableClientRequest,
+    EnableClientResponse, GetClientRequest, GetJwksRequest, GetJwksResponse,
+    IntrospectTokenRequest, IntrospectTokenResponse, IssueTokenRequest, IssueTokenResponse,
+    KeyInfo, ListClientsRequest, ListClientsResponse, ListKeysRequest, ListKeysResponse,
+    ListRevocationsRequest, ListRevocationsResponse, RegisterClientRequest, RegisterClientResponse,
+    RevocationEvent, RevokeClientTokensRequest, RevokeClientTokensResponse, RevokeKeyRequest,
+    RevokeKeyResponse, RevokeTokenIdRequest, RevokeTokenIdResponse, RevokeTokenRequest,
+    RevokeTokenResponse, RotateKeysRequest, RotateKeysResponse, WatchJwksRequest,
+    WatchRevocationsRequest, admin_service_server::AdminService, key_service_server::KeyService,
+    revocation_event, revocation_service_server::RevocationService,
+    token_service_server::TokenService,
 };
 
 /// The largest request message accepted (SPEC §11); larger ones get `OUT_OF_RANGE`.
@@ -75,6 +78,15 @@ impl fmt::Debug for RevokeTokenRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RevokeTokenRequest")
             .field("token", &"…")
+            .finish()
+    }
+}
+
+impl fmt::Debug for RegisterClientResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisterClientResponse")
+            .field("client", &self.client)
+            .field("client_secret", &"…")
             .finish()
     }
 }
@@ -419,6 +431,16 @@ pub struct AdminApi {
     changes: Arc<ChangeLog>,
     store: Arc<dyn Store>,
     rotator: Arc<Rotator>,
+    lifetimes: ClientLifetimes,
+}
+
+/// `[tokens]` as registration needs it: the default lifetime and the ceiling.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientLifetimes {
+    /// `tokens.default_lifetime`.
+    pub default: Duration,
+    /// `tokens.max_lifetime`.
+    pub max: Duration,
 }
 
 impl fmt::Debug for AdminApi {
@@ -434,13 +456,98 @@ impl AdminApi {
         changes: Arc<ChangeLog>,
         store: Arc<dyn Store>,
         rotator: Arc<Rotator>,
+        lifetimes: ClientLifetimes,
     ) -> Self {
         Self {
             authority,
             changes,
             store,
             rotator,
+            lifetimes,
         }
+    }
+
+    /// A client from a registration request, checked as `tokenmint client add` checks one.
+    fn client_from_spec(&self, spec: ClientSpec) -> Result<Client, Status> {
+        let invalid =
+            |message: String| wire::oauth_status(crate::oauth::ErrorCode::InvalidRequest, &message);
+        let matcher = match (
+            spec.san_uri.as_str(),
+            spec.san_dns.as_str(),
+            spec.subject_dn.as_str(),
+        ) {
+            (v, "", "") if !v.is_empty() => CertificateMatcher::try_san_uri(v),
+            ("", v, "") if !v.is_empty() => CertificateMatcher::try_san_dns(v),
+            ("", "", v) if !v.is_empty() => CertificateMatcher::try_subject_dn(v),
+            _ => {
+                return Err(invalid(
+                    "give exactly one of san_uri, san_dns, subject_dn".into(),
+                ));
+            }
+        }
+        .map_err(|e| invalid(e.to_string()))?;
+        let permissions = if spec.permissions.is_empty() {
+            vec![Permission::Issue]
+        } else {
+            spec.permissions
+                .iter()
+                .map(|p| {
+                    Permission::try_from_name(p).ok_or_else(|| {
+                        invalid(format!(
+                            "permission {:?}: use issue, introspect or admin",
+                            p.chars().take(40).collect::<String>()
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let whole_seconds = |d: Option<prost_types::Duration>, field: &str| match d {
+            None => Ok(None),
+            Some(d) if d.seconds > 0 && d.nanos == 0 => {
+                Ok(Some(Duration::from_secs(d.seconds.unsigned_abs())))
+            }
+            Some(_) => Err(invalid(format!(
+                "{field} must be a positive whole number of seconds"
+            ))),
+        };
+        let max_lifetime =
+            whole_seconds(spec.max_lifetime, "max_lifetime")?.unwrap_or(self.lifetimes.max);
+        if max_lifetime > self.lifetimes.max {
+            return Err(invalid(format!(
+                "max_lifetime ({}s) is above tokens.max_lifetime ({}s)",
+                max_lifetime.as_secs(),
+                self.lifetimes.max.as_secs()
+            )));
+        }
+        let default_lifetime = whole_seconds(spec.default_lifetime, "default_lifetime")?
+            .unwrap_or(self.lifetimes.default)
+            .min(max_lifetime);
+        let default_audiences = if spec.default_audiences.is_empty() && spec.audiences.len() == 1 {
+            spec.audiences.clone()
+        } else {
+            spec.default_audiences
+        };
+        let default_scopes = if spec.default_scopes.is_empty() {
+            spec.scopes.clone()
+        } else {
+            spec.default_scopes
+        };
+        let client = Client {
+            id: ClientId::try_new(&spec.client_id).map_err(|e| invalid(e.to_string()))?,
+            matcher,
+            scopes: spec.scopes,
+            default_scopes,
+            audiences: spec.audiences,
+            default_audiences,
+            introspect_audiences: spec.introspect_audiences,
+            permissions,
+            default_lifetime,
+            max_lifetime,
+            enabled: !spec.disabled,
+            secret_hash: None,
+        };
+        client.validate().map_err(|e| invalid(e.to_string()))?;
+        Ok(client)
     }
 
     fn admin<T>(&self, request: &Request<T>) -> Result<Arc<crate::client::Client>, Status> {
@@ -463,11 +570,142 @@ impl AdminApi {
     }
 }
 
+/// What a client looks like to an admin: never its secret.
+fn client_info(client: &Client) -> ClientInfo {
+    ClientInfo {
+        client_id: client.id.to_string(),
+        matcher_kind: client.matcher.kind().to_owned(),
+        matcher_value: client.matcher.value(),
+        scopes: client.scopes.clone(),
+        default_scopes: client.default_scopes.clone(),
+        audiences: client.audiences.clone(),
+        default_audiences: client.default_audiences.clone(),
+        introspect_audiences: client.introspect_audiences.clone(),
+        permissions: client
+            .permissions
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+        default_lifetime: Some(duration_to_proto(client.default_lifetime)),
+        max_lifetime: Some(duration_to_proto(client.max_lifetime)),
+        enabled: client.enabled,
+        has_secret: client.secret_hash.is_some(),
+    }
+}
+
+/// The most clients one `ListClients` page holds.
+const MAX_CLIENT_PAGE: usize = 1000;
+
 /// The most token revocations one `ListRevocations` page holds.
 const MAX_PAGE: usize = 1000;
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn register_client(
+        &self,
+        request: Request<RegisterClientRequest>,
+    ) -> Result<Response<RegisterClientResponse>, Status> {
+        let admin = self.admin(&request)?;
+        let message = request.into_inner();
+        let spec = message.client.ok_or_else(|| {
+            wire::oauth_status(
+                crate::oauth::ErrorCode::InvalidRequest,
+                "client is required",
+            )
+        })?;
+        let mut client = self.client_from_spec(spec)?;
+        let secret = if message.with_secret {
+            let secret = crate::crypto::generate_client_secret().map_err(|e| {
+                tracing::error!(error = %e, "generating a client secret failed");
+                Status::internal("the client secret could not be generated")
+            })?;
+            client.secret_hash = Some(self.authority.hash_client_secret(&secret));
+            Some(secret)
+        } else {
+            None
+        };
+        match self
+            .store
+            .insert_client(&client, self.authority.now())
+            .await
+        {
+            Ok(()) => {}
+            Err(crate::store::StoreError::Conflict(_)) => {
+                return Err(Status::already_exists(format!(
+                    "client {} or its certificate matcher ({} {}) is already registered",
+                    client.id,
+                    client.matcher.kind(),
+                    client.matcher.value()
+                )));
+            }
+            Err(e) => return Err(wire::store_failed(&e)),
+        }
+        // Usable here at once; other replicas pick it up at their next catch-up.
+        self.changes.reload_clients().await;
+        tracing::info!(admin = %admin.id, client_id = %client.id, matcher = client.matcher.kind(), with_secret = secret.is_some(), "client registered");
+        Ok(Response::new(RegisterClientResponse {
+            client: Some(client_info(&client)),
+            client_secret: secret.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_client(
+        &self,
+        request: Request<GetClientRequest>,
+    ) -> Result<Response<ClientInfo>, Status> {
+        self.admin(&request)?;
+        let id = request.into_inner().client_id;
+        let clients = self
+            .store
+            .clients()
+            .await
+            .map_err(|e| wire::store_failed(&e))?;
+        clients
+            .iter()
+            .find(|c| c.id.as_str() == id)
+            .map(|c| Response::new(client_info(c)))
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no client {:?} is registered",
+                    id.chars().take(140).collect::<String>()
+                ))
+            })
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<ListClientsRequest>,
+    ) -> Result<Response<ListClientsResponse>, Status> {
+        self.admin(&request)?;
+        let message = request.into_inner();
+        let size = match usize::try_from(message.page_size).unwrap_or(MAX_CLIENT_PAGE) {
+            0 => 100,
+            n => n.min(MAX_CLIENT_PAGE),
+        };
+        let mut clients = self
+            .store
+            .clients()
+            .await
+            .map_err(|e| wire::store_failed(&e))?;
+        clients.sort_by(|a, b| a.id.cmp(&b.id));
+        // The page token is the last id of the previous page.
+        let after = message.page_token;
+        let page: Vec<_> = clients
+            .iter()
+            .filter(|c| after.is_empty() || c.id.as_str() > after.as_str())
+            .take(size + 1)
+            .collect();
+        let next_page_token = if page.len() > size {
+            page[size - 1].id.to_string()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListClientsResponse {
+            clients: page.iter().take(size).map(|c| client_info(c)).collect(),
+            next_page_token,
+        }))
+    }
+
     async fn revoke_token_id(
         &self,
         request: Request<RevokeTokenIdRequest>,

@@ -586,6 +586,10 @@ impl PreparedServer {
             self.changes.clone(),
             self.store.clone(),
             self.rotator.clone(),
+            grpc::ClientLifetimes {
+                default: self.config.tokens.default_lifetime,
+                max: self.config.tokens.max_lifetime,
+            },
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let key_service = KeyServiceServer::new(KeyApi::new(self.authority.clone(), stop.clone()))

@@ -554,3 +554,70 @@ fn json_logs_carry_the_request_span_and_never_a_token() {
     assert_eq!(refused["span"]["name"], "request");
     assert!(!log.contains(&token), "a token reached the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_clients_secret_never_reaches_the_log() {
+    use tokenmint::grpc::proto::{
+        ClientSpec, GetClientRequest, IssueTokenRequest, ListClientsRequest, RegisterClientRequest,
+        admin_service_client::AdminServiceClient, token_service_client::TokenServiceClient,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = tokenmint(dir.path())
+        .args(["serve", "--dev"])
+        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if dir.path().join("tokenmint.kek").exists() {
+            let demo = TokenServiceClient::new(dev_channel(dir.path(), port, "demo"));
+            if demo
+                .clone()
+                .issue_token(IssueTokenRequest::default())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "serve --dev never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut admin = AdminServiceClient::new(dev_channel(dir.path(), port, "admin"));
+    let secret = admin
+        .register_client(RegisterClientRequest {
+            client: Some(ClientSpec {
+                client_id: "with-secret".into(),
+                san_uri: "spiffe://tokenmint.dev/with-secret".into(),
+                audiences: vec!["https://demo.tokenmint.dev".into()],
+                ..Default::default()
+            }),
+            with_secret: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .client_secret;
+    admin
+        .get_client(GetClientRequest {
+            client_id: "with-secret".into(),
+        })
+        .await
+        .unwrap();
+    admin
+        .list_clients(ListClientsRequest::default())
+        .await
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    assert!(server.wait().unwrap().success());
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
+    assert!(log.contains("client registered"), "{log}");
+    assert!(!secret.is_empty());
+    assert!(!log.contains(&secret), "the secret reached the log");
+}

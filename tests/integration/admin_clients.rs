@@ -1,0 +1,198 @@
+//! Client administration over the API: only admins, a registered client is served at once,
+//! its secret is shown once, taken ids and matchers are refused, listing pages through all.
+
+use tokenmint::grpc::proto::{
+    ClientSpec, GetClientRequest, IssueTokenRequest, ListClientsRequest, RegisterClientRequest,
+};
+
+use crate::support::*;
+
+const NEW_URI: &str = "spiffe://tokenmint.test/new-service";
+
+fn spec(id: &str, uri: &str) -> ClientSpec {
+    ClientSpec {
+        client_id: id.into(),
+        san_uri: uri.into(),
+        audiences: vec![DEMO_AUDIENCE.into()],
+        scopes: vec!["orders:read".into()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_registers_a_client_that_is_served_at_once_and_sees_its_secret_once() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let admin = setup.pki.client_uri(ADMIN_URI);
+    let demo = setup.pki.client_uri(DEMO_URI);
+
+    // Not an admin: refused, nothing registered.
+    let refused = server
+        .admin(&demo)
+        .register_client(RegisterClientRequest {
+            client: Some(spec("new-service", NEW_URI)),
+            with_secret: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+
+    let registered = server
+        .admin(&admin)
+        .register_client(RegisterClientRequest {
+            client: Some(spec("new-service", NEW_URI)),
+            with_secret: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let secret = registered.client_secret.clone();
+    assert!(secret.len() >= 32, "a real secret");
+    assert!(
+        !format!("{registered:?}").contains(&secret),
+        "Debug hides the secret"
+    );
+    let info = registered.client.unwrap();
+    assert_eq!(info.client_id, "new-service");
+    assert_eq!(
+        (info.matcher_kind.as_str(), info.matcher_value.as_str()),
+        ("san_uri", NEW_URI)
+    );
+    assert_eq!(info.default_audiences, vec![DEMO_AUDIENCE.to_owned()]);
+    assert_eq!(info.permissions, vec!["issue".to_owned()]);
+    assert!(info.enabled && info.has_secret);
+
+    // Served at once, with its secret (a second factor) and not without it.
+    let cert = setup.pki.client_uri(NEW_URI);
+    let without = issue(&server, &cert, IssueTokenRequest::default()).await;
+    assert_refused(without, tonic::Code::Unauthenticated, "invalid_client");
+    let token = issue(
+        &server,
+        &cert,
+        IssueTokenRequest {
+            client_secret: secret.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(token.scopes, vec!["orders:read".to_owned()]);
+
+    // Later answers describe the client and never carry the secret.
+    let got = server
+        .admin(&admin)
+        .get_client(GetClientRequest {
+            client_id: "new-service".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.has_secret);
+    assert!(!format!("{got:?}").contains(&secret));
+    let missing = server
+        .admin(&admin)
+        .get_client(GetClientRequest {
+            client_id: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_id_or_certificate_matcher_is_refused_and_bad_specs_say_why() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let admin = server.admin(&setup.pki.client_uri(ADMIN_URI));
+    let register = |spec: ClientSpec| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .register_client(RegisterClientRequest {
+                    client: Some(spec),
+                    with_secret: false,
+                })
+                .await
+        }
+    };
+    // demo's certificate matcher, under a new id; demo's id with a new matcher.
+    let taken = register(spec("copy-of-demo", DEMO_URI)).await.unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
+    let taken = register(spec("demo", NEW_URI)).await.unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
+    // Two matchers, a bad permission, a lifetime above the ceiling.
+    let mut two = spec("two", NEW_URI);
+    two.san_dns = "two.example".into();
+    let bad = register(two).await.unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("exactly one"), "{bad:?}");
+    let mut perm = spec("perm", NEW_URI);
+    perm.permissions = vec!["root".into()];
+    assert!(
+        register(perm)
+            .await
+            .unwrap_err()
+            .message()
+            .contains("permission")
+    );
+    let mut long = spec("long", NEW_URI);
+    long.max_lifetime = Some(prost_types::Duration {
+        seconds: 10 * 3600,
+        nanos: 0,
+    });
+    assert!(
+        register(long)
+            .await
+            .unwrap_err()
+            .message()
+            .contains("tokens.max_lifetime")
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_clients_pages_through_every_client_in_id_order() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let mut admin = server.admin(&setup.pki.client_uri(ADMIN_URI));
+    for i in 0..3 {
+        admin
+            .register_client(RegisterClientRequest {
+                client: Some(spec(
+                    &format!("svc-{i}"),
+                    &format!("spiffe://tokenmint.test/svc-{i}"),
+                )),
+                with_secret: false,
+            })
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = admin
+            .list_clients(ListClientsRequest {
+                page_size: 2,
+                page_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.clients.len() <= 2);
+        seen.extend(page.clients.into_iter().map(|c| c.client_id));
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    // admin, demo, other, rs + svc-0..2 = 7 clients: 4 pages of at most 2.
+    assert_eq!(
+        seen,
+        vec!["admin", "demo", "other", "rs", "svc-0", "svc-1", "svc-2"]
+    );
+    assert_eq!(pages, 4);
+    server.stop().await;
+}
