@@ -19,9 +19,10 @@ use tokenmint::{
     grpc::{
         duration_to_proto,
         proto::{
-            DisableClientRequest, EnableClientRequest, IntrospectTokenRequest, IssueTokenRequest,
-            ListKeysRequest, ListRevocationsRequest, RevokeClientTokensRequest, RevokeKeyRequest,
-            RevokeTokenIdRequest, RevokeTokenRequest, RotateKeysRequest,
+            ClientInfo, ClientSpec, DisableClientRequest, EnableClientRequest, GetClientRequest,
+            IntrospectTokenRequest, IssueTokenRequest, ListClientsRequest, ListKeysRequest,
+            ListRevocationsRequest, RegisterClientRequest, RevokeClientTokensRequest,
+            RevokeKeyRequest, RevokeTokenIdRequest, RevokeTokenRequest, RotateKeysRequest,
             admin_service_client::AdminServiceClient, token_service_client::TokenServiceClient,
         },
     },
@@ -142,9 +143,18 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum ClientCommand {
-    /// Register a client (offline).
+    /// Register a client (offline: writes the store directly; see `register` for the API).
     Add(Box<ClientAddArgs>),
-    /// List registered clients (offline).
+    /// Register a client (admin, over mTLS); with --with-secret, prints its secret once.
+    Register(Box<ClientRegisterArgs>),
+    /// Show one registered client, or every one without an id (admin, over mTLS).
+    Get {
+        #[command(flatten)]
+        remote: Remote,
+        /// The client id (omit to list every client).
+        client_id: Option<String>,
+    },
+    /// List registered clients (offline: reads the store directly; see `get` for the API).
     List {
         /// The config file.
         #[arg(long, default_value = "tokenmint.toml")]
@@ -171,6 +181,21 @@ struct ClientAddArgs {
     /// The config file (for the store and KEK).
     #[arg(long, default_value = "tokenmint.toml")]
     config: PathBuf,
+    #[command(flatten)]
+    spec: ClientSpecArgs,
+}
+
+#[derive(Args)]
+struct ClientRegisterArgs {
+    #[command(flatten)]
+    remote: Remote,
+    #[command(flatten)]
+    spec: ClientSpecArgs,
+}
+
+/// What a client is, as `client add` (offline) and `client register` (over mTLS) take it.
+#[derive(Args)]
+struct ClientSpecArgs {
     /// The client id.
     #[arg(long)]
     id: String,
@@ -405,6 +430,10 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Client(ClientCommand::Add(args)) => client_add(*args).await,
+            Command::Client(ClientCommand::Register(args)) => client_register(*args).await,
+            Command::Client(ClientCommand::Get { remote, client_id }) => {
+                client_get(&remote, client_id).await
+            }
             Command::Client(ClientCommand::List { config }) => client_list(&config).await,
             Command::Client(ClientCommand::Disable { remote, client_id }) => {
                 let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
@@ -690,6 +719,7 @@ async fn shutdown_signal() {
 
 async fn client_add(args: ClientAddArgs) -> Result<()> {
     let config = load_config(&args.config)?;
+    let args = args.spec;
     let matcher = match (&args.san_uri, &args.san_dns, &args.subject_dn) {
         (Some(v), None, None) => CertificateMatcher::try_san_uri(v)?,
         (None, Some(v), None) => CertificateMatcher::try_san_dns(v)?,
@@ -769,6 +799,96 @@ async fn client_add(args: ClientAddArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+async fn client_register(args: ClientRegisterArgs) -> Result<()> {
+    let spec = args.spec;
+    let lifetime = |d: Option<Duration>| d.map(duration_to_proto);
+    let request = RegisterClientRequest {
+        client: Some(ClientSpec {
+            client_id: spec.id,
+            san_uri: spec.san_uri.unwrap_or_default(),
+            san_dns: spec.san_dns.unwrap_or_default(),
+            subject_dn: spec.subject_dn.unwrap_or_default(),
+            scopes: spec.scopes,
+            default_scopes: spec.default_scopes,
+            audiences: spec.audiences,
+            default_audiences: spec.default_audiences,
+            introspect_audiences: spec.introspect_audiences,
+            permissions: spec.permissions,
+            default_lifetime: lifetime(spec.default_lifetime),
+            max_lifetime: lifetime(spec.max_lifetime),
+            disabled: spec.disabled,
+        }),
+        with_secret: spec.with_secret,
+    };
+    let mut admin = AdminServiceClient::new(args.remote.channel("admin").await?);
+    let registered = admin
+        .register_client(request)
+        .await
+        .map_err(refused)?
+        .into_inner();
+    if let Some(client) = &registered.client {
+        println!(
+            "registered client {} ({} {})",
+            client.client_id, client.matcher_kind, client.matcher_value
+        );
+    }
+    if !registered.client_secret.is_empty() {
+        println!(
+            "client secret (shown once, store it now): {}",
+            registered.client_secret
+        );
+    }
+    Ok(())
+}
+
+/// One line of JSON per client.
+async fn client_get(remote: &Remote, client_id: Option<String>) -> Result<()> {
+    let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+    let show = |c: &ClientInfo| {
+        serde_json::json!({
+            "client_id": c.client_id,
+            "matcher": { "kind": c.matcher_kind, "value": c.matcher_value },
+            "scopes": c.scopes,
+            "default_scopes": c.default_scopes,
+            "audiences": c.audiences,
+            "default_audiences": c.default_audiences,
+            "introspect_audiences": c.introspect_audiences,
+            "permissions": c.permissions,
+            "default_lifetime_seconds": c.default_lifetime.map(|d| d.seconds),
+            "max_lifetime_seconds": c.max_lifetime.map(|d| d.seconds),
+            "enabled": c.enabled,
+            "has_secret": c.has_secret,
+        })
+    };
+    if let Some(client_id) = client_id {
+        let client = admin
+            .get_client(GetClientRequest { client_id })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        println!("{}", show(&client));
+        return Ok(());
+    }
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_clients(ListClientsRequest {
+                page_size: 0,
+                page_token: page_token.clone(),
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        for client in &page.clients {
+            println!("{}", show(client));
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(());
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 async fn client_list(config: &Path) -> Result<()> {

@@ -621,3 +621,91 @@ async fn a_registered_clients_secret_never_reaches_the_log() {
     assert!(!secret.is_empty());
     assert!(!log.contains(&secret), "the secret reached the log");
 }
+
+#[test]
+fn client_register_and_get_go_over_mtls_as_the_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = tokenmint(dir.path())
+        .args(["serve", "--dev"])
+        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://localhost:{port}");
+    let run = |args: &[&str]| {
+        tokenmint(dir.path())
+            .args(args)
+            .args(["--server", &url])
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run(&["token", "issue"]).status.success() {
+        assert!(Instant::now() < deadline, "serve --dev never served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let spec = [
+        "client",
+        "register",
+        "--id",
+        "billing",
+        "--san-uri",
+        "spiffe://tokenmint.dev/billing",
+        "--audience",
+        "https://demo.tokenmint.dev",
+        "--with-secret",
+    ];
+    // demo is not an admin.
+    let mut as_demo = spec.to_vec();
+    as_demo.extend(["--cert", "certs/demo.pem", "--key", "certs/demo.key"]);
+    let refused = run(&as_demo);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("admin"),
+        "{refused:?}"
+    );
+
+    let registered = run(&spec);
+    assert!(registered.status.success(), "{registered:?}");
+    let out = String::from_utf8_lossy(&registered.stdout).into_owned();
+    assert!(
+        out.contains("registered client billing (san_uri spiffe://tokenmint.dev/billing)"),
+        "{out}"
+    );
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client secret (shown once, store it now): "))
+        .expect("the secret, once")
+        .to_owned();
+
+    let one = run(&["client", "get", "billing"]);
+    assert!(one.status.success(), "{one:?}");
+    let shown: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(shown["has_secret"], true);
+    assert_eq!(shown["default_audiences"][0], "https://demo.tokenmint.dev");
+    assert!(!String::from_utf8_lossy(&one.stdout).contains(&secret));
+    let all = run(&["client", "get"]);
+    let ids: Vec<String> = String::from_utf8_lossy(&all.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["client_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids, vec!["admin", "billing", "demo"]);
+    // Registering it again is refused.
+    let again = run(&spec);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already registered"),
+        "{again:?}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    assert!(server.wait().unwrap().success());
+}
