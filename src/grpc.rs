@@ -38,9 +38,9 @@ use proto::{
     ListRevocationsRequest, ListRevocationsResponse, RegisterClientRequest, RegisterClientResponse,
     RevocationEvent, RevokeClientTokensRequest, RevokeClientTokensResponse, RevokeKeyRequest,
     RevokeKeyResponse, RevokeTokenIdRequest, RevokeTokenIdResponse, RevokeTokenRequest,
-    RevokeTokenResponse, RotateKeysRequest, RotateKeysResponse, WatchJwksRequest,
-    WatchRevocationsRequest, admin_service_server::AdminService, key_service_server::KeyService,
-    revocation_event, revocation_service_server::RevocationService,
+    RevokeTokenResponse, RotateKeysRequest, RotateKeysResponse, UpdateClientRequest,
+    WatchJwksRequest, WatchRevocationsRequest, admin_service_server::AdminService,
+    key_service_server::KeyService, revocation_event, revocation_service_server::RevocationService,
     token_service_server::TokenService,
 };
 
@@ -647,6 +647,52 @@ impl AdminService for AdminApi {
             client: Some(client_info(&client)),
             client_secret: secret.map(|s| s.as_str().to_owned()).unwrap_or_default(),
         }))
+    }
+
+    async fn update_client(
+        &self,
+        request: Request<UpdateClientRequest>,
+    ) -> Result<Response<ClientInfo>, Status> {
+        let admin = self.admin(&request)?;
+        let spec = request.into_inner().client.ok_or_else(|| {
+            wire::oauth_status(
+                crate::oauth::ErrorCode::InvalidRequest,
+                "client is required",
+            )
+        })?;
+        let mut client = self.client_from_spec(spec)?;
+        let clients = self
+            .store
+            .clients()
+            .await
+            .map_err(|e| wire::store_failed(&e))?;
+        let Some(existing) = clients.iter().find(|c| c.id == client.id) else {
+            return Err(Status::not_found(format!(
+                "no client {} is registered: register it first",
+                client.id
+            )));
+        };
+        // Kept: the secret (the store keeps it on overwrite) and the enabled state.
+        client.enabled = existing.enabled;
+        client.secret_hash = existing.secret_hash.clone();
+        match self
+            .store
+            .sync_config_client(&client, true, self.authority.now())
+            .await
+        {
+            Ok(_) => {}
+            Err(crate::store::StoreError::Conflict(_)) => {
+                return Err(Status::already_exists(format!(
+                    "the certificate matcher ({} {}) belongs to another client",
+                    client.matcher.kind(),
+                    client.matcher.value()
+                )));
+            }
+            Err(e) => return Err(wire::store_failed(&e)),
+        }
+        self.changes.reload_clients().await;
+        tracing::info!(admin = %admin.id, client_id = %client.id, "client updated");
+        Ok(Response::new(client_info(&client)))
     }
 
     async fn get_client(

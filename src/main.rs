@@ -23,7 +23,8 @@ use tokenmint::{
             IntrospectTokenRequest, IssueTokenRequest, ListClientsRequest, ListKeysRequest,
             ListRevocationsRequest, RegisterClientRequest, RevokeClientTokensRequest,
             RevokeKeyRequest, RevokeTokenIdRequest, RevokeTokenRequest, RotateKeysRequest,
-            admin_service_client::AdminServiceClient, token_service_client::TokenServiceClient,
+            UpdateClientRequest, admin_service_client::AdminServiceClient,
+            token_service_client::TokenServiceClient,
         },
     },
     identity::CertificateMatcher,
@@ -147,6 +148,8 @@ enum ClientCommand {
     Add(Box<ClientAddArgs>),
     /// Register a client (admin, over mTLS); with --with-secret, prints its secret once.
     Register(Box<ClientRegisterArgs>),
+    /// Replace a client's policy, keeping its secret and enabled state (admin, over mTLS).
+    Update(Box<ClientRegisterArgs>),
     /// Show one registered client, or every one without an id (admin, over mTLS).
     Get {
         #[command(flatten)]
@@ -431,6 +434,7 @@ fn main() -> Result<()> {
             }
             Command::Client(ClientCommand::Add(args)) => client_add(*args).await,
             Command::Client(ClientCommand::Register(args)) => client_register(*args).await,
+            Command::Client(ClientCommand::Update(args)) => client_update(*args).await,
             Command::Client(ClientCommand::Get { remote, client_id }) => {
                 client_get(&remote, client_id).await
             }
@@ -801,26 +805,31 @@ async fn client_add(args: ClientAddArgs) -> Result<()> {
     Ok(())
 }
 
-async fn client_register(args: ClientRegisterArgs) -> Result<()> {
-    let spec = args.spec;
+/// The API's form of a client spec.
+fn client_spec(spec: ClientSpecArgs) -> ClientSpec {
     let lifetime = |d: Option<Duration>| d.map(duration_to_proto);
+    ClientSpec {
+        client_id: spec.id,
+        san_uri: spec.san_uri.unwrap_or_default(),
+        san_dns: spec.san_dns.unwrap_or_default(),
+        subject_dn: spec.subject_dn.unwrap_or_default(),
+        scopes: spec.scopes,
+        default_scopes: spec.default_scopes,
+        audiences: spec.audiences,
+        default_audiences: spec.default_audiences,
+        introspect_audiences: spec.introspect_audiences,
+        permissions: spec.permissions,
+        default_lifetime: lifetime(spec.default_lifetime),
+        max_lifetime: lifetime(spec.max_lifetime),
+        disabled: spec.disabled,
+    }
+}
+
+async fn client_register(args: ClientRegisterArgs) -> Result<()> {
+    let with_secret = args.spec.with_secret;
     let request = RegisterClientRequest {
-        client: Some(ClientSpec {
-            client_id: spec.id,
-            san_uri: spec.san_uri.unwrap_or_default(),
-            san_dns: spec.san_dns.unwrap_or_default(),
-            subject_dn: spec.subject_dn.unwrap_or_default(),
-            scopes: spec.scopes,
-            default_scopes: spec.default_scopes,
-            audiences: spec.audiences,
-            default_audiences: spec.default_audiences,
-            introspect_audiences: spec.introspect_audiences,
-            permissions: spec.permissions,
-            default_lifetime: lifetime(spec.default_lifetime),
-            max_lifetime: lifetime(spec.max_lifetime),
-            disabled: spec.disabled,
-        }),
-        with_secret: spec.with_secret,
+        client: Some(client_spec(args.spec)),
+        with_secret,
     };
     let mut admin = AdminServiceClient::new(args.remote.channel("admin").await?);
     let registered = admin
@@ -840,6 +849,22 @@ async fn client_register(args: ClientRegisterArgs) -> Result<()> {
             registered.client_secret
         );
     }
+    Ok(())
+}
+
+async fn client_update(args: ClientRegisterArgs) -> Result<()> {
+    let mut admin = AdminServiceClient::new(args.remote.channel("admin").await?);
+    let client = admin
+        .update_client(UpdateClientRequest {
+            client: Some(client_spec(args.spec)),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    println!(
+        "updated client {} ({} {})",
+        client.client_id, client.matcher_kind, client.matcher_value
+    );
     Ok(())
 }
 

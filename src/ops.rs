@@ -211,6 +211,7 @@ const KNOWN_PATHS: &[&str] = &[
     "/tokenmint.v1.AdminService/RotateKeys",
     "/tokenmint.v1.AdminService/RevokeKey",
     "/tokenmint.v1.AdminService/RegisterClient",
+    "/tokenmint.v1.AdminService/UpdateClient",
     "/tokenmint.v1.AdminService/GetClient",
     "/tokenmint.v1.AdminService/ListClients",
     "/grpc.health.v1.Health/Check",

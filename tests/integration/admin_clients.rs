@@ -196,3 +196,72 @@ async fn list_clients_pages_through_every_client_in_id_order() {
     assert_eq!(pages, 4);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_replaces_the_policy_keeps_the_secret_and_refuses_a_taken_matcher() {
+    use tokenmint::grpc::proto::UpdateClientRequest;
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let mut admin = server.admin(&setup.pki.client_uri(ADMIN_URI));
+    let secret = admin
+        .register_client(RegisterClientRequest {
+            client: Some(spec("new-service", NEW_URI)),
+            with_secret: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .client_secret;
+
+    // A second scope, granted by default from now on.
+    let mut wider = spec("new-service", NEW_URI);
+    wider.scopes = vec!["orders:read".into(), "orders:write".into()];
+    let updated = admin
+        .update_client(UpdateClientRequest {
+            client: Some(wider),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(updated.has_secret, "the secret is kept");
+    let cert = setup.pki.client_uri(NEW_URI);
+    let token = issue(
+        &server,
+        &cert,
+        IssueTokenRequest {
+            client_secret: secret,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        token.scopes,
+        vec!["orders:read".to_owned(), "orders:write".to_owned()]
+    );
+
+    // Unknown client; another client's matcher; not an admin.
+    let unknown = admin
+        .update_client(UpdateClientRequest {
+            client: Some(spec("nobody", "spiffe://tokenmint.test/nobody")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    let taken = admin
+        .update_client(UpdateClientRequest {
+            client: Some(spec("new-service", DEMO_URI)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
+    let not_admin = server
+        .admin(&setup.pki.client_uri(DEMO_URI))
+        .update_client(UpdateClientRequest {
+            client: Some(spec("demo", DEMO_URI)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_admin.code(), tonic::Code::PermissionDenied);
+    server.stop().await;
+}

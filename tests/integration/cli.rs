@@ -697,6 +697,25 @@ fn client_register_and_get_go_over_mtls_as_the_admin() {
         })
         .collect();
     assert_eq!(ids, vec!["admin", "billing", "demo"]);
+    // An update replaces the policy and keeps the secret.
+    let updated = run(&[
+        "client",
+        "update",
+        "--id",
+        "billing",
+        "--san-uri",
+        "spiffe://tokenmint.dev/billing",
+        "--audience",
+        "https://demo.tokenmint.dev",
+        "--scope",
+        "billing:read",
+    ]);
+    assert!(updated.status.success(), "{updated:?}");
+    assert!(String::from_utf8_lossy(&updated.stdout).contains("updated client billing"));
+    let shown: serde_json::Value =
+        serde_json::from_slice(&run(&["client", "get", "billing"]).stdout).unwrap();
+    assert_eq!(shown["scopes"], serde_json::json!(["billing:read"]));
+    assert_eq!(shown["has_secret"], true);
     // Registering it again is refused.
     let again = run(&spec);
     assert!(!again.status.success());
