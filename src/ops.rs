@@ -274,6 +274,32 @@ pub async fn limit_in_flight(
     next.run(request).await
 }
 
+/// Counts a call refused as unauthenticated (gRPC `UNAUTHENTICATED`, HTTP 401) against its
+/// peer's address, like a failed handshake: an address that keeps presenting a certificate no
+/// client claims is shed at accept once past `server.handshake_failures_per_peer`.
+pub async fn count_auth_failures(
+    State(failures): State<Option<Arc<crate::tls::PeerFailures>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let remote = request
+        .extensions()
+        .get::<crate::tls::ConnectionInfo>()
+        .and_then(|info| info.remote_addr);
+    let response = next.run(request).await;
+    if let (Some(failures), Some(remote)) = (&failures, remote) {
+        let unauthenticated = response.status() == axum::http::StatusCode::UNAUTHORIZED
+            || response
+                .headers()
+                .get("grpc-status")
+                .is_some_and(|code| code.as_bytes() == b"16");
+        if unauthenticated {
+            failures.failed(remote.ip());
+        }
+    }
+    response
+}
+
 /// Names the authenticated client on the current request's span.
 pub fn record_client(client_id: &str) {
     tracing::Span::current().record("client_id", client_id);

@@ -491,6 +491,9 @@ impl PreparedServer {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
 
         let stop = CancellationToken::new();
+        // Failed authentications by address, counted at the handshake and after it.
+        let failures =
+            tls::PeerFailures::new(self.config.server.handshake_failures_per_peer).map(Arc::new);
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(256);
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<TokenServiceServer<TokenApi>>().await;
@@ -509,7 +512,7 @@ impl PreparedServer {
                     tls::HandshakeLimits {
                         timeout: self.config.server.handshake_timeout,
                         max_in_progress: self.config.server.max_handshakes,
-                        failures_per_peer: self.config.server.handshake_failures_per_peer,
+                        failures: failures.clone(),
                     },
                     conn_tx,
                     stop.clone(),
@@ -619,6 +622,10 @@ impl PreparedServer {
                         usize::try_from(self.config.server.max_in_flight).unwrap_or(usize::MAX),
                     )),
                     crate::ops::limit_in_flight,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    failures,
+                    crate::ops::count_auth_failures,
                 ))
                 .layer(axum::middleware::from_fn(crate::ops::record_rpc)),
         );

@@ -582,23 +582,24 @@ fn classify(stream: &TlsStream<TcpStream>) -> Option<Arc<PeerCertificate>> {
 }
 
 /// Bounds on the TLS handshakes in progress.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct HandshakeLimits {
     /// How long a peer may take to finish its handshake.
     pub timeout: Duration,
     /// Handshakes in progress at once; a connection beyond it is closed at once.
     pub max_in_progress: u32,
-    /// Failed handshakes per second one IP address may cause (twice that at once) before its
-    /// new connections are closed at once; 0: no limit.
-    pub failures_per_peer: u32,
+    /// Failed authentications by IP address (`None`: no limit): past its rate, an address's
+    /// new connections are closed at once.
+    pub failures: Option<Arc<PeerFailures>>,
 }
 
-/// Per-address accounting of failed handshakes: a token bucket per IP address, and the
+/// Per-address accounting of failed authentications (failed TLS handshakes, and calls refused
+/// as `UNAUTHENTICATED` after one): a token bucket per IP address, and the
 /// addresses that emptied theirs, with when they may try again. Both are bounded: the
 /// buckets are pruned when the penalty list is, and the penalty list holds at most
 /// `MAX_PENALIZED` addresses (one that does not fit is not penalized: it may only try again
 /// early).
-struct PeerFailures {
+pub struct PeerFailures {
     buckets: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
     penalized: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
     clock: governor::clock::DefaultClock,
@@ -606,8 +607,15 @@ struct PeerFailures {
 
 const MAX_PENALIZED: usize = 100_000;
 
+impl fmt::Debug for PeerFailures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerFailures").finish_non_exhaustive()
+    }
+}
+
 impl PeerFailures {
-    fn new(per_second: u32) -> Option<Self> {
+    /// `per_second` failures per address, twice that at once; `None` when 0 (no limit).
+    pub fn new(per_second: u32) -> Option<Self> {
         let rate = std::num::NonZeroU32::new(per_second)?;
         let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
         Some(Self {
@@ -630,9 +638,9 @@ impl PeerFailures {
             .is_some_and(|until| std::time::Instant::now() < *until)
     }
 
-    /// Counts a failed handshake from `ip`; past its rate, `ip` waits until the bucket has a
-    /// token again.
-    fn failed(&self, ip: std::net::IpAddr) {
+    /// Counts a failed authentication from `ip`; past its rate, `ip` waits until the bucket
+    /// has a token again.
+    pub fn failed(&self, ip: std::net::IpAddr) {
         use governor::clock::Clock as _;
         if let Err(not_until) = self.buckets.check_key(&ip) {
             let now = std::time::Instant::now();
@@ -666,7 +674,7 @@ pub async fn accept_loop(
     let in_progress = Arc::new(tokio::sync::Semaphore::new(
         usize::try_from(limits.max_in_progress).unwrap_or(usize::MAX),
     ));
-    let failures = PeerFailures::new(limits.failures_per_peer).map(Arc::new);
+    let failures = limits.failures.clone();
     loop {
         let (tcp, remote_addr) = tokio::select! {
             () = shutdown.cancelled() => return,

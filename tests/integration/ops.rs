@@ -260,3 +260,42 @@ async fn an_address_that_keeps_failing_handshakes_is_shed_for_a_while() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_whose_calls_keep_failing_authentication_is_shed_too() {
+    let mut setup = Setup::new(&demo_client());
+    setup.server_toml = "handshake_failures_per_peer = 5\n".into();
+    let server = setup.start().await;
+    // A certificate from the trusted CA that no client claims: the handshake succeeds, every
+    // call is UNAUTHENTICATED.
+    let stranger = setup.pki.client_uri("spiffe://tokenmint.test/stranger");
+    let client = server.client(&stranger).await;
+    for _ in 0..15 {
+        assert_refused(
+            client
+                .clone()
+                .issue_token(IssueTokenRequest::default())
+                .await
+                .map(tonic::Response::into_inner),
+            tonic::Code::Unauthenticated,
+            "invalid_client",
+        );
+    }
+    // The address is now shed at accept, even for a good client…
+    let mut shed = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    assert!(closed_within(&mut shed, Duration::from_secs(1)).await);
+    // …until its bucket refills.
+    let good = setup.pki.client_uri(DEMO_URI);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while issue(&server, &good, IssueTokenRequest::default())
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still shed after the penalty"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
