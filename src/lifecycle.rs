@@ -98,8 +98,7 @@ impl Rotator {
         }
     }
 
-    /// Now, in Unix seconds, on the rotator's clock.
-    pub fn now(&self) -> i64 {
+    fn now(&self) -> i64 {
         unix_seconds(self.clock.now())
     }
 
@@ -145,6 +144,14 @@ impl Rotator {
             let now = self.now();
             let long_enough = self.retired_long_enough(&keys);
             let Some(step) = rotation::due_step_at(&keys, &self.policy, now, &long_enough) else {
+                // Nothing is due: the keys just read also give the schedule gauges.
+                if let Some(age) = rotation::current_key_age(&keys, now) {
+                    metrics::gauge!("tokenmint_signing_key_age_seconds").set(age as f64);
+                }
+                if let Some(at) = rotation::next_step_at(&keys, &self.policy) {
+                    metrics::gauge!("tokenmint_key_next_step_seconds")
+                        .set(at.saturating_sub(now).max(0) as f64);
+                }
                 break;
             };
             let transition =

@@ -732,15 +732,6 @@ async fn rotate_keys(rotator: Arc<Rotator>, interval: Duration, stop: Cancellati
         if let Err(e) = rotator.tick().await {
             tracing::warn!(error = %e, "key lifecycle step failed; will retry");
         }
-        if let Ok((next_step_at, current_age)) = rotator.schedule().await {
-            if let Some(age) = current_age {
-                metrics::gauge!("tokenmint_signing_key_age_seconds").set(age as f64);
-            }
-            if let Some(at) = next_step_at {
-                let until = at.saturating_sub(rotator.now()).max(0);
-                metrics::gauge!("tokenmint_key_next_step_seconds").set(until as f64);
-            }
-        }
     }
 }
 
