@@ -1,6 +1,8 @@
 //! The TLS edge: the rustls server configuration, the project's own client-certificate
-//! verifier (client CA roots behind one swap), and the accept loop that bounds every handshake
-//! and classifies each peer once.
+//! verifier (client CA roots and CRLs behind one swap), the swappable server certificate and
+//! the task that reloads all of it together, the accept loop that bounds every handshake
+//! (time, count, failures per address) and classifies each peer once, and the connection
+//! wrapper that coalesces writes.
 
 use std::{
     fmt, io,
@@ -171,17 +173,6 @@ impl ClientVerifier {
             .map_err(|e| TlsError::Config(e.to_string()))?;
         Ok(ClientTrust { chain })
     }
-
-    /// Replaces the client CA roots; new handshakes use them, open connections are untouched.
-    pub fn reload(
-        &self,
-        client_ca: &Path,
-        client_crls: &[std::path::PathBuf],
-    ) -> Result<(), TlsError> {
-        let trust = Self::load(&self.provider, client_ca, client_crls)?;
-        self.trust.store(Arc::new(trust));
-        Ok(())
-    }
 }
 
 impl ClientCertVerifier for ClientVerifier {
@@ -264,14 +255,6 @@ impl ServerCertificate {
                 TlsError::Config(format!("{} and {}: {e}", cert.display(), key.display()))
             })?;
         Ok(certified)
-    }
-
-    /// Replaces the certificate and key with the files' contents, or keeps the old ones and
-    /// says why.
-    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
-        let certified = Self::read(&self.provider, cert, key)?;
-        self.current.store(Arc::new(certified));
-        Ok(())
     }
 }
 
