@@ -109,6 +109,94 @@ pub enum ClientError {
     /// Two clients share an id.
     #[error("client id {0} is registered twice")]
     DuplicateId(String),
+    /// A client's `max_lifetime` is above the global ceiling.
+    #[error("max_lifetime ({max:?}) is above tokens.max_lifetime ({ceiling:?})")]
+    AboveCeiling {
+        /// The client's maximum.
+        max: Duration,
+        /// `tokens.max_lifetime`.
+        ceiling: Duration,
+    },
+}
+
+/// A client as an operator describes it (`tokenmint client add`, `RegisterClient`,
+/// `UpdateClient`); [`ClientDraft::build`] fills in what is left out.
+#[derive(Clone, Debug)]
+pub struct ClientDraft {
+    /// Its id.
+    pub id: String,
+    /// How its certificate is recognised.
+    pub matcher: CertificateMatcher,
+    /// Scopes it may ask for.
+    pub scopes: Vec<String>,
+    /// Empty: every allowed scope.
+    pub default_scopes: Vec<String>,
+    /// Audiences it may ask for.
+    pub audiences: Vec<String>,
+    /// Empty: the only audience, if there is exactly one.
+    pub default_audiences: Vec<String>,
+    /// Audiences whose tokens it may introspect.
+    pub introspect_audiences: Vec<String>,
+    /// Empty: `issue`.
+    pub permissions: Vec<Permission>,
+    /// `None`: `tokens.default_lifetime` (at most the client's maximum).
+    pub default_lifetime: Option<Duration>,
+    /// `None`: `tokens.max_lifetime`, which is also its ceiling.
+    pub max_lifetime: Option<Duration>,
+    /// Whether it starts enabled.
+    pub enabled: bool,
+}
+
+impl ClientDraft {
+    /// The client, with the defaults applied and every client rule checked; `default_lifetime`
+    /// and `ceiling` are `tokens.default_lifetime` and `tokens.max_lifetime`.
+    pub fn build(
+        self,
+        default_lifetime: Duration,
+        ceiling: Duration,
+    ) -> Result<Client, ClientError> {
+        let max_lifetime = self.max_lifetime.unwrap_or(ceiling);
+        if max_lifetime > ceiling {
+            return Err(ClientError::AboveCeiling {
+                max: max_lifetime,
+                ceiling,
+            });
+        }
+        let default_audiences = if self.default_audiences.is_empty() && self.audiences.len() == 1 {
+            self.audiences.clone()
+        } else {
+            self.default_audiences
+        };
+        let default_scopes = if self.default_scopes.is_empty() {
+            self.scopes.clone()
+        } else {
+            self.default_scopes
+        };
+        let permissions = if self.permissions.is_empty() {
+            vec![Permission::Issue]
+        } else {
+            self.permissions
+        };
+        let client = Client {
+            id: ClientId::try_new(&self.id)?,
+            matcher: self.matcher,
+            scopes: self.scopes,
+            default_scopes,
+            audiences: self.audiences,
+            default_audiences,
+            introspect_audiences: self.introspect_audiences,
+            permissions,
+            default_lifetime: self
+                .default_lifetime
+                .unwrap_or(default_lifetime)
+                .min(max_lifetime),
+            max_lifetime,
+            enabled: self.enabled,
+            secret_hash: None,
+        };
+        client.validate()?;
+        Ok(client)
+    }
 }
 
 /// A client id: 1–128 characters of `[A-Za-z0-9._:-]`.
@@ -438,5 +526,68 @@ impl ClientRegistry {
         match peer.verification {
             Verification::CaChain => client.matcher.matches(&peer.identity),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft() -> ClientDraft {
+        ClientDraft {
+            id: "billing".into(),
+            matcher: CertificateMatcher::try_san_uri("spiffe://x/billing").unwrap(),
+            scopes: vec!["a".into(), "b".into()],
+            default_scopes: vec![],
+            audiences: vec!["https://api.example".into()],
+            default_audiences: vec![],
+            introspect_audiences: vec![],
+            permissions: vec![],
+            default_lifetime: None,
+            max_lifetime: None,
+            enabled: true,
+        }
+    }
+
+    const FIVE_MIN: Duration = Duration::from_secs(300);
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_draft_takes_the_defaults_an_operator_left_out() {
+        let client = draft().build(FIVE_MIN, HOUR).unwrap();
+        assert_eq!(client.default_scopes, vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(
+            client.default_audiences,
+            vec!["https://api.example".to_owned()]
+        );
+        assert_eq!(client.permissions, vec![Permission::Issue]);
+        assert_eq!(
+            (client.default_lifetime, client.max_lifetime),
+            (FIVE_MIN, HOUR)
+        );
+        assert!(client.secret_hash.is_none());
+        // Two audiences: no default is guessed; a short maximum caps the default lifetime.
+        let mut two = draft();
+        two.audiences.push("https://other.example".into());
+        two.max_lifetime = Some(Duration::from_secs(60));
+        let client = two.build(FIVE_MIN, HOUR).unwrap();
+        assert!(client.default_audiences.is_empty());
+        assert_eq!(client.default_lifetime, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_draft_above_the_ceiling_or_with_a_bad_id_is_refused() {
+        let mut long = draft();
+        long.max_lifetime = Some(2 * HOUR);
+        assert!(matches!(
+            long.build(FIVE_MIN, HOUR),
+            Err(ClientError::AboveCeiling { .. })
+        ));
+        let mut bad = draft();
+        bad.id = "no spaces".into();
+        assert!(matches!(
+            bad.build(FIVE_MIN, HOUR),
+            Err(ClientError::InvalidId(_))
+        ));
     }
 }

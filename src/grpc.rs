@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     authority::Authority,
     changes::{ChangeLog, WatchItem},
-    client::{Client, ClientId, PeerCertificate, Permission},
+    client::{Client, ClientDraft, PeerCertificate, Permission},
     identity::CertificateMatcher,
     lifecycle::Rotator,
     revocation::{Change, Event},
@@ -486,21 +486,18 @@ impl AdminApi {
             }
         }
         .map_err(|e| invalid(e.to_string()))?;
-        let permissions = if spec.permissions.is_empty() {
-            vec![Permission::Issue]
-        } else {
-            spec.permissions
-                .iter()
-                .map(|p| {
-                    Permission::try_from_name(p).ok_or_else(|| {
-                        invalid(format!(
-                            "permission {:?}: use issue, introspect or admin",
-                            p.chars().take(40).collect::<String>()
-                        ))
-                    })
+        let permissions = spec
+            .permissions
+            .iter()
+            .map(|p| {
+                Permission::try_from_name(p).ok_or_else(|| {
+                    invalid(format!(
+                        "permission {:?}: use issue, introspect or admin",
+                        p.chars().take(40).collect::<String>()
+                    ))
                 })
-                .collect::<Result<_, _>>()?
-        };
+            })
+            .collect::<Result<_, _>>()?;
         let whole_seconds = |d: Option<prost_types::Duration>, field: &str| match d {
             None => Ok(None),
             Some(d) if d.seconds > 0 && d.nanos == 0 => {
@@ -510,44 +507,21 @@ impl AdminApi {
                 "{field} must be a positive whole number of seconds"
             ))),
         };
-        let max_lifetime =
-            whole_seconds(spec.max_lifetime, "max_lifetime")?.unwrap_or(self.lifetimes.max);
-        if max_lifetime > self.lifetimes.max {
-            return Err(invalid(format!(
-                "max_lifetime ({}s) is above tokens.max_lifetime ({}s)",
-                max_lifetime.as_secs(),
-                self.lifetimes.max.as_secs()
-            )));
-        }
-        let default_lifetime = whole_seconds(spec.default_lifetime, "default_lifetime")?
-            .unwrap_or(self.lifetimes.default)
-            .min(max_lifetime);
-        let default_audiences = if spec.default_audiences.is_empty() && spec.audiences.len() == 1 {
-            spec.audiences.clone()
-        } else {
-            spec.default_audiences
-        };
-        let default_scopes = if spec.default_scopes.is_empty() {
-            spec.scopes.clone()
-        } else {
-            spec.default_scopes
-        };
-        let client = Client {
-            id: ClientId::try_new(&spec.client_id).map_err(|e| invalid(e.to_string()))?,
+        ClientDraft {
+            id: spec.client_id,
             matcher,
             scopes: spec.scopes,
-            default_scopes,
+            default_scopes: spec.default_scopes,
             audiences: spec.audiences,
-            default_audiences,
+            default_audiences: spec.default_audiences,
             introspect_audiences: spec.introspect_audiences,
             permissions,
-            default_lifetime,
-            max_lifetime,
+            default_lifetime: whole_seconds(spec.default_lifetime, "default_lifetime")?,
+            max_lifetime: whole_seconds(spec.max_lifetime, "max_lifetime")?,
             enabled: !spec.disabled,
-            secret_hash: None,
-        };
-        client.validate().map_err(|e| invalid(e.to_string()))?;
-        Ok(client)
+        }
+        .build(self.lifetimes.default, self.lifetimes.max)
+        .map_err(|e| invalid(e.to_string()))
     }
 
     fn admin<T>(&self, request: &Request<T>) -> Result<Arc<crate::client::Client>, Status> {

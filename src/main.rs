@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tokenmint::{
-    client::{Client, ClientId, Permission},
+    client::{ClientDraft, Permission},
     clock::{Clock as _, SystemClock, unix_seconds},
     config::{self, Config},
     crypto,
@@ -730,53 +730,28 @@ async fn client_add(args: ClientAddArgs) -> Result<()> {
         (None, None, Some(v)) => CertificateMatcher::try_subject_dn(v)?,
         _ => bail!("give exactly one of --san-uri, --san-dns, --subject-dn"),
     };
-    let permissions = if args.permissions.is_empty() {
-        vec![Permission::Issue]
-    } else {
-        args.permissions
-            .iter()
-            .map(|p| {
-                Permission::try_from_name(p)
-                    .with_context(|| format!("--permission {p:?}: use issue, introspect or admin"))
-            })
-            .collect::<Result<_>>()?
-    };
-    let max_lifetime = args.max_lifetime.unwrap_or(config.tokens.max_lifetime);
-    if max_lifetime > config.tokens.max_lifetime {
-        bail!(
-            "--max-lifetime {} is above tokens.max_lifetime ({})",
-            humantime::format_duration(max_lifetime),
-            humantime::format_duration(config.tokens.max_lifetime)
-        );
-    }
-    let default_audiences = if args.default_audiences.is_empty() && args.audiences.len() == 1 {
-        args.audiences.clone()
-    } else {
-        args.default_audiences.clone()
-    };
-    let default_scopes = if args.default_scopes.is_empty() {
-        args.scopes.clone()
-    } else {
-        args.default_scopes.clone()
-    };
-    let mut client = Client {
-        id: ClientId::try_new(&args.id)?,
+    let permissions = args
+        .permissions
+        .iter()
+        .map(|p| {
+            Permission::try_from_name(p)
+                .with_context(|| format!("--permission {p:?}: use issue, introspect or admin"))
+        })
+        .collect::<Result<_>>()?;
+    let mut client = ClientDraft {
+        id: args.id,
         matcher,
         scopes: args.scopes,
-        default_scopes,
+        default_scopes: args.default_scopes,
         audiences: args.audiences,
-        default_audiences,
+        default_audiences: args.default_audiences,
         introspect_audiences: args.introspect_audiences,
         permissions,
-        default_lifetime: args
-            .default_lifetime
-            .unwrap_or(config.tokens.default_lifetime)
-            .min(max_lifetime),
-        max_lifetime,
+        default_lifetime: args.default_lifetime,
+        max_lifetime: args.max_lifetime,
         enabled: !args.disabled,
-        secret_hash: None,
-    };
-    client.validate()?;
+    }
+    .build(config.tokens.default_lifetime, config.tokens.max_lifetime)?;
     let store = server::open_store(&config).await?;
     let mut secret = None;
     if args.with_secret {
