@@ -160,25 +160,7 @@ async fn a_connection_past_its_maximum_age_is_closed_and_its_client_reconnects()
     let cert = setup.pki.client_uri(DEMO_URI);
 
     // A bare HTTP/2 connection: its driver ends when the server closes the connection.
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(
-            rustls::pki_types::pem::PemObject::from_pem_slice(setup.pki.ca.cert_pem().as_bytes())
-                .unwrap(),
-        )
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(tokenmint::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![
-                rustls::pki_types::pem::PemObject::from_pem_slice(cert.cert_pem.as_bytes())
-                    .unwrap(),
-            ],
-            rustls::pki_types::pem::PemObject::from_pem_slice(cert.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
+    let mut config = rustls_client(&setup, Some(&cert));
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))

@@ -124,24 +124,7 @@ async fn readiness_follows_the_loaded_state_and_metrics_move_with_traffic() {
 /// file it under `other`.
 async fn reqwest_post_unknown(server: &TestServer, setup: &Setup) {
     let client = reqwest::Client::builder()
-        .use_preconfigured_tls(
-            rustls::ClientConfig::builder_with_provider(tokenmint::tls::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates({
-                    let mut roots = rustls::RootCertStore::empty();
-                    roots
-                        .add(
-                            rustls::pki_types::pem::PemObject::from_pem_slice(
-                                setup.pki.ca.cert_pem().as_bytes(),
-                            )
-                            .unwrap(),
-                        )
-                        .unwrap();
-                    roots
-                })
-                .with_no_client_auth(),
-        )
+        .use_preconfigured_tls(rustls_client(setup, None))
         .build()
         .unwrap();
     let response = client

@@ -4,7 +4,7 @@
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
+use rustls::pki_types::ServerName;
 use tokenmint::{
     grpc::proto::IssueTokenRequest,
     pki::{CertificateAuthority, Issued, LeafSpec, Usage},
@@ -19,30 +19,18 @@ fn replace(dir: &Path, name: &str, contents: &[u8]) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
-fn client_config(ca_pem: &str, client: &Issued) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(tokenmint::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(client.cert_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
+fn client_config(setup: &Setup, client: &Issued) -> Arc<rustls::ClientConfig> {
+    let mut config = rustls_client(setup, Some(client));
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 
-/// One full handshake; the server's leaf certificate it presented.
+/// One full handshake with the server at `addr`; the leaf certificate it presented.
 async fn handshake(
-    server: &TestServer,
+    addr: std::net::SocketAddr,
     config: &Arc<rustls::ClientConfig>,
 ) -> std::io::Result<Vec<u8>> {
-    let tcp = tokio::net::TcpStream::connect(server.addr).await?;
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
     let tls = tokio_rustls::TlsConnector::from(config.clone())
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await?;
@@ -56,8 +44,8 @@ async fn a_new_server_certificate_reaches_new_connections_and_a_broken_one_is_re
     setup.tls_toml = "reload_interval = \"100ms\"\n".into();
     let server = setup.start().await;
     let client = setup.pki.client_uri(DEMO_URI);
-    let config = client_config(setup.pki.ca.cert_pem(), &client);
-    let old = handshake(&server, &config).await.unwrap();
+    let config = client_config(&setup, &client);
+    let old = handshake(server.addr, &config).await.unwrap();
     assert_eq!(old, setup.pki.server.cert_der);
 
     // A client keeps opening connections while the certificate is replaced.
@@ -73,11 +61,10 @@ async fn a_new_server_certificate_reaches_new_connections_and_a_broken_one_is_re
             replace(&dir, "server.pem", fresh.cert_pem.as_bytes());
         });
         tokio::spawn(async move {
-            let probe = TestServerAddr(addr);
             let (mut failures, mut handshakes) = (0, 0);
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             loop {
-                match probe.handshake(&config).await {
+                match handshake(addr, &config).await {
                     Ok(leaf) => {
                         handshakes += 1;
                         if leaf == expected {
@@ -107,7 +94,7 @@ async fn a_new_server_certificate_reaches_new_connections_and_a_broken_one_is_re
         .unwrap();
 
     // A broken replacement is refused; the certificate in place keeps serving.
-    let current = handshake(&server, &config).await.unwrap();
+    let current = handshake(server.addr, &config).await.unwrap();
     let failed_before = reload_failures(&metrics.render());
     replace(
         setup.path(),
@@ -122,7 +109,7 @@ async fn a_new_server_certificate_reaches_new_connections_and_a_broken_one_is_re
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(handshake(&server, &config).await.unwrap(), current);
+    assert_eq!(handshake(server.addr, &config).await.unwrap(), current);
     issue(&server, &client, IssueTokenRequest::default())
         .await
         .unwrap();
@@ -137,19 +124,6 @@ fn reload_failures(metrics: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// Just an address, so the loop task owns nothing of the server.
-struct TestServerAddr(std::net::SocketAddr);
-
-impl TestServerAddr {
-    async fn handshake(&self, config: &Arc<rustls::ClientConfig>) -> std::io::Result<Vec<u8>> {
-        let tcp = tokio::net::TcpStream::connect(self.0).await?;
-        let tls = tokio_rustls::TlsConnector::from(config.clone())
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await?;
-        Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

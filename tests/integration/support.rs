@@ -550,3 +550,26 @@ pub async fn advance(server: &TestServer, clock: &tokenmint::clock::ManualClock,
     clock.advance(by);
     server.changes.catch_up().await.unwrap();
 }
+
+/// A bare rustls client (ring) trusting only the test CA, presenting `cert` if given; callers
+/// set ALPN and resumption as their test needs.
+pub fn rustls_client(setup: &Setup, cert: Option<&Issued>) -> rustls::ClientConfig {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(setup.pki.ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(tokenmint::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    match cert {
+        None => builder.with_no_client_auth(),
+        Some(cert) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    }
+}

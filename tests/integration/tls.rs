@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject as _;
-
 use tokenmint::{
     grpc::proto::{GetJwksRequest, IssueTokenRequest},
     pki::{CertificateAuthority, LeafSpec, Usage},
@@ -189,22 +187,7 @@ async fn one_session_ticket_per_handshake_and_a_resumed_client_is_still_authenti
     let setup = Setup::new(&demo_client());
     let server = setup.start().await;
     let cert = setup.pki.client_uri(DEMO_URI);
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(
-            rustls::pki_types::CertificateDer::from_pem_slice(setup.pki.ca.cert_pem().as_bytes())
-                .unwrap(),
-        )
-        .unwrap();
-    let chain =
-        vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap()];
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(tokenmint::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
+    let mut config = rustls_client(&setup, Some(&cert));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let store = std::sync::Arc::new(CountingTickets {
         inner: rustls::client::ClientSessionMemoryCache::new(8),
