@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokenmint::{grpc::proto::IssueTokenRequest, ops};
+use tokenmint::{clock::Clock as _, grpc::proto::IssueTokenRequest, ops};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -143,4 +143,29 @@ async fn reqwest_post_unknown(server: &TestServer, setup: &Setup) {
         "an unknown path became a label"
     );
     assert!(metrics.contains(r#"rpc="other""#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_ends_past_max_issue_staleness_and_returns_with_a_catch_up() {
+    let setup = Setup::new(&demo_client());
+    let clock = std::sync::Arc::new(tokenmint::clock::ManualClock::new(
+        tokenmint::clock::SystemClock.now(),
+    ));
+    // Prepared, not serving: no background catch-up runs, the test decides when one happens.
+    let prepared = setup.prepare_with_clock(clock.clone()).await.unwrap();
+    let max_issue_staleness = setup.config().store.max_issue_staleness;
+    let probe = ops::Probe::new(max_issue_staleness);
+    probe.attach(prepared.authority().clone());
+    assert_eq!(probe.readiness(), Ok(()));
+
+    // Exactly at the limit: still ready. Past it: not, saying why.
+    clock.advance(max_issue_staleness);
+    assert_eq!(probe.readiness(), Ok(()));
+    clock.advance(Duration::from_secs(1));
+    let why = probe.readiness().unwrap_err();
+    assert!(why.contains("no catch-up with the store"), "{why}");
+
+    // A successful catch-up with the store makes it ready again.
+    prepared.changes().catch_up().await.unwrap();
+    assert_eq!(probe.readiness(), Ok(()));
 }

@@ -253,9 +253,17 @@ kek_files = ["tokenmint.kek"]
         }
     }
 
+    /// Prepares the server (state loaded, not serving) reading time from `clock`.
+    pub async fn prepare_with_clock(
+        &self,
+        clock: Arc<dyn tokenmint::clock::Clock>,
+    ) -> Result<PreparedServer, ServeError> {
+        self.prepare_over(None, clock, false).await
+    }
+
     /// Starts the server reading time from `clock` (a `ManualClock` lets a test move time).
     pub async fn start_with_clock(&self, clock: Arc<dyn tokenmint::clock::Clock>) -> TestServer {
-        self.serve(self.prepare_over(None, clock, false).await.unwrap())
+        self.serve(self.prepare_with_clock(clock).await.unwrap())
             .await
     }
 
