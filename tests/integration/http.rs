@@ -1146,3 +1146,54 @@ async fn a_cut_off_client_gets_503_with_retry_after_and_a_revocation_cap_429() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_on_requests_in_flight_http_gets_429_with_retry_after() {
+    install_ring();
+    let mut setup = Setup::new(&demo_client());
+    setup.server_toml = "max_in_flight = 1\n".into();
+    let server = setup.start().await;
+    let client = https(&setup, Some(&setup.pki.client_uri(DEMO_URI)));
+    let url = format!("{}/oauth2/token", base(&server));
+    let mut calls = Vec::new();
+    for _ in 0..100 {
+        let (client, url) = (client.clone(), url.clone());
+        calls.push(tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .header(header::CONTENT_TYPE, FORM)
+                .body("grant_type=client_credentials")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let retry = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, retry, body)
+        }));
+    }
+    let (mut ok, mut shed) = (0, 0);
+    for call in calls {
+        let (status, retry, body) = call.await.unwrap();
+        if status == StatusCode::OK {
+            ok += 1;
+            continue;
+        }
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("max_in_flight"),
+            "{body}"
+        );
+        shed += 1;
+    }
+    assert!(ok > 0 && shed > 0, "ok {ok}, shed {shed}");
+    server.stop().await;
+}
