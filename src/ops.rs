@@ -7,6 +7,10 @@
 //!   not shutting down. Store reachability is not part of it (see `docs/deployment.md`).
 //! - `/metrics`: Prometheus text from the `metrics` recorder this module installs.
 //!
+//! It also holds the layers every request on the service port passes: the request span and
+//! duration histogram, the count of unauthenticated answers per peer address, and the cap on
+//! requests in flight.
+//!
 //! The listener starts before the state is loaded, so an orchestrator sees "alive, not
 //! ready" during a slow start.
 
