@@ -8,6 +8,7 @@ use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    audit::AuditRecord,
     authority::Authority,
     client::{Client, ClientRegistry},
     revocation::{Change, Event, Retention, State},
@@ -78,9 +79,10 @@ impl ChangeLog {
         Ok(state)
     }
 
-    /// Commits `change`: to the store (an error here means nothing changed), then the
-    /// blocklist, then the watchers. `None` when it was already in force.
-    pub async fn commit(&self, change: Change) -> Result<Option<Event>, StoreError> {
+    /// Commits `change`, made by `actor`: to the store with its audit event (an error here
+    /// means nothing changed), then the blocklist, then the watchers. `None` when it was
+    /// already in force.
+    pub async fn commit(&self, change: Change, actor: &str) -> Result<Option<Event>, StoreError> {
         let _serial = self.commit_lock.lock().await;
         let now = self.authority.now();
         let committed = self
@@ -90,6 +92,7 @@ impl ChangeLog {
                 now,
                 self.retention.state_until(&change, now),
                 self.retention.log_until(&change, now),
+                &AuditRecord::for_change(&change, actor),
             )
             .await?;
         let Committed::Event(event) = committed else {
@@ -113,6 +116,7 @@ impl ChangeLog {
     pub async fn commit_key_transition(
         &self,
         transition: &KeyTransition,
+        actor: &str,
     ) -> Result<Option<Event>, StoreError> {
         let _serial = self.commit_lock.lock().await;
         let log_until = transition.event.as_ref().map_or(transition.at, |change| {
@@ -120,7 +124,11 @@ impl ChangeLog {
         });
         let event = self
             .store
-            .apply_key_transition(transition, log_until)
+            .apply_key_transition(
+                transition,
+                log_until,
+                &AuditRecord::for_key_transition(transition, actor),
+            )
             .await?;
         if let Some(event) = &event {
             self.authority.blocklist().apply(event, transition.at);

@@ -369,6 +369,9 @@ impl Client {
 pub enum Verification {
     /// The certificate chains to a configured client CA.
     CaChain,
+    /// The certificate's thumbprint is pinned by a `self_signed_tls_client_auth` client; only
+    /// that client's pin matches it, whatever names it carries.
+    Pinned,
 }
 
 /// The client certificate of a connection, as the core sees it.
@@ -424,19 +427,20 @@ impl ClientRegistry {
     pub fn try_new(clients: impl IntoIterator<Item = Client>) -> Result<Self, ClientError> {
         let mut registry = Self::default();
         for client in clients {
-            let key = client.matcher.key();
-            if let Some(first) = registry.by_matcher.get(&key) {
-                return Err(ClientError::DuplicateMatcher {
-                    first: first.to_string(),
-                    second: client.id.to_string(),
-                    kind: client.matcher.kind(),
-                    value: client.matcher.value(),
-                });
-            }
             if registry.by_id.contains_key(&client.id) {
                 return Err(ClientError::DuplicateId(client.id.to_string()));
             }
-            registry.by_matcher.insert(key, client.id.clone());
+            for key in client.matcher.keys() {
+                if let Some(first) = registry.by_matcher.get(&key) {
+                    return Err(ClientError::DuplicateMatcher {
+                        first: first.to_string(),
+                        second: client.id.to_string(),
+                        kind: key.kind(),
+                        value: key.value().to_owned(),
+                    });
+                }
+                registry.by_matcher.insert(key, client.id.clone());
+            }
             registry.by_id.insert(client.id.clone(), Arc::new(client));
         }
         Ok(registry)
@@ -464,10 +468,17 @@ impl ClientRegistry {
         Ok(client.clone())
     }
 
+    /// Whether some client (enabled or not) pins this certificate thumbprint.
+    pub fn is_pinned(&self, thumbprint: &CertificateThumbprint) -> bool {
+        self.by_matcher.contains_key(&MatcherKey::pin(thumbprint))
+    }
+
     fn claimant(&self, peer: &PeerCertificate) -> Result<&Arc<Client>, AuthError> {
-        let mut found = peer
-            .identity
-            .lookup_keys()
+        let keys = match peer.verification {
+            Verification::CaChain => peer.identity.lookup_keys(),
+            Verification::Pinned => vec![MatcherKey::pin(&peer.thumbprint)],
+        };
+        let mut found = keys
             .into_iter()
             .filter_map(|key| self.by_matcher.get(&key))
             .filter_map(|id| self.by_id.get(id))
@@ -521,10 +532,16 @@ impl ClientRegistry {
     }
 
     /// Whether `client`'s matcher claims `peer`, given how TLS verified it: CA-chain matchers
-    /// (SAN URI, SAN DNS, subject DN) only ever match CA-verified peers.
+    /// (SAN URI, SAN DNS, subject DN) only ever match CA-verified peers, pins only ever match
+    /// pinned peers.
     fn claims(&self, client: &Client, peer: &PeerCertificate) -> bool {
-        match peer.verification {
-            Verification::CaChain => client.matcher.matches(&peer.identity),
+        match (peer.verification, &client.matcher) {
+            (Verification::CaChain, CertificateMatcher::Pinned(_)) => false,
+            (Verification::CaChain, matcher) => matcher.matches(&peer.identity),
+            (Verification::Pinned, CertificateMatcher::Pinned(pins)) => {
+                pins.contains(&peer.thumbprint)
+            }
+            (Verification::Pinned, _) => false,
         }
     }
 }

@@ -140,6 +140,19 @@ impl CertificateThumbprint {
         Self(sha256(der))
     }
 
+    /// A thumbprint from its digest.
+    pub fn from_digest(digest: [u8; 32]) -> Self {
+        Self(digest)
+    }
+
+    /// A thumbprint from its base64url form (43 characters, no padding).
+    pub fn from_b64url(text: &str) -> Option<Self> {
+        if text.len() != 43 {
+            return None;
+        }
+        b64url_decode(text)?.try_into().ok().map(Self)
+    }
+
     /// base64url without padding, as `x5t#S256` wants it.
     pub fn to_b64url(&self) -> String {
         b64url(&self.0)

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    audit::AuditRecord,
     authority::Authority,
     changes::{ChangeLog, WatchItem},
     client::{Client, ClientDraft, PeerCertificate, Permission},
@@ -228,7 +229,7 @@ impl TokenService for TokenApi {
             .map_err(|e| wire::revoke_refused(&e, remote))?;
         if let Some(change) = change {
             self.changes
-                .commit(change)
+                .commit(change, caller.id.as_str())
                 .await
                 .map_err(|e| wire::store_failed(&e))?;
         }
@@ -534,10 +535,10 @@ impl AdminApi {
         Ok(caller)
     }
 
-    async fn commit(&self, change: Change) -> Result<u64, Status> {
+    async fn commit(&self, change: Change, admin: &Client) -> Result<u64, Status> {
         let event = self
             .changes
-            .commit(change)
+            .commit(change, admin.id.as_str())
             .await
             .map_err(|e| wire::store_failed(&e))?;
         Ok(event.map_or(0, |e| e.sequence))
@@ -600,7 +601,13 @@ impl AdminService for AdminApi {
         };
         match self
             .store
-            .insert_client(&client, self.authority.now())
+            .insert_client(
+                &client,
+                self.authority.now(),
+                &AuditRecord::new(admin.id.as_str(), "client.registered", client.id.as_str())
+                    .with("matcher", client.matcher.kind())
+                    .with("with_secret", secret.is_some()),
+            )
             .await
         {
             Ok(()) => {}
@@ -651,7 +658,13 @@ impl AdminService for AdminApi {
         client.secret_hash = existing.secret_hash.clone();
         match self
             .store
-            .sync_config_client(&client, true, self.authority.now())
+            .sync_config_client(
+                &client,
+                true,
+                self.authority.now(),
+                &AuditRecord::new(admin.id.as_str(), "client.updated", client.id.as_str())
+                    .with("matcher", client.matcher.kind()),
+            )
             .await
         {
             Ok(_) => {}
@@ -737,7 +750,7 @@ impl AdminService for AdminApi {
             .revocation_of_id(&caller, &token_id)
             .map_err(|e| wire::revoke_refused(&e, None))?;
         let sequence = match change {
-            Some(change) => self.commit(change).await?,
+            Some(change) => self.commit(change, &caller).await?,
             None => 0,
         };
         Ok(Response::new(RevokeTokenIdResponse { sequence }))
@@ -747,7 +760,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<RevokeClientTokensRequest>,
     ) -> Result<Response<RevokeClientTokensResponse>, Status> {
-        self.admin(&request)?;
+        let admin = self.admin(&request)?;
         let client_id = request.into_inner().client_id;
         let change = self
             .authority
@@ -760,7 +773,7 @@ impl AdminService for AdminApi {
             } => *issued_at_or_before,
             _ => 0,
         };
-        let sequence = self.commit(change).await?;
+        let sequence = self.commit(change, &admin).await?;
         Ok(Response::new(RevokeClientTokensResponse {
             issued_at_or_before,
             sequence,
@@ -771,9 +784,11 @@ impl AdminService for AdminApi {
         &self,
         request: Request<DisableClientRequest>,
     ) -> Result<Response<DisableClientResponse>, Status> {
-        self.admin(&request)?;
+        let admin = self.admin(&request)?;
         let client_id = request.into_inner().client_id;
-        let sequence = self.commit(Change::ClientDisabled { client_id }).await?;
+        let sequence = self
+            .commit(Change::ClientDisabled { client_id }, &admin)
+            .await?;
         Ok(Response::new(DisableClientResponse { sequence }))
     }
 
@@ -781,9 +796,11 @@ impl AdminService for AdminApi {
         &self,
         request: Request<EnableClientRequest>,
     ) -> Result<Response<EnableClientResponse>, Status> {
-        self.admin(&request)?;
+        let admin = self.admin(&request)?;
         let client_id = request.into_inner().client_id;
-        let sequence = self.commit(Change::ClientEnabled { client_id }).await?;
+        let sequence = self
+            .commit(Change::ClientEnabled { client_id }, &admin)
+            .await?;
         Ok(Response::new(EnableClientResponse { sequence }))
     }
 
@@ -824,11 +841,11 @@ impl AdminService for AdminApi {
         &self,
         request: Request<RotateKeysRequest>,
     ) -> Result<Response<RotateKeysResponse>, Status> {
-        self.admin(&request)?;
+        let admin = self.admin(&request)?;
         let force = request.into_inner().force;
         let rotated = self
             .rotator
-            .rotate(force)
+            .rotate(force, admin.id.as_str())
             .await
             .map_err(|e| wire::lifecycle_failed(&e))?;
         let warning = if rotated.forced_early {
@@ -848,11 +865,11 @@ impl AdminService for AdminApi {
         &self,
         request: Request<RevokeKeyRequest>,
     ) -> Result<Response<RevokeKeyResponse>, Status> {
-        self.admin(&request)?;
+        let admin = self.admin(&request)?;
         let key_id = request.into_inner().key_id;
         let event = self
             .rotator
-            .revoke(&key_id)
+            .revoke(&key_id, admin.id.as_str())
             .await
             .map_err(|e| wire::lifecycle_failed(&e))?;
         Ok(Response::new(RevokeKeyResponse {

@@ -355,14 +355,15 @@ async fn revoke(
         let token = form.required("token")?;
         face.authority
             .revocation_of(&caller, token)
+            .map(|change| (change, caller.id.clone()))
             .map_err(|e| HttpError::from_status(wire::revoke_refused(&e, remote)))
     })();
-    let change = match decided {
-        Ok(change) => change,
+    let (change, caller_id) = match decided {
+        Ok(decided) => decided,
         Err(e) => return no_store(e.into_response()),
     };
     if let Some(change) = change
-        && let Err(e) = face.changes.commit(change).await
+        && let Err(e) = face.changes.commit(change, caller_id.as_str()).await
     {
         return no_store(HttpError::from_status(wire::store_failed(&e)).into_response());
     }

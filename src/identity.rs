@@ -57,6 +57,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::crypto::CertificateThumbprint;
 use x509_parser::asn1_rs::{Any, Class, Header, Tag};
 use x509_parser::extensions::GeneralName;
 use x509_parser::x509::{AttributeTypeAndValue, X509Name};
@@ -77,6 +79,11 @@ const MAX_DNS_LABEL_LEN: usize = 63;
 const KIND_SAN_URI: &str = "san_uri";
 const KIND_SAN_DNS: &str = "san_dns";
 const KIND_SUBJECT_DN: &str = "subject_dn";
+const KIND_SELF_SIGNED: &str = "self_signed";
+/// The lookup-key kind of one pinned thumbprint (a self-signed client has one key per pin).
+const KIND_PIN: &str = "x5t#S256";
+/// Most thumbprints one self-signed client may pin (room to roll its certificate over).
+pub const MAX_PINS: usize = 8;
 
 /// Why a certificate, a name or a matcher was refused.
 #[derive(Debug, thiserror::Error)]
@@ -120,9 +127,20 @@ pub enum IdentityError {
         /// The limit in bytes.
         max: usize,
     },
-    /// A stored matcher kind is none of `san_uri`, `san_dns`, `subject_dn`.
-    #[error("unknown certificate matcher kind {0:?}: expected san_uri, san_dns or subject_dn")]
+    /// A stored matcher kind is none of `san_uri`, `san_dns`, `subject_dn`, `self_signed`.
+    #[error(
+        "unknown certificate matcher kind {0:?}: expected san_uri, san_dns, subject_dn or self_signed"
+    )]
     UnknownMatcherKind(String),
+    /// A pinned thumbprint is not a SHA-256 digest.
+    #[error(
+        "invalid certificate thumbprint {0:?}: expected a SHA-256 digest as 64 hex digits \
+         (colons allowed, as `openssl x509 -fingerprint -sha256` prints it) or 43 base64url characters"
+    )]
+    Thumbprint(String),
+    /// A self-signed client pins no thumbprint, or too many.
+    #[error("a self-signed client pins between 1 and {MAX_PINS} certificate thumbprints, not {0}")]
+    PinCount(usize),
 }
 
 fn refuse_if_longer(what: &'static str, input: &[u8], max: usize) -> Result<(), IdentityError> {
@@ -769,6 +787,10 @@ pub enum CertificateMatcher {
     SanDns(String),
     /// Parsed-name equality with the subject (`tls_client_auth_subject_dn`).
     SubjectDn(DistinguishedName),
+    /// The SHA-256 thumbprint of the whole certificate is one of these
+    /// (`self_signed_tls_client_auth`); sorted, without duplicates, 1 to [`MAX_PINS`].
+    /// Matched only for peers accepted by their pin, never for CA-verified ones.
+    Pinned(Vec<CertificateThumbprint>),
 }
 
 impl CertificateMatcher {
@@ -809,40 +831,80 @@ impl CertificateMatcher {
         Ok(CertificateMatcher::SubjectDn(name))
     }
 
+    /// A pinned-thumbprint matcher from thumbprints written as hex (64 digits, colons and
+    /// either case allowed) or base64url (43 characters): 1 to [`MAX_PINS`] of them,
+    /// duplicates folded.
+    pub fn try_pinned<S: AsRef<str>>(thumbprints: &[S]) -> Result<Self, IdentityError> {
+        if thumbprints.len() > MAX_PINS {
+            return Err(IdentityError::PinCount(thumbprints.len()));
+        }
+        let mut pins = thumbprints
+            .iter()
+            .map(|t| parse_thumbprint(t.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        pins.sort_by_key(|pin| pin.to_b64url());
+        pins.dedup();
+        if pins.is_empty() {
+            return Err(IdentityError::PinCount(0));
+        }
+        Ok(CertificateMatcher::Pinned(pins))
+    }
+
     /// Parses the stored form: kind is `"san_uri"` | `"san_dns"` |
-    /// `"subject_dn"`, value as for the matching `try_*` constructor.
+    /// `"subject_dn"` | `"self_signed"`, value as for the matching `try_*` constructor
+    /// (for `self_signed`, the thumbprints joined by commas).
     /// `try_from_parts(m.kind(), &m.value())` gives back `m`.
     pub fn try_from_parts(kind: &str, value: &str) -> Result<Self, IdentityError> {
         match kind {
             KIND_SAN_URI => Self::try_san_uri(value),
             KIND_SAN_DNS => Self::try_san_dns(value),
             KIND_SUBJECT_DN => Self::try_subject_dn(value),
+            KIND_SELF_SIGNED => Self::try_pinned(&value.split(',').collect::<Vec<_>>()),
             other => Err(IdentityError::UnknownMatcherKind(other.to_owned())),
         }
     }
 
-    /// `"san_uri"` | `"san_dns"` | `"subject_dn"`.
+    /// `"san_uri"` | `"san_dns"` | `"subject_dn"` | `"self_signed"`.
     pub fn kind(&self) -> &'static str {
         match self {
             CertificateMatcher::SanUri(_) => KIND_SAN_URI,
             CertificateMatcher::SanDns(_) => KIND_SAN_DNS,
             CertificateMatcher::SubjectDn(_) => KIND_SUBJECT_DN,
+            CertificateMatcher::Pinned(_) => KIND_SELF_SIGNED,
         }
     }
 
     /// The canonical value: the URI as given, the DNS name lower-cased, the
-    /// DN's [`canonical`](DistinguishedName::canonical) string.
+    /// DN's [`canonical`](DistinguishedName::canonical) string, the pinned thumbprints in
+    /// base64url joined by commas.
     pub fn value(&self) -> String {
         match self {
             CertificateMatcher::SanUri(uri) => uri.clone(),
             CertificateMatcher::SanDns(dns) => dns.to_ascii_lowercase(),
             CertificateMatcher::SubjectDn(name) => name.canonical(),
+            CertificateMatcher::Pinned(pins) => pins
+                .iter()
+                .map(CertificateThumbprint::to_b64url)
+                .collect::<Vec<_>>()
+                .join(","),
         }
     }
 
-    /// The lookup key `(kind, canonical value)`.
-    pub fn key(&self) -> MatcherKey {
-        MatcherKey::new(self.kind(), self.value())
+    /// The pinned thumbprints (empty for the CA-chain matchers).
+    pub fn pins(&self) -> &[CertificateThumbprint] {
+        match self {
+            CertificateMatcher::Pinned(pins) => pins,
+            _ => &[],
+        }
+    }
+
+    /// The lookup keys `(kind, canonical value)`: one for a CA-chain matcher, one per pin
+    /// for a pinned one. No two clients may share a key.
+    pub fn keys(&self) -> Vec<MatcherKey> {
+        match self {
+            CertificateMatcher::Pinned(pins) => pins.iter().map(MatcherKey::pin).collect(),
+            _ => vec![MatcherKey::new(self.kind(), self.value())],
+        }
     }
 
     /// Whether this matcher claims the certificate (rules in the
@@ -860,8 +922,24 @@ impl CertificateMatcher {
                         .any(|san| is_literal_dns_san(san) && san.eq_ignore_ascii_case(dns))
             }
             CertificateMatcher::SubjectDn(name) => !name.is_empty() && id.subject == *name,
+            // A pin is matched on the thumbprint of a pinned peer, never on names.
+            CertificateMatcher::Pinned(_) => false,
         }
     }
+}
+
+/// A SHA-256 thumbprint written as 64 hex digits (colons allowed) or 43 base64url characters.
+fn parse_thumbprint(s: &str) -> Result<CertificateThumbprint, IdentityError> {
+    let refuse = || IdentityError::Thumbprint(s.chars().take(120).collect());
+    let hex: String = s.trim().chars().filter(|c| *c != ':').collect();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let mut digest = [0u8; 32];
+        for (i, byte) in digest.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| refuse())?;
+        }
+        return Ok(CertificateThumbprint::from_digest(digest));
+    }
+    CertificateThumbprint::from_b64url(s.trim()).ok_or_else(refuse)
 }
 
 /// `scheme ":" rest` with a valid scheme, a non-empty rest, printable ASCII only.
@@ -898,7 +976,12 @@ impl MatcherKey {
         MatcherKey { kind, value }
     }
 
-    /// `"san_uri"` | `"san_dns"` | `"subject_dn"`.
+    /// The key of one pinned thumbprint: what a peer accepted by its pin is looked up by.
+    pub fn pin(thumbprint: &CertificateThumbprint) -> Self {
+        MatcherKey::new(KIND_PIN, thumbprint.to_b64url())
+    }
+
+    /// `"san_uri"` | `"san_dns"` | `"subject_dn"` | `"x5t#S256"` (one pin).
     pub fn kind(&self) -> &'static str {
         self.kind
     }
@@ -1489,7 +1572,7 @@ mod tests {
             let parsed =
                 CertificateMatcher::try_from_parts(matcher.kind(), &matcher.value()).unwrap();
             assert_eq!(parsed, matcher);
-            assert_eq!(parsed.key(), matcher.key());
+            assert_eq!(parsed.keys(), matcher.keys());
         }
         let dns = CertificateMatcher::try_from_parts("san_dns", "Billing.Example.com").unwrap();
         assert_eq!(
@@ -1536,7 +1619,7 @@ mod tests {
             let matcher = CertificateMatcher::try_from_parts(kind, value).unwrap();
             assert_eq!(
                 matcher.matches(&id),
-                keys.contains(&matcher.key()),
+                keys.contains(&matcher.keys()[0]),
                 "{kind} {value}"
             );
         }

@@ -34,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod authority;
 pub mod changes;
 pub mod client;

@@ -8,6 +8,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::sync::{Mutex, watch};
 
 use crate::{
+    audit::SYSTEM_ACTOR,
     changes::ChangeLog,
     clock::{Clock, unix_seconds},
     keys::{KekRing, KeyError, KeyId, KeyRecord, KeyRing, KeyState},
@@ -156,7 +157,9 @@ impl Rotator {
             };
             let transition =
                 rotation::transition_for(&step, &keys, &self.policy, self.keks.newest(), now)?;
-            self.changes.commit_key_transition(&transition).await?;
+            self.changes
+                .commit_key_transition(&transition, SYSTEM_ACTOR)
+                .await?;
             tracing::info!(?step, "key lifecycle step applied");
             applied.push(step);
         }
@@ -166,9 +169,9 @@ impl Rotator {
         Ok(applied)
     }
 
-    /// An operator's rotation: the scheduled promotion now, refused if `next` has not been
-    /// published for `publish_ahead` unless `force`.
-    pub async fn rotate(&self, force: bool) -> Result<Rotated, LifecycleError> {
+    /// An operator's rotation (`actor` asked): the scheduled promotion now, refused if `next`
+    /// has not been published for `publish_ahead` unless `force`.
+    pub async fn rotate(&self, force: bool, actor: &str) -> Result<Rotated, LifecycleError> {
         let _one = self.step_lock.lock().await;
         let keys = self.store.keys().await?;
         let now = self.now();
@@ -184,15 +187,17 @@ impl Rotator {
         };
         let transition =
             rotation::transition_for(&step, &keys, &self.policy, self.keks.newest(), now)?;
-        self.changes.commit_key_transition(&transition).await?;
+        self.changes
+            .commit_key_transition(&transition, actor)
+            .await?;
         tracing::warn!(current = %rotated.current, retired = %rotated.retired, forced_early = rotated.forced_early, "keys rotated by an operator");
         self.publish().await?;
         Ok(rotated)
     }
 
-    /// Revokes a key: it leaves the published set at once (the current key is replaced by
-    /// `next` at once). `None` when it was already revoked.
-    pub async fn revoke(&self, kid: &str) -> Result<Option<Event>, LifecycleError> {
+    /// Revokes a key (`actor` asked): it leaves the published set at once (the current key is
+    /// replaced by `next` at once). `None` when it was already revoked.
+    pub async fn revoke(&self, kid: &str, actor: &str) -> Result<Option<Event>, LifecycleError> {
         let _one = self.step_lock.lock().await;
         let keys = self.store.keys().await?;
         let now = self.now();
@@ -201,7 +206,10 @@ impl Rotator {
         else {
             return Ok(None);
         };
-        let event = self.changes.commit_key_transition(&transition).await?;
+        let event = self
+            .changes
+            .commit_key_transition(&transition, actor)
+            .await?;
         tracing::warn!(%kid, "signing key revoked");
         self.publish().await?;
         Ok(event)

@@ -580,7 +580,9 @@ fn main() -> Result<()> {
                 let config = load_config(&config)?;
                 let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
                 let store = server::open_store(&config).await?;
-                let done = server::rotate_kek(store.as_ref(), &keks).await?;
+                let done =
+                    server::rotate_kek(store.as_ref(), &keks, unix_seconds(SystemClock.now()))
+                        .await?;
                 println!(
                     "re-sealed {} signing keys{} under KEK {}; older KEKs can now be removed from the configuration",
                     done.keys,
@@ -762,7 +764,17 @@ async fn client_add(args: ClientAddArgs) -> Result<()> {
         secret = Some(generated);
     }
     store
-        .insert_client(&client, unix_seconds(SystemClock.now()))
+        .insert_client(
+            &client,
+            unix_seconds(SystemClock.now()),
+            &tokenmint::audit::AuditRecord::new(
+                tokenmint::audit::OPERATOR_ACTOR,
+                "client.registered",
+                client.id.as_str(),
+            )
+            .with("matcher", client.matcher.kind())
+            .with("offline", true),
+        )
         .await
         .with_context(|| format!("registering client {}", client.id))?;
     println!(

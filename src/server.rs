@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::{
+    audit::{AuditRecord, CONFIG_ACTOR, OPERATOR_ACTOR},
     authority::{Authority, Parts},
     changes::ChangeLog,
     client::{Client, ClientId, ClientRegistry},
@@ -185,9 +186,13 @@ pub struct Resealed {
 }
 
 /// KEK rotation: re-seals every stored signing key and the client-secret pepper under the
-/// newest configured KEK, in one transaction. Older KEKs can be dropped from the config
-/// afterwards; no client secret changes.
-pub async fn rotate_kek(store: &dyn Store, keks: &KekRing) -> Result<Resealed, ServeError> {
+/// newest configured KEK, in one transaction with its audit event. Older KEKs can be dropped
+/// from the config afterwards; no client secret changes.
+pub async fn rotate_kek(
+    store: &dyn Store,
+    keks: &KekRing,
+    now: i64,
+) -> Result<Resealed, ServeError> {
     let newest = keks.newest();
     let keys = store.keys().await?;
     let resealed = keys
@@ -206,7 +211,12 @@ pub async fn rotate_kek(store: &dyn Store, keks: &KekRing) -> Result<Resealed, S
         }
         None => None,
     };
-    store.reseal(&resealed, pepper.as_ref()).await?;
+    let audit = AuditRecord::new(OPERATOR_ACTOR, "kek.rotated", newest.id())
+        .with("keys_resealed", resealed.len())
+        .with("pepper_resealed", pepper.is_some());
+    store
+        .reseal(&resealed, pepper.as_ref(), &audit, now)
+        .await?;
     Ok(Resealed {
         keys: resealed.len(),
         pepper: pepper.is_some(),
@@ -281,7 +291,13 @@ pub async fn sync_clients(
     for configured in &config.clients {
         let client = client_from_config(configured)?;
         let outcome = store
-            .sync_config_client(&client, overwrite, now)
+            .sync_config_client(
+                &client,
+                overwrite,
+                now,
+                &AuditRecord::new(CONFIG_ACTOR, "client.synced", client.id.as_str())
+                    .with("overwrite", overwrite),
+            )
             .await
             .map_err(|e| match e {
                 StoreError::Conflict(reason) => ServeError::Client {

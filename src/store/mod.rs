@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use crate::{
+    audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
     crypto::Sealed,
     keys::{KeyId, KeyRecord},
@@ -62,20 +63,24 @@ pub trait Store: Send + Sync + 'static {
     async fn create_initial_keys(&self, keys: &[KeyRecord]) -> Result<bool, StoreError>;
 
     /// Applies one key-lifecycle step in one transaction — state changes, new and removed
-    /// keys, and its event (a key revocation) logged and numbered, kept until `log_until`.
-    /// `Conflict` if the current key is no longer `t.expect_current` (another writer moved first).
+    /// keys, its event (a key revocation) logged and numbered, kept until `log_until`, and its
+    /// audit event. `Conflict` if the current key is no longer `t.expect_current` (another
+    /// writer moved first).
     async fn apply_key_transition(
         &self,
         t: &KeyTransition,
         log_until: i64,
+        audit: &AuditRecord,
     ) -> Result<Option<Event>, StoreError>;
 
-    /// Replaces the sealed form of every listed key and of the pepper, in one transaction
-    /// (KEK rotation).
+    /// Replaces the sealed form of every listed key and of the pepper, with its audit event,
+    /// in one transaction (KEK rotation).
     async fn reseal(
         &self,
         keys: &[(KeyId, Sealed)],
         pepper: Option<&Sealed>,
+        audit: &AuditRecord,
+        now: i64,
     ) -> Result<(), StoreError>;
 
     /// The sealed client-secret pepper, if one was created.
@@ -87,18 +92,26 @@ pub trait Store: Send + Sync + 'static {
     /// Every registered client.
     async fn clients(&self) -> Result<Vec<Client>, StoreError>;
 
-    /// Registers a new client; `Conflict` if its id or certificate matcher is taken.
-    async fn insert_client(&self, client: &Client, now: i64) -> Result<(), StoreError>;
+    /// Registers a new client with its audit event; `Conflict` if its id, certificate matcher
+    /// or one of its pinned thumbprints is taken.
+    async fn insert_client(
+        &self,
+        client: &Client,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError>;
 
     /// Commits a revocation or client change in one transaction, numbered in commit order:
     /// the log entry (kept until `log_until`), the state it puts in force (needed until
-    /// `state_until`), and for client changes the client's `enabled` flag.
+    /// `state_until`), for client changes the client's `enabled` flag, and its audit event.
+    /// A change already in force writes nothing, audit event included.
     async fn commit_change(
         &self,
         change: &Change,
         now: i64,
         state_until: i64,
         log_until: i64,
+        audit: &AuditRecord,
     ) -> Result<Committed, StoreError>;
 
     /// Up to `limit` logged events with a sequence above `after`, in order.
@@ -118,12 +131,20 @@ pub trait Store: Send + Sync + 'static {
         tokio::time::sleep(at_most).await;
     }
 
-    /// Inserts a client from the config file when absent; when present, overwrites it only if
-    /// `overwrite` (keeping its secret), so a restart never undoes a change made since.
+    /// Inserts a client when absent; when present, overwrites it only if `overwrite` (keeping
+    /// its secret), so a restart never undoes a change made since. The audit event is written
+    /// when something was.
     async fn sync_config_client(
         &self,
         client: &Client,
         overwrite: bool,
         now: i64,
+        audit: &AuditRecord,
     ) -> Result<ClientSync, StoreError>;
+
+    /// The audit events `query` selects, oldest first.
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Removes audit events older than `before` (Unix seconds); returns how many.
+    async fn purge_audit(&self, before: i64) -> Result<u64, StoreError>;
 }

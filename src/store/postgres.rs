@@ -41,16 +41,17 @@ use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
-    Connection, Executor, PgPool, Postgres, Row,
+    Connection, Executor, PgPool, Row,
     postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions, PgRow},
 };
 
 use super::rows::{
-    ChangeColumns, Columns, client_from, corrupt, event_from, json_list, key_from,
-    permission_names, public_columns, sealed_from, seconds, unavailable, write_error,
+    ChangeColumns, Columns, audit_event_from, client_from, corrupt, event_from, json_list,
+    key_from, permission_names, public_columns, sealed_from, seconds, unavailable, write_error,
 };
 use super::{ClientSync, Committed, Store, StoreError};
 use crate::{
+    audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
     crypto::Sealed,
     keys::{KeyId, KeyRecord, KeyState},
@@ -341,16 +342,52 @@ const INSERT_CLIENT: &str = "INSERT INTO clients (id, matcher_kind, matcher_valu
      max_lifetime_s, enabled, secret_hash, created_at, updated_at, introspect_audiences) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)";
 
-/// Inserts `client`; with `if_absent`, an existing id is left alone. Whether a row was inserted.
-async fn insert_client<'e, E>(
-    executor: E,
+/// Writes one audit event, in the transaction of the change it records.
+async fn write_audit(
+    conn: &mut PgConnection,
+    record: &AuditRecord,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_events (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(at)
+    .bind(&record.actor)
+    .bind(record.action)
+    .bind(&record.target)
+    .bind(record.detail_json())
+    .execute(&mut *conn)
+    .await
+    .map_err(write_error)?;
+    Ok(())
+}
+
+/// Replaces the pinned thumbprints of `client`; a thumbprint another client pins is a `Conflict`.
+async fn write_pins(conn: &mut PgConnection, client: &Client) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM client_pins WHERE client_id = $1")
+        .bind(client.id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(write_error)?;
+    for pin in client.matcher.pins() {
+        sqlx::query("INSERT INTO client_pins (thumbprint, client_id) VALUES ($1, $2)")
+            .bind(pin.to_b64url())
+            .bind(client.id.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(write_error)?;
+    }
+    Ok(())
+}
+
+/// Inserts `client` and its pins; with `if_absent`, an existing id is left alone. Whether a
+/// row was inserted.
+async fn insert_client(
+    conn: &mut PgConnection,
     client: &Client,
     now: i64,
     if_absent: bool,
-) -> Result<bool, StoreError>
-where
-    E: sqlx::Executor<'e, Database = Postgres>,
-{
+) -> Result<bool, StoreError> {
     let statement = if if_absent {
         format!("{INSERT_CLIENT} ON CONFLICT (id) DO NOTHING")
     } else {
@@ -371,10 +408,14 @@ where
         .bind(client.secret_hash.as_deref())
         .bind(now)
         .bind(json_list(&client.introspect_audiences))
-        .execute(executor)
+        .execute(&mut *conn)
         .await
         .map_err(write_error)?;
-    Ok(inserted.rows_affected() == 1)
+    if inserted.rows_affected() != 1 {
+        return Ok(false);
+    }
+    write_pins(conn, client).await?;
+    Ok(true)
 }
 
 fn cast_after(after: u64) -> i64 {
@@ -431,6 +472,7 @@ impl Store for PostgresStore {
         &self,
         t: &KeyTransition,
         log_until: i64,
+        audit: &AuditRecord,
     ) -> Result<Option<Event>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // Key lock, then (if this step logs) the change-log lock: the one order.
@@ -495,6 +537,7 @@ impl Store for PostgresStore {
             }
             None => None,
         };
+        write_audit(&mut tx, audit, t.at).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(event)
     }
@@ -503,6 +546,8 @@ impl Store for PostgresStore {
         &self,
         keys: &[(KeyId, Sealed)],
         pepper: Option<&Sealed>,
+        audit: &AuditRecord,
+        now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         lock(&mut tx, KEY_LOCK).await?;
@@ -530,6 +575,7 @@ impl Store for PostgresStore {
             .await
             .map_err(write_error)?;
         }
+        write_audit(&mut tx, audit, now).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(())
     }
@@ -572,9 +618,16 @@ impl Store for PostgresStore {
         rows.iter().map(client_from).collect()
     }
 
-    async fn insert_client(&self, client: &Client, now: i64) -> Result<(), StoreError> {
-        insert_client(&self.pool, client, now, false).await?;
-        Ok(())
+    async fn insert_client(
+        &self,
+        client: &Client,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        insert_client(&mut tx, client, now, false).await?;
+        write_audit(&mut tx, audit, now).await?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn commit_change(
@@ -583,6 +636,7 @@ impl Store for PostgresStore {
         now: i64,
         state_until: i64,
         log_until: i64,
+        audit: &AuditRecord,
     ) -> Result<Committed, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // First, so the checks below see every change committed before this one.
@@ -682,6 +736,7 @@ impl Store for PostgresStore {
             }
             Change::KeyRevoked { .. } => {}
         }
+        write_audit(&mut tx, audit, now).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(Committed::Event(Event {
             sequence,
@@ -861,6 +916,7 @@ impl Store for PostgresStore {
         client: &Client,
         overwrite: bool,
         now: i64,
+        audit: &AuditRecord,
     ) -> Result<ClientSync, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // Replicas syncing the same config at once take turns: the second one finds the
@@ -868,7 +924,8 @@ impl Store for PostgresStore {
         // unique index (not only on the id) and fail the start-up. A matcher taken by another
         // client is still `Conflict`.
         lock(&mut tx, CLIENT_SYNC_LOCK).await?;
-        if insert_client(&mut *tx, client, now, true).await? {
+        if insert_client(&mut tx, client, now, true).await? {
+            write_audit(&mut tx, audit, now).await?;
             tx.commit().await.map_err(unavailable)?;
             return Ok(ClientSync::Inserted);
         }
@@ -895,12 +952,42 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(write_error)?;
+            write_pins(&mut tx, client).await?;
+            write_audit(&mut tx, audit, now).await?;
             ClientSync::Overwritten
         } else {
             ClientSync::Kept
         };
         tx.commit().await.map_err(unavailable)?;
         Ok(outcome)
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events WHERE id > $1 AND ($2::text IS NULL OR actor = $2) \
+             AND ($3::text IS NULL OR action = $3) AND ($4::text IS NULL OR target = $4) \
+             AND ($5::bigint IS NULL OR at >= $5) ORDER BY id LIMIT $6",
+        )
+        .bind(cast_after(query.after_id))
+        .bind(&query.actor)
+        .bind(&query.action)
+        .bind(&query.target)
+        .bind(query.since)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(audit_event_from).collect()
+    }
+
+    async fn purge_audit(&self, before: i64) -> Result<u64, StoreError> {
+        let removed = sqlx::query("DELETE FROM audit_events WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(write_error)?
+            .rows_affected();
+        Ok(removed)
     }
 }
 
@@ -1011,7 +1098,15 @@ mod tests {
             event: None,
             at: now,
         };
-        out.push(outcome(store.apply_key_transition(&wrong, now + 10).await));
+        out.push(outcome(
+            store
+                .apply_key_transition(
+                    &wrong,
+                    now + 10,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                )
+                .await,
+        ));
         let revoke = KeyTransition {
             expect_current: Some(keys[0].kid.clone()),
             set_state: vec![
@@ -1025,7 +1120,15 @@ mod tests {
             }),
             at: now,
         };
-        out.push(outcome(store.apply_key_transition(&revoke, now + 10).await));
+        out.push(outcome(
+            store
+                .apply_key_transition(
+                    &revoke,
+                    now + 10,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                )
+                .await,
+        ));
         let missing = KeyTransition {
             expect_current: Some(keys[1].kid.clone()),
             set_state: vec![(KeyId::from_stored("nope"), KeyState::Retired)],
@@ -1034,7 +1137,15 @@ mod tests {
             event: None,
             at: now,
         };
-        out.push(outcome(store.apply_key_transition(&missing, now).await));
+        out.push(outcome(
+            store
+                .apply_key_transition(
+                    &missing,
+                    now,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                )
+                .await,
+        ));
         out.push(outcome(store.keys().await));
         // Pepper and reseal.
         out.push(outcome(store.pepper().await));
@@ -1051,7 +1162,12 @@ mod tests {
         out.push(outcome(store.create_pepper(&other).await));
         out.push(outcome(
             store
-                .reseal(&[(keys[1].kid.clone(), other.clone())], Some(&other))
+                .reseal(
+                    &[(keys[1].kid.clone(), other.clone())],
+                    Some(&other),
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                    0,
+                )
                 .await,
         ));
         out.push(outcome(store.pepper().await));
@@ -1062,34 +1178,76 @@ mod tests {
             ("a_svc", "spiffe://x/a"),
             ("B", "spiffe://x/B"),
         ] {
-            out.push(outcome(store.insert_client(&client(id, uri), now).await));
+            out.push(outcome(
+                store
+                    .insert_client(
+                        &client(id, uri),
+                        now,
+                        &crate::audit::AuditRecord::new("test", "test.change", ""),
+                    )
+                    .await,
+            ));
         }
         out.push(outcome(
             store
-                .insert_client(&client("a_svc", "spiffe://x/z"), now)
+                .insert_client(
+                    &client("a_svc", "spiffe://x/z"),
+                    now,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                )
                 .await,
         ));
         out.push(outcome(
-            store.insert_client(&client("c", "spiffe://x/a"), now).await,
+            store
+                .insert_client(
+                    &client("c", "spiffe://x/a"),
+                    now,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                )
+                .await,
         ));
         out.push(outcome(store.clients().await));
         let mut changed = client("a_svc", "spiffe://x/a2");
         changed.enabled = false;
         changed.secret_hash = None;
         out.push(outcome(
-            store.sync_config_client(&changed, false, now + 1).await,
-        ));
-        out.push(outcome(
-            store.sync_config_client(&changed, true, now + 1).await,
-        ));
-        out.push(outcome(
             store
-                .sync_config_client(&client("d", "spiffe://x/d"), false, now)
+                .sync_config_client(
+                    &changed,
+                    false,
+                    now + 1,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                )
                 .await,
         ));
         out.push(outcome(
             store
-                .sync_config_client(&client("e", "spiffe://x/d"), false, now)
+                .sync_config_client(
+                    &changed,
+                    true,
+                    now + 1,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                )
+                .await,
+        ));
+        out.push(outcome(
+            store
+                .sync_config_client(
+                    &client("d", "spiffe://x/d"),
+                    false,
+                    now,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                )
+                .await,
+        ));
+        out.push(outcome(
+            store
+                .sync_config_client(
+                    &client("e", "spiffe://x/d"),
+                    false,
+                    now,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                )
                 .await,
         ));
         out.push(outcome(store.clients().await));
@@ -1173,7 +1331,13 @@ mod tests {
         for (change, state_until, log_until) in &changes {
             out.push(outcome(
                 store
-                    .commit_change(change, now, *state_until, *log_until)
+                    .commit_change(
+                        change,
+                        now,
+                        *state_until,
+                        *log_until,
+                        &crate::audit::AuditRecord::new("test", "test.change", ""),
+                    )
                     .await,
             ));
         }
@@ -1198,6 +1362,7 @@ mod tests {
                     now + 1_000,
                     now + 2_000,
                     now + 2_000,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
                 )
                 .await,
         ));
@@ -1300,9 +1465,14 @@ mod tests {
         let synced = futures_join(replicas.iter().map(|r| {
             let r = r.clone();
             tokio::spawn(async move {
-                r.sync_config_client(&client("svc", "spiffe://x/svc"), false, 1)
-                    .await
-                    .unwrap()
+                r.sync_config_client(
+                    &client("svc", "spiffe://x/svc"),
+                    false,
+                    1,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                )
+                .await
+                .unwrap()
             })
         }))
         .await;
@@ -1339,7 +1509,17 @@ mod tests {
                         client_id: Some("svc".into()),
                         revoked_by: "svc".into(),
                     };
-                    match store.commit_change(&change, 1, 5_000, 6_000).await.unwrap() {
+                    match store
+                        .commit_change(
+                            &change,
+                            1,
+                            5_000,
+                            6_000,
+                            &crate::audit::AuditRecord::new("test", "test.change", ""),
+                        )
+                        .await
+                        .unwrap()
+                    {
                         Committed::Event(e) => sequences.push(e.sequence),
                         Committed::AlreadyInForce => panic!("fresh token"),
                     }
@@ -1362,7 +1542,17 @@ mod tests {
         let results = futures_join(replicas.iter().map(|r| {
             let r = r.clone();
             let same = same.clone();
-            tokio::spawn(async move { r.commit_change(&same, 2, 5_000, 6_000).await.unwrap() })
+            tokio::spawn(async move {
+                r.commit_change(
+                    &same,
+                    2,
+                    5_000,
+                    6_000,
+                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                )
+                .await
+                .unwrap()
+            })
         }))
         .await;
         assert_eq!(
@@ -1387,7 +1577,16 @@ mod tests {
         let steps = futures_join(replicas.iter().map(|r| {
             let r = r.clone();
             let step = step.clone();
-            tokio::spawn(async move { outcome(r.apply_key_transition(&step, 10).await) })
+            tokio::spawn(async move {
+                outcome(
+                    r.apply_key_transition(
+                        &step,
+                        10,
+                        &crate::audit::AuditRecord::new("test", "test.change", ""),
+                    )
+                    .await,
+                )
+            })
         }))
         .await;
         assert_eq!(

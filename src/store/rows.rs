@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::{
+    audit::AuditEvent,
     client::{Client, ClientId, Permission},
     crypto::{Algorithm, PublicKey, Sealed},
     identity::CertificateMatcher,
@@ -171,6 +172,20 @@ pub(super) fn client_from(row: &impl Columns) -> Result<Client, StoreError> {
         enabled: row.flag("enabled")?,
         secret_hash: row.opt_bytes("secret_hash")?,
         id,
+    })
+}
+
+/// An `audit_events` row.
+pub(super) fn audit_event_from(row: &impl Columns) -> Result<AuditEvent, StoreError> {
+    let id = row.sequence("id")?;
+    Ok(AuditEvent {
+        id,
+        at: row.int("at")?,
+        actor: row.text("actor")?,
+        action: row.text("action")?,
+        target: row.text("target")?,
+        detail: serde_json::from_str(&row.text("detail")?)
+            .map_err(|e| StoreError::Corrupt(format!("audit event {id}: detail: {e}")))?,
     })
 }
 

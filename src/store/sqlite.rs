@@ -12,11 +12,12 @@ use sqlx::{
 };
 
 use super::rows::{
-    ChangeColumns, Columns, client_from, corrupt, event_from, json_list, key_from,
-    permission_names, public_columns, sealed_from, seconds, unavailable, write_error,
+    ChangeColumns, Columns, audit_event_from, client_from, corrupt, event_from, json_list,
+    key_from, permission_names, public_columns, sealed_from, seconds, unavailable, write_error,
 };
 use super::{ClientSync, Committed, Store, StoreError};
 use crate::{
+    audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
     crypto::Sealed,
     keys::{KeyId, KeyRecord, KeyState},
@@ -127,6 +128,43 @@ where
     .map_err(write_error)
 }
 
+/// Writes one audit event, in the transaction of the change it records.
+async fn write_audit<'e, E>(executor: E, record: &AuditRecord, at: i64) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO audit_events (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(at)
+    .bind(&record.actor)
+    .bind(record.action)
+    .bind(&record.target)
+    .bind(record.detail_json())
+    .execute(executor)
+    .await
+    .map_err(write_error)?;
+    Ok(())
+}
+
+/// Replaces the pinned thumbprints of `client`; a thumbprint another client pins is a `Conflict`.
+async fn write_pins(tx: &mut sqlx::SqliteConnection, client: &Client) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM client_pins WHERE client_id = ?")
+        .bind(client.id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error)?;
+    for pin in client.matcher.pins() {
+        sqlx::query("INSERT INTO client_pins (thumbprint, client_id) VALUES (?, ?)")
+            .bind(pin.to_b64url())
+            .bind(client.id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+    }
+    Ok(())
+}
+
 impl Columns for SqliteRow {
     fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
         self.try_get(column).map_err(corrupt)
@@ -179,6 +217,7 @@ impl Store for SqliteStore {
         &self,
         t: &KeyTransition,
         log_until: i64,
+        audit: &AuditRecord,
     ) -> Result<Option<Event>, StoreError> {
         let mut tx = self
             .writer
@@ -243,6 +282,7 @@ impl Store for SqliteStore {
             }
             None => None,
         };
+        write_audit(&mut *tx, audit, t.at).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(event)
     }
@@ -251,6 +291,8 @@ impl Store for SqliteStore {
         &self,
         keys: &[(KeyId, Sealed)],
         pepper: Option<&Sealed>,
+        audit: &AuditRecord,
+        now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self
             .writer
@@ -278,6 +320,7 @@ impl Store for SqliteStore {
                 .await
                 .map_err(write_error)?;
         }
+        write_audit(&mut *tx, audit, now).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(())
     }
@@ -320,8 +363,20 @@ impl Store for SqliteStore {
         rows.iter().map(client_from).collect()
     }
 
-    async fn insert_client(&self, client: &Client, now: i64) -> Result<(), StoreError> {
-        insert(&self.writer, client, now).await
+    async fn insert_client(
+        &self,
+        client: &Client,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        insert(&mut tx, client, now).await?;
+        write_audit(&mut *tx, audit, now).await?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn commit_change(
@@ -330,6 +385,7 @@ impl Store for SqliteStore {
         now: i64,
         state_until: i64,
         log_until: i64,
+        audit: &AuditRecord,
     ) -> Result<Committed, StoreError> {
         let mut tx = self
             .writer
@@ -422,6 +478,7 @@ impl Store for SqliteStore {
             }
             Change::KeyRevoked { .. } => {}
         }
+        write_audit(&mut *tx, audit, now).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(Committed::Event(Event {
             sequence: u64::try_from(sequence)
@@ -567,6 +624,7 @@ impl Store for SqliteStore {
         client: &Client,
         overwrite: bool,
         now: i64,
+        audit: &AuditRecord,
     ) -> Result<ClientSync, StoreError> {
         let mut tx = self
             .writer
@@ -580,7 +638,7 @@ impl Store for SqliteStore {
             .map_err(unavailable)?;
         let outcome = match (exists.is_some(), overwrite) {
             (false, _) => {
-                insert(&mut *tx, client, now).await?;
+                insert(&mut tx, client, now).await?;
                 ClientSync::Inserted
             }
             (true, false) => ClientSync::Kept,
@@ -607,18 +665,56 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(write_error)?;
+                write_pins(&mut tx, client).await?;
                 ClientSync::Overwritten
             }
         };
+        if outcome != ClientSync::Kept {
+            write_audit(&mut *tx, audit, now).await?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(outcome)
     }
+
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_events WHERE id > ? AND (? IS NULL OR actor = ?) \
+             AND (? IS NULL OR action = ?) AND (? IS NULL OR target = ?) \
+             AND (? IS NULL OR at >= ?) ORDER BY id LIMIT ?",
+        )
+        .bind(i64::try_from(query.after_id).unwrap_or(i64::MAX))
+        .bind(&query.actor)
+        .bind(&query.actor)
+        .bind(&query.action)
+        .bind(&query.action)
+        .bind(&query.target)
+        .bind(&query.target)
+        .bind(query.since)
+        .bind(query.since)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(audit_event_from).collect()
+    }
+
+    async fn purge_audit(&self, before: i64) -> Result<u64, StoreError> {
+        let removed = sqlx::query("DELETE FROM audit_events WHERE at < ?")
+            .bind(before)
+            .execute(&self.writer)
+            .await
+            .map_err(write_error)?
+            .rows_affected();
+        Ok(removed)
+    }
 }
 
-async fn insert<'e, E>(executor: E, client: &Client, now: i64) -> Result<(), StoreError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-{
+/// Inserts `client` and its pins, inside the caller's transaction.
+async fn insert(
+    tx: &mut sqlx::SqliteConnection,
+    client: &Client,
+    now: i64,
+) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO clients (id, matcher_kind, matcher_value, scopes, default_scopes, audiences, \
          default_audiences, permissions, default_lifetime_s, max_lifetime_s, enabled, secret_hash, \
@@ -639,8 +735,8 @@ where
     .bind(now)
     .bind(now)
     .bind(json_list(&client.introspect_audiences))
-    .execute(executor)
+    .execute(&mut *tx)
     .await
     .map_err(write_error)?;
-    Ok(())
+    write_pins(tx, client).await
 }

@@ -69,7 +69,10 @@ async fn a_client_added_to_the_store_is_served_without_a_restart() {
     let store = SqliteStore::open(&setup.path().join("tokenmint.db"))
         .await
         .unwrap();
-    store.insert_client(&client, 0).await.unwrap();
+    store
+        .insert_client(&client, 0, &test_audit())
+        .await
+        .unwrap();
 
     // Picked up within store.catch_up_interval (1 s by default).
     let deadline = Instant::now() + Duration::from_secs(10);

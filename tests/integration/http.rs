@@ -286,7 +286,10 @@ async fn register_with_secret(setup: &Setup, id: &str) -> String {
     ))
     .unwrap();
     client.secret_hash = Some(hasher.hash(&secret));
-    store.insert_client(&client, 0).await.unwrap();
+    store
+        .insert_client(&client, 0, &test_audit())
+        .await
+        .unwrap();
     secret.to_string()
 }
 

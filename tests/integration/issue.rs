@@ -362,7 +362,10 @@ async fn a_client_with_a_secret_needs_the_right_one() {
         tokenmint::identity::CertificateMatcher::try_san_uri("spiffe://tokenmint.test/secretive")
             .unwrap();
     client.secret_hash = Some(hasher.hash(&secret));
-    store.insert_client(&client, 0).await.unwrap();
+    store
+        .insert_client(&client, 0, &test_audit())
+        .await
+        .unwrap();
     drop(store);
 
     let server = setup.start().await;

@@ -818,7 +818,10 @@ async fn register_secretive(setup: &Setup) -> String {
         tokenmint::identity::CertificateMatcher::try_san_uri("spiffe://tokenmint.test/secretive")
             .unwrap();
     client.secret_hash = Some(hasher.hash(&secret));
-    store.insert_client(&client, 0).await.unwrap();
+    store
+        .insert_client(&client, 0, &test_audit())
+        .await
+        .unwrap();
     secret.to_string()
 }
 
@@ -861,7 +864,7 @@ async fn kek_rotation_lets_the_old_kek_go() {
     let keks = tokenmint::server::load_keks(&[&new_path, &old_path], None).unwrap();
     assert_eq!(keks.newest().id(), new_kek.id());
     let store = tokenmint::server::open_store(&config).await.unwrap();
-    let done = tokenmint::server::rotate_kek(store.as_ref(), &keks)
+    let done = tokenmint::server::rotate_kek(store.as_ref(), &keks, 0)
         .await
         .unwrap();
     assert_eq!(done.keys, 2);

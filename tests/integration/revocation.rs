@@ -14,6 +14,7 @@ use std::{
 };
 
 use tokenmint::{
+    audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
     clock::{Clock as _, SystemClock, unix_seconds},
     crypto::{Sealed, b64url, b64url_decode},
@@ -770,8 +771,13 @@ impl Store for FlakyStore {
         self.inner.clients().await
     }
 
-    async fn insert_client(&self, client: &Client, now: i64) -> Result<(), StoreError> {
-        self.inner.insert_client(client, now).await
+    async fn insert_client(
+        &self,
+        client: &Client,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_client(client, now, audit).await
     }
 
     async fn commit_change(
@@ -780,12 +786,13 @@ impl Store for FlakyStore {
         now: i64,
         state_until: i64,
         log_until: i64,
+        audit: &AuditRecord,
     ) -> Result<Committed, StoreError> {
         if self.fail_commits.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("injected fault".into()));
         }
         self.inner
-            .commit_change(change, now, state_until, log_until)
+            .commit_change(change, now, state_until, log_until, audit)
             .await
     }
 
@@ -808,19 +815,22 @@ impl Store for FlakyStore {
         &self,
         t: &tokenmint::rotation::KeyTransition,
         log_until: i64,
+        audit: &AuditRecord,
     ) -> Result<Option<Event>, StoreError> {
         if self.fail_commits.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("injected fault".into()));
         }
-        self.inner.apply_key_transition(t, log_until).await
+        self.inner.apply_key_transition(t, log_until, audit).await
     }
 
     async fn reseal(
         &self,
         keys: &[(tokenmint::keys::KeyId, Sealed)],
         pepper: Option<&Sealed>,
+        audit: &AuditRecord,
+        now: i64,
     ) -> Result<(), StoreError> {
-        self.inner.reseal(keys, pepper).await
+        self.inner.reseal(keys, pepper, audit, now).await
     }
 
     async fn sync_config_client(
@@ -828,8 +838,19 @@ impl Store for FlakyStore {
         client: &Client,
         overwrite: bool,
         now: i64,
+        audit: &AuditRecord,
     ) -> Result<ClientSync, StoreError> {
-        self.inner.sync_config_client(client, overwrite, now).await
+        self.inner
+            .sync_config_client(client, overwrite, now, audit)
+            .await
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.audit_events(query).await
+    }
+
+    async fn purge_audit(&self, before: i64) -> Result<u64, StoreError> {
+        self.inner.purge_audit(before).await
     }
 }
 

@@ -16,6 +16,8 @@ use std::{
 
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 use tempfile::TempDir;
+
+use crate::support::test_audit;
 use tokenmint::{
     client::{Client, ClientId, Permission},
     crypto::{self, Algorithm, Kek, Sealed},
@@ -319,7 +321,7 @@ async fn commit(
     log_for: i64,
 ) -> Event {
     match store
-        .commit_change(change, now, now + state_for, now + log_for)
+        .commit_change(change, now, now + state_for, now + log_for, &test_audit())
         .await
     {
         Ok(Committed::Event(event)) => {
@@ -458,7 +460,7 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
         log_until: i64,
     ) -> Option<Event> {
         let event = store
-            .apply_key_transition(t, log_until)
+            .apply_key_transition(t, log_until, &test_audit())
             .await
             .unwrap_or_else(|e| panic!("applying {t:?}: {e}"));
         assert!(rotation::apply(model, t));
@@ -595,7 +597,7 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
     // A key-revocation event is numbered among the other changes.
     let client_event = {
         store
-            .insert_client(&client("c1", uri("spiffe://t/c1")), t7)
+            .insert_client(&client("c1", uri("spiffe://t/c1")), t7, &test_audit())
             .await
             .unwrap();
         commit(&*store, &cutoff("c1", t7), t7, 100, 200).await
@@ -621,12 +623,18 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
     let mut t = rotation::transition_for(&Step::CreateNext, &[], &es256, &kek, T0).unwrap();
     t.expect_current = Some(phantom.kid.clone());
     assert_conflict(
-        store.apply_key_transition(&t, T0).await,
+        store.apply_key_transition(&t, T0, &test_audit()).await,
         "expect_current on an empty store",
     );
     assert!(store.keys().await.unwrap().is_empty());
     t.expect_current = None;
-    assert_eq!(store.apply_key_transition(&t, T0).await.unwrap(), None);
+    assert_eq!(
+        store
+            .apply_key_transition(&t, T0, &test_audit())
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(stored_keys(&*store).await, t.insert);
 
     // Still no current key: a transition that adds one expects none.
@@ -640,7 +648,10 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
         event: None,
         at: T0,
     };
-    store.apply_key_transition(&t, T0).await.unwrap();
+    store
+        .apply_key_transition(&t, T0, &test_audit())
+        .await
+        .unwrap();
     let keys = store.keys().await.unwrap();
     assert_eq!(keys.len(), 2);
 
@@ -665,7 +676,7 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
         .unwrap()
         .unwrap();
     let event = store
-        .apply_key_transition(&revoke_current, now + 1000)
+        .apply_key_transition(&revoke_current, now + 1000, &test_audit())
         .await
         .unwrap()
         .unwrap();
@@ -675,23 +686,29 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
 
     // Stale: the current key moved. Nothing changes — no key, no log entry.
     assert_conflict(
-        store.apply_key_transition(&promotion, now).await,
+        store
+            .apply_key_transition(&promotion, now, &test_audit())
+            .await,
         "a promotion computed against the old current key",
     );
     assert_conflict(
-        store.apply_key_transition(&revoke_next, now + 1000).await,
+        store
+            .apply_key_transition(&revoke_next, now + 1000, &test_audit())
+            .await,
         "a key revocation computed against the old current key",
     );
     assert_conflict(
         store
-            .apply_key_transition(&revoke_current, now + 1000)
+            .apply_key_transition(&revoke_current, now + 1000, &test_audit())
             .await,
         "the same revocation twice",
     );
     let mut expecting_none = promotion.clone();
     expecting_none.expect_current = None;
     assert_conflict(
-        store.apply_key_transition(&expecting_none, now).await,
+        store
+            .apply_key_transition(&expecting_none, now, &test_audit())
+            .await,
         "expecting no current key when there is one",
     );
     assert_eq!(stored_keys(&*store).await, keys_after);
@@ -701,7 +718,9 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
     // A replica sees the same.
     let replica = backend.open().await;
     assert_conflict(
-        replica.apply_key_transition(&promotion, now).await,
+        replica
+            .apply_key_transition(&promotion, now, &test_audit())
+            .await,
         "the stale promotion on another replica",
     );
     assert_eq!(stored_keys(&*replica).await, keys_after);
@@ -730,7 +749,10 @@ async fn contract_reseal_replaces_sealed_forms(backend: &Backend) {
         .map(|k| (k.kid.clone(), k.reseal(&both, &new).unwrap()))
         .collect();
     let new_pepper = new.seal(&pepper_plain, PEPPER_AAD).unwrap();
-    store.reseal(&resealed, Some(&new_pepper)).await.unwrap();
+    store
+        .reseal(&resealed, Some(&new_pepper), &test_audit(), 0)
+        .await
+        .unwrap();
 
     let mut expected = initial.clone();
     for k in &mut expected {
@@ -757,7 +779,7 @@ async fn contract_reseal_replaces_sealed_forms(backend: &Backend) {
     );
 
     // Nothing listed: nothing changes (no pepper means the pepper is left alone).
-    store.reseal(&[], None).await.unwrap();
+    store.reseal(&[], None, &test_audit(), 0).await.unwrap();
     assert_eq!(stored_keys(&*store).await, sorted(expected));
     assert_eq!(store.pepper().await.unwrap(), Some(new_pepper));
 }
@@ -804,7 +826,7 @@ async fn contract_clients_round_trip(backend: &Backend) {
     let clients = three_clients();
     for c in &clients {
         c.validate().unwrap();
-        store.insert_client(c, T0).await.unwrap();
+        store.insert_client(c, T0, &test_audit()).await.unwrap();
     }
     assert_eq!(
         stored_clients(&*store).await,
@@ -820,13 +842,16 @@ async fn contract_client_conflicts_change_nothing(backend: &Backend) {
     let store = backend.open().await;
     let clients = three_clients();
     for c in &clients {
-        store.insert_client(c, T0).await.unwrap();
+        store.insert_client(c, T0, &test_audit()).await.unwrap();
     }
     let before = stored_clients(&*store).await;
 
     // The same id with a free matcher.
     let same_id = client("billing", uri("spiffe://tokenmint.test/free"));
-    assert_conflict(store.insert_client(&same_id, T0).await, "a duplicate id");
+    assert_conflict(
+        store.insert_client(&same_id, T0, &test_audit()).await,
+        "a duplicate id",
+    );
     // A free id with a taken matcher, in each kind, also as an equivalent spelling.
     for matcher in [
         uri("spiffe://tokenmint.test/billing"),
@@ -835,7 +860,7 @@ async fn contract_client_conflicts_change_nothing(backend: &Backend) {
     ] {
         let what = format!("a duplicate matcher {matcher:?}");
         let taken = client("newcomer", matcher);
-        assert_conflict(store.insert_client(&taken, T0).await, &what);
+        assert_conflict(store.insert_client(&taken, T0, &test_audit()).await, &what);
     }
     assert_eq!(stored_clients(&*store).await, before);
 
@@ -844,6 +869,7 @@ async fn contract_client_conflicts_change_nothing(backend: &Backend) {
         .insert_client(
             &client("newcomer", uri("spiffe://tokenmint.test/Billing")),
             T0,
+            &test_audit(),
         )
         .await
         .unwrap();
@@ -857,7 +883,7 @@ async fn contract_sync_config_client(backend: &Backend) {
     // Absent: inserted.
     assert_eq!(
         store
-            .sync_config_client(&configured, false, T0)
+            .sync_config_client(&configured, false, T0, &test_audit())
             .await
             .unwrap(),
         ClientSync::Inserted
@@ -872,7 +898,7 @@ async fn contract_sync_config_client(backend: &Backend) {
     changed.matcher = uri("spiffe://tokenmint.test/billing-v2");
     assert_eq!(
         store
-            .sync_config_client(&changed, false, T0 + 1)
+            .sync_config_client(&changed, false, T0 + 1, &test_audit())
             .await
             .unwrap(),
         ClientSync::Kept
@@ -882,7 +908,10 @@ async fn contract_sync_config_client(backend: &Backend) {
     // Present, overwriting: the config's fields, the stored secret.
     let mut registered = client("payments", dns("payments.internal"));
     registered.secret_hash = Some(vec![9; 32]);
-    store.insert_client(&registered, T0).await.unwrap();
+    store
+        .insert_client(&registered, T0, &test_audit())
+        .await
+        .unwrap();
     let mut from_config = client("payments", dns("payments-v2.internal"));
     from_config.scopes = vec!["pay:write".into()];
     from_config.default_scopes = vec![];
@@ -893,7 +922,7 @@ async fn contract_sync_config_client(backend: &Backend) {
     from_config.enabled = false;
     assert_eq!(
         store
-            .sync_config_client(&from_config, true, T0 + 2)
+            .sync_config_client(&from_config, true, T0 + 2, &test_audit())
             .await
             .unwrap(),
         ClientSync::Overwritten
@@ -919,7 +948,7 @@ async fn contract_sync_config_client(backend: &Backend) {
     let third = client("third", dn("CN=third"));
     assert_eq!(
         store
-            .sync_config_client(&third, true, T0 + 3)
+            .sync_config_client(&third, true, T0 + 3, &test_audit())
             .await
             .unwrap(),
         ClientSync::Inserted
@@ -930,12 +959,16 @@ async fn contract_sync_config_client(backend: &Backend) {
     let mut clash = configured.clone();
     clash.matcher = dns("PAYMENTS-v2.internal");
     assert_conflict(
-        store.sync_config_client(&clash, true, T0 + 4).await,
+        store
+            .sync_config_client(&clash, true, T0 + 4, &test_audit())
+            .await,
         "overwriting onto a taken matcher",
     );
     let stealer = client("stealer", dn("cn=THIRD"));
     assert_conflict(
-        store.sync_config_client(&stealer, false, T0 + 4).await,
+        store
+            .sync_config_client(&stealer, false, T0 + 4, &test_audit())
+            .await,
         "inserting with a taken matcher",
     );
     assert_eq!(stored_clients(&*store).await, before);
@@ -945,7 +978,7 @@ async fn contract_sync_config_client(backend: &Backend) {
 async fn contract_commit_change_each_kind(backend: &Backend) {
     let store = backend.open().await;
     store
-        .insert_client(&client("c1", uri("spiffe://t/c1")), T0)
+        .insert_client(&client("c1", uri("spiffe://t/c1")), T0, &test_audit())
         .await
         .unwrap();
     let changes = [
@@ -997,7 +1030,7 @@ async fn contract_token_revoked_twice_is_already_in_force(backend: &Backend) {
         };
         assert_eq!(
             target
-                .commit_change(&again, T0 + 10, T0 + 900, T0 + 1800)
+                .commit_change(&again, T0 + 10, T0 + 900, T0 + 1800, &test_audit())
                 .await
                 .unwrap(),
             Committed::AlreadyInForce
@@ -1032,7 +1065,7 @@ async fn contract_token_revoked_twice_is_already_in_force(backend: &Backend) {
 async fn contract_client_changes_for_unknown_client_are_not_found(backend: &Backend) {
     let store = backend.open().await;
     store
-        .insert_client(&client("known", uri("spiffe://t/known")), T0)
+        .insert_client(&client("known", uri("spiffe://t/known")), T0, &test_audit())
         .await
         .unwrap();
     for change in [
@@ -1046,7 +1079,9 @@ async fn contract_client_changes_for_unknown_client_are_not_found(backend: &Back
     ] {
         let what = format!("{change:?}");
         assert_not_found(
-            store.commit_change(&change, T0, T0 + 100, T0 + 200).await,
+            store
+                .commit_change(&change, T0, T0 + 100, T0 + 200, &test_audit())
+                .await,
             &what,
         );
     }
@@ -1064,8 +1099,8 @@ async fn contract_client_disable_and_enable_flip_enabled(backend: &Backend) {
     let c1 = client("c1", uri("spiffe://t/c1"));
     let mut c2 = client("c2", uri("spiffe://t/c2"));
     c2.enabled = false; // configured so
-    store.insert_client(&c1, T0).await.unwrap();
-    store.insert_client(&c2, T0).await.unwrap();
+    store.insert_client(&c1, T0, &test_audit()).await.unwrap();
+    store.insert_client(&c2, T0, &test_audit()).await.unwrap();
     let disabled = |state: State| -> Vec<(String, u64)> {
         let mut d = state.disabled_clients;
         d.sort();
@@ -1173,12 +1208,12 @@ async fn contract_revocation_state(backend: &Backend) {
     let store = backend.open().await;
     let (kek, initial) = with_initial_keys(&*store, Algorithm::Es256).await;
     store
-        .insert_client(&client("c1", uri("spiffe://t/c1")), T0)
+        .insert_client(&client("c1", uri("spiffe://t/c1")), T0, &test_audit())
         .await
         .unwrap();
     let mut off = client("off", uri("spiffe://t/off"));
     off.enabled = false;
-    store.insert_client(&off, T0).await.unwrap();
+    store.insert_client(&off, T0, &test_audit()).await.unwrap();
 
     let short = commit(
         &*store,
@@ -1212,7 +1247,7 @@ async fn contract_revocation_state(backend: &Backend) {
     .unwrap()
     .unwrap();
     let key_event = store
-        .apply_key_transition(&t, T0 + 1000)
+        .apply_key_transition(&t, T0 + 1000, &test_audit())
         .await
         .unwrap()
         .unwrap();
@@ -1288,7 +1323,11 @@ async fn contract_cutoffs_keep_the_latest_time(backend: &Backend) {
     let store = backend.open().await;
     for c in ["c1", "c2"] {
         store
-            .insert_client(&client(c, uri(&format!("spiffe://t/{c}"))), T0)
+            .insert_client(
+                &client(c, uri(&format!("spiffe://t/{c}"))),
+                T0,
+                &test_audit(),
+            )
             .await
             .unwrap();
     }
@@ -1327,7 +1366,7 @@ async fn contract_cutoffs_keep_the_latest_time(backend: &Backend) {
 async fn contract_purge(backend: &Backend) {
     let store = backend.open().await;
     store
-        .insert_client(&client("c1", uri("spiffe://t/c1")), T0)
+        .insert_client(&client("c1", uri("spiffe://t/c1")), T0, &test_audit())
         .await
         .unwrap();
     // (change, state kept for, log kept for)
@@ -1596,11 +1635,11 @@ async fn contract_replicas_race_and_the_first_writer_wins(backend: &Backend) {
         let outcomes = race(
             {
                 let (a, c) = (a.clone(), configured.clone());
-                async move { a.sync_config_client(&c, false, T0).await }
+                async move { a.sync_config_client(&c, false, T0, &test_audit()).await }
             },
             {
                 let (b, c) = (b.clone(), configured.clone());
-                async move { b.sync_config_client(&c, false, T0).await }
+                async move { b.sync_config_client(&c, false, T0, &test_audit()).await }
             },
         )
         .await;
@@ -1624,11 +1663,11 @@ async fn contract_replicas_race_and_the_first_writer_wins(backend: &Backend) {
         let results = race(
             {
                 let (a, c) = (a.clone(), newcomer.clone());
-                async move { a.insert_client(&c, T0).await }
+                async move { a.insert_client(&c, T0, &test_audit()).await }
             },
             {
                 let (b, c) = (b.clone(), newcomer.clone());
-                async move { b.insert_client(&c, T0).await }
+                async move { b.insert_client(&c, T0, &test_audit()).await }
             },
         )
         .await;
@@ -1659,11 +1698,11 @@ async fn contract_replicas_race_and_the_first_writer_wins(backend: &Backend) {
         let (ra, rb) = race(
             {
                 let (a, t) = (a.clone(), ta.clone());
-                async move { a.apply_key_transition(&t, now).await }
+                async move { a.apply_key_transition(&t, now, &test_audit()).await }
             },
             {
                 let (b, t) = (b.clone(), tb.clone());
-                async move { b.apply_key_transition(&t, now).await }
+                async move { b.apply_key_transition(&t, now, &test_audit()).await }
             },
         )
         .await;
@@ -1697,11 +1736,11 @@ async fn contract_replicas_race_and_the_first_writer_wins(backend: &Backend) {
     let (ra, rb) = race(
         {
             let (a, t) = (a.clone(), promote.clone());
-            async move { a.apply_key_transition(&t, now).await }
+            async move { a.apply_key_transition(&t, now, &test_audit()).await }
         },
         {
             let (b, t) = (b.clone(), revoke.clone());
-            async move { b.apply_key_transition(&t, now + 1000).await }
+            async move { b.apply_key_transition(&t, now + 1000, &test_audit()).await }
         },
     )
     .await;

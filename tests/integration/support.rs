@@ -581,3 +581,8 @@ pub fn rustls_client(setup: &Setup, cert: Option<&Issued>) -> rustls::ClientConf
             .unwrap(),
     }
 }
+
+/// An audit record for store calls made directly by a test.
+pub fn test_audit() -> tokenmint::audit::AuditRecord {
+    tokenmint::audit::AuditRecord::new("test", "test.change", "")
+}
