@@ -412,6 +412,8 @@ pub enum MatcherConfig {
     SanDns(String),
     /// The subject distinguished name.
     SubjectDn(String),
+    /// Pinned SHA-256 certificate thumbprints (`self_signed_tls_client_auth`).
+    PinnedSha256(Vec<String>),
 }
 
 /// One `[[clients]]` entry, with its defaults filled in.
@@ -538,6 +540,7 @@ struct FileClient {
     san_uri: Option<String>,
     san_dns: Option<String>,
     subject_dn: Option<String>,
+    pinned_sha256: Option<Vec<String>>,
     scopes: Vec<String>,
     default_scopes: Option<Vec<String>>,
     audiences: Vec<String>,
@@ -1447,18 +1450,23 @@ impl Validator<'_> {
             ("san_uri", c.san_uri.map(MatcherConfig::SanUri)),
             ("san_dns", c.san_dns.map(MatcherConfig::SanDns)),
             ("subject_dn", c.subject_dn.map(MatcherConfig::SubjectDn)),
+            (
+                "pinned_sha256",
+                c.pinned_sha256.map(MatcherConfig::PinnedSha256),
+            ),
         ]
         .into_iter()
         .filter_map(|(key, m)| m.map(|m| (key, m)))
         .collect();
         let matcher = match <[(&str, MatcherConfig); 1]>::try_from(matchers) {
             Ok([(key, m)]) => {
-                let value = match &m {
+                let empty = match &m {
                     MatcherConfig::SanUri(v)
                     | MatcherConfig::SanDns(v)
-                    | MatcherConfig::SubjectDn(v) => v,
+                    | MatcherConfig::SubjectDn(v) => v.trim().is_empty(),
+                    MatcherConfig::PinnedSha256(pins) => pins.is_empty(),
                 };
-                if value.trim().is_empty() {
+                if empty {
                     return Err(self.error(
                         &field(key),
                         format!(
@@ -1473,7 +1481,7 @@ impl Validator<'_> {
                 return Err(self.error(
                     &format!("clients[{i}]"),
                     format!(
-                        "clients[{i}] (client \"{id}\") has no identity: set exactly one of san_uri, san_dns or subject_dn"
+                        "clients[{i}] (client \"{id}\") has no identity: set exactly one of san_uri, san_dns, subject_dn or pinned_sha256"
                     ),
                 ));
             }
@@ -1482,7 +1490,7 @@ impl Validator<'_> {
                 return Err(self.error(
                     &format!("clients[{i}]"),
                     format!(
-                        "clients[{i}] (client \"{id}\") sets {}: keep exactly one of san_uri, san_dns or subject_dn",
+                        "clients[{i}] (client \"{id}\") sets {}: keep exactly one of san_uri, san_dns, subject_dn or pinned_sha256",
                         keys.join(" and ")
                     ),
                 ));
@@ -1887,7 +1895,8 @@ issue_burst = 0
 issue_per_client = {}
 
 # One [[clients]] entry per machine allowed to ask for tokens. A client is recognised by
-# exactly one of san_uri, san_dns or subject_dn of its certificate.
+# exactly one of san_uri, san_dns or subject_dn of its CA-issued certificate, or by
+# pinned_sha256 = ["<SHA-256 thumbprint>", …] for a self-signed certificate.
 [[clients]]
 id = "demo"
 san_uri = "spiffe://tokenmint.dev/demo"
@@ -2276,7 +2285,7 @@ enabled = false
     fn client_without_matcher_is_refused() {
         refused(
             "[[clients]]\nid = \"x\"",
-            &["clients[0]", "\"x\"", "san_uri, san_dns or subject_dn"],
+            &["clients[0]", "\"x\"", "san_uri, san_dns, subject_dn or pinned_sha256"],
         );
         refused(
             "[[clients]]\nid = \"x\"\nsubject_dn = \" \"",

@@ -35,7 +35,8 @@ use proto::{
     ClientInfo, ClientSpec, DisableClientRequest, DisableClientResponse, EnableClientRequest,
     EnableClientResponse, GetClientRequest, GetJwksRequest, GetJwksResponse,
     IntrospectTokenRequest, IntrospectTokenResponse, IssueTokenRequest, IssueTokenResponse,
-    KeyInfo, ListClientsRequest, ListClientsResponse, ListKeysRequest, ListKeysResponse,
+    AuditEvent, KeyInfo, ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest,
+    ListClientsResponse, ListKeysRequest, ListKeysResponse,
     ListRevocationsRequest, ListRevocationsResponse, RegisterClientRequest, RegisterClientResponse,
     RevocationEvent, RevokeClientTokensRequest, RevokeClientTokensResponse, RevokeKeyRequest,
     RevokeKeyResponse, RevokeTokenIdRequest, RevokeTokenIdResponse, RevokeTokenRequest,
@@ -476,13 +477,15 @@ impl AdminApi {
             spec.san_uri.as_str(),
             spec.san_dns.as_str(),
             spec.subject_dn.as_str(),
+            spec.pinned_sha256.as_slice(),
         ) {
-            (v, "", "") if !v.is_empty() => CertificateMatcher::try_san_uri(v),
-            ("", v, "") if !v.is_empty() => CertificateMatcher::try_san_dns(v),
-            ("", "", v) if !v.is_empty() => CertificateMatcher::try_subject_dn(v),
+            (v, "", "", []) if !v.is_empty() => CertificateMatcher::try_san_uri(v),
+            ("", v, "", []) if !v.is_empty() => CertificateMatcher::try_san_dns(v),
+            ("", "", v, []) if !v.is_empty() => CertificateMatcher::try_subject_dn(v),
+            ("", "", "", pins) if !pins.is_empty() => CertificateMatcher::try_pinned(pins),
             _ => {
                 return Err(invalid(
-                    "give exactly one of san_uri, san_dns, subject_dn".into(),
+                    "give exactly one of san_uri, san_dns, subject_dn, pinned_sha256".into(),
                 ));
             }
         }
@@ -565,8 +568,17 @@ fn client_info(client: &Client) -> ClientInfo {
         max_lifetime: Some(duration_to_proto(client.max_lifetime)),
         enabled: client.enabled,
         has_secret: client.secret_hash.is_some(),
+        pinned_sha256: client
+            .matcher
+            .pins()
+            .iter()
+            .map(|pin| pin.to_b64url())
+            .collect(),
     }
 }
+
+/// The longest `ListAuditEvents` filter value accepted.
+const MAX_AUDIT_FILTER_LEN: usize = 256;
 
 /// The most clients one `ListClients` page holds.
 const MAX_CLIENT_PAGE: usize = 1000;
@@ -735,6 +747,68 @@ impl AdminService for AdminApi {
         };
         Ok(Response::new(ListClientsResponse {
             clients: page.iter().take(size).map(|c| client_info(c)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        self.admin(&request)?;
+        let message = request.into_inner();
+        let invalid =
+            |message: String| wire::oauth_status(crate::oauth::ErrorCode::InvalidRequest, &message);
+        let after_id = match message.page_token.as_str() {
+            "" => 0,
+            token => token.parse::<u64>().map_err(|_| {
+                invalid("page_token is not one this server returned: start again without it".into())
+            })?,
+        };
+        let filter = |name: &str, value: String| -> Result<Option<String>, Status> {
+            if value.len() > MAX_AUDIT_FILTER_LEN {
+                return Err(invalid(format!(
+                    "{name} is longer than {MAX_AUDIT_FILTER_LEN} bytes"
+                )));
+            }
+            Ok((!value.is_empty()).then_some(value))
+        };
+        let limit = match message.page_size {
+            0 => 100,
+            n => n.min(crate::audit::MAX_PAGE),
+        };
+        let query = crate::audit::AuditQuery {
+            after_id,
+            // One more than asked, to know whether another page follows.
+            limit: limit + 1,
+            actor: filter("actor", message.actor)?,
+            action: filter("action", message.action)?,
+            target: filter("target", message.target)?,
+            since: (message.since != 0).then_some(message.since),
+        };
+        let mut events = self
+            .store
+            .audit_events(&query)
+            .await
+            .map_err(|e| wire::store_failed(&e))?;
+        let more = events.len() > limit as usize;
+        events.truncate(limit as usize);
+        let next_page_token = match (more, events.last()) {
+            (true, Some(last)) => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListAuditEventsResponse {
+            events: events
+                .into_iter()
+                .map(|e| AuditEvent {
+                    id: e.id,
+                    at: e.at,
+                    actor: e.actor,
+                    action: e.action,
+                    target: e.target,
+                    detail: e.detail.into_iter().collect(),
+                })
+                .collect(),
             next_page_token,
         }))
     }

@@ -211,6 +211,15 @@ struct ClientSpecArgs {
     /// Match certificates by this subject DN (RFC 4514, most specific first: "CN=svc,O=Acme").
     #[arg(long, group = "matcher")]
     subject_dn: Option<String>,
+    /// A self-signed client (`self_signed_tls_client_auth`): pin this SHA-256 certificate
+    /// thumbprint, hex (as `openssl x509 -fingerprint -sha256` prints it) or base64url
+    /// (repeatable, up to 8 pins with --pin-cert).
+    #[arg(long = "pin-sha256")]
+    pin_sha256: Vec<String>,
+    /// A self-signed client: pin the thumbprint of the first certificate in this PEM file
+    /// (repeatable).
+    #[arg(long = "pin-cert")]
+    pin_cert: Vec<PathBuf>,
     /// An allowed scope (repeatable).
     #[arg(long = "scope")]
     scopes: Vec<String>,
@@ -726,11 +735,13 @@ async fn shutdown_signal() {
 async fn client_add(args: ClientAddArgs) -> Result<()> {
     let config = load_config(&args.config)?;
     let args = args.spec;
-    let matcher = match (&args.san_uri, &args.san_dns, &args.subject_dn) {
-        (Some(v), None, None) => CertificateMatcher::try_san_uri(v)?,
-        (None, Some(v), None) => CertificateMatcher::try_san_dns(v)?,
-        (None, None, Some(v)) => CertificateMatcher::try_subject_dn(v)?,
-        _ => bail!("give exactly one of --san-uri, --san-dns, --subject-dn"),
+    let pins = pins_of(&args)?;
+    let matcher = match (&args.san_uri, &args.san_dns, &args.subject_dn, pins.as_slice()) {
+        (Some(v), None, None, []) => CertificateMatcher::try_san_uri(v)?,
+        (None, Some(v), None, []) => CertificateMatcher::try_san_dns(v)?,
+        (None, None, Some(v), []) => CertificateMatcher::try_subject_dn(v)?,
+        (None, None, None, pins) if !pins.is_empty() => CertificateMatcher::try_pinned(pins)?,
+        _ => bail!("give exactly one of --san-uri, --san-dns, --subject-dn, or pins (--pin-sha256, --pin-cert)"),
     };
     let permissions = args
         .permissions
@@ -792,10 +803,25 @@ async fn client_add(args: ClientAddArgs) -> Result<()> {
     Ok(())
 }
 
+/// The pins a client spec names: its `--pin-sha256` values, then the thumbprint (base64url)
+/// of the first certificate in each `--pin-cert` file.
+fn pins_of(spec: &ClientSpecArgs) -> Result<Vec<String>> {
+    let mut pins = spec.pin_sha256.clone();
+    for path in &spec.pin_cert {
+        let certificates = tokenmint::tls::read_certificates(path)?;
+        let first = certificates
+            .first()
+            .with_context(|| format!("{}: no certificate", path.display()))?;
+        pins.push(crypto::CertificateThumbprint::of_der(first.as_ref()).to_b64url());
+    }
+    Ok(pins)
+}
+
 /// The API's form of a client spec.
-fn client_spec(spec: ClientSpecArgs) -> ClientSpec {
+fn client_spec(spec: ClientSpecArgs) -> Result<ClientSpec> {
     let lifetime = |d: Option<Duration>| d.map(duration_to_proto);
-    ClientSpec {
+    let pinned_sha256 = pins_of(&spec)?;
+    Ok(ClientSpec {
         client_id: spec.id,
         san_uri: spec.san_uri.unwrap_or_default(),
         san_dns: spec.san_dns.unwrap_or_default(),
@@ -809,13 +835,14 @@ fn client_spec(spec: ClientSpecArgs) -> ClientSpec {
         default_lifetime: lifetime(spec.default_lifetime),
         max_lifetime: lifetime(spec.max_lifetime),
         disabled: spec.disabled,
-    }
+        pinned_sha256,
+    })
 }
 
 async fn client_register(args: ClientRegisterArgs) -> Result<()> {
     let with_secret = args.spec.with_secret;
     let request = RegisterClientRequest {
-        client: Some(client_spec(args.spec)),
+        client: Some(client_spec(args.spec)?),
         with_secret,
     };
     let mut admin = AdminServiceClient::new(args.remote.channel("admin").await?);
@@ -843,7 +870,7 @@ async fn client_update(args: ClientRegisterArgs) -> Result<()> {
     let mut admin = AdminServiceClient::new(args.remote.channel("admin").await?);
     let client = admin
         .update_client(UpdateClientRequest {
-            client: Some(client_spec(args.spec)),
+            client: Some(client_spec(args.spec)?),
         })
         .await
         .map_err(refused)?

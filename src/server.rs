@@ -144,6 +144,7 @@ pub fn client_from_config(c: &config::ClientConfig) -> Result<Client, ServeError
         MatcherConfig::SanUri(v) => CertificateMatcher::try_san_uri(v),
         MatcherConfig::SanDns(v) => CertificateMatcher::try_san_dns(v),
         MatcherConfig::SubjectDn(v) => CertificateMatcher::try_subject_dn(v),
+        MatcherConfig::PinnedSha256(pins) => CertificateMatcher::try_pinned(pins),
     }
     .map_err(|e| invalid(e.to_string()))?;
     let client = Client {
@@ -489,6 +490,7 @@ impl PreparedServer {
             provider.clone(),
             &self.config.tls.client_ca,
             &self.config.tls.client_crls,
+            self.authority.clone(),
         )?);
         let certificate = Arc::new(tls::ServerCertificate::load(
             provider.clone(),
@@ -525,6 +527,7 @@ impl PreparedServer {
                 tokio::spawn(tls::accept_loop(
                     listener,
                     acceptor,
+                    material.verifier.clone(),
                     tls::HandshakeLimits {
                         timeout: self.config.server.handshake_timeout,
                         max_in_progress: self.config.server.max_handshakes,

@@ -105,14 +105,40 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
 /// mixes old and new.
 struct ClientTrust {
     chain: Arc<dyn ClientCertVerifier>,
+    /// Which load this is: entries of the chain cache name it, so a reload voids them.
+    generation: u64,
 }
 
-/// The client-certificate verifier: a webpki verifier over the client CA roots, behind one
-/// swap. A certificate is optional at the TLS layer (public endpoints need none); each RPC that
-/// needs one checks for it.
+/// Which certificate thumbprints are pinned (`self_signed_tls_client_auth` clients): the
+/// client registry as it is at the moment of asking, so a pin registered, changed or removed
+/// through the API or on another replica takes effect with the registry.
+pub trait PinnedCertificates: Send + Sync + 'static {
+    /// Whether some registered client pins this thumbprint.
+    fn is_pinned(&self, thumbprint: &CertificateThumbprint) -> bool;
+}
+
+impl PinnedCertificates for crate::authority::Authority {
+    fn is_pinned(&self, thumbprint: &CertificateThumbprint) -> bool {
+        self.clients().is_pinned(thumbprint)
+    }
+}
+
+/// How many chain-verified leaves the classification cache remembers.
+const CHAINED_CACHE_CAPACITY: u64 = 10_000;
+
+/// The client-certificate verifier (SPEC §2). A certificate is accepted if its thumbprint is
+/// pinned (within its validity; pinned certificates are never trust anchors and sign nothing)
+/// or else if it chains to a client CA (webpki: clientAuth EKU, validity, CRLs). The CA
+/// roots and CRLs sit behind one swap. A certificate is optional at the TLS layer (public
+/// endpoints need none); each RPC that needs one checks for it.
 pub struct ClientVerifier {
     provider: Arc<CryptoProvider>,
     trust: ArcSwap<ClientTrust>,
+    pins: Arc<dyn PinnedCertificates>,
+    /// Leaves the chain check accepted, by trust generation and thumbprint, so the accept
+    /// path classifies a peer without verifying its chain a second time.
+    chained: moka::sync::Cache<(u64, CertificateThumbprint), ()>,
+    generations: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for ClientVerifier {
@@ -122,23 +148,68 @@ impl fmt::Debug for ClientVerifier {
 }
 
 impl ClientVerifier {
-    /// A verifier trusting the CA certificates in `client_ca`.
+    /// A verifier trusting the CA certificates in `client_ca` (less the certificates the CRLs
+    /// list) and the certificates `pins` pins.
     pub fn try_new(
         provider: Arc<CryptoProvider>,
         client_ca: &Path,
         client_crls: &[std::path::PathBuf],
+        pins: Arc<dyn PinnedCertificates>,
     ) -> Result<Self, TlsError> {
-        let trust = Self::load(&provider, client_ca, client_crls)?;
+        let trust = Self::load(&provider, client_ca, client_crls, 0)?;
         Ok(Self {
             provider,
             trust: ArcSwap::from_pointee(trust),
+            pins,
+            chained: moka::sync::Cache::builder()
+                .max_capacity(CHAINED_CACHE_CAPACITY)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+            generations: std::sync::atomic::AtomicU64::new(1),
         })
+    }
+
+    /// Loads the roots and CRLs from their files, for a swap.
+    fn reload_trust(
+        &self,
+        client_ca: &Path,
+        client_crls: &[std::path::PathBuf],
+    ) -> Result<ClientTrust, TlsError> {
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self::load(&self.provider, client_ca, client_crls, generation)
+    }
+
+    /// How the peer of a finished handshake (or a resumed session, which the verifier never
+    /// saw) was verified, decided against the pins and trust in place now: `Pinned` if its
+    /// leaf is pinned and within its validity, `CaChain` if the chain verifies, `None` if
+    /// neither holds any more (a pin removed or a CRL entry added since the handshake).
+    pub fn classify(&self, certificates: &[CertificateDer<'_>]) -> Option<Verification> {
+        let (leaf, intermediates) = certificates.split_first()?;
+        let thumbprint = CertificateThumbprint::of_der(leaf.as_ref());
+        if self.pins.is_pinned(&thumbprint) {
+            return check_leaf_validity(leaf, UnixTime::now())
+                .ok()
+                .map(|()| Verification::Pinned);
+        }
+        let trust = self.trust.load();
+        if self.chained.contains_key(&(trust.generation, thumbprint)) {
+            return Some(Verification::CaChain);
+        }
+        trust
+            .chain
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .ok()?;
+        self.chained.insert((trust.generation, thumbprint), ());
+        Some(Verification::CaChain)
     }
 
     fn load(
         provider: &Arc<CryptoProvider>,
         client_ca: &Path,
         client_crls: &[std::path::PathBuf],
+        generation: u64,
     ) -> Result<ClientTrust, TlsError> {
         let mut roots = RootCertStore::empty();
         for cert in read_certificates(client_ca)? {
@@ -171,8 +242,27 @@ impl ClientVerifier {
             .allow_unauthenticated()
             .build()
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(ClientTrust { chain })
+        Ok(ClientTrust { chain, generation })
     }
+}
+
+/// Refuses a pinned leaf outside its validity period (the one check a pin keeps: the chain
+/// check's other rules are for certificates a CA vouches for).
+fn check_leaf_validity(leaf: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
+    use rustls::CertificateError;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let validity = parsed.validity();
+    if now > validity.not_after.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+    }
+    if now < validity.not_before.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet,
+        ));
+    }
+    Ok(())
 }
 
 impl ClientCertVerifier for ClientVerifier {
@@ -196,10 +286,17 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.trust
-            .load()
+        let thumbprint = CertificateThumbprint::of_der(end_entity.as_ref());
+        if self.pins.is_pinned(&thumbprint) {
+            check_leaf_validity(end_entity, now)?;
+            return Ok(ClientCertVerified::assertion());
+        }
+        let trust = self.trust.load();
+        let verified = trust
             .chain
-            .verify_client_cert(end_entity, intermediates, now)
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.chained.insert((trust.generation, thumbprint), ());
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -332,8 +429,9 @@ impl TlsMaterial {
     /// Loads everything first, then swaps: either all of it changes or none.
     pub fn reload(&self) -> Result<(), TlsError> {
         let certified = ServerCertificate::read(&self.certificate.provider, &self.cert, &self.key)?;
-        let trust =
-            ClientVerifier::load(&self.verifier.provider, &self.client_ca, &self.client_crls)?;
+        let trust = self
+            .verifier
+            .reload_trust(&self.client_ca, &self.client_crls)?;
         self.certificate.current.store(Arc::new(certified));
         self.verifier.trust.store(Arc::new(trust));
         Ok(())
@@ -548,14 +646,25 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
-/// Classifies the peer of a finished handshake: parses its leaf certificate once.
-fn classify(stream: &TlsStream<TcpStream>) -> Option<Arc<PeerCertificate>> {
-    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+/// Classifies the peer of a finished handshake once, as pinned or CA-verified (see
+/// [`ClientVerifier::classify`]), and parses its leaf certificate once.
+fn classify(
+    stream: &TlsStream<TcpStream>,
+    verifier: &ClientVerifier,
+) -> Option<Arc<PeerCertificate>> {
+    let certificates = stream.get_ref().1.peer_certificates()?;
+    let leaf = certificates.first()?;
+    let Some(verification) = verifier.classify(certificates) else {
+        tracing::info!(
+            "the client certificate is no longer pinned or trusted (changed since its session began); treating the peer as unauthenticated"
+        );
+        return None;
+    };
     match CertificateIdentity::from_der(leaf.as_ref()) {
         Ok(identity) => Some(Arc::new(PeerCertificate {
             identity,
             thumbprint: CertificateThumbprint::of_der(leaf.as_ref()),
-            verification: Verification::CaChain,
+            verification,
         })),
         Err(e) => {
             tracing::warn!(error = %e, "verified client certificate could not be parsed; treating the peer as unauthenticated");
@@ -650,6 +759,7 @@ impl PeerFailures {
 pub async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    verifier: Arc<ClientVerifier>,
     limits: HandshakeLimits,
     connections: mpsc::Sender<Result<TlsConnection, io::Error>>,
     shutdown: CancellationToken,
@@ -692,6 +802,7 @@ pub async fn accept_loop(
         let connections = connections.clone();
         let shutdown = shutdown.clone();
         let failures = failures.clone();
+        let verifier = verifier.clone();
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(limits.timeout, acceptor.accept(tcp));
             let stream = tokio::select! {
@@ -722,7 +833,7 @@ pub async fn accept_loop(
             drop(permit);
             let info = ConnectionInfo {
                 remote_addr: Some(remote_addr),
-                peer: classify(&stream),
+                peer: classify(&stream, &verifier),
             };
             let _ = connections.send(Ok(TlsConnection::new(stream, info))).await;
         });
