@@ -220,7 +220,11 @@ impl IssuanceAudit {
             IssuanceMode::Off => {}
             IssuanceMode::Counts { .. } => self.count(&token.client_id, true),
             IssuanceMode::Sampled { one_in } => {
-                if self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(one_in) {
+                if self
+                    .seen
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(one_in)
+                {
                     log_token(token, one_in);
                 }
             }

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::{
+    audit::{IssuanceAudit, IssuanceMode},
     client::{AuthError, Client, ClientRegistry, PeerCertificate, Permission},
     clock::{Clock, unix_seconds},
     crypto::{self, SecretHasher},
@@ -132,6 +133,7 @@ pub struct Authority {
     max_staleness: Duration,
     max_issue_staleness: Duration,
     issue_limits: IssueLimits,
+    issuance_audit: Arc<IssuanceAudit>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -173,6 +175,12 @@ impl Authority {
         self
     }
 
+    /// With issuance audited as `audit` says (not at all by default).
+    pub fn with_issuance_audit(mut self, audit: Arc<IssuanceAudit>) -> Self {
+        self.issuance_audit = audit;
+        self
+    }
+
     /// An authority from its parts.
     pub fn new(parts: Parts) -> Self {
         Self {
@@ -188,10 +196,12 @@ impl Authority {
             max_staleness: parts.max_staleness,
             max_issue_staleness: parts.max_issue_staleness,
             issue_limits: IssueLimits::default(),
+            issuance_audit: Arc::new(IssuanceAudit::new(IssuanceMode::Off)),
         }
     }
 
-    /// Authenticates `peer` as a client and issues it a token as `request` asks.
+    /// Authenticates `peer` as a client and issues it a token as `request` asks; the
+    /// outcome for an authenticated client goes to the issuance audit.
     pub fn issue(
         &self,
         peer: Option<&PeerCertificate>,
@@ -203,6 +213,24 @@ impl Authority {
             request.client_secret.as_deref(),
             &self.hasher,
         )?;
+        match self.issue_to(&client, peer, request) {
+            Ok(token) => {
+                self.issuance_audit.issued(&token);
+                Ok(token)
+            }
+            Err(e) => {
+                self.issuance_audit.refused(client.id.as_str(), e.label());
+                Err(e)
+            }
+        }
+    }
+
+    fn issue_to(
+        &self,
+        client: &Client,
+        peer: Option<&PeerCertificate>,
+        request: &TokenRequest,
+    ) -> Result<IssuedToken, IssueError> {
         // authenticate() refuses a missing certificate, so `peer` is present here.
         let peer = peer.ok_or(IssueError::Auth(AuthError::NoCertificate))?;
         if self.blocklist.is_client_disabled(client.id.as_str()) {
@@ -228,7 +256,7 @@ impl Authority {
             });
         }
         let signer = self.keys.borrow().signer().clone();
-        self.issuer.issue_at(now, &client, peer, request, &signer)
+        self.issuer.issue_at(now, client, peer, request, &signer)
     }
 
     /// The client `peer` is, with `permission` (admins hold every permission). No secret is

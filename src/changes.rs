@@ -218,6 +218,14 @@ impl ChangeLog {
         Ok(removed)
     }
 
+    /// Removes stored audit events older than `retention`; returns how many.
+    pub async fn purge_audit(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
+        let age = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        self.store
+            .purge_audit(self.authority.now().saturating_sub(age))
+            .await
+    }
+
     /// A stream of the state after `after_sequence` and then every change, until `stop`.
     /// Sends a snapshot when `after_sequence` is 0, ahead of the log, or older than its purged
     /// history; otherwise exactly the missed events. Items are sent to `out`; the function

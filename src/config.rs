@@ -81,6 +81,12 @@ const DEFAULT_PER_CLIENT_MAX_LIVE: u64 = 10_000;
 const DEFAULT_PER_CLIENT_RATE: u32 = 10;
 /// Default of `revocation.purge_interval`.
 const DEFAULT_PURGE_INTERVAL: &str = "1m";
+/// Default of `audit.issuance_interval`.
+const DEFAULT_AUDIT_INTERVAL: &str = "1m";
+/// Default of `audit.issuance_sample`.
+const DEFAULT_AUDIT_SAMPLE: u64 = 100;
+/// Default of `audit.retention`.
+const DEFAULT_AUDIT_RETENTION: &str = "400d";
 
 /// Upper bound of `tokens.leeway`.
 const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
@@ -139,6 +145,15 @@ const SECTIONS: &[(&str, &[&str])] = &[
     (
         "limits",
         &["issue_per_second", "issue_burst", "issue_per_client"],
+    ),
+    (
+        "audit",
+        &[
+            "issuance",
+            "issuance_interval",
+            "issuance_sample",
+            "retention",
+        ],
     ),
     (
         "revocation",
@@ -229,6 +244,8 @@ pub struct Config {
     pub revocation: RevocationConfig,
     /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[audit]`.
+    pub audit: AuditConfig,
     /// `[[clients]]`, in file order.
     pub clients: Vec<ClientConfig>,
     /// Whether `TOKENMINT_KEK` was set (non-empty) in the environment; then `keys.kek_files`
@@ -367,6 +384,16 @@ pub struct KeysConfig {
     pub kek_files: Vec<PathBuf>,
 }
 
+/// `[audit]`: how much issuance is audited, and how long audit events are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// `issuance` (`"counts"`, `"sampled"`, `"every"` or `"off"`) with `issuance_interval` or
+    /// `issuance_sample`.
+    pub issuance: crate::audit::IssuanceMode,
+    /// Stored audit events older than this are removed (at each revocation purge).
+    pub retention: Duration,
+}
+
 /// `[limits]`: per-client token buckets on issuance, off unless configured.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LimitsConfig {
@@ -458,7 +485,17 @@ struct FileConfig {
     tokens: FileTokens,
     revocation: FileRevocation,
     limits: FileLimits,
+    audit: FileAudit,
     clients: Vec<FileClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileAudit {
+    issuance: Option<String>,
+    issuance_interval: Option<String>,
+    issuance_sample: Option<u64>,
+    retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -783,6 +820,7 @@ fn check_section(section: &str, table: toml::Table) -> Result<(), toml::de::Erro
         "tokens" => table.try_into::<FileTokens>().map(drop),
         "revocation" => table.try_into::<FileRevocation>().map(drop),
         "limits" => table.try_into::<FileLimits>().map(drop),
+        "audit" => table.try_into::<FileAudit>().map(drop),
         // `EnvOverrides::read` lets only the sections above through.
         _ => Ok(()),
     }
@@ -915,6 +953,7 @@ impl Validator<'_> {
         let clients = self.clients(file.clients, &tokens)?;
         let revocation = self.revocation(file.revocation)?;
         let limits = self.limits(file.limits)?;
+        let audit = self.audit(file.audit)?;
         Ok(Config {
             server,
             tls,
@@ -923,9 +962,57 @@ impl Validator<'_> {
             tokens,
             revocation,
             limits,
+            audit,
             clients,
             kek_from_env,
             source: self.file.to_path_buf(),
+        })
+    }
+
+    fn audit(&self, a: FileAudit) -> Result<AuditConfig, ConfigError> {
+        use crate::audit::IssuanceMode;
+        let mode = a.issuance.as_deref().unwrap_or("counts");
+        let issuance = match mode.trim() {
+            "off" => IssuanceMode::Off,
+            "every" => IssuanceMode::Every,
+            "counts" => IssuanceMode::Counts {
+                interval: self.positive(
+                    "audit.issuance_interval",
+                    a.issuance_interval.as_deref(),
+                    DEFAULT_AUDIT_INTERVAL,
+                )?,
+            },
+            "sampled" => {
+                let one_in = a.issuance_sample.unwrap_or(DEFAULT_AUDIT_SAMPLE);
+                if one_in < 2 {
+                    return Err(self.error(
+                        "audit.issuance_sample",
+                        format!(
+                            "{} ({one_in}) must be at least 2 (one token in that many is audited); for every token use issuance = \"every\"",
+                            self.label("audit.issuance_sample")
+                        ),
+                    ));
+                }
+                IssuanceMode::Sampled { one_in }
+            }
+            other => {
+                return Err(self.error(
+                    "audit.issuance",
+                    format!(
+                        "{} `{other}` is not a mode: use \"counts\" (per-client counts every issuance_interval, the default), \"sampled\" (one token in issuance_sample), \"every\" or \"off\"",
+                        self.label("audit.issuance")
+                    ),
+                ));
+            }
+        };
+        let retention = self.positive(
+            "audit.retention",
+            a.retention.as_deref(),
+            DEFAULT_AUDIT_RETENTION,
+        )?;
+        Ok(AuditConfig {
+            issuance,
+            retention,
         })
     }
 
@@ -2285,7 +2372,11 @@ enabled = false
     fn client_without_matcher_is_refused() {
         refused(
             "[[clients]]\nid = \"x\"",
-            &["clients[0]", "\"x\"", "san_uri, san_dns, subject_dn or pinned_sha256"],
+            &[
+                "clients[0]",
+                "\"x\"",
+                "san_uri, san_dns, subject_dn or pinned_sha256",
+            ],
         );
         refused(
             "[[clients]]\nid = \"x\"\nsubject_dn = \" \"",

@@ -32,17 +32,17 @@ pub mod proto {
 }
 
 use proto::{
-    ClientInfo, ClientSpec, DisableClientRequest, DisableClientResponse, EnableClientRequest,
-    EnableClientResponse, GetClientRequest, GetJwksRequest, GetJwksResponse,
+    AuditEvent, ClientInfo, ClientSpec, DisableClientRequest, DisableClientResponse,
+    EnableClientRequest, EnableClientResponse, GetClientRequest, GetJwksRequest, GetJwksResponse,
     IntrospectTokenRequest, IntrospectTokenResponse, IssueTokenRequest, IssueTokenResponse,
-    AuditEvent, KeyInfo, ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest,
-    ListClientsResponse, ListKeysRequest, ListKeysResponse,
-    ListRevocationsRequest, ListRevocationsResponse, RegisterClientRequest, RegisterClientResponse,
-    RevocationEvent, RevokeClientTokensRequest, RevokeClientTokensResponse, RevokeKeyRequest,
-    RevokeKeyResponse, RevokeTokenIdRequest, RevokeTokenIdResponse, RevokeTokenRequest,
-    RevokeTokenResponse, RotateKeysRequest, RotateKeysResponse, UpdateClientRequest,
-    WatchJwksRequest, WatchRevocationsRequest, admin_service_server::AdminService,
-    key_service_server::KeyService, revocation_event, revocation_service_server::RevocationService,
+    KeyInfo, ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest,
+    ListClientsResponse, ListKeysRequest, ListKeysResponse, ListRevocationsRequest,
+    ListRevocationsResponse, RegisterClientRequest, RegisterClientResponse, RevocationEvent,
+    RevokeClientTokensRequest, RevokeClientTokensResponse, RevokeKeyRequest, RevokeKeyResponse,
+    RevokeTokenIdRequest, RevokeTokenIdResponse, RevokeTokenRequest, RevokeTokenResponse,
+    RotateKeysRequest, RotateKeysResponse, UpdateClientRequest, WatchJwksRequest,
+    WatchRevocationsRequest, admin_service_server::AdminService, key_service_server::KeyService,
+    revocation_event, revocation_service_server::RevocationService,
     token_service_server::TokenService,
 };
 

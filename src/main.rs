@@ -736,12 +736,19 @@ async fn client_add(args: ClientAddArgs) -> Result<()> {
     let config = load_config(&args.config)?;
     let args = args.spec;
     let pins = pins_of(&args)?;
-    let matcher = match (&args.san_uri, &args.san_dns, &args.subject_dn, pins.as_slice()) {
+    let matcher = match (
+        &args.san_uri,
+        &args.san_dns,
+        &args.subject_dn,
+        pins.as_slice(),
+    ) {
         (Some(v), None, None, []) => CertificateMatcher::try_san_uri(v)?,
         (None, Some(v), None, []) => CertificateMatcher::try_san_dns(v)?,
         (None, None, Some(v), []) => CertificateMatcher::try_subject_dn(v)?,
         (None, None, None, pins) if !pins.is_empty() => CertificateMatcher::try_pinned(pins)?,
-        _ => bail!("give exactly one of --san-uri, --san-dns, --subject-dn, or pins (--pin-sha256, --pin-cert)"),
+        _ => bail!(
+            "give exactly one of --san-uri, --san-dns, --subject-dn, or pins (--pin-sha256, --pin-cert)"
+        ),
     };
     let permissions = args
         .permissions

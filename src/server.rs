@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::{
-    audit::{AuditRecord, CONFIG_ACTOR, OPERATOR_ACTOR},
+    audit::{AuditRecord, CONFIG_ACTOR, IssuanceAudit, IssuanceMode, OPERATOR_ACTOR},
     authority::{Authority, Parts},
     changes::ChangeLog,
     client::{Client, ClientId, ClientRegistry},
@@ -351,6 +351,7 @@ pub struct PreparedServer {
     authority: Arc<Authority>,
     changes: Arc<ChangeLog>,
     rotator: Arc<Rotator>,
+    issuance_audit: Arc<IssuanceAudit>,
 }
 
 /// How long calls in flight on a connection past `server.max_connection_age` may finish
@@ -395,6 +396,7 @@ pub async fn prepare_with_store(
         config.tokens.leeway,
         config.tokens.max_lifetime,
     ));
+    let issuance_audit = Arc::new(IssuanceAudit::new(config.audit.issuance));
     let authority = Arc::new(
         Authority::new(Parts {
             issuer: Issuer::new(config.server.issuer.clone(), config.tokens.max_lifetime),
@@ -412,7 +414,8 @@ pub async fn prepare_with_store(
             config.limits.issue_per_second,
             config.limits.issue_burst,
             &config.limits.issue_per_client,
-        )),
+        ))
+        .with_issuance_audit(issuance_audit.clone()),
     );
     let changes = Arc::new(ChangeLog::new(
         store.clone(),
@@ -460,6 +463,7 @@ pub async fn prepare_with_store(
         authority,
         changes,
         rotator,
+        issuance_audit,
     })
 }
 
@@ -575,6 +579,14 @@ impl PreparedServer {
                 tokio::spawn(purge_revocations(
                     self.changes.clone(),
                     self.config.revocation.purge_interval,
+                    self.config.audit.retention,
+                    stop.clone(),
+                )),
+            ),
+            (
+                "issuance-audit",
+                tokio::spawn(flush_issuance_counts(
+                    self.issuance_audit.clone(),
                     stop.clone(),
                 )),
             ),
@@ -754,8 +766,14 @@ async fn rotate_keys(rotator: Arc<Rotator>, interval: Duration, stop: Cancellati
     }
 }
 
-/// Removes expired revocations and old log entries every `interval`.
-async fn purge_revocations(changes: Arc<ChangeLog>, interval: Duration, stop: CancellationToken) {
+/// Removes expired revocations and old log entries every `interval`, and audit events older
+/// than `audit_retention`.
+async fn purge_revocations(
+    changes: Arc<ChangeLog>,
+    interval: Duration,
+    audit_retention: Duration,
+    stop: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -767,6 +785,33 @@ async fn purge_revocations(changes: Arc<ChangeLog>, interval: Duration, stop: Ca
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "purged expired revocations and log entries"),
             Err(e) => tracing::warn!(error = %e, "purging expired revocations failed; will retry"),
+        }
+        match changes.purge_audit(audit_retention).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "purged audit events past audit.retention"),
+            Err(e) => tracing::warn!(error = %e, "purging old audit events failed; will retry"),
+        }
+    }
+}
+
+/// Writes the per-client issuance counts every `audit.issuance_interval` (when issuance is
+/// audited as counts), and once more at shutdown so the last interval is not lost.
+async fn flush_issuance_counts(audit: Arc<IssuanceAudit>, stop: CancellationToken) {
+    let IssuanceMode::Counts { interval } = audit.mode() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => {
+                audit.flush(interval);
+                return;
+            }
+            _ = ticker.tick() => {
+                audit.flush(interval);
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod manifests;
 mod ops;
+mod pinned;
 mod probes;
 mod reload;
 mod replicas;

@@ -1,0 +1,333 @@
+//! Self-signed clients (`self_signed_tls_client_auth`, SPEC §2): certificates made with
+//! `openssl req -x509` (so CA:TRUE), accepted by their pinned thumbprint only, matched only by
+//! their pin (never by the names they carry), and cut off when their pin goes.
+
+use std::{path::Path, process::Command};
+
+use tokenmint::{
+    grpc::proto::{
+        ClientSpec, IssueTokenRequest, ListClientsRequest, RegisterClientRequest,
+        UpdateClientRequest,
+    },
+    pki::Issued,
+};
+use tonic::Code;
+
+use crate::support::*;
+
+/// Runs openssl, failing the test with its output if it fails.
+fn openssl(args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A self-signed certificate from `openssl req -x509`, for the key in `key` (made first when
+/// absent), with subject CN=`name` and, if given, one SAN URI.
+fn self_signed(dir: &Path, name: &str, key: &str, san_uri: Option<&str>) -> Issued {
+    let key_path = dir.join(key);
+    let cert_path = dir.join(format!("{name}.pem"));
+    if !key_path.exists() {
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key_path.to_str().unwrap(),
+        ]);
+    }
+    let subject = format!("/CN={name}");
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        key_path.to_str().unwrap(),
+        "-out",
+        cert_path.to_str().unwrap(),
+        "-days",
+        "2",
+        "-subj",
+        &subject,
+    ];
+    let san = san_uri.map(|uri| format!("subjectAltName=URI:{uri}"));
+    if let Some(san) = &san {
+        args.extend(["-addext", san]);
+    }
+    openssl(&args);
+    let cert_pem = std::fs::read_to_string(&cert_path).unwrap();
+    let cert_der = rustls_pki_der(&cert_pem);
+    Issued {
+        cert_pem,
+        cert_der,
+        key_pem: std::fs::read_to_string(&key_path).unwrap().into(),
+    }
+}
+
+fn rustls_pki_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// The SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it (hex with colons).
+fn openssl_fingerprint(dir: &Path, name: &str) -> String {
+    let out = openssl(&[
+        "x509",
+        "-in",
+        dir.join(format!("{name}.pem")).to_str().unwrap(),
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+    ]);
+    out.trim().split_once('=').unwrap().1.to_owned()
+}
+
+fn pinned_spec(id: &str, pins: &[String]) -> ClientSpec {
+    ClientSpec {
+        client_id: id.into(),
+        pinned_sha256: pins.to_vec(),
+        audiences: vec![DEMO_AUDIENCE.into()],
+        scopes: vec!["orders:read".into()],
+        ..Default::default()
+    }
+}
+
+async fn register(
+    server: &TestServer,
+    admin: &Issued,
+    spec: ClientSpec,
+) -> Result<(), tonic::Status> {
+    server
+        .admin(admin)
+        .register_client(RegisterClientRequest {
+            client: Some(spec),
+            with_secret: false,
+        })
+        .await
+        .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_self_signed_client_gets_a_token_and_another_certificate_for_its_key_does_not() {
+    let setup = Setup::new(&standard_clients());
+    let dir = tempfile::tempdir().unwrap();
+    let own = self_signed(dir.path(), "selfie", "selfie.key", None);
+    let same_key = self_signed(dir.path(), "selfie-again", "selfie.key", None);
+    // The premise: openssl made a CA certificate, which no chain check would take as a leaf.
+    let constraints = openssl(&[
+        "x509",
+        "-in",
+        dir.path().join("selfie.pem").to_str().unwrap(),
+        "-noout",
+        "-ext",
+        "basicConstraints",
+    ]);
+    assert!(constraints.contains("CA:TRUE"), "{constraints}");
+
+    let server = setup.start().await;
+    let admin = setup.pki.client_uri(ADMIN_URI);
+    // Unregistered, it is neither pinned nor CA-issued: the handshake fails.
+    assert_tls_refused(issue(&server, &own, IssueTokenRequest::default()).await);
+
+    // The pin as openssl prints it: hex with colons.
+    let fingerprint = openssl_fingerprint(dir.path(), "selfie");
+    register(&server, &admin, pinned_spec("selfie", &[fingerprint]))
+        .await
+        .unwrap();
+
+    let token = issue(&server, &own, IssueTokenRequest::default())
+        .await
+        .unwrap();
+    let claims = verify_with_jwks(
+        &token.access_token,
+        &server.jwks().await.jwks_json,
+        DEMO_AUDIENCE,
+    );
+    assert_eq!(claims["client_id"], "selfie");
+    assert_eq!(claims["cnf"]["x5t#S256"], thumbprint_of(&own));
+
+    // The same key in another certificate is not the pinned certificate.
+    assert_tls_refused(issue(&server, &same_key, IssueTokenRequest::default()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_certificate_carrying_the_admin_san_gets_no_admin_rights_before_or_after_its_pin_goes()
+ {
+    let setup = Setup::new(&standard_clients());
+    let dir = tempfile::tempdir().unwrap();
+    let imposter = self_signed(dir.path(), "imposter", "imposter.key", Some(ADMIN_URI));
+    let replacement = self_signed(dir.path(), "replacement", "replacement.key", None);
+    let server = setup.start().await;
+    let admin = setup.pki.client_uri(ADMIN_URI);
+    register(
+        &server,
+        &admin,
+        pinned_spec("imposter", &[thumbprint_of(&imposter)]),
+    )
+    .await
+    .unwrap();
+
+    // Pinned: it is the pinned client and nobody else, whatever SAN it carries.
+    let refused = server
+        .admin(&imposter)
+        .list_clients(ListClientsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let token = issue(&server, &imposter, IssueTokenRequest::default())
+        .await
+        .unwrap();
+    let claims = verify_with_jwks(
+        &token.access_token,
+        &server.jwks().await.jwks_json,
+        DEMO_AUDIENCE,
+    );
+    assert_eq!(claims["client_id"], "imposter");
+
+    // Its pin replaced: the certificate is no longer accepted at all, and certainly not as
+    // the admin its SAN names.
+    server
+        .admin(&admin)
+        .update_client(UpdateClientRequest {
+            client: Some(pinned_spec("imposter", &[thumbprint_of(&replacement)])),
+        })
+        .await
+        .unwrap();
+    assert_tls_refused(
+        server
+            .admin(&imposter)
+            .list_clients(ListClientsRequest::default())
+            .await,
+    );
+    assert_tls_refused(issue(&server, &imposter, IssueTokenRequest::default()).await);
+    // The new pin works at once.
+    let token = issue(&server, &replacement, IssueTokenRequest::default())
+        .await
+        .unwrap();
+    assert!(!token.access_token.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thumbprint_is_pinned_by_one_client_only_and_bad_pins_are_refused() {
+    let setup = Setup::new(&standard_clients());
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(dir.path(), "shared", "shared.key", None);
+    let server = setup.start().await;
+    let admin = setup.pki.client_uri(ADMIN_URI);
+    let pin = thumbprint_of(&cert);
+    register(&server, &admin, pinned_spec("first", &[pin.clone()]))
+        .await
+        .unwrap();
+
+    // The same thumbprint, spelt as hex this time, for another client.
+    let hex = openssl_fingerprint(dir.path(), "shared");
+    let taken = register(&server, &admin, pinned_spec("second", &[hex]))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    // Nor may another client take it over by an update.
+    register(
+        &server,
+        &admin,
+        pinned_spec("second", &[openssl_fingerprint_of_new(dir.path())]),
+    )
+    .await
+    .unwrap();
+    let taken = server
+        .admin(&admin)
+        .update_client(UpdateClientRequest {
+            client: Some(pinned_spec("second", &[pin.clone()])),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+
+    for (pins, why) in [
+        (vec!["not-a-thumbprint".to_owned()], "not a digest"),
+        (vec![], "no pin and no other matcher"),
+        (vec!["00".repeat(32); 9], "more than 8 pins"),
+    ] {
+        let refused = register(&server, &admin, pinned_spec("third", &pins))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{why}: {refused:?}");
+    }
+    // A pin and a name at once is refused: one matcher per client.
+    let mut both = pinned_spec("third", &[pin]);
+    both.san_uri = "spiffe://tokenmint.test/third".into();
+    let refused = register(&server, &admin, both).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    // The first client still gets its tokens as itself.
+    let token = issue(&server, &cert, IssueTokenRequest::default())
+        .await
+        .unwrap();
+    let claims = verify_with_jwks(
+        &token.access_token,
+        &server.jwks().await.jwks_json,
+        DEMO_AUDIENCE,
+    );
+    assert_eq!(claims["client_id"], "first");
+}
+
+/// A fresh self-signed certificate's hex fingerprint.
+fn openssl_fingerprint_of_new(dir: &Path) -> String {
+    self_signed(dir, "fresh", "fresh.key", None);
+    openssl_fingerprint(dir, "fresh")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_client_from_the_config_file_is_served_and_a_ca_issued_certificate_never_matches_a_pin()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(dir.path(), "configured", "configured.key", None);
+    let clients = format!(
+        r#"{}
+[[clients]]
+id = "configured"
+pinned_sha256 = ["{}"]
+audiences = ["{DEMO_AUDIENCE}"]
+"#,
+        standard_clients(),
+        thumbprint_of(&cert)
+    );
+    let setup = Setup::new(&clients);
+    let server = setup.start().await;
+    let token = issue(&server, &cert, IssueTokenRequest::default())
+        .await
+        .unwrap();
+    let claims = verify_with_jwks(
+        &token.access_token,
+        &server.jwks().await.jwks_json,
+        DEMO_AUDIENCE,
+    );
+    assert_eq!(claims["client_id"], "configured");
+
+    // A CA-issued client naming the pinned client gets invalid_client: its certificate is
+    // not the pinned one.
+    let demo = setup.pki.client_uri(DEMO_URI);
+    assert_refused(
+        issue(
+            &server,
+            &demo,
+            IssueTokenRequest {
+                client_id: "configured".into(),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::Unauthenticated,
+        "invalid_client",
+    );
+}
