@@ -728,3 +728,101 @@ fn client_register_and_get_go_over_mtls_as_the_admin() {
         .status();
     assert!(server.wait().unwrap().success());
 }
+
+/// Runs `serve --dev` in `dir` with issuance audited as `mode` and JSON logs to `log`, issues
+/// `count` tokens to demo with the CLI, stops the server with SIGTERM, and returns the tokens.
+fn serve_and_issue(dir: &Path, mode: &str, log: &str, count: usize) -> Vec<String> {
+    let port = free_port();
+    let mut server = tokenmint(dir)
+        .args(["serve", "--dev"])
+        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TOKENMINT__AUDIT__ISSUANCE", mode)
+        .env("TOKENMINT_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn,tokenmint::audit::issuance=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(log)).unwrap())
+        .spawn()
+        .unwrap();
+    let server_url = format!("https://localhost:{port}");
+    let issue = || {
+        tokenmint(dir)
+            .args(["token", "issue", "--server", &server_url])
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tokens = Vec::new();
+    while tokens.len() < count {
+        let output = issue();
+        if output.status.success() {
+            let response: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            tokens.push(response["access_token"].as_str().unwrap().to_owned());
+        } else {
+            assert!(Instant::now() < deadline, "serve --dev never served");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    assert!(server.wait().unwrap().success());
+    tokens
+}
+
+/// The JSON log lines of the issuance audit target.
+fn issuance_events(dir: &Path, log: &str) -> (String, Vec<serde_json::Value>) {
+    let text = std::fs::read_to_string(dir.join(log)).unwrap();
+    let events = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "tokenmint::audit::issuance")
+        .collect();
+    (text, events)
+}
+
+#[test]
+fn issuance_is_audited_on_its_own_log_target_per_token_or_as_counts_and_never_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // Every token: one event each, naming its id, never holding it.
+    let tokens = serve_and_issue(dir.path(), "every", "every.log", 3);
+    let (text, events) = issuance_events(dir.path(), "every.log");
+    let issued: Vec<_> = events
+        .iter()
+        .filter(|e| e["fields"]["event"] == "token.issued")
+        .collect();
+    assert_eq!(issued.len(), 3, "{text}");
+    for (event, token) in issued.iter().zip(&tokens) {
+        assert_eq!(event["fields"]["client_id"], "demo");
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(event["fields"]["token_id"], claims["jti"]);
+        assert!(!text.contains(token.as_str()), "a token reached the log");
+    }
+
+    // The default: per-client counts, written at each interval and at shutdown.
+    let tokens = serve_and_issue(dir.path(), "counts", "counts.log", 2);
+    let (text, events) = issuance_events(dir.path(), "counts.log");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["fields"]["event"] != "token.issued"),
+        "{text}"
+    );
+    let issued: u64 = events
+        .iter()
+        .filter(|e| e["fields"]["event"] == "token.counts" && e["fields"]["client_id"] == "demo")
+        .map(|e| e["fields"]["issued"].as_u64().unwrap())
+        .sum();
+    assert_eq!(issued, 2, "{text}");
+    assert!(tokens.iter().all(|t| !text.contains(t.as_str())));
+
+    // Off: nothing on the target.
+    serve_and_issue(dir.path(), "off", "off.log", 1);
+    let (text, events) = issuance_events(dir.path(), "off.log");
+    assert!(events.is_empty(), "{text}");
+}
