@@ -226,9 +226,13 @@ async fn a_thumbprint_is_pinned_by_one_client_only_and_bad_pins_are_refused() {
     let server = setup.start().await;
     let admin = setup.pki.client_uri(ADMIN_URI);
     let pin = thumbprint_of(&cert);
-    register(&server, &admin, pinned_spec("first", &[pin.clone()]))
-        .await
-        .unwrap();
+    register(
+        &server,
+        &admin,
+        pinned_spec("first", std::slice::from_ref(&pin)),
+    )
+    .await
+    .unwrap();
 
     // The same thumbprint, spelt as hex this time, for another client.
     let hex = openssl_fingerprint(dir.path(), "shared");
@@ -247,7 +251,7 @@ async fn a_thumbprint_is_pinned_by_one_client_only_and_bad_pins_are_refused() {
     let taken = server
         .admin(&admin)
         .update_client(UpdateClientRequest {
-            client: Some(pinned_spec("second", &[pin.clone()])),
+            client: Some(pinned_spec("second", std::slice::from_ref(&pin))),
         })
         .await
         .unwrap_err();
