@@ -1981,6 +1981,16 @@ issue_burst = 0
 # issue_per_client = { demo = 50 }
 issue_per_client = {}
 
+[audit]
+# Issuance is audited on the log target tokenmint::audit::issuance: "counts" (per-client
+# counts every issuance_interval), "sampled" (one token in issuance_sample), "every" or "off".
+# Revocations, key rotations and admin changes are always audited, in the store.
+issuance = "counts"
+issuance_interval = "1m"
+issuance_sample = 100
+# Stored audit events older than this are removed.
+retention = "400d"
+
 # One [[clients]] entry per machine allowed to ask for tokens. A client is recognised by
 # exactly one of san_uri, san_dns or subject_dn of its CA-issued certificate, or by
 # pinned_sha256 = ["<SHA-256 thumbprint>", …] for a self-signed certificate.

@@ -92,6 +92,31 @@ enum Command {
     /// Key-encryption keys (offline: works on the store directly).
     #[command(subcommand)]
     Kek(KekCommand),
+    /// The audit trail (admin, over mTLS).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List audit events, oldest first, as JSON lines (revocations, key rotations, admin
+    /// changes; never a token or a secret).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+        /// Only this actor (a client id, "tokenmint", "config" or "operator").
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action, e.g. client.registered, token.revoked, key.rotated.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this target (a client id, key id or token id).
+        #[arg(long)]
+        target: Option<String>,
+        /// Only events at or after this Unix time.
+        #[arg(long)]
+        since: Option<i64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -448,6 +473,22 @@ fn main() -> Result<()> {
                 client_get(&remote, client_id).await
             }
             Command::Client(ClientCommand::List { config }) => client_list(&config).await,
+            Command::Audit(AuditCommand::List {
+                remote,
+                actor,
+                action,
+                target,
+                since,
+            }) => {
+                let filter = tokenmint::grpc::proto::ListAuditEventsRequest {
+                    actor: actor.unwrap_or_default(),
+                    action: action.unwrap_or_default(),
+                    target: target.unwrap_or_default(),
+                    since: since.unwrap_or(0),
+                    ..Default::default()
+                };
+                audit_list(&remote, filter).await
+            }
             Command::Client(ClientCommand::Disable { remote, client_id }) => {
                 let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
                 let r = admin
@@ -890,6 +931,43 @@ async fn client_update(args: ClientRegisterArgs) -> Result<()> {
 }
 
 /// One line of JSON per client.
+async fn audit_list(
+    remote: &Remote,
+    filter: tokenmint::grpc::proto::ListAuditEventsRequest,
+) -> Result<()> {
+    let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_audit_events(tokenmint::grpc::proto::ListAuditEventsRequest {
+                page_size: 1000,
+                page_token: page_token.clone(),
+                ..filter.clone()
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        for event in &page.events {
+            let detail: std::collections::BTreeMap<_, _> = event.detail.iter().collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": event.id,
+                    "at": event.at,
+                    "actor": event.actor,
+                    "action": event.action,
+                    "target": event.target,
+                    "detail": detail,
+                })
+            );
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(());
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 async fn client_get(remote: &Remote, client_id: Option<String>) -> Result<()> {
     let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
     let show = |c: &ClientInfo| {
@@ -906,6 +984,7 @@ async fn client_get(remote: &Remote, client_id: Option<String>) -> Result<()> {
             "max_lifetime_seconds": c.max_lifetime.map(|d| d.seconds),
             "enabled": c.enabled,
             "has_secret": c.has_secret,
+            "pinned_sha256": c.pinned_sha256,
         })
     };
     if let Some(client_id) = client_id {
