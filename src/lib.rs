@@ -8,7 +8,7 @@
 //! ## How a request flows
 //!
 //! ```text
-//!  TCP ─▶ tls::accept_loop ─▶ rustls handshake ─▶ tls::ClientVerifier (client CA roots)
+//!  TCP ─▶ tls::accept_loop ─▶ rustls handshake ─▶ tls::ClientVerifier (pins, client CA roots)
 //!              │  (bounded by handshake_timeout; the peer is classified once: PeerCertificate)
 //!              ▼
 //!  grpc::TokenApi.issue_token ─▶ authority::Authority.issue
@@ -22,8 +22,8 @@
 //! ## The dependency rule
 //!
 //! The domain core — [`identity`], [`client`], [`token`], [`keys`], [`rotation`],
-//! [`revocation`], [`limits`], [`authority`], [`clock`], [`oauth`], [`config`] and [`crypto`] (ring's one
-//! home) — imports no tonic, rustls, sqlx or clap. [`changes`] (the durable commit path and
+//! [`revocation`], [`limits`], [`audit`], [`authority`], [`clock`], [`oauth`], [`config`] and
+//! [`crypto`] (ring's one home) — imports no tonic, rustls, sqlx or clap. [`changes`] (the durable commit path and
 //! the watch streams) and [`lifecycle`] (applying key steps) drive the core against the
 //! [`store::Store`] trait. The edges adapt it: [`tls`] (rustls), [`grpc`] and [`wire`]
 //! (tonic), [`http`] (axum, the OAuth2 HTTP face), [`ops`] (plain-HTTP probes and Prometheus
