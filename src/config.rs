@@ -146,6 +146,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         "limits",
         &["issue_per_second", "issue_burst", "issue_per_client"],
     ),
+    ("admin", &["listen", "client_ca", "client_crls"]),
     (
         "audit",
         &[
@@ -246,6 +247,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[audit]`.
     pub audit: AuditConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
     /// `[[clients]]`, in file order.
     pub clients: Vec<ClientConfig>,
     /// Whether `TOKENMINT_KEK` was set (non-empty) in the environment; then `keys.kek_files`
@@ -384,6 +387,18 @@ pub struct KeysConfig {
     pub kek_files: Vec<PathBuf>,
 }
 
+/// `[admin]`: an optional separate listener for `AdminService`, with its own client CA, for
+/// deployments that keep the admin plane off the data plane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the admin listener binds (`None`: off, `AdminService` is on the main listener).
+    pub listen: Option<SocketAddr>,
+    /// The CA admin client certificates must chain to (PEM); pins are not accepted there.
+    pub client_ca: PathBuf,
+    /// Revocation lists (PEM) for the admin client certificates.
+    pub client_crls: Vec<PathBuf>,
+}
+
 /// `[audit]`: how much issuance is audited, and how long audit events are kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditConfig {
@@ -486,7 +501,16 @@ struct FileConfig {
     revocation: FileRevocation,
     limits: FileLimits,
     audit: FileAudit,
+    admin: FileAdmin,
     clients: Vec<FileClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileAdmin {
+    listen: Option<String>,
+    client_ca: Option<String>,
+    client_crls: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -821,6 +845,7 @@ fn check_section(section: &str, table: toml::Table) -> Result<(), toml::de::Erro
         "revocation" => table.try_into::<FileRevocation>().map(drop),
         "limits" => table.try_into::<FileLimits>().map(drop),
         "audit" => table.try_into::<FileAudit>().map(drop),
+        "admin" => table.try_into::<FileAdmin>().map(drop),
         // `EnvOverrides::read` lets only the sections above through.
         _ => Ok(()),
     }
@@ -954,6 +979,7 @@ impl Validator<'_> {
         let revocation = self.revocation(file.revocation)?;
         let limits = self.limits(file.limits)?;
         let audit = self.audit(file.audit)?;
+        let admin = self.admin(file.admin, &tls, &server)?;
         Ok(Config {
             server,
             tls,
@@ -963,9 +989,55 @@ impl Validator<'_> {
             revocation,
             limits,
             audit,
+            admin,
             clients,
             kek_from_env,
             source: self.file.to_path_buf(),
+        })
+    }
+
+    fn admin(
+        &self,
+        a: FileAdmin,
+        tls: &TlsConfig,
+        server: &ServerConfig,
+    ) -> Result<AdminConfig, ConfigError> {
+        let raw = a.listen.as_deref().unwrap_or("off").trim();
+        let listen = if raw.is_empty() || raw == "off" {
+            None
+        } else {
+            let addr = raw.parse::<SocketAddr>().map_err(|_| {
+                self.error(
+                    "admin.listen",
+                    format!(
+                        "{} `{raw}` is not a socket address: write IP:PORT, e.g. \"127.0.0.1:8444\", or \"off\"",
+                        self.label("admin.listen")
+                    ),
+                )
+            })?;
+            if addr == server.listen && addr.port() != 0 {
+                return Err(self.error(
+                    "admin.listen",
+                    format!(
+                        "{} is server.listen ({addr}): give the admin listener its own port",
+                        self.label("admin.listen")
+                    ),
+                ));
+            }
+            Some(addr)
+        };
+        let client_ca = match a.client_ca.as_deref() {
+            Some(raw) => self.path("admin.client_ca", Some(raw), DEFAULT_TLS_CLIENT_CA)?,
+            None => tls.client_ca.clone(),
+        };
+        Ok(AdminConfig {
+            listen,
+            client_ca,
+            client_crls: a
+                .client_crls
+                .iter()
+                .map(|raw| self.path("admin.client_crls", Some(raw), "crl.pem"))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -1981,6 +2053,15 @@ issue_burst = 0
 # issue_per_client = { demo = 50 }
 issue_per_client = {}
 
+[admin]
+# An optional separate listener for AdminService, with its own client CA, to keep the admin
+# plane off the data plane. "off": AdminService is served on server.listen.
+listen = "off"
+# The CA admin certificates must chain to there (default: tls.client_ca; give the admin plane
+# a CA of its own), and its CRLs. Pinned self-signed certificates are not accepted there.
+client_ca = "certs/ca.pem"
+client_crls = []
+
 [audit]
 # Issuance is audited on the log target tokenmint::audit::issuance: "counts" (per-client
 # counts every issuance_interval), "sampled" (one token in issuance_sample), "every" or "off".
@@ -2152,6 +2233,24 @@ audiences = ["https://demo.tokenmint.dev"]
         );
         assert!(admin.scopes.is_empty());
         assert_eq!(admin.permissions, Permission::ALL);
+    }
+
+    #[test]
+    fn the_admin_listener_is_off_by_default_and_checked_when_set() {
+        let c = load("").unwrap();
+        assert_eq!(c.admin.listen, None);
+        assert_eq!(c.admin.client_ca, c.tls.client_ca);
+        let c = load("[admin]\nlisten = \"127.0.0.1:8444\"\nclient_ca = \"admin-ca.pem\"").unwrap();
+        assert_eq!(c.admin.listen, Some("127.0.0.1:8444".parse().unwrap()));
+        assert!(c.admin.client_ca.ends_with("admin-ca.pem"));
+        refused(
+            "[admin]\nlisten = \"localhost\"",
+            &["admin.listen", "IP:PORT"],
+        );
+        refused(
+            "[server]\nlisten = \"127.0.0.1:8443\"\n[admin]\nlisten = \"127.0.0.1:8443\"",
+            &["admin.listen", "its own port"],
+        );
     }
 
     #[test]

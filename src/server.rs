@@ -352,6 +352,7 @@ pub struct PreparedServer {
     changes: Arc<ChangeLog>,
     rotator: Arc<Rotator>,
     issuance_audit: Arc<IssuanceAudit>,
+    admin_listener: Option<TcpListener>,
 }
 
 /// How long calls in flight on a connection past `server.max_connection_age` may finish
@@ -464,6 +465,7 @@ pub async fn prepare_with_store(
         changes,
         rotator,
         issuance_audit,
+        admin_listener: None,
     })
 }
 
@@ -483,12 +485,27 @@ impl PreparedServer {
         &self.changes
     }
 
-    /// Serves on `listener` until `shutdown` completes, then drains within `SHUTDOWN_GRACE`.
+    /// Serves `AdminService` on `listener` rather than binding `admin.listen` (which must be
+    /// set): for tests and callers that bind ports themselves.
+    pub fn with_admin_listener(mut self, listener: TcpListener) -> Self {
+        self.admin_listener = Some(listener);
+        self
+    }
+
+    /// Serves on `listener` (and on the admin listener, when `admin.listen` is set) until
+    /// `shutdown` completes, then drains within `SHUTDOWN_GRACE`.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let admin_listener = match (self.config.admin.listen, self.admin_listener.take()) {
+            (None, _) => None,
+            (Some(_), Some(listener)) => Some(listener),
+            (Some(addr), None) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                ServeError::Transport(format!("admin.listen {addr}: cannot bind: {e}"))
+            })?),
+        };
         let provider = tls::provider();
         let verifier = Arc::new(ClientVerifier::try_new(
             provider.clone(),
@@ -501,7 +518,23 @@ impl PreparedServer {
             &self.config.tls.cert,
             &self.config.tls.key,
         )?);
-        let tls_config = tls::server_config(provider, certificate.clone(), verifier.clone())?;
+        let tls_config =
+            tls::server_config(provider.clone(), certificate.clone(), verifier.clone())?;
+        // The admin listener: the same server certificate, its own client CA, no pins.
+        let admin_plane = match admin_listener {
+            Some(listener) => {
+                let verifier = Arc::new(ClientVerifier::try_new(
+                    provider.clone(),
+                    &self.config.admin.client_ca,
+                    &self.config.admin.client_crls,
+                    Arc::new(tls::NoPins),
+                )?);
+                let config = tls::server_config(provider, certificate.clone(), verifier.clone())?;
+                tracing::info!(listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "AdminService is served on the admin listener only");
+                Some((listener, tokio_rustls::TlsAcceptor::from(config), verifier))
+            }
+            None => None,
+        };
         let material = tls::TlsMaterial {
             cert: self.config.tls.cert.clone(),
             key: self.config.tls.key.clone(),
@@ -509,6 +542,13 @@ impl PreparedServer {
             client_crls: self.config.tls.client_crls.clone(),
             certificate,
             verifier,
+            admin: admin_plane
+                .as_ref()
+                .map(|(_, _, verifier)| tls::AdminTrust {
+                    client_ca: self.config.admin.client_ca.clone(),
+                    client_crls: self.config.admin.client_crls.clone(),
+                    verifier: verifier.clone(),
+                }),
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
 
@@ -518,6 +558,11 @@ impl PreparedServer {
             tls::PeerFailures::new(self.config.server.handshake_failures_per_peer).map(Arc::new);
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(256);
         let (health, health_service) = tonic_health::server::health_reporter();
+        let handshake_limits = tls::HandshakeLimits {
+            timeout: self.config.server.handshake_timeout,
+            max_in_progress: self.config.server.max_handshakes,
+            failures: failures.clone(),
+        };
         health.set_serving::<TokenServiceServer<TokenApi>>().await;
         health.set_serving::<KeyServiceServer<KeyApi>>().await;
         health
@@ -525,18 +570,14 @@ impl PreparedServer {
             .await;
         health.set_serving::<AdminServiceServer<AdminApi>>().await;
         health.set_service_status("", ServingStatus::Serving).await;
-        let tasks: Vec<(&'static str, JoinHandle<()>)> = vec![
+        let mut tasks: Vec<(&'static str, JoinHandle<()>)> = vec![
             (
                 "tls-accept",
                 tokio::spawn(tls::accept_loop(
                     listener,
                     acceptor,
                     material.verifier.clone(),
-                    tls::HandshakeLimits {
-                        timeout: self.config.server.handshake_timeout,
-                        max_in_progress: self.config.server.max_handshakes,
-                        failures: failures.clone(),
-                    },
+                    handshake_limits.clone(),
                     conn_tx,
                     stop.clone(),
                 )),
@@ -631,44 +672,79 @@ impl PreparedServer {
 
         tracing::info!(issuer = %self.config.server.issuer, "serving");
         // One port: gRPC services by path, everything else to the OAuth2 HTTP face.
-        let http = crate::http::router(
+        let mut http = crate::http::router(
             self.authority.clone(),
             self.changes.clone(),
             self.config.keys.jwks_max_age,
         );
-        let routes = tonic::service::Routes::from(http)
+        // Shared by both listeners: one cap on the work in flight.
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(self.config.server.max_in_flight).unwrap_or(usize::MAX),
+        ));
+        let mut admin_service = Some(admin_service);
+        if let Some((admin_listener, admin_acceptor, admin_verifier)) = admin_plane {
+            http = http.route(
+                "/tokenmint.v1.AdminService/{*rpc}",
+                axum::routing::any(admin_elsewhere),
+            );
+            let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(64);
+            tasks.push((
+                "admin-accept",
+                tokio::spawn(tls::accept_loop(
+                    admin_listener,
+                    admin_acceptor,
+                    admin_verifier,
+                    handshake_limits.clone(),
+                    admin_tx,
+                    stop.clone(),
+                )),
+            ));
+            let admin_routes = tonic::service::Routes::new(
+                health_service
+                    .clone()
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(admin_service.take().ok_or_else(|| {
+                ServeError::Transport("the admin service was already placed".into())
+            })?);
+            let admin_routes = layered(admin_routes, in_flight.clone(), failures.clone());
+            let admin_serve = grpc_server(&self.config.server)
+                .add_routes(admin_routes)
+                .serve_with_incoming_shutdown(
+                    ReceiverStream::new(admin_rx),
+                    stop.clone().cancelled_owned(),
+                );
+            let admin_stop = stop.clone();
+            tasks.push((
+                "admin-serve",
+                tokio::spawn(async move {
+                    tokio::pin!(admin_serve);
+                    tokio::select! {
+                        result = &mut admin_serve => {
+                            if let Err(e) = result {
+                                tracing::error!(error = %e, "the admin listener failed");
+                            }
+                        }
+                        () = async {
+                            admin_stop.cancelled().await;
+                            tokio::time::sleep(SHUTDOWN_GRACE).await;
+                        } => tracing::warn!("admin connections still open after the shutdown grace; closing them"),
+                    }
+                }),
+            ));
+        }
+        let mut routes = tonic::service::Routes::from(http)
             .add_service(health_service.max_decoding_message_size(MAX_MESSAGE_BYTES))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(token_service)
             .add_service(key_service)
-            .add_service(revocation_service)
-            .add_service(admin_service);
-        // Every request's duration, by RPC or route (src/ops.rs).
-        let routes = tonic::service::Routes::from(
-            routes
-                .into_axum_router()
-                .layer(axum::middleware::from_fn_with_state(
-                    Arc::new(tokio::sync::Semaphore::new(
-                        usize::try_from(self.config.server.max_in_flight).unwrap_or(usize::MAX),
-                    )),
-                    crate::ops::limit_in_flight,
-                ))
-                .layer(axum::middleware::from_fn_with_state(
-                    failures,
-                    crate::ops::count_auth_failures,
-                ))
-                .layer(axum::middleware::from_fn(crate::ops::record_rpc)),
-        );
-        let limits = &self.config.server;
-        let serve = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            .http2_max_header_list_size(limits.max_header_list_size)
-            .http2_keepalive_interval(Some(limits.keepalive_interval))
-            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-            .max_connection_age(limits.max_connection_age)
-            .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE.min(limits.max_connection_age))
+            .add_service(revocation_service);
+        if let Some(admin_service) = admin_service {
+            routes = routes.add_service(admin_service);
+        }
+        let routes = layered(routes, in_flight, failures);
+        let serve = grpc_server(&self.config.server)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 ReceiverStream::new(conn_rx),
@@ -706,6 +782,59 @@ impl PreparedServer {
         tracing::info!("stopped");
         result
     }
+}
+
+/// The request layers every listener runs (src/ops.rs): the cap on requests in flight, the
+/// count of failed authentications by address, and each request's span and duration.
+fn layered(
+    routes: tonic::service::Routes,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    failures: Option<Arc<tls::PeerFailures>>,
+) -> tonic::service::Routes {
+    tonic::service::Routes::from(
+        routes
+            .into_axum_router()
+            .layer(axum::middleware::from_fn_with_state(
+                in_flight,
+                crate::ops::limit_in_flight,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                failures,
+                crate::ops::count_auth_failures,
+            ))
+            .layer(axum::middleware::from_fn(crate::ops::record_rpc)),
+    )
+}
+
+/// The HTTP/2 server with the transport limits of `[server]`.
+fn grpc_server(limits: &config::ServerConfig) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_size)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_connection_age(limits.max_connection_age)
+        .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE.min(limits.max_connection_age))
+}
+
+/// `AdminService` on the main listener when the admin plane has its own: refused, naming where
+/// it is (gRPC `PERMISSION_DENIED`).
+async fn admin_elsewhere() -> axum::response::Response {
+    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", axum::http::HeaderValue::from_static("7"));
+    headers.insert(
+        "grpc-message",
+        axum::http::HeaderValue::from_static(
+            "AdminService is served on the admin listener (admin.listen), not here",
+        ),
+    );
+    response
 }
 
 /// What gRPC health says (SPEC §9): the server as a whole (`""`, and the token and key

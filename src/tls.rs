@@ -117,14 +117,24 @@ pub trait PinnedCertificates: Send + Sync + 'static {
     fn is_pinned(&self, thumbprint: &CertificateThumbprint) -> bool;
 }
 
+/// No pins: a listener that takes CA-issued certificates only (the admin listener).
+#[derive(Clone, Copy, Debug)]
+pub struct NoPins;
+
+impl PinnedCertificates for NoPins {
+    fn is_pinned(&self, _: &CertificateThumbprint) -> bool {
+        false
+    }
+}
+
 impl PinnedCertificates for crate::authority::Authority {
     fn is_pinned(&self, thumbprint: &CertificateThumbprint) -> bool {
         self.clients().is_pinned(thumbprint)
     }
 }
 
-/// How many chain-verified leaves the classification cache remembers.
-const CHAINED_CACHE_CAPACITY: u64 = 10_000;
+/// How many leaves each classification cache remembers.
+const CLASSIFY_CACHE_CAPACITY: u64 = 10_000;
 
 /// The client-certificate verifier (SPEC §2). A certificate is accepted if its thumbprint is
 /// pinned (within its validity; pinned certificates are never trust anchors and sign nothing)
@@ -135,9 +145,12 @@ pub struct ClientVerifier {
     provider: Arc<CryptoProvider>,
     trust: ArcSwap<ClientTrust>,
     pins: Arc<dyn PinnedCertificates>,
-    /// Leaves the chain check accepted, by trust generation and thumbprint, so the accept
-    /// path classifies a peer without verifying its chain a second time.
-    chained: moka::sync::Cache<(u64, CertificateThumbprint), ()>,
+    /// Leaves accepted by their pin in a recent handshake: if the pin is gone by the time the
+    /// connection is classified, the peer is not taken as CA-verified.
+    pinned_accepts: moka::sync::Cache<CertificateThumbprint, ()>,
+    /// Leaves of resumed sessions whose chain classification verified, by trust generation
+    /// (a resumed session skips the verifier, so its chain is checked once here).
+    resumed_chained: moka::sync::Cache<(u64, CertificateThumbprint), ()>,
     generations: std::sync::atomic::AtomicU64,
 }
 
@@ -161,8 +174,12 @@ impl ClientVerifier {
             provider,
             trust: ArcSwap::from_pointee(trust),
             pins,
-            chained: moka::sync::Cache::builder()
-                .max_capacity(CHAINED_CACHE_CAPACITY)
+            pinned_accepts: moka::sync::Cache::builder()
+                .max_capacity(CLASSIFY_CACHE_CAPACITY)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+            resumed_chained: moka::sync::Cache::builder()
+                .max_capacity(CLASSIFY_CACHE_CAPACITY)
                 .time_to_live(Duration::from_secs(300))
                 .build(),
             generations: std::sync::atomic::AtomicU64::new(1),
@@ -181,27 +198,42 @@ impl ClientVerifier {
         Self::load(&self.provider, client_ca, client_crls, generation)
     }
 
-    /// How the peer of a finished handshake (or a resumed session, which the verifier never
-    /// saw) was verified, decided against the pins and trust in place now: `Pinned` if its
-    /// leaf is pinned and within its validity, `CaChain` if the chain verifies, `None` if
-    /// neither holds any more (a pin removed or a CRL entry added since the handshake).
-    pub fn classify(&self, certificates: &[CertificateDer<'_>]) -> Option<Verification> {
+    /// How the peer of a finished handshake was verified, decided once against the pins in
+    /// place now: `Pinned` if its leaf is pinned (and within its validity), else `CaChain`.
+    /// A leaf the handshake accepted by a pin that is gone now is neither (`None`): it never
+    /// falls through to the name matchers. A resumed session (`resumed`) skipped the
+    /// verifier, so its chain is checked here against the current roots and CRLs (once per
+    /// leaf and trust generation).
+    pub fn classify(
+        &self,
+        certificates: &[CertificateDer<'_>],
+        thumbprint: &CertificateThumbprint,
+        resumed: bool,
+    ) -> Option<Verification> {
         let (leaf, intermediates) = certificates.split_first()?;
-        let thumbprint = CertificateThumbprint::of_der(leaf.as_ref());
-        if self.pins.is_pinned(&thumbprint) {
+        if self.pins.is_pinned(thumbprint) {
             return check_leaf_validity(leaf, UnixTime::now())
                 .ok()
                 .map(|()| Verification::Pinned);
         }
+        if !resumed {
+            // The verifier ran in this handshake and took the leaf by its chain or by a pin.
+            return (!self.pinned_accepts.contains_key(thumbprint))
+                .then_some(Verification::CaChain);
+        }
         let trust = self.trust.load();
-        if self.chained.contains_key(&(trust.generation, thumbprint)) {
+        if self
+            .resumed_chained
+            .contains_key(&(trust.generation, *thumbprint))
+        {
             return Some(Verification::CaChain);
         }
         trust
             .chain
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .ok()?;
-        self.chained.insert((trust.generation, thumbprint), ());
+        self.resumed_chained
+            .insert((trust.generation, *thumbprint), ());
         Some(Verification::CaChain)
     }
 
@@ -289,13 +321,18 @@ impl ClientCertVerifier for ClientVerifier {
         let thumbprint = CertificateThumbprint::of_der(end_entity.as_ref());
         if self.pins.is_pinned(&thumbprint) {
             check_leaf_validity(end_entity, now)?;
+            self.pinned_accepts.insert(thumbprint, ());
             return Ok(ClientCertVerified::assertion());
         }
-        let trust = self.trust.load();
-        let verified = trust
-            .chain
-            .verify_client_cert(end_entity, intermediates, now)?;
-        self.chained.insert((trust.generation, thumbprint), ());
+        let verified =
+            self.trust
+                .load()
+                .chain
+                .verify_client_cert(end_entity, intermediates, now)?;
+        // Accepted by its chain this time (a pin it had is gone): classify it so.
+        if self.pinned_accepts.contains_key(&thumbprint) {
+            self.pinned_accepts.invalidate(&thumbprint);
+        }
         Ok(verified)
     }
 
@@ -423,6 +460,19 @@ pub struct TlsMaterial {
     pub certificate: Arc<ServerCertificate>,
     /// The client verifier in use.
     pub verifier: Arc<ClientVerifier>,
+    /// The admin listener's own client CA, when it has one.
+    pub admin: Option<AdminTrust>,
+}
+
+/// The admin listener's client CA roots and CRLs (PEM), and its verifier.
+#[derive(Debug)]
+pub struct AdminTrust {
+    /// The admin client CA roots (PEM).
+    pub client_ca: std::path::PathBuf,
+    /// Their revocation lists (PEM).
+    pub client_crls: Vec<std::path::PathBuf>,
+    /// The admin listener's verifier.
+    pub verifier: Arc<ClientVerifier>,
 }
 
 impl TlsMaterial {
@@ -432,8 +482,20 @@ impl TlsMaterial {
         let trust = self
             .verifier
             .reload_trust(&self.client_ca, &self.client_crls)?;
+        let admin_trust = self
+            .admin
+            .as_ref()
+            .map(|admin| {
+                admin
+                    .verifier
+                    .reload_trust(&admin.client_ca, &admin.client_crls)
+            })
+            .transpose()?;
         self.certificate.current.store(Arc::new(certified));
         self.verifier.trust.store(Arc::new(trust));
+        if let (Some(admin), Some(trust)) = (&self.admin, admin_trust) {
+            admin.verifier.trust.store(Arc::new(trust));
+        }
         Ok(())
     }
 
@@ -442,6 +504,11 @@ impl TlsMaterial {
         [&self.cert, &self.key, &self.client_ca]
             .into_iter()
             .chain(&self.client_crls)
+            .chain(
+                self.admin
+                    .iter()
+                    .flat_map(|admin| std::iter::once(&admin.client_ca).chain(&admin.client_crls)),
+            )
             .map(|p| {
                 std::fs::metadata(p)
                     .ok()
@@ -652,9 +719,12 @@ fn classify(
     stream: &TlsStream<TcpStream>,
     verifier: &ClientVerifier,
 ) -> Option<Arc<PeerCertificate>> {
-    let certificates = stream.get_ref().1.peer_certificates()?;
+    let connection = stream.get_ref().1;
+    let certificates = connection.peer_certificates()?;
     let leaf = certificates.first()?;
-    let Some(verification) = verifier.classify(certificates) else {
+    let thumbprint = CertificateThumbprint::of_der(leaf.as_ref());
+    let resumed = connection.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let Some(verification) = verifier.classify(certificates, &thumbprint, resumed) else {
         tracing::info!(
             "the client certificate is no longer pinned or trusted (changed since its session began); treating the peer as unauthenticated"
         );
@@ -663,7 +733,7 @@ fn classify(
     match CertificateIdentity::from_der(leaf.as_ref()) {
         Ok(identity) => Some(Arc::new(PeerCertificate {
             identity,
-            thumbprint: CertificateThumbprint::of_der(leaf.as_ref()),
+            thumbprint,
             verification,
         })),
         Err(e) => {

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod admin_clients;
+mod admin_listener;
 mod audit;
 mod bench;
 mod cli;

@@ -335,3 +335,43 @@ audiences = ["{DEMO_AUDIENCE}"]
         "invalid_client",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_of_a_certificate_whose_pin_was_removed_is_not_authenticated() {
+    let setup = Setup::new(&standard_clients());
+    let dir = tempfile::tempdir().unwrap();
+    let cert = self_signed(dir.path(), "resumer", "resumer.key", Some(ADMIN_URI));
+    let other = self_signed(dir.path(), "other-pin", "other-pin.key", None);
+    let server = setup.start().await;
+    let admin = setup.pki.client_uri(ADMIN_URI);
+    register(
+        &server,
+        &admin,
+        pinned_spec("resumer", &[thumbprint_of(&cert)]),
+    )
+    .await
+    .unwrap();
+
+    let mut config = rustls_client(&setup, Some(&cert));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::store(std::sync::Arc::new(
+        rustls::client::ClientSessionMemoryCache::new(8),
+    ));
+    let config = std::sync::Arc::new(config);
+    let (status, kind) = crate::tls::token_over_fresh_connection(&server, &config).await;
+    assert_eq!(kind, rustls::HandshakeKind::Full);
+    assert!(status.contains(" 200 "), "{status}");
+
+    // The pin goes; the client resumes its session, which skips certificate verification.
+    // Classification checks again: the peer is unauthenticated, not the admin its SAN names.
+    server
+        .admin(&admin)
+        .update_client(UpdateClientRequest {
+            client: Some(pinned_spec("resumer", &[thumbprint_of(&other)])),
+        })
+        .await
+        .unwrap();
+    let (status, kind) = crate::tls::token_over_fresh_connection(&server, &config).await;
+    assert_eq!(kind, rustls::HandshakeKind::Resumed);
+    assert!(status.contains(" 401 "), "{status}");
+}

@@ -150,6 +150,9 @@ pub struct Setup {
     pub store_url: String,
     /// Extra lines for `[store]`.
     pub store_toml: String,
+    /// Lines for `[admin]`; when not empty, the server gets an admin listener on an
+    /// ephemeral port (`TestServer::admin_addr`).
+    pub admin_toml: String,
 }
 
 impl Setup {
@@ -173,6 +176,7 @@ impl Setup {
             tls_toml: String::new(),
             store_url: "sqlite://tokenmint.db".into(),
             store_toml: String::new(),
+            admin_toml: String::new(),
         }
     }
 
@@ -202,11 +206,15 @@ client_ca = "ca.pem"
 url = "{store_url}"
 {store}
 
+[admin]
+{admin}
+
 [keys]
 kek_files = ["tokenmint.kek"]
 {extra}
 {clients}
 "#,
+            admin = self.admin_toml,
             extra = self.extra_toml,
             server = self.server_toml,
             tls = self.tls_toml,
@@ -318,12 +326,20 @@ kek_files = ["tokenmint.kek"]
         let changes = prepared.changes().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let (prepared, admin_addr) = if self.admin_toml.is_empty() {
+            (prepared, None)
+        } else {
+            let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let admin_addr = admin.local_addr().unwrap();
+            (prepared.with_admin_listener(admin), Some(admin_addr))
+        };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(prepared.serve(listener, async move {
             let _ = stop_rx.await;
         }));
         TestServer {
             addr,
+            admin_addr,
             rotator,
             changes,
             ca_pem: self.pki.ca.cert_pem().to_owned(),
@@ -335,6 +351,8 @@ kek_files = ["tokenmint.kek"]
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin listener, when `Setup::admin_toml` configured one.
+    pub admin_addr: Option<SocketAddr>,
     /// The server's key rotator: `tick()` applies due lifecycle steps now (with a manual
     /// clock, tests advance the clock and tick instead of waiting).
     pub rotator: Arc<tokenmint::lifecycle::Rotator>,
@@ -354,7 +372,11 @@ impl TestServer {
     }
 
     fn channel(&self, tls: ClientTlsConfig) -> Channel {
-        Channel::from_shared(format!("https://localhost:{}", self.addr.port()))
+        self.channel_to(self.addr, tls)
+    }
+
+    fn channel_to(&self, addr: SocketAddr, tls: ClientTlsConfig) -> Channel {
+        Channel::from_shared(format!("https://localhost:{}", addr.port()))
             .unwrap()
             .tls_config(tls)
             .unwrap()
@@ -388,6 +410,18 @@ impl TestServer {
     ) -> tokenmint::grpc::proto::admin_service_client::AdminServiceClient<Channel> {
         tokenmint::grpc::proto::admin_service_client::AdminServiceClient::new(
             self.channel_for(cert),
+        )
+    }
+
+    /// An AdminService client on the admin listener, presenting `cert`.
+    pub fn admin_plane(
+        &self,
+        cert: &Issued,
+    ) -> tokenmint::grpc::proto::admin_service_client::AdminServiceClient<Channel> {
+        let identity = Identity::from_pem(&cert.cert_pem, cert.key_pem.as_bytes());
+        let addr = self.admin_addr.expect("an admin listener is configured");
+        tokenmint::grpc::proto::admin_service_client::AdminServiceClient::new(
+            self.channel_to(addr, self.tls().identity(identity)),
         )
     }
 

@@ -157,7 +157,7 @@ impl rustls::client::ClientSessionStore for CountingTickets {
 
 /// One HTTP/1.1 token request on a fresh TLS connection; returns the status line and whether
 /// the session was resumed.
-async fn token_over_fresh_connection(
+pub(crate) async fn token_over_fresh_connection(
     server: &TestServer,
     config: &std::sync::Arc<rustls::ClientConfig>,
 ) -> (String, rustls::HandshakeKind) {
