@@ -105,6 +105,7 @@ fn peer(ca: &CertificateAuthority, common_name: &str, uri: &str) -> PeerCertific
         identity: CertificateIdentity::from_der(&issued.cert_der).unwrap(),
         thumbprint: CertificateThumbprint::of_der(&issued.cert_der),
         verification: Verification::CaChain,
+        admin_allowed: true,
     }
 }
 

@@ -86,19 +86,31 @@ impl AuditRecord {
     }
 
     /// The record of a key-lifecycle step taken by `actor`: `key.revoked` when it revokes a
-    /// key, else `key.rotated`, naming the key that signs after it (or the first new one).
+    /// key; `key.rotated` when a key becomes current (naming it); else `key.created` (naming
+    /// the new key), `key.retired` or `key.removed` (naming the first key concerned).
     pub fn for_key_transition(t: &KeyTransition, actor: &str) -> Self {
         if let Some(change) = &t.event {
             return Self::for_change(change, actor);
         }
-        let signing = t
-            .set_state
-            .iter()
-            .find(|(_, state)| *state == KeyState::Current)
-            .map(|(kid, _)| kid.as_str())
-            .or_else(|| t.insert.first().map(|k| k.kid.as_str()))
-            .unwrap_or("");
-        let mut record = Self::new(actor, "key.rotated", signing);
+        let first_in = |state: KeyState| {
+            t.set_state
+                .iter()
+                .find(|(_, s)| *s == state)
+                .map(|(kid, _)| kid.as_str())
+        };
+        let (action, target) = if let Some(kid) = first_in(KeyState::Current) {
+            ("key.rotated", kid)
+        } else if let Some(key) = t.insert.first() {
+            ("key.created", key.kid.as_str())
+        } else if let Some(kid) = first_in(KeyState::Retired) {
+            ("key.retired", kid)
+        } else {
+            (
+                "key.removed",
+                t.delete.first().map_or("", |kid| kid.as_str()),
+            )
+        };
+        let mut record = Self::new(actor, action, target);
         for state in [KeyState::Current, KeyState::Retired, KeyState::Revoked] {
             let kids = t
                 .set_state

@@ -266,11 +266,17 @@ impl Authority {
         peer: Option<&PeerCertificate>,
         permission: Permission,
     ) -> Result<Arc<Client>, CallerError> {
-        let client = self.clients.load().identify(peer)?;
+        let mut client = self.clients.load().identify(peer)?;
         if self.blocklist.is_client_disabled(client.id.as_str()) {
             return Err(CallerError::Auth(AuthError::Disabled(
                 client.id.to_string(),
             )));
+        }
+        // On the data plane of a deployment with an admin listener, admin rights (revoking
+        // others' tokens, introspecting any token) are not available.
+        if peer.is_some_and(|p| !p.admin_allowed) && client.permissions.contains(&Permission::Admin)
+        {
+            client = Arc::new(client.without_admin());
         }
         if !client.has(permission) {
             return Err(CallerError::NotPermitted {

@@ -358,6 +358,14 @@ impl Client {
         Ok(())
     }
 
+    /// The same client without the `admin` permission (on a listener that serves no admin
+    /// plane).
+    pub fn without_admin(&self) -> Self {
+        let mut client = self.clone();
+        client.permissions.retain(|p| *p != Permission::Admin);
+        client
+    }
+
     /// Whether it holds `permission` (admin implies every permission).
     pub fn has(&self, permission: Permission) -> bool {
         self.permissions.contains(&permission) || self.permissions.contains(&Permission::Admin)
@@ -383,6 +391,9 @@ pub struct PeerCertificate {
     pub thumbprint: CertificateThumbprint,
     /// How it was verified.
     pub verification: Verification,
+    /// Whether the connection may use the `admin` permission: false on the data-plane
+    /// listener when a separate admin listener serves the admin plane.
+    pub admin_allowed: bool,
 }
 
 /// Why a peer is not accepted as a client. The detail is for the log only.

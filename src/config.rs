@@ -1015,7 +1015,10 @@ impl Validator<'_> {
                     ),
                 )
             })?;
-            if addr == server.listen && addr.port() != 0 {
+            let same_ip = addr.ip() == server.listen.ip()
+                || addr.ip().is_unspecified()
+                || server.listen.ip().is_unspecified();
+            if same_ip && addr.port() == server.listen.port() && addr.port() != 0 {
                 return Err(self.error(
                     "admin.listen",
                     format!(
@@ -1028,6 +1031,15 @@ impl Validator<'_> {
         };
         let client_ca = match a.client_ca.as_deref() {
             Some(raw) => self.path("admin.client_ca", Some(raw), DEFAULT_TLS_CLIENT_CA)?,
+            None if listen.is_some() => {
+                return Err(self.error(
+                    "admin.client_ca",
+                    format!(
+                        "{} is required when admin.listen is set: give the admin plane a CA of its own (its revocation lists go in admin.client_crls)",
+                        self.label("admin.client_ca")
+                    ),
+                ));
+            }
             None => tls.client_ca.clone(),
         };
         Ok(AdminConfig {
@@ -2057,8 +2069,8 @@ issue_per_client = {}
 # An optional separate listener for AdminService, with its own client CA, to keep the admin
 # plane off the data plane. "off": AdminService is served on server.listen.
 listen = "off"
-# The CA admin certificates must chain to there (default: tls.client_ca; give the admin plane
-# a CA of its own), and its CRLs. Pinned self-signed certificates are not accepted there.
+# The CA admin certificates must chain to there (required with listen: the admin plane's own
+# CA), and its CRLs. Pinned self-signed certificates are not accepted there.
 client_ca = "certs/ca.pem"
 client_crls = []
 
@@ -2240,6 +2252,10 @@ audiences = ["https://demo.tokenmint.dev"]
         let c = load("").unwrap();
         assert_eq!(c.admin.listen, None);
         assert_eq!(c.admin.client_ca, c.tls.client_ca);
+        refused(
+            "[admin]\nlisten = \"127.0.0.1:8444\"",
+            &["admin.client_ca", "required"],
+        );
         let c = load("[admin]\nlisten = \"127.0.0.1:8444\"\nclient_ca = \"admin-ca.pem\"").unwrap();
         assert_eq!(c.admin.listen, Some("127.0.0.1:8444".parse().unwrap()));
         assert!(c.admin.client_ca.ends_with("admin-ca.pem"));
@@ -2248,7 +2264,7 @@ audiences = ["https://demo.tokenmint.dev"]
             &["admin.listen", "IP:PORT"],
         );
         refused(
-            "[server]\nlisten = \"127.0.0.1:8443\"\n[admin]\nlisten = \"127.0.0.1:8443\"",
+            "[server]\nlisten = \"127.0.0.1:8443\"\n[admin]\nlisten = \"0.0.0.0:8443\"\nclient_ca = \"a.pem\"",
             &["admin.listen", "its own port"],
         );
     }

@@ -402,7 +402,7 @@ async fn jwks(State(face): State<HttpFace>, headers: HeaderMap) -> Response {
 
 async fn metadata(State(face): State<HttpFace>) -> Response {
     let issuer = face.authority.issuer().name().to_owned();
-    let mtls = ["tls_client_auth"];
+    let mtls = ["tls_client_auth", "self_signed_tls_client_auth"];
     Json(json!({
         "issuer": issuer,
         "token_endpoint": format!("{issuer}/oauth2/token"),

@@ -1,8 +1,10 @@
 //! Who a client certificate says its holder is: SAN URIs, SAN DNS names and the subject DN as parsed names, and the matchers a registered client uses to claim a certificate.
 //!
-//! A registered client claims certificates with exactly one [`CertificateMatcher`]
-//! (RFC 8705 `tls_client_auth`). The certificate side is a [`CertificateIdentity`],
-//! read from the leaf certificate's DER after TLS has verified the chain.
+//! A registered client claims certificates with exactly one [`CertificateMatcher`]: a name
+//! (RFC 8705 `tls_client_auth`, for CA-issued certificates) or pinned thumbprints
+//! (`self_signed_tls_client_auth`, [`CertificateMatcher::Pinned`], matched only for peers TLS
+//! accepted by their pin). The certificate side is a [`CertificateIdentity`], read from the
+//! leaf certificate's DER after TLS has verified it.
 //!
 //! # Matching rules
 //!

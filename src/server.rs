@@ -507,12 +507,17 @@ impl PreparedServer {
             })?),
         };
         let provider = tls::provider();
-        let verifier = Arc::new(ClientVerifier::try_new(
+        let verifier = ClientVerifier::try_new(
             provider.clone(),
             &self.config.tls.client_ca,
             &self.config.tls.client_crls,
             self.authority.clone(),
-        )?);
+        )?;
+        let verifier = Arc::new(if admin_listener.is_some() {
+            verifier.denying_admin()
+        } else {
+            verifier
+        });
         let certificate = Arc::new(tls::ServerCertificate::load(
             provider.clone(),
             &self.config.tls.cert,
@@ -778,6 +783,10 @@ impl PreparedServer {
             if let Err(e) = task.await {
                 tracing::error!(task = name, error = %e, "background task failed");
             }
+        }
+        // Tokens issued while the connections drained.
+        if let IssuanceMode::Counts { interval } = self.issuance_audit.mode() {
+            self.issuance_audit.flush(interval);
         }
         tracing::info!("stopped");
         result

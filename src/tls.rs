@@ -133,7 +133,11 @@ impl PinnedCertificates for crate::authority::Authority {
     }
 }
 
-/// How many leaves each classification cache remembers.
+/// How long a leaf accepted by its pin is remembered: longer than any handshake may take
+/// (`server.handshake_timeout` is at most 5 minutes).
+const PINNED_ACCEPT_MEMORY: Duration = Duration::from_secs(600);
+
+/// How many leaves the resumed-session cache remembers.
 const CLASSIFY_CACHE_CAPACITY: u64 = 10_000;
 
 /// The client-certificate verifier (SPEC §2). A certificate is accepted if its thumbprint is
@@ -152,6 +156,8 @@ pub struct ClientVerifier {
     /// (a resumed session skips the verifier, so its chain is checked once here).
     resumed_chained: moka::sync::Cache<(u64, CertificateThumbprint), ()>,
     generations: std::sync::atomic::AtomicU64,
+    /// Whether peers of this listener may use the `admin` permission.
+    admin_allowed: bool,
 }
 
 impl fmt::Debug for ClientVerifier {
@@ -174,16 +180,26 @@ impl ClientVerifier {
             provider,
             trust: ArcSwap::from_pointee(trust),
             pins,
+            // Unbounded in count on purpose: only pinned leaves enter (at most MAX_PINS per
+            // client), and an eviction here could let a removed pin's leaf pass as CA-verified.
+            // The time to live outlasts the longest handshake (MAX_HANDSHAKE_TIMEOUT).
             pinned_accepts: moka::sync::Cache::builder()
-                .max_capacity(CLASSIFY_CACHE_CAPACITY)
-                .time_to_live(Duration::from_secs(600))
+                .time_to_live(PINNED_ACCEPT_MEMORY)
                 .build(),
             resumed_chained: moka::sync::Cache::builder()
                 .max_capacity(CLASSIFY_CACHE_CAPACITY)
                 .time_to_live(Duration::from_secs(300))
                 .build(),
             generations: std::sync::atomic::AtomicU64::new(1),
+            admin_allowed: true,
         })
+    }
+
+    /// The verifier of a data-plane listener when a separate admin listener exists: its
+    /// peers never exercise the `admin` permission, whatever client they are.
+    pub fn denying_admin(mut self) -> Self {
+        self.admin_allowed = false;
+        self
     }
 
     /// Loads the roots and CRLs from their files, for a swap.
@@ -725,7 +741,8 @@ fn classify(
     let thumbprint = CertificateThumbprint::of_der(leaf.as_ref());
     let resumed = connection.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let Some(verification) = verifier.classify(certificates, &thumbprint, resumed) else {
-        tracing::info!(
+        metrics::counter!("tokenmint_tls_peers_untrusted_total").increment(1);
+        tracing::debug!(
             "the client certificate is no longer pinned or trusted (changed since its session began); treating the peer as unauthenticated"
         );
         return None;
@@ -735,6 +752,7 @@ fn classify(
             identity,
             thumbprint,
             verification,
+            admin_allowed: verifier.admin_allowed,
         })),
         Err(e) => {
             tracing::warn!(error = %e, "verified client certificate could not be parsed; treating the peer as unauthenticated");

@@ -72,6 +72,11 @@ pub const KEY_LOCK: i64 = 0x746d_6b65_7973_6574;
 /// same config insert each client once (ASCII `tmclisyn`).
 pub const CLIENT_SYNC_LOCK: i64 = 0x746d_636c_6973_796e;
 
+/// The advisory-lock key every audited write holds from its audit insert to its commit, so
+/// audit ids are assigned in commit order and a reader paging by id never skips one (ASCII
+/// `tmaudits`). Always the last lock a transaction takes.
+pub const AUDIT_LOCK: i64 = 0x746d_6175_6469_7473;
+
 /// The `LISTEN/NOTIFY` channel a committed change is announced on; the payload is its
 /// sequence number. A notification only wakes a replica, which then reads by sequence.
 pub const CHANGES_CHANNEL: &str = "tokenmint_changes";
@@ -348,6 +353,7 @@ async fn write_audit(
     record: &AuditRecord,
     at: i64,
 ) -> Result<(), StoreError> {
+    lock(&mut *conn, AUDIT_LOCK).await?;
     sqlx::query(
         "INSERT INTO audit_events (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
     )

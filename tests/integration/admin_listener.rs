@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use tokenmint::{
-    grpc::proto::{IssueTokenRequest, ListClientsRequest},
+    grpc::proto::{
+        IssueTokenRequest, ListClientsRequest, RevokeTokenIdRequest, RevokeTokenRequest,
+    },
     pki::{CertificateAuthority, LeafSpec},
 };
 use tonic::Code;
@@ -62,9 +64,32 @@ async fn the_admin_plane_has_its_own_listener_and_client_ca() {
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("admin listener"), "{refused:?}");
     // …and still serves tokens; the admin CA is not trusted on it.
-    issue(&server, &demo, IssueTokenRequest::default())
+    let token = issue(&server, &demo, IssueTokenRequest::default())
         .await
-        .unwrap();
+        .unwrap()
+        .access_token;
+    // There the admin permission counts for nothing: the admin cannot revoke demo's token.
+    let refused = server
+        .client(&data_admin)
+        .await
+        .revoke_token(RevokeTokenRequest {
+            token: token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_ne!(refused.code(), Code::Ok, "{refused:?}");
+    // The admin plane can (by id).
+    let claims = verify_with_jwks(&token, &server.jwks().await.jwks_json, DEMO_AUDIENCE);
+    let sequence = server
+        .admin_plane(&plane_admin)
+        .revoke_token_id(RevokeTokenIdRequest {
+            token_id: claims["jti"].as_str().unwrap().to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sequence;
+    assert!(sequence > 0);
     assert_tls_refused(issue(&server, &plane_admin, IssueTokenRequest::default()).await);
 
     // The admin CA reloads with the rest: replaced by another CA, the old admin certificate

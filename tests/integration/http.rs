@@ -1011,12 +1011,12 @@ async fn authorization_server_metadata_describes_the_endpoints() {
         let methods = metadata[format!("{endpoint}_endpoint_auth_methods_supported")]
             .as_array()
             .unwrap_or_else(|| panic!("{endpoint} auth methods: {metadata}"));
-        // Pinned self-signed clients (`self_signed_tls_client_auth`) are not built yet; when
-        // they are, they belong here too.
-        assert!(
-            methods.contains(&Value::from("tls_client_auth")),
-            "{endpoint} lists tls_client_auth: {metadata}"
-        );
+        for method in ["tls_client_auth", "self_signed_tls_client_auth"] {
+            assert!(
+                methods.contains(&Value::from(method)),
+                "{endpoint} lists {method}: {metadata}"
+            );
+        }
         assert!(
             methods.iter().all(|m| m.is_string()),
             "{endpoint}: {metadata}"
