@@ -224,10 +224,29 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|e| fail("cannot connect to", &e))?;
-        Ok(Self {
+        let store = Self {
             pool,
             listener: std::sync::Arc::default(),
-        })
+        };
+        match store.connection_encrypted().await {
+            Ok(true) => tracing::info!(%target, "connected to PostgreSQL over TLS"),
+            Ok(false) => tracing::warn!(
+                %target,
+                "the PostgreSQL connection is not encrypted: add sslmode=verify-full (and sslrootcert) to store.url unless the server is on this host"
+            ),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not tell whether the PostgreSQL connection uses TLS")
+            }
+        }
+        Ok(store)
+    }
+
+    /// Whether a pooled connection is encrypted with TLS (`pg_stat_ssl`).
+    pub async fn connection_encrypted(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)
     }
 
     /// `SHOW synchronous_commit` as a pooled connection runs it (`on` unless configured
@@ -1058,6 +1077,57 @@ mod tests {
                 .unwrap();
             conn.close().await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn tls_is_used_when_asked_and_a_server_certificate_from_another_ca_is_refused() {
+        use sqlx::postgres::PgSslMode;
+        let Some(scratch) = Scratch::create().await else {
+            return;
+        };
+        let mut conn = PgConnection::connect_with(&scratch.admin).await.unwrap();
+        let ssl: String = sqlx::query_scalar("SHOW ssl")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        if ssl != "on" {
+            println!("skipped: the PostgreSQL server has ssl = {ssl}");
+            scratch.drop_database().await;
+            return;
+        }
+
+        let required = scratch.options.clone().ssl_mode(PgSslMode::Require);
+        let store = PostgresStore::open_with(required, &[]).await.unwrap();
+        assert!(store.connection_encrypted().await.unwrap());
+        store.pool.close().await;
+        let plain = scratch.options.clone().ssl_mode(PgSslMode::Disable);
+        let store = PostgresStore::open_with(plain, &[]).await.unwrap();
+        assert!(!store.connection_encrypted().await.unwrap());
+        store.pool.close().await;
+
+        // verify-full against a CA that did not sign the server's certificate.
+        let dir = tempfile::tempdir().unwrap();
+        let other = crate::pki::CertificateAuthority::generate("not the server's CA").unwrap();
+        let root = dir.path().join("root.pem");
+        std::fs::write(&root, other.cert_pem()).unwrap();
+        let wrong = scratch
+            .options
+            .clone()
+            .ssl_mode(PgSslMode::VerifyFull)
+            .ssl_root_cert(&root);
+        let refused = PostgresStore::open_with(wrong, &[]).await.unwrap_err();
+        let message = refused.to_string();
+        assert!(
+            message.contains("cannot connect to PostgreSQL"),
+            "{message}"
+        );
+        assert!(
+            message.to_ascii_lowercase().contains("certificate")
+                || message.to_ascii_lowercase().contains("tls"),
+            "{message}"
+        );
+        scratch.drop_database().await;
     }
 
     fn client(id: &str, uri: &str) -> Client {
