@@ -93,6 +93,18 @@ fn openssl_fingerprint(dir: &Path, name: &str) -> String {
     out.trim().split_once('=').unwrap().1.to_owned()
 }
 
+/// The claims of a token issued to `cert`, checked against the key set.
+async fn issued_claims(server: &TestServer, cert: &Issued) -> serde_json::Value {
+    let token = issue(server, cert, IssueTokenRequest::default())
+        .await
+        .unwrap();
+    verify_with_jwks(
+        &token.access_token,
+        &server.jwks().await.jwks_json,
+        DEMO_AUDIENCE,
+    )
+}
+
 fn pinned_spec(id: &str, pins: &[String]) -> ClientSpec {
     ClientSpec {
         client_id: id.into(),
@@ -146,14 +158,7 @@ async fn a_pinned_self_signed_client_gets_a_token_and_another_certificate_for_it
         .await
         .unwrap();
 
-    let token = issue(&server, &own, IssueTokenRequest::default())
-        .await
-        .unwrap();
-    let claims = verify_with_jwks(
-        &token.access_token,
-        &server.jwks().await.jwks_json,
-        DEMO_AUDIENCE,
-    );
+    let claims = issued_claims(&server, &own).await;
     assert_eq!(claims["client_id"], "selfie");
     assert_eq!(claims["cnf"]["x5t#S256"], thumbprint_of(&own));
 
@@ -185,14 +190,7 @@ async fn a_pinned_certificate_carrying_the_admin_san_gets_no_admin_rights_before
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    let token = issue(&server, &imposter, IssueTokenRequest::default())
-        .await
-        .unwrap();
-    let claims = verify_with_jwks(
-        &token.access_token,
-        &server.jwks().await.jwks_json,
-        DEMO_AUDIENCE,
-    );
+    let claims = issued_claims(&server, &imposter).await;
     assert_eq!(claims["client_id"], "imposter");
 
     // Its pin replaced: the certificate is no longer accepted at all, and certainly not as
@@ -274,14 +272,7 @@ async fn a_thumbprint_is_pinned_by_one_client_only_and_bad_pins_are_refused() {
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
 
     // The first client still gets its tokens as itself.
-    let token = issue(&server, &cert, IssueTokenRequest::default())
-        .await
-        .unwrap();
-    let claims = verify_with_jwks(
-        &token.access_token,
-        &server.jwks().await.jwks_json,
-        DEMO_AUDIENCE,
-    );
+    let claims = issued_claims(&server, &cert).await;
     assert_eq!(claims["client_id"], "first");
 }
 
@@ -308,14 +299,7 @@ audiences = ["{DEMO_AUDIENCE}"]
     );
     let setup = Setup::new(&clients);
     let server = setup.start().await;
-    let token = issue(&server, &cert, IssueTokenRequest::default())
-        .await
-        .unwrap();
-    let claims = verify_with_jwks(
-        &token.access_token,
-        &server.jwks().await.jwks_json,
-        DEMO_AUDIENCE,
-    );
+    let claims = issued_claims(&server, &cert).await;
     assert_eq!(claims["client_id"], "configured");
 
     // A CA-issued client naming the pinned client gets invalid_client: its certificate is
