@@ -682,10 +682,8 @@ impl PreparedServer {
             self.changes.clone(),
             self.config.keys.jwks_max_age,
         );
-        // Shared by both listeners: one cap on the work in flight.
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(
-            usize::try_from(self.config.server.max_in_flight).unwrap_or(usize::MAX),
-        ));
+        let max_in_flight = usize::try_from(self.config.server.max_in_flight).unwrap_or(usize::MAX);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
         let mut admin_service = Some(admin_service);
         if let Some((admin_listener, admin_acceptor, admin_verifier)) = admin_plane {
             http = http.route(
@@ -693,13 +691,22 @@ impl PreparedServer {
                 axum::routing::any(admin_elsewhere),
             );
             let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(64);
+            // The admin plane's own limits, so a flood on the data plane (or an address
+            // penalised there) cannot lock operators out during the incident.
+            let admin_failures =
+                tls::PeerFailures::new(self.config.server.handshake_failures_per_peer)
+                    .map(Arc::new);
+            let admin_in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
             tasks.push((
                 "admin-accept",
                 tokio::spawn(tls::accept_loop(
                     admin_listener,
                     admin_acceptor,
                     admin_verifier,
-                    handshake_limits.clone(),
+                    tls::HandshakeLimits {
+                        failures: admin_failures.clone(),
+                        ..handshake_limits.clone()
+                    },
                     admin_tx,
                     stop.clone(),
                 )),
@@ -712,7 +719,7 @@ impl PreparedServer {
             .add_service(admin_service.take().ok_or_else(|| {
                 ServeError::Transport("the admin service was already placed".into())
             })?);
-            let admin_routes = layered(admin_routes, in_flight.clone(), failures.clone());
+            let admin_routes = layered(admin_routes, admin_in_flight, admin_failures);
             let admin_serve = grpc_server(&self.config.server)
                 .add_routes(admin_routes)
                 .serve_with_incoming_shutdown(
