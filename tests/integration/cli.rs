@@ -826,3 +826,96 @@ fn issuance_is_audited_on_its_own_log_target_per_token_or_as_counts_and_never_wi
     let (text, events) = issuance_events(dir.path(), "off.log");
     assert!(events.is_empty(), "{text}");
 }
+
+#[test]
+fn a_self_signed_client_is_registered_by_its_certificate_file_and_the_audit_list_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = tokenmint(dir.path())
+        .args(["serve", "--dev"])
+        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://localhost:{port}");
+    let run = |args: &[&str]| {
+        tokenmint(dir.path())
+            .args(args)
+            .args(["--server", &url])
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run(&["token", "issue"]).status.success() {
+        assert!(Instant::now() < deadline, "serve --dev never served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A device's own certificate, as openssl makes one.
+    let made = Command::new("openssl")
+        .current_dir(dir.path())
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=device-7",
+            "-keyout",
+            "device.key",
+            "-out",
+            "device.pem",
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+
+    let registered = run(&[
+        "client",
+        "register",
+        "--id",
+        "device-7",
+        "--pin-cert",
+        "device.pem",
+        "--audience",
+        "https://demo.tokenmint.dev",
+    ]);
+    assert!(registered.status.success(), "{registered:?}");
+    let shown: serde_json::Value =
+        serde_json::from_slice(&run(&["client", "get", "device-7"]).stdout).unwrap();
+    assert_eq!(shown["matcher"]["kind"], "self_signed");
+    assert_eq!(shown["pinned_sha256"].as_array().unwrap().len(), 1);
+
+    let issued = run(&[
+        "token",
+        "issue",
+        "--cert",
+        "device.pem",
+        "--key",
+        "device.key",
+    ]);
+    assert!(issued.status.success(), "{issued:?}");
+    let response: serde_json::Value = serde_json::from_slice(&issued.stdout).unwrap();
+    assert!(response["access_token"].as_str().unwrap().contains('.'));
+
+    let audit = run(&["audit", "list", "--action", "client.registered"]);
+    assert!(audit.status.success(), "{audit:?}");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&audit.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["actor"], "admin");
+    assert_eq!(events[0]["target"], "device-7");
+    assert_eq!(events[0]["detail"]["matcher"], "self_signed");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    assert!(server.wait().unwrap().success());
+}
