@@ -359,3 +359,66 @@ async fn a_resumed_session_of_a_certificate_whose_pin_was_removed_is_not_authent
     assert_eq!(kind, rustls::HandshakeKind::Resumed);
     assert!(status.contains(" 401 "), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_registered_or_removed_on_one_replica_takes_effect_on_another() {
+    let Some(url) = crate::store_contract::postgres_url() else {
+        println!("skipped: TOKENMINT_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let database = crate::store_contract::TestDatabase::create(&url).await;
+    let mut setup = Setup::new(&standard_clients());
+    setup.store_url = database.url.clone();
+    let a = setup.start().await;
+    let b = setup.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let device = self_signed(dir.path(), "device", "device.key", None);
+    let next = self_signed(dir.path(), "device-next", "device-next.key", None);
+    let admin = setup.pki.client_uri(ADMIN_URI);
+    let bound = std::time::Duration::from_secs(10);
+
+    // Registered on A: B accepts the certificate within the catch-up interval.
+    register(&a, &admin, pinned_spec("device", &[thumbprint_of(&device)]))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        match issue(&b, &device, IssueTokenRequest::default()).await {
+            Ok(token) => {
+                assert!(!token.access_token.is_empty());
+                break;
+            }
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "never accepted on B: {e:?}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Its pin replaced on A: B refuses the old certificate and takes the new one.
+    a.admin(&admin)
+        .update_client(UpdateClientRequest {
+            client: Some(pinned_spec("device", &[thumbprint_of(&next)])),
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let result = issue(&b, &device, IssueTokenRequest::default()).await;
+        if result.is_err() {
+            assert_tls_refused(result);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed pin still works on B"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let claims = issued_claims(&b, &next).await;
+    assert_eq!(claims["client_id"], "device");
+    a.stop().await;
+    b.stop().await;
+    drop(database);
+}
