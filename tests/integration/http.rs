@@ -1156,47 +1156,45 @@ async fn past_the_cap_on_requests_in_flight_http_gets_429_with_retry_after() {
     let mut setup = Setup::new(&demo_client());
     setup.server_toml = "max_in_flight = 1\n".into();
     let server = setup.start().await;
-    let client = https(&setup, Some(&setup.pki.client_uri(DEMO_URI)));
+    let cert = setup.pki.client_uri(DEMO_URI);
+    let client = https(&setup, Some(&cert));
     let url = format!("{}/oauth2/token", base(&server));
-    let mut calls = Vec::new();
-    for _ in 0..100 {
-        let (client, url) = (client.clone(), url.clone());
-        calls.push(tokio::spawn(async move {
-            let response = client
-                .post(url)
-                .header(header::CONTENT_TYPE, FORM)
-                .body("grant_type=client_credentials")
-                .send()
-                .await
-                .unwrap();
-            let status = response.status();
-            let retry = response
-                .headers()
-                .get(header::RETRY_AFTER)
-                .map(|v| v.to_str().unwrap().to_owned());
-            let body: serde_json::Value = response.json().await.unwrap();
-            (status, retry, body)
-        }));
-    }
-    let (mut ok, mut shed) = (0, 0);
-    for call in calls {
-        let (status, retry, body) = call.await.unwrap();
-        if status == StatusCode::OK {
-            ok += 1;
-            continue;
-        }
-        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-        assert_eq!(retry.as_deref(), Some("1"));
-        assert_eq!(body["error"], "temporarily_unavailable");
-        assert!(
-            body["error_description"]
-                .as_str()
-                .unwrap()
-                .contains("max_in_flight"),
-            "{body}"
-        );
-        shed += 1;
-    }
-    assert!(ok > 0 && shed > 0, "ok {ok}, shed {shed}");
+    let call = || async {
+        let response = client
+            .post(&url)
+            .header(header::CONTENT_TYPE, FORM)
+            .body("grant_type=client_credentials")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let retry = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: serde_json::Value = response.json().await.unwrap();
+        (status, retry, body)
+    };
+    // One request is taken in and waits for the rest of its body: it holds the only slot.
+    let (held, (status, retry, body)) =
+        while_the_only_slot_is_held(&setup, &server, &cert, || async {
+            let answer = call().await;
+            (answer.0 != StatusCode::OK).then_some(answer)
+        })
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("max_in_flight"),
+        "{body}"
+    );
+    // The held request completes, and then a call alone is served.
+    let line = held.finish().await;
+    assert!(line.contains(" 200 "), "{line}");
+    assert_eq!(call().await.0, StatusCode::OK);
     server.stop().await;
 }

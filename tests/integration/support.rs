@@ -620,3 +620,78 @@ pub fn rustls_client(setup: &Setup, cert: Option<&Issued>) -> rustls::ClientConf
 pub fn test_audit() -> tokenmint::audit::AuditRecord {
     tokenmint::audit::AuditRecord::new("test", "test.change", "")
 }
+
+/// An HTTP/1.1 token request whose body is not finished: the server has taken it in (it holds
+/// one of `server.max_in_flight` slots) and waits for the rest, until `finish`.
+pub struct HeldRequest {
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+}
+
+const HELD_BODY: &str = "grant_type=client_credentials";
+
+impl HeldRequest {
+    /// Sends the headers and the first half of the body as `cert`.
+    pub async fn start(setup: &Setup, server: &TestServer, cert: &Issued) -> Self {
+        use tokio::io::AsyncWriteExt as _;
+        let mut config = rustls_client(setup, Some(cert));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            HELD_BODY.len(),
+            &HELD_BODY[..10]
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        Self { tls }
+    }
+
+    /// Sends the rest of the body; the response's status line.
+    pub async fn finish(mut self) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        self.tls
+            .write_all(&HELD_BODY.as_bytes()[10..])
+            .await
+            .unwrap();
+        let mut response = Vec::new();
+        let _ = self.tls.read_to_end(&mut response).await;
+        String::from_utf8_lossy(&response)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Holds the server's only request slot (`server.max_in_flight = 1`) with a [`HeldRequest`],
+/// and returns it with the first refusal `probe` reports (`Some`) while it is held. A held
+/// request the server has not yet taken in lets probes through; after a while it is finished
+/// and another is held, a few times at most.
+pub async fn while_the_only_slot_is_held<T, F, Fut>(
+    setup: &Setup,
+    server: &TestServer,
+    cert: &Issued,
+    mut probe: F,
+) -> (HeldRequest, T)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _attempt in 0..3 {
+        let held = HeldRequest::start(setup, server, cert).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            if let Some(refusal) = probe().await {
+                return (held, refusal);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        held.finish().await;
+    }
+    panic!("no held request ever took the only slot");
+}
