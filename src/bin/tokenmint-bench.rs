@@ -197,15 +197,26 @@ fn main() {
 
 async fn run(args: Args) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut spawned = if args.spawn {
-        Some(Spawned::start(&args)?)
-    } else {
-        None
+    let mut restarts = 0;
+    let result = loop {
+        let mut spawned = if args.spawn {
+            Some(Spawned::start(&args)?)
+        } else {
+            None
+        };
+        let result = measure(&args, spawned.as_mut()).await;
+        if let Some(spawned) = spawned {
+            spawned.stop();
+        }
+        match result {
+            // Most likely another process took the free port between our check and its bind.
+            Err(e) if e.downcast_ref::<ServerExited>().is_some() && restarts < 3 => {
+                restarts += 1;
+                eprintln!("tokenmint-bench: {e}; starting it again on another port");
+            }
+            other => break other,
+        }
     };
-    let result = measure(&args, spawned.as_mut()).await;
-    if let Some(spawned) = spawned {
-        spawned.stop();
-    }
     let runs = result?;
     let median = median_of(&runs).context("no run")?;
     if let Some(label) = &args.markdown {
@@ -233,7 +244,7 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-async fn measure(args: &Args, spawned: Option<&mut Spawned>) -> Result<Vec<Report>> {
+async fn measure(args: &Args, mut spawned: Option<&mut Spawned>) -> Result<Vec<Report>> {
     let base = spawned
         .as_ref()
         .map_or_else(PathBuf::new, |s| s.dir.clone());
@@ -267,7 +278,7 @@ async fn measure(args: &Args, spawned: Option<&mut Spawned>) -> Result<Vec<Repor
             .context("building the endpoint URI")?,
     };
     // A spawned server writes its development PKI as it starts: wait for it to serve.
-    let start_to_serving = match &spawned {
+    let start_to_serving = match spawned.as_deref_mut() {
         Some(s) => Some(s.wait_until_serving(&target, &ca, &cert, &key).await?),
         None => None,
     };
@@ -802,6 +813,26 @@ struct Spawned {
     started: Instant,
 }
 
+/// The spawned server exited before it served.
+#[derive(Debug)]
+struct ServerExited {
+    status: std::process::ExitStatus,
+    log: PathBuf,
+}
+
+impl std::fmt::Display for ServerExited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the server exited ({}) before serving; see {}",
+            self.status,
+            self.log.display()
+        )
+    }
+}
+
+impl std::error::Error for ServerExited {}
+
 impl Spawned {
     fn start(args: &Args) -> Result<Self> {
         let (dir, remove_dir) = match &args.dir {
@@ -846,15 +877,16 @@ impl Spawned {
         })
     }
 
-    /// Waits (at most 30 s) until the server answers IssueToken; returns the time since spawn.
+    /// Waits (at most 60 s) until the server answers IssueToken; returns the time since spawn.
+    /// A server that exits first is a [`ServerExited`] error.
     async fn wait_until_serving(
-        &self,
+        &mut self,
         target: &Target,
         ca: &Path,
         cert: &Path,
         key: &Path,
     ) -> Result<Duration> {
-        let give_up = self.started + Duration::from_secs(30);
+        let give_up = self.started + Duration::from_secs(60);
         let issuer_cert = cert.with_file_name("demo.pem");
         let issuer_key = key.with_file_name("demo.key");
         loop {
@@ -868,9 +900,16 @@ impl Spawned {
             {
                 return Ok(self.started.elapsed());
             }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(ServerExited {
+                    status,
+                    log: self.dir.join("server.log"),
+                }
+                .into());
+            }
             if Instant::now() > give_up {
                 bail!(
-                    "the server did not serve within 30 s; see {}",
+                    "the server did not serve within 60 s; see {}",
                     self.dir.join("server.log").display()
                 );
             }
