@@ -852,28 +852,7 @@ fn a_self_signed_client_is_registered_by_its_certificate_file_and_the_audit_list
         std::thread::sleep(Duration::from_millis(200));
     }
     // A device's own certificate, as openssl makes one.
-    let made = Command::new("openssl")
-        .current_dir(dir.path())
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=device-7",
-            "-keyout",
-            "device.key",
-            "-out",
-            "device.pem",
-        ])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+    crate::support::self_signed(dir.path(), "device", "device.key", None);
 
     let registered = run(&[
         "client",

@@ -1,8 +1,9 @@
 //! Self-signed clients (`self_signed_tls_client_auth`, SPEC §2): certificates made with
-//! `openssl req -x509` (so CA:TRUE), accepted by their pinned thumbprint only, matched only by
-//! their pin (never by the names they carry), and cut off when their pin goes.
+//! `openssl req -x509` (so CA:TRUE; the same certificate from rcgen where openssl is not
+//! installed), accepted by their pinned thumbprint only, matched only by their pin (never by
+//! the names they carry), and cut off when their pin goes.
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use tokenmint::{
     grpc::proto::{
@@ -14,84 +15,6 @@ use tokenmint::{
 use tonic::Code;
 
 use crate::support::*;
-
-/// Runs openssl, failing the test with its output if it fails.
-fn openssl(args: &[&str]) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A self-signed certificate from `openssl req -x509`, for the key in `key` (made first when
-/// absent), with subject CN=`name` and, if given, one SAN URI.
-fn self_signed(dir: &Path, name: &str, key: &str, san_uri: Option<&str>) -> Issued {
-    let key_path = dir.join(key);
-    let cert_path = dir.join(format!("{name}.pem"));
-    if !key_path.exists() {
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            key_path.to_str().unwrap(),
-        ]);
-    }
-    let subject = format!("/CN={name}");
-    let mut args = vec![
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        key_path.to_str().unwrap(),
-        "-out",
-        cert_path.to_str().unwrap(),
-        "-days",
-        "2",
-        "-subj",
-        &subject,
-    ];
-    let san = san_uri.map(|uri| format!("subjectAltName=URI:{uri}"));
-    if let Some(san) = &san {
-        args.extend(["-addext", san]);
-    }
-    openssl(&args);
-    let cert_pem = std::fs::read_to_string(&cert_path).unwrap();
-    let cert_der = rustls_pki_der(&cert_pem);
-    Issued {
-        cert_pem,
-        cert_der,
-        key_pem: std::fs::read_to_string(&key_path).unwrap().into(),
-    }
-}
-
-fn rustls_pki_der(pem: &str) -> Vec<u8> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .unwrap()
-        .to_vec()
-}
-
-/// The SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it (hex with colons).
-fn openssl_fingerprint(dir: &Path, name: &str) -> String {
-    let out = openssl(&[
-        "x509",
-        "-in",
-        dir.join(format!("{name}.pem")).to_str().unwrap(),
-        "-noout",
-        "-fingerprint",
-        "-sha256",
-    ]);
-    out.trim().split_once('=').unwrap().1.to_owned()
-}
 
 /// The claims of a token issued to `cert`, checked against the key set.
 async fn issued_claims(server: &TestServer, cert: &Issued) -> serde_json::Value {
@@ -136,16 +59,11 @@ async fn a_pinned_self_signed_client_gets_a_token_and_another_certificate_for_it
     let dir = tempfile::tempdir().unwrap();
     let own = self_signed(dir.path(), "selfie", "selfie.key", None);
     let same_key = self_signed(dir.path(), "selfie-again", "selfie.key", None);
-    // The premise: openssl made a CA certificate, which no chain check would take as a leaf.
-    let constraints = openssl(&[
-        "x509",
-        "-in",
-        dir.path().join("selfie.pem").to_str().unwrap(),
-        "-noout",
-        "-ext",
-        "basicConstraints",
-    ]);
-    assert!(constraints.contains("CA:TRUE"), "{constraints}");
+    // The premise: a CA certificate, which no chain check would take as a leaf.
+    assert!(
+        is_ca_certificate(&own),
+        "openssl req -x509 makes CA:TRUE certificates"
+    );
 
     let server = setup.start().await;
     let admin = setup.pki.client_uri(ADMIN_URI);
@@ -153,7 +71,7 @@ async fn a_pinned_self_signed_client_gets_a_token_and_another_certificate_for_it
     assert_tls_refused(issue(&server, &own, IssueTokenRequest::default()).await);
 
     // The pin as openssl prints it: hex with colons.
-    let fingerprint = openssl_fingerprint(dir.path(), "selfie");
+    let fingerprint = sha256_fingerprint_hex(dir.path(), "selfie");
     register(&server, &admin, pinned_spec("selfie", &[fingerprint]))
         .await
         .unwrap();
@@ -233,7 +151,7 @@ async fn a_thumbprint_is_pinned_by_one_client_only_and_bad_pins_are_refused() {
     .unwrap();
 
     // The same thumbprint, spelt as hex this time, for another client.
-    let hex = openssl_fingerprint(dir.path(), "shared");
+    let hex = sha256_fingerprint_hex(dir.path(), "shared");
     let taken = register(&server, &admin, pinned_spec("second", &[hex]))
         .await
         .unwrap_err();
@@ -279,7 +197,7 @@ async fn a_thumbprint_is_pinned_by_one_client_only_and_bad_pins_are_refused() {
 /// A fresh self-signed certificate's hex fingerprint.
 fn openssl_fingerprint_of_new(dir: &Path) -> String {
     self_signed(dir, "fresh", "fresh.key", None);
-    openssl_fingerprint(dir, "fresh")
+    sha256_fingerprint_hex(dir, "fresh")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

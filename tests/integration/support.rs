@@ -695,3 +695,135 @@ where
     }
     panic!("no held request ever took the only slot");
 }
+
+/// Whether an `openssl` command is at hand.
+pub fn openssl_available() -> bool {
+    std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// Runs openssl, failing the test with its output if it fails.
+pub fn openssl(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A self-signed certificate as `openssl req -x509` makes one (CA:TRUE, P-256), written to
+/// `dir/{name}.pem`, for the key in `dir/{key}` (made first when absent), with subject
+/// CN=`name` and, if given, one SAN URI. Made with openssl when it is installed, else the same
+/// certificate with rcgen, so the tests need nothing but the Rust toolchain.
+pub fn self_signed(dir: &Path, name: &str, key: &str, san_uri: Option<&str>) -> Issued {
+    let key_path = dir.join(key);
+    let cert_path = dir.join(format!("{name}.pem"));
+    if openssl_available() {
+        if !key_path.exists() {
+            openssl(&[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                key_path.to_str().unwrap(),
+            ]);
+        }
+        let subject = format!("/CN={name}");
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            key_path.to_str().unwrap(),
+            "-out",
+            cert_path.to_str().unwrap(),
+            "-days",
+            "2",
+            "-subj",
+            &subject,
+        ];
+        let san = san_uri.map(|uri| format!("subjectAltName=URI:{uri}"));
+        if let Some(san) = &san {
+            args.extend(["-addext", san]);
+        }
+        openssl(&args);
+    } else {
+        let key_pair = if key_path.exists() {
+            rcgen::KeyPair::from_pem(&std::fs::read_to_string(&key_path).unwrap()).unwrap()
+        } else {
+            let key_pair = rcgen::KeyPair::generate().unwrap();
+            std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+            key_pair
+        };
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        if let Some(uri) = san_uri {
+            params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        }
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(2);
+        let cert = params.self_signed(&key_pair).unwrap();
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+    }
+    let cert_pem = std::fs::read_to_string(&cert_path).unwrap();
+    let cert_der = {
+        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+        CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    };
+    Issued {
+        cert_pem,
+        cert_der,
+        key_pem: std::fs::read_to_string(&key_path).unwrap().into(),
+    }
+}
+
+/// The SHA-256 fingerprint of `dir/{name}.pem` as `openssl x509 -fingerprint -sha256` prints
+/// it (upper-case hex with colons); computed the same way without openssl.
+pub fn sha256_fingerprint_hex(dir: &Path, name: &str) -> String {
+    let path = dir.join(format!("{name}.pem"));
+    if openssl_available() {
+        let out = openssl(&[
+            "x509",
+            "-in",
+            path.to_str().unwrap(),
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+        ]);
+        return out.trim().split_once('=').unwrap().1.to_owned();
+    }
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let der = CertificateDer::from_pem_file(&path).unwrap();
+    ring::digest::digest(&ring::digest::SHA256, der.as_ref())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Whether a certificate says CA:TRUE in its basic constraints.
+pub fn is_ca_certificate(cert: &Issued) -> bool {
+    let (_, parsed) = x509_parser::parse_x509_certificate(&cert.cert_der).unwrap();
+    parsed
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|ext| ext.value.ca)
+}
