@@ -28,41 +28,112 @@ fn tokenmint(dir: &Path) -> Command {
     command
 }
 
+/// `tokenmint serve --dev` in a directory, on a free loopback port, as an operator runs it.
+struct DevServer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl DevServer {
+    /// Starts it in `dir` with `env` over the defaults of [`tokenmint`]; its log goes to
+    /// `dir/{log}` when given, else nowhere.
+    fn start(dir: &Path, env: &[(&str, &str)], log: Option<&str>) -> Self {
+        let port = free_port();
+        let stderr = match log {
+            Some(name) => Stdio::from(std::fs::File::create(dir.join(name)).unwrap()),
+            None => Stdio::null(),
+        };
+        let child = tokenmint(dir)
+            .args(["serve", "--dev"])
+            .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            dir: dir.to_owned(),
+            port,
+        }
+    }
+
+    /// The CLI against this server (`--server` added).
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        tokenmint(&self.dir)
+            .args(args)
+            .args(["--server", &format!("https://localhost:{}", self.port)])
+            .output()
+            .unwrap()
+    }
+
+    /// Waits (at most 60 s) until demo gets a token with the CLI, and returns that answer.
+    fn wait_until_serving(&self) -> std::process::Output {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let output = self.cli(&["token", "issue"]);
+            if output.status.success() {
+                return output;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve --dev never served: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A channel to it as `who` (`demo` or `admin`).
+    fn channel(&self, who: &str) -> tonic::transport::Channel {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+        let read = |f: &str| std::fs::read(self.dir.join(f)).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("certs/ca.pem")))
+            .identity(Identity::from_pem(
+                read(&format!("certs/{who}.pem")),
+                read(&format!("certs/{who}.key")),
+            ))
+            .domain_name("localhost");
+        Channel::from_shared(format!("https://localhost:{}", self.port))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect_lazy()
+    }
+
+    /// Sends it a signal (`TERM`, `HUP`).
+    fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for it to exit.
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    /// Stops it with SIGTERM and asserts a clean exit.
+    fn stop(self) {
+        self.signal("TERM");
+        let status = self.wait();
+        assert!(
+            status.success(),
+            "serve exits cleanly on SIGTERM: {status:?}"
+        );
+    }
+}
+
 #[test]
 fn serve_dev_in_an_empty_directory_issues_a_token_to_demo() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = tokenmint(dir.path())
-        .args(["serve", "--dev"])
-        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-
-    let server_url = format!("https://localhost:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let output = loop {
-        let output = tokenmint(dir.path())
-            .args(["token", "issue", "--server", &server_url])
-            .output()
-            .unwrap();
-        if output.status.success() || Instant::now() > deadline {
-            break output;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let server = DevServer::start(dir.path(), &[], None);
+    let output = server.wait_until_serving();
     // Graceful stop on SIGTERM.
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let status = server.wait().unwrap();
+    server.stop();
 
-    assert!(
-        output.status.success(),
-        "token issue failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     let response: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(response["token_type"], "Bearer");
     assert_eq!(response["scope"], "demo:read");
@@ -73,10 +144,6 @@ fn serve_dev_in_an_empty_directory_issues_a_token_to_demo() {
         serde_json::from_slice(&tokenmint::crypto::b64url_decode(payload).unwrap()).unwrap();
     assert_eq!(claims["sub"], "demo");
     assert_eq!(claims["iss"], "https://localhost:8443");
-    assert!(
-        status.success(),
-        "serve exits cleanly on SIGTERM: {status:?}"
-    );
 
     for file in [
         "certs/ca.pem",
@@ -276,30 +343,14 @@ fn client_add_registers_offline_and_shows_a_secret_once() {
 #[test]
 fn sighup_reloads_the_server_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = tokenmint(dir.path())
-        .args(["serve", "--dev"])
-        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        // Only the signal may trigger the reload here.
-        .env("TOKENMINT__TLS__RELOAD_INTERVAL", "1h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server_url = format!("https://localhost:{port}");
-    let issue_ok = || {
-        tokenmint(dir.path())
-            .args(["token", "issue", "--server", &server_url])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !issue_ok() {
-        assert!(Instant::now() < deadline, "serve --dev never served");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Only the signal may trigger the reload here.
+    let server = DevServer::start(
+        dir.path(),
+        &[("TOKENMINT__TLS__RELOAD_INTERVAL", "1h")],
+        None,
+    );
+    server.wait_until_serving();
+    let issue_ok = || server.cli(&["token", "issue"]).status.success();
 
     // A new CA signs a new server certificate and the clients' CA file is replaced: until
     // SIGHUP the server still presents the old certificate, so a client trusting only the new
@@ -315,17 +366,8 @@ fn sighup_reloads_the_server_certificate() {
     .unwrap();
     std::fs::write(dir.path().join("certs/server.pem"), &fresh.cert_pem).unwrap();
     let issue_trusting_new_ca = || {
-        tokenmint(dir.path())
-            .args([
-                "token",
-                "issue",
-                "--server",
-                &server_url,
-                "--ca",
-                "certs/new-ca.pem",
-            ])
-            .output()
-            .unwrap()
+        server
+            .cli(&["token", "issue", "--ca", "certs/new-ca.pem"])
             .status
             .success()
     };
@@ -333,9 +375,7 @@ fn sighup_reloads_the_server_certificate() {
         !issue_trusting_new_ca(),
         "the certificate changed before SIGHUP"
     );
-    let _ = Command::new("kill")
-        .args(["-HUP", &server.id().to_string()])
-        .status();
+    server.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !issue_trusting_new_ca() {
         assert!(
@@ -350,28 +390,7 @@ fn sighup_reloads_the_server_certificate() {
         old_ca
     );
     assert!(!issue_ok());
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    assert!(server.wait().unwrap().success());
-}
-
-/// A channel to a `serve --dev` in `dir` as `who` (`demo` or `admin`).
-fn dev_channel(dir: &Path, port: u16, who: &str) -> tonic::transport::Channel {
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("certs/ca.pem")))
-        .identity(Identity::from_pem(
-            read(&format!("certs/{who}.pem")),
-            read(&format!("certs/{who}.key")),
-        ))
-        .domain_name("localhost");
-    Channel::from_shared(format!("https://localhost:{port}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect_lazy()
+    server.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,32 +401,10 @@ async fn sigterm_under_load_ends_watches_with_a_clear_status_and_exits_cleanly()
         token_service_client::TokenServiceClient,
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = tokenmint(dir.path())
-        .args(["serve", "--dev"])
-        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
-        .env("RUST_LOG", "info")
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let demo = loop {
-        if dir.path().join("tokenmint.kek").exists() {
-            let demo = TokenServiceClient::new(dev_channel(dir.path(), port, "demo"));
-            if demo
-                .clone()
-                .issue_token(IssueTokenRequest::default())
-                .await
-                .is_ok()
-            {
-                break demo;
-            }
-        }
-        assert!(Instant::now() < deadline, "serve --dev never served");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let admin = dev_channel(dir.path(), port, "admin");
+    let server = DevServer::start(dir.path(), &[("RUST_LOG", "info")], Some("server.log"));
+    tokio::task::block_in_place(|| server.wait_until_serving());
+    let demo = TokenServiceClient::new(server.channel("demo"));
+    let admin = server.channel("admin");
     let mut revocations = RevocationServiceClient::new(admin.clone())
         .watch_revocations(WatchRevocationsRequest::default())
         .await
@@ -443,9 +440,7 @@ async fn sigterm_under_load_ends_watches_with_a_clear_status_and_exits_cleanly()
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
+    server.signal("TERM");
     let signalled = Instant::now();
 
     // Both watch streams end with UNAVAILABLE saying why, not with a silent end.
@@ -479,7 +474,7 @@ async fn sigterm_under_load_ends_watches_with_a_clear_status_and_exits_cleanly()
     }
     assert!(served > 0);
     // Exit 0 within the shutdown grace (10 s).
-    let status = tokio::task::spawn_blocking(move || server.wait().unwrap())
+    let status = tokio::task::spawn_blocking(move || server.wait())
         .await
         .unwrap();
     assert!(status.success(), "{status:?}");
@@ -496,46 +491,25 @@ async fn sigterm_under_load_ends_watches_with_a_clear_status_and_exits_cleanly()
 #[test]
 fn json_logs_carry_the_request_span_and_never_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = tokenmint(dir.path())
-        .args(["serve", "--dev"])
-        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("TOKENMINT_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let server_url = format!("https://localhost:{port}");
-    let issue = |who: &str| {
-        tokenmint(dir.path())
-            .args(["token", "issue", "--server", &server_url])
-            .args([
-                "--cert",
-                &format!("certs/{who}.pem"),
-                "--key",
-                &format!("certs/{who}.key"),
-            ])
-            .output()
-            .unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let issued = loop {
-        let output = issue("demo");
-        if output.status.success() {
-            break output;
-        }
-        assert!(Instant::now() < deadline, "serve --dev never served");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let server = DevServer::start(
+        dir.path(),
+        &[("TOKENMINT_LOG_FORMAT", "json"), ("RUST_LOG", "info")],
+        Some("server.log"),
+    );
+    let issued = server.wait_until_serving();
     let token: serde_json::Value = serde_json::from_slice(&issued.stdout).unwrap();
     let token = token["access_token"].as_str().unwrap().to_owned();
     // The admin client has no default audience: refused, and logged inside its request span.
-    assert!(!issue("admin").status.success());
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    assert!(server.wait().unwrap().success());
+    let as_admin = server.cli(&[
+        "token",
+        "issue",
+        "--cert",
+        "certs/admin.pem",
+        "--key",
+        "certs/admin.key",
+    ]);
+    assert!(!as_admin.status.success());
+    server.stop();
 
     let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
     let lines: Vec<serde_json::Value> = log
@@ -558,36 +532,13 @@ fn json_logs_carry_the_request_span_and_never_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_clients_secret_never_reaches_the_log() {
     use tokenmint::grpc::proto::{
-        ClientSpec, GetClientRequest, IssueTokenRequest, ListClientsRequest, RegisterClientRequest,
-        admin_service_client::AdminServiceClient, token_service_client::TokenServiceClient,
+        ClientSpec, GetClientRequest, ListClientsRequest, RegisterClientRequest,
+        admin_service_client::AdminServiceClient,
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = tokenmint(dir.path())
-        .args(["serve", "--dev"])
-        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if dir.path().join("tokenmint.kek").exists() {
-            let demo = TokenServiceClient::new(dev_channel(dir.path(), port, "demo"));
-            if demo
-                .clone()
-                .issue_token(IssueTokenRequest::default())
-                .await
-                .is_ok()
-            {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "serve --dev never served");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut admin = AdminServiceClient::new(dev_channel(dir.path(), port, "admin"));
+    let server = DevServer::start(dir.path(), &[("RUST_LOG", "debug")], Some("server.log"));
+    tokio::task::block_in_place(|| server.wait_until_serving());
+    let mut admin = AdminServiceClient::new(server.channel("admin"));
     let secret = admin
         .register_client(RegisterClientRequest {
             client: Some(ClientSpec {
@@ -612,10 +563,7 @@ async fn a_registered_clients_secret_never_reaches_the_log() {
         .list_clients(ListClientsRequest::default())
         .await
         .unwrap();
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    assert!(server.wait().unwrap().success());
+    tokio::task::block_in_place(|| server.stop());
     let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap();
     assert!(log.contains("client registered"), "{log}");
     assert!(!secret.is_empty());
@@ -625,27 +573,9 @@ async fn a_registered_clients_secret_never_reaches_the_log() {
 #[test]
 fn client_register_and_get_go_over_mtls_as_the_admin() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = tokenmint(dir.path())
-        .args(["serve", "--dev"])
-        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("https://localhost:{port}");
-    let run = |args: &[&str]| {
-        tokenmint(dir.path())
-            .args(args)
-            .args(["--server", &url])
-            .output()
-            .unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !run(&["token", "issue"]).status.success() {
-        assert!(Instant::now() < deadline, "serve --dev never served");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let server = DevServer::start(dir.path(), &[], None);
+    server.wait_until_serving();
+    let run = |args: &[&str]| server.cli(args);
     let spec = [
         "client",
         "register",
@@ -723,50 +653,35 @@ fn client_register_and_get_go_over_mtls_as_the_admin() {
         String::from_utf8_lossy(&again.stderr).contains("already registered"),
         "{again:?}"
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    assert!(server.wait().unwrap().success());
+    server.stop();
 }
 
 /// Runs `serve --dev` in `dir` with issuance audited as `mode` and JSON logs to `log`, issues
 /// `count` tokens to demo with the CLI, stops the server with SIGTERM, and returns the tokens.
 fn serve_and_issue(dir: &Path, mode: &str, log: &str, count: usize) -> Vec<String> {
-    let port = free_port();
-    let mut server = tokenmint(dir)
-        .args(["serve", "--dev"])
-        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("TOKENMINT__AUDIT__ISSUANCE", mode)
-        .env("TOKENMINT_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn,tokenmint::audit::issuance=info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(log)).unwrap())
-        .spawn()
-        .unwrap();
-    let server_url = format!("https://localhost:{port}");
-    let issue = || {
-        tokenmint(dir)
-            .args(["token", "issue", "--server", &server_url])
-            .output()
-            .unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut tokens = Vec::new();
-    while tokens.len() < count {
-        let output = issue();
-        if output.status.success() {
-            let response: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-            tokens.push(response["access_token"].as_str().unwrap().to_owned());
-        } else {
-            assert!(Instant::now() < deadline, "serve --dev never served");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    let server = DevServer::start(
+        dir,
+        &[
+            ("TOKENMINT__AUDIT__ISSUANCE", mode),
+            ("TOKENMINT_LOG_FORMAT", "json"),
+            ("RUST_LOG", "warn,tokenmint::audit::issuance=info"),
+        ],
+        Some(log),
+    );
+    let mut answers = vec![server.wait_until_serving()];
+    while answers.len() < count {
+        let output = server.cli(&["token", "issue"]);
+        assert!(output.status.success(), "{output:?}");
+        answers.push(output);
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    assert!(server.wait().unwrap().success());
-    tokens
+    server.stop();
+    answers
+        .iter()
+        .map(|output| {
+            let response: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            response["access_token"].as_str().unwrap().to_owned()
+        })
+        .collect()
 }
 
 /// The JSON log lines of the issuance audit target.
@@ -830,27 +745,9 @@ fn issuance_is_audited_on_its_own_log_target_per_token_or_as_counts_and_never_wi
 #[test]
 fn a_self_signed_client_is_registered_by_its_certificate_file_and_the_audit_list_shows_it() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = tokenmint(dir.path())
-        .args(["serve", "--dev"])
-        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("https://localhost:{port}");
-    let run = |args: &[&str]| {
-        tokenmint(dir.path())
-            .args(args)
-            .args(["--server", &url])
-            .output()
-            .unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !run(&["token", "issue"]).status.success() {
-        assert!(Instant::now() < deadline, "serve --dev never served");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let server = DevServer::start(dir.path(), &[], None);
+    server.wait_until_serving();
+    let run = |args: &[&str]| server.cli(args);
     // A device's own certificate, as openssl makes one.
     crate::support::self_signed(dir.path(), "device", "device.key", None);
 
@@ -893,8 +790,5 @@ fn a_self_signed_client_is_registered_by_its_certificate_file_and_the_audit_list
     assert_eq!(events[0]["target"], "device-7");
     assert_eq!(events[0]["detail"]["matcher"], "self_signed");
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    assert!(server.wait().unwrap().success());
+    server.stop();
 }
