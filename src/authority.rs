@@ -488,6 +488,11 @@ impl Authority {
         self.keys.clone()
     }
 
+    /// Whether a registered client pins this certificate thumbprint (no copy of the registry).
+    pub fn is_pinned(&self, thumbprint: &crate::crypto::CertificateThumbprint) -> bool {
+        self.clients.load().is_pinned(thumbprint)
+    }
+
     /// The client registry as it is now.
     pub fn clients(&self) -> Arc<ClientRegistry> {
         self.clients.load_full()

@@ -426,11 +426,13 @@ pub enum AuthError {
     UnexpectedSecret(String),
 }
 
-/// Every registered client, indexed by id and by certificate matcher. Immutable: changes build a new one.
+/// Every registered client, indexed by id, by name matcher and by pinned thumbprint.
+/// Immutable: changes build a new one.
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
     by_id: HashMap<ClientId, Arc<Client>>,
     by_matcher: HashMap<MatcherKey, ClientId>,
+    by_pin: HashMap<CertificateThumbprint, ClientId>,
 }
 
 impl ClientRegistry {
@@ -441,16 +443,23 @@ impl ClientRegistry {
             if registry.by_id.contains_key(&client.id) {
                 return Err(ClientError::DuplicateId(client.id.to_string()));
             }
-            for key in client.matcher.keys() {
+            let duplicate = |first: &ClientId, kind, value| ClientError::DuplicateMatcher {
+                first: first.to_string(),
+                second: client.id.to_string(),
+                kind,
+                value,
+            };
+            if let Some(key) = client.matcher.key() {
                 if let Some(first) = registry.by_matcher.get(&key) {
-                    return Err(ClientError::DuplicateMatcher {
-                        first: first.to_string(),
-                        second: client.id.to_string(),
-                        kind: key.kind(),
-                        value: key.value().to_owned(),
-                    });
+                    return Err(duplicate(first, key.kind(), key.value().to_owned()));
                 }
                 registry.by_matcher.insert(key, client.id.clone());
+            }
+            for pin in client.matcher.pins() {
+                if let Some(first) = registry.by_pin.get(pin) {
+                    return Err(duplicate(first, client.matcher.kind(), pin.to_b64url()));
+                }
+                registry.by_pin.insert(*pin, client.id.clone());
             }
             registry.by_id.insert(client.id.clone(), Arc::new(client));
         }
@@ -481,15 +490,21 @@ impl ClientRegistry {
 
     /// Whether some client (enabled or not) pins this certificate thumbprint.
     pub fn is_pinned(&self, thumbprint: &CertificateThumbprint) -> bool {
-        self.by_matcher.contains_key(&MatcherKey::pin(thumbprint))
+        self.by_pin.contains_key(thumbprint)
     }
 
     fn claimant(&self, peer: &PeerCertificate) -> Result<&Arc<Client>, AuthError> {
-        let keys = match peer.verification {
-            Verification::CaChain => peer.identity.lookup_keys(),
-            Verification::Pinned => vec![MatcherKey::pin(&peer.thumbprint)],
-        };
-        let mut found = keys
+        if peer.verification == Verification::Pinned {
+            // A thumbprint is pinned by one client at most (try_new refuses duplicates).
+            return self
+                .by_pin
+                .get(&peer.thumbprint)
+                .and_then(|id| self.by_id.get(id))
+                .ok_or(AuthError::UnknownCertificate);
+        }
+        let mut found = peer
+            .identity
+            .lookup_keys()
             .into_iter()
             .filter_map(|key| self.by_matcher.get(&key))
             .filter_map(|id| self.by_id.get(id))

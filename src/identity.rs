@@ -82,8 +82,6 @@ const KIND_SAN_URI: &str = "san_uri";
 const KIND_SAN_DNS: &str = "san_dns";
 const KIND_SUBJECT_DN: &str = "subject_dn";
 const KIND_SELF_SIGNED: &str = "self_signed";
-/// The lookup-key kind of one pinned thumbprint (a self-signed client has one key per pin).
-const KIND_PIN: &str = "x5t#S256";
 /// Most thumbprints one self-signed client may pin (room to roll its certificate over).
 pub const MAX_PINS: usize = 8;
 
@@ -900,12 +898,12 @@ impl CertificateMatcher {
         }
     }
 
-    /// The lookup keys `(kind, canonical value)`: one for a CA-chain matcher, one per pin
-    /// for a pinned one. No two clients may share a key.
-    pub fn keys(&self) -> Vec<MatcherKey> {
+    /// The name lookup key `(kind, canonical value)` of a CA-chain matcher; `None` for a
+    /// pinned one, which is looked up by its thumbprints ([`Self::pins`]).
+    pub fn key(&self) -> Option<MatcherKey> {
         match self {
-            CertificateMatcher::Pinned(pins) => pins.iter().map(MatcherKey::pin).collect(),
-            _ => vec![MatcherKey::new(self.kind(), self.value())],
+            CertificateMatcher::Pinned(_) => None,
+            _ => Some(MatcherKey::new(self.kind(), self.value())),
         }
     }
 
@@ -978,12 +976,7 @@ impl MatcherKey {
         MatcherKey { kind, value }
     }
 
-    /// The key of one pinned thumbprint: what a peer accepted by its pin is looked up by.
-    pub fn pin(thumbprint: &CertificateThumbprint) -> Self {
-        MatcherKey::new(KIND_PIN, thumbprint.to_b64url())
-    }
-
-    /// `"san_uri"` | `"san_dns"` | `"subject_dn"` | `"x5t#S256"` (one pin).
+    /// `"san_uri"` | `"san_dns"` | `"subject_dn"`.
     pub fn kind(&self) -> &'static str {
         self.kind
     }
@@ -1574,7 +1567,7 @@ mod tests {
             let parsed =
                 CertificateMatcher::try_from_parts(matcher.kind(), &matcher.value()).unwrap();
             assert_eq!(parsed, matcher);
-            assert_eq!(parsed.keys(), matcher.keys());
+            assert_eq!(parsed.key(), matcher.key());
         }
         let dns = CertificateMatcher::try_from_parts("san_dns", "Billing.Example.com").unwrap();
         assert_eq!(
@@ -1621,7 +1614,7 @@ mod tests {
             let matcher = CertificateMatcher::try_from_parts(kind, value).unwrap();
             assert_eq!(
                 matcher.matches(&id),
-                keys.contains(&matcher.keys()[0]),
+                keys.contains(&matcher.key().unwrap()),
                 "{kind} {value}"
             );
         }

@@ -129,7 +129,7 @@ impl PinnedCertificates for NoPins {
 
 impl PinnedCertificates for crate::authority::Authority {
     fn is_pinned(&self, thumbprint: &CertificateThumbprint) -> bool {
-        self.clients().is_pinned(thumbprint)
+        self.is_pinned(thumbprint)
     }
 }
 
