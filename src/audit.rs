@@ -10,7 +10,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        Mutex,
+        RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -203,12 +203,20 @@ pub enum IssuanceMode {
 
 /// Issuance auditing: per-token events written as tokens are issued, or per-client counts
 /// gathered here and written by [`IssuanceAudit::flush`]. The counts are kept per client id of
-/// an authenticated client, so their number is bounded by the registry.
+/// an authenticated client, so their number is bounded by the registry. Counting a token takes
+/// a shared read lock and an atomic add; only a client's first token takes the write lock.
 #[derive(Debug)]
 pub struct IssuanceAudit {
     mode: IssuanceMode,
     seen: AtomicU64,
-    counts: Mutex<HashMap<String, (u64, u64)>>,
+    counts: RwLock<HashMap<String, Counts>>,
+}
+
+/// Tokens issued to one client and refused to it since the last flush.
+#[derive(Debug, Default)]
+struct Counts {
+    issued: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl IssuanceAudit {
@@ -217,7 +225,7 @@ impl IssuanceAudit {
         Self {
             mode,
             seen: AtomicU64::new(0),
-            counts: Mutex::new(HashMap::new()),
+            counts: RwLock::new(HashMap::new()),
         }
     }
 
@@ -257,23 +265,45 @@ impl IssuanceAudit {
     }
 
     fn count(&self, client_id: &str, issued: bool) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = match counts.get_mut(client_id) {
-            Some(entry) => entry,
-            None => counts.entry(client_id.to_owned()).or_default(),
+        let add = |counts: &Counts| {
+            let counter = if issued {
+                &counts.issued
+            } else {
+                &counts.refused
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         };
-        if issued {
-            entry.0 += 1;
-        } else {
-            entry.1 += 1;
+        if let Some(counts) = self
+            .counts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(client_id)
+        {
+            return add(counts);
         }
+        let mut all = self.counts.write().unwrap_or_else(|e| e.into_inner());
+        add(all.entry(client_id.to_owned()).or_default());
     }
 
     /// Writes and resets the counts gathered since the last flush: one event per client that
-    /// asked, ordered by client id. Returns how many events were written.
-    pub fn flush(&self, interval: Duration) -> usize {
-        let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut counts = counts.into_iter().collect::<Vec<_>>();
+    /// asked since, ordered by client id. Returns how many events were written (none unless
+    /// the mode is `Counts`).
+    pub fn flush(&self) -> usize {
+        let IssuanceMode::Counts { interval } = self.mode else {
+            return 0;
+        };
+        let mut counts = self
+            .counts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(client_id, counts)| {
+                let issued = counts.issued.swap(0, Ordering::Relaxed);
+                let refused = counts.refused.swap(0, Ordering::Relaxed);
+                (client_id.clone(), (issued, refused))
+            })
+            .filter(|(_, (issued, refused))| issued + refused > 0)
+            .collect::<Vec<_>>();
         counts.sort();
         for (client_id, (issued, refused)) in &counts {
             tracing::info!(
@@ -348,18 +378,26 @@ mod tests {
         audit.count("a", true);
         audit.count("b", false);
         {
-            let counts = audit.counts.lock().unwrap();
-            assert_eq!(counts["a"], (2, 0));
-            assert_eq!(counts["b"], (0, 1));
+            let counts = audit.counts.read().unwrap();
+            let pair = |c: &Counts| {
+                (
+                    c.issued.load(Ordering::Relaxed),
+                    c.refused.load(Ordering::Relaxed),
+                )
+            };
+            assert_eq!(pair(&counts["a"]), (2, 0));
+            assert_eq!(pair(&counts["b"]), (0, 1));
         }
-        assert_eq!(audit.flush(Duration::from_secs(60)), 2);
-        assert_eq!(audit.flush(Duration::from_secs(60)), 0);
+        assert_eq!(audit.flush(), 2);
+        assert_eq!(audit.flush(), 0);
+        audit.count("b", true);
+        assert_eq!(audit.flush(), 1, "only the clients that asked since");
     }
 
     #[test]
     fn off_counts_nothing() {
         let audit = IssuanceAudit::new(IssuanceMode::Off);
         audit.refused("a", "invalid_scope");
-        assert_eq!(audit.flush(Duration::from_secs(1)), 0);
+        assert_eq!(audit.flush(), 0);
     }
 }

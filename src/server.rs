@@ -791,10 +791,8 @@ impl PreparedServer {
                 tracing::error!(task = name, error = %e, "background task failed");
             }
         }
-        // Tokens issued while the connections drained.
-        if let IssuanceMode::Counts { interval } = self.issuance_audit.mode() {
-            self.issuance_audit.flush(interval);
-        }
+        // The last interval's counts, tokens issued while the connections drained included.
+        self.issuance_audit.flush();
         tracing::info!("stopped");
         result
     }
@@ -940,7 +938,7 @@ async fn purge_revocations(
 }
 
 /// Writes the per-client issuance counts every `audit.issuance_interval` (when issuance is
-/// audited as counts), and once more at shutdown so the last interval is not lost.
+/// audited as counts); `serve` writes the last ones after the drain.
 async fn flush_issuance_counts(audit: Arc<IssuanceAudit>, stop: CancellationToken) {
     let IssuanceMode::Counts { interval } = audit.mode() else {
         return;
@@ -950,12 +948,9 @@ async fn flush_issuance_counts(audit: Arc<IssuanceAudit>, stop: CancellationToke
     ticker.tick().await;
     loop {
         tokio::select! {
-            () = stop.cancelled() => {
-                audit.flush(interval);
-                return;
-            }
+            () = stop.cancelled() => return,
             _ = ticker.tick() => {
-                audit.flush(interval);
+                audit.flush();
             }
         }
     }

@@ -663,6 +663,8 @@ fn serve_and_issue(dir: &Path, mode: &str, log: &str, count: usize) -> Vec<Strin
         dir,
         &[
             ("TOKENMINT__AUDIT__ISSUANCE", mode),
+            // Used by the sampled mode only: one token in two.
+            ("TOKENMINT__AUDIT__ISSUANCE_SAMPLE", "2"),
             ("TOKENMINT_LOG_FORMAT", "json"),
             ("RUST_LOG", "warn,tokenmint::audit::issuance=info"),
         ],
@@ -696,7 +698,8 @@ fn issuance_events(dir: &Path, log: &str) -> (String, Vec<serde_json::Value>) {
 }
 
 #[test]
-fn issuance_is_audited_on_its_own_log_target_per_token_or_as_counts_and_never_with_the_token() {
+fn issuance_is_audited_on_its_own_log_target_per_token_sampled_or_as_counts_and_never_with_the_token()
+ {
     let dir = tempfile::tempdir().unwrap();
 
     // Every token: one event each, naming its id, never holding it.
@@ -734,6 +737,17 @@ fn issuance_is_audited_on_its_own_log_target_per_token_or_as_counts_and_never_wi
         .map(|e| e["fields"]["issued"].as_u64().unwrap())
         .sum();
     assert_eq!(issued, 2, "{text}");
+    assert!(tokens.iter().all(|t| !text.contains(t.as_str())));
+
+    // Sampled, one in two: two of four tokens, each named by its id.
+    let tokens = serve_and_issue(dir.path(), "sampled", "sampled.log", 4);
+    let (text, events) = issuance_events(dir.path(), "sampled.log");
+    let sampled: Vec<_> = events
+        .iter()
+        .filter(|e| e["fields"]["event"] == "token.issued")
+        .collect();
+    assert_eq!(sampled.len(), 2, "{text}");
+    assert!(sampled.iter().all(|e| e["fields"]["sampled_one_in"] == 2));
     assert!(tokens.iter().all(|t| !text.contains(t.as_str())));
 
     // Off: nothing on the target.
