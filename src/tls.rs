@@ -105,8 +105,9 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
 /// mixes old and new.
 struct ClientTrust {
     chain: Arc<dyn ClientCertVerifier>,
-    /// Which load this is: entries of the chain cache name it, so a reload voids them.
-    generation: u64,
+    /// Leaves of resumed sessions whose chain this trust verified at classification (a
+    /// resumed session skips the verifier): checked once each, and voided with the trust.
+    resumed_chained: moka::sync::Cache<CertificateThumbprint, ()>,
 }
 
 /// Which certificate thumbprints are pinned (`self_signed_tls_client_auth` clients): the
@@ -152,10 +153,6 @@ pub struct ClientVerifier {
     /// Leaves accepted by their pin in a recent handshake: if the pin is gone by the time the
     /// connection is classified, the peer is not taken as CA-verified.
     pinned_accepts: moka::sync::Cache<CertificateThumbprint, ()>,
-    /// Leaves of resumed sessions whose chain classification verified, by trust generation
-    /// (a resumed session skips the verifier, so its chain is checked once here).
-    resumed_chained: moka::sync::Cache<(u64, CertificateThumbprint), ()>,
-    generations: std::sync::atomic::AtomicU64,
     /// Whether peers of this listener may use the `admin` permission.
     admin_allowed: bool,
 }
@@ -175,7 +172,7 @@ impl ClientVerifier {
         client_crls: &[std::path::PathBuf],
         pins: Arc<dyn PinnedCertificates>,
     ) -> Result<Self, TlsError> {
-        let trust = Self::load(&provider, client_ca, client_crls, 0)?;
+        let trust = Self::load(&provider, client_ca, client_crls)?;
         Ok(Self {
             provider,
             trust: ArcSwap::from_pointee(trust),
@@ -186,11 +183,6 @@ impl ClientVerifier {
             pinned_accepts: moka::sync::Cache::builder()
                 .time_to_live(PINNED_ACCEPT_MEMORY)
                 .build(),
-            resumed_chained: moka::sync::Cache::builder()
-                .max_capacity(CLASSIFY_CACHE_CAPACITY)
-                .time_to_live(Duration::from_secs(300))
-                .build(),
-            generations: std::sync::atomic::AtomicU64::new(1),
             admin_allowed: true,
         })
     }
@@ -208,10 +200,7 @@ impl ClientVerifier {
         client_ca: &Path,
         client_crls: &[std::path::PathBuf],
     ) -> Result<ClientTrust, TlsError> {
-        let generation = self
-            .generations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self::load(&self.provider, client_ca, client_crls, generation)
+        Self::load(&self.provider, client_ca, client_crls)
     }
 
     /// How the peer of a finished handshake was verified, decided once against the pins in
@@ -219,7 +208,7 @@ impl ClientVerifier {
     /// A leaf the handshake accepted by a pin that is gone now is neither (`None`): it never
     /// falls through to the name matchers. A resumed session (`resumed`) skipped the
     /// verifier, so its chain is checked here against the current roots and CRLs (once per
-    /// leaf and trust generation).
+    /// leaf and loaded trust).
     pub fn classify(
         &self,
         certificates: &[CertificateDer<'_>],
@@ -228,9 +217,9 @@ impl ClientVerifier {
     ) -> Option<Verification> {
         let (leaf, intermediates) = certificates.split_first()?;
         if self.pins.is_pinned(thumbprint) {
-            return check_leaf_validity(leaf, UnixTime::now())
-                .ok()
-                .map(|()| Verification::Pinned);
+            // After a full handshake the verifier has just checked the validity.
+            return (!resumed || check_leaf_validity(leaf, UnixTime::now()).is_ok())
+                .then_some(Verification::Pinned);
         }
         if !resumed {
             // The verifier ran in this handshake and took the leaf by its chain or by a pin.
@@ -238,18 +227,13 @@ impl ClientVerifier {
                 .then_some(Verification::CaChain);
         }
         let trust = self.trust.load();
-        if self
-            .resumed_chained
-            .contains_key(&(trust.generation, *thumbprint))
-        {
-            return Some(Verification::CaChain);
+        if !trust.resumed_chained.contains_key(thumbprint) {
+            trust
+                .chain
+                .verify_client_cert(leaf, intermediates, UnixTime::now())
+                .ok()?;
+            trust.resumed_chained.insert(*thumbprint, ());
         }
-        trust
-            .chain
-            .verify_client_cert(leaf, intermediates, UnixTime::now())
-            .ok()?;
-        self.resumed_chained
-            .insert((trust.generation, *thumbprint), ());
         Some(Verification::CaChain)
     }
 
@@ -257,7 +241,6 @@ impl ClientVerifier {
         provider: &Arc<CryptoProvider>,
         client_ca: &Path,
         client_crls: &[std::path::PathBuf],
-        generation: u64,
     ) -> Result<ClientTrust, TlsError> {
         let mut roots = RootCertStore::empty();
         for cert in read_certificates(client_ca)? {
@@ -290,27 +273,52 @@ impl ClientVerifier {
             .allow_unauthenticated()
             .build()
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(ClientTrust { chain, generation })
+        Ok(ClientTrust {
+            chain,
+            resumed_chained: moka::sync::Cache::builder()
+                .max_capacity(CLASSIFY_CACHE_CAPACITY)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+        })
     }
+}
+
+/// Why a certificate is outside its validity period at a time.
+enum OutOfValidity {
+    /// It does not parse.
+    Unparsable(String),
+    /// It expired at this time.
+    Expired(x509_parser::time::ASN1Time),
+    /// It is valid from this time on.
+    NotYetValid(x509_parser::time::ASN1Time),
+}
+
+/// Whether `der` is within its validity period at `now` (Unix seconds).
+fn validity_at(der: &CertificateDer<'_>, now: i64) -> Result<(), OutOfValidity> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| OutOfValidity::Unparsable(e.to_string()))?;
+    let validity = parsed.validity();
+    if now > validity.not_after.timestamp() {
+        return Err(OutOfValidity::Expired(validity.not_after));
+    }
+    if now < validity.not_before.timestamp() {
+        return Err(OutOfValidity::NotYetValid(validity.not_before));
+    }
+    Ok(())
 }
 
 /// Refuses a pinned leaf outside its validity period (the one check a pin keeps: the chain
 /// check's other rules are for certificates a CA vouches for).
 fn check_leaf_validity(leaf: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
     use rustls::CertificateError;
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
     let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-    let validity = parsed.validity();
-    if now > validity.not_after.timestamp() {
-        return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
-    }
-    if now < validity.not_before.timestamp() {
-        return Err(rustls::Error::InvalidCertificate(
-            CertificateError::NotValidYet,
-        ));
-    }
-    Ok(())
+    validity_at(leaf, now).map_err(|problem| {
+        rustls::Error::InvalidCertificate(match problem {
+            OutOfValidity::Unparsable(_) => CertificateError::BadEncoding,
+            OutOfValidity::Expired(_) => CertificateError::Expired,
+            OutOfValidity::NotYetValid(_) => CertificateError::NotValidYet,
+        })
+    })
 }
 
 impl ClientCertVerifier for ClientVerifier {
@@ -420,23 +428,18 @@ fn check_validity(path: &Path, leaf: &CertificateDer<'_>) -> Result<(), TlsError
         path: path.display().to_string(),
         reason,
     };
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| pem_error(format!("the first certificate cannot be parsed: {e}")))?;
-    let validity = parsed.validity();
-    let now = x509_parser::time::ASN1Time::now();
-    if now > validity.not_after {
-        return Err(pem_error(format!(
-            "the server certificate expired on {}: renew it",
-            validity.not_after
-        )));
-    }
-    if now < validity.not_before {
-        return Err(pem_error(format!(
-            "the server certificate is not valid before {}",
-            validity.not_before
-        )));
-    }
-    Ok(())
+    let now = x509_parser::time::ASN1Time::now().timestamp();
+    validity_at(leaf, now).map_err(|problem| {
+        pem_error(match problem {
+            OutOfValidity::Unparsable(e) => format!("the first certificate cannot be parsed: {e}"),
+            OutOfValidity::Expired(at) => {
+                format!("the server certificate expired on {at}: renew it")
+            }
+            OutOfValidity::NotYetValid(at) => {
+                format!("the server certificate is not valid before {at}")
+            }
+        })
+    })
 }
 
 /// Builds the server configuration: TLS 1.3 and 1.2, AEAD suites, ALPN `h2` and `http/1.1`, the
@@ -607,6 +610,9 @@ pub struct TlsConnection {
 /// The most plaintext gathered before a write goes through to TLS.
 const WRITE_COALESCE_LIMIT: usize = 64 * 1024;
 
+/// What a drained write buffer may keep (a few token responses): the rest is freed.
+const IDLE_WRITE_BUFFER: usize = 8 * 1024;
+
 impl TlsConnection {
     fn new(stream: TlsStream<TcpStream>, info: ConnectionInfo) -> Self {
         Self {
@@ -629,6 +635,10 @@ impl TlsConnection {
             }
         }
         self.pending.clear();
+        // A connection that once wrote a large response does not keep its buffer while idle.
+        if self.pending.capacity() > IDLE_WRITE_BUFFER {
+            self.pending.shrink_to(IDLE_WRITE_BUFFER);
+        }
         self.taken = 0;
         Poll::Ready(Ok(()))
     }

@@ -340,3 +340,67 @@ async fn a_pin_registered_or_removed_on_one_replica_takes_effect_on_another() {
     b.stop().await;
     drop(database);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_pinned_certificate_fails_the_handshake() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let admin = setup.pki.client_uri(ADMIN_URI);
+    // Self-signed like the others, but its validity ended yesterday.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(3);
+    params.not_after = now - time::Duration::days(1);
+    let cert = params.self_signed(&key).unwrap();
+    let expired = Issued {
+        cert_pem: cert.pem(),
+        cert_der: cert.der().to_vec(),
+        key_pem: key.serialize_pem().into(),
+    };
+    register(
+        &server,
+        &admin,
+        pinned_spec("expired", &[thumbprint_of(&expired)]),
+    )
+    .await
+    .unwrap();
+    assert_tls_refused(issue(&server, &expired, IssueTokenRequest::default()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_pin_refuses_the_next_call_on_a_connection_already_open() {
+    let setup = Setup::new(&standard_clients());
+    let dir = tempfile::tempdir().unwrap();
+    let device = self_signed(dir.path(), "device", "device.key", None);
+    let next = self_signed(dir.path(), "next", "next.key", None);
+    let server = setup.start().await;
+    let admin = setup.pki.client_uri(ADMIN_URI);
+    register(
+        &server,
+        &admin,
+        pinned_spec("device", &[thumbprint_of(&device)]),
+    )
+    .await
+    .unwrap();
+    // One client, one connection for both calls.
+    let mut open = server.client(&device).await;
+    open.issue_token(IssueTokenRequest::default())
+        .await
+        .unwrap();
+    server
+        .admin(&admin)
+        .update_client(UpdateClientRequest {
+            client: Some(pinned_spec("device", &[thumbprint_of(&next)])),
+        })
+        .await
+        .unwrap();
+    assert_refused(
+        open.issue_token(IssueTokenRequest::default())
+            .await
+            .map(tonic::Response::into_inner),
+        Code::Unauthenticated,
+        "invalid_client",
+    );
+}
