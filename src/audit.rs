@@ -370,6 +370,71 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_of_key_step_gets_its_action_and_target() {
+        use crate::{
+            crypto::{Algorithm, PublicKey, Sealed},
+            keys::{KeyId, KeyRecord},
+        };
+        let kid = |k: &str| KeyId::from_stored(k);
+        let record = |k: &str| KeyRecord {
+            kid: kid(k),
+            algorithm: Algorithm::Es256,
+            state: KeyState::Next,
+            public: PublicKey::Ed25519 { x: vec![] },
+            sealed: Sealed {
+                kek_id: String::new(),
+                nonce: vec![],
+                ciphertext: vec![],
+            },
+            created_at: 0,
+            activated_at: None,
+            retired_at: None,
+            revoked_at: None,
+        };
+        let step = |set_state, insert, delete, event| KeyTransition {
+            expect_current: Some(kid("k1")),
+            set_state,
+            insert,
+            delete,
+            event,
+            at: 7,
+        };
+        let action = |t: &KeyTransition| {
+            let r = AuditRecord::for_key_transition(t, SYSTEM_ACTOR);
+            (r.action, r.target, r.detail)
+        };
+        let (a, target, detail) = action(&step(
+            vec![
+                (kid("k2"), KeyState::Current),
+                (kid("k1"), KeyState::Retired),
+            ],
+            vec![record("k3")],
+            vec![],
+            None,
+        ));
+        assert_eq!((a, target.as_str()), ("key.rotated", "k2"));
+        assert_eq!(detail["retired"], "k1");
+        assert_eq!(detail["created"], "k3");
+        let (a, target, _) = action(&step(vec![], vec![record("k4")], vec![], None));
+        assert_eq!((a, target.as_str()), ("key.created", "k4"));
+        let (a, target, _) = action(&step(
+            vec![(kid("k1"), KeyState::Retired)],
+            vec![],
+            vec![],
+            None,
+        ));
+        assert_eq!((a, target.as_str()), ("key.retired", "k1"));
+        let (a, target, detail) = action(&step(vec![], vec![], vec![kid("k0")], None));
+        assert_eq!((a, target.as_str()), ("key.removed", "k0"));
+        assert_eq!(detail["deleted"], "k0");
+        let revoked = Change::KeyRevoked {
+            key_id: "k2".into(),
+        };
+        let (a, target, _) = action(&step(vec![], vec![], vec![], Some(revoked)));
+        assert_eq!((a, target.as_str()), ("key.revoked", "k2"));
+    }
+
+    #[test]
     fn counts_are_per_client_and_reset_by_a_flush() {
         let audit = IssuanceAudit::new(IssuanceMode::Counts {
             interval: Duration::from_secs(60),

@@ -2248,6 +2248,39 @@ audiences = ["https://demo.tokenmint.dev"]
     }
 
     #[test]
+    fn audit_is_counts_per_minute_by_default_and_bad_settings_are_named() {
+        use crate::audit::IssuanceMode;
+        let c = load("").unwrap();
+        assert_eq!(
+            c.audit.issuance,
+            IssuanceMode::Counts {
+                interval: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(c.audit.retention, Duration::from_secs(400 * 24 * 3600));
+        let c = load("[audit]\nissuance = \"sampled\"\nissuance_sample = 10").unwrap();
+        assert_eq!(c.audit.issuance, IssuanceMode::Sampled { one_in: 10 });
+        assert_eq!(
+            load("[audit]\nissuance = \"every\"")
+                .unwrap()
+                .audit
+                .issuance,
+            IssuanceMode::Every
+        );
+        refused("[audit]\nissuance = \"all\"", &["audit.issuance", "counts"]);
+        refused(
+            "[audit]\nissuance = \"sampled\"\nissuance_sample = 1",
+            &["audit.issuance_sample", "at least 2"],
+        );
+        refused(
+            "[audit]\nissuance_interval = \"0s\"",
+            &["audit.issuance_interval", "greater than 0"],
+        );
+        refused("[audit]\nretention = \"a year\"", &["audit.retention"]);
+        refused("[audit]\nkeep = \"1d\"", &["keep"]);
+    }
+
+    #[test]
     fn the_admin_listener_is_off_by_default_and_checked_when_set() {
         let c = load("").unwrap();
         assert_eq!(c.admin.listen, None);

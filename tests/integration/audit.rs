@@ -270,6 +270,26 @@ async fn only_admins_list_the_audit_trail_and_bad_requests_are_refused() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().len() < 500, "the input is not echoed");
+    // The limit is 256 bytes: at it the filter is served (and matches nothing), past it refused.
+    for (len, ok) in [(256, true), (257, false)] {
+        let answer = server
+            .admin(&admin)
+            .list_audit_events(ListAuditEventsRequest {
+                target: "t".repeat(len),
+                ..Default::default()
+            })
+            .await;
+        match answer {
+            Ok(page) => {
+                assert!(ok, "{len} bytes served");
+                assert!(page.into_inner().events.is_empty());
+            }
+            Err(status) => {
+                assert!(!ok, "{len} bytes refused: {status:?}");
+                assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            }
+        }
+    }
 
     // A page size past the maximum is capped, not refused.
     let page = server

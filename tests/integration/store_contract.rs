@@ -211,6 +211,7 @@ contract_tests!(
     contract_revocation_state,
     contract_cutoffs_keep_the_latest_time,
     contract_purge,
+    contract_audit_events_are_written_with_their_change_listed_and_purged,
     contract_concurrent_commits_are_numbered_in_commit_order,
     contract_replicas_race_and_the_first_writer_wins,
 );
@@ -1361,6 +1362,102 @@ async fn contract_cutoffs_keep_the_latest_time(backend: &Backend) {
     let state = store.revocation_state(T0 + 1 + 1501).await.unwrap();
     assert_eq!(at(&state, "c1"), None);
     assert_eq!(all_changes(&*store).await.len(), 4);
+}
+
+async fn contract_audit_events_are_written_with_their_change_listed_and_purged(backend: &Backend) {
+    use tokenmint::audit::{AuditQuery, AuditRecord};
+    let store = backend.open().await;
+    let query = |after_id, limit| AuditQuery {
+        after_id,
+        limit,
+        ..AuditQuery::default()
+    };
+    let c1 = client("c1", uri("spiffe://t/c1"));
+    let registered =
+        AuditRecord::new("admin", "client.registered", "c1").with("matcher", "san_uri");
+    store.insert_client(&c1, T0, &registered).await.unwrap();
+    let revocation = revoke_token("a", Some("c1"), "c1");
+    let revoked = AuditRecord::for_change(&revocation, "c1");
+    store
+        .commit_change(&revocation, T0 + 100, T0 + 400, T0 + 500, &revoked)
+        .await
+        .unwrap();
+    // Already in force: nothing is written, audit event included.
+    assert_eq!(
+        store
+            .commit_change(&revocation, T0 + 101, T0 + 400, T0 + 500, &revoked)
+            .await
+            .unwrap(),
+        Committed::AlreadyInForce
+    );
+    // A refused write leaves no audit event either.
+    assert_conflict(
+        store.insert_client(&c1, T0 + 102, &registered).await,
+        "a duplicate id",
+    );
+
+    let events = store.audit_events(&query(0, 100)).await.unwrap();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.at, e.actor.as_str(), e.action.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (T0, "admin", "client.registered", "c1"),
+            (T0 + 100, "c1", "token.revoked", "a"),
+        ]
+    );
+    assert!(events[0].id < events[1].id);
+    assert_eq!(events[0].detail["matcher"], "san_uri");
+    assert_eq!(events[1].detail["client_id"], "c1");
+
+    // Paging by id, and each filter.
+    let first = store.audit_events(&query(0, 1)).await.unwrap();
+    let rest = store.audit_events(&query(first[0].id, 10)).await.unwrap();
+    assert_eq!([first, rest].concat(), events);
+    for (filter, expected) in [
+        (
+            AuditQuery {
+                actor: Some("c1".into()),
+                ..query(0, 10)
+            },
+            "token.revoked",
+        ),
+        (
+            AuditQuery {
+                action: Some("client.registered".into()),
+                ..query(0, 10)
+            },
+            "client.registered",
+        ),
+        (
+            AuditQuery {
+                target: Some("a".into()),
+                ..query(0, 10)
+            },
+            "token.revoked",
+        ),
+        (
+            AuditQuery {
+                since: Some(T0 + 50),
+                ..query(0, 10)
+            },
+            "token.revoked",
+        ),
+    ] {
+        let found = store.audit_events(&filter).await.unwrap();
+        assert_eq!(found.len(), 1, "{filter:?}");
+        assert_eq!(found[0].action, expected, "{filter:?}");
+    }
+
+    // Purge: older than the bound goes, the rest stays.
+    assert_eq!(store.purge_audit(T0 + 50).await.unwrap(), 1);
+    assert_eq!(
+        store.audit_events(&query(0, 10)).await.unwrap(),
+        events[1..].to_vec()
+    );
+    assert_eq!(store.purge_audit(T0 + 50).await.unwrap(), 0);
 }
 
 async fn contract_purge(backend: &Backend) {
