@@ -469,63 +469,9 @@ impl AdminApi {
         }
     }
 
-    /// A client from a registration request, checked as `tokenmint client add` checks one.
+    /// A client from a registration request (see [`client_from_spec`]).
     fn client_from_spec(&self, spec: ClientSpec) -> Result<Client, Status> {
-        let invalid =
-            |message: String| wire::oauth_status(crate::oauth::ErrorCode::InvalidRequest, &message);
-        let matcher = match (
-            spec.san_uri.as_str(),
-            spec.san_dns.as_str(),
-            spec.subject_dn.as_str(),
-            spec.pinned_sha256.as_slice(),
-        ) {
-            (v, "", "", []) if !v.is_empty() => CertificateMatcher::try_san_uri(v),
-            ("", v, "", []) if !v.is_empty() => CertificateMatcher::try_san_dns(v),
-            ("", "", v, []) if !v.is_empty() => CertificateMatcher::try_subject_dn(v),
-            ("", "", "", pins) if !pins.is_empty() => CertificateMatcher::try_pinned(pins),
-            _ => {
-                return Err(invalid(
-                    "give exactly one of san_uri, san_dns, subject_dn, pinned_sha256".into(),
-                ));
-            }
-        }
-        .map_err(|e| invalid(e.to_string()))?;
-        let permissions = spec
-            .permissions
-            .iter()
-            .map(|p| {
-                Permission::try_from_name(p).ok_or_else(|| {
-                    invalid(format!(
-                        "permission {:?}: use issue, introspect or admin",
-                        p.chars().take(40).collect::<String>()
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let whole_seconds = |d: Option<prost_types::Duration>, field: &str| match d {
-            None => Ok(None),
-            Some(d) if d.seconds > 0 && d.nanos == 0 => {
-                Ok(Some(Duration::from_secs(d.seconds.unsigned_abs())))
-            }
-            Some(_) => Err(invalid(format!(
-                "{field} must be a positive whole number of seconds"
-            ))),
-        };
-        ClientDraft {
-            id: spec.client_id,
-            matcher,
-            scopes: spec.scopes,
-            default_scopes: spec.default_scopes,
-            audiences: spec.audiences,
-            default_audiences: spec.default_audiences,
-            introspect_audiences: spec.introspect_audiences,
-            permissions,
-            default_lifetime: whole_seconds(spec.default_lifetime, "default_lifetime")?,
-            max_lifetime: whole_seconds(spec.max_lifetime, "max_lifetime")?,
-            enabled: !spec.disabled,
-        }
-        .build(self.lifetimes.default, self.lifetimes.max)
-        .map_err(|e| invalid(e.to_string()))
+        client_from_spec(spec, self.lifetimes)
     }
 
     fn admin<T>(&self, request: &Request<T>) -> Result<Arc<crate::client::Client>, Status> {
@@ -575,6 +521,67 @@ fn client_info(client: &Client) -> ClientInfo {
             .map(|pin| pin.to_b64url())
             .collect(),
     }
+}
+
+/// A client from a registration request: exactly one certificate matcher, known permissions,
+/// whole-second lifetimes, and [`ClientDraft::build`]'s defaults under `lifetimes`. The one
+/// rule for `RegisterClient`, `UpdateClient` and the offline `tokenmint client add`.
+pub fn client_from_spec(spec: ClientSpec, lifetimes: ClientLifetimes) -> Result<Client, Status> {
+    let invalid =
+        |message: String| wire::oauth_status(crate::oauth::ErrorCode::InvalidRequest, &message);
+    let matcher = match (
+        spec.san_uri.as_str(),
+        spec.san_dns.as_str(),
+        spec.subject_dn.as_str(),
+        spec.pinned_sha256.as_slice(),
+    ) {
+        (v, "", "", []) if !v.is_empty() => CertificateMatcher::try_san_uri(v),
+        ("", v, "", []) if !v.is_empty() => CertificateMatcher::try_san_dns(v),
+        ("", "", v, []) if !v.is_empty() => CertificateMatcher::try_subject_dn(v),
+        ("", "", "", pins) if !pins.is_empty() => CertificateMatcher::try_pinned(pins),
+        _ => {
+            return Err(invalid(
+                "give exactly one of san_uri, san_dns, subject_dn, pinned_sha256".into(),
+            ));
+        }
+    }
+    .map_err(|e| invalid(e.to_string()))?;
+    let permissions = spec
+        .permissions
+        .iter()
+        .map(|p| {
+            Permission::try_from_name(p).ok_or_else(|| {
+                invalid(format!(
+                    "permission {:?}: use issue, introspect or admin",
+                    p.chars().take(40).collect::<String>()
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let whole_seconds = |d: Option<prost_types::Duration>, field: &str| match d {
+        None => Ok(None),
+        Some(d) if d.seconds > 0 && d.nanos == 0 => {
+            Ok(Some(Duration::from_secs(d.seconds.unsigned_abs())))
+        }
+        Some(_) => Err(invalid(format!(
+            "{field} must be a positive whole number of seconds"
+        ))),
+    };
+    ClientDraft {
+        id: spec.client_id,
+        matcher,
+        scopes: spec.scopes,
+        default_scopes: spec.default_scopes,
+        audiences: spec.audiences,
+        default_audiences: spec.default_audiences,
+        introspect_audiences: spec.introspect_audiences,
+        permissions,
+        default_lifetime: whole_seconds(spec.default_lifetime, "default_lifetime")?,
+        max_lifetime: whole_seconds(spec.max_lifetime, "max_lifetime")?,
+        enabled: !spec.disabled,
+    }
+    .build(lifetimes.default, lifetimes.max)
+    .map_err(|e| invalid(e.to_string()))
 }
 
 /// The longest `ListAuditEvents` filter value accepted.

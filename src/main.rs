@@ -9,10 +9,9 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use tokenmint::{
-    client::{ClientDraft, Permission},
     clock::{Clock as _, SystemClock, unix_seconds},
     config::{self, Config},
     crypto,
@@ -27,7 +26,6 @@ use tokenmint::{
             token_service_client::TokenServiceClient,
         },
     },
-    identity::CertificateMatcher,
     ops, pki,
     server::{self, Options},
 };
@@ -174,7 +172,7 @@ enum ClientCommand {
     /// Register a client (admin, over mTLS); with --with-secret, prints its secret once.
     Register(Box<ClientRegisterArgs>),
     /// Replace a client's policy, keeping its secret and enabled state (admin, over mTLS).
-    Update(Box<ClientRegisterArgs>),
+    Update(Box<ClientUpdateArgs>),
     /// Show one registered client, or every one without an id (admin, over mTLS).
     Get {
         #[command(flatten)]
@@ -211,6 +209,8 @@ struct ClientAddArgs {
     config: PathBuf,
     #[command(flatten)]
     spec: ClientSpecArgs,
+    #[command(flatten)]
+    new: NewClientArgs,
 }
 
 #[derive(Args)]
@@ -219,6 +219,27 @@ struct ClientRegisterArgs {
     remote: Remote,
     #[command(flatten)]
     spec: ClientSpecArgs,
+    #[command(flatten)]
+    new: NewClientArgs,
+}
+
+#[derive(Args)]
+struct ClientUpdateArgs {
+    #[command(flatten)]
+    remote: Remote,
+    #[command(flatten)]
+    spec: ClientSpecArgs,
+}
+
+/// What only a new client takes (an update keeps the secret and the enabled state).
+#[derive(Args)]
+struct NewClientArgs {
+    /// Generate a client secret as a second factor; it is printed once and stored only as an HMAC.
+    #[arg(long)]
+    with_secret: bool,
+    /// Register it disabled.
+    #[arg(long)]
+    disabled: bool,
 }
 
 /// What a client is, as `client add` (offline) and `client register` (over mTLS) take it.
@@ -269,12 +290,6 @@ struct ClientSpecArgs {
     /// Maximum token lifetime (default: tokens.max_lifetime).
     #[arg(long, value_parser = humantime::parse_duration)]
     max_lifetime: Option<Duration>,
-    /// Generate a client secret as a second factor; it is printed once and stored only as an HMAC.
-    #[arg(long)]
-    with_secret: bool,
-    /// Register it disabled.
-    #[arg(long)]
-    disabled: bool,
 }
 
 #[derive(Subcommand)]
@@ -775,47 +790,18 @@ async fn shutdown_signal() {
 
 async fn client_add(args: ClientAddArgs) -> Result<()> {
     let config = load_config(&args.config)?;
-    let args = args.spec;
-    let pins = pins_of(&args)?;
-    let matcher = match (
-        &args.san_uri,
-        &args.san_dns,
-        &args.subject_dn,
-        pins.as_slice(),
-    ) {
-        (Some(v), None, None, []) => CertificateMatcher::try_san_uri(v)?,
-        (None, Some(v), None, []) => CertificateMatcher::try_san_dns(v)?,
-        (None, None, Some(v), []) => CertificateMatcher::try_subject_dn(v)?,
-        (None, None, None, pins) if !pins.is_empty() => CertificateMatcher::try_pinned(pins)?,
-        _ => bail!(
-            "give exactly one of --san-uri, --san-dns, --subject-dn, or pins (--pin-sha256, --pin-cert)"
-        ),
-    };
-    let permissions = args
-        .permissions
-        .iter()
-        .map(|p| {
-            Permission::try_from_name(p)
-                .with_context(|| format!("--permission {p:?}: use issue, introspect or admin"))
-        })
-        .collect::<Result<_>>()?;
-    let mut client = ClientDraft {
-        id: args.id,
-        matcher,
-        scopes: args.scopes,
-        default_scopes: args.default_scopes,
-        audiences: args.audiences,
-        default_audiences: args.default_audiences,
-        introspect_audiences: args.introspect_audiences,
-        permissions,
-        default_lifetime: args.default_lifetime,
-        max_lifetime: args.max_lifetime,
-        enabled: !args.disabled,
-    }
-    .build(config.tokens.default_lifetime, config.tokens.max_lifetime)?;
+    // The same checks and defaults as RegisterClient.
+    let mut client = tokenmint::grpc::client_from_spec(
+        client_spec(args.spec, args.new.disabled)?,
+        tokenmint::grpc::ClientLifetimes {
+            default: config.tokens.default_lifetime,
+            max: config.tokens.max_lifetime,
+        },
+    )
+    .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
     let store = server::open_store(&config).await?;
     let mut secret = None;
-    if args.with_secret {
+    if args.new.with_secret {
         let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
         let hasher = server::load_pepper(store.as_ref(), &keks).await?;
         let generated = crypto::generate_client_secret()?;
@@ -865,8 +851,8 @@ fn pins_of(spec: &ClientSpecArgs) -> Result<Vec<String>> {
     Ok(pins)
 }
 
-/// The API's form of a client spec.
-fn client_spec(spec: ClientSpecArgs) -> Result<ClientSpec> {
+/// The API's form of a client spec (`disabled` for a new client only).
+fn client_spec(spec: ClientSpecArgs, disabled: bool) -> Result<ClientSpec> {
     let lifetime = |d: Option<Duration>| d.map(duration_to_proto);
     let pinned_sha256 = pins_of(&spec)?;
     Ok(ClientSpec {
@@ -882,16 +868,15 @@ fn client_spec(spec: ClientSpecArgs) -> Result<ClientSpec> {
         permissions: spec.permissions,
         default_lifetime: lifetime(spec.default_lifetime),
         max_lifetime: lifetime(spec.max_lifetime),
-        disabled: spec.disabled,
+        disabled,
         pinned_sha256,
     })
 }
 
 async fn client_register(args: ClientRegisterArgs) -> Result<()> {
-    let with_secret = args.spec.with_secret;
     let request = RegisterClientRequest {
-        client: Some(client_spec(args.spec)?),
-        with_secret,
+        client: Some(client_spec(args.spec, args.new.disabled)?),
+        with_secret: args.new.with_secret,
     };
     let mut admin = AdminServiceClient::new(args.remote.channel("admin").await?);
     let registered = admin
@@ -914,11 +899,11 @@ async fn client_register(args: ClientRegisterArgs) -> Result<()> {
     Ok(())
 }
 
-async fn client_update(args: ClientRegisterArgs) -> Result<()> {
+async fn client_update(args: ClientUpdateArgs) -> Result<()> {
     let mut admin = AdminServiceClient::new(args.remote.channel("admin").await?);
     let client = admin
         .update_client(UpdateClientRequest {
-            client: Some(client_spec(args.spec)?),
+            client: Some(client_spec(args.spec, false)?),
         })
         .await
         .map_err(refused)?

@@ -641,6 +641,21 @@ fn client_register_and_get_go_over_mtls_as_the_admin() {
         "billing:read",
     ]);
     assert!(updated.status.success(), "{updated:?}");
+    // An update keeps the secret and the enabled state: it takes no flag for them.
+    let refused = run(&[
+        "client",
+        "update",
+        "--id",
+        "billing",
+        "--san-uri",
+        "spiffe://tokenmint.dev/billing",
+        "--with-secret",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--with-secret"),
+        "{refused:?}"
+    );
     assert!(String::from_utf8_lossy(&updated.stdout).contains("updated client billing"));
     let shown: serde_json::Value =
         serde_json::from_slice(&run(&["client", "get", "billing"]).stdout).unwrap();
