@@ -131,7 +131,7 @@ pub fn hex(data: &[u8]) -> String {
 }
 
 /// The SHA-256 thumbprint of a certificate's DER: what `cnf.x5t#S256` carries (RFC 8705 §3.1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CertificateThumbprint([u8; 32]);
 
 impl CertificateThumbprint {
@@ -140,9 +140,19 @@ impl CertificateThumbprint {
         Self(sha256(der))
     }
 
-    /// A thumbprint from its digest.
-    pub fn from_digest(digest: [u8; 32]) -> Self {
-        Self(digest)
+    /// A thumbprint from 64 hex digits, either case, colons allowed between them (as
+    /// `openssl x509 -fingerprint -sha256` prints it).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let digits = text.bytes().filter(|b| *b != b':').collect::<Vec<_>>();
+        if digits.len() != 64 {
+            return None;
+        }
+        let mut digest = [0u8; 32];
+        for (byte, pair) in digest.iter_mut().zip(digits.chunks_exact(2)) {
+            let value = |d: u8| char::from(d).to_digit(16);
+            *byte = u8::try_from(value(pair[0])? * 16 + value(pair[1])?).ok()?;
+        }
+        Some(Self(digest))
     }
 
     /// A thumbprint from its base64url form (43 characters, no padding).
@@ -597,6 +607,31 @@ mod jwt_provider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thumbprint_reads_from_hex_with_or_without_colons_and_from_base64url() {
+        let t = CertificateThumbprint::of_der(b"certificate");
+        let lower = hex(&t.0);
+        let colons = lower
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| std::str::from_utf8(pair).unwrap().to_ascii_uppercase())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(CertificateThumbprint::from_hex(&lower), Some(t));
+        assert_eq!(CertificateThumbprint::from_hex(&colons), Some(t));
+        assert_eq!(CertificateThumbprint::from_b64url(&t.to_b64url()), Some(t));
+        for bad in [
+            &lower[..62],
+            &format!("{lower}00"),
+            &lower.replace('a', "g"),
+            "",
+            "::",
+        ] {
+            assert_eq!(CertificateThumbprint::from_hex(bad), None, "{bad:?}");
+        }
+        assert_eq!(CertificateThumbprint::from_b64url(&lower), None);
+    }
 
     #[test]
     fn kek_seal_open_binds_associated_data() {

@@ -842,7 +842,7 @@ impl CertificateMatcher {
             .iter()
             .map(|t| parse_thumbprint(t.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
-        pins.sort_by_key(|pin| pin.to_b64url());
+        pins.sort();
         pins.dedup();
         if pins.is_empty() {
             return Err(IdentityError::PinCount(0));
@@ -930,16 +930,10 @@ impl CertificateMatcher {
 
 /// A SHA-256 thumbprint written as 64 hex digits (colons allowed) or 43 base64url characters.
 fn parse_thumbprint(s: &str) -> Result<CertificateThumbprint, IdentityError> {
-    let refuse = || IdentityError::Thumbprint(s.chars().take(120).collect());
-    let hex: String = s.trim().chars().filter(|c| *c != ':').collect();
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let mut digest = [0u8; 32];
-        for (i, byte) in digest.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| refuse())?;
-        }
-        return Ok(CertificateThumbprint::from_digest(digest));
-    }
-    CertificateThumbprint::from_b64url(s.trim()).ok_or_else(refuse)
+    let s = s.trim();
+    CertificateThumbprint::from_hex(s)
+        .or_else(|| CertificateThumbprint::from_b64url(s))
+        .ok_or_else(|| IdentityError::Thumbprint(s.chars().take(120).collect()))
 }
 
 /// `scheme ":" rest` with a valid scheme, a non-empty rest, printable ASCII only.
