@@ -682,14 +682,26 @@ impl PreparedServer {
             self.changes.clone(),
             self.config.keys.jwks_max_age,
         );
-        let max_in_flight = usize::try_from(self.config.server.max_in_flight).unwrap_or(usize::MAX);
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
-        let mut admin_service = Some(admin_service);
-        if let Some((admin_listener, admin_acceptor, admin_verifier)) = admin_plane {
+        if admin_plane.is_some() {
             http = http.route(
                 "/tokenmint.v1.AdminService/{*rpc}",
                 axum::routing::any(admin_elsewhere),
             );
+        }
+        let routes = tonic::service::Routes::from(http)
+            .add_service(
+                health_service
+                    .clone()
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(token_service)
+            .add_service(key_service)
+            .add_service(revocation_service);
+        let max_in_flight = usize::try_from(self.config.server.max_in_flight).unwrap_or(usize::MAX);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+        let routes = if let Some((admin_listener, admin_acceptor, admin_verifier)) = admin_plane {
             let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(64);
             // The admin plane's own limits, so a flood on the data plane (or an address
             // penalised there) cannot lock operators out during the incident.
@@ -716,9 +728,7 @@ impl PreparedServer {
                     .clone()
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .add_service(admin_service.take().ok_or_else(|| {
-                ServeError::Transport("the admin service was already placed".into())
-            })?);
+            .add_service(admin_service);
             let admin_routes = layered(admin_routes, admin_in_flight, admin_failures);
             let admin_serve = grpc_server(&self.config.server)
                 .add_routes(admin_routes)
@@ -744,17 +754,10 @@ impl PreparedServer {
                     }
                 }),
             ));
-        }
-        let mut routes = tonic::service::Routes::from(http)
-            .add_service(health_service.max_decoding_message_size(MAX_MESSAGE_BYTES))
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(token_service)
-            .add_service(key_service)
-            .add_service(revocation_service);
-        if let Some(admin_service) = admin_service {
-            routes = routes.add_service(admin_service);
-        }
+            routes
+        } else {
+            routes.add_service(admin_service)
+        };
         let routes = layered(routes, in_flight, failures);
         let serve = grpc_server(&self.config.server)
             .add_routes(routes)
