@@ -37,6 +37,7 @@ use std::{
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tokenmint::{
+    audit::{IssuanceAudit, IssuanceMode},
     authority::{Authority, Parts},
     client::{Client, ClientId, ClientRegistry, PeerCertificate, Permission, Verification},
     clock::{Clock, SystemClock, unix_seconds},
@@ -173,8 +174,9 @@ impl Fixture {
         }
     }
 
-    /// A new authority with an empty verified-token cache, marked fresh. Staleness limits are
-    /// an hour: nothing catches up with a store here.
+    /// A new authority with an empty verified-token cache, marked fresh, auditing issuance as
+    /// counts (the default, as `serve` does). Staleness limits are an hour: nothing catches up
+    /// with a store here.
     fn authority(&self) -> Authority {
         let authority = Authority::new(Parts {
             issuer: Issuer::new(ISSUER, Duration::from_secs(3600)),
@@ -187,7 +189,10 @@ impl Fixture {
             verified_cache_capacity: VERIFIED_CACHE_CAPACITY,
             max_staleness: Duration::from_secs(3600),
             max_issue_staleness: Duration::from_secs(3600),
-        });
+        })
+        .with_issuance_audit(Arc::new(IssuanceAudit::new(IssuanceMode::Counts {
+            interval: Duration::from_secs(60),
+        })));
         authority.mark_fresh();
         authority
     }

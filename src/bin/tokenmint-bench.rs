@@ -279,7 +279,7 @@ async fn measure(args: &Args, mut spawned: Option<&mut Spawned>) -> Result<Vec<R
     };
     // A spawned server writes its development PKI as it starts: wait for it to serve.
     let start_to_serving = match spawned.as_deref_mut() {
-        Some(s) => Some(s.wait_until_serving(&target, &ca, &cert, &key).await?),
+        Some(s) => Some(s.wait_until_serving(&target, &ca).await?),
         None => None,
     };
     let caller_config = client_config(&ca, &cert, &key)?;
@@ -877,18 +877,12 @@ impl Spawned {
         })
     }
 
-    /// Waits (at most 60 s) until the server answers IssueToken; returns the time since spawn.
-    /// A server that exits first is a [`ServerExited`] error.
-    async fn wait_until_serving(
-        &mut self,
-        target: &Target,
-        ca: &Path,
-        cert: &Path,
-        key: &Path,
-    ) -> Result<Duration> {
+    /// Waits (at most 60 s) until the server answers IssueToken to the demo client it wrote;
+    /// returns the time since spawn. A server that exits first is a [`ServerExited`] error.
+    async fn wait_until_serving(&mut self, target: &Target, ca: &Path) -> Result<Duration> {
         let give_up = self.started + Duration::from_secs(60);
-        let issuer_cert = cert.with_file_name("demo.pem");
-        let issuer_key = key.with_file_name("demo.key");
+        let issuer_cert = self.dir.join("certs/demo.pem");
+        let issuer_key = self.dir.join("certs/demo.key");
         loop {
             // The files appear as the server writes them; until then this fails.
             if let Ok(config) = client_config(ca, &issuer_cert, &issuer_key)
