@@ -1055,30 +1055,29 @@ impl Validator<'_> {
 
     fn audit(&self, a: FileAudit) -> Result<AuditConfig, ConfigError> {
         use crate::audit::IssuanceMode;
+        // Both settings are checked whichever mode is chosen: a bad value must not wait for
+        // the day someone switches modes.
+        let interval = self.positive(
+            "audit.issuance_interval",
+            a.issuance_interval.as_deref(),
+            DEFAULT_AUDIT_INTERVAL,
+        )?;
+        let one_in = a.issuance_sample.unwrap_or(DEFAULT_AUDIT_SAMPLE);
+        if one_in < 2 {
+            return Err(self.error(
+                "audit.issuance_sample",
+                format!(
+                    "{} ({one_in}) must be at least 2 (one token in that many is audited); for every token use issuance = \"every\"",
+                    self.label("audit.issuance_sample")
+                ),
+            ));
+        }
         let mode = a.issuance.as_deref().unwrap_or("counts");
         let issuance = match mode.trim() {
             "off" => IssuanceMode::Off,
             "every" => IssuanceMode::Every,
-            "counts" => IssuanceMode::Counts {
-                interval: self.positive(
-                    "audit.issuance_interval",
-                    a.issuance_interval.as_deref(),
-                    DEFAULT_AUDIT_INTERVAL,
-                )?,
-            },
-            "sampled" => {
-                let one_in = a.issuance_sample.unwrap_or(DEFAULT_AUDIT_SAMPLE);
-                if one_in < 2 {
-                    return Err(self.error(
-                        "audit.issuance_sample",
-                        format!(
-                            "{} ({one_in}) must be at least 2 (one token in that many is audited); for every token use issuance = \"every\"",
-                            self.label("audit.issuance_sample")
-                        ),
-                    ));
-                }
-                IssuanceMode::Sampled { one_in }
-            }
+            "counts" => IssuanceMode::Counts { interval },
+            "sampled" => IssuanceMode::Sampled { one_in },
             other => {
                 return Err(self.error(
                     "audit.issuance",
@@ -2275,6 +2274,15 @@ audiences = ["https://demo.tokenmint.dev"]
         refused(
             "[audit]\nissuance_interval = \"0s\"",
             &["audit.issuance_interval", "greater than 0"],
+        );
+        // Checked even where the mode does not use it.
+        refused(
+            "[audit]\nissuance = \"every\"\nissuance_sample = 0",
+            &["audit.issuance_sample"],
+        );
+        refused(
+            "[audit]\nissuance = \"off\"\nissuance_interval = \"soon\"",
+            &["audit.issuance_interval"],
         );
         refused("[audit]\nretention = \"a year\"", &["audit.retention"]);
         refused("[audit]\nkeep = \"1d\"", &["keep"]);
