@@ -1,5 +1,5 @@
-//! The gRPC edge (tonic's one home): `TokenService` and `KeyService` over the core, plus the
-//! generated code and descriptor set for `tokenmint.v1`.
+//! The gRPC edge (tonic's one home): `TokenService`, `KeyService`, `RevocationService` and
+//! `AdminService` over the core, plus the generated code and descriptor set for `tokenmint.v1`.
 
 use std::{fmt, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 

@@ -16,7 +16,7 @@
 //!              │                     ├─ token::grant                          (scopes, audiences, lifetime)
 //!              │                     └─ token::Issuer.issue_at(now)           (claims ─▶ keys::ActiveSigner)
 //!              ▼
-//!  wire (refusals ─▶ gRPC status + OAuth2 code)        store (SQLite: keys sealed under a KEK, clients)
+//!  wire (refusals ─▶ gRPC status + OAuth2 code)        store (SQLite or PostgreSQL: keys sealed under a KEK, clients, audit)
 //! ```
 //!
 //! ## The dependency rule

@@ -1,5 +1,5 @@
-//! The `tokenmint` command: serve, set up a development directory, check a config, manage
-//! clients, and get a token.
+//! The `tokenmint` command: serve, set up a development directory, check a config, and the
+//! operator's calls: clients, tokens, revocations, keys, KEK rotation and the audit trail.
 
 #![forbid(unsafe_code)]
 

@@ -1,6 +1,7 @@
 //! Start-up and serving: opens the store, loads or creates keys and the pepper, syncs the
-//! configured clients, then serves gRPC over the TLS listener until shutdown. Background
-//! tasks are named and joined; shutdown drains within a bounded grace.
+//! configured clients, then serves gRPC and the OAuth2 HTTP face over the TLS listener (and
+//! `AdminService` on the optional admin listener) until shutdown. Background tasks are named
+//! and joined; shutdown drains within a bounded grace.
 
 use std::{future::Future, path::Path, sync::Arc, time::Duration};
 

@@ -1,5 +1,6 @@
-//! Storage: one async trait the core's state lives behind, with an embedded SQLite back-end
-//! (sqlx's one home). Every write is one transaction; nothing is half-written.
+//! Storage: one async trait the core's state lives behind, with two back-ends (sqlx's one
+//! home): embedded SQLite, and PostgreSQL for replicas. Every write is one transaction, its
+//! audit event included; nothing is half-written.
 
 use async_trait::async_trait;
 

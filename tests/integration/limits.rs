@@ -1,5 +1,5 @@
 //! Issuance rate limits: a client over its bucket is refused with a retry hint; the others
-//! are served as before.
+//! are served as before. And the cap on requests in flight.
 
 use tokenmint::grpc::proto::IssueTokenRequest;
 

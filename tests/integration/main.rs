@@ -1,5 +1,5 @@
 //! tokenmint's integration tests: a real server on 127.0.0.1:0, real mTLS, a PKI made with
-//! rcgen in each test.
+//! rcgen in each test (and self-signed client certificates from openssl when it is there).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 

@@ -1,4 +1,5 @@
-//! What operators and tools rely on: health, reflection, bounded handshakes.
+//! What operators and tools rely on: health, reflection, bounded handshakes, the connection
+//! age, and shedding an address past its failed authentications.
 
 use std::time::Duration;
 

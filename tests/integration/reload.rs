@@ -1,6 +1,7 @@
 //! TLS material reloaded while serving: a new server certificate reaches new connections with
 //! no failed handshake, a broken replacement is refused and the old one keeps serving, a new
-//! client CA takes effect, and an expired server certificate stops `serve` at start.
+//! client CA takes effect, CRLs are honoured at start and on reload, and an expired server
+//! certificate stops `serve` at start.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
