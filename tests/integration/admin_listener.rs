@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use tokenmint::{
     grpc::proto::{
-        IssueTokenRequest, ListClientsRequest, RevokeTokenIdRequest, RevokeTokenRequest,
+        ClientSpec, IssueTokenRequest, ListClientsRequest, RegisterClientRequest,
+        RevokeTokenIdRequest, RevokeTokenRequest,
     },
     pki::{CertificateAuthority, LeafSpec},
 };
@@ -51,6 +52,34 @@ async fn the_admin_plane_has_its_own_listener_and_client_ca() {
     assert_tls_refused(
         server
             .admin_plane(&data_admin)
+            .list_clients(ListClientsRequest::default())
+            .await,
+    );
+
+    // No pins on the admin plane: a pinned certificate, even one of a client with the admin
+    // permission, fails the handshake there (it is served on the data plane).
+    let dir = tempfile::tempdir().unwrap();
+    let pinned = self_signed(dir.path(), "pinned-admin", "pinned-admin.key", None);
+    server
+        .admin_plane(&plane_admin)
+        .register_client(RegisterClientRequest {
+            client: Some(ClientSpec {
+                client_id: "pinned-admin".into(),
+                pinned_sha256: vec![thumbprint_of(&pinned)],
+                audiences: vec![DEMO_AUDIENCE.into()],
+                permissions: vec!["issue".into(), "admin".into()],
+                ..Default::default()
+            }),
+            with_secret: false,
+        })
+        .await
+        .unwrap();
+    issue(&server, &pinned, IssueTokenRequest::default())
+        .await
+        .unwrap();
+    assert_tls_refused(
+        server
+            .admin_plane(&pinned)
             .list_clients(ListClientsRequest::default())
             .await,
     );
