@@ -46,8 +46,9 @@ use sqlx::{
 };
 
 use super::rows::{
-    ChangeColumns, Columns, audit_event_from, client_from, corrupt, event_from, json_list,
-    key_from, permission_names, public_columns, sealed_from, seconds, unavailable, write_error,
+    ChangeColumns, Columns, audit_event_from, cast_after, client_from, corrupt, event_from,
+    json_list, key_from, permission_names, public_columns, sealed_from, seconds, unavailable,
+    write_error,
 };
 use super::{ClientSync, Committed, Store, StoreError};
 use crate::{
@@ -441,10 +442,6 @@ async fn insert_client(
     }
     write_pins(conn, client).await?;
     Ok(true)
-}
-
-fn cast_after(after: u64) -> i64 {
-    i64::try_from(after).unwrap_or(i64::MAX)
 }
 
 impl Columns for PgRow {
@@ -1034,6 +1031,11 @@ mod tests {
 
     const URL_VAR: &str = "TOKENMINT_TEST_POSTGRES_URL";
 
+    /// An audit record for store calls made directly by a test.
+    fn audit() -> crate::audit::AuditRecord {
+        crate::audit::AuditRecord::new("test", "test.change", "")
+    }
+
     struct Scratch {
         admin: PgConnectOptions,
         options: PgConnectOptions,
@@ -1175,13 +1177,7 @@ mod tests {
             at: now,
         };
         out.push(outcome(
-            store
-                .apply_key_transition(
-                    &wrong,
-                    now + 10,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
-                )
-                .await,
+            store.apply_key_transition(&wrong, now + 10, &audit()).await,
         ));
         let revoke = KeyTransition {
             expect_current: Some(keys[0].kid.clone()),
@@ -1198,11 +1194,7 @@ mod tests {
         };
         out.push(outcome(
             store
-                .apply_key_transition(
-                    &revoke,
-                    now + 10,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
-                )
+                .apply_key_transition(&revoke, now + 10, &audit())
                 .await,
         ));
         let missing = KeyTransition {
@@ -1214,13 +1206,7 @@ mod tests {
             at: now,
         };
         out.push(outcome(
-            store
-                .apply_key_transition(
-                    &missing,
-                    now,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
-                )
-                .await,
+            store.apply_key_transition(&missing, now, &audit()).await,
         ));
         out.push(outcome(store.keys().await));
         // Pepper and reseal.
@@ -1241,7 +1227,7 @@ mod tests {
                 .reseal(
                     &[(keys[1].kid.clone(), other.clone())],
                     Some(&other),
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                    &audit(),
                     0,
                 )
                 .await,
@@ -1255,31 +1241,17 @@ mod tests {
             ("B", "spiffe://x/B"),
         ] {
             out.push(outcome(
-                store
-                    .insert_client(
-                        &client(id, uri),
-                        now,
-                        &crate::audit::AuditRecord::new("test", "test.change", ""),
-                    )
-                    .await,
+                store.insert_client(&client(id, uri), now, &audit()).await,
             ));
         }
         out.push(outcome(
             store
-                .insert_client(
-                    &client("a_svc", "spiffe://x/z"),
-                    now,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
-                )
+                .insert_client(&client("a_svc", "spiffe://x/z"), now, &audit())
                 .await,
         ));
         out.push(outcome(
             store
-                .insert_client(
-                    &client("c", "spiffe://x/a"),
-                    now,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
-                )
+                .insert_client(&client("c", "spiffe://x/a"), now, &audit())
                 .await,
         ));
         out.push(outcome(store.clients().await));
@@ -1288,42 +1260,22 @@ mod tests {
         changed.secret_hash = None;
         out.push(outcome(
             store
-                .sync_config_client(
-                    &changed,
-                    false,
-                    now + 1,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
-                )
+                .sync_config_client(&changed, false, now + 1, &audit())
                 .await,
         ));
         out.push(outcome(
             store
-                .sync_config_client(
-                    &changed,
-                    true,
-                    now + 1,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
-                )
+                .sync_config_client(&changed, true, now + 1, &audit())
                 .await,
         ));
         out.push(outcome(
             store
-                .sync_config_client(
-                    &client("d", "spiffe://x/d"),
-                    false,
-                    now,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
-                )
+                .sync_config_client(&client("d", "spiffe://x/d"), false, now, &audit())
                 .await,
         ));
         out.push(outcome(
             store
-                .sync_config_client(
-                    &client("e", "spiffe://x/d"),
-                    false,
-                    now,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
-                )
+                .sync_config_client(&client("e", "spiffe://x/d"), false, now, &audit())
                 .await,
         ));
         out.push(outcome(store.clients().await));
@@ -1407,13 +1359,7 @@ mod tests {
         for (change, state_until, log_until) in &changes {
             out.push(outcome(
                 store
-                    .commit_change(
-                        change,
-                        now,
-                        *state_until,
-                        *log_until,
-                        &crate::audit::AuditRecord::new("test", "test.change", ""),
-                    )
+                    .commit_change(change, now, *state_until, *log_until, &audit())
                     .await,
             ));
         }
@@ -1438,7 +1384,7 @@ mod tests {
                     now + 1_000,
                     now + 2_000,
                     now + 2_000,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
+                    &audit(),
                 )
                 .await,
         ));
@@ -1541,14 +1487,9 @@ mod tests {
         let synced = futures_join(replicas.iter().map(|r| {
             let r = r.clone();
             tokio::spawn(async move {
-                r.sync_config_client(
-                    &client("svc", "spiffe://x/svc"),
-                    false,
-                    1,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
-                )
-                .await
-                .unwrap()
+                r.sync_config_client(&client("svc", "spiffe://x/svc"), false, 1, &audit())
+                    .await
+                    .unwrap()
             })
         }))
         .await;
@@ -1586,13 +1527,7 @@ mod tests {
                         revoked_by: "svc".into(),
                     };
                     match store
-                        .commit_change(
-                            &change,
-                            1,
-                            5_000,
-                            6_000,
-                            &crate::audit::AuditRecord::new("test", "test.change", ""),
-                        )
+                        .commit_change(&change, 1, 5_000, 6_000, &audit())
                         .await
                         .unwrap()
                     {
@@ -1619,15 +1554,9 @@ mod tests {
             let r = r.clone();
             let same = same.clone();
             tokio::spawn(async move {
-                r.commit_change(
-                    &same,
-                    2,
-                    5_000,
-                    6_000,
-                    &crate::audit::AuditRecord::new("test", "test.change", ""),
-                )
-                .await
-                .unwrap()
+                r.commit_change(&same, 2, 5_000, 6_000, &audit())
+                    .await
+                    .unwrap()
             })
         }))
         .await;
@@ -1653,16 +1582,7 @@ mod tests {
         let steps = futures_join(replicas.iter().map(|r| {
             let r = r.clone();
             let step = step.clone();
-            tokio::spawn(async move {
-                outcome(
-                    r.apply_key_transition(
-                        &step,
-                        10,
-                        &crate::audit::AuditRecord::new("test", "test.change", ""),
-                    )
-                    .await,
-                )
-            })
+            tokio::spawn(async move { outcome(r.apply_key_transition(&step, 10, &audit()).await) })
         }))
         .await;
         assert_eq!(

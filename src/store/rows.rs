@@ -29,6 +29,12 @@ pub(super) fn write_error(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// A cursor (a sequence or an audit id) as the INTEGER/BIGINT column holds it; one past the
+/// largest stored value matches nothing.
+pub(super) fn cast_after(after: u64) -> i64 {
+    i64::try_from(after).unwrap_or(i64::MAX)
+}
+
 /// A value that does not decode.
 pub(super) fn corrupt(e: sqlx::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())

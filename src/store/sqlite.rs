@@ -12,8 +12,9 @@ use sqlx::{
 };
 
 use super::rows::{
-    ChangeColumns, Columns, audit_event_from, client_from, corrupt, event_from, json_list,
-    key_from, permission_names, public_columns, sealed_from, seconds, unavailable, write_error,
+    ChangeColumns, Columns, audit_event_from, cast_after, client_from, corrupt, event_from,
+    json_list, key_from, permission_names, public_columns, sealed_from, seconds, unavailable,
+    write_error,
 };
 use super::{ClientSync, Committed, Store, StoreError};
 use crate::{
@@ -489,7 +490,7 @@ impl Store for SqliteStore {
     }
 
     async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let after = cast_after(after);
         let rows =
             sqlx::query("SELECT * FROM changes WHERE sequence > ? ORDER BY sequence LIMIT ?")
                 .bind(after)
@@ -678,18 +679,14 @@ impl Store for SqliteStore {
 
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM audit_events WHERE id > ? AND (? IS NULL OR actor = ?) \
-             AND (? IS NULL OR action = ?) AND (? IS NULL OR target = ?) \
-             AND (? IS NULL OR at >= ?) ORDER BY id LIMIT ?",
+            "SELECT * FROM audit_events WHERE id > ?1 AND (?2 IS NULL OR actor = ?2) \
+             AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR target = ?4) \
+             AND (?5 IS NULL OR at >= ?5) ORDER BY id LIMIT ?6",
         )
-        .bind(i64::try_from(query.after_id).unwrap_or(i64::MAX))
-        .bind(&query.actor)
+        .bind(cast_after(query.after_id))
         .bind(&query.actor)
         .bind(&query.action)
-        .bind(&query.action)
         .bind(&query.target)
-        .bind(&query.target)
-        .bind(query.since)
         .bind(query.since)
         .bind(i64::from(query.limit))
         .fetch_all(&self.reader)
