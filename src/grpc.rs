@@ -584,6 +584,28 @@ pub fn client_from_spec(spec: ClientSpec, lifetimes: ClientLifetimes) -> Result<
     .map_err(|e| invalid(e.to_string()))
 }
 
+/// A requested page size: `default` for 0, at most `max`.
+fn page_size(requested: u32, default: usize, max: usize) -> usize {
+    match usize::try_from(requested) {
+        Ok(0) => default,
+        Ok(n) => n.min(max),
+        Err(_) => max,
+    }
+}
+
+/// A page token that is a number this server returned (a sequence or an id); empty is 0.
+fn numeric_page_token(token: &str) -> Result<u64, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token.parse().map_err(|_| {
+        wire::oauth_status(
+            crate::oauth::ErrorCode::InvalidRequest,
+            "page_token is not one this server returned: start again without it",
+        )
+    })
+}
+
 /// The longest `ListAuditEvents` filter value accepted.
 const MAX_AUDIT_FILTER_LEN: usize = 256;
 
@@ -730,10 +752,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<ListClientsResponse>, Status> {
         self.admin(&request)?;
         let message = request.into_inner();
-        let size = match usize::try_from(message.page_size).unwrap_or(MAX_CLIENT_PAGE) {
-            0 => 100,
-            n => n.min(MAX_CLIENT_PAGE),
-        };
+        let size = page_size(message.page_size, 100, MAX_CLIENT_PAGE);
         let mut clients = self
             .store
             .clients()
@@ -766,12 +785,7 @@ impl AdminService for AdminApi {
         let message = request.into_inner();
         let invalid =
             |message: String| wire::oauth_status(crate::oauth::ErrorCode::InvalidRequest, &message);
-        let after_id = match message.page_token.as_str() {
-            "" => 0,
-            token => token.parse::<u64>().map_err(|_| {
-                invalid("page_token is not one this server returned: start again without it".into())
-            })?,
-        };
+        let after_id = numeric_page_token(&message.page_token)?;
         let filter = |name: &str, value: String| -> Result<Option<String>, Status> {
             if value.len() > MAX_AUDIT_FILTER_LEN {
                 return Err(invalid(format!(
@@ -780,14 +794,11 @@ impl AdminService for AdminApi {
             }
             Ok((!value.is_empty()).then_some(value))
         };
-        let limit = match message.page_size {
-            0 => 100,
-            n => n.min(crate::audit::MAX_PAGE),
-        };
+        let limit = page_size(message.page_size, 100, crate::audit::MAX_PAGE as usize);
         let query = crate::audit::AuditQuery {
             after_id,
             // One more than asked, to know whether another page follows.
-            limit: limit + 1,
+            limit: u32::try_from(limit + 1).unwrap_or(u32::MAX),
             actor: filter("actor", message.actor)?,
             action: filter("action", message.action)?,
             target: filter("target", message.target)?,
@@ -798,8 +809,8 @@ impl AdminService for AdminApi {
             .audit_events(&query)
             .await
             .map_err(|e| wire::store_failed(&e))?;
-        let more = events.len() > limit as usize;
-        events.truncate(limit as usize);
+        let more = events.len() > limit;
+        events.truncate(limit);
         let next_page_token = match (more, events.last()) {
             (true, Some(last)) => last.id.to_string(),
             _ => String::new(),
@@ -965,20 +976,8 @@ impl AdminService for AdminApi {
         use proto::list_revocations_response::{ClientCutoff, RevokedToken};
         self.admin(&request)?;
         let message = request.into_inner();
-        let page_size = match message.page_size {
-            0 => MAX_PAGE,
-            n => usize::try_from(n).unwrap_or(MAX_PAGE).min(MAX_PAGE),
-        };
-        let after: u64 = if message.page_token.is_empty() {
-            0
-        } else {
-            message.page_token.parse().map_err(|_| {
-                wire::oauth_status(
-                    crate::oauth::ErrorCode::InvalidRequest,
-                    "page_token is not one this server gave",
-                )
-            })?
-        };
+        let page_size = page_size(message.page_size, MAX_PAGE, MAX_PAGE);
+        let after = numeric_page_token(&message.page_token)?;
         let state = self
             .store
             .revocation_state(self.authority.now())
