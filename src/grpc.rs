@@ -1040,3 +1040,25 @@ pub fn duration_to_proto(d: Duration) -> prost_types::Duration {
         nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_default_at_zero_and_stop_at_the_maximum() {
+        assert_eq!(page_size(0, 100, 1000), 100);
+        assert_eq!(page_size(7, 100, 1000), 7);
+        assert_eq!(page_size(u32::MAX, 100, 1000), 1000);
+    }
+
+    #[test]
+    fn a_page_token_is_empty_or_a_number_this_server_gave() {
+        assert_eq!(numeric_page_token("").unwrap(), 0);
+        assert_eq!(numeric_page_token("42").unwrap(), 42);
+        for bad in ["-1", "x", "1.5", "99999999999999999999999"] {
+            let refused = numeric_page_token(bad).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{bad}");
+        }
+    }
+}
