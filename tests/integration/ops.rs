@@ -282,3 +282,43 @@ async fn an_address_whose_calls_keep_failing_authentication_is_shed_too() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_health_turns_not_serving_and_a_call_in_flight_completes() {
+    let setup = Setup::new(&demo_client());
+    let server = setup.start().await;
+    let cert = setup.pki.client_uri(DEMO_URI);
+    let mut health = HealthClient::new(server.public_channel());
+    let mut statuses = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        statuses.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
+    // A call the server has taken in and not yet answered (its body is unfinished).
+    let held = HeldRequest::start(&setup, &server, &cert).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let stopping = tokio::spawn(server.stop());
+    let next = tokio::time::timeout(Duration::from_secs(5), statuses.message())
+        .await
+        .expect("health reports the shutdown")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(statuses);
+    drop(health);
+
+    // The call in flight is still answered, and the server then stops within its grace.
+    let line = held.finish().await;
+    assert!(line.contains(" 200 "), "{line}");
+    tokio::time::timeout(Duration::from_secs(12), stopping)
+        .await
+        .expect("stopped within the grace")
+        .unwrap();
+}
