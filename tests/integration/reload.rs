@@ -259,3 +259,69 @@ async fn a_revocation_list_that_is_not_pem_stops_serve_naming_the_file() {
         .to_string();
     assert!(error.contains("crl.pem"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_does_not_match_or_an_expired_certificate_is_refused_at_reload() {
+    let metrics = tokenmint::ops::metrics_handle();
+    let mut setup = Setup::new(&demo_client());
+    setup.tls_toml = "reload_interval = \"100ms\"\n".into();
+    let server = setup.start().await;
+    let client = setup.pki.client_uri(DEMO_URI);
+    let config = client_config(&setup, &client);
+    let original = setup.pki.server.cert_der.clone();
+    assert_eq!(handshake(server.addr, &config).await.unwrap(), original);
+
+    let now = time::OffsetDateTime::now_utc();
+    let expired = setup
+        .pki
+        .ca
+        .issue(&LeafSpec {
+            subject: vec![(tokenmint::pki::DnType::CommonName, "localhost".into())],
+            san_uris: vec![],
+            san_dns: vec!["localhost".into()],
+            san_ips: vec![],
+            usages: vec![Usage::Server],
+            not_before: now - time::Duration::days(30),
+            not_after: now - time::Duration::days(1),
+        })
+        .unwrap();
+    let other = setup.pki.ca.issue_localhost_server().unwrap();
+    let replacements: [(&str, Vec<(&str, &[u8])>); 2] = [
+        (
+            "another certificate's key",
+            vec![("server.key", other.key_pem.as_bytes())],
+        ),
+        (
+            "an expired certificate",
+            vec![
+                ("server.key", expired.key_pem.as_bytes()),
+                ("server.pem", expired.cert_pem.as_bytes()),
+            ],
+        ),
+    ];
+    for (what, files) in replacements {
+        let failed_before = reload_failures(&metrics.render());
+        for (name, contents) in files {
+            replace(setup.path(), name, contents);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while reload_failures(&metrics.render()) <= failed_before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} was not noticed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Several reload intervals later the original certificate still serves.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            handshake(server.addr, &config).await.unwrap(),
+            original,
+            "{what} replaced the certificate"
+        );
+        issue(&server, &client, IssueTokenRequest::default())
+            .await
+            .unwrap();
+    }
+    server.stop().await;
+}
