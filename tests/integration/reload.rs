@@ -286,7 +286,7 @@ async fn a_key_that_does_not_match_or_an_expired_certificate_is_refused_at_reloa
         })
         .unwrap();
     let other = setup.pki.ca.issue_localhost_server().unwrap();
-    let replacements: [(&str, Vec<(&str, &[u8])>); 2] = [
+    let replacements = [
         (
             "another certificate's key",
             vec![("server.key", other.key_pem.as_bytes())],
