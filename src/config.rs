@@ -44,6 +44,20 @@ const DEFAULT_HANDSHAKE_FAILURES_PER_PEER: u32 = 50;
 const DEFAULT_MAX_IN_FLIGHT: u32 = 4096;
 /// Default of `server.max_handshakes`.
 const DEFAULT_MAX_HANDSHAKES: u32 = 1024;
+/// Default of `server.max_handshakes_per_address`.
+const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: u32 = 64;
+/// Default of `server.max_in_flight_without_certificate`.
+const DEFAULT_MAX_IN_FLIGHT_WITHOUT_CERTIFICATE: u32 = 256;
+/// Default of `server.max_streams_without_certificate`.
+const DEFAULT_MAX_STREAMS_WITHOUT_CERTIFICATE: u32 = 8;
+/// Default of `server.max_connections_without_certificate`.
+const DEFAULT_MAX_CONNECTIONS_WITHOUT_CERTIFICATE: u32 = 1024;
+/// Default of `server.body_timeout`.
+const DEFAULT_BODY_TIMEOUT: &str = "10s";
+/// Default of `server.request_timeout`.
+const DEFAULT_REQUEST_TIMEOUT: &str = "30s";
+/// Upper bound of `server.body_timeout` and `server.request_timeout`.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Default of `server.max_concurrent_streams`.
 const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Default of `server.max_header_list_size` (bytes).
@@ -115,6 +129,13 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_connection_age",
             "handshake_failures_per_peer",
             "max_in_flight",
+            "max_in_flight_without_certificate",
+            "max_streams_without_certificate",
+            "max_connections_without_certificate",
+            "body_timeout",
+            "request_timeout",
+            "max_handshakes_per_address",
+            "max_handshakes_per_address_in",
         ],
     ),
     (
@@ -285,8 +306,25 @@ pub struct ServerConfig {
     /// Failed TLS handshakes per second one IP address may cause (twice that at once) before
     /// its new connections are closed at once for a while; 0: no limit.
     pub handshake_failures_per_peer: u32,
-    /// Requests in flight across all connections; past it a request is refused at once.
+    /// Requests in flight from connections with a verified client certificate; past it a
+    /// request is refused at once.
     pub max_in_flight: u32,
+    /// Requests in flight from connections without one (a pool of their own).
+    pub max_in_flight_without_certificate: u32,
+    /// HTTP/2 streams at once on a connection without a client certificate.
+    pub max_streams_without_certificate: u32,
+    /// Connections without a client certificate open at once.
+    pub max_connections_without_certificate: u32,
+    /// How long a peer may take to send a request's body (on HTTP/1.1, its headers too).
+    pub body_timeout: Duration,
+    /// How long a request may take from its headers to its response (≥ `body_timeout`).
+    pub request_timeout: Duration,
+    /// TLS handshakes in progress at once from one address (an IPv6 /64 counts as one); more
+    /// wait their turn. 0: no per-address limit.
+    pub max_handshakes_per_address: u32,
+    /// `max_handshakes_per_address` for addresses in these ranges instead (most specific
+    /// range first; 0: no per-address limit there).
+    pub max_handshakes_per_address_in: Vec<(ipnet::IpNet, u32)>,
 }
 
 /// `[tls]`: the server's certificate and the CA its clients authenticate with (resolved paths).
@@ -554,6 +592,13 @@ struct FileServer {
     max_connection_age: Option<String>,
     handshake_failures_per_peer: Option<u32>,
     max_in_flight: Option<u32>,
+    max_in_flight_without_certificate: Option<u32>,
+    max_streams_without_certificate: Option<u32>,
+    max_connections_without_certificate: Option<u32>,
+    body_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_handshakes_per_address: Option<u32>,
+    max_handshakes_per_address_in: std::collections::BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1271,6 +1316,31 @@ impl Validator<'_> {
         let handshake_failures_per_peer = s
             .handshake_failures_per_peer
             .unwrap_or(DEFAULT_HANDSHAKE_FAILURES_PER_PEER);
+        let max_in_flight_without_certificate = at_least_one(
+            "server.max_in_flight_without_certificate",
+            s.max_in_flight_without_certificate,
+            DEFAULT_MAX_IN_FLIGHT_WITHOUT_CERTIFICATE,
+            "requests in flight from connections without a client certificate",
+        )?;
+        let max_streams_without_certificate = at_least_one(
+            "server.max_streams_without_certificate",
+            s.max_streams_without_certificate,
+            DEFAULT_MAX_STREAMS_WITHOUT_CERTIFICATE,
+            "HTTP/2 streams per connection without a client certificate",
+        )?;
+        let max_connections_without_certificate = at_least_one(
+            "server.max_connections_without_certificate",
+            s.max_connections_without_certificate,
+            DEFAULT_MAX_CONNECTIONS_WITHOUT_CERTIFICATE,
+            "connections without a client certificate",
+        )?;
+        let (body_timeout, request_timeout) =
+            self.request_timeouts(s.body_timeout.as_deref(), s.request_timeout.as_deref())?;
+        let max_handshakes_per_address = s
+            .max_handshakes_per_address
+            .unwrap_or(DEFAULT_MAX_HANDSHAKES_PER_ADDRESS);
+        let max_handshakes_per_address_in =
+            self.address_ranges(&s.max_handshakes_per_address_in)?;
         Ok(ServerConfig {
             listen,
             issuer,
@@ -1284,7 +1354,79 @@ impl Validator<'_> {
             keepalive_interval,
             keepalive_timeout,
             max_connection_age,
+            max_in_flight_without_certificate,
+            max_streams_without_certificate,
+            max_connections_without_certificate,
+            body_timeout,
+            request_timeout,
+            max_handshakes_per_address,
+            max_handshakes_per_address_in,
         })
+    }
+
+    /// `server.body_timeout` and `server.request_timeout`: positive, at most 5 minutes, and
+    /// the body's within the request's.
+    fn request_timeouts(
+        &self,
+        body: Option<&str>,
+        request: Option<&str>,
+    ) -> Result<(Duration, Duration), ConfigError> {
+        let body = self.positive("server.body_timeout", body, DEFAULT_BODY_TIMEOUT)?;
+        let request = self.positive("server.request_timeout", request, DEFAULT_REQUEST_TIMEOUT)?;
+        for (field, value) in [
+            ("server.body_timeout", body),
+            ("server.request_timeout", request),
+        ] {
+            if value > MAX_REQUEST_TIMEOUT {
+                return Err(self.error(
+                    field,
+                    format!(
+                        "{} ({}) must be at most {}: lower it",
+                        self.label(field),
+                        show(value),
+                        show(MAX_REQUEST_TIMEOUT)
+                    ),
+                ));
+            }
+        }
+        if body > request {
+            return Err(self.error(
+                "server.body_timeout",
+                format!(
+                    "{} ({}) must not exceed {} ({}): the body is read within the request's time",
+                    self.label("server.body_timeout"),
+                    show(body),
+                    self.label("server.request_timeout"),
+                    show(request)
+                ),
+            ));
+        }
+        Ok((body, request))
+    }
+
+    /// `server.max_handshakes_per_address_in`: CIDR ranges, most specific first.
+    fn address_ranges(
+        &self,
+        ranges: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<Vec<(ipnet::IpNet, u32)>, ConfigError> {
+        let field = "server.max_handshakes_per_address_in";
+        let mut parsed = ranges
+            .iter()
+            .map(|(range, limit)| {
+                let net = range.trim().parse::<ipnet::IpNet>().map_err(|_| {
+                    self.error(
+                        field,
+                        format!(
+                            "{} `{range}` is not an address range: write CIDR like \"10.0.0.0/8\" or \"2001:db8::/48\"",
+                            self.label(field)
+                        ),
+                    )
+                })?;
+                Ok((net.trunc(), *limit))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        parsed.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        Ok(parsed)
     }
 
     fn tls(&self, t: FileTls) -> Result<TlsConfig, ConfigError> {
@@ -1994,9 +2136,25 @@ max_connection_age = "1h"
 # its new connections are closed at once until the rate allows again. 0 = no limit. Behind
 # a NAT or proxy many clients share one address: raise it there.
 handshake_failures_per_peer = 50
-# Requests in flight across all connections; past it a request is refused at once with
-# RESOURCE_EXHAUSTED (HTTP 429) and a retry hint, before any work is done.
+# Requests in flight from connections with a client certificate; past it a request is
+# refused at once with RESOURCE_EXHAUSTED (HTTP 429) and a retry hint, before any work is
+# done. A request takes its slot only once its body has arrived in full.
 max_in_flight = 4096
+# Peers without a client certificate (JWKS, metadata, health) have capacity of their own,
+# apart from the above: requests in flight, HTTP/2 streams per connection, connections.
+max_in_flight_without_certificate = 256
+max_streams_without_certificate = 8
+max_connections_without_certificate = 1024
+# How long a peer may take to send a request's body (on HTTP/1.1 its headers too), and to
+# have the whole request answered (at most 5m each).
+body_timeout = "10s"
+request_timeout = "30s"
+# TLS handshakes in progress at once from one address (an IPv6 /64 counts as one); more from
+# that address wait their turn within handshake_timeout. 0 = no per-address limit. Behind
+# SNAT or a node-local proxy many clients share one address: raise it for those ranges, or
+# lift it with 0, e.g. { "10.1.0.0/16" = 512, "192.0.2.7/32" = 0 }.
+max_handshakes_per_address = 64
+max_handshakes_per_address_in = {}
 
 [tls]
 # The server's certificate chain and private key (PEM).

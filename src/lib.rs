@@ -27,13 +27,15 @@
 //! the watch streams) and [`lifecycle`] (applying key steps) drive the core against the
 //! [`store::Store`] trait. The edges adapt it: [`tls`] (rustls), [`grpc`] and [`wire`]
 //! (tonic), [`http`] (axum, the OAuth2 HTTP face), [`ops`] (plain-HTTP probes and Prometheus
-//! metrics), [`store`] (sqlx: SQLite and PostgreSQL),
+//! metrics), [`transport`] (hyper: serving each connection with limits by peer, and admitting
+//! requests only once their body is complete), [`store`] (sqlx: SQLite and PostgreSQL),
 //! [`server`] (wiring, the background tasks, readiness), [`pki`] (rcgen, the development
 //! PKI), [`failpoint`] (a test-only crash point); the CLI lives in the binary. See
 //! `docs/architecture.md`.
 
 #![forbid(unsafe_code)]
 
+pub mod address_shares;
 pub mod audit;
 pub mod authority;
 pub mod changes;
@@ -57,4 +59,5 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod transport;
 pub mod wire;

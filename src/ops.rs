@@ -7,9 +7,9 @@
 //!   not shutting down. Store reachability is not part of it (see `docs/deployment.md`).
 //! - `/metrics`: Prometheus text from the `metrics` recorder this module installs.
 //!
-//! It also holds the layers every request on the service port passes: the request span and
-//! duration histogram, the count of unauthenticated answers per peer address, and the cap on
-//! requests in flight.
+//! It also holds two of the layers every request on the service port passes: the request
+//! span and duration histogram, and the count of unauthenticated answers per peer address
+//! (admission is `transport`'s).
 //!
 //! The listener starts before the state is loaded, so an orchestrator sees "alive, not
 //! ready" during a slow start.
@@ -248,34 +248,6 @@ pub async fn record_rpc(request: Request, next: Next) -> Response {
     metrics::histogram!("tokenmint_rpc_duration_seconds", "rpc" => rpc)
         .record(started.elapsed().as_secs_f64());
     response
-}
-
-/// The cap on requests in flight across every connection (`server.max_in_flight`): past it a
-/// request is refused at once, before any work, with `RESOURCE_EXHAUSTED` and a retry hint
-/// (HTTP: 429 with `Retry-After`), so a stampede costs refusals, not memory. A watch stream
-/// holds its slot only until its first response.
-pub async fn limit_in_flight(
-    State(slots): State<Arc<tokio::sync::Semaphore>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Ok(_slot) = slots.try_acquire() else {
-        metrics::counter!("tokenmint_requests_shed_total").increment(1);
-        let status = crate::wire::resource_exhausted(
-            "tokenmint is at its limit of requests in flight (server.max_in_flight); retry shortly",
-            1,
-        );
-        let grpc = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        return if grpc {
-            status.into_http()
-        } else {
-            crate::wire::HttpError::from_status(status).into_response()
-        };
-    };
-    next.run(request).await
 }
 
 /// Counts a call refused as unauthenticated (gRPC `UNAUTHENTICATED`, HTTP 401) against its

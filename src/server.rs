@@ -6,7 +6,6 @@
 use std::{future::Future, path::Path, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
@@ -35,10 +34,15 @@ use crate::{
     store::{ClientSync, Store, StoreError, sqlite::SqliteStore},
     tls::{self, ClientVerifier, TlsError},
     token::Issuer,
+    transport,
 };
 
 /// How long in-flight requests get to finish after shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long calls in flight on a connection past `server.max_connection_age` may finish
+/// (never longer than the age itself).
+pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -356,10 +360,6 @@ pub struct PreparedServer {
     admin_listener: Option<TcpListener>,
 }
 
-/// How long calls in flight on a connection past `server.max_connection_age` may finish
-/// (never longer than the age itself).
-pub const MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
-
 /// How many verified tokens introspection remembers (an eviction only costs a verification).
 pub const VERIFIED_CACHE_CAPACITY: u64 = 100_000;
 
@@ -567,6 +567,7 @@ impl PreparedServer {
         let handshake_limits = tls::HandshakeLimits {
             timeout: self.config.server.handshake_timeout,
             max_in_progress: self.config.server.max_handshakes,
+            shares: address_shares(&self.config.server),
             failures: failures.clone(),
         };
         health.set_serving::<TokenServiceServer<TokenApi>>().await;
@@ -700,16 +701,20 @@ impl PreparedServer {
             .add_service(token_service)
             .add_service(key_service)
             .add_service(revocation_service);
-        let max_in_flight = usize::try_from(self.config.server.max_in_flight).unwrap_or(usize::MAX);
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+        let server = &self.config.server;
+        let connection_limits = connection_limits(server);
+        let admission_limits = transport::AdmissionLimits {
+            max_in_flight: server.max_in_flight,
+            max_in_flight_without_certificate: server.max_in_flight_without_certificate,
+            body_timeout: server.body_timeout,
+            request_timeout: server.request_timeout,
+        };
         let routes = if let Some((admin_listener, admin_acceptor, admin_verifier)) = admin_plane {
             let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(64);
             // The admin plane's own limits, so a flood on the data plane (or an address
             // penalised there) cannot lock operators out during the incident.
             let admin_failures =
-                tls::PeerFailures::new(self.config.server.handshake_failures_per_peer)
-                    .map(Arc::new);
-            let admin_in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+                tls::PeerFailures::new(server.handshake_failures_per_peer).map(Arc::new);
             tasks.push((
                 "admin-accept",
                 tokio::spawn(tls::accept_loop(
@@ -718,6 +723,7 @@ impl PreparedServer {
                     admin_verifier,
                     tls::HandshakeLimits {
                         failures: admin_failures.clone(),
+                        shares: address_shares(server),
                         ..handshake_limits.clone()
                     },
                     admin_tx,
@@ -730,46 +736,34 @@ impl PreparedServer {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(admin_service);
-            let admin_routes = layered(admin_routes, admin_in_flight, admin_failures);
-            let admin_serve = grpc_server(&self.config.server)
-                .add_routes(admin_routes)
-                .serve_with_incoming_shutdown(
-                    ReceiverStream::new(admin_rx),
-                    stop.clone().cancelled_owned(),
-                );
-            let admin_stop = stop.clone();
+            let admin_routes = layered(
+                admin_routes,
+                transport::Admission::new(admission_limits),
+                admin_failures,
+            );
             tasks.push((
                 "admin-serve",
-                tokio::spawn(async move {
-                    tokio::pin!(admin_serve);
-                    tokio::select! {
-                        result = &mut admin_serve => {
-                            if let Err(e) = result {
-                                tracing::error!(error = %e, "the admin listener failed");
-                            }
-                        }
-                        () = async {
-                            admin_stop.cancelled().await;
-                            tokio::time::sleep(SHUTDOWN_GRACE).await;
-                        } => tracing::warn!("admin connections still open after the shutdown grace; closing them"),
-                    }
-                }),
+                tokio::spawn(transport::serve_connections(
+                    admin_rx,
+                    admin_routes,
+                    connection_limits.clone(),
+                    stop.clone(),
+                )),
             ));
             routes
         } else {
             routes.add_service(admin_service)
         };
-        let routes = layered(routes, in_flight, failures);
-        let serve = grpc_server(&self.config.server)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                ReceiverStream::new(conn_rx),
-                stop.clone().cancelled_owned(),
-            );
+        let routes = layered(
+            routes,
+            transport::Admission::new(admission_limits),
+            failures,
+        );
+        let serve = transport::serve_connections(conn_rx, routes, connection_limits, stop.clone());
         tokio::pin!(serve);
         tokio::pin!(shutdown);
-        let result = tokio::select! {
-            result = &mut serve => result.map_err(|e| ServeError::Transport(e.to_string())),
+        tokio::select! {
+            () = &mut serve => {}
             () = &mut shutdown => {
                 // Tell health checkers first, then stop accepting and drain.
                 health.set_service_status("", ServingStatus::NotServing).await;
@@ -780,15 +774,9 @@ impl PreparedServer {
                     .await;
                 health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
                 stop.cancel();
-                match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
-                    Ok(result) => result.map_err(|e| ServeError::Transport(e.to_string())),
-                    Err(_) => {
-                        tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the shutdown grace; closing them");
-                        Ok(())
-                    }
-                }
+                serve.await;
             }
-        };
+        }
         stop.cancel();
         for (name, task) in tasks {
             if let Err(e) = task.await {
@@ -798,42 +786,55 @@ impl PreparedServer {
         // The last interval's counts, tokens issued while the connections drained included.
         self.issuance_audit.flush();
         tracing::info!("stopped");
-        result
+        Ok(())
     }
 }
 
-/// The request layers every listener runs (src/ops.rs): the cap on requests in flight, the
-/// count of failed authentications by address, and each request's span and duration.
+/// The request layers every listener runs: each request's span and duration (src/ops.rs),
+/// the count of failed authentications by address, and admission (src/transport.rs: the body
+/// in full, a slot in flight, the request's time).
 fn layered(
     routes: tonic::service::Routes,
-    in_flight: Arc<tokio::sync::Semaphore>,
+    admission: Arc<transport::Admission>,
     failures: Option<Arc<tls::PeerFailures>>,
-) -> tonic::service::Routes {
-    tonic::service::Routes::from(
-        routes
-            .into_axum_router()
-            .layer(axum::middleware::from_fn_with_state(
-                in_flight,
-                crate::ops::limit_in_flight,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                failures,
-                crate::ops::count_auth_failures,
-            ))
-            .layer(axum::middleware::from_fn(crate::ops::record_rpc)),
+) -> axum::Router {
+    routes
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            transport::admit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            failures,
+            crate::ops::count_auth_failures,
+        ))
+        .layer(axum::middleware::from_fn(crate::ops::record_rpc))
+}
+
+/// Each address's share of a listener's handshakes, from `[server]` (every listener has its
+/// own: a flood on the data plane does not wait in line with operators).
+fn address_shares(server: &config::ServerConfig) -> Arc<crate::address_shares::AddressShares> {
+    crate::address_shares::AddressShares::new(
+        server.max_handshakes_per_address,
+        &server.max_handshakes_per_address_in,
+        usize::try_from(server.max_handshakes).unwrap_or(usize::MAX),
     )
 }
 
-/// The HTTP/2 server with the transport limits of `[server]`.
-fn grpc_server(limits: &config::ServerConfig) -> tonic::transport::Server {
-    tonic::transport::Server::builder()
-        .accept_http1(true)
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .http2_max_header_list_size(limits.max_header_list_size)
-        .http2_keepalive_interval(Some(limits.keepalive_interval))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .max_connection_age(limits.max_connection_age)
-        .max_connection_age_grace(MAX_CONNECTION_AGE_GRACE.min(limits.max_connection_age))
+/// What a connection may hold, from `[server]`.
+fn connection_limits(server: &config::ServerConfig) -> transport::ConnectionLimits {
+    transport::ConnectionLimits {
+        max_streams: server.max_concurrent_streams,
+        max_streams_without_certificate: server.max_streams_without_certificate,
+        max_connections_without_certificate: server.max_connections_without_certificate,
+        max_header_bytes: server.max_header_list_size,
+        header_timeout: server.body_timeout,
+        keepalive_interval: server.keepalive_interval,
+        keepalive_timeout: server.keepalive_timeout,
+        max_age: server.max_connection_age,
+        age_grace: MAX_CONNECTION_AGE_GRACE,
+        grace: SHUTDOWN_GRACE,
+    }
 }
 
 /// `AdminService` on the main listener when the admin plane has its own: refused, naming where

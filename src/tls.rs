@@ -588,6 +588,8 @@ pub struct ConnectionInfo {
     pub remote_addr: Option<SocketAddr>,
     /// The verified client certificate, classified once at accept; `None` without one.
     pub peer: Option<Arc<PeerCertificate>>,
+    /// The connection's own state (its watch streams, a handle to close it).
+    pub state: Arc<crate::transport::ConnectionState>,
 }
 
 /// An accepted TLS connection with its classified peer.
@@ -614,6 +616,11 @@ const WRITE_COALESCE_LIMIT: usize = 64 * 1024;
 const IDLE_WRITE_BUFFER: usize = 8 * 1024;
 
 impl TlsConnection {
+    /// What handlers of this connection know about it.
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
     fn new(stream: TlsStream<TcpStream>, info: ConnectionInfo) -> Self {
         Self {
             stream,
@@ -653,14 +660,6 @@ impl TlsConnection {
             }
         }
         Poll::Ready(Ok(WRITE_COALESCE_LIMIT - self.pending.len()))
-    }
-}
-
-impl tonic::transport::server::Connected for TlsConnection {
-    type ConnectInfo = ConnectionInfo;
-
-    fn connect_info(&self) -> ConnectionInfo {
-        self.info.clone()
     }
 }
 
@@ -778,6 +777,8 @@ pub struct HandshakeLimits {
     pub timeout: Duration,
     /// Handshakes in progress at once; a connection beyond it is closed at once.
     pub max_in_progress: u32,
+    /// Each source address's share of them: past it, its connections wait their turn.
+    pub shares: Arc<crate::address_shares::AddressShares>,
     /// Failed authentications by IP address (`None`: no limit): past its rate, an address's
     /// new connections are closed at once.
     pub failures: Option<Arc<PeerFailures>>,
@@ -851,21 +852,29 @@ impl PeerFailures {
 }
 
 /// Accepts TCP connections until `shutdown`, runs each TLS handshake in its own task under
-/// `limits.timeout`, and passes finished connections on. A stalled client blocks nobody; past
-/// `limits.max_in_progress` handshakes a new connection is closed at once, so a reconnect
-/// storm costs no more than that many handshakes' memory.
+/// `limits.timeout`, and passes finished connections on. A stalled client blocks nobody; an
+/// address past its share of handshakes waits its turn (closed past its queue); past
+/// `limits.max_in_progress` handshakes a connection is closed at once, so a reconnect storm
+/// costs no more than that many handshakes' memory.
 pub async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     verifier: Arc<ClientVerifier>,
     limits: HandshakeLimits,
-    connections: mpsc::Sender<Result<TlsConnection, io::Error>>,
+    connections: mpsc::Sender<TlsConnection>,
     shutdown: CancellationToken,
 ) {
-    let in_progress = Arc::new(tokio::sync::Semaphore::new(
-        usize::try_from(limits.max_in_progress).unwrap_or(usize::MAX),
-    ));
-    let failures = limits.failures.clone();
+    let handshaker = Arc::new(Handshaker {
+        acceptor,
+        verifier,
+        in_progress: Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(limits.max_in_progress).unwrap_or(usize::MAX),
+        )),
+        failures: limits.failures.clone(),
+        timeout: limits.timeout,
+        connections,
+        shutdown: shutdown.clone(),
+    });
     loop {
         let (tcp, remote_addr) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -879,61 +888,104 @@ pub async fn accept_loop(
                 }
             },
         };
-        if failures
+        if limits
+            .failures
             .as_ref()
             .is_some_and(|f| f.is_penalized(remote_addr.ip()))
         {
             metrics::counter!("tokenmint_tls_handshakes_total", "result" => "peer_limited")
                 .increment(1);
             tracing::debug!(%remote_addr, "too many failed handshakes from this address; connection closed");
-            drop(tcp);
             continue;
         }
-        let Ok(permit) = in_progress.clone().try_acquire_owned() else {
-            metrics::counter!("tokenmint_tls_handshakes_total", "result" => "shed").increment(1);
-            tracing::debug!(%remote_addr, "too many TLS handshakes in progress; connection closed");
-            drop(tcp);
+        let Ok(place) = limits.shares.enter(remote_addr.ip()) else {
+            metrics::counter!("tokenmint_tls_handshakes_total", "result" => "address_limited")
+                .increment(1);
+            tracing::debug!(%remote_addr, "too many TLS handshakes in progress and waiting from this address; connection closed");
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let connections = connections.clone();
-        let shutdown = shutdown.clone();
-        let failures = failures.clone();
-        let verifier = verifier.clone();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(limits.timeout, acceptor.accept(tcp));
-            let stream = tokio::select! {
-                () = shutdown.cancelled() => return,
-                result = handshake => match result {
-                    Ok(Ok(stream)) => {
-                        metrics::counter!("tokenmint_tls_handshakes_total", "result" => "ok").increment(1);
-                        stream
-                    }
-                    Ok(Err(e)) => {
-                        if let Some(failures) = &failures {
-                            failures.failed(remote_addr.ip());
-                        }
-                        metrics::counter!("tokenmint_tls_handshakes_total", "result" => "failed").increment(1);
-                        tracing::debug!(%remote_addr, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        if let Some(failures) = &failures {
-                            failures.failed(remote_addr.ip());
-                        }
-                        metrics::counter!("tokenmint_tls_handshakes_total", "result" => "timeout").increment(1);
-                        tracing::debug!(%remote_addr, "TLS handshake timed out");
-                        return;
-                    }
-                },
-            };
-            drop(permit);
-            let info = ConnectionInfo {
-                remote_addr: Some(remote_addr),
-                peer: classify(&stream, &verifier),
-            };
-            let _ = connections.send(Ok(TlsConnection::new(stream, info))).await;
-        });
+        tokio::spawn(handshaker.clone().run(tcp, remote_addr, place));
+    }
+}
+
+/// What every handshake of one listener shares.
+struct Handshaker {
+    acceptor: TlsAcceptor,
+    verifier: Arc<ClientVerifier>,
+    in_progress: Arc<tokio::sync::Semaphore>,
+    failures: Option<Arc<PeerFailures>>,
+    timeout: Duration,
+    connections: mpsc::Sender<TlsConnection>,
+    shutdown: CancellationToken,
+}
+
+impl Handshaker {
+    /// One connection: its address's turn (waiting holds no handshake slot), a slot, the
+    /// handshake, all within `timeout` of its accept; then the classified connection is
+    /// passed on.
+    async fn run(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        remote_addr: SocketAddr,
+        place: crate::address_shares::Place,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let turn = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            turn = tokio::time::timeout_at(deadline, place.turn()) => match turn {
+                Ok(turn) => turn,
+                Err(_) => {
+                    metrics::counter!("tokenmint_tls_handshakes_total", "result" => "address_wait_timeout").increment(1);
+                    tracing::debug!(%remote_addr, "no turn for this address within the handshake timeout; connection closed");
+                    return;
+                }
+            },
+        };
+        let Ok(slot) = self.in_progress.clone().try_acquire_owned() else {
+            metrics::counter!("tokenmint_tls_handshakes_total", "result" => "shed").increment(1);
+            tracing::debug!(%remote_addr, "too many TLS handshakes in progress; connection closed");
+            return;
+        };
+        let handshake = tokio::time::timeout_at(deadline, self.acceptor.accept(tcp));
+        let result = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            result = handshake => result,
+        };
+        drop((slot, turn, place));
+        let outcome = match &result {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "failed",
+            Err(_) => "timeout",
+        };
+        metrics::counter!("tokenmint_tls_handshakes_total", "result" => outcome).increment(1);
+        let stream = match result {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                self.failed(remote_addr);
+                tracing::debug!(%remote_addr, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.failed(remote_addr);
+                tracing::debug!(%remote_addr, "TLS handshake timed out");
+                return;
+            }
+        };
+        let info = ConnectionInfo {
+            remote_addr: Some(remote_addr),
+            peer: classify(&stream, &self.verifier),
+            state: Arc::default(),
+        };
+        let _ = self
+            .connections
+            .send(TlsConnection::new(stream, info))
+            .await;
+    }
+
+    fn failed(&self, remote_addr: SocketAddr) {
+        if let Some(failures) = &self.failures {
+            failures.failed(remote_addr.ip());
+        }
     }
 }

@@ -35,12 +35,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
 
 /// A status for an OAuth2 refusal: `"<code>: <message>"`, with the code in metadata too.
 pub fn oauth_status(code: ErrorCode, message: &str) -> Status {
-    let mut status = Status::new(grpc_code(code), format!("{code}: {message}"));
-    status.metadata_mut().insert(
-        OAUTH_ERROR_METADATA,
-        MetadataValue::from_static(code.as_str()),
-    );
-    status
+    with_code(grpc_code(code), code, message)
 }
 
 /// The status for a refused issuance; logs the detail.
@@ -140,6 +135,31 @@ pub fn resource_exhausted(message: &str, retry_after_secs: u64) -> Status {
     if let Ok(value) = MetadataValue::try_from(retry_after_secs.to_string()) {
         status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
     }
+    status
+}
+
+/// `OUT_OF_RANGE` (HTTP 413) with `invalid_request`: a request body over `limit` bytes.
+pub fn too_large(limit: usize) -> Status {
+    with_code(
+        Code::OutOfRange,
+        ErrorCode::InvalidRequest,
+        &format!("the request is larger than {limit} bytes"),
+    )
+}
+
+/// `DEADLINE_EXCEEDED` (HTTP 408) with `invalid_request`: the peer was too slow to send its
+/// request.
+pub fn deadline_exceeded(message: &str) -> Status {
+    with_code(Code::DeadlineExceeded, ErrorCode::InvalidRequest, message)
+}
+
+/// A status with this gRPC code carrying an OAuth2 code.
+fn with_code(grpc: Code, code: ErrorCode, message: &str) -> Status {
+    let mut status = Status::new(grpc, format!("{code}: {message}"));
+    status.metadata_mut().insert(
+        OAUTH_ERROR_METADATA,
+        MetadataValue::from_static(code.as_str()),
+    );
     status
 }
 
@@ -250,6 +270,7 @@ impl HttpError {
             Code::ResourceExhausted => H::TOO_MANY_REQUESTS,
             Code::Unavailable => H::SERVICE_UNAVAILABLE,
             Code::OutOfRange => H::PAYLOAD_TOO_LARGE,
+            Code::DeadlineExceeded => H::REQUEST_TIMEOUT,
             _ => H::INTERNAL_SERVER_ERROR,
         };
         let metadata = |key: &str| {

@@ -6,9 +6,11 @@
 mod admin_clients;
 mod admin_listener;
 mod audit;
+mod availability;
 mod bench;
 mod cli;
 mod clients;
+mod flaky;
 mod http;
 mod identity;
 mod introspect;

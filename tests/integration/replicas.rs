@@ -12,7 +12,6 @@ use tokenmint::{
         IssueTokenRequest, RotateKeysRequest, WatchRevocationsRequest, revocation_event::Event,
     },
     pki::Issued,
-    store::sqlite::SqliteStore,
 };
 use tonic::Code;
 use tonic_health::pb::{
@@ -20,7 +19,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    revocation::FlakyStore,
+    flaky::FlakyStore,
     store_contract::{TestDatabase, postgres_url},
     support::*,
 };
@@ -171,13 +170,7 @@ async fn a_replica_cut_off_from_the_store_goes_stale_then_recovers() {
     let rs = setup.pki.client_uri(RS_URI);
 
     setup.write_config();
-    let store = Arc::new(FlakyStore {
-        inner: SqliteStore::open(&setup.path().join("tokenmint.db"))
-            .await
-            .unwrap(),
-        fail_commits: Default::default(),
-        fail_reads: Default::default(),
-    });
+    let store = Arc::new(FlakyStore::open(&setup).await);
     let server = setup
         .start_with_store_and_clock(store.clone(), clock.clone())
         .await;

@@ -6,32 +6,25 @@ use std::{
     net::TcpListener,
     path::Path,
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
 use tokenmint::{
-    audit::{AuditEvent, AuditQuery, AuditRecord},
-    client::Client,
     clock::{Clock as _, SystemClock, unix_seconds},
-    crypto::{Sealed, b64url, b64url_decode},
+    crypto::{b64url, b64url_decode},
     grpc::proto::{
         DisableClientRequest, EnableClientRequest, IssueTokenRequest, ListRevocationsRequest,
         ListRevocationsResponse, RevokeClientTokensRequest, RevokeTokenIdRequest,
         admin_service_client::AdminServiceClient,
     },
-    keys::KeyRecord,
     pki::Issued,
-    revocation::{Change, Event, State},
-    store::{ClientSync, Committed, Store, StoreError, sqlite::SqliteStore},
+    store::sqlite::SqliteStore,
     wire::{OAUTH_ERROR_METADATA, RETRY_AFTER_METADATA},
 };
 use tonic::{Code, Status, transport::Channel};
 
-use crate::support::*;
+use crate::{flaky::FlakyStore, support::*};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -741,129 +734,10 @@ async fn a_restart_undoes_no_revocation_cut_off_or_disable() {
 // Durable before OK
 // ---------------------------------------------------------------------------------------
 
-/// A SQLite store whose `commit_change` fails while `fail_commits` is set, and whose log
-/// reads (`changes_after`) fail while `fail_reads` is set.
-pub(crate) struct FlakyStore {
-    pub(crate) inner: SqliteStore,
-    pub(crate) fail_commits: AtomicBool,
-    pub(crate) fail_reads: AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl Store for FlakyStore {
-    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        self.inner.keys().await
-    }
-
-    async fn create_initial_keys(&self, keys: &[KeyRecord]) -> Result<bool, StoreError> {
-        self.inner.create_initial_keys(keys).await
-    }
-
-    async fn pepper(&self) -> Result<Option<Sealed>, StoreError> {
-        self.inner.pepper().await
-    }
-
-    async fn create_pepper(&self, sealed: &Sealed) -> Result<Sealed, StoreError> {
-        self.inner.create_pepper(sealed).await
-    }
-
-    async fn clients(&self) -> Result<Vec<Client>, StoreError> {
-        self.inner.clients().await
-    }
-
-    async fn insert_client(
-        &self,
-        client: &Client,
-        now: i64,
-        audit: &AuditRecord,
-    ) -> Result<(), StoreError> {
-        self.inner.insert_client(client, now, audit).await
-    }
-
-    async fn commit_change(
-        &self,
-        change: &Change,
-        now: i64,
-        state_until: i64,
-        log_until: i64,
-        audit: &AuditRecord,
-    ) -> Result<Committed, StoreError> {
-        if self.fail_commits.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("injected fault".into()));
-        }
-        self.inner
-            .commit_change(change, now, state_until, log_until, audit)
-            .await
-    }
-
-    async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
-        if self.fail_reads.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("injected fault".into()));
-        }
-        self.inner.changes_after(after, limit).await
-    }
-
-    async fn revocation_state(&self, now: i64) -> Result<State, StoreError> {
-        self.inner.revocation_state(now).await
-    }
-
-    async fn purge(&self, now: i64) -> Result<u64, StoreError> {
-        self.inner.purge(now).await
-    }
-
-    async fn apply_key_transition(
-        &self,
-        t: &tokenmint::rotation::KeyTransition,
-        log_until: i64,
-        audit: &AuditRecord,
-    ) -> Result<Option<Event>, StoreError> {
-        if self.fail_commits.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("injected fault".into()));
-        }
-        self.inner.apply_key_transition(t, log_until, audit).await
-    }
-
-    async fn reseal(
-        &self,
-        keys: &[(tokenmint::keys::KeyId, Sealed)],
-        pepper: Option<&Sealed>,
-        audit: &AuditRecord,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.inner.reseal(keys, pepper, audit, now).await
-    }
-
-    async fn sync_config_client(
-        &self,
-        client: &Client,
-        overwrite: bool,
-        now: i64,
-        audit: &AuditRecord,
-    ) -> Result<ClientSync, StoreError> {
-        self.inner
-            .sync_config_client(client, overwrite, now, audit)
-            .await
-    }
-
-    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        self.inner.audit_events(query).await
-    }
-
-    async fn purge_audit(&self, before: i64) -> Result<u64, StoreError> {
-        self.inner.purge_audit(before).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_failure_answers_unavailable_and_revokes_nothing() {
     let setup = Setup::new(&standard_clients());
-    let store = Arc::new(FlakyStore {
-        inner: SqliteStore::open(&setup.path().join("tokenmint.db"))
-            .await
-            .unwrap(),
-        fail_commits: AtomicBool::new(false),
-        fail_reads: AtomicBool::new(false),
-    });
+    let store = Arc::new(FlakyStore::open(&setup).await);
     let server = setup.start_with_store(store.clone()).await;
     let certs = Certs::new(&setup);
     let mut admin = server.admin(&certs.admin);

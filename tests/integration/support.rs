@@ -621,8 +621,8 @@ pub fn test_audit() -> tokenmint::audit::AuditRecord {
     tokenmint::audit::AuditRecord::new("test", "test.change", "")
 }
 
-/// An HTTP/1.1 token request whose body is not finished: the server has taken it in (it holds
-/// one of `server.max_in_flight` slots) and waits for the rest, until `finish`.
+/// An HTTP/1.1 token request whose body is not finished: the server has its headers and waits
+/// for the rest (it holds no slot in flight yet), until `finish`.
 pub struct HeldRequest {
     tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
 }
@@ -666,34 +666,6 @@ impl HeldRequest {
             .unwrap_or_default()
             .to_owned()
     }
-}
-
-/// Holds the server's only request slot (`server.max_in_flight = 1`) with a [`HeldRequest`],
-/// and returns it with the first refusal `probe` reports (`Some`) while it is held. A held
-/// request the server has not yet taken in lets probes through; after a while it is finished
-/// and another is held, a few times at most.
-pub async fn while_the_only_slot_is_held<T, F, Fut>(
-    setup: &Setup,
-    server: &TestServer,
-    cert: &Issued,
-    mut probe: F,
-) -> (HeldRequest, T)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    for _attempt in 0..3 {
-        let held = HeldRequest::start(setup, server, cert).await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(3);
-        while std::time::Instant::now() < deadline {
-            if let Some(refusal) = probe().await {
-                return (held, refusal);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        held.finish().await;
-    }
-    panic!("no held request ever took the only slot");
 }
 
 /// Whether an `openssl` command is at hand.

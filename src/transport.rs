@@ -1,0 +1,419 @@
+//! The HTTP layer of a TLS listener: serves each accepted connection with hyper (HTTP/1.1 or
+//! HTTP/2 by its preface) under limits chosen by whether its peer presented a verified
+//! client certificate, and admits each request to the service only once its body is complete.
+//!
+//! Capacity is split so that no peer without a certificate can take what authenticated
+//! clients use (docs/decisions.md, "Capacity before authentication"):
+//!
+//! - a connection without a certificate gets a small HTTP/2 stream budget, and there are at
+//!   most `server.max_connections_without_certificate` of them at once;
+//! - a request's body must arrive in full within `server.body_timeout` (on HTTP/1.1 its
+//!   headers too), and the whole request must be answered within `server.request_timeout`;
+//! - a request takes a slot in flight only after its body is complete, from
+//!   `server.max_in_flight` when its connection has a certificate and from the separate
+//!   `server.max_in_flight_without_certificate` when not.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::header,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http_body_util::BodyExt as _;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::Status;
+
+use crate::tls::{ConnectionInfo, TlsConnection};
+
+/// What one connection's peer may make this process hold: stream budgets, header limits and
+/// the connection's lifetime.
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    /// HTTP/2 streams at once on a connection whose peer presented a verified certificate.
+    pub max_streams: u32,
+    /// HTTP/2 streams at once on a connection without one.
+    pub max_streams_without_certificate: u32,
+    /// Connections without a certificate open at once; a new one beyond is closed.
+    pub max_connections_without_certificate: u32,
+    /// Bytes of request headers (HTTP/2 header list; HTTP/1.1 request line and headers).
+    pub max_header_bytes: u32,
+    /// How long an HTTP/1.1 peer may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// HTTP/2 pings on idle connections, and how long one may go unanswered.
+    pub keepalive_interval: Duration,
+    /// See `keepalive_interval`.
+    pub keepalive_timeout: Duration,
+    /// Then the connection is asked to go away.
+    pub max_age: Duration,
+    /// How long calls in flight get after `max_age` (never longer than the age itself).
+    pub age_grace: Duration,
+    /// How long calls in flight get after shutdown is asked for.
+    pub grace: Duration,
+}
+
+/// The most response bytes one HTTP/2 stream may have buffered unsent (hyper's default is
+/// 400 KiB): a peer that stops reading holds at most this much per stream.
+const MAX_SEND_BUFFER_PER_STREAM: usize = 64 * 1024;
+
+/// hyper refuses an HTTP/1.1 read buffer smaller than this.
+const MIN_HTTP1_BUFFER: usize = 8 * 1024;
+
+/// What a connection's handlers may do to the connection itself, and what it holds.
+#[derive(Debug, Default)]
+pub struct ConnectionState {
+    close: CancellationToken,
+    watches: AtomicU32,
+}
+
+impl ConnectionState {
+    /// Closes the connection now, whatever is in flight on it: for a peer that stopped
+    /// reading a stream (HTTP/2 gives a server no other way to reclaim it).
+    pub fn close(&self) {
+        self.close.cancel();
+    }
+
+    /// Takes one of `max` watch streams on this connection, if one is free.
+    pub fn try_open_watch(self: &Arc<Self>, max: u32) -> Option<ConnectionWatch> {
+        self.watches
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(ConnectionWatch(self.clone()))
+    }
+}
+
+/// A watch stream counted against its connection's cap, until dropped.
+#[derive(Debug)]
+pub struct ConnectionWatch(Arc<ConnectionState>);
+
+impl Drop for ConnectionWatch {
+    fn drop(&mut self) {
+        self.0.watches.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One hyper builder per kind of peer.
+#[derive(Clone)]
+struct Builders {
+    certified: auto::Builder<TokioExecutor>,
+    uncertified: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(limits: &ConnectionLimits) -> Self {
+        Self {
+            certified: builder(limits, limits.max_streams),
+            uncertified: builder(limits, limits.max_streams_without_certificate),
+        }
+    }
+}
+
+fn builder(limits: &ConnectionLimits, max_streams: u32) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let header_bytes = usize::try_from(limits.max_header_bytes).unwrap_or(usize::MAX);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // The read buffer bounds the request line and headers: past it, 431.
+        .max_buf_size(header_bytes.max(MIN_HTTP1_BUFFER));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(max_streams)
+        .max_header_list_size(limits.max_header_bytes)
+        .max_send_buf_size(MAX_SEND_BUFFER_PER_STREAM)
+        .keep_alive_interval(Some(limits.keepalive_interval))
+        .keep_alive_timeout(limits.keepalive_timeout);
+    builder
+}
+
+/// Serves the connections `incoming` brings with `service` until `stop`, then lets each
+/// finish what it has in flight within `limits.grace` and closes what is left.
+pub async fn serve_connections(
+    mut incoming: mpsc::Receiver<TlsConnection>,
+    service: axum::Router,
+    limits: ConnectionLimits,
+    stop: CancellationToken,
+) {
+    let builders = Builders::new(&limits);
+    let uncertified = Arc::new(Semaphore::new(
+        usize::try_from(limits.max_connections_without_certificate).unwrap_or(usize::MAX),
+    ));
+    let tracker = TaskTracker::new();
+    let force = CancellationToken::new();
+    loop {
+        let connection = tokio::select! {
+            () = stop.cancelled() => break,
+            next = incoming.recv() => match next {
+                Some(connection) => connection,
+                None => break,
+            },
+        };
+        let info = connection.info().clone();
+        let (builder, permit) = if info.peer.is_some() {
+            (builders.certified.clone(), None)
+        } else {
+            let Ok(permit) = uncertified.clone().try_acquire_owned() else {
+                metrics::counter!("tokenmint_connections_shed_total", "reason" => "without_certificate")
+                    .increment(1);
+                tracing::debug!(remote_addr = ?info.remote_addr, "too many connections without a client certificate; connection closed");
+                continue;
+            };
+            (builders.uncertified.clone(), Some(permit))
+        };
+        let service = service.clone();
+        let (stop, force) = (stop.clone(), force.clone());
+        let limits = limits.clone();
+        tracker.spawn(async move {
+            serve_one(connection, info, builder, service, &limits, stop, force).await;
+            drop(permit);
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(limits.grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?limits.grace, "connections still open after the shutdown grace; closing them");
+        force.cancel();
+        tracker.wait().await;
+    }
+}
+
+/// Serves one connection: until its peer closes it, it reaches `max_age` (then asked to go
+/// away, closed after the grace), the server stops (the same), or a handler closes it.
+async fn serve_one(
+    connection: TlsConnection,
+    info: ConnectionInfo,
+    builder: auto::Builder<TokioExecutor>,
+    service: axum::Router,
+    limits: &ConnectionLimits,
+    stop: CancellationToken,
+    force: CancellationToken,
+) {
+    let close = info.state.close.clone();
+    let remote_addr = info.remote_addr;
+    let hyper_service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+        request.extensions_mut().insert(info.clone());
+        let mut service = service.clone();
+        async move {
+            let response: Result<Response, Infallible> =
+                tower::Service::call(&mut service, request.map(Body::new)).await;
+            response
+        }
+    });
+    let served = builder.serve_connection(TokioIo::new(connection), hyper_service);
+    tokio::pin!(served);
+    let age = tokio::time::sleep(limits.max_age);
+    tokio::pin!(age);
+    let mut closing_by: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = closing_by.unwrap_or_else(far_future);
+        tokio::select! {
+            result = &mut served => {
+                if let Err(e) = result {
+                    tracing::debug!(?remote_addr, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = &mut age, if closing_by.is_none() => {
+                served.as_mut().graceful_shutdown();
+                closing_by = Some(tokio::time::Instant::now() + limits.age_grace.min(limits.max_age));
+            }
+            () = stop.cancelled(), if closing_by.is_none() => {
+                served.as_mut().graceful_shutdown();
+                closing_by = Some(tokio::time::Instant::now() + limits.grace);
+            }
+            () = tokio::time::sleep_until(deadline), if closing_by.is_some() => return,
+            () = force.cancelled() => return,
+            () = close.cancelled() => {
+                tracing::debug!(?remote_addr, "connection closed by its handler");
+                return;
+            }
+        }
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// The admission rules of one listener's requests.
+#[derive(Debug)]
+pub struct Admission {
+    with_certificate: Semaphore,
+    without_certificate: Semaphore,
+    body_timeout: Duration,
+    request_timeout: Duration,
+}
+
+/// Admission settings, from `[server]`.
+#[derive(Clone, Copy, Debug)]
+pub struct AdmissionLimits {
+    /// Requests in flight from connections with a verified certificate.
+    pub max_in_flight: u32,
+    /// Requests in flight from connections without one.
+    pub max_in_flight_without_certificate: u32,
+    /// How long a peer may take to send a request's body.
+    pub body_timeout: Duration,
+    /// How long a request may take from its headers to its response.
+    pub request_timeout: Duration,
+}
+
+/// The largest gRPC request body read: a message of `grpc::MAX_MESSAGE_BYTES` with its 5-byte
+/// frame header (HTTP bodies: `http::MAX_BODY_BYTES`).
+const MAX_GRPC_BODY: usize = crate::grpc::MAX_MESSAGE_BYTES + 5;
+
+impl Admission {
+    /// The rules for one listener.
+    pub fn new(limits: AdmissionLimits) -> Arc<Self> {
+        let slots = |n: u32| Semaphore::new(usize::try_from(n).unwrap_or(usize::MAX));
+        Arc::new(Self {
+            with_certificate: slots(limits.max_in_flight),
+            without_certificate: slots(limits.max_in_flight_without_certificate),
+            body_timeout: limits.body_timeout,
+            request_timeout: limits.request_timeout,
+        })
+    }
+}
+
+/// Why a request was not admitted.
+#[derive(Debug)]
+enum Refused {
+    BodyTimedOut(Duration),
+    BodyTooLarge(usize),
+    BodyUnreadable,
+    Shed { with_certificate: bool },
+    TimedOut(Duration),
+}
+
+impl Refused {
+    fn status(&self) -> Status {
+        use crate::{oauth::ErrorCode, wire};
+        match self {
+            Refused::BodyTimedOut(limit) => wire::deadline_exceeded(&format!(
+                "the request body did not arrive within server.body_timeout ({}s)",
+                limit.as_secs_f64()
+            )),
+            Refused::BodyTooLarge(limit) => wire::too_large(*limit),
+            Refused::BodyUnreadable => wire::oauth_status(
+                ErrorCode::InvalidRequest,
+                "the request body could not be read",
+            ),
+            Refused::Shed { with_certificate } => wire::resource_exhausted(
+                if *with_certificate {
+                    "tokenmint is at its limit of requests in flight (server.max_in_flight); retry shortly"
+                } else {
+                    "tokenmint is at its limit of requests in flight from connections without a client certificate (server.max_in_flight_without_certificate); retry shortly"
+                },
+                1,
+            ),
+            Refused::TimedOut(limit) => wire::oauth_status(
+                ErrorCode::TemporarilyUnavailable,
+                &format!(
+                    "the request was not answered within server.request_timeout ({}s); retry",
+                    limit.as_secs_f64()
+                ),
+            ),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Refused::BodyTimedOut(_) => "body_timeout",
+            Refused::BodyTooLarge(_) => "body_too_large",
+            Refused::BodyUnreadable => "body_unreadable",
+            Refused::Shed { .. } => "in_flight",
+            Refused::TimedOut(_) => "request_timeout",
+        }
+    }
+
+    fn into_response(self, grpc: bool) -> Response {
+        metrics::counter!("tokenmint_requests_refused_total", "reason" => self.label())
+            .increment(1);
+        if matches!(self, Refused::Shed { .. }) {
+            metrics::counter!("tokenmint_requests_shed_total").increment(1);
+        }
+        let status = self.status();
+        if grpc {
+            return status.into_http();
+        }
+        let mut response = crate::wire::HttpError::from_status(status).into_response();
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+        response
+    }
+}
+
+/// Middleware on every request of a TLS listener: reads the body in full within
+/// `body_timeout` (at most [`MAX_GRPC_BODY`] or `http::MAX_BODY_BYTES`), then takes a slot in flight from the pool
+/// of its kind of connection — refused at once past it, with `RESOURCE_EXHAUSTED` and a
+/// retry hint (HTTP: 429 with `Retry-After`) — and answers within `request_timeout`. A watch
+/// stream holds its slot only until its first response.
+pub async fn admit(
+    State(admission): State<Arc<Admission>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let with_certificate = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .is_some_and(|info| info.peer.is_some());
+    let (parts, body) = request.into_parts();
+    let limit = if grpc {
+        MAX_GRPC_BODY
+    } else {
+        crate::http::MAX_BODY_BYTES
+    };
+    let body = match tokio::time::timeout(admission.body_timeout, read_body(body, limit)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(refused)) => return refused.into_response(grpc),
+        Err(_) => return Refused::BodyTimedOut(admission.body_timeout).into_response(grpc),
+    };
+    let pool = if with_certificate {
+        &admission.with_certificate
+    } else {
+        &admission.without_certificate
+    };
+    let Ok(_slot) = pool.try_acquire() else {
+        return Refused::Shed { with_certificate }.into_response(grpc);
+    };
+    let left = admission.request_timeout.saturating_sub(started.elapsed());
+    let request = Request::from_parts(parts, Body::from(body));
+    match tokio::time::timeout(left, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Refused::TimedOut(admission.request_timeout).into_response(grpc),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, Refused> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refused::BodyTooLarge(limit)),
+        Err(_) => Err(Refused::BodyUnreadable),
+    }
+}
