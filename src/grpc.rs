@@ -177,7 +177,10 @@ impl TokenService for TokenApi {
             .map_err(|e| wire::caller_refused(&e, remote))?;
         crate::ops::record_client(caller.id.as_str());
         let message = request.into_inner();
-        let presented = non_empty(message.presented_certificate_thumbprint);
+        // Sent empty still counts as left out, as it did before the field had presence.
+        let presented = message
+            .presented_certificate_thumbprint
+            .filter(|t| !t.is_empty());
         let answer = self
             .authority
             .introspect(&caller, &message.token, presented.as_deref())

@@ -290,7 +290,7 @@ async fn callers_without_a_certificate_or_the_permission_get_a_status() {
         .access_token;
     let request = || IntrospectTokenRequest {
         token: token.clone(),
-        presented_certificate_thumbprint: String::new(),
+        presented_certificate_thumbprint: None,
     };
 
     let anonymous = server

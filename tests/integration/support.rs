@@ -562,7 +562,7 @@ pub async fn introspect(
         .await
         .introspect_token(tokenmint::grpc::proto::IntrospectTokenRequest {
             token: token.to_owned(),
-            presented_certificate_thumbprint: presented.unwrap_or_default().to_owned(),
+            presented_certificate_thumbprint: presented.map(str::to_owned),
         })
         .await
         .map(tonic::Response::into_inner)
