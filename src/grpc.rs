@@ -177,14 +177,14 @@ impl TokenService for TokenApi {
             .map_err(|e| wire::caller_refused(&e, remote))?;
         crate::ops::record_client(caller.id.as_str());
         let message = request.into_inner();
-        // Sent empty still counts as left out, as it did before the field had presence.
-        let presented = message
-            .presented_certificate_thumbprint
-            .filter(|t| !t.is_empty());
         let answer = self
             .authority
-            .introspect(&caller, &message.token, presented.as_deref())
-            .map_err(|e| wire::caller_refused(&e, remote))?;
+            .introspect(
+                &caller,
+                &message.token,
+                message.presented_certificate_thumbprint.as_deref(),
+            )
+            .map_err(|e| wire::introspect_refused(&e, remote))?;
         let response = match answer {
             Ok(claims) => {
                 metrics::counter!("tokenmint_introspections_total", "outcome" => "active")

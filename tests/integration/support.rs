@@ -585,6 +585,26 @@ pub fn thumbprint_of(cert: &Issued) -> String {
     tokenmint::crypto::CertificateThumbprint::of_der(&cert.cert_der).to_b64url()
 }
 
+/// Values that are not a base64url SHA-256 thumbprint, made from `right` (one that is): what a
+/// resource server might send by mistake.
+pub fn malformed_thumbprints(right: &str) -> Vec<(&'static str, String)> {
+    let standard_alphabet = right.replace('-', "+").replace('_', "/");
+    let standard_alphabet = if standard_alphabet == right {
+        format!("+{}", &right[1..])
+    } else {
+        standard_alphabet
+    };
+    vec![
+        ("a prefix", right[..right.len() - 1].to_owned()),
+        ("an extension", format!("{right}A")),
+        ("padded", format!("{right}=")),
+        ("with a space", format!(" {right}")),
+        ("the standard base64 alphabet", standard_alphabet),
+        ("hex instead of base64url", "00".repeat(32)),
+        ("a word", "none".to_owned()),
+    ]
+}
+
 /// Lets `by` pass on a manual clock, then catches the server up with the store, as its
 /// background task would have done many times over in that time (otherwise the jump would
 /// leave the server stale and pausing issuance, as SPEC §9 asks of a cut-off replica).
