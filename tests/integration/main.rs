@@ -27,3 +27,4 @@ mod store_contract;
 mod support;
 mod tls;
 mod watch;
+mod watch_privacy;
