@@ -13,7 +13,7 @@ use crate::{
     audit::{IssuanceAudit, IssuanceMode},
     client::{AuthError, Client, ClientRegistry, PeerCertificate, Permission},
     clock::{Clock, unix_seconds},
-    crypto::{self, SecretHasher},
+    crypto::{self, CertificateThumbprint, SecretHasher},
     keys::KeyRing,
     limits::IssueLimits,
     revocation::{Blocklist, CapError, Change, Freshness, VerifiedCache},
@@ -91,6 +91,18 @@ pub enum CallerError {
     /// The store has not been reached for longer than `max_staleness`.
     #[error("the revocation state is stale: no catch-up with the store for {0:?}")]
     Stale(Duration),
+}
+
+/// Why an introspection request is refused (a status, never `active: false`).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IntrospectError {
+    /// The caller is not acceptable.
+    #[error(transparent)]
+    Caller(#[from] CallerError),
+    /// A presented certificate thumbprint was sent that is not a base64url SHA-256 (empty,
+    /// hex, padded, truncated…). Absent is not malformed: it asks for no binding check.
+    #[error("the presented certificate thumbprint is not a base64url SHA-256")]
+    MalformedThumbprint,
 }
 
 /// Why a revocation request is refused (an unverifiable or unknown token is not refused: it is
@@ -288,13 +300,21 @@ impl Authority {
     }
 
     /// Introspects `token` for `caller` (who holds the `introspect` permission): the claims if
-    /// it is active, else why not.
+    /// it is active, else why not. `presented_thumbprint` is the certificate the resource
+    /// server's caller presented: absent, the token is answered without a binding check (see
+    /// `docs/decisions.md`); present, it must be a base64url SHA-256 — an empty or malformed
+    /// one is refused, never taken for absent.
     pub fn introspect(
         &self,
         caller: &Client,
         token: &str,
         presented_thumbprint: Option<&str>,
-    ) -> Result<Result<AccessTokenClaims, Inactive>, CallerError> {
+    ) -> Result<Result<AccessTokenClaims, Inactive>, IntrospectError> {
+        if let Some(text) = presented_thumbprint
+            && CertificateThumbprint::from_b64url(text).is_none()
+        {
+            return Err(IntrospectError::MalformedThumbprint);
+        }
         self.check_fresh()?;
         let now = self.now();
         Ok(self.check_active(token, now).and_then(|claims| {
@@ -307,6 +327,7 @@ impl Authority {
             if !visible {
                 return Err(Inactive::AudienceNotVisible);
             }
+            // Well-formed, so spelled as `cnf` spells it: base64url decoding is strict.
             if let Some(presented) = presented_thumbprint
                 && !constant_time_eq(presented, &claims.cnf.x5t_s256)
             {

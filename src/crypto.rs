@@ -634,6 +634,42 @@ mod tests {
     }
 
     #[test]
+    fn a_base64url_thumbprint_has_one_spelling_and_nothing_else_reads() {
+        let t = CertificateThumbprint::of_der(b"certificate");
+        let text = t.to_b64url();
+        assert_eq!(text.len(), 43);
+        // The last character carries 4 bits of the digest and 2 unused ones: setting an
+        // unused bit spells no other thumbprint.
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let last = ALPHABET
+            .iter()
+            .position(|c| *c == text.as_bytes()[42])
+            .unwrap();
+        assert_eq!(last & 0b11, 0);
+        let trailing_bits = format!("{}{}", &text[..42], char::from(ALPHABET[last | 1]));
+        let standard_alphabet = {
+            let mut t = [0u8; 32];
+            t[0] = 0xfb; // "+" in the standard alphabet, "-" in base64url
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(t)
+        };
+        for bad in [
+            "",
+            " ",
+            &text[..42],
+            &format!("{text}A"),
+            &format!("{text}="),
+            &format!(" {text}"),
+            &trailing_bits,
+            &standard_alphabet,
+            &hex(&t.0),
+            &"A".repeat(44),
+        ] {
+            assert_eq!(CertificateThumbprint::from_b64url(bad), None, "{bad:?}");
+        }
+        assert_eq!(CertificateThumbprint::from_b64url(&text), Some(t));
+    }
+
+    #[test]
     fn kek_seal_open_binds_associated_data() {
         let kek = Kek::generate().unwrap();
         let sealed = kek.seal(b"secret", b"ad-1").unwrap();

@@ -177,11 +177,14 @@ impl TokenService for TokenApi {
             .map_err(|e| wire::caller_refused(&e, remote))?;
         crate::ops::record_client(caller.id.as_str());
         let message = request.into_inner();
-        let presented = non_empty(message.presented_certificate_thumbprint);
         let answer = self
             .authority
-            .introspect(&caller, &message.token, presented.as_deref())
-            .map_err(|e| wire::caller_refused(&e, remote))?;
+            .introspect(
+                &caller,
+                &message.token,
+                message.presented_certificate_thumbprint.as_deref(),
+            )
+            .map_err(|e| wire::introspect_refused(&e, remote))?;
         let response = match answer {
             Ok(claims) => {
                 metrics::counter!("tokenmint_introspections_total", "outcome" => "active")

@@ -98,8 +98,14 @@ impl Form {
         Ok(Self(form_urlencoded::parse(body).into_owned().collect()))
     }
 
-    /// The one value of `name`; a repeated parameter is `invalid_request` (RFC 6749 §3.1).
+    /// The one value of `name`, an empty one counting as absent; a repeated parameter is
+    /// `invalid_request` (RFC 6749 §3.1).
     fn single(&self, name: &str) -> Result<Option<&str>, HttpError> {
+        Ok(self.single_as_sent(name)?.filter(|v| !v.is_empty()))
+    }
+
+    /// The one value of `name` as sent: present but empty is `Some("")`.
+    fn single_as_sent(&self, name: &str) -> Result<Option<&str>, HttpError> {
         let mut values = self
             .0
             .iter()
@@ -112,7 +118,7 @@ impl Form {
                 &format!("the parameter {name} must not be repeated"),
             ));
         }
-        Ok(first.filter(|v| !v.is_empty()))
+        Ok(first)
     }
 
     /// The one value of `name`, which must be present.
@@ -300,10 +306,11 @@ async fn introspect(
             Permission::Introspect,
         )?;
         let token = form.required("token")?;
-        let presented = form.single("presented_certificate_thumbprint")?;
+        // Sent empty is not left out: the core refuses it.
+        let presented = form.single_as_sent("presented_certificate_thumbprint")?;
         face.authority
             .introspect(&caller, token, presented)
-            .map_err(|e| HttpError::from_status(wire::caller_refused(&e, remote)))
+            .map_err(|e| HttpError::from_status(wire::introspect_refused(&e, remote)))
     })();
     match result {
         Ok(Ok(claims)) => {

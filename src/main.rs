@@ -535,7 +535,7 @@ fn main() -> Result<()> {
                 let r = tokens
                     .introspect_token(IntrospectTokenRequest {
                         token,
-                        presented_certificate_thumbprint: presented_thumbprint.unwrap_or_default(),
+                        presented_certificate_thumbprint: presented_thumbprint,
                     })
                     .await
                     .map_err(refused)?

@@ -6,7 +6,7 @@
 use tonic::{Code, Status, metadata::MetadataValue};
 
 use crate::{
-    authority::{CallerError, RevokeError},
+    authority::{CallerError, IntrospectError, RevokeError},
     client::AuthError,
     lifecycle::LifecycleError,
     oauth::ErrorCode,
@@ -98,6 +98,20 @@ pub fn caller_refused(error: &CallerError, remote: Option<std::net::SocketAddr>)
             ErrorCode::TemporarilyUnavailable,
             "this replica cannot reach the store and its revocation state may be out of date; retry, possibly on another replica",
         ),
+    }
+}
+
+/// The status for a refused introspection request: the caller, or a malformed argument.
+pub fn introspect_refused(error: &IntrospectError, remote: Option<std::net::SocketAddr>) -> Status {
+    match error {
+        IntrospectError::Caller(e) => caller_refused(e, remote),
+        IntrospectError::MalformedThumbprint => {
+            tracing::info!(error = %error, ?remote, "introspection refused");
+            oauth_status(
+                ErrorCode::InvalidRequest,
+                "presented_certificate_thumbprint must be the base64url SHA-256 of the certificate your caller presented (43 characters); leave it out when your caller presented none",
+            )
+        }
     }
 }
 

@@ -677,7 +677,7 @@ impl Caller {
                     TokenServiceClient::with_origin(channel.clone(), self.target.uri.clone())
                         .introspect_token(IntrospectTokenRequest {
                             token,
-                            presented_certificate_thumbprint: String::new(),
+                            presented_certificate_thumbprint: None,
                         })
                         .await
                         .map_err(status)?;

@@ -864,6 +864,97 @@ async fn introspection_and_revocation_over_http_agree_with_grpc() {
     server.stop().await;
 }
 
+/// Regression: `presented_certificate_thumbprint=` (sent, empty) was read as left out, and a
+/// certificate-bound token was answered active with no binding check; a malformed value was
+/// compared and answered inactive. Both are now 400 `invalid_request`, as over gRPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_malformed_presented_thumbprint_is_400_invalid_request_not_left_out() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let demo = setup.pki.client_uri(DEMO_URI);
+    let rs = setup.pki.client_uri(RS_URI);
+    let as_rs = https(&setup, Some(&rs));
+    let token = issue(&server, &demo, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token;
+    // A JWT needs no form encoding.
+    let sent_empty = [
+        (
+            "with =",
+            format!("token={token}&presented_certificate_thumbprint="),
+        ),
+        (
+            "without =",
+            format!("token={token}&presented_certificate_thumbprint"),
+        ),
+    ];
+    for (what, body) in sent_empty {
+        let answer = post_form(&as_rs, &server, INTROSPECT_PATH, &body).await;
+        answer.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+        answer.assert_no_store();
+        assert!(
+            answer.json()["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("presented_certificate_thumbprint"),
+            "{what}: the description names the parameter: {answer:?}"
+        );
+    }
+    for (what, presented) in malformed_thumbprints(&x5t_s256(&demo)) {
+        for token in [token.as_str(), "garbage"] {
+            let answer = post_form(
+                &as_rs,
+                &server,
+                INTROSPECT_PATH,
+                &form(&[
+                    ("token", token),
+                    ("presented_certificate_thumbprint", &presented),
+                ]),
+            )
+            .await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{what}: {answer:?}");
+            answer.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+        }
+    }
+
+    // Left out: answered without a binding check, as before.
+    let answer = post_form(
+        &as_rs,
+        &server,
+        INTROSPECT_PATH,
+        &form(&[("token", &token)]),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.json()["active"], true, "{answer:?}");
+    // The right certificate is active; another well-formed one is bare inactive.
+    let answer = post_form(
+        &as_rs,
+        &server,
+        INTROSPECT_PATH,
+        &form(&[
+            ("token", &token),
+            ("presented_certificate_thumbprint", &x5t_s256(&demo)),
+        ]),
+    )
+    .await;
+    assert_eq!(answer.json()["active"], true, "{answer:?}");
+    let answer = post_form(
+        &as_rs,
+        &server,
+        INTROSPECT_PATH,
+        &form(&[
+            ("token", &token),
+            ("presented_certificate_thumbprint", &x5t_s256(&rs)),
+        ]),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.json(), serde_json::json!({"active": false}));
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_is_cacheable_with_a_strong_etag_that_changes_exactly_with_the_key_set() {
     let setup = Setup::new(&standard_clients());

@@ -29,3 +29,4 @@ mod store_contract;
 mod support;
 mod tls;
 mod watch;
+mod watch_privacy;

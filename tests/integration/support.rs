@@ -562,7 +562,7 @@ pub async fn introspect(
         .await
         .introspect_token(tokenmint::grpc::proto::IntrospectTokenRequest {
             token: token.to_owned(),
-            presented_certificate_thumbprint: presented.unwrap_or_default().to_owned(),
+            presented_certificate_thumbprint: presented.map(str::to_owned),
         })
         .await
         .map(tonic::Response::into_inner)
@@ -583,6 +583,26 @@ pub async fn revoke(server: &TestServer, cert: &Issued, token: &str) -> Result<(
 /// base64url SHA-256 of a certificate's DER: what `cnf.x5t#S256` holds.
 pub fn thumbprint_of(cert: &Issued) -> String {
     tokenmint::crypto::CertificateThumbprint::of_der(&cert.cert_der).to_b64url()
+}
+
+/// Values that are not a base64url SHA-256 thumbprint, made from `right` (one that is): what a
+/// resource server might send by mistake.
+pub fn malformed_thumbprints(right: &str) -> Vec<(&'static str, String)> {
+    let standard_alphabet = right.replace('-', "+").replace('_', "/");
+    let standard_alphabet = if standard_alphabet == right {
+        format!("+{}", &right[1..])
+    } else {
+        standard_alphabet
+    };
+    vec![
+        ("a prefix", right[..right.len() - 1].to_owned()),
+        ("an extension", format!("{right}A")),
+        ("padded", format!("{right}=")),
+        ("with a space", format!(" {right}")),
+        ("the standard base64 alphabet", standard_alphabet),
+        ("hex instead of base64url", "00".repeat(32)),
+        ("a word", "none".to_owned()),
+    ]
 }
 
 /// Lets `by` pass on a manual clock, then catches the server up with the store, as its
