@@ -11,7 +11,7 @@ use crate::{
     audit::AuditRecord,
     authority::Authority,
     client::{Client, ClientRegistry},
-    revocation::{Change, Event, Retention, State},
+    revocation::{Change, Event, Retention, RevokedToken, State},
     rotation::KeyTransition,
     store::{Committed, Store, StoreError},
 };
@@ -20,6 +20,9 @@ use crate::{
 const BROADCAST_CAPACITY: usize = 4096;
 /// How many log entries one catch-up read fetches.
 const CATCH_UP_BATCH: u32 = 1000;
+/// How many revoked tokens one snapshot page holds: what a watch stream reads from the store
+/// at a time.
+const SNAPSHOT_PAGE: u32 = 256;
 
 /// The single path every revocation and client change takes.
 pub struct ChangeLog {
@@ -46,8 +49,8 @@ impl std::fmt::Debug for ChangeLog {
 /// One item of a watch stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchItem {
-    /// Drop what you hold; the state follows.
-    SnapshotBegin,
+    /// Drop what you hold; the state follows, current through this sequence.
+    SnapshotBegin(u64),
     /// A change (live, caught up, or part of a snapshot).
     Change(Event),
     /// The snapshot is complete, current through this sequence.
@@ -226,52 +229,81 @@ impl ChangeLog {
             .await
     }
 
-    /// A stream of the state after `after_sequence` and then every change, until `stop`.
-    /// Sends a snapshot when `after_sequence` is 0, ahead of the log, or older than its purged
-    /// history; otherwise exactly the missed events. Items are sent to `out`; the function
-    /// returns when `out` closes, `stop` fires, or the store fails.
+    /// A stream of the state and then every change, until `stop`: from `from.after_sequence`
+    /// (a snapshot when it is 0, ahead of the log, or older than its purged history;
+    /// otherwise exactly the missed events), or the rest of an unfinished snapshot. Items
+    /// are sent to `out`, each within `limits.stall` (else the stream ends as stalled).
+    /// Returns how the stream ended: `out` closed, `stop` fired, stalled, or the store failed
+    /// (the error is sent too, if it can be).
     pub async fn watch(
         &self,
-        after_sequence: u64,
+        from: WatchFrom,
         out: tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
         stop: CancellationToken,
-    ) {
+        stall: std::time::Duration,
+    ) -> WatchEnd {
         // Subscribe before reading the store, so nothing committed in between is missed.
         let mut live = self.events.subscribe();
-        let mut cursor = after_sequence;
+        let sender = Sender {
+            out: &out,
+            stop: &stop,
+            stall,
+        };
+        let result = async {
+            let mut cursor = match from {
+                WatchFrom::Sequence(after) => self.bring_up_to_date(after, true, &sender).await?,
+                WatchFrom::Snapshot { through, after } => {
+                    let through = self.resume_snapshot(through, after, &sender).await?;
+                    // What was committed since `through`, before this stream subscribed.
+                    self.bring_up_to_date(through, false, &sender).await?
+                }
+            };
+            self.follow(&mut live, &mut cursor, &sender).await
+        }
+        .await;
+        match result {
+            Ok(()) | Err(Closed::Receiver) => WatchEnd::Closed,
+            Err(Closed::Stalled) => WatchEnd::Stalled,
+            Err(Closed::Store(e)) => {
+                let _ = out.try_send(Err(e));
+                WatchEnd::StoreFailed
+            }
+        }
+    }
+
+    /// Sends each change as it is committed, from `cursor` on; a gap, or a watcher fallen
+    /// behind the broadcast, is filled from the log.
+    async fn follow(
+        &self,
+        live: &mut broadcast::Receiver<Event>,
+        cursor: &mut u64,
+        sender: &Sender<'_>,
+    ) -> Result<(), Closed> {
         // A stream must not go on vouching for a state this process can no longer refresh:
         // past `max_staleness` it ends with UNAVAILABLE (SPEC §9), checked every second.
         let mut freshness = tokio::time::interval(std::time::Duration::from_secs(1));
         freshness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let sent = async {
-            cursor = self.bring_up_to_date(cursor, true, &out, &stop).await?;
-            loop {
-                let event = tokio::select! {
-                    () = stop.cancelled() => return Ok(()),
-                    () = out.closed() => return Ok(()),
-                    _ = freshness.tick() => match self.authority.check_fresh() {
-                        Ok(()) => continue,
-                        Err(e) => return Err(Closed::Store(StoreError::Unavailable(e.to_string()))),
-                    },
-                    received = live.recv() => received,
-                };
-                match event {
-                    Ok(event) if event.sequence <= cursor => {}
-                    Ok(event) if event.sequence == cursor + 1 => {
-                        cursor = event.sequence;
-                        send(&out, WatchItem::Change(event), &stop).await?;
-                    }
-                    // A gap, or this watcher fell behind the broadcast: read from the log.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        cursor = self.bring_up_to_date(cursor, false, &out, &stop).await?;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        loop {
+            let event = tokio::select! {
+                () = sender.stop.cancelled() => return Ok(()),
+                () = sender.out.closed() => return Ok(()),
+                _ = freshness.tick() => match self.authority.check_fresh() {
+                    Ok(()) => continue,
+                    Err(e) => return Err(Closed::Store(StoreError::Unavailable(e.to_string()))),
+                },
+                received = live.recv() => received,
+            };
+            match event {
+                Ok(event) if event.sequence <= *cursor => {}
+                Ok(event) if event.sequence == *cursor + 1 => {
+                    *cursor = event.sequence;
+                    sender.send(WatchItem::Change(event)).await?;
                 }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    *cursor = self.bring_up_to_date(*cursor, false, sender).await?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
             }
-        };
-        let result: Result<(), Closed> = sent.await;
-        if let Err(Closed::Store(e)) = result {
-            let _ = out.send(Err(e)).await;
         }
     }
 
@@ -281,23 +313,17 @@ impl ChangeLog {
         &self,
         cursor: u64,
         initial: bool,
-        out: &tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
-        stop: &CancellationToken,
+        sender: &Sender<'_>,
     ) -> Result<u64, Closed> {
-        let state = self
+        let head = self
             .store
-            .revocation_state(self.authority.now())
+            .revocation_head(self.authority.now())
             .await
             .map_err(Closed::Store)?;
         let needs_snapshot =
-            (initial && cursor == 0) || cursor < state.purged_through || cursor > state.high_water;
+            (initial && cursor == 0) || cursor < head.purged_through || cursor > head.high_water;
         if needs_snapshot {
-            send(out, WatchItem::SnapshotBegin, stop).await?;
-            for item in snapshot_events(&state) {
-                send(out, WatchItem::Change(item), stop).await?;
-            }
-            send(out, WatchItem::SnapshotComplete(state.high_water), stop).await?;
-            return Ok(state.high_water);
+            return self.snapshot(&head, 0, true, sender).await;
         }
         let mut cursor = cursor;
         loop {
@@ -309,60 +335,165 @@ impl ChangeLog {
             let done = batch.len() < CATCH_UP_BATCH as usize;
             for event in batch {
                 cursor = event.sequence;
-                send(out, WatchItem::Change(event), stop).await?;
+                sender.send(WatchItem::Change(event)).await?;
             }
             if done {
                 return Ok(cursor);
             }
         }
     }
+
+    /// The rest of a snapshot current through `through` whose tokens were sent up to the one
+    /// of sequence `after`: as it is now, since every change after `through` follows from
+    /// the log. A fresh snapshot instead if the log no longer holds what follows `through`.
+    /// Returns the sequence the watcher's state is current through.
+    async fn resume_snapshot(
+        &self,
+        through: u64,
+        after: u64,
+        sender: &Sender<'_>,
+    ) -> Result<u64, Closed> {
+        let head = self
+            .store
+            .revocation_head(self.authority.now())
+            .await
+            .map_err(Closed::Store)?;
+        if through < head.purged_through || through > head.high_water {
+            return self.snapshot(&head, 0, true, sender).await;
+        }
+        let head = State {
+            high_water: through,
+            ..head
+        };
+        self.snapshot(&head, after.min(through), false, sender)
+            .await
+    }
+
+    /// Sends a snapshot current through `head.high_water`: `SnapshotBegin` if `begin`; the
+    /// head's keys, disabled clients and cut-offs unless resuming past them (`after` > 0);
+    /// the revoked tokens after `after` in pages of `SNAPSHOT_PAGE`; `SnapshotComplete`.
+    /// Entries are read after `head.high_water` was, so any change since is one the watcher
+    /// gets from the log next.
+    async fn snapshot(
+        &self,
+        head: &State,
+        after: u64,
+        begin: bool,
+        sender: &Sender<'_>,
+    ) -> Result<u64, Closed> {
+        let through = head.high_water;
+        if begin {
+            sender.send(WatchItem::SnapshotBegin(through)).await?;
+        }
+        if after == 0 {
+            for event in head_events(head) {
+                sender.send(WatchItem::Change(event)).await?;
+            }
+        }
+        let mut after = after;
+        loop {
+            let page = self
+                .store
+                .revoked_tokens_page(after, through, self.authority.now(), SNAPSHOT_PAGE)
+                .await
+                .map_err(Closed::Store)?;
+            let done = page.len() < SNAPSHOT_PAGE as usize;
+            for token in page {
+                after = token.sequence;
+                sender.send(WatchItem::Change(token_event(token))).await?;
+            }
+            if done {
+                break;
+            }
+        }
+        sender.send(WatchItem::SnapshotComplete(through)).await?;
+        Ok(through)
+    }
+}
+
+/// Where a watch stream starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchFrom {
+    /// After this sequence (0: from a snapshot).
+    Sequence(u64),
+    /// In the snapshot current through `through`, after its token of sequence `after` (0:
+    /// before its first).
+    Snapshot {
+        /// The snapshot's `SnapshotBegin` mark.
+        through: u64,
+        /// The last token sequence received.
+        after: u64,
+    },
+}
+
+/// How a watch stream ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The receiver went away, or the server stops.
+    Closed,
+    /// The receiver took nothing for the stall bound.
+    Stalled,
+    /// The store failed, or this process went stale.
+    StoreFailed,
 }
 
 /// Why a watch stream ended early.
 enum Closed {
     /// The receiver went away.
     Receiver,
+    /// The receiver took nothing for the stall bound.
+    Stalled,
     /// The store failed.
     Store(StoreError),
 }
 
-/// Sends one item, giving up when the receiver goes away or the server stops (a watcher that
-/// does not read must not hold up shutdown).
-async fn send(
-    out: &tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
-    item: WatchItem,
-    stop: &CancellationToken,
-) -> Result<(), Closed> {
-    tokio::select! {
-        sent = out.send(Ok(item)) => sent.map_err(|_| Closed::Receiver),
-        () = stop.cancelled() => Err(Closed::Receiver),
+/// Sends one stream's items.
+struct Sender<'a> {
+    out: &'a tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
+    stop: &'a CancellationToken,
+    stall: std::time::Duration,
+}
+
+impl Sender<'_> {
+    /// Sends one item, giving up when the receiver goes away, takes nothing within the stall
+    /// bound, or the server stops (a watcher that does not read must not hold up shutdown).
+    async fn send(&self, item: WatchItem) -> Result<(), Closed> {
+        tokio::select! {
+            sent = tokio::time::timeout(self.stall, self.out.send(Ok(item))) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Closed::Receiver),
+                Err(_) => Err(Closed::Stalled),
+            },
+            () = self.stop.cancelled() => Err(Closed::Receiver),
+        }
     }
 }
 
-/// The state as events, each with the sequence of the change that made it.
-fn snapshot_events(state: &State) -> Vec<Event> {
-    let mut events = Vec::with_capacity(
-        state.tokens.len()
-            + state.cutoffs.len()
-            + state.disabled_clients.len()
-            + state.revoked_keys.len(),
-    );
-    events.extend(state.tokens.iter().map(|t| Event {
+/// A revoked token as the event that revoked it.
+fn token_event(t: RevokedToken) -> Event {
+    Event {
         sequence: t.sequence,
         committed_at: t.revoked_at,
         change: Change::TokenRevoked {
-            token_id: t.token_id.clone(),
+            token_id: t.token_id,
             expires_at: t.expires_at,
-            client_id: t.client_id.clone(),
-            revoked_by: t.revoked_by.clone(),
+            client_id: t.client_id,
+            revoked_by: t.revoked_by,
         },
-    }));
-    events.extend(state.cutoffs.iter().map(|c| Event {
-        sequence: c.sequence,
+    }
+}
+
+/// A snapshot head's entries as events, each with the sequence of the change that made it:
+/// revoked keys, disabled clients, then cut-offs (revoked tokens are read in pages).
+fn head_events(state: &State) -> Vec<Event> {
+    let mut events = Vec::with_capacity(
+        state.cutoffs.len() + state.disabled_clients.len() + state.revoked_keys.len(),
+    );
+    events.extend(state.revoked_keys.iter().map(|(key_id, sequence)| Event {
+        sequence: *sequence,
         committed_at: 0,
-        change: Change::ClientCutoff {
-            client_id: c.client_id.clone(),
-            issued_at_or_before: c.issued_at_or_before,
+        change: Change::KeyRevoked {
+            key_id: key_id.clone(),
         },
     }));
     events.extend(
@@ -377,12 +508,126 @@ fn snapshot_events(state: &State) -> Vec<Event> {
                 },
             }),
     );
-    events.extend(state.revoked_keys.iter().map(|(key_id, sequence)| Event {
-        sequence: *sequence,
+    events.extend(state.cutoffs.iter().map(|c| Event {
+        sequence: c.sequence,
         committed_at: 0,
-        change: Change::KeyRevoked {
-            key_id: key_id.clone(),
+        change: Change::ClientCutoff {
+            client_id: c.client_id.clone(),
+            issued_at_or_before: c.issued_at_or_before,
         },
     }));
     events
+}
+
+/// The caps on open `WatchRevocations` streams: in all, and per client (`[revocation]`
+/// `max_watches`, `max_watches_per_client`). The per-connection cap is the edge's.
+#[derive(Debug)]
+pub struct WatchCaps {
+    max_total: usize,
+    max_per_client: usize,
+    open: std::sync::Mutex<OpenWatches>,
+}
+
+#[derive(Debug, Default)]
+struct OpenWatches {
+    total: usize,
+    by_client: std::collections::HashMap<String, usize>,
+}
+
+/// Why a watch stream was not opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WatchRefused {
+    /// The server holds its cap.
+    #[error("tokenmint holds its limit of {0} revocation watch streams (revocation.max_watches)")]
+    Total(usize),
+    /// The client holds its cap.
+    #[error(
+        "this client holds its limit of {0} revocation watch streams (revocation.max_watches_per_client)"
+    )]
+    Client(usize),
+}
+
+impl WatchCaps {
+    /// At most `max_total` streams, and `max_per_client` for any one client.
+    pub fn new(max_total: u32, max_per_client: u32) -> Arc<Self> {
+        Arc::new(Self {
+            max_total: usize::try_from(max_total).unwrap_or(usize::MAX),
+            max_per_client: usize::try_from(max_per_client).unwrap_or(usize::MAX),
+            open: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Counts a stream for `client` until the permit is dropped, if both caps allow.
+    pub fn try_open(self: &Arc<Self>, client: &str) -> Result<WatchPermit, WatchRefused> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.total >= self.max_total {
+            return Err(WatchRefused::Total(self.max_total));
+        }
+        let mine = open.by_client.get(client).copied().unwrap_or(0);
+        if mine >= self.max_per_client {
+            return Err(WatchRefused::Client(self.max_per_client));
+        }
+        open.total += 1;
+        open.by_client.insert(client.to_owned(), mine + 1);
+        Ok(WatchPermit {
+            caps: self.clone(),
+            client: client.to_owned(),
+        })
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .total
+    }
+}
+
+/// One open watch stream, counted until dropped.
+#[derive(Debug)]
+pub struct WatchPermit {
+    caps: Arc<WatchCaps>,
+    client: String,
+}
+
+impl Drop for WatchPermit {
+    fn drop(&mut self) {
+        let mut open = self
+            .caps
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.total = open.total.saturating_sub(1);
+        if let Some(mine) = open.by_client.get_mut(&self.client) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                open.by_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_caps_count_per_client_and_in_all_and_give_back_on_drop() {
+        let caps = WatchCaps::new(3, 2);
+        let a1 = caps.try_open("a").unwrap();
+        let _a2 = caps.try_open("a").unwrap();
+        assert_eq!(caps.try_open("a").unwrap_err(), WatchRefused::Client(2));
+        let b1 = caps.try_open("b").unwrap();
+        assert_eq!(caps.try_open("c").unwrap_err(), WatchRefused::Total(3));
+        drop(b1);
+        let _c1 = caps.try_open("c").unwrap();
+        drop(a1);
+        assert_eq!(caps.open(), 2);
+        let _a3 = caps.try_open("a").unwrap();
+        assert_eq!(caps.try_open("a").unwrap_err(), WatchRefused::Total(3));
+    }
 }

@@ -93,6 +93,14 @@ const DEFAULT_MAX_LIVE_REVOCATIONS: u64 = 1_000_000;
 const DEFAULT_PER_CLIENT_MAX_LIVE: u64 = 10_000;
 /// Default of `revocation.per_client_rate`.
 const DEFAULT_PER_CLIENT_RATE: u32 = 10;
+/// Default of `revocation.max_watches`.
+const DEFAULT_MAX_WATCHES: u32 = 20_000;
+/// Default of `revocation.max_watches_per_client`.
+const DEFAULT_MAX_WATCHES_PER_CLIENT: u32 = 10_000;
+/// Default of `keys.max_jwks_watches`.
+const DEFAULT_MAX_JWKS_WATCHES: u32 = 10_000;
+/// Default of `server.watch_stall_timeout`.
+const DEFAULT_WATCH_STALL_TIMEOUT: &str = "60s";
 /// Default of `revocation.purge_interval`.
 const DEFAULT_PURGE_INTERVAL: &str = "1m";
 /// Default of `audit.issuance_interval`.
@@ -136,6 +144,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "request_timeout",
             "max_handshakes_per_address",
             "max_handshakes_per_address_in",
+            "watch_stall_timeout",
         ],
     ),
     (
@@ -160,6 +169,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "jwks_max_age",
             "retention",
             "kek_files",
+            "max_jwks_watches",
         ],
     ),
     ("tokens", &["default_lifetime", "max_lifetime", "leeway"]),
@@ -184,6 +194,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "per_client_max_live",
             "per_client_rate",
             "purge_interval",
+            "max_watches",
+            "max_watches_per_client",
         ],
     ),
 ];
@@ -325,6 +337,8 @@ pub struct ServerConfig {
     /// `max_handshakes_per_address` for addresses in these ranges instead (most specific
     /// range first; 0: no per-address limit there).
     pub max_handshakes_per_address_in: Vec<(ipnet::IpNet, u32)>,
+    /// A watch stream whose reader takes nothing for this long is ended with its connection.
+    pub watch_stall_timeout: Duration,
 }
 
 /// `[tls]`: the server's certificate and the CA its clients authenticate with (resolved paths).
@@ -415,6 +429,8 @@ pub struct KeysConfig {
     pub algorithm: Algorithm,
     /// How often `next` is promoted to `current` (> `publish_ahead`).
     pub rotation_period: Duration,
+    /// `WatchJwks` streams open at once.
+    pub max_jwks_watches: u32,
     /// How long a key is published before it signs (≥ 2 × `jwks_max_age`).
     pub publish_ahead: Duration,
     /// `Cache-Control: max-age` of the JWKS.
@@ -469,6 +485,11 @@ pub struct RevocationConfig {
     pub per_client_rate: u32,
     /// How often expired revocations and old log entries are removed.
     pub purge_interval: Duration,
+    /// `WatchRevocations` streams open at once, in all.
+    pub max_watches: u32,
+    /// `WatchRevocations` streams one client may hold open (one per resource-server
+    /// instance of a fleet).
+    pub max_watches_per_client: u32,
 }
 
 /// `[tokens]`: global token lifetimes.
@@ -575,6 +596,8 @@ struct FileRevocation {
     per_client_max_live: Option<u64>,
     per_client_rate: Option<u32>,
     purge_interval: Option<String>,
+    max_watches: Option<u32>,
+    max_watches_per_client: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -599,6 +622,7 @@ struct FileServer {
     request_timeout: Option<String>,
     max_handshakes_per_address: Option<u32>,
     max_handshakes_per_address_in: std::collections::BTreeMap<String, u32>,
+    watch_stall_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -629,6 +653,7 @@ struct FileKeys {
     jwks_max_age: Option<String>,
     retention: Option<String>,
     kek_files: Option<Vec<String>>,
+    max_jwks_watches: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1200,11 +1225,25 @@ impl Validator<'_> {
             r.purge_interval.as_deref(),
             DEFAULT_PURGE_INTERVAL,
         )?;
+        let max_watches = self.at_least_one(
+            "revocation.max_watches",
+            r.max_watches,
+            DEFAULT_MAX_WATCHES,
+            "WatchRevocations streams open at once",
+        )?;
+        let max_watches_per_client = self.at_least_one(
+            "revocation.max_watches_per_client",
+            r.max_watches_per_client,
+            DEFAULT_MAX_WATCHES_PER_CLIENT,
+            "WatchRevocations streams one client may hold",
+        )?;
         Ok(RevocationConfig {
             max_live,
             per_client_max_live,
             per_client_rate,
             purge_interval,
+            max_watches,
+            max_watches_per_client,
         })
     }
 
@@ -1261,32 +1300,19 @@ impl Validator<'_> {
                 )
             })?)
         };
-        let at_least_one = |field: &str, value: Option<u32>, default: u32, what: &str| {
-            let value = value.unwrap_or(default);
-            if value == 0 {
-                return Err(self.error(
-                    field,
-                    format!(
-                        "{} must be at least 1 ({what}; default {default})",
-                        self.label(field)
-                    ),
-                ));
-            }
-            Ok(value)
-        };
-        let max_handshakes = at_least_one(
+        let max_handshakes = self.at_least_one(
             "server.max_handshakes",
             s.max_handshakes,
             DEFAULT_MAX_HANDSHAKES,
             "TLS handshakes in progress at once",
         )?;
-        let max_concurrent_streams = at_least_one(
+        let max_concurrent_streams = self.at_least_one(
             "server.max_concurrent_streams",
             s.max_concurrent_streams,
             DEFAULT_MAX_CONCURRENT_STREAMS,
             "HTTP/2 streams per connection",
         )?;
-        let max_header_list_size = at_least_one(
+        let max_header_list_size = self.at_least_one(
             "server.max_header_list_size",
             s.max_header_list_size,
             DEFAULT_MAX_HEADER_LIST_SIZE,
@@ -1307,7 +1333,7 @@ impl Validator<'_> {
             s.max_connection_age.as_deref(),
             DEFAULT_MAX_CONNECTION_AGE,
         )?;
-        let max_in_flight = at_least_one(
+        let max_in_flight = self.at_least_one(
             "server.max_in_flight",
             s.max_in_flight,
             DEFAULT_MAX_IN_FLIGHT,
@@ -1316,19 +1342,19 @@ impl Validator<'_> {
         let handshake_failures_per_peer = s
             .handshake_failures_per_peer
             .unwrap_or(DEFAULT_HANDSHAKE_FAILURES_PER_PEER);
-        let max_in_flight_without_certificate = at_least_one(
+        let max_in_flight_without_certificate = self.at_least_one(
             "server.max_in_flight_without_certificate",
             s.max_in_flight_without_certificate,
             DEFAULT_MAX_IN_FLIGHT_WITHOUT_CERTIFICATE,
             "requests in flight from connections without a client certificate",
         )?;
-        let max_streams_without_certificate = at_least_one(
+        let max_streams_without_certificate = self.at_least_one(
             "server.max_streams_without_certificate",
             s.max_streams_without_certificate,
             DEFAULT_MAX_STREAMS_WITHOUT_CERTIFICATE,
             "HTTP/2 streams per connection without a client certificate",
         )?;
-        let max_connections_without_certificate = at_least_one(
+        let max_connections_without_certificate = self.at_least_one(
             "server.max_connections_without_certificate",
             s.max_connections_without_certificate,
             DEFAULT_MAX_CONNECTIONS_WITHOUT_CERTIFICATE,
@@ -1341,6 +1367,11 @@ impl Validator<'_> {
             .unwrap_or(DEFAULT_MAX_HANDSHAKES_PER_ADDRESS);
         let max_handshakes_per_address_in =
             self.address_ranges(&s.max_handshakes_per_address_in)?;
+        let watch_stall_timeout = self.positive(
+            "server.watch_stall_timeout",
+            s.watch_stall_timeout.as_deref(),
+            DEFAULT_WATCH_STALL_TIMEOUT,
+        )?;
         Ok(ServerConfig {
             listen,
             issuer,
@@ -1361,7 +1392,29 @@ impl Validator<'_> {
             request_timeout,
             max_handshakes_per_address,
             max_handshakes_per_address_in,
+            watch_stall_timeout,
         })
+    }
+
+    /// A count that must be at least 1 (`what` it counts, for the message).
+    fn at_least_one(
+        &self,
+        field: &str,
+        value: Option<u32>,
+        default: u32,
+        what: &str,
+    ) -> Result<u32, ConfigError> {
+        let value = value.unwrap_or(default);
+        if value == 0 {
+            return Err(self.error(
+                field,
+                format!(
+                    "{} must be at least 1 ({what}; default {default})",
+                    self.label(field)
+                ),
+            ));
+        }
+        Ok(value)
     }
 
     /// `server.body_timeout` and `server.request_timeout`: positive, at most 5 minutes, and
@@ -1595,6 +1648,12 @@ impl Validator<'_> {
             }
             resolved.push(path);
         }
+        let max_jwks_watches = self.at_least_one(
+            "keys.max_jwks_watches",
+            k.max_jwks_watches,
+            DEFAULT_MAX_JWKS_WATCHES,
+            "WatchJwks streams open at once",
+        )?;
         Ok(KeysConfig {
             algorithm,
             rotation_period,
@@ -1602,6 +1661,7 @@ impl Validator<'_> {
             jwks_max_age,
             retention,
             kek_files: resolved,
+            max_jwks_watches,
         })
     }
 
@@ -2155,6 +2215,9 @@ request_timeout = "30s"
 # lift it with 0, e.g. { "10.1.0.0/16" = 512, "192.0.2.7/32" = 0 }.
 max_handshakes_per_address = 64
 max_handshakes_per_address_in = {}
+# A WatchRevocations or WatchJwks stream whose reader takes nothing for this long is ended
+# by closing its connection (the reader reconnects and resumes).
+watch_stall_timeout = "60s"
 
 [tls]
 # The server's certificate chain and private key (PEM).
@@ -2194,6 +2257,8 @@ retention = "2h"
 # Files holding the key-encryption key (KEK), newest first. May be [] when the KEK is
 # given in the TOKENMINT_KEK environment variable instead.
 kek_files = ["tokenmint.kek"]
+# WatchJwks streams open at once (GetJwks and the HTTP JWKS are not limited by it).
+max_jwks_watches = 10000
 
 [tokens]
 # Lifetime of a token when the request names none; at most max_lifetime.
@@ -2211,6 +2276,10 @@ per_client_max_live = 10000
 per_client_rate = 10
 # How often expired revocations and old log entries are removed.
 purge_interval = "1m"
+# WatchRevocations streams open at once, and per client (a fleet of resource servers
+# watches with one client, one stream per instance). A connection may hold 16.
+max_watches = 20000
+max_watches_per_client = 10000
 
 [limits]
 # Tokens per second each client may get; 0 = no limit. Past it, RESOURCE_EXHAUSTED (HTTP 429)

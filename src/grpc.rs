@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     audit::AuditRecord,
     authority::Authority,
-    changes::{ChangeLog, WatchItem},
+    changes::{ChangeLog, WatchCaps, WatchEnd, WatchFrom, WatchItem},
     client::{Client, ClientDraft, PeerCertificate, Permission},
     identity::CertificateMatcher,
     lifecycle::Rotator,
@@ -18,6 +18,7 @@ use crate::{
     store::Store,
     tls::ConnectionInfo,
     token::{RequestedLifetime, TokenRequest},
+    transport::{ConnectionState, ConnectionWatch},
     wire,
 };
 
@@ -122,6 +123,60 @@ impl TokenApi {
 
 fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
+}
+
+/// Watch streams (of either service) one connection may hold at once.
+pub const WATCHES_PER_CONNECTION: u32 = 16;
+
+/// Items a watch stream buffers for its reader beyond what HTTP/2 holds.
+const WATCH_BUFFER: usize = 32;
+
+/// How watch streams are bounded: their stall timeout and the caps on how many are open.
+#[derive(Clone, Debug)]
+pub struct WatchLimits {
+    /// A stream whose reader takes nothing for this long is ended, with its connection.
+    pub stall_timeout: Duration,
+    /// `WatchRevocations` streams in all and per client.
+    pub revocations: Arc<WatchCaps>,
+    /// `WatchJwks` streams in all.
+    pub jwks: Arc<tokio::sync::Semaphore>,
+}
+
+/// The connection a request came on.
+fn connection_of<T>(request: &Request<T>) -> Option<Arc<ConnectionState>> {
+    request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .map(|i| i.state.clone())
+}
+
+/// Counts a watch stream against its connection's cap.
+fn open_connection_watch(
+    connection: Option<&Arc<ConnectionState>>,
+) -> Result<Option<ConnectionWatch>, Status> {
+    connection
+        .map(|c| {
+            c.try_open_watch(WATCHES_PER_CONNECTION).ok_or_else(|| {
+                wire::resource_exhausted(
+                    &format!("this connection holds its limit of {WATCHES_PER_CONNECTION} watch streams: open another connection"),
+                    1,
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Ends a stream whose reader took nothing for the stall bound: HTTP/2 gives a server no way
+/// to reclaim one stream's buffers, so its connection is closed.
+fn close_stalled(connection: Option<&Arc<ConnectionState>>, which: &'static str) {
+    metrics::counter!("tokenmint_watch_streams_stalled_total", "stream" => which).increment(1);
+    tracing::info!(
+        stream = which,
+        "a watch stream's reader took nothing within the stall timeout; closing its connection"
+    );
+    if let Some(connection) = connection {
+        connection.close();
+    }
 }
 
 /// The connection's address and verified client certificate.
@@ -246,12 +301,17 @@ impl TokenService for TokenApi {
 pub struct KeyApi {
     authority: Arc<Authority>,
     stop: CancellationToken,
+    limits: WatchLimits,
 }
 
 impl KeyApi {
     /// The service over `authority`; its watch streams end when `stop` fires.
-    pub fn new(authority: Arc<Authority>, stop: CancellationToken) -> Self {
-        Self { authority, stop }
+    pub fn new(authority: Arc<Authority>, stop: CancellationToken, limits: WatchLimits) -> Self {
+        Self {
+            authority,
+            stop,
+            limits,
+        }
     }
 }
 
@@ -271,24 +331,36 @@ impl KeyService for KeyApi {
 
     async fn watch_jwks(
         &self,
-        _request: Request<WatchJwksRequest>,
+        request: Request<WatchJwksRequest>,
     ) -> Result<Response<Self::WatchJwksStream>, Status> {
+        let connection = connection_of(&request);
+        let connection_watch = open_connection_watch(connection.as_ref())?;
+        let permit = self.limits.jwks.clone().try_acquire_owned().map_err(|_| {
+            wire::resource_exhausted(
+                "tokenmint holds its limit of key-set watch streams (keys.max_jwks_watches); use GetJwks or retry later",
+                5,
+            )
+        })?;
         let mut keys = self.authority.watch_keys();
         let stop = self.stop.clone();
+        let stall = self.limits.stall_timeout;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
+            let _counted = (permit, connection_watch);
             let mut last = String::new();
             loop {
                 let ring = keys.borrow_and_update().clone();
                 if ring.version() != last {
                     last = ring.version().to_owned();
-                    if tx.send(Ok(jwks_response(&ring))).await.is_err() {
-                        return;
+                    match tokio::time::timeout(stall, tx.send(Ok(jwks_response(&ring)))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return,
+                        Err(_) => return close_stalled(connection.as_ref(), "jwks"),
                     }
                 }
                 tokio::select! {
                     () = stop.cancelled() => {
-                        let _ = tx.send(Err(shutting_down())).await;
+                        let _ = tx.try_send(Err(shutting_down()));
                         return;
                     }
                     () = tx.closed() => return,
@@ -315,6 +387,7 @@ pub struct RevocationApi {
     authority: Arc<Authority>,
     changes: Arc<ChangeLog>,
     stop: CancellationToken,
+    limits: WatchLimits,
 }
 
 impl RevocationApi {
@@ -323,11 +396,13 @@ impl RevocationApi {
         authority: Arc<Authority>,
         changes: Arc<ChangeLog>,
         stop: CancellationToken,
+        limits: WatchLimits,
     ) -> Self {
         Self {
             authority,
             changes,
             stop,
+            limits,
         }
     }
 }
@@ -339,9 +414,9 @@ fn watch_item_to_proto(item: WatchItem) -> RevocationEvent {
         SnapshotComplete, TokenRevoked,
     };
     match item {
-        WatchItem::SnapshotBegin => RevocationEvent {
+        WatchItem::SnapshotBegin(through) => RevocationEvent {
             sequence: 0,
-            event: Some(E::SnapshotBegin(SnapshotBegin {})),
+            event: Some(E::SnapshotBegin(SnapshotBegin { through })),
         },
         WatchItem::SnapshotComplete(sequence) => RevocationEvent {
             sequence,
@@ -399,12 +474,32 @@ impl RevocationService for RevocationApi {
         self.authority
             .check_fresh()
             .map_err(|e| wire::caller_refused(&e, remote))?;
-        let after = request.into_inner().after_sequence;
-        tracing::info!(caller = %caller.id, after, "revocation watch started");
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let connection = connection_of(&request);
+        let connection_watch = open_connection_watch(connection.as_ref())?;
+        let permit = self
+            .limits
+            .revocations
+            .try_open(caller.id.as_str())
+            .map_err(|refused| wire::resource_exhausted(&refused.to_string(), 5))?;
+        let message = request.into_inner();
+        let from = match message.resume_snapshot {
+            Some(position) => WatchFrom::Snapshot {
+                through: position.through,
+                after: position.after,
+            },
+            None => WatchFrom::Sequence(message.after_sequence),
+        };
+        tracing::info!(caller = %caller.id, ?from, "revocation watch started");
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         let changes = self.changes.clone();
         let stop = self.stop.clone();
-        tokio::spawn(async move { changes.watch(after, tx, stop).await });
+        let stall = self.limits.stall_timeout;
+        tokio::spawn(async move {
+            let _counted = (permit, connection_watch);
+            if changes.watch(from, tx, stop, stall).await == WatchEnd::Stalled {
+                close_stalled(connection.as_ref(), "revocations");
+            }
+        });
         let stream =
             tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |item| {
                 match item {

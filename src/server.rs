@@ -657,10 +657,21 @@ impl PreparedServer {
         let token_service =
             TokenServiceServer::new(TokenApi::new(self.authority.clone(), self.changes.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let watch_limits = grpc::WatchLimits {
+            stall_timeout: self.config.server.watch_stall_timeout,
+            revocations: crate::changes::WatchCaps::new(
+                self.config.revocation.max_watches,
+                self.config.revocation.max_watches_per_client,
+            ),
+            jwks: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(self.config.keys.max_jwks_watches).unwrap_or(usize::MAX),
+            )),
+        };
         let revocation_service = RevocationServiceServer::new(RevocationApi::new(
             self.authority.clone(),
             self.changes.clone(),
             stop.clone(),
+            watch_limits.clone(),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let admin_service = AdminServiceServer::new(AdminApi::new(
@@ -674,8 +685,12 @@ impl PreparedServer {
             },
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let key_service = KeyServiceServer::new(KeyApi::new(self.authority.clone(), stop.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let key_service = KeyServiceServer::new(KeyApi::new(
+            self.authority.clone(),
+            stop.clone(),
+            watch_limits,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
 
         tracing::info!(issuer = %self.config.server.issuer, "serving");
         // One port: gRPC services by path, everything else to the OAuth2 HTTP face.

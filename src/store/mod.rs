@@ -9,7 +9,7 @@ use crate::{
     client::Client,
     crypto::Sealed,
     keys::{KeyId, KeyRecord},
-    revocation::{Change, Event, State},
+    revocation::{Change, Event, RevokedToken, State},
     rotation::KeyTransition,
 };
 
@@ -120,6 +120,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// The revocation state in force at `now`, with the log's high-water mark and purge mark.
     async fn revocation_state(&self, now: i64) -> Result<State, StoreError>;
+
+    /// As `revocation_state`, without its revoked tokens: the head of a watch snapshot, whose
+    /// tokens are read in pages with `revoked_tokens_page`.
+    async fn revocation_head(&self, now: i64) -> Result<State, StoreError>;
+
+    /// Up to `limit` revoked tokens in force at `now` whose change has a sequence in
+    /// (`after`, `through`], in sequence order.
+    async fn revoked_tokens_page(
+        &self,
+        after: u64,
+        through: u64,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<RevokedToken>, StoreError>;
 
     /// Removes state and log entries kept past their time; returns the rows removed.
     async fn purge(&self, now: i64) -> Result<u64, StoreError>;

@@ -779,94 +779,22 @@ impl Store for PostgresStore {
     }
 
     async fn revocation_state(&self, now: i64) -> Result<State, StoreError> {
-        // One snapshot, so the state and its high-water mark agree.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(unavailable)?;
-        let tokens = sqlx::query(
-            "SELECT token_id, expires_at, client_id, revoked_by, sequence, revoked_at \
-             FROM revoked_tokens WHERE keep_until >= $1 ORDER BY sequence",
-        )
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .iter()
-        .map(|row| {
-            Ok(RevokedToken {
-                token_id: row.try_get("token_id").map_err(corrupt)?,
-                expires_at: row.try_get("expires_at").map_err(corrupt)?,
-                client_id: row.try_get("client_id").map_err(corrupt)?,
-                revoked_by: row.try_get("revoked_by").map_err(corrupt)?,
-                sequence: row.sequence("sequence")?,
-                revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let cutoffs = sqlx::query(
-            "SELECT client_id, issued_at_or_before, sequence FROM client_cutoffs \
-             WHERE keep_until >= $1 ORDER BY sequence",
-        )
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .iter()
-        .map(|row| {
-            Ok(Cutoff {
-                client_id: row.try_get("client_id").map_err(corrupt)?,
-                issued_at_or_before: row.try_get("issued_at_or_before").map_err(corrupt)?,
-                sequence: row.sequence("sequence")?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let disabled_clients = sqlx::query(
-            "SELECT id, COALESCE(disabled_sequence, 0) AS sequence FROM clients \
-             WHERE enabled = 0 ORDER BY id COLLATE \"C\"",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .iter()
-        .map(|row| {
-            Ok((
-                row.try_get("id").map_err(corrupt)?,
-                row.sequence("sequence")?,
-            ))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let revoked_keys = sqlx::query(
-            "SELECT kid FROM signing_keys WHERE state = 'revoked' ORDER BY kid COLLATE \"C\"",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .iter()
-        .map(|row| Ok((row.try_get("kid").map_err(corrupt)?, 0)))
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let high_water: i64 = sqlx::query_scalar(
-            "SELECT COALESCE((SELECT value FROM log_meta WHERE name = 'high_water'), 0)",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let purged_through: i64 = sqlx::query_scalar(
-            "SELECT COALESCE((SELECT value FROM log_meta WHERE name = 'purged_through'), 0)",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(State {
-            tokens,
-            cutoffs,
-            disabled_clients,
-            revoked_keys,
-            high_water: u64::try_from(high_water).unwrap_or(0),
-            purged_through: u64::try_from(purged_through).unwrap_or(0),
-        })
+        self.read_state(now, true).await
+    }
+
+    async fn revocation_head(&self, now: i64) -> Result<State, StoreError> {
+        self.read_state(now, false).await
+    }
+
+    async fn revoked_tokens_page(
+        &self,
+        after: u64,
+        through: u64,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<RevokedToken>, StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(unavailable)?;
+        read_tokens(&mut connection, now, after, through, limit).await
     }
 
     async fn purge(&self, now: i64) -> Result<u64, StoreError> {
@@ -1011,6 +939,121 @@ impl Store for PostgresStore {
             .rows_affected();
         Ok(removed)
     }
+}
+
+impl PostgresStore {
+    /// The revocation state in force at `now` (its revoked tokens only `with_tokens`), read in
+    /// one transaction so that the state and its marks agree.
+    async fn read_state(&self, now: i64, with_tokens: bool) -> Result<State, StoreError> {
+        // One snapshot, so the state and its high-water mark agree.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(unavailable)?;
+        let tokens = if with_tokens {
+            read_tokens(&mut tx, now, 0, u64::MAX, u32::MAX).await?
+        } else {
+            Vec::new()
+        };
+        let cutoffs = sqlx::query(
+            "SELECT client_id, issued_at_or_before, sequence FROM client_cutoffs \
+             WHERE keep_until >= $1 ORDER BY sequence",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|row| {
+            Ok(Cutoff {
+                client_id: row.try_get("client_id").map_err(corrupt)?,
+                issued_at_or_before: row.try_get("issued_at_or_before").map_err(corrupt)?,
+                sequence: row.sequence("sequence")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let disabled_clients = sqlx::query(
+            "SELECT id, COALESCE(disabled_sequence, 0) AS sequence FROM clients \
+             WHERE enabled = 0 ORDER BY id COLLATE \"C\"",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("id").map_err(corrupt)?,
+                row.sequence("sequence")?,
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let revoked_keys = sqlx::query(
+            "SELECT kid FROM signing_keys WHERE state = 'revoked' ORDER BY kid COLLATE \"C\"",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|row| Ok((row.try_get("kid").map_err(corrupt)?, 0)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let high_water: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT value FROM log_meta WHERE name = 'high_water'), 0)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let purged_through: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT value FROM log_meta WHERE name = 'purged_through'), 0)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(State {
+            tokens,
+            cutoffs,
+            disabled_clients,
+            revoked_keys,
+            high_water: u64::try_from(high_water).unwrap_or(0),
+            purged_through: u64::try_from(purged_through).unwrap_or(0),
+        })
+    }
+}
+
+/// Up to `limit` revoked tokens in force at `now` with a sequence in (`after`, `through`], in
+/// sequence order.
+async fn read_tokens(
+    connection: &mut sqlx::PgConnection,
+    now: i64,
+    after: u64,
+    through: u64,
+    limit: u32,
+) -> Result<Vec<RevokedToken>, StoreError> {
+    sqlx::query(
+        "SELECT token_id, expires_at, client_id, revoked_by, sequence, revoked_at \
+         FROM revoked_tokens WHERE keep_until >= $1 AND sequence > $2 AND sequence <= $3 \
+         ORDER BY sequence LIMIT $4",
+    )
+    .bind(now)
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+    .bind(i64::try_from(through).unwrap_or(i64::MAX))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *connection)
+    .await
+    .map_err(unavailable)?
+    .iter()
+    .map(|row| {
+        Ok(RevokedToken {
+            token_id: row.try_get("token_id").map_err(corrupt)?,
+            expires_at: row.try_get("expires_at").map_err(corrupt)?,
+            client_id: row.try_get("client_id").map_err(corrupt)?,
+            revoked_by: row.try_get("revoked_by").map_err(corrupt)?,
+            sequence: row.sequence("sequence")?,
+            revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
+        })
+    })
+    .collect()
 }
 
 #[cfg(test)]

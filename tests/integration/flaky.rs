@@ -16,7 +16,7 @@ use tokenmint::{
     grpc::proto::IssueTokenRequest,
     keys::KeyRecord,
     pki::Issued,
-    revocation::{Change, Event, State},
+    revocation::{Change, Event, RevokedToken, State},
     store::{ClientSync, Committed, Store, StoreError, sqlite::SqliteStore},
 };
 
@@ -117,6 +117,22 @@ impl Store for FlakyStore {
 
     async fn revocation_state(&self, now: i64) -> Result<State, StoreError> {
         self.inner.revocation_state(now).await
+    }
+
+    async fn revocation_head(&self, now: i64) -> Result<State, StoreError> {
+        self.inner.revocation_head(now).await
+    }
+
+    async fn revoked_tokens_page(
+        &self,
+        after: u64,
+        through: u64,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<RevokedToken>, StoreError> {
+        self.inner
+            .revoked_tokens_page(after, through, now, limit)
+            .await
     }
 
     async fn purge(&self, now: i64) -> Result<u64, StoreError> {

@@ -29,4 +29,5 @@ mod store_contract;
 mod support;
 mod tls;
 mod watch;
+mod watch_limits;
 mod watch_privacy;

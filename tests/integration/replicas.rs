@@ -58,7 +58,10 @@ async fn changes_on_one_replica_reach_another() {
     // A watcher on B.
     let mut stream = b
         .revocations(&rs)
-        .watch_revocations(WatchRevocationsRequest { after_sequence: 0 })
+        .watch_revocations(WatchRevocationsRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -191,7 +194,10 @@ async fn a_replica_cut_off_from_the_store_goes_stale_then_recovers() {
     // A watch stream open before the outage.
     let mut stream = server
         .revocations(&rs)
-        .watch_revocations(WatchRevocationsRequest { after_sequence: 0 })
+        .watch_revocations(WatchRevocationsRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -334,7 +340,10 @@ async fn concurrent_revocations_on_two_replicas_reach_a_watcher_in_sequence_orde
     // come with a sequence above every one before it.
     let mut stream = b
         .revocations(&rs)
-        .watch_revocations(WatchRevocationsRequest { after_sequence: 0 })
+        .watch_revocations(WatchRevocationsRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -1002,7 +1011,10 @@ async fn a_replica_cut_off_by_the_network_refuses_what_it_cannot_vouch_for_then_
     println!("cut: introspection on A refused {since:?} after the cut");
     let status = a
         .revocations(&rs)
-        .watch_revocations(WatchRevocationsRequest { after_sequence: 0 })
+        .watch_revocations(WatchRevocationsRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");

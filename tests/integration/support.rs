@@ -150,6 +150,8 @@ pub struct Setup {
     pub store_url: String,
     /// Extra lines for `[store]`.
     pub store_toml: String,
+    /// Lines for `[revocation]`.
+    pub revocation_toml: String,
     /// Lines for `[admin]`; when not empty, the server gets an admin listener on an
     /// ephemeral port (`TestServer::admin_addr`).
     pub admin_toml: String,
@@ -176,6 +178,7 @@ impl Setup {
             tls_toml: String::new(),
             store_url: "sqlite://tokenmint.db".into(),
             store_toml: String::new(),
+            revocation_toml: String::new(),
             admin_toml: String::new(),
         }
     }
@@ -208,6 +211,7 @@ url = "{store_url}"
 
 [admin]
 {admin}
+{revocation}
 
 [keys]
 kek_files = ["tokenmint.kek"]
@@ -215,6 +219,11 @@ kek_files = ["tokenmint.kek"]
 {clients}
 "#,
             admin = self.admin_toml,
+            revocation = if self.revocation_toml.is_empty() {
+                String::new()
+            } else {
+                format!("[revocation]\n{}", self.revocation_toml)
+            },
             extra = self.extra_toml,
             server = self.server_toml,
             tls = self.tls_toml,

@@ -49,7 +49,10 @@ async fn watch(
         WAIT,
         server
             .revocations(cert)
-            .watch_revocations(WatchRevocationsRequest { after_sequence }),
+            .watch_revocations(WatchRevocationsRequest {
+                after_sequence,
+                ..Default::default()
+            }),
     )
     .await
     .expect("the watch starts in time")
@@ -77,16 +80,20 @@ async fn assert_quiet(stream: &mut Streaming<RevocationEvent>) {
 /// and the sequence the snapshot is current through.
 async fn read_snapshot(stream: &mut Streaming<RevocationEvent>) -> (Vec<RevocationEvent>, u64) {
     let first = next(stream).await;
-    assert_eq!(
-        first.event,
-        Some(Event::SnapshotBegin(SnapshotBegin {})),
-        "a snapshot starts with SnapshotBegin: {first:?}"
-    );
+    let Some(Event::SnapshotBegin(SnapshotBegin { through })) = first.event else {
+        panic!("a snapshot starts with SnapshotBegin: {first:?}");
+    };
     let mut state = Vec::new();
     loop {
         let event = next(stream).await;
         match event.event {
-            Some(Event::SnapshotComplete(SnapshotComplete {})) => return (state, event.sequence),
+            Some(Event::SnapshotComplete(SnapshotComplete {})) => {
+                assert_eq!(
+                    event.sequence, through,
+                    "SnapshotBegin announces the sequence SnapshotComplete carries"
+                );
+                return (state, event.sequence);
+            }
             Some(Event::SnapshotBegin(_)) | None => panic!("inside a snapshot: {event:?}"),
             Some(_) => state.push(event),
         }
@@ -113,7 +120,10 @@ async fn watching_needs_a_certificate_and_the_introspect_permission() {
     let server = setup.start().await;
 
     let status = RevocationServiceClient::new(server.public_channel())
-        .watch_revocations(WatchRevocationsRequest { after_sequence: 0 })
+        .watch_revocations(WatchRevocationsRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .expect_err("no certificate");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
@@ -122,7 +132,10 @@ async fn watching_needs_a_certificate_and_the_introspect_permission() {
         let cert = setup.pki.client_uri(uri);
         let status = server
             .revocations(&cert)
-            .watch_revocations(WatchRevocationsRequest { after_sequence: 0 })
+            .watch_revocations(WatchRevocationsRequest {
+                after_sequence: 0,
+                ..Default::default()
+            })
             .await
             .expect_err("no introspect permission");
         assert_eq!(status.code(), Code::PermissionDenied, "{uri}: {status:?}");
@@ -132,7 +145,10 @@ async fn watching_needs_a_certificate_and_the_introspect_permission() {
     let stranger = setup.pki.client_uri("spiffe://tokenmint.test/stranger");
     let status = server
         .revocations(&stranger)
-        .watch_revocations(WatchRevocationsRequest { after_sequence: 0 })
+        .watch_revocations(WatchRevocationsRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .expect_err("not a client");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");

@@ -95,7 +95,10 @@ async fn until(
 async fn watch(server: &TestServer, cert: &Issued) -> Streaming<RevocationEvent> {
     server
         .revocations(cert)
-        .watch_revocations(WatchRevocationsRequest { after_sequence: 0 })
+        .watch_revocations(WatchRevocationsRequest {
+            after_sequence: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
