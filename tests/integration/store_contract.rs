@@ -209,6 +209,7 @@ contract_tests!(
     contract_client_disable_and_enable_flip_enabled,
     contract_changes_after_pages_in_order,
     contract_revocation_state,
+    contract_revoked_tokens_in_pages_and_the_state_head,
     contract_cutoffs_keep_the_latest_time,
     contract_purge,
     contract_audit_events_are_written_with_their_change_listed_and_purged,
@@ -1318,6 +1319,62 @@ async fn contract_revocation_state(backend: &Backend) {
         assert_eq!(state.revoked_keys.len(), 1);
         assert_eq!(state.high_water, key_event.sequence);
     }
+}
+
+async fn contract_revoked_tokens_in_pages_and_the_state_head(backend: &Backend) {
+    let store = backend.open().await;
+    store
+        .insert_client(&client("c1", uri("spiffe://t/c1")), T0, &test_audit())
+        .await
+        .unwrap();
+    // Five tokens; the third is kept only 10 s; a cut-off between the second and third.
+    let mut sequences = Vec::new();
+    for (i, keep) in [(0, 300), (1, 300), (2, 10), (3, 300), (4, 300)] {
+        let event = commit(
+            &*store,
+            &revoke_token(&format!("t{i}"), Some("c1"), "c1"),
+            T0,
+            keep,
+            1000,
+        )
+        .await;
+        sequences.push(event.sequence);
+        if i == 1 {
+            commit(&*store, &cutoff("c1", T0 - 5), T0, 300, 1000).await;
+        }
+    }
+    let ids = |page: &[tokenmint::revocation::RevokedToken]| {
+        page.iter().map(|t| t.token_id.clone()).collect::<Vec<_>>()
+    };
+    let all = store
+        .revoked_tokens_page(0, u64::MAX, T0, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), ["t0", "t1", "t2", "t3", "t4"]);
+    // Pages: after a sequence, at most `limit`, in order.
+    let first = store.revoked_tokens_page(0, u64::MAX, T0, 2).await.unwrap();
+    assert_eq!(ids(&first), ["t0", "t1"]);
+    let second = store
+        .revoked_tokens_page(first[1].sequence, u64::MAX, T0, 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), ["t2", "t3"]);
+    assert_eq!(second[0].sequence, sequences[2]);
+    // Up to `through` only, and only what is in force at `now`.
+    let through = store
+        .revoked_tokens_page(0, sequences[3], T0 + 60, 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&through), ["t0", "t1", "t3"]);
+    // The head: the state without its tokens, with the same marks.
+    let head = store.revocation_head(T0).await.unwrap();
+    let state = store.revocation_state(T0).await.unwrap();
+    assert!(head.tokens.is_empty());
+    assert_eq!(state.tokens.len(), 5);
+    assert_eq!(head.cutoffs, state.cutoffs);
+    assert_eq!(head.cutoffs.len(), 1);
+    assert_eq!(head.high_water, state.high_water);
+    assert_eq!(head.purged_through, state.purged_through);
 }
 
 async fn contract_cutoffs_keep_the_latest_time(backend: &Backend) {
