@@ -9,7 +9,7 @@ use crate::{
     crypto::{Algorithm, PublicKey, Sealed},
     identity::CertificateMatcher,
     keys::{KeyId, KeyRecord, KeyState},
-    revocation::{Change, Event},
+    revocation::{Change, Event, RevokedToken},
 };
 
 use super::StoreError;
@@ -80,6 +80,18 @@ pub(super) trait Columns {
         serde_json::from_str(&self.text(column)?)
             .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
     }
+}
+
+/// A `revoked_tokens` row.
+pub(super) fn revoked_token_from(row: &impl Columns) -> Result<RevokedToken, StoreError> {
+    Ok(RevokedToken {
+        token_id: row.text("token_id")?,
+        expires_at: row.int("expires_at")?,
+        client_id: row.opt_text("client_id")?,
+        revoked_by: row.text("revoked_by")?,
+        sequence: row.sequence("sequence")?,
+        revoked_at: row.int("revoked_at")?,
+    })
 }
 
 /// A list as the JSON text the schema stores.

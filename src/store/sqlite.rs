@@ -13,8 +13,8 @@ use sqlx::{
 
 use super::rows::{
     ChangeColumns, Columns, audit_event_from, cast_after, client_from, corrupt, event_from,
-    json_list, key_from, permission_names, public_columns, sealed_from, seconds, unavailable,
-    write_error,
+    json_list, key_from, permission_names, public_columns, revoked_token_from, sealed_from,
+    seconds, unavailable, write_error,
 };
 use super::{ClientSync, Committed, Store, StoreError};
 use crate::{
@@ -761,22 +761,13 @@ async fn read_tokens(
          ORDER BY sequence LIMIT ?",
     )
     .bind(now)
-    .bind(i64::try_from(after).unwrap_or(i64::MAX))
-    .bind(i64::try_from(through).unwrap_or(i64::MAX))
+    .bind(cast_after(after))
+    .bind(cast_after(through))
     .bind(i64::from(limit))
     .fetch_all(&mut *connection)
     .await
     .map_err(unavailable)?
     .iter()
-    .map(|row| {
-        Ok(RevokedToken {
-            token_id: row.try_get("token_id").map_err(corrupt)?,
-            expires_at: row.try_get("expires_at").map_err(corrupt)?,
-            client_id: row.try_get("client_id").map_err(corrupt)?,
-            revoked_by: row.try_get("revoked_by").map_err(corrupt)?,
-            sequence: row.sequence("sequence")?,
-            revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
-        })
-    })
+    .map(revoked_token_from)
     .collect()
 }
