@@ -21,14 +21,24 @@ pub struct AddressShares {
     default: u32,
     /// Shares by range, most specific first.
     ranges: Vec<(IpNet, u32)>,
-    /// How many connections of one address may wait beyond its share; more are closed.
+    /// How many connections of one address may wait beyond its share, and how many may
+    /// wait in all; more are closed.
     max_waiting: usize,
-    active: Mutex<HashMap<IpAddr, Entry>>,
+    active: Mutex<Active>,
+}
+
+#[derive(Debug, Default)]
+struct Active {
+    by_address: HashMap<IpAddr, Entry>,
+    /// Connections beyond their address's share, across addresses.
+    waiting: usize,
 }
 
 #[derive(Debug)]
 struct Entry {
     turns: Arc<Semaphore>,
+    /// The address's share: how many `turns` holds in all.
+    turns_total: usize,
     /// Connections in progress or waiting.
     users: usize,
 }
@@ -40,7 +50,7 @@ pub struct QueueFull;
 impl AddressShares {
     /// `default` in progress per address (0: no limit), `ranges` in its place for the
     /// addresses they hold (the most specific range that holds an address wins), and up to
-    /// `max_waiting` more waiting per address.
+    /// `max_waiting` more waiting per address and in all.
     pub fn new(default: u32, ranges: &[(IpNet, u32)], max_waiting: usize) -> Arc<Self> {
         let mut ranges = ranges.to_vec();
         ranges.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
@@ -54,28 +64,44 @@ impl AddressShares {
 
     /// The share of `ip` (`None`: no per-address limit).
     pub fn share_of(&self, ip: IpAddr) -> Option<u32> {
+        self.share_and_key(ip).0
+    }
+
+    /// The share of `ip`, and the address it is counted by: IPv4 as it is; IPv6 by its /64,
+    /// unless a range narrower than a /64 sets its share (then by itself, so that the /64's
+    /// other addresses keep theirs).
+    fn share_and_key(&self, ip: IpAddr) -> (Option<u32>, IpAddr) {
         let ip = ip.to_canonical();
-        let share = self
-            .ranges
-            .iter()
-            .find(|(net, _)| net.contains(&ip))
-            .map_or(self.default, |(_, share)| *share);
-        (share > 0).then_some(share)
+        let range = self.ranges.iter().find(|(net, _)| net.contains(&ip));
+        let share = range.map_or(self.default, |(_, share)| *share);
+        let key = match range {
+            Some((IpNet::V6(net), _)) if net.prefix_len() > 64 => ip,
+            _ => address_key(ip),
+        };
+        ((share > 0).then_some(share), key)
     }
 
     /// Takes a place for a connection from `ip`: its turn may still have to be waited for.
     pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<Place, QueueFull> {
-        let Some(share) = self.share_of(ip) else {
+        let (Some(share), key) = self.share_and_key(ip) else {
             return Ok(Place { entry: None });
         };
-        let key = address_key(ip);
+        let share = share as usize;
         let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = active.entry(key).or_insert_with(|| Entry {
-            turns: Arc::new(Semaphore::new(share as usize)),
+        let Active {
+            by_address,
+            waiting,
+        } = &mut *active;
+        let entry = by_address.entry(key).or_insert_with(|| Entry {
+            turns: Arc::new(Semaphore::new(share)),
+            turns_total: share,
             users: 0,
         });
-        if entry.users >= share as usize + self.max_waiting {
-            return Err(QueueFull);
+        if entry.users >= share {
+            if entry.users >= share + self.max_waiting || *waiting >= self.max_waiting {
+                return Err(QueueFull);
+            }
+            *waiting += 1;
         }
         entry.users += 1;
         Ok(Place {
@@ -85,10 +111,17 @@ impl AddressShares {
 
     fn leave(&self, key: IpAddr) {
         let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = active.get_mut(&key) {
+        let Active {
+            by_address,
+            waiting,
+        } = &mut *active;
+        if let Some(entry) = by_address.get_mut(&key) {
+            if entry.users > entry.turns_total {
+                *waiting = waiting.saturating_sub(1);
+            }
             entry.users = entry.users.saturating_sub(1);
             if entry.users == 0 {
-                active.remove(&key);
+                by_address.remove(&key);
             }
         }
     }
@@ -98,6 +131,7 @@ impl AddressShares {
         self.active
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .by_address
             .len()
     }
 }
@@ -200,5 +234,35 @@ mod tests {
         drop(places);
         drop(other);
         assert_eq!(shares.addresses(), 0, "no address is remembered once idle");
+    }
+
+    #[test]
+    fn connections_waiting_are_bounded_across_addresses_too() {
+        let shares = AddressShares::new(1, &[], 2);
+        let held: Vec<Place> = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+            .iter()
+            .flat_map(|a| [shares.enter(ip(a)).unwrap()])
+            .collect();
+        // Each address has its one turn; two more may wait, whichever address they are from.
+        let waiting_a = shares.enter(ip("192.0.2.1")).unwrap();
+        let _waiting_b = shares.enter(ip("192.0.2.2")).unwrap();
+        assert_eq!(shares.enter(ip("192.0.2.3")).unwrap_err(), QueueFull);
+        drop(waiting_a);
+        let _waiting_c = shares.enter(ip("192.0.2.3")).unwrap();
+        drop(held);
+    }
+
+    #[test]
+    fn a_range_narrower_than_a_64_has_its_own_count() {
+        let ranges = [("2001:db8::7/128".parse().unwrap(), 3)];
+        let shares = AddressShares::new(1, &ranges, 0);
+        let proxy: Vec<Place> = (0..3)
+            .map(|_| shares.enter(ip("2001:db8::7")).unwrap())
+            .collect();
+        // The proxy's share does not lend itself to, or take from, its /64's other addresses.
+        let neighbour = shares.enter(ip("2001:db8::8")).unwrap();
+        assert_eq!(shares.enter(ip("2001:db8::9")).unwrap_err(), QueueFull);
+        assert_eq!(shares.enter(ip("2001:db8::7")).unwrap_err(), QueueFull);
+        drop((proxy, neighbour));
     }
 }

@@ -20,8 +20,8 @@ use crate::{
 const BROADCAST_CAPACITY: usize = 4096;
 /// How many log entries one catch-up read fetches.
 const CATCH_UP_BATCH: u32 = 1000;
-/// How many revoked tokens one snapshot page holds: what a watch stream reads from the store
-/// at a time.
+/// How many revoked tokens one snapshot page holds, and how many log entries a watcher's
+/// catch-up reads: what a watch stream holds from the store at a time.
 const SNAPSHOT_PAGE: u32 = 256;
 
 /// The single path every revocation and client change takes.
@@ -84,8 +84,22 @@ impl ChangeLog {
 
     /// Commits `change`, made by `actor`: to the store with its audit event (an error here
     /// means nothing changed), then the blocklist, then the watchers. `None` when it was
-    /// already in force.
-    pub async fn commit(&self, change: Change, actor: &str) -> Result<Option<Event>, StoreError> {
+    /// already in force. The commit runs to its end in a task of its own, even if the caller
+    /// stops waiting (`server.request_timeout`, a call dropped): a change in the store always
+    /// reaches this process's blocklist and watchers with it.
+    pub async fn commit(
+        self: &Arc<Self>,
+        change: Change,
+        actor: &str,
+    ) -> Result<Option<Event>, StoreError> {
+        let log = self.clone();
+        let actor = actor.to_owned();
+        tokio::spawn(async move { log.commit_now(change, &actor).await })
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("the commit failed: {e}"))))
+    }
+
+    async fn commit_now(&self, change: Change, actor: &str) -> Result<Option<Event>, StoreError> {
         let _serial = self.commit_lock.lock().await;
         let now = self.authority.now();
         let committed = self
@@ -329,10 +343,10 @@ impl ChangeLog {
         loop {
             let batch = self
                 .store
-                .changes_after(cursor, CATCH_UP_BATCH)
+                .changes_after(cursor, SNAPSHOT_PAGE)
                 .await
                 .map_err(Closed::Store)?;
-            let done = batch.len() < CATCH_UP_BATCH as usize;
+            let done = batch.len() < SNAPSHOT_PAGE as usize;
             for event in batch {
                 cursor = event.sequence;
                 sender.send(WatchItem::Change(event)).await?;
@@ -358,7 +372,10 @@ impl ChangeLog {
             .revocation_head(self.authority.now())
             .await
             .map_err(Closed::Store)?;
-        if through < head.purged_through || through > head.high_water {
+        // Before its first token the watcher holds only the head, which a fresh snapshot
+        // resends anyway: starting again costs nothing and never replays older changes
+        // over a newer head.
+        if after == 0 || through < head.purged_through || through > head.high_water {
             return self.snapshot(&head, 0, true, sender).await;
         }
         let head = State {
@@ -459,13 +476,35 @@ impl Sender<'_> {
     /// bound, or the server stops (a watcher that does not read must not hold up shutdown).
     async fn send(&self, item: WatchItem) -> Result<(), Closed> {
         tokio::select! {
-            sent = tokio::time::timeout(self.stall, self.out.send(Ok(item))) => match sent {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(Closed::Receiver),
-                Err(_) => Err(Closed::Stalled),
-            },
+            sent = send_within(self.out, Ok(item), self.stall) => sent.map_err(|unsent| match unsent {
+                Unsent::Closed => Closed::Receiver,
+                Unsent::Stalled => Closed::Stalled,
+            }),
             () = self.stop.cancelled() => Err(Closed::Receiver),
         }
+    }
+}
+
+/// Why an item of a watch stream was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unsent {
+    /// The receiver went away.
+    Closed,
+    /// The receiver took nothing within the stall bound.
+    Stalled,
+}
+
+/// Sends `item` to a watch stream's reader, who must take something within `stall`: the one
+/// rule every watch stream (revocations and key sets) keeps.
+pub async fn send_within<T>(
+    out: &tokio::sync::mpsc::Sender<T>,
+    item: T,
+    stall: std::time::Duration,
+) -> Result<(), Unsent> {
+    match tokio::time::timeout(stall, out.send(item)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Unsent::Closed),
+        Err(_) => Err(Unsent::Stalled),
     }
 }
 

@@ -52,6 +52,8 @@ const DEFAULT_MAX_IN_FLIGHT_WITHOUT_CERTIFICATE: u32 = 256;
 const DEFAULT_MAX_STREAMS_WITHOUT_CERTIFICATE: u32 = 8;
 /// Default of `server.max_connections_without_certificate`.
 const DEFAULT_MAX_CONNECTIONS_WITHOUT_CERTIFICATE: u32 = 1024;
+/// Default of `server.idle_timeout_without_certificate`.
+const DEFAULT_IDLE_TIMEOUT_WITHOUT_CERTIFICATE: &str = "30s";
 /// Default of `server.body_timeout`.
 const DEFAULT_BODY_TIMEOUT: &str = "10s";
 /// Default of `server.request_timeout`.
@@ -140,6 +142,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_in_flight_without_certificate",
             "max_streams_without_certificate",
             "max_connections_without_certificate",
+            "idle_timeout_without_certificate",
             "body_timeout",
             "request_timeout",
             "max_handshakes_per_address",
@@ -325,8 +328,10 @@ pub struct ServerConfig {
     pub max_in_flight_without_certificate: u32,
     /// HTTP/2 streams at once on a connection without a client certificate.
     pub max_streams_without_certificate: u32,
-    /// Connections without a client certificate open at once.
+    /// Connections without a client certificate open at once (one address: a sixteenth).
     pub max_connections_without_certificate: u32,
+    /// A connection without a client certificate with no request open this long is closed.
+    pub idle_timeout_without_certificate: Duration,
     /// How long a peer may take to send a request's body (on HTTP/1.1, its headers too).
     pub body_timeout: Duration,
     /// How long a request may take from its headers to its response (≥ `body_timeout`).
@@ -618,6 +623,7 @@ struct FileServer {
     max_in_flight_without_certificate: Option<u32>,
     max_streams_without_certificate: Option<u32>,
     max_connections_without_certificate: Option<u32>,
+    idle_timeout_without_certificate: Option<String>,
     body_timeout: Option<String>,
     request_timeout: Option<String>,
     max_handshakes_per_address: Option<u32>,
@@ -1360,11 +1366,27 @@ impl Validator<'_> {
             DEFAULT_MAX_CONNECTIONS_WITHOUT_CERTIFICATE,
             "connections without a client certificate",
         )?;
+        let idle_timeout_without_certificate = self.positive(
+            "server.idle_timeout_without_certificate",
+            s.idle_timeout_without_certificate.as_deref(),
+            DEFAULT_IDLE_TIMEOUT_WITHOUT_CERTIFICATE,
+        )?;
         let (body_timeout, request_timeout) =
             self.request_timeouts(s.body_timeout.as_deref(), s.request_timeout.as_deref())?;
+        // The default never exceeds the total; a value written does not either.
         let max_handshakes_per_address = s
             .max_handshakes_per_address
-            .unwrap_or(DEFAULT_MAX_HANDSHAKES_PER_ADDRESS);
+            .unwrap_or(DEFAULT_MAX_HANDSHAKES_PER_ADDRESS.min(max_handshakes));
+        if max_handshakes_per_address > max_handshakes {
+            return Err(self.error(
+                "server.max_handshakes_per_address",
+                format!(
+                    "{} ({max_handshakes_per_address}) must not exceed {} ({max_handshakes}): one address cannot have more in progress than the server",
+                    self.label("server.max_handshakes_per_address"),
+                    self.label("server.max_handshakes")
+                ),
+            ));
+        }
         let max_handshakes_per_address_in =
             self.address_ranges(&s.max_handshakes_per_address_in)?;
         let watch_stall_timeout = self.positive(
@@ -1388,6 +1410,7 @@ impl Validator<'_> {
             max_in_flight_without_certificate,
             max_streams_without_certificate,
             max_connections_without_certificate,
+            idle_timeout_without_certificate,
             body_timeout,
             request_timeout,
             max_handshakes_per_address,
@@ -1478,6 +1501,16 @@ impl Validator<'_> {
                 Ok((net.trunc(), *limit))
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some((net, _)) = parsed.iter().find(|(net, _)| !seen.insert(*net)) {
+            return Err(self.error(
+                field,
+                format!(
+                    "{} names the range {net} twice (written two ways): keep one",
+                    self.label(field)
+                ),
+            ));
+        }
         parsed.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
         Ok(parsed)
     }
@@ -2205,6 +2238,9 @@ max_in_flight = 4096
 max_in_flight_without_certificate = 256
 max_streams_without_certificate = 8
 max_connections_without_certificate = 1024
+# One address (an IPv6 /64) may hold a sixteenth of those connections; one with no request
+# open for this long is closed.
+idle_timeout_without_certificate = "30s"
 # How long a peer may take to send a request's body (on HTTP/1.1 its headers too), and to
 # have the whole request answered (at most 5m each).
 body_timeout = "10s"
@@ -2951,6 +2987,60 @@ enabled = false
     #[test]
     fn wrong_type_in_file_is_refused() {
         refused("[server]\nlisten = 8443", &[FILE, "listen"]);
+    }
+
+    #[test]
+    fn availability_limits_are_read_and_checked() {
+        let c = load(
+            "[server]\nbody_timeout = \"2s\"\nrequest_timeout = \"4s\"\nmax_handshakes_per_address = 8\nmax_handshakes_per_address_in = { \"10.0.0.0/8\" = 0, \"10.1.0.0/16\" = 512 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.body_timeout, Duration::from_secs(2));
+        assert_eq!(c.server.request_timeout, Duration::from_secs(4));
+        assert_eq!(c.server.max_handshakes_per_address, 8);
+        // Most specific first.
+        let ranges: Vec<(String, u32)> = c
+            .server
+            .max_handshakes_per_address_in
+            .iter()
+            .map(|(net, share)| (net.to_string(), *share))
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                ("10.1.0.0/16".to_owned(), 512),
+                ("10.0.0.0/8".to_owned(), 0)
+            ]
+        );
+        let e = refused(
+            "[server]\nbody_timeout = \"40s\"\n",
+            &["server.body_timeout", "server.request_timeout"],
+        );
+        assert_eq!(invalid_field(&e), "server.body_timeout");
+        refused(
+            "[server]\nrequest_timeout = \"10m\"\n",
+            &["server.request_timeout", "5m"],
+        );
+        refused(
+            "[server]\nmax_handshakes_per_address_in = { \"10.0.0/8\" = 1 }\n",
+            &["server.max_handshakes_per_address_in", "10.0.0/8", "CIDR"],
+        );
+        refused(
+            "[server]\nmax_handshakes_per_address_in = { \"10.0.0.1/8\" = 1, \"10.0.0.0/8\" = 2 }\n",
+            &["10.0.0.0/8", "twice"],
+        );
+        refused(
+            "[server]\nmax_handshakes = 10\nmax_handshakes_per_address = 11\n",
+            &["server.max_handshakes_per_address", "server.max_handshakes"],
+        );
+        refused(
+            "[server]\nmax_streams_without_certificate = 0\n",
+            &["server.max_streams_without_certificate", "at least 1"],
+        );
+        refused(
+            "[revocation]\nmax_watches = 0\n",
+            &["revocation.max_watches"],
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     audit::AuditRecord,
     authority::Authority,
-    changes::{ChangeLog, WatchCaps, WatchEnd, WatchFrom, WatchItem},
+    changes::{ChangeLog, Unsent, WatchCaps, WatchEnd, WatchFrom, WatchItem, send_within},
     client::{Client, ClientDraft, PeerCertificate, Permission},
     identity::CertificateMatcher,
     lifecycle::Rotator,
@@ -138,8 +138,30 @@ pub struct WatchLimits {
     pub stall_timeout: Duration,
     /// `WatchRevocations` streams in all and per client.
     pub revocations: Arc<WatchCaps>,
-    /// `WatchJwks` streams in all.
+    /// `WatchJwks` streams from connections with a client certificate, and from connections
+    /// without one (a quarter as many, apart: peers without a certificate cannot take the
+    /// streams verifiers with one need).
     pub jwks: Arc<tokio::sync::Semaphore>,
+    /// See `jwks`.
+    pub jwks_without_certificate: Arc<tokio::sync::Semaphore>,
+}
+
+impl WatchLimits {
+    /// `stall_timeout`; `revocations` streams in all and per client; `max_jwks` key-set
+    /// streams with a certificate and a quarter of that without.
+    pub fn new(stall_timeout: Duration, revocations: Arc<WatchCaps>, max_jwks: u32) -> Self {
+        let slots = |n: u32| {
+            Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(n).unwrap_or(usize::MAX),
+            ))
+        };
+        Self {
+            stall_timeout,
+            revocations,
+            jwks: slots(max_jwks),
+            jwks_without_certificate: slots((max_jwks / 4).max(1)),
+        }
+    }
 }
 
 /// The connection a request came on.
@@ -335,9 +357,15 @@ impl KeyService for KeyApi {
     ) -> Result<Response<Self::WatchJwksStream>, Status> {
         let connection = connection_of(&request);
         let connection_watch = open_connection_watch(connection.as_ref())?;
-        let permit = self.limits.jwks.clone().try_acquire_owned().map_err(|_| {
+        let (_, peer) = peer_of(&request);
+        let pool = if peer.is_some() {
+            &self.limits.jwks
+        } else {
+            &self.limits.jwks_without_certificate
+        };
+        let permit = pool.clone().try_acquire_owned().map_err(|_| {
             wire::resource_exhausted(
-                "tokenmint holds its limit of key-set watch streams (keys.max_jwks_watches); use GetJwks or retry later",
+                "tokenmint holds its limit of key-set watch streams (keys.max_jwks_watches; a quarter of it for connections without a client certificate); use GetJwks or retry later",
                 5,
             )
         })?;
@@ -352,10 +380,10 @@ impl KeyService for KeyApi {
                 let ring = keys.borrow_and_update().clone();
                 if ring.version() != last {
                     last = ring.version().to_owned();
-                    match tokio::time::timeout(stall, tx.send(Ok(jwks_response(&ring)))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return,
-                        Err(_) => return close_stalled(connection.as_ref(), "jwks"),
+                    match send_within(&tx, Ok(jwks_response(&ring)), stall).await {
+                        Ok(()) => {}
+                        Err(Unsent::Closed) => return,
+                        Err(Unsent::Stalled) => return close_stalled(connection.as_ref(), "jwks"),
                     }
                 }
                 tokio::select! {

@@ -150,13 +150,6 @@ impl Form {
     }
 }
 
-fn no_store(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
-}
-
 /// `client_secret_basic`: the `Authorization: Basic` credentials, if any (RFC 6749 §2.3.1).
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, HttpError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -263,9 +256,9 @@ async fn token(
             if !issued.scopes.is_empty() {
                 body["scope"] = Value::from(issued.scopes.join(" "));
             }
-            no_store(Json(body).into_response())
+            wire::no_store(Json(body).into_response())
         }
-        Err(e) => no_store(e.into_response()),
+        Err(e) => wire::no_store(e.into_response()),
     }
 }
 
@@ -331,15 +324,15 @@ async fn introspect(
             if let Some(scope) = claims.scope {
                 body["scope"] = Value::from(scope);
             }
-            no_store(Json(body).into_response())
+            wire::no_store(Json(body).into_response())
         }
         Ok(Err(reason)) => {
             metrics::counter!("tokenmint_introspections_total", "outcome" => reason.label())
                 .increment(1);
             tracing::debug!(reason = %reason, "introspection: inactive");
-            no_store(Json(json!({ "active": false })).into_response())
+            wire::no_store(Json(json!({ "active": false })).into_response())
         }
-        Err(e) => no_store(e.into_response()),
+        Err(e) => wire::no_store(e.into_response()),
     }
 }
 
@@ -367,14 +360,14 @@ async fn revoke(
     })();
     let (change, caller_id) = match decided {
         Ok(decided) => decided,
-        Err(e) => return no_store(e.into_response()),
+        Err(e) => return wire::no_store(e.into_response()),
     };
     if let Some(change) = change
         && let Err(e) = face.changes.commit(change, caller_id.as_str()).await
     {
-        return no_store(HttpError::from_status(wire::store_failed(&e)).into_response());
+        return wire::no_store(HttpError::from_status(wire::store_failed(&e)).into_response());
     }
-    no_store(StatusCode::OK.into_response())
+    wire::no_store(StatusCode::OK.into_response())
 }
 
 async fn jwks(State(face): State<HttpFace>, headers: HeaderMap) -> Response {

@@ -657,16 +657,14 @@ impl PreparedServer {
         let token_service =
             TokenServiceServer::new(TokenApi::new(self.authority.clone(), self.changes.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let watch_limits = grpc::WatchLimits {
-            stall_timeout: self.config.server.watch_stall_timeout,
-            revocations: crate::changes::WatchCaps::new(
+        let watch_limits = grpc::WatchLimits::new(
+            self.config.server.watch_stall_timeout,
+            crate::changes::WatchCaps::new(
                 self.config.revocation.max_watches,
                 self.config.revocation.max_watches_per_client,
             ),
-            jwks: Arc::new(tokio::sync::Semaphore::new(
-                usize::try_from(self.config.keys.max_jwks_watches).unwrap_or(usize::MAX),
-            )),
-        };
+            self.config.keys.max_jwks_watches,
+        );
         let revocation_service = RevocationServiceServer::new(RevocationApi::new(
             self.authority.clone(),
             self.changes.clone(),
@@ -842,6 +840,7 @@ fn connection_limits(server: &config::ServerConfig) -> transport::ConnectionLimi
         max_streams: server.max_concurrent_streams,
         max_streams_without_certificate: server.max_streams_without_certificate,
         max_connections_without_certificate: server.max_connections_without_certificate,
+        idle_without_certificate: server.idle_timeout_without_certificate,
         max_header_bytes: server.max_header_list_size,
         header_timeout: server.body_timeout,
         keepalive_interval: server.keepalive_interval,

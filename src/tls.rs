@@ -921,19 +921,19 @@ struct Handshaker {
 }
 
 impl Handshaker {
-    /// One connection: its address's turn (waiting holds no handshake slot), a slot, the
-    /// handshake, all within `timeout` of its accept; then the classified connection is
-    /// passed on.
+    /// One connection: its address's turn within `timeout` of its accept (waiting holds no
+    /// handshake slot), a slot, the handshake within `timeout` of its turn; then the
+    /// classified connection is passed on. Waiting is not the peer's failure: only the
+    /// handshake's own outcome counts against its address.
     async fn run(
         self: Arc<Self>,
         tcp: TcpStream,
         remote_addr: SocketAddr,
         place: crate::address_shares::Place,
     ) {
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let turn = tokio::select! {
             () = self.shutdown.cancelled() => return,
-            turn = tokio::time::timeout_at(deadline, place.turn()) => match turn {
+            turn = tokio::time::timeout(self.timeout, place.turn()) => match turn {
                 Ok(turn) => turn,
                 Err(_) => {
                     metrics::counter!("tokenmint_tls_handshakes_total", "result" => "address_wait_timeout").increment(1);
@@ -947,7 +947,7 @@ impl Handshaker {
             tracing::debug!(%remote_addr, "too many TLS handshakes in progress; connection closed");
             return;
         };
-        let handshake = tokio::time::timeout_at(deadline, self.acceptor.accept(tcp));
+        let handshake = tokio::time::timeout(self.timeout, self.acceptor.accept(tcp));
         let result = tokio::select! {
             () = self.shutdown.cancelled() => return,
             result = handshake => result,

@@ -27,7 +27,7 @@ use axum::{
     extract::{Request, State},
     http::header,
     middleware::Next,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use http_body_util::BodyExt as _;
 use hyper_util::{
@@ -36,9 +36,11 @@ use hyper_util::{
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::Status;
 
-use crate::tls::{ConnectionInfo, TlsConnection};
+use crate::{
+    tls::{ConnectionInfo, TlsConnection},
+    wire::AdmissionRefusal,
+};
 
 /// What one connection's peer may make this process hold: stream budgets, header limits and
 /// the connection's lifetime.
@@ -48,8 +50,11 @@ pub struct ConnectionLimits {
     pub max_streams: u32,
     /// HTTP/2 streams at once on a connection without one.
     pub max_streams_without_certificate: u32,
-    /// Connections without a certificate open at once; a new one beyond is closed.
+    /// Connections without a certificate open at once (one address: a sixteenth); a new one
+    /// beyond is closed.
     pub max_connections_without_certificate: u32,
+    /// A connection without a certificate with no request open this long is closed.
+    pub idle_without_certificate: Duration,
     /// Bytes of request headers (HTTP/2 header list; HTTP/1.1 request line and headers).
     pub max_header_bytes: u32,
     /// How long an HTTP/1.1 peer may take to send a request's headers.
@@ -70,17 +75,68 @@ pub struct ConnectionLimits {
 /// 400 KiB): a peer that stops reading holds at most this much per stream.
 const MAX_SEND_BUFFER_PER_STREAM: usize = 64 * 1024;
 
+/// One address (an IPv6 /64 counts as one) may hold this fraction of the connections without
+/// a client certificate: 1/16, 64 of the default 1024.
+const CONNECTIONS_WITHOUT_CERTIFICATE_SHARE: u32 = 16;
+
 /// hyper refuses an HTTP/1.1 read buffer smaller than this.
 const MIN_HTTP1_BUFFER: usize = 8 * 1024;
 
 /// What a connection's handlers may do to the connection itself, and what it holds.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnectionState {
     close: CancellationToken,
     watches: AtomicU32,
+    /// Requests whose response has not ended yet (a stream counts until it ends).
+    open_requests: AtomicU32,
+    /// When the last request ended, or the connection began.
+    last_ended: std::sync::Mutex<Instant>,
+}
+
+impl Default for ConnectionState {
+    fn default() -> Self {
+        Self {
+            close: CancellationToken::new(),
+            watches: AtomicU32::new(0),
+            open_requests: AtomicU32::new(0),
+            last_ended: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+}
+
+/// A request counted as open on its connection until dropped (with its response body).
+struct OpenRequest(Arc<ConnectionState>);
+
+impl OpenRequest {
+    fn start(state: &Arc<ConnectionState>) -> Self {
+        state.open_requests.fetch_add(1, Ordering::AcqRel);
+        Self(state.clone())
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        *self
+            .0
+            .last_ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        self.0.open_requests.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl ConnectionState {
+    /// How long the connection has had no request open (zero while one is).
+    fn idle_for(&self) -> Duration {
+        if self.open_requests.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        self.last_ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
+    }
+
     /// Closes the connection now, whatever is in flight on it: for a peer that stopped
     /// reading a stream (HTTP/2 gives a server no other way to reclaim it).
     pub fn close(&self) {
@@ -156,6 +212,11 @@ pub async fn serve_connections(
     let uncertified = Arc::new(Semaphore::new(
         usize::try_from(limits.max_connections_without_certificate).unwrap_or(usize::MAX),
     ));
+    let uncertified_per_address = crate::address_shares::AddressShares::new(
+        (limits.max_connections_without_certificate / CONNECTIONS_WITHOUT_CERTIFICATE_SHARE).max(1),
+        &[],
+        0,
+    );
     let tracker = TaskTracker::new();
     let force = CancellationToken::new();
     loop {
@@ -170,13 +231,18 @@ pub async fn serve_connections(
         let (builder, permit) = if info.peer.is_some() {
             (builders.certified.clone(), None)
         } else {
-            let Ok(permit) = uncertified.clone().try_acquire_owned() else {
+            let place = info
+                .remote_addr
+                .map(|addr| uncertified_per_address.enter(addr.ip()))
+                .transpose();
+            let permit = uncertified.clone().try_acquire_owned();
+            let (Ok(place), Ok(permit)) = (place, permit) else {
                 metrics::counter!("tokenmint_connections_shed_total", "reason" => "without_certificate")
                     .increment(1);
-                tracing::debug!(remote_addr = ?info.remote_addr, "too many connections without a client certificate; connection closed");
+                tracing::debug!(remote_addr = ?info.remote_addr, "too many connections without a client certificate, in all or from this address; connection closed");
                 continue;
             };
-            (builders.uncertified.clone(), Some(permit))
+            (builders.uncertified.clone(), Some((permit, place)))
         };
         let service = service.clone();
         let (stop, force) = (stop.clone(), force.clone());
@@ -208,15 +274,30 @@ async fn serve_one(
     stop: CancellationToken,
     force: CancellationToken,
 ) {
-    let close = info.state.close.clone();
+    let state = info.state.clone();
     let remote_addr = info.remote_addr;
+    // A connection without a certificate is closed once idle for its limit: such connections
+    // are few, and an idle one must not keep its place.
+    let idle_limit = info
+        .peer
+        .is_none()
+        .then_some(limits.idle_without_certificate);
     let hyper_service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+        let open = OpenRequest::start(&info.state);
         request.extensions_mut().insert(info.clone());
         let mut service = service.clone();
         async move {
             let response: Result<Response, Infallible> =
                 tower::Service::call(&mut service, request.map(Body::new)).await;
-            response
+            // The request stays open until its response body ends or is dropped.
+            response.map(|response| {
+                response.map(|body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _open = &open;
+                        frame
+                    }))
+                })
+            })
         }
     });
     let served = builder.serve_connection(TokioIo::new(connection), hyper_service);
@@ -224,9 +305,16 @@ async fn serve_one(
     let age = tokio::time::sleep(limits.max_age);
     tokio::pin!(age);
     let mut closing_by: Option<tokio::time::Instant> = None;
+    let mut idle_check = tokio::time::interval(limits.idle_without_certificate / 4);
     loop {
         let deadline = closing_by.unwrap_or_else(far_future);
         tokio::select! {
+            _ = idle_check.tick(), if closing_by.is_none() && idle_limit.is_some() => {
+                if idle_limit.is_some_and(|limit| state.idle_for() >= limit) {
+                    served.as_mut().graceful_shutdown();
+                    closing_by = Some(tokio::time::Instant::now() + limits.grace);
+                }
+            }
             result = &mut served => {
                 if let Err(e) = result {
                     tracing::debug!(?remote_addr, error = %e, "connection ended with an error");
@@ -243,7 +331,7 @@ async fn serve_one(
             }
             () = tokio::time::sleep_until(deadline), if closing_by.is_some() => return,
             () = force.cancelled() => return,
-            () = close.cancelled() => {
+            () = state.close.cancelled() => {
                 tracing::debug!(?remote_addr, "connection closed by its handler");
                 return;
             }
@@ -294,81 +382,19 @@ impl Admission {
     }
 }
 
-/// Why a request was not admitted.
-#[derive(Debug)]
-enum Refused {
-    BodyTimedOut(Duration),
-    BodyTooLarge(usize),
-    BodyUnreadable,
-    Shed { with_certificate: bool },
-    TimedOut(Duration),
-}
-
-impl Refused {
-    fn status(&self) -> Status {
-        use crate::{oauth::ErrorCode, wire};
-        match self {
-            Refused::BodyTimedOut(limit) => wire::deadline_exceeded(&format!(
-                "the request body did not arrive within server.body_timeout ({}s)",
-                limit.as_secs_f64()
-            )),
-            Refused::BodyTooLarge(limit) => wire::too_large(*limit),
-            Refused::BodyUnreadable => wire::oauth_status(
-                ErrorCode::InvalidRequest,
-                "the request body could not be read",
-            ),
-            Refused::Shed { with_certificate } => wire::resource_exhausted(
-                if *with_certificate {
-                    "tokenmint is at its limit of requests in flight (server.max_in_flight); retry shortly"
-                } else {
-                    "tokenmint is at its limit of requests in flight from connections without a client certificate (server.max_in_flight_without_certificate); retry shortly"
-                },
-                1,
-            ),
-            Refused::TimedOut(limit) => wire::oauth_status(
-                ErrorCode::TemporarilyUnavailable,
-                &format!(
-                    "the request was not answered within server.request_timeout ({}s); retry",
-                    limit.as_secs_f64()
-                ),
-            ),
-        }
-    }
-
-    fn label(&self) -> &'static str {
-        match self {
-            Refused::BodyTimedOut(_) => "body_timeout",
-            Refused::BodyTooLarge(_) => "body_too_large",
-            Refused::BodyUnreadable => "body_unreadable",
-            Refused::Shed { .. } => "in_flight",
-            Refused::TimedOut(_) => "request_timeout",
-        }
-    }
-
-    fn into_response(self, grpc: bool) -> Response {
-        metrics::counter!("tokenmint_requests_refused_total", "reason" => self.label())
-            .increment(1);
-        if matches!(self, Refused::Shed { .. }) {
-            metrics::counter!("tokenmint_requests_shed_total").increment(1);
-        }
-        let status = self.status();
-        if grpc {
-            return status.into_http();
-        }
-        let mut response = crate::wire::HttpError::from_status(status).into_response();
-        response.headers_mut().insert(
-            header::CACHE_CONTROL,
-            axum::http::HeaderValue::from_static("no-store"),
-        );
-        response
-    }
-}
+/// The requests whose body is a stream rather than one message (server reflection, which
+/// grpcurl keeps open while it waits for answers): admitted without reading the body first;
+/// tonic bounds each of their messages.
+const STREAMING_REQUESTS: &[&str] = &[
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 /// Middleware on every request of a TLS listener: reads the body in full within
-/// `body_timeout` (at most [`MAX_GRPC_BODY`] or `http::MAX_BODY_BYTES`), then takes a slot in flight from the pool
-/// of its kind of connection — refused at once past it, with `RESOURCE_EXHAUSTED` and a
-/// retry hint (HTTP: 429 with `Retry-After`) — and answers within `request_timeout`. A watch
-/// stream holds its slot only until its first response.
+/// `body_timeout` (at most [`MAX_GRPC_BODY`] or `http::MAX_BODY_BYTES`), then takes a slot in
+/// flight from the pool of its kind of connection — refused at once past it, with
+/// `RESOURCE_EXHAUSTED` and a retry hint (HTTP: 429 with `Retry-After`) — and answers
+/// within `request_timeout`. A stream holds its slot only until its first response.
 pub async fn admit(
     State(admission): State<Arc<Admission>>,
     request: Request,
@@ -383,16 +409,13 @@ pub async fn admit(
         .extensions()
         .get::<ConnectionInfo>()
         .is_some_and(|info| info.peer.is_some());
-    let (parts, body) = request.into_parts();
-    let limit = if grpc {
-        MAX_GRPC_BODY
+    let request = if STREAMING_REQUESTS.contains(&request.uri().path()) {
+        request
     } else {
-        crate::http::MAX_BODY_BYTES
-    };
-    let body = match tokio::time::timeout(admission.body_timeout, read_body(body, limit)).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(refused)) => return refused.into_response(grpc),
-        Err(_) => return Refused::BodyTimedOut(admission.body_timeout).into_response(grpc),
+        match admission.read_body(request, grpc).await {
+            Ok(request) => request,
+            Err(refused) => return refused_response(refused, grpc),
+        }
     };
     let pool = if with_certificate {
         &admission.with_certificate
@@ -400,20 +423,38 @@ pub async fn admit(
         &admission.without_certificate
     };
     let Ok(_slot) = pool.try_acquire() else {
-        return Refused::Shed { with_certificate }.into_response(grpc);
+        metrics::counter!("tokenmint_requests_shed_total").increment(1);
+        return refused_response(AdmissionRefusal::Shed { with_certificate }, grpc);
     };
     let left = admission.request_timeout.saturating_sub(started.elapsed());
-    let request = Request::from_parts(parts, Body::from(body));
     match tokio::time::timeout(left, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => Refused::TimedOut(admission.request_timeout).into_response(grpc),
+        Err(_) => refused_response(AdmissionRefusal::TimedOut(admission.request_timeout), grpc),
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, Refused> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refused::BodyTooLarge(limit)),
-        Err(_) => Err(Refused::BodyUnreadable),
+fn refused_response(refused: AdmissionRefusal, grpc: bool) -> Response {
+    metrics::counter!("tokenmint_requests_refused_total", "reason" => refused.label()).increment(1);
+    refused.into_response(grpc)
+}
+
+impl Admission {
+    /// The request with its body read in full, within `body_timeout` and the size limit.
+    async fn read_body(&self, request: Request, grpc: bool) -> Result<Request, AdmissionRefusal> {
+        let limit = if grpc {
+            MAX_GRPC_BODY
+        } else {
+            crate::http::MAX_BODY_BYTES
+        };
+        let (parts, body) = request.into_parts();
+        let read = http_body_util::Limited::new(body, limit).collect();
+        match tokio::time::timeout(self.body_timeout, read).await {
+            Ok(Ok(collected)) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(AdmissionRefusal::BodyTooLarge(limit))
+            }
+            Ok(Err(_)) => Err(AdmissionRefusal::BodyUnreadable),
+            Err(_) => Err(AdmissionRefusal::BodyTimedOut(self.body_timeout)),
+        }
     }
 }

@@ -342,3 +342,85 @@ impl axum::response::IntoResponse for HttpError {
         response
     }
 }
+
+/// Adds `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1): for token
+/// responses and every refusal of the HTTP face.
+pub fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Why a request was refused at admission, before its handler (`transport::admit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdmissionRefusal {
+    /// The body did not arrive within `server.body_timeout` (this long).
+    BodyTimedOut(std::time::Duration),
+    /// The body is over this many bytes.
+    BodyTooLarge(usize),
+    /// The body could not be read (the peer reset the stream, or sent a malformed one).
+    BodyUnreadable,
+    /// No slot in flight in the pool of the request's kind of connection.
+    Shed {
+        /// Whether the connection has a verified client certificate.
+        with_certificate: bool,
+    },
+    /// No response within `server.request_timeout` (this long).
+    TimedOut(std::time::Duration),
+}
+
+impl AdmissionRefusal {
+    /// The `reason` label of `tokenmint_requests_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            AdmissionRefusal::BodyTimedOut(_) => "body_timeout",
+            AdmissionRefusal::BodyTooLarge(_) => "body_too_large",
+            AdmissionRefusal::BodyUnreadable => "body_unreadable",
+            AdmissionRefusal::Shed { .. } => "in_flight",
+            AdmissionRefusal::TimedOut(_) => "request_timeout",
+        }
+    }
+
+    fn status(self) -> Status {
+        match self {
+            AdmissionRefusal::BodyTimedOut(limit) => deadline_exceeded(&format!(
+                "the request body did not arrive within server.body_timeout ({}s)",
+                limit.as_secs_f64()
+            )),
+            AdmissionRefusal::BodyTooLarge(limit) => too_large(limit),
+            AdmissionRefusal::BodyUnreadable => oauth_status(
+                ErrorCode::InvalidRequest,
+                "the request body could not be read",
+            ),
+            AdmissionRefusal::Shed { with_certificate } => resource_exhausted(
+                if with_certificate {
+                    "tokenmint is at its limit of requests in flight (server.max_in_flight); retry shortly"
+                } else {
+                    "tokenmint is at its limit of requests in flight from connections without a client certificate (server.max_in_flight_without_certificate); retry shortly"
+                },
+                1,
+            ),
+            // The handler may have committed a change before the time ran out: retrying is
+            // safe (every change is idempotent) and tells which.
+            AdmissionRefusal::TimedOut(limit) => oauth_status(
+                ErrorCode::TemporarilyUnavailable,
+                &format!(
+                    "the request was not answered within server.request_timeout ({}s); a change it asked for may have been made: retry",
+                    limit.as_secs_f64()
+                ),
+            ),
+        }
+    }
+
+    /// The response: a gRPC status, or the HTTP face's JSON error (with `no-store`).
+    pub fn into_response(self, grpc: bool) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
+        let status = self.status();
+        if grpc {
+            return status.into_http();
+        }
+        no_store(HttpError::from_status(status).into_response())
+    }
+}

@@ -22,9 +22,20 @@ async fn connect(
     cert: Option<&Issued>,
     alpn: &[u8],
 ) -> TlsStream {
+    connect_from("127.0.0.1", setup, server, cert, alpn).await
+}
+
+/// The same, from `source` (an address in 127.0.0.0/8).
+async fn connect_from(
+    source: &str,
+    setup: &Setup,
+    server: &TestServer,
+    cert: Option<&Issued>,
+    alpn: &[u8],
+) -> TlsStream {
     let mut config = rustls_client(setup, cert);
     config.alpn_protocols = vec![alpn.to_vec()];
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let tcp = tcp_from(source, server).await;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
@@ -220,55 +231,141 @@ async fn a_request_not_answered_within_request_timeout_is_refused_unavailable() 
     let server = setup.start_with_store(store.clone()).await;
     let cert = setup.pki.client_uri(DEMO_URI);
     let held = HeldCommit::start(&server, &store, &cert).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let status = held.finish().await.unwrap_err();
+    let status = held.answer_while_held().await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("request_timeout"), "{status:?}");
     server.stop().await;
 }
 
+/// Fetches the key set over `tls` with HTTP/2: its status, or an error if the server closed
+/// the connection first.
+async fn jwks_over(tls: TlsStream) -> Result<http::StatusCode, h2::Error> {
+    let (client, connection) = h2::client::handshake(tls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = http::Request::get("https://localhost/.well-known/jwks.json")
+        .body(())
+        .unwrap();
+    let (response, _) = client.ready().await?.send_request(request, true)?;
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .map_err(|_| h2::Error::from(h2::Reason::CANCEL))??;
+    Ok(response.status())
+}
+
+/// An HTTP/2 connection without a certificate from `source`, kept open by its driver task.
+async fn open_h2_from(
+    source: &str,
+    setup: &Setup,
+    server: &TestServer,
+) -> (
+    h2::client::SendRequest<axum::body::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tls = connect_from(source, setup, server, None, b"h2").await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    (client, tokio::spawn(connection))
+}
+
+/// Retries `attempt` until it succeeds, within 10 s.
+async fn served_again<F, Fut>(mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !attempt().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_without_a_certificate_are_capped() {
+async fn connections_without_a_certificate_are_capped_in_all_and_per_address() {
     let mut setup = Setup::new(&demo_client());
-    setup.server_toml = "max_connections_without_certificate = 2\n".into();
+    // 32 in all, so 2 per address.
+    setup.server_toml = "max_connections_without_certificate = 32\n".into();
     let server = setup.start().await;
     let cert = setup.pki.client_uri(DEMO_URI);
-    let jwks = |tls: TlsStream| async move {
-        let (client, connection) = h2::client::handshake(tls).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let request = http::Request::get("https://localhost/.well-known/jwks.json")
-            .body(())
-            .unwrap();
-        let (response, _) = client.ready().await?.send_request(request, true)?;
-        let response = tokio::time::timeout(Duration::from_secs(5), response)
-            .await
-            .map_err(|_| h2::Error::from(h2::Reason::CANCEL))??;
-        Ok::<_, h2::Error>(response.status())
-    };
     let mut open = Vec::new();
     for _ in 0..2 {
-        let tls = connect(&setup, &server, None, b"h2").await;
-        let (client, connection) = h2::client::handshake(tls).await.unwrap();
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        open.push(client);
+        open.push(open_h2_from("127.0.0.2", &setup, &server).await);
     }
-    // A third connection without a certificate is closed; one with a certificate is served.
-    let third = connect(&setup, &server, None, b"h2").await;
+    // A third from the same address is closed; from another address, or with a certificate,
+    // one is served.
+    let third = connect_from("127.0.0.2", &setup, &server, None, b"h2").await;
     assert!(
-        jwks(third).await.is_err(),
-        "a third uncertified connection was served"
+        jwks_over(third).await.is_err(),
+        "a third connection from one address was served"
     );
-    let certified = connect(&setup, &server, Some(&cert), b"h2").await;
-    assert_eq!(jwks(certified).await.unwrap(), http::StatusCode::OK);
-    // Once one closes, another is taken.
+    let elsewhere = connect_from("127.0.0.3", &setup, &server, None, b"h2").await;
+    assert_eq!(jwks_over(elsewhere).await.unwrap(), http::StatusCode::OK);
+    let certified = connect_from("127.0.0.2", &setup, &server, Some(&cert), b"h2").await;
+    assert_eq!(jwks_over(certified).await.unwrap(), http::StatusCode::OK);
+    // 32 in all: fill the rest from 15 more addresses, and the 33rd is closed.
+    for i in 4..19 {
+        for _ in 0..2 {
+            open.push(open_h2_from(&format!("127.0.0.{i}"), &setup, &server).await);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let over = connect_from("127.0.0.30", &setup, &server, None, b"h2").await;
+    assert!(
+        jwks_over(over).await.is_err(),
+        "a 33rd connection was served"
+    );
+    // Once one closes, another is taken (once the server has seen it close).
     drop(open.pop());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = connect(&setup, &server, None, b"h2").await;
-    assert_eq!(jwks(again).await.unwrap(), http::StatusCode::OK);
+    served_again(|| async {
+        let tls = connect_from("127.0.0.30", &setup, &server, None, b"h2").await;
+        jwks_over(tls).await.is_ok()
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_without_a_certificate_is_closed_and_gives_its_place_back() {
+    let mut setup = Setup::new(&demo_client());
+    setup.server_toml =
+        "max_connections_without_certificate = 16\nidle_timeout_without_certificate = \"1s\"\n"
+            .into();
+    let server = setup.start().await;
+    // One address's only place, held by a connection that sends no request at all.
+    let (_idle, idle_connection) = open_h2_from("127.0.0.2", &setup, &server).await;
+    let refused = connect_from("127.0.0.2", &setup, &server, None, b"h2").await;
+    assert!(jwks_over(refused).await.is_err());
+    // The server closes it once idle, and the address is served again.
+    let closed = tokio::time::timeout(Duration::from_secs(10), idle_connection).await;
+    assert!(closed.is_ok(), "the idle connection was never closed");
+    served_again(|| async {
+        let tls = connect_from("127.0.0.2", &setup, &server, None, b"h2").await;
+        jwks_over(tls).await.is_ok()
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_a_certificate_that_holds_a_stream_is_not_idle() {
+    let mut setup = Setup::new(&demo_client());
+    setup.server_toml = "idle_timeout_without_certificate = \"1s\"\n".into();
+    let server = setup.start().await;
+    let mut keys =
+        tokenmint::grpc::proto::key_service_client::KeyServiceClient::new(server.public_channel());
+    let mut stream = keys
+        .watch_jwks(tokenmint::grpc::proto::WatchJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    // Well past the idle timeout, the stream is still open.
+    let quiet = tokio::time::timeout(Duration::from_secs(3), stream.message()).await;
+    assert!(quiet.is_err(), "the stream ended: {quiet:?}");
     server.stop().await;
 }
 

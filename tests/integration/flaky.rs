@@ -52,11 +52,18 @@ impl FlakyStore {
         if !self.hold_commits.load(Ordering::SeqCst) {
             return;
         }
+        // Counted while waiting, and no longer once the wait ends or is dropped.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         self.commits_waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.commits_waiting);
         while self.hold_commits.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.commits_waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -223,5 +230,16 @@ impl HeldCommit {
     pub async fn finish(self) -> Result<(), tonic::Status> {
         self.store.hold_commits.store(false, Ordering::SeqCst);
         self.call.await.unwrap()
+    }
+
+    /// The revocation's answer while its commit is still held (the server answers on its
+    /// own, e.g. at `server.request_timeout`); then lets the commit through.
+    pub async fn answer_while_held(self) -> Result<(), tonic::Status> {
+        let answer = tokio::time::timeout(Duration::from_secs(10), self.call)
+            .await
+            .expect("the server answers while the commit is held")
+            .unwrap();
+        self.store.hold_commits.store(false, Ordering::SeqCst);
+        answer
     }
 }

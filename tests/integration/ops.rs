@@ -53,12 +53,23 @@ async fn reflection_lists_the_services() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
+    // The request stream stays open while the answer is awaited, as grpcurl keeps it.
+    let (requests, receiver) = tokio::sync::mpsc::channel(1);
+    requests.send(request).await.unwrap();
+    let mut responses = tokio::time::timeout(
+        Duration::from_secs(5),
+        reflection.server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+    )
+    .await
+    .expect("reflection answers while its request stream is open")
+    .unwrap()
+    .into_inner();
+    let response = tokio::time::timeout(Duration::from_secs(5), responses.message())
         .await
+        .expect("an answer while the request stream is open")
         .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
+        .unwrap();
+    drop(requests);
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection answer: {response:?}");
     };
@@ -128,8 +139,11 @@ async fn past_the_handshake_limit_a_new_connection_is_closed_at_once() {
         stalled.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // A third is closed at once, long before the 30 s handshake timeout.
-    let mut third = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // A third, from another address (from the same one it would wait its address's turn),
+    // is closed at once, long before the 30 s handshake timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut third = socket.connect(server.addr).await.unwrap();
     assert!(closed_within(&mut third, Duration::from_secs(3)).await);
     // The stalled ones are still open: the limit sheds new connections, not old ones.
     for tcp in &mut stalled {
