@@ -324,14 +324,8 @@ pub struct ServerConfig {
     /// Requests in flight from connections with a verified client certificate; past it a
     /// request is refused at once.
     pub max_in_flight: u32,
-    /// Requests in flight from connections without one (a pool of their own).
-    pub max_in_flight_without_certificate: u32,
-    /// HTTP/2 streams at once on a connection without a client certificate.
-    pub max_streams_without_certificate: u32,
-    /// Connections without a client certificate open at once (one address: a sixteenth).
-    pub max_connections_without_certificate: u32,
-    /// A connection without a client certificate with no request open this long is closed.
-    pub idle_timeout_without_certificate: Duration,
+    /// What peers without a client certificate may hold, apart from those with one.
+    pub without_certificate: WithoutCertificate,
     /// How long a peer may take to send a request's body (on HTTP/1.1, its headers too).
     pub body_timeout: Duration,
     /// How long a request may take from its headers to its response (≥ `body_timeout`).
@@ -344,6 +338,19 @@ pub struct ServerConfig {
     pub max_handshakes_per_address_in: Vec<(ipnet::IpNet, u32)>,
     /// A watch stream whose reader takes nothing for this long is ended with its connection.
     pub watch_stall_timeout: Duration,
+}
+
+/// `[server]` limits for connections without a client certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WithoutCertificate {
+    /// Requests in flight from such connections (a pool of their own).
+    pub max_in_flight: u32,
+    /// HTTP/2 streams at once on one.
+    pub max_streams: u32,
+    /// Such connections open at once (one address: a sixteenth).
+    pub max_connections: u32,
+    /// One with no request open this long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// `[tls]`: the server's certificate and the CA its clients authenticate with (resolved paths).
@@ -1253,7 +1260,7 @@ impl Validator<'_> {
         })
     }
 
-    fn server(&self, s: FileServer) -> Result<ServerConfig, ConfigError> {
+    fn server(&self, mut s: FileServer) -> Result<ServerConfig, ConfigError> {
         let raw_listen = s.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = raw_listen.trim().parse::<SocketAddr>().map_err(|_| {
             self.error(
@@ -1265,7 +1272,7 @@ impl Validator<'_> {
             )
         })?;
 
-        let issuer = s.issuer.unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
+        let issuer = s.issuer.take().unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
         if let Err(problem) = check_issuer(&issuer) {
             return Err(self.error(
                 "server.issuer",
@@ -1348,47 +1355,11 @@ impl Validator<'_> {
         let handshake_failures_per_peer = s
             .handshake_failures_per_peer
             .unwrap_or(DEFAULT_HANDSHAKE_FAILURES_PER_PEER);
-        let max_in_flight_without_certificate = self.at_least_one(
-            "server.max_in_flight_without_certificate",
-            s.max_in_flight_without_certificate,
-            DEFAULT_MAX_IN_FLIGHT_WITHOUT_CERTIFICATE,
-            "requests in flight from connections without a client certificate",
-        )?;
-        let max_streams_without_certificate = self.at_least_one(
-            "server.max_streams_without_certificate",
-            s.max_streams_without_certificate,
-            DEFAULT_MAX_STREAMS_WITHOUT_CERTIFICATE,
-            "HTTP/2 streams per connection without a client certificate",
-        )?;
-        let max_connections_without_certificate = self.at_least_one(
-            "server.max_connections_without_certificate",
-            s.max_connections_without_certificate,
-            DEFAULT_MAX_CONNECTIONS_WITHOUT_CERTIFICATE,
-            "connections without a client certificate",
-        )?;
-        let idle_timeout_without_certificate = self.positive(
-            "server.idle_timeout_without_certificate",
-            s.idle_timeout_without_certificate.as_deref(),
-            DEFAULT_IDLE_TIMEOUT_WITHOUT_CERTIFICATE,
-        )?;
+        let without_certificate = self.without_certificate(&s)?;
         let (body_timeout, request_timeout) =
             self.request_timeouts(s.body_timeout.as_deref(), s.request_timeout.as_deref())?;
-        // The default never exceeds the total; a value written does not either.
-        let max_handshakes_per_address = s
-            .max_handshakes_per_address
-            .unwrap_or(DEFAULT_MAX_HANDSHAKES_PER_ADDRESS.min(max_handshakes));
-        if max_handshakes_per_address > max_handshakes {
-            return Err(self.error(
-                "server.max_handshakes_per_address",
-                format!(
-                    "{} ({max_handshakes_per_address}) must not exceed {} ({max_handshakes}): one address cannot have more in progress than the server",
-                    self.label("server.max_handshakes_per_address"),
-                    self.label("server.max_handshakes")
-                ),
-            ));
-        }
-        let max_handshakes_per_address_in =
-            self.address_ranges(&s.max_handshakes_per_address_in)?;
+        let (max_handshakes_per_address, max_handshakes_per_address_in) =
+            self.handshake_shares(&s, max_handshakes)?;
         let watch_stall_timeout = self.positive(
             "server.watch_stall_timeout",
             s.watch_stall_timeout.as_deref(),
@@ -1407,15 +1378,71 @@ impl Validator<'_> {
             keepalive_interval,
             keepalive_timeout,
             max_connection_age,
-            max_in_flight_without_certificate,
-            max_streams_without_certificate,
-            max_connections_without_certificate,
-            idle_timeout_without_certificate,
+            without_certificate,
             body_timeout,
             request_timeout,
             max_handshakes_per_address,
             max_handshakes_per_address_in,
             watch_stall_timeout,
+        })
+    }
+
+    /// `server.max_handshakes_per_address` (never above `max_handshakes`) and the ranges of
+    /// `server.max_handshakes_per_address_in`.
+    fn handshake_shares(
+        &self,
+        s: &FileServer,
+        max_handshakes: u32,
+    ) -> Result<(u32, Vec<(ipnet::IpNet, u32)>), ConfigError> {
+        // The default never exceeds the total; a value written does not either.
+        let max_handshakes_per_address = s
+            .max_handshakes_per_address
+            .unwrap_or(DEFAULT_MAX_HANDSHAKES_PER_ADDRESS.min(max_handshakes));
+        if max_handshakes_per_address > max_handshakes {
+            return Err(self.error(
+                "server.max_handshakes_per_address",
+                format!(
+                    "{} ({max_handshakes_per_address}) must not exceed {} ({max_handshakes}): one address cannot have more in progress than the server",
+                    self.label("server.max_handshakes_per_address"),
+                    self.label("server.max_handshakes")
+                ),
+            ));
+        }
+        let max_handshakes_per_address_in =
+            self.address_ranges(&s.max_handshakes_per_address_in)?;
+        Ok((max_handshakes_per_address, max_handshakes_per_address_in))
+    }
+
+    /// The `[server]` limits for connections without a client certificate.
+    fn without_certificate(&self, s: &FileServer) -> Result<WithoutCertificate, ConfigError> {
+        let max_in_flight = self.at_least_one(
+            "server.max_in_flight_without_certificate",
+            s.max_in_flight_without_certificate,
+            DEFAULT_MAX_IN_FLIGHT_WITHOUT_CERTIFICATE,
+            "requests in flight from connections without a client certificate",
+        )?;
+        let max_streams = self.at_least_one(
+            "server.max_streams_without_certificate",
+            s.max_streams_without_certificate,
+            DEFAULT_MAX_STREAMS_WITHOUT_CERTIFICATE,
+            "HTTP/2 streams per connection without a client certificate",
+        )?;
+        let max_connections = self.at_least_one(
+            "server.max_connections_without_certificate",
+            s.max_connections_without_certificate,
+            DEFAULT_MAX_CONNECTIONS_WITHOUT_CERTIFICATE,
+            "connections without a client certificate",
+        )?;
+        let idle_timeout = self.positive(
+            "server.idle_timeout_without_certificate",
+            s.idle_timeout_without_certificate.as_deref(),
+            DEFAULT_IDLE_TIMEOUT_WITHOUT_CERTIFICATE,
+        )?;
+        Ok(WithoutCertificate {
+            max_in_flight,
+            max_streams,
+            max_connections,
+            idle_timeout,
         })
     }
 

@@ -716,52 +716,23 @@ impl PreparedServer {
             .add_service(revocation_service);
         let server = &self.config.server;
         let connection_limits = connection_limits(server);
-        let admission_limits = transport::AdmissionLimits {
-            max_in_flight: server.max_in_flight,
-            max_in_flight_without_certificate: server.max_in_flight_without_certificate,
-            body_timeout: server.body_timeout,
-            request_timeout: server.request_timeout,
-        };
-        let routes = if let Some((admin_listener, admin_acceptor, admin_verifier)) = admin_plane {
-            let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(64);
-            // The admin plane's own limits, so a flood on the data plane (or an address
-            // penalised there) cannot lock operators out during the incident.
-            let admin_failures =
-                tls::PeerFailures::new(server.handshake_failures_per_peer).map(Arc::new);
-            tasks.push((
-                "admin-accept",
-                tokio::spawn(tls::accept_loop(
-                    admin_listener,
-                    admin_acceptor,
-                    admin_verifier,
-                    tls::HandshakeLimits {
-                        failures: admin_failures.clone(),
-                        shares: address_shares(server),
-                        ..handshake_limits.clone()
-                    },
-                    admin_tx,
-                    stop.clone(),
-                )),
-            ));
+        let routes = if let Some((listener, acceptor, verifier)) = admin_plane {
             let admin_routes = tonic::service::Routes::new(
                 health_service
                     .clone()
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(admin_service);
-            let admin_routes = layered(
-                admin_routes,
-                transport::Admission::new(admission_limits),
-                admin_failures,
-            );
-            tasks.push((
-                "admin-serve",
-                tokio::spawn(transport::serve_connections(
-                    admin_rx,
-                    admin_routes,
-                    connection_limits.clone(),
-                    stop.clone(),
-                )),
+            tasks.extend(spawn_admin_plane(
+                AdminPlane {
+                    listener,
+                    acceptor,
+                    verifier,
+                    routes: admin_routes,
+                },
+                server,
+                handshake_limits.clone(),
+                stop.clone(),
             ));
             routes
         } else {
@@ -769,7 +740,7 @@ impl PreparedServer {
         };
         let routes = layered(
             routes,
-            transport::Admission::new(admission_limits),
+            transport::Admission::new(admission_limits(server)),
             failures,
         );
         let serve = transport::serve_connections(conn_rx, routes, connection_limits, stop.clone());
@@ -824,6 +795,61 @@ fn layered(
         .layer(axum::middleware::from_fn(crate::ops::record_rpc))
 }
 
+/// The admin listener and what it serves.
+struct AdminPlane {
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    verifier: Arc<ClientVerifier>,
+    routes: tonic::service::Routes,
+}
+
+/// Starts the admin listener's accept loop and its serving, with limits of its own, so that
+/// a flood on the data plane (or an address penalised there) cannot lock operators out
+/// during the incident.
+fn spawn_admin_plane(
+    plane: AdminPlane,
+    server: &config::ServerConfig,
+    handshake_limits: tls::HandshakeLimits,
+    stop: CancellationToken,
+) -> [(&'static str, JoinHandle<()>); 2] {
+    let (connections, incoming) = tokio::sync::mpsc::channel(64);
+    let failures = tls::PeerFailures::new(server.handshake_failures_per_peer).map(Arc::new);
+    let accept = tokio::spawn(tls::accept_loop(
+        plane.listener,
+        plane.acceptor,
+        plane.verifier,
+        tls::HandshakeLimits {
+            failures: failures.clone(),
+            shares: address_shares(server),
+            ..handshake_limits
+        },
+        connections,
+        stop.clone(),
+    ));
+    let routes = layered(
+        plane.routes,
+        transport::Admission::new(admission_limits(server)),
+        failures,
+    );
+    let serve = tokio::spawn(transport::serve_connections(
+        incoming,
+        routes,
+        connection_limits(server),
+        stop,
+    ));
+    [("admin-accept", accept), ("admin-serve", serve)]
+}
+
+/// How requests are admitted, from `[server]`.
+fn admission_limits(server: &config::ServerConfig) -> transport::AdmissionLimits {
+    transport::AdmissionLimits {
+        max_in_flight: server.max_in_flight,
+        max_in_flight_without_certificate: server.without_certificate.max_in_flight,
+        body_timeout: server.body_timeout,
+        request_timeout: server.request_timeout,
+    }
+}
+
 /// Each address's share of a listener's handshakes, from `[server]` (every listener has its
 /// own: a flood on the data plane does not wait in line with operators).
 fn address_shares(server: &config::ServerConfig) -> Arc<crate::address_shares::AddressShares> {
@@ -838,9 +864,9 @@ fn address_shares(server: &config::ServerConfig) -> Arc<crate::address_shares::A
 fn connection_limits(server: &config::ServerConfig) -> transport::ConnectionLimits {
     transport::ConnectionLimits {
         max_streams: server.max_concurrent_streams,
-        max_streams_without_certificate: server.max_streams_without_certificate,
-        max_connections_without_certificate: server.max_connections_without_certificate,
-        idle_without_certificate: server.idle_timeout_without_certificate,
+        max_streams_without_certificate: server.without_certificate.max_streams,
+        max_connections_without_certificate: server.without_certificate.max_connections,
+        idle_without_certificate: server.without_certificate.idle_timeout,
         max_header_bytes: server.max_header_list_size,
         header_timeout: server.body_timeout,
         keepalive_interval: server.keepalive_interval,
