@@ -12,13 +12,12 @@ use crate::{
     authority::Authority,
     changes::{ChangeLog, Unsent, WatchCaps, WatchEnd, WatchFrom, WatchItem, send_within},
     client::{Client, ClientDraft, PeerCertificate, Permission},
+    connection::{ConnectionInfo, ConnectionState, ConnectionWatch},
     identity::CertificateMatcher,
     lifecycle::Rotator,
     revocation::{Change, Event},
     store::Store,
-    tls::ConnectionInfo,
     token::{RequestedLifetime, TokenRequest},
-    transport::{ConnectionState, ConnectionWatch},
     wire,
 };
 
@@ -47,8 +46,7 @@ use proto::{
     token_service_server::TokenService,
 };
 
-/// The largest request message accepted (SPEC §11); larger ones get `OUT_OF_RANGE`.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub use crate::limits::MAX_MESSAGE_BYTES;
 
 impl fmt::Debug for IssueTokenRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

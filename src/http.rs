@@ -20,14 +20,13 @@ use crate::{
     authority::Authority,
     changes::ChangeLog,
     client::Permission,
+    connection::ConnectionInfo,
     oauth::ErrorCode,
-    tls::ConnectionInfo,
     token::TokenRequest,
     wire::{self, HttpError},
 };
 
-/// The largest request body accepted; larger ones get 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub use crate::limits::MAX_BODY_BYTES;
 
 /// What the HTTP handlers share.
 #[derive(Clone)]

@@ -25,8 +25,9 @@
 //! [`revocation`], [`limits`], [`audit`], [`authority`], [`clock`], [`oauth`], [`config`] and
 //! [`crypto`] (ring's one home) — imports no tonic, rustls, sqlx or clap. [`changes`] (the durable commit path and
 //! the watch streams) and [`lifecycle`] (applying key steps) drive the core against the
-//! [`store::Store`] trait. The edges adapt it: [`tls`] (rustls), [`grpc`] and [`wire`]
-//! (tonic), [`http`] (axum, the OAuth2 HTTP face), [`ops`] (plain-HTTP probes and Prometheus
+//! [`store::Store`] trait. The edges adapt it: [`tls`] (rustls; with [`address_shares`],
+//! each address's share of the handshakes in progress), [`connection`] (what a request knows
+//! of its connection), [`grpc`] and [`wire`] (tonic), [`http`] (axum, the OAuth2 HTTP face), [`ops`] (plain-HTTP probes and Prometheus
 //! metrics), [`transport`] (hyper: serving each connection with limits by peer, and admitting
 //! requests only once their body is complete), [`store`] (sqlx: SQLite and PostgreSQL),
 //! [`server`] (wiring, the background tasks, readiness), [`pki`] (rcgen, the development
@@ -42,6 +43,7 @@ pub mod changes;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod crypto;
 pub mod failpoint;
 pub mod grpc;

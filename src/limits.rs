@@ -1,7 +1,8 @@
 //! Per-client issuance rate limits: a token bucket per client (governor), off unless
 //! configured, globally (`limits.issue_per_second`) or per client
 //! (`limits.issue_per_client`). Keys are authenticated client ids only, so the set of
-//! buckets is bounded by the registry, never by what callers send.
+//! buckets is bounded by the registry, never by what callers send. And the fixed size
+//! limits of a request (SPEC §11).
 
 use std::{collections::BTreeMap, collections::HashMap, num::NonZeroU32, time::Duration};
 
@@ -11,6 +12,12 @@ use governor::{
 };
 
 use crate::client::ClientId;
+
+/// The largest gRPC request message accepted (SPEC §11); larger ones get `OUT_OF_RANGE`.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The largest HTTP request body accepted; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The issuance limits.
 pub struct IssueLimits {

@@ -260,7 +260,7 @@ pub async fn count_auth_failures(
 ) -> Response {
     let remote = request
         .extensions()
-        .get::<crate::tls::ConnectionInfo>()
+        .get::<crate::connection::ConnectionInfo>()
         .and_then(|info| info.remote_addr);
     let response = next.run(request).await;
     if let (Some(failures), Some(remote)) = (&failures, remote) {

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     client::{PeerCertificate, Verification},
+    connection::ConnectionInfo,
     crypto::CertificateThumbprint,
     identity::CertificateIdentity,
 };
@@ -579,17 +580,6 @@ pub async fn reload_task(material: TlsMaterial, interval: Duration, stop: Cancel
             }
         }
     }
-}
-
-/// What a handler knows about its connection.
-#[derive(Clone, Debug)]
-pub struct ConnectionInfo {
-    /// The peer's address.
-    pub remote_addr: Option<SocketAddr>,
-    /// The verified client certificate, classified once at accept; `None` without one.
-    pub peer: Option<Arc<PeerCertificate>>,
-    /// The connection's own state (its watch streams, a handle to close it).
-    pub state: Arc<crate::transport::ConnectionState>,
 }
 
 /// An accepted TLS connection with its classified peer.

@@ -15,10 +15,7 @@
 
 use std::{
     convert::Infallible,
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -38,7 +35,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    tls::{ConnectionInfo, TlsConnection},
+    connection::{ConnectionInfo, OpenRequest},
+    tls::TlsConnection,
     wire::AdmissionRefusal,
 };
 
@@ -81,88 +79,6 @@ const CONNECTIONS_WITHOUT_CERTIFICATE_SHARE: u32 = 16;
 
 /// hyper refuses an HTTP/1.1 read buffer smaller than this.
 const MIN_HTTP1_BUFFER: usize = 8 * 1024;
-
-/// What a connection's handlers may do to the connection itself, and what it holds.
-#[derive(Debug)]
-pub struct ConnectionState {
-    close: CancellationToken,
-    watches: AtomicU32,
-    /// Requests whose response has not ended yet (a stream counts until it ends).
-    open_requests: AtomicU32,
-    /// When the last request ended, or the connection began.
-    last_ended: std::sync::Mutex<Instant>,
-}
-
-impl Default for ConnectionState {
-    fn default() -> Self {
-        Self {
-            close: CancellationToken::new(),
-            watches: AtomicU32::new(0),
-            open_requests: AtomicU32::new(0),
-            last_ended: std::sync::Mutex::new(Instant::now()),
-        }
-    }
-}
-
-/// A request counted as open on its connection until dropped (with its response body).
-struct OpenRequest(Arc<ConnectionState>);
-
-impl OpenRequest {
-    fn start(state: &Arc<ConnectionState>) -> Self {
-        state.open_requests.fetch_add(1, Ordering::AcqRel);
-        Self(state.clone())
-    }
-}
-
-impl Drop for OpenRequest {
-    fn drop(&mut self) {
-        *self
-            .0
-            .last_ended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-        self.0.open_requests.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl ConnectionState {
-    /// How long the connection has had no request open (zero while one is).
-    fn idle_for(&self) -> Duration {
-        if self.open_requests.load(Ordering::Acquire) > 0 {
-            return Duration::ZERO;
-        }
-        self.last_ended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .elapsed()
-    }
-
-    /// Closes the connection now, whatever is in flight on it: for a peer that stopped
-    /// reading a stream (HTTP/2 gives a server no other way to reclaim it).
-    pub fn close(&self) {
-        self.close.cancel();
-    }
-
-    /// Takes one of `max` watch streams on this connection, if one is free.
-    pub fn try_open_watch(self: &Arc<Self>, max: u32) -> Option<ConnectionWatch> {
-        self.watches
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < max).then_some(open + 1)
-            })
-            .ok()?;
-        Some(ConnectionWatch(self.clone()))
-    }
-}
-
-/// A watch stream counted against its connection's cap, until dropped.
-#[derive(Debug)]
-pub struct ConnectionWatch(Arc<ConnectionState>);
-
-impl Drop for ConnectionWatch {
-    fn drop(&mut self) {
-        self.0.watches.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// One hyper builder per kind of peer.
 #[derive(Clone)]
@@ -331,7 +247,7 @@ async fn serve_one(
             }
             () = tokio::time::sleep_until(deadline), if closing_by.is_some() => return,
             () = force.cancelled() => return,
-            () = state.close.cancelled() => {
+            () = state.closing() => {
                 tracing::debug!(?remote_addr, "connection closed by its handler");
                 return;
             }
@@ -365,9 +281,9 @@ pub struct AdmissionLimits {
     pub request_timeout: Duration,
 }
 
-/// The largest gRPC request body read: a message of `grpc::MAX_MESSAGE_BYTES` with its 5-byte
-/// frame header (HTTP bodies: `http::MAX_BODY_BYTES`).
-const MAX_GRPC_BODY: usize = crate::grpc::MAX_MESSAGE_BYTES + 5;
+/// The largest gRPC request body read: a message of `limits::MAX_MESSAGE_BYTES` with its
+/// 5-byte frame header (HTTP bodies: `limits::MAX_BODY_BYTES`).
+const MAX_GRPC_BODY: usize = crate::limits::MAX_MESSAGE_BYTES + 5;
 
 impl Admission {
     /// The rules for one listener.
@@ -391,7 +307,7 @@ const STREAMING_REQUESTS: &[&str] = &[
 ];
 
 /// Middleware on every request of a TLS listener: reads the body in full within
-/// `body_timeout` (at most [`MAX_GRPC_BODY`] or `http::MAX_BODY_BYTES`), then takes a slot in
+/// `body_timeout` (at most [`MAX_GRPC_BODY`] or `limits::MAX_BODY_BYTES`), then takes a slot in
 /// flight from the pool of its kind of connection — refused at once past it, with
 /// `RESOURCE_EXHAUSTED` and a retry hint (HTTP: 429 with `Retry-After`) — and answers
 /// within `request_timeout`. A stream holds its slot only until its first response.
@@ -444,7 +360,7 @@ impl Admission {
         let limit = if grpc {
             MAX_GRPC_BODY
         } else {
-            crate::http::MAX_BODY_BYTES
+            crate::limits::MAX_BODY_BYTES
         };
         let (parts, body) = request.into_parts();
         let read = http_body_util::Limited::new(body, limit).collect();
