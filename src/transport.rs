@@ -307,7 +307,7 @@ const STREAMING_REQUESTS: &[&str] = &[
 ];
 
 /// Middleware on every request of a TLS listener: reads the body in full within
-/// `body_timeout` (at most [`MAX_GRPC_BODY`] or `limits::MAX_BODY_BYTES`), then takes a slot in
+/// `body_timeout` (at most `MAX_GRPC_BODY` or `limits::MAX_BODY_BYTES`), then takes a slot in
 /// flight from the pool of its kind of connection — refused at once past it, with
 /// `RESOURCE_EXHAUSTED` and a retry hint (HTTP: 429 with `Retry-After`) — and answers
 /// within `request_timeout`. A stream holds its slot only until its first response.
