@@ -98,8 +98,20 @@ async fn a_snapshot_a_stream_ended_inside_of_is_resumed_where_it_ended() {
     }
     drop(stream);
 
-    // Meanwhile more revocations land.
+    // Meanwhile more revocations land, and a change to the snapshot's head: a client is
+    // disabled.
     revoke_many(&server, 700, 5).await;
+    server
+        .changes
+        .commit(
+            Change::ClientDisabled {
+                client_id: "other".into(),
+            },
+            "admin",
+        )
+        .await
+        .unwrap()
+        .unwrap();
 
     // Resumed: no SnapshotBegin, the rest of the snapshot with nothing repeated, its
     // SnapshotComplete, then what was committed since.
@@ -140,6 +152,13 @@ async fn a_snapshot_a_stream_ended_inside_of_is_resumed_where_it_ended() {
         assert!(seen.insert(token_id(&event).unwrap().to_owned()));
     }
     assert_eq!(seen.len(), 705);
+    // The head's change reaches the watcher from the log, after the resumed snapshot.
+    let disabled = next(&mut resumed).await;
+    assert_eq!(disabled.sequence, 706);
+    assert!(
+        matches!(&disabled.event, Some(Event::ClientDisabled(d)) if d.client_id == "other"),
+        "{disabled:?}"
+    );
     server.stop().await;
 }
 
@@ -157,6 +176,27 @@ async fn a_snapshot_that_can_no_longer_be_resumed_starts_again() {
             resume_snapshot: Some(SnapshotResume {
                 through: 99,
                 after: 1,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let first = next(&mut stream).await;
+    assert!(
+        matches!(
+            first.event,
+            Some(Event::SnapshotBegin(SnapshotBegin { through: 3 }))
+        ),
+        "{first:?}"
+    );
+    // Resumed before its first token: nothing worth keeping, so a fresh snapshot too.
+    let mut stream = open(
+        &mut client,
+        WatchRevocationsRequest {
+            resume_snapshot: Some(SnapshotResume {
+                through: 3,
+                after: 0,
             }),
             ..Default::default()
         },
