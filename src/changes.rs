@@ -321,6 +321,14 @@ impl ChangeLog {
         }
     }
 
+    /// The state's head now (keys, disabled clients, cut-offs and the log's marks).
+    async fn head(&self) -> Result<State, Closed> {
+        self.store
+            .revocation_head(self.authority.now())
+            .await
+            .map_err(Closed::Store)
+    }
+
     /// Brings a watcher at `cursor` up to the log's head: a snapshot if it must (or if
     /// `initial` and the cursor is 0), else the missed events. Returns the new cursor.
     async fn bring_up_to_date(
@@ -329,11 +337,7 @@ impl ChangeLog {
         initial: bool,
         sender: &Sender<'_>,
     ) -> Result<u64, Closed> {
-        let head = self
-            .store
-            .revocation_head(self.authority.now())
-            .await
-            .map_err(Closed::Store)?;
+        let head = self.head().await?;
         let needs_snapshot =
             (initial && cursor == 0) || cursor < head.purged_through || cursor > head.high_water;
         if needs_snapshot {
@@ -367,11 +371,7 @@ impl ChangeLog {
         after: u64,
         sender: &Sender<'_>,
     ) -> Result<u64, Closed> {
-        let head = self
-            .store
-            .revocation_head(self.authority.now())
-            .await
-            .map_err(Closed::Store)?;
+        let head = self.head().await?;
         // Before its first token the watcher holds only the head, which a fresh snapshot
         // resends anyway: starting again costs nothing and never replays older changes
         // over a newer head.
