@@ -38,6 +38,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        owner_only(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -69,6 +70,51 @@ impl SqliteStore {
             .await
             .map_err(unavailable)
     }
+}
+
+/// The database holds sealed keys, secret hashes and the audit trail: it is created readable
+/// by its owner only (SQLite gives its `-wal` and `-shm` files the database's mode), and an
+/// existing one readable by others is narrowed to that.
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let failed = |what: &str, e: std::io::Error| {
+            StoreError::Unavailable(format!("cannot {what} {}: {e}", path.display()))
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| failed("create", e))?;
+        let mode = file
+            .metadata()
+            .map_err(|e| failed("read the mode of", e))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| failed("restrict the mode of", e))?;
+            tracing::info!(path = %path.display(), "the database was readable by others; it is now owner-only (0600)");
+        }
+        // Journal files left by an earlier run keep their own mode: narrow them too.
+        for suffix in ["-wal", "-shm"] {
+            let mut journal = path.as_os_str().to_owned();
+            journal.push(suffix);
+            let journal = std::path::PathBuf::from(journal);
+            if let Ok(meta) = std::fs::metadata(&journal)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| failed("restrict the mode of", e))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 async fn insert_key<'e, E>(executor: E, key: &KeyRecord) -> Result<(), StoreError>

@@ -2062,3 +2062,45 @@ mod schema {
         );
     }
 }
+
+/// The SQLite database and its journal files are readable by their owner only, whether
+/// created now or found readable by others from an earlier run.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let path = dir.path().join("tokenmint.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .insert_client(&client("c1", uri("spiffe://t/c1")), T0, &test_audit())
+        .await
+        .unwrap();
+    for name in ["tokenmint.db", "tokenmint.db-wal", "tokenmint.db-shm"] {
+        assert_eq!(mode(name), 0o600, "{name}");
+    }
+    drop(store);
+
+    // A database an earlier version left readable by others is narrowed at open.
+    for name in ["tokenmint.db", "tokenmint.db-wal", "tokenmint.db-shm"] {
+        let file = dir.path().join(name);
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.clients().await.unwrap().len(), 1);
+    assert_eq!(mode("tokenmint.db"), 0o600);
+    for name in ["tokenmint.db-wal", "tokenmint.db-shm"] {
+        if dir.path().join(name).exists() {
+            assert_eq!(mode(name), 0o600, "{name}");
+        }
+    }
+}
