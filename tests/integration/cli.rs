@@ -821,3 +821,53 @@ fn a_self_signed_client_is_registered_by_its_certificate_file_and_the_audit_list
 
     server.stop();
 }
+
+/// Sends IssueToken as demo naming a `client_id` with a newline and an ANSI escape, then
+/// stops the server and returns its log.
+async fn log_after_a_forged_client_id(format: &str) -> String {
+    use tokenmint::grpc::proto::{IssueTokenRequest, token_service_client::TokenServiceClient};
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(
+        dir.path(),
+        &[("TOKENMINT_LOG_FORMAT", format), ("RUST_LOG", "info")],
+        Some("server.log"),
+    );
+    tokio::task::block_in_place(|| server.wait_until_serving());
+    let refused = TokenServiceClient::new(server.channel("demo"))
+        .issue_token(IssueTokenRequest {
+            client_id: "evil\nFORGED level=ERROR \u{1b}[31mred".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    tokio::task::block_in_place(|| server.stop());
+    std::fs::read_to_string(dir.path().join("server.log")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_or_escape_from_a_peer_cannot_forge_a_text_log_line() {
+    let log = log_after_a_forged_client_id("text").await;
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("token refused"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+    assert!(refusal.contains(r"evil\nFORGED"), "{refusal}");
+    assert!(refusal.contains(r"\u{1b}[31m"), "{refusal}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a forged line:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "a raw escape reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_or_escape_from_a_peer_stays_inside_its_json_log_string() {
+    let log = log_after_a_forged_client_id("json").await;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    assert!(log.contains(r"evil\nFORGED"), "{log}");
+    assert!(!log.contains('\u{1b}'), "a raw escape reached the log");
+}
