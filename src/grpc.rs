@@ -806,33 +806,26 @@ impl AdminService for AdminApi {
                 "client is required",
             )
         })?;
-        let mut client = self.client_from_spec(spec)?;
-        let clients = self
+        let client = self.client_from_spec(spec)?;
+        // One store operation: the policy is replaced and the enabled state and secret are
+        // kept as they are in the store then, so a disable landing meanwhile is never undone.
+        let flags = match self
             .store
-            .clients()
-            .await
-            .map_err(|e| wire::store_failed(&e))?;
-        let Some(existing) = clients.iter().find(|c| c.id == client.id) else {
-            return Err(Status::not_found(format!(
-                "no client {} is registered: register it first",
-                client.id
-            )));
-        };
-        // Kept: the secret (the store keeps it on overwrite) and the enabled state.
-        client.enabled = existing.enabled;
-        client.secret_hash = existing.secret_hash.clone();
-        match self
-            .store
-            .sync_config_client(
+            .update_client_policy(
                 &client,
-                true,
                 self.authority.now(),
                 &AuditRecord::new(admin.id.as_str(), "client.updated", client.id.as_str())
                     .with("matcher", client.matcher.kind()),
             )
             .await
         {
-            Ok(_) => {}
+            Ok(flags) => flags,
+            Err(crate::store::StoreError::NotFound(_)) => {
+                return Err(Status::not_found(format!(
+                    "no client {} is registered: register it first",
+                    client.id
+                )));
+            }
             Err(crate::store::StoreError::Conflict(_)) => {
                 return Err(Status::already_exists(format!(
                     "the certificate matcher ({} {}) belongs to another client",
@@ -841,10 +834,13 @@ impl AdminService for AdminApi {
                 )));
             }
             Err(e) => return Err(wire::store_failed(&e)),
-        }
+        };
         self.changes.reload_clients().await;
         tracing::info!(admin = %admin.id, client_id = %client.id, "client updated");
-        Ok(Response::new(client_info(&client)))
+        let mut info = client_info(&client);
+        info.enabled = flags.enabled;
+        info.has_secret = flags.has_secret;
+        Ok(Response::new(info))
     }
 
     async fn get_client(

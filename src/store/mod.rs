@@ -43,6 +43,15 @@ pub enum Committed {
     AlreadyInForce,
 }
 
+/// A stored client's state that a policy update leaves as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientFlags {
+    /// Whether the client may authenticate.
+    pub enabled: bool,
+    /// Whether it has a secret.
+    pub has_secret: bool,
+}
+
 /// What syncing a client from the config file did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientSync {
@@ -145,6 +154,19 @@ pub trait Store: Send + Sync + 'static {
     async fn wait_for_change(&self, at_most: std::time::Duration) {
         tokio::time::sleep(at_most).await;
     }
+
+    /// Replaces a registered client's policy (matcher and pins, scopes, audiences,
+    /// permissions, lifetimes) with `client`'s, in one transaction with its audit event,
+    /// leaving its `enabled` state and its secret as they are in the store at that moment:
+    /// an update never undoes a disable or enable that landed before it. Returns those two
+    /// as the update left them; `NotFound` for an unknown client, `Conflict` for a matcher
+    /// another client claims.
+    async fn update_client_policy(
+        &self,
+        client: &Client,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<ClientFlags, StoreError>;
 
     /// Inserts a client when absent; when present, overwrites it only if `overwrite` (keeping
     /// its secret), so a restart never undoes a change made since. The audit event is written

@@ -50,7 +50,7 @@ use super::rows::{
     json_list, key_from, permission_names, public_columns, revoked_token_from, sealed_from,
     seconds, unavailable, write_error,
 };
-use super::{ClientSync, Committed, Store, StoreError};
+use super::{ClientFlags, ClientSync, Committed, Store, StoreError};
 use crate::{
     audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
@@ -389,6 +389,37 @@ async fn write_audit(
 }
 
 /// Replaces the pinned thumbprints of `client`; a thumbprint another client pins is a `Conflict`.
+/// Writes a stored client's policy from `client`: everything but its enabled state and its
+/// secret.
+async fn write_policy(
+    conn: &mut PgConnection,
+    client: &Client,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE clients SET matcher_kind = $1, matcher_value = $2, scopes = $3, \
+         default_scopes = $4, audiences = $5, default_audiences = $6, permissions = $7, \
+         default_lifetime_s = $8, max_lifetime_s = $9, updated_at = $10, \
+         introspect_audiences = $11 WHERE id = $12",
+    )
+    .bind(client.matcher.kind())
+    .bind(client.matcher.value())
+    .bind(json_list(&client.scopes))
+    .bind(json_list(&client.default_scopes))
+    .bind(json_list(&client.audiences))
+    .bind(json_list(&client.default_audiences))
+    .bind(json_list(&permission_names(client)))
+    .bind(seconds(client.default_lifetime))
+    .bind(seconds(client.max_lifetime))
+    .bind(now)
+    .bind(json_list(&client.introspect_audiences))
+    .bind(client.id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(write_error)?;
+    write_pins(conn, client).await
+}
+
 async fn write_pins(conn: &mut PgConnection, client: &Client) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM client_pins WHERE client_id = $1")
         .bind(client.id.as_str())
@@ -861,6 +892,34 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn update_client_policy(
+        &self,
+        client: &Client,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<ClientFlags, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // The row lock keeps a disable or enable from landing between this read and the
+        // write: it waits, and comes after.
+        let flags = sqlx::query(
+            "SELECT enabled, secret_hash IS NOT NULL AS has_secret FROM clients \
+             WHERE id = $1 FOR UPDATE",
+        )
+        .bind(client.id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| StoreError::NotFound(format!("client {}", client.id)))?;
+        let flags = ClientFlags {
+            enabled: flags.flag("enabled")?,
+            has_secret: flags.try_get("has_secret").map_err(corrupt)?,
+        };
+        write_policy(&mut tx, client, now).await?;
+        write_audit(&mut tx, audit, now).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(flags)
+    }
+
     async fn sync_config_client(
         &self,
         client: &Client,
@@ -880,29 +939,14 @@ impl Store for PostgresStore {
             return Ok(ClientSync::Inserted);
         }
         let outcome = if overwrite {
-            sqlx::query(
-                "UPDATE clients SET matcher_kind = $1, matcher_value = $2, scopes = $3, \
-                 default_scopes = $4, audiences = $5, default_audiences = $6, permissions = $7, \
-                 default_lifetime_s = $8, max_lifetime_s = $9, enabled = $10, updated_at = $11, \
-                 introspect_audiences = $12 WHERE id = $13",
-            )
-            .bind(client.matcher.kind())
-            .bind(client.matcher.value())
-            .bind(json_list(&client.scopes))
-            .bind(json_list(&client.default_scopes))
-            .bind(json_list(&client.audiences))
-            .bind(json_list(&client.default_audiences))
-            .bind(json_list(&permission_names(client)))
-            .bind(seconds(client.default_lifetime))
-            .bind(seconds(client.max_lifetime))
-            .bind(enabled_flag(client.enabled))
-            .bind(now)
-            .bind(json_list(&client.introspect_audiences))
-            .bind(client.id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?;
-            write_pins(&mut tx, client).await?;
+            write_policy(&mut tx, client, now).await?;
+            // The config file is the authority here, enabled state included.
+            sqlx::query("UPDATE clients SET enabled = $1 WHERE id = $2")
+                .bind(enabled_flag(client.enabled))
+                .bind(client.id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
             write_audit(&mut tx, audit, now).await?;
             ClientSync::Overwritten
         } else {

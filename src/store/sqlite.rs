@@ -16,7 +16,7 @@ use super::rows::{
     json_list, key_from, permission_names, public_columns, revoked_token_from, sealed_from,
     seconds, unavailable, write_error,
 };
-use super::{ClientSync, Committed, Store, StoreError};
+use super::{ClientFlags, ClientSync, Committed, Store, StoreError};
 use crate::{
     audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
@@ -70,6 +70,37 @@ impl SqliteStore {
             .await
             .map_err(unavailable)
     }
+}
+
+/// Writes a stored client's policy from `client`: everything but its enabled state and its
+/// secret.
+async fn write_policy(
+    conn: &mut sqlx::SqliteConnection,
+    client: &Client,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE clients SET matcher_kind = ?, matcher_value = ?, scopes = ?, \
+         default_scopes = ?, audiences = ?, default_audiences = ?, permissions = ?, \
+         default_lifetime_s = ?, max_lifetime_s = ?, updated_at = ?, \
+         introspect_audiences = ? WHERE id = ?",
+    )
+    .bind(client.matcher.kind())
+    .bind(client.matcher.value())
+    .bind(json_list(&client.scopes))
+    .bind(json_list(&client.default_scopes))
+    .bind(json_list(&client.audiences))
+    .bind(json_list(&client.default_audiences))
+    .bind(json_list(&permission_names(client)))
+    .bind(seconds(client.default_lifetime))
+    .bind(seconds(client.max_lifetime))
+    .bind(now)
+    .bind(json_list(&client.introspect_audiences))
+    .bind(client.id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(write_error)?;
+    write_pins(conn, client).await
 }
 
 /// The database holds sealed keys, secret hashes and the audit trail: it is created readable
@@ -629,29 +660,14 @@ impl Store for SqliteStore {
             }
             (true, false) => ClientSync::Kept,
             (true, true) => {
-                sqlx::query(
-                    "UPDATE clients SET matcher_kind = ?, matcher_value = ?, scopes = ?, \
-                     default_scopes = ?, audiences = ?, default_audiences = ?, permissions = ?, \
-                     default_lifetime_s = ?, max_lifetime_s = ?, enabled = ?, updated_at = ?, \
-                     introspect_audiences = ? WHERE id = ?",
-                )
-                .bind(client.matcher.kind())
-                .bind(client.matcher.value())
-                .bind(json_list(&client.scopes))
-                .bind(json_list(&client.default_scopes))
-                .bind(json_list(&client.audiences))
-                .bind(json_list(&client.default_audiences))
-                .bind(json_list(&permission_names(client)))
-                .bind(seconds(client.default_lifetime))
-                .bind(seconds(client.max_lifetime))
-                .bind(i64::from(client.enabled))
-                .bind(now)
-                .bind(json_list(&client.introspect_audiences))
-                .bind(client.id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(write_error)?;
-                write_pins(&mut tx, client).await?;
+                write_policy(&mut tx, client, now).await?;
+                // The config file is the authority here, enabled state included.
+                sqlx::query("UPDATE clients SET enabled = ? WHERE id = ?")
+                    .bind(i64::from(client.enabled))
+                    .bind(client.id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(write_error)?;
                 ClientSync::Overwritten
             }
         };
@@ -660,6 +676,35 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(outcome)
+    }
+
+    async fn update_client_policy(
+        &self,
+        client: &Client,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<ClientFlags, StoreError> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable)?;
+        let flags = sqlx::query(
+            "SELECT enabled, secret_hash IS NOT NULL AS has_secret FROM clients WHERE id = ?",
+        )
+        .bind(client.id.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| StoreError::NotFound(format!("client {}", client.id)))?;
+        let flags = ClientFlags {
+            enabled: flags.flag("enabled")?,
+            has_secret: flags.flag("has_secret")?,
+        };
+        write_policy(&mut tx, client, now).await?;
+        write_audit(&mut *tx, audit, now).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(flags)
     }
 
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {

@@ -265,3 +265,67 @@ async fn update_replaces_the_policy_keeps_the_secret_and_refuses_a_taken_matcher
     assert_eq!(not_admin.code(), tonic::Code::PermissionDenied);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disable_that_lands_during_an_update_is_not_undone() {
+    use std::sync::{Arc, atomic::Ordering};
+    use tokenmint::{
+        grpc::proto::{DisableClientRequest, UpdateClientRequest},
+        store::Store as _,
+    };
+    let setup = Setup::new(&standard_clients());
+    let store = Arc::new(crate::flaky::FlakyStore::open(&setup).await);
+    let server = setup.start_with_store(store.clone()).await;
+    let admin_cert = setup.pki.client_uri(ADMIN_URI);
+    let mut admin = server.admin(&admin_cert);
+    admin
+        .register_client(RegisterClientRequest {
+            client: Some(spec("new-service", NEW_URI)),
+            with_secret: false,
+        })
+        .await
+        .unwrap();
+
+    // The update reaches its write and waits there; meanwhile the client is disabled.
+    store.hold_client_writes.store(true, Ordering::SeqCst);
+    let mut wider = spec("new-service", NEW_URI);
+    wider.scopes = vec!["orders:read".into(), "orders:write".into()];
+    let mut updating = server.admin(&admin_cert);
+    let update = tokio::spawn(async move {
+        updating
+            .update_client(UpdateClientRequest {
+                client: Some(wider),
+            })
+            .await
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.client_writes_waiting.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the update never wrote"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    admin
+        .disable_client(DisableClientRequest {
+            client_id: "new-service".into(),
+        })
+        .await
+        .unwrap();
+    store.hold_client_writes.store(false, Ordering::SeqCst);
+    let updated = update.await.unwrap().unwrap().into_inner();
+
+    // The update applied its policy and kept the disable, in the store (what a restart or
+    // another replica reads) and in its answer.
+    let stored = store
+        .clients()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id.as_str() == "new-service")
+        .unwrap();
+    assert!(!stored.enabled, "the disable was undone by the update");
+    assert_eq!(stored.scopes, ["orders:read", "orders:write"]);
+    assert!(!updated.enabled, "{updated:?}");
+    server.stop().await;
+}

@@ -17,7 +17,7 @@ use tokenmint::{
     keys::KeyRecord,
     pki::Issued,
     revocation::{Change, Event, RevokedToken, State},
-    store::{ClientSync, Committed, Store, StoreError, sqlite::SqliteStore},
+    store::{ClientFlags, ClientSync, Committed, Store, StoreError, sqlite::SqliteStore},
 };
 
 use crate::support::*;
@@ -32,6 +32,10 @@ pub struct FlakyStore {
     pub hold_commits: AtomicBool,
     /// Commits waiting on `hold_commits` now.
     pub commits_waiting: AtomicUsize,
+    /// While set, client policy writes wait until cleared.
+    pub hold_client_writes: AtomicBool,
+    /// Client policy writes waiting on `hold_client_writes` now.
+    pub client_writes_waiting: AtomicUsize,
 }
 
 impl FlakyStore {
@@ -45,25 +49,32 @@ impl FlakyStore {
             fail_reads: AtomicBool::new(false),
             hold_commits: AtomicBool::new(false),
             commits_waiting: AtomicUsize::new(0),
+            hold_client_writes: AtomicBool::new(false),
+            client_writes_waiting: AtomicUsize::new(0),
         }
     }
 
     async fn wait_while_held(&self) {
-        if !self.hold_commits.load(Ordering::SeqCst) {
-            return;
+        wait_while(&self.hold_commits, &self.commits_waiting).await;
+    }
+}
+
+/// Waits while `hold` is set, counted in `waiting` while it does (and not once the wait ends
+/// or is dropped).
+async fn wait_while(hold: &AtomicBool, waiting: &AtomicUsize) {
+    struct Waiting<'a>(&'a AtomicUsize);
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
         }
-        // Counted while waiting, and no longer once the wait ends or is dropped.
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.commits_waiting.fetch_add(1, Ordering::SeqCst);
-        let _waiting = Waiting(&self.commits_waiting);
-        while self.hold_commits.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    }
+    if !hold.load(Ordering::SeqCst) {
+        return;
+    }
+    waiting.fetch_add(1, Ordering::SeqCst);
+    let _waiting = Waiting(waiting);
+    while hold.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -168,6 +179,16 @@ impl Store for FlakyStore {
         self.inner.reseal(keys, pepper, audit, now).await
     }
 
+    async fn update_client_policy(
+        &self,
+        client: &Client,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<ClientFlags, StoreError> {
+        wait_while(&self.hold_client_writes, &self.client_writes_waiting).await;
+        self.inner.update_client_policy(client, now, audit).await
+    }
+
     async fn sync_config_client(
         &self,
         client: &Client,
@@ -175,6 +196,7 @@ impl Store for FlakyStore {
         now: i64,
         audit: &AuditRecord,
     ) -> Result<ClientSync, StoreError> {
+        wait_while(&self.hold_client_writes, &self.client_writes_waiting).await;
         self.inner
             .sync_config_client(client, overwrite, now, audit)
             .await

@@ -26,7 +26,8 @@ use tokenmint::{
     revocation::{Change, Event, RevokedToken, State},
     rotation::{self, KeyTransition, Policy, Step},
     store::{
-        ClientSync, Committed, Store, StoreError, postgres::PostgresStore, sqlite::SqliteStore,
+        ClientFlags, ClientSync, Committed, Store, StoreError, postgres::PostgresStore,
+        sqlite::SqliteStore,
     },
 };
 
@@ -207,6 +208,7 @@ contract_tests!(
     contract_token_revoked_twice_is_already_in_force,
     contract_client_changes_for_unknown_client_are_not_found,
     contract_client_disable_and_enable_flip_enabled,
+    contract_a_policy_update_keeps_enabled_and_the_secret,
     contract_changes_after_pages_in_order,
     contract_revocation_state,
     contract_revoked_tokens_in_pages_and_the_state_head,
@@ -1094,6 +1096,67 @@ async fn contract_client_changes_for_unknown_client_are_not_found(backend: &Back
     // The log goes on as usual afterwards.
     let event = commit(&*store, &cutoff("known", T0), T0, 100, 200).await;
     assert_eq!(all_changes(&*store).await, vec![event]);
+}
+
+async fn contract_a_policy_update_keeps_enabled_and_the_secret(backend: &Backend) {
+    let store = backend.open().await;
+    let c1 = client("c1", uri("spiffe://t/c1"));
+    store.insert_client(&c1, T0, &test_audit()).await.unwrap();
+    store
+        .insert_client(&client("c2", uri("spiffe://t/c2")), T0, &test_audit())
+        .await
+        .unwrap();
+    let off = Change::ClientDisabled {
+        client_id: "c1".into(),
+    };
+    commit(&*store, &off, T0 + 1, 0, 100).await;
+
+    // The update carries enabled = true (as a stale read would): the store keeps its own.
+    let mut wider = c1.clone();
+    wider.scopes = vec!["a".into(), "b".into()];
+    wider.enabled = true;
+    let flags = store
+        .update_client_policy(&wider, T0 + 2, &test_audit())
+        .await
+        .unwrap();
+    assert_eq!(
+        flags,
+        ClientFlags {
+            enabled: false,
+            has_secret: false
+        }
+    );
+    let stored = stored_clients(&*store)
+        .await
+        .into_iter()
+        .find(|c| c.id.as_str() == "c1")
+        .unwrap();
+    assert!(!stored.enabled);
+    assert_eq!(stored.scopes, ["a", "b"]);
+
+    // Unknown client; another client's matcher (nothing changes).
+    assert_not_found(
+        store
+            .update_client_policy(
+                &client("nobody", uri("spiffe://t/nobody")),
+                T0,
+                &test_audit(),
+            )
+            .await,
+        "an unknown client",
+    );
+    assert_conflict(
+        store
+            .update_client_policy(&client("c1", uri("spiffe://t/c2")), T0, &test_audit())
+            .await,
+        "another client's matcher",
+    );
+    let stored = stored_clients(&*store)
+        .await
+        .into_iter()
+        .find(|c| c.id.as_str() == "c1")
+        .unwrap();
+    assert_eq!(stored.matcher, uri("spiffe://t/c1"));
 }
 
 async fn contract_client_disable_and_enable_flip_enabled(backend: &Backend) {
