@@ -240,9 +240,7 @@ async fn token(
         };
         face.authority
             .issue(peer.as_deref(), &request)
-            .map_err(|e| {
-                HttpError::from_status(wire::issue_refused(&e, remote)).for_token_endpoint()
-            })
+            .map_err(|e| HttpError::from_status(wire::issue_refused(&e, remote)).per_rfc6749())
     })();
     match result {
         Ok(issued) => {
@@ -276,7 +274,7 @@ fn authorized_form(
     let caller = face
         .authority
         .caller(peer, permission)
-        .map_err(|e| HttpError::from_status(wire::caller_refused(&e, remote)))?;
+        .map_err(|e| HttpError::from_status(wire::caller_refused(&e, remote)).per_rfc6749())?;
     crate::ops::record_client(caller.id.as_str());
     Ok((form, caller))
 }
@@ -355,7 +353,7 @@ async fn revoke(
         face.authority
             .revocation_of(&caller, token)
             .map(|change| (change, caller.id.clone()))
-            .map_err(|e| HttpError::from_status(wire::revoke_refused(&e, remote)))
+            .map_err(|e| HttpError::from_status(wire::revoke_refused(&e, remote)).per_rfc6749())
     })();
     let (change, caller_id) = match decided {
         Ok(decided) => decided,
@@ -376,7 +374,7 @@ async fn jwks(State(face): State<HttpFace>, headers: HeaderMap) -> Response {
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| if_none_match(v, &etag));
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -399,18 +397,35 @@ async fn jwks(State(face): State<HttpFace>, headers: HeaderMap) -> Response {
     response
 }
 
+/// Whether an `If-None-Match` list names `etag`, by the weak comparison RFC 9110 §13.1.2
+/// asks for there (`W/"v"` matches `"v"`), or is `*`.
+fn if_none_match(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
 async fn metadata(State(face): State<HttpFace>) -> Response {
     let issuer = face.authority.issuer().name().to_owned();
     let mtls = ["tls_client_auth", "self_signed_tls_client_auth"];
+    // A secret is a second factor on the token endpoint, beside the certificate.
+    let token_auth = [
+        "tls_client_auth",
+        "self_signed_tls_client_auth",
+        "client_secret_basic",
+        "client_secret_post",
+    ];
     Json(json!({
         "issuer": issuer,
         "token_endpoint": format!("{issuer}/oauth2/token"),
         "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "response_types_supported": [],
+        // REQUIRED by RFC 8414 and non-empty for common validators; there is no
+        // authorization endpoint, and "none" (the registered type that issues nothing) says so.
+        "response_types_supported": ["none"],
         "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": mtls,
+        "token_endpoint_auth_methods_supported": token_auth,
         "introspection_endpoint_auth_methods_supported": mtls,
         "revocation_endpoint_auth_methods_supported": mtls,
         "tls_client_certificate_bound_access_tokens": true,

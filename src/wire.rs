@@ -309,9 +309,10 @@ impl HttpError {
         }
     }
 
-    /// On the token endpoint, RFC 6749 §5.2 answers 400 for every error but
-    /// `invalid_client` (401) and server-side conditions.
-    pub fn for_token_endpoint(mut self) -> Self {
+    /// The one rule of the OAuth2 endpoints (token, revocation per RFC 7009 §2.2.1,
+    /// introspection per RFC 7662 §2.3): RFC 6749 §5.2 answers 400 for every error but
+    /// `invalid_client` (401) and server-side conditions — `unauthorized_client` included.
+    pub fn per_rfc6749(mut self) -> Self {
         if self.status == axum::http::StatusCode::FORBIDDEN {
             self.status = axum::http::StatusCode::BAD_REQUEST;
         }
