@@ -180,6 +180,18 @@ pub struct Parts {
     pub max_issue_staleness: Duration,
 }
 
+/// Counts a refused issuance by reason, and by client when one was authenticated (never a
+/// client id a caller merely claimed).
+fn refused(client: Option<&str>, error: IssueError) -> IssueError {
+    metrics::counter!(
+        "tokenmint_issue_refusals_total",
+        "client" => client.unwrap_or("").to_owned(),
+        "reason" => error.label()
+    )
+    .increment(1);
+    error
+}
+
 impl Authority {
     /// With issuance rate limits (none by default).
     pub fn with_issue_limits(mut self, limits: IssueLimits) -> Self {
@@ -219,12 +231,16 @@ impl Authority {
         peer: Option<&PeerCertificate>,
         request: &TokenRequest,
     ) -> Result<IssuedToken, IssueError> {
-        let client = self.clients.load().authenticate(
-            peer,
-            request.client_id.as_deref(),
-            request.client_secret.as_deref(),
-            &self.hasher,
-        )?;
+        let client = self
+            .clients
+            .load()
+            .authenticate(
+                peer,
+                request.client_id.as_deref(),
+                request.client_secret.as_deref(),
+                &self.hasher,
+            )
+            .map_err(|e| refused(None, IssueError::from(e)))?;
         match self.issue_to(&client, peer, request) {
             Ok(token) => {
                 self.issuance_audit.issued(&token);
@@ -232,7 +248,7 @@ impl Authority {
             }
             Err(e) => {
                 self.issuance_audit.refused(client.id.as_str(), e.label());
-                Err(e)
+                Err(refused(Some(client.id.as_str()), e))
             }
         }
     }

@@ -220,18 +220,6 @@ impl IssueError {
         }
     }
 
-    /// The client, where the refusal names an authenticated one (a registered id, never a
-    /// caller-chosen string).
-    pub fn client_id(&self) -> Option<&str> {
-        match self {
-            IssueError::NotPermitted(id) => Some(id),
-            IssueError::CutOff { client_id, .. } | IssueError::RateLimited { client_id, .. } => {
-                Some(client_id)
-            }
-            _ => None,
-        }
-    }
-
     /// The OAuth2 error code.
     pub fn code(&self) -> ErrorCode {
         match self {

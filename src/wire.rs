@@ -38,14 +38,9 @@ pub fn oauth_status(code: ErrorCode, message: &str) -> Status {
     with_code(grpc_code(code), code, message)
 }
 
-/// The status for a refused issuance; logs the detail.
+/// The status for a refused issuance (counted where it was decided, `Authority::issue`); logs
+/// the detail.
 pub fn issue_refused(error: &IssueError, remote: Option<std::net::SocketAddr>) -> Status {
-    metrics::counter!(
-        "tokenmint_issue_refusals_total",
-        "client" => error.client_id().unwrap_or("").to_owned(),
-        "reason" => error.label()
-    )
-    .increment(1);
     match error.code() {
         ErrorCode::ServerError => tracing::error!(error = %error, ?remote, "token issuance failed"),
         code => tracing::info!(error = %error, oauth_error = %code, ?remote, "token refused"),

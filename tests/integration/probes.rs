@@ -64,6 +64,17 @@ async fn readiness_follows_the_loaded_state_and_metrics_move_with_traffic() {
         .access_token;
     let refused = issue(&server, &rs, IssueTokenRequest::default()).await;
     assert!(refused.is_err());
+    // A scope refusal of an authenticated client is counted with its client.
+    let bad_scope = issue(
+        &server,
+        &demo,
+        IssueTokenRequest {
+            scopes: vec!["not-a-scope-of-demo".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(bad_scope.is_err());
     assert!(introspect(&server, &rs, &token, None).await.unwrap().active);
     revoke(&server, &demo, &token).await.unwrap();
 
@@ -84,6 +95,7 @@ async fn readiness_follows_the_loaded_state_and_metrics_move_with_traffic() {
     };
     at_least_one(r#"tokenmint_tokens_issued_total{client="demo"}"#);
     at_least_one(r#"tokenmint_issue_refusals_total{client="rs",reason="not_permitted"}"#);
+    at_least_one(r#"tokenmint_issue_refusals_total{client="demo",reason="scope"}"#);
     at_least_one(r#"tokenmint_introspections_total{outcome="active"}"#);
     at_least_one(r#"tokenmint_tls_handshakes_total{result="ok"}"#);
     at_least_one(
