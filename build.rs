@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
+    // sqlx::migrate! embeds these; a new or changed migration must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     let well_known = protoc_bin_vendored::include_path()?;
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);

@@ -390,6 +390,7 @@ mod tests {
             activated_at: None,
             retired_at: None,
             revoked_at: None,
+            low_s_only: true,
         };
         let step = |set_state, insert, delete, event| KeyTransition {
             expect_current: Some(kid("k1")),

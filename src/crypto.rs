@@ -263,15 +263,73 @@ impl SigningKey {
         }
     }
 
-    /// Signs `message`; the JWS signature bytes (ES256: the fixed 64-byte r ‖ s form).
+    /// Signs `message`; the JWS signature bytes (ES256: the fixed 64-byte r ‖ s form, always
+    /// low-S).
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match &self.pair {
             SigningPair::Ecdsa(pair) => pair
                 .sign(rng(), message)
-                .map(|sig| sig.as_ref().to_vec())
+                .map(|sig| es256_low_s(sig.as_ref().to_vec()))
                 .map_err(|_| CryptoError::Sign),
             SigningPair::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
         }
+    }
+}
+
+/// The order n of the P-256 group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// ⌊n / 2⌋ for the P-256 order, big-endian: the largest s of a low-S signature.
+const P256_HALF_ORDER: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
+
+/// The s half of a fixed-form ES256 signature (r ‖ s, 32 bytes each, big-endian).
+fn es256_s(signature: &[u8]) -> Option<&[u8; 32]> {
+    if signature.len() != 64 {
+        return None;
+    }
+    signature.get(32..)?.try_into().ok()
+}
+
+/// Whether a fixed-form ES256 signature has s > n/2 ("high-S"). ECDSA accepts (r, s) and
+/// (r, n − s) alike, so each token has two spellings; tokenmint signs only the low one and
+/// refuses the high one for keys created since the low-S cut-over.
+/// Anything not 64 bytes is not high-S (it is not an ES256 signature at all).
+pub fn es256_is_high_s(signature: &[u8]) -> bool {
+    // Equal-length big-endian byte strings compare as the numbers do.
+    es256_s(signature).is_some_and(|s| *s > P256_HALF_ORDER)
+}
+
+/// The other valid spelling of a fixed-form ES256 signature: (r, n − s), for 0 < s < n.
+/// `None` for anything else (wrong length, s = 0, s ≥ n: no valid signature has those).
+pub fn es256_twin(signature: &[u8]) -> Option<Vec<u8>> {
+    let s = es256_s(signature)?;
+    if s.iter().all(|b| *b == 0) || *s >= P256_ORDER {
+        return None;
+    }
+    let mut out = signature.to_vec();
+    let mut borrow = 0u8;
+    for i in (0..32).rev() {
+        let (digit, under_1) = P256_ORDER[i].overflowing_sub(s[i]);
+        let (digit, under_2) = digit.overflowing_sub(borrow);
+        borrow = u8::from(under_1 || under_2);
+        out[32 + i] = digit;
+    }
+    Some(out)
+}
+
+/// The one low-S rule every signer applies: a high-S ES256 signature becomes (r, n − s), the
+/// same signature's low spelling; anything else is returned as it is.
+pub fn es256_low_s(signature: Vec<u8>) -> Vec<u8> {
+    if es256_is_high_s(&signature) {
+        es256_twin(&signature).unwrap_or(signature)
+    } else {
+        signature
     }
 }
 
@@ -523,7 +581,7 @@ mod jwt_provider {
             match &self.pair {
                 RingPair::Ecdsa(pair) => pair
                     .sign(super::rng(), msg)
-                    .map(|s| s.as_ref().to_vec())
+                    .map(|s| super::es256_low_s(s.as_ref().to_vec()))
                     .map_err(|_| signature_trait::Error::new()),
                 RingPair::Ed25519(pair) => Ok(pair.sign(msg).as_ref().to_vec()),
             }
@@ -708,6 +766,143 @@ mod tests {
             assert_eq!(reparsed.public_key(), key.public_key());
         }
         assert!(SigningKey::try_from_pkcs8(Algorithm::Es256, b"junk").is_err());
+    }
+
+    /// 32 bytes from 64 hex digits.
+    fn be(hex_digits: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(hex_digits.as_bytes().chunks_exact(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
+        }
+        out
+    }
+
+    /// A signature with r = 0x11… and the given s.
+    fn with_s(s: [u8; 32]) -> Vec<u8> {
+        [[0x11u8; 32], s].concat()
+    }
+
+    /// `value` + `k` for small `k`, big-endian.
+    fn plus(mut value: [u8; 32], mut k: u8) -> [u8; 32] {
+        for byte in value.iter_mut().rev() {
+            let (sum, carry) = byte.overflowing_add(k);
+            *byte = sum;
+            k = u8::from(carry);
+        }
+        value
+    }
+
+    fn minus_one(mut value: [u8; 32]) -> [u8; 32] {
+        for byte in value.iter_mut().rev() {
+            let (digit, borrow) = byte.overflowing_sub(1);
+            *byte = digit;
+            if !borrow {
+                break;
+            }
+        }
+        value
+    }
+
+    #[test]
+    fn the_order_constants_are_the_p256_order_and_its_half() {
+        assert_eq!(
+            P256_ORDER,
+            be("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551")
+        );
+        // n is odd: n = 2⌊n/2⌋ + 1.
+        let doubled = {
+            let mut out = [0u8; 32];
+            let mut carry = 0u16;
+            for i in (0..32).rev() {
+                let sum = u16::from(P256_HALF_ORDER[i]) * 2 + carry;
+                out[i] = (sum & 0xff) as u8;
+                carry = sum >> 8;
+            }
+            assert_eq!(carry, 0);
+            out
+        };
+        assert_eq!(plus(doubled, 1), P256_ORDER);
+    }
+
+    #[test]
+    fn low_s_normalisation_at_the_edges() {
+        let half = P256_HALF_ORDER;
+        let above_half = plus(half, 1);
+        let n_minus_one = minus_one(P256_ORDER);
+        let mut one = [0u8; 32];
+        one[31] = 1;
+
+        // s = n/2 is the largest low s: kept.
+        assert!(!es256_is_high_s(&with_s(half)));
+        assert_eq!(es256_low_s(with_s(half)), with_s(half));
+        // s = n/2 + 1 is the smallest high s: its twin is n − (⌊n/2⌋ + 1) = ⌊n/2⌋.
+        assert!(es256_is_high_s(&with_s(above_half)));
+        assert_eq!(es256_low_s(with_s(above_half)), with_s(half));
+        // s = n − 1 becomes 1, and 1 stays.
+        assert!(es256_is_high_s(&with_s(n_minus_one)));
+        assert_eq!(es256_low_s(with_s(n_minus_one)), with_s(one));
+        assert!(!es256_is_high_s(&with_s(one)));
+        assert_eq!(es256_low_s(with_s(one)), with_s(one));
+        assert_eq!(es256_twin(&with_s(one)), Some(with_s(n_minus_one)));
+
+        // r is never touched.
+        assert_eq!(es256_low_s(with_s(n_minus_one))[..32], [0x11u8; 32]);
+    }
+
+    #[test]
+    fn low_s_normalisation_known_answers() {
+        // n − s computed independently (Python integers).
+        let s = be("c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5");
+        let n_minus_s = be("39fb806abe128293cfbabf916a3f8327606f6c621a2861dd480dc1099ff2866c");
+        assert!(es256_is_high_s(&with_s(s)));
+        assert_eq!(es256_low_s(with_s(s)), with_s(n_minus_s));
+        assert_eq!(es256_twin(&with_s(n_minus_s)), Some(with_s(s)));
+        // A borrow that runs through 31 bytes.
+        let mut s = [0u8; 32];
+        s[0] = 1;
+        assert_eq!(
+            es256_twin(&with_s(s)),
+            Some(with_s(be(
+                "feffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551"
+            )))
+        );
+    }
+
+    #[test]
+    fn what_is_no_valid_es256_signature_is_left_alone() {
+        let zero = [0u8; 32];
+        assert!(!es256_is_high_s(&with_s(zero)));
+        assert_eq!(es256_twin(&with_s(zero)), None);
+        assert_eq!(es256_low_s(with_s(zero)), with_s(zero));
+        // s ≥ n: high, but it has no twin and is not rewritten.
+        for s in [P256_ORDER, plus(P256_ORDER, 1), [0xff; 32]] {
+            assert!(es256_is_high_s(&with_s(s)));
+            assert_eq!(es256_twin(&with_s(s)), None);
+            assert_eq!(es256_low_s(with_s(s)), with_s(s));
+        }
+        // Not 64 bytes: not an ES256 signature; an Ed25519 signature is never rewritten.
+        for len in [0, 32, 63, 65] {
+            let bytes = vec![0xff; len];
+            assert!(!es256_is_high_s(&bytes));
+            assert_eq!(es256_twin(&bytes), None);
+            assert_eq!(es256_low_s(bytes.clone()), bytes);
+        }
+    }
+
+    #[test]
+    fn es256_signatures_are_low_s_and_their_high_twins_still_verify_in_ring() {
+        let (key, _) = SigningKey::generate(Algorithm::Es256).unwrap();
+        let public = key.public_key();
+        for i in 0..64u32 {
+            let message = i.to_be_bytes();
+            let sig = key.sign(&message).unwrap();
+            assert!(!es256_is_high_s(&sig), "signature {i} is high-S");
+            assert!(verify_signature(&public, &message, &sig));
+            // Why the rule is needed: ring accepts the high-S twin as well.
+            let twin = es256_twin(&sig).unwrap();
+            assert!(es256_is_high_s(&twin));
+            assert!(verify_signature(&public, &message, &twin));
+        }
     }
 
     #[test]

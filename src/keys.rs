@@ -187,6 +187,9 @@ pub struct KeyRecord {
     pub retired_at: Option<i64>,
     /// Unix seconds when it was revoked.
     pub revoked_at: Option<i64>,
+    /// Created since the ES256 low-S cut-over: it signs only low-S and its tokens verify only
+    /// in that form. Keys created before accept both forms (see docs/key-lifecycle.md).
+    pub low_s_only: bool,
 }
 
 /// The associated data that binds a sealed private key to its version, algorithm and id.
@@ -219,6 +222,7 @@ impl KeyRecord {
             activated_at: (state == KeyState::Current).then_some(now),
             retired_at: None,
             revoked_at: None,
+            low_s_only: true,
         })
     }
 
@@ -312,6 +316,8 @@ pub struct PublishedKey {
     pub state: KeyState,
     /// The public key.
     pub public: PublicKey,
+    /// Whether a high-S ES256 signature is refused under it (from the key record).
+    pub low_s_only: bool,
 }
 
 /// The key that signs: parsed once, with its JWS protected header pre-encoded.
@@ -395,6 +401,7 @@ impl KeyRing {
                 algorithm: r.algorithm,
                 state: r.state,
                 public: r.public.clone(),
+                low_s_only: r.low_s_only,
             })
             .collect();
         // A stable order, so the JWKS text (and its version) depends only on the set.

@@ -458,7 +458,8 @@ pub struct Verified {
 }
 
 /// Everything but the times: size, `typ`, the key its `kid` names (and that key's
-/// algorithm), the signature, the claims' presence and JSON types, and the issuer.
+/// algorithm), the signature (only its low-S form, for a key created since the cut-over), the
+/// claims' presence and JSON types, and the issuer.
 pub fn verify_signature(
     token: &str,
     ring: &KeyRing,
@@ -483,6 +484,9 @@ pub fn verify_signature(
     if header.alg != jwt_algorithm(key.algorithm) {
         return Err(VerifyError::AlgorithmMismatch);
     }
+    if key.low_s_only && key.algorithm == Algorithm::Es256 && is_high_s(token) {
+        return Err(VerifyError::BadSignature);
+    }
     let mut validation = Validation::new(jwt_algorithm(key.algorithm));
     validation.validate_exp = false;
     validation.validate_nbf = false;
@@ -504,6 +508,16 @@ pub fn verify_signature(
         claims: data.claims,
         kid,
     })
+}
+
+/// Whether the token's signature, read as ES256 (r ‖ s), is high-S: the twin (r, n − s) of the
+/// one the key signed, which ring would accept. Only for ES256 keys (an Ed25519 signature is
+/// 64 bytes too). A signature that does not decode is left to jsonwebtoken to refuse.
+fn is_high_s(token: &str) -> bool {
+    token
+        .rsplit_once('.')
+        .and_then(|(_, signature)| crypto::b64url_decode(signature))
+        .is_some_and(|signature| crypto::es256_is_high_s(&signature))
 }
 
 /// `exp`, `nbf` and `iat` against `now` with `leeway`.
@@ -580,4 +594,87 @@ pub fn jwk_set(keys: &[PublishedKey]) -> (String, String) {
     let json = serde_json::to_string(&set).unwrap_or_else(|_| r#"{"keys":[]}"#.to_owned());
     let version = crypto::hex(&crypto::sha256(json.as_bytes())[..16]);
     (json, version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        crypto::Kek,
+        keys::{KekRing, KeyRecord, KeyState},
+    };
+
+    const ISSUER: &str = "https://issuer.test";
+
+    /// A ring whose one key is current, of `algorithm`, low-S-only or not.
+    fn ring(algorithm: Algorithm, low_s_only: bool) -> KeyRing {
+        let kek = Kek::generate().unwrap();
+        let keks = KekRing::try_new(vec![Kek::try_from_base64(&kek.to_base64()).unwrap()]).unwrap();
+        let mut record = KeyRecord::generate(algorithm, KeyState::Current, &kek, 0).unwrap();
+        record.low_s_only = low_s_only;
+        KeyRing::try_build(&[record], &keks).unwrap()
+    }
+
+    fn token(ring: &KeyRing, jti: usize) -> String {
+        let claims = AccessTokenClaims {
+            iss: ISSUER.into(),
+            sub: "c".into(),
+            client_id: "c".into(),
+            aud: Audience::One("a".into()),
+            scope: None,
+            iat: 0,
+            nbf: 0,
+            exp: 1,
+            jti: jti.to_string(),
+            cnf: Confirmation {
+                x5t_s256: String::new(),
+            },
+        };
+        ring.signer()
+            .sign_compact(&serde_json::to_vec(&claims).unwrap())
+            .unwrap()
+    }
+
+    /// The token with its ES256 signature replaced by the other spelling, (r, n − s).
+    fn twin(token: &str) -> String {
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let twin = crypto::es256_twin(&crypto::b64url_decode(signature).unwrap()).unwrap();
+        format!("{input}.{}", crypto::b64url(&twin))
+    }
+
+    #[test]
+    fn a_low_s_only_key_refuses_the_high_s_twin_as_a_bad_signature() {
+        let ring = ring(Algorithm::Es256, true);
+        for i in 0..16 {
+            let token = token(&ring, i);
+            assert!(verify_signature(&token, &ring, ISSUER).is_ok());
+            assert_eq!(
+                verify_signature(&twin(&token), &ring, ISSUER),
+                Err(VerifyError::BadSignature)
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_from_before_the_cut_over_accepts_both_forms() {
+        let ring = ring(Algorithm::Es256, false);
+        for i in 0..16 {
+            let token = token(&ring, i);
+            assert!(verify_signature(&token, &ring, ISSUER).is_ok());
+            assert!(verify_signature(&twin(&token), &ring, ISSUER).is_ok());
+        }
+    }
+
+    #[test]
+    fn eddsa_signatures_are_never_read_as_es256() {
+        // Half of Ed25519 signatures look "high-S" read as r ‖ s; none may be refused for it.
+        let ring = ring(Algorithm::EdDsa, true);
+        for i in 0..64 {
+            let token = token(&ring, i);
+            assert!(
+                verify_signature(&token, &ring, ISSUER).is_ok(),
+                "EdDSA token {i} refused"
+            );
+        }
+    }
 }

@@ -292,8 +292,8 @@ async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Result<(), Stor
     let (x, y) = public_columns(&key.public);
     sqlx::query(
         "INSERT INTO signing_keys (kid, algorithm, state, public_x, public_y, kek_id, nonce, \
-         ciphertext, created_at, activated_at, retired_at, revoked_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         ciphertext, created_at, activated_at, retired_at, revoked_at, low_s_only) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(key.kid.as_str())
     .bind(key.algorithm.as_str())
@@ -307,6 +307,7 @@ async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Result<(), Stor
     .bind(key.activated_at)
     .bind(key.retired_at)
     .bind(key.revoked_at)
+    .bind(i16::from(key.low_s_only))
     .execute(conn)
     .await
     .map_err(write_error)?;

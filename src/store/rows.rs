@@ -48,7 +48,7 @@ pub(super) trait Columns {
     fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
     /// A blob column that may be NULL.
     fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// The 0/1 `enabled` flag (an INTEGER in SQLite, a SMALLINT in PostgreSQL).
+    /// A 0/1 flag such as `enabled` (an INTEGER in SQLite, a SMALLINT in PostgreSQL).
     fn flag(&self, column: &str) -> Result<bool, StoreError>;
 
     /// A `TEXT NOT NULL` column.
@@ -155,6 +155,7 @@ pub(super) fn key_from(row: &impl Columns) -> Result<KeyRecord, StoreError> {
         activated_at: row.opt_int("activated_at")?,
         retired_at: row.opt_int("retired_at")?,
         revoked_at: row.opt_int("revoked_at")?,
+        low_s_only: row.flag("low_s_only")?,
     })
 }
 

@@ -155,8 +155,8 @@ where
     let (x, y) = public_columns(&key.public);
     sqlx::query(
         "INSERT INTO signing_keys (kid, algorithm, state, public_x, public_y, kek_id, nonce, \
-         ciphertext, created_at, activated_at, retired_at, revoked_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         ciphertext, created_at, activated_at, retired_at, revoked_at, low_s_only) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(key.kid.as_str())
     .bind(key.algorithm.as_str())
@@ -170,6 +170,7 @@ where
     .bind(key.activated_at)
     .bind(key.retired_at)
     .bind(key.revoked_at)
+    .bind(i64::from(key.low_s_only))
     .execute(executor)
     .await
     .map_err(write_error)?;

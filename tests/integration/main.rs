@@ -18,6 +18,7 @@ mod issue;
 mod keys;
 mod lifecycle;
 mod limits;
+mod low_s;
 mod manifests;
 mod ops;
 mod pinned;

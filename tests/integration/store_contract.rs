@@ -197,6 +197,7 @@ macro_rules! contract_tests {
 contract_tests!(
     contract_empty_store,
     contract_initial_keys_are_created_once_and_round_trip,
+    contract_keys_stored_before_the_low_s_migration_accept_both_forms,
     contract_key_transitions_apply_like_the_model,
     contract_stale_key_transition_conflicts_and_changes_nothing,
     contract_reseal_replaces_sealed_forms,
@@ -421,6 +422,8 @@ async fn contract_initial_keys_are_created_once_and_round_trip(backend: &Backend
     let mut retired = key(Algorithm::Es256, KeyState::Retired, &kek, T0 - 7200);
     retired.activated_at = Some(T0 - 7000);
     retired.retired_at = Some(T0 - 10);
+    // Created before the low-S cut-over (the others, generated now, are after it).
+    retired.low_s_only = false;
     let mut revoked = key(Algorithm::EdDsa, KeyState::Revoked, &kek, T0 - 5000);
     revoked.activated_at = Some(T0 - 4000);
     revoked.retired_at = Some(T0 - 3000);
@@ -446,6 +449,110 @@ async fn contract_initial_keys_are_created_once_and_round_trip(backend: &Backend
     assert_eq!(stored_keys(&*replica).await, sorted(initial));
     // Key changes are not logged.
     assert!(all_changes(&*store).await.is_empty());
+}
+
+/// The schema as it was before the low-S cut-over: migrations up to 0004 only.
+async fn migrator_before_low_s(dialect: &str) -> sqlx::migrate::Migrator {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    let before: Vec<_> = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 4)
+        .cloned()
+        .collect();
+    assert_eq!(before.len(), 4);
+    migrator.migrations = before.into();
+    migrator
+}
+
+async fn contract_keys_stored_before_the_low_s_migration_accept_both_forms(backend: &Backend) {
+    let kek = Kek::generate().unwrap();
+    let mut old = key(Algorithm::Es256, KeyState::Current, &kek, T0);
+    let (x, y) = match &old.public {
+        crypto::PublicKey::P256 { x, y } => (x.clone(), y.clone()),
+        crypto::PublicKey::Ed25519 { .. } => unreachable!("an ES256 key"),
+    };
+    // A row written by the previous release, before migration 0005 existed.
+    match backend {
+        Backend::Sqlite { path, .. } => {
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .connect()
+                .await
+                .unwrap();
+            migrator_before_low_s("sqlite")
+                .await
+                .run(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, algorithm, state, public_x, public_y, kek_id, \
+                 nonce, ciphertext, created_at, activated_at) \
+                 VALUES (?, 'ES256', 'current', ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(old.kid.as_str())
+            .bind(x)
+            .bind(y)
+            .bind(&old.sealed.kek_id)
+            .bind(&old.sealed.nonce)
+            .bind(&old.sealed.ciphertext)
+            .bind(old.created_at)
+            .bind(old.activated_at)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+        Backend::Postgres { db } => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            migrator_before_low_s("postgres")
+                .await
+                .run(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, algorithm, state, public_x, public_y, kek_id, \
+                 nonce, ciphertext, created_at, activated_at) \
+                 VALUES ($1, 'ES256', 'current', $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(old.kid.as_str())
+            .bind(x)
+            .bind(y)
+            .bind(&old.sealed.kek_id)
+            .bind(&old.sealed.nonce)
+            .bind(&old.sealed.ciphertext)
+            .bind(old.created_at)
+            .bind(old.activated_at)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            conn.close().await.unwrap();
+        }
+    }
+    // Opening migrates to the current schema: the existing key accepts both forms.
+    let store = backend.open().await;
+    old.low_s_only = false;
+    assert_eq!(stored_keys(&*store).await, vec![old.clone()]);
+    // A key stored from now on keeps its flag.
+    let new = key(Algorithm::Es256, KeyState::Next, &kek, T0 + 1);
+    assert!(new.low_s_only);
+    let step = KeyTransition {
+        expect_current: Some(old.kid.clone()),
+        set_state: vec![],
+        insert: vec![new.clone()],
+        delete: vec![],
+        event: None,
+        at: T0 + 1,
+    };
+    store
+        .apply_key_transition(&step, T0 + 1, &test_audit())
+        .await
+        .unwrap();
+    assert_eq!(stored_keys(&*store).await, sorted(vec![old, new]));
 }
 
 async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
