@@ -701,6 +701,34 @@ struct FileClient {
 // ---------------------------------------------------------------------------------------
 
 impl Config {
+    /// Under `serve --dev`: an issuer and an operations listener still at their defaults
+    /// follow a `server.listen` moved off the default port — the issuer becomes
+    /// `https://localhost:<port>`, the operations port `<port> + 1021` (9464 for 8443) — so a
+    /// second development instance needs only its port.
+    pub fn dev_following_listen(mut self) -> Self {
+        let port = self.server.listen.port();
+        let default_port = DEFAULT_LISTEN
+            .parse::<SocketAddr>()
+            .map_or(8443, |a| a.port());
+        if port == default_port {
+            return self;
+        }
+        if self.server.issuer == DEFAULT_ISSUER {
+            self.server.issuer = format!("https://localhost:{port}");
+        }
+        let default_ops = DEFAULT_OPS_LISTEN.parse::<SocketAddr>().ok();
+        if let (Some(ops), Some(default_ops)) = (self.server.ops_listen, default_ops)
+            && ops == default_ops
+        {
+            let offset = default_ops.port() - default_port;
+            let ops_port = port.checked_add(offset).unwrap_or(0);
+            self.server.ops_listen = Some(SocketAddr::new(ops.ip(), ops_port));
+        }
+        self
+    }
+}
+
+impl Config {
     /// Reads and validates `path`, with overrides from `env` (e.g. `std::env::vars()` collected).
     ///
     /// Relative paths in the file are resolved against the file's directory.
@@ -3014,6 +3042,28 @@ enabled = false
     #[test]
     fn wrong_type_in_file_is_refused() {
         refused("[server]\nlisten = 8443", &[FILE, "listen"]);
+    }
+
+    #[test]
+    fn under_dev_the_issuer_and_ops_port_follow_a_moved_listen_port() {
+        let moved = load("[server]\nlisten = \"127.0.0.1:9443\"\n")
+            .unwrap()
+            .dev_following_listen();
+        assert_eq!(moved.server.issuer, "https://localhost:9443");
+        assert_eq!(
+            moved.server.ops_listen,
+            Some("127.0.0.1:10464".parse().unwrap())
+        );
+        // The default port, or values written on purpose, are left as they are.
+        let default = load("").unwrap().dev_following_listen();
+        assert_eq!(default.server.issuer, "https://localhost:8443");
+        let chosen = load(
+            "[server]\nlisten = \"127.0.0.1:9443\"\nissuer = \"https://tm.example\"\nops_listen = \"off\"\n",
+        )
+        .unwrap()
+        .dev_following_listen();
+        assert_eq!(chosen.server.issuer, "https://tm.example");
+        assert_eq!(chosen.server.ops_listen, None);
     }
 
     #[test]

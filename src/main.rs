@@ -340,23 +340,29 @@ enum RevokeCommand {
     },
 }
 
-/// How to reach a running server over mTLS; the defaults fit `serve --dev`.
+/// How to reach a running server over mTLS; the defaults fit `serve --dev`. Each option can
+/// also come from the environment (`TOKENMINT_SERVER`, `TOKENMINT_CERT`, `TOKENMINT_KEY`,
+/// `TOKENMINT_CA`, `TOKENMINT_SERVER_NAME`).
 #[derive(Args, Clone)]
 struct Remote {
     /// The server.
-    #[arg(long, default_value = "https://localhost:8443")]
+    #[arg(
+        long,
+        env = "TOKENMINT_SERVER",
+        default_value = "https://localhost:8443"
+    )]
     server: String,
     /// The client certificate (PEM) [default: certs/demo.pem for tokens, certs/admin.pem for administration].
-    #[arg(long)]
+    #[arg(long, env = "TOKENMINT_CERT")]
     cert: Option<PathBuf>,
     /// Its private key (PEM) [default: beside the default certificate].
-    #[arg(long)]
+    #[arg(long, env = "TOKENMINT_KEY")]
     key: Option<PathBuf>,
     /// The CA that signed the server certificate (PEM).
-    #[arg(long, default_value = "certs/ca.pem")]
+    #[arg(long, env = "TOKENMINT_CA", default_value = "certs/ca.pem")]
     ca: PathBuf,
     /// The TLS server name to verify (default: the URL's host).
-    #[arg(long)]
+    #[arg(long, env = "TOKENMINT_SERVER_NAME")]
     server_name: Option<String>,
 }
 
@@ -389,7 +395,12 @@ impl Remote {
             .tls_config(tls)?
             .connect()
             .await
-            .with_context(|| format!("connecting to {}", self.server))
+            .with_context(|| {
+                format!(
+                    "cannot reach tokenmint at {}: start one with `tokenmint serve --dev`, or point --server (or TOKENMINT_SERVER) at yours",
+                    self.server
+                )
+            })
     }
 }
 
@@ -485,7 +496,19 @@ fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
-fn main() -> Result<()> {
+/// Runs the command; an error is printed as its chain of causes, without a backtrace
+/// whatever `RUST_BACKTRACE` says (a refusal is not a crash).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -751,7 +774,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     #[cfg(unix)]
     let _hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
-    let config = load_config(&args.config)?;
+    let mut config = load_config(&args.config)?;
+    if args.dev {
+        config = config.dev_following_listen();
+    }
     let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
     let listen = config.server.listen;
     // The operations listener comes first, so probes see "alive, not ready" while the state

@@ -22,6 +22,7 @@ fn tokenmint(dir: &Path) -> Command {
     command
         .current_dir(dir)
         .env_remove("TOKENMINT_KEK")
+        .env_remove("TOKENMINT_SERVER")
         .env("RUST_LOG", "warn")
         // Any free port for the operations listener: tests run side by side.
         .env("TOKENMINT__SERVER__OPS_LISTEN", "127.0.0.1:0");
@@ -131,6 +132,7 @@ fn serve_dev_in_an_empty_directory_issues_a_token_to_demo() {
     let dir = tempfile::tempdir().unwrap();
     let server = DevServer::start(dir.path(), &[], None);
     let output = server.wait_until_serving();
+    let server_port = server.port;
     // Graceful stop on SIGTERM.
     server.stop();
 
@@ -143,7 +145,8 @@ fn serve_dev_in_an_empty_directory_issues_a_token_to_demo() {
     let claims: serde_json::Value =
         serde_json::from_slice(&tokenmint::crypto::b64url_decode(payload).unwrap()).unwrap();
     assert_eq!(claims["sub"], "demo");
-    assert_eq!(claims["iss"], "https://localhost:8443");
+    // Under --dev the issuer follows the port it listens on.
+    assert_eq!(claims["iss"], format!("https://localhost:{}", server_port));
 
     for file in [
         "certs/ca.pem",
@@ -870,4 +873,54 @@ async fn a_newline_or_escape_from_a_peer_stays_inside_its_json_log_string() {
     }
     assert!(log.contains(r"evil\nFORGED"), "{log}");
     assert!(!log.contains('\u{1b}'), "a raw escape reached the log");
+}
+
+#[test]
+fn an_unreachable_server_says_how_to_start_one_and_prints_no_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        tokenmint(dir.path())
+            .args(["init"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let port = free_port();
+    let out = tokenmint(dir.path())
+        .args(["token", "issue"])
+        .args(["--server", &format!("https://localhost:{port}")])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: cannot reach tokenmint at"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("tokenmint serve --dev"), "{stderr}");
+    assert!(stderr.contains("TOKENMINT_SERVER"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+}
+
+#[test]
+fn the_cli_finds_its_server_in_tokenmint_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = DevServer::start(dir.path(), &[], None);
+    server.wait_until_serving();
+    let out = tokenmint(dir.path())
+        .args(["token", "issue"])
+        .env(
+            "TOKENMINT_SERVER",
+            format!("https://localhost:{}", server.port),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop();
 }
