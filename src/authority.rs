@@ -146,6 +146,8 @@ pub struct Authority {
     max_issue_staleness: Duration,
     issue_limits: IssueLimits,
     issuance_audit: Arc<IssuanceAudit>,
+    /// Why the key ring the store holds could not be loaded, when it could not.
+    key_ring_error: arc_swap::ArcSwapOption<String>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -221,7 +223,19 @@ impl Authority {
             max_issue_staleness: parts.max_issue_staleness,
             issue_limits: IssueLimits::default(),
             issuance_audit: Arc::new(IssuanceAudit::new(IssuanceMode::Off)),
+            key_ring_error: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// Records whether the key ring the store holds could be loaded (`None`: it could).
+    pub fn mark_key_ring(&self, error: Option<String>) {
+        metrics::gauge!("tokenmint_key_ring_loaded").set(f64::from(u8::from(error.is_none())));
+        self.key_ring_error.store(error.map(Arc::new));
+    }
+
+    /// Why the key ring the store holds could not be loaded, if it could not.
+    pub fn key_ring_error(&self) -> Option<Arc<String>> {
+        self.key_ring_error.load_full()
     }
 
     /// Authenticates `peer` as a client and issues it a token as `request` asks; the

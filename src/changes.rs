@@ -72,6 +72,11 @@ impl ChangeLog {
         }
     }
 
+    /// The authority this log applies to.
+    pub fn authority(&self) -> &Arc<Authority> {
+        &self.authority
+    }
+
     /// Loads the state in force from the store into the blocklist.
     pub async fn load(&self) -> Result<State, StoreError> {
         let now = self.authority.now();

@@ -32,6 +32,10 @@ pub enum LifecycleError {
     /// The operator's request is refused.
     #[error(transparent)]
     Refused(#[from] RotateError),
+    /// The step was saved in the store, but this process could not load the key ring it
+    /// leads to (for example a key sealed under a KEK it is not configured with).
+    #[error("the key step was saved, but this replica cannot load the key ring: {0}")]
+    SavedNotLoaded(String),
 }
 
 impl From<RevokeKeyError> for LifecycleError {
@@ -164,7 +168,7 @@ impl Rotator {
             applied.push(step);
         }
         if !applied.is_empty() {
-            self.publish().await?;
+            self.publish_saved().await?;
         }
         Ok(applied)
     }
@@ -191,7 +195,7 @@ impl Rotator {
             .commit_key_transition(&transition, actor)
             .await?;
         tracing::warn!(current = %rotated.current, retired = %rotated.retired, forced_early = rotated.forced_early, "keys rotated by an operator");
-        self.publish().await?;
+        self.publish_saved().await?;
         Ok(rotated)
     }
 
@@ -211,14 +215,26 @@ impl Rotator {
             .commit_key_transition(&transition, actor)
             .await?;
         tracing::warn!(%kid, "signing key revoked");
-        self.publish().await?;
+        self.publish_saved().await?;
         Ok(event)
     }
 
-    /// Rebuilds the key ring from the store and publishes it if it changed.
+    /// Publishes after a step the store has saved: a failure says the step was saved.
+    async fn publish_saved(&self) -> Result<(), LifecycleError> {
+        self.publish()
+            .await
+            .map_err(|e| LifecycleError::SavedNotLoaded(e.to_string()))
+    }
+
+    /// Rebuilds the key ring from the store and publishes it if it changed. Whether it could
+    /// is recorded with the authority (readiness and `tokenmint_key_ring_loaded`): a replica
+    /// that cannot load the ring its store holds keeps signing with an old key.
     pub async fn publish(&self) -> Result<(), LifecycleError> {
-        let keys = self.store.keys().await?;
-        let ring = KeyRing::try_build(&keys, &self.keks)?;
+        let built = self.build_ring().await;
+        self.changes
+            .authority()
+            .mark_key_ring(built.as_ref().err().map(ToString::to_string));
+        let ring = built?;
         self.ring.send_if_modified(|old| {
             let changed =
                 old.version() != ring.version() || old.signer().kid() != ring.signer().kid();
@@ -228,6 +244,11 @@ impl Rotator {
             changed
         });
         Ok(())
+    }
+
+    async fn build_ring(&self) -> Result<KeyRing, LifecycleError> {
+        let keys = self.store.keys().await?;
+        Ok(KeyRing::try_build(&keys, &self.keks)?)
     }
 
     /// When the next scheduled step is due and how old the current key is (Unix seconds,

@@ -77,6 +77,11 @@ impl Probe {
         if !authority.blocklist().is_loaded() {
             return Err("starting: the revocation state is not loaded yet".into());
         }
+        if let Some(error) = authority.key_ring_error() {
+            return Err(format!(
+                "the signing keys in the store cannot be loaded: {error}"
+            ));
+        }
         let stale = authority.stale_for();
         if stale > self.max_issue_staleness {
             return Err(format!(

@@ -911,7 +911,10 @@ struct Readiness {
 impl Readiness {
     async fn report(&mut self, store_reached: bool) {
         metrics::gauge!("tokenmint_store_reachable").set(f64::from(u8::from(store_reached)));
-        let ready = self.authority.stale_for() <= self.max_issue_staleness;
+        // Not ready while the store holds keys this replica cannot load (it would go on
+        // signing with an old key, and fail any key step).
+        let ready = self.authority.stale_for() <= self.max_issue_staleness
+            && self.authority.key_ring_error().is_none();
         if self.last == Some((ready, store_reached)) {
             return;
         }

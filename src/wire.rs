@@ -220,6 +220,13 @@ pub fn lifecycle_failed(error: &LifecycleError) -> Status {
             status
         }
         LifecycleError::Store(e) => store_failed(e),
+        LifecycleError::SavedNotLoaded(e) => {
+            tracing::error!(error = %e, "key lifecycle step saved; the key ring could not be loaded");
+            oauth_status(
+                ErrorCode::ServerError,
+                "the key step was saved (see keys list), but this replica cannot load the key ring it leads to: check that every replica is configured with the KEK the keys are sealed under (docs/key-lifecycle.md)",
+            )
+        }
         LifecycleError::Key(e) => {
             tracing::error!(error = %e, "key lifecycle step failed");
             oauth_status(

@@ -1138,3 +1138,64 @@ fn check_config_refuses_unsafe_key_policies() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `kek rotate` run while a replica still has only the old KEK: that replica's next ring
+/// reload fails, and it says so — not ready (gRPC health `""` NOT_SERVING), and a key step it
+/// is asked for answers that the step was saved, never that nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_load_the_stored_keys_is_not_ready_and_says_what_was_saved() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let mut setup = Setup::new(&standard_clients());
+    setup.store_toml = "catch_up_interval = \"200ms\"\n".into();
+    let server = setup.start().await;
+    let admin = setup.pki.client_uri(ADMIN_URI);
+
+    // Another operator re-seals the store under a new KEK this server does not have.
+    let old_path = setup.path().join("tokenmint.kek");
+    let new_path = setup.path().join("new.kek");
+    std::fs::write(&new_path, Kek::generate().unwrap().to_base64().as_bytes()).unwrap();
+    let keks = tokenmint::server::load_keks(&[&new_path, &old_path], None).unwrap();
+    let store = tokenmint::server::open_store(&setup.config())
+        .await
+        .unwrap();
+    tokenmint::server::rotate_kek(store.as_ref(), &keks, 0)
+        .await
+        .unwrap();
+    drop(store);
+
+    // A key step: saved in the store, and the answer says so.
+    let refused = server
+        .admin(&admin)
+        .rotate_keys(RotateKeysRequest { force: true })
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("was saved")
+            && !refused.message().contains("nothing was changed"),
+        "{refused:?}"
+    );
+    // Not ready, within a few catch-up rounds.
+    let mut health = HealthClient::new(server.public_channel());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == ServingStatus::NotServing as i32 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready with keys it cannot load"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
