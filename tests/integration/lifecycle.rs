@@ -1199,3 +1199,90 @@ async fn a_replica_that_cannot_load_the_stored_keys_is_not_ready_and_says_what_w
     }
     server.stop().await;
 }
+
+/// The README's safe order for a running fleet: the new KEK first everywhere (new keys are
+/// sealed under it), `kek rotate` while serving (the server stays ready and keeps serving),
+/// then the old KEK dropped (the server starts and every token still verifies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kek_rotation_in_the_safe_order_keeps_a_running_server_ready() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let mut setup = Setup::new(&standard_clients());
+    setup.store_toml = "catch_up_interval = \"200ms\"\n".into();
+    let demo = setup.pki.client_uri(DEMO_URI);
+    let rs = setup.pki.client_uri(RS_URI);
+    let admin = setup.pki.client_uri(ADMIN_URI);
+    let server = setup.start().await;
+    let old_token = token(&server, &demo, None).await;
+    server.stop().await;
+
+    // 1. Both KEKs, the new one first: a key made now is sealed under it.
+    let new_kek = Kek::generate().unwrap();
+    std::fs::write(setup.path().join("new.kek"), new_kek.to_base64().as_bytes()).unwrap();
+    setup.kek_files = vec!["new.kek".into(), "tokenmint.kek".into()];
+    let server = setup.start().await;
+    let stored = SqliteStore::open(&setup.path().join("tokenmint.db"))
+        .await
+        .unwrap();
+    let before: BTreeSet<String> = stored
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid.to_string())
+        .collect();
+    server
+        .admin(&admin)
+        .rotate_keys(RotateKeysRequest { force: true })
+        .await
+        .unwrap();
+    let made: Vec<_> = stored
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| !before.contains(&k.kid.to_string()))
+        .collect();
+    assert_eq!(made.len(), 1, "the rotation made a new next key");
+    assert_eq!(
+        made[0].sealed.kek_id,
+        new_kek.id(),
+        "a new key under the new KEK"
+    );
+
+    // 2. kek rotate while it serves: it stays ready and keeps issuing.
+    let config = setup.config();
+    let keks = tokenmint::server::load_keks(&config.keys.kek_files, None).unwrap();
+    tokenmint::server::rotate_kek(&stored, &keks, 0)
+        .await
+        .unwrap();
+    for key in stored.keys().await.unwrap() {
+        assert_eq!(key.sealed.kek_id, new_kek.id(), "{}", key.kid);
+    }
+    drop(stored);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = HealthClient::new(server.public_channel())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    token(&server, &demo, None).await;
+    server.stop().await;
+
+    // 3. The old KEK dropped: it starts, and the token from before still verifies.
+    setup.kek_files = vec!["new.kek".into()];
+    let server = setup.start().await;
+    token(&server, &demo, None).await;
+    assert!(
+        introspect(&server, &rs, &old_token.access_token, None)
+            .await
+            .unwrap()
+            .active
+    );
+    server.stop().await;
+}

@@ -152,6 +152,8 @@ pub struct Setup {
     pub store_toml: String,
     /// Lines for `[revocation]`.
     pub revocation_toml: String,
+    /// `[keys] kek_files`, newest first.
+    pub kek_files: Vec<String>,
     /// Lines for `[admin]`; when not empty, the server gets an admin listener on an
     /// ephemeral port (`TestServer::admin_addr`).
     pub admin_toml: String,
@@ -179,6 +181,7 @@ impl Setup {
             store_url: "sqlite://tokenmint.db".into(),
             store_toml: String::new(),
             revocation_toml: String::new(),
+            kek_files: vec!["tokenmint.kek".into()],
             admin_toml: String::new(),
         }
     }
@@ -214,11 +217,12 @@ url = "{store_url}"
 {revocation}
 
 [keys]
-kek_files = ["tokenmint.kek"]
+kek_files = {kek_files:?}
 {extra}
 {clients}
 "#,
             admin = self.admin_toml,
+            kek_files = self.kek_files,
             revocation = if self.revocation_toml.is_empty() {
                 String::new()
             } else {
