@@ -542,208 +542,281 @@ fn run() -> Result<()> {
                 println!("{}: ok ({clients} clients)", config.source.display());
                 Ok(())
             }
-            Command::Client(ClientCommand::Add(args)) => client_add(*args).await,
-            Command::Client(ClientCommand::Register(args)) => client_register(*args).await,
-            Command::Client(ClientCommand::Update(args)) => client_update(*args).await,
-            Command::Client(ClientCommand::Get { remote, client_id }) => {
-                client_get(&remote, client_id).await
-            }
-            Command::Client(ClientCommand::List { config }) => client_list(&config).await,
-            Command::Audit(AuditCommand::List {
-                remote,
-                actor,
-                action,
-                target,
-                since,
-            }) => {
-                let filter = tokenmint::grpc::proto::ListAuditEventsRequest {
-                    actor: actor.unwrap_or_default(),
-                    action: action.unwrap_or_default(),
-                    target: target.unwrap_or_default(),
-                    since: since.unwrap_or(0),
-                    ..Default::default()
-                };
-                audit_list(&remote, filter).await
-            }
-            Command::Client(ClientCommand::Disable { remote, client_id }) => {
-                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
-                let r = admin
-                    .disable_client(DisableClientRequest { client_id: client_id.clone() })
-                    .await
-                    .map_err(refused)?
-                    .into_inner();
-                println!("disabled client {client_id} (sequence {})", r.sequence);
-                Ok(())
-            }
-            Command::Client(ClientCommand::Enable { remote, client_id }) => {
-                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
-                let r = admin
-                    .enable_client(EnableClientRequest { client_id: client_id.clone() })
-                    .await
-                    .map_err(refused)?
-                    .into_inner();
-                println!("enabled client {client_id} (sequence {})", r.sequence);
-                Ok(())
-            }
-            Command::Token(TokenCommand::Issue(args)) => token_issue(*args).await,
-            Command::Token(TokenCommand::Introspect {
-                remote,
-                token_file,
-                presented_thumbprint,
-            }) => {
-                let token = read_token(&token_file)?;
-                let mut tokens = TokenServiceClient::new(remote.channel("admin").await?);
-                let r = tokens
-                    .introspect_token(IntrospectTokenRequest {
-                        token,
-                        presented_certificate_thumbprint: presented_thumbprint,
-                    })
-                    .await
-                    .map_err(refused)?
-                    .into_inner();
-                let json = if r.active {
-                    serde_json::json!({
-                        "active": true,
-                        "client_id": r.client_id,
-                        "sub": r.subject,
-                        "scope": r.scopes.join(" "),
-                        "aud": r.audiences,
-                        "iss": r.issuer,
-                        "exp": r.expires_at,
-                        "iat": r.issued_at,
-                        "nbf": r.not_before,
-                        "jti": r.token_id,
-                        "cnf": { "x5t#S256": r.certificate_thumbprint },
-                    })
-                } else {
-                    serde_json::json!({ "active": false })
-                };
-                println!("{json:#}");
-                Ok(())
-            }
-            Command::Token(TokenCommand::Revoke { remote, token_file }) => {
-                let token = read_token(&token_file)?;
-                let mut tokens = TokenServiceClient::new(remote.channel("admin").await?);
-                tokens
-                    .revoke_token(RevokeTokenRequest { token })
-                    .await
-                    .map_err(refused)?;
-                println!("revoked (or nothing to revoke: unknown, expired or already revoked)");
-                Ok(())
-            }
-            Command::Revoke(RevokeCommand::TokenId { remote, token_id }) => {
-                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
-                let r = admin
-                    .revoke_token_id(RevokeTokenIdRequest { token_id: token_id.clone() })
-                    .await
-                    .map_err(refused)?
-                    .into_inner();
-                match r.sequence {
-                    0 => println!("token id {token_id} was already revoked"),
-                    n => println!("revoked token id {token_id} (sequence {n})"),
-                }
-                Ok(())
-            }
-            Command::Revoke(RevokeCommand::Client { remote, client_id }) => {
-                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
-                let r = admin
-                    .revoke_client_tokens(RevokeClientTokensRequest { client_id: client_id.clone() })
-                    .await
-                    .map_err(refused)?
-                    .into_inner();
-                println!(
-                    "cut off client {client_id}: every token issued at or before {} is revoked; issuance resumes after it (sequence {})",
-                    r.issued_at_or_before, r.sequence
-                );
-                Ok(())
-            }
-            Command::Keys(KeysCommand::List { remote }) => {
-                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
-                let r = admin
-                    .list_keys(ListKeysRequest {})
-                    .await
-                    .map_err(refused)?
-                    .into_inner();
-                for k in &r.keys {
-                    println!(
-                        "{}\t{}\t{}\tcreated={}\tactivated={}\tretired={}\trevoked={}",
-                        k.key_id, k.algorithm, k.state, k.created_at, k.activated_at, k.retired_at, k.revoked_at
-                    );
-                }
-                println!(
-                    "current key age: {}s; next scheduled step at {}",
-                    r.current_key_age_seconds, r.next_step_at
-                );
-                Ok(())
-            }
-            Command::Keys(KeysCommand::Rotate { remote, force }) => {
-                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
-                let r = admin
-                    .rotate_keys(RotateKeysRequest { force })
-                    .await
-                    .map_err(refused)?
-                    .into_inner();
-                println!("rotated: {} signs now, {} is retired", r.current_key_id, r.retired_key_id);
-                if !r.warning.is_empty() {
-                    eprintln!("warning: {}", r.warning);
-                }
-                Ok(())
-            }
-            Command::Keys(KeysCommand::Revoke { remote, key_id }) => {
-                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
-                let r = admin
-                    .revoke_key(RevokeKeyRequest { key_id: key_id.clone() })
-                    .await
-                    .map_err(refused)?
-                    .into_inner();
-                match r.sequence {
-                    0 => println!("key {key_id} was already revoked"),
-                    n => println!("revoked key {key_id} (sequence {n}); verifiers caching the key set may trust it until their copy expires (keys.jwks_max_age)"),
-                }
-                Ok(())
-            }
-            Command::Kek(KekCommand::Rotate { config }) => {
-                let config = load_config(&config)?;
-                let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
-                let store = server::open_store(&config).await?;
-                let done =
-                    server::rotate_kek(store.as_ref(), &keks, unix_seconds(SystemClock.now()))
-                        .await?;
-                println!(
-                    "re-sealed {} signing keys{} under KEK {}; older KEKs can now be removed from the configuration",
-                    done.keys,
-                    if done.pepper { " and the client-secret pepper" } else { "" },
-                    keks.newest().id()
-                );
-                Ok(())
-            }
-            Command::Revoke(RevokeCommand::List { remote }) => {
-                let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
-                let mut page_token = String::new();
-                loop {
-                    let r = admin
-                        .list_revocations(ListRevocationsRequest { page_size: 0, page_token })
-                        .await
-                        .map_err(refused)?
-                        .into_inner();
-                    for c in &r.disabled_clients {
-                        println!("disabled\t{c}");
-                    }
-                    for c in &r.cutoffs {
-                        println!("cutoff\t{}\tissued_at_or_before={}\tsequence={}", c.client_id, c.issued_at_or_before, c.sequence);
-                    }
-                    for t in &r.tokens {
-                        println!("token\t{}\tclient={}\texpires_at={}\tsequence={}", t.token_id, t.client_id, t.expires_at, t.sequence);
-                    }
-                    if r.next_page_token.is_empty() {
-                        break;
-                    }
-                    page_token = r.next_page_token;
-                }
-                Ok(())
-            }
+            Command::Client(command) => client_command(command).await,
+            Command::Audit(command) => audit_command(command).await,
+            Command::Token(command) => token_command(command).await,
+            Command::Revoke(command) => revoke_command(command).await,
+            Command::Keys(command) => keys_command(command).await,
+            Command::Kek(command) => kek_command(command).await,
         }
     })
+}
+
+/// `tokenmint client …`.
+async fn client_command(command: ClientCommand) -> Result<()> {
+    match command {
+        ClientCommand::Add(args) => client_add(*args).await,
+        ClientCommand::Register(args) => client_register(*args).await,
+        ClientCommand::Update(args) => client_update(*args).await,
+        ClientCommand::Get { remote, client_id } => client_get(&remote, client_id).await,
+        ClientCommand::List { config } => client_list(&config).await,
+        ClientCommand::Disable { remote, client_id } => {
+            let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+            let r = admin
+                .disable_client(DisableClientRequest {
+                    client_id: client_id.clone(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!("disabled client {client_id} (sequence {})", r.sequence);
+            Ok(())
+        }
+        ClientCommand::Enable { remote, client_id } => {
+            let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+            let r = admin
+                .enable_client(EnableClientRequest {
+                    client_id: client_id.clone(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!("enabled client {client_id} (sequence {})", r.sequence);
+            Ok(())
+        }
+    }
+}
+
+/// `tokenmint audit …`.
+async fn audit_command(command: AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::List {
+            remote,
+            actor,
+            action,
+            target,
+            since,
+        } => {
+            let filter = tokenmint::grpc::proto::ListAuditEventsRequest {
+                actor: actor.unwrap_or_default(),
+                action: action.unwrap_or_default(),
+                target: target.unwrap_or_default(),
+                since: since.unwrap_or(0),
+                ..Default::default()
+            };
+            audit_list(&remote, filter).await
+        }
+    }
+}
+
+/// `tokenmint token …`.
+async fn token_command(command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Issue(args) => token_issue(*args).await,
+        TokenCommand::Introspect {
+            remote,
+            token_file,
+            presented_thumbprint,
+        } => {
+            let token = read_token(&token_file)?;
+            let mut tokens = TokenServiceClient::new(remote.channel("admin").await?);
+            let r = tokens
+                .introspect_token(IntrospectTokenRequest {
+                    token,
+                    presented_certificate_thumbprint: presented_thumbprint,
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            let json = if r.active {
+                serde_json::json!({
+                    "active": true,
+                    "client_id": r.client_id,
+                    "sub": r.subject,
+                    "scope": r.scopes.join(" "),
+                    "aud": r.audiences,
+                    "iss": r.issuer,
+                    "exp": r.expires_at,
+                    "iat": r.issued_at,
+                    "nbf": r.not_before,
+                    "jti": r.token_id,
+                    "cnf": { "x5t#S256": r.certificate_thumbprint },
+                })
+            } else {
+                serde_json::json!({ "active": false })
+            };
+            println!("{json:#}");
+            Ok(())
+        }
+        TokenCommand::Revoke { remote, token_file } => {
+            let token = read_token(&token_file)?;
+            let mut tokens = TokenServiceClient::new(remote.channel("admin").await?);
+            tokens
+                .revoke_token(RevokeTokenRequest { token })
+                .await
+                .map_err(refused)?;
+            println!("revoked (or nothing to revoke: unknown, expired or already revoked)");
+            Ok(())
+        }
+    }
+}
+
+/// `tokenmint revoke …`.
+async fn revoke_command(command: RevokeCommand) -> Result<()> {
+    match command {
+        RevokeCommand::TokenId { remote, token_id } => {
+            let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+            let r = admin
+                .revoke_token_id(RevokeTokenIdRequest {
+                    token_id: token_id.clone(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            match r.sequence {
+                0 => println!("token id {token_id} was already revoked"),
+                n => println!("revoked token id {token_id} (sequence {n})"),
+            }
+            Ok(())
+        }
+        RevokeCommand::Client { remote, client_id } => {
+            let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+            let r = admin
+                .revoke_client_tokens(RevokeClientTokensRequest {
+                    client_id: client_id.clone(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!(
+                "cut off client {client_id}: every token issued at or before {} is revoked; issuance resumes after it (sequence {})",
+                r.issued_at_or_before, r.sequence
+            );
+            Ok(())
+        }
+        RevokeCommand::List { remote } => {
+            let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+            let mut page_token = String::new();
+            loop {
+                let r = admin
+                    .list_revocations(ListRevocationsRequest {
+                        page_size: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                for c in &r.disabled_clients {
+                    println!("disabled\t{c}");
+                }
+                for c in &r.cutoffs {
+                    println!(
+                        "cutoff\t{}\tissued_at_or_before={}\tsequence={}",
+                        c.client_id, c.issued_at_or_before, c.sequence
+                    );
+                }
+                for t in &r.tokens {
+                    println!(
+                        "token\t{}\tclient={}\texpires_at={}\tsequence={}",
+                        t.token_id, t.client_id, t.expires_at, t.sequence
+                    );
+                }
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = r.next_page_token;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `tokenmint keys …`.
+async fn keys_command(command: KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::List { remote } => {
+            let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+            let r = admin
+                .list_keys(ListKeysRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
+            for k in &r.keys {
+                println!(
+                    "{}\t{}\t{}\tcreated={}\tactivated={}\tretired={}\trevoked={}",
+                    k.key_id,
+                    k.algorithm,
+                    k.state,
+                    k.created_at,
+                    k.activated_at,
+                    k.retired_at,
+                    k.revoked_at
+                );
+            }
+            println!(
+                "current key age: {}s; next scheduled step at {}",
+                r.current_key_age_seconds, r.next_step_at
+            );
+            Ok(())
+        }
+        KeysCommand::Rotate { remote, force } => {
+            let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+            let r = admin
+                .rotate_keys(RotateKeysRequest { force })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!(
+                "rotated: {} signs now, {} is retired",
+                r.current_key_id, r.retired_key_id
+            );
+            if !r.warning.is_empty() {
+                eprintln!("warning: {}", r.warning);
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { remote, key_id } => {
+            let mut admin = AdminServiceClient::new(remote.channel("admin").await?);
+            let r = admin
+                .revoke_key(RevokeKeyRequest {
+                    key_id: key_id.clone(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            match r.sequence {
+                0 => println!("key {key_id} was already revoked"),
+                n => println!(
+                    "revoked key {key_id} (sequence {n}); verifiers caching the key set may trust it until their copy expires (keys.jwks_max_age)"
+                ),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `tokenmint kek …`.
+async fn kek_command(command: KekCommand) -> Result<()> {
+    match command {
+        KekCommand::Rotate { config } => {
+            let config = load_config(&config)?;
+            let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
+            let store = server::open_store(&config).await?;
+            let done =
+                server::rotate_kek(store.as_ref(), &keks, unix_seconds(SystemClock.now())).await?;
+            println!(
+                "re-sealed {} signing keys{} under KEK {}; older KEKs can now be removed from the configuration",
+                done.keys,
+                if done.pepper {
+                    " and the client-secret pepper"
+                } else {
+                    ""
+                },
+                keks.newest().id()
+            );
+            Ok(())
+        }
+    }
 }
 
 fn init(dir: &Path) -> Result<()> {
