@@ -1289,96 +1289,35 @@ impl Validator<'_> {
     }
 
     fn server(&self, mut s: FileServer) -> Result<ServerConfig, ConfigError> {
-        let raw_listen = s.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-        let listen = raw_listen.trim().parse::<SocketAddr>().map_err(|_| {
-            self.error(
-                "server.listen",
-                format!(
-                    "{} `{raw_listen}` is not a socket address: write IP:PORT, e.g. \"127.0.0.1:8443\" or \"[::]:8443\"",
-                    self.label("server.listen")
-                ),
-            )
-        })?;
+        let listen = self.socket_addr(
+            "server.listen",
+            s.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+            "e.g. \"127.0.0.1:8443\" or \"[::]:8443\"",
+        )?;
 
-        let issuer = s.issuer.take().unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
-        if let Err(problem) = check_issuer(&issuer) {
-            return Err(self.error(
-                "server.issuer",
-                format!(
-                    "{} `{issuer}` {problem}: write an https URL like \"https://tokenmint.example.com\"",
-                    self.label("server.issuer")
-                ),
-            ));
-        }
+        let issuer = self.issuer(s.issuer.take())?;
 
-        let handshake_timeout = self.positive(
+        let handshake_timeout = self.positive_at_most(
             "server.handshake_timeout",
             s.handshake_timeout.as_deref(),
             DEFAULT_HANDSHAKE_TIMEOUT,
+            MAX_HANDSHAKE_TIMEOUT,
         )?;
-        if handshake_timeout > MAX_HANDSHAKE_TIMEOUT {
-            return Err(self.error(
-                "server.handshake_timeout",
-                format!(
-                    "{} ({}) must be at most {}: lower it",
-                    self.label("server.handshake_timeout"),
-                    show(handshake_timeout),
-                    show(MAX_HANDSHAKE_TIMEOUT)
-                ),
-            ));
-        }
         let raw_ops = s.ops_listen.as_deref().unwrap_or(DEFAULT_OPS_LISTEN).trim();
         let ops_listen = if raw_ops.is_empty() || raw_ops == "off" {
             None
         } else {
-            Some(raw_ops.parse::<SocketAddr>().map_err(|_| {
-                self.error(
-                    "server.ops_listen",
-                    format!(
-                        "{} `{raw_ops}` is not a socket address: write IP:PORT, e.g. \"127.0.0.1:9464\", or \"off\"",
-                        self.label("server.ops_listen")
-                    ),
-                )
-            })?)
+            Some(self.socket_addr(
+                "server.ops_listen",
+                raw_ops,
+                "e.g. \"127.0.0.1:9464\", or \"off\"",
+            )?)
         };
         let max_handshakes = self.at_least_one(
             "server.max_handshakes",
             s.max_handshakes,
             DEFAULT_MAX_HANDSHAKES,
             "TLS handshakes in progress at once",
-        )?;
-        let max_concurrent_streams = self.at_least_one(
-            "server.max_concurrent_streams",
-            s.max_concurrent_streams,
-            DEFAULT_MAX_CONCURRENT_STREAMS,
-            "HTTP/2 streams per connection",
-        )?;
-        let max_header_list_size = self.at_least_one(
-            "server.max_header_list_size",
-            s.max_header_list_size,
-            DEFAULT_MAX_HEADER_LIST_SIZE,
-            "bytes of HTTP/2 headers",
-        )?;
-        let keepalive_interval = self.positive(
-            "server.keepalive_interval",
-            s.keepalive_interval.as_deref(),
-            DEFAULT_KEEPALIVE_INTERVAL,
-        )?;
-        let keepalive_timeout = self.positive(
-            "server.keepalive_timeout",
-            s.keepalive_timeout.as_deref(),
-            DEFAULT_KEEPALIVE_TIMEOUT,
-        )?;
-        let max_connection_age = self.positive(
-            "server.max_connection_age",
-            s.max_connection_age.as_deref(),
-            DEFAULT_MAX_CONNECTION_AGE,
-        )?;
-        let max_in_flight = self.at_least_one(
-            "server.max_in_flight",
-            s.max_in_flight,
-            DEFAULT_MAX_IN_FLIGHT,
-            "requests in flight across all connections",
         )?;
         let handshake_failures_per_peer = s
             .handshake_failures_per_peer
@@ -1388,30 +1327,56 @@ impl Validator<'_> {
             self.request_timeouts(s.body_timeout.as_deref(), s.request_timeout.as_deref())?;
         let (max_handshakes_per_address, max_handshakes_per_address_in) =
             self.handshake_shares(&s, max_handshakes)?;
-        let watch_stall_timeout = self.positive(
-            "server.watch_stall_timeout",
-            s.watch_stall_timeout.as_deref(),
-            DEFAULT_WATCH_STALL_TIMEOUT,
-        )?;
         Ok(ServerConfig {
             listen,
             issuer,
             handshake_timeout,
             ops_listen,
             handshake_failures_per_peer,
-            max_in_flight,
+            max_in_flight: self.at_least_one(
+                "server.max_in_flight",
+                s.max_in_flight,
+                DEFAULT_MAX_IN_FLIGHT,
+                "requests in flight across all connections",
+            )?,
             max_handshakes,
-            max_concurrent_streams,
-            max_header_list_size,
-            keepalive_interval,
-            keepalive_timeout,
-            max_connection_age,
+            max_concurrent_streams: self.at_least_one(
+                "server.max_concurrent_streams",
+                s.max_concurrent_streams,
+                DEFAULT_MAX_CONCURRENT_STREAMS,
+                "HTTP/2 streams per connection",
+            )?,
+            max_header_list_size: self.at_least_one(
+                "server.max_header_list_size",
+                s.max_header_list_size,
+                DEFAULT_MAX_HEADER_LIST_SIZE,
+                "bytes of HTTP/2 headers",
+            )?,
+            keepalive_interval: self.positive(
+                "server.keepalive_interval",
+                s.keepalive_interval.as_deref(),
+                DEFAULT_KEEPALIVE_INTERVAL,
+            )?,
+            keepalive_timeout: self.positive(
+                "server.keepalive_timeout",
+                s.keepalive_timeout.as_deref(),
+                DEFAULT_KEEPALIVE_TIMEOUT,
+            )?,
+            max_connection_age: self.positive(
+                "server.max_connection_age",
+                s.max_connection_age.as_deref(),
+                DEFAULT_MAX_CONNECTION_AGE,
+            )?,
             without_certificate,
             body_timeout,
             request_timeout,
             max_handshakes_per_address,
             max_handshakes_per_address_in,
-            watch_stall_timeout,
+            watch_stall_timeout: self.positive(
+                "server.watch_stall_timeout",
+                s.watch_stall_timeout.as_deref(),
+                DEFAULT_WATCH_STALL_TIMEOUT,
+            )?,
         })
     }
 
@@ -1474,6 +1439,62 @@ impl Validator<'_> {
         })
     }
 
+    /// `server.issuer`: an `https://` URL without query, fragment, user info or trailing slash.
+    fn issuer(&self, raw: Option<String>) -> Result<String, ConfigError> {
+        let issuer = raw.unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
+        if let Err(problem) = check_issuer(&issuer) {
+            return Err(self.error(
+                "server.issuer",
+                format!(
+                    "{} `{issuer}` {problem}: write an https URL like \"https://tokenmint.example.com\"",
+                    self.label("server.issuer")
+                ),
+            ));
+        }
+        Ok(issuer)
+    }
+
+    /// A positive duration of at most `max`.
+    fn positive_at_most(
+        &self,
+        field: &str,
+        value: Option<&str>,
+        default: &str,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let value = self.positive(field, value, default)?;
+        if value > max {
+            return Err(self.error(
+                field,
+                format!(
+                    "{} ({}) must be at most {}: lower it",
+                    self.label(field),
+                    show(value),
+                    show(max)
+                ),
+            ));
+        }
+        Ok(value)
+    }
+
+    /// A socket address (`IP:PORT`); `example` ends the message when it is not one.
+    fn socket_addr(
+        &self,
+        field: &str,
+        raw: &str,
+        example: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        raw.trim().parse::<SocketAddr>().map_err(|_| {
+            self.error(
+                field,
+                format!(
+                    "{} `{raw}` is not a socket address: write IP:PORT, {example}",
+                    self.label(field)
+                ),
+            )
+        })
+    }
+
     /// A count that must be at least 1 (`what` it counts, for the message).
     fn at_least_one(
         &self,
@@ -1502,24 +1523,18 @@ impl Validator<'_> {
         body: Option<&str>,
         request: Option<&str>,
     ) -> Result<(Duration, Duration), ConfigError> {
-        let body = self.positive("server.body_timeout", body, DEFAULT_BODY_TIMEOUT)?;
-        let request = self.positive("server.request_timeout", request, DEFAULT_REQUEST_TIMEOUT)?;
-        for (field, value) in [
-            ("server.body_timeout", body),
-            ("server.request_timeout", request),
-        ] {
-            if value > MAX_REQUEST_TIMEOUT {
-                return Err(self.error(
-                    field,
-                    format!(
-                        "{} ({}) must be at most {}: lower it",
-                        self.label(field),
-                        show(value),
-                        show(MAX_REQUEST_TIMEOUT)
-                    ),
-                ));
-            }
-        }
+        let body = self.positive_at_most(
+            "server.body_timeout",
+            body,
+            DEFAULT_BODY_TIMEOUT,
+            MAX_REQUEST_TIMEOUT,
+        )?;
+        let request = self.positive_at_most(
+            "server.request_timeout",
+            request,
+            DEFAULT_REQUEST_TIMEOUT,
+            MAX_REQUEST_TIMEOUT,
+        )?;
         if body > request {
             return Err(self.error(
                 "server.body_timeout",
