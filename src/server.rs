@@ -590,23 +590,6 @@ impl PreparedServer {
                 )),
             ),
             (
-                "catch-up",
-                tokio::spawn(catch_up(
-                    self.store.clone(),
-                    self.changes.clone(),
-                    self.rotator.clone(),
-                    Readiness {
-                        health: health.clone(),
-                        authority: self.authority.clone(),
-                        max_issue_staleness: self.config.store.max_issue_staleness,
-                        round_timeout: self.config.store.max_staleness,
-                        last: None,
-                    },
-                    self.config.store.catch_up_interval,
-                    stop.clone(),
-                )),
-            ),
-            (
                 "tls-reload",
                 tokio::spawn(tls::reload_task(
                     material,
@@ -614,106 +597,16 @@ impl PreparedServer {
                     stop.clone(),
                 )),
             ),
-            (
-                "key-rotation",
-                tokio::spawn(rotate_keys(
-                    self.rotator.clone(),
-                    self.config.store.catch_up_interval,
-                    stop.clone(),
-                )),
-            ),
-            (
-                "revocation-purge",
-                tokio::spawn(purge_revocations(
-                    self.changes.clone(),
-                    self.config.revocation.purge_interval,
-                    self.config.audit.retention,
-                    stop.clone(),
-                )),
-            ),
-            (
-                "issuance-audit",
-                tokio::spawn(flush_issuance_counts(
-                    self.issuance_audit.clone(),
-                    stop.clone(),
-                )),
-            ),
         ];
-
-        // Both reflection versions: grpcurl and other tools still ask v1alpha.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection()
-            .build_v1()
-            .map_err(|e| ServeError::Transport(e.to_string()))?
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .map_err(|e| ServeError::Transport(e.to_string()))?
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let token_service =
-            TokenServiceServer::new(TokenApi::new(self.authority.clone(), self.changes.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let watch_limits = grpc::WatchLimits::new(
-            self.config.server.watch_stall_timeout,
-            crate::changes::WatchCaps::new(
-                self.config.revocation.max_watches,
-                self.config.revocation.max_watches_per_client,
-            ),
-            self.config.keys.max_jwks_watches,
-        );
-        let revocation_service = RevocationServiceServer::new(RevocationApi::new(
-            self.authority.clone(),
-            self.changes.clone(),
-            stop.clone(),
-            watch_limits.clone(),
-        ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let admin_service = AdminServiceServer::new(AdminApi::new(
-            self.authority.clone(),
-            self.changes.clone(),
-            self.store.clone(),
-            self.rotator.clone(),
-            grpc::ClientLifetimes {
-                default: self.config.tokens.default_lifetime,
-                max: self.config.tokens.max_lifetime,
-            },
-        ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let key_service = KeyServiceServer::new(KeyApi::new(
-            self.authority.clone(),
-            stop.clone(),
-            watch_limits,
-        ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        tasks.extend(self.spawn_state_tasks(&health, &stop));
 
         tracing::info!(issuer = %self.config.server.issuer, "serving");
-        // One port: gRPC services by path, everything else to the OAuth2 HTTP face.
-        let mut http = crate::http::router(
-            self.authority.clone(),
-            self.changes.clone(),
-            self.config.keys.jwks_max_age,
+        let (routes, admin_service) = self.service_routes(admin_plane.is_some(), &stop)?;
+        let routes = routes.add_service(
+            health_service
+                .clone()
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
-        if admin_plane.is_some() {
-            http = http.route(
-                "/tokenmint.v1.AdminService/{*rpc}",
-                axum::routing::any(admin_elsewhere),
-            );
-        }
-        let routes = tonic::service::Routes::from(http)
-            .add_service(
-                health_service
-                    .clone()
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(token_service)
-            .add_service(key_service)
-            .add_service(revocation_service);
         let server = &self.config.server;
         let connection_limits = connection_limits(server);
         let routes = if let Some((listener, acceptor, verifier)) = admin_plane {
@@ -771,6 +664,137 @@ impl PreparedServer {
         self.issuance_audit.flush();
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// The tasks that keep this process's state in step: catching up with the store (and
+    /// reporting readiness), key steps, purging, and the issuance counts.
+    fn spawn_state_tasks(
+        &self,
+        health: &tonic_health::server::HealthReporter,
+        stop: &CancellationToken,
+    ) -> Vec<(&'static str, JoinHandle<()>)> {
+        vec![
+            (
+                "catch-up",
+                tokio::spawn(catch_up(
+                    self.store.clone(),
+                    self.changes.clone(),
+                    self.rotator.clone(),
+                    Readiness {
+                        health: health.clone(),
+                        authority: self.authority.clone(),
+                        max_issue_staleness: self.config.store.max_issue_staleness,
+                        round_timeout: self.config.store.max_staleness,
+                        last: None,
+                    },
+                    self.config.store.catch_up_interval,
+                    stop.clone(),
+                )),
+            ),
+            (
+                "key-rotation",
+                tokio::spawn(rotate_keys(
+                    self.rotator.clone(),
+                    self.config.store.catch_up_interval,
+                    stop.clone(),
+                )),
+            ),
+            (
+                "revocation-purge",
+                tokio::spawn(purge_revocations(
+                    self.changes.clone(),
+                    self.config.revocation.purge_interval,
+                    self.config.audit.retention,
+                    stop.clone(),
+                )),
+            ),
+            (
+                "issuance-audit",
+                tokio::spawn(flush_issuance_counts(
+                    self.issuance_audit.clone(),
+                    stop.clone(),
+                )),
+            ),
+        ]
+    }
+
+    /// The data plane's services (health is added by the caller) and the OAuth2 HTTP face on
+    /// one router, and `AdminService` for whichever listener serves it; with
+    /// `admin_on_its_listener`, the data plane refuses `AdminService` naming that listener.
+    fn service_routes(
+        &self,
+        admin_on_its_listener: bool,
+        stop: &CancellationToken,
+    ) -> Result<(tonic::service::Routes, AdminServiceServer<AdminApi>), ServeError> {
+        // Both reflection versions: grpcurl and other tools still ask v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .map_err(|e| ServeError::Transport(e.to_string()))?
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| ServeError::Transport(e.to_string()))?
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let token_service =
+            TokenServiceServer::new(TokenApi::new(self.authority.clone(), self.changes.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let watch_limits = grpc::WatchLimits::new(
+            self.config.server.watch_stall_timeout,
+            crate::changes::WatchCaps::new(
+                self.config.revocation.max_watches,
+                self.config.revocation.max_watches_per_client,
+            ),
+            self.config.keys.max_jwks_watches,
+        );
+        let revocation_service = RevocationServiceServer::new(RevocationApi::new(
+            self.authority.clone(),
+            self.changes.clone(),
+            stop.clone(),
+            watch_limits.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let admin_service = AdminServiceServer::new(AdminApi::new(
+            self.authority.clone(),
+            self.changes.clone(),
+            self.store.clone(),
+            self.rotator.clone(),
+            grpc::ClientLifetimes {
+                default: self.config.tokens.default_lifetime,
+                max: self.config.tokens.max_lifetime,
+            },
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let key_service = KeyServiceServer::new(KeyApi::new(
+            self.authority.clone(),
+            stop.clone(),
+            watch_limits,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+        // One port: gRPC services by path, everything else to the OAuth2 HTTP face.
+        let mut http = crate::http::router(
+            self.authority.clone(),
+            self.changes.clone(),
+            self.config.keys.jwks_max_age,
+        );
+        if admin_on_its_listener {
+            http = http.route(
+                "/tokenmint.v1.AdminService/{*rpc}",
+                axum::routing::any(admin_elsewhere),
+            );
+        }
+        let routes = tonic::service::Routes::from(http)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(token_service)
+            .add_service(key_service)
+            .add_service(revocation_service);
+        Ok((routes, admin_service))
     }
 }
 
