@@ -46,7 +46,6 @@ use proto::{
     token_service_server::TokenService,
 };
 
-pub use crate::limits::MAX_MESSAGE_BYTES;
 
 impl fmt::Debug for IssueTokenRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -26,7 +26,7 @@ use crate::{
     wire::{self, HttpError},
 };
 
-pub use crate::limits::MAX_BODY_BYTES;
+use crate::limits::MAX_BODY_BYTES;
 
 /// What the HTTP handlers share.
 #[derive(Clone)]

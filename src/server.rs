@@ -18,7 +18,7 @@ use crate::{
     config::{self, Config, MatcherConfig, StoreUrl},
     crypto::{self, Algorithm, Kek, SecretHasher},
     grpc::{
-        self, AdminApi, KeyApi, MAX_MESSAGE_BYTES, RevocationApi, TokenApi,
+        self, AdminApi, KeyApi, RevocationApi, TokenApi,
         proto::{
             admin_service_server::AdminServiceServer, key_service_server::KeyServiceServer,
             revocation_service_server::RevocationServiceServer,
@@ -28,7 +28,7 @@ use crate::{
     identity::CertificateMatcher,
     keys::{KekRing, KeyError, KeyRecord, KeyRing, KeyState},
     lifecycle::Rotator,
-    limits::IssueLimits,
+    limits::{IssueLimits, MAX_MESSAGE_BYTES},
     revocation::{Blocklist, Caps, Retention},
     rotation::Policy,
     store::{ClientSync, Store, StoreError, sqlite::SqliteStore},

@@ -199,13 +199,18 @@ async fn serve_one(
         .is_none()
         .then_some(limits.idle_without_certificate);
     let hyper_service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
-        let open = OpenRequest::start(&info.state);
+        // Open requests are counted where idleness is watched: without a certificate (a
+        // connection with one pays nothing per request for it).
+        let open = idle_limit.map(|_| OpenRequest::start(&info.state));
         request.extensions_mut().insert(info.clone());
         let mut service = service.clone();
         async move {
             let response: Result<Response, Infallible> =
                 tower::Service::call(&mut service, request.map(Body::new)).await;
             // The request stays open until its response body ends or is dropped.
+            let Some(open) = open else {
+                return response;
+            };
             response.map(|response| {
                 response.map(|body| {
                     Body::new(body.map_frame(move |frame| {
