@@ -5,8 +5,10 @@
 //! Capacity is split so that no peer without a certificate can take what authenticated
 //! clients use (docs/decisions.md, "Capacity before authentication"):
 //!
-//! - a connection without a certificate gets a small HTTP/2 stream budget, and there are at
-//!   most `server.max_connections_without_certificate` of them at once;
+//! - a connection without a certificate gets a small HTTP/2 stream budget; there are at most
+//!   `server.max_connections_without_certificate` of them at once (a sixteenth from one
+//!   address), and one with no request open for `server.idle_timeout_without_certificate`
+//!   is closed;
 //! - a request's body must arrive in full within `server.body_timeout` (on HTTP/1.1 its
 //!   headers too), and the whole request must be answered within `server.request_timeout`;
 //! - a request takes a slot in flight only after its body is complete, from
