@@ -46,7 +46,6 @@ use proto::{
     token_service_server::TokenService,
 };
 
-
 impl fmt::Debug for IssueTokenRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IssueTokenRequest")

@@ -481,3 +481,26 @@ async fn an_honest_reconnect_storm_from_one_address_waits_its_turn_and_is_served
     assert_eq!(served, 100);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_two_in_flight_pools_are_apart() {
+    let mut setup = Setup::new(&demo_client());
+    setup.server_toml = "max_in_flight = 1\n".into();
+    let store = Arc::new(FlakyStore::open(&setup).await);
+    let server = setup.start_with_store(store.clone()).await;
+    let cert = setup.pki.client_uri(DEMO_URI);
+    // The pool of connections with a certificate is full: a revocation waits in its commit.
+    let held = HeldCommit::start(&server, &store, &cert).await;
+    let shed = server
+        .client(&cert)
+        .await
+        .issue_token(IssueTokenRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(shed.code(), tonic::Code::ResourceExhausted, "{shed:?}");
+    // A peer without a certificate is served from its own pool meanwhile.
+    let keys = server.jwks().await;
+    assert!(keys.jwks_json.contains("\"keys\""));
+    held.finish().await.unwrap();
+    server.stop().await;
+}
