@@ -43,6 +43,15 @@ async fn connect_from(
         .unwrap()
 }
 
+/// An HTTP/2 client over `tls`, its connection driven by a task of its own.
+async fn h2_over(tls: TlsStream) -> h2::client::SendRequest<axum::body::Bytes> {
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
 /// What an attacker holds open: HTTP/2 streams whose bodies never finish.
 struct Stalled {
     /// The stream budget the server gave the connection.
@@ -57,11 +66,7 @@ struct Stalled {
 /// Opens one HTTP/2 connection without a certificate and as many POST streams on it (up to
 /// `wanted`) as the server lets it, each with half a body that is never finished.
 async fn stall_streams(setup: &Setup, server: &TestServer, path: &str, wanted: usize) -> Stalled {
-    let tls = connect(setup, server, None, b"h2").await;
-    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let mut client = h2_over(connect(setup, server, None, b"h2").await).await;
     // One finished request first, so the server's settings (its stream budget) are in force.
     let (warm_up, _) = client
         .send_request(
@@ -192,11 +197,7 @@ async fn a_grpc_body_that_never_arrives_is_refused_deadline_exceeded() {
     setup.server_toml = "body_timeout = \"1s\"\n".into();
     let server = setup.start().await;
     let cert = setup.pki.client_uri(DEMO_URI);
-    let tls = connect(&setup, &server, Some(&cert), b"h2").await;
-    let (client, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let client = h2_over(connect(&setup, &server, Some(&cert), b"h2").await).await;
     let request = http::Request::post("https://localhost/tokenmint.v1.TokenService/IssueToken")
         .header("content-type", "application/grpc")
         .header("te", "trailers")
