@@ -1,5 +1,6 @@
-//! Generates the gRPC code and the descriptor set for server reflection from `proto/`,
-//! with a vendored `protoc` so no system install is needed.
+//! Generates the gRPC services and the descriptor set for server reflection from `proto/`,
+//! with a vendored `protoc` so no system install is needed. The messages themselves are
+//! `tokenmint-proto`'s (crates/proto), shared with the libraries and the tests.
 
 use std::{env, error::Error, path::PathBuf};
 
@@ -15,21 +16,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    // sqlx::migrate! embeds these; a new or changed migration must rebuild the crate.
-    println!("cargo:rerun-if-changed=migrations");
     let well_known = protoc_bin_vendored::include_path()?;
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
-    // Generated types that carry tokens or secrets get a hand-written Debug (see src/grpc.rs).
-    config.skip_debug([
-        "tokenmint.v1.IssueTokenRequest",
-        "tokenmint.v1.IssueTokenResponse",
-        "tokenmint.v1.IntrospectTokenRequest",
-        "tokenmint.v1.RevokeTokenRequest",
-        "tokenmint.v1.RegisterClientResponse",
-    ]);
     let includes = [PathBuf::from("proto"), well_known];
     tonic_prost_build::configure()
+        .build_client(false)
+        .extern_path(".tokenmint.v1", "::tokenmint_proto::v1")
         .file_descriptor_set_path(out_dir.join("tokenmint_descriptor.bin"))
         .compile_with_config(config, &protos.map(PathBuf::from), &includes)?;
     Ok(())

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokenmint::revocation::{Blocklist, Caps, Change, Event};
+use tokenmint_core::revocation::{Blocklist, Caps, Change, Event};
 
 /// The server's allocator, so the figure is the server's.
 #[global_allocator]

@@ -37,16 +37,18 @@ use std::{
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tokenmint::{
-    audit::{IssuanceAudit, IssuanceMode},
     authority::{Authority, Parts},
+    pki::{CertificateAuthority, LeafSpec},
+    server::VERIFIED_CACHE_CAPACITY,
+};
+use tokenmint_core::{
+    audit::{IssuanceAudit, IssuanceMode},
     client::{Client, ClientId, ClientRegistry, PeerCertificate, Permission, Verification},
     clock::{Clock, SystemClock, unix_seconds},
     crypto::{self, Algorithm, CertificateThumbprint, Kek, SecretHasher},
     identity::{CertificateIdentity, CertificateMatcher},
     keys::{KekRing, KeyRecord, KeyRing, KeyState},
-    pki::{CertificateAuthority, LeafSpec},
     revocation::{Blocklist, Caps, Change, Event, State},
-    server::VERIFIED_CACHE_CAPACITY,
     token::{
         self, AccessTokenClaims, Audience, Confirmation, Issuer, RequestedLifetime, TokenRequest,
     },

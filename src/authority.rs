@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::{
+use tokenmint_core::{
     audit::{IssuanceAudit, IssuanceMode},
     client::{AuthError, Client, ClientRegistry, PeerCertificate, Permission},
     clock::{Clock, unix_seconds},
@@ -540,7 +540,7 @@ impl Authority {
     }
 
     /// Whether a registered client pins this certificate thumbprint (no copy of the registry).
-    pub fn is_pinned(&self, thumbprint: &crate::crypto::CertificateThumbprint) -> bool {
+    pub fn is_pinned(&self, thumbprint: &tokenmint_core::crypto::CertificateThumbprint) -> bool {
         self.clients.load().is_pinned(thumbprint)
     }
 

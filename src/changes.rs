@@ -7,14 +7,14 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
+use crate::authority::Authority;
+use tokenmint_core::{
     audit::AuditRecord,
-    authority::Authority,
     client::{Client, ClientRegistry},
     revocation::{Change, Event, Retention, RevokedToken, State},
     rotation::KeyTransition,
-    store::{Committed, Store, StoreError},
 };
+use tokenmint_store::{Committed, Store, StoreError};
 
 /// How many events a slow watcher may fall behind before it re-reads from the store.
 const BROADCAST_CAPACITY: usize = 4096;

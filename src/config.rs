@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::{client::Permission, crypto::Algorithm};
+pub use tokenmint_core::{client::Permission, crypto::Algorithm};
 
 /// The prefix of environment overrides: `TOKENMINT__<SECTION>__<KEY>`.
 pub const ENV_PREFIX: &str = "TOKENMINT__";
@@ -470,7 +470,7 @@ pub struct AdminConfig {
 pub struct AuditConfig {
     /// `issuance` (`"counts"`, `"sampled"`, `"every"` or `"off"`) with `issuance_interval` or
     /// `issuance_sample`.
-    pub issuance: crate::audit::IssuanceMode,
+    pub issuance: tokenmint_core::audit::IssuanceMode,
     /// Stored audit events older than this are removed (at each revocation purge).
     pub retention: Duration,
 }
@@ -1165,7 +1165,7 @@ impl Validator<'_> {
     }
 
     fn audit(&self, a: FileAudit) -> Result<AuditConfig, ConfigError> {
-        use crate::audit::IssuanceMode;
+        use tokenmint_core::audit::IssuanceMode;
         // Both settings are checked whichever mode is chosen: a bad value must not wait for
         // the day someone switches modes.
         let interval = self.positive(
@@ -2581,7 +2581,7 @@ audiences = ["https://demo.tokenmint.dev"]
 
     #[test]
     fn audit_is_counts_per_minute_by_default_and_bad_settings_are_named() {
-        use crate::audit::IssuanceMode;
+        use tokenmint_core::audit::IssuanceMode;
         let c = load("").unwrap();
         assert_eq!(
             c.audit.issuance,

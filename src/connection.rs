@@ -14,7 +14,7 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use crate::client::PeerCertificate;
+use tokenmint_core::client::PeerCertificate;
 
 /// What a handler knows about its connection.
 #[derive(Clone, Debug)]

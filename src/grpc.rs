@@ -8,22 +8,26 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    audit::AuditRecord,
     authority::Authority,
     changes::{ChangeLog, Unsent, WatchCaps, WatchEnd, WatchFrom, WatchItem, send_within},
-    client::{Client, ClientDraft, PeerCertificate, Permission},
     connection::{ConnectionInfo, ConnectionState, ConnectionWatch},
-    identity::CertificateMatcher,
     lifecycle::Rotator,
-    revocation::{Change, Event},
-    store::Store,
-    token::{RequestedLifetime, TokenRequest},
     wire,
 };
+use tokenmint_core::{
+    audit::AuditRecord,
+    client::{Client, ClientDraft, PeerCertificate, Permission},
+    identity::CertificateMatcher,
+    revocation::{Change, Event},
+    token::{RequestedLifetime, TokenRequest},
+};
+use tokenmint_store::Store;
 
-/// The generated protobuf and gRPC code for `tokenmint.v1`.
+/// The generated gRPC services of `tokenmint.v1` over the messages of `tokenmint_proto::v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto {
+    pub use tokenmint_proto::v1::*;
+
     tonic::include_proto!("tokenmint.v1");
 
     /// The encoded file descriptor set, for server reflection.
@@ -45,63 +49,6 @@ use proto::{
     revocation_event, revocation_service_server::RevocationService,
     token_service_server::TokenService,
 };
-
-impl fmt::Debug for IssueTokenRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssueTokenRequest")
-            .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &(!self.client_secret.is_empty()).then_some("…"),
-            )
-            .field("scopes", &self.scopes)
-            .field("audiences", &self.audiences)
-            .field("lifetime", &self.lifetime)
-            .finish()
-    }
-}
-
-impl fmt::Debug for IntrospectTokenRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IntrospectTokenRequest")
-            .field("token", &"…")
-            .field(
-                "presented_certificate_thumbprint",
-                &self.presented_certificate_thumbprint,
-            )
-            .finish()
-    }
-}
-
-impl fmt::Debug for RevokeTokenRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RevokeTokenRequest")
-            .field("token", &"…")
-            .finish()
-    }
-}
-
-impl fmt::Debug for RegisterClientResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegisterClientResponse")
-            .field("client", &self.client)
-            .field("client_secret", &"…")
-            .finish()
-    }
-}
-
-impl fmt::Debug for IssueTokenResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssueTokenResponse")
-            .field("access_token", &"…")
-            .field("token_type", &self.token_type)
-            .field("expires_in", &self.expires_in)
-            .field("scopes", &self.scopes)
-            .field("audiences", &self.audiences)
-            .field("key_id", &self.key_id)
-            .finish()
-    }
-}
 
 /// `tokenmint.v1.TokenService`.
 #[derive(Clone, Debug)]
@@ -336,7 +283,7 @@ impl KeyApi {
 /// A boxed stream of key sets.
 pub type JwksStream = Pin<Box<dyn Stream<Item = Result<GetJwksResponse, Status>> + Send>>;
 
-fn jwks_response(ring: &crate::keys::KeyRing) -> GetJwksResponse {
+fn jwks_response(ring: &tokenmint_core::keys::KeyRing) -> GetJwksResponse {
     GetJwksResponse {
         jwks_json: ring.jwks_json().to_string(),
         version: ring.version().to_owned(),
@@ -596,7 +543,10 @@ impl AdminApi {
         client_from_spec(spec, self.lifetimes)
     }
 
-    fn admin<T>(&self, request: &Request<T>) -> Result<Arc<crate::client::Client>, Status> {
+    fn admin<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Arc<tokenmint_core::client::Client>, Status> {
         let (remote, peer) = peer_of(request);
         let caller = self
             .authority
@@ -649,8 +599,9 @@ fn client_info(client: &Client) -> ClientInfo {
 /// whole-second lifetimes, and [`ClientDraft::build`]'s defaults under `lifetimes`. The one
 /// rule for `RegisterClient`, `UpdateClient` and the offline `tokenmint client add`.
 pub fn client_from_spec(spec: ClientSpec, lifetimes: ClientLifetimes) -> Result<Client, Status> {
-    let invalid =
-        |message: String| wire::oauth_status(crate::oauth::ErrorCode::InvalidRequest, &message);
+    let invalid = |message: String| {
+        wire::oauth_status(tokenmint_core::oauth::ErrorCode::InvalidRequest, &message)
+    };
     let matcher = match (
         spec.san_uri.as_str(),
         spec.san_dns.as_str(),
@@ -722,7 +673,7 @@ fn numeric_page_token(token: &str) -> Result<u64, Status> {
     }
     token.parse().map_err(|_| {
         wire::oauth_status(
-            crate::oauth::ErrorCode::InvalidRequest,
+            tokenmint_core::oauth::ErrorCode::InvalidRequest,
             "page_token is not one this server returned: start again without it",
         )
     })
@@ -747,13 +698,13 @@ impl AdminService for AdminApi {
         let message = request.into_inner();
         let spec = message.client.ok_or_else(|| {
             wire::oauth_status(
-                crate::oauth::ErrorCode::InvalidRequest,
+                tokenmint_core::oauth::ErrorCode::InvalidRequest,
                 "client is required",
             )
         })?;
         let mut client = self.client_from_spec(spec)?;
         let secret = if message.with_secret {
-            let secret = crate::crypto::generate_client_secret().map_err(|e| {
+            let secret = tokenmint_core::crypto::generate_client_secret().map_err(|e| {
                 tracing::error!(error = %e, "generating a client secret failed");
                 Status::internal("the client secret could not be generated")
             })?;
@@ -774,7 +725,7 @@ impl AdminService for AdminApi {
             .await
         {
             Ok(()) => {}
-            Err(crate::store::StoreError::Conflict(_)) => {
+            Err(tokenmint_store::StoreError::Conflict(_)) => {
                 return Err(Status::already_exists(format!(
                     "client {} or its certificate matcher ({} {}) is already registered",
                     client.id,
@@ -800,7 +751,7 @@ impl AdminService for AdminApi {
         let admin = self.admin(&request)?;
         let spec = request.into_inner().client.ok_or_else(|| {
             wire::oauth_status(
-                crate::oauth::ErrorCode::InvalidRequest,
+                tokenmint_core::oauth::ErrorCode::InvalidRequest,
                 "client is required",
             )
         })?;
@@ -818,13 +769,13 @@ impl AdminService for AdminApi {
             .await
         {
             Ok(flags) => flags,
-            Err(crate::store::StoreError::NotFound(_)) => {
+            Err(tokenmint_store::StoreError::NotFound(_)) => {
                 return Err(Status::not_found(format!(
                     "no client {} is registered: register it first",
                     client.id
                 )));
             }
-            Err(crate::store::StoreError::Conflict(_)) => {
+            Err(tokenmint_store::StoreError::Conflict(_)) => {
                 return Err(Status::already_exists(format!(
                     "the certificate matcher ({} {}) belongs to another client",
                     client.matcher.kind(),
@@ -901,8 +852,9 @@ impl AdminService for AdminApi {
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
         self.admin(&request)?;
         let message = request.into_inner();
-        let invalid =
-            |message: String| wire::oauth_status(crate::oauth::ErrorCode::InvalidRequest, &message);
+        let invalid = |message: String| {
+            wire::oauth_status(tokenmint_core::oauth::ErrorCode::InvalidRequest, &message)
+        };
         let after_id = numeric_page_token(&message.page_token)?;
         let filter = |name: &str, value: String| -> Result<Option<String>, Status> {
             if value.len() > MAX_AUDIT_FILTER_LEN {
@@ -912,8 +864,12 @@ impl AdminService for AdminApi {
             }
             Ok((!value.is_empty()).then_some(value))
         };
-        let limit = page_size(message.page_size, 100, crate::audit::MAX_PAGE as usize);
-        let query = crate::audit::AuditQuery {
+        let limit = page_size(
+            message.page_size,
+            100,
+            tokenmint_core::audit::MAX_PAGE as usize,
+        );
+        let query = tokenmint_core::audit::AuditQuery {
             after_id,
             // One more than asked, to know whether another page follows.
             limit: u32::try_from(limit + 1).unwrap_or(u32::MAX),

@@ -19,14 +19,12 @@ use serde_json::{Value, json};
 use crate::{
     authority::Authority,
     changes::ChangeLog,
-    client::Permission,
     connection::ConnectionInfo,
-    oauth::ErrorCode,
-    token::TokenRequest,
     wire::{self, HttpError},
 };
+use tokenmint_core::{client::Permission, oauth::ErrorCode, token::TokenRequest};
 
-use crate::limits::MAX_BODY_BYTES;
+use tokenmint_core::limits::MAX_BODY_BYTES;
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -179,7 +177,7 @@ fn peer(
     info: &Option<Extension<ConnectionInfo>>,
 ) -> (
     Option<std::net::SocketAddr>,
-    Option<Arc<crate::client::PeerCertificate>>,
+    Option<Arc<tokenmint_core::client::PeerCertificate>>,
 ) {
     info.as_ref()
         .map_or((None, None), |Extension(i)| (i.remote_addr, i.peer.clone()))
@@ -263,12 +261,12 @@ async fn token(
 /// `permission`.
 fn authorized_form(
     face: &HttpFace,
-    peer: Option<&crate::client::PeerCertificate>,
+    peer: Option<&tokenmint_core::client::PeerCertificate>,
     remote: Option<std::net::SocketAddr>,
     headers: &HeaderMap,
     body: &Result<Bytes, BytesRejection>,
     permission: Permission,
-) -> Result<(Form, Arc<crate::client::Client>), HttpError> {
+) -> Result<(Form, Arc<tokenmint_core::client::Client>), HttpError> {
     let form = Form::parse(headers, body)?;
     form.check_no_repeats()?;
     let caller = face

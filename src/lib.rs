@@ -21,45 +21,34 @@
 //!
 //! ## The dependency rule
 //!
-//! The domain core — [`identity`], [`client`], [`token`], [`keys`], [`rotation`],
-//! [`revocation`], [`limits`], [`audit`], [`authority`], [`clock`], [`oauth`], [`config`] and
-//! [`crypto`] (ring's one home) — imports no tonic, rustls, sqlx or clap. [`changes`] (the durable commit path and
-//! the watch streams) and [`lifecycle`] (applying key steps) drive the core against the
-//! [`store::Store`] trait. The edges adapt it: [`tls`] (rustls; with [`address_shares`],
-//! each address's share of the handshakes in progress), [`connection`] (what a request knows
-//! of its connection), [`grpc`] and [`wire`] (tonic), [`http`] (axum, the OAuth2 HTTP face), [`ops`] (plain-HTTP probes and Prometheus
-//! metrics), [`transport`] (hyper: serving each connection with limits by peer, and admitting
-//! requests only once their body is complete), [`store`] (sqlx: SQLite and PostgreSQL),
-//! [`server`] (wiring, the background tasks, readiness), [`pki`] (rcgen, the development
-//! PKI), [`failpoint`] (a test-only crash point); the CLI lives in the binary. See
-//! `docs/architecture.md`.
+//! The domain core is its own crate, `tokenmint-core` (identity, clients, tokens, keys,
+//! rotation, revocation, limits, audit records, the clock, OAuth2 codes, and `crypto`, ring's
+//! one home): its `Cargo.toml` has no tokio, tonic, hyper, axum, sqlx or rustls. The store is
+//! `tokenmint-store` (sqlx: SQLite and PostgreSQL); the generated messages and clients are
+//! `tokenmint-proto`. This crate is the server: [`changes`] (the durable commit path and the
+//! watch streams) and [`lifecycle`] (applying key steps) drive the core against the store;
+//! [`authority`] is the core's entry point for a request; [`config`] reads `tokenmint.toml`.
+//! The edges adapt it: [`tls`] (rustls; with [`address_shares`], each address's share of the
+//! handshakes in progress), [`connection`] (what a request knows of its connection), [`grpc`]
+//! and [`wire`] (tonic), [`http`] (axum, the OAuth2 HTTP face), [`ops`] (plain-HTTP probes
+//! and Prometheus metrics), [`transport`] (hyper: serving each connection with limits by
+//! peer, and admitting requests only once their body is complete), [`server`] (wiring, the
+//! background tasks, readiness), [`pki`] (rcgen, the development PKI); the CLI lives in the
+//! binary. See `docs/architecture.md`.
 
 #![forbid(unsafe_code)]
 
 pub mod address_shares;
-pub mod audit;
 pub mod authority;
 pub mod changes;
-pub mod client;
-pub mod clock;
 pub mod config;
 pub mod connection;
-pub mod crypto;
-pub mod failpoint;
 pub mod grpc;
 pub mod http;
-pub mod identity;
-pub mod keys;
 pub mod lifecycle;
-pub mod limits;
-pub mod oauth;
 pub mod ops;
 pub mod pki;
-pub mod revocation;
-pub mod rotation;
 pub mod server;
-pub mod store;
 pub mod tls;
-pub mod token;
 pub mod transport;
 pub mod wire;

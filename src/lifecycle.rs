@@ -7,15 +7,15 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tokio::sync::{Mutex, watch};
 
-use crate::{
+use crate::changes::ChangeLog;
+use tokenmint_core::{
     audit::SYSTEM_ACTOR,
-    changes::ChangeLog,
     clock::{Clock, unix_seconds},
     keys::{KekRing, KeyError, KeyId, KeyRecord, KeyRing, KeyState},
     revocation::Event,
     rotation::{self, Policy, RevokeKeyError, RotateError, Step},
-    store::{Store, StoreError},
 };
+use tokenmint_store::{Store, StoreError};
 
 /// The most steps one tick applies (a long outage may leave several due).
 const MAX_STEPS_PER_TICK: usize = 16;

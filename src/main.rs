@@ -12,9 +12,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use tokenmint::{
-    clock::{Clock as _, SystemClock, unix_seconds},
     config::{self, Config},
-    crypto,
     grpc::{
         duration_to_proto,
         proto::{
@@ -28,6 +26,10 @@ use tokenmint::{
     },
     ops, pki,
     server::{self, Options},
+};
+use tokenmint_core::{
+    clock::{Clock as _, SystemClock, unix_seconds},
+    crypto,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -527,7 +529,7 @@ fn run() -> Result<()> {
             .with_span_list(false)
             .init(),
     }
-    tokenmint::crypto::install_jwt_provider();
+    tokenmint_core::crypto::install_jwt_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -949,8 +951,8 @@ async fn client_add(args: ClientAddArgs) -> Result<()> {
         .insert_client(
             &client,
             unix_seconds(SystemClock.now()),
-            &tokenmint::audit::AuditRecord::new(
-                tokenmint::audit::OPERATOR_ACTOR,
+            &tokenmint_core::audit::AuditRecord::new(
+                tokenmint_core::audit::OPERATOR_ACTOR,
                 "client.registered",
                 client.id.as_str(),
             )

@@ -18,7 +18,7 @@ use rcgen::{
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::crypto::Kek;
+use tokenmint_core::crypto::Kek;
 
 /// What failed while making or writing the development PKI.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ pub enum PkiError {
     },
     /// A random or key-generation failure.
     #[error("{0}")]
-    Crypto(#[from] crate::crypto::CryptoError),
+    Crypto(#[from] tokenmint_core::crypto::CryptoError),
 }
 
 /// Extended key usage of a leaf certificate.

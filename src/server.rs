@@ -10,13 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::{
-    audit::{AuditRecord, CONFIG_ACTOR, IssuanceAudit, IssuanceMode, OPERATOR_ACTOR},
     authority::{Authority, Parts},
     changes::ChangeLog,
-    client::{Client, ClientId, ClientRegistry},
-    clock::{Clock, unix_seconds},
     config::{self, Config, MatcherConfig, StoreUrl},
-    crypto::{self, Algorithm, Kek, SecretHasher},
     grpc::{
         self, AdminApi, KeyApi, RevocationApi, TokenApi,
         proto::{
@@ -25,17 +21,23 @@ use crate::{
             token_service_server::TokenServiceServer,
         },
     },
+    lifecycle::Rotator,
+    tls::{self, ClientVerifier, TlsError},
+    transport,
+};
+use tokenmint_core::{
+    audit::{AuditRecord, CONFIG_ACTOR, IssuanceAudit, IssuanceMode, OPERATOR_ACTOR},
+    client::{Client, ClientId, ClientRegistry},
+    clock::{Clock, unix_seconds},
+    crypto::{self, Algorithm, Kek, SecretHasher},
     identity::CertificateMatcher,
     keys::{KekRing, KeyError, KeyRecord, KeyRing, KeyState},
-    lifecycle::Rotator,
     limits::{IssueLimits, MAX_MESSAGE_BYTES},
     revocation::{Blocklist, Caps, Retention},
     rotation::Policy,
-    store::{ClientSync, Store, StoreError, sqlite::SqliteStore},
-    tls::{self, ClientVerifier, TlsError},
     token::Issuer,
-    transport,
 };
+use tokenmint_store::{ClientSync, Store, StoreError, sqlite::SqliteStore};
 
 /// How long in-flight requests get to finish after shutdown is asked for.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -175,7 +177,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     match &config.store.url {
         StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
         StoreUrl::Postgres(url) => Ok(Arc::new(
-            crate::store::postgres::PostgresStore::open(url).await?,
+            tokenmint_store::postgres::PostgresStore::open(url).await?,
         )),
     }
 }

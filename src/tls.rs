@@ -36,9 +36,9 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
+use crate::connection::ConnectionInfo;
+use tokenmint_core::{
     client::{PeerCertificate, Verification},
-    connection::ConnectionInfo,
     crypto::CertificateThumbprint,
     identity::CertificateIdentity,
 };

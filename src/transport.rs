@@ -290,7 +290,7 @@ pub struct AdmissionLimits {
 
 /// The largest gRPC request body read: a message of `limits::MAX_MESSAGE_BYTES` with its
 /// 5-byte frame header (HTTP bodies: `limits::MAX_BODY_BYTES`).
-const MAX_GRPC_BODY: usize = crate::limits::MAX_MESSAGE_BYTES + 5;
+const MAX_GRPC_BODY: usize = tokenmint_core::limits::MAX_MESSAGE_BYTES + 5;
 
 impl Admission {
     /// The rules for one listener.
@@ -367,7 +367,7 @@ impl Admission {
         let limit = if grpc {
             MAX_GRPC_BODY
         } else {
-            crate::limits::MAX_BODY_BYTES
+            tokenmint_core::limits::MAX_BODY_BYTES
         };
         let (parts, body) = request.into_parts();
         let read = http_body_util::Limited::new(body, limit).collect();

@@ -7,14 +7,13 @@ use tonic::{Code, Status, metadata::MetadataValue};
 
 use crate::{
     authority::{CallerError, IntrospectError, RevokeError},
-    client::AuthError,
     lifecycle::LifecycleError,
-    oauth::ErrorCode,
-    revocation::CapError,
-    rotation::RotateError,
-    store::StoreError,
+};
+use tokenmint_core::{
+    client::AuthError, oauth::ErrorCode, revocation::CapError, rotation::RotateError,
     token::IssueError,
 };
+use tokenmint_store::StoreError;
 
 /// The metadata key that carries the OAuth2 error code on a refused RPC.
 pub const OAUTH_ERROR_METADATA: &str = "oauth-error";

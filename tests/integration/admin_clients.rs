@@ -269,10 +269,8 @@ async fn update_replaces_the_policy_keeps_the_secret_and_refuses_a_taken_matcher
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disable_that_lands_during_an_update_is_not_undone() {
     use std::sync::{Arc, atomic::Ordering};
-    use tokenmint::{
-        grpc::proto::{DisableClientRequest, UpdateClientRequest},
-        store::Store as _,
-    };
+    use tokenmint::grpc::proto::{DisableClientRequest, UpdateClientRequest};
+    use tokenmint_store::Store as _;
     let setup = Setup::new(&standard_clients());
     let store = Arc::new(crate::flaky::FlakyStore::open(&setup).await);
     let server = setup.start_with_store(store.clone()).await;

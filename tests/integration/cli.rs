@@ -143,7 +143,7 @@ fn serve_dev_in_an_empty_directory_issues_a_token_to_demo() {
     let token = response["access_token"].as_str().unwrap();
     let payload = token.split('.').nth(1).unwrap();
     let claims: serde_json::Value =
-        serde_json::from_slice(&tokenmint::crypto::b64url_decode(payload).unwrap()).unwrap();
+        serde_json::from_slice(&tokenmint_core::crypto::b64url_decode(payload).unwrap()).unwrap();
     assert_eq!(claims["sub"], "demo");
     // Under --dev the issuer follows the port it listens on.
     assert_eq!(claims["iss"], format!("https://localhost:{}", server_port));
@@ -283,7 +283,7 @@ fn client_add_registers_offline_and_shows_a_secret_once() {
         .find_map(|l| l.strip_prefix("client secret (shown once, store it now): "))
         .expect("the secret is printed once");
     assert_eq!(
-        tokenmint::crypto::b64url_decode(secret).unwrap().len(),
+        tokenmint_core::crypto::b64url_decode(secret).unwrap().len(),
         32,
         "256-bit secret"
     );
@@ -684,7 +684,7 @@ fn serve_and_issue(dir: &Path, mode: &str, log: &str, count: usize) -> Vec<Strin
             // Used by the sampled mode only: one token in two.
             ("TOKENMINT__AUDIT__ISSUANCE_SAMPLE", "2"),
             ("TOKENMINT_LOG_FORMAT", "json"),
-            ("RUST_LOG", "warn,tokenmint::audit::issuance=info"),
+            ("RUST_LOG", "warn,tokenmint_core::audit::issuance=info"),
         ],
         Some(log),
     );
@@ -710,7 +710,7 @@ fn issuance_events(dir: &Path, log: &str) -> (String, Vec<serde_json::Value>) {
     let events = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["target"] == "tokenmint::audit::issuance")
+        .filter(|l| l["target"] == "tokenmint_core::audit::issuance")
         .collect();
     (text, events)
 }

@@ -2,10 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use tokenmint::{
-    grpc::proto::IssueTokenRequest,
-    store::{Store as _, sqlite::SqliteStore},
-};
+use tokenmint::grpc::proto::IssueTokenRequest;
+use tokenmint_store::{Store as _, sqlite::SqliteStore};
 use tonic::Code;
 
 use crate::support::*;
@@ -62,9 +60,9 @@ async fn a_client_added_to_the_store_is_served_without_a_restart() {
     // What `tokenmint client add` does: write the store directly.
     let config = setup.config();
     let mut client = tokenmint::server::client_from_config(&config.clients[0]).unwrap();
-    client.id = tokenmint::client::ClientId::try_new("late").unwrap();
+    client.id = tokenmint_core::client::ClientId::try_new("late").unwrap();
     client.matcher =
-        tokenmint::identity::CertificateMatcher::try_san_uri("spiffe://tokenmint.test/late")
+        tokenmint_core::identity::CertificateMatcher::try_san_uri("spiffe://tokenmint.test/late")
             .unwrap();
     let store = SqliteStore::open(&setup.path().join("tokenmint.db"))
         .await

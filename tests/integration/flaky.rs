@@ -9,16 +9,15 @@ use std::{
     time::Duration,
 };
 
-use tokenmint::{
+use tokenmint::{grpc::proto::IssueTokenRequest, pki::Issued};
+use tokenmint_core::{
     audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
     crypto::Sealed,
-    grpc::proto::IssueTokenRequest,
     keys::KeyRecord,
-    pki::Issued,
     revocation::{Change, Event, RevokedToken, State},
-    store::{ClientFlags, ClientSync, Committed, Store, StoreError, sqlite::SqliteStore},
 };
+use tokenmint_store::{ClientFlags, ClientSync, Committed, Store, StoreError, sqlite::SqliteStore};
 
 use crate::support::*;
 
@@ -159,7 +158,7 @@ impl Store for FlakyStore {
 
     async fn apply_key_transition(
         &self,
-        t: &tokenmint::rotation::KeyTransition,
+        t: &tokenmint_core::rotation::KeyTransition,
         log_until: i64,
         audit: &AuditRecord,
     ) -> Result<Option<Event>, StoreError> {
@@ -171,7 +170,7 @@ impl Store for FlakyStore {
 
     async fn reseal(
         &self,
-        keys: &[(tokenmint::keys::KeyId, Sealed)],
+        keys: &[(tokenmint_core::keys::KeyId, Sealed)],
         pepper: Option<&Sealed>,
         audit: &AuditRecord,
         now: i64,

@@ -277,11 +277,11 @@ async fn register_with_secret(setup: &Setup, id: &str) -> String {
     let hasher = tokenmint::server::load_pepper(store.as_ref(), &keks)
         .await
         .unwrap();
-    let secret = tokenmint::crypto::generate_client_secret().unwrap();
+    let secret = tokenmint_core::crypto::generate_client_secret().unwrap();
     let demo = config.clients.iter().find(|c| c.id == "demo").unwrap();
     let mut client = tokenmint::server::client_from_config(demo).unwrap();
-    client.id = tokenmint::client::ClientId::try_new(id).unwrap();
-    client.matcher = tokenmint::identity::CertificateMatcher::try_san_uri(&format!(
+    client.id = tokenmint_core::client::ClientId::try_new(id).unwrap();
+    client.matcher = tokenmint_core::identity::CertificateMatcher::try_san_uri(&format!(
         "spiffe://tokenmint.test/{id}"
     ))
     .unwrap();

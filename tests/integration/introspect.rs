@@ -7,12 +7,14 @@ use std::time::Duration;
 use prost::Message as _;
 use serde_json::{Value, json};
 use tokenmint::{
-    clock::{Clock as _, SystemClock, unix_seconds},
-    crypto::{Algorithm, SigningKey, b64url, random_id},
     grpc::proto::{IntrospectTokenRequest, IntrospectTokenResponse, IssueTokenRequest},
-    keys::KeyId,
     pki::Issued,
     wire::OAUTH_ERROR_METADATA,
+};
+use tokenmint_core::{
+    clock::{Clock as _, SystemClock, unix_seconds},
+    crypto::{Algorithm, SigningKey, b64url, random_id},
+    keys::KeyId,
 };
 use tonic::Code;
 
@@ -579,7 +581,7 @@ async fn algorithm_confusion_is_bare_inactive() {
         .unwrap()
         .clone();
     let (x, y) = match fx.key.public_key() {
-        tokenmint::crypto::PublicKey::P256 { x, y } => (x, y),
+        tokenmint_core::crypto::PublicKey::P256 { x, y } => (x, y),
         other => panic!("the default key is P-256, got {other:?}"),
     };
     let mut sec1 = vec![0x04];
@@ -884,7 +886,7 @@ async fn key_references_in_the_header_are_never_fetched() {
     let (foreign, _) = SigningKey::generate(Algorithm::Es256).unwrap();
     let foreign_kid = KeyId::of(&foreign.public_key()).to_string();
     let foreign_jwk = match foreign.public_key() {
-        tokenmint::crypto::PublicKey::P256 { x, y } => {
+        tokenmint_core::crypto::PublicKey::P256 { x, y } => {
             json!({"kty": "EC", "crv": "P-256", "x": b64url(&x), "y": b64url(&y), "kid": foreign_kid})
         }
         other => panic!("generated P-256, got {other:?}"),

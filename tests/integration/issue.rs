@@ -3,11 +3,9 @@
 use std::collections::HashSet;
 
 use ring::digest;
-use tokenmint::{
-    crypto::b64url,
-    grpc::proto::IssueTokenRequest,
-    store::{Store as _, sqlite::SqliteStore},
-};
+use tokenmint::grpc::proto::IssueTokenRequest;
+use tokenmint_core::crypto::b64url;
+use tokenmint_store::{Store as _, sqlite::SqliteStore};
 use tonic::Code;
 
 use crate::support::*;
@@ -47,7 +45,7 @@ async fn issued_token_verifies_against_the_published_jwks() {
     assert_eq!(exp - iat, response.expires_in);
     let jti = claims["jti"].as_str().unwrap();
     assert!(
-        tokenmint::crypto::b64url_decode(jti).unwrap().len() >= 16,
+        tokenmint_core::crypto::b64url_decode(jti).unwrap().len() >= 16,
         "jti has ≥ 128 bits"
     );
     let header = jsonwebtoken::decode_header(&response.access_token).unwrap();
@@ -355,12 +353,13 @@ async fn a_client_with_a_secret_needs_the_right_one() {
     let hasher = tokenmint::server::load_pepper(store.as_ref(), &keks)
         .await
         .unwrap();
-    let secret = tokenmint::crypto::generate_client_secret().unwrap();
+    let secret = tokenmint_core::crypto::generate_client_secret().unwrap();
     let mut client = tokenmint::server::client_from_config(&config.clients[0]).unwrap();
-    client.id = tokenmint::client::ClientId::try_new("secretive").unwrap();
-    client.matcher =
-        tokenmint::identity::CertificateMatcher::try_san_uri("spiffe://tokenmint.test/secretive")
-            .unwrap();
+    client.id = tokenmint_core::client::ClientId::try_new("secretive").unwrap();
+    client.matcher = tokenmint_core::identity::CertificateMatcher::try_san_uri(
+        "spiffe://tokenmint.test/secretive",
+    )
+    .unwrap();
     client.secret_hash = Some(hasher.hash(&secret));
     store
         .insert_client(&client, 0, &test_audit())

@@ -1,6 +1,7 @@
 //! Signing keys at rest: they survive a restart, need the right KEK, and are bound to their id.
 
-use tokenmint::{crypto::Kek, grpc::proto::IssueTokenRequest};
+use tokenmint::grpc::proto::IssueTokenRequest;
+use tokenmint_core::crypto::Kek;
 
 use crate::support::*;
 

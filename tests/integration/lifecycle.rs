@@ -12,8 +12,6 @@ use std::{
 };
 
 use tokenmint::{
-    clock::{Clock as _, ManualClock, SystemClock, from_unix_seconds, unix_seconds},
-    crypto::Kek,
     grpc::{
         duration_to_proto,
         proto::{
@@ -23,8 +21,12 @@ use tokenmint::{
         },
     },
     pki::Issued,
-    store::{Store as _, sqlite::SqliteStore},
 };
+use tokenmint_core::{
+    clock::{Clock as _, ManualClock, SystemClock, from_unix_seconds, unix_seconds},
+    crypto::Kek,
+};
+use tokenmint_store::{Store as _, sqlite::SqliteStore};
 use tonic::{Code, Streaming};
 
 use crate::support::*;
@@ -811,12 +813,13 @@ async fn register_secretive(setup: &Setup) -> String {
     let hasher = tokenmint::server::load_pepper(store.as_ref(), &keks)
         .await
         .unwrap();
-    let secret = tokenmint::crypto::generate_client_secret().unwrap();
+    let secret = tokenmint_core::crypto::generate_client_secret().unwrap();
     let mut client = tokenmint::server::client_from_config(&config.clients[0]).unwrap();
-    client.id = tokenmint::client::ClientId::try_new("secretive").unwrap();
-    client.matcher =
-        tokenmint::identity::CertificateMatcher::try_san_uri("spiffe://tokenmint.test/secretive")
-            .unwrap();
+    client.id = tokenmint_core::client::ClientId::try_new("secretive").unwrap();
+    client.matcher = tokenmint_core::identity::CertificateMatcher::try_san_uri(
+        "spiffe://tokenmint.test/secretive",
+    )
+    .unwrap();
     client.secret_hash = Some(hasher.hash(&secret));
     store
         .insert_client(&client, 0, &test_audit())
@@ -921,7 +924,7 @@ fn tokenmint(dir: &Path) -> Command {
     command
         .current_dir(dir)
         .env_remove("TOKENMINT_KEK")
-        .env_remove(tokenmint::failpoint::DANGEROUS_FAILPOINT_VAR)
+        .env_remove(tokenmint_store::failpoint::DANGEROUS_FAILPOINT_VAR)
         .env("RUST_LOG", "warn")
         // Any free port for the operations listener: tests run side by side.
         .env("TOKENMINT__SERVER__OPS_LISTEN", "127.0.0.1:0");
@@ -937,7 +940,7 @@ fn spawn_server(dir: &Path, port: u16, log: &str, failpoint: Option<&str>) -> Ch
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join(log)).unwrap());
     if let Some(name) = failpoint {
-        command.env(tokenmint::failpoint::DANGEROUS_FAILPOINT_VAR, name);
+        command.env(tokenmint_store::failpoint::DANGEROUS_FAILPOINT_VAR, name);
     }
     command.spawn().unwrap()
 }

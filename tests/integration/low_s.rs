@@ -4,14 +4,12 @@
 //! before it still accepts both, so no live token breaks on upgrade.
 
 use serde_json::{Value, json};
-use tokenmint::{
+use tokenmint::{grpc::proto::IssueTokenRequest, pki::Issued, server};
+use tokenmint_core::{
     crypto::{Algorithm, b64url, b64url_decode},
-    grpc::proto::IssueTokenRequest,
     keys::{KeyRecord, KeyState},
-    pki::Issued,
-    server,
-    store::{Store as _, sqlite::SqliteStore},
 };
+use tokenmint_store::{Store as _, sqlite::SqliteStore};
 
 use crate::support::*;
 
@@ -213,6 +211,6 @@ async fn a_key_created_before_the_cut_over_accepts_both_forms() {
 }
 
 fn now_seconds() -> i64 {
-    use tokenmint::clock::Clock as _;
-    tokenmint::clock::unix_seconds(tokenmint::clock::SystemClock.now())
+    use tokenmint_core::clock::Clock as _;
+    tokenmint_core::clock::unix_seconds(tokenmint_core::clock::SystemClock.now())
 }

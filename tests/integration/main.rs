@@ -7,7 +7,6 @@ mod admin_clients;
 mod admin_listener;
 mod audit;
 mod availability;
-mod bench;
 mod cli;
 mod clients;
 mod flaky;

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use tokenmint::{clock::Clock as _, grpc::proto::IssueTokenRequest, ops};
+use tokenmint::{grpc::proto::IssueTokenRequest, ops};
+use tokenmint_core::clock::Clock as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -160,8 +161,8 @@ async fn reqwest_post_unknown(server: &TestServer, setup: &Setup) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_ends_past_max_issue_staleness_and_returns_with_a_catch_up() {
     let setup = Setup::new(&demo_client());
-    let clock = std::sync::Arc::new(tokenmint::clock::ManualClock::new(
-        tokenmint::clock::SystemClock.now(),
+    let clock = std::sync::Arc::new(tokenmint_core::clock::ManualClock::new(
+        tokenmint_core::clock::SystemClock.now(),
     ));
     // Prepared, not serving: no background catch-up runs, the test decides when one happens.
     let prepared = setup.prepare_with_clock(clock.clone()).await.unwrap();

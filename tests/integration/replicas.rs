@@ -7,12 +7,12 @@ use std::{
 };
 
 use tokenmint::{
-    clock::{Clock as _, ManualClock},
     grpc::proto::{
         IssueTokenRequest, RotateKeysRequest, WatchRevocationsRequest, revocation_event::Event,
     },
     pki::Issued,
 };
+use tokenmint_core::clock::{Clock as _, ManualClock};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -97,7 +97,8 @@ async fn changes_on_one_replica_reach_another() {
         latencies.push(revoked_at.elapsed());
         let payload = token.split('.').nth(1).unwrap();
         let claims: serde_json::Value =
-            serde_json::from_slice(&tokenmint::crypto::b64url_decode(payload).unwrap()).unwrap();
+            serde_json::from_slice(&tokenmint_core::crypto::b64url_decode(payload).unwrap())
+                .unwrap();
         last_jti = claims["jti"].as_str().unwrap().to_owned();
     }
     latencies.sort();
@@ -168,7 +169,7 @@ async fn a_replica_cut_off_from_the_store_goes_stale_then_recovers() {
     setup.store_toml =
         "max_staleness = \"2s\"\ncatch_up_interval = \"500ms\"\nmax_issue_staleness = \"10s\"\n"
             .into();
-    let clock = Arc::new(ManualClock::new(tokenmint::clock::SystemClock.now()));
+    let clock = Arc::new(ManualClock::new(tokenmint_core::clock::SystemClock.now()));
     let demo = setup.pki.client_uri(DEMO_URI);
     let rs = setup.pki.client_uri(RS_URI);
 
@@ -316,7 +317,7 @@ async fn test_database() -> Option<TestDatabase> {
 
 /// A random index below `n`.
 fn pick(n: usize) -> usize {
-    usize::from(tokenmint::crypto::random_bytes::<1>().unwrap()[0]) % n
+    usize::from(tokenmint_core::crypto::random_bytes::<1>().unwrap()[0]) % n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,17 +11,19 @@ use std::{
 };
 
 use tokenmint::{
-    clock::{Clock as _, SystemClock, unix_seconds},
-    crypto::{b64url, b64url_decode},
     grpc::proto::{
         DisableClientRequest, EnableClientRequest, IssueTokenRequest, ListRevocationsRequest,
         ListRevocationsResponse, RevokeClientTokensRequest, RevokeTokenIdRequest,
         admin_service_client::AdminServiceClient,
     },
     pki::Issued,
-    store::sqlite::SqliteStore,
     wire::{OAUTH_ERROR_METADATA, RETRY_AFTER_METADATA},
 };
+use tokenmint_core::{
+    clock::{Clock as _, SystemClock, unix_seconds},
+    crypto::{b64url, b64url_decode},
+};
+use tokenmint_store::sqlite::SqliteStore;
 use tonic::{Code, Status, transport::Channel};
 
 use crate::{flaky::FlakyStore, support::*};

@@ -18,17 +18,17 @@ use sqlx::{ConnectOptions, Connection, Executor, Row};
 use tempfile::TempDir;
 
 use crate::support::test_audit;
-use tokenmint::{
+use tokenmint_core::{
     client::{Client, ClientId, Permission},
     crypto::{self, Algorithm, Kek, Sealed},
     identity::CertificateMatcher,
     keys::{KekRing, KeyId, KeyRecord, KeyState},
     revocation::{Change, Event, RevokedToken, State},
     rotation::{self, KeyTransition, Policy, Step},
-    store::{
-        ClientFlags, ClientSync, Committed, Store, StoreError, postgres::PostgresStore,
-        sqlite::SqliteStore,
-    },
+};
+use tokenmint_store::{
+    ClientFlags, ClientSync, Committed, Store, StoreError, postgres::PostgresStore,
+    sqlite::SqliteStore,
 };
 
 /// The environment variable naming a PostgreSQL server the tests may create databases on.
@@ -454,7 +454,7 @@ async fn contract_initial_keys_are_created_once_and_round_trip(backend: &Backend
 /// The schema as it was before the low-S cut-over: migrations up to 0004 only.
 async fn migrator_before_low_s(dialect: &str) -> sqlx::migrate::Migrator {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
+        .join("crates/store/migrations")
         .join(dialect);
     let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
     let before: Vec<_> = migrator
@@ -1513,7 +1513,7 @@ async fn contract_revoked_tokens_in_pages_and_the_state_head(backend: &Backend) 
             commit(&*store, &cutoff("c1", T0 - 5), T0, 300, 1000).await;
         }
     }
-    let ids = |page: &[tokenmint::revocation::RevokedToken]| {
+    let ids = |page: &[tokenmint_core::revocation::RevokedToken]| {
         page.iter().map(|t| t.token_id.clone()).collect::<Vec<_>>()
     };
     let all = store
@@ -1592,7 +1592,7 @@ async fn contract_cutoffs_keep_the_latest_time(backend: &Backend) {
 }
 
 async fn contract_audit_events_are_written_with_their_change_listed_and_purged(backend: &Backend) {
-    use tokenmint::audit::{AuditQuery, AuditRecord};
+    use tokenmint_core::audit::{AuditQuery, AuditRecord};
     let store = backend.open().await;
     let query = |after_id, limit| AuditQuery {
         after_id,

@@ -9,9 +9,7 @@ use std::{
 
 use tempfile::TempDir;
 use tokenmint::{
-    clock::SystemClock,
     config::Config,
-    crypto::Kek,
     grpc::proto::{
         GetJwksRequest, GetJwksResponse, IssueTokenRequest, IssueTokenResponse,
         key_service_client::KeyServiceClient, token_service_client::TokenServiceClient,
@@ -20,6 +18,7 @@ use tokenmint::{
     server::{self, Options, PreparedServer, ServeError},
     wire::OAUTH_ERROR_METADATA,
 };
+use tokenmint_core::{clock::SystemClock, crypto::Kek};
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -256,11 +255,11 @@ kek_files = {kek_files:?}
     /// reading time from `clock`.
     async fn prepare_over(
         &self,
-        store: Option<Arc<dyn tokenmint::store::Store>>,
-        clock: Arc<dyn tokenmint::clock::Clock>,
+        store: Option<Arc<dyn tokenmint_store::Store>>,
+        clock: Arc<dyn tokenmint_core::clock::Clock>,
         sync_clients: bool,
     ) -> Result<PreparedServer, ServeError> {
-        tokenmint::crypto::install_jwt_provider();
+        tokenmint_core::crypto::install_jwt_provider();
         let config = self.config();
         let keks = server::load_keks(&config.keys.kek_files, None)?;
         let options = Options {
@@ -277,13 +276,16 @@ kek_files = {kek_files:?}
     /// Prepares the server (state loaded, not serving) reading time from `clock`.
     pub async fn prepare_with_clock(
         &self,
-        clock: Arc<dyn tokenmint::clock::Clock>,
+        clock: Arc<dyn tokenmint_core::clock::Clock>,
     ) -> Result<PreparedServer, ServeError> {
         self.prepare_over(None, clock, false).await
     }
 
     /// Starts the server reading time from `clock` (a `ManualClock` lets a test move time).
-    pub async fn start_with_clock(&self, clock: Arc<dyn tokenmint::clock::Clock>) -> TestServer {
+    pub async fn start_with_clock(
+        &self,
+        clock: Arc<dyn tokenmint_core::clock::Clock>,
+    ) -> TestServer {
         self.serve(self.prepare_with_clock(clock).await.unwrap())
             .await
     }
@@ -291,26 +293,26 @@ kek_files = {kek_files:?}
     /// Starts the server over a store the test built, reading time from `clock`.
     pub async fn start_with_store_and_clock(
         &self,
-        store: Arc<dyn tokenmint::store::Store>,
-        clock: Arc<dyn tokenmint::clock::Clock>,
+        store: Arc<dyn tokenmint_store::Store>,
+        clock: Arc<dyn tokenmint_core::clock::Clock>,
     ) -> TestServer {
         self.serve(self.prepare_over(Some(store), clock, false).await.unwrap())
             .await
     }
 
     /// Starts the server over a store the test built (e.g. a fault-injecting wrapper).
-    pub async fn start_with_store(&self, store: Arc<dyn tokenmint::store::Store>) -> TestServer {
+    pub async fn start_with_store(&self, store: Arc<dyn tokenmint_store::Store>) -> TestServer {
         self.start_with_store_and_clock(store, Arc::new(SystemClock))
             .await
     }
 
     /// The current signing key, unsealed from the store with the KEK — for forging tokens
     /// that carry a valid signature over bad claims.
-    pub async fn current_signing_key(&self) -> (String, tokenmint::crypto::SigningKey) {
-        use tokenmint::store::Store as _;
+    pub async fn current_signing_key(&self) -> (String, tokenmint_core::crypto::SigningKey) {
+        use tokenmint_store::Store as _;
         let config = self.config();
         let keks = server::load_keks(&config.keys.kek_files, None).unwrap();
-        let store = tokenmint::store::sqlite::SqliteStore::open(&self.path().join("tokenmint.db"))
+        let store = tokenmint_store::sqlite::SqliteStore::open(&self.path().join("tokenmint.db"))
             .await
             .unwrap();
         let record = store
@@ -318,7 +320,7 @@ kek_files = {kek_files:?}
             .await
             .unwrap()
             .into_iter()
-            .find(|k| k.state == tokenmint::keys::KeyState::Current)
+            .find(|k| k.state == tokenmint_core::keys::KeyState::Current)
             .unwrap();
         (record.kid.to_string(), record.unseal(&keks).unwrap())
     }
@@ -595,7 +597,7 @@ pub async fn revoke(server: &TestServer, cert: &Issued, token: &str) -> Result<(
 
 /// base64url SHA-256 of a certificate's DER: what `cnf.x5t#S256` holds.
 pub fn thumbprint_of(cert: &Issued) -> String {
-    tokenmint::crypto::CertificateThumbprint::of_der(&cert.cert_der).to_b64url()
+    tokenmint_core::crypto::CertificateThumbprint::of_der(&cert.cert_der).to_b64url()
 }
 
 /// Values that are not a base64url SHA-256 thumbprint, made from `right` (one that is): what a
@@ -621,7 +623,11 @@ pub fn malformed_thumbprints(right: &str) -> Vec<(&'static str, String)> {
 /// Lets `by` pass on a manual clock, then catches the server up with the store, as its
 /// background task would have done many times over in that time (otherwise the jump would
 /// leave the server stale and pausing issuance, as SPEC §9 asks of a cut-off replica).
-pub async fn advance(server: &TestServer, clock: &tokenmint::clock::ManualClock, by: Duration) {
+pub async fn advance(
+    server: &TestServer,
+    clock: &tokenmint_core::clock::ManualClock,
+    by: Duration,
+) {
     clock.advance(by);
     server.changes.catch_up().await.unwrap();
 }
@@ -650,8 +656,8 @@ pub fn rustls_client(setup: &Setup, cert: Option<&Issued>) -> rustls::ClientConf
 }
 
 /// An audit record for store calls made directly by a test.
-pub fn test_audit() -> tokenmint::audit::AuditRecord {
-    tokenmint::audit::AuditRecord::new("test", "test.change", "")
+pub fn test_audit() -> tokenmint_core::audit::AuditRecord {
+    tokenmint_core::audit::AuditRecord::new("test", "test.change", "")
 }
 
 /// An HTTP/1.1 token request whose body is not finished: the server has its headers and waits

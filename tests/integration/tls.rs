@@ -84,10 +84,10 @@ async fn the_key_set_needs_no_client_certificate() {
     assert_eq!(jwks.version.len(), 32);
     // A plaintext connection to the TLS port gets nothing (no silent downgrade).
     let plaintext = async {
-        let mut client = tokenmint::grpc::proto::key_service_client::KeyServiceClient::connect(
-            format!("http://{}", server.addr),
-        )
-        .await?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))?
+            .connect()
+            .await?;
+        let mut client = tokenmint::grpc::proto::key_service_client::KeyServiceClient::new(channel);
         client.get_jwks(GetJwksRequest {}).await?;
         anyhow::Ok(())
     };

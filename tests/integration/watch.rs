@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use tokenmint::{
-    crypto::b64url_decode,
     grpc::proto::{
         DisableClientRequest, EnableClientRequest, IssueTokenRequest, RevocationEvent,
         RevokeClientTokensRequest, RevokeTokenIdRequest, WatchRevocationsRequest,
@@ -17,8 +16,9 @@ use tokenmint::{
     },
     pki::Issued,
     server::SHUTDOWN_GRACE,
-    store::{Store as _, sqlite::SqliteStore},
 };
+use tokenmint_core::crypto::b64url_decode;
+use tokenmint_store::{Store as _, sqlite::SqliteStore};
 use tonic::{Code, Streaming};
 
 use crate::support::*;

@@ -5,15 +5,13 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use tokenmint::{
-    grpc::proto::{
-        RevocationEvent, SnapshotResume, WatchJwksRequest, WatchRevocationsRequest,
-        key_service_client::KeyServiceClient,
-        revocation_event::{Event, SnapshotBegin, SnapshotComplete, TokenRevoked},
-        revocation_service_client::RevocationServiceClient,
-    },
-    revocation::Change,
+use tokenmint::grpc::proto::{
+    RevocationEvent, SnapshotResume, WatchJwksRequest, WatchRevocationsRequest,
+    key_service_client::KeyServiceClient,
+    revocation_event::{Event, SnapshotBegin, SnapshotComplete, TokenRevoked},
+    revocation_service_client::RevocationServiceClient,
 };
+use tokenmint_core::revocation::Change;
 use tonic::{Code, Streaming, transport::Channel};
 
 use crate::support::*;
@@ -22,8 +20,9 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Revokes `count` bare token ids (`t-0000`, …) through the server's commit path.
 async fn revoke_many(server: &TestServer, from: usize, count: usize) {
-    use tokenmint::clock::Clock as _;
-    let expires_at = tokenmint::clock::unix_seconds(tokenmint::clock::SystemClock.now()) + 3600;
+    use tokenmint_core::clock::Clock as _;
+    let expires_at =
+        tokenmint_core::clock::unix_seconds(tokenmint_core::clock::SystemClock.now()) + 3600;
     for i in from..from + count {
         server
             .changes

@@ -10,7 +10,6 @@ use std::time::Duration;
 use prost::Message as _;
 use serde_json::Value;
 use tokenmint::{
-    crypto::b64url_decode,
     grpc::proto::{
         ClientSpec, DisableClientRequest, IssueTokenRequest, RegisterClientRequest,
         RevocationEvent, RevokeClientTokensRequest, RevokeTokenIdRequest, WatchRevocationsRequest,
@@ -18,6 +17,7 @@ use tokenmint::{
     },
     pki::Issued,
 };
+use tokenmint_core::crypto::b64url_decode;
 use tonic::Streaming;
 
 use crate::support::*;

@@ -51,7 +51,7 @@ use super::rows::{
     seconds, unavailable, write_error,
 };
 use super::{ClientFlags, ClientSync, Committed, Store, StoreError};
-use crate::{
+use tokenmint_core::{
     audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
     crypto::Sealed,
@@ -182,7 +182,7 @@ fn describe(options: &PgConnectOptions) -> String {
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://…` or `postgresql://…`), applies the
-    /// migrations in `migrations/postgres`, and opens the connection pool. Errors name the
+    /// migrations in `crates/store/migrations/postgres`, and opens the connection pool. Errors name the
     /// server and database, never the password.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let secrets = secrets_of(url);
@@ -1101,18 +1101,18 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{
+    use crate::sqlite::SqliteStore;
+    use tokenmint_core::{
         client::{ClientId, Permission},
         crypto::{Algorithm, Kek},
         identity::CertificateMatcher,
-        store::sqlite::SqliteStore,
     };
 
     const URL_VAR: &str = "TOKENMINT_TEST_POSTGRES_URL";
 
     /// An audit record for store calls made directly by a test.
-    fn audit() -> crate::audit::AuditRecord {
-        crate::audit::AuditRecord::new("test", "test.change", "")
+    fn audit() -> tokenmint_core::audit::AuditRecord {
+        tokenmint_core::audit::AuditRecord::new("test", "test.change", "")
     }
 
     struct Scratch {
@@ -1130,7 +1130,7 @@ mod tests {
             let admin = PgConnectOptions::from_str(&url).unwrap();
             let name = format!(
                 "tm_unit_{}",
-                crate::crypto::hex(&crate::crypto::random_bytes::<8>().unwrap())
+                tokenmint_core::crypto::hex(&tokenmint_core::crypto::random_bytes::<8>().unwrap())
             );
             let mut conn = PgConnection::connect_with(&admin).await.unwrap();
             conn.execute(format!("CREATE DATABASE {name}").as_str())
@@ -1189,9 +1189,9 @@ mod tests {
 
         // verify-full against a CA that did not sign the server's certificate.
         let dir = tempfile::tempdir().unwrap();
-        let other = crate::pki::CertificateAuthority::generate("not the server's CA").unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["not-the-servers-ca".into()]).unwrap();
         let root = dir.path().join("root.pem");
-        std::fs::write(&root, other.cert_pem()).unwrap();
+        std::fs::write(&root, other.cert.pem()).unwrap();
         let wrong = scratch
             .options
             .clone()

@@ -1,23 +1,30 @@
 //! The load generator against a server it starts itself: the figures it reports are the ones
 //! it counted, and a refused call is counted as an error by status, not as a success.
 
-use std::process::Command;
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::{path::PathBuf, process::Command};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_tokenmint-bench");
-const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
+
+/// The server binary, built beside this one by the workspace's `cargo test`.
+fn server_bin() -> PathBuf {
+    let bin =
+        PathBuf::from(BENCH).with_file_name(format!("tokenmint{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the workspace's tests (`cargo test` from the root) or `cargo build -p tokenmint` first",
+        bin.display()
+    );
+    bin
+}
 
 fn run(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BENCH)
-        .args([
-            "--spawn",
-            "--json",
-            "--warmup",
-            "0s",
-            "--server-bin",
-            BIN,
-            "--dir",
-        ])
+        .args(["--spawn", "--json", "--warmup", "0s", "--server-bin"])
+        .arg(server_bin())
+        .arg("--dir")
         .arg(dir.path())
         .args(args)
         .output()
@@ -79,15 +86,9 @@ fn a_refused_call_is_counted_by_its_status() {
     // The demo client may not introspect: every call is refused, none counted as done.
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BENCH)
-        .args([
-            "--spawn",
-            "--json",
-            "--warmup",
-            "0s",
-            "--server-bin",
-            BIN,
-            "--dir",
-        ])
+        .args(["--spawn", "--json", "--warmup", "0s", "--server-bin"])
+        .arg(server_bin())
+        .arg("--dir")
         .arg(dir.path())
         .args(["--mode", "introspect", "--requests", "20"])
         .arg("--cert")

@@ -17,7 +17,7 @@ use super::rows::{
     seconds, unavailable, write_error,
 };
 use super::{ClientFlags, ClientSync, Committed, Store, StoreError};
-use crate::{
+use tokenmint_core::{
     audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
     crypto::Sealed,

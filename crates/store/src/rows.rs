@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::{
+use tokenmint_core::{
     audit::AuditEvent,
     client::{Client, ClientId, Permission},
     crypto::{Algorithm, PublicKey, Sealed},

@@ -179,8 +179,8 @@ pub struct AuditQuery {
 }
 
 /// The log target issuance events are written to, apart from the service's own log, so they
-/// can be routed to an audit sink (`RUST_LOG=tokenmint::audit::issuance=info`).
-pub const ISSUANCE_TARGET: &str = "tokenmint::audit::issuance";
+/// can be routed to an audit sink (`RUST_LOG=tokenmint_core::audit::issuance=info`).
+pub const ISSUANCE_TARGET: &str = "tokenmint_core::audit::issuance";
 
 /// How much issuance is audited (`[audit] issuance`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -42,17 +42,14 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, ValueEnum};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use rustls::{ClientConfig, RootCertStore, client::Resumption, pki_types::ServerName};
 use serde::Serialize;
-use tokenmint::{
-    grpc::proto::{
-        GetJwksRequest, IntrospectTokenRequest, IssueTokenRequest, RevocationEvent,
-        RevokeTokenIdRequest, WatchRevocationsRequest, admin_service_client::AdminServiceClient,
-        key_service_client::KeyServiceClient, revocation_event,
-        revocation_service_client::RevocationServiceClient,
-        token_service_client::TokenServiceClient,
-    },
-    tls,
+use tokenmint_proto::v1::{
+    GetJwksRequest, IntrospectTokenRequest, IssueTokenRequest, RevocationEvent,
+    RevokeTokenIdRequest, WatchRevocationsRequest, admin_service_client::AdminServiceClient,
+    key_service_client::KeyServiceClient, revocation_event,
+    revocation_service_client::RevocationServiceClient, token_service_client::TokenServiceClient,
 };
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
@@ -593,9 +590,31 @@ fn proc_status_kib(pid: u32, key: &str) -> Result<u64> {
         .with_context(|| format!("no {key} in /proc/{pid}/status"))
 }
 
+/// The TLS provider of the build (ring's defaults).
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Every certificate in a PEM file.
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .with_context(|| format!("{}: cannot read certificates", path.display()))?;
+    if certs.is_empty() {
+        bail!("{}: holds no CERTIFICATE block", path.display());
+    }
+    Ok(certs)
+}
+
+/// A private key (PKCS#8, SEC1 or PKCS#1) from a PEM file.
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path)
+        .with_context(|| format!("{}: no usable private key", path.display()))
+}
+
 fn roots(ca: &Path) -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
-    for cert in tls::read_certificates(ca)? {
+    for cert in read_certificates(ca)? {
         roots
             .add(cert)
             .with_context(|| format!("{}: not a usable CA certificate", ca.display()))?;
@@ -604,11 +623,11 @@ fn roots(ca: &Path) -> Result<RootCertStore> {
 }
 
 fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>> {
-    let mut config = ClientConfig::builder_with_provider(tls::provider())
+    let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
         .with_root_certificates(roots(ca)?)
-        .with_client_auth_cert(tls::read_certificates(cert)?, tls::read_private_key(key)?)
+        .with_client_auth_cert(read_certificates(cert)?, read_private_key(key)?)
         .with_context(|| format!("{}: certificate and key", cert.display()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     // Every connection a full handshake: what a client without a session cache costs.
@@ -618,7 +637,7 @@ fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>
 
 /// A peer without a client certificate (the attack's): the same CA, ALPN h2.
 fn anonymous_client_config(ca: &Path) -> Result<Arc<ClientConfig>> {
-    let mut config = ClientConfig::builder_with_provider(tls::provider())
+    let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
         .with_root_certificates(roots(ca)?)
@@ -1583,7 +1602,7 @@ async fn prefill_revocations(setup: &Setup, n: u64, timeout: Duration) -> Result
         tasks.push(tokio::spawn(async move {
             let mut added = 0;
             while next.fetch_add(1, Ordering::Relaxed) < n {
-                let token_id = format!("bench-{}", tokenmint::crypto::random_id()?);
+                let token_id = format!("bench-{}", tokenmint_core::crypto::random_id()?);
                 let call = client.revoke_token_id(RevokeTokenIdRequest { token_id });
                 let sequence = tokio::time::timeout(timeout, call)
                     .await

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use crate::{
+use tokenmint_core::{
     audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
     crypto::Sealed,
@@ -13,6 +13,7 @@ use crate::{
     rotation::KeyTransition,
 };
 
+pub mod failpoint;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

@@ -1,0 +1,26 @@
+//! # tokenmint-core
+//!
+//! The domain of tokenmint, free of any async runtime, network, TLS or database: who a peer
+//! is ([`identity`]), what a client may ask for ([`client`]), the access-token claims and
+//! their signing and verification ([`token`], [`keys`], with [`crypto`] as the one home of the
+//! cryptographic primitives), when keys step ([`rotation`]), what is revoked ([`revocation`]),
+//! rate limits ([`limits`]), the audit trail's records ([`audit`]), the clock ([`clock`]) and
+//! OAuth2's error codes ([`oauth`]).
+//!
+//! The server (`tokenmint`), the store (`tokenmint-store`) and the libraries build on it; its
+//! `Cargo.toml` keeps tokio, tonic, hyper, axum, sqlx and rustls out, so the dependency rule
+//! is the compiler's to keep.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod client;
+pub mod clock;
+pub mod crypto;
+pub mod identity;
+pub mod keys;
+pub mod limits;
+pub mod oauth;
+pub mod revocation;
+pub mod rotation;
+pub mod token;
