@@ -157,8 +157,6 @@ impl Fixture {
             permissions: vec![Permission::Introspect],
             ..client("payments-api", RS_URI)
         };
-        billing.validate().unwrap();
-        rs.validate().unwrap();
         let (keys_tx, keys_rx) = watch::channel(Arc::new(key_ring(Algorithm::Es256)));
         let blocklist = Arc::new(Blocklist::new(
             Caps::default(),

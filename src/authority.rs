@@ -519,9 +519,9 @@ impl Authority {
         self.freshness.stale_for(self.clock.monotonic())
     }
 
-    /// A client secret as the registry stores it (HMAC under the pepper).
-    pub fn hash_client_secret(&self, secret: &str) -> Vec<u8> {
-        self.hasher.hash(secret)
+    /// How client secrets are stored (HMAC under the pepper).
+    pub fn secret_hasher(&self) -> &SecretHasher {
+        &self.hasher
     }
 
     /// The blocklist.

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use tokenmint_core::client::{Client, ClientDraft, DraftField, IdentityDraft, LifetimeDefaults};
 pub use tokenmint_core::{client::Permission, crypto::Algorithm};
 
 /// The prefix of environment overrides: `TOKENMINT__<SECTION>__<KEY>`.
@@ -114,12 +115,6 @@ const DEFAULT_AUDIT_RETENTION: &str = "400d";
 
 /// Upper bound of `tokens.leeway`.
 const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
-/// Longest client id.
-const MAX_CLIENT_ID_LEN: usize = 128;
-/// Longest scope token.
-const MAX_SCOPE_LEN: usize = 128;
-/// Longest audience.
-const MAX_AUDIENCE_LEN: usize = 512;
 
 /// The sections that environment overrides may address, with their keys. `[[clients]]` is
 /// an array of tables and is set in the file only.
@@ -286,7 +281,7 @@ pub struct Config {
     /// `[admin]`.
     pub admin: AdminConfig,
     /// `[[clients]]`, in file order.
-    pub clients: Vec<ClientConfig>,
+    pub clients: Vec<Client>,
     /// Whether `TOKENMINT_KEK` was set (non-empty) in the environment; then `keys.kek_files`
     /// may be empty.
     pub kek_from_env: bool,
@@ -513,47 +508,6 @@ pub struct TokensConfig {
     pub max_lifetime: Duration,
     /// Clock skew tolerated when checking `exp`/`nbf`/`iat` (≤ 5m).
     pub leeway: Duration,
-}
-
-/// How a client's certificate is recognised. The identity module checks the syntax; here
-/// only "exactly one, non-empty" is checked.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum MatcherConfig {
-    /// A URI SAN, e.g. `spiffe://tokenmint.dev/demo`.
-    SanUri(String),
-    /// A DNS SAN.
-    SanDns(String),
-    /// The subject distinguished name.
-    SubjectDn(String),
-    /// Pinned SHA-256 certificate thumbprints (`self_signed_tls_client_auth`).
-    PinnedSha256(Vec<String>),
-}
-
-/// One `[[clients]]` entry, with its defaults filled in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientConfig {
-    /// Unique id: 1–128 chars of `[A-Za-z0-9._:-]`.
-    pub id: String,
-    /// How its certificate is recognised.
-    pub matcher: MatcherConfig,
-    /// Scopes it may ask for (RFC 6749 scope-tokens).
-    pub scopes: Vec<String>,
-    /// Scopes granted when the request names none (a subset of `scopes`).
-    pub default_scopes: Vec<String>,
-    /// Audiences it may ask for.
-    pub audiences: Vec<String>,
-    /// Audiences granted when the request names none (a subset of `audiences`).
-    pub default_audiences: Vec<String>,
-    /// Audiences whose tokens it may introspect (with the `introspect` permission).
-    pub introspect_audiences: Vec<String>,
-    /// What it may do.
-    pub permissions: Vec<Permission>,
-    /// Lifetime of its tokens when the request names none (≤ `max_lifetime`).
-    pub default_lifetime: Duration,
-    /// Ceiling of its tokens' lifetimes (≤ `tokens.max_lifetime`).
-    pub max_lifetime: Duration,
-    /// Whether it may authenticate at all.
-    pub enabled: bool,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1880,12 +1834,12 @@ impl Validator<'_> {
         &self,
         clients: Vec<FileClient>,
         tokens: &TokensConfig,
-    ) -> Result<Vec<ClientConfig>, ConfigError> {
+    ) -> Result<Vec<Client>, ConfigError> {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::with_capacity(clients.len());
         for (i, c) in clients.into_iter().enumerate() {
             let client = self.client(i, c, tokens)?;
-            if let Some(first) = seen.insert(client.id.clone(), i) {
+            if let Some(first) = seen.insert(client.id.to_string(), i) {
                 return Err(self.error(
                     &format!("clients[{i}].id"),
                     format!(
@@ -1899,233 +1853,65 @@ impl Validator<'_> {
         Ok(out)
     }
 
+    /// One `[[clients]]` entry, by the one client rule ([`ClientDraft::build`]); a refusal
+    /// names the entry (`clients[0].scopes (client "demo")`).
     fn client(
         &self,
         i: usize,
         c: FileClient,
         tokens: &TokensConfig,
-    ) -> Result<ClientConfig, ConfigError> {
+    ) -> Result<Client, ConfigError> {
         let Some(id) = c.id else {
             return Err(self.error(
                 &format!("clients[{i}].id"),
                 format!("clients[{i}].id is missing: every [[clients]] entry needs one, e.g. id = \"billing\""),
             ));
         };
-        if let Err(problem) = check_client_id(&id) {
-            return Err(self.error(
-                &format!("clients[{i}].id"),
-                format!("clients[{i}].id `{id}` {problem}: use 1–{MAX_CLIENT_ID_LEN} characters of A-Z a-z 0-9 . _ : -"),
-            ));
-        }
-        // `clients[0].scopes (client "demo")`
-        let field = |key: &str| format!("clients[{i}].{key}");
-        let label = |key: &str| format!("clients[{i}].{key} (client \"{id}\")");
-
-        let matchers: Vec<(&str, MatcherConfig)> = [
-            ("san_uri", c.san_uri.map(MatcherConfig::SanUri)),
-            ("san_dns", c.san_dns.map(MatcherConfig::SanDns)),
-            ("subject_dn", c.subject_dn.map(MatcherConfig::SubjectDn)),
-            (
-                "pinned_sha256",
-                c.pinned_sha256.map(MatcherConfig::PinnedSha256),
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(key, m)| m.map(|m| (key, m)))
-        .collect();
-        let matcher = match <[(&str, MatcherConfig); 1]>::try_from(matchers) {
-            Ok([(key, m)]) => {
-                let empty = match &m {
-                    MatcherConfig::SanUri(v)
-                    | MatcherConfig::SanDns(v)
-                    | MatcherConfig::SubjectDn(v) => v.trim().is_empty(),
-                    MatcherConfig::PinnedSha256(pins) => pins.is_empty(),
-                };
-                if empty {
-                    return Err(self.error(
-                        &field(key),
-                        format!(
-                            "{} is empty: give the certificate identity this client presents",
-                            label(key)
-                        ),
-                    ));
-                }
-                m
-            }
-            Err(matchers) if matchers.is_empty() => {
-                return Err(self.error(
-                    &format!("clients[{i}]"),
-                    format!(
-                        "clients[{i}] (client \"{id}\") has no identity: set exactly one of san_uri, san_dns, subject_dn or pinned_sha256"
-                    ),
-                ));
-            }
-            Err(matchers) => {
-                let keys: Vec<&str> = matchers.iter().map(|(key, _)| *key).collect();
-                return Err(self.error(
-                    &format!("clients[{i}]"),
-                    format!(
-                        "clients[{i}] (client \"{id}\") sets {}: keep exactly one of san_uri, san_dns, subject_dn or pinned_sha256",
-                        keys.join(" and ")
-                    ),
-                ));
-            }
+        let duration = |key: &str, raw: Option<String>| {
+            raw.map(|raw| {
+                self.client_duration(
+                    &format!("clients[{i}].{key}"),
+                    &format!("clients[{i}].{key} (client \"{id}\")"),
+                    &raw,
+                )
+            })
+            .transpose()
         };
-
-        for (n, scope) in c.scopes.iter().enumerate() {
-            if let Err(problem) = check_scope(scope) {
-                return Err(self.error(
-                    &field("scopes"),
-                    format!(
-                        "{} `{scope}` {problem}: a scope is 1–{MAX_SCOPE_LEN} printable ASCII characters without space, '\"' or '\\'",
-                        label("scopes")
-                    ),
-                ));
-            }
-            if c.scopes[..n].contains(scope) {
-                return Err(self.error(
-                    &field("scopes"),
-                    format!(
-                        "{} lists `{scope}` twice: remove the duplicate",
-                        label("scopes")
-                    ),
-                ));
-            }
-        }
-        let default_scopes = match c.default_scopes {
-            Some(defaults) => {
-                self.subset(
-                    &defaults,
-                    &c.scopes,
-                    &field("default_scopes"),
-                    &label("default_scopes"),
-                    "scopes",
-                )?;
-                defaults
-            }
-            None => c.scopes.clone(),
-        };
-
-        for (n, audience) in c.audiences.iter().enumerate() {
-            if let Err(problem) = check_audience(audience) {
-                return Err(self.error(
-                    &field("audiences"),
-                    format!(
-                        "{} `{audience}` {problem}: an audience is 1–{MAX_AUDIENCE_LEN} characters without whitespace, usually a URL",
-                        label("audiences")
-                    ),
-                ));
-            }
-            if c.audiences[..n].contains(audience) {
-                return Err(self.error(
-                    &field("audiences"),
-                    format!(
-                        "{} lists `{audience}` twice: remove the duplicate",
-                        label("audiences")
-                    ),
-                ));
-            }
-        }
-        let default_audiences = match c.default_audiences {
-            Some(defaults) => {
-                self.subset(
-                    &defaults,
-                    &c.audiences,
-                    &field("default_audiences"),
-                    &label("default_audiences"),
-                    "audiences",
-                )?;
-                defaults
-            }
-            None if c.audiences.len() == 1 => c.audiences.clone(),
-            None => Vec::new(),
-        };
-
-        let permissions = match c.permissions {
-            None => vec![Permission::Issue],
-            Some(names) => {
-                let mut permissions = Vec::with_capacity(names.len());
-                for name in &names {
-                    let p = name.parse::<Permission>().map_err(|_| {
-                        self.error(
-                            &field("permissions"),
-                            format!(
-                                "{} `{name}` is not a permission: use any of {}",
-                                label("permissions"),
-                                Permission::ALL.map(Permission::as_str).join(", ")
-                            ),
-                        )
-                    })?;
-                    if permissions.contains(&p) {
-                        return Err(self.error(
-                            &field("permissions"),
-                            format!(
-                                "{} lists `{name}` twice: remove the duplicate",
-                                label("permissions")
-                            ),
-                        ));
-                    }
-                    permissions.push(p);
-                }
-                permissions
-            }
-        };
-
-        let max_lifetime = match c.max_lifetime.as_deref() {
-            None => tokens.max_lifetime,
-            Some(raw) => {
-                let d =
-                    self.client_duration(&field("max_lifetime"), &label("max_lifetime"), raw)?;
-                if d > tokens.max_lifetime {
-                    return Err(self.error(
-                        &field("max_lifetime"),
-                        format!(
-                            "{} ({}) must not exceed {} ({}), the global ceiling: lower it or raise tokens.max_lifetime",
-                            label("max_lifetime"),
-                            show(d),
-                            self.label("tokens.max_lifetime"),
-                            show(tokens.max_lifetime)
-                        ),
-                    ));
-                }
-                d
-            }
-        };
-        let default_lifetime = match c.default_lifetime.as_deref() {
-            None => tokens.default_lifetime.min(max_lifetime),
-            Some(raw) => {
-                let d = self.client_duration(
-                    &field("default_lifetime"),
-                    &label("default_lifetime"),
-                    raw,
-                )?;
-                if d > max_lifetime {
-                    return Err(self.error(
-                        &field("default_lifetime"),
-                        format!(
-                            "{} ({}) must not exceed this client's max_lifetime ({}): lower default_lifetime or raise max_lifetime",
-                            label("default_lifetime"),
-                            show(d),
-                            show(max_lifetime)
-                        ),
-                    ));
-                }
-                d
-            }
-        };
-
-        Ok(ClientConfig {
-            id,
-            matcher,
+        let draft = ClientDraft {
+            default_lifetime: duration("default_lifetime", c.default_lifetime)?,
+            max_lifetime: duration("max_lifetime", c.max_lifetime)?,
+            id: id.clone(),
+            identity: IdentityDraft {
+                san_uri: c.san_uri,
+                san_dns: c.san_dns,
+                subject_dn: c.subject_dn,
+                pinned_sha256: c.pinned_sha256,
+            },
             scopes: c.scopes,
-            default_scopes,
+            default_scopes: c.default_scopes,
             audiences: c.audiences,
-            default_audiences,
+            default_audiences: c.default_audiences,
             introspect_audiences: c.introspect_audiences,
-            permissions,
-            default_lifetime,
-            max_lifetime,
+            permissions: c.permissions,
             enabled: c.enabled.unwrap_or(true),
+        };
+        let defaults = LifetimeDefaults {
+            default: tokens.default_lifetime,
+            max: tokens.max_lifetime,
+        };
+        draft.build(defaults).map_err(|e| {
+            let (field, label) = match e.field {
+                DraftField::Client => (
+                    format!("clients[{i}]"),
+                    format!("clients[{i}] (client \"{id}\")"),
+                ),
+                DraftField::Id => (format!("clients[{i}].id"), format!("clients[{i}].id")),
+                f => (
+                    format!("clients[{i}].{f}"),
+                    format!("clients[{i}].{f} (client \"{id}\")"),
+                ),
+            };
+            self.error(&field, format!("{label} {}", e.problem))
         })
     }
 
@@ -2150,32 +1936,6 @@ impl Validator<'_> {
         }
         self.whole_seconds(field, label, d)
     }
-
-    /// Checks that every one of `items` is in `of`.
-    fn subset(
-        &self,
-        items: &[String],
-        of: &[String],
-        field: &str,
-        label: &str,
-        of_key: &str,
-    ) -> Result<(), ConfigError> {
-        for (n, item) in items.iter().enumerate() {
-            if !of.contains(item) {
-                return Err(self.error(
-                    field,
-                    format!("{label} `{item}` is not in {of_key}: add it to {of_key} or remove it from the defaults"),
-                ));
-            }
-            if items[..n].contains(item) {
-                return Err(self.error(
-                    field,
-                    format!("{label} lists `{item}` twice: remove the duplicate"),
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// What is wrong with an issuer, if anything.
@@ -2198,57 +1958,6 @@ fn check_issuer(issuer: &str) -> Result<(), &'static str> {
     }
     if authority.contains('@') {
         return Err("must not contain user info (`user@`)");
-    }
-    Ok(())
-}
-
-/// What is wrong with a client id, if anything.
-fn check_client_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() {
-        return Err("is empty");
-    }
-    if id.chars().count() > MAX_CLIENT_ID_LEN {
-        return Err("is too long");
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
-    {
-        return Err("has a character that is not allowed");
-    }
-    Ok(())
-}
-
-/// What is wrong with a scope token (RFC 6749 §3.3: `1*( %x21 / %x23-5B / %x5D-7E )`).
-fn check_scope(scope: &str) -> Result<(), &'static str> {
-    if scope.is_empty() {
-        return Err("is empty");
-    }
-    if scope.len() > MAX_SCOPE_LEN {
-        return Err("is too long");
-    }
-    if !scope
-        .chars()
-        .all(|c| matches!(c, '\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'))
-    {
-        return Err("has a character that is not allowed");
-    }
-    Ok(())
-}
-
-/// What is wrong with an audience, if anything.
-fn check_audience(audience: &str) -> Result<(), &'static str> {
-    if audience.is_empty() {
-        return Err("is empty");
-    }
-    if audience.chars().count() > MAX_AUDIENCE_LEN {
-        return Err("is too long");
-    }
-    if audience
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err("contains whitespace");
     }
     Ok(())
 }
@@ -2561,19 +2270,25 @@ audiences = ["https://demo.tokenmint.dev"]
         let [demo, admin] = starter.clients.as_slice() else {
             panic!("expected two clients, got {:?}", starter.clients);
         };
-        assert_eq!(demo.id, "demo");
+        assert_eq!(demo.id.as_str(), "demo");
         assert_eq!(
             demo.matcher,
-            MatcherConfig::SanUri("spiffe://tokenmint.dev/demo".into())
+            tokenmint_core::identity::CertificateMatcher::try_san_uri(
+                "spiffe://tokenmint.dev/demo"
+            )
+            .unwrap()
         );
         assert_eq!(demo.scopes, ["demo:read"]);
         assert_eq!(demo.default_audiences, ["https://demo.tokenmint.dev"]);
         assert_eq!(demo.permissions, [Permission::Issue]);
         assert!(demo.enabled);
-        assert_eq!(admin.id, "admin");
+        assert_eq!(admin.id.as_str(), "admin");
         assert_eq!(
             admin.matcher,
-            MatcherConfig::SanUri("spiffe://tokenmint.dev/admin".into())
+            tokenmint_core::identity::CertificateMatcher::try_san_uri(
+                "spiffe://tokenmint.dev/admin"
+            )
+            .unwrap()
         );
         assert!(admin.scopes.is_empty());
         assert_eq!(admin.permissions, Permission::ALL);
@@ -2680,7 +2395,10 @@ enabled = false
         )
         .unwrap();
         let two = &c.clients[0];
-        assert_eq!(two.matcher, MatcherConfig::SanDns("two.example.com".into()));
+        assert_eq!(
+            two.matcher,
+            tokenmint_core::identity::CertificateMatcher::try_san_dns("two.example.com").unwrap()
+        );
         assert!(two.default_audiences.is_empty());
         assert_eq!(two.max_lifetime, Duration::from_secs(60));
         assert_eq!(two.default_lifetime, Duration::from_secs(60));
@@ -2949,30 +2667,40 @@ enabled = false
     }
 
     #[test]
+    fn a_malformed_certificate_identity_is_refused_when_the_file_is_read() {
+        // Not only at serve: check-config sees it too.
+        let e = refused(
+            "[[clients]]\nid = \"x\"\nsan_uri = \"s\"",
+            &["clients[0].san_uri", "(client \"x\")", "absolute"],
+        );
+        assert_eq!(invalid_field(&e), "clients[0].san_uri");
+    }
+
+    #[test]
     fn bad_scope_and_audience_are_refused() {
         refused(
-            "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\nscopes = [\"a b\"]",
+            "[[clients]]\nid = \"x\"\nsan_uri = \"spiffe://x\"\nscopes = [\"a b\"]",
             &["clients[0].scopes", "`a b`"],
         );
         refused(
-            "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\nscopes = [\"a\\\\b\"]",
+            "[[clients]]\nid = \"x\"\nsan_uri = \"spiffe://x\"\nscopes = [\"a\\\\b\"]",
             &["clients[0].scopes"],
         );
         refused(
-            "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\nscopes = [\"\"]",
+            "[[clients]]\nid = \"x\"\nsan_uri = \"spiffe://x\"\nscopes = [\"\"]",
             &["clients[0].scopes", "empty"],
         );
         refused(
-            "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\nscopes = [\"a\", \"a\"]",
+            "[[clients]]\nid = \"x\"\nsan_uri = \"spiffe://x\"\nscopes = [\"a\", \"a\"]",
             &["clients[0].scopes", "twice"],
         );
         refused(
-            "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\naudiences = [\"a b\"]",
+            "[[clients]]\nid = \"x\"\nsan_uri = \"spiffe://x\"\naudiences = [\"a b\"]",
             &["clients[0].audiences"],
         );
         refused(
             &format!(
-                "[[clients]]\nid = \"x\"\nsan_uri = \"s\"\naudiences = [\"{}\"]",
+                "[[clients]]\nid = \"x\"\nsan_uri = \"spiffe://x\"\naudiences = [\"{}\"]",
                 "a".repeat(513)
             ),
             &["clients[0].audiences", "too long"],

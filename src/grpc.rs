@@ -12,12 +12,13 @@ use crate::{
     changes::{ChangeLog, Unsent, WatchCaps, WatchEnd, WatchFrom, WatchItem, send_within},
     connection::{ConnectionInfo, ConnectionState, ConnectionWatch},
     lifecycle::Rotator,
+    registration::{self, RegisterError, Registrar},
     wire,
 };
 use tokenmint_core::{
     audit::AuditRecord,
-    client::{Client, ClientDraft, PeerCertificate, Permission},
-    identity::CertificateMatcher,
+    client::{Client, ClientDraft, IdentityDraft, LifetimeDefaults, PeerCertificate, Permission},
+    introspection::ActiveToken,
     revocation::{Change, Event},
     token::{RequestedLifetime, TokenRequest},
 };
@@ -173,7 +174,7 @@ impl TokenService for TokenApi {
         let issued = self
             .authority
             .issue(peer.as_deref(), &token_request)
-            .map_err(|e| wire::issue_refused(&e, remote))?;
+            .map_err(|e| wire::grpc(wire::issue_refused(&e, remote)))?;
         tracing::debug!(client_id = %issued.client_id, jti = %issued.token_id, kid = %issued.key_id, "token issued");
         wire::issued(&issued.client_id);
         Ok(Response::new(IssueTokenResponse {
@@ -194,7 +195,7 @@ impl TokenService for TokenApi {
         let caller = self
             .authority
             .caller(peer.as_deref(), Permission::Introspect)
-            .map_err(|e| wire::caller_refused(&e, remote))?;
+            .map_err(|e| wire::grpc(wire::caller_refused(&e, remote)))?;
         crate::ops::record_client(caller.id.as_str());
         let message = request.into_inner();
         let answer = self
@@ -204,27 +205,12 @@ impl TokenService for TokenApi {
                 &message.token,
                 message.presented_certificate_thumbprint.as_deref(),
             )
-            .map_err(|e| wire::introspect_refused(&e, remote))?;
+            .map_err(|e| wire::grpc(wire::introspect_refused(&e, remote)))?;
         let response = match answer {
             Ok(claims) => {
                 metrics::counter!("tokenmint_introspections_total", "outcome" => "active")
                     .increment(1);
-                IntrospectTokenResponse {
-                    active: true,
-                    client_id: claims.client_id,
-                    subject: claims.sub,
-                    scopes: claims
-                        .scope
-                        .map(|s| s.split(' ').map(str::to_owned).collect())
-                        .unwrap_or_default(),
-                    audiences: claims.aud.to_vec(),
-                    issuer: claims.iss,
-                    expires_at: claims.exp,
-                    issued_at: claims.iat,
-                    not_before: claims.nbf,
-                    token_id: claims.jti,
-                    certificate_thumbprint: claims.cnf.x5t_s256,
-                }
+                introspection_response(claims.into())
             }
             Err(reason) => {
                 metrics::counter!("tokenmint_introspections_total", "outcome" => reason.label())
@@ -244,18 +230,18 @@ impl TokenService for TokenApi {
         let caller = self
             .authority
             .caller(peer.as_deref(), Permission::Issue)
-            .map_err(|e| wire::caller_refused(&e, remote))?;
+            .map_err(|e| wire::grpc(wire::caller_refused(&e, remote)))?;
         crate::ops::record_client(caller.id.as_str());
         let token = request.into_inner().token;
         let change = self
             .authority
             .revocation_of(&caller, &token)
-            .map_err(|e| wire::revoke_refused(&e, remote))?;
+            .map_err(|e| wire::grpc(wire::revoke_refused(&e, remote)))?;
         if let Some(change) = change {
             self.changes
                 .commit(change, caller.id.as_str())
                 .await
-                .map_err(|e| wire::store_failed(&e))?;
+                .map_err(|e| wire::grpc(wire::store_failed(&e)))?;
         }
         Ok(Response::new(RevokeTokenResponse {}))
     }
@@ -440,11 +426,11 @@ impl RevocationService for RevocationApi {
         let caller = self
             .authority
             .caller(peer.as_deref(), Permission::Introspect)
-            .map_err(|e| wire::caller_refused(&e, remote))?;
+            .map_err(|e| wire::grpc(wire::caller_refused(&e, remote)))?;
         crate::ops::record_client(caller.id.as_str());
         self.authority
             .check_fresh()
-            .map_err(|e| wire::caller_refused(&e, remote))?;
+            .map_err(|e| wire::grpc(wire::caller_refused(&e, remote)))?;
         let connection = connection_of(&request);
         let connection_watch = open_connection_watch(connection.as_ref())?;
         let permit = self
@@ -475,7 +461,7 @@ impl RevocationService for RevocationApi {
             tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |item| {
                 match item {
                     Ok(item) => Ok(watch_item_to_proto(item)),
-                    Err(e) => Err(wire::store_failed(&e)),
+                    Err(e) => Err(wire::grpc(wire::store_failed(&e))),
                 }
             });
         // A stream that ends because the server stops says so, so the watcher reconnects.
@@ -502,16 +488,7 @@ pub struct AdminApi {
     changes: Arc<ChangeLog>,
     store: Arc<dyn Store>,
     rotator: Arc<Rotator>,
-    lifetimes: ClientLifetimes,
-}
-
-/// `[tokens]` as registration needs it: the default lifetime and the ceiling.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientLifetimes {
-    /// `tokens.default_lifetime`.
-    pub default: Duration,
-    /// `tokens.max_lifetime`.
-    pub max: Duration,
+    lifetimes: LifetimeDefaults,
 }
 
 impl fmt::Debug for AdminApi {
@@ -527,7 +504,7 @@ impl AdminApi {
         changes: Arc<ChangeLog>,
         store: Arc<dyn Store>,
         rotator: Arc<Rotator>,
-        lifetimes: ClientLifetimes,
+        lifetimes: LifetimeDefaults,
     ) -> Self {
         Self {
             authority,
@@ -551,7 +528,7 @@ impl AdminApi {
         let caller = self
             .authority
             .caller(peer.as_deref(), Permission::Admin)
-            .map_err(|e| wire::caller_refused(&e, remote))?;
+            .map_err(|e| wire::grpc(wire::caller_refused(&e, remote)))?;
         crate::ops::record_client(caller.id.as_str());
         Ok(caller)
     }
@@ -561,7 +538,7 @@ impl AdminApi {
             .changes
             .commit(change, admin.id.as_str())
             .await
-            .map_err(|e| wire::store_failed(&e))?;
+            .map_err(|e| wire::grpc(wire::store_failed(&e)))?;
         Ok(event.map_or(0, |e| e.sequence))
     }
 }
@@ -595,66 +572,61 @@ fn client_info(client: &Client) -> ClientInfo {
     }
 }
 
-/// A client from a registration request: exactly one certificate matcher, known permissions,
-/// whole-second lifetimes, and [`ClientDraft::build`]'s defaults under `lifetimes`. The one
-/// rule for `RegisterClient`, `UpdateClient` and the offline `tokenmint client add`.
-pub fn client_from_spec(spec: ClientSpec, lifetimes: ClientLifetimes) -> Result<Client, Status> {
+/// A client from a registration request, by the one client rule ([`ClientDraft::build`]):
+/// for `RegisterClient`, `UpdateClient` and the offline `tokenmint client add`. The API's
+/// empty values mean "not given" (an empty default list: the defaults).
+pub fn client_from_spec(spec: ClientSpec, defaults: LifetimeDefaults) -> Result<Client, Status> {
     let invalid = |message: String| {
         wire::oauth_status(tokenmint_core::oauth::ErrorCode::InvalidRequest, &message)
     };
-    let matcher = match (
-        spec.san_uri.as_str(),
-        spec.san_dns.as_str(),
-        spec.subject_dn.as_str(),
-        spec.pinned_sha256.as_slice(),
-    ) {
-        (v, "", "", []) if !v.is_empty() => CertificateMatcher::try_san_uri(v),
-        ("", v, "", []) if !v.is_empty() => CertificateMatcher::try_san_dns(v),
-        ("", "", v, []) if !v.is_empty() => CertificateMatcher::try_subject_dn(v),
-        ("", "", "", pins) if !pins.is_empty() => CertificateMatcher::try_pinned(pins),
-        _ => {
-            return Err(invalid(
-                "give exactly one of san_uri, san_dns, subject_dn, pinned_sha256".into(),
-            ));
-        }
-    }
-    .map_err(|e| invalid(e.to_string()))?;
-    let permissions = spec
-        .permissions
-        .iter()
-        .map(|p| {
-            Permission::try_from_name(p).ok_or_else(|| {
-                invalid(format!(
-                    "permission {:?}: use issue, introspect or admin",
-                    p.chars().take(40).collect::<String>()
-                ))
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let whole_seconds = |d: Option<prost_types::Duration>, field: &str| match d {
+    let given = |s: String| (!s.is_empty()).then_some(s);
+    let listed = |v: Vec<String>| (!v.is_empty()).then_some(v);
+    let seconds = |d: Option<prost_types::Duration>, field: &str| match d {
         None => Ok(None),
-        Some(d) if d.seconds > 0 && d.nanos == 0 => {
-            Ok(Some(Duration::from_secs(d.seconds.unsigned_abs())))
-        }
-        Some(_) => Err(invalid(format!(
-            "{field} must be a positive whole number of seconds"
-        ))),
+        Some(d) => match (u64::try_from(d.seconds), u32::try_from(d.nanos)) {
+            (Ok(secs), Ok(nanos)) => Ok(Some(Duration::new(secs, nanos))),
+            _ => Err(invalid(format!(
+                "{field} must be a positive whole number of seconds"
+            ))),
+        },
     };
     ClientDraft {
+        default_lifetime: seconds(spec.default_lifetime, "default_lifetime")?,
+        max_lifetime: seconds(spec.max_lifetime, "max_lifetime")?,
         id: spec.client_id,
-        matcher,
+        identity: IdentityDraft {
+            san_uri: given(spec.san_uri),
+            san_dns: given(spec.san_dns),
+            subject_dn: given(spec.subject_dn),
+            pinned_sha256: listed(spec.pinned_sha256),
+        },
         scopes: spec.scopes,
-        default_scopes: spec.default_scopes,
+        default_scopes: listed(spec.default_scopes),
         audiences: spec.audiences,
-        default_audiences: spec.default_audiences,
+        default_audiences: listed(spec.default_audiences),
         introspect_audiences: spec.introspect_audiences,
-        permissions,
-        default_lifetime: whole_seconds(spec.default_lifetime, "default_lifetime")?,
-        max_lifetime: whole_seconds(spec.max_lifetime, "max_lifetime")?,
+        permissions: listed(spec.permissions),
         enabled: !spec.disabled,
     }
-    .build(lifetimes.default, lifetimes.max)
+    .build(defaults)
     .map_err(|e| invalid(e.to_string()))
+}
+
+/// The introspection answer for an active token, as the gRPC response carries it.
+fn introspection_response(t: ActiveToken) -> IntrospectTokenResponse {
+    IntrospectTokenResponse {
+        active: true,
+        client_id: t.client_id,
+        subject: t.sub,
+        scopes: t.scopes,
+        audiences: t.aud,
+        issuer: t.iss,
+        expires_at: t.exp,
+        issued_at: t.iat,
+        not_before: t.nbf,
+        token_id: t.jti,
+        certificate_thumbprint: t.cnf.x5t_s256,
+    }
 }
 
 /// A requested page size: `default` for 0, at most `max`.
@@ -702,39 +674,23 @@ impl AdminService for AdminApi {
                 "client is required",
             )
         })?;
-        let mut client = self.client_from_spec(spec)?;
-        let secret = if message.with_secret {
-            let secret = tokenmint_core::crypto::generate_client_secret().map_err(|e| {
-                tracing::error!(error = %e, "generating a client secret failed");
-                Status::internal("the client secret could not be generated")
-            })?;
-            client.secret_hash = Some(self.authority.hash_client_secret(&secret));
-            Some(secret)
-        } else {
-            None
+        let client = self.client_from_spec(spec)?;
+        let by = Registrar {
+            actor: admin.id.as_str(),
+            now: self.authority.now(),
+            offline: false,
         };
-        match self
-            .store
-            .insert_client(
-                &client,
-                self.authority.now(),
-                &AuditRecord::new(admin.id.as_str(), "client.registered", client.id.as_str())
-                    .with("matcher", client.matcher.kind())
-                    .with("with_secret", secret.is_some()),
-            )
+        let hasher = message.with_secret.then(|| self.authority.secret_hasher());
+        let (client, secret) = registration::register(self.store.as_ref(), client, hasher, by)
             .await
-        {
-            Ok(()) => {}
-            Err(tokenmint_store::StoreError::Conflict(_)) => {
-                return Err(Status::already_exists(format!(
-                    "client {} or its certificate matcher ({} {}) is already registered",
-                    client.id,
-                    client.matcher.kind(),
-                    client.matcher.value()
-                )));
-            }
-            Err(e) => return Err(wire::store_failed(&e)),
-        }
+            .map_err(|e| match e {
+                RegisterError::Taken { .. } => Status::already_exists(e.to_string()),
+                RegisterError::Secret(e) => {
+                    tracing::error!(error = %e, "generating a client secret failed");
+                    Status::internal("the client secret could not be generated")
+                }
+                RegisterError::Store(e) => wire::grpc(wire::store_failed(&e)),
+            })?;
         // Usable here at once; other replicas pick it up at their next catch-up.
         self.changes.reload_clients().await;
         tracing::info!(admin = %admin.id, client_id = %client.id, matcher = client.matcher.kind(), with_secret = secret.is_some(), "client registered");
@@ -782,7 +738,7 @@ impl AdminService for AdminApi {
                     client.matcher.value()
                 )));
             }
-            Err(e) => return Err(wire::store_failed(&e)),
+            Err(e) => return Err(wire::grpc(wire::store_failed(&e))),
         };
         self.changes.reload_clients().await;
         tracing::info!(admin = %admin.id, client_id = %client.id, "client updated");
@@ -802,7 +758,7 @@ impl AdminService for AdminApi {
             .store
             .clients()
             .await
-            .map_err(|e| wire::store_failed(&e))?;
+            .map_err(|e| wire::grpc(wire::store_failed(&e)))?;
         clients
             .iter()
             .find(|c| c.id.as_str() == id)
@@ -826,7 +782,7 @@ impl AdminService for AdminApi {
             .store
             .clients()
             .await
-            .map_err(|e| wire::store_failed(&e))?;
+            .map_err(|e| wire::grpc(wire::store_failed(&e)))?;
         clients.sort_by(|a, b| a.id.cmp(&b.id));
         // The page token is the last id of the previous page.
         let after = message.page_token;
@@ -882,7 +838,7 @@ impl AdminService for AdminApi {
             .store
             .audit_events(&query)
             .await
-            .map_err(|e| wire::store_failed(&e))?;
+            .map_err(|e| wire::grpc(wire::store_failed(&e)))?;
         let more = events.len() > limit;
         events.truncate(limit);
         let next_page_token = match (more, events.last()) {
@@ -914,7 +870,7 @@ impl AdminService for AdminApi {
         let change = self
             .authority
             .revocation_of_id(&caller, &token_id)
-            .map_err(|e| wire::revoke_refused(&e, None))?;
+            .map_err(|e| wire::grpc(wire::revoke_refused(&e, None)))?;
         let sequence = match change {
             Some(change) => self.commit(change, &caller).await?,
             None => 0,
@@ -931,7 +887,7 @@ impl AdminService for AdminApi {
         let change = self
             .authority
             .cutoff_of(&client_id)
-            .map_err(|e| wire::revoke_refused(&e, None))?;
+            .map_err(|e| wire::grpc(wire::revoke_refused(&e, None)))?;
         let issued_at_or_before = match &change {
             Change::ClientCutoff {
                 issued_at_or_before,
@@ -979,12 +935,12 @@ impl AdminService for AdminApi {
             .rotator
             .keys()
             .await
-            .map_err(|e| wire::store_failed(&e))?;
+            .map_err(|e| wire::grpc(wire::store_failed(&e)))?;
         let (next_step_at, age) = self
             .rotator
             .schedule()
             .await
-            .map_err(|e| wire::store_failed(&e))?;
+            .map_err(|e| wire::grpc(wire::store_failed(&e)))?;
         Ok(Response::new(ListKeysResponse {
             keys: keys
                 .into_iter()
@@ -1013,7 +969,7 @@ impl AdminService for AdminApi {
             .rotator
             .rotate(force, admin.id.as_str())
             .await
-            .map_err(|e| wire::lifecycle_failed(&e))?;
+            .map_err(|e| wire::grpc(wire::lifecycle_failed(&e)))?;
         let warning = if rotated.forced_early {
             "forced before the new key was published for keys.publish_ahead: verifiers that cached the key set before it appeared reject its tokens until their copy expires (at most keys.jwks_max_age); WatchJwks subscribers and introspection have it now".to_owned()
         } else {
@@ -1037,7 +993,7 @@ impl AdminService for AdminApi {
             .rotator
             .revoke(&key_id, admin.id.as_str())
             .await
-            .map_err(|e| wire::lifecycle_failed(&e))?;
+            .map_err(|e| wire::grpc(wire::lifecycle_failed(&e)))?;
         Ok(Response::new(RevokeKeyResponse {
             sequence: event.map_or(0, |e| e.sequence),
         }))
@@ -1056,7 +1012,7 @@ impl AdminService for AdminApi {
             .store
             .revocation_state(self.authority.now())
             .await
-            .map_err(|e| wire::store_failed(&e))?;
+            .map_err(|e| wire::grpc(wire::store_failed(&e)))?;
         let mut tokens: Vec<_> = state
             .tokens
             .into_iter()

@@ -22,7 +22,9 @@ use crate::{
     connection::ConnectionInfo,
     wire::{self, HttpError},
 };
-use tokenmint_core::{client::Permission, oauth::ErrorCode, token::TokenRequest};
+use tokenmint_core::{
+    client::Permission, introspection::Introspection, oauth::ErrorCode, token::TokenRequest,
+};
 
 use tokenmint_core::limits::MAX_BODY_BYTES;
 
@@ -238,7 +240,7 @@ async fn token(
         };
         face.authority
             .issue(peer.as_deref(), &request)
-            .map_err(|e| HttpError::from_status(wire::issue_refused(&e, remote)).per_rfc6749())
+            .map_err(|e| HttpError::from(wire::issue_refused(&e, remote)).per_rfc6749())
     })();
     match result {
         Ok(issued) => {
@@ -272,7 +274,7 @@ fn authorized_form(
     let caller = face
         .authority
         .caller(peer, permission)
-        .map_err(|e| HttpError::from_status(wire::caller_refused(&e, remote)).per_rfc6749())?;
+        .map_err(|e| HttpError::from(wire::caller_refused(&e, remote)).per_rfc6749())?;
     crate::ops::record_client(caller.id.as_str());
     Ok((form, caller))
 }
@@ -298,34 +300,19 @@ async fn introspect(
         let presented = form.single_as_sent("presented_certificate_thumbprint")?;
         face.authority
             .introspect(&caller, token, presented)
-            .map_err(|e| HttpError::from_status(wire::introspect_refused(&e, remote)))
+            .map_err(|e| HttpError::from(wire::introspect_refused(&e, remote)))
     })();
     match result {
         Ok(Ok(claims)) => {
             metrics::counter!("tokenmint_introspections_total", "outcome" => "active").increment(1);
-            let mut body = json!({
-                "active": true,
-                "client_id": claims.client_id,
-                "sub": claims.sub,
-                "aud": claims.aud.to_vec(),
-                "iss": claims.iss,
-                "exp": claims.exp,
-                "iat": claims.iat,
-                "nbf": claims.nbf,
-                "jti": claims.jti,
-                "token_type": "Bearer",
-                "cnf": { "x5t#S256": claims.cnf.x5t_s256 },
-            });
-            if let Some(scope) = claims.scope {
-                body["scope"] = Value::from(scope);
-            }
-            wire::no_store(Json(body).into_response())
+            let answer = Introspection::Active(claims.into());
+            wire::no_store(Json(answer.to_json()).into_response())
         }
         Ok(Err(reason)) => {
             metrics::counter!("tokenmint_introspections_total", "outcome" => reason.label())
                 .increment(1);
             tracing::debug!(reason = %reason, "introspection: inactive");
-            wire::no_store(Json(json!({ "active": false })).into_response())
+            wire::no_store(Json(Introspection::Inactive.to_json()).into_response())
         }
         Err(e) => wire::no_store(e.into_response()),
     }
@@ -351,7 +338,7 @@ async fn revoke(
         face.authority
             .revocation_of(&caller, token)
             .map(|change| (change, caller.id.clone()))
-            .map_err(|e| HttpError::from_status(wire::revoke_refused(&e, remote)).per_rfc6749())
+            .map_err(|e| HttpError::from(wire::revoke_refused(&e, remote)).per_rfc6749())
     })();
     let (change, caller_id) = match decided {
         Ok(decided) => decided,
@@ -360,7 +347,7 @@ async fn revoke(
     if let Some(change) = change
         && let Err(e) = face.changes.commit(change, caller_id.as_str()).await
     {
-        return wire::no_store(HttpError::from_status(wire::store_failed(&e)).into_response());
+        return wire::no_store(HttpError::from(wire::store_failed(&e)).into_response());
     }
     wire::no_store(StatusCode::OK.into_response())
 }

@@ -48,6 +48,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod ops;
 pub mod pki;
+pub mod registration;
 pub mod server;
 pub mod tls;
 pub mod transport;

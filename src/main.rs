@@ -25,11 +25,15 @@ use tokenmint::{
         },
     },
     ops, pki,
+    registration::{self, Registrar},
     server::{self, Options},
 };
 use tokenmint_core::{
+    client::LifetimeDefaults,
     clock::{Clock as _, SystemClock, unix_seconds},
     crypto,
+    introspection::{ActiveToken, Introspection},
+    token::Confirmation,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -630,23 +634,25 @@ async fn token_command(command: TokenCommand) -> Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            let json = if r.active {
-                serde_json::json!({
-                    "active": true,
-                    "client_id": r.client_id,
-                    "sub": r.subject,
-                    "scope": r.scopes.join(" "),
-                    "aud": r.audiences,
-                    "iss": r.issuer,
-                    "exp": r.expires_at,
-                    "iat": r.issued_at,
-                    "nbf": r.not_before,
-                    "jti": r.token_id,
-                    "cnf": { "x5t#S256": r.certificate_thumbprint },
+            let answer = if r.active {
+                Introspection::Active(ActiveToken {
+                    client_id: r.client_id,
+                    sub: r.subject,
+                    scopes: r.scopes,
+                    aud: r.audiences,
+                    iss: r.issuer,
+                    exp: r.expires_at,
+                    iat: r.issued_at,
+                    nbf: r.not_before,
+                    jti: r.token_id,
+                    cnf: Confirmation {
+                        x5t_s256: r.certificate_thumbprint,
+                    },
                 })
             } else {
-                serde_json::json!({ "active": false })
+                Introspection::Inactive
             };
+            let json = answer.to_json();
             println!("{json:#}");
             Ok(())
         }
@@ -930,37 +936,29 @@ async fn shutdown_signal() {
 async fn client_add(args: ClientAddArgs) -> Result<()> {
     let config = load_config(&args.config)?;
     // The same checks and defaults as RegisterClient.
-    let mut client = tokenmint::grpc::client_from_spec(
+    let client = tokenmint::grpc::client_from_spec(
         client_spec(args.spec, args.new.disabled)?,
-        tokenmint::grpc::ClientLifetimes {
+        LifetimeDefaults {
             default: config.tokens.default_lifetime,
             max: config.tokens.max_lifetime,
         },
     )
     .map_err(|status| anyhow::anyhow!("{}", status.message()))?;
     let store = server::open_store(&config).await?;
-    let mut secret = None;
-    if args.new.with_secret {
+    let hasher = if args.new.with_secret {
         let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
-        let hasher = server::load_pepper(store.as_ref(), &keks).await?;
-        let generated = crypto::generate_client_secret()?;
-        client.secret_hash = Some(hasher.hash(&generated));
-        secret = Some(generated);
-    }
-    store
-        .insert_client(
-            &client,
-            unix_seconds(SystemClock.now()),
-            &tokenmint_core::audit::AuditRecord::new(
-                tokenmint_core::audit::OPERATOR_ACTOR,
-                "client.registered",
-                client.id.as_str(),
-            )
-            .with("matcher", client.matcher.kind())
-            .with("offline", true),
-        )
+        Some(server::load_pepper(store.as_ref(), &keks).await?)
+    } else {
+        None
+    };
+    let by = Registrar {
+        actor: tokenmint_core::audit::OPERATOR_ACTOR,
+        now: unix_seconds(SystemClock.now()),
+        offline: true,
+    };
+    let (client, secret) = registration::register(store.as_ref(), client, hasher.as_ref(), by)
         .await
-        .with_context(|| format!("registering client {}", client.id))?;
+        .context("registering the client")?;
     println!(
         "registered client {} ({} {})",
         client.id,

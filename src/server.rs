@@ -12,7 +12,7 @@ use tonic_health::ServingStatus;
 use crate::{
     authority::{Authority, Parts},
     changes::ChangeLog,
-    config::{self, Config, MatcherConfig, StoreUrl},
+    config::{self, Config, StoreUrl},
     grpc::{
         self, AdminApi, KeyApi, RevocationApi, TokenApi,
         proto::{
@@ -27,10 +27,9 @@ use crate::{
 };
 use tokenmint_core::{
     audit::{AuditRecord, CONFIG_ACTOR, IssuanceAudit, IssuanceMode, OPERATOR_ACTOR},
-    client::{Client, ClientId, ClientRegistry},
+    client::{Client, ClientRegistry},
     clock::{Clock, unix_seconds},
     crypto::{self, Algorithm, Kek, SecretHasher},
-    identity::CertificateMatcher,
     keys::{KekRing, KeyError, KeyRecord, KeyRing, KeyState},
     limits::{IssueLimits, MAX_MESSAGE_BYTES},
     revocation::{Blocklist, Caps, Retention},
@@ -141,37 +140,6 @@ pub fn load_keks(files: &[impl AsRef<Path>], env_kek: Option<&str>) -> Result<Ke
     Ok(KekRing::try_new(keks)?)
 }
 
-/// Builds the domain client from a configured one.
-pub fn client_from_config(c: &config::ClientConfig) -> Result<Client, ServeError> {
-    let invalid = |reason: String| ServeError::Client {
-        id: c.id.clone(),
-        reason,
-    };
-    let matcher = match &c.matcher {
-        MatcherConfig::SanUri(v) => CertificateMatcher::try_san_uri(v),
-        MatcherConfig::SanDns(v) => CertificateMatcher::try_san_dns(v),
-        MatcherConfig::SubjectDn(v) => CertificateMatcher::try_subject_dn(v),
-        MatcherConfig::PinnedSha256(pins) => CertificateMatcher::try_pinned(pins),
-    }
-    .map_err(|e| invalid(e.to_string()))?;
-    let client = Client {
-        id: ClientId::try_new(&c.id).map_err(|e| invalid(e.to_string()))?,
-        matcher,
-        scopes: c.scopes.clone(),
-        default_scopes: c.default_scopes.clone(),
-        audiences: c.audiences.clone(),
-        default_audiences: c.default_audiences.clone(),
-        introspect_audiences: c.introspect_audiences.clone(),
-        permissions: c.permissions.clone(),
-        default_lifetime: c.default_lifetime,
-        max_lifetime: c.max_lifetime,
-        enabled: c.enabled,
-        secret_hash: None,
-    };
-    client.validate().map_err(|e| invalid(e.to_string()))?;
-    Ok(client)
-}
-
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     match &config.store.url {
@@ -278,13 +246,8 @@ pub async fn load_key_ring(
 /// Checks what the config file alone can show about its clients: each matcher is well-formed
 /// and each policy consistent, and no two clients claim the same certificate matcher.
 pub fn check_clients(config: &Config) -> Result<usize, ServeError> {
-    let clients = config
-        .clients
-        .iter()
-        .map(client_from_config)
-        .collect::<Result<Vec<_>, _>>()?;
-    let count = clients.len();
-    registry(clients)?;
+    let count = config.clients.len();
+    registry(config.clients.clone())?;
     Ok(count)
 }
 
@@ -296,11 +259,10 @@ pub async fn sync_clients(
     now: i64,
 ) -> Result<(), ServeError> {
     let (mut inserted, mut kept, mut overwritten) = (0usize, 0usize, 0usize);
-    for configured in &config.clients {
-        let client = client_from_config(configured)?;
+    for client in &config.clients {
         let outcome = store
             .sync_config_client(
-                &client,
+                client,
                 overwrite,
                 now,
                 &AuditRecord::new(CONFIG_ACTOR, "client.synced", client.id.as_str())
@@ -309,7 +271,7 @@ pub async fn sync_clients(
             .await
             .map_err(|e| match e {
                 StoreError::Conflict(reason) => ServeError::Client {
-                    id: configured.id.clone(),
+                    id: client.id.to_string(),
                     reason: format!(
                         "its certificate matcher is already claimed by another client ({reason})"
                     ),
@@ -765,7 +727,7 @@ impl PreparedServer {
             self.changes.clone(),
             self.store.clone(),
             self.rotator.clone(),
-            grpc::ClientLifetimes {
+            tokenmint_core::client::LifetimeDefaults {
                 default: self.config.tokens.default_lifetime,
                 max: self.config.tokens.max_lifetime,
             },

@@ -1,7 +1,8 @@
-//! The one place domain refusals become wire errors: a gRPC status carrying the OAuth2 error
-//! code (in the `oauth-error` metadata and as the message's first word), and its HTTP form —
-//! a status code and an RFC 6749 §5.2 JSON body — derived from that same status. The client
-//! gets a fixed, actionable message; the detail goes to the log.
+//! The one place domain refusals become wire errors. Each domain error becomes a
+//! transport-neutral [`Refusal`] (its kind, OAuth2 code, fixed message and retry hint; the
+//! detail goes to the log); a refusal is mapped once to a gRPC status ([`grpc`]: the OAuth2
+//! code in the `oauth-error` metadata and as the message's first word) and once to HTTP
+//! ([`HttpError`]: a status code and an RFC 6749 §5.2 JSON body).
 
 use tonic::{Code, Status, metadata::MetadataValue};
 
@@ -10,7 +11,10 @@ use crate::{
     lifecycle::LifecycleError,
 };
 use tokenmint_core::{
-    client::AuthError, oauth::ErrorCode, revocation::CapError, rotation::RotateError,
+    client::AuthError,
+    oauth::{ErrorCode, Refusal, RefusalKind},
+    revocation::CapError,
+    rotation::RotateError,
     token::IssueError,
 };
 use tokenmint_store::StoreError;
@@ -18,42 +22,55 @@ use tokenmint_store::StoreError;
 /// The metadata key that carries the OAuth2 error code on a refused RPC.
 pub const OAUTH_ERROR_METADATA: &str = "oauth-error";
 
-/// The gRPC code for an OAuth2 error.
-pub fn grpc_code(code: ErrorCode) -> Code {
-    match code {
-        ErrorCode::InvalidClient => Code::Unauthenticated,
-        ErrorCode::UnauthorizedClient => Code::PermissionDenied,
-        ErrorCode::InvalidScope
-        | ErrorCode::InvalidTarget
-        | ErrorCode::InvalidRequest
-        | ErrorCode::UnsupportedGrantType => Code::InvalidArgument,
-        ErrorCode::TemporarilyUnavailable => Code::Unavailable,
-        ErrorCode::ServerError => Code::Internal,
-    }
-}
-
-/// A status for an OAuth2 refusal: `"<code>: <message>"`, with the code in metadata too.
-pub fn oauth_status(code: ErrorCode, message: &str) -> Status {
-    with_code(grpc_code(code), code, message)
-}
-
-/// The status for a refused issuance (counted where it was decided, `Authority::issue`); logs
-/// the detail.
-pub fn issue_refused(error: &IssueError, remote: Option<std::net::SocketAddr>) -> Status {
-    match error.code() {
-        ErrorCode::ServerError => tracing::error!(error = %error, ?remote, "token issuance failed"),
-        code => tracing::info!(error = %error, oauth_error = %code, ?remote, "token refused"),
-    }
-    if let IssueError::RateLimited { retry_after, .. } = error {
-        return resource_exhausted(&error.public_message(), retry_after.as_secs().max(1));
-    }
-    let mut status = oauth_status(error.code(), &error.public_message());
-    if let IssueError::CutOff { retry_after, .. } = error
-        && let Ok(value) = MetadataValue::try_from(retry_after.as_secs().max(1).to_string())
+/// The gRPC status for a refusal: `"<code>: <message>"`, the OAuth2 code in the
+/// `oauth-error` metadata and the retry hint in `retry-after`.
+pub fn grpc(refusal: Refusal) -> Status {
+    let code = match refusal.kind {
+        RefusalKind::Unauthenticated => Code::Unauthenticated,
+        RefusalKind::PermissionDenied => Code::PermissionDenied,
+        RefusalKind::InvalidArgument => Code::InvalidArgument,
+        RefusalKind::FailedPrecondition => Code::FailedPrecondition,
+        RefusalKind::NotFound => Code::NotFound,
+        RefusalKind::Exhausted => Code::ResourceExhausted,
+        RefusalKind::Unavailable => Code::Unavailable,
+        RefusalKind::TooLarge => Code::OutOfRange,
+        RefusalKind::TooSlow => Code::DeadlineExceeded,
+        RefusalKind::Internal => Code::Internal,
+    };
+    let mut status = Status::new(code, format!("{}: {}", refusal.code, refusal.message));
+    status.metadata_mut().insert(
+        OAUTH_ERROR_METADATA,
+        MetadataValue::from_static(refusal.code.as_str()),
+    );
+    if let Some(secs) = refusal.retry_after_secs
+        && let Ok(value) = MetadataValue::try_from(secs.to_string())
     {
         status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
     }
     status
+}
+
+/// The gRPC status for an OAuth2 refusal of the kind its code implies.
+pub fn oauth_status(code: ErrorCode, message: &str) -> Status {
+    grpc(Refusal::oauth(code, message))
+}
+
+/// The status for a refused issuance (counted where it was decided, `Authority::issue`); logs
+/// the detail.
+pub fn issue_refused(error: &IssueError, remote: Option<std::net::SocketAddr>) -> Refusal {
+    match error.code() {
+        ErrorCode::ServerError => tracing::error!(error = %error, ?remote, "token issuance failed"),
+        code => tracing::info!(error = %error, oauth_error = %code, ?remote, "token refused"),
+    }
+    match error {
+        IssueError::RateLimited { retry_after, .. } => {
+            Refusal::exhausted(error.public_message(), retry_after.as_secs())
+        }
+        IssueError::CutOff { retry_after, .. } => {
+            Refusal::oauth(error.code(), error.public_message()).retry_after(retry_after.as_secs())
+        }
+        _ => Refusal::oauth(error.code(), error.public_message()),
+    }
 }
 
 /// Counts an issued token, by client.
@@ -65,30 +82,30 @@ pub fn issued(client_id: &str) {
 
 /// The status for a caller refused outright (no certificate, unknown or disabled client,
 /// missing permission, not ready): never an `active: false`.
-pub fn caller_refused(error: &CallerError, remote: Option<std::net::SocketAddr>) -> Status {
+pub fn caller_refused(error: &CallerError, remote: Option<std::net::SocketAddr>) -> Refusal {
     tracing::info!(error = %error, ?remote, "caller refused");
     match error {
-        CallerError::Auth(AuthError::NoCertificate) => oauth_status(
+        CallerError::Auth(AuthError::NoCertificate) => Refusal::oauth(
             ErrorCode::InvalidClient,
             "a client certificate is required: connect with mutual TLS",
         ),
-        CallerError::Auth(AuthError::Ambiguous(_)) => oauth_status(
+        CallerError::Auth(AuthError::Ambiguous(_)) => Refusal::oauth(
             ErrorCode::InvalidClient,
             "client authentication failed: the certificate matches several clients",
         ),
-        CallerError::Auth(_) => oauth_status(
+        CallerError::Auth(_) => Refusal::oauth(
             ErrorCode::InvalidClient,
             "client authentication failed: the certificate does not identify an enabled client",
         ),
-        CallerError::NotPermitted { permission, .. } => oauth_status(
+        CallerError::NotPermitted { permission, .. } => Refusal::oauth(
             ErrorCode::UnauthorizedClient,
-            &format!("this client does not have the {permission} permission"),
+            format!("this client does not have the {permission} permission"),
         ),
-        CallerError::NotReady => oauth_status(
+        CallerError::NotReady => Refusal::oauth(
             ErrorCode::TemporarilyUnavailable,
             "the revocation state is still loading; retry shortly",
         ),
-        CallerError::Stale(_) => oauth_status(
+        CallerError::Stale(_) => Refusal::oauth(
             ErrorCode::TemporarilyUnavailable,
             "this replica cannot reach the store and its revocation state may be out of date; retry, possibly on another replica",
         ),
@@ -96,12 +113,15 @@ pub fn caller_refused(error: &CallerError, remote: Option<std::net::SocketAddr>)
 }
 
 /// The status for a refused introspection request: the caller, or a malformed argument.
-pub fn introspect_refused(error: &IntrospectError, remote: Option<std::net::SocketAddr>) -> Status {
+pub fn introspect_refused(
+    error: &IntrospectError,
+    remote: Option<std::net::SocketAddr>,
+) -> Refusal {
     match error {
         IntrospectError::Caller(e) => caller_refused(e, remote),
         IntrospectError::MalformedThumbprint => {
             tracing::info!(error = %error, ?remote, "introspection refused");
-            oauth_status(
+            Refusal::oauth(
                 ErrorCode::InvalidRequest,
                 "presented_certificate_thumbprint must be the base64url SHA-256 of the certificate your caller presented (43 characters); leave it out when your caller presented none",
             )
@@ -110,12 +130,12 @@ pub fn introspect_refused(error: &IntrospectError, remote: Option<std::net::Sock
 }
 
 /// The status for a refused revocation.
-pub fn revoke_refused(error: &RevokeError, remote: Option<std::net::SocketAddr>) -> Status {
+pub fn revoke_refused(error: &RevokeError, remote: Option<std::net::SocketAddr>) -> Refusal {
     match error {
         RevokeError::Caller(e) => caller_refused(e, remote),
         RevokeError::NotOwner { .. } => {
             tracing::info!(error = %error, ?remote, "revocation refused");
-            oauth_status(
+            Refusal::oauth(
                 ErrorCode::UnauthorizedClient,
                 "a client may revoke only its own tokens",
             )
@@ -126,72 +146,34 @@ pub fn revoke_refused(error: &RevokeError, remote: Option<std::net::SocketAddr>)
                 CapError::Rate { retry_after, .. } => retry_after.as_secs().max(1),
                 CapError::Full { .. } | CapError::ClientFull { .. } => 60,
             };
-            resource_exhausted(&cap.to_string(), retry_after)
+            Refusal::exhausted(cap.to_string(), retry_after)
         }
-        RevokeError::InvalidArgument(message) => oauth_status(ErrorCode::InvalidRequest, message),
+        RevokeError::InvalidArgument(message) => {
+            Refusal::oauth(ErrorCode::InvalidRequest, message.as_str())
+        }
     }
 }
 
 /// `RESOURCE_EXHAUSTED` (HTTP 429) with `temporarily_unavailable` and a retry hint in seconds.
 pub fn resource_exhausted(message: &str, retry_after_secs: u64) -> Status {
-    let mut status =
-        Status::resource_exhausted(format!("{}: {message}", ErrorCode::TemporarilyUnavailable));
-    status.metadata_mut().insert(
-        OAUTH_ERROR_METADATA,
-        MetadataValue::from_static(ErrorCode::TemporarilyUnavailable.as_str()),
-    );
-    if let Ok(value) = MetadataValue::try_from(retry_after_secs.to_string()) {
-        status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
-    }
-    status
-}
-
-/// `OUT_OF_RANGE` (HTTP 413) with `invalid_request`: a request body over `limit` bytes.
-pub fn too_large(limit: usize) -> Status {
-    with_code(
-        Code::OutOfRange,
-        ErrorCode::InvalidRequest,
-        &format!("the request is larger than {limit} bytes"),
-    )
-}
-
-/// `DEADLINE_EXCEEDED` (HTTP 408) with `invalid_request`: the peer was too slow to send its
-/// request.
-pub fn deadline_exceeded(message: &str) -> Status {
-    with_code(Code::DeadlineExceeded, ErrorCode::InvalidRequest, message)
-}
-
-/// A status with this gRPC code carrying an OAuth2 code.
-fn with_code(grpc: Code, code: ErrorCode, message: &str) -> Status {
-    let mut status = Status::new(grpc, format!("{code}: {message}"));
-    status.metadata_mut().insert(
-        OAUTH_ERROR_METADATA,
-        MetadataValue::from_static(code.as_str()),
-    );
-    status
+    grpc(Refusal::exhausted(message, retry_after_secs))
 }
 
 /// The metadata key that carries a retry hint, in whole seconds.
 pub const RETRY_AFTER_METADATA: &str = "retry-after";
 
-/// The status for a store failure: nothing was committed.
-pub fn store_failed(error: &StoreError) -> Status {
+/// The refusal for a store failure: nothing was committed.
+pub fn store_failed(error: &StoreError) -> Refusal {
     match error {
-        StoreError::NotFound(what) => {
-            // NOT_FOUND, with the OAuth2 code every refusal carries (SPEC §11).
-            let mut status = Status::not_found(format!(
-                "{}: {what} does not exist",
-                ErrorCode::InvalidRequest
-            ));
-            status.metadata_mut().insert(
-                OAUTH_ERROR_METADATA,
-                MetadataValue::from_static(ErrorCode::InvalidRequest.as_str()),
-            );
-            status
-        }
+        // NOT_FOUND, with the OAuth2 code every refusal carries (SPEC §11).
+        StoreError::NotFound(what) => Refusal::new(
+            RefusalKind::NotFound,
+            ErrorCode::InvalidRequest,
+            format!("{what} does not exist"),
+        ),
         other => {
             tracing::error!(error = %other, "store failure; nothing was committed");
-            oauth_status(
+            Refusal::oauth(
                 ErrorCode::TemporarilyUnavailable,
                 "the store is unavailable; nothing was changed, retry later",
             )
@@ -199,36 +181,30 @@ pub fn store_failed(error: &StoreError) -> Status {
     }
 }
 
-/// The status for a failed or refused key-lifecycle request.
-pub fn lifecycle_failed(error: &LifecycleError) -> Status {
+/// The refusal for a failed or refused key-lifecycle request.
+pub fn lifecycle_failed(error: &LifecycleError) -> Refusal {
     match error {
-        LifecycleError::Refused(RotateError::UnknownKey(kid)) => {
-            let mut status = Status::not_found(format!("invalid_request: no key {kid}"));
-            status.metadata_mut().insert(
-                OAUTH_ERROR_METADATA,
-                MetadataValue::from_static("invalid_request"),
-            );
-            status
-        }
-        LifecycleError::Refused(refusal) => {
-            let mut status = Status::failed_precondition(format!("invalid_request: {refusal}"));
-            status.metadata_mut().insert(
-                OAUTH_ERROR_METADATA,
-                MetadataValue::from_static("invalid_request"),
-            );
-            status
-        }
+        LifecycleError::Refused(RotateError::UnknownKey(kid)) => Refusal::new(
+            RefusalKind::NotFound,
+            ErrorCode::InvalidRequest,
+            format!("no key {kid}"),
+        ),
+        LifecycleError::Refused(refusal) => Refusal::new(
+            RefusalKind::FailedPrecondition,
+            ErrorCode::InvalidRequest,
+            refusal.to_string(),
+        ),
         LifecycleError::Store(e) => store_failed(e),
         LifecycleError::SavedNotLoaded(e) => {
             tracing::error!(error = %e, "key lifecycle step saved; the key ring could not be loaded");
-            oauth_status(
+            Refusal::oauth(
                 ErrorCode::ServerError,
                 "the key step was saved (see keys list), but this replica cannot load the key ring it leads to: check that every replica is configured with the KEK the keys are sealed under (docs/key-lifecycle.md)",
             )
         }
         LifecycleError::Key(e) => {
             tracing::error!(error = %e, "key lifecycle step failed");
-            oauth_status(
+            Refusal::oauth(
                 ErrorCode::ServerError,
                 "the key step failed; nothing was changed",
             )
@@ -274,42 +250,6 @@ impl HttpError {
         )
     }
 
-    /// The HTTP form of a gRPC refusal made by this module: the same OAuth2 code and message.
-    pub fn from_status(status: Status) -> Self {
-        use axum::http::StatusCode as H;
-        let http = match status.code() {
-            Code::Unauthenticated => H::UNAUTHORIZED,
-            Code::PermissionDenied => H::FORBIDDEN,
-            Code::InvalidArgument | Code::FailedPrecondition => H::BAD_REQUEST,
-            Code::NotFound => H::NOT_FOUND,
-            Code::ResourceExhausted => H::TOO_MANY_REQUESTS,
-            Code::Unavailable => H::SERVICE_UNAVAILABLE,
-            Code::OutOfRange => H::PAYLOAD_TOO_LARGE,
-            Code::DeadlineExceeded => H::REQUEST_TIMEOUT,
-            _ => H::INTERNAL_SERVER_ERROR,
-        };
-        let metadata = |key: &str| {
-            status
-                .metadata()
-                .get(key)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let error = metadata(OAUTH_ERROR_METADATA)
-            .unwrap_or_else(|| ErrorCode::ServerError.as_str().to_owned());
-        let description = status
-            .message()
-            .strip_prefix(&format!("{error}: "))
-            .unwrap_or(status.message())
-            .to_owned();
-        Self {
-            status: http,
-            error,
-            description,
-            retry_after: metadata(RETRY_AFTER_METADATA),
-        }
-    }
-
     /// The one rule of the OAuth2 endpoints (token, revocation per RFC 7009 §2.2.1,
     /// introspection per RFC 7662 §2.3): RFC 6749 §5.2 answers 400 for every error but
     /// `invalid_client` (401) and server-side conditions — `unauthorized_client` included.
@@ -318,6 +258,29 @@ impl HttpError {
             self.status = axum::http::StatusCode::BAD_REQUEST;
         }
         self
+    }
+}
+
+impl From<Refusal> for HttpError {
+    fn from(refusal: Refusal) -> Self {
+        use axum::http::StatusCode as H;
+        let status = match refusal.kind {
+            RefusalKind::Unauthenticated => H::UNAUTHORIZED,
+            RefusalKind::PermissionDenied => H::FORBIDDEN,
+            RefusalKind::InvalidArgument | RefusalKind::FailedPrecondition => H::BAD_REQUEST,
+            RefusalKind::NotFound => H::NOT_FOUND,
+            RefusalKind::Exhausted => H::TOO_MANY_REQUESTS,
+            RefusalKind::Unavailable => H::SERVICE_UNAVAILABLE,
+            RefusalKind::TooLarge => H::PAYLOAD_TOO_LARGE,
+            RefusalKind::TooSlow => H::REQUEST_TIMEOUT,
+            RefusalKind::Internal => H::INTERNAL_SERVER_ERROR,
+        };
+        Self {
+            status,
+            error: refusal.code.as_str().to_owned(),
+            description: refusal.message,
+            retry_after: refusal.retry_after_secs.map(|s| s.to_string()),
+        }
     }
 }
 
@@ -385,18 +348,26 @@ impl AdmissionRefusal {
         }
     }
 
-    fn status(self) -> Status {
+    fn refusal(self) -> Refusal {
         match self {
-            AdmissionRefusal::BodyTimedOut(limit) => deadline_exceeded(&format!(
-                "the request body did not arrive within server.body_timeout ({}s)",
-                limit.as_secs_f64()
-            )),
-            AdmissionRefusal::BodyTooLarge(limit) => too_large(limit),
-            AdmissionRefusal::BodyUnreadable => oauth_status(
+            AdmissionRefusal::BodyTimedOut(limit) => Refusal::new(
+                RefusalKind::TooSlow,
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the request body did not arrive within server.body_timeout ({}s)",
+                    limit.as_secs_f64()
+                ),
+            ),
+            AdmissionRefusal::BodyTooLarge(limit) => Refusal::new(
+                RefusalKind::TooLarge,
+                ErrorCode::InvalidRequest,
+                format!("the request is larger than {limit} bytes"),
+            ),
+            AdmissionRefusal::BodyUnreadable => Refusal::oauth(
                 ErrorCode::InvalidRequest,
                 "the request body could not be read",
             ),
-            AdmissionRefusal::Shed { with_certificate } => resource_exhausted(
+            AdmissionRefusal::Shed { with_certificate } => Refusal::exhausted(
                 if with_certificate {
                     "tokenmint is at its limit of requests in flight (server.max_in_flight); retry shortly"
                 } else {
@@ -406,9 +377,9 @@ impl AdmissionRefusal {
             ),
             // The handler may have committed a change before the time ran out: retrying is
             // safe (every change is idempotent) and tells which.
-            AdmissionRefusal::TimedOut(limit) => oauth_status(
+            AdmissionRefusal::TimedOut(limit) => Refusal::oauth(
                 ErrorCode::TemporarilyUnavailable,
-                &format!(
+                format!(
                     "the request was not answered within server.request_timeout ({}s); a change it asked for may have been made: retry",
                     limit.as_secs_f64()
                 ),
@@ -419,10 +390,10 @@ impl AdmissionRefusal {
     /// The response: a gRPC status, or the HTTP face's JSON error (with `no-store`).
     pub fn into_response(self, grpc: bool) -> axum::response::Response {
         use axum::response::IntoResponse as _;
-        let status = self.status();
+        let refusal = self.refusal();
         if grpc {
-            return status.into_http();
+            return self::grpc(refusal).into_http();
         }
-        no_store(HttpError::from_status(status).into_response())
+        no_store(HttpError::from(refusal).into_response())
     }
 }

@@ -148,6 +148,28 @@ async fn a_taken_id_or_certificate_matcher_is_refused_and_bad_specs_say_why() {
             .message()
             .contains("tokens.max_lifetime")
     );
+    // A default lifetime above the client's maximum is refused, as the config file refuses
+    // it, not lowered behind the operator's back.
+    let mut above = spec("above", NEW_URI);
+    above.max_lifetime = Some(prost_types::Duration {
+        seconds: 60,
+        nanos: 0,
+    });
+    above.default_lifetime = Some(prost_types::Duration {
+        seconds: 600,
+        nanos: 0,
+    });
+    let refused = register(above).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("default_lifetime (10m)")
+            && refused.message().contains("max_lifetime (1m)"),
+        "{refused:?}"
+    );
+    // An audience is counted in characters by every face: 512 two-byte characters fit.
+    let mut wide = spec("wide", NEW_URI);
+    wide.audiences = vec!["é".repeat(512)];
+    register(wide).await.unwrap();
     server.stop().await;
 }
 

@@ -325,7 +325,7 @@ fn client_add_registers_offline_and_shows_a_secret_once() {
         .unwrap();
     assert!(!duplicate.status.success());
     let stderr = String::from_utf8_lossy(&duplicate.stderr);
-    assert!(stderr.contains("conflict"), "{stderr}");
+    assert!(stderr.contains("already registered"), "{stderr}");
     let bad_scope = tokenmint(dir.path())
         .args([
             "client",

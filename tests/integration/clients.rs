@@ -59,7 +59,7 @@ async fn a_client_added_to_the_store_is_served_without_a_restart() {
 
     // What `tokenmint client add` does: write the store directly.
     let config = setup.config();
-    let mut client = tokenmint::server::client_from_config(&config.clients[0]).unwrap();
+    let mut client = config.clients[0].clone();
     client.id = tokenmint_core::client::ClientId::try_new("late").unwrap();
     client.matcher =
         tokenmint_core::identity::CertificateMatcher::try_san_uri("spiffe://tokenmint.test/late")

@@ -278,8 +278,12 @@ async fn register_with_secret(setup: &Setup, id: &str) -> String {
         .await
         .unwrap();
     let secret = tokenmint_core::crypto::generate_client_secret().unwrap();
-    let demo = config.clients.iter().find(|c| c.id == "demo").unwrap();
-    let mut client = tokenmint::server::client_from_config(demo).unwrap();
+    let demo = config
+        .clients
+        .iter()
+        .find(|c| c.id.as_str() == "demo")
+        .unwrap();
+    let mut client = demo.clone();
     client.id = tokenmint_core::client::ClientId::try_new(id).unwrap();
     client.matcher = tokenmint_core::identity::CertificateMatcher::try_san_uri(&format!(
         "spiffe://tokenmint.test/{id}"

@@ -354,7 +354,7 @@ async fn a_client_with_a_secret_needs_the_right_one() {
         .await
         .unwrap();
     let secret = tokenmint_core::crypto::generate_client_secret().unwrap();
-    let mut client = tokenmint::server::client_from_config(&config.clients[0]).unwrap();
+    let mut client = config.clients[0].clone();
     client.id = tokenmint_core::client::ClientId::try_new("secretive").unwrap();
     client.matcher = tokenmint_core::identity::CertificateMatcher::try_san_uri(
         "spiffe://tokenmint.test/secretive",

@@ -936,7 +936,6 @@ async fn contract_clients_round_trip(backend: &Backend) {
     let store = backend.open().await;
     let clients = three_clients();
     for c in &clients {
-        c.validate().unwrap();
         store.insert_client(c, T0, &test_audit()).await.unwrap();
     }
     assert_eq!(

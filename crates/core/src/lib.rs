@@ -18,6 +18,7 @@ pub mod client;
 pub mod clock;
 pub mod crypto;
 pub mod identity;
+pub mod introspection;
 pub mod keys;
 pub mod limits;
 pub mod oauth;

@@ -3,6 +3,13 @@
 
 use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 
+mod draft;
+
+pub use draft::{
+    ClientDraft, DraftError, DraftField, IdentityDraft, LifetimeDefaults, MAX_AUDIENCE_LEN,
+    MAX_CLIENT_ID_LEN, MAX_SCOPE_LEN,
+};
+
 use crate::{
     crypto::{CertificateThumbprint, SecretHasher},
     identity::{CertificateIdentity, CertificateMatcher, MatcherKey},
@@ -68,30 +75,6 @@ pub enum ClientError {
     /// The id is empty, too long or has characters outside `[A-Za-z0-9._:-]`.
     #[error("client id {0:?} must be 1–128 characters of A–Z, a–z, 0–9, '.', '_', ':' or '-'")]
     InvalidId(String),
-    /// A scope is not an RFC 6749 scope-token.
-    #[error("scope {0:?} must be 1–128 printable ASCII characters without spaces, '\"' or '\\'")]
-    InvalidScope(String),
-    /// An audience is empty, too long or has whitespace.
-    #[error("audience {0:?} must be 1–512 characters without whitespace")]
-    InvalidAudience(String),
-    /// A default is not among the allowed values.
-    #[error("default {what} {value:?} is not among the client's allowed {what}s")]
-    DefaultNotAllowed {
-        /// "scope" or "audience".
-        what: &'static str,
-        /// The value.
-        value: String,
-    },
-    /// Lifetimes are zero, not whole seconds, or the default exceeds the maximum.
-    #[error(
-        "lifetimes must be positive whole seconds and default_lifetime ({default:?}) at most max_lifetime ({max:?})"
-    )]
-    Lifetimes {
-        /// The default.
-        default: Duration,
-        /// The maximum.
-        max: Duration,
-    },
     /// Two clients claim the same certificate matcher.
     #[error(
         "clients {first} and {second} both claim {kind} {value:?}: certificate matchers must be unique"
@@ -109,94 +92,6 @@ pub enum ClientError {
     /// Two clients share an id.
     #[error("client id {0} is registered twice")]
     DuplicateId(String),
-    /// A client's `max_lifetime` is above the global ceiling.
-    #[error("max_lifetime ({max:?}) is above tokens.max_lifetime ({ceiling:?})")]
-    AboveCeiling {
-        /// The client's maximum.
-        max: Duration,
-        /// `tokens.max_lifetime`.
-        ceiling: Duration,
-    },
-}
-
-/// A client as an operator describes it (`tokenmint client add`, `RegisterClient`,
-/// `UpdateClient`); [`ClientDraft::build`] fills in what is left out.
-#[derive(Clone, Debug)]
-pub struct ClientDraft {
-    /// Its id.
-    pub id: String,
-    /// How its certificate is recognised.
-    pub matcher: CertificateMatcher,
-    /// Scopes it may ask for.
-    pub scopes: Vec<String>,
-    /// Empty: every allowed scope.
-    pub default_scopes: Vec<String>,
-    /// Audiences it may ask for.
-    pub audiences: Vec<String>,
-    /// Empty: the only audience, if there is exactly one.
-    pub default_audiences: Vec<String>,
-    /// Audiences whose tokens it may introspect.
-    pub introspect_audiences: Vec<String>,
-    /// Empty: `issue`.
-    pub permissions: Vec<Permission>,
-    /// `None`: `tokens.default_lifetime` (at most the client's maximum).
-    pub default_lifetime: Option<Duration>,
-    /// `None`: `tokens.max_lifetime`, which is also its ceiling.
-    pub max_lifetime: Option<Duration>,
-    /// Whether it starts enabled.
-    pub enabled: bool,
-}
-
-impl ClientDraft {
-    /// The client, with the defaults applied and every client rule checked; `default_lifetime`
-    /// and `ceiling` are `tokens.default_lifetime` and `tokens.max_lifetime`.
-    pub fn build(
-        self,
-        default_lifetime: Duration,
-        ceiling: Duration,
-    ) -> Result<Client, ClientError> {
-        let max_lifetime = self.max_lifetime.unwrap_or(ceiling);
-        if max_lifetime > ceiling {
-            return Err(ClientError::AboveCeiling {
-                max: max_lifetime,
-                ceiling,
-            });
-        }
-        let default_audiences = if self.default_audiences.is_empty() && self.audiences.len() == 1 {
-            self.audiences.clone()
-        } else {
-            self.default_audiences
-        };
-        let default_scopes = if self.default_scopes.is_empty() {
-            self.scopes.clone()
-        } else {
-            self.default_scopes
-        };
-        let permissions = if self.permissions.is_empty() {
-            vec![Permission::Issue]
-        } else {
-            self.permissions
-        };
-        let client = Client {
-            id: ClientId::try_new(&self.id)?,
-            matcher: self.matcher,
-            scopes: self.scopes,
-            default_scopes,
-            audiences: self.audiences,
-            default_audiences,
-            introspect_audiences: self.introspect_audiences,
-            permissions,
-            default_lifetime: self
-                .default_lifetime
-                .unwrap_or(default_lifetime)
-                .min(max_lifetime),
-            max_lifetime,
-            enabled: self.enabled,
-            secret_hash: None,
-        };
-        client.validate()?;
-        Ok(client)
-    }
 }
 
 /// A client id: 1–128 characters of `[A-Za-z0-9._:-]`.
@@ -253,10 +148,10 @@ pub fn is_scope_token(scope: &str) -> bool {
             .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
-/// An audience value: 1–512 characters, no whitespace or control characters.
+/// An audience value: 1–[`MAX_AUDIENCE_LEN`] characters, no whitespace or control characters.
 pub fn is_audience(audience: &str) -> bool {
     !audience.is_empty()
-        && audience.len() <= 512
+        && audience.chars().count() <= MAX_AUDIENCE_LEN
         && !audience
             .chars()
             .any(|c| c.is_whitespace() || c.is_control())
@@ -307,57 +202,6 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// Checks the policy's own consistency (values well-formed, defaults allowed, lifetimes).
-    pub fn validate(&self) -> Result<(), ClientError> {
-        for scope in self.scopes.iter().chain(&self.default_scopes) {
-            if !is_scope_token(scope) {
-                return Err(ClientError::InvalidScope(scope.clone()));
-            }
-        }
-        for audience in self
-            .audiences
-            .iter()
-            .chain(&self.default_audiences)
-            .chain(&self.introspect_audiences)
-        {
-            if !is_audience(audience) {
-                return Err(ClientError::InvalidAudience(audience.clone()));
-            }
-        }
-        if let Some(s) = self
-            .default_scopes
-            .iter()
-            .find(|s| !self.scopes.contains(s))
-        {
-            return Err(ClientError::DefaultNotAllowed {
-                what: "scope",
-                value: s.clone(),
-            });
-        }
-        if let Some(a) = self
-            .default_audiences
-            .iter()
-            .find(|a| !self.audiences.contains(a))
-        {
-            return Err(ClientError::DefaultNotAllowed {
-                what: "audience",
-                value: a.clone(),
-            });
-        }
-        if self.default_lifetime.is_zero()
-            || self.max_lifetime.is_zero()
-            || self.default_lifetime.subsec_nanos() != 0
-            || self.max_lifetime.subsec_nanos() != 0
-            || self.default_lifetime > self.max_lifetime
-        {
-            return Err(ClientError::Lifetimes {
-                default: self.default_lifetime,
-                max: self.max_lifetime,
-            });
-        }
-        Ok(())
-    }
-
     /// The same client without the `admin` permission (on a listener that serves no admin
     /// plane).
     pub fn without_admin(&self) -> Self {
@@ -579,25 +423,31 @@ mod tests {
     fn draft() -> ClientDraft {
         ClientDraft {
             id: "billing".into(),
-            matcher: CertificateMatcher::try_san_uri("spiffe://x/billing").unwrap(),
+            identity: IdentityDraft {
+                san_uri: Some("spiffe://x/billing".into()),
+                ..IdentityDraft::default()
+            },
             scopes: vec!["a".into(), "b".into()],
-            default_scopes: vec![],
             audiences: vec!["https://api.example".into()],
-            default_audiences: vec![],
-            introspect_audiences: vec![],
-            permissions: vec![],
-            default_lifetime: None,
-            max_lifetime: None,
             enabled: true,
+            ..ClientDraft::default()
         }
     }
 
     const FIVE_MIN: Duration = Duration::from_secs(300);
     const HOUR: Duration = Duration::from_secs(3600);
+    const DEFAULTS: LifetimeDefaults = LifetimeDefaults {
+        default: FIVE_MIN,
+        max: HOUR,
+    };
+
+    fn refusal(draft: ClientDraft) -> DraftError {
+        draft.build(DEFAULTS).unwrap_err()
+    }
 
     #[test]
     fn a_draft_takes_the_defaults_an_operator_left_out() {
-        let client = draft().build(FIVE_MIN, HOUR).unwrap();
+        let client = draft().build(DEFAULTS).unwrap();
         assert_eq!(client.default_scopes, vec!["a".to_owned(), "b".to_owned()]);
         assert_eq!(
             client.default_audiences,
@@ -609,28 +459,118 @@ mod tests {
             (FIVE_MIN, HOUR)
         );
         assert!(client.secret_hash.is_none());
-        // Two audiences: no default is guessed; a short maximum caps the default lifetime.
+        // Two audiences: no default is guessed; a short maximum caps the default lifetime
+        // that was left out.
         let mut two = draft();
         two.audiences.push("https://other.example".into());
         two.max_lifetime = Some(Duration::from_secs(60));
-        let client = two.build(FIVE_MIN, HOUR).unwrap();
+        let client = two.build(DEFAULTS).unwrap();
         assert!(client.default_audiences.is_empty());
         assert_eq!(client.default_lifetime, Duration::from_secs(60));
+        // Defaults given as empty lists mean none.
+        let mut none = draft();
+        none.default_scopes = Some(vec![]);
+        none.default_audiences = Some(vec![]);
+        let client = none.build(DEFAULTS).unwrap();
+        assert!(client.default_scopes.is_empty() && client.default_audiences.is_empty());
     }
 
     #[test]
-    fn a_draft_above_the_ceiling_or_with_a_bad_id_is_refused() {
-        let mut long = draft();
-        long.max_lifetime = Some(2 * HOUR);
-        assert!(matches!(
-            long.build(FIVE_MIN, HOUR),
-            Err(ClientError::AboveCeiling { .. })
-        ));
-        let mut bad = draft();
-        bad.id = "no spaces".into();
-        assert!(matches!(
-            bad.build(FIVE_MIN, HOUR),
-            Err(ClientError::InvalidId(_))
-        ));
+    fn a_default_lifetime_given_above_the_maximum_is_refused_not_lowered() {
+        let mut d = draft();
+        d.max_lifetime = Some(Duration::from_secs(60));
+        d.default_lifetime = Some(Duration::from_secs(600));
+        let e = refusal(d);
+        assert_eq!(e.field, DraftField::DefaultLifetime);
+        assert!(
+            e.to_string().contains("10m") && e.to_string().contains("1m"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn lifetimes_are_positive_whole_seconds_under_the_ceiling() {
+        for (default, max, field) in [
+            (Some(Duration::ZERO), None, DraftField::DefaultLifetime),
+            (
+                Some(Duration::from_millis(1500)),
+                None,
+                DraftField::DefaultLifetime,
+            ),
+            (None, Some(Duration::ZERO), DraftField::MaxLifetime),
+            (None, Some(2 * HOUR), DraftField::MaxLifetime),
+        ] {
+            let mut d = draft();
+            d.default_lifetime = default;
+            d.max_lifetime = max;
+            assert_eq!(refusal(d).field, field, "{default:?} {max:?}");
+        }
+    }
+
+    #[test]
+    fn an_audience_is_counted_in_characters() {
+        // 512 two-byte characters: 1024 bytes, within the rule.
+        let mut d = draft();
+        d.audiences = vec!["é".repeat(MAX_AUDIENCE_LEN)];
+        assert!(d.build(DEFAULTS).is_ok());
+        let mut d = draft();
+        d.audiences = vec!["é".repeat(MAX_AUDIENCE_LEN + 1)];
+        let e = refusal(d);
+        assert_eq!(e.field, DraftField::Audiences);
+        assert!(e.problem.contains("too long"), "{e}");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        type Case = (fn(&mut ClientDraft), DraftField, &'static str);
+        let cases: [Case; 12] = [
+            (|d| d.id = "no spaces".into(), DraftField::Id, "not allowed"),
+            (|d| d.id = "x".repeat(129), DraftField::Id, "too long"),
+            (|d| d.id = String::new(), DraftField::Id, "empty"),
+            (
+                |d| d.identity = IdentityDraft::default(),
+                DraftField::Client,
+                "no identity",
+            ),
+            (
+                |d| d.identity.san_dns = Some("a.example".into()),
+                DraftField::Client,
+                "san_uri and san_dns",
+            ),
+            (
+                |d| d.identity.san_uri = Some(" ".into()),
+                DraftField::SanUri,
+                "empty",
+            ),
+            (|d| d.scopes.push("a b".into()), DraftField::Scopes, "`a b`"),
+            (|d| d.scopes.push("a".into()), DraftField::Scopes, "twice"),
+            (
+                |d| d.default_scopes = Some(vec!["c".into()]),
+                DraftField::DefaultScopes,
+                "not in scopes",
+            ),
+            (
+                |d| d.default_audiences = Some(vec!["https://x".into()]),
+                DraftField::DefaultAudiences,
+                "not in audiences",
+            ),
+            (
+                |d| d.permissions = Some(vec!["root".into()]),
+                DraftField::Permissions,
+                "issue, introspect, admin",
+            ),
+            (
+                |d| d.permissions = Some(vec!["issue".into(), "issue".into()]),
+                DraftField::Permissions,
+                "twice",
+            ),
+        ];
+        for (change, field, words) in cases {
+            let mut d = draft();
+            change(&mut d);
+            let e = refusal(d);
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.to_string().contains(words), "{e} lacks {words}");
+        }
     }
 }

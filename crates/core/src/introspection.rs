@@ -1,0 +1,125 @@
+//! The answer to an introspection (RFC 7662): which of a token's claims a caller sees, written
+//! once for every face — the gRPC response is this answer field by field, and the HTTP
+//! endpoint and the CLI print its JSON.
+
+use serde_json::{Value, json};
+
+use crate::token::{AccessTokenClaims, Confirmation};
+
+/// What introspection says of an active token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveToken {
+    /// The client the token was issued to.
+    pub client_id: String,
+    /// Its subject.
+    pub sub: String,
+    /// The scopes granted (none: no `scope` member).
+    pub scopes: Vec<String>,
+    /// Its audiences.
+    pub aud: Vec<String>,
+    /// Its issuer.
+    pub iss: String,
+    /// Expiry, issue and not-before times (seconds since the epoch).
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// The token id.
+    pub jti: String,
+    /// The certificate it is bound to.
+    pub cnf: Confirmation,
+}
+
+/// An introspection answer: active with its claims, or inactive with nothing else (RFC 7662
+/// §2.2: an inactive answer says no more, whatever the reason).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Introspection {
+    /// The token is good and the caller may see it.
+    Active(ActiveToken),
+    /// Anything else.
+    Inactive,
+}
+
+impl From<AccessTokenClaims> for ActiveToken {
+    fn from(claims: AccessTokenClaims) -> Self {
+        Self {
+            client_id: claims.client_id,
+            sub: claims.sub,
+            scopes: claims
+                .scope
+                .map(|s| s.split(' ').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            aud: claims.aud.to_vec(),
+            iss: claims.iss,
+            exp: claims.exp,
+            iat: claims.iat,
+            nbf: claims.nbf,
+            jti: claims.jti,
+            cnf: claims.cnf,
+        }
+    }
+}
+
+impl Introspection {
+    /// The RFC 7662 JSON answer.
+    pub fn to_json(&self) -> Value {
+        let Self::Active(t) = self else {
+            return json!({ "active": false });
+        };
+        let mut body = json!({
+            "active": true,
+            "client_id": t.client_id,
+            "sub": t.sub,
+            "aud": t.aud,
+            "iss": t.iss,
+            "exp": t.exp,
+            "iat": t.iat,
+            "nbf": t.nbf,
+            "jti": t.jti,
+            "token_type": "Bearer",
+            "cnf": { "x5t#S256": t.cnf.x5t_s256 },
+        });
+        if !t.scopes.is_empty() {
+            body["scope"] = Value::from(t.scopes.join(" "));
+        }
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_answer_follows_rfc_7662() {
+        let active = Introspection::Active(ActiveToken {
+            client_id: "billing".into(),
+            sub: "billing".into(),
+            scopes: vec!["a".into(), "b".into()],
+            aud: vec!["https://api".into()],
+            iss: "https://issuer".into(),
+            exp: 30,
+            iat: 10,
+            nbf: 10,
+            jti: "id".into(),
+            cnf: Confirmation {
+                x5t_s256: "thumb".into(),
+            },
+        });
+        let json = active.to_json();
+        assert_eq!(json["active"], true);
+        assert_eq!(json["scope"], "a b");
+        assert_eq!(json["token_type"], "Bearer");
+        assert_eq!(json["cnf"]["x5t#S256"], "thumb");
+        let Introspection::Active(mut t) = active else {
+            unreachable!()
+        };
+        t.scopes.clear();
+        assert!(Introspection::Active(t).to_json().get("scope").is_none());
+        assert_eq!(
+            Introspection::Inactive.to_json(),
+            json!({ "active": false })
+        );
+    }
+}

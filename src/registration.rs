@@ -1,0 +1,76 @@
+//! Registering a client: the one path for the AdminService's `RegisterClient` and the CLI's
+//! offline `client add`. The client is built by the one client rule first; here it gets its
+//! secret (if asked), and is stored with its audit event in one transaction.
+
+use tokenmint_core::{
+    audit::AuditRecord,
+    client::Client,
+    crypto::{self, SecretHasher},
+};
+use tokenmint_store::{Store, StoreError};
+use zeroize::Zeroizing;
+
+/// Who registers, and how.
+#[derive(Clone, Copy, Debug)]
+pub struct Registrar<'a> {
+    /// The acting client id, or the operator.
+    pub actor: &'a str,
+    /// Seconds since the epoch.
+    pub now: i64,
+    /// Written straight to the store by the CLI, not through a running server.
+    pub offline: bool,
+}
+
+/// Why a registration failed; nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The id or the certificate matcher belongs to another client.
+    #[error("client {id} or its certificate matcher ({kind} {value}) is already registered")]
+    Taken {
+        /// The id asked for.
+        id: String,
+        /// The matcher kind.
+        kind: &'static str,
+        /// The matcher value.
+        value: String,
+    },
+    /// No secret could be generated (the system's random source failed).
+    #[error("the client secret could not be generated: {0}")]
+    Secret(crypto::CryptoError),
+    /// The store refused or could not be reached.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// Stores `client` with its audit event; with `hasher`, first gives it a new secret, which is
+/// returned (shown once, never stored in clear).
+pub async fn register(
+    store: &dyn Store,
+    mut client: Client,
+    hasher: Option<&SecretHasher>,
+    by: Registrar<'_>,
+) -> Result<(Client, Option<Zeroizing<String>>), RegisterError> {
+    let secret = match hasher {
+        Some(hasher) => {
+            let secret = crypto::generate_client_secret().map_err(RegisterError::Secret)?;
+            client.secret_hash = Some(hasher.hash(&secret));
+            Some(secret)
+        }
+        None => None,
+    };
+    let mut audit = AuditRecord::new(by.actor, "client.registered", client.id.as_str())
+        .with("matcher", client.matcher.kind())
+        .with("with_secret", secret.is_some());
+    if by.offline {
+        audit = audit.with("offline", true);
+    }
+    match store.insert_client(&client, by.now, &audit).await {
+        Ok(()) => Ok((client, secret)),
+        Err(StoreError::Conflict(_)) => Err(RegisterError::Taken {
+            id: client.id.to_string(),
+            kind: client.matcher.kind(),
+            value: client.matcher.value(),
+        }),
+        Err(e) => Err(RegisterError::Store(e)),
+    }
+}
