@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokenmint_core::{
     audit::{IssuanceAudit, IssuanceMode},
     client::{AuthError, Client, ClientRegistry, PeerCertificate, Permission},
-    clock::{Clock, unix_seconds},
+    clock::{Clock, unix_seconds, whole_secs},
     crypto::{self, CertificateThumbprint, SecretHasher},
     keys::KeyRing,
     limits::IssueLimits,
@@ -376,7 +376,7 @@ impl Authority {
             Some(hit) => hit,
             None => {
                 let verified = Arc::new(token::verify_signature(token, &ring, self.issuer.name())?);
-                let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
+                let leeway = whole_secs(self.leeway);
                 let ttl = verified
                     .claims
                     .exp
@@ -443,7 +443,7 @@ impl Authority {
             return Ok(None);
         }
         let now = self.now();
-        let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
+        let leeway = whole_secs(self.leeway);
         if claims.exp.saturating_add(leeway) <= now {
             return Ok(None);
         }
@@ -489,7 +489,7 @@ impl Authority {
                 "client {client_id:?} is not registered"
             )));
         }
-        let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
+        let leeway = whole_secs(self.leeway);
         Ok(Change::ClientCutoff {
             client_id: client_id.to_owned(),
             issued_at_or_before: self.now().saturating_add(leeway),

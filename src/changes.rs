@@ -242,7 +242,7 @@ impl ChangeLog {
 
     /// Removes stored audit events older than `retention`; returns how many.
     pub async fn purge_audit(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
-        let age = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        let age = tokenmint_core::clock::whole_secs(retention);
         self.store
             .purge_audit(self.authority.now().saturating_sub(age))
             .await

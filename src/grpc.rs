@@ -1066,7 +1066,7 @@ impl AdminService for AdminApi {
 /// Converts a configured duration to the protobuf form (saturating).
 pub fn duration_to_proto(d: Duration) -> prost_types::Duration {
     prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        seconds: tokenmint_core::clock::whole_secs(d),
         nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }

@@ -312,7 +312,7 @@ fn validity_at(der: &CertificateDer<'_>, now: i64) -> Result<(), OutOfValidity> 
 /// check's other rules are for certificates a CA vouches for).
 fn check_leaf_validity(leaf: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
     use rustls::CertificateError;
-    let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let now = tokenmint_core::clock::whole_secs(std::time::Duration::from_secs(now.as_secs()));
     validity_at(leaf, now).map_err(|problem| {
         rustls::Error::InvalidCertificate(match problem {
             OutOfValidity::Unparsable(_) => CertificateError::BadEncoding,

@@ -71,10 +71,16 @@ impl Clock for ManualClock {
     }
 }
 
+/// A duration as a count of whole seconds, for arithmetic with times in seconds (saturating
+/// at `i64::MAX`).
+pub fn whole_secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// Seconds since the Unix epoch (negative before it), as JWT `NumericDate` wants.
 pub fn unix_seconds(at: SystemTime) -> i64 {
     match at.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Ok(after) => whole_secs(after),
         Err(before) => i64::try_from(before.duration().as_secs())
             .map(|s| -s)
             .unwrap_or(i64::MIN),

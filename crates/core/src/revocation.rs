@@ -591,9 +591,7 @@ impl<V: Clone + Send + Sync + 'static> VerifiedCache<V> {
     }
 }
 
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
+use crate::clock::whole_secs as secs;
 
 #[cfg(test)]
 mod tests {

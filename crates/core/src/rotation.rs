@@ -31,9 +31,7 @@ pub struct Policy {
     pub retention: Duration,
 }
 
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
+use crate::clock::whole_secs as secs;
 
 /// One step of the lifecycle; each is applied as one store transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -372,7 +372,7 @@ impl Issuer {
         }
         let grant = grant(client, request, self.ceiling)?;
         let jti = crypto::random_id().map_err(|e| IssueError::Signing(e.to_string()))?;
-        let lifetime = i64::try_from(grant.lifetime.as_secs()).unwrap_or(i64::MAX);
+        let lifetime = crate::clock::whole_secs(grant.lifetime);
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
             sub: client.id.to_string(),
@@ -526,7 +526,7 @@ pub fn check_times(
     now: i64,
     leeway: Duration,
 ) -> Result<(), VerifyError> {
-    let leeway = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
+    let leeway = crate::clock::whole_secs(leeway);
     if claims.exp.saturating_add(leeway) <= now {
         return Err(VerifyError::Expired);
     }

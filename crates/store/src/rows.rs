@@ -101,7 +101,7 @@ pub(super) fn json_list(value: &[String]) -> String {
 
 /// A duration as whole seconds (saturating).
 pub(super) fn seconds(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+    tokenmint_core::clock::whole_secs(d)
 }
 
 /// A client's permissions by name.
