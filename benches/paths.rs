@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the request paths, in process and without network or store.
 //! `cargo bench --bench paths` (a filter narrows it: `cargo bench --bench paths -- introspect`).
 //!
-//! - `sign/<alg>` (ES256, EdDSA — every `crypto::Algorithm`): `ActiveSigner::sign_compact`, the
+//! - `sign/<alg>` (ES256, EdDSA — every `crypto::Algorithm`): `CompactSigner::sign_compact`, the
 //!   pre-parsed signer the issuer uses, over one access token's claims already serialised
 //!   (pre-encoded header + base64url payload + signature + assembly).
 //! - `verify/<alg>`: `token::verify_signature` against a `KeyRing` (header, `kid` lookup,
@@ -231,10 +231,10 @@ fn bench_verify(c: &mut Criterion) {
     for algorithm in Algorithm::ALL {
         let ring = key_ring(algorithm);
         let jws = ring.signer().sign_compact(&payload).unwrap();
-        let verified = token::verify_signature(&jws, &ring, ISSUER).unwrap();
+        let verified = token::verify_signature(&jws, ring.key_set(), ISSUER).unwrap();
         assert_eq!(verified.kid, ring.signer().kid().as_str());
         group.bench_function(algorithm.as_str(), |b| {
-            b.iter(|| token::verify_signature(black_box(&jws), &ring, ISSUER).unwrap());
+            b.iter(|| token::verify_signature(black_box(&jws), ring.key_set(), ISSUER).unwrap());
         });
     }
     group.finish();

@@ -375,7 +375,11 @@ impl Authority {
         let verified = match self.verified.get(&hash) {
             Some(hit) => hit,
             None => {
-                let verified = Arc::new(token::verify_signature(token, &ring, self.issuer.name())?);
+                let verified = Arc::new(token::verify_signature(
+                    token,
+                    ring.key_set(),
+                    self.issuer.name(),
+                )?);
                 let leeway = whole_secs(self.leeway);
                 let ttl = verified
                     .claims
@@ -424,7 +428,7 @@ impl Authority {
         token: &str,
     ) -> Result<Option<Change>, RevokeError> {
         let ring = self.key_ring();
-        let claims = match token::verify_signature(token, &ring, self.issuer.name()) {
+        let claims = match token::verify_signature(token, ring.key_set(), self.issuer.name()) {
             Ok(verified) => verified.claims,
             Err(e) => {
                 tracing::info!(caller = %caller.id, reason = %e, "revocation of an unverifiable token: nothing to do");

@@ -1,11 +1,16 @@
-//! Signing keys: their ids (RFC 7638 thumbprints), states, sealing at rest under a KEK, and
-//! the `KeyRing` — the published set plus the one key that signs.
+//! Signing keys: their states, sealing at rest under a KEK, the software [`Signer`], and the
+//! `KeyRing` — the published [`KeySet`] plus the one key that signs. Key ids, the key set and
+//! JWS live in [`crate::jose`].
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{fmt, sync::Arc};
 
 use zeroize::Zeroizing;
 
-use crate::crypto::{self, Algorithm, CryptoError, Kek, PublicKey, Sealed, SigningKey};
+pub use crate::jose::{KeyId, PublishedKey, jwk_thumbprint};
+use crate::{
+    crypto::{Algorithm, CryptoError, Kek, PublicKey, Sealed, SigningKey},
+    jose::{CompactSigner, KeySet, Signer},
+};
 
 /// What failed while creating, sealing or opening signing keys.
 #[derive(Debug, thiserror::Error)]
@@ -49,80 +54,6 @@ pub enum KeyError {
     /// A cryptographic primitive failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-}
-
-/// A key id: the RFC 7638 SHA-256 thumbprint of the public key, base64url.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(String);
-
-impl KeyId {
-    /// The thumbprint of a public key (RFC 7638 §3; EC and OKP members as RFC 7518/8037 name them).
-    pub fn of(public: &PublicKey) -> Self {
-        let members: Vec<(&str, String)> = match public {
-            PublicKey::P256 { x, y } => vec![
-                ("crv", "P-256".into()),
-                ("kty", "EC".into()),
-                ("x", crypto::b64url(x)),
-                ("y", crypto::b64url(y)),
-            ],
-            PublicKey::Ed25519 { x } => vec![
-                ("crv", "Ed25519".into()),
-                ("kty", "OKP".into()),
-                ("x", crypto::b64url(x)),
-            ],
-        };
-        let refs: Vec<(&str, &str)> = members.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Self(jwk_thumbprint(&refs))
-    }
-
-    /// A key id as stored or received (not checked: an unknown id simply finds no key).
-    pub fn from_stored(text: impl Into<String>) -> Self {
-        Self(text.into())
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-// Lookups by `&str` on the request path allocate nothing. The derived `Hash` and `Eq` hash
-// and compare the inner string exactly as `str` does, as `Borrow` requires.
-impl std::borrow::Borrow<str> for KeyId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", self.0)
-    }
-}
-
-/// RFC 7638 §3: SHA-256 over the required members, lexicographically ordered, as JSON with
-/// no whitespace; base64url without padding. `members` are (name, string value) pairs.
-pub fn jwk_thumbprint(members: &[(&str, &str)]) -> String {
-    let mut sorted = members.to_vec();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut json = String::from("{");
-    for (i, (name, value)) in sorted.iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        // serde_json escapes exactly as JSON requires; member names and values are plain strings.
-        json.push_str(&serde_json::Value::from(*name).to_string());
-        json.push(':');
-        json.push_str(&serde_json::Value::from(*value).to_string());
-    }
-    json.push('}');
-    crypto::b64url(&crypto::sha256(json.as_bytes()))
 }
 
 /// Where a key is in its life.
@@ -305,81 +236,40 @@ impl KekRing {
     }
 }
 
-/// A published verification key.
-#[derive(Clone, Debug)]
-pub struct PublishedKey {
-    /// Its id.
-    pub kid: KeyId,
-    /// Its algorithm (from the key record, never from a token).
-    pub algorithm: Algorithm,
-    /// Its state.
-    pub state: KeyState,
-    /// The public key.
-    pub public: PublicKey,
-    /// Whether a high-S ES256 signature is refused under it (from the key record).
-    pub low_s_only: bool,
-}
-
-/// The key that signs: parsed once, with its JWS protected header pre-encoded.
-pub struct ActiveSigner {
+/// The software signer: a private key unsealed into this process's memory.
+pub struct SoftwareSigner {
     kid: KeyId,
     key: SigningKey,
-    header_b64: String,
 }
 
-impl fmt::Debug for ActiveSigner {
+impl fmt::Debug for SoftwareSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ActiveSigner({}, {})", self.kid, self.key.algorithm())
+        write!(f, "SoftwareSigner({}, {})", self.kid, self.key.algorithm())
     }
 }
 
-impl ActiveSigner {
-    fn new(kid: KeyId, key: SigningKey) -> Self {
-        let header = serde_json::json!({
-            "alg": key.algorithm().as_str(),
-            "typ": "at+jwt",
-            "kid": kid.as_str(),
-        });
-        let header_b64 = crypto::b64url(header.to_string().as_bytes());
-        Self {
-            kid,
-            key,
-            header_b64,
-        }
-    }
-
-    /// The signing key's id.
-    pub fn kid(&self) -> &KeyId {
+impl Signer for SoftwareSigner {
+    fn kid(&self) -> &KeyId {
         &self.kid
     }
 
-    /// Its algorithm.
-    pub fn algorithm(&self) -> Algorithm {
+    fn algorithm(&self) -> Algorithm {
         self.key.algorithm()
     }
 
-    /// Assembles a compact JWS: the pre-encoded header, `payload` base64url, the signature.
-    pub fn sign_compact(&self, payload: &[u8]) -> Result<String, KeyError> {
-        let payload_b64 = crypto::b64url(payload);
-        let mut out = String::with_capacity(self.header_b64.len() + payload_b64.len() + 2 + 90);
-        out.push_str(&self.header_b64);
-        out.push('.');
-        out.push_str(&payload_b64);
-        let signature = self.key.sign(out.as_bytes())?;
-        out.push('.');
-        out.push_str(&crypto::b64url(&signature));
-        Ok(out)
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.key.sign(message)
     }
 }
+
+/// The media type of access tokens (RFC 9068 §2.1), the `typ` of every token signed here.
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// The key set as the request path sees it: what is published, and the key that signs.
 #[derive(Debug)]
 pub struct KeyRing {
-    published: Vec<PublishedKey>,
-    by_kid: HashMap<KeyId, usize>,
-    signer: Arc<ActiveSigner>,
-    jwks_json: Arc<str>,
-    version: String,
+    keys: KeySet,
+    signer: Arc<CompactSigner>,
 }
 
 impl KeyRing {
@@ -389,67 +279,62 @@ impl KeyRing {
             .iter()
             .find(|r| r.state == KeyState::Current)
             .ok_or(KeyError::NoCurrentKey)?;
-        let signer = Arc::new(ActiveSigner::new(
-            current.kid.clone(),
-            current.unseal(keks)?,
-        ));
-        let mut published: Vec<PublishedKey> = records
+        let software = SoftwareSigner {
+            kid: current.kid.clone(),
+            key: current.unseal(keks)?,
+        };
+        let signer = Arc::new(CompactSigner::new(Arc::new(software), ACCESS_TOKEN_TYP));
+        let published = records
             .iter()
             .filter(|r| r.state.is_published())
             .map(|r| PublishedKey {
                 kid: r.kid.clone(),
                 algorithm: r.algorithm,
-                state: r.state,
                 public: r.public.clone(),
                 low_s_only: r.low_s_only,
             })
             .collect();
-        // A stable order, so the JWKS text (and its version) depends only on the set.
-        published.sort_by(|a, b| a.kid.cmp(&b.kid));
-        let by_kid = published
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.kid.clone(), i))
-            .collect();
-        let (jwks_json, version) = crate::token::jwk_set(&published);
         Ok(Self {
-            published,
-            by_kid,
+            keys: KeySet::new(published),
             signer,
-            jwks_json: jwks_json.into(),
-            version,
         })
     }
 
     /// The key that signs new tokens.
-    pub fn signer(&self) -> &Arc<ActiveSigner> {
+    pub fn signer(&self) -> &Arc<CompactSigner> {
         &self.signer
+    }
+
+    /// The published keys.
+    pub fn key_set(&self) -> &KeySet {
+        &self.keys
     }
 
     /// Every published key, ordered by id.
     pub fn published(&self) -> &[PublishedKey] {
-        &self.published
+        self.keys.published()
     }
 
     /// The JWK Set text (RFC 7517) of the published keys.
     pub fn jwks_json(&self) -> &Arc<str> {
-        &self.jwks_json
+        self.keys.jwks_json()
     }
 
     /// The JWK Set's version: changes exactly when the set does.
     pub fn version(&self) -> &str {
-        &self.version
+        self.keys.version()
     }
 
     /// The published key with this id.
     pub fn find(&self, kid: &str) -> Option<&PublishedKey> {
-        self.by_kid.get(kid).and_then(|&i| self.published.get(i))
+        self.keys.find(kid)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto;
 
     #[test]
     fn rfc7638_section_3_1_vector() {

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod crypto;
 pub mod identity;
 pub mod introspection;
+pub mod jose;
 pub mod keys;
 pub mod limits;
 pub mod oauth;

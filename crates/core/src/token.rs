@@ -1,30 +1,22 @@
 //! Access tokens (RFC 9068 profile): the claims, the grant rules for scope, audience and
-//! lifetime, signing with the current key, verification against our own key set, and the
-//! JWK Set that publishes it. The one home of jsonwebtoken.
+//! lifetime, signing with the current key, and verification against a key set (JWS itself is
+//! [`crate::jose`]'s).
 
 use std::{collections::HashSet, time::Duration};
 
-use jsonwebtoken::{
-    DecodingKey, Validation,
-    jwk::{
-        AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
-        EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
-        PublicKeyUse,
-    },
-};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     client::{AuthError, Client, PeerCertificate},
-    crypto::{self, Algorithm, PublicKey},
-    keys::{ActiveSigner, KeyRing, PublishedKey},
+    crypto,
+    jose::{self, CompactSigner, JwsError, KeySet},
     oauth::ErrorCode,
 };
 
 /// The most scopes or audiences one request may name.
 pub const MAX_REQUESTED_VALUES: usize = 64;
-/// The longest token `verify_at` looks at.
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// The longest token looked at.
+pub const MAX_TOKEN_LEN: usize = jose::MAX_JWS_LEN;
 
 /// The `aud` claim: one value as a string, several as an array (RFC 7519 §4.1.3).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,7 +357,7 @@ impl Issuer {
         client: &Client,
         peer: &PeerCertificate,
         request: &TokenRequest,
-        signer: &ActiveSigner,
+        signer: &CompactSigner,
     ) -> Result<IssuedToken, IssueError> {
         if !client.has(crate::client::Permission::Issue) {
             return Err(IssueError::NotPermitted(client.id.to_string()));
@@ -433,21 +425,6 @@ pub enum VerifyError {
     NotYetValid,
 }
 
-/// Verifies a token against the key ring at `now` (Unix seconds), our clock, our leeway.
-/// The accepted algorithm is the one stored with the key its `kid` names; `jku`, `x5u`,
-/// `jwk` and `x5c` are ignored and nothing is fetched.
-pub fn verify_at(
-    now: i64,
-    token: &str,
-    ring: &KeyRing,
-    issuer: &str,
-    leeway: Duration,
-) -> Result<AccessTokenClaims, VerifyError> {
-    let verified = verify_signature(token, ring, issuer)?;
-    check_times(&verified.claims, now, leeway)?;
-    Ok(verified.claims)
-}
-
 /// A token whose signature, key, `typ` and issuer checked out — times not yet checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
@@ -460,64 +437,30 @@ pub struct Verified {
 /// Everything but the times: size, `typ`, the key its `kid` names (and that key's
 /// algorithm), the signature (only its low-S form, for a key created since the cut-over), the
 /// claims' presence and JSON types, and the issuer.
-pub fn verify_signature(
-    token: &str,
-    ring: &KeyRing,
-    issuer: &str,
-) -> Result<Verified, VerifyError> {
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(VerifyError::Malformed("too long".into()));
-    }
-    // jsonwebtoken verifies through the process-wide provider; make sure it is ours (cheap
-    // after the first call).
-    crypto::install_jwt_provider();
-    let header =
-        jsonwebtoken::decode_header(token).map_err(|e| VerifyError::Malformed(e.to_string()))?;
-    let typ_ok = header.typ.as_deref().is_some_and(|t| {
-        t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
-    });
-    if !typ_ok {
-        return Err(VerifyError::WrongType);
-    }
-    let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
-    let key = ring.find(&kid).ok_or(VerifyError::UnknownKey)?;
-    if header.alg != jwt_algorithm(key.algorithm) {
-        return Err(VerifyError::AlgorithmMismatch);
-    }
-    if key.low_s_only && key.algorithm == Algorithm::Es256 && is_high_s(token) {
-        return Err(VerifyError::BadSignature);
-    }
-    let mut validation = Validation::new(jwt_algorithm(key.algorithm));
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims = HashSet::new();
-    let decoding = decoding_key(&key.public).map_err(VerifyError::Malformed)?;
-    let data =
-        jsonwebtoken::decode::<AccessTokenClaims>(token, &decoding, &validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::BadSignature,
-                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => VerifyError::AlgorithmMismatch,
-                _ => VerifyError::Malformed(e.to_string()),
-            }
-        })?;
-    if data.claims.iss != issuer {
+pub fn verify_signature(token: &str, keys: &KeySet, issuer: &str) -> Result<Verified, VerifyError> {
+    let verified = jose::verify_compact::<AccessTokenClaims>(token, keys, ACCESS_TOKEN_TYPES)?;
+    if verified.payload.iss != issuer {
         return Err(VerifyError::WrongIssuer);
     }
     Ok(Verified {
-        claims: data.claims,
-        kid,
+        claims: verified.payload,
+        kid: verified.kid,
     })
 }
 
-/// Whether the token's signature, read as ES256 (r ‖ s), is high-S: the twin (r, n − s) of the
-/// one the key signed, which ring would accept. Only for ES256 keys (an Ed25519 signature is
-/// 64 bytes too). A signature that does not decode is left to jsonwebtoken to refuse.
-fn is_high_s(token: &str) -> bool {
-    token
-        .rsplit_once('.')
-        .and_then(|(_, signature)| crypto::b64url_decode(signature))
-        .is_some_and(|signature| crypto::es256_is_high_s(&signature))
+/// The `typ` values an access token may carry (RFC 9068 §2.1), compared without case.
+const ACCESS_TOKEN_TYPES: &[&str] = &["at+jwt", "application/at+jwt"];
+
+impl From<JwsError> for VerifyError {
+    fn from(e: JwsError) -> Self {
+        match e {
+            JwsError::Malformed(m) => Self::Malformed(m),
+            JwsError::WrongType => Self::WrongType,
+            JwsError::UnknownKey => Self::UnknownKey,
+            JwsError::AlgorithmMismatch => Self::AlgorithmMismatch,
+            JwsError::BadSignature => Self::BadSignature,
+        }
+    }
 }
 
 /// `exp`, `nbf` and `iat` against `now` with `leeway`.
@@ -536,72 +479,12 @@ pub fn check_times(
     Ok(())
 }
 
-/// The algorithm as jsonwebtoken names it.
-fn jwt_algorithm(algorithm: Algorithm) -> jsonwebtoken::Algorithm {
-    match algorithm {
-        Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
-        Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
-    }
-}
-
-fn decoding_key(public: &PublicKey) -> Result<DecodingKey, String> {
-    match public {
-        PublicKey::P256 { x, y } => {
-            DecodingKey::from_ec_components(&crypto::b64url(x), &crypto::b64url(y))
-                .map_err(|e| e.to_string())
-        }
-        PublicKey::Ed25519 { x } => {
-            DecodingKey::from_ed_components(&crypto::b64url(x)).map_err(|e| e.to_string())
-        }
-    }
-}
-
-/// The JWK of a published key (RFC 7517), with `kid`, `alg` and `use: sig`.
-pub fn jwk(key: &PublishedKey) -> Jwk {
-    let common = CommonParameters {
-        public_key_use: Some(PublicKeyUse::Signature),
-        key_algorithm: Some(match key.algorithm {
-            Algorithm::Es256 => KeyAlgorithm::ES256,
-            Algorithm::EdDsa => KeyAlgorithm::EdDSA,
-        }),
-        key_id: Some(key.kid.to_string()),
-        ..CommonParameters::default()
-    };
-    let algorithm = match &key.public {
-        PublicKey::P256 { x, y } => {
-            AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
-                key_type: EllipticCurveKeyType::EC,
-                curve: EllipticCurve::P256,
-                x: crypto::b64url(x),
-                y: crypto::b64url(y),
-            })
-        }
-        PublicKey::Ed25519 { x } => AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
-            key_type: OctetKeyPairType::OctetKeyPair,
-            curve: EllipticCurve::Ed25519,
-            x: crypto::b64url(x),
-        }),
-    };
-    Jwk { common, algorithm }
-}
-
-/// The JWK Set text of `keys` and its version (changes exactly when the text does).
-pub fn jwk_set(keys: &[PublishedKey]) -> (String, String) {
-    let set = JwkSet {
-        keys: keys.iter().map(jwk).collect(),
-    };
-    // Serialising plain strings and enums cannot fail; an empty set is the safe fallback.
-    let json = serde_json::to_string(&set).unwrap_or_else(|_| r#"{"keys":[]}"#.to_owned());
-    let version = crypto::hex(&crypto::sha256(json.as_bytes())[..16]);
-    (json, version)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        crypto::Kek,
-        keys::{KekRing, KeyRecord, KeyState},
+        crypto::{Algorithm, Kek},
+        keys::{KekRing, KeyRecord, KeyRing, KeyState},
     };
 
     const ISSUER: &str = "https://issuer.test";
@@ -647,9 +530,9 @@ mod tests {
         let ring = ring(Algorithm::Es256, true);
         for i in 0..16 {
             let token = token(&ring, i);
-            assert!(verify_signature(&token, &ring, ISSUER).is_ok());
+            assert!(verify_signature(&token, ring.key_set(), ISSUER).is_ok());
             assert_eq!(
-                verify_signature(&twin(&token), &ring, ISSUER),
+                verify_signature(&twin(&token), ring.key_set(), ISSUER),
                 Err(VerifyError::BadSignature)
             );
         }
@@ -660,8 +543,8 @@ mod tests {
         let ring = ring(Algorithm::Es256, false);
         for i in 0..16 {
             let token = token(&ring, i);
-            assert!(verify_signature(&token, &ring, ISSUER).is_ok());
-            assert!(verify_signature(&twin(&token), &ring, ISSUER).is_ok());
+            assert!(verify_signature(&token, ring.key_set(), ISSUER).is_ok());
+            assert!(verify_signature(&twin(&token), ring.key_set(), ISSUER).is_ok());
         }
     }
 
@@ -672,7 +555,7 @@ mod tests {
         for i in 0..64 {
             let token = token(&ring, i);
             assert!(
-                verify_signature(&token, &ring, ISSUER).is_ok(),
+                verify_signature(&token, ring.key_set(), ISSUER).is_ok(),
                 "EdDSA token {i} refused"
             );
         }

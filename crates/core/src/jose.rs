@@ -1,0 +1,432 @@
+//! JOSE, in one place: key ids (RFC 7638 thumbprints), the public key set and its JWK Set
+//! text (RFC 7517), the [`Signer`] seam, and compact JWS (RFC 7515) signing and verification.
+//! The one home of jsonwebtoken. A [`KeySet`] verifies with public keys only — no KEK, no
+//! private key — so the libraries of resource servers use it as the issuer does.
+
+use std::{collections::HashMap, collections::HashSet, fmt, sync::Arc};
+
+use jsonwebtoken::{
+    DecodingKey, Validation,
+    jwk::{
+        AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
+        EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
+        PublicKeyUse,
+    },
+};
+use serde::de::DeserializeOwned;
+
+use crate::crypto::{self, Algorithm, CryptoError, PublicKey};
+
+/// The longest compact JWS looked at.
+pub const MAX_JWS_LEN: usize = 8 * 1024;
+
+/// A key id: the RFC 7638 SHA-256 thumbprint of the public key, base64url.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// The thumbprint of a public key (RFC 7638 §3; EC and OKP members as RFC 7518/8037 name them).
+    pub fn of(public: &PublicKey) -> Self {
+        let members: Vec<(&str, String)> = match public {
+            PublicKey::P256 { x, y } => vec![
+                ("crv", "P-256".into()),
+                ("kty", "EC".into()),
+                ("x", crypto::b64url(x)),
+                ("y", crypto::b64url(y)),
+            ],
+            PublicKey::Ed25519 { x } => vec![
+                ("crv", "Ed25519".into()),
+                ("kty", "OKP".into()),
+                ("x", crypto::b64url(x)),
+            ],
+        };
+        let refs: Vec<(&str, &str)> = members.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Self(jwk_thumbprint(&refs))
+    }
+
+    /// A key id as stored or received (not checked: an unknown id simply finds no key).
+    pub fn from_stored(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+// Lookups by `&str` on the request path allocate nothing. The derived `Hash` and `Eq` hash
+// and compare the inner string exactly as `str` does, as `Borrow` requires.
+impl std::borrow::Borrow<str> for KeyId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.0)
+    }
+}
+
+/// RFC 7638 §3: SHA-256 over the required members, lexicographically ordered, as JSON with
+/// no whitespace; base64url without padding. `members` are (name, string value) pairs.
+pub fn jwk_thumbprint(members: &[(&str, &str)]) -> String {
+    let mut sorted = members.to_vec();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut json = String::from("{");
+    for (i, (name, value)) in sorted.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        // serde_json escapes exactly as JSON requires; member names and values are plain strings.
+        json.push_str(&serde_json::Value::from(*name).to_string());
+        json.push(':');
+        json.push_str(&serde_json::Value::from(*value).to_string());
+    }
+    json.push('}');
+    crypto::b64url(&crypto::sha256(json.as_bytes()))
+}
+
+/// A verification key as a key set publishes it: everything needed to check a signature,
+/// nothing private. Its algorithm is the key record's, never a token's.
+#[derive(Clone, Debug)]
+pub struct PublishedKey {
+    /// Its id.
+    pub kid: KeyId,
+    /// Its algorithm (from the key record, never from a token).
+    pub algorithm: Algorithm,
+    /// The public key.
+    pub public: PublicKey,
+    /// Whether a high-S ES256 signature is refused under it (from the key record).
+    pub low_s_only: bool,
+}
+
+/// The public keys that verify: ordered by id, with their JWK Set text and its version.
+#[derive(Clone, Debug)]
+pub struct KeySet {
+    published: Vec<PublishedKey>,
+    by_kid: HashMap<KeyId, usize>,
+    jwks_json: Arc<str>,
+    version: String,
+}
+
+impl KeySet {
+    /// The set of `keys` (a stable order, so the JWKS text and its version depend only on the
+    /// set).
+    pub fn new(mut keys: Vec<PublishedKey>) -> Self {
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        let by_kid = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.kid.clone(), i))
+            .collect();
+        let (jwks_json, version) = jwk_set(&keys);
+        Self {
+            published: keys,
+            by_kid,
+            jwks_json: jwks_json.into(),
+            version,
+        }
+    }
+
+    /// Every key, ordered by id.
+    pub fn published(&self) -> &[PublishedKey] {
+        &self.published
+    }
+
+    /// The JWK Set text (RFC 7517).
+    pub fn jwks_json(&self) -> &Arc<str> {
+        &self.jwks_json
+    }
+
+    /// The JWK Set's version: changes exactly when the set does.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The key with this id.
+    pub fn find(&self, kid: &str) -> Option<&PublishedKey> {
+        self.by_kid.get(kid).and_then(|&i| self.published.get(i))
+    }
+}
+
+/// What signs: the software key of this process, or one held elsewhere (an HSM, a KMS).
+///
+/// Synchronous, as rustls's `Signer` is: a software signature takes microseconds, so an
+/// `async` seam would put a future and an allocation on every issuance for nothing. A signer
+/// that waits on a device or the network does so on the calling thread; the issue path runs
+/// signing where blocking is allowed, and such a signer keeps its own bounded pool of sessions.
+pub trait Signer: Send + Sync + fmt::Debug {
+    /// The id of the key (its RFC 7638 thumbprint), named in the JWS header.
+    fn kid(&self) -> &KeyId;
+    /// Its algorithm.
+    fn algorithm(&self) -> Algorithm;
+    /// The JWS signature over `message` (for ES256, `r ‖ s` with low S).
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError>;
+}
+
+/// A [`Signer`] that makes compact JWS: its protected header (`alg`, `typ`, `kid`) encoded
+/// once, so each token costs the payload's encoding and the signature only.
+#[derive(Debug)]
+pub struct CompactSigner {
+    signer: Arc<dyn Signer>,
+    header_b64: String,
+}
+
+impl CompactSigner {
+    /// Signs with `signer`, every JWS of type `typ`.
+    pub fn new(signer: Arc<dyn Signer>, typ: &str) -> Self {
+        let header = serde_json::json!({
+            "alg": signer.algorithm().as_str(),
+            "typ": typ,
+            "kid": signer.kid().as_str(),
+        });
+        let header_b64 = crypto::b64url(header.to_string().as_bytes());
+        Self { signer, header_b64 }
+    }
+
+    /// The signing key's id.
+    pub fn kid(&self) -> &KeyId {
+        self.signer.kid()
+    }
+
+    /// Its algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.signer.algorithm()
+    }
+
+    /// A compact JWS: the encoded header, `payload` base64url, the signature.
+    pub fn sign_compact(&self, payload: &[u8]) -> Result<String, CryptoError> {
+        let payload_b64 = crypto::b64url(payload);
+        let mut out = String::with_capacity(self.header_b64.len() + payload_b64.len() + 2 + 90);
+        out.push_str(&self.header_b64);
+        out.push('.');
+        out.push_str(&payload_b64);
+        let signature = self.signer.sign(out.as_bytes())?;
+        out.push('.');
+        out.push_str(&crypto::b64url(&signature));
+        Ok(out)
+    }
+}
+
+/// Why a compact JWS did not verify.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwsError {
+    /// Not a well-formed JWS with a payload of the expected shape.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// `typ` is not one of those expected.
+    #[error("the token's typ is not the one expected")]
+    WrongType,
+    /// No `kid`, or a `kid` naming no key of the set.
+    #[error("the token names no published key")]
+    UnknownKey,
+    /// The header's `alg` differs from the algorithm stored with the key.
+    #[error("the token's alg differs from its key's algorithm")]
+    AlgorithmMismatch,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+}
+
+/// A verified JWS: its payload and the key that signed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedJws<T> {
+    /// The payload.
+    pub payload: T,
+    /// The key's id.
+    pub kid: String,
+}
+
+/// Verifies a compact JWS against `keys`: size, `typ` (one of `types`, compared without
+/// case), the key its `kid` names and that key's algorithm (the token's `alg` must match it),
+/// the signature (only its low-S form for a low-S-only ES256 key), and the payload's shape.
+/// `jku`, `x5u`, `jwk` and `x5c` are ignored; nothing is fetched.
+pub fn verify_compact<T: DeserializeOwned>(
+    token: &str,
+    keys: &KeySet,
+    types: &[&str],
+) -> Result<VerifiedJws<T>, JwsError> {
+    if token.len() > MAX_JWS_LEN {
+        return Err(JwsError::Malformed("too long".into()));
+    }
+    // jsonwebtoken verifies through the process-wide provider; make sure it is ours (cheap
+    // after the first call).
+    crypto::install_jwt_provider();
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| JwsError::Malformed(e.to_string()))?;
+    let typ_ok = header
+        .typ
+        .as_deref()
+        .is_some_and(|t| types.iter().any(|want| t.eq_ignore_ascii_case(want)));
+    if !typ_ok {
+        return Err(JwsError::WrongType);
+    }
+    let kid = header.kid.ok_or(JwsError::UnknownKey)?;
+    let key = keys.find(&kid).ok_or(JwsError::UnknownKey)?;
+    if header.alg != jwt_algorithm(key.algorithm) {
+        return Err(JwsError::AlgorithmMismatch);
+    }
+    if key.low_s_only && key.algorithm == Algorithm::Es256 && is_high_s(token) {
+        return Err(JwsError::BadSignature);
+    }
+    let mut validation = Validation::new(jwt_algorithm(key.algorithm));
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims = HashSet::new();
+    let decoding = decoding_key(&key.public).map_err(JwsError::Malformed)?;
+    let data =
+        jsonwebtoken::decode::<T>(token, &decoding, &validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => JwsError::BadSignature,
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => JwsError::AlgorithmMismatch,
+            _ => JwsError::Malformed(e.to_string()),
+        })?;
+    Ok(VerifiedJws {
+        payload: data.claims,
+        kid,
+    })
+}
+
+/// Whether the token's signature, read as ES256 (r ‖ s), is high-S: the twin (r, n − s) of the
+/// one the key signed, which ring would accept. Only for ES256 keys (an Ed25519 signature is
+/// 64 bytes too). A signature that does not decode is left to the verification to refuse.
+fn is_high_s(token: &str) -> bool {
+    token
+        .rsplit_once('.')
+        .and_then(|(_, signature)| crypto::b64url_decode(signature))
+        .is_some_and(|signature| crypto::es256_is_high_s(&signature))
+}
+
+/// The algorithm as jsonwebtoken names it.
+fn jwt_algorithm(algorithm: Algorithm) -> jsonwebtoken::Algorithm {
+    match algorithm {
+        Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+    }
+}
+
+fn decoding_key(public: &PublicKey) -> Result<DecodingKey, String> {
+    match public {
+        PublicKey::P256 { x, y } => {
+            DecodingKey::from_ec_components(&crypto::b64url(x), &crypto::b64url(y))
+                .map_err(|e| e.to_string())
+        }
+        PublicKey::Ed25519 { x } => {
+            DecodingKey::from_ed_components(&crypto::b64url(x)).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The JWK of a published key (RFC 7517), with `kid`, `alg` and `use: sig`.
+pub fn jwk(key: &PublishedKey) -> Jwk {
+    let common = CommonParameters {
+        public_key_use: Some(PublicKeyUse::Signature),
+        key_algorithm: Some(match key.algorithm {
+            Algorithm::Es256 => KeyAlgorithm::ES256,
+            Algorithm::EdDsa => KeyAlgorithm::EdDSA,
+        }),
+        key_id: Some(key.kid.to_string()),
+        ..CommonParameters::default()
+    };
+    let algorithm = match &key.public {
+        PublicKey::P256 { x, y } => {
+            AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
+                key_type: EllipticCurveKeyType::EC,
+                curve: EllipticCurve::P256,
+                x: crypto::b64url(x),
+                y: crypto::b64url(y),
+            })
+        }
+        PublicKey::Ed25519 { x } => AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+            key_type: OctetKeyPairType::OctetKeyPair,
+            curve: EllipticCurve::Ed25519,
+            x: crypto::b64url(x),
+        }),
+    };
+    Jwk { common, algorithm }
+}
+
+/// The JWK Set text of `keys` and its version (changes exactly when the text does).
+fn jwk_set(keys: &[PublishedKey]) -> (String, String) {
+    let set = JwkSet {
+        keys: keys.iter().map(jwk).collect(),
+    };
+    // Serialising plain strings and enums cannot fail; an empty set is the safe fallback.
+    let json = serde_json::to_string(&set).unwrap_or_else(|_| r#"{"keys":[]}"#.to_owned());
+    let version = crypto::hex(&crypto::sha256(json.as_bytes())[..16]);
+    (json, version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SigningKey;
+
+    /// A signer held "elsewhere": the seam a PKCS#11 or KMS signer plugs into, here counting
+    /// its calls.
+    #[derive(Debug)]
+    struct Elsewhere {
+        kid: KeyId,
+        key: SigningKey,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Signer for Elsewhere {
+        fn kid(&self) -> &KeyId {
+            &self.kid
+        }
+        fn algorithm(&self) -> Algorithm {
+            self.key.algorithm()
+        }
+        fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.key.sign(message)
+        }
+    }
+
+    #[test]
+    fn a_key_set_of_public_keys_alone_verifies_what_any_signer_signed() {
+        for algorithm in [Algorithm::Es256, Algorithm::EdDsa] {
+            let (key, _pkcs8) = SigningKey::generate(algorithm).unwrap();
+            let public = key.public_key();
+            let kid = KeyId::of(&public);
+            let signer = Arc::new(Elsewhere {
+                kid: kid.clone(),
+                key,
+                calls: 0.into(),
+            });
+            let compact = CompactSigner::new(signer.clone(), "at+jwt");
+            let jws = compact.sign_compact(br#"{"n":1}"#).unwrap();
+            assert_eq!(signer.calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+            // No KEK, no private key: only what a JWKS publishes.
+            let keys = KeySet::new(vec![PublishedKey {
+                kid: kid.clone(),
+                algorithm,
+                public,
+                low_s_only: true,
+            }]);
+            let verified: VerifiedJws<serde_json::Value> =
+                verify_compact(&jws, &keys, &["at+jwt"]).unwrap();
+            assert_eq!(verified.payload["n"], 1);
+            assert_eq!(verified.kid, kid.as_str());
+            assert_eq!(
+                verify_compact::<serde_json::Value>(&jws, &keys, &["jwt"]),
+                Err(JwsError::WrongType)
+            );
+            assert_eq!(
+                verify_compact::<serde_json::Value>(&jws, &KeySet::new(vec![]), &["at+jwt"]),
+                Err(JwsError::UnknownKey)
+            );
+            assert!(keys.jwks_json().contains(kid.as_str()));
+        }
+    }
+}
