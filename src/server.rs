@@ -434,6 +434,22 @@ pub async fn prepare_with_store(
     })
 }
 
+/// The admin listener with its TLS acceptor and client verifier.
+type AdminTls = (TcpListener, tokio_rustls::TlsAcceptor, Arc<ClientVerifier>);
+
+/// Sets every service's health (and the server's, `""`) to `status`.
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in [
+        <TokenServiceServer<TokenApi> as tonic::server::NamedService>::NAME,
+        <KeyServiceServer<KeyApi> as tonic::server::NamedService>::NAME,
+        <RevocationServiceServer<RevocationApi> as tonic::server::NamedService>::NAME,
+        <AdminServiceServer<AdminApi> as tonic::server::NamedService>::NAME,
+    ] {
+        health.set_service_status(name, status).await;
+    }
+}
+
 impl PreparedServer {
     /// The authority (for in-process use and tests).
     pub fn authority(&self) -> &Arc<Authority> {
@@ -471,56 +487,7 @@ impl PreparedServer {
                 ServeError::Transport(format!("admin.listen {addr}: cannot bind: {e}"))
             })?),
         };
-        let provider = tls::provider();
-        let verifier = ClientVerifier::try_new(
-            provider.clone(),
-            &self.config.tls.client_ca,
-            &self.config.tls.client_crls,
-            self.authority.clone(),
-        )?;
-        let verifier = Arc::new(if admin_listener.is_some() {
-            verifier.denying_admin()
-        } else {
-            verifier
-        });
-        let certificate = Arc::new(tls::ServerCertificate::load(
-            provider.clone(),
-            &self.config.tls.cert,
-            &self.config.tls.key,
-        )?);
-        let tls_config =
-            tls::server_config(provider.clone(), certificate.clone(), verifier.clone())?;
-        // The admin listener: the same server certificate, its own client CA, no pins.
-        let admin_plane = match admin_listener {
-            Some(listener) => {
-                let verifier = Arc::new(ClientVerifier::try_new(
-                    provider.clone(),
-                    &self.config.admin.client_ca,
-                    &self.config.admin.client_crls,
-                    Arc::new(tls::NoPins),
-                )?);
-                let config = tls::server_config(provider, certificate.clone(), verifier.clone())?;
-                tracing::info!(listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "AdminService is served on the admin listener only");
-                Some((listener, tokio_rustls::TlsAcceptor::from(config), verifier))
-            }
-            None => None,
-        };
-        let material = tls::TlsMaterial {
-            cert: self.config.tls.cert.clone(),
-            key: self.config.tls.key.clone(),
-            client_ca: self.config.tls.client_ca.clone(),
-            client_crls: self.config.tls.client_crls.clone(),
-            certificate,
-            verifier,
-            admin: admin_plane
-                .as_ref()
-                .map(|(_, _, verifier)| tls::AdminTrust {
-                    client_ca: self.config.admin.client_ca.clone(),
-                    client_crls: self.config.admin.client_crls.clone(),
-                    verifier: verifier.clone(),
-                }),
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+        let (acceptor, material, admin_plane) = self.tls_planes(admin_listener)?;
 
         let stop = CancellationToken::new();
         // Failed authentications by address, counted at the handshake and after it.
@@ -534,13 +501,7 @@ impl PreparedServer {
             shares: address_shares(&self.config.server),
             failures: failures.clone(),
         };
-        health.set_serving::<TokenServiceServer<TokenApi>>().await;
-        health.set_serving::<KeyServiceServer<KeyApi>>().await;
-        health
-            .set_serving::<RevocationServiceServer<RevocationApi>>()
-            .await;
-        health.set_serving::<AdminServiceServer<AdminApi>>().await;
-        health.set_service_status("", ServingStatus::Serving).await;
+        set_health(&health, ServingStatus::Serving).await;
         let mut tasks: Vec<(&'static str, JoinHandle<()>)> = vec![
             (
                 "tls-accept",
@@ -607,13 +568,7 @@ impl PreparedServer {
             () = &mut serve => {}
             () = &mut shutdown => {
                 // Tell health checkers first, then stop accepting and drain.
-                health.set_service_status("", ServingStatus::NotServing).await;
-                health.set_not_serving::<TokenServiceServer<TokenApi>>().await;
-                health.set_not_serving::<KeyServiceServer<KeyApi>>().await;
-                health
-                    .set_not_serving::<RevocationServiceServer<RevocationApi>>()
-                    .await;
-                health.set_not_serving::<AdminServiceServer<AdminApi>>().await;
+                set_health(&health, ServingStatus::NotServing).await;
                 stop.cancel();
                 serve.await;
             }
@@ -628,6 +583,72 @@ impl PreparedServer {
         self.issuance_audit.flush();
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// The TLS side of serving: the acceptor of the main listener, the material its reload
+    /// task watches, and the admin listener's own acceptor and verifier when there is one.
+    fn tls_planes(
+        &self,
+        admin_listener: Option<TcpListener>,
+    ) -> Result<
+        (
+            tokio_rustls::TlsAcceptor,
+            tls::TlsMaterial,
+            Option<AdminTls>,
+        ),
+        ServeError,
+    > {
+        let provider = tls::provider();
+        let verifier = ClientVerifier::try_new(
+            provider.clone(),
+            &self.config.tls.client_ca,
+            &self.config.tls.client_crls,
+            self.authority.clone(),
+        )?;
+        let verifier = Arc::new(if admin_listener.is_some() {
+            verifier.denying_admin()
+        } else {
+            verifier
+        });
+        let certificate = Arc::new(tls::ServerCertificate::load(
+            provider.clone(),
+            &self.config.tls.cert,
+            &self.config.tls.key,
+        )?);
+        let tls_config =
+            tls::server_config(provider.clone(), certificate.clone(), verifier.clone())?;
+        // The admin listener: the same server certificate, its own client CA, no pins.
+        let admin_plane = match admin_listener {
+            Some(listener) => {
+                let verifier = Arc::new(ClientVerifier::try_new(
+                    provider.clone(),
+                    &self.config.admin.client_ca,
+                    &self.config.admin.client_crls,
+                    Arc::new(tls::NoPins),
+                )?);
+                let config = tls::server_config(provider, certificate.clone(), verifier.clone())?;
+                tracing::info!(listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "AdminService is served on the admin listener only");
+                Some((listener, tokio_rustls::TlsAcceptor::from(config), verifier))
+            }
+            None => None,
+        };
+        let material = tls::TlsMaterial {
+            cert: self.config.tls.cert.clone(),
+            key: self.config.tls.key.clone(),
+            client_ca: self.config.tls.client_ca.clone(),
+            client_crls: self.config.tls.client_crls.clone(),
+            certificate,
+            verifier,
+            admin: admin_plane
+                .as_ref()
+                .map(|(_, _, verifier)| tls::AdminTrust {
+                    client_ca: self.config.admin.client_ca.clone(),
+                    client_crls: self.config.admin.client_crls.clone(),
+                    verifier: verifier.clone(),
+                }),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+        Ok((acceptor, material, admin_plane))
     }
 
     /// The tasks that keep this process's state in step: catching up with the store (and
