@@ -14,9 +14,9 @@
 //!  grpc::TokenApi.issue_token ─▶ authority::Authority.issue
 //!              │                     ├─ client::ClientRegistry.authenticate  (identity matchers, secret)
 //!              │                     ├─ token::grant                          (scopes, audiences, lifetime)
-//!              │                     └─ token::Issuer.issue_at(now)           (claims ─▶ keys::ActiveSigner)
+//!              │                     └─ token::Issuer.issue_at(now)           (claims ─▶ jose::CompactSigner ─▶ dyn Signer)
 //!              ▼
-//!  wire (refusals ─▶ gRPC status + OAuth2 code)        store (SQLite or PostgreSQL: keys sealed under a KEK, clients, audit)
+//!  wire (domain error ─▶ Refusal ─▶ gRPC status | HTTP error)   store (SQLite or PostgreSQL: keys sealed under a KEK, clients, audit)
 //! ```
 //!
 //! ## The dependency rule
