@@ -11,9 +11,10 @@ use tokio::sync::watch;
 
 use tokenmint_core::{
     audit::{IssuanceAudit, IssuanceMode},
-    client::{AuthError, Client, ClientRegistry, PeerCertificate, Permission},
+    client::{AuthError, Authenticated, Client, ClientRegistry, PeerCertificate, Permission},
     clock::{Clock, unix_seconds, whole_secs},
     crypto::{self, CertificateThumbprint, SecretHasher},
+    grant,
     keys::KeyRing,
     limits::IssueLimits,
     revocation::{Blocklist, CapError, Change, Freshness, VerifiedCache},
@@ -239,13 +240,14 @@ impl Authority {
     }
 
     /// Authenticates `peer` as a client and issues it a token as `request` asks; the
-    /// outcome for an authenticated client goes to the issuance audit.
+    /// outcome for an authenticated client goes to the issuance audit. One way through:
+    /// authenticate, the gates, the grant, then minting with the current signer.
     pub fn issue(
         &self,
         peer: Option<&PeerCertificate>,
         request: &TokenRequest,
     ) -> Result<IssuedToken, IssueError> {
-        let client = self
+        let auth = self
             .clients
             .load()
             .authenticate(
@@ -255,34 +257,45 @@ impl Authority {
                 &self.hasher,
             )
             .map_err(|e| refused(None, IssueError::from(e)))?;
-        match self.issue_to(&client, peer, request) {
+        match self.issue_to(&auth, request) {
             Ok(token) => {
                 self.issuance_audit.issued(&token);
                 Ok(token)
             }
             Err(e) => {
-                self.issuance_audit.refused(client.id.as_str(), e.label());
-                Err(refused(Some(client.id.as_str()), e))
+                self.issuance_audit
+                    .refused(auth.client.id.as_str(), e.label());
+                Err(refused(Some(auth.client.id.as_str()), e))
             }
         }
     }
 
     fn issue_to(
         &self,
-        client: &Client,
-        peer: Option<&PeerCertificate>,
+        auth: &Authenticated,
         request: &TokenRequest,
     ) -> Result<IssuedToken, IssueError> {
-        // authenticate() refuses a missing certificate, so `peer` is present here.
-        let peer = peer.ok_or(IssueError::Auth(AuthError::NoCertificate))?;
+        let now = self.now();
+        self.admit_issuance(&auth.client, now)?;
+        let grant = grant::client_credentials(&auth.client, request, self.issuer.ceiling())?;
+        let signer = self.keys.borrow().signer().clone();
+        self.issuer.mint(now, auth, grant, &signer)
+    }
+
+    /// Every gate between an authenticated client and a new token, checked once, in order:
+    /// disabled since the registry was loaded, the `issue` permission, this replica's
+    /// staleness, a cut-off, the client's rate.
+    fn admit_issuance(&self, client: &Client, now: i64) -> Result<(), IssueError> {
         if self.blocklist.is_client_disabled(client.id.as_str()) {
             return Err(IssueError::Auth(AuthError::Disabled(client.id.to_string())));
+        }
+        if !client.has(Permission::Issue) {
+            return Err(IssueError::NotPermitted(client.id.to_string()));
         }
         let stale = self.stale_for();
         if stale > self.max_issue_staleness {
             return Err(IssueError::Stale(stale));
         }
-        let now = self.now();
         if let Some(cutoff) = self.blocklist.cutoff(client.id.as_str())
             && now <= cutoff
         {
@@ -297,8 +310,7 @@ impl Authority {
                 retry_after,
             });
         }
-        let signer = self.keys.borrow().signer().clone();
-        self.issuer.issue_at(now, client, peer, request, &signer)
+        Ok(())
     }
 
     /// The client `peer` is, with `permission` (admins hold every permission). No secret is

@@ -23,7 +23,8 @@ use crate::{
     wire::{self, HttpError},
 };
 use tokenmint_core::{
-    client::Permission, introspection::Introspection, oauth::ErrorCode, token::TokenRequest,
+    client::Permission, grant::GrantType, introspection::Introspection, oauth::ErrorCode,
+    token::TokenRequest,
 };
 
 use tokenmint_core::limits::MAX_BODY_BYTES;
@@ -195,9 +196,9 @@ async fn token(
     let result = (|| {
         let form = Form::parse(&headers, &body)?;
         form.check_no_repeats()?;
-        match form.single("grant_type")? {
-            Some("client_credentials") => {}
-            Some(_) => {
+        match form.single("grant_type")?.map(GrantType::from_name) {
+            Some(Some(GrantType::ClientCredentials)) => {}
+            Some(None) => {
                 return Err(HttpError::bad_request(
                     ErrorCode::UnsupportedGrantType,
                     "only grant_type=client_credentials is supported",
@@ -409,7 +410,7 @@ async fn metadata(State(face): State<HttpFace>) -> Response {
         // REQUIRED by RFC 8414 and non-empty for common validators; there is no
         // authorization endpoint, and "none" (the registered type that issues nothing) says so.
         "response_types_supported": ["none"],
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": GrantType::ALL.map(GrantType::as_str),
         "token_endpoint_auth_methods_supported": token_auth,
         "introspection_endpoint_auth_methods_supported": mtls,
         "revocation_endpoint_auth_methods_supported": mtls,

@@ -12,9 +12,10 @@
 //!              │  (bounded by handshake_timeout; the peer is classified once: PeerCertificate)
 //!              ▼
 //!  grpc::TokenApi.issue_token ─▶ authority::Authority.issue
-//!              │                     ├─ client::ClientRegistry.authenticate  (identity matchers, secret)
-//!              │                     ├─ token::grant                          (scopes, audiences, lifetime)
-//!              │                     └─ token::Issuer.issue_at(now)           (claims ─▶ jose::CompactSigner ─▶ dyn Signer)
+//!              │                     ├─ client::ClientRegistry.authenticate  (identity matchers, secret) ─▶ Authenticated
+//!              │                     ├─ Authority.admit_issuance              (disabled, permission, staleness, cut-off, rate)
+//!              │                     ├─ grant::client_credentials             (scopes, audiences, lifetime) ─▶ Grant
+//!              │                     └─ token::Issuer.mint(now)               (claims ─▶ jose::CompactSigner ─▶ dyn Signer)
 //!              ▼
 //!  wire (domain error ─▶ Refusal ─▶ gRPC status | HTTP error)   store (SQLite or PostgreSQL: keys sealed under a KEK, clients, audit)
 //! ```

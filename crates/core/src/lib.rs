@@ -17,6 +17,7 @@ pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod crypto;
+pub mod grant;
 pub mod identity;
 pub mod introspection;
 pub mod jose;

@@ -2,13 +2,14 @@
 //! lifetime, signing with the current key, and verification against a key set (JWS itself is
 //! [`crate::jose`]'s).
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    client::{AuthError, Client, PeerCertificate},
+    client::{AuthError, Authenticated},
     crypto,
+    grant::Grant,
     jose::{self, CompactSigner, JwsError, KeySet},
     oauth::ErrorCode,
 };
@@ -251,84 +252,6 @@ impl IssueError {
     }
 }
 
-/// What policy grants for a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
-    /// Scopes granted.
-    pub scopes: Vec<String>,
-    /// Audiences granted.
-    pub audiences: Vec<String>,
-    /// Lifetime granted, whole seconds.
-    pub lifetime: Duration,
-}
-
-fn dedup(values: &[String]) -> Vec<String> {
-    let mut seen = HashSet::new();
-    values
-        .iter()
-        .filter(|v| seen.insert(v.as_str()))
-        .cloned()
-        .collect()
-}
-
-/// Applies the client's policy to a request (SPEC §3): scopes a subset of the allowed ones,
-/// audiences allowed (or the default; neither is `invalid_target`), the lifetime clamped to
-/// the client's maximum under the global `ceiling`.
-pub fn grant(
-    client: &Client,
-    request: &TokenRequest,
-    ceiling: Duration,
-) -> Result<Grant, IssueError> {
-    if request.scopes.len() > MAX_REQUESTED_VALUES {
-        return Err(IssueError::TooMany("scopes"));
-    }
-    if request.audiences.len() > MAX_REQUESTED_VALUES {
-        return Err(IssueError::TooMany("audiences"));
-    }
-    let scopes = if request.scopes.is_empty() {
-        client.default_scopes.clone()
-    } else {
-        let requested = dedup(&request.scopes);
-        if let Some(bad) = requested.iter().find(|s| !client.scopes.contains(s)) {
-            return Err(IssueError::Scope(bad.chars().take(140).collect()));
-        }
-        requested
-    };
-    let audiences = if request.audiences.is_empty() {
-        client.default_audiences.clone()
-    } else {
-        let requested = dedup(&request.audiences);
-        if let Some(bad) = requested.iter().find(|a| !client.audiences.contains(a)) {
-            return Err(IssueError::Audience(bad.chars().take(140).collect()));
-        }
-        requested
-    };
-    if audiences.is_empty() {
-        return Err(IssueError::NoAudience);
-    }
-    let maximum = client.max_lifetime.min(ceiling);
-    let lifetime = match request.lifetime {
-        None => client.default_lifetime.min(maximum),
-        Some(RequestedLifetime { seconds, nanos }) => {
-            if seconds < 0 || nanos < 0 || (seconds == 0 && nanos == 0) {
-                return Err(IssueError::Lifetime);
-            }
-            if seconds == 0 {
-                // A positive sub-second request is below JWT's one-second resolution.
-                return Err(IssueError::Lifetime);
-            }
-            Duration::from_secs(seconds.unsigned_abs()).min(maximum)
-        }
-    };
-    // JWT times are whole seconds.
-    let lifetime = Duration::from_secs(lifetime.as_secs().max(1));
-    Ok(Grant {
-        scopes,
-        audiences,
-        lifetime,
-    })
-}
-
 /// Signs access tokens for one issuer.
 #[derive(Clone, Debug)]
 pub struct Issuer {
@@ -350,19 +273,21 @@ impl Issuer {
         &self.issuer
     }
 
-    /// Grants and signs a token for an authenticated `client` at `now` (Unix seconds).
-    pub fn issue_at(
+    /// The most any grant gives (`tokens.max_lifetime`).
+    pub fn ceiling(&self) -> Duration {
+        self.ceiling
+    }
+
+    /// Mints and signs the token `grant` decided for an authenticated client at `now` (Unix
+    /// seconds), bound to the certificate it authenticated with. Every grant type ends here.
+    pub fn mint(
         &self,
         now: i64,
-        client: &Client,
-        peer: &PeerCertificate,
-        request: &TokenRequest,
+        auth: &Authenticated,
+        grant: Grant,
         signer: &CompactSigner,
     ) -> Result<IssuedToken, IssueError> {
-        if !client.has(crate::client::Permission::Issue) {
-            return Err(IssueError::NotPermitted(client.id.to_string()));
-        }
-        let grant = grant(client, request, self.ceiling)?;
+        let (client, peer) = (&auth.client, &auth.peer);
         let jti = crypto::random_id().map_err(|e| IssueError::Signing(e.to_string()))?;
         let lifetime = crate::clock::whole_secs(grant.lifetime);
         let claims = AccessTokenClaims {

@@ -216,6 +216,16 @@ impl Client {
     }
 }
 
+/// A client that proved who it is: the registered client and the certificate it proved it
+/// with (what its tokens are bound to).
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    /// The client.
+    pub client: Arc<Client>,
+    /// Its certificate.
+    pub peer: PeerCertificate,
+}
+
 /// How TLS verified the peer's certificate; decided once per connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verification {
@@ -375,7 +385,7 @@ impl ClientRegistry {
         client_id: Option<&str>,
         secret: Option<&str>,
         hasher: &SecretHasher,
-    ) -> Result<Arc<Client>, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         let peer = peer.ok_or(AuthError::NoCertificate)?;
         let client = match client_id {
             Some(id) => {
@@ -398,7 +408,10 @@ impl ClientRegistry {
             (Some(stored), Some(given)) if hasher.verify(given, stored) => {}
             (Some(_), _) => return Err(AuthError::BadSecret(client.id.to_string())),
         }
-        Ok(client.clone())
+        Ok(Authenticated {
+            client: client.clone(),
+            peer: peer.clone(),
+        })
     }
 
     /// Whether `client`'s matcher claims `peer`, given how TLS verified it: CA-chain matchers
