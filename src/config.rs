@@ -514,6 +514,14 @@ pub struct TokensConfig {
 // The raw file
 // ---------------------------------------------------------------------------------------
 
+/// The four durations of `[keys]` that bound one another.
+struct KeyTiming {
+    jwks_max_age: Duration,
+    publish_ahead: Duration,
+    rotation_period: Duration,
+    retention: Duration,
+}
+
 /// The file as written: strings everywhere, nothing checked but the shape.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1620,6 +1628,67 @@ impl Validator<'_> {
                 ),
             )
         })?;
+        let timing = self.key_timing(&k, tokens)?;
+        let kek_files = self.kek_files(k.kek_files, kek_from_env)?;
+        let max_jwks_watches = self.at_least_one(
+            "keys.max_jwks_watches",
+            k.max_jwks_watches,
+            DEFAULT_MAX_JWKS_WATCHES,
+            "WatchJwks streams open at once",
+        )?;
+        Ok(KeysConfig {
+            algorithm,
+            rotation_period: timing.rotation_period,
+            publish_ahead: timing.publish_ahead,
+            jwks_max_age: timing.jwks_max_age,
+            retention: timing.retention,
+            kek_files,
+            max_jwks_watches,
+        })
+    }
+
+    /// `keys.kek_files`: the KEK files, resolved, none twice; empty only with the KEK in
+    /// the environment.
+    fn kek_files(
+        &self,
+        files: Option<Vec<String>>,
+        kek_from_env: bool,
+    ) -> Result<Vec<PathBuf>, ConfigError> {
+        let kek_files = match files {
+            Some(files) => files,
+            None => vec![DEFAULT_KEK_FILE.to_owned()],
+        };
+        if kek_files.is_empty() && !kek_from_env {
+            return Err(self.error(
+                "keys.kek_files",
+                format!(
+                    "{} is empty and {KEK_ENV_VAR} is not set: list a KEK file (e.g. [\"{DEFAULT_KEK_FILE}\"]) or set {KEK_ENV_VAR}",
+                    self.label("keys.kek_files")
+                ),
+            ));
+        }
+        let mut resolved: Vec<PathBuf> = Vec::with_capacity(kek_files.len());
+        for (i, f) in kek_files.iter().enumerate() {
+            let field = format!("keys.kek_files[{i}]");
+            let path = self.path(&field, Some(f), DEFAULT_KEK_FILE)?;
+            if resolved.contains(&path) {
+                return Err(self.error(
+                    &field,
+                    format!(
+                        "{} `{f}` is listed twice: remove the duplicate",
+                        self.label("keys.kek_files")
+                    ),
+                ));
+            }
+            resolved.push(path);
+        }
+        Ok(resolved)
+    }
+
+    /// The key timing: how long the JWKS may be cached, how early the next key is published,
+    /// how often keys rotate, how long a retired key stays published — each bound by the
+    /// others so no verifier meets a key it could not have fetched.
+    fn key_timing(&self, k: &FileKeys, tokens: &TokensConfig) -> Result<KeyTiming, ConfigError> {
         let jwks_max_age = self.duration(
             "keys.jwks_max_age",
             k.jwks_max_age.as_deref(),
@@ -1677,48 +1746,11 @@ impl Validator<'_> {
                 ),
             ));
         }
-        let kek_files = match k.kek_files {
-            Some(files) => files,
-            None => vec![DEFAULT_KEK_FILE.to_owned()],
-        };
-        if kek_files.is_empty() && !kek_from_env {
-            return Err(self.error(
-                "keys.kek_files",
-                format!(
-                    "{} is empty and {KEK_ENV_VAR} is not set: list a KEK file (e.g. [\"{DEFAULT_KEK_FILE}\"]) or set {KEK_ENV_VAR}",
-                    self.label("keys.kek_files")
-                ),
-            ));
-        }
-        let mut resolved: Vec<PathBuf> = Vec::with_capacity(kek_files.len());
-        for (i, f) in kek_files.iter().enumerate() {
-            let field = format!("keys.kek_files[{i}]");
-            let path = self.path(&field, Some(f), DEFAULT_KEK_FILE)?;
-            if resolved.contains(&path) {
-                return Err(self.error(
-                    &field,
-                    format!(
-                        "{} `{f}` is listed twice: remove the duplicate",
-                        self.label("keys.kek_files")
-                    ),
-                ));
-            }
-            resolved.push(path);
-        }
-        let max_jwks_watches = self.at_least_one(
-            "keys.max_jwks_watches",
-            k.max_jwks_watches,
-            DEFAULT_MAX_JWKS_WATCHES,
-            "WatchJwks streams open at once",
-        )?;
-        Ok(KeysConfig {
-            algorithm,
-            rotation_period,
-            publish_ahead,
+        Ok(KeyTiming {
             jwks_max_age,
+            publish_ahead,
+            rotation_period,
             retention,
-            kek_files: resolved,
-            max_jwks_watches,
         })
     }
 
