@@ -13,9 +13,12 @@ use tokenmint_core::{
     rotation::KeyTransition,
 };
 
+mod dialect;
 pub mod failpoint;
 pub mod postgres;
 mod rows;
+mod shared;
+mod sql;
 pub mod sqlite;
 
 /// What failed in the store.
