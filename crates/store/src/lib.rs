@@ -1,6 +1,7 @@
 //! Storage: one async trait the core's state lives behind, with two back-ends (sqlx's one
 //! home): embedded SQLite, and PostgreSQL for replicas. Every write is one transaction, its
-//! audit event included; nothing is half-written.
+//! audit event included; nothing is half-written. The trait's methods are written once, for
+//! any back-end's `Dialect`: its pools, the few statements it spells its own way, its locks.
 
 use async_trait::async_trait;
 
@@ -13,9 +14,12 @@ use tokenmint_core::{
     rotation::KeyTransition,
 };
 
+mod dialect;
 pub mod failpoint;
 pub mod postgres;
 mod rows;
+mod shared;
+mod sql;
 pub mod sqlite;
 
 /// What failed in the store.

@@ -1,6 +1,9 @@
 //! The PostgreSQL back-end, for several replicas sharing one database. It implements the
-//! same [`Store`] contract as the SQLite back-end, with the same results; where SQLite
-//! relies on its single writer, this back-end takes transaction-scoped advisory locks.
+//! same [`Store`](crate::Store) contract as the SQLite back-end, with the same results;
+//! where SQLite relies on its single writer, this back-end takes transaction-scoped advisory
+//! locks. The store methods are written once for both back-ends (`shared`); this module
+//! gives the pool, the statements PostgreSQL spells its own way, its locks and its change
+//! notifications.
 //!
 //! # Sequence numbers: commit order is sequence order
 //!
@@ -13,10 +16,11 @@
 //! the same transaction. The lock is released only after the commit is visible, so the next
 //! writer numbers its change after every change committed before it; a rolled-back writer
 //! rolls the counter back too, so there are no gaps. The counter outlives purged rows, so a
-//! number is never reused; [`Store::revocation_state`] reports it as `high_water`, read with
-//! the state in one `REPEATABLE READ` read-only transaction so the two agree. After each
-//! append the transaction calls `pg_notify(`[`CHANGES_CHANNEL`]`, sequence)`, delivered at
-//! commit: it only wakes listeners, which then read by sequence.
+//! number is never reused; [`revocation_state`](crate::Store::revocation_state) reports it
+//! as `high_water`, read with the state in one `REPEATABLE READ` read-only transaction so
+//! the two agree. After each append the transaction calls
+//! `pg_notify(`[`CHANGES_CHANNEL`]`, sequence)`, delivered at commit: it only wakes
+//! listeners, which then read by sequence.
 //!
 //! # Key steps: one replica applies each rotation step
 //!
@@ -41,24 +45,13 @@ use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{
-    Connection, Executor, PgPool, Row,
+    Connection, Executor, PgPool, Postgres, Row,
     postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions, PgRow},
 };
 
-use super::rows::{
-    ChangeColumns, Columns, audit_event_from, cast_after, client_from, corrupt, event_from,
-    json_list, key_from, permission_names, public_columns, revoked_token_from, sealed_from,
-    seconds, unavailable, write_error,
-};
-use super::{ClientFlags, ClientSync, Committed, Store, StoreError};
-use tokenmint_core::{
-    audit::{AuditEvent, AuditQuery, AuditRecord},
-    client::Client,
-    crypto::Sealed,
-    keys::{KeyId, KeyRecord, KeyState},
-    revocation::{Change, Cutoff, Event, RevokedToken, State},
-    rotation::KeyTransition,
-};
+use super::StoreError;
+use super::dialect::{Dialect, Lock, Statements};
+use super::rows::{Columns, corrupt, unavailable};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -275,205 +268,13 @@ impl PostgresStore {
 }
 
 /// Takes the transaction-scoped advisory lock `key` (released at commit or rollback).
-async fn lock(conn: &mut PgConnection, key: i64) -> Result<(), StoreError> {
+async fn advisory_lock(conn: &mut PgConnection, key: i64) -> Result<(), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(key)
         .execute(conn)
         .await
         .map_err(unavailable)?;
     Ok(())
-}
-
-fn enabled_flag(enabled: bool) -> i16 {
-    i16::from(enabled)
-}
-
-async fn insert_key(conn: &mut PgConnection, key: &KeyRecord) -> Result<(), StoreError> {
-    let (x, y) = public_columns(&key.public);
-    sqlx::query(
-        "INSERT INTO signing_keys (kid, algorithm, state, public_x, public_y, kek_id, nonce, \
-         ciphertext, created_at, activated_at, retired_at, revoked_at, low_s_only) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(key.kid.as_str())
-    .bind(key.algorithm.as_str())
-    .bind(key.state.as_str())
-    .bind(x)
-    .bind(y)
-    .bind(&key.sealed.kek_id)
-    .bind(&key.sealed.nonce)
-    .bind(&key.sealed.ciphertext)
-    .bind(key.created_at)
-    .bind(key.activated_at)
-    .bind(key.retired_at)
-    .bind(key.revoked_at)
-    .bind(i16::from(key.low_s_only))
-    .execute(conn)
-    .await
-    .map_err(write_error)?;
-    Ok(())
-}
-
-/// Appends `change` to the change log and announces it; its sequence number. The caller's
-/// transaction must hold [`CHANGE_LOG_LOCK`] (taken again here, which is a no-op when held)
-/// so that sequence order is commit order.
-async fn log_change(
-    conn: &mut PgConnection,
-    change: &Change,
-    now: i64,
-    log_until: i64,
-) -> Result<u64, StoreError> {
-    let columns = ChangeColumns::of(change);
-    lock(&mut *conn, CHANGE_LOG_LOCK).await?;
-    // The counter starts above anything already logged or purged, and is only ever bumped.
-    let sequence: i64 = sqlx::query_scalar(
-        "INSERT INTO log_meta (name, value) VALUES ('high_water', \
-             GREATEST((SELECT COALESCE(MAX(sequence), 0) FROM changes), \
-                      (SELECT COALESCE(MAX(value), 0) FROM log_meta WHERE name = 'purged_through')) + 1) \
-         ON CONFLICT (name) DO UPDATE SET value = log_meta.value + 1 \
-         RETURNING value",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(write_error)?;
-    sqlx::query(
-        "INSERT INTO changes (sequence, kind, token_id, client_id, key_id, revoked_by, \
-         expires_at, issued_at_or_before, committed_at, keep_until) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(sequence)
-    .bind(columns.kind)
-    .bind(columns.token_id)
-    .bind(columns.client_id)
-    .bind(columns.key_id)
-    .bind(columns.revoked_by)
-    .bind(columns.expires_at)
-    .bind(columns.issued_at_or_before)
-    .bind(now)
-    .bind(log_until)
-    .execute(&mut *conn)
-    .await
-    .map_err(write_error)?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANGES_CHANNEL)
-        .bind(sequence.to_string())
-        .execute(&mut *conn)
-        .await
-        .map_err(unavailable)?;
-    u64::try_from(sequence).map_err(|_| StoreError::Corrupt("negative sequence".into()))
-}
-
-const INSERT_CLIENT: &str = "INSERT INTO clients (id, matcher_kind, matcher_value, scopes, \
-     default_scopes, audiences, default_audiences, permissions, default_lifetime_s, \
-     max_lifetime_s, enabled, secret_hash, created_at, updated_at, introspect_audiences) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)";
-
-/// Writes one audit event, in the transaction of the change it records.
-async fn write_audit(
-    conn: &mut PgConnection,
-    record: &AuditRecord,
-    at: i64,
-) -> Result<(), StoreError> {
-    lock(&mut *conn, AUDIT_LOCK).await?;
-    sqlx::query(
-        "INSERT INTO audit_events (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(at)
-    .bind(&record.actor)
-    .bind(record.action)
-    .bind(&record.target)
-    .bind(record.detail_json())
-    .execute(&mut *conn)
-    .await
-    .map_err(write_error)?;
-    Ok(())
-}
-
-/// Replaces the pinned thumbprints of `client`; a thumbprint another client pins is a `Conflict`.
-/// Writes a stored client's policy from `client`: everything but its enabled state and its
-/// secret.
-async fn write_policy(
-    conn: &mut PgConnection,
-    client: &Client,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE clients SET matcher_kind = $1, matcher_value = $2, scopes = $3, \
-         default_scopes = $4, audiences = $5, default_audiences = $6, permissions = $7, \
-         default_lifetime_s = $8, max_lifetime_s = $9, updated_at = $10, \
-         introspect_audiences = $11 WHERE id = $12",
-    )
-    .bind(client.matcher.kind())
-    .bind(client.matcher.value())
-    .bind(json_list(&client.scopes))
-    .bind(json_list(&client.default_scopes))
-    .bind(json_list(&client.audiences))
-    .bind(json_list(&client.default_audiences))
-    .bind(json_list(&permission_names(client)))
-    .bind(seconds(client.default_lifetime))
-    .bind(seconds(client.max_lifetime))
-    .bind(now)
-    .bind(json_list(&client.introspect_audiences))
-    .bind(client.id.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(write_error)?;
-    write_pins(conn, client).await
-}
-
-async fn write_pins(conn: &mut PgConnection, client: &Client) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM client_pins WHERE client_id = $1")
-        .bind(client.id.as_str())
-        .execute(&mut *conn)
-        .await
-        .map_err(write_error)?;
-    for pin in client.matcher.pins() {
-        sqlx::query("INSERT INTO client_pins (thumbprint, client_id) VALUES ($1, $2)")
-            .bind(pin.to_b64url())
-            .bind(client.id.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(write_error)?;
-    }
-    Ok(())
-}
-
-/// Inserts `client` and its pins; with `if_absent`, an existing id is left alone. Whether a
-/// row was inserted.
-async fn insert_client(
-    conn: &mut PgConnection,
-    client: &Client,
-    now: i64,
-    if_absent: bool,
-) -> Result<bool, StoreError> {
-    let statement = if if_absent {
-        format!("{INSERT_CLIENT} ON CONFLICT (id) DO NOTHING")
-    } else {
-        INSERT_CLIENT.to_owned()
-    };
-    let inserted = sqlx::query(&statement)
-        .bind(client.id.as_str())
-        .bind(client.matcher.kind())
-        .bind(client.matcher.value())
-        .bind(json_list(&client.scopes))
-        .bind(json_list(&client.default_scopes))
-        .bind(json_list(&client.audiences))
-        .bind(json_list(&client.default_audiences))
-        .bind(json_list(&permission_names(client)))
-        .bind(seconds(client.default_lifetime))
-        .bind(seconds(client.max_lifetime))
-        .bind(enabled_flag(client.enabled))
-        .bind(client.secret_hash.as_deref())
-        .bind(now)
-        .bind(json_list(&client.introspect_audiences))
-        .execute(&mut *conn)
-        .await
-        .map_err(write_error)?;
-    if inserted.rows_affected() != 1 {
-        return Ok(false);
-    }
-    write_pins(conn, client).await?;
-    Ok(true)
 }
 
 impl Columns for PgRow {
@@ -495,378 +296,70 @@ impl Columns for PgRow {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
-    async fn keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+impl Dialect for PostgresStore {
+    type Db = Postgres;
+
+    const SQL: Statements = Statements {
+        begin_write: "BEGIN",
+        // One snapshot, so the state and its high-water mark agree.
+        begin_snapshot: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         // COLLATE "C": byte order, as SQLite sorts text.
-        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid COLLATE \"C\"")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(key_from).collect()
+        keys: "SELECT * FROM signing_keys ORDER BY created_at, kid COLLATE \"C\"",
+        clients: "SELECT * FROM clients ORDER BY id COLLATE \"C\"",
+        // The row lock keeps a disable or enable from landing between this read and the
+        // write: it waits, and comes after.
+        client_flags: "SELECT enabled, secret_hash FROM clients WHERE id = $1 FOR UPDATE",
+        upsert_cutoff: "INSERT INTO client_cutoffs (client_id, issued_at_or_before, sequence, \
+             keep_until) VALUES ($1, $2, $3, $4) ON CONFLICT (client_id) DO UPDATE SET \
+             issued_at_or_before = GREATEST(client_cutoffs.issued_at_or_before, \
+             excluded.issued_at_or_before), sequence = excluded.sequence, \
+             keep_until = GREATEST(client_cutoffs.keep_until, excluded.keep_until)",
+        raise_purged_through: "INSERT INTO log_meta (name, value) VALUES ('purged_through', $1) \
+             ON CONFLICT (name) DO UPDATE SET value = GREATEST(log_meta.value, excluded.value)",
+        disabled_clients: "SELECT id, COALESCE(disabled_sequence, 0) AS sequence FROM clients \
+             WHERE enabled = 0 ORDER BY id COLLATE \"C\"",
+        revoked_keys: "SELECT kid FROM signing_keys WHERE state = 'revoked' \
+             ORDER BY kid COLLATE \"C\"",
+        high_water: "SELECT COALESCE((SELECT value FROM log_meta WHERE name = 'high_water'), 0) \
+             AS high_water",
+        // The counter starts above anything already logged or purged, and is only ever bumped.
+        next_sequence: Some(
+            "INSERT INTO log_meta (name, value) VALUES ('high_water', \
+             GREATEST((SELECT COALESCE(MAX(sequence), 0) FROM changes), \
+             (SELECT COALESCE(MAX(value), 0) FROM log_meta WHERE name = 'purged_through')) + 1) \
+             ON CONFLICT (name) DO UPDATE SET value = log_meta.value + 1 RETURNING value",
+        ),
+    };
+
+    fn writer(&self) -> &PgPool {
+        &self.pool
     }
 
-    async fn create_initial_keys(&self, keys: &[KeyRecord]) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        lock(&mut tx, KEY_LOCK).await?;
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        if count > 0 {
-            return Ok(false);
-        }
-        for key in keys {
-            insert_key(&mut tx, key).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(true)
+    fn reader(&self) -> &PgPool {
+        &self.pool
     }
 
-    async fn apply_key_transition(
-        &self,
-        t: &KeyTransition,
-        log_until: i64,
-        audit: &AuditRecord,
-    ) -> Result<Option<Event>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // Key lock, then (if this step logs) the change-log lock: the one order.
-        lock(&mut tx, KEY_LOCK).await?;
-        if t.event.is_some() {
-            lock(&mut tx, CHANGE_LOG_LOCK).await?;
-        }
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT kid FROM signing_keys WHERE state = 'current'")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        if current.as_deref() != t.expect_current.as_ref().map(KeyId::as_str) {
-            return Err(StoreError::Conflict(
-                "the current key changed since this step was computed".into(),
-            ));
-        }
-        for (kid, state) in &t.set_state {
-            let column = match state {
-                KeyState::Current => "activated_at",
-                KeyState::Retired => "retired_at",
-                KeyState::Revoked => "revoked_at",
-                KeyState::Next => "created_at",
-            };
-            let updated = sqlx::query(&format!(
-                "UPDATE signing_keys SET state = $1, {column} = $2 WHERE kid = $3"
-            ))
-            .bind(state.as_str())
-            .bind(t.at)
-            .bind(kid.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?;
-            if updated.rows_affected() != 1 {
-                return Err(StoreError::NotFound(format!("key {kid}")));
-            }
-            crate::failpoint::hit("key-step");
-        }
-        for kid in &t.delete {
-            sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
-                .bind(kid.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(write_error)?;
-        }
-        for key in &t.insert {
-            insert_key(&mut tx, key).await?;
-        }
-        let event = match &t.event {
-            Some(change @ Change::KeyRevoked { .. }) => {
-                let sequence = log_change(&mut tx, change, t.at, log_until).await?;
-                Some(Event {
-                    sequence,
-                    committed_at: t.at,
-                    change: change.clone(),
-                })
-            }
-            Some(other) => {
-                return Err(StoreError::Corrupt(format!(
-                    "a key transition cannot carry {other:?}"
-                )));
-            }
-            None => None,
+    async fn lock(conn: &mut PgConnection, lock: Lock) -> Result<(), StoreError> {
+        let key = match lock {
+            Lock::Keys => KEY_LOCK,
+            Lock::ChangeLog => CHANGE_LOG_LOCK,
+            Lock::ClientSync => CLIENT_SYNC_LOCK,
+            Lock::Audit => AUDIT_LOCK,
         };
-        write_audit(&mut tx, audit, t.at).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(event)
+        advisory_lock(conn, key).await
     }
 
-    async fn reseal(
-        &self,
-        keys: &[(KeyId, Sealed)],
-        pepper: Option<&Sealed>,
-        audit: &AuditRecord,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        lock(&mut tx, KEY_LOCK).await?;
-        for (kid, sealed) in keys {
-            sqlx::query(
-                "UPDATE signing_keys SET kek_id = $1, nonce = $2, ciphertext = $3 WHERE kid = $4",
-            )
-            .bind(&sealed.kek_id)
-            .bind(&sealed.nonce)
-            .bind(&sealed.ciphertext)
-            .bind(kid.as_str())
-            .execute(&mut *tx)
+    async fn announce(conn: &mut PgConnection, sequence: u64) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(sequence.to_string())
+            .execute(conn)
             .await
-            .map_err(write_error)?;
-        }
-        if let Some(sealed) = pepper {
-            sqlx::query(
-                "UPDATE sealed_secrets SET kek_id = $1, nonce = $2, ciphertext = $3 \
-                 WHERE name = 'pepper'",
-            )
-            .bind(&sealed.kek_id)
-            .bind(&sealed.nonce)
-            .bind(&sealed.ciphertext)
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?;
-        }
-        write_audit(&mut tx, audit, now).await?;
-        tx.commit().await.map_err(unavailable)?;
+            .map_err(unavailable)?;
         Ok(())
     }
 
-    async fn pepper(&self) -> Result<Option<Sealed>, StoreError> {
-        let row = sqlx::query(
-            "SELECT kek_id, nonce, ciphertext FROM sealed_secrets WHERE name = 'pepper'",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        row.as_ref().map(sealed_from).transpose()
-    }
-
-    async fn create_pepper(&self, sealed: &Sealed) -> Result<Sealed, StoreError> {
-        sqlx::query(
-            "INSERT INTO sealed_secrets (name, kek_id, nonce, ciphertext) \
-             VALUES ('pepper', $1, $2, $3) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&sealed.kek_id)
-        .bind(&sealed.nonce)
-        .bind(&sealed.ciphertext)
-        .execute(&self.pool)
-        .await
-        .map_err(write_error)?;
-        let row = sqlx::query(
-            "SELECT kek_id, nonce, ciphertext FROM sealed_secrets WHERE name = 'pepper'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        sealed_from(&row)
-    }
-
-    async fn clients(&self) -> Result<Vec<Client>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM clients ORDER BY id COLLATE \"C\"")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(client_from).collect()
-    }
-
-    async fn insert_client(
-        &self,
-        client: &Client,
-        now: i64,
-        audit: &AuditRecord,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        insert_client(&mut tx, client, now, false).await?;
-        write_audit(&mut tx, audit, now).await?;
-        tx.commit().await.map_err(unavailable)
-    }
-
-    async fn commit_change(
-        &self,
-        change: &Change,
-        now: i64,
-        state_until: i64,
-        log_until: i64,
-        audit: &AuditRecord,
-    ) -> Result<Committed, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // First, so the checks below see every change committed before this one.
-        lock(&mut tx, CHANGE_LOG_LOCK).await?;
-        match change {
-            Change::TokenRevoked { token_id, .. } => {
-                let exists: Option<i32> =
-                    sqlx::query_scalar("SELECT 1 FROM revoked_tokens WHERE token_id = $1")
-                        .bind(token_id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                if exists.is_some() {
-                    return Ok(Committed::AlreadyInForce);
-                }
-            }
-            Change::ClientCutoff { client_id, .. }
-            | Change::ClientDisabled { client_id }
-            | Change::ClientEnabled { client_id } => {
-                let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM clients WHERE id = $1")
-                    .bind(client_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                if exists.is_none() {
-                    return Err(StoreError::NotFound(format!("client {client_id}")));
-                }
-            }
-            Change::KeyRevoked { .. } => {}
-        }
-        let sequence = log_change(&mut tx, change, now, log_until).await?;
-        let stored_sequence =
-            i64::try_from(sequence).map_err(|_| StoreError::Corrupt("sequence overflow".into()))?;
-        match change {
-            Change::TokenRevoked {
-                token_id,
-                expires_at,
-                client_id,
-                revoked_by,
-            } => {
-                sqlx::query(
-                    "INSERT INTO revoked_tokens (token_id, expires_at, client_id, revoked_by, \
-                     sequence, revoked_at, keep_until) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(token_id)
-                .bind(expires_at)
-                .bind(client_id)
-                .bind(revoked_by)
-                .bind(stored_sequence)
-                .bind(now)
-                .bind(state_until)
-                .execute(&mut *tx)
-                .await
-                .map_err(write_error)?;
-            }
-            Change::ClientCutoff {
-                client_id,
-                issued_at_or_before,
-            } => {
-                sqlx::query(
-                    "INSERT INTO client_cutoffs (client_id, issued_at_or_before, sequence, \
-                     keep_until) VALUES ($1, $2, $3, $4) ON CONFLICT (client_id) DO UPDATE SET \
-                     issued_at_or_before = GREATEST(client_cutoffs.issued_at_or_before, \
-                     excluded.issued_at_or_before), sequence = excluded.sequence, \
-                     keep_until = GREATEST(client_cutoffs.keep_until, excluded.keep_until)",
-                )
-                .bind(client_id)
-                .bind(issued_at_or_before)
-                .bind(stored_sequence)
-                .bind(state_until)
-                .execute(&mut *tx)
-                .await
-                .map_err(write_error)?;
-            }
-            Change::ClientDisabled { client_id } => {
-                sqlx::query(
-                    "UPDATE clients SET enabled = 0, disabled_sequence = $1, updated_at = $2 \
-                     WHERE id = $3",
-                )
-                .bind(stored_sequence)
-                .bind(now)
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(write_error)?;
-            }
-            Change::ClientEnabled { client_id } => {
-                sqlx::query(
-                    "UPDATE clients SET enabled = 1, disabled_sequence = NULL, updated_at = $1 \
-                     WHERE id = $2",
-                )
-                .bind(now)
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(write_error)?;
-            }
-            Change::KeyRevoked { .. } => {}
-        }
-        write_audit(&mut tx, audit, now).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Committed::Event(Event {
-            sequence,
-            committed_at: now,
-            change: change.clone(),
-        }))
-    }
-
-    async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM changes WHERE sequence > $1 ORDER BY sequence LIMIT $2")
-                .bind(cast_after(after))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-        rows.iter().map(event_from).collect()
-    }
-
-    async fn revocation_state(&self, now: i64) -> Result<State, StoreError> {
-        self.read_state(now, true).await
-    }
-
-    async fn revocation_head(&self, now: i64) -> Result<State, StoreError> {
-        self.read_state(now, false).await
-    }
-
-    async fn revoked_tokens_page(
-        &self,
-        after: u64,
-        through: u64,
-        now: i64,
-        limit: u32,
-    ) -> Result<Vec<RevokedToken>, StoreError> {
-        let mut connection = self.pool.acquire().await.map_err(unavailable)?;
-        read_tokens(&mut connection, now, after, through, limit).await
-    }
-
-    async fn purge(&self, now: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // Serialised with appends, as SQLite's single writer serialises everything.
-        lock(&mut tx, CHANGE_LOG_LOCK).await?;
-        let purged_max: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(sequence) FROM changes WHERE keep_until < $1")
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        let mut removed = 0;
-        for statement in [
-            "DELETE FROM changes WHERE keep_until < $1",
-            "DELETE FROM revoked_tokens WHERE keep_until < $1",
-            "DELETE FROM client_cutoffs WHERE keep_until < $1",
-        ] {
-            removed += sqlx::query(statement)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(write_error)?
-                .rows_affected();
-        }
-        if let Some(max) = purged_max {
-            sqlx::query(
-                "INSERT INTO log_meta (name, value) VALUES ('purged_through', $1) \
-                 ON CONFLICT (name) DO UPDATE SET value = GREATEST(log_meta.value, excluded.value)",
-            )
-            .bind(max)
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(removed)
-    }
-
-    async fn wait_for_change(&self, at_most: std::time::Duration) {
+    async fn wait_for_announcement(&self, at_most: Duration) {
         let mut guard = self.listener.lock().await;
         let Some(listener) = guard.as_mut() else {
             match self.listen().await {
@@ -892,204 +385,6 @@ impl Store for PostgresStore {
             }
         }
     }
-
-    async fn update_client_policy(
-        &self,
-        client: &Client,
-        now: i64,
-        audit: &AuditRecord,
-    ) -> Result<ClientFlags, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // The row lock keeps a disable or enable from landing between this read and the
-        // write: it waits, and comes after.
-        let flags = sqlx::query(
-            "SELECT enabled, secret_hash IS NOT NULL AS has_secret FROM clients \
-             WHERE id = $1 FOR UPDATE",
-        )
-        .bind(client.id.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| StoreError::NotFound(format!("client {}", client.id)))?;
-        let flags = ClientFlags {
-            enabled: flags.flag("enabled")?,
-            has_secret: flags.try_get("has_secret").map_err(corrupt)?,
-        };
-        write_policy(&mut tx, client, now).await?;
-        write_audit(&mut tx, audit, now).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(flags)
-    }
-
-    async fn sync_config_client(
-        &self,
-        client: &Client,
-        overwrite: bool,
-        now: i64,
-        audit: &AuditRecord,
-    ) -> Result<ClientSync, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // Replicas syncing the same config at once take turns: the second one finds the
-        // client and keeps it. Without the lock, its insert would clash on the matcher's
-        // unique index (not only on the id) and fail the start-up. A matcher taken by another
-        // client is still `Conflict`.
-        lock(&mut tx, CLIENT_SYNC_LOCK).await?;
-        if insert_client(&mut tx, client, now, true).await? {
-            write_audit(&mut tx, audit, now).await?;
-            tx.commit().await.map_err(unavailable)?;
-            return Ok(ClientSync::Inserted);
-        }
-        let outcome = if overwrite {
-            write_policy(&mut tx, client, now).await?;
-            // The config file is the authority here, enabled state included.
-            sqlx::query("UPDATE clients SET enabled = $1 WHERE id = $2")
-                .bind(enabled_flag(client.enabled))
-                .bind(client.id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(write_error)?;
-            write_audit(&mut tx, audit, now).await?;
-            ClientSync::Overwritten
-        } else {
-            ClientSync::Kept
-        };
-        tx.commit().await.map_err(unavailable)?;
-        Ok(outcome)
-    }
-
-    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM audit_events WHERE id > $1 AND ($2::text IS NULL OR actor = $2) \
-             AND ($3::text IS NULL OR action = $3) AND ($4::text IS NULL OR target = $4) \
-             AND ($5::bigint IS NULL OR at >= $5) ORDER BY id LIMIT $6",
-        )
-        .bind(cast_after(query.after_id))
-        .bind(&query.actor)
-        .bind(&query.action)
-        .bind(&query.target)
-        .bind(query.since)
-        .bind(i64::from(query.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter().map(audit_event_from).collect()
-    }
-
-    async fn purge_audit(&self, before: i64) -> Result<u64, StoreError> {
-        let removed = sqlx::query("DELETE FROM audit_events WHERE at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await
-            .map_err(write_error)?
-            .rows_affected();
-        Ok(removed)
-    }
-}
-
-impl PostgresStore {
-    /// The revocation state in force at `now` (its revoked tokens only `with_tokens`), read in
-    /// one transaction so that the state and its marks agree.
-    async fn read_state(&self, now: i64, with_tokens: bool) -> Result<State, StoreError> {
-        // One snapshot, so the state and its high-water mark agree.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(unavailable)?;
-        let tokens = if with_tokens {
-            read_tokens(&mut tx, now, 0, u64::MAX, u32::MAX).await?
-        } else {
-            Vec::new()
-        };
-        let cutoffs = sqlx::query(
-            "SELECT client_id, issued_at_or_before, sequence FROM client_cutoffs \
-             WHERE keep_until >= $1 ORDER BY sequence",
-        )
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .iter()
-        .map(|row| {
-            Ok(Cutoff {
-                client_id: row.try_get("client_id").map_err(corrupt)?,
-                issued_at_or_before: row.try_get("issued_at_or_before").map_err(corrupt)?,
-                sequence: row.sequence("sequence")?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let disabled_clients = sqlx::query(
-            "SELECT id, COALESCE(disabled_sequence, 0) AS sequence FROM clients \
-             WHERE enabled = 0 ORDER BY id COLLATE \"C\"",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .iter()
-        .map(|row| {
-            Ok((
-                row.try_get("id").map_err(corrupt)?,
-                row.sequence("sequence")?,
-            ))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let revoked_keys = sqlx::query(
-            "SELECT kid FROM signing_keys WHERE state = 'revoked' ORDER BY kid COLLATE \"C\"",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .iter()
-        .map(|row| Ok((row.try_get("kid").map_err(corrupt)?, 0)))
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let high_water: i64 = sqlx::query_scalar(
-            "SELECT COALESCE((SELECT value FROM log_meta WHERE name = 'high_water'), 0)",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let purged_through: i64 = sqlx::query_scalar(
-            "SELECT COALESCE((SELECT value FROM log_meta WHERE name = 'purged_through'), 0)",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(State {
-            tokens,
-            cutoffs,
-            disabled_clients,
-            revoked_keys,
-            high_water: u64::try_from(high_water).unwrap_or(0),
-            purged_through: u64::try_from(purged_through).unwrap_or(0),
-        })
-    }
-}
-
-/// Up to `limit` revoked tokens in force at `now` with a sequence in (`after`, `through`], in
-/// sequence order.
-async fn read_tokens(
-    connection: &mut sqlx::PgConnection,
-    now: i64,
-    after: u64,
-    through: u64,
-    limit: u32,
-) -> Result<Vec<RevokedToken>, StoreError> {
-    sqlx::query(
-        "SELECT token_id, expires_at, client_id, revoked_by, sequence, revoked_at \
-         FROM revoked_tokens WHERE keep_until >= $1 AND sequence > $2 AND sequence <= $3 \
-         ORDER BY sequence LIMIT $4",
-    )
-    .bind(now)
-    .bind(cast_after(after))
-    .bind(cast_after(through))
-    .bind(i64::from(limit))
-    .fetch_all(&mut *connection)
-    .await
-    .map_err(unavailable)?
-    .iter()
-    .map(revoked_token_from)
-    .collect()
 }
 
 #[cfg(test)]
@@ -1101,11 +396,14 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::sqlite::SqliteStore;
+    use crate::{ClientSync, Committed, Store, sqlite::SqliteStore};
     use tokenmint_core::{
-        client::{ClientId, Permission},
-        crypto::{Algorithm, Kek},
+        client::{Client, ClientId, Permission},
+        crypto::{Algorithm, Kek, Sealed},
         identity::CertificateMatcher,
+        keys::{KeyId, KeyRecord, KeyState},
+        revocation::Change,
+        rotation::KeyTransition,
     };
 
     const URL_VAR: &str = "TOKENMINT_TEST_POSTGRES_URL";

@@ -9,7 +9,7 @@ use tokenmint_core::{
     crypto::{Algorithm, PublicKey, Sealed},
     identity::CertificateMatcher,
     keys::{KeyId, KeyRecord, KeyState},
-    revocation::{Change, Event, RevokedToken},
+    revocation::{Change, Cutoff, Event, RevokedToken},
 };
 
 use super::StoreError;
@@ -35,13 +35,26 @@ pub(super) fn cast_after(after: u64) -> i64 {
     i64::try_from(after).unwrap_or(i64::MAX)
 }
 
+/// A change-log sequence number as its column holds it.
+///
+/// A sequence is a `u64` everywhere above SQL: in the core's events, states and cursors, in
+/// the `Store` trait and in the shared store code. Its columns are signed 64-bit integers
+/// (SQLite INTEGER, PostgreSQL BIGINT), so it crosses into SQL only here and back only through
+/// [`Columns::sequence`], both checked: a number past `i64::MAX` cannot be stored, and a
+/// negative stored one is `Corrupt`. A newtype would say nothing the core's `u64` fields do
+/// not, and would be unwrapped again at every call into the core.
+pub(super) fn sequence_column(sequence: u64) -> Result<i64, StoreError> {
+    i64::try_from(sequence)
+        .map_err(|_| StoreError::Corrupt(format!("sequence {sequence} overflows its column")))
+}
+
 /// A value that does not decode.
 pub(super) fn corrupt(e: sqlx::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
 /// Reading one column of a back-end's row, typed the way the schema stores it.
-pub(super) trait Columns {
+pub(crate) trait Columns {
     /// A `TEXT` column that may be NULL.
     fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
     /// An integer column that may be NULL.
@@ -69,10 +82,19 @@ pub(super) trait Columns {
             .ok_or_else(|| StoreError::Corrupt(format!("{column} is NULL")))
     }
 
-    /// A sequence number.
+    /// A sequence number (see [`sequence_column`]) that may be NULL.
+    fn opt_sequence(&self, column: &str) -> Result<Option<u64>, StoreError> {
+        self.opt_int(column)?
+            .map(|value| {
+                u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value}")))
+            })
+            .transpose()
+    }
+
+    /// A sequence number (see [`sequence_column`]).
     fn sequence(&self, column: &str) -> Result<u64, StoreError> {
-        let value = self.int(column)?;
-        u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column}: {value}")))
+        self.opt_sequence(column)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{column} is NULL")))
     }
 
     /// A JSON array of strings stored as text.
@@ -91,6 +113,15 @@ pub(super) fn revoked_token_from(row: &impl Columns) -> Result<RevokedToken, Sto
         revoked_by: row.text("revoked_by")?,
         sequence: row.sequence("sequence")?,
         revoked_at: row.int("revoked_at")?,
+    })
+}
+
+/// A `client_cutoffs` row.
+pub(super) fn cutoff_from(row: &impl Columns) -> Result<Cutoff, StoreError> {
+    Ok(Cutoff {
+        client_id: row.text("client_id")?,
+        issued_at_or_before: row.int("issued_at_or_before")?,
+        sequence: row.sequence("sequence")?,
     })
 }
 
