@@ -1265,16 +1265,7 @@ impl Validator<'_> {
             DEFAULT_HANDSHAKE_TIMEOUT,
             MAX_HANDSHAKE_TIMEOUT,
         )?;
-        let raw_ops = s.ops_listen.as_deref().unwrap_or(DEFAULT_OPS_LISTEN).trim();
-        let ops_listen = if raw_ops.is_empty() || raw_ops == "off" {
-            None
-        } else {
-            Some(self.socket_addr(
-                "server.ops_listen",
-                raw_ops,
-                "e.g. \"127.0.0.1:9464\", or \"off\"",
-            )?)
-        };
+        let ops_listen = self.ops_listen(s.ops_listen.as_deref())?;
         let max_handshakes = self.at_least_one(
             "server.max_handshakes",
             s.max_handshakes,
@@ -1340,6 +1331,20 @@ impl Validator<'_> {
                 DEFAULT_WATCH_STALL_TIMEOUT,
             )?,
         })
+    }
+
+    /// `server.ops_listen`: an address, or `"off"` (or empty) for no operations listener.
+    fn ops_listen(&self, raw: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+        let raw = raw.unwrap_or(DEFAULT_OPS_LISTEN).trim();
+        if raw.is_empty() || raw == "off" {
+            return Ok(None);
+        }
+        self.socket_addr(
+            "server.ops_listen",
+            raw,
+            "e.g. \"127.0.0.1:9464\", or \"off\"",
+        )
+        .map(Some)
     }
 
     /// `server.max_handshakes_per_address` (never above `max_handshakes`) and the ranges of

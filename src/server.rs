@@ -353,36 +353,15 @@ pub async fn prepare_with_store(
     let clients = registry(store.clients().await?)?;
     let keks = Arc::new(options.keks);
     let (keys_tx, keys_rx) = watch::channel(Arc::new(ring));
-    let blocklist = Arc::new(Blocklist::new(
-        Caps {
-            max_live: config.revocation.max_live,
-            per_client_max_live: config.revocation.per_client_max_live,
-            per_client_per_second: config.revocation.per_client_rate,
-        },
-        config.tokens.leeway,
-        config.tokens.max_lifetime,
-    ));
     let issuance_audit = Arc::new(IssuanceAudit::new(config.audit.issuance));
-    let authority = Arc::new(
-        Authority::new(Parts {
-            issuer: Issuer::new(config.server.issuer.clone(), config.tokens.max_lifetime),
-            keys: keys_rx,
-            clients,
-            hasher,
-            clock: clock.clone(),
-            blocklist,
-            leeway: config.tokens.leeway,
-            verified_cache_capacity: VERIFIED_CACHE_CAPACITY,
-            max_staleness: config.store.max_staleness,
-            max_issue_staleness: config.store.max_issue_staleness,
-        })
-        .with_issue_limits(IssueLimits::new(
-            config.limits.issue_per_second,
-            config.limits.issue_burst,
-            &config.limits.issue_per_client,
-        ))
-        .with_issuance_audit(issuance_audit.clone()),
-    );
+    let authority = Arc::new(authority(
+        &config,
+        keys_rx,
+        clients,
+        hasher,
+        clock.clone(),
+        issuance_audit.clone(),
+    ));
     let changes = Arc::new(ChangeLog::new(
         store.clone(),
         authority.clone(),
@@ -433,6 +412,48 @@ pub async fn prepare_with_store(
         admin_listener: None,
     })
 }
+
+/// The authority over the loaded state: the issuer, the key ring's receiving end, the
+/// clients, the blocklist's caps and the issuance limits of `config`.
+fn authority(
+    config: &Config,
+    keys: watch::Receiver<Arc<KeyRing>>,
+    clients: ClientRegistry,
+    hasher: SecretHasher,
+    clock: Arc<dyn Clock>,
+    issuance_audit: Arc<IssuanceAudit>,
+) -> Authority {
+    let blocklist = Arc::new(Blocklist::new(
+        Caps {
+            max_live: config.revocation.max_live,
+            per_client_max_live: config.revocation.per_client_max_live,
+            per_client_per_second: config.revocation.per_client_rate,
+        },
+        config.tokens.leeway,
+        config.tokens.max_lifetime,
+    ));
+    Authority::new(Parts {
+        issuer: Issuer::new(config.server.issuer.clone(), config.tokens.max_lifetime),
+        keys,
+        clients,
+        hasher,
+        clock,
+        blocklist,
+        leeway: config.tokens.leeway,
+        verified_cache_capacity: VERIFIED_CACHE_CAPACITY,
+        max_staleness: config.store.max_staleness,
+        max_issue_staleness: config.store.max_issue_staleness,
+    })
+    .with_issue_limits(IssueLimits::new(
+        config.limits.issue_per_second,
+        config.limits.issue_burst,
+        &config.limits.issue_per_client,
+    ))
+    .with_issuance_audit(issuance_audit)
+}
+
+/// Background tasks by name, awaited at shutdown.
+type Tasks = Vec<(&'static str, JoinHandle<()>)>;
 
 /// The admin listener with its TLS acceptor and client verifier.
 type AdminTls = (TcpListener, tokio_rustls::TlsAcceptor, Arc<ClientVerifier>);
@@ -502,7 +523,7 @@ impl PreparedServer {
             failures: failures.clone(),
         };
         set_health(&health, ServingStatus::Serving).await;
-        let mut tasks: Vec<(&'static str, JoinHandle<()>)> = vec![
+        let mut tasks: Tasks = vec![
             (
                 "tls-accept",
                 tokio::spawn(tls::accept_loop(
@@ -526,36 +547,14 @@ impl PreparedServer {
         tasks.extend(self.spawn_state_tasks(&health, &stop));
 
         tracing::info!(issuer = %self.config.server.issuer, "serving");
-        let (routes, admin_service) = self.service_routes(admin_plane.is_some(), &stop)?;
-        let routes = routes.add_service(
-            health_service
-                .clone()
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        );
+        let health_service = health_service.max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let with_health =
+            |routes: tonic::service::Routes| routes.add_service(health_service.clone());
+        let (routes, admin_tasks) =
+            self.routes(admin_plane, with_health, &handshake_limits, &stop)?;
+        tasks.extend(admin_tasks);
         let server = &self.config.server;
         let connection_limits = connection_limits(server);
-        let routes = if let Some((listener, acceptor, verifier)) = admin_plane {
-            let admin_routes = tonic::service::Routes::new(
-                health_service
-                    .clone()
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            .add_service(admin_service);
-            tasks.extend(spawn_admin_plane(
-                AdminPlane {
-                    listener,
-                    acceptor,
-                    verifier,
-                    routes: admin_routes,
-                },
-                server,
-                handshake_limits.clone(),
-                stop.clone(),
-            ));
-            routes
-        } else {
-            routes.add_service(admin_service)
-        };
         let routes = layered(
             routes,
             transport::Admission::new(admission_limits(server)),
@@ -657,7 +656,7 @@ impl PreparedServer {
         &self,
         health: &tonic_health::server::HealthReporter,
         stop: &CancellationToken,
-    ) -> Vec<(&'static str, JoinHandle<()>)> {
+    ) -> Tasks {
         vec![
             (
                 "catch-up",
@@ -706,6 +705,36 @@ impl PreparedServer {
     /// The data plane's services (health is added by the caller) and the OAuth2 HTTP face on
     /// one router, and `AdminService` for whichever listener serves it; with
     /// `admin_on_its_listener`, the data plane refuses `AdminService` naming that listener.
+    /// The routes of the main listener (every service with health, and `AdminService` unless
+    /// the admin listener serves it); with an admin listener, its serving tasks.
+    fn routes(
+        &self,
+        admin_plane: Option<AdminTls>,
+        with_health: impl Fn(tonic::service::Routes) -> tonic::service::Routes,
+        handshake_limits: &tls::HandshakeLimits,
+        stop: &CancellationToken,
+    ) -> Result<(tonic::service::Routes, Tasks), ServeError> {
+        let (routes, admin_service) = self.service_routes(admin_plane.is_some(), stop)?;
+        let routes = with_health(routes);
+        let Some((listener, acceptor, verifier)) = admin_plane else {
+            return Ok((routes.add_service(admin_service), Vec::new()));
+        };
+        let admin_routes =
+            with_health(tonic::service::Routes::default()).add_service(admin_service);
+        let tasks = spawn_admin_plane(
+            AdminPlane {
+                listener,
+                acceptor,
+                verifier,
+                routes: admin_routes,
+            },
+            &self.config.server,
+            handshake_limits.clone(),
+            stop.clone(),
+        );
+        Ok((routes, tasks.into()))
+    }
+
     fn service_routes(
         &self,
         admin_on_its_listener: bool,
