@@ -15,6 +15,7 @@ use tokenmint_core::{
     clock::{Clock, unix_seconds, whole_secs},
     crypto::{self, CertificateThumbprint, SecretHasher},
     grant,
+    jose::JwsError,
     keys::KeyRing,
     limits::IssueLimits,
     revocation::{Blocklist, CapError, Change, Freshness, VerifiedCache},
@@ -54,11 +55,13 @@ impl Inactive {
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Inactive::Invalid(VerifyError::Malformed(_)) => "malformed",
-            Inactive::Invalid(VerifyError::WrongType) => "wrong_type",
-            Inactive::Invalid(VerifyError::UnknownKey) => "unknown_key",
-            Inactive::Invalid(VerifyError::AlgorithmMismatch) => "algorithm_mismatch",
-            Inactive::Invalid(VerifyError::BadSignature) => "bad_signature",
+            Inactive::Invalid(VerifyError::Jws(JwsError::Malformed(_))) => "malformed",
+            Inactive::Invalid(VerifyError::Jws(JwsError::WrongType)) => "wrong_type",
+            Inactive::Invalid(VerifyError::Jws(JwsError::UnknownKey)) => "unknown_key",
+            Inactive::Invalid(VerifyError::Jws(JwsError::AlgorithmMismatch)) => {
+                "algorithm_mismatch"
+            }
+            Inactive::Invalid(VerifyError::Jws(JwsError::BadSignature)) => "bad_signature",
             Inactive::Invalid(VerifyError::WrongIssuer) => "wrong_issuer",
             Inactive::Invalid(VerifyError::Expired) => "expired",
             Inactive::Invalid(VerifyError::NotYetValid) => "not_yet_valid",

@@ -324,21 +324,9 @@ impl Issuer {
 /// Why a token did not verify. Callers outside see only "inactive"; this is for logs and metrics.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
-    /// Not a well-formed JWS with the claims and types we issue.
-    #[error("malformed token: {0}")]
-    Malformed(String),
-    /// `typ` is not `at+jwt`.
-    #[error("the token's typ is not at+jwt")]
-    WrongType,
-    /// No `kid`, or a `kid` naming no published key.
-    #[error("the token names no published key")]
-    UnknownKey,
-    /// The header's `alg` differs from the algorithm stored with the key.
-    #[error("the token's alg differs from its key's algorithm")]
-    AlgorithmMismatch,
-    /// The signature does not verify.
-    #[error("bad signature")]
-    BadSignature,
+    /// The JWS itself: shape, `typ`, key, algorithm, signature.
+    #[error(transparent)]
+    Jws(#[from] JwsError),
     /// `iss` is not this issuer.
     #[error("wrong issuer")]
     WrongIssuer,
@@ -375,18 +363,6 @@ pub fn verify_signature(token: &str, keys: &KeySet, issuer: &str) -> Result<Veri
 
 /// The `typ` values an access token may carry (RFC 9068 §2.1), compared without case.
 const ACCESS_TOKEN_TYPES: &[&str] = &["at+jwt", "application/at+jwt"];
-
-impl From<JwsError> for VerifyError {
-    fn from(e: JwsError) -> Self {
-        match e {
-            JwsError::Malformed(m) => Self::Malformed(m),
-            JwsError::WrongType => Self::WrongType,
-            JwsError::UnknownKey => Self::UnknownKey,
-            JwsError::AlgorithmMismatch => Self::AlgorithmMismatch,
-            JwsError::BadSignature => Self::BadSignature,
-        }
-    }
-}
 
 /// `exp`, `nbf` and `iat` against `now` with `leeway`.
 pub fn check_times(
@@ -458,7 +434,7 @@ mod tests {
             assert!(verify_signature(&token, ring.key_set(), ISSUER).is_ok());
             assert_eq!(
                 verify_signature(&twin(&token), ring.key_set(), ISSUER),
-                Err(VerifyError::BadSignature)
+                Err(VerifyError::Jws(JwsError::BadSignature))
             );
         }
     }
