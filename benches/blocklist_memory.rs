@@ -35,7 +35,7 @@ fn main() {
         Duration::from_secs(30),
         Duration::from_secs(3600),
     );
-    let now = 1_800_000_000;
+    let now = tokenmint_core::clock::UnixTime::from_secs(1_800_000_000);
     let before = rss_kib();
     let start = Instant::now();
     for i in 0..n {
@@ -48,7 +48,7 @@ fn main() {
                 committed_at: now,
                 change: Change::TokenRevoked {
                     token_id,
-                    expires_at: now + 3000,
+                    expires_at: now + std::time::Duration::from_secs(3000),
                     client_id: Some(client.clone()),
                     revoked_by: client,
                 },

@@ -44,7 +44,7 @@ use tokenmint::{
 use tokenmint_core::{
     audit::{IssuanceAudit, IssuanceMode},
     client::{Client, ClientId, ClientRegistry, PeerCertificate, Permission, Verification},
-    clock::{Clock, SystemClock, unix_seconds},
+    clock::{Clock, SystemClock, UnixTime},
     crypto::{self, Algorithm, CertificateThumbprint, Kek, SecretHasher},
     identity::{CertificateIdentity, CertificateMatcher},
     keys::{KekRing, KeyRecord, KeyRing, KeyState},
@@ -63,8 +63,8 @@ const POOL: usize = 10_000;
 const BLOCKLIST_ENTRIES: u64 = 1_000_000;
 const LOOKUP_IDS: usize = 4_096;
 
-fn now() -> i64 {
-    unix_seconds(SystemClock.now())
+fn now() -> UnixTime {
+    SystemClock.unix_now()
 }
 
 /// A key ring whose current (signing) key uses `algorithm`.
@@ -86,7 +86,7 @@ fn claims() -> AccessTokenClaims {
         scope: Some("payments:read payments:write".into()),
         iat: now,
         nbf: now,
-        exp: now + 3600,
+        exp: now + Duration::from_secs(3600),
         jti: crypto::random_id().unwrap(),
         cnf: Confirmation {
             x5t_s256: CertificateThumbprint::of_der(&crypto::random_bytes::<600>().unwrap())
@@ -345,7 +345,7 @@ fn bench_blocklist(c: &mut Criterion) {
                 committed_at: now,
                 change: Change::TokenRevoked {
                     token_id,
-                    expires_at: now + 3000,
+                    expires_at: now + Duration::from_secs(3000),
                     client_id: Some(client.clone()),
                     revoked_by: client,
                 },

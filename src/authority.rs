@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokenmint_core::{
     audit::{IssuanceAudit, IssuanceMode},
     client::{AuthError, Authenticated, Client, ClientRegistry, PeerCertificate, Permission},
-    clock::{Clock, unix_seconds, whole_secs},
+    clock::{Clock, UnixTime},
     crypto::{self, CertificateThumbprint, SecretHasher},
     grant,
     jose::JwsError,
@@ -288,7 +288,7 @@ impl Authority {
     /// Every gate between an authenticated client and a new token, checked once, in order:
     /// disabled since the registry was loaded, the `issue` permission, this replica's
     /// staleness, a cut-off, the client's rate.
-    fn admit_issuance(&self, client: &Client, now: i64) -> Result<(), IssueError> {
+    fn admit_issuance(&self, client: &Client, now: UnixTime) -> Result<(), IssueError> {
         if self.blocklist.is_client_disabled(client.id.as_str()) {
             return Err(IssueError::Auth(AuthError::Disabled(client.id.to_string())));
         }
@@ -304,7 +304,7 @@ impl Authority {
         {
             return Err(IssueError::CutOff {
                 client_id: client.id.to_string(),
-                retry_after: Duration::from_secs((cutoff - now + 1).unsigned_abs()),
+                retry_after: cutoff.since(now) + Duration::from_secs(1),
             });
         }
         if let Err(retry_after) = self.issue_limits.check(&client.id) {
@@ -384,7 +384,7 @@ impl Authority {
 
     /// Whether `token` is active at `now`, whoever asks. The signature check is cached; the
     /// times, revocation, client status and key status are checked on every call.
-    fn check_active(&self, token: &str, now: i64) -> Result<AccessTokenClaims, Inactive> {
+    fn check_active(&self, token: &str, now: UnixTime) -> Result<AccessTokenClaims, Inactive> {
         let ring = self.key_ring();
         let hash = crypto::sha256(token.as_bytes());
         let verified = match self.verified.get(&hash) {
@@ -395,18 +395,9 @@ impl Authority {
                     ring.key_set(),
                     self.issuer.name(),
                 )?);
-                let leeway = whole_secs(self.leeway);
-                let ttl = verified
-                    .claims
-                    .exp
-                    .saturating_add(leeway)
-                    .saturating_sub(now);
-                if ttl > 0 {
-                    self.verified.insert(
-                        hash,
-                        verified.clone(),
-                        Duration::from_secs(ttl.unsigned_abs()),
-                    );
+                let ttl = verified.claims.exp.saturating_add(self.leeway).since(now);
+                if !ttl.is_zero() {
+                    self.verified.insert(hash, verified.clone(), ttl);
                 }
                 verified
             }
@@ -462,8 +453,7 @@ impl Authority {
             return Ok(None);
         }
         let now = self.now();
-        let leeway = whole_secs(self.leeway);
-        if claims.exp.saturating_add(leeway) <= now {
+        if claims.exp.saturating_add(self.leeway) <= now {
             return Ok(None);
         }
         self.blocklist.check_caps(caller.id.as_str(), is_admin)?;
@@ -508,10 +498,9 @@ impl Authority {
                 "client {client_id:?} is not registered"
             )));
         }
-        let leeway = whole_secs(self.leeway);
         Ok(Change::ClientCutoff {
             client_id: client_id.to_owned(),
-            issued_at_or_before: self.now().saturating_add(leeway),
+            issued_at_or_before: self.now().saturating_add(self.leeway),
         })
     }
 
@@ -579,8 +568,8 @@ impl Authority {
     }
 
     /// Reads the authority's clock (Unix seconds).
-    pub fn now(&self) -> i64 {
-        unix_seconds(self.clock.now())
+    pub fn now(&self) -> UnixTime {
+        self.clock.unix_now()
     }
 }
 

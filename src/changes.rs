@@ -11,6 +11,7 @@ use crate::authority::Authority;
 use tokenmint_core::{
     audit::AuditRecord,
     client::{Client, ClientRegistry},
+    clock::UnixTime,
     revocation::{Change, Event, Retention, RevokedToken, State},
     rotation::KeyTransition,
 };
@@ -207,7 +208,7 @@ impl ChangeLog {
                 // commit): how long it took to arrive. committed_at is in whole seconds.
                 if event.sequence > self.authority.blocklist().applied_through() {
                     metrics::histogram!("tokenmint_replication_lag_seconds")
-                        .record(now.saturating_sub(event.committed_at).max(0) as f64);
+                        .record(now.since(event.committed_at).as_secs_f64());
                 }
                 self.authority.blocklist().apply(&event, now);
                 keys_changed |= matches!(event.change, Change::KeyRevoked { .. });
@@ -242,9 +243,8 @@ impl ChangeLog {
 
     /// Removes stored audit events older than `retention`; returns how many.
     pub async fn purge_audit(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
-        let age = tokenmint_core::clock::whole_secs(retention);
         self.store
-            .purge_audit(self.authority.now().saturating_sub(age))
+            .purge_audit(self.authority.now().saturating_sub(retention))
             .await
     }
 
@@ -535,7 +535,7 @@ fn head_events(state: &State) -> Vec<Event> {
     );
     events.extend(state.revoked_keys.iter().map(|(key_id, sequence)| Event {
         sequence: *sequence,
-        committed_at: 0,
+        committed_at: UnixTime::EPOCH,
         change: Change::KeyRevoked {
             key_id: key_id.clone(),
         },
@@ -546,7 +546,7 @@ fn head_events(state: &State) -> Vec<Event> {
             .iter()
             .map(|(client_id, sequence)| Event {
                 sequence: *sequence,
-                committed_at: 0,
+                committed_at: UnixTime::EPOCH,
                 change: Change::ClientDisabled {
                     client_id: client_id.clone(),
                 },
@@ -554,7 +554,7 @@ fn head_events(state: &State) -> Vec<Event> {
     );
     events.extend(state.cutoffs.iter().map(|c| Event {
         sequence: c.sequence,
-        committed_at: 0,
+        committed_at: UnixTime::EPOCH,
         change: Change::ClientCutoff {
             client_id: c.client_id.clone(),
             issued_at_or_before: c.issued_at_or_before,

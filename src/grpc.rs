@@ -18,6 +18,7 @@ use crate::{
 use tokenmint_core::{
     audit::AuditRecord,
     client::{Client, ClientDraft, IdentityDraft, LifetimeDefaults, PeerCertificate, Permission},
+    clock::{UnixTime, whole_secs},
     introspection::ActiveToken,
     revocation::{Change, Event},
     token::{RequestedLifetime, TokenRequest},
@@ -390,14 +391,14 @@ fn watch_item_to_proto(item: WatchItem) -> RevocationEvent {
                     ..
                 } => E::TokenRevoked(TokenRevoked {
                     token_id,
-                    expires_at,
+                    expires_at: expires_at.as_secs(),
                 }),
                 Change::ClientCutoff {
                     client_id,
                     issued_at_or_before,
                 } => E::ClientCutoff(ClientCutoff {
                     client_id,
-                    issued_at_or_before,
+                    issued_at_or_before: issued_at_or_before.as_secs(),
                 }),
                 Change::ClientDisabled { client_id } => {
                     E::ClientDisabled(ClientDisabled { client_id })
@@ -621,9 +622,9 @@ fn introspection_response(t: ActiveToken) -> IntrospectTokenResponse {
         scopes: t.scopes,
         audiences: t.aud,
         issuer: t.iss,
-        expires_at: t.exp,
-        issued_at: t.iat,
-        not_before: t.nbf,
+        expires_at: t.exp.as_secs(),
+        issued_at: t.iat.as_secs(),
+        not_before: t.nbf.as_secs(),
         token_id: t.jti,
         certificate_thumbprint: t.cnf.x5t_s256,
     }
@@ -832,7 +833,7 @@ impl AdminService for AdminApi {
             actor: filter("actor", message.actor)?,
             action: filter("action", message.action)?,
             target: filter("target", message.target)?,
-            since: (message.since != 0).then_some(message.since),
+            since: (message.since != 0).then_some(UnixTime::from_secs(message.since)),
         };
         let mut events = self
             .store
@@ -850,7 +851,7 @@ impl AdminService for AdminApi {
                 .into_iter()
                 .map(|e| AuditEvent {
                     id: e.id,
-                    at: e.at,
+                    at: e.at.as_secs(),
                     actor: e.actor,
                     action: e.action,
                     target: e.target,
@@ -892,7 +893,7 @@ impl AdminService for AdminApi {
             Change::ClientCutoff {
                 issued_at_or_before,
                 ..
-            } => *issued_at_or_before,
+            } => issued_at_or_before.as_secs(),
             _ => 0,
         };
         let sequence = self.commit(change, &admin).await?;
@@ -948,14 +949,14 @@ impl AdminService for AdminApi {
                     key_id: k.kid.to_string(),
                     algorithm: k.algorithm.as_str().to_owned(),
                     state: k.state.as_str().to_owned(),
-                    created_at: k.created_at,
-                    activated_at: k.activated_at.unwrap_or(0),
-                    retired_at: k.retired_at.unwrap_or(0),
-                    revoked_at: k.revoked_at.unwrap_or(0),
+                    created_at: k.created_at.as_secs(),
+                    activated_at: k.activated_at.map_or(0, UnixTime::as_secs),
+                    retired_at: k.retired_at.map_or(0, UnixTime::as_secs),
+                    revoked_at: k.revoked_at.map_or(0, UnixTime::as_secs),
                 })
                 .collect(),
-            next_step_at: next_step_at.unwrap_or(0).max(0),
-            current_key_age_seconds: age.unwrap_or(0),
+            next_step_at: next_step_at.map_or(0, UnixTime::as_secs).max(0),
+            current_key_age_seconds: age.map_or(0, whole_secs),
         }))
     }
 
@@ -1034,9 +1035,9 @@ impl AdminService for AdminApi {
                 .into_iter()
                 .map(|t| RevokedToken {
                     token_id: t.token_id,
-                    expires_at: t.expires_at,
+                    expires_at: t.expires_at.as_secs(),
                     client_id: t.client_id.unwrap_or_default(),
-                    revoked_at: t.revoked_at,
+                    revoked_at: t.revoked_at.as_secs(),
                     sequence: t.sequence,
                 })
                 .collect(),
@@ -1046,7 +1047,7 @@ impl AdminService for AdminApi {
                     .into_iter()
                     .map(|c| ClientCutoff {
                         client_id: c.client_id,
-                        issued_at_or_before: c.issued_at_or_before,
+                        issued_at_or_before: c.issued_at_or_before.as_secs(),
                         sequence: c.sequence,
                     })
                     .collect()

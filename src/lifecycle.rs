@@ -10,7 +10,7 @@ use tokio::sync::{Mutex, watch};
 use crate::changes::ChangeLog;
 use tokenmint_core::{
     audit::SYSTEM_ACTOR,
-    clock::{Clock, unix_seconds},
+    clock::{Clock, UnixTime},
     keys::{KekRing, KeyError, KeyId, KeyRecord, KeyRing, KeyState},
     revocation::Event,
     rotation::{self, Policy, RevokeKeyError, RotateError, Step},
@@ -103,8 +103,8 @@ impl Rotator {
         }
     }
 
-    fn now(&self) -> i64 {
-        unix_seconds(self.clock.now())
+    fn now(&self) -> UnixTime {
+        self.clock.unix_now()
     }
 
     /// Every stored key.
@@ -151,11 +151,11 @@ impl Rotator {
             let Some(step) = rotation::due_step_at(&keys, &self.policy, now, &long_enough) else {
                 // Nothing is due: the keys just read also give the schedule gauges.
                 if let Some(age) = rotation::current_key_age(&keys, now) {
-                    metrics::gauge!("tokenmint_signing_key_age_seconds").set(age as f64);
+                    metrics::gauge!("tokenmint_signing_key_age_seconds").set(age.as_secs_f64());
                 }
                 if let Some(at) = rotation::next_step_at(&keys, &self.policy) {
                     metrics::gauge!("tokenmint_key_next_step_seconds")
-                        .set(at.saturating_sub(now).max(0) as f64);
+                        .set(at.since(now).as_secs_f64());
                 }
                 break;
             };
@@ -251,9 +251,8 @@ impl Rotator {
         Ok(KeyRing::try_build(&keys, &self.keks)?)
     }
 
-    /// When the next scheduled step is due and how old the current key is (Unix seconds,
-    /// seconds), for metrics.
-    pub async fn schedule(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+    /// When the next scheduled step is due and how old the current key is, for metrics.
+    pub async fn schedule(&self) -> Result<(Option<UnixTime>, Option<Duration>), StoreError> {
         let keys = self.store.keys().await?;
         Ok((
             rotation::next_step_at(&keys, &self.policy),

@@ -30,7 +30,7 @@ use tokenmint::{
 };
 use tokenmint_core::{
     client::LifetimeDefaults,
-    clock::{Clock as _, SystemClock, unix_seconds},
+    clock::{Clock as _, SystemClock, UnixTime},
     crypto,
     introspection::{ActiveToken, Introspection},
     token::Confirmation,
@@ -641,9 +641,9 @@ async fn token_command(command: TokenCommand) -> Result<()> {
                     scopes: r.scopes,
                     aud: r.audiences,
                     iss: r.issuer,
-                    exp: r.expires_at,
-                    iat: r.issued_at,
-                    nbf: r.not_before,
+                    exp: UnixTime::from_secs(r.expires_at),
+                    iat: UnixTime::from_secs(r.issued_at),
+                    nbf: UnixTime::from_secs(r.not_before),
                     jti: r.token_id,
                     cnf: Confirmation {
                         x5t_s256: r.certificate_thumbprint,
@@ -810,8 +810,7 @@ async fn kek_command(command: KekCommand) -> Result<()> {
             let config = load_config(&config)?;
             let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
             let store = server::open_store(&config).await?;
-            let done =
-                server::rotate_kek(store.as_ref(), &keks, unix_seconds(SystemClock.now())).await?;
+            let done = server::rotate_kek(store.as_ref(), &keks, SystemClock.unix_now()).await?;
             println!(
                 "re-sealed {} signing keys{} under KEK {}; older KEKs can now be removed from the configuration",
                 done.keys,
@@ -953,7 +952,7 @@ async fn client_add(args: ClientAddArgs) -> Result<()> {
     };
     let by = Registrar {
         actor: tokenmint_core::audit::OPERATOR_ACTOR,
-        now: unix_seconds(SystemClock.now()),
+        now: SystemClock.unix_now(),
         offline: true,
     };
     let (client, secret) = registration::register(store.as_ref(), client, hasher.as_ref(), by)

@@ -5,6 +5,7 @@
 use tokenmint_core::{
     audit::AuditRecord,
     client::Client,
+    clock::UnixTime,
     crypto::{self, SecretHasher},
 };
 use tokenmint_store::{Store, StoreError};
@@ -16,7 +17,7 @@ pub struct Registrar<'a> {
     /// The acting client id, or the operator.
     pub actor: &'a str,
     /// Seconds since the epoch.
-    pub now: i64,
+    pub now: UnixTime,
     /// Written straight to the store by the CLI, not through a running server.
     pub offline: bool,
 }

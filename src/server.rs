@@ -28,7 +28,7 @@ use crate::{
 use tokenmint_core::{
     audit::{AuditRecord, CONFIG_ACTOR, IssuanceAudit, IssuanceMode, OPERATOR_ACTOR},
     client::{Client, ClientRegistry},
-    clock::{Clock, unix_seconds},
+    clock::{Clock, UnixTime},
     crypto::{self, Algorithm, Kek, SecretHasher},
     keys::{KekRing, KeyError, KeyRecord, KeyRing, KeyState},
     limits::{IssueLimits, MAX_MESSAGE_BYTES},
@@ -167,7 +167,7 @@ pub struct Resealed {
 pub async fn rotate_kek(
     store: &dyn Store,
     keks: &KekRing,
-    now: i64,
+    now: UnixTime,
 ) -> Result<Resealed, ServeError> {
     let newest = keks.newest();
     let keys = store.keys().await?;
@@ -227,7 +227,7 @@ pub async fn load_key_ring(
     store: &dyn Store,
     keks: &KekRing,
     algorithm: Algorithm,
-    now: i64,
+    now: UnixTime,
 ) -> Result<KeyRing, ServeError> {
     let mut records = store.keys().await?;
     if records.is_empty() {
@@ -256,7 +256,7 @@ pub async fn sync_clients(
     store: &dyn Store,
     config: &Config,
     overwrite: bool,
-    now: i64,
+    now: UnixTime,
 ) -> Result<(), ServeError> {
     let (mut inserted, mut kept, mut overwritten) = (0usize, 0usize, 0usize);
     for client in &config.clients {
@@ -345,7 +345,7 @@ pub async fn prepare_with_store(
     options: Options,
     store: Arc<dyn Store>,
 ) -> Result<PreparedServer, ServeError> {
-    let now = unix_seconds(options.clock.now());
+    let now = options.clock.unix_now();
     let ring = load_key_ring(store.as_ref(), &options.keks, config.keys.algorithm, now).await?;
     let hasher = load_pepper(store.as_ref(), &options.keks).await?;
     let clock = options.clock.clone();

@@ -294,8 +294,12 @@ enum OutOfValidity {
     NotYetValid(x509_parser::time::ASN1Time),
 }
 
-/// Whether `der` is within its validity period at `now` (Unix seconds).
-fn validity_at(der: &CertificateDer<'_>, now: i64) -> Result<(), OutOfValidity> {
+/// Whether `der` is within its validity period at `now`.
+fn validity_at(
+    der: &CertificateDer<'_>,
+    now: tokenmint_core::clock::UnixTime,
+) -> Result<(), OutOfValidity> {
+    let now = now.as_secs();
     let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| OutOfValidity::Unparsable(e.to_string()))?;
     let validity = parsed.validity();
@@ -312,7 +316,9 @@ fn validity_at(der: &CertificateDer<'_>, now: i64) -> Result<(), OutOfValidity> 
 /// check's other rules are for certificates a CA vouches for).
 fn check_leaf_validity(leaf: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
     use rustls::CertificateError;
-    let now = tokenmint_core::clock::whole_secs(std::time::Duration::from_secs(now.as_secs()));
+    let now = tokenmint_core::clock::UnixTime::from_secs(
+        i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+    );
     validity_at(leaf, now).map_err(|problem| {
         rustls::Error::InvalidCertificate(match problem {
             OutOfValidity::Unparsable(_) => CertificateError::BadEncoding,
@@ -429,7 +435,8 @@ fn check_validity(path: &Path, leaf: &CertificateDer<'_>) -> Result<(), TlsError
         path: path.display().to_string(),
         reason,
     };
-    let now = x509_parser::time::ASN1Time::now().timestamp();
+    let now =
+        tokenmint_core::clock::UnixTime::from_secs(x509_parser::time::ASN1Time::now().timestamp());
     validity_at(leaf, now).map_err(|problem| {
         pem_error(match problem {
             OutOfValidity::Unparsable(e) => format!("the first certificate cannot be parsed: {e}"),

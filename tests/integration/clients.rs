@@ -68,7 +68,11 @@ async fn a_client_added_to_the_store_is_served_without_a_restart() {
         .await
         .unwrap();
     store
-        .insert_client(&client, 0, &test_audit())
+        .insert_client(
+            &client,
+            tokenmint_core::clock::UnixTime::EPOCH,
+            &test_audit(),
+        )
         .await
         .unwrap();
 

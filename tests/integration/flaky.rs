@@ -13,6 +13,7 @@ use tokenmint::{grpc::proto::IssueTokenRequest, pki::Issued};
 use tokenmint_core::{
     audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
+    clock::UnixTime,
     crypto::Sealed,
     keys::KeyRecord,
     revocation::{Change, Event, RevokedToken, State},
@@ -102,7 +103,7 @@ impl Store for FlakyStore {
     async fn insert_client(
         &self,
         client: &Client,
-        now: i64,
+        now: UnixTime,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         self.inner.insert_client(client, now, audit).await
@@ -111,9 +112,9 @@ impl Store for FlakyStore {
     async fn commit_change(
         &self,
         change: &Change,
-        now: i64,
-        state_until: i64,
-        log_until: i64,
+        now: UnixTime,
+        state_until: UnixTime,
+        log_until: UnixTime,
         audit: &AuditRecord,
     ) -> Result<Committed, StoreError> {
         self.wait_while_held().await;
@@ -132,11 +133,11 @@ impl Store for FlakyStore {
         self.inner.changes_after(after, limit).await
     }
 
-    async fn revocation_state(&self, now: i64) -> Result<State, StoreError> {
+    async fn revocation_state(&self, now: UnixTime) -> Result<State, StoreError> {
         self.inner.revocation_state(now).await
     }
 
-    async fn revocation_head(&self, now: i64) -> Result<State, StoreError> {
+    async fn revocation_head(&self, now: UnixTime) -> Result<State, StoreError> {
         self.inner.revocation_head(now).await
     }
 
@@ -144,7 +145,7 @@ impl Store for FlakyStore {
         &self,
         after: u64,
         through: u64,
-        now: i64,
+        now: UnixTime,
         limit: u32,
     ) -> Result<Vec<RevokedToken>, StoreError> {
         self.inner
@@ -152,14 +153,14 @@ impl Store for FlakyStore {
             .await
     }
 
-    async fn purge(&self, now: i64) -> Result<u64, StoreError> {
+    async fn purge(&self, now: UnixTime) -> Result<u64, StoreError> {
         self.inner.purge(now).await
     }
 
     async fn apply_key_transition(
         &self,
         t: &tokenmint_core::rotation::KeyTransition,
-        log_until: i64,
+        log_until: UnixTime,
         audit: &AuditRecord,
     ) -> Result<Option<Event>, StoreError> {
         if self.fail_commits.load(Ordering::SeqCst) {
@@ -173,7 +174,7 @@ impl Store for FlakyStore {
         keys: &[(tokenmint_core::keys::KeyId, Sealed)],
         pepper: Option<&Sealed>,
         audit: &AuditRecord,
-        now: i64,
+        now: UnixTime,
     ) -> Result<(), StoreError> {
         self.inner.reseal(keys, pepper, audit, now).await
     }
@@ -181,7 +182,7 @@ impl Store for FlakyStore {
     async fn update_client_policy(
         &self,
         client: &Client,
-        now: i64,
+        now: UnixTime,
         audit: &AuditRecord,
     ) -> Result<ClientFlags, StoreError> {
         wait_while(&self.hold_client_writes, &self.client_writes_waiting).await;
@@ -192,7 +193,7 @@ impl Store for FlakyStore {
         &self,
         client: &Client,
         overwrite: bool,
-        now: i64,
+        now: UnixTime,
         audit: &AuditRecord,
     ) -> Result<ClientSync, StoreError> {
         wait_while(&self.hold_client_writes, &self.client_writes_waiting).await;
@@ -205,7 +206,7 @@ impl Store for FlakyStore {
         self.inner.audit_events(query).await
     }
 
-    async fn purge_audit(&self, before: i64) -> Result<u64, StoreError> {
+    async fn purge_audit(&self, before: UnixTime) -> Result<u64, StoreError> {
         self.inner.purge_audit(before).await
     }
 }

@@ -291,7 +291,11 @@ async fn register_with_secret(setup: &Setup, id: &str) -> String {
     .unwrap();
     client.secret_hash = Some(hasher.hash(&secret));
     store
-        .insert_client(&client, 0, &test_audit())
+        .insert_client(
+            &client,
+            tokenmint_core::clock::UnixTime::EPOCH,
+            &test_audit(),
+        )
         .await
         .unwrap();
     secret.to_string()

@@ -362,7 +362,11 @@ async fn a_client_with_a_secret_needs_the_right_one() {
     .unwrap();
     client.secret_hash = Some(hasher.hash(&secret));
     store
-        .insert_client(&client, 0, &test_audit())
+        .insert_client(
+            &client,
+            tokenmint_core::clock::UnixTime::EPOCH,
+            &test_audit(),
+        )
         .await
         .unwrap();
     drop(store);

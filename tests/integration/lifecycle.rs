@@ -822,7 +822,11 @@ async fn register_secretive(setup: &Setup) -> String {
     .unwrap();
     client.secret_hash = Some(hasher.hash(&secret));
     store
-        .insert_client(&client, 0, &test_audit())
+        .insert_client(
+            &client,
+            tokenmint_core::clock::UnixTime::EPOCH,
+            &test_audit(),
+        )
         .await
         .unwrap();
     secret.to_string()
@@ -867,9 +871,13 @@ async fn kek_rotation_lets_the_old_kek_go() {
     let keks = tokenmint::server::load_keks(&[&new_path, &old_path], None).unwrap();
     assert_eq!(keks.newest().id(), new_kek.id());
     let store = tokenmint::server::open_store(&config).await.unwrap();
-    let done = tokenmint::server::rotate_kek(store.as_ref(), &keks, 0)
-        .await
-        .unwrap();
+    let done = tokenmint::server::rotate_kek(
+        store.as_ref(),
+        &keks,
+        tokenmint_core::clock::UnixTime::EPOCH,
+    )
+    .await
+    .unwrap();
     assert_eq!(done.keys, 2);
     assert!(done.pepper);
     drop(store);
@@ -1163,9 +1171,13 @@ async fn a_replica_that_cannot_load_the_stored_keys_is_not_ready_and_says_what_w
     let store = tokenmint::server::open_store(&setup.config())
         .await
         .unwrap();
-    tokenmint::server::rotate_kek(store.as_ref(), &keks, 0)
-        .await
-        .unwrap();
+    tokenmint::server::rotate_kek(
+        store.as_ref(),
+        &keks,
+        tokenmint_core::clock::UnixTime::EPOCH,
+    )
+    .await
+    .unwrap();
     drop(store);
 
     // A key step: saved in the store, and the answer says so.
@@ -1257,7 +1269,7 @@ async fn kek_rotation_in_the_safe_order_keeps_a_running_server_ready() {
     // 2. kek rotate while it serves: it stays ready and keeps issuing.
     let config = setup.config();
     let keks = tokenmint::server::load_keks(&config.keys.kek_files, None).unwrap();
-    tokenmint::server::rotate_kek(&stored, &keks, 0)
+    tokenmint::server::rotate_kek(&stored, &keks, tokenmint_core::clock::UnixTime::EPOCH)
         .await
         .unwrap();
     for key in stored.keys().await.unwrap() {

@@ -210,7 +210,7 @@ async fn a_key_created_before_the_cut_over_accepts_both_forms() {
     server.stop().await;
 }
 
-fn now_seconds() -> i64 {
+fn now_seconds() -> tokenmint_core::clock::UnixTime {
     use tokenmint_core::clock::Clock as _;
-    tokenmint_core::clock::unix_seconds(tokenmint_core::clock::SystemClock.now())
+    tokenmint_core::clock::SystemClock.unix_now()
 }

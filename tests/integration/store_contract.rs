@@ -20,6 +20,7 @@ use tempfile::TempDir;
 use crate::support::test_audit;
 use tokenmint_core::{
     client::{Client, ClientId, Permission},
+    clock::UnixTime,
     crypto::{self, Algorithm, Kek, Sealed},
     identity::CertificateMatcher,
     keys::{KekRing, KeyId, KeyRecord, KeyState},
@@ -34,7 +35,12 @@ use tokenmint_store::{
 /// The environment variable naming a PostgreSQL server the tests may create databases on.
 const POSTGRES_URL_VAR: &str = "TOKENMINT_TEST_POSTGRES_URL";
 /// A fixed "now" (Unix seconds).
-const T0: i64 = 1_700_000_000;
+const T0: UnixTime = UnixTime::from_secs(1_700_000_000);
+
+/// `n` seconds, for arithmetic on test times.
+fn secs(n: i64) -> Duration {
+    Duration::from_secs(n.unsigned_abs())
+}
 const PEPPER_AAD: &[u8] = b"tokenmint/client-secret-pepper/v1";
 
 // ---------------------------------------------------------------------------------------------
@@ -237,7 +243,7 @@ fn policy(algorithm: Algorithm) -> Policy {
     }
 }
 
-fn key(algorithm: Algorithm, state: KeyState, kek: &Kek, at: i64) -> KeyRecord {
+fn key(algorithm: Algorithm, state: KeyState, kek: &Kek, at: UnixTime) -> KeyRecord {
     KeyRecord::generate(algorithm, state, kek, at).unwrap()
 }
 
@@ -303,13 +309,13 @@ fn dn(value: &str) -> CertificateMatcher {
 fn revoke_token(token_id: &str, client_id: Option<&str>, revoked_by: &str) -> Change {
     Change::TokenRevoked {
         token_id: token_id.into(),
-        expires_at: T0 + 300,
+        expires_at: T0 + secs(300),
         client_id: client_id.map(Into::into),
         revoked_by: revoked_by.into(),
     }
 }
 
-fn cutoff(client_id: &str, issued_at_or_before: i64) -> Change {
+fn cutoff(client_id: &str, issued_at_or_before: UnixTime) -> Change {
     Change::ClientCutoff {
         client_id: client_id.into(),
         issued_at_or_before,
@@ -321,12 +327,18 @@ fn cutoff(client_id: &str, issued_at_or_before: i64) -> Change {
 async fn commit(
     store: &dyn Store,
     change: &Change,
-    now: i64,
+    now: UnixTime,
     state_for: i64,
     log_for: i64,
 ) -> Event {
     match store
-        .commit_change(change, now, now + state_for, now + log_for, &test_audit())
+        .commit_change(
+            change,
+            now,
+            now + secs(state_for),
+            now + secs(log_for),
+            &test_audit(),
+        )
         .await
     {
         Ok(Committed::Event(event)) => {
@@ -419,18 +431,18 @@ async fn contract_initial_keys_are_created_once_and_round_trip(backend: &Backend
     let store = backend.open().await;
     let kek = Kek::generate().unwrap();
     // Every field set, both key shapes, every state.
-    let mut retired = key(Algorithm::Es256, KeyState::Retired, &kek, T0 - 7200);
-    retired.activated_at = Some(T0 - 7000);
-    retired.retired_at = Some(T0 - 10);
+    let mut retired = key(Algorithm::Es256, KeyState::Retired, &kek, T0 - secs(7200));
+    retired.activated_at = Some(T0 - secs(7000));
+    retired.retired_at = Some(T0 - secs(10));
     // Created before the low-S cut-over (the others, generated now, are after it).
     retired.low_s_only = false;
-    let mut revoked = key(Algorithm::EdDsa, KeyState::Revoked, &kek, T0 - 5000);
-    revoked.activated_at = Some(T0 - 4000);
-    revoked.retired_at = Some(T0 - 3000);
-    revoked.revoked_at = Some(T0 - 1);
+    let mut revoked = key(Algorithm::EdDsa, KeyState::Revoked, &kek, T0 - secs(5000));
+    revoked.activated_at = Some(T0 - secs(4000));
+    revoked.retired_at = Some(T0 - secs(3000));
+    revoked.revoked_at = Some(T0 - secs(1));
     let initial = vec![
         key(Algorithm::Es256, KeyState::Current, &kek, T0),
-        key(Algorithm::EdDsa, KeyState::Next, &kek, T0 + 1),
+        key(Algorithm::EdDsa, KeyState::Next, &kek, T0 + secs(1)),
         retired,
         revoked,
     ];
@@ -439,8 +451,8 @@ async fn contract_initial_keys_are_created_once_and_round_trip(backend: &Backend
 
     // A second call, here or on another replica, stores nothing.
     let other = vec![
-        key(Algorithm::Es256, KeyState::Current, &kek, T0 + 5),
-        key(Algorithm::Es256, KeyState::Next, &kek, T0 + 5),
+        key(Algorithm::Es256, KeyState::Current, &kek, T0 + secs(5)),
+        key(Algorithm::Es256, KeyState::Next, &kek, T0 + secs(5)),
     ];
     assert!(!store.create_initial_keys(&other).await.unwrap());
     let replica = backend.open().await;
@@ -500,8 +512,8 @@ async fn contract_keys_stored_before_the_low_s_migration_accept_both_forms(backe
             .bind(&old.sealed.kek_id)
             .bind(&old.sealed.nonce)
             .bind(&old.sealed.ciphertext)
-            .bind(old.created_at)
-            .bind(old.activated_at)
+            .bind(old.created_at.as_secs())
+            .bind(old.activated_at.map(UnixTime::as_secs))
             .execute(&mut conn)
             .await
             .unwrap();
@@ -525,8 +537,8 @@ async fn contract_keys_stored_before_the_low_s_migration_accept_both_forms(backe
             .bind(&old.sealed.kek_id)
             .bind(&old.sealed.nonce)
             .bind(&old.sealed.ciphertext)
-            .bind(old.created_at)
-            .bind(old.activated_at)
+            .bind(old.created_at.as_secs())
+            .bind(old.activated_at.map(UnixTime::as_secs))
             .execute(&mut conn)
             .await
             .unwrap();
@@ -538,7 +550,7 @@ async fn contract_keys_stored_before_the_low_s_migration_accept_both_forms(backe
     old.low_s_only = false;
     assert_eq!(stored_keys(&*store).await, vec![old.clone()]);
     // A key stored from now on keeps its flag.
-    let new = key(Algorithm::Es256, KeyState::Next, &kek, T0 + 1);
+    let new = key(Algorithm::Es256, KeyState::Next, &kek, T0 + secs(1));
     assert!(new.low_s_only);
     let step = KeyTransition {
         expect_current: Some(old.kid.clone()),
@@ -546,10 +558,10 @@ async fn contract_keys_stored_before_the_low_s_migration_accept_both_forms(backe
         insert: vec![new.clone()],
         delete: vec![],
         event: None,
-        at: T0 + 1,
+        at: T0 + secs(1),
     };
     store
-        .apply_key_transition(&step, T0 + 1, &test_audit())
+        .apply_key_transition(&step, T0 + secs(1), &test_audit())
         .await
         .unwrap();
     assert_eq!(stored_keys(&*store).await, sorted(vec![old, new]));
@@ -568,7 +580,7 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
         store: &dyn Store,
         model: &mut Vec<KeyRecord>,
         t: &KeyTransition,
-        log_until: i64,
+        log_until: UnixTime,
     ) -> Option<Event> {
         let event = store
             .apply_key_transition(t, log_until, &test_audit())
@@ -598,7 +610,7 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
     };
 
     // Promote: current → retired, next → current, a new next.
-    let t1 = T0 + 100;
+    let t1 = T0 + secs(100);
     let (a, b) = (
         find(&model, KeyState::Current),
         find(&model, KeyState::Next),
@@ -619,12 +631,14 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
     assert!(step(&*store, &mut model, &t, t1).await.is_none());
 
     // Revoke the retired key: logged and numbered.
-    let t2 = T0 + 200;
+    let t2 = T0 + secs(200);
     let keys = store.keys().await.unwrap();
     let t = rotation::revocation(&keys, a.as_str(), &es256, &kek, t2)
         .unwrap()
         .unwrap();
-    let event = step(&*store, &mut model, &t, t2 + 1000).await.unwrap();
+    let event = step(&*store, &mut model, &t, t2 + secs(1000))
+        .await
+        .unwrap();
     assert_eq!(
         event.change,
         Change::KeyRevoked {
@@ -634,7 +648,7 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
     events.push(event);
 
     // Replace next with a key of another algorithm.
-    let t3 = T0 + 300;
+    let t3 = T0 + secs(300);
     let c = find(&model, KeyState::Next);
     let keys = store.keys().await.unwrap();
     let t = rotation::transition_for(
@@ -654,24 +668,32 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
     );
 
     // Revoke next: a new next.
-    let t4 = T0 + 400;
+    let t4 = T0 + secs(400);
     let keys = store.keys().await.unwrap();
     let t = rotation::revocation(&keys, d.as_str(), &eddsa, &kek, t4)
         .unwrap()
         .unwrap();
-    events.push(step(&*store, &mut model, &t, t4 + 1000).await.unwrap());
+    events.push(
+        step(&*store, &mut model, &t, t4 + secs(1000))
+            .await
+            .unwrap(),
+    );
 
     // Revoke current: next is promoted at once, a new next.
-    let t5 = T0 + 500;
+    let t5 = T0 + secs(500);
     let keys = store.keys().await.unwrap();
     let t = rotation::revocation(&keys, b.as_str(), &eddsa, &kek, t5)
         .unwrap()
         .unwrap();
     assert_eq!(t.expect_current, Some(b.clone()));
-    events.push(step(&*store, &mut model, &t, t5 + 1000).await.unwrap());
+    events.push(
+        step(&*store, &mut model, &t, t5 + secs(1000))
+            .await
+            .unwrap(),
+    );
 
     // Promote again, then remove the retired key.
-    let t6 = T0 + 600;
+    let t6 = T0 + secs(600);
     let keys = store.keys().await.unwrap();
     let (e, f) = (
         find(&model, KeyState::Current),
@@ -689,7 +711,7 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
     )
     .unwrap();
     assert!(step(&*store, &mut model, &t, t6).await.is_none());
-    let t7 = T0 + 700;
+    let t7 = T0 + secs(700);
     let keys = store.keys().await.unwrap();
     let t = rotation::transition_for(&Step::Remove { kid: e.clone() }, &keys, &eddsa, &kek, t7)
         .unwrap();
@@ -716,10 +738,12 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
     assert!(client_event.sequence > events.last().unwrap().sequence);
     let keys = store.keys().await.unwrap();
     let g = find(&model, KeyState::Next);
-    let t = rotation::revocation(&keys, g.as_str(), &eddsa, &kek, t7 + 1)
+    let t = rotation::revocation(&keys, g.as_str(), &eddsa, &kek, t7 + secs(1))
         .unwrap()
         .unwrap();
-    let last = step(&*store, &mut model, &t, t7 + 1000).await.unwrap();
+    let last = step(&*store, &mut model, &t, t7 + secs(1000))
+        .await
+        .unwrap();
     assert!(last.sequence > client_event.sequence);
 }
 
@@ -768,7 +792,7 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
 
     // Two transitions computed against the same keys: a scheduled promotion and a revocation
     // of the current key. The revocation goes first; the promotion must then conflict.
-    let now = T0 + 24 * 3600;
+    let now = T0 + secs(24) * 3600;
     let promotion = rotation::transition_for(
         &Step::Promote {
             next: first_next.clone(),
@@ -787,7 +811,7 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
         .unwrap()
         .unwrap();
     let event = store
-        .apply_key_transition(&revoke_current, now + 1000, &test_audit())
+        .apply_key_transition(&revoke_current, now + secs(1000), &test_audit())
         .await
         .unwrap()
         .unwrap();
@@ -804,13 +828,13 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
     );
     assert_conflict(
         store
-            .apply_key_transition(&revoke_next, now + 1000, &test_audit())
+            .apply_key_transition(&revoke_next, now + secs(1000), &test_audit())
             .await,
         "a key revocation computed against the old current key",
     );
     assert_conflict(
         store
-            .apply_key_transition(&revoke_current, now + 1000, &test_audit())
+            .apply_key_transition(&revoke_current, now + secs(1000), &test_audit())
             .await,
         "the same revocation twice",
     );
@@ -840,8 +864,8 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
 async fn contract_reseal_replaces_sealed_forms(backend: &Backend) {
     let store = backend.open().await;
     let old = Kek::generate().unwrap();
-    let mut retired = key(Algorithm::EdDsa, KeyState::Retired, &old, T0 - 100);
-    retired.retired_at = Some(T0 - 50);
+    let mut retired = key(Algorithm::EdDsa, KeyState::Retired, &old, T0 - secs(100));
+    retired.retired_at = Some(T0 - secs(50));
     let initial = vec![
         key(Algorithm::Es256, KeyState::Current, &old, T0),
         key(Algorithm::EdDsa, KeyState::Next, &old, T0),
@@ -861,7 +885,7 @@ async fn contract_reseal_replaces_sealed_forms(backend: &Backend) {
         .collect();
     let new_pepper = new.seal(&pepper_plain, PEPPER_AAD).unwrap();
     store
-        .reseal(&resealed, Some(&new_pepper), &test_audit(), 0)
+        .reseal(&resealed, Some(&new_pepper), &test_audit(), UnixTime::EPOCH)
         .await
         .unwrap();
 
@@ -890,7 +914,10 @@ async fn contract_reseal_replaces_sealed_forms(backend: &Backend) {
     );
 
     // Nothing listed: nothing changes (no pepper means the pepper is left alone).
-    store.reseal(&[], None, &test_audit(), 0).await.unwrap();
+    store
+        .reseal(&[], None, &test_audit(), UnixTime::EPOCH)
+        .await
+        .unwrap();
     assert_eq!(stored_keys(&*store).await, sorted(expected));
     assert_eq!(store.pepper().await.unwrap(), Some(new_pepper));
 }
@@ -1008,7 +1035,7 @@ async fn contract_sync_config_client(backend: &Backend) {
     changed.matcher = uri("spiffe://tokenmint.test/billing-v2");
     assert_eq!(
         store
-            .sync_config_client(&changed, false, T0 + 1, &test_audit())
+            .sync_config_client(&changed, false, T0 + secs(1), &test_audit())
             .await
             .unwrap(),
         ClientSync::Kept
@@ -1032,7 +1059,7 @@ async fn contract_sync_config_client(backend: &Backend) {
     from_config.enabled = false;
     assert_eq!(
         store
-            .sync_config_client(&from_config, true, T0 + 2, &test_audit())
+            .sync_config_client(&from_config, true, T0 + secs(2), &test_audit())
             .await
             .unwrap(),
         ClientSync::Overwritten
@@ -1044,7 +1071,7 @@ async fn contract_sync_config_client(backend: &Backend) {
         vec![configured.clone(), expected_payments.clone()]
     );
     // A client overwritten as disabled is disabled in the revocation state too.
-    let state = store.revocation_state(T0 + 2).await.unwrap();
+    let state = store.revocation_state(T0 + secs(2)).await.unwrap();
     assert_eq!(
         state
             .disabled_clients
@@ -1058,7 +1085,7 @@ async fn contract_sync_config_client(backend: &Backend) {
     let third = client("third", dn("CN=third"));
     assert_eq!(
         store
-            .sync_config_client(&third, true, T0 + 3, &test_audit())
+            .sync_config_client(&third, true, T0 + secs(3), &test_audit())
             .await
             .unwrap(),
         ClientSync::Inserted
@@ -1070,14 +1097,14 @@ async fn contract_sync_config_client(backend: &Backend) {
     clash.matcher = dns("PAYMENTS-v2.internal");
     assert_conflict(
         store
-            .sync_config_client(&clash, true, T0 + 4, &test_audit())
+            .sync_config_client(&clash, true, T0 + secs(4), &test_audit())
             .await,
         "overwriting onto a taken matcher",
     );
     let stealer = client("stealer", dn("cn=THIRD"));
     assert_conflict(
         store
-            .sync_config_client(&stealer, false, T0 + 4, &test_audit())
+            .sync_config_client(&stealer, false, T0 + secs(4), &test_audit())
             .await,
         "inserting with a taken matcher",
     );
@@ -1094,7 +1121,7 @@ async fn contract_commit_change_each_kind(backend: &Backend) {
     let changes = [
         revoke_token("jti-1", Some("c1"), "c1"),
         revoke_token("jti-2", None, "admin"),
-        cutoff("c1", T0 - 5),
+        cutoff("c1", T0 - secs(5)),
         Change::ClientDisabled {
             client_id: "c1".into(),
         },
@@ -1107,7 +1134,7 @@ async fn contract_commit_change_each_kind(backend: &Backend) {
     ];
     let mut events = Vec::new();
     for (i, change) in changes.iter().enumerate() {
-        let now = T0 + i64::try_from(i).unwrap();
+        let now = T0 + secs(i64::try_from(i).unwrap());
         events.push(commit(&*store, change, now, 1000, 2000).await);
     }
     assert!(strictly_increasing(&events), "{events:?}");
@@ -1140,20 +1167,26 @@ async fn contract_token_revoked_twice_is_already_in_force(backend: &Backend) {
         };
         assert_eq!(
             target
-                .commit_change(&again, T0 + 10, T0 + 900, T0 + 1800, &test_audit())
+                .commit_change(
+                    &again,
+                    T0 + secs(10),
+                    T0 + secs(900),
+                    T0 + secs(1800),
+                    &test_audit()
+                )
                 .await
                 .unwrap(),
             Committed::AlreadyInForce
         );
     }
     assert_eq!(all_changes(&*store).await, vec![first.clone()]);
-    let state = store.revocation_state(T0 + 10).await.unwrap();
+    let state = store.revocation_state(T0 + secs(10)).await.unwrap();
     assert_eq!(state.high_water, first.sequence);
     assert_eq!(
         state.tokens,
         vec![RevokedToken {
             token_id: "jti-1".into(),
-            expires_at: T0 + 300,
+            expires_at: T0 + secs(300),
             client_id: None,
             revoked_by: "admin".into(),
             sequence: first.sequence,
@@ -1190,7 +1223,7 @@ async fn contract_client_changes_for_unknown_client_are_not_found(backend: &Back
         let what = format!("{change:?}");
         assert_not_found(
             store
-                .commit_change(&change, T0, T0 + 100, T0 + 200, &test_audit())
+                .commit_change(&change, T0, T0 + secs(100), T0 + secs(200), &test_audit())
                 .await,
             &what,
         );
@@ -1215,14 +1248,14 @@ async fn contract_a_policy_update_keeps_enabled_and_the_secret(backend: &Backend
     let off = Change::ClientDisabled {
         client_id: "c1".into(),
     };
-    commit(&*store, &off, T0 + 1, 0, 100).await;
+    commit(&*store, &off, T0 + secs(1), 0, 100).await;
 
     // The update carries enabled = true (as a stale read would): the store keeps its own.
     let mut wider = c1.clone();
     wider.scopes = vec!["a".into(), "b".into()];
     wider.enabled = true;
     let flags = store
-        .update_client_policy(&wider, T0 + 2, &test_audit())
+        .update_client_policy(&wider, T0 + secs(2), &test_audit())
         .await
         .unwrap();
     assert_eq!(
@@ -1285,37 +1318,37 @@ async fn contract_client_disable_and_enable_flip_enabled(backend: &Backend) {
     let off = Change::ClientDisabled {
         client_id: "c1".into(),
     };
-    let event = commit(&*store, &off, T0 + 1, 0, 100).await;
+    let event = commit(&*store, &off, T0 + secs(1), 0, 100).await;
     let mut c1_off = c1.clone();
     c1_off.enabled = false;
     assert_eq!(stored_clients(&*store).await, vec![c1_off, c2.clone()]);
     let replica = backend.open().await;
     assert_eq!(
-        disabled(replica.revocation_state(T0 + 1).await.unwrap()),
+        disabled(replica.revocation_state(T0 + secs(1)).await.unwrap()),
         vec![("c1".to_owned(), event.sequence), ("c2".to_owned(), 0)]
     );
 
     let on = Change::ClientEnabled {
         client_id: "c1".into(),
     };
-    let enabled = commit(&*store, &on, T0 + 2, 0, 100).await;
+    let enabled = commit(&*store, &on, T0 + secs(2), 0, 100).await;
     assert!(enabled.sequence > event.sequence);
     assert_eq!(stored_clients(&*store).await, vec![c1.clone(), c2.clone()]);
     assert_eq!(
-        disabled(store.revocation_state(T0 + 2).await.unwrap()),
+        disabled(store.revocation_state(T0 + secs(2)).await.unwrap()),
         vec![("c2".to_owned(), 0)]
     );
 
     let on2 = Change::ClientEnabled {
         client_id: "c2".into(),
     };
-    commit(&*store, &on2, T0 + 3, 0, 100).await;
+    commit(&*store, &on2, T0 + secs(3), 0, 100).await;
     let mut c2_on = c2.clone();
     c2_on.enabled = true;
     assert_eq!(stored_clients(&*store).await, vec![c1, c2_on]);
     assert!(
         store
-            .revocation_state(T0 + 3)
+            .revocation_state(T0 + secs(3))
             .await
             .unwrap()
             .disabled_clients
@@ -1329,7 +1362,7 @@ async fn contract_changes_after_pages_in_order(backend: &Backend) {
     let mut events = Vec::new();
     for i in 0..25 {
         let change = revoke_token(&format!("jti-{i:02}"), None, "admin");
-        events.push(commit(&*store, &change, T0 + i, 600, 1200).await);
+        events.push(commit(&*store, &change, T0 + secs(i), 600, 1200).await);
     }
     assert!(strictly_increasing(&events));
 
@@ -1396,16 +1429,23 @@ async fn contract_revocation_state(backend: &Backend) {
     .await;
     let long = Change::TokenRevoked {
         token_id: "long".into(),
-        expires_at: T0 + 900,
+        expires_at: T0 + secs(900),
         client_id: None,
         revoked_by: "admin".into(),
     };
-    let long = commit(&*store, &long, T0 + 1, 999, 2000).await;
-    let cut = commit(&*store, &cutoff("c1", T0 - 60), T0 + 2, 500, 1000).await;
+    let long = commit(&*store, &long, T0 + secs(1), 999, 2000).await;
+    let cut = commit(
+        &*store,
+        &cutoff("c1", T0 - secs(60)),
+        T0 + secs(2),
+        500,
+        1000,
+    )
+    .await;
     let disabled = Change::ClientDisabled {
         client_id: "c1".into(),
     };
-    let disabled = commit(&*store, &disabled, T0 + 3, 0, 1000).await;
+    let disabled = commit(&*store, &disabled, T0 + secs(3), 0, 1000).await;
     let next = initial[1].kid.clone();
     let keys = store.keys().await.unwrap();
     let t = rotation::revocation(
@@ -1413,19 +1453,19 @@ async fn contract_revocation_state(backend: &Backend) {
         next.as_str(),
         &policy(Algorithm::Es256),
         &kek,
-        T0 + 4,
+        T0 + secs(4),
     )
     .unwrap()
     .unwrap();
     let key_event = store
-        .apply_key_transition(&t, T0 + 1000, &test_audit())
+        .apply_key_transition(&t, T0 + secs(1000), &test_audit())
         .await
         .unwrap()
         .unwrap();
 
     let short_token = RevokedToken {
         token_id: "short".into(),
-        expires_at: T0 + 300,
+        expires_at: T0 + secs(300),
         client_id: Some("c1".into()),
         revoked_by: "c1".into(),
         sequence: short.sequence,
@@ -1433,11 +1473,11 @@ async fn contract_revocation_state(backend: &Backend) {
     };
     let long_token = RevokedToken {
         token_id: "long".into(),
-        expires_at: T0 + 900,
+        expires_at: T0 + secs(900),
         client_id: None,
         revoked_by: "admin".into(),
         sequence: long.sequence,
-        revoked_at: T0 + 1,
+        revoked_at: T0 + secs(1),
     };
     let tokens = |state: &State| -> Vec<RevokedToken> {
         let mut t = state.tokens.clone();
@@ -1447,14 +1487,14 @@ async fn contract_revocation_state(backend: &Backend) {
 
     for replica in [store.clone(), backend.open().await] {
         // At the last second the short entry is needed, it is in force.
-        let state = replica.revocation_state(T0 + 100).await.unwrap();
+        let state = replica.revocation_state(T0 + secs(100)).await.unwrap();
         assert_eq!(
             tokens(&state),
             vec![short_token.clone(), long_token.clone()]
         );
         assert_eq!(state.cutoffs.len(), 1);
         assert_eq!(state.cutoffs[0].client_id, "c1");
-        assert_eq!(state.cutoffs[0].issued_at_or_before, T0 - 60);
+        assert_eq!(state.cutoffs[0].issued_at_or_before, T0 - secs(60));
         assert_eq!(state.cutoffs[0].sequence, cut.sequence);
         let mut disabled_clients = state.disabled_clients.clone();
         disabled_clients.sort();
@@ -1474,14 +1514,17 @@ async fn contract_revocation_state(backend: &Backend) {
         assert_eq!(state.purged_through, 0);
 
         // A second later it is not (purge has not run: the state is filtered by time).
-        let state = replica.revocation_state(T0 + 101).await.unwrap();
+        let state = replica.revocation_state(T0 + secs(101)).await.unwrap();
         assert_eq!(tokens(&state), vec![long_token.clone()]);
-        let state = replica.revocation_state(T0 + 2 + 501).await.unwrap();
+        let state = replica
+            .revocation_state(T0 + secs(2) + secs(501))
+            .await
+            .unwrap();
         assert!(state.cutoffs.is_empty(), "{:?}", state.cutoffs);
         assert_eq!(tokens(&state), vec![long_token.clone()]);
-        let state = replica.revocation_state(T0 + 1000).await.unwrap();
+        let state = replica.revocation_state(T0 + secs(1000)).await.unwrap();
         assert_eq!(tokens(&state), vec![long_token.clone()]);
-        let state = replica.revocation_state(T0 + 1001).await.unwrap();
+        let state = replica.revocation_state(T0 + secs(1001)).await.unwrap();
         assert_eq!(state.tokens, vec![]);
         // Client and key state does not expire with time.
         assert_eq!(state.disabled_clients.len(), 2);
@@ -1509,7 +1552,7 @@ async fn contract_revoked_tokens_in_pages_and_the_state_head(backend: &Backend) 
         .await;
         sequences.push(event.sequence);
         if i == 1 {
-            commit(&*store, &cutoff("c1", T0 - 5), T0, 300, 1000).await;
+            commit(&*store, &cutoff("c1", T0 - secs(5)), T0, 300, 1000).await;
         }
     }
     let ids = |page: &[tokenmint_core::revocation::RevokedToken]| {
@@ -1531,7 +1574,7 @@ async fn contract_revoked_tokens_in_pages_and_the_state_head(backend: &Backend) 
     assert_eq!(second[0].sequence, sequences[2]);
     // Up to `through` only, and only what is in force at `now`.
     let through = store
-        .revoked_tokens_page(0, sequences[3], T0 + 60, 100)
+        .revoked_tokens_page(0, sequences[3], T0 + secs(60), 100)
         .await
         .unwrap();
     assert_eq!(ids(&through), ["t0", "t1", "t3"]);
@@ -1558,7 +1601,7 @@ async fn contract_cutoffs_keep_the_latest_time(backend: &Backend) {
             .await
             .unwrap();
     }
-    let at = |state: &State, c: &str| -> Option<(i64, u64)> {
+    let at = |state: &State, c: &str| -> Option<(UnixTime, u64)> {
         let found: Vec<_> = state.cutoffs.iter().filter(|x| x.client_id == c).collect();
         assert!(
             found.len() <= 1,
@@ -1570,22 +1613,32 @@ async fn contract_cutoffs_keep_the_latest_time(backend: &Backend) {
 
     // A later time wins; an earlier one never moves the cut-off back, nor shortens how long it
     // is kept.
-    let first = commit(&*store, &cutoff("c1", T0 + 100), T0, 1000, 2000).await;
-    let lower = commit(&*store, &cutoff("c1", T0 + 50), T0, 500, 2000).await;
-    let other = commit(&*store, &cutoff("c2", T0 + 10), T0, 300, 2000).await;
-    let state = store.revocation_state(T0 + 800).await.unwrap();
-    let (time, sequence) = at(&state, "c1").expect("c1's cut-off is kept until T0 + 1000");
-    assert_eq!(time, T0 + 100);
+    let first = commit(&*store, &cutoff("c1", T0 + secs(100)), T0, 1000, 2000).await;
+    let lower = commit(&*store, &cutoff("c1", T0 + secs(50)), T0, 500, 2000).await;
+    let other = commit(&*store, &cutoff("c2", T0 + secs(10)), T0, 300, 2000).await;
+    let state = store.revocation_state(T0 + secs(800)).await.unwrap();
+    let (time, sequence) = at(&state, "c1").expect("c1's cut-off is kept until T0 + secs(1000)");
+    assert_eq!(time, T0 + secs(100));
     // The sequence of a change that made it (the reference back-end names the latest).
     assert!([first.sequence, lower.sequence].contains(&sequence));
     assert_eq!(at(&state, "c2"), None);
-    let state = store.revocation_state(T0 + 300).await.unwrap();
-    assert_eq!(at(&state, "c2"), Some((T0 + 10, other.sequence)));
+    let state = store.revocation_state(T0 + secs(300)).await.unwrap();
+    assert_eq!(at(&state, "c2"), Some((T0 + secs(10), other.sequence)));
 
-    let higher = commit(&*store, &cutoff("c1", T0 + 200), T0 + 1, 1500, 2000).await;
-    let state = store.revocation_state(T0 + 1001).await.unwrap();
-    assert_eq!(at(&state, "c1"), Some((T0 + 200, higher.sequence)));
-    let state = store.revocation_state(T0 + 1 + 1501).await.unwrap();
+    let higher = commit(
+        &*store,
+        &cutoff("c1", T0 + secs(200)),
+        T0 + secs(1),
+        1500,
+        2000,
+    )
+    .await;
+    let state = store.revocation_state(T0 + secs(1001)).await.unwrap();
+    assert_eq!(at(&state, "c1"), Some((T0 + secs(200), higher.sequence)));
+    let state = store
+        .revocation_state(T0 + secs(1) + secs(1501))
+        .await
+        .unwrap();
     assert_eq!(at(&state, "c1"), None);
     assert_eq!(all_changes(&*store).await.len(), 4);
 }
@@ -1605,20 +1658,32 @@ async fn contract_audit_events_are_written_with_their_change_listed_and_purged(b
     let revocation = revoke_token("a", Some("c1"), "c1");
     let revoked = AuditRecord::for_change(&revocation, "c1");
     store
-        .commit_change(&revocation, T0 + 100, T0 + 400, T0 + 500, &revoked)
+        .commit_change(
+            &revocation,
+            T0 + secs(100),
+            T0 + secs(400),
+            T0 + secs(500),
+            &revoked,
+        )
         .await
         .unwrap();
     // Already in force: nothing is written, audit event included.
     assert_eq!(
         store
-            .commit_change(&revocation, T0 + 101, T0 + 400, T0 + 500, &revoked)
+            .commit_change(
+                &revocation,
+                T0 + secs(101),
+                T0 + secs(400),
+                T0 + secs(500),
+                &revoked
+            )
             .await
             .unwrap(),
         Committed::AlreadyInForce
     );
     // A refused write leaves no audit event either.
     assert_conflict(
-        store.insert_client(&c1, T0 + 102, &registered).await,
+        store.insert_client(&c1, T0 + secs(102), &registered).await,
         "a duplicate id",
     );
 
@@ -1631,7 +1696,7 @@ async fn contract_audit_events_are_written_with_their_change_listed_and_purged(b
         seen,
         vec![
             (T0, "admin", "client.registered", "c1"),
-            (T0 + 100, "c1", "token.revoked", "a"),
+            (T0 + secs(100), "c1", "token.revoked", "a"),
         ]
     );
     assert!(events[0].id < events[1].id);
@@ -1666,7 +1731,7 @@ async fn contract_audit_events_are_written_with_their_change_listed_and_purged(b
         ),
         (
             AuditQuery {
-                since: Some(T0 + 50),
+                since: Some(T0 + secs(50)),
                 ..query(0, 10)
             },
             "token.revoked",
@@ -1678,12 +1743,12 @@ async fn contract_audit_events_are_written_with_their_change_listed_and_purged(b
     }
 
     // Purge: older than the bound goes, the rest stays.
-    assert_eq!(store.purge_audit(T0 + 50).await.unwrap(), 1);
+    assert_eq!(store.purge_audit(T0 + secs(50)).await.unwrap(), 1);
     assert_eq!(
         store.audit_events(&query(0, 10)).await.unwrap(),
         events[1..].to_vec()
     );
-    assert_eq!(store.purge_audit(T0 + 50).await.unwrap(), 0);
+    assert_eq!(store.purge_audit(T0 + secs(50)).await.unwrap(), 0);
 }
 
 async fn contract_purge(backend: &Backend) {
@@ -1714,11 +1779,11 @@ async fn contract_purge(backend: &Backend) {
 
     // State past its time goes; the log stays while kept.
     assert_eq!(
-        store.purge(T0 + 15).await.unwrap(),
+        store.purge(T0 + secs(15)).await.unwrap(),
         2,
         "token a and the cut-off"
     );
-    let state = store.revocation_state(T0 + 15).await.unwrap();
+    let state = store.revocation_state(T0 + secs(15)).await.unwrap();
     assert_eq!(
         state
             .tokens
@@ -1737,12 +1802,12 @@ async fn contract_purge(backend: &Backend) {
     assert_eq!(all_changes(&*store).await, events);
 
     // Log entries past their time go; purged_through is the highest removed.
-    assert_eq!(store.purge(T0 + 21).await.unwrap(), 3);
+    assert_eq!(store.purge(T0 + secs(21)).await.unwrap(), 3);
     assert_eq!(
         all_changes(&*store).await,
         vec![events[1].clone(), events[4].clone()]
     );
-    let state = store.revocation_state(T0 + 21).await.unwrap();
+    let state = store.revocation_state(T0 + secs(21)).await.unwrap();
     assert_eq!(state.purged_through, events[3].sequence);
     assert_eq!(state.high_water, head);
     assert_eq!(
@@ -1750,10 +1815,10 @@ async fn contract_purge(backend: &Backend) {
         vec![("c1".to_owned(), events[3].sequence)]
     );
     // Idempotent.
-    assert_eq!(store.purge(T0 + 21).await.unwrap(), 0);
+    assert_eq!(store.purge(T0 + secs(21)).await.unwrap(), 0);
     assert_eq!(
         store
-            .revocation_state(T0 + 21)
+            .revocation_state(T0 + secs(21))
             .await
             .unwrap()
             .purged_through,
@@ -1761,9 +1826,9 @@ async fn contract_purge(backend: &Backend) {
     );
 
     // Everything: the log is empty, but its marks stay.
-    assert_eq!(store.purge(T0 + 5000).await.unwrap(), 4);
+    assert_eq!(store.purge(T0 + secs(5000)).await.unwrap(), 4);
     assert!(all_changes(&*store).await.is_empty());
-    let state = store.revocation_state(T0 + 5000).await.unwrap();
+    let state = store.revocation_state(T0 + secs(5000)).await.unwrap();
     assert_eq!(state.purged_through, head);
     assert_eq!(
         state.high_water, head,
@@ -1788,7 +1853,7 @@ async fn contract_purge(backend: &Backend) {
     let next = commit(
         &*replica,
         &revoke_token("a", None, "admin"),
-        T0 + 5000,
+        T0 + secs(5000),
         100,
         200,
     )
@@ -1799,7 +1864,7 @@ async fn contract_purge(backend: &Backend) {
         store.changes_after(head, 10).await.unwrap(),
         vec![next.clone()]
     );
-    let state = store.revocation_state(T0 + 5000).await.unwrap();
+    let state = store.revocation_state(T0 + secs(5000)).await.unwrap();
     assert_eq!(state.high_water, next.sequence);
     assert_eq!(state.purged_through, head);
 }
@@ -2012,7 +2077,7 @@ async fn contract_replicas_race_and_the_first_writer_wins(backend: &Backend) {
     // other conflicts, and the keys are exactly the winner's result.
     let mut model = winner;
     for round in 0..5 {
-        let now = T0 + (round + 1) * 24 * 3600;
+        let now = T0 + secs((round + 1) * 24 * 3600);
         let keys = a.keys().await.unwrap();
         let step = rotation::due_step_at(&keys, &es256, now, &|_| false).unwrap();
         assert!(matches!(step, Step::Promote { .. }), "{step:?}");
@@ -2043,7 +2108,7 @@ async fn contract_replicas_race_and_the_first_writer_wins(backend: &Backend) {
     }
 
     // A revocation of the current key on one replica races a promotion on the other.
-    let now = T0 + 10 * 24 * 3600;
+    let now = T0 + secs(10) * 24 * 3600;
     let keys = a.keys().await.unwrap();
     let current = keys
         .iter()
@@ -2063,7 +2128,10 @@ async fn contract_replicas_race_and_the_first_writer_wins(backend: &Backend) {
         },
         {
             let (b, t) = (b.clone(), revoke.clone());
-            async move { b.apply_key_transition(&t, now + 1000, &test_audit()).await }
+            async move {
+                b.apply_key_transition(&t, now + secs(1000), &test_audit())
+                    .await
+            }
         },
     )
     .await;

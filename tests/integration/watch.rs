@@ -395,7 +395,7 @@ async fn a_cursor_older_than_the_kept_history_gets_a_fresh_snapshot() {
     drop(stream);
 
     // Purge every log entry, as if they were all long past their keep time.
-    let far_future = 4_102_444_800; // 2100-01-01
+    let far_future = tokenmint_core::clock::UnixTime::from_secs(4_102_444_800); // 2100-01-01
     let store = SqliteStore::open(&setup.path().join("tokenmint.db"))
         .await
         .unwrap();

@@ -21,8 +21,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Revokes `count` bare token ids (`t-0000`, …) through the server's commit path.
 async fn revoke_many(server: &TestServer, from: usize, count: usize) {
     use tokenmint_core::clock::Clock as _;
-    let expires_at =
-        tokenmint_core::clock::unix_seconds(tokenmint_core::clock::SystemClock.now()) + 3600;
+    let expires_at = tokenmint_core::clock::SystemClock.unix_now() + Duration::from_secs(3600);
     for i in from..from + count {
         server
             .changes

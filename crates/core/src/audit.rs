@@ -16,7 +16,10 @@ use std::{
     time::Duration,
 };
 
-use crate::{keys::KeyState, revocation::Change, rotation::KeyTransition, token::IssuedToken};
+use crate::{
+    clock::UnixTime, keys::KeyState, revocation::Change, rotation::KeyTransition,
+    token::IssuedToken,
+};
 
 /// The actor of work nobody asked for: scheduled key rotation, start-up.
 pub const SYSTEM_ACTOR: &str = "tokenmint";
@@ -150,7 +153,7 @@ pub struct AuditEvent {
     /// Its number: later events have higher numbers.
     pub id: u64,
     /// Unix seconds.
-    pub at: i64,
+    pub at: UnixTime,
     /// Who.
     pub actor: String,
     /// What.
@@ -175,7 +178,7 @@ pub struct AuditQuery {
     /// Only this target.
     pub target: Option<String>,
     /// Only at or after this time (Unix seconds).
-    pub since: Option<i64>,
+    pub since: Option<UnixTime>,
 }
 
 /// The log target issuance events are written to, apart from the service's own log, so they
@@ -343,7 +346,7 @@ mod tests {
         let record = AuditRecord::for_change(
             &Change::TokenRevoked {
                 token_id: "jti-1".into(),
-                expires_at: 1_700_000_000,
+                expires_at: UnixTime::from_secs(1_700_000_000),
                 client_id: Some("billing".into()),
                 revoked_by: "admin".into(),
             },
@@ -359,7 +362,7 @@ mod tests {
         let cutoff = AuditRecord::for_change(
             &Change::ClientCutoff {
                 client_id: "billing".into(),
-                issued_at_or_before: 5,
+                issued_at_or_before: UnixTime::from_secs(5),
             },
             "ops",
         );
@@ -386,7 +389,7 @@ mod tests {
                 nonce: vec![],
                 ciphertext: vec![],
             },
-            created_at: 0,
+            created_at: UnixTime::from_secs(0),
             activated_at: None,
             retired_at: None,
             revoked_at: None,
@@ -398,7 +401,7 @@ mod tests {
             insert,
             delete,
             event,
-            at: 7,
+            at: UnixTime::from_secs(7),
         };
         let action = |t: &KeyTransition| {
             let r = AuditRecord::for_key_transition(t, SYSTEM_ACTOR);

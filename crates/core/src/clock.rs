@@ -1,14 +1,94 @@
 //! Time as a parameter: one `Clock` reads the wall clock; tests pass a `ManualClock`.
 
 use std::{
+    fmt,
+    ops::{Add, Sub},
     sync::{Mutex, OnceLock},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use serde::{Deserialize, Serialize};
+
+/// A point in time in whole seconds since the Unix epoch (negative before it): JWT's
+/// `NumericDate`, and what the store keeps. Token times have one-second resolution.
+/// Arithmetic with a [`Duration`] saturates instead of overflowing.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct UnixTime(i64);
+
+impl UnixTime {
+    /// The epoch.
+    pub const EPOCH: Self = Self(0);
+    /// Before every other time.
+    pub const MIN: Self = Self(i64::MIN);
+
+    /// The time `secs` seconds after the epoch.
+    pub const fn from_secs(secs: i64) -> Self {
+        Self(secs)
+    }
+
+    /// Seconds since the epoch.
+    pub const fn as_secs(self) -> i64 {
+        self.0
+    }
+
+    /// The whole second `at` falls in.
+    pub fn of(at: SystemTime) -> Self {
+        Self(unix_seconds(at))
+    }
+
+    /// As a `SystemTime` (saturating).
+    pub fn to_system_time(self) -> SystemTime {
+        from_unix_seconds(self.0)
+    }
+
+    /// `d` later (saturating).
+    pub fn saturating_add(self, d: Duration) -> Self {
+        self + d
+    }
+
+    /// `d` earlier (saturating).
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        self - d
+    }
+
+    /// How long after `earlier` this is (zero if it is not after).
+    pub fn since(self, earlier: Self) -> Duration {
+        Duration::from_secs(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
+    }
+}
+
+impl Add<Duration> for UnixTime {
+    type Output = Self;
+    fn add(self, d: Duration) -> Self {
+        Self(self.0.saturating_add(whole_secs(d)))
+    }
+}
+
+impl Sub<Duration> for UnixTime {
+    type Output = Self;
+    fn sub(self, d: Duration) -> Self {
+        Self(self.0.saturating_sub(whole_secs(d)))
+    }
+}
+
+impl fmt::Display for UnixTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A source of the current time. Pure functions take `now`; only the edges read a `Clock`.
 pub trait Clock: Send + Sync + 'static {
     /// The current wall-clock time.
     fn now(&self) -> SystemTime;
+
+    /// The current wall-clock time, in the whole seconds tokens and the store use.
+    fn unix_now(&self) -> UnixTime {
+        UnixTime::of(self.now())
+    }
 
     /// Time elapsed on a monotonic clock since an arbitrary origin: it never jumps, whatever
     /// the wall clock does.
@@ -99,6 +179,21 @@ pub fn from_unix_seconds(seconds: i64) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_time_arithmetic_saturates() {
+        let t = UnixTime::from_secs(100);
+        assert_eq!(t + Duration::from_secs(5), UnixTime::from_secs(105));
+        assert_eq!(t - Duration::from_secs(200), UnixTime::from_secs(-100));
+        assert_eq!(
+            UnixTime::from_secs(i64::MAX - 1) + Duration::MAX,
+            UnixTime::from_secs(i64::MAX)
+        );
+        assert_eq!(UnixTime::MIN - Duration::from_secs(1), UnixTime::MIN);
+        assert_eq!(t.since(UnixTime::from_secs(40)), Duration::from_secs(60));
+        assert_eq!(t.since(UnixTime::from_secs(400)), Duration::ZERO);
+        assert_eq!(serde_json::to_string(&t).unwrap(), "100");
+    }
 
     #[test]
     fn manual_clock_moves_only_when_told() {

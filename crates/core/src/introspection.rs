@@ -4,7 +4,10 @@
 
 use serde_json::{Value, json};
 
-use crate::token::{AccessTokenClaims, Confirmation};
+use crate::{
+    clock::UnixTime,
+    token::{AccessTokenClaims, Confirmation},
+};
 
 /// What introspection says of an active token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,11 +23,11 @@ pub struct ActiveToken {
     /// Its issuer.
     pub iss: String,
     /// Expiry, issue and not-before times (seconds since the epoch).
-    pub exp: i64,
+    pub exp: UnixTime,
     /// Issued at.
-    pub iat: i64,
+    pub iat: UnixTime,
     /// Not before.
-    pub nbf: i64,
+    pub nbf: UnixTime,
     /// The token id.
     pub jti: String,
     /// The certificate it is bound to.
@@ -99,9 +102,9 @@ mod tests {
             scopes: vec!["a".into(), "b".into()],
             aud: vec!["https://api".into()],
             iss: "https://issuer".into(),
-            exp: 30,
-            iat: 10,
-            nbf: 10,
+            exp: UnixTime::from_secs(30),
+            iat: UnixTime::from_secs(10),
+            nbf: UnixTime::from_secs(10),
             jti: "id".into(),
             cnf: Confirmation {
                 x5t_s256: "thumb".into(),

@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 
 pub use crate::jose::{KeyId, PublishedKey, jwk_thumbprint};
 use crate::{
+    clock::UnixTime,
     crypto::{Algorithm, CryptoError, Kek, PublicKey, Sealed, SigningKey},
     jose::{CompactSigner, KeySet, Signer},
 };
@@ -111,13 +112,13 @@ pub struct KeyRecord {
     /// The PKCS#8 private key, sealed under a KEK.
     pub sealed: Sealed,
     /// Unix seconds when it was created (and published).
-    pub created_at: i64,
+    pub created_at: UnixTime,
     /// Unix seconds when it became current.
-    pub activated_at: Option<i64>,
+    pub activated_at: Option<UnixTime>,
     /// Unix seconds when it was retired.
-    pub retired_at: Option<i64>,
+    pub retired_at: Option<UnixTime>,
     /// Unix seconds when it was revoked.
-    pub revoked_at: Option<i64>,
+    pub revoked_at: Option<UnixTime>,
     /// Created since the ES256 low-S cut-over: it signs only low-S and its tokens verify only
     /// in that form. Keys created before accept both forms (see docs/key-lifecycle.md).
     pub low_s_only: bool,
@@ -137,7 +138,7 @@ impl KeyRecord {
         algorithm: Algorithm,
         state: KeyState,
         kek: &Kek,
-        now: i64,
+        now: UnixTime,
     ) -> Result<Self, KeyError> {
         let (key, pkcs8) = SigningKey::generate(algorithm)?;
         let public = key.public_key();
@@ -354,10 +355,13 @@ mod tests {
     fn sealed_key_opens_only_under_its_own_kid_and_alg() {
         let kek = Kek::generate().unwrap();
         let keks = KekRing::try_new(vec![Kek::try_from_base64(&kek.to_base64()).unwrap()]).unwrap();
-        let record = KeyRecord::generate(Algorithm::Es256, KeyState::Current, &kek, 0).unwrap();
+        let record =
+            KeyRecord::generate(Algorithm::Es256, KeyState::Current, &kek, UnixTime::EPOCH)
+                .unwrap();
         assert!(record.unseal(&keks).is_ok());
 
-        let other = KeyRecord::generate(Algorithm::Es256, KeyState::Next, &kek, 0).unwrap();
+        let other =
+            KeyRecord::generate(Algorithm::Es256, KeyState::Next, &kek, UnixTime::EPOCH).unwrap();
         let mut swapped = record.clone();
         swapped.kid = other.kid.clone();
         assert!(matches!(
@@ -376,7 +380,9 @@ mod tests {
     #[test]
     fn wrong_kek_is_named_in_the_error() {
         let kek = Kek::generate().unwrap();
-        let record = KeyRecord::generate(Algorithm::EdDsa, KeyState::Current, &kek, 0).unwrap();
+        let record =
+            KeyRecord::generate(Algorithm::EdDsa, KeyState::Current, &kek, UnixTime::EPOCH)
+                .unwrap();
         let keks = KekRing::try_new(vec![Kek::generate().unwrap()]).unwrap();
         let err = record.unseal(&keks).unwrap_err();
         assert!(matches!(err, KeyError::UnknownKek { .. }));
@@ -387,11 +393,15 @@ mod tests {
     fn ring_signs_with_current_and_publishes_all_but_revoked() {
         let kek = Kek::generate().unwrap();
         let keks = KekRing::try_new(vec![Kek::try_from_base64(&kek.to_base64()).unwrap()]).unwrap();
-        let current = KeyRecord::generate(Algorithm::Es256, KeyState::Current, &kek, 0).unwrap();
-        let next = KeyRecord::generate(Algorithm::Es256, KeyState::Next, &kek, 0).unwrap();
+        let current =
+            KeyRecord::generate(Algorithm::Es256, KeyState::Current, &kek, UnixTime::EPOCH)
+                .unwrap();
+        let next =
+            KeyRecord::generate(Algorithm::Es256, KeyState::Next, &kek, UnixTime::EPOCH).unwrap();
         let mut revoked =
-            KeyRecord::generate(Algorithm::EdDsa, KeyState::Revoked, &kek, 0).unwrap();
-        revoked.revoked_at = Some(1);
+            KeyRecord::generate(Algorithm::EdDsa, KeyState::Revoked, &kek, UnixTime::EPOCH)
+                .unwrap();
+        revoked.revoked_at = Some(UnixTime::from_secs(1));
         let ring =
             KeyRing::try_build(&[current.clone(), next.clone(), revoked.clone()], &keks).unwrap();
         assert_eq!(ring.signer().kid(), &current.kid);

@@ -23,7 +23,7 @@ pub enum Change {
         /// Its `jti`.
         token_id: String,
         /// Unix seconds; the entry is needed until then (plus leeway).
-        expires_at: i64,
+        expires_at: UnixTime,
         /// The client it was issued to, when known (not for a bare `jti`).
         client_id: Option<String>,
         /// Who revoked it: a client id.
@@ -34,7 +34,7 @@ pub enum Change {
         /// The client.
         client_id: String,
         /// Unix seconds.
-        issued_at_or_before: i64,
+        issued_at_or_before: UnixTime,
     },
     /// The client is disabled.
     ClientDisabled {
@@ -59,7 +59,7 @@ pub struct Event {
     /// Its sequence number: commit order.
     pub sequence: u64,
     /// Unix seconds when it was committed.
-    pub committed_at: i64,
+    pub committed_at: UnixTime,
     /// What changed.
     pub change: Change,
 }
@@ -77,15 +77,15 @@ impl Retention {
     /// Until when (Unix seconds) a change's state is needed: a revoked token until it expires
     /// plus leeway; a cut-off until every token issued before it has expired; client and key
     /// changes live on in the client and key records, so not at all.
-    pub fn state_until(&self, change: &Change, now: i64) -> i64 {
-        let leeway = secs(self.leeway);
+    pub fn state_until(&self, change: &Change, now: UnixTime) -> UnixTime {
+        let leeway = self.leeway;
         match change {
             Change::TokenRevoked { expires_at, .. } => expires_at.saturating_add(leeway),
             Change::ClientCutoff {
                 issued_at_or_before,
                 ..
             } => issued_at_or_before
-                .saturating_add(secs(self.max_lifetime))
+                .saturating_add(self.max_lifetime)
                 .saturating_add(leeway),
             Change::ClientDisabled { .. }
             | Change::ClientEnabled { .. }
@@ -94,11 +94,11 @@ impl Retention {
     }
 
     /// Until when the change stays in the log: max lifetime + leeway after its state expires.
-    pub fn log_until(&self, change: &Change, now: i64) -> i64 {
+    pub fn log_until(&self, change: &Change, now: UnixTime) -> UnixTime {
         self.state_until(change, now)
             .max(now)
-            .saturating_add(secs(self.max_lifetime))
-            .saturating_add(secs(self.leeway))
+            .saturating_add(self.max_lifetime)
+            .saturating_add(self.leeway)
     }
 }
 
@@ -108,7 +108,7 @@ pub struct RevokedToken {
     /// Its `jti`.
     pub token_id: String,
     /// Unix seconds.
-    pub expires_at: i64,
+    pub expires_at: UnixTime,
     /// The client it was issued to, when known.
     pub client_id: Option<String>,
     /// Who revoked it.
@@ -116,7 +116,7 @@ pub struct RevokedToken {
     /// The sequence of the change that revoked it.
     pub sequence: u64,
     /// Unix seconds.
-    pub revoked_at: i64,
+    pub revoked_at: UnixTime,
 }
 
 /// A client cut-off in force.
@@ -125,7 +125,7 @@ pub struct Cutoff {
     /// The client.
     pub client_id: String,
     /// Tokens issued at or before this (Unix seconds) are revoked.
-    pub issued_at_or_before: i64,
+    pub issued_at_or_before: UnixTime,
     /// The sequence of the change.
     pub sequence: u64,
 }
@@ -229,7 +229,7 @@ pub struct Blocklist {
     tokens: moka::sync::Cache<Arc<str>, Entry>,
     // Read on every request, changed by rare admin events: copy-on-write behind a swap, so
     // readers on all cores never contend.
-    cutoffs: ArcSwap<HashMap<String, i64>>,
+    cutoffs: ArcSwap<HashMap<String, UnixTime>>,
     disabled: ArcSwap<HashSet<String>>,
     revoked_keys: ArcSwap<HashSet<String>>,
     self_revocations: Arc<Mutex<HashMap<Arc<str>, u64>>>,
@@ -300,7 +300,7 @@ impl Blocklist {
     }
 
     /// Replaces everything with `state` (at start-up, or from a snapshot) and marks the list loaded.
-    pub fn load(&self, state: &State, now: i64) {
+    pub fn load(&self, state: &State, now: UnixTime) {
         self.tokens.invalidate_all();
         self.tokens.run_pending_tasks();
         lock(&self.self_revocations).clear();
@@ -347,7 +347,7 @@ impl Blocklist {
     }
 
     /// Applies one committed event. Idempotent: applying an event twice changes nothing.
-    pub fn apply(&self, event: &Event, now: i64) {
+    pub fn apply(&self, event: &Event, now: UnixTime) {
         match &event.change {
             Change::TokenRevoked {
                 token_id,
@@ -399,17 +399,17 @@ impl Blocklist {
     fn insert_token(
         &self,
         token_id: &str,
-        expires_at: i64,
+        expires_at: UnixTime,
         client_id: Option<&str>,
         revoked_by: &str,
-        now: i64,
+        now: UnixTime,
     ) {
         let key: Arc<str> = Arc::from(token_id);
         if self.tokens.contains_key(&key) {
             return;
         }
-        let until = expires_at.saturating_add(secs(self.leeway));
-        let ttl = Duration::from_secs(until.saturating_sub(now).max(1).unsigned_abs());
+        let until = expires_at.saturating_add(self.leeway);
+        let ttl = until.since(now).max(Duration::from_secs(1));
         // One shared copy of the client id per client, not one per entry.
         let self_revoked_by = (client_id == Some(revoked_by)).then(|| {
             let mut counts = lock(&self.self_revocations);
@@ -435,7 +435,7 @@ impl Blocklist {
     }
 
     /// The cut-off of a client, if one is in force.
-    pub fn cutoff(&self, client_id: &str) -> Option<i64> {
+    pub fn cutoff(&self, client_id: &str) -> Option<UnixTime> {
         self.cutoffs.load().get(client_id).copied()
     }
 
@@ -500,8 +500,8 @@ impl Blocklist {
     }
 
     /// How long a revocation by bare `jti` must be held: the longest a token can live.
-    pub fn bare_token_expiry(&self, now: i64) -> i64 {
-        now.saturating_add(secs(self.max_lifetime))
+    pub fn bare_token_expiry(&self, now: UnixTime) -> UnixTime {
+        now.saturating_add(self.max_lifetime)
     }
 
     /// Runs moka's pending maintenance (expiry), so counts catch up.
@@ -591,7 +591,7 @@ impl<V: Clone + Send + Sync + 'static> VerifiedCache<V> {
     }
 }
 
-use crate::clock::whole_secs as secs;
+use crate::clock::UnixTime;
 
 #[cfg(test)]
 mod tests {
@@ -600,10 +600,10 @@ mod tests {
     fn revoked(token_id: &str, client: &str, by: &str, sequence: u64) -> Event {
         Event {
             sequence,
-            committed_at: 0,
+            committed_at: UnixTime::from_secs(0),
             change: Change::TokenRevoked {
                 token_id: token_id.into(),
-                expires_at: 10_000,
+                expires_at: UnixTime::from_secs(10_000),
                 client_id: Some(client.into()),
                 revoked_by: by.into(),
             },
@@ -617,8 +617,8 @@ mod tests {
             Duration::from_secs(30),
             Duration::from_secs(3600),
         );
-        list.apply(&revoked("a", "c1", "c1", 1), 0);
-        list.apply(&revoked("a", "c1", "c1", 1), 0);
+        list.apply(&revoked("a", "c1", "c1", 1), UnixTime::EPOCH);
+        list.apply(&revoked("a", "c1", "c1", 1), UnixTime::EPOCH);
         assert!(list.is_token_revoked("a"));
         assert!(!list.is_token_revoked("b"));
         assert_eq!(list.live(), 1);
@@ -626,46 +626,50 @@ mod tests {
         list.apply(
             &Event {
                 sequence: 2,
-                committed_at: 0,
+                committed_at: UnixTime::from_secs(0),
                 change: Change::ClientCutoff {
                     client_id: "c1".into(),
-                    issued_at_or_before: 50,
+                    issued_at_or_before: UnixTime::from_secs(50),
                 },
             },
-            0,
+            UnixTime::EPOCH,
         );
         list.apply(
             &Event {
                 sequence: 3,
-                committed_at: 0,
+                committed_at: UnixTime::from_secs(0),
                 change: Change::ClientCutoff {
                     client_id: "c1".into(),
-                    issued_at_or_before: 40,
+                    issued_at_or_before: UnixTime::from_secs(40),
                 },
             },
-            0,
+            UnixTime::EPOCH,
         );
-        assert_eq!(list.cutoff("c1"), Some(50), "a cut-off never moves back");
+        assert_eq!(
+            list.cutoff("c1"),
+            Some(UnixTime::from_secs(50)),
+            "a cut-off never moves back"
+        );
         list.apply(
             &Event {
                 sequence: 4,
-                committed_at: 0,
+                committed_at: UnixTime::from_secs(0),
                 change: Change::ClientDisabled {
                     client_id: "c2".into(),
                 },
             },
-            0,
+            UnixTime::EPOCH,
         );
         assert!(list.is_client_disabled("c2"));
         list.apply(
             &Event {
                 sequence: 5,
-                committed_at: 0,
+                committed_at: UnixTime::from_secs(0),
                 change: Change::ClientEnabled {
                     client_id: "c2".into(),
                 },
             },
-            0,
+            UnixTime::EPOCH,
         );
         assert!(!list.is_client_disabled("c2"));
         assert_eq!(list.applied_through(), 5);
@@ -681,7 +685,10 @@ mod tests {
         let list = Blocklist::new(caps, Duration::from_secs(30), Duration::from_secs(3600));
         for i in 0..3 {
             list.check_caps("c1", false).unwrap();
-            list.apply(&revoked(&format!("c1-{i}"), "c1", "c1", i + 1), 0);
+            list.apply(
+                &revoked(&format!("c1-{i}"), "c1", "c1", i + 1),
+                UnixTime::EPOCH,
+            );
         }
         assert!(matches!(
             list.check_caps("c1", false),
@@ -690,7 +697,10 @@ mod tests {
         // Revocations by an admin of c1's tokens do not count against c1.
         for i in 0..6 {
             list.check_caps("admin", true).unwrap();
-            list.apply(&revoked(&format!("a-{i}"), "c1", "admin", 10 + i), 0);
+            list.apply(
+                &revoked(&format!("a-{i}"), "c1", "admin", 10 + i),
+                UnixTime::EPOCH,
+            );
         }
         assert_eq!(list.live(), 9);
         assert!(matches!(
@@ -698,7 +708,7 @@ mod tests {
             Err(CapError::Full { cap: 9, .. })
         ));
         list.check_caps("admin", true).unwrap();
-        list.apply(&revoked("a-last", "c1", "admin", 20), 0);
+        list.apply(&revoked("a-last", "c1", "admin", 20), UnixTime::EPOCH);
         assert!(matches!(
             list.check_caps("admin", true),
             Err(CapError::Full { cap: 10, .. })
@@ -737,19 +747,19 @@ mod tests {
             Duration::from_secs(3600),
         );
         assert!(!list.is_loaded());
-        list.apply(&revoked("old", "c1", "c1", 1), 0);
+        list.apply(&revoked("old", "c1", "c1", 1), UnixTime::EPOCH);
         let state = State {
             tokens: vec![RevokedToken {
                 token_id: "new".into(),
-                expires_at: 10_000,
+                expires_at: UnixTime::from_secs(10_000),
                 client_id: None,
                 revoked_by: "admin".into(),
                 sequence: 7,
-                revoked_at: 0,
+                revoked_at: UnixTime::from_secs(0),
             }],
             cutoffs: vec![Cutoff {
                 client_id: "c3".into(),
-                issued_at_or_before: 99,
+                issued_at_or_before: UnixTime::from_secs(99),
                 sequence: 8,
             }],
             disabled_clients: vec![("c4".into(), 9)],
@@ -757,11 +767,11 @@ mod tests {
             high_water: 10,
             purged_through: 0,
         };
-        list.load(&state, 0);
+        list.load(&state, UnixTime::EPOCH);
         assert!(list.is_loaded());
         assert!(!list.is_token_revoked("old"));
         assert!(list.is_token_revoked("new"));
-        assert_eq!(list.cutoff("c3"), Some(99));
+        assert_eq!(list.cutoff("c3"), Some(UnixTime::from_secs(99)));
         assert!(list.is_client_disabled("c4"));
         assert!(list.is_key_revoked("k1"));
         assert_eq!(list.applied_through(), 10);

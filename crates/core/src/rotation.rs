@@ -31,7 +31,7 @@ pub struct Policy {
     pub retention: Duration,
 }
 
-use crate::clock::whole_secs as secs;
+use crate::clock::UnixTime;
 
 /// One step of the lifecycle; each is applied as one store transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +67,7 @@ fn in_state(keys: &[KeyRecord], state: KeyState) -> impl Iterator<Item = &KeyRec
 pub fn due_step_at(
     keys: &[KeyRecord],
     policy: &Policy,
-    now: i64,
+    now: UnixTime,
     retired_long_enough: &dyn Fn(&KeyId) -> bool,
 ) -> Option<Step> {
     let current = in_state(keys, KeyState::Current).next();
@@ -95,33 +95,33 @@ pub fn due_step_at(
         .map(|k| Step::Remove { kid: k.kid.clone() })
 }
 
-fn promotion_due(current: &KeyRecord, next: &KeyRecord, policy: &Policy, now: i64) -> bool {
+fn promotion_due(current: &KeyRecord, next: &KeyRecord, policy: &Policy, now: UnixTime) -> bool {
     promotion_at(current, next, policy) <= now
 }
 
-fn promotion_at(current: &KeyRecord, next: &KeyRecord, policy: &Policy) -> i64 {
+fn promotion_at(current: &KeyRecord, next: &KeyRecord, policy: &Policy) -> UnixTime {
     let signing_since = current.activated_at.unwrap_or(current.created_at);
     signing_since
-        .saturating_add(secs(policy.rotation_period))
-        .max(next.created_at.saturating_add(secs(policy.publish_ahead)))
+        .saturating_add(policy.rotation_period)
+        .max(next.created_at.saturating_add(policy.publish_ahead))
 }
 
-fn removal_due(retired: &KeyRecord, policy: &Policy, now: i64) -> bool {
+fn removal_due(retired: &KeyRecord, policy: &Policy, now: UnixTime) -> bool {
     retired
         .retired_at
         .unwrap_or(retired.created_at)
-        .saturating_add(secs(policy.retention))
+        .saturating_add(policy.retention)
         <= now
 }
 
 /// When the next scheduled step falls due (Unix seconds), for metrics and the task's sleep.
-pub fn next_step_at(keys: &[KeyRecord], policy: &Policy) -> Option<i64> {
+pub fn next_step_at(keys: &[KeyRecord], policy: &Policy) -> Option<UnixTime> {
     let current = in_state(keys, KeyState::Current).next();
     let next = in_state(keys, KeyState::Next).next();
     let promotion = match (current, next) {
         // A next key to create, or to replace in the configured algorithm: due now.
-        (_, None) => Some(i64::MIN),
-        (_, Some(n)) if n.algorithm != policy.algorithm => Some(i64::MIN),
+        (_, None) => Some(UnixTime::MIN),
+        (_, Some(n)) if n.algorithm != policy.algorithm => Some(UnixTime::MIN),
         (Some(c), Some(n)) => Some(promotion_at(c, n, policy)),
         (None, Some(_)) => None,
     };
@@ -129,17 +129,17 @@ pub fn next_step_at(keys: &[KeyRecord], policy: &Policy) -> Option<i64> {
         .map(|k| {
             k.retired_at
                 .unwrap_or(k.created_at)
-                .saturating_add(secs(policy.retention))
+                .saturating_add(policy.retention)
         })
         .min();
     [promotion, removal].into_iter().flatten().min()
 }
 
 /// How long the current key has signed (seconds), for metrics.
-pub fn current_key_age(keys: &[KeyRecord], now: i64) -> Option<i64> {
+pub fn current_key_age(keys: &[KeyRecord], now: UnixTime) -> Option<Duration> {
     in_state(keys, KeyState::Current)
         .next()
-        .map(|k| now.saturating_sub(k.activated_at.unwrap_or(k.created_at)))
+        .map(|k| now.since(k.activated_at.unwrap_or(k.created_at)))
 }
 
 /// What one step writes, in one transaction. `expect_current` guards against a concurrent
@@ -157,7 +157,7 @@ pub struct KeyTransition {
     /// The event to log with it (a key revocation).
     pub event: Option<Change>,
     /// When (Unix seconds).
-    pub at: i64,
+    pub at: UnixTime,
 }
 
 fn current_kid(keys: &[KeyRecord]) -> Option<KeyId> {
@@ -172,7 +172,7 @@ pub fn transition_for(
     keys: &[KeyRecord],
     policy: &Policy,
     kek: &Kek,
-    now: i64,
+    now: UnixTime,
 ) -> Result<KeyTransition, KeyError> {
     let mut t = KeyTransition {
         expect_current: current_kid(keys),
@@ -220,15 +220,17 @@ pub fn transition_for(
 pub enum RotateError {
     /// The next key has not been published long enough for verifiers that cache the JWKS.
     #[error(
-        "the next key {kid} has been published for {published_for}s, less than keys.publish_ahead ({publish_ahead}s): verifiers that cache the JWKS may not have it yet; wait, or rotate with --force"
+        "the next key {kid} has been published for {}s, less than keys.publish_ahead ({}s): verifiers that cache the JWKS may not have it yet; wait, or rotate with --force",
+        .published_for.as_secs(),
+        .publish_ahead.as_secs()
     )]
     TooEarly {
         /// The next key.
         kid: String,
-        /// Seconds it has been published.
-        published_for: i64,
-        /// Seconds it must be.
-        publish_ahead: i64,
+        /// How long it has been published.
+        published_for: Duration,
+        /// How long it must be.
+        publish_ahead: Duration,
     },
     /// There is no next (or current) key to rotate to.
     #[error("there is no {0} key to rotate")]
@@ -245,7 +247,7 @@ pub enum RotateError {
 pub fn rotation(
     keys: &[KeyRecord],
     policy: &Policy,
-    now: i64,
+    now: UnixTime,
     force: bool,
 ) -> Result<Step, RotateError> {
     let current = in_state(keys, KeyState::Current)
@@ -254,12 +256,12 @@ pub fn rotation(
     let next = in_state(keys, KeyState::Next)
         .next()
         .ok_or(RotateError::Missing("next"))?;
-    let published_for = now.saturating_sub(next.created_at);
-    if !force && published_for < secs(policy.publish_ahead) {
+    let published_for = now.since(next.created_at);
+    if !force && published_for < policy.publish_ahead {
         return Err(RotateError::TooEarly {
             kid: next.kid.to_string(),
             published_for,
-            publish_ahead: secs(policy.publish_ahead),
+            publish_ahead: policy.publish_ahead,
         });
     }
     Ok(Step::Promote {
@@ -276,7 +278,7 @@ pub fn revocation(
     kid: &str,
     policy: &Policy,
     kek: &Kek,
-    now: i64,
+    now: UnixTime,
 ) -> Result<Option<KeyTransition>, RevokeKeyError> {
     let key = keys
         .iter()
@@ -375,6 +377,15 @@ mod tests {
         Duration::from_secs(seconds.unsigned_abs())
     }
 
+    /// The simulation keeps its clocks in seconds; the functions under test take times.
+    fn ts(seconds: i64) -> UnixTime {
+        UnixTime::from_secs(seconds)
+    }
+
+    fn secs(d: Duration) -> i64 {
+        crate::clock::whole_secs(d)
+    }
+
     fn default_policy() -> Policy {
         Policy {
             algorithm: Algorithm::Es256,
@@ -425,8 +436,9 @@ mod tests {
     impl<'k> Sim<'k> {
         fn new(kek: &'k Kek, policy: Policy, wall: i64, gate: bool) -> Self {
             let current =
-                KeyRecord::generate(policy.algorithm, KeyState::Current, kek, wall).unwrap();
-            let next = KeyRecord::generate(policy.algorithm, KeyState::Next, kek, wall).unwrap();
+                KeyRecord::generate(policy.algorithm, KeyState::Current, kek, ts(wall)).unwrap();
+            let next =
+                KeyRecord::generate(policy.algorithm, KeyState::Next, kek, ts(wall)).unwrap();
             let exempt = HashSet::from([current.kid.clone()]);
             let sim = Self {
                 kek,
@@ -491,14 +503,14 @@ mod tests {
                 let long_enough = |kid: &KeyId| {
                     !gate || seen.get(kid).is_some_and(|since| mono - since >= retention)
                 };
-                let Some(step) = due_step_at(&self.keys, &self.policy, self.wall, &long_enough)
+                let Some(step) = due_step_at(&self.keys, &self.policy, ts(self.wall), &long_enough)
                 else {
                     break;
                 };
                 self.check_step(&step);
-                let t =
-                    transition_for(&step, &self.keys, &self.policy, self.kek, self.wall).unwrap();
-                assert_eq!(t.at, self.wall);
+                let t = transition_for(&step, &self.keys, &self.policy, self.kek, ts(self.wall))
+                    .unwrap();
+                assert_eq!(t.at, ts(self.wall));
                 assert_eq!(t.event, None, "scheduled steps log no revocation");
                 if let Step::Promote { next, .. } = &step {
                     self.promotions.push((self.wall, next.clone()));
@@ -539,12 +551,13 @@ mod tests {
                     assert_eq!(current.state, KeyState::Current);
                     assert_eq!(next.algorithm, self.policy.algorithm);
                     assert!(
-                        wall - next.created_at >= secs(self.policy.publish_ahead),
+                        wall - next.created_at.as_secs() >= secs(self.policy.publish_ahead),
                         "scheduled promotion at {wall} of a key published at {}",
-                        next.created_at
+                        next.created_at.as_secs()
                     );
                     assert!(
-                        wall - current.activated_at.unwrap() >= secs(self.policy.rotation_period),
+                        wall - current.activated_at.unwrap().as_secs()
+                            >= secs(self.policy.rotation_period),
                         "scheduled promotion at {wall} of a key current since {:?}",
                         current.activated_at
                     );
@@ -552,7 +565,7 @@ mod tests {
                 Step::Remove { kid } => {
                     let key = find(&self.keys, kid).unwrap();
                     assert_eq!(key.state, KeyState::Retired);
-                    let retired_at = key.retired_at.unwrap();
+                    let retired_at = key.retired_at.unwrap().as_secs();
                     assert!(
                         wall >= retired_at + self.retention(),
                         "removal at wall {wall} of a key retired at {retired_at}"
@@ -601,13 +614,14 @@ mod tests {
 
         /// An operator's rotation, as `Rotator::rotate`.
         fn rotate(&mut self, force: bool) -> Result<(), RotateError> {
-            let step = rotation(&self.keys, &self.policy, self.wall, force)?;
+            let step = rotation(&self.keys, &self.policy, ts(self.wall), force)?;
             let Step::Promote { next, current } = &step else {
                 panic!("rotation is a promotion: {step:?}");
             };
             assert_eq!(next, &the(&self.keys, KeyState::Next).kid);
             assert_eq!(current, &the(&self.keys, KeyState::Current).kid);
-            let t = transition_for(&step, &self.keys, &self.policy, self.kek, self.wall).unwrap();
+            let t =
+                transition_for(&step, &self.keys, &self.policy, self.kek, ts(self.wall)).unwrap();
             self.commit(&t, force);
             self.check_invariants();
             Ok(())
@@ -615,7 +629,8 @@ mod tests {
 
         /// An operator's key revocation, as `Rotator::revoke`.
         fn revoke(&mut self, kid: &str) -> Result<Option<KeyTransition>, RevokeKeyError> {
-            let Some(t) = revocation(&self.keys, kid, &self.policy, self.kek, self.wall)? else {
+            let Some(t) = revocation(&self.keys, kid, &self.policy, self.kek, ts(self.wall))?
+            else {
                 return Ok(None);
             };
             assert_eq!(
@@ -628,7 +643,7 @@ mod tests {
             let key = self.keys.iter().find(|k| k.kid.as_str() == kid).unwrap();
             assert_eq!(key.state, KeyState::Revoked);
             assert!(!key.state.is_published());
-            assert_eq!(key.revoked_at, Some(self.wall));
+            assert_eq!(key.revoked_at, Some(ts(self.wall)));
             self.check_invariants();
             Ok(Some(t))
         }
@@ -641,7 +656,8 @@ mod tests {
             let kids: HashSet<&KeyId> = keys.iter().map(|k| &k.kid).collect();
             assert_eq!(kids.len(), keys.len(), "key ids are unique");
             if !self.exempt.contains(&current.kid) {
-                let published_for = current.activated_at.unwrap() - current.created_at;
+                let published_for =
+                    current.activated_at.unwrap().as_secs() - current.created_at.as_secs();
                 assert!(
                     published_for >= secs(self.policy.publish_ahead),
                     "current key {} was published for only {published_for}s before signing",
@@ -663,13 +679,13 @@ mod tests {
             }
             // `next_step_at` (the metric) agrees with `due_step_at` when the monotonic rule
             // does not hold anything back.
-            let due = due_step_at(keys, &self.policy, self.wall, &|_| true);
+            let due = due_step_at(keys, &self.policy, ts(self.wall), &|_| true);
             let at = next_step_at(keys, &self.policy);
-            assert_eq!(due.is_some(), at.is_some_and(|at| at <= self.wall));
+            assert_eq!(due.is_some(), at.is_some_and(|at| at <= ts(self.wall)));
             if let Some(at) = at {
                 assert!(due_step_at(keys, &self.policy, at, &|_| true).is_some());
-                if at > i64::MIN {
-                    assert_eq!(due_step_at(keys, &self.policy, at - 1, &|_| true), None);
+                if at > UnixTime::MIN {
+                    assert_eq!(due_step_at(keys, &self.policy, at - d(1), &|_| true), None);
                 }
             }
         }
@@ -692,7 +708,11 @@ mod tests {
             for step in &steps {
                 if let Step::Promote { current, .. } = step {
                     assert_eq!(current, &signer);
-                    let retired_at = find(&sim.keys, current).unwrap().retired_at.unwrap();
+                    let retired_at = find(&sim.keys, current)
+                        .unwrap()
+                        .retired_at
+                        .unwrap()
+                        .as_secs();
                     assert_eq!(retired_at, sim.wall);
                     retired.insert(current.clone(), retired_at);
                     // Signed at the last instant before retirement, for the longest lifetime.
@@ -790,7 +810,7 @@ mod tests {
         sim.jump(3 * H);
         // The wall clock says retention has passed; the monotonic clock does not.
         assert_eq!(
-            due_step_at(&sim.keys, &sim.policy, sim.wall, &|_| true),
+            due_step_at(&sim.keys, &sim.policy, ts(sim.wall), &|_| true),
             Some(Step::Remove { kid: old.clone() })
         );
         assert_eq!(sim.tick(), vec![]);
@@ -849,12 +869,12 @@ mod tests {
             assert!(find(&sim.keys, &old_next).is_none());
             let eddsa = the(&sim.keys, KeyState::Next).clone();
             assert_eq!(eddsa.algorithm, Algorithm::EdDsa);
-            assert_eq!(eddsa.created_at, T0 + switch_at);
+            assert_eq!(eddsa.created_at.as_secs(), T0 + switch_at);
             assert_eq!(the(&sim.keys, KeyState::Current).kid, es256);
 
             // Promoted once it has been published for publish_ahead and the current key has
             // signed for rotation_period.
-            let promote_at = (T0 + 24 * H).max(eddsa.created_at + H);
+            let promote_at = (T0 + 24 * H).max(eddsa.created_at.as_secs() + H);
             while sim.wall + M < promote_at {
                 sim.advance(M);
                 assert_eq!(sim.tick(), vec![], "at {}", sim.wall - T0);
@@ -894,14 +914,14 @@ mod tests {
         let current = the(&sim.keys, KeyState::Current).kid.clone();
         sim.advance(H - 1);
         assert_eq!(
-            rotation(&sim.keys, &policy, sim.wall, false),
+            rotation(&sim.keys, &policy, ts(sim.wall), false),
             Err(RotateError::TooEarly {
                 kid: next.to_string(),
-                published_for: H - 1,
-                publish_ahead: H,
+                published_for: d(H - 1),
+                publish_ahead: d(H),
             })
         );
-        let forced = rotation(&sim.keys, &policy, sim.wall, true).unwrap();
+        let forced = rotation(&sim.keys, &policy, ts(sim.wall), true).unwrap();
         assert_eq!(
             forced,
             Step::Promote {
@@ -910,7 +930,10 @@ mod tests {
             }
         );
         sim.advance(1);
-        assert_eq!(rotation(&sim.keys, &policy, sim.wall, false), Ok(forced));
+        assert_eq!(
+            rotation(&sim.keys, &policy, ts(sim.wall), false),
+            Ok(forced)
+        );
         sim.rotate(false).unwrap();
         assert_eq!(the(&sim.keys, KeyState::Current).kid, next);
         assert_eq!(find(&sim.keys, &current).unwrap().state, KeyState::Retired);
@@ -919,7 +942,7 @@ mod tests {
         assert!(matches!(
             sim.rotate(false),
             Err(RotateError::TooEarly {
-                published_for: 0,
+                published_for: Duration::ZERO,
                 ..
             })
         ));
@@ -932,7 +955,7 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(
-            rotation(&only_next, &policy, sim.wall, true),
+            rotation(&only_next, &policy, ts(sim.wall), true),
             Err(RotateError::Missing("current"))
         );
         let only_current: Vec<KeyRecord> = in_states(&sim.keys, KeyState::Current)
@@ -940,7 +963,7 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(
-            rotation(&only_current, &policy, sim.wall, true),
+            rotation(&only_current, &policy, ts(sim.wall), true),
             Err(RotateError::Missing("next"))
         );
     }
@@ -956,10 +979,10 @@ mod tests {
         assert_eq!(t.expect_current, Some(current.clone()));
         let now_current = the(&sim.keys, KeyState::Current);
         assert_eq!(now_current.kid, next);
-        assert_eq!(now_current.activated_at, Some(sim.wall));
+        assert_eq!(now_current.activated_at, Some(ts(sim.wall)));
         let new_next = the(&sim.keys, KeyState::Next);
         assert_ne!(new_next.kid, next);
-        assert_eq!(new_next.created_at, sim.wall);
+        assert_eq!(new_next.created_at.as_secs(), sim.wall);
         assert!(
             !find(&sim.keys, &current).unwrap().state.is_published(),
             "the revoked key leaves the published set at once"
@@ -981,7 +1004,7 @@ mod tests {
         assert_eq!(the(&sim.keys, KeyState::Current).kid, current);
         let new_next = the(&sim.keys, KeyState::Next);
         assert_ne!(new_next.kid, next);
-        assert_eq!(new_next.created_at, sim.wall);
+        assert_eq!(new_next.created_at.as_secs(), sim.wall);
         assert_eq!(find(&sim.keys, &next).unwrap().state, KeyState::Revoked);
     }
 
@@ -1007,12 +1030,12 @@ mod tests {
         // Already revoked: nothing to do.
         assert!(sim.revoke(retired.as_str()).unwrap().is_none());
         assert!(matches!(
-            revocation(&sim.keys, retired.as_str(), &sim.policy, &kek, sim.wall),
+            revocation(&sim.keys, retired.as_str(), &sim.policy, &kek, ts(sim.wall)),
             Ok(None)
         ));
         // Unknown.
         assert!(matches!(
-            revocation(&sim.keys, "no-such-kid", &sim.policy, &kek, sim.wall),
+            revocation(&sim.keys, "no-such-kid", &sim.policy, &kek, ts(sim.wall)),
             Err(RevokeKeyError::Refused(RotateError::UnknownKey(kid))) if kid == "no-such-kid"
         ));
     }
@@ -1023,10 +1046,10 @@ mod tests {
         let policy = default_policy();
         let mut keys = Sim::new(&kek, policy, T0, true).keys;
         let now = T0 + 24 * H;
-        let step = due_step_at(&keys, &policy, now, &|_| true).unwrap();
-        let scheduled = transition_for(&step, &keys, &policy, &kek, now).unwrap();
+        let step = due_step_at(&keys, &policy, ts(now), &|_| true).unwrap();
+        let scheduled = transition_for(&step, &keys, &policy, &kek, ts(now)).unwrap();
         let current = the(&keys, KeyState::Current).kid.clone();
-        let revoke = revocation(&keys, current.as_str(), &policy, &kek, now)
+        let revoke = revocation(&keys, current.as_str(), &policy, &kek, ts(now))
             .unwrap()
             .unwrap();
         // Another writer moved first: the scheduled promotion was computed against the old
@@ -1109,7 +1132,7 @@ mod tests {
                                 Ok(()) => {}
                                 Err(RotateError::TooEarly { published_for, .. }) => {
                                     prop_assert!(!force);
-                                    prop_assert!(published_for < secs(policy.publish_ahead));
+                                    prop_assert!(published_for < policy.publish_ahead);
                                     prop_assert_eq!(&sim.keys, &before);
                                 }
                                 Err(e) => prop_assert!(false, "rotation failed: {e}"),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     client::{AuthError, Authenticated},
+    clock::UnixTime,
     crypto,
     grant::Grant,
     jose::{self, CompactSigner, JwsError, KeySet},
@@ -70,11 +71,11 @@ pub struct AccessTokenClaims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// Issued at (Unix seconds).
-    pub iat: i64,
+    pub iat: UnixTime,
     /// Not before (Unix seconds).
-    pub nbf: i64,
+    pub nbf: UnixTime,
     /// Expires (Unix seconds).
-    pub exp: i64,
+    pub exp: UnixTime,
     /// Token id: 128 random bits, base64url.
     pub jti: String,
     /// Certificate binding.
@@ -282,7 +283,7 @@ impl Issuer {
     /// seconds), bound to the certificate it authenticated with. Every grant type ends here.
     pub fn mint(
         &self,
-        now: i64,
+        now: UnixTime,
         auth: &Authenticated,
         grant: Grant,
         signer: &CompactSigner,
@@ -298,7 +299,7 @@ impl Issuer {
             scope: (!grant.scopes.is_empty()).then(|| grant.scopes.join(" ")),
             iat: now,
             nbf: now,
-            exp: now.saturating_add(lifetime),
+            exp: now.saturating_add(grant.lifetime),
             jti: jti.clone(),
             cnf: Confirmation {
                 x5t_s256: peer.thumbprint.to_b64url(),
@@ -367,10 +368,9 @@ const ACCESS_TOKEN_TYPES: &[&str] = &["at+jwt", "application/at+jwt"];
 /// `exp`, `nbf` and `iat` against `now` with `leeway`.
 pub fn check_times(
     claims: &AccessTokenClaims,
-    now: i64,
+    now: UnixTime,
     leeway: Duration,
 ) -> Result<(), VerifyError> {
-    let leeway = crate::clock::whole_secs(leeway);
     if claims.exp.saturating_add(leeway) <= now {
         return Err(VerifyError::Expired);
     }
@@ -394,7 +394,8 @@ mod tests {
     fn ring(algorithm: Algorithm, low_s_only: bool) -> KeyRing {
         let kek = Kek::generate().unwrap();
         let keks = KekRing::try_new(vec![Kek::try_from_base64(&kek.to_base64()).unwrap()]).unwrap();
-        let mut record = KeyRecord::generate(algorithm, KeyState::Current, &kek, 0).unwrap();
+        let mut record =
+            KeyRecord::generate(algorithm, KeyState::Current, &kek, UnixTime::EPOCH).unwrap();
         record.low_s_only = low_s_only;
         KeyRing::try_build(&[record], &keks).unwrap()
     }
@@ -406,9 +407,9 @@ mod tests {
             client_id: "c".into(),
             aud: Audience::One("a".into()),
             scope: None,
-            iat: 0,
-            nbf: 0,
-            exp: 1,
+            iat: UnixTime::from_secs(0),
+            nbf: UnixTime::from_secs(0),
+            exp: UnixTime::from_secs(1),
             jti: jti.to_string(),
             cnf: Confirmation {
                 x5t_s256: String::new(),

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tokenmint_core::{
     audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
+    clock::UnixTime,
     crypto::Sealed,
     keys::{KeyId, KeyRecord},
     revocation::{Change, Event, RevokedToken, State},
@@ -84,7 +85,7 @@ pub trait Store: Send + Sync + 'static {
     async fn apply_key_transition(
         &self,
         t: &KeyTransition,
-        log_until: i64,
+        log_until: UnixTime,
         audit: &AuditRecord,
     ) -> Result<Option<Event>, StoreError>;
 
@@ -95,7 +96,7 @@ pub trait Store: Send + Sync + 'static {
         keys: &[(KeyId, Sealed)],
         pepper: Option<&Sealed>,
         audit: &AuditRecord,
-        now: i64,
+        now: UnixTime,
     ) -> Result<(), StoreError>;
 
     /// The sealed client-secret pepper, if one was created.
@@ -112,7 +113,7 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_client(
         &self,
         client: &Client,
-        now: i64,
+        now: UnixTime,
         audit: &AuditRecord,
     ) -> Result<(), StoreError>;
 
@@ -123,9 +124,9 @@ pub trait Store: Send + Sync + 'static {
     async fn commit_change(
         &self,
         change: &Change,
-        now: i64,
-        state_until: i64,
-        log_until: i64,
+        now: UnixTime,
+        state_until: UnixTime,
+        log_until: UnixTime,
         audit: &AuditRecord,
     ) -> Result<Committed, StoreError>;
 
@@ -133,11 +134,11 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, StoreError>;
 
     /// The revocation state in force at `now`, with the log's high-water mark and purge mark.
-    async fn revocation_state(&self, now: i64) -> Result<State, StoreError>;
+    async fn revocation_state(&self, now: UnixTime) -> Result<State, StoreError>;
 
     /// As `revocation_state`, without its revoked tokens: the head of a watch snapshot, whose
     /// tokens are read in pages with `revoked_tokens_page`.
-    async fn revocation_head(&self, now: i64) -> Result<State, StoreError>;
+    async fn revocation_head(&self, now: UnixTime) -> Result<State, StoreError>;
 
     /// Up to `limit` revoked tokens in force at `now` whose change has a sequence in
     /// (`after`, `through`], in sequence order.
@@ -145,12 +146,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         after: u64,
         through: u64,
-        now: i64,
+        now: UnixTime,
         limit: u32,
     ) -> Result<Vec<RevokedToken>, StoreError>;
 
     /// Removes state and log entries kept past their time; returns the rows removed.
-    async fn purge(&self, now: i64) -> Result<u64, StoreError>;
+    async fn purge(&self, now: UnixTime) -> Result<u64, StoreError>;
 
     /// Waits until the store may have a change this process has not seen, or `at_most`
     /// passes. The default just sleeps; a back-end that can announce changes (PostgreSQL's
@@ -169,7 +170,7 @@ pub trait Store: Send + Sync + 'static {
     async fn update_client_policy(
         &self,
         client: &Client,
-        now: i64,
+        now: UnixTime,
         audit: &AuditRecord,
     ) -> Result<ClientFlags, StoreError>;
 
@@ -180,7 +181,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         client: &Client,
         overwrite: bool,
-        now: i64,
+        now: UnixTime,
         audit: &AuditRecord,
     ) -> Result<ClientSync, StoreError>;
 
@@ -188,5 +189,5 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// Removes audit events older than `before` (Unix seconds); returns how many.
-    async fn purge_audit(&self, before: i64) -> Result<u64, StoreError>;
+    async fn purge_audit(&self, before: UnixTime) -> Result<u64, StoreError>;
 }

@@ -397,6 +397,8 @@ mod tests {
 
     use super::*;
     use crate::{ClientSync, Committed, Store, sqlite::SqliteStore};
+    use std::time::Duration;
+    use tokenmint_core::clock::UnixTime;
     use tokenmint_core::{
         client::{Client, ClientId, Permission},
         crypto::{Algorithm, Kek, Sealed},
@@ -539,7 +541,7 @@ mod tests {
     /// One scripted run of every method; a transcript of what each call returned.
     async fn script(store: &dyn Store, keys: &[KeyRecord]) -> Vec<String> {
         let mut out = Vec::new();
-        let now = 1_000;
+        let now = UnixTime::from_secs(1_000);
         out.push(outcome(store.keys().await));
         out.push(outcome(store.create_initial_keys(&keys[..2]).await));
         out.push(outcome(store.create_initial_keys(&keys[2..]).await));
@@ -554,7 +556,9 @@ mod tests {
             at: now,
         };
         out.push(outcome(
-            store.apply_key_transition(&wrong, now + 10, &audit()).await,
+            store
+                .apply_key_transition(&wrong, now + Duration::from_secs(10), &audit())
+                .await,
         ));
         let revoke = KeyTransition {
             expect_current: Some(keys[0].kid.clone()),
@@ -571,7 +575,7 @@ mod tests {
         };
         out.push(outcome(
             store
-                .apply_key_transition(&revoke, now + 10, &audit())
+                .apply_key_transition(&revoke, now + Duration::from_secs(10), &audit())
                 .await,
         ));
         let missing = KeyTransition {
@@ -605,7 +609,7 @@ mod tests {
                     &[(keys[1].kid.clone(), other.clone())],
                     Some(&other),
                     &audit(),
-                    0,
+                    UnixTime::EPOCH,
                 )
                 .await,
         ));
@@ -637,12 +641,12 @@ mod tests {
         changed.secret_hash = None;
         out.push(outcome(
             store
-                .sync_config_client(&changed, false, now + 1, &audit())
+                .sync_config_client(&changed, false, now + Duration::from_secs(1), &audit())
                 .await,
         ));
         out.push(outcome(
             store
-                .sync_config_client(&changed, true, now + 1, &audit())
+                .sync_config_client(&changed, true, now + Duration::from_secs(1), &audit())
                 .await,
         ));
         out.push(outcome(
@@ -659,35 +663,47 @@ mod tests {
         // Changes.
         let token = Change::TokenRevoked {
             token_id: "jti-1".into(),
-            expires_at: now + 100,
+            expires_at: now + Duration::from_secs(100),
             client_id: Some("b-svc".into()),
             revoked_by: "b-svc".into(),
         };
         let short = Change::TokenRevoked {
             token_id: "jti-2".into(),
-            expires_at: now + 1,
+            expires_at: now + Duration::from_secs(1),
             client_id: None,
             revoked_by: "B".into(),
         };
         let changes = [
-            (token.clone(), now + 100, now + 200),
-            (token.clone(), now + 100, now + 200),
-            (short, now + 1, now + 2),
+            (
+                token.clone(),
+                now + Duration::from_secs(100),
+                now + Duration::from_secs(200),
+            ),
+            (
+                token.clone(),
+                now + Duration::from_secs(100),
+                now + Duration::from_secs(200),
+            ),
+            (
+                short,
+                now + Duration::from_secs(1),
+                now + Duration::from_secs(2),
+            ),
             (
                 Change::ClientCutoff {
                     client_id: "b-svc".into(),
                     issued_at_or_before: now,
                 },
-                now + 50,
-                now + 60,
+                now + Duration::from_secs(50),
+                now + Duration::from_secs(60),
             ),
             (
                 Change::ClientCutoff {
                     client_id: "b-svc".into(),
-                    issued_at_or_before: now - 5,
+                    issued_at_or_before: now - Duration::from_secs(5),
                 },
-                now + 40,
-                now + 60,
+                now + Duration::from_secs(40),
+                now + Duration::from_secs(60),
             ),
             (
                 Change::ClientCutoff {
@@ -702,35 +718,35 @@ mod tests {
                     client_id: "B".into(),
                 },
                 now,
-                now + 5,
+                now + Duration::from_secs(5),
             ),
             (
                 Change::ClientDisabled {
                     client_id: "b-svc".into(),
                 },
                 now,
-                now + 5,
+                now + Duration::from_secs(5),
             ),
             (
                 Change::ClientEnabled {
                     client_id: "b-svc".into(),
                 },
                 now,
-                now + 5,
+                now + Duration::from_secs(5),
             ),
             (
                 Change::ClientEnabled {
                     client_id: "ghost".into(),
                 },
                 now,
-                now + 5,
+                now + Duration::from_secs(5),
             ),
             (
                 Change::KeyRevoked {
                     key_id: "other".into(),
                 },
                 now,
-                now + 5,
+                now + Duration::from_secs(5),
             ),
         ];
         for (change, state_until, log_until) in &changes {
@@ -746,11 +762,17 @@ mod tests {
         out.push(outcome(store.revocation_state(now).await));
         out.push(outcome(store.clients().await));
         // Purge all but the longest-kept, then everything: numbers are never reused.
-        out.push(outcome(store.purge(now + 10).await));
-        out.push(outcome(store.revocation_state(now + 10).await));
+        out.push(outcome(store.purge(now + Duration::from_secs(10)).await));
+        out.push(outcome(
+            store.revocation_state(now + Duration::from_secs(10)).await,
+        ));
         out.push(outcome(store.changes_after(0, 100).await));
-        out.push(outcome(store.purge(now + 1_000).await));
-        out.push(outcome(store.revocation_state(now + 1_000).await));
+        out.push(outcome(store.purge(now + Duration::from_secs(1_000)).await));
+        out.push(outcome(
+            store
+                .revocation_state(now + Duration::from_secs(1_000))
+                .await,
+        ));
         out.push(outcome(
             store
                 .commit_change(
@@ -758,23 +780,45 @@ mod tests {
                         client_id: "d".into(),
                         issued_at_or_before: now,
                     },
-                    now + 1_000,
-                    now + 2_000,
-                    now + 2_000,
+                    now + Duration::from_secs(1_000),
+                    now + Duration::from_secs(2_000),
+                    now + Duration::from_secs(2_000),
                     &audit(),
                 )
                 .await,
         ));
-        out.push(outcome(store.revocation_state(now + 1_000).await));
+        out.push(outcome(
+            store
+                .revocation_state(now + Duration::from_secs(1_000))
+                .await,
+        ));
         out
     }
 
     fn test_keys() -> Vec<KeyRecord> {
         let kek = Kek::generate().unwrap();
         vec![
-            KeyRecord::generate(Algorithm::Es256, KeyState::Current, &kek, 10).unwrap(),
-            KeyRecord::generate(Algorithm::EdDsa, KeyState::Next, &kek, 10).unwrap(),
-            KeyRecord::generate(Algorithm::Es256, KeyState::Next, &kek, 20).unwrap(),
+            KeyRecord::generate(
+                Algorithm::Es256,
+                KeyState::Current,
+                &kek,
+                UnixTime::from_secs(10),
+            )
+            .unwrap(),
+            KeyRecord::generate(
+                Algorithm::EdDsa,
+                KeyState::Next,
+                &kek,
+                UnixTime::from_secs(10),
+            )
+            .unwrap(),
+            KeyRecord::generate(
+                Algorithm::Es256,
+                KeyState::Next,
+                &kek,
+                UnixTime::from_secs(20),
+            )
+            .unwrap(),
         ]
     }
 
@@ -864,9 +908,14 @@ mod tests {
         let synced = futures_join(replicas.iter().map(|r| {
             let r = r.clone();
             tokio::spawn(async move {
-                r.sync_config_client(&client("svc", "spiffe://x/svc"), false, 1, &audit())
-                    .await
-                    .unwrap()
+                r.sync_config_client(
+                    &client("svc", "spiffe://x/svc"),
+                    false,
+                    UnixTime::from_secs(1),
+                    &audit(),
+                )
+                .await
+                .unwrap()
             })
         }))
         .await;
@@ -886,7 +935,7 @@ mod tests {
                     assert_eq!(event.sequence, cursor + 1, "a gap after {cursor}");
                     cursor = event.sequence;
                 }
-                let state = reader.revocation_state(0).await.unwrap();
+                let state = reader.revocation_state(UnixTime::EPOCH).await.unwrap();
                 assert!(state.tokens.iter().all(|t| t.sequence <= state.high_water));
                 assert!(state.tokens.len() as u64 <= state.high_water);
             }
@@ -899,12 +948,18 @@ mod tests {
                 for i in 0..EACH {
                     let change = Change::TokenRevoked {
                         token_id: format!("jti-{r}-{i}"),
-                        expires_at: 5_000,
+                        expires_at: UnixTime::from_secs(5_000),
                         client_id: Some("svc".into()),
                         revoked_by: "svc".into(),
                     };
                     match store
-                        .commit_change(&change, 1, 5_000, 6_000, &audit())
+                        .commit_change(
+                            &change,
+                            UnixTime::from_secs(1),
+                            UnixTime::from_secs(5_000),
+                            UnixTime::from_secs(6_000),
+                            &audit(),
+                        )
                         .await
                         .unwrap()
                     {
@@ -923,7 +978,7 @@ mod tests {
         // The same token revoked by every replica at once: one event, the rest in force.
         let same = Change::TokenRevoked {
             token_id: "shared".into(),
-            expires_at: 5_000,
+            expires_at: UnixTime::from_secs(5_000),
             client_id: None,
             revoked_by: "svc".into(),
         };
@@ -931,9 +986,15 @@ mod tests {
             let r = r.clone();
             let same = same.clone();
             tokio::spawn(async move {
-                r.commit_change(&same, 2, 5_000, 6_000, &audit())
-                    .await
-                    .unwrap()
+                r.commit_change(
+                    &same,
+                    UnixTime::from_secs(2),
+                    UnixTime::from_secs(5_000),
+                    UnixTime::from_secs(6_000),
+                    &audit(),
+                )
+                .await
+                .unwrap()
             })
         }))
         .await;
@@ -954,12 +1015,17 @@ mod tests {
             insert: vec![keys[2].clone()],
             delete: vec![],
             event: None,
-            at: 3,
+            at: UnixTime::from_secs(3),
         };
         let steps = futures_join(replicas.iter().map(|r| {
             let r = r.clone();
             let step = step.clone();
-            tokio::spawn(async move { outcome(r.apply_key_transition(&step, 10, &audit()).await) })
+            tokio::spawn(async move {
+                outcome(
+                    r.apply_key_transition(&step, UnixTime::from_secs(10), &audit())
+                        .await,
+                )
+            })
         }))
         .await;
         assert_eq!(

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokenmint_core::{
     audit::AuditEvent,
     client::{Client, ClientId, Permission},
+    clock::UnixTime,
     crypto::{Algorithm, PublicKey, Sealed},
     identity::CertificateMatcher,
     keys::{KeyId, KeyRecord, KeyState},
@@ -82,6 +83,16 @@ pub(crate) trait Columns {
             .ok_or_else(|| StoreError::Corrupt(format!("{column} is NULL")))
     }
 
+    /// A time (seconds since the epoch) that may be NULL.
+    fn opt_time(&self, column: &str) -> Result<Option<UnixTime>, StoreError> {
+        Ok(self.opt_int(column)?.map(UnixTime::from_secs))
+    }
+
+    /// A time (seconds since the epoch) `NOT NULL`.
+    fn time(&self, column: &str) -> Result<UnixTime, StoreError> {
+        self.int(column).map(UnixTime::from_secs)
+    }
+
     /// A sequence number (see [`sequence_column`]) that may be NULL.
     fn opt_sequence(&self, column: &str) -> Result<Option<u64>, StoreError> {
         self.opt_int(column)?
@@ -108,11 +119,11 @@ pub(crate) trait Columns {
 pub(super) fn revoked_token_from(row: &impl Columns) -> Result<RevokedToken, StoreError> {
     Ok(RevokedToken {
         token_id: row.text("token_id")?,
-        expires_at: row.int("expires_at")?,
+        expires_at: row.time("expires_at")?,
         client_id: row.opt_text("client_id")?,
         revoked_by: row.text("revoked_by")?,
         sequence: row.sequence("sequence")?,
-        revoked_at: row.int("revoked_at")?,
+        revoked_at: row.time("revoked_at")?,
     })
 }
 
@@ -120,7 +131,7 @@ pub(super) fn revoked_token_from(row: &impl Columns) -> Result<RevokedToken, Sto
 pub(super) fn cutoff_from(row: &impl Columns) -> Result<Cutoff, StoreError> {
     Ok(Cutoff {
         client_id: row.text("client_id")?,
-        issued_at_or_before: row.int("issued_at_or_before")?,
+        issued_at_or_before: row.time("issued_at_or_before")?,
         sequence: row.sequence("sequence")?,
     })
 }
@@ -182,10 +193,10 @@ pub(super) fn key_from(row: &impl Columns) -> Result<KeyRecord, StoreError> {
         state,
         public,
         sealed: sealed_from(row)?,
-        created_at: row.int("created_at")?,
-        activated_at: row.opt_int("activated_at")?,
-        retired_at: row.opt_int("retired_at")?,
-        revoked_at: row.opt_int("revoked_at")?,
+        created_at: row.time("created_at")?,
+        activated_at: row.opt_time("activated_at")?,
+        retired_at: row.opt_time("retired_at")?,
+        revoked_at: row.opt_time("revoked_at")?,
         low_s_only: row.flag("low_s_only")?,
     })
 }
@@ -230,7 +241,7 @@ pub(super) fn audit_event_from(row: &impl Columns) -> Result<AuditEvent, StoreEr
     let id = row.sequence("id")?;
     Ok(AuditEvent {
         id,
-        at: row.int("at")?,
+        at: row.time("at")?,
         actor: row.text("actor")?,
         action: row.text("action")?,
         target: row.text("target")?,
@@ -273,7 +284,7 @@ impl<'a> ChangeColumns<'a> {
                 token_id: Some(token_id),
                 client_id: client_id.as_deref(),
                 revoked_by: Some(revoked_by),
-                expires_at: Some(*expires_at),
+                expires_at: Some(expires_at.as_secs()),
                 ..empty("token_revoked")
             },
             Change::ClientCutoff {
@@ -281,7 +292,7 @@ impl<'a> ChangeColumns<'a> {
                 issued_at_or_before,
             } => Self {
                 client_id: Some(client_id),
-                issued_at_or_before: Some(*issued_at_or_before),
+                issued_at_or_before: Some(issued_at_or_before.as_secs()),
                 ..empty("client_cutoff")
             },
             Change::ClientDisabled { client_id } => Self {
@@ -314,13 +325,13 @@ pub(super) fn event_from(row: &impl Columns) -> Result<Event, StoreError> {
     let change = match kind.as_str() {
         "token_revoked" => Change::TokenRevoked {
             token_id: present("token_id")?,
-            expires_at: number("expires_at")?,
+            expires_at: UnixTime::from_secs(number("expires_at")?),
             client_id: row.opt_text("client_id")?,
             revoked_by: present("revoked_by")?,
         },
         "client_cutoff" => Change::ClientCutoff {
             client_id: present("client_id")?,
-            issued_at_or_before: number("issued_at_or_before")?,
+            issued_at_or_before: UnixTime::from_secs(number("issued_at_or_before")?),
         },
         "client_disabled" => Change::ClientDisabled {
             client_id: present("client_id")?,
@@ -335,7 +346,7 @@ pub(super) fn event_from(row: &impl Columns) -> Result<Event, StoreError> {
     };
     Ok(Event {
         sequence: row.sequence("sequence")?,
-        committed_at: row.int("committed_at")?,
+        committed_at: row.time("committed_at")?,
         change,
     })
 }

@@ -20,6 +20,7 @@ use super::{
 use tokenmint_core::{
     audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
+    clock::UnixTime,
     crypto::Sealed,
     keys::{KeyId, KeyRecord, KeyState},
     revocation::{Change, Event, RevokedToken, State},
@@ -53,7 +54,7 @@ impl<D: Dialect> Store for D {
     async fn apply_key_transition(
         &self,
         t: &KeyTransition,
-        log_until: i64,
+        log_until: UnixTime,
         audit: &AuditRecord,
     ) -> Result<Option<Event>, StoreError> {
         // Key lock, then (if this step logs) the change-log lock: the one order.
@@ -96,7 +97,7 @@ impl<D: Dialect> Store for D {
         keys: &[(KeyId, Sealed)],
         pepper: Option<&Sealed>,
         audit: &AuditRecord,
-        now: i64,
+        now: UnixTime,
     ) -> Result<(), StoreError> {
         let mut tx = begin_write(self, &[Lock::Keys]).await?;
         for (kid, sealed) in keys {
@@ -151,7 +152,7 @@ impl<D: Dialect> Store for D {
     async fn insert_client(
         &self,
         client: &Client,
-        now: i64,
+        now: UnixTime,
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = begin_write(self, &[]).await?;
@@ -163,9 +164,9 @@ impl<D: Dialect> Store for D {
     async fn commit_change(
         &self,
         change: &Change,
-        now: i64,
-        state_until: i64,
-        log_until: i64,
+        now: UnixTime,
+        state_until: UnixTime,
+        log_until: UnixTime,
         audit: &AuditRecord,
     ) -> Result<Committed, StoreError> {
         // The change-log lock first, so the checks below see every change committed before
@@ -190,11 +191,11 @@ impl<D: Dialect> Store for D {
         read_all(statement, event_from).await
     }
 
-    async fn revocation_state(&self, now: i64) -> Result<State, StoreError> {
+    async fn revocation_state(&self, now: UnixTime) -> Result<State, StoreError> {
         read_state(self, now, true).await
     }
 
-    async fn revocation_head(&self, now: i64) -> Result<State, StoreError> {
+    async fn revocation_head(&self, now: UnixTime) -> Result<State, StoreError> {
         read_state(self, now, false).await
     }
 
@@ -202,19 +203,19 @@ impl<D: Dialect> Store for D {
         &self,
         after: u64,
         through: u64,
-        now: i64,
+        now: UnixTime,
         limit: u32,
     ) -> Result<Vec<RevokedToken>, StoreError> {
         let mut conn = acquire(self.reader()).await?;
         read_tokens::<D::Db>(&mut conn, now, after, through, limit).await
     }
 
-    async fn purge(&self, now: i64) -> Result<u64, StoreError> {
+    async fn purge(&self, now: UnixTime) -> Result<u64, StoreError> {
         // Serialised with appends, as SQLite's single writer serialises everything.
         let mut tx = begin_write(self, &[Lock::ChangeLog]).await?;
         let purged_max = tx
             .sql("SELECT MAX(sequence) AS purged FROM changes WHERE keep_until < $1")
-            .arg(now)
+            .arg(now.as_secs())
             .row()
             .await
             .map_err(unavailable)?
@@ -227,7 +228,7 @@ impl<D: Dialect> Store for D {
         ] {
             removed += tx
                 .sql(statement)
-                .arg(now)
+                .arg(now.as_secs())
                 .run()
                 .await
                 .map_err(write_error)?;
@@ -250,7 +251,7 @@ impl<D: Dialect> Store for D {
     async fn update_client_policy(
         &self,
         client: &Client,
-        now: i64,
+        now: UnixTime,
         audit: &AuditRecord,
     ) -> Result<ClientFlags, StoreError> {
         let mut tx = begin_write(self, &[]).await?;
@@ -277,7 +278,7 @@ impl<D: Dialect> Store for D {
         &self,
         client: &Client,
         overwrite: bool,
-        now: i64,
+        now: UnixTime,
         audit: &AuditRecord,
     ) -> Result<ClientSync, StoreError> {
         // Replicas syncing the same config at once take turns: the second one finds the
@@ -321,15 +322,15 @@ impl<D: Dialect> Store for D {
             .arg(query.actor.as_deref())
             .arg(query.action.as_deref())
             .arg(query.target.as_deref())
-            .arg(query.since)
+            .arg(query.since.map(UnixTime::as_secs))
             .arg(i64::from(query.limit));
         read_all(statement, audit_event_from).await
     }
 
-    async fn purge_audit(&self, before: i64) -> Result<u64, StoreError> {
+    async fn purge_audit(&self, before: UnixTime) -> Result<u64, StoreError> {
         let mut conn = acquire(self.writer()).await?;
         conn.sql("DELETE FROM audit_events WHERE at < $1")
-            .arg(before)
+            .arg(before.as_secs())
             .run()
             .await
             .map_err(write_error)
@@ -387,7 +388,7 @@ fn flag(value: bool) -> i16 {
 /// one transaction so that the state and its marks agree.
 async fn read_state<D: Dialect>(
     store: &D,
-    now: i64,
+    now: UnixTime,
     with_tokens: bool,
 ) -> Result<State, StoreError> {
     let mut tx = store
@@ -405,7 +406,7 @@ async fn read_state<D: Dialect>(
             "SELECT client_id, issued_at_or_before, sequence FROM client_cutoffs \
              WHERE keep_until >= $1 ORDER BY sequence",
         )
-        .arg(now);
+        .arg(now.as_secs());
     let cutoffs = read_all(cutoffs, cutoff_from).await?;
     let disabled_clients = read_all(tx.sql(D::SQL.disabled_clients), |row| {
         Ok((row.text("id")?, row.sequence("sequence")?))
@@ -443,7 +444,7 @@ async fn read_state<D: Dialect>(
 /// sequence order.
 async fn read_tokens<DB: Sql>(
     conn: &mut DB::Connection,
-    now: i64,
+    now: UnixTime,
     after: u64,
     through: u64,
     limit: u32,
@@ -454,7 +455,7 @@ async fn read_tokens<DB: Sql>(
              FROM revoked_tokens WHERE keep_until >= $1 AND sequence > $2 AND sequence <= $3 \
              ORDER BY sequence LIMIT $4",
         )
-        .arg(now)
+        .arg(now.as_secs())
         .arg(cast_after(after))
         .arg(cast_after(through))
         .arg(i64::from(limit));
@@ -478,7 +479,7 @@ async fn change_keys<DB: Sql>(
                 "UPDATE signing_keys SET state = $1, {column} = $2 WHERE kid = $3"
             ))
             .arg(state.as_str())
-            .arg(t.at)
+            .arg(t.at.as_secs())
             .arg(kid.as_str())
             .run()
             .await
@@ -515,10 +516,10 @@ async fn insert_key<DB: Sql>(conn: &mut DB::Connection, key: &KeyRecord) -> Resu
         .arg(key.state.as_str())
         .arg(x.as_slice())
         .arg(y.as_deref())
-        .arg(key.created_at)
-        .arg(key.activated_at)
-        .arg(key.retired_at)
-        .arg(key.revoked_at)
+        .arg(key.created_at.as_secs())
+        .arg(key.activated_at.map(UnixTime::as_secs))
+        .arg(key.retired_at.map(UnixTime::as_secs))
+        .arg(key.revoked_at.map(UnixTime::as_secs))
         .arg(flag(key.low_s_only))
         .run()
         .await
@@ -568,8 +569,8 @@ async fn exists<DB: Sql>(
 async fn log_change<D: Dialect>(
     conn: &mut Conn<D>,
     change: &Change,
-    now: i64,
-    log_until: i64,
+    now: UnixTime,
+    log_until: UnixTime,
 ) -> Result<Event, StoreError> {
     D::lock(&mut *conn, Lock::ChangeLog).await?;
     let assigned = match D::SQL.next_sequence {
@@ -594,8 +595,8 @@ async fn log_change<D: Dialect>(
         .arg(columns.revoked_by)
         .arg(columns.expires_at)
         .arg(columns.issued_at_or_before)
-        .arg(now)
-        .arg(log_until)
+        .arg(now.as_secs())
+        .arg(log_until.as_secs())
         .row()
         .await
         .map_err(write_error)?;
@@ -615,8 +616,8 @@ async fn put_in_force<D: Dialect>(
     conn: &mut Conn<D>,
     change: &Change,
     sequence: u64,
-    now: i64,
-    state_until: i64,
+    now: UnixTime,
+    state_until: UnixTime,
 ) -> Result<(), StoreError> {
     let sequence = sequence_column(sequence)?;
     let statement = match change {
@@ -630,30 +631,30 @@ async fn put_in_force<D: Dialect>(
              sequence, revoked_at, keep_until) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .arg(token_id.as_str())
-        .arg(*expires_at)
+        .arg(expires_at.as_secs())
         .arg(client_id.as_deref())
         .arg(revoked_by.as_str())
         .arg(sequence)
-        .arg(now)
-        .arg(state_until),
+        .arg(now.as_secs())
+        .arg(state_until.as_secs()),
         Change::ClientCutoff {
             client_id,
             issued_at_or_before,
         } => conn.sql(D::SQL.upsert_cutoff)
             .arg(client_id.as_str())
-            .arg(*issued_at_or_before)
+            .arg(issued_at_or_before.as_secs())
             .arg(sequence)
-            .arg(state_until),
+            .arg(state_until.as_secs()),
         Change::ClientDisabled { client_id } => conn.sql(
             "UPDATE clients SET enabled = 0, disabled_sequence = $1, updated_at = $2 WHERE id = $3",
         )
         .arg(sequence)
-        .arg(now)
+        .arg(now.as_secs())
         .arg(client_id.as_str()),
         Change::ClientEnabled { client_id } => conn.sql(
             "UPDATE clients SET enabled = 1, disabled_sequence = NULL, updated_at = $1 WHERE id = $2",
         )
-        .arg(now)
+        .arg(now.as_secs())
         .arg(client_id.as_str()),
         Change::KeyRevoked { .. } => return Ok(()),
     };
@@ -665,13 +666,13 @@ async fn put_in_force<D: Dialect>(
 async fn write_audit<D: Dialect>(
     conn: &mut Conn<D>,
     record: &AuditRecord,
-    at: i64,
+    at: UnixTime,
 ) -> Result<(), StoreError> {
     D::lock(&mut *conn, Lock::Audit).await?;
     conn.sql(
         "INSERT INTO audit_events (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
     )
-    .arg(at)
+    .arg(at.as_secs())
     .arg(record.actor.as_str())
     .arg(record.action)
     .arg(record.target.as_str())
@@ -687,7 +688,7 @@ async fn write_audit<D: Dialect>(
 async fn insert_client<DB: Sql>(
     conn: &mut DB::Connection,
     client: &Client,
-    now: i64,
+    now: UnixTime,
     if_absent: bool,
 ) -> Result<bool, StoreError> {
     let statement = format!(
@@ -703,7 +704,7 @@ async fn insert_client<DB: Sql>(
         .arg(client.id.as_str())
         .arg(flag(client.enabled))
         .arg(client.secret_hash.as_deref())
-        .arg(now)
+        .arg(now.as_secs())
         .run()
         .await
         .map_err(write_error)?;
@@ -719,14 +720,14 @@ async fn insert_client<DB: Sql>(
 async fn write_policy<DB: Sql>(
     conn: &mut DB::Connection,
     client: &Client,
-    now: i64,
+    now: UnixTime,
 ) -> Result<(), StoreError> {
     let statement = format!(
         "UPDATE clients SET ({POLICY_COLUMNS}, updated_at) = \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) WHERE id = $12"
     );
     bind_policy(conn.sql(&statement), client)
-        .arg(now)
+        .arg(now.as_secs())
         .arg(client.id.as_str())
         .run()
         .await
