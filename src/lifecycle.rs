@@ -248,7 +248,7 @@ impl Rotator {
 
     async fn build_ring(&self) -> Result<KeyRing, LifecycleError> {
         let keys = self.store.keys().await?;
-        Ok(KeyRing::try_build(&keys, &self.keks)?)
+        Ok(KeyRing::try_build(&keys, self.keks.as_ref())?)
     }
 
     /// When the next scheduled step is due and how old the current key is, for metrics.

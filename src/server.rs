@@ -171,10 +171,13 @@ pub async fn rotate_kek(
 ) -> Result<Resealed, ServeError> {
     let newest = keks.newest();
     let keys = store.keys().await?;
-    let resealed = keys
-        .iter()
-        .map(|k| Ok((k.kid.clone(), k.reseal(keks, newest)?)))
-        .collect::<Result<Vec<_>, KeyError>>()?;
+    // Keys held elsewhere (an HSM) have nothing sealed to re-seal.
+    let mut resealed = Vec::with_capacity(keys.len());
+    for key in &keys {
+        if let Some(sealed) = key.reseal(keks, newest)? {
+            resealed.push((key.kid.clone(), sealed));
+        }
+    }
     let pepper = match store.pepper().await? {
         Some(sealed) => {
             let refused = || ServeError::Pepper {

@@ -885,7 +885,7 @@ async fn kek_rotation_lets_the_old_kek_go() {
         .await
         .unwrap();
     for key in stored.keys().await.unwrap() {
-        assert_eq!(key.sealed.kek_id, new_kek.id(), "{}", key.kid);
+        assert_eq!(key.sealed().unwrap().kek_id, new_kek.id(), "{}", key.kid);
     }
     assert_eq!(stored.pepper().await.unwrap().unwrap().kek_id, new_kek.id());
     drop(stored);
@@ -1261,7 +1261,7 @@ async fn kek_rotation_in_the_safe_order_keeps_a_running_server_ready() {
         .collect();
     assert_eq!(made.len(), 1, "the rotation made a new next key");
     assert_eq!(
-        made[0].sealed.kek_id,
+        made[0].sealed().unwrap().kek_id,
         new_kek.id(),
         "a new key under the new KEK"
     );
@@ -1273,7 +1273,7 @@ async fn kek_rotation_in_the_safe_order_keeps_a_running_server_ready() {
         .await
         .unwrap();
     for key in stored.keys().await.unwrap() {
-        assert_eq!(key.sealed.kek_id, new_kek.id(), "{}", key.kid);
+        assert_eq!(key.sealed().unwrap().kek_id, new_kek.id(), "{}", key.kid);
     }
     drop(stored);
     tokio::time::sleep(Duration::from_millis(800)).await;

@@ -23,7 +23,7 @@ use tokenmint_core::{
     clock::UnixTime,
     crypto::{self, Algorithm, Kek, Sealed},
     identity::CertificateMatcher,
-    keys::{KekRing, KeyId, KeyRecord, KeyState},
+    keys::{KekRing, KeyId, KeyRecord, KeyState, PrivateHalf},
     revocation::{Change, Event, RevokedToken, State},
     rotation::{self, KeyTransition, Policy, Step},
 };
@@ -204,6 +204,7 @@ contract_tests!(
     contract_empty_store,
     contract_initial_keys_are_created_once_and_round_trip,
     contract_keys_stored_before_the_low_s_migration_accept_both_forms,
+    contract_keys_held_elsewhere_round_trip_and_are_not_resealed,
     contract_key_transitions_apply_like_the_model,
     contract_stale_key_transition_conflicts_and_changes_nothing,
     contract_reseal_replaces_sealed_forms,
@@ -463,6 +464,33 @@ async fn contract_initial_keys_are_created_once_and_round_trip(backend: &Backend
     assert!(all_changes(&*store).await.is_empty());
 }
 
+async fn contract_keys_held_elsewhere_round_trip_and_are_not_resealed(backend: &Backend) {
+    let store = backend.open().await;
+    let kek = Kek::generate().unwrap();
+    let current = key(Algorithm::Es256, KeyState::Current, &kek, T0);
+    // A key whose private half is in a device: the store keeps its public half and reference.
+    let mut held = key(Algorithm::EdDsa, KeyState::Next, &kek, T0 + secs(1));
+    held.private = PrivateHalf::Held {
+        custody: "pkcs11".into(),
+        reference: format!("tokenmint-{}", held.kid),
+    };
+    let initial = vec![current, held.clone()];
+    assert!(store.create_initial_keys(&initial).await.unwrap());
+    assert_eq!(stored_keys(&*store).await, sorted(initial.clone()));
+    // A KEK rotation re-seals the sealed key only.
+    let new = Kek::generate().unwrap();
+    let both = KekRing::try_new(vec![copy_kek(&new), copy_kek(&kek)]).unwrap();
+    let done = tokenmint::server::rotate_kek(store.as_ref(), &both, T0 + secs(2))
+        .await
+        .unwrap();
+    assert_eq!(done.keys, 1);
+    let stored = stored_keys(&*store).await;
+    let stored_held = stored.iter().find(|k| k.kid == held.kid).unwrap();
+    assert_eq!(stored_held, &held);
+    let stored_current = stored.iter().find(|k| k.kid != held.kid).unwrap();
+    assert_eq!(stored_current.sealed().unwrap().kek_id, new.id());
+}
+
 /// The schema as it was before the low-S cut-over: migrations up to 0004 only.
 async fn migrator_before_low_s(dialect: &str) -> sqlx::migrate::Migrator {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -487,6 +515,7 @@ async fn contract_keys_stored_before_the_low_s_migration_accept_both_forms(backe
         crypto::PublicKey::P256 { x, y } => (x.clone(), y.clone()),
         crypto::PublicKey::Ed25519 { .. } => unreachable!("an ES256 key"),
     };
+    let sealed = old.sealed().unwrap().clone();
     // A row written by the previous release, before migration 0005 existed.
     match backend {
         Backend::Sqlite { path, .. } => {
@@ -509,9 +538,9 @@ async fn contract_keys_stored_before_the_low_s_migration_accept_both_forms(backe
             .bind(old.kid.as_str())
             .bind(x)
             .bind(y)
-            .bind(&old.sealed.kek_id)
-            .bind(&old.sealed.nonce)
-            .bind(&old.sealed.ciphertext)
+            .bind(&sealed.kek_id)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
             .bind(old.created_at.as_secs())
             .bind(old.activated_at.map(UnixTime::as_secs))
             .execute(&mut conn)
@@ -534,9 +563,9 @@ async fn contract_keys_stored_before_the_low_s_migration_accept_both_forms(backe
             .bind(old.kid.as_str())
             .bind(x)
             .bind(y)
-            .bind(&old.sealed.kek_id)
-            .bind(&old.sealed.nonce)
-            .bind(&old.sealed.ciphertext)
+            .bind(&sealed.kek_id)
+            .bind(&sealed.nonce)
+            .bind(&sealed.ciphertext)
             .bind(old.created_at.as_secs())
             .bind(old.activated_at.map(UnixTime::as_secs))
             .execute(&mut conn)
@@ -881,7 +910,7 @@ async fn contract_reseal_replaces_sealed_forms(backend: &Backend) {
     let both = KekRing::try_new(vec![copy_kek(&new), copy_kek(&old)]).unwrap();
     let resealed: Vec<(KeyId, Sealed)> = initial
         .iter()
-        .map(|k| (k.kid.clone(), k.reseal(&both, &new).unwrap()))
+        .map(|k| (k.kid.clone(), k.reseal(&both, &new).unwrap().unwrap()))
         .collect();
     let new_pepper = new.seal(&pepper_plain, PEPPER_AAD).unwrap();
     store
@@ -891,13 +920,14 @@ async fn contract_reseal_replaces_sealed_forms(backend: &Backend) {
 
     let mut expected = initial.clone();
     for k in &mut expected {
-        k.sealed = resealed
+        let sealed = resealed
             .iter()
             .find(|(kid, _)| kid == &k.kid)
             .unwrap()
             .1
             .clone();
-        assert_eq!(k.sealed.kek_id, new.id());
+        assert_eq!(sealed.kek_id, new.id());
+        k.private = PrivateHalf::Sealed(sealed);
     }
     let stored = stored_keys(&*store).await;
     assert_eq!(stored, sorted(expected.clone()));

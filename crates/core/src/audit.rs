@@ -384,11 +384,11 @@ mod tests {
             algorithm: Algorithm::Es256,
             state: KeyState::Next,
             public: PublicKey::Ed25519 { x: vec![] },
-            sealed: Sealed {
+            private: crate::keys::PrivateHalf::Sealed(Sealed {
                 kek_id: String::new(),
                 nonce: vec![],
                 ciphertext: vec![],
-            },
+            }),
             created_at: UnixTime::from_secs(0),
             activated_at: None,
             retired_at: None,

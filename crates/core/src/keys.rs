@@ -52,6 +52,16 @@ pub enum KeyError {
     /// There is no current key to sign with.
     #[error("there is no current signing key")]
     NoCurrentKey,
+    /// The key's private half is held by a custody this process cannot sign with.
+    #[error(
+        "signing key {kid} is held by {custody}, which this process is not configured to use: configure that key custody"
+    )]
+    HeldElsewhere {
+        /// The key.
+        kid: String,
+        /// The custody that holds it.
+        custody: String,
+    },
     /// A cryptographic primitive failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -98,7 +108,22 @@ impl KeyState {
     }
 }
 
-/// A signing key as stored: public half in clear, private half sealed.
+/// Where a key's private half is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrivateHalf {
+    /// PKCS#8, sealed under a KEK, in the store.
+    Sealed(Sealed),
+    /// In a device or service that signs without releasing it: which custody holds it (e.g.
+    /// `pkcs11`) and how that custody names it.
+    Held {
+        /// The custody.
+        custody: String,
+        /// Its name for the key.
+        reference: String,
+    },
+}
+
+/// A signing key as stored: public half in clear, private half sealed or held elsewhere.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRecord {
     /// The RFC 7638 thumbprint, computed once at creation.
@@ -109,8 +134,8 @@ pub struct KeyRecord {
     pub state: KeyState,
     /// The public key.
     pub public: PublicKey,
-    /// The PKCS#8 private key, sealed under a KEK.
-    pub sealed: Sealed,
+    /// The private half.
+    pub private: PrivateHalf,
     /// Unix seconds when it was created (and published).
     pub created_at: UnixTime,
     /// Unix seconds when it became current.
@@ -149,7 +174,7 @@ impl KeyRecord {
             algorithm,
             state,
             public,
-            sealed,
+            private: PrivateHalf::Sealed(sealed),
             created_at: now,
             activated_at: (state == KeyState::Current).then_some(now),
             retired_at: None,
@@ -159,42 +184,56 @@ impl KeyRecord {
     }
 
     /// Re-seals the private key under `kek` (KEK rotation): opened with whichever configured
-    /// KEK sealed it, sealed again with the same associated data.
-    pub fn reseal(&self, keks: &KekRing, kek: &Kek) -> Result<Sealed, KeyError> {
-        let pkcs8 = self.open(keks)?;
-        Ok(kek.seal(&pkcs8, &sealing_aad(self.algorithm, &self.kid))?)
+    /// KEK sealed it, sealed again with the same associated data. `None` for a key held
+    /// elsewhere: no KEK protects it.
+    pub fn reseal(&self, keks: &KekRing, kek: &Kek) -> Result<Option<Sealed>, KeyError> {
+        match &self.private {
+            PrivateHalf::Sealed(sealed) => {
+                let pkcs8 = self.open(sealed, keks)?;
+                Ok(Some(
+                    kek.seal(&pkcs8, &sealing_aad(self.algorithm, &self.kid))?,
+                ))
+            }
+            PrivateHalf::Held { .. } => Ok(None),
+        }
     }
 
-    fn open(&self, keks: &KekRing) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    /// The sealed private half, if it is in the store.
+    pub fn sealed(&self) -> Option<&Sealed> {
+        match &self.private {
+            PrivateHalf::Sealed(sealed) => Some(sealed),
+            PrivateHalf::Held { .. } => None,
+        }
+    }
+
+    fn open(&self, sealed: &Sealed, keks: &KekRing) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let kek = keks
-            .find(&self.sealed.kek_id)
+            .find(&sealed.kek_id)
             .ok_or_else(|| KeyError::UnknownKek {
                 kid: self.kid.to_string(),
-                kek_id: self.sealed.kek_id.clone(),
+                kek_id: sealed.kek_id.clone(),
                 configured: keks.ids(),
             })?;
-        kek.open(&self.sealed, &sealing_aad(self.algorithm, &self.kid))
+        kek.open(sealed, &sealing_aad(self.algorithm, &self.kid))
             .map_err(|_| KeyError::Unseal {
                 kid: self.kid.to_string(),
-                kek_id: self.sealed.kek_id.clone(),
+                kek_id: sealed.kek_id.clone(),
             })
     }
 
-    /// Opens the private key with whichever configured KEK sealed it.
+    /// Opens the private key with whichever configured KEK sealed it; a key held elsewhere
+    /// does not open.
     pub fn unseal(&self, keks: &KekRing) -> Result<SigningKey, KeyError> {
-        let kek = keks
-            .find(&self.sealed.kek_id)
-            .ok_or_else(|| KeyError::UnknownKek {
-                kid: self.kid.to_string(),
-                kek_id: self.sealed.kek_id.clone(),
-                configured: keks.ids(),
-            })?;
-        let pkcs8: Zeroizing<Vec<u8>> = kek
-            .open(&self.sealed, &sealing_aad(self.algorithm, &self.kid))
-            .map_err(|_| KeyError::Unseal {
-                kid: self.kid.to_string(),
-                kek_id: self.sealed.kek_id.clone(),
-            })?;
+        let sealed = match &self.private {
+            PrivateHalf::Sealed(sealed) => sealed,
+            PrivateHalf::Held { custody, .. } => {
+                return Err(KeyError::HeldElsewhere {
+                    kid: self.kid.to_string(),
+                    custody: custody.clone(),
+                });
+            }
+        };
+        let pkcs8 = self.open(sealed, keks)?;
         let key = SigningKey::try_from_pkcs8(self.algorithm, &pkcs8)?;
         if key.public_key() != self.public {
             return Err(KeyError::Mismatch {
@@ -202,6 +241,23 @@ impl KeyRecord {
             });
         }
         Ok(key)
+    }
+}
+
+/// Who can sign with a stored key: the KEKs, for keys sealed in the store; a device's or a
+/// service's custody, for keys held there. The key ring asks it for the current key's signer,
+/// so a new custody plugs in here and nowhere on the issue path.
+pub trait Custody {
+    /// The signer for `record`'s private half.
+    fn signer(&self, record: &KeyRecord) -> Result<Arc<dyn Signer>, KeyError>;
+}
+
+impl Custody for KekRing {
+    fn signer(&self, record: &KeyRecord) -> Result<Arc<dyn Signer>, KeyError> {
+        Ok(Arc::new(SoftwareSigner {
+            kid: record.kid.clone(),
+            key: record.unseal(self)?,
+        }))
     }
 }
 
@@ -274,17 +330,17 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Builds the ring from stored records: every published key, and the current key unsealed.
-    pub fn try_build(records: &[KeyRecord], keks: &KekRing) -> Result<Self, KeyError> {
+    /// Builds the ring from stored records: every published key, and the current key's
+    /// signer from `custody` (the KEKs, for sealed keys).
+    pub fn try_build(records: &[KeyRecord], custody: &dyn Custody) -> Result<Self, KeyError> {
         let current = records
             .iter()
             .find(|r| r.state == KeyState::Current)
             .ok_or(KeyError::NoCurrentKey)?;
-        let software = SoftwareSigner {
-            kid: current.kid.clone(),
-            key: current.unseal(keks)?,
-        };
-        let signer = Arc::new(CompactSigner::new(Arc::new(software), ACCESS_TOKEN_TYP));
+        let signer = Arc::new(CompactSigner::new(
+            custody.signer(current)?,
+            ACCESS_TOKEN_TYP,
+        ));
         let published = records
             .iter()
             .filter(|r| r.state.is_published())
@@ -336,6 +392,7 @@ impl KeyRing {
 mod tests {
     use super::*;
     use crate::crypto;
+    use std::collections::HashMap;
 
     #[test]
     fn rfc7638_section_3_1_vector() {
@@ -387,6 +444,49 @@ mod tests {
         let err = record.unseal(&keks).unwrap_err();
         assert!(matches!(err, KeyError::UnknownKek { .. }));
         assert!(err.to_string().contains(kek.id()));
+    }
+
+    /// A custody that holds its keys itself (as an HSM would), by reference.
+    struct Device(HashMap<String, Arc<dyn Signer>>);
+
+    impl Custody for Device {
+        fn signer(&self, record: &KeyRecord) -> Result<Arc<dyn Signer>, KeyError> {
+            match &record.private {
+                PrivateHalf::Held { reference, .. } => {
+                    self.0.get(reference).cloned().ok_or(KeyError::NoCurrentKey)
+                }
+                PrivateHalf::Sealed(_) => Err(KeyError::NoKek),
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_held_elsewhere_signs_through_its_custody_and_never_unseals() {
+        let kek = Kek::generate().unwrap();
+        let keks = KekRing::try_new(vec![Kek::try_from_base64(&kek.to_base64()).unwrap()]).unwrap();
+        let mut record =
+            KeyRecord::generate(Algorithm::EdDsa, KeyState::Current, &kek, UnixTime::EPOCH)
+                .unwrap();
+        let in_device: Arc<dyn Signer> = Arc::new(SoftwareSigner {
+            kid: record.kid.clone(),
+            key: record.unseal(&keks).unwrap(),
+        });
+        record.private = PrivateHalf::Held {
+            custody: "pkcs11".into(),
+            reference: "slot-7".into(),
+        };
+        // The KEKs cannot sign with it, and say which custody can.
+        let refused = KeyRing::try_build(std::slice::from_ref(&record), &keks).unwrap_err();
+        assert!(refused.to_string().contains("pkcs11"), "{refused}");
+        assert!(record.reseal(&keks, &kek).unwrap().is_none());
+        assert!(record.sealed().is_none());
+        // Its own custody can; tokens verify against the published key set as any other.
+        let device = Device(HashMap::from([("slot-7".to_owned(), in_device)]));
+        let ring = KeyRing::try_build(&[record.clone()], &device).unwrap();
+        let jws = ring.signer().sign_compact(br#"{"a":1}"#).unwrap();
+        let verified: crate::jose::VerifiedJws<serde_json::Value> =
+            crate::jose::verify_compact(&jws, ring.key_set(), &[ACCESS_TOKEN_TYP]).unwrap();
+        assert_eq!(verified.kid, record.kid.as_str());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokenmint_core::{
     clock::UnixTime,
     crypto::{Algorithm, PublicKey, Sealed},
     identity::CertificateMatcher,
-    keys::{KeyId, KeyRecord, KeyState},
+    keys::{KeyId, KeyRecord, KeyState, PrivateHalf},
     revocation::{Change, Cutoff, Event, RevokedToken},
 };
 
@@ -172,6 +172,17 @@ pub(super) fn sealed_from(row: &impl Columns) -> Result<Sealed, StoreError> {
     })
 }
 
+/// A key's private half: sealed in the row, or held by the custody it names.
+fn private_from(row: &impl Columns) -> Result<PrivateHalf, StoreError> {
+    match (row.opt_text("held_by")?, row.opt_text("held_ref")?) {
+        (Some(custody), Some(reference)) => Ok(PrivateHalf::Held { custody, reference }),
+        (None, None) => sealed_from(row).map(PrivateHalf::Sealed),
+        _ => Err(StoreError::Corrupt(
+            "a signing key names a custody without a reference, or the other way round".into(),
+        )),
+    }
+}
+
 /// A `signing_keys` row.
 pub(super) fn key_from(row: &impl Columns) -> Result<KeyRecord, StoreError> {
     let kid = row.text("kid")?;
@@ -192,7 +203,7 @@ pub(super) fn key_from(row: &impl Columns) -> Result<KeyRecord, StoreError> {
         algorithm,
         state,
         public,
-        sealed: sealed_from(row)?,
+        private: private_from(row)?,
         created_at: row.time("created_at")?,
         activated_at: row.opt_time("activated_at")?,
         retired_at: row.opt_time("retired_at")?,

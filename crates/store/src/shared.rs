@@ -22,7 +22,7 @@ use tokenmint_core::{
     client::Client,
     clock::UnixTime,
     crypto::Sealed,
-    keys::{KeyId, KeyRecord, KeyState},
+    keys::{KeyId, KeyRecord, KeyState, PrivateHalf},
     revocation::{Change, Event, RevokedToken, State},
     rotation::KeyTransition,
 };
@@ -506,11 +506,22 @@ async fn change_keys<DB: Sql>(
 async fn insert_key<DB: Sql>(conn: &mut DB::Connection, key: &KeyRecord) -> Result<(), StoreError> {
     let (x, y) = public_columns(&key.public);
     let statement = conn.sql(
-        "INSERT INTO signing_keys (kek_id, nonce, ciphertext, kid, algorithm, state, public_x, \
-         public_y, created_at, activated_at, retired_at, revoked_at, low_s_only) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "INSERT INTO signing_keys (kek_id, nonce, ciphertext, held_by, held_ref, kid, algorithm, \
+         state, public_x, public_y, created_at, activated_at, retired_at, revoked_at, \
+         low_s_only) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     );
-    bind_sealed(statement, &key.sealed)
+    let sealed = key.sealed();
+    let held = match &key.private {
+        PrivateHalf::Held { custody, reference } => Some((custody.as_str(), reference.as_str())),
+        PrivateHalf::Sealed(_) => None,
+    };
+    statement
+        .arg(sealed.map(|s| s.kek_id.as_str()))
+        .arg(sealed.map(|s| s.nonce.as_slice()))
+        .arg(sealed.map(|s| s.ciphertext.as_slice()))
+        .arg(held.map(|(custody, _)| custody))
+        .arg(held.map(|(_, reference)| reference))
         .arg(key.kid.as_str())
         .arg(key.algorithm.as_str())
         .arg(key.state.as_str())
