@@ -31,8 +31,9 @@
 //! [`authority`] is the core's entry point for a request; [`config`] reads `tokenmint.toml`.
 //! The edges adapt it: [`tls`] (rustls; with [`address_shares`], each address's share of the
 //! handshakes in progress), [`connection`] (what a request knows of its connection), [`grpc`]
-//! and [`wire`] (tonic), [`http`] (axum, the OAuth2 HTTP face), [`ops`] (plain-HTTP probes
-//! and Prometheus metrics), [`transport`] (hyper: serving each connection with limits by
+//! (one file per service) and [`wire`] (tonic), [`http`] (axum, the OAuth2 HTTP face),
+//! [`layers`] (the request layers every listener runs), [`ops`] (plain-HTTP probes and
+//! Prometheus metrics), [`transport`] (hyper: serving each connection with limits by
 //! peer, and admitting requests only once their body is complete), [`server`] (wiring, the
 //! background tasks, readiness), [`pki`] (rcgen, the development PKI); the CLI lives in the
 //! binary. See `docs/architecture.md`.
@@ -46,6 +47,7 @@ pub mod config;
 pub mod connection;
 pub mod grpc;
 pub mod http;
+pub mod layers;
 pub mod lifecycle;
 pub mod ops;
 pub mod pki;

@@ -558,7 +558,7 @@ impl PreparedServer {
         tasks.extend(admin_tasks);
         let server = &self.config.server;
         let connection_limits = connection_limits(server);
-        let routes = layered(
+        let routes = crate::layers::layered(
             routes,
             transport::Admission::new(admission_limits(server)),
             failures,
@@ -815,27 +815,6 @@ impl PreparedServer {
     }
 }
 
-/// The request layers every listener runs: each request's span and duration (src/ops.rs),
-/// the count of failed authentications by address, and admission (src/transport.rs: the body
-/// in full, a slot in flight, the request's time).
-fn layered(
-    routes: tonic::service::Routes,
-    admission: Arc<transport::Admission>,
-    failures: Option<Arc<tls::PeerFailures>>,
-) -> axum::Router {
-    routes
-        .into_axum_router()
-        .layer(axum::middleware::from_fn_with_state(
-            admission,
-            transport::admit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            failures,
-            crate::ops::count_auth_failures,
-        ))
-        .layer(axum::middleware::from_fn(crate::ops::record_rpc))
-}
-
 /// The admin listener and what it serves.
 struct AdminPlane {
     listener: TcpListener,
@@ -867,7 +846,7 @@ fn spawn_admin_plane(
         connections,
         stop.clone(),
     ));
-    let routes = layered(
+    let routes = crate::layers::layered(
         plane.routes,
         transport::Admission::new(admission_limits(server)),
         failures,

@@ -1,0 +1,94 @@
+//! `tokenmint.v1.KeyService`: the published key set, fetched or watched.
+
+use super::*;
+
+/// `tokenmint.v1.KeyService`: no client certificate needed.
+#[derive(Clone, Debug)]
+pub struct KeyApi {
+    authority: Arc<Authority>,
+    stop: CancellationToken,
+    limits: WatchLimits,
+}
+
+impl KeyApi {
+    /// The service over `authority`; its watch streams end when `stop` fires.
+    pub fn new(authority: Arc<Authority>, stop: CancellationToken, limits: WatchLimits) -> Self {
+        Self {
+            authority,
+            stop,
+            limits,
+        }
+    }
+}
+
+/// A boxed stream of key sets.
+pub type JwksStream = Pin<Box<dyn Stream<Item = Result<GetJwksResponse, Status>> + Send>>;
+
+fn jwks_response(ring: &tokenmint_core::keys::KeyRing) -> GetJwksResponse {
+    GetJwksResponse {
+        jwks_json: ring.jwks_json().to_string(),
+        version: ring.version().to_owned(),
+    }
+}
+
+#[tonic::async_trait]
+impl KeyService for KeyApi {
+    type WatchJwksStream = JwksStream;
+
+    async fn watch_jwks(
+        &self,
+        request: Request<WatchJwksRequest>,
+    ) -> Result<Response<Self::WatchJwksStream>, Status> {
+        let connection = connection_of(&request);
+        let connection_watch = open_connection_watch(connection.as_ref())?;
+        let (_, peer) = peer_of(&request);
+        let pool = if peer.is_some() {
+            &self.limits.jwks
+        } else {
+            &self.limits.jwks_without_certificate
+        };
+        let permit = pool.clone().try_acquire_owned().map_err(|_| {
+            wire::resource_exhausted(
+                "tokenmint holds its limit of key-set watch streams (keys.max_jwks_watches; a quarter of it for connections without a client certificate); use GetJwks or retry later",
+                5,
+            )
+        })?;
+        let mut keys = self.authority.watch_keys();
+        let stop = self.stop.clone();
+        let stall = self.limits.stall_timeout;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let _counted = (permit, connection_watch);
+            let mut last = String::new();
+            loop {
+                let ring = keys.borrow_and_update().clone();
+                if ring.version() != last {
+                    last = ring.version().to_owned();
+                    match send_within(&tx, Ok(jwks_response(&ring)), stall).await {
+                        Ok(()) => {}
+                        Err(Unsent::Closed) => return,
+                        Err(Unsent::Stalled) => return close_stalled(connection.as_ref(), "jwks"),
+                    }
+                }
+                tokio::select! {
+                    () = stop.cancelled() => {
+                        let _ = tx.try_send(Err(shutting_down()));
+                        return;
+                    }
+                    () = tx.closed() => return,
+                    changed = keys.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<GetJwksRequest>,
+    ) -> Result<Response<GetJwksResponse>, Status> {
+        Ok(Response::new(jwks_response(&self.authority.key_ring())))
+    }
+}
