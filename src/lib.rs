@@ -29,30 +29,33 @@
 //! `tokenmint-proto`. This crate is the server: [`changes`] (the durable commit path and the
 //! watch streams) and [`lifecycle`] (applying key steps) drive the core against the store;
 //! [`authority`] is the core's entry point for a request; [`config`] reads `tokenmint.toml`.
-//! The edges adapt it: [`tls`] (rustls; with [`address_shares`], each address's share of the
-//! handshakes in progress), [`connection`] (what a request knows of its connection), [`grpc`]
-//! (one file per service) and [`wire`] (tonic), [`http`] (axum, the OAuth2 HTTP face),
-//! [`layers`] (the request layers every listener runs), [`ops`] (plain-HTTP probes and
-//! Prometheus metrics), [`transport`] (hyper: serving each connection with limits by
+//! The edges adapt it: [`tls`] (rustls; with `address_shares`, each address's share of the
+//! handshakes in progress), `connection` (what a request knows of its connection), [`grpc`]
+//! (one file per service) and [`wire`] (tonic), `http` (axum, the OAuth2 HTTP face),
+//! `layers` (the request layers every listener runs), [`ops`] (plain-HTTP probes and
+//! Prometheus metrics), `transport` (hyper: serving each connection with limits by
 //! peer, and admitting requests only once their body is complete), [`server`] (wiring, the
 //! background tasks, readiness), [`pki`] (rcgen, the development PKI); the CLI lives in the
 //! binary. See `docs/architecture.md`.
 
 #![forbid(unsafe_code)]
 
-pub mod address_shares;
+// Modules the binary, the tests and the benches use are public; the rest serve only inside the
+// server, so the compiler reports what they stop using.
+
+mod address_shares;
 pub mod authority;
 pub mod changes;
 pub mod config;
-pub mod connection;
+mod connection;
 pub mod grpc;
-pub mod http;
-pub mod layers;
+mod http;
+mod layers;
 pub mod lifecycle;
 pub mod ops;
 pub mod pki;
 pub mod registration;
 pub mod server;
 pub mod tls;
-pub mod transport;
+mod transport;
 pub mod wire;

@@ -1,5 +1,5 @@
 //! The file as written: stringly typed, every struct `deny_unknown_fields`, checked for
-//! nothing but its shape. [`super::validate`] turns it into a `Config`.
+//! nothing but its shape. `validate` turns it into a `Config`.
 
 use serde::Deserialize;
 

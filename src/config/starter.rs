@@ -6,7 +6,7 @@
 
 /// The starter file `tokenmint init` writes: exactly the format above with comments, the demo client and the admin client
 /// (id `"admin"`, `san_uri` `"spiffe://tokenmint.dev/admin"`, `scopes = []`, `permissions = ["issue", "introspect", "admin"]`), default values written out.
-/// It loads with [`Config::from_toml_str`] without error, and its sections equal the defaults.
+/// It loads with [`super::Config::from_toml_str`] without error, and its sections equal the defaults.
 #[must_use]
 pub fn starter_toml() -> String {
     STARTER_TOML.to_owned()
