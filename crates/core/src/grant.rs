@@ -7,7 +7,7 @@ use std::{collections::HashSet, time::Duration};
 
 use crate::{
     client::Client,
-    token::{IssueError, MAX_REQUESTED_VALUES, RequestedLifetime, TokenRequest},
+    token::{Grant, IssueError, MAX_REQUESTED_VALUES, RequestedLifetime, TokenRequest},
 };
 
 /// A grant type this issuer supports.
@@ -32,17 +32,6 @@ impl GrantType {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|g| g.as_str() == name)
     }
-}
-
-/// What policy grants for a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
-    /// Scopes granted.
-    pub scopes: Vec<String>,
-    /// Audiences granted.
-    pub audiences: Vec<String>,
-    /// Lifetime granted, whole seconds.
-    pub lifetime: Duration,
 }
 
 fn dedup(values: &[String]) -> Vec<String> {

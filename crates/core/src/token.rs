@@ -10,7 +10,6 @@ use crate::{
     client::{AuthError, Authenticated},
     clock::UnixTime,
     crypto,
-    grant::Grant,
     jose::{self, CompactSigner, JwsError, KeySet},
     oauth::ErrorCode,
 };
@@ -251,6 +250,17 @@ impl IssueError {
             other => other.to_string(),
         }
     }
+}
+
+/// What a grant type decided for a request (see `grant`): what the token will carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// Audiences granted.
+    pub audiences: Vec<String>,
+    /// Lifetime granted, whole seconds.
+    pub lifetime: Duration,
 }
 
 /// Signs access tokens for one issuer.
