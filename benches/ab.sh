@@ -175,7 +175,8 @@ if [[ $skip != server ]]; then
     "GetJwks|--mode jwks ${load[*]} --duration ${secs}s"
   )
   res=$work/server
-  rm -rf "$res" && mkdir -p "$res" "$work/dir-a" "$work/dir-b"
+  # Each build's server runs in a directory of its own, set up afresh on its first start.
+  rm -rf "$res" "$work/dir-a" "$work/dir-b" && mkdir -p "$res"
   # One run of row `i` against build `slot` in round `r`.
   one() {
     local i=$1 slot=$2 r=$3 bin args file
