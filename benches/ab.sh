@@ -14,13 +14,15 @@
 # 2. Server rows (those of benches/table.sh): each row against a fresh `tokenmint serve --dev`
 #    from A's and from B's build, ROUNDS rounds (default 5) of SECS seconds (default 3),
 #    alternating A,B then B,A, all driven by A's tokenmint-bench so only the server differs.
-#    Medians of throughput and of server CPU per request. Loopback only; about 4 minutes.
+#    Medians of throughput and of server CPU per request, and each round's ratio of server
+#    CPU (B/A). Loopback only; about 4 minutes.
 #
 # Environment: ROUNDS, SECS, SKIP=instructions|server, AB_DIR, INSTRUCTIONS_N (one N for every
-# path instead of each path's default). Needs valgrind for part 1.
+# path instead of each path's default). Needs valgrind for part 1. To free the space:
+# rm -rf "$AB_DIR" && git worktree prune.
 set -euo pipefail
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ $# -ge 1 && $# -le 2 && $1 != -* ]] || usage
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -179,14 +181,14 @@ if [[ $skip != server ]]; then
   rm -rf "$res" "$work/dir-a" "$work/dir-b" && mkdir -p "$res"
   # One run of row `i` against build `slot` in round `r`.
   one() {
-    local i=$1 slot=$2 r=$3 bin args file
-    bin=$bin_a && [[ $slot == b ]] && bin=$bin_b
+    local i=$1 slot=$2 r=$3 bin=$bin_a args file
+    if [[ $slot == b ]]; then bin=$bin_b; fi
     args=${rows[$i]#*|}
     file=$res/$i.$slot.$r.json
     # shellcheck disable=SC2086 # the row's arguments are words
     "$client" --spawn --server-bin "$bin" --dir "$work/dir-$slot" --json --warmup 1s \
       $args >"$file" 2>"$file.err" || die "tokenmint-bench failed: see $file.err"
-    if grep -q '"errors": {}' "$file"; then :; else log "row $i ($slot, round $r) had errors: $file"; fi
+    grep -q '"errors": {}' "$file" || log "row $i ($slot, round $r) had errors: see $file"
   }
   load_before=$(cut -d' ' -f1-3 /proc/loadavg)
   if awk -v l="${load_before%% *}" -v c="$(nproc)" 'BEGIN {exit !(l > c / 2)}'; then
@@ -200,20 +202,23 @@ if [[ $skip != server ]]; then
   done
   # The median's figures come first in each file.
   figure() { grep -m1 "\"$1\"" "$2" | tr -dc '0-9.\n'; }
+  # The median over the rounds of `figure` in row `i` for build `slot`.
+  medians() { for f in "$res/$1.$2".*.json; do figure "$3" "$f"; done | median; }
   echo
   echo "server rows: medians of $rounds runs of ${secs} s each, server CPU µs per request"
   echo "(load average before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg))"
   printf '%-45s %9s %9s %8s %8s %8s %8s  %s\n' row "A /s" "B /s" change "A µs" "B µs" change "CPU B/A by round"
   for i in "${!rows[@]}"; do
     label=${rows[$i]%%|*}
-    for slot in a b; do
-      declare "thr_$slot=$(for f in "$res/$i.$slot".*.json; do figure throughput_per_s "$f"; done | median)"
-      declare "cpu_$slot=$(for f in "$res/$i.$slot".*.json; do figure cpu_us_per_request "$f"; done | median)"
-    done
+    thr_a=$(medians "$i" a throughput_per_s)
+    thr_b=$(medians "$i" b throughput_per_s)
+    cpu_a=$(medians "$i" a cpu_us_per_request)
+    cpu_b=$(medians "$i" b cpu_us_per_request)
     ratios=$(for ((r = 1; r <= rounds; r++)); do
       awk -v a="$(figure cpu_us_per_request "$res/$i.a.$r.json")" \
-        -v b="$(figure cpu_us_per_request "$res/$i.b.$r.json")" 'BEGIN {printf "%.3f ", b / a}'
+        -v b="$(figure cpu_us_per_request "$res/$i.b.$r.json")" 'BEGIN {printf "%.3f\n", b / a}'
     done)
+    ratios="$(echo "$ratios" | tr '\n' ' ')(median $(echo "$ratios" | median | xargs printf '%.3f'))"
     printf '%-45s %9.0f %9.0f %8s %8.1f %8.1f %8s  %s\n' "$label" "$thr_a" "$thr_b" \
       "$(change "$thr_a" "$thr_b")" "$cpu_a" "$cpu_b" "$(change "$cpu_a" "$cpu_b")" "$ratios"
   done
