@@ -6,8 +6,8 @@
 # A and B are git revisions (A is required, e.g. HEAD~1 or main). Without B, B is this
 # checkout as it stands, uncommitted and untracked files included. Each revision is checked
 # out in a git worktree under $AB_DIR (default ${TMPDIR:-/tmp}/tokenmint-ab) and built there
-# with a target directory of its own; both stay between runs, so a rebuild is incremental.
-# Two revisions naming the same commit share one build.
+# with a target directory of its own (this checkout too); both stay between runs, so a
+# rebuild is incremental. Two revisions naming the same commit share one build.
 #
 # 1. Instructions per operation of each in-process path (benches/instructions.rs) under
 #    callgrind: repeatable to well under 1% whatever else the machine is doing.
@@ -30,7 +30,13 @@ repo=$(git -C "$here" rev-parse --show-toplevel)
 work=${AB_DIR:-${TMPDIR:-/tmp}/tokenmint-ab}
 rounds=${ROUNDS:-5}
 secs=${SECS:-3}
-skip=${SKIP:-}
+instructions=yes server=yes
+case ${SKIP:-} in
+  instructions) instructions=no ;;
+  server) server=no ;;
+  "") ;;
+  *) echo "SKIP is instructions or server" >&2; exit 2 ;;
+esac
 mkdir -p "$work"
 started=$SECONDS
 
@@ -74,53 +80,61 @@ cargo_in() {
   (cd "$dir" && CARGO_TARGET_DIR=$target nice -n 19 cargo "$@")
 }
 
-# Builds the source in `dir` into `target`; prints the instructions bench's executable, or
-# nothing if the revision has none.
+# Builds the source in `dir` into `target` for `slot`: the instructions bench first, then the
+# release binaries, copied to $work/bin-<slot> (building the bench links the binaries again
+# with the dev-dependencies' features, so they are taken from the plain release build).
+# Prints the bench's executable, or nothing if the revision has none.
 build() {
-  local dir=$1 target=$2 ws=()
+  local slot=$1 dir=$2 target=$3 ws=() exe=""
   grep -q '^\[workspace\]' "$dir/Cargo.toml" && ws=(--workspace)
   log "building $dir (target $target)"
-  cargo_in "$dir" "$target" build --release --bins "${ws[@]}" >&2 ||
-    die "cargo build failed in $dir"
   if [[ $dir == "$work"/* ]] && ! git -C "$dir" grep -q '^name = "instructions"' HEAD -- '*Cargo.toml'; then
     # A revision from before benches/instructions.rs: measure it with this checkout's copy,
     # if that builds there (in the temporary worktree only).
-    [[ -f $here/instructions.rs ]] || return 0
-    log "$dir has no instructions bench: adding this checkout's"
-    cmp -s "$here/instructions.rs" "$dir/benches/instructions.rs" ||
-      cp "$here/instructions.rs" "$dir/benches/instructions.rs"
-    grep -q '^name = "instructions"' "$dir/Cargo.toml" ||
-      printf '\n[[bench]]\nname = "instructions"\nharness = false\n' >>"$dir/Cargo.toml"
+    if [[ -f $here/instructions.rs ]]; then
+      log "$dir has no instructions bench: adding this checkout's"
+      cmp -s "$here/instructions.rs" "$dir/benches/instructions.rs" ||
+        cp "$here/instructions.rs" "$dir/benches/instructions.rs"
+      grep -q '^name = "instructions"' "$dir/Cargo.toml" ||
+        printf '\n[[bench]]\nname = "instructions"\nharness = false\n' >>"$dir/Cargo.toml"
+    fi
   fi
-  local exe
   exe=$(cargo_in "$dir" "$target" bench "${ws[@]}" --no-run --bench instructions \
     --message-format=json 2>"$target.bench.log" |
     grep '"reason":"compiler-artifact"' | grep '"name":"instructions"' |
     grep '"kind":\["bench"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1) ||
     log "no instructions bench built in $dir: see $target.bench.log"
+  cargo_in "$dir" "$target" build --release --bins "${ws[@]}" >&2 ||
+    die "cargo build failed in $dir"
+  mkdir -p "$work/bin-$slot"
+  for bin in tokenmint tokenmint-bench; do
+    [[ -x $target/release/$bin ]] || die "no $target/release/$bin after the build"
+    cp "$target/release/$bin" "$work/bin-$slot/$bin"
+  done
   echo "$exe"
 }
 
-# Source directory, target directory, bench executable of each build.
+# Source and target directory of each build. This checkout has a target directory of its
+# own: cargo decides what to rebuild by file times, which differ from one source tree to
+# another.
 if [[ $sha_b == worktree ]]; then
   src_b=$repo
+  target_b=$work/target-worktree
 else
   src_b=$(checkout b "$sha_b")
+  target_b=$work/target-b
 fi
+exe_b=$(build b "$src_b" "$target_b")
 if [[ $sha_a == "$sha_b" ]]; then
-  target_a=$work/target-b
-  src_a=$src_b
+  slot_a=b
+  exe_a=$exe_b
 else
-  target_a=$work/target-a
-  src_a=$(checkout a "$sha_a")
+  slot_a=a
+  exe_a=$(build a "$(checkout a "$sha_a")" "$work/target-a")
 fi
-target_b=$work/target-b
-exe_a=$(build "$src_a" "$target_a")
-if [[ $src_a == "$src_b" ]]; then exe_b=$exe_a; else exe_b=$(build "$src_b" "$target_b"); fi
-bin_a=$target_a/release/tokenmint
-bin_b=$target_b/release/tokenmint
-client=$target_a/release/tokenmint-bench
-for f in "$bin_a" "$bin_b" "$client"; do [[ -x $f ]] || die "missing $f after the build"; done
+bin_a=$work/bin-$slot_a/tokenmint
+bin_b=$work/bin-b/tokenmint
+client=$work/bin-$slot_a/tokenmint-bench
 log "built in $((SECONDS - started)) s"
 
 # Median of the numbers on standard input.
@@ -129,9 +143,12 @@ median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else if (N
 change() { awk -v a="$1" -v b="$2" 'BEGIN {if (a > 0) printf "%+.2f%%", (b / a - 1) * 100; else print "?"}'; }
 
 # 1. Instructions per operation.
-if [[ $skip != instructions ]]; then
+if [[ $instructions == yes && ( -z $exe_a || -z $exe_b ) ]]; then
+  log "no instructions bench in A's or B's build: instruction counts left out"
+  instructions=no
+fi
+if [[ $instructions == yes ]]; then
   command -v valgrind >/dev/null || die "valgrind is needed (or SKIP=instructions)"
-  [[ -n $exe_a && -n $exe_b ]] || die "a build has no instructions bench (or SKIP=instructions)"
   out=$work/callgrind
   rm -rf "$out" && mkdir -p "$out"
   # Paths both builds know, in A's order, with A's default N.
@@ -166,7 +183,7 @@ if [[ $skip != instructions ]]; then
 fi
 
 # 2. Server rows.
-if [[ $skip != server ]]; then
+if [[ $server == yes ]]; then
   load=(--connections 2 --streams 32)
   rows=(
     "IssueToken, persistent connections|--mode issue ${load[*]} --duration ${secs}s"
