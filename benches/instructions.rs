@@ -14,7 +14,7 @@
 //!
 //! Paths (all ES256, the default algorithm):
 //! - `sign`: `ActiveSigner::sign_compact` over one access token's claims.
-//! - `verify`: `token::verify_signature` against a `KeyRing`, over 64 keys and tokens in turn.
+//! - `verify`: `token::verify_signature` against a `KeyRing`, over 250 keys and tokens in turn.
 //! - `issue`: `Authority::issue` for a peer certificate from a real X.509 client certificate
 //!   (the IssueToken path without the network).
 //! - `introspect`: `Authority::introspect` of N distinct tokens an authority has never seen,
@@ -57,7 +57,7 @@ const BLOCKLIST_ENTRIES: u64 = 10_000;
 /// Blocklists, each with its own hash seed, that the blocklist paths look ids up in.
 const BLOCKLISTS: usize = 16;
 /// Keys, each with its own token, that `verify` cycles through.
-const VERIFY_KEYS: usize = 64;
+const VERIFY_KEYS: usize = 250;
 /// Untimed, uncounted runs before the counted ones: first-use costs (lazy statics, the
 /// allocator's first pages, cache structures) stay out of the count.
 const WARMUP: usize = 8;
