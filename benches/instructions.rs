@@ -49,6 +49,10 @@ use tokenmint::{
 };
 use tokio::sync::watch;
 
+/// The server's allocator, so allocations count as they do in the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ISSUER: &str = "https://tokenmint.bench";
 const CLIENT_URI: &str = "spiffe://bench.example/billing";
 const RS_URI: &str = "spiffe://bench.example/payments-api";
