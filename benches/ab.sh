@@ -52,7 +52,12 @@ if [[ $# -eq 2 ]]; then
   label_b="$(describe "$sha_b")"
 else
   sha_b=worktree
-  label_b="this checkout as it stands ($(git -C "$repo" rev-parse --short HEAD) + changes)"
+  state="with changes"
+  if git -C "$repo" diff --quiet HEAD -- &&
+    [[ -z $(git -C "$repo" ls-files --others --exclude-standard) ]]; then
+    state="no changes"
+  fi
+  label_b="this checkout as it stands ($(git -C "$repo" rev-parse --short HEAD), $state)"
 fi
 echo "A: $(describe "$sha_a")"
 echo "B: $label_b"
