@@ -119,12 +119,12 @@ build() {
   echo "$exe"
 }
 
-# Source and target directory of each build. This checkout has a target directory of its
-# own: cargo decides what to rebuild by file times, which differ from one source tree to
-# another.
+# Source and target directory of each build. Each source tree has a target directory of its
+# own (this checkout one named after its path): cargo decides what to rebuild by file times,
+# which mean nothing from one source tree to another.
 if [[ $sha_b == worktree ]]; then
   src_b=$repo
-  target_b=$work/target-worktree
+  target_b=$work/target-checkout-$(printf '%s' "$repo" | cksum | cut -d' ' -f1)
 else
   src_b=$(checkout b "$sha_b")
   target_b=$work/target-b
