@@ -1,0 +1,488 @@
+//! Instruction counts of the in-process request paths, for callgrind.
+//!
+//! `instructions PATH [N]` sets PATH up, then runs it N times inside `counted_loop`, the only
+//! function whose instructions callgrind collects when started with
+//! `--collect-atstart=no --toggle-collect='*counted_loop*'`: key generation, certificates,
+//! token pools and blocklist loading are not counted. Instructions per operation are the
+//! collected total divided by N. `benches/ab.sh` does this for two builds and compares them.
+//!
+//! ```sh
+//! valgrind --tool=callgrind --callgrind-out-file=sign.out --collect-atstart=no \
+//!     --toggle-collect='*counted_loop*' target/release/deps/instructions-HASH sign
+//! grep '^totals:' sign.out      # instructions in N operations
+//! ```
+//!
+//! Paths (all ES256, the default algorithm):
+//! - `sign`: `ActiveSigner::sign_compact` over one access token's claims.
+//! - `verify`: `token::verify_signature` against a `KeyRing`, over 250 keys and tokens in turn.
+//! - `issue`: `Authority::issue` for a peer certificate from a real X.509 client certificate
+//!   (the IssueToken path without the network).
+//! - `introspect`: `Authority::introspect` of N distinct tokens an authority has never seen,
+//!   so every call verifies the signature, checks revocation and fills the cache.
+//! - `introspect_cached`: `Authority::introspect` of one token, answered from the cache.
+//! - `blocklist_hit`, `blocklist_miss`: `Blocklist::is_token_revoked` with 10,000 revoked ids,
+//!   of every present id, or as many absent ones, in 16 blocklists in turn.
+//!
+//! N comes from the argument, else `INSTRUCTIONS_N`, else each path's default (`--list`
+//! prints them). Without a path (as `cargo bench --bench instructions` runs it), every path
+//! runs once natively and its time per operation is printed: a smoke test, not a measurement.
+
+#![allow(clippy::expect_used, missing_docs)]
+
+use std::{hint::black_box, process::ExitCode, sync::Arc, time::Duration, time::Instant};
+
+// The library's items used here, in one place.
+use tokenmint::{
+    audit::{IssuanceAudit, IssuanceMode},
+    authority::{Authority, Parts},
+    client::{Client, ClientId, ClientRegistry, PeerCertificate, Permission, Verification},
+    clock::{Clock, SystemClock, unix_seconds},
+    crypto::{self, Algorithm, CertificateThumbprint, Kek, SecretHasher},
+    identity::{CertificateIdentity, CertificateMatcher},
+    keys::{KekRing, KeyRecord, KeyRing, KeyState},
+    pki::{CertificateAuthority, LeafSpec},
+    revocation::{Blocklist, Caps, Change, Event, State},
+    server::VERIFIED_CACHE_CAPACITY,
+    token::{
+        self, AccessTokenClaims, Audience, Confirmation, Issuer, RequestedLifetime, TokenRequest,
+    },
+};
+use tokio::sync::watch;
+
+/// The server's allocator, so allocations count as they do in the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ISSUER: &str = "https://tokenmint.bench";
+const CLIENT_URI: &str = "spiffe://bench.example/billing";
+const RS_URI: &str = "spiffe://bench.example/payments-api";
+const AUDIENCE: &str = "https://payments.example";
+const BLOCKLIST_ENTRIES: u64 = 10_000;
+/// Blocklists, each with its own hash seed, that the blocklist paths look ids up in.
+const BLOCKLISTS: usize = 16;
+/// Keys, each with its own token, that `verify` cycles through.
+const VERIFY_KEYS: usize = 250;
+/// Untimed, uncounted runs before the counted ones: first-use costs (lazy statics, the
+/// allocator's first pages, cache structures) stay out of the count.
+const WARMUP: usize = 8;
+
+/// A path: its name, its default N, and what sets it up and returns one operation.
+struct PathSpec {
+    name: &'static str,
+    default_n: usize,
+    setup: fn(usize) -> Box<dyn FnMut()>,
+}
+
+const PATHS: &[PathSpec] = &[
+    PathSpec {
+        name: "sign",
+        default_n: 2_000,
+        setup: setup_sign,
+    },
+    PathSpec {
+        name: "verify",
+        default_n: 1_000,
+        setup: setup_verify,
+    },
+    PathSpec {
+        name: "issue",
+        default_n: 2_000,
+        setup: setup_issue,
+    },
+    PathSpec {
+        name: "introspect",
+        default_n: 1_000,
+        setup: setup_introspect,
+    },
+    PathSpec {
+        name: "introspect_cached",
+        default_n: 20_000,
+        setup: setup_introspect_cached,
+    },
+    PathSpec {
+        name: "blocklist_hit",
+        default_n: 160_000,
+        setup: setup_blocklist_hit,
+    },
+    PathSpec {
+        name: "blocklist_miss",
+        default_n: 160_000,
+        setup: setup_blocklist_miss,
+    },
+];
+
+/// Runs `op` `n` times. Callgrind collects from entry to exit of this function only
+/// (`--toggle-collect='*counted_loop*'`), so it must stay a function of its own.
+#[inline(never)]
+fn counted_loop(n: usize, op: &mut dyn FnMut()) {
+    for _ in 0..n {
+        op();
+    }
+}
+
+fn main() -> ExitCode {
+    // cargo bench adds `--bench`; other flags are ignored likewise.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--") || a == "--list")
+        .collect();
+    let env_n = std::env::var("INSTRUCTIONS_N").ok();
+    match args.as_slice() {
+        [] => {
+            for spec in PATHS {
+                let n = spec.default_n.min(2_000);
+                let mut op = (spec.setup)(n);
+                let start = Instant::now();
+                counted_loop(n, &mut op);
+                let per_op = start.elapsed().as_secs_f64() * 1e9 / n as f64;
+                println!("{:<18} {n:>6} ops  {per_op:>10.0} ns/op", spec.name);
+            }
+            ExitCode::SUCCESS
+        }
+        [flag] if flag == "--list" => {
+            for spec in PATHS {
+                println!("{} {}", spec.name, spec.default_n);
+            }
+            ExitCode::SUCCESS
+        }
+        [name] | [name, _] => {
+            let Some(spec) = PATHS.iter().find(|s| s.name == name) else {
+                eprintln!("unknown path {name:?}; --list names them");
+                return ExitCode::from(2);
+            };
+            let n_text = args.get(1).or(env_n.as_ref());
+            let n = match n_text.map(|t| t.parse::<usize>()) {
+                None => spec.default_n,
+                Some(Ok(n)) if n > 0 => n,
+                Some(_) => {
+                    eprintln!("N must be a positive integer");
+                    return ExitCode::from(2);
+                }
+            };
+            let mut op = (spec.setup)(n);
+            counted_loop(n, &mut op);
+            println!("{} {n}", spec.name);
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("usage: instructions [PATH [N]] | --list");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the first `WARMUP` operations outside the count, then hands the operation back.
+fn warmed(mut op: impl FnMut() + 'static) -> Box<dyn FnMut()> {
+    for _ in 0..WARMUP {
+        op();
+    }
+    Box::new(op)
+}
+
+fn now() -> i64 {
+    unix_seconds(SystemClock.now())
+}
+
+/// A key ring whose current (signing) key uses `algorithm`.
+fn key_ring(algorithm: Algorithm) -> KeyRing {
+    let kek = Kek::generate().expect("KEK");
+    let record = KeyRecord::generate(algorithm, KeyState::Current, &kek, now()).expect("key");
+    let keks = KekRing::try_new(vec![kek]).expect("KEK ring");
+    KeyRing::try_build(&[record], &keks).expect("key ring")
+}
+
+/// Claims of the shape the issuer produces: one audience, two scopes, `cnf` binding.
+fn claims() -> AccessTokenClaims {
+    let now = now();
+    AccessTokenClaims {
+        iss: ISSUER.into(),
+        sub: "billing".into(),
+        client_id: "billing".into(),
+        aud: Audience::One(AUDIENCE.into()),
+        scope: Some("payments:read payments:write".into()),
+        iat: now,
+        nbf: now,
+        exp: now + 3600,
+        jti: crypto::random_id().expect("random id"),
+        cnf: Confirmation {
+            x5t_s256: CertificateThumbprint::of_der(
+                &crypto::random_bytes::<600>().expect("random bytes"),
+            )
+            .to_b64url(),
+        },
+    }
+}
+
+fn peer(ca: &CertificateAuthority, common_name: &str, uri: &str) -> PeerCertificate {
+    let issued = ca
+        .issue(&LeafSpec::client_uri(
+            common_name,
+            uri,
+            Duration::from_secs(24 * 3600),
+        ))
+        .expect("leaf certificate");
+    // What tls.rs does with a verified leaf.
+    PeerCertificate {
+        identity: CertificateIdentity::from_der(&issued.cert_der).expect("identity"),
+        thumbprint: CertificateThumbprint::of_der(&issued.cert_der),
+        verification: Verification::CaChain,
+        admin_allowed: true,
+    }
+}
+
+fn client(id: &str, uri: &str) -> Client {
+    Client {
+        id: ClientId::try_new(id).expect("client id"),
+        matcher: CertificateMatcher::try_san_uri(uri).expect("matcher"),
+        scopes: Vec::new(),
+        default_scopes: Vec::new(),
+        audiences: Vec::new(),
+        default_audiences: Vec::new(),
+        introspect_audiences: Vec::new(),
+        permissions: Vec::new(),
+        default_lifetime: Duration::from_secs(300),
+        max_lifetime: Duration::from_secs(3600),
+        enabled: true,
+        secret_hash: None,
+    }
+}
+
+/// An issuing client and a resource server, and an `Authority` over them built as
+/// `server::prepare_with_store` builds it, minus the store (as in benches/paths.rs).
+struct Fixture {
+    _keys_tx: watch::Sender<Arc<KeyRing>>,
+    keys_rx: watch::Receiver<Arc<KeyRing>>,
+    clients: Vec<Client>,
+    blocklist: Arc<Blocklist>,
+    client_peer: PeerCertificate,
+    rs_peer: PeerCertificate,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let ca = CertificateAuthority::generate("bench CA").expect("CA");
+        let client_peer = peer(&ca, "billing", CLIENT_URI);
+        let rs_peer = peer(&ca, "payments-api", RS_URI);
+        let billing = Client {
+            scopes: vec!["payments:read".into(), "payments:write".into()],
+            default_scopes: vec!["payments:read".into()],
+            audiences: vec![AUDIENCE.into(), "https://ledger.example".into()],
+            default_audiences: vec![AUDIENCE.into()],
+            permissions: vec![Permission::Issue],
+            ..client("billing", CLIENT_URI)
+        };
+        let rs = Client {
+            introspect_audiences: vec![AUDIENCE.into()],
+            permissions: vec![Permission::Introspect],
+            ..client("payments-api", RS_URI)
+        };
+        billing.validate().expect("billing client");
+        rs.validate().expect("resource server client");
+        let (keys_tx, keys_rx) = watch::channel(Arc::new(key_ring(Algorithm::Es256)));
+        let blocklist = Arc::new(Blocklist::new(
+            Caps::default(),
+            Duration::from_secs(30),
+            Duration::from_secs(3600),
+        ));
+        blocklist.load(&State::default(), now());
+        Self {
+            _keys_tx: keys_tx,
+            keys_rx,
+            clients: vec![billing, rs],
+            blocklist,
+            client_peer,
+            rs_peer,
+        }
+    }
+
+    /// A new authority with an empty verified-token cache, marked fresh, auditing issuance
+    /// as counts (the default, as `serve` does).
+    fn authority(&self) -> Authority {
+        let authority = Authority::new(Parts {
+            issuer: Issuer::new(ISSUER, Duration::from_secs(3600)),
+            keys: self.keys_rx.clone(),
+            clients: ClientRegistry::try_new(self.clients.clone()).expect("registry"),
+            hasher: SecretHasher::new(&[7u8; 32]),
+            clock: Arc::new(SystemClock),
+            blocklist: self.blocklist.clone(),
+            leeway: Duration::from_secs(30),
+            verified_cache_capacity: VERIFIED_CACHE_CAPACITY,
+            max_staleness: Duration::from_secs(3600),
+            max_issue_staleness: Duration::from_secs(3600),
+        })
+        .with_issuance_audit(Arc::new(IssuanceAudit::new(IssuanceMode::Counts {
+            interval: Duration::from_secs(60),
+        })));
+        authority.mark_fresh();
+        authority
+    }
+
+    fn request() -> TokenRequest {
+        TokenRequest {
+            scopes: vec!["payments:read".into(), "payments:write".into()],
+            audiences: vec![AUDIENCE.into()],
+            lifetime: Some(RequestedLifetime {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            ..TokenRequest::default()
+        }
+    }
+
+    /// `n` distinct access tokens issued to the client.
+    fn tokens(&self, n: usize) -> Vec<String> {
+        let issuing = self.authority();
+        let request = Self::request();
+        (0..n)
+            .map(|_| {
+                issuing
+                    .issue(Some(&self.client_peer), &request)
+                    .expect("issue")
+                    .access_token
+            })
+            .collect()
+    }
+}
+
+fn setup_sign(_n: usize) -> Box<dyn FnMut()> {
+    let payload = serde_json::to_vec(&claims()).expect("claims");
+    let signer = key_ring(Algorithm::Es256).signer().clone();
+    warmed(move || {
+        black_box(signer.sign_compact(black_box(&payload)).expect("sign"));
+    })
+}
+
+fn setup_verify(_n: usize) -> Box<dyn FnMut()> {
+    crypto::install_jwt_provider();
+    // Verification takes more or fewer instructions with the signature and the key: cycling
+    // through many of each makes the figure the same from one process to the next.
+    let tokens: Vec<(KeyRing, String)> = (0..VERIFY_KEYS)
+        .map(|_| {
+            let ring = key_ring(Algorithm::Es256);
+            let payload = serde_json::to_vec(&claims()).expect("claims");
+            let jws = ring.signer().sign_compact(&payload).expect("sign");
+            (ring, jws)
+        })
+        .collect();
+    let mut next = 0;
+    warmed(move || {
+        let (ring, jws) = &tokens[next % tokens.len()];
+        next += 1;
+        black_box(token::verify_signature(black_box(jws), ring, ISSUER).expect("verify"));
+    })
+}
+
+fn setup_issue(_n: usize) -> Box<dyn FnMut()> {
+    let fixture = Fixture::new();
+    let authority = fixture.authority();
+    let request = Fixture::request();
+    warmed(move || {
+        let issued = authority
+            .issue(Some(black_box(&fixture.client_peer)), black_box(&request))
+            .expect("issue");
+        black_box(issued);
+    })
+}
+
+fn setup_introspect(n: usize) -> Box<dyn FnMut()> {
+    crypto::install_jwt_provider();
+    let fixture = Fixture::new();
+    let pool = fixture.tokens(n + WARMUP);
+    let authority = fixture.authority();
+    let caller = authority
+        .caller(Some(&fixture.rs_peer), Permission::Introspect)
+        .expect("caller");
+    let thumbprint = fixture.client_peer.thumbprint.to_b64url();
+    let mut next = 0;
+    // Each call takes the next token of the pool: one the cache has never seen.
+    warmed(move || {
+        let token = &pool[next % pool.len()];
+        next += 1;
+        let answer = authority
+            .introspect(&caller, black_box(token), Some(&thumbprint))
+            .expect("introspect");
+        black_box(answer.expect("active token"));
+    })
+}
+
+fn setup_introspect_cached(_n: usize) -> Box<dyn FnMut()> {
+    crypto::install_jwt_provider();
+    let fixture = Fixture::new();
+    let token = fixture.tokens(1).remove(0);
+    let authority = fixture.authority();
+    let caller = authority
+        .caller(Some(&fixture.rs_peer), Permission::Introspect)
+        .expect("caller");
+    let thumbprint = fixture.client_peer.thumbprint.to_b64url();
+    warmed(move || {
+        let answer = authority
+            .introspect(&caller, black_box(&token), Some(&thumbprint))
+            .expect("introspect");
+        black_box(answer.expect("active token"));
+    })
+}
+
+/// A blocklist holding `BLOCKLIST_ENTRIES` revoked 22-character token ids from 500 clients.
+fn blocklist() -> Blocklist {
+    let n = BLOCKLIST_ENTRIES;
+    let list = Blocklist::new(
+        Caps {
+            max_live: n * 2,
+            per_client_max_live: n,
+            per_client_per_second: 1_000_000,
+        },
+        Duration::from_secs(30),
+        Duration::from_secs(3600),
+    );
+    let now = now();
+    for i in 0..n {
+        let client = format!("client-{}", i % 500);
+        list.apply(
+            &Event {
+                sequence: i + 1,
+                committed_at: now,
+                change: Change::TokenRevoked {
+                    token_id: revoked_id(i),
+                    expires_at: now + 3000,
+                    client_id: Some(client.clone()),
+                    revoked_by: client,
+                },
+            },
+            now,
+        );
+    }
+    list.run_pending_tasks();
+    list
+}
+
+fn revoked_id(i: u64) -> String {
+    format!("{i:0>22}")
+}
+
+/// Looks `ids` up in `BLOCKLISTS` blocklists in turn, each `ids` in full once per
+/// `BLOCKLISTS * ids.len()` operations. How many probes a lookup takes hangs on where the
+/// table's random hash seed put the entries; many tables and all ids average that out, so
+/// the figure is the same from one process to the next.
+fn lookups(ids: Vec<String>, expected: bool) -> Box<dyn FnMut()> {
+    let lists: Vec<Blocklist> = (0..BLOCKLISTS).map(|_| blocklist()).collect();
+    let mut i = 0usize;
+    warmed(move || {
+        let list = &lists[i % lists.len()];
+        let id = &ids[(i / lists.len()) % ids.len()];
+        i = i.wrapping_add(1);
+        let revoked = list.is_token_revoked(black_box(id));
+        assert_eq!(revoked, expected, "blocklist lookup of {id}");
+    })
+}
+
+fn setup_blocklist_hit(_n: usize) -> Box<dyn FnMut()> {
+    let n = BLOCKLIST_ENTRIES;
+    lookups((0..n).map(|i| revoked_id((i * 7919) % n)).collect(), true)
+}
+
+fn setup_blocklist_miss(_n: usize) -> Box<dyn FnMut()> {
+    let absent = (0..BLOCKLIST_ENTRIES)
+        .map(|i| format!("absent{i:0>16}"))
+        .collect();
+    lookups(absent, false)
+}
