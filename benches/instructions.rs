@@ -13,8 +13,8 @@
 //! ```
 //!
 //! Paths (all ES256, the default algorithm):
-//! - `sign`: `ActiveSigner::sign_compact` over one access token's claims.
-//! - `verify`: `token::verify_signature` against a `KeyRing`, over 250 keys and tokens in turn.
+//! - `sign`: `CompactSigner::sign_compact` (`ActiveSigner::sign_compact` before the workspace) over one access token's claims.
+//! - `verify`: `token::verify_signature` against the ring's key set, over 250 keys and tokens in turn.
 //! - `issue`: `Authority::issue` for a peer certificate from a real X.509 client certificate
 //!   (the IssueToken path without the network).
 //! - `introspect`: `Authority::introspect` of N distinct tokens an authority has never seen,
@@ -33,16 +33,18 @@ use std::{hint::black_box, process::ExitCode, sync::Arc, time::Duration, time::I
 
 // The library's items used here, in one place.
 use tokenmint::{
-    audit::{IssuanceAudit, IssuanceMode},
     authority::{Authority, Parts},
+    pki::{CertificateAuthority, LeafSpec},
+    server::VERIFIED_CACHE_CAPACITY,
+};
+use tokenmint_core::{
+    audit::{IssuanceAudit, IssuanceMode},
     client::{Client, ClientId, ClientRegistry, PeerCertificate, Permission, Verification},
-    clock::{Clock, SystemClock, unix_seconds},
+    clock::{Clock, SystemClock, UnixTime},
     crypto::{self, Algorithm, CertificateThumbprint, Kek, SecretHasher},
     identity::{CertificateIdentity, CertificateMatcher},
     keys::{KekRing, KeyRecord, KeyRing, KeyState},
-    pki::{CertificateAuthority, LeafSpec},
     revocation::{Blocklist, Caps, Change, Event, State},
-    server::VERIFIED_CACHE_CAPACITY,
     token::{
         self, AccessTokenClaims, Audience, Confirmation, Issuer, RequestedLifetime, TokenRequest,
     },
@@ -179,8 +181,8 @@ fn warmed(mut op: impl FnMut() + 'static) -> Box<dyn FnMut()> {
     Box::new(op)
 }
 
-fn now() -> i64 {
-    unix_seconds(SystemClock.now())
+fn now() -> UnixTime {
+    SystemClock.unix_now()
 }
 
 /// A key ring whose current (signing) key uses `algorithm`.
@@ -202,7 +204,7 @@ fn claims() -> AccessTokenClaims {
         scope: Some("payments:read payments:write".into()),
         iat: now,
         nbf: now,
-        exp: now + 3600,
+        exp: now + Duration::from_secs(3600),
         jti: crypto::random_id().expect("random id"),
         cnf: Confirmation {
             x5t_s256: CertificateThumbprint::of_der(
@@ -276,8 +278,6 @@ impl Fixture {
             permissions: vec![Permission::Introspect],
             ..client("payments-api", RS_URI)
         };
-        billing.validate().expect("billing client");
-        rs.validate().expect("resource server client");
         let (keys_tx, keys_rx) = watch::channel(Arc::new(key_ring(Algorithm::Es256)));
         let blocklist = Arc::new(Blocklist::new(
             Caps::default(),
@@ -368,7 +368,7 @@ fn setup_verify(_n: usize) -> Box<dyn FnMut()> {
     warmed(move || {
         let (ring, jws) = &tokens[next % tokens.len()];
         next += 1;
-        black_box(token::verify_signature(black_box(jws), ring, ISSUER).expect("verify"));
+        black_box(token::verify_signature(black_box(jws), ring.key_set(), ISSUER).expect("verify"));
     })
 }
 
@@ -443,7 +443,7 @@ fn blocklist() -> Blocklist {
                 committed_at: now,
                 change: Change::TokenRevoked {
                     token_id: revoked_id(i),
-                    expires_at: now + 3000,
+                    expires_at: now + Duration::from_secs(3000),
                     client_id: Some(client.clone()),
                     revoked_by: client,
                 },
