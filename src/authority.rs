@@ -275,7 +275,7 @@ impl Authority {
 
     fn issue_to(
         &self,
-        auth: &Authenticated,
+        auth: &Authenticated<'_>,
         request: &TokenRequest,
     ) -> Result<IssuedToken, IssueError> {
         let now = self.now();

@@ -294,11 +294,11 @@ impl Issuer {
     pub fn mint(
         &self,
         now: UnixTime,
-        auth: &Authenticated,
+        auth: &Authenticated<'_>,
         grant: Grant,
         signer: &CompactSigner,
     ) -> Result<IssuedToken, IssueError> {
-        let (client, peer) = (&auth.client, &auth.peer);
+        let (client, peer) = (&auth.client, auth.peer);
         let jti = crypto::random_id().map_err(|e| IssueError::Signing(e.to_string()))?;
         let lifetime = crate::clock::whole_secs(grant.lifetime);
         let claims = AccessTokenClaims {

@@ -219,11 +219,11 @@ impl Client {
 /// A client that proved who it is: the registered client and the certificate it proved it
 /// with (what its tokens are bound to).
 #[derive(Clone, Debug)]
-pub struct Authenticated {
+pub struct Authenticated<'a> {
     /// The client.
     pub client: Arc<Client>,
-    /// Its certificate.
-    pub peer: PeerCertificate,
+    /// Its certificate (borrowed from the connection: nothing is copied per request).
+    pub peer: &'a PeerCertificate,
 }
 
 /// How TLS verified the peer's certificate; decided once per connection.
@@ -379,13 +379,13 @@ impl ClientRegistry {
     /// Finds the client a certificate belongs to. With `client_id`, the certificate must
     /// belong to that client; without, it must match exactly one. Disabled clients and wrong
     /// or missing secrets are refused.
-    pub fn authenticate(
+    pub fn authenticate<'a>(
         &self,
-        peer: Option<&PeerCertificate>,
+        peer: Option<&'a PeerCertificate>,
         client_id: Option<&str>,
         secret: Option<&str>,
         hasher: &SecretHasher,
-    ) -> Result<Authenticated, AuthError> {
+    ) -> Result<Authenticated<'a>, AuthError> {
         let peer = peer.ok_or(AuthError::NoCertificate)?;
         let client = match client_id {
             Some(id) => {
@@ -410,7 +410,7 @@ impl ClientRegistry {
         }
         Ok(Authenticated {
             client: client.clone(),
-            peer: peer.clone(),
+            peer,
         })
     }
 
