@@ -504,13 +504,7 @@ impl PreparedServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let admin_listener = match (self.config.admin.listen, self.admin_listener.take()) {
-            (None, _) => None,
-            (Some(_), Some(listener)) => Some(listener),
-            (Some(addr), None) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                ServeError::Transport(format!("admin.listen {addr}: cannot bind: {e}"))
-            })?),
-        };
+        let admin_listener = self.admin_listener().await?;
         let (acceptor, material, admin_plane) = self.tls_planes(admin_listener)?;
 
         let stop = CancellationToken::new();
@@ -576,15 +570,31 @@ impl PreparedServer {
             }
         }
         stop.cancel();
+        self.finish(tasks).await;
+        Ok(())
+    }
+
+    /// The admin listener when `admin.listen` is set: the one handed in, else bound here.
+    async fn admin_listener(&mut self) -> Result<Option<TcpListener>, ServeError> {
+        match (self.config.admin.listen, self.admin_listener.take()) {
+            (None, _) => Ok(None),
+            (Some(_), Some(listener)) => Ok(Some(listener)),
+            (Some(addr), None) => TcpListener::bind(addr).await.map(Some).map_err(|e| {
+                ServeError::Transport(format!("admin.listen {addr}: cannot bind: {e}"))
+            }),
+        }
+    }
+
+    /// After the connections have drained: waits for the background tasks and writes the
+    /// last interval's issuance counts (tokens issued while draining included).
+    async fn finish(&self, tasks: Tasks) {
         for (name, task) in tasks {
             if let Err(e) = task.await {
                 tracing::error!(task = name, error = %e, "background task failed");
             }
         }
-        // The last interval's counts, tokens issued while the connections drained included.
         self.issuance_audit.flush();
         tracing::info!("stopped");
-        Ok(())
     }
 
     /// The TLS side of serving: the acceptor of the main listener, the material its reload

@@ -367,6 +367,8 @@ impl Validator<'_> {
             .handshake_failures_per_peer
             .unwrap_or(DEFAULT_HANDSHAKE_FAILURES_PER_PEER);
         let without_certificate = self.without_certificate(&s)?;
+        let (max_concurrent_streams, max_header_list_size) = self.http2_limits(&s)?;
+        let (keepalive_interval, keepalive_timeout) = self.keepalive(&s)?;
         let (body_timeout, request_timeout) =
             self.request_timeouts(s.body_timeout.as_deref(), s.request_timeout.as_deref())?;
         let (max_handshakes_per_address, max_handshakes_per_address_in) =
@@ -384,28 +386,10 @@ impl Validator<'_> {
                 "requests in flight across all connections",
             )?,
             max_handshakes,
-            max_concurrent_streams: self.at_least_one(
-                "server.max_concurrent_streams",
-                s.max_concurrent_streams,
-                DEFAULT_MAX_CONCURRENT_STREAMS,
-                "HTTP/2 streams per connection",
-            )?,
-            max_header_list_size: self.at_least_one(
-                "server.max_header_list_size",
-                s.max_header_list_size,
-                DEFAULT_MAX_HEADER_LIST_SIZE,
-                "bytes of HTTP/2 headers",
-            )?,
-            keepalive_interval: self.positive(
-                "server.keepalive_interval",
-                s.keepalive_interval.as_deref(),
-                DEFAULT_KEEPALIVE_INTERVAL,
-            )?,
-            keepalive_timeout: self.positive(
-                "server.keepalive_timeout",
-                s.keepalive_timeout.as_deref(),
-                DEFAULT_KEEPALIVE_TIMEOUT,
-            )?,
+            max_concurrent_streams,
+            max_header_list_size,
+            keepalive_interval,
+            keepalive_timeout,
             max_connection_age: self.positive(
                 "server.max_connection_age",
                 s.max_connection_age.as_deref(),
@@ -422,6 +406,39 @@ impl Validator<'_> {
                 DEFAULT_WATCH_STALL_TIMEOUT,
             )?,
         })
+    }
+
+    /// `server.max_concurrent_streams` and `server.max_header_list_size`: what one HTTP/2
+    /// connection may hold.
+    fn http2_limits(&self, s: &FileServer) -> Result<(u32, u32), ConfigError> {
+        let streams = self.at_least_one(
+            "server.max_concurrent_streams",
+            s.max_concurrent_streams,
+            DEFAULT_MAX_CONCURRENT_STREAMS,
+            "HTTP/2 streams per connection",
+        )?;
+        let headers = self.at_least_one(
+            "server.max_header_list_size",
+            s.max_header_list_size,
+            DEFAULT_MAX_HEADER_LIST_SIZE,
+            "bytes of HTTP/2 headers",
+        )?;
+        Ok((streams, headers))
+    }
+
+    /// `server.keepalive_interval` and `server.keepalive_timeout`.
+    fn keepalive(&self, s: &FileServer) -> Result<(Duration, Duration), ConfigError> {
+        let interval = self.positive(
+            "server.keepalive_interval",
+            s.keepalive_interval.as_deref(),
+            DEFAULT_KEEPALIVE_INTERVAL,
+        )?;
+        let timeout = self.positive(
+            "server.keepalive_timeout",
+            s.keepalive_timeout.as_deref(),
+            DEFAULT_KEEPALIVE_TIMEOUT,
+        )?;
+        Ok((interval, timeout))
     }
 
     /// `server.ops_listen`: an address, or `"off"` (or empty) for no operations listener.
