@@ -316,9 +316,8 @@ fn validity_at(
 /// check's other rules are for certificates a CA vouches for).
 fn check_leaf_validity(leaf: &CertificateDer<'_>, now: UnixTime) -> Result<(), rustls::Error> {
     use rustls::CertificateError;
-    let now = tokenmint_core::clock::UnixTime::from_secs(
-        i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
-    );
+    let now =
+        tokenmint_core::clock::UnixTime::EPOCH + std::time::Duration::from_secs(now.as_secs());
     validity_at(leaf, now).map_err(|problem| {
         rustls::Error::InvalidCertificate(match problem {
             OutOfValidity::Unparsable(_) => CertificateError::BadEncoding,

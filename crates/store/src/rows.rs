@@ -141,11 +141,6 @@ pub(super) fn json_list(value: &[String]) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// A duration as whole seconds (saturating).
-pub(super) fn seconds(d: Duration) -> i64 {
-    tokenmint_core::clock::whole_secs(d)
-}
-
 /// A client's permissions by name.
 pub(super) fn permission_names(client: &Client) -> Vec<String> {
     client

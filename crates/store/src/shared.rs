@@ -13,14 +13,14 @@ use super::{
     rows::{
         ChangeColumns, Columns, audit_event_from, cast_after, client_from, cutoff_from, event_from,
         json_list, key_from, permission_names, public_columns, revoked_token_from, sealed_from,
-        seconds, sequence_column, unavailable, write_error,
+        sequence_column, unavailable, write_error,
     },
     sql::{Bound, Run, Sql},
 };
 use tokenmint_core::{
     audit::{AuditEvent, AuditQuery, AuditRecord},
     client::Client,
-    clock::UnixTime,
+    clock::{UnixTime, whole_secs},
     crypto::Sealed,
     keys::{KeyId, KeyRecord, KeyState, PrivateHalf},
     revocation::{Change, Event, RevokedToken, State},
@@ -760,8 +760,8 @@ fn bind_policy<'a, DB: Sql>(statement: Bound<'a, DB>, client: &Client) -> Bound<
         .arg(json_list(&client.audiences))
         .arg(json_list(&client.default_audiences))
         .arg(json_list(&permission_names(client)))
-        .arg(seconds(client.default_lifetime))
-        .arg(seconds(client.max_lifetime))
+        .arg(whole_secs(client.default_lifetime))
+        .arg(whole_secs(client.max_lifetime))
         .arg(json_list(&client.introspect_audiences))
 }
 
