@@ -31,184 +31,25 @@
 
 use std::{
     hint::black_box,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use tokenmint::{
-    authority::{Authority, Parts},
-    pki::{CertificateAuthority, LeafSpec},
-    server::VERIFIED_CACHE_CAPACITY,
-};
 use tokenmint_core::{
-    audit::{IssuanceAudit, IssuanceMode},
-    client::{Client, ClientId, ClientRegistry, PeerCertificate, Permission, Verification},
-    clock::{Clock, SystemClock, UnixTime},
-    crypto::{self, Algorithm, CertificateThumbprint, Kek, SecretHasher},
-    identity::{CertificateIdentity, CertificateMatcher},
-    keys::{KekRing, KeyRecord, KeyRing, KeyState},
-    revocation::{Blocklist, Caps, Change, Event, State},
-    token::{
-        self, AccessTokenClaims, Audience, Confirmation, Issuer, RequestedLifetime, TokenRequest,
-    },
+    client::Permission,
+    crypto::{self, Algorithm},
+    revocation::{Blocklist, Caps, Change, Event},
+    token,
 };
-use tokio::sync::watch;
 
-const ISSUER: &str = "https://tokenmint.bench";
-const CLIENT_URI: &str = "spiffe://bench.example/billing";
-const RS_URI: &str = "spiffe://bench.example/payments-api";
-const AUDIENCE: &str = "https://payments.example";
+#[allow(dead_code)] // each bench uses part of it
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::*;
+
 const POOL: usize = 10_000;
 const BLOCKLIST_ENTRIES: u64 = 1_000_000;
 const LOOKUP_IDS: usize = 4_096;
-
-fn now() -> UnixTime {
-    SystemClock.unix_now()
-}
-
-/// A key ring whose current (signing) key uses `algorithm`.
-fn key_ring(algorithm: Algorithm) -> KeyRing {
-    let kek = Kek::generate().unwrap();
-    let record = KeyRecord::generate(algorithm, KeyState::Current, &kek, now()).unwrap();
-    let keks = KekRing::try_new(vec![kek]).unwrap();
-    KeyRing::try_build(&[record], &keks).unwrap()
-}
-
-/// Claims of the shape the issuer produces: one audience, two scopes, `cnf` binding.
-fn claims() -> AccessTokenClaims {
-    let now = now();
-    AccessTokenClaims {
-        iss: ISSUER.into(),
-        sub: "billing".into(),
-        client_id: "billing".into(),
-        aud: Audience::One(AUDIENCE.into()),
-        scope: Some("payments:read payments:write".into()),
-        iat: now,
-        nbf: now,
-        exp: now + Duration::from_secs(3600),
-        jti: crypto::random_id().unwrap(),
-        cnf: Confirmation {
-            x5t_s256: CertificateThumbprint::of_der(&crypto::random_bytes::<600>().unwrap())
-                .to_b64url(),
-        },
-    }
-}
-
-fn peer(ca: &CertificateAuthority, common_name: &str, uri: &str) -> PeerCertificate {
-    let issued = ca
-        .issue(&LeafSpec::client_uri(
-            common_name,
-            uri,
-            Duration::from_secs(24 * 3600),
-        ))
-        .unwrap();
-    // What tls.rs does with a verified leaf.
-    PeerCertificate {
-        identity: CertificateIdentity::from_der(&issued.cert_der).unwrap(),
-        thumbprint: CertificateThumbprint::of_der(&issued.cert_der),
-        verification: Verification::CaChain,
-        admin_allowed: true,
-    }
-}
-
-fn client(id: &str, uri: &str) -> Client {
-    Client {
-        id: ClientId::try_new(id).unwrap(),
-        matcher: CertificateMatcher::try_san_uri(uri).unwrap(),
-        scopes: Vec::new(),
-        default_scopes: Vec::new(),
-        audiences: Vec::new(),
-        default_audiences: Vec::new(),
-        introspect_audiences: Vec::new(),
-        permissions: Vec::new(),
-        default_lifetime: Duration::from_secs(300),
-        max_lifetime: Duration::from_secs(3600),
-        enabled: true,
-        secret_hash: None,
-    }
-}
-
-/// What an `Authority` is built from, kept so that fresh authorities (empty caches) can be made.
-struct Fixture {
-    _keys_tx: watch::Sender<Arc<KeyRing>>,
-    keys_rx: watch::Receiver<Arc<KeyRing>>,
-    clients: Vec<Client>,
-    blocklist: Arc<Blocklist>,
-    client_peer: PeerCertificate,
-    rs_peer: PeerCertificate,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let ca = CertificateAuthority::generate("bench CA").unwrap();
-        let client_peer = peer(&ca, "billing", CLIENT_URI);
-        let rs_peer = peer(&ca, "payments-api", RS_URI);
-        let billing = Client {
-            scopes: vec!["payments:read".into(), "payments:write".into()],
-            default_scopes: vec!["payments:read".into()],
-            audiences: vec![AUDIENCE.into(), "https://ledger.example".into()],
-            default_audiences: vec![AUDIENCE.into()],
-            permissions: vec![Permission::Issue],
-            ..client("billing", CLIENT_URI)
-        };
-        let rs = Client {
-            introspect_audiences: vec![AUDIENCE.into()],
-            permissions: vec![Permission::Introspect],
-            ..client("payments-api", RS_URI)
-        };
-        let (keys_tx, keys_rx) = watch::channel(Arc::new(key_ring(Algorithm::Es256)));
-        let blocklist = Arc::new(Blocklist::new(
-            Caps::default(),
-            Duration::from_secs(30),
-            Duration::from_secs(3600),
-        ));
-        blocklist.load(&State::default(), now());
-        Self {
-            _keys_tx: keys_tx,
-            keys_rx,
-            clients: vec![billing, rs],
-            blocklist,
-            client_peer,
-            rs_peer,
-        }
-    }
-
-    /// A new authority with an empty verified-token cache, marked fresh, auditing issuance as
-    /// counts (the default, as `serve` does). Staleness limits are an hour: nothing catches up
-    /// with a store here.
-    fn authority(&self) -> Authority {
-        let authority = Authority::new(Parts {
-            issuer: Issuer::new(ISSUER, Duration::from_secs(3600)),
-            keys: self.keys_rx.clone(),
-            clients: ClientRegistry::try_new(self.clients.clone()).unwrap(),
-            hasher: SecretHasher::new(&[7u8; 32]),
-            clock: Arc::new(SystemClock),
-            blocklist: self.blocklist.clone(),
-            leeway: Duration::from_secs(30),
-            verified_cache_capacity: VERIFIED_CACHE_CAPACITY,
-            max_staleness: Duration::from_secs(3600),
-            max_issue_staleness: Duration::from_secs(3600),
-        })
-        .with_issuance_audit(Arc::new(IssuanceAudit::new(IssuanceMode::Counts {
-            interval: Duration::from_secs(60),
-        })));
-        authority.mark_fresh();
-        authority
-    }
-
-    fn request() -> TokenRequest {
-        TokenRequest {
-            scopes: vec!["payments:read".into(), "payments:write".into()],
-            audiences: vec![AUDIENCE.into()],
-            lifetime: Some(RequestedLifetime {
-                seconds: 3600,
-                nanos: 0,
-            }),
-            ..TokenRequest::default()
-        }
-    }
-}
 
 fn bench_sign(c: &mut Criterion) {
     let payload = serde_json::to_vec(&claims()).unwrap();
