@@ -41,7 +41,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 #[derive(Parser)]
 #[command(
     name = "tokenmint",
-    version,
+    version = version(),
     about = "An OAuth2-style token issuer for machines: mTLS in, certificate-bound JWTs out."
 )]
 struct Cli {
@@ -56,6 +56,18 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--version`: the package version and the crypto stack the binary was built with.
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} ({})",
+            env!("CARGO_PKG_VERSION"),
+            tokenmint_core::crypto::stack().describe()
+        )
+    })
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -545,7 +557,12 @@ fn run() -> Result<()> {
             Command::CheckConfig { config } => {
                 let config = load_config(&config)?;
                 let clients = server::check_clients(&config)?;
-                println!("{}: ok ({clients} clients)", config.source.display());
+                println!(
+                    "{}: ok ({clients} clients; keys.algorithm {}; {})",
+                    config.source.display(),
+                    config.keys.algorithm,
+                    tokenmint_core::crypto::stack().describe()
+                );
                 Ok(())
             }
             Command::Client(command) => client_command(command).await,

@@ -59,23 +59,19 @@ pub enum TlsError {
     Config(String),
 }
 
-/// The crypto provider: ring, with AEAD cipher suites only (TLS 1.3 and 1.2 ECDHE).
+/// The build's rustls stack: the one place in the server that reads the crypto feature (the
+/// core's `crypto::backend` is the other side of the same choice).
+#[cfg(feature = "aws-lc")]
+use rustls::crypto::aws_lc_rs as stack;
+#[cfg(not(feature = "aws-lc"))]
+use rustls::crypto::ring as stack;
+
+/// The crypto provider: the build's stack with its default cipher suites, which are AEAD only
+/// (TLS 1.3, and TLS 1.2 ECDHE with AES-GCM or ChaCha20-Poly1305; the FIPS build drops
+/// ChaCha20), and its default key-exchange groups: with aws-lc-rs the hybrid post-quantum
+/// X25519MLKEM768 comes first, then X25519, P-256, P-384.
 pub fn provider() -> Arc<CryptoProvider> {
-    use rustls::crypto::ring::{cipher_suite as cs, default_provider};
-    Arc::new(CryptoProvider {
-        cipher_suites: vec![
-            cs::TLS13_AES_256_GCM_SHA384,
-            cs::TLS13_AES_128_GCM_SHA256,
-            cs::TLS13_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        ],
-        ..default_provider()
-    })
+    Arc::new(stack::default_provider())
 }
 
 /// Reads every certificate in a PEM file.
@@ -736,6 +732,15 @@ impl AsyncWrite for TlsConnection {
 
 /// Classifies the peer of a finished handshake once, as pinned or CA-verified (see
 /// [`ClientVerifier::classify`]), and parses its leaf certificate once.
+/// Counts the key-exchange group a handshake agreed (`X25519MLKEM768` is the hybrid
+/// post-quantum one): how much of the fleet is post-quantum today.
+fn count_key_exchange(stream: &TlsStream<TcpStream>) {
+    if let Some(group) = stream.get_ref().1.negotiated_key_exchange_group() {
+        let name = group.name().as_str().unwrap_or("other");
+        metrics::counter!("tokenmint_tls_key_exchanges_total", "group" => name).increment(1);
+    }
+}
+
 fn classify(
     stream: &TlsStream<TcpStream>,
     verifier: &ClientVerifier,
@@ -956,7 +961,10 @@ impl Handshaker {
         };
         metrics::counter!("tokenmint_tls_handshakes_total", "result" => outcome).increment(1);
         let stream = match result {
-            Ok(Ok(stream)) => stream,
+            Ok(Ok(stream)) => {
+                count_key_exchange(&stream);
+                stream
+            }
             Ok(Err(e)) => {
                 self.failed(remote_addr);
                 tracing::debug!(%remote_addr, error = %e, "TLS handshake failed");

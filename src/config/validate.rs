@@ -741,6 +741,14 @@ impl Validator<'_> {
                 ),
             )
         })?;
+        tokenmint_core::crypto::stack()
+            .supports(algorithm)
+            .map_err(|e| {
+                self.error(
+                    "keys.algorithm",
+                    format!("{}: {e}", self.label("keys.algorithm")),
+                )
+            })?;
         let timing = self.key_timing(&k, tokens)?;
         let kek_files = self.kek_files(k.kek_files, kek_from_env)?;
         let max_jwks_watches = self.at_least_one(

@@ -187,6 +187,46 @@ fn serve_without_dev_names_the_missing_config_file() {
     assert!(!dir.path().join("tokenmint.kek").exists());
 }
 
+/// The stack this test binary was built with, read from the feature (not from the code under
+/// test): the binary must say the same.
+fn expected_stack() -> &'static str {
+    if cfg!(feature = "fips") {
+        "crypto: aws-lc-rs (FIPS module) (feature `fips`"
+    } else if cfg!(feature = "aws-lc") {
+        "crypto: aws-lc-rs (feature `aws-lc`)"
+    } else {
+        "crypto: ring (feature `ring`)"
+    }
+}
+
+#[test]
+fn version_and_check_config_name_the_crypto_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = tokenmint(dir.path()).arg("--version").output().unwrap();
+    assert!(version.status.success());
+    let stdout = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        stdout.starts_with(&format!("tokenmint {}", env!("CARGO_PKG_VERSION"))),
+        "{stdout}"
+    );
+    assert!(stdout.contains(expected_stack()), "{stdout}");
+
+    std::fs::write(
+        dir.path().join("tokenmint.toml"),
+        tokenmint::config::starter_toml(),
+    )
+    .unwrap();
+    let check = tokenmint(dir.path()).arg("check-config").output().unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(stdout.contains("keys.algorithm ES256"), "{stdout}");
+    assert!(stdout.contains(expected_stack()), "{stdout}");
+}
+
 #[test]
 fn check_config_names_the_invalid_field() {
     let dir = tempfile::tempdir().unwrap();

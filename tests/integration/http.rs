@@ -35,12 +35,6 @@ const JWKS_PATH: &str = "/.well-known/jwks.json";
 const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// reqwest is built without a crypto provider (its `rustls` feature would bring aws-lc):
-/// ring is installed process-wide, as the server uses it.
-fn install_ring() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 fn base(server: &TestServer) -> String {
     format!("https://localhost:{}", server.addr.port())
 }
@@ -51,7 +45,7 @@ fn https(setup: &Setup, cert: Option<&Issued>) -> reqwest::Client {
 }
 
 fn https_builder(setup: &Setup, cert: Option<&Issued>) -> reqwest::ClientBuilder {
-    install_ring();
+    install_provider();
     let ca = reqwest::Certificate::from_pem(setup.pki.ca.cert_pem().as_bytes()).unwrap();
     let mut builder = reqwest::Client::builder()
         .tls_certs_only([ca])
@@ -175,7 +169,8 @@ fn form(pairs: &[(&str, &str)]) -> String {
 
 /// base64url SHA-256 of the certificate's DER, computed here rather than by tokenmint.
 fn x5t_s256(cert: &Issued) -> String {
-    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &cert.cert_der))
+    use sha2::{Digest as _, Sha256};
+    URL_SAFE_NO_PAD.encode(Sha256::digest(&cert.cert_der))
 }
 
 /// The claims tokenmint adds beyond the registered ones.
@@ -1191,7 +1186,7 @@ async fn http1_http2_and_grpc_share_the_port_and_unknown_paths_are_json_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_over_its_issuance_rate_gets_429_with_retry_after() {
-    install_ring();
+    install_provider();
     let setup = Setup::new(&format!(
         "[limits]\nissue_per_second = 2\n{}",
         standard_clients()
@@ -1217,7 +1212,7 @@ async fn a_client_over_its_issuance_rate_gets_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_client_gets_503_with_retry_after_and_a_revocation_cap_429() {
-    install_ring();
+    install_provider();
     let setup = Setup::new(&format!(
         "[revocation]\nper_client_rate = 1\n{}",
         standard_clients()
@@ -1263,7 +1258,7 @@ async fn a_cut_off_client_gets_503_with_retry_after_and_a_revocation_cap_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_cap_on_requests_in_flight_http_gets_429_with_retry_after() {
-    install_ring();
+    install_provider();
     let mut setup = Setup::new(&demo_client());
     setup.server_toml = "max_in_flight = 1\n".into();
     let store = std::sync::Arc::new(crate::flaky::FlakyStore::open(&setup).await);

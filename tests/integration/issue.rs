@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use ring::digest;
+use sha2::{Digest as _, Sha256};
 use tokenmint::grpc::proto::IssueTokenRequest;
 use tokenmint_core::crypto::b64url;
 use tokenmint_store::{Store as _, sqlite::SqliteStore};
@@ -11,7 +11,7 @@ use tonic::Code;
 use crate::support::*;
 
 fn thumbprint(der: &[u8]) -> String {
-    b64url(digest::digest(&digest::SHA256, der).as_ref())
+    b64url(&Sha256::digest(der))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

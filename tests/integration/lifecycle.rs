@@ -4,9 +4,8 @@
 
 use std::{
     collections::BTreeSet,
-    net::TcpListener,
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Output},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -29,7 +28,7 @@ use tokenmint_core::{
 use tokenmint_store::{Store as _, sqlite::SqliteStore};
 use tonic::{Code, Streaming};
 
-use crate::support::*;
+use crate::{binary, support::*};
 
 const HOUR: i64 = 3600;
 /// The default policy (SPEC §4): rotate every 24 h, publish 1 h ahead, retain 2 h.
@@ -919,107 +918,27 @@ async fn kek_rotation_lets_the_old_kek_go() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use binary::{free_port, kids_in, parse_keys, stop};
 
 fn tokenmint(dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .current_dir(dir)
-        .env_remove("TOKENMINT_KEK")
-        .env_remove(tokenmint_store::failpoint::DANGEROUS_FAILPOINT_VAR)
-        .env("RUST_LOG", "warn")
-        // Any free port for the operations listener: tests run side by side.
-        .env("TOKENMINT__SERVER__OPS_LISTEN", "127.0.0.1:0");
-    command
+    binary::command(Path::new(BIN), dir)
 }
 
-/// `serve --dev` in `dir` on `port`, its log in `log`.
 fn spawn_server(dir: &Path, port: u16, log: &str, failpoint: Option<&str>) -> Child {
-    let mut command = tokenmint(dir);
-    command
-        .args(["serve", "--dev"])
-        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(log)).unwrap());
-    if let Some(name) = failpoint {
-        command.env(tokenmint_store::failpoint::DANGEROUS_FAILPOINT_VAR, name);
-    }
-    command.spawn().unwrap()
+    binary::spawn_server(Path::new(BIN), dir, port, log, failpoint, &[])
 }
 
 fn admin_cli(dir: &Path, port: u16, args: &[&str]) -> Output {
-    let url = format!("https://localhost:{port}");
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--server", &url]);
-    tokenmint(dir).args(&all).output().unwrap()
+    binary::admin_cli(Path::new(BIN), dir, port, args)
 }
 
-/// `keys list` once the server answers (bounded: it may still be starting).
 fn keys_list_when_up(
     dir: &Path,
     port: u16,
     server: &mut Child,
     log: &str,
 ) -> Vec<(String, String, String)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let output = admin_cli(dir, port, &["keys", "list"]);
-        if output.status.success() {
-            return parse_keys(&output);
-        }
-        assert!(
-            server.try_wait().unwrap().is_none(),
-            "the server exited: {}",
-            std::fs::read_to_string(dir.join(log)).unwrap_or_default()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the server did not answer: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// (kid, algorithm, state) per line of `keys list`.
-fn parse_keys(output: &Output) -> Vec<(String, String, String)> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split('\t');
-            let kid = fields.next()?;
-            let alg = fields.next()?;
-            let state = fields.next()?;
-            Some((kid.to_owned(), alg.to_owned(), state.to_owned()))
-        })
-        .collect()
-}
-
-fn kids_in(keys: &[(String, String, String)], state: &str) -> Vec<String> {
-    keys.iter()
-        .filter(|k| k.2 == state)
-        .map(|k| k.0.clone())
-        .collect()
-}
-
-fn stop(mut server: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = server.kill();
-            panic!("the server did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    binary::keys_list_when_up(Path::new(BIN), dir, port, server, log)
 }
 
 /// A crash inside a key step (the real binary, aborted by a failpoint inside the

@@ -11,8 +11,7 @@ use crate::support::*;
 
 /// GET over plain HTTP: (status, body).
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    // reqwest is built without a crypto provider; the server's (ring) serves it too.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_provider();
     let response = reqwest::Client::new()
         .get(format!("http://{addr}{path}"))
         .send()
@@ -99,6 +98,12 @@ async fn readiness_follows_the_loaded_state_and_metrics_move_with_traffic() {
     at_least_one(r#"tokenmint_issue_refusals_total{client="demo",reason="scope"}"#);
     at_least_one(r#"tokenmint_introspections_total{outcome="active"}"#);
     at_least_one(r#"tokenmint_tls_handshakes_total{result="ok"}"#);
+    // The tonic clients above agree the build's preferred group.
+    at_least_one(if cfg!(feature = "aws-lc") {
+        r#"tokenmint_tls_key_exchanges_total{group="X25519MLKEM768"}"#
+    } else {
+        r#"tokenmint_tls_key_exchanges_total{group="X25519"}"#
+    });
     at_least_one(
         r#"tokenmint_rpc_duration_seconds_count{rpc="/tokenmint.v1.TokenService/IssueToken"}"#,
     );

@@ -632,15 +632,33 @@ pub async fn advance(
     server.changes.catch_up().await.unwrap();
 }
 
-/// A bare rustls client (ring) trusting only the test CA, presenting `cert` if given; callers
+/// Installs the build's TLS provider (the server's) process-wide, for clients built without
+/// one of their own (reqwest, sqlx): ring, or aws-lc-rs in the `aws-lc` build.
+pub fn install_provider() {
+    let _ = tokenmint::tls::provider()
+        .as_ref()
+        .clone()
+        .install_default();
+}
+
+/// A bare rustls client (the build's provider) trusting only the test CA, presenting `cert` if given; callers
 /// set ALPN and resumption as their test needs.
 pub fn rustls_client(setup: &Setup, cert: Option<&Issued>) -> rustls::ClientConfig {
+    rustls_client_with(setup, cert, tokenmint::tls::provider())
+}
+
+/// [`rustls_client`] with a provider of the test's own.
+pub fn rustls_client_with(
+    setup: &Setup,
+    cert: Option<&Issued>,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+) -> rustls::ClientConfig {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(setup.pki.ca.cert_pem().as_bytes()).unwrap())
         .unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(tokenmint::tls::provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
@@ -821,8 +839,8 @@ pub fn sha256_fingerprint_hex(dir: &Path, name: &str) -> String {
     }
     use rustls::pki_types::{CertificateDer, pem::PemObject as _};
     let der = CertificateDer::from_pem_file(&path).unwrap();
-    ring::digest::digest(&ring::digest::SHA256, der.as_ref())
-        .as_ref()
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(der.as_ref())
         .iter()
         .map(|b| format!("{b:02X}"))
         .collect::<Vec<_>>()

@@ -208,3 +208,42 @@ async fn one_session_ticket_per_handshake_and_a_resumed_client_is_still_authenti
     assert!(status.contains(" 200 "), "{status}");
     server.stop().await;
 }
+
+/// The group a fresh handshake with `config` agrees.
+async fn negotiated_group(server: &TestServer, config: rustls::ClientConfig) -> rustls::NamedGroup {
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let connection = tls.get_ref().1;
+    connection.negotiated_key_exchange_group().unwrap().name()
+}
+
+/// With aws-lc-rs, the build's own clients (the tests', the bench's, the CLI's) agree the
+/// hybrid post-quantum X25519MLKEM768 with the server; with ring, X25519. A client that offers
+/// only classical groups still connects, with X25519. The expectation is read from the build's
+/// feature, not from the code under test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_exchange_is_hybrid_post_quantum_in_the_aws_lc_build() {
+    use rustls::NamedGroup;
+    let setup = Setup::new(&demo_client());
+    let server = setup.start().await;
+    let cert = setup.pki.client_uri(DEMO_URI);
+    let expected = if cfg!(feature = "aws-lc") {
+        NamedGroup::X25519MLKEM768
+    } else {
+        NamedGroup::X25519
+    };
+    let ours = rustls_client(&setup, Some(&cert));
+    assert_eq!(negotiated_group(&server, ours).await, expected);
+
+    let mut classical = tokenmint::tls::provider().as_ref().clone();
+    classical
+        .kx_groups
+        .retain(|group| group.name() == NamedGroup::X25519);
+    let config = rustls_client_with(&setup, Some(&cert), std::sync::Arc::new(classical));
+    assert_eq!(negotiated_group(&server, config).await, NamedGroup::X25519);
+    server.stop().await;
+}

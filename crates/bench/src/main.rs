@@ -177,6 +177,10 @@ struct Args {
     settle: humantime::Duration,
     /// The server's `server.watch_stall_timeout`: set in the spawned server's environment;
     /// with --stalled, the bench waits past it and reports what the cut-off left.
+    /// Offer only this TLS key-exchange group (e.g. `X25519`: a classical handshake in the
+    /// aws-lc build, whose default is the hybrid `X25519MLKEM768`).
+    #[arg(long)]
+    kx_group: Option<String>,
     #[arg(long, env = "TOKENMINT__SERVER__WATCH_STALL_TIMEOUT")]
     watch_stall_timeout: Option<humantime::Duration>,
 }
@@ -197,6 +201,9 @@ struct Report {
     /// This program's own CPU time per request (it shares the machine with the server).
     client_cpu_us_per_request: f64,
     server: Option<ServerCost>,
+    /// The TLS key-exchange group the connections agreed (X25519MLKEM768 is the hybrid
+    /// post-quantum one).
+    key_exchange: Option<String>,
     /// The stalled-bodies attack running beside the load, as it stood when the run ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     attack: Option<AttackReport>,
@@ -251,7 +258,16 @@ fn main() {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Some(name) = &args.kx_group {
+        let group = provider()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .find(|g| format!("{g:?}") == *name)
+            .with_context(|| format!("--kx-group {name}: not a group this build offers"))?;
+        let _ = ONLY_GROUP.set(group);
+    }
+    let _ = provider().as_ref().clone().install_default();
     let mut restarts = 0;
     let result = loop {
         let mut spawned = if args.spawn {
@@ -504,6 +520,7 @@ async fn one_run(mode: Mode, setup: &Setup, load: &Load, limit: Limit) -> Result
         client_cpu_us_per_request: per_request(own_seconds),
         latency_us: percentiles(outcome.latencies_us),
         server,
+        key_exchange: NEGOTIATED.get().cloned(),
         attack: None,
     })
 }
@@ -551,6 +568,7 @@ fn median_of(runs: &[Report]) -> Option<Report> {
             max: runs.iter().map(|r| r.latency_us.max).max().unwrap_or(0),
         },
         server,
+        key_exchange: first.key_exchange.clone(),
         attack: runs.last().and_then(|r| r.attack.clone()),
     })
 }
@@ -590,9 +608,26 @@ fn proc_status_kib(pid: u32, key: &str) -> Result<u64> {
         .with_context(|| format!("no {key} in /proc/{pid}/status"))
 }
 
-/// The TLS provider of the build (ring's defaults).
+/// The build's rustls stack: the one place the bench reads the crypto feature.
+#[cfg(feature = "aws-lc")]
+use rustls::crypto::aws_lc_rs as stack;
+#[cfg(not(feature = "aws-lc"))]
+use rustls::crypto::ring as stack;
+
+/// `--kx-group`: the one key-exchange group to offer, when set.
+static ONLY_GROUP: std::sync::OnceLock<rustls::NamedGroup> = std::sync::OnceLock::new();
+
+/// The group the first handshake agreed, for the report.
+static NEGOTIATED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The TLS provider of the build, with its defaults (with aws-lc-rs, the hybrid
+/// X25519MLKEM768 group first, as the server's), or only the `--kx-group` one.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = stack::default_provider();
+    if let Some(only) = ONLY_GROUP.get() {
+        provider.kx_groups.retain(|g| g.name() == *only);
+    }
+    Arc::new(provider)
 }
 
 /// Every certificate in a PEM file.
@@ -697,6 +732,9 @@ async fn connect_with_window(
         .connect(target.server_name.clone(), tcp)
         .await
         .with_context(|| format!("TLS handshake with {}", target.addr))?;
+    if let Some(group) = tls.get_ref().1.negotiated_key_exchange_group() {
+        let _ = NEGOTIATED.set(format!("{:?}", group.name()));
+    }
     let mut builder =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder
@@ -931,7 +969,8 @@ fn print_markdown_row(label: &str, r: &Report) {
     let ms = |us: u64| us as f64 / 1000.0;
     let errors: u64 = r.errors.values().sum();
     let load = if r.mode == Mode::Connect {
-        format!("{} callers", r.connections * r.streams)
+        let group = r.key_exchange.as_deref().unwrap_or("?");
+        format!("{} callers, {group}", r.connections * r.streams)
     } else {
         format!("{} conn × {} streams", r.connections, r.streams)
     };

@@ -81,6 +81,39 @@ fn introspects_a_pool_of_distinct_tokens_and_opens_a_connection_per_request() {
     assert_eq!(report["median"]["ok"], 10);
 }
 
+/// The bench's connections agree the build's preferred group — the hybrid post-quantum
+/// X25519MLKEM768 with aws-lc-rs, X25519 with ring — and `--kx-group` offers only the one
+/// named (the expectation is read from the build's feature).
+#[test]
+fn reports_the_key_exchange_group_and_can_offer_only_a_classical_one() {
+    let connect = [
+        "--mode",
+        "connect",
+        "--requests",
+        "4",
+        "--connections",
+        "1",
+        "--streams",
+        "1",
+    ];
+    let preferred = if cfg!(feature = "aws-lc") {
+        "X25519MLKEM768"
+    } else {
+        "X25519"
+    };
+    let report = run(&connect);
+    assert_eq!(report["median"]["key_exchange"], preferred);
+    let report = run(&[&connect[..], &["--kx-group", "X25519"]].concat());
+    assert_eq!(report["median"]["ok"], 4);
+    assert_eq!(report["median"]["key_exchange"], "X25519");
+    let refused = Command::new(BENCH)
+        .args(["--kx-group", "X448", "--requests", "1"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--kx-group X448"));
+}
+
 #[test]
 fn a_refused_call_is_counted_by_its_status() {
     // The demo client may not introspect: every call is refused, none counted as done.

@@ -1,15 +1,94 @@
-//! The one home of ring: key generation and signing, AEAD for keys at rest, HMAC, random
-//! ids, SHA-256 thumbprints, and the ring-backed `CryptoProvider` jsonwebtoken verifies with.
+//! The one home of the crypto stack (ring by default, aws-lc-rs with the `aws-lc` feature;
+//! [`backend`] is the only code that knows which): key generation and signing, AEAD for keys
+//! at rest, HMAC, random ids, SHA-256 thumbprints, and the `CryptoProvider` jsonwebtoken
+//! verifies with.
 
 use std::fmt;
 
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use ring::{
+use backend::lib::{
     aead, digest, hmac,
     rand::{SecureRandom, SystemRandom},
     signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _},
 };
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use zeroize::Zeroizing;
+
+mod backend;
+
+/// The crypto stack this build was made with: one per build, chosen by cargo feature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stack {
+    /// ring (the default build).
+    Ring,
+    /// aws-lc-rs (`--no-default-features --features aws-lc`, or `fips`).
+    AwsLc {
+        /// Built on the FIPS module (`fips` feature).
+        fips: bool,
+    },
+}
+
+/// The crypto stack of this build.
+pub fn stack() -> Stack {
+    backend::STACK
+}
+
+impl Stack {
+    /// The library's name, as `--version` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::Ring => "ring",
+            Stack::AwsLc { fips: false } => "aws-lc-rs",
+            Stack::AwsLc { fips: true } => "aws-lc-rs (FIPS module)",
+        }
+    }
+
+    /// The cargo feature that selects it.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Stack::Ring => "ring",
+            Stack::AwsLc { fips: false } => "aws-lc",
+            Stack::AwsLc { fips: true } => "fips",
+        }
+    }
+
+    /// One line for `--version` and `check-config`: the stack, the feature, the FIPS state.
+    pub fn describe(self) -> String {
+        let fips = match self {
+            Stack::AwsLc { fips: true } if backend::fips_mode() => ", FIPS mode on",
+            Stack::AwsLc { fips: true } => ", FIPS mode OFF",
+            _ => "",
+        };
+        format!(
+            "crypto: {} (feature `{}`{fips})",
+            self.name(),
+            self.feature()
+        )
+    }
+
+    /// Whether this build can generate and sign with `algorithm` — checked when the
+    /// configuration is read, so a build that lacks an algorithm says so at start-up, naming
+    /// the feature that has it, never at the first rotation.
+    pub fn supports(self, algorithm: Algorithm) -> Result<(), Unsupported> {
+        // Each new algorithm must be placed here: ring cannot generate RSA keys and has no
+        // ML-DSA; those will need `aws-lc`.
+        match (self, algorithm) {
+            (_, Algorithm::Es256 | Algorithm::EdDsa) => Ok(()),
+        }
+    }
+}
+
+/// An algorithm this build's crypto stack lacks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{algorithm} needs the aws-lc-rs crypto stack; this binary was built with {stack}: \
+     rebuild with `cargo build --release --no-default-features --features aws-lc`"
+)]
+pub struct Unsupported {
+    /// The algorithm asked for.
+    pub algorithm: Algorithm,
+    /// The stack this build has.
+    pub stack: &'static str,
+}
 
 /// What failed in a cryptographic operation. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]
@@ -228,8 +307,7 @@ impl SigningKey {
     pub fn try_from_pkcs8(algorithm: Algorithm, pkcs8: &[u8]) -> Result<Self, CryptoError> {
         let pair = match algorithm {
             Algorithm::Es256 => SigningPair::Ecdsa(
-                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, rng())
-                    .map_err(|_| CryptoError::MalformedKey(algorithm))?,
+                backend::p256_from_pkcs8(pkcs8).ok_or(CryptoError::MalformedKey(algorithm))?,
             ),
             Algorithm::EdDsa => SigningPair::Ed25519(
                 Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
@@ -248,7 +326,7 @@ impl SigningKey {
     pub fn public_key(&self) -> PublicKey {
         match &self.pair {
             SigningPair::Ecdsa(pair) => {
-                // ring returns the uncompressed point: 0x04 ‖ x ‖ y.
+                // The uncompressed point: 0x04 ‖ x ‖ y.
                 let point = pair.public_key().as_ref();
                 let coords = point.get(1..).unwrap_or_default();
                 let (x, y) = coords.split_at(coords.len() / 2);
@@ -341,14 +419,22 @@ pub fn verify_signature(public: &PublicKey, message: &[u8], sig: &[u8]) -> bool 
             point.push(0x04);
             point.extend_from_slice(x);
             point.extend_from_slice(y);
-            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                .verify(message, sig)
-                .is_ok()
+            verify_raw(Algorithm::Es256, &point, message, sig)
         }
-        PublicKey::Ed25519 { x } => signature::UnparsedPublicKey::new(&signature::ED25519, x)
-            .verify(message, sig)
-            .is_ok(),
+        PublicKey::Ed25519 { x } => verify_raw(Algorithm::EdDsa, x, message, sig),
     }
+}
+
+/// Verifies with a public key in the stack's raw form: the uncompressed point for P-256, the
+/// 32 bytes for Ed25519.
+fn verify_raw(algorithm: Algorithm, public: &[u8], message: &[u8], sig: &[u8]) -> bool {
+    let verification: &'static dyn signature::VerificationAlgorithm = match algorithm {
+        Algorithm::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
+        Algorithm::EdDsa => &signature::ED25519,
+    };
+    signature::UnparsedPublicKey::new(verification, public)
+        .verify(message, sig)
+        .is_ok()
 }
 
 /// A key-encryption key: 32 random bytes that seal signing keys and the client-secret pepper.
@@ -501,7 +587,8 @@ pub fn generate_client_secret() -> Result<Zeroizing<String>, CryptoError> {
 
 pub use jwt_provider::install as install_jwt_provider;
 
-/// jsonwebtoken's `CryptoProvider` backed by ring: verification of ES256 and EdDSA only.
+/// jsonwebtoken's `CryptoProvider`, written over this module (so over the build's stack):
+/// ES256 and EdDSA only.
 mod jwt_provider {
     use jsonwebtoken::{
         Algorithm as JwtAlgorithm, DecodingKey, EncodingKey,
@@ -509,7 +596,9 @@ mod jwt_provider {
         errors::{Error, ErrorKind},
         jwk::{EllipticCurve, ThumbprintHash},
     };
-    use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+    use signature as signature_trait;
+
+    use super::{Algorithm, PublicKey, SigningKey};
 
     static PROVIDER: CryptoProvider = CryptoProvider {
         signer_factory: new_signer,
@@ -528,94 +617,80 @@ mod jwt_provider {
         let _ = PROVIDER.install_default();
     }
 
-    struct RingVerifier {
-        algorithm: JwtAlgorithm,
-        verification: &'static dyn signature::VerificationAlgorithm,
-        public_key: Vec<u8>,
-    }
-
-    impl signature_trait::Verifier<Vec<u8>> for RingVerifier {
-        fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature_trait::Error> {
-            signature::UnparsedPublicKey::new(self.verification, &self.public_key)
-                .verify(msg, sig)
-                .map_err(|_| signature_trait::Error::new())
+    fn ours(algorithm: JwtAlgorithm) -> Result<Algorithm, Error> {
+        match algorithm {
+            JwtAlgorithm::ES256 => Ok(Algorithm::Es256),
+            JwtAlgorithm::EdDSA => Ok(Algorithm::EdDsa),
+            _ => Err(ErrorKind::InvalidAlgorithm.into()),
         }
     }
 
-    impl JwtVerifier for RingVerifier {
+    struct Verifier {
+        algorithm: JwtAlgorithm,
+        ours: Algorithm,
+        public_key: Vec<u8>,
+    }
+
+    impl signature_trait::Verifier<Vec<u8>> for Verifier {
+        fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> Result<(), signature_trait::Error> {
+            super::verify_raw(self.ours, &self.public_key, msg, sig)
+                .then_some(())
+                .ok_or_else(signature_trait::Error::new)
+        }
+    }
+
+    impl JwtVerifier for Verifier {
         fn algorithm(&self) -> JwtAlgorithm {
             self.algorithm
         }
     }
-
-    use ::signature as signature_trait;
 
     fn new_verifier(
         algorithm: &JwtAlgorithm,
         key: &DecodingKey,
     ) -> Result<Box<dyn JwtVerifier>, Error> {
-        let verification: &'static dyn signature::VerificationAlgorithm = match algorithm {
-            JwtAlgorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-            JwtAlgorithm::EdDSA => &signature::ED25519,
-            _ => return Err(ErrorKind::InvalidAlgorithm.into()),
-        };
-        Ok(Box::new(RingVerifier {
+        Ok(Box::new(Verifier {
             algorithm: *algorithm,
-            verification,
+            ours: ours(*algorithm)?,
             public_key: key.try_get_as_bytes()?.to_vec(),
         }))
     }
 
-    enum RingPair {
-        Ecdsa(EcdsaKeyPair),
-        Ed25519(Ed25519KeyPair),
-    }
-
-    struct RingSigner {
+    struct Signer {
         algorithm: JwtAlgorithm,
-        pair: RingPair,
+        key: SigningKey,
     }
 
-    impl signature_trait::Signer<Vec<u8>> for RingSigner {
+    impl signature_trait::Signer<Vec<u8>> for Signer {
         fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, signature_trait::Error> {
-            match &self.pair {
-                RingPair::Ecdsa(pair) => pair
-                    .sign(super::rng(), msg)
-                    .map(|s| super::es256_low_s(s.as_ref().to_vec()))
-                    .map_err(|_| signature_trait::Error::new()),
-                RingPair::Ed25519(pair) => Ok(pair.sign(msg).as_ref().to_vec()),
-            }
+            self.key
+                .sign(msg)
+                .map_err(|_| signature_trait::Error::new())
         }
     }
 
-    impl JwtSigner for RingSigner {
+    impl JwtSigner for Signer {
         fn algorithm(&self) -> JwtAlgorithm {
             self.algorithm
         }
+    }
+
+    fn parse(algorithm: Algorithm, pkcs8: &[u8]) -> Result<SigningKey, Error> {
+        SigningKey::try_from_pkcs8(algorithm, pkcs8).map_err(|_| {
+            Error::from(match algorithm {
+                Algorithm::Es256 => ErrorKind::InvalidEcdsaKey,
+                Algorithm::EdDsa => ErrorKind::InvalidEddsaKey,
+            })
+        })
     }
 
     fn new_signer(
         algorithm: &JwtAlgorithm,
         key: &EncodingKey,
     ) -> Result<Box<dyn JwtSigner>, Error> {
-        let pair = match algorithm {
-            JwtAlgorithm::ES256 => RingPair::Ecdsa(
-                EcdsaKeyPair::from_pkcs8(
-                    &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                    key.as_bytes(),
-                    super::rng(),
-                )
-                .map_err(|_| Error::from(ErrorKind::InvalidEcdsaKey))?,
-            ),
-            JwtAlgorithm::EdDSA => RingPair::Ed25519(
-                Ed25519KeyPair::from_pkcs8_maybe_unchecked(key.as_bytes())
-                    .map_err(|_| Error::from(ErrorKind::InvalidEddsaKey))?,
-            ),
-            _ => return Err(ErrorKind::InvalidAlgorithm.into()),
-        };
-        Ok(Box::new(RingSigner {
+        Ok(Box::new(Signer {
             algorithm: *algorithm,
-            pair,
+            key: parse(ours(*algorithm)?, key.as_bytes())?,
         }))
     }
 
@@ -626,39 +701,31 @@ mod jwt_provider {
         if algorithm != JwtAlgorithm::ES256 {
             return Err(ErrorKind::InvalidAlgorithm.into());
         }
-        let pair = EcdsaKeyPair::from_pkcs8(
-            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            der,
-            super::rng(),
-        )
-        .map_err(|_| Error::from(ErrorKind::InvalidEcdsaKey))?;
-        let point = pair.public_key().as_ref();
-        let coords = point
-            .get(1..)
-            .ok_or_else(|| Error::from(ErrorKind::InvalidEcdsaKey))?;
-        let (x, y) = coords.split_at(coords.len() / 2);
-        Ok((EllipticCurve::P256, x.to_vec(), y.to_vec()))
+        match parse(Algorithm::Es256, der)?.public_key() {
+            PublicKey::P256 { x, y } => Ok((EllipticCurve::P256, x, y)),
+            PublicKey::Ed25519 { .. } => Err(ErrorKind::InvalidEcdsaKey.into()),
+        }
     }
 
     fn ed_components(der: &[u8], curve: &EllipticCurve) -> Result<Vec<u8>, Error> {
         if *curve != EllipticCurve::Ed25519 {
             return Err(ErrorKind::InvalidAlgorithm.into());
         }
-        Ok(Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-            .map_err(|_| Error::from(ErrorKind::InvalidEddsaKey))?
-            .public_key()
-            .as_ref()
-            .to_vec())
+        match parse(Algorithm::EdDsa, der)?.public_key() {
+            PublicKey::Ed25519 { x } => Ok(x),
+            PublicKey::P256 { .. } => Err(ErrorKind::InvalidEddsaKey.into()),
+        }
     }
 
     fn compute_digest(data: &[u8], hash: ThumbprintHash) -> Result<Vec<u8>, Error> {
+        use super::backend::lib::digest;
         let algorithm = match hash {
-            ThumbprintHash::SHA256 => &ring::digest::SHA256,
-            ThumbprintHash::SHA384 => &ring::digest::SHA384,
-            ThumbprintHash::SHA512 => &ring::digest::SHA512,
+            ThumbprintHash::SHA256 => &digest::SHA256,
+            ThumbprintHash::SHA384 => &digest::SHA384,
+            ThumbprintHash::SHA512 => &digest::SHA512,
             _ => return Err(ErrorKind::UnsupportedAlgorithm.into()),
         };
-        Ok(ring::digest::digest(algorithm, data).as_ref().to_vec())
+        Ok(digest::digest(algorithm, data).as_ref().to_vec())
     }
 }
 
@@ -753,6 +820,37 @@ mod tests {
         // computed independently (Python's hmac module).
         let zero = Kek::try_from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
         assert_eq!(zero.id(), "7e863af580a81f97");
+    }
+
+    #[test]
+    fn the_stack_is_the_one_the_features_chose() {
+        let expected = if cfg!(feature = "aws-lc") {
+            Stack::AwsLc {
+                fips: cfg!(feature = "fips"),
+            }
+        } else {
+            Stack::Ring
+        };
+        assert_eq!(stack(), expected);
+        assert!(stack().describe().contains(stack().name()));
+        assert!(stack().describe().contains(stack().feature()));
+    }
+
+    #[test]
+    fn every_algorithm_works_in_this_build_or_names_the_feature_that_has_it() {
+        for alg in Algorithm::ALL {
+            match stack().supports(alg) {
+                Ok(()) => {
+                    let (key, _) = SigningKey::generate(alg).unwrap();
+                    let sig = key.sign(b"m").unwrap();
+                    assert!(verify_signature(&key.public_key(), b"m", &sig), "{alg}");
+                }
+                Err(e) => {
+                    assert_eq!(e.algorithm, alg);
+                    assert!(e.to_string().contains("--features aws-lc"), "{e}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -890,7 +988,7 @@ mod tests {
     }
 
     #[test]
-    fn es256_signatures_are_low_s_and_their_high_twins_still_verify_in_ring() {
+    fn es256_signatures_are_low_s_and_their_high_twins_still_verify_in_the_stack() {
         let (key, _) = SigningKey::generate(Algorithm::Es256).unwrap();
         let public = key.public_key();
         for i in 0..64u32 {
@@ -898,7 +996,7 @@ mod tests {
             let sig = key.sign(&message).unwrap();
             assert!(!es256_is_high_s(&sig), "signature {i} is high-S");
             assert!(verify_signature(&public, &message, &sig));
-            // Why the rule is needed: ring accepts the high-S twin as well.
+            // Why the rule is needed: both stacks accept the high-S twin as well.
             let twin = es256_twin(&sig).unwrap();
             assert!(es256_is_high_s(&twin));
             assert!(verify_signature(&public, &message, &twin));

@@ -1,0 +1,126 @@
+//! The real binary, run as a process: `serve --dev` in a directory, the CLI against it. The
+//! binary is a parameter, so a test can run this build's and another build's side by side.
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A free port on 127.0.0.1 (bound and released: good enough for a process started next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `bin` run in `dir`, with the environment a test wants (no KEK or failpoint inherited).
+pub fn command(bin: &Path, dir: &Path) -> Command {
+    let mut command = Command::new(bin);
+    command
+        .current_dir(dir)
+        .env_remove("TOKENMINT_KEK")
+        .env_remove(tokenmint_store::failpoint::DANGEROUS_FAILPOINT_VAR)
+        .env("RUST_LOG", "warn")
+        // Any free port for the operations listener: tests run side by side.
+        .env("TOKENMINT__SERVER__OPS_LISTEN", "127.0.0.1:0");
+    command
+}
+
+/// `serve --dev` in `dir` on `port`, its log in `log`, with extra environment `env`.
+pub fn spawn_server(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    log: &str,
+    failpoint: Option<&str>,
+    env: &[(&str, &str)],
+) -> Child {
+    let mut command = command(bin, dir);
+    command
+        .args(["serve", "--dev"])
+        .env("TOKENMINT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(log)).unwrap());
+    if let Some(name) = failpoint {
+        command.env(tokenmint_store::failpoint::DANGEROUS_FAILPOINT_VAR, name);
+    }
+    command.spawn().unwrap()
+}
+
+/// The CLI of `bin` against the server on `port`, with the dev PKI's admin certificate.
+pub fn admin_cli(bin: &Path, dir: &Path, port: u16, args: &[&str]) -> Output {
+    let url = format!("https://localhost:{port}");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--server", &url]);
+    command(bin, dir).args(&all).output().unwrap()
+}
+
+/// `keys list` once the server answers (bounded: it may still be starting).
+pub fn keys_list_when_up(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    server: &mut Child,
+    log: &str,
+) -> Vec<(String, String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = admin_cli(bin, dir, port, &["keys", "list"]);
+        if output.status.success() {
+            return parse_keys(&output);
+        }
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "the server exited: {}",
+            std::fs::read_to_string(dir.join(log)).unwrap_or_default()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the server did not answer: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// (kid, algorithm, state) per line of `keys list`.
+pub fn parse_keys(output: &Output) -> Vec<(String, String, String)> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let kid = fields.next()?;
+            let alg = fields.next()?;
+            let state = fields.next()?;
+            Some((kid.to_owned(), alg.to_owned(), state.to_owned()))
+        })
+        .collect()
+}
+
+/// The kids of the keys in `state`.
+pub fn kids_in(keys: &[(String, String, String)], state: &str) -> Vec<String> {
+    keys.iter()
+        .filter(|k| k.2 == state)
+        .map(|k| k.0.clone())
+        .collect()
+}
+
+/// SIGTERM, then wait (bounded) for the process to leave.
+pub fn stop(mut server: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("the server did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
