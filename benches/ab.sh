@@ -4,7 +4,12 @@
 #   benches/ab.sh A [B]
 #
 # A and B are git revisions (A is required, e.g. HEAD~1 or main). Without B, B is this
-# checkout as it stands, uncommitted and untracked files included. Each revision is checked
+# checkout as it stands, uncommitted and untracked files included. FEATURES_A and FEATURES_B
+# are cargo feature arguments for each build, so one revision can be compared in its two
+# crypto stacks:
+#
+#   FEATURES_B="--no-default-features --features aws-lc" CLIENT=b benches/ab.sh HEAD HEAD
+# Each revision is checked
 # out in a git worktree under $AB_DIR (default ${TMPDIR:-/tmp}/tokenmint-ab) and built there
 # with a target directory of its own (this checkout too); both stay between runs, so a
 # rebuild is incremental. Two revisions naming the same commit share one build.
@@ -13,12 +18,15 @@
 #    callgrind: repeatable to well under 1% whatever else the machine is doing.
 # 2. Server rows (those of benches/table.sh): each row against a fresh `tokenmint serve --dev`
 #    from A's and from B's build, ROUNDS rounds (default 5) of SECS seconds (default 3),
-#    alternating A,B then B,A, all driven by A's tokenmint-bench so only the server differs.
+#    alternating A,B then B,A, all driven by one tokenmint-bench (A's, or B's with CLIENT=b)
+#    so only the server differs. The client's TLS stack picks the key exchange: an aws-lc
+#    client agrees the hybrid X25519MLKEM768 with an aws-lc server; the row "…, X25519 only"
+#    offers the classical group alone.
 #    Medians of throughput and of server CPU per request, and each round's ratio of server
 #    CPU (B/A). Loopback only; about 4 minutes.
 #
 # Environment: ROUNDS, SECS, SKIP=instructions|server, AB_DIR, INSTRUCTIONS_N (one N for every
-# path instead of each path's default). Needs valgrind for part 1. To free the space:
+# path instead of each path's default), FEATURES_A, FEATURES_B, CLIENT=a|b. Needs valgrind for part 1. To free the space:
 # rm -rf "$AB_DIR" && git worktree prune.
 set -euo pipefail
 
@@ -29,6 +37,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(git -C "$here" rev-parse --show-toplevel)
 work=${AB_DIR:-${TMPDIR:-/tmp}/tokenmint-ab}
 rounds=${ROUNDS:-5}
+read -r -a features_a <<<"${FEATURES_A:-}"
+read -r -a features_b <<<"${FEATURES_B:-}"
+client_slot=${CLIENT:-a}
+[[ $client_slot == a || $client_slot == b ]] || { echo "CLIENT is a or b" >&2; exit 2; }
 secs=${SECS:-3}
 instructions=yes server=yes
 case ${SKIP:-} in
@@ -59,8 +71,8 @@ else
   fi
   label_b="this checkout as it stands ($(git -C "$repo" rev-parse --short HEAD), $state)"
 fi
-echo "A: $(describe "$sha_a")"
-echo "B: $label_b"
+echo "A: $(describe "$sha_a")${FEATURES_A:+ [$FEATURES_A]}"
+echo "B: $label_b${FEATURES_B:+ [$FEATURES_B]}"
 
 # Checks `sha` out in the worktree of `slot` (a or b), made once and reused. Files that did
 # not change keep their times, so cargo rebuilds only what changed.
@@ -85,12 +97,15 @@ cargo_in() {
   (cd "$dir" && CARGO_TARGET_DIR=$target nice -n 19 cargo "$@")
 }
 
-# Builds the source in `dir` into `target` for `slot`: the instructions bench first, then the
-# release binaries, copied to $work/bin-<slot> (building the bench links the binaries again
+# Builds the source in `dir` into `target` for `slot` with the cargo feature arguments after
+# the third: the instructions bench first, then the release binaries, copied to
+# $work/bin-<slot> (building the bench links the binaries again
 # with the dev-dependencies' features, so they are taken from the plain release build).
 # Prints the bench's executable, or nothing if the revision has none.
 build() {
   local slot=$1 dir=$2 target=$3 ws=() exe=""
+  shift 3
+  local features=("$@")
   grep -q '^\[workspace\]' "$dir/Cargo.toml" && ws=(--workspace)
   log "building $dir (target $target)"
   if [[ $dir == "$work"/* ]] && ! git -C "$dir" grep -q '^name = "instructions"' HEAD -- '*Cargo.toml'; then
@@ -104,12 +119,12 @@ build() {
         printf '\n[[bench]]\nname = "instructions"\nharness = false\n' >>"$dir/Cargo.toml"
     fi
   fi
-  exe=$(cargo_in "$dir" "$target" bench "${ws[@]}" --no-run --bench instructions \
+  exe=$(cargo_in "$dir" "$target" bench "${ws[@]}" "${features[@]}" --no-run --bench instructions \
     --message-format=json 2>"$target.bench.log" |
     grep '"reason":"compiler-artifact"' | grep '"name":"instructions"' |
     grep '"kind":\["bench"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1) ||
     log "no instructions bench built in $dir: see $target.bench.log"
-  cargo_in "$dir" "$target" build --release --bins "${ws[@]}" >&2 ||
+  cargo_in "$dir" "$target" build --release --bins "${ws[@]}" "${features[@]}" >&2 ||
     die "cargo build failed in $dir"
   mkdir -p "$work/bin-$slot"
   for bin in tokenmint tokenmint-bench; do
@@ -122,24 +137,31 @@ build() {
 # Source and target directory of each build. Each source tree has a target directory of its
 # own (this checkout one named after its path): cargo decides what to rebuild by file times,
 # which mean nothing from one source tree to another.
+# A build with other features gets a target directory of its own, so neither undoes the other.
+suffix() { [[ -z $1 ]] || printf -- '-%s' "$(printf '%s' "$1" | cksum | cut -d' ' -f1)"; }
 if [[ $sha_b == worktree ]]; then
   src_b=$repo
-  target_b=$work/target-checkout-$(printf '%s' "$repo" | cksum | cut -d' ' -f1)
+  target_b=$work/target-checkout-$(printf '%s' "$repo" | cksum | cut -d' ' -f1)$(suffix "${FEATURES_B:-}")
 else
   src_b=$(checkout b "$sha_b")
-  target_b=$work/target-b
+  target_b=$work/target-b$(suffix "${FEATURES_B:-}")
 fi
-exe_b=$(build b "$src_b" "$target_b")
-if [[ $sha_a == "$sha_b" ]]; then
+exe_b=$(build b "$src_b" "$target_b" "${features_b[@]}")
+if [[ $sha_a == "$sha_b" && ${FEATURES_A:-} == "${FEATURES_B:-}" ]]; then
   slot_a=b
   exe_a=$exe_b
+elif [[ $sha_a == "$sha_b" ]]; then
+  # The same source in another build: B's source tree, A's target directory.
+  slot_a=a
+  exe_a=$(build a "$src_b" "$target_b-a$(suffix "${FEATURES_A:-}")" "${features_a[@]}")
 else
   slot_a=a
-  exe_a=$(build a "$(checkout a "$sha_a")" "$work/target-a")
+  exe_a=$(build a "$(checkout a "$sha_a")" "$work/target-a$(suffix "${FEATURES_A:-}")" "${features_a[@]}")
 fi
 bin_a=$work/bin-$slot_a/tokenmint
 bin_b=$work/bin-b/tokenmint
 client=$work/bin-$slot_a/tokenmint-bench
+if [[ $client_slot == b ]]; then client=$work/bin-b/tokenmint-bench; fi
 log "built in $((SECONDS - started)) s"
 
 # Median of the numbers on standard input.
@@ -193,6 +215,7 @@ if [[ $server == yes ]]; then
   rows=(
     "IssueToken, persistent connections|--mode issue ${load[*]} --duration ${secs}s"
     "IssueToken, new mTLS connection per request|--mode connect --connections 16 --streams 1 --duration ${secs}s"
+    "IssueToken, new mTLS connection per request, X25519 only|--mode connect --connections 16 --streams 1 --duration ${secs}s --kx-group X25519"
     "IntrospectToken, one token repeated|--mode introspect ${load[*]} --duration ${secs}s"
     # Every request a token never introspected: the pool outlasts the warm-up and the run.
     "IntrospectToken, distinct tokens|--mode introspect ${load[*]} --requests $((secs * 5000)) --pool $((secs * 5000 + 20000))"
