@@ -30,6 +30,32 @@ pub fn command(bin: &Path, dir: &Path) -> Command {
     command
 }
 
+/// A server process that is killed if the test lets go of it without [`stop`] (a failed
+/// assertion, say), so no test leaves a server running behind it.
+pub struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `serve --dev` in `dir` on `port`, its log in `log`, with extra environment `env`.
 pub fn spawn_server(
     bin: &Path,
@@ -38,7 +64,7 @@ pub fn spawn_server(
     log: &str,
     failpoint: Option<&str>,
     env: &[(&str, &str)],
-) -> Child {
+) -> Running {
     let mut command = command(bin, dir);
     command
         .args(["serve", "--dev"])
@@ -49,7 +75,7 @@ pub fn spawn_server(
     if let Some(name) = failpoint {
         command.env(tokenmint_store::failpoint::DANGEROUS_FAILPOINT_VAR, name);
     }
-    command.spawn().unwrap()
+    Running(command.spawn().unwrap())
 }
 
 /// The CLI of `bin` against the server on `port`, with the dev PKI's admin certificate.
@@ -65,7 +91,7 @@ pub fn keys_list_when_up(
     bin: &Path,
     dir: &Path,
     port: u16,
-    server: &mut Child,
+    server: &mut Running,
     log: &str,
 ) -> Vec<(String, String, String)> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -111,7 +137,7 @@ pub fn kids_in(keys: &[(String, String, String)], state: &str) -> Vec<String> {
 }
 
 /// SIGTERM, then wait (bounded) for the process to leave.
-pub fn stop(mut server: Child) {
+pub fn stop(mut server: Running) {
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();

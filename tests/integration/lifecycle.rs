@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeSet,
     path::Path,
-    process::{Child, Command, Output},
+    process::{Command, Output},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -924,7 +924,7 @@ fn tokenmint(dir: &Path) -> Command {
     binary::command(Path::new(BIN), dir)
 }
 
-fn spawn_server(dir: &Path, port: u16, log: &str, failpoint: Option<&str>) -> Child {
+fn spawn_server(dir: &Path, port: u16, log: &str, failpoint: Option<&str>) -> binary::Running {
     binary::spawn_server(Path::new(BIN), dir, port, log, failpoint, &[])
 }
 
@@ -935,7 +935,7 @@ fn admin_cli(dir: &Path, port: u16, args: &[&str]) -> Output {
 fn keys_list_when_up(
     dir: &Path,
     port: u16,
-    server: &mut Child,
+    server: &mut binary::Running,
     log: &str,
 ) -> Vec<(String, String, String)> {
     binary::keys_list_when_up(Path::new(BIN), dir, port, server, log)
