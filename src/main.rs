@@ -855,6 +855,19 @@ fn init(dir: &Path) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    let stack = tokenmint_core::crypto::stack();
+    if stack.is_fips_build() && !tokenmint_core::crypto::fips_mode() {
+        anyhow::bail!(
+            "this binary was built on the FIPS module, but the module is not in FIPS mode: refusing to serve ({})",
+            stack.describe()
+        );
+    }
+    tracing::info!(
+        stack = stack.name(),
+        feature = stack.feature(),
+        fips_mode = tokenmint_core::crypto::fips_mode(),
+        "crypto stack"
+    );
     if args.dev {
         let dir = args
             .config

@@ -32,6 +32,11 @@ pub fn stack() -> Stack {
     backend::STACK
 }
 
+/// Whether the FIPS module is in its approved mode: false outside the `fips` build.
+pub fn fips_mode() -> bool {
+    backend::fips_mode()
+}
+
 impl Stack {
     /// The library's name, as `--version` prints it.
     pub fn name(self) -> &'static str {
@@ -51,10 +56,16 @@ impl Stack {
         }
     }
 
+    /// Whether this build was made on the FIPS module (`fips` feature): it must then run in
+    /// FIPS mode, and `serve` refuses to start otherwise.
+    pub fn is_fips_build(self) -> bool {
+        matches!(self, Stack::AwsLc { fips: true })
+    }
+
     /// One line for `--version` and `check-config`: the stack, the feature, the FIPS state.
     pub fn describe(self) -> String {
         let fips = match self {
-            Stack::AwsLc { fips: true } if backend::fips_mode() => ", FIPS mode on",
+            Stack::AwsLc { fips: true } if fips_mode() => ", FIPS mode on",
             Stack::AwsLc { fips: true } => ", FIPS mode OFF",
             _ => "",
         };
@@ -832,6 +843,9 @@ mod tests {
             Stack::Ring
         };
         assert_eq!(stack(), expected);
+        assert_eq!(stack().is_fips_build(), cfg!(feature = "fips"));
+        // Outside the FIPS build the module is never reported in FIPS mode.
+        assert!(cfg!(feature = "fips") || !fips_mode());
         assert!(stack().describe().contains(stack().name()));
         assert!(stack().describe().contains(stack().feature()));
     }
