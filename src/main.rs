@@ -854,7 +854,8 @@ fn init(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+/// Logs the crypto stack; a build on the FIPS module must be in FIPS mode to serve.
+fn check_crypto_stack() -> Result<()> {
     let stack = tokenmint_core::crypto::stack();
     if stack.is_fips_build() && !tokenmint_core::crypto::fips_mode() {
         anyhow::bail!(
@@ -868,6 +869,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         fips_mode = tokenmint_core::crypto::fips_mode(),
         "crypto stack"
     );
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    check_crypto_stack()?;
     if args.dev {
         let dir = args
             .config
