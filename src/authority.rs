@@ -522,6 +522,12 @@ impl Authority {
         self.freshness.mark(self.clock.monotonic());
     }
 
+    /// When the last successful catch-up with the store was, on the wall clock.
+    pub fn fresh_as_of(&self) -> std::time::SystemTime {
+        let now = self.clock.now();
+        now.checked_sub(self.stale_for()).unwrap_or(now)
+    }
+
     /// How long since the last successful catch-up with the store.
     pub fn stale_for(&self) -> Duration {
         self.freshness.stale_for(self.clock.monotonic())

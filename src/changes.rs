@@ -56,6 +56,14 @@ pub enum WatchItem {
     Change(Event),
     /// The snapshot is complete, current through this sequence.
     SnapshotComplete(u64),
+    /// A heartbeat: every change through `through` has been sent, and nothing newer was
+    /// known at `as_of`, when this process last confirmed its state with the store.
+    Progress {
+        /// The sequence the watcher's state is current through.
+        through: u64,
+        /// When this process's state was last confirmed current.
+        as_of: std::time::SystemTime,
+    },
 }
 
 impl ChangeLog {
@@ -254,12 +262,15 @@ impl ChangeLog {
     /// are sent to `out`, each within `limits.stall` (else the stream ends as stalled).
     /// Returns how the stream ended: `out` closed, `stop` fired, stalled, or the store failed
     /// (the error is sent too, if it can be).
+    /// With `progress`, a [`WatchItem::Progress`] follows every second once the stream is
+    /// current, while this process is fresh.
     pub async fn watch(
         &self,
         from: WatchFrom,
         out: tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
         stop: CancellationToken,
         stall: std::time::Duration,
+        progress: bool,
     ) -> WatchEnd {
         // Subscribe before reading the store, so nothing committed in between is missed.
         let mut live = self.events.subscribe();
@@ -267,6 +278,7 @@ impl ChangeLog {
             out: &out,
             stop: &stop,
             stall,
+            progress,
         };
         let result = async {
             let mut cursor = match from {
@@ -307,7 +319,10 @@ impl ChangeLog {
                 () = sender.stop.cancelled() => return Ok(()),
                 () = sender.out.closed() => return Ok(()),
                 _ = freshness.tick() => match self.authority.check_fresh() {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        self.send_progress(*cursor, sender).await?;
+                        continue;
+                    }
                     Err(e) => return Err(Closed::Store(StoreError::Unavailable(e.to_string()))),
                 },
                 received = live.recv() => received,
@@ -324,6 +339,19 @@ impl ChangeLog {
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             }
         }
+    }
+
+    /// A heartbeat to a watcher that asked for them, unless a change this process has
+    /// applied is still on its way to the watcher (the heartbeat would vouch for it early).
+    async fn send_progress(&self, cursor: u64, sender: &Sender<'_>) -> Result<(), Closed> {
+        if !sender.progress || self.authority.blocklist().applied_through() > cursor {
+            return Ok(());
+        }
+        let item = WatchItem::Progress {
+            through: cursor,
+            as_of: self.authority.fresh_as_of(),
+        };
+        sender.send(item).await
     }
 
     /// The state's head now (keys, disabled clients, cut-offs and the log's marks).
@@ -474,6 +502,8 @@ struct Sender<'a> {
     out: &'a tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
     stop: &'a CancellationToken,
     stall: std::time::Duration,
+    /// Whether the watcher asked for heartbeats.
+    progress: bool,
 }
 
 impl Sender<'_> {

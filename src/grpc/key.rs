@@ -28,6 +28,63 @@ fn jwks_response(ring: &tokenmint_core::keys::KeyRing) -> GetJwksResponse {
     GetJwksResponse {
         jwks_json: ring.jwks_json().to_string(),
         version: ring.version().to_owned(),
+        progress: None,
+    }
+}
+
+/// One `WatchJwks` stream: the key set, again at each change, and a heartbeat every second
+/// if asked for, while this process is fresh.
+struct KeySetWatch {
+    authority: Arc<Authority>,
+    stop: CancellationToken,
+    stall: Duration,
+    progress: bool,
+}
+
+impl KeySetWatch {
+    /// Sends until the stream ends; `Some` when a send was not taken.
+    async fn run(
+        self,
+        tx: &tokio::sync::mpsc::Sender<Result<GetJwksResponse, Status>>,
+    ) -> Option<Unsent> {
+        let mut keys = self.authority.watch_keys();
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = String::new();
+        loop {
+            let ring = keys.borrow_and_update().clone();
+            if ring.version() != last {
+                last = ring.version().to_owned();
+                if let Err(unsent) = send_within(tx, Ok(jwks_response(&ring)), self.stall).await {
+                    return Some(unsent);
+                }
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => {
+                    let _ = tx.try_send(Err(shutting_down()));
+                    return None;
+                }
+                () = tx.closed() => return None,
+                changed = keys.changed() => if changed.is_err() { return None },
+                _ = heartbeat.tick(), if self.progress => {
+                    if self.authority.check_fresh().is_ok() {
+                        if let Err(unsent) = send_within(tx, Ok(self.heartbeat(&last)), self.stall).await {
+                            return Some(unsent);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn heartbeat(&self, version: &str) -> GetJwksResponse {
+        GetJwksResponse {
+            jwks_json: String::new(),
+            version: version.to_owned(),
+            progress: Some(proto::get_jwks_response::Progress {
+                as_of: Some(prost_types::Timestamp::from(self.authority.fresh_as_of())),
+            }),
+        }
     }
 }
 
@@ -53,31 +110,17 @@ impl KeyService for KeyApi {
                 5,
             )
         })?;
-        let mut keys = self.authority.watch_keys();
-        let stop = self.stop.clone();
-        let stall = self.limits.stall_timeout;
+        let watch = KeySetWatch {
+            authority: self.authority.clone(),
+            stop: self.stop.clone(),
+            stall: self.limits.stall_timeout,
+            progress: request.get_ref().progress,
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let _counted = (permit, connection_watch);
-            let mut last = String::new();
-            loop {
-                let ring = keys.borrow_and_update().clone();
-                if ring.version() != last {
-                    last = ring.version().to_owned();
-                    match send_within(&tx, Ok(jwks_response(&ring)), stall).await {
-                        Ok(()) => {}
-                        Err(Unsent::Closed) => return,
-                        Err(Unsent::Stalled) => return close_stalled(connection.as_ref(), "jwks"),
-                    }
-                }
-                tokio::select! {
-                    () = stop.cancelled() => {
-                        let _ = tx.try_send(Err(shutting_down()));
-                        return;
-                    }
-                    () = tx.closed() => return,
-                    changed = keys.changed() => if changed.is_err() { return },
-                }
+            if watch.run(&tx).await == Some(Unsent::Stalled) {
+                close_stalled(connection.as_ref(), "jwks");
             }
         });
         Ok(Response::new(Box::pin(

@@ -43,6 +43,12 @@ fn watch_item_to_proto(item: WatchItem) -> RevocationEvent {
             sequence,
             event: Some(E::SnapshotComplete(SnapshotComplete {})),
         },
+        WatchItem::Progress { through, as_of } => RevocationEvent {
+            sequence: through,
+            event: Some(E::Progress(revocation_event::Progress {
+                as_of: Some(prost_types::Timestamp::from(as_of)),
+            })),
+        },
         WatchItem::Change(Event {
             sequence, change, ..
         }) => RevocationEvent {
@@ -103,6 +109,7 @@ impl RevocationService for RevocationApi {
             .try_open(caller.id.as_str())
             .map_err(|refused| wire::resource_exhausted(&refused.to_string(), 5))?;
         let message = request.into_inner();
+        let progress = message.progress;
         let from = match message.resume_snapshot {
             Some(position) => WatchFrom::Snapshot {
                 through: position.through,
@@ -117,7 +124,7 @@ impl RevocationService for RevocationApi {
         let stall = self.limits.stall_timeout;
         tokio::spawn(async move {
             let _counted = (permit, connection_watch);
-            if changes.watch(from, tx, stop, stall).await == WatchEnd::Stalled {
+            if changes.watch(from, tx, stop, stall, progress).await == WatchEnd::Stalled {
                 close_stalled(connection.as_ref(), "revocations");
             }
         });

@@ -359,7 +359,7 @@ async fn a_connection_without_a_certificate_that_holds_a_stream_is_not_idle() {
     let mut keys =
         tokenmint::grpc::proto::key_service_client::KeyServiceClient::new(server.public_channel());
     let mut stream = keys
-        .watch_jwks(tokenmint::grpc::proto::WatchJwksRequest {})
+        .watch_jwks(tokenmint::grpc::proto::WatchJwksRequest::default())
         .await
         .unwrap()
         .into_inner();

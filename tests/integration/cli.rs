@@ -455,7 +455,7 @@ async fn sigterm_under_load_ends_watches_with_a_clear_status_and_exits_cleanly()
         .into_inner();
     revocations.message().await.unwrap().unwrap();
     let mut jwks = KeyServiceClient::new(admin)
-        .watch_jwks(WatchJwksRequest {})
+        .watch_jwks(WatchJwksRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -603,7 +603,7 @@ async fn watch_jwks_sends_the_set_then_each_change() {
 
     let mut stream = tokio::time::timeout(
         WAIT,
-        KeyServiceClient::new(server.public_channel()).watch_jwks(WatchJwksRequest {}),
+        KeyServiceClient::new(server.public_channel()).watch_jwks(WatchJwksRequest::default()),
     )
     .await
     .expect("the watch starts in time")
@@ -640,6 +640,58 @@ async fn watch_jwks_sends_the_set_then_each_change() {
     server.rotator.publish().await.unwrap();
     assert_no_set(&mut stream).await;
     assert_eq!(server.jwks().await, third);
+    server.stop().await;
+}
+
+/// Asked for, WatchJwks sends a heartbeat at least every second: no key set, the current
+/// version unchanged, and when the set was last known current. A change still comes as a
+/// whole set. Not asked for, nothing but sets arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_jwks_heartbeats_only_when_asked_for() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let admin_cert = setup.pki.client_uri(ADMIN_URI);
+    let mut admin = server.admin(&admin_cert);
+    let mut client = KeyServiceClient::new(server.public_channel());
+    let mut stream = client
+        .watch_jwks(WatchJwksRequest { progress: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_set(&mut stream).await;
+    assert_eq!(first, server.jwks().await);
+    for _ in 0..2 {
+        let started = Instant::now();
+        let beat = next_set(&mut stream).await;
+        assert!(started.elapsed() < Duration::from_millis(2500));
+        assert!(beat.jwks_json.is_empty(), "{beat:?}");
+        assert_eq!(beat.version, first.version);
+        let as_of = beat.progress.unwrap().as_of.unwrap();
+        let age = unix_seconds(SystemClock.now()) - as_of.seconds;
+        assert!((0..5).contains(&age), "as_of is recent: {age} s");
+    }
+    admin
+        .rotate_keys(RotateKeysRequest { force: true })
+        .await
+        .unwrap();
+    let changed = loop {
+        let message = next_set(&mut stream).await;
+        if message.progress.is_none() {
+            break message;
+        }
+    };
+    assert_ne!(changed.version, first.version);
+    assert_eq!(changed, server.jwks().await);
+
+    let mut silent = client
+        .watch_jwks(WatchJwksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    next_set(&mut silent).await;
+    if let Ok(item) = tokio::time::timeout(Duration::from_millis(1500), silent.message()).await {
+        panic!("no heartbeat for a watcher that did not ask: {item:?}");
+    }
     server.stop().await;
 }
 

@@ -557,3 +557,88 @@ async fn a_key_revocation_reaches_watchers_and_stays_in_the_snapshot() {
     );
     server.stop().await;
 }
+
+/// The `as_of` of a Progress event, which must be recent on the server's clock.
+fn progress_as_of(event: &RevocationEvent) -> std::time::SystemTime {
+    let Some(Event::Progress(progress)) = &event.event else {
+        panic!("expected Progress: {event:?}");
+    };
+    let as_of = progress.as_of.unwrap();
+    let as_of = std::time::UNIX_EPOCH
+        + Duration::new(as_of.seconds as u64, as_of.nanos.try_into().unwrap());
+    let age = tokenmint_core::clock::Clock::now(&tokenmint_core::clock::SystemClock)
+        .duration_since(as_of)
+        .unwrap_or_default();
+    assert!(age < WAIT, "as_of is recent: {age:?} old");
+    as_of
+}
+
+/// A watcher that asks for Progress gets one at least every second once current, carrying
+/// the sequence its state is current through; a change comes before the Progress that vouches
+/// for it. A watcher that does not ask (every client built before Progress) never gets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_heartbeats_say_how_current_a_watcher_is_and_only_when_asked_for() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let demo = setup.pki.client_uri(DEMO_URI);
+    let rs = setup.pki.client_uri(RS_URI);
+    let token = token_for(&server, &demo).await;
+    revoke(&server, &demo, &token).await.unwrap();
+
+    let mut silent = watch(&server, &rs, 0).await;
+    read_snapshot(&mut silent).await;
+
+    let mut stream = tokio::time::timeout(
+        WAIT,
+        server
+            .revocations(&rs)
+            .watch_revocations(WatchRevocationsRequest {
+                progress: true,
+                ..Default::default()
+            }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .into_inner();
+    let (_, through) = read_snapshot(&mut stream).await;
+    let first = next(&mut stream).await;
+    assert_eq!(first.sequence, through, "{first:?}");
+    let first_as_of = progress_as_of(&first);
+
+    // Heartbeats keep coming, about a second apart, with nothing to report.
+    let started = Instant::now();
+    let second = next(&mut stream).await;
+    assert_eq!(second.sequence, through);
+    assert!(progress_as_of(&second) >= first_as_of);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "a heartbeat at least every second: {:?}",
+        started.elapsed()
+    );
+
+    // A change arrives before any heartbeat that covers it.
+    let another = token_for(&server, &demo).await;
+    revoke(&server, &demo, &another).await.unwrap();
+    let change = loop {
+        let event = next(&mut stream).await;
+        if !matches!(event.event, Some(Event::Progress(_))) {
+            break event;
+        }
+        assert_eq!(
+            event.sequence, through,
+            "no heartbeat vouches for the change early"
+        );
+    };
+    assert_eq!(change.event, Some(token_revoked(&another)));
+    let after = next(&mut stream).await;
+    assert_eq!(after.sequence, change.sequence, "{after:?}");
+    progress_as_of(&after);
+
+    // The watcher that did not ask got the change and nothing else.
+    assert_eq!(next(&mut silent).await.event, Some(token_revoked(&another)));
+    if let Ok(item) = tokio::time::timeout(Duration::from_millis(1500), silent.message()).await {
+        panic!("no Progress for a watcher that did not ask: {item:?}");
+    }
+    server.stop().await;
+}

@@ -384,7 +384,7 @@ async fn key_set_watches_are_capped_per_connection_and_apart_for_peers_without_a
     let server = setup.start().await;
     let rs = setup.pki.client_uri(RS_URI);
     let watch = |mut client: KeyServiceClient<Channel>| async move {
-        tokio::time::timeout(WAIT, client.watch_jwks(WatchJwksRequest {}))
+        tokio::time::timeout(WAIT, client.watch_jwks(WatchJwksRequest::default()))
             .await
             .expect("answered in time")
             .map(tonic::Response::into_inner)
