@@ -13,6 +13,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
 /// The other stack's binary, if this run has one.
 fn other_stack() -> Option<PathBuf> {
     let Some(path) = std::env::var_os("TOKENMINT_OTHER_STACK_BIN") else {
+        // In CI (.ci/run sets CI=true) the test always runs: a missing binary is a failure.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but TOKENMINT_OTHER_STACK_BIN is not set: .ci/run builds the other stack's binary"
+        );
         eprintln!(
             "skipped: TOKENMINT_OTHER_STACK_BIN is not set (.ci/run builds the other crypto stack's binary and sets it)"
         );
