@@ -1,6 +1,6 @@
 //! Committing changes to revocation state, durable before OK: the store first, then the
 //! blocklist, then every `WatchRevocations` subscriber — and the watch streams themselves,
-//! resumable by sequence number.
+//! resumable by sequence number, with heartbeats for the watchers that ask.
 
 use std::sync::Arc;
 

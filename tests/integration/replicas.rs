@@ -12,7 +12,7 @@ use tokenmint::{
     },
     pki::Issued,
 };
-use tokenmint_core::clock::{Clock as _, ManualClock};
+use tokenmint_core::clock::{Clock as _, ManualClock, unix_seconds};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -192,11 +192,11 @@ async fn a_replica_cut_off_from_the_store_goes_stale_then_recovers() {
     )
     .await;
 
-    // A watch stream open before the outage.
+    // A watch stream open before the outage, with heartbeats: one arrives once it is current.
     let mut stream = server
         .revocations(&rs)
         .watch_revocations(WatchRevocationsRequest {
-            after_sequence: 0,
+            progress: true,
             ..Default::default()
         })
         .await
@@ -208,12 +208,13 @@ async fn a_replica_cut_off_from_the_store_goes_stale_then_recovers() {
             .unwrap()
             .unwrap()
             .unwrap();
-        if matches!(event.event, Some(Event::SnapshotComplete(_))) {
+        if matches!(event.event, Some(Event::Progress(_))) {
             break;
         }
     }
 
     // The store stops answering; time passes beyond max_staleness.
+    let failed_at = unix_seconds(clock.now());
     store.fail_reads.store(true, Ordering::SeqCst);
     // The services that need the store say so; the replica as a whole stays ready.
     assert_health(
@@ -232,11 +233,17 @@ async fn a_replica_cut_off_from_the_store_goes_stale_then_recovers() {
     clock.advance(Duration::from_secs(3));
     let status = introspect(&server, &rs, &token, None).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    // The open stream ends with UNAVAILABLE rather than go on vouching for a stale state.
+    // The open stream ends with UNAVAILABLE rather than go on vouching for a stale state; no
+    // heartbeat on the way claims a state confirmed after the store stopped answering.
     let ended = tokio::time::timeout(PROPAGATION_BOUND, async {
         loop {
             match stream.message().await {
-                Ok(Some(_)) => continue,
+                Ok(Some(event)) => {
+                    if let Some(Event::Progress(progress)) = event.event {
+                        let as_of = progress.as_of.unwrap().seconds;
+                        assert!(as_of <= failed_at, "{as_of} after the outage began");
+                    }
+                }
                 other => return other,
             }
         }

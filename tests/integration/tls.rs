@@ -162,12 +162,7 @@ pub(crate) async fn token_over_fresh_connection(
     config: &std::sync::Arc<rustls::ClientConfig>,
 ) -> (String, rustls::HandshakeKind) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = fresh_connection(server, config.clone()).await;
     let kind = tls.get_ref().1.handshake_kind().unwrap();
     let body = "grant_type=client_credentials";
     let request = format!(
@@ -209,14 +204,23 @@ async fn one_session_ticket_per_handshake_and_a_resumed_client_is_still_authenti
     server.stop().await;
 }
 
-/// The group a fresh handshake with `config` agrees.
-async fn negotiated_group(server: &TestServer, config: rustls::ClientConfig) -> rustls::NamedGroup {
+/// A new TCP connection to the server and a full TLS handshake (or a resumed one, if `config`
+/// holds a ticket) as `localhost`.
+async fn fresh_connection(
+    server: &TestServer,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The group a fresh handshake with `config` agrees.
+async fn negotiated_group(server: &TestServer, config: rustls::ClientConfig) -> rustls::NamedGroup {
+    let tls = fresh_connection(server, std::sync::Arc::new(config)).await;
     let connection = tls.get_ref().1;
     connection.negotiated_key_exchange_group().unwrap().name()
 }
