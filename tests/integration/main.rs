@@ -30,6 +30,7 @@ mod stacks;
 mod store_contract;
 mod support;
 mod tls;
+mod verifier;
 mod watch;
 mod watch_limits;
 mod watch_privacy;

@@ -337,9 +337,18 @@ kek_files = {kek_files:?}
     }
 
     pub async fn serve(&self, prepared: PreparedServer) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.serve_on(prepared, listener).await
+    }
+
+    /// Serves on a listener of the test's own (a restart on the same port).
+    pub async fn serve_on(
+        &self,
+        prepared: PreparedServer,
+        listener: tokio::net::TcpListener,
+    ) -> TestServer {
         let rotator = prepared.rotator().clone();
         let changes = prepared.changes().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (prepared, admin_addr) = if self.admin_toml.is_empty() {
             (prepared, None)

@@ -257,6 +257,15 @@ impl CertificateThumbprint {
     pub fn to_b64url(&self) -> String {
         b64url(&self.0)
     }
+
+    /// Whether two thumbprints are equal, in time independent of where they differ.
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
 }
 
 impl fmt::Debug for CertificateThumbprint {

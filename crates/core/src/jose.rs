@@ -157,6 +157,103 @@ impl KeySet {
     }
 }
 
+/// The largest JWK Set text read from the network.
+pub const MAX_JWKS_LEN: usize = 256 * 1024;
+/// The most keys a JWK Set read from the network may hold.
+pub const MAX_JWKS_KEYS: usize = 64;
+
+/// Why a JWK Set text was not taken at all.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwksError {
+    /// Larger than [`MAX_JWKS_LEN`] or with more keys than [`MAX_JWKS_KEYS`].
+    #[error("the JWK Set is too large (at most {MAX_JWKS_LEN} bytes and {MAX_JWKS_KEYS} keys)")]
+    TooLarge,
+    /// Not JSON of the form `{"keys":[…]}`.
+    #[error("the JWK Set is not JSON of the form {{\"keys\":[…]}}: {0}")]
+    Malformed(String),
+}
+
+/// A JWK Set read from elsewhere: the keys that verify, and the ones left out with why.
+#[derive(Clone, Debug)]
+pub struct ParsedJwks {
+    /// The usable keys.
+    pub keys: KeySet,
+    /// Keys left out (an algorithm this build does not know, a key not for signatures, a
+    /// `kid` that is not the key's thumbprint): `(kid or index, reason)`.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Reads a JWK Set (RFC 7517) as tokenmint publishes it, for a verifier elsewhere. A key is
+/// kept only if its `alg` is one this build verifies and matches its curve, its `use` is absent
+/// or `sig`, and its `kid` is its RFC 7638 thumbprint (so a `kid` names exactly one key);
+/// any other key is skipped with a reason, never the whole set, so a newer issuer's new key
+/// types cannot break an older verifier. ES256 keys verify only low-S signatures, the only
+/// form tokenmint signs.
+pub fn parse_jwks(text: &str) -> Result<ParsedJwks, JwksError> {
+    if text.len() > MAX_JWKS_LEN {
+        return Err(JwksError::TooLarge);
+    }
+    #[derive(serde::Deserialize)]
+    struct Set {
+        keys: Vec<serde_json::Map<String, serde_json::Value>>,
+    }
+    let set: Set = serde_json::from_str(text).map_err(|e| JwksError::Malformed(e.to_string()))?;
+    if set.keys.len() > MAX_JWKS_KEYS {
+        return Err(JwksError::TooLarge);
+    }
+    let mut keys = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, member) in set.keys.iter().enumerate() {
+        match published_key(member) {
+            Ok(key) => keys.push(key),
+            Err(reason) => {
+                let name = member.get("kid").and_then(|k| k.as_str());
+                skipped.push((name.map_or_else(|| format!("#{i}"), str::to_owned), reason));
+            }
+        }
+    }
+    Ok(ParsedJwks {
+        keys: KeySet::new(keys),
+        skipped,
+    })
+}
+
+/// One JWK as a [`PublishedKey`], or why not.
+fn published_key(jwk: &serde_json::Map<String, serde_json::Value>) -> Result<PublishedKey, String> {
+    let text = |name: &str| jwk.get(name).and_then(|v| v.as_str());
+    let bytes = |name: &str, len: usize| {
+        text(name)
+            .and_then(crypto::b64url_decode)
+            .filter(|b| b.len() == len)
+            .ok_or_else(|| format!("`{name}` is not {len} bytes of base64url"))
+    };
+    if text("use").is_some_and(|u| u != "sig") {
+        return Err("not a signature key (`use`)".into());
+    }
+    let alg = text("alg").ok_or("no `alg`")?;
+    let algorithm = Algorithm::try_from_name(alg).ok_or_else(|| format!("unknown alg {alg:?}"))?;
+    let public = match (algorithm, text("kty"), text("crv")) {
+        (Algorithm::Es256, Some("EC"), Some("P-256")) => PublicKey::P256 {
+            x: bytes("x", 32)?,
+            y: bytes("y", 32)?,
+        },
+        (Algorithm::EdDsa, Some("OKP"), Some("Ed25519")) => {
+            PublicKey::Ed25519 { x: bytes("x", 32)? }
+        }
+        _ => return Err(format!("`kty`/`crv` do not match alg {alg}")),
+    };
+    let kid = KeyId::of(&public);
+    if text("kid") != Some(kid.as_str()) {
+        return Err("`kid` is not the key's RFC 7638 thumbprint".into());
+    }
+    Ok(PublishedKey {
+        kid,
+        algorithm,
+        public,
+        low_s_only: true,
+    })
+}
+
 /// What signs: the software key of this process, or one held elsewhere (an HSM, a KMS).
 ///
 /// Synchronous, as rustls's `Signer` is: a software signature takes microseconds, so an
@@ -391,6 +488,76 @@ mod tests {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.key.sign(message)
         }
+    }
+
+    #[test]
+    fn a_published_jwk_set_reads_back_as_the_same_keys() {
+        let keys: Vec<PublishedKey> = Algorithm::ALL
+            .iter()
+            .map(|&algorithm| {
+                let public = SigningKey::generate(algorithm).unwrap().0.public_key();
+                PublishedKey {
+                    kid: KeyId::of(&public),
+                    algorithm,
+                    public,
+                    low_s_only: true,
+                }
+            })
+            .collect();
+        let set = KeySet::new(keys);
+        let parsed = parse_jwks(set.jwks_json()).unwrap();
+        assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
+        assert_eq!(parsed.keys.version(), set.version());
+        assert_eq!(parsed.keys.published().len(), 2);
+    }
+
+    #[test]
+    fn keys_a_verifier_cannot_trust_are_skipped_not_fatal() {
+        let public = SigningKey::generate(Algorithm::Es256)
+            .unwrap()
+            .0
+            .public_key();
+        let good = jwk(&PublishedKey {
+            kid: KeyId::of(&public),
+            algorithm: Algorithm::Es256,
+            public,
+            low_s_only: true,
+        });
+        let good = serde_json::to_value(&good).unwrap();
+        let with = |name: &str, value: serde_json::Value| {
+            let mut key = good.clone();
+            key[name] = value;
+            key
+        };
+        let cases = [
+            ("wrong kid", with("kid", "other".into())),
+            ("encryption key", with("use", "enc".into())),
+            ("no alg", with("alg", serde_json::Value::Null)),
+            ("alg confusion", with("alg", "EdDSA".into())),
+            ("hmac", with("alg", "HS256".into())),
+            ("short x", with("x", "AAAA".into())),
+            (
+                "future kty",
+                serde_json::json!({"kty": "AKP", "alg": "ML-DSA-44", "kid": "k"}),
+            ),
+        ];
+        for (name, key) in cases {
+            let text = serde_json::json!({ "keys": [good.clone(), key] }).to_string();
+            let parsed = parse_jwks(&text).unwrap();
+            assert_eq!(parsed.keys.published().len(), 1, "{name}");
+            assert_eq!(parsed.skipped.len(), 1, "{name}");
+        }
+        for bad in ["", "[]", "{\"keys\":{}}", "{\"keys\":[1]}"] {
+            assert!(
+                matches!(parse_jwks(bad), Err(JwksError::Malformed(_))),
+                "{bad}"
+            );
+        }
+        let many = serde_json::json!({ "keys": vec![good.clone(); MAX_JWKS_KEYS + 1] });
+        assert_eq!(
+            parse_jwks(&many.to_string()).unwrap_err(),
+            JwksError::TooLarge
+        );
     }
 
     #[test]

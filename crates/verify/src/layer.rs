@@ -1,0 +1,135 @@
+//! The tower layer for tonic and axum services: the bearer token and the peer certificate in,
+//! the verified token into the request's extensions, or the refusal out.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body_util::{Either, Full};
+use tower::{Layer, Service};
+
+use crate::{
+    certificate::PeerCertificate, error::VerifyError, refusal::Refusal, verifier::BoxFuture,
+    verifier::Verifier,
+};
+
+/// Verifies every request's bearer token against the [`PeerCertificate`] in its extensions;
+/// the handler finds an `Arc<VerifiedToken>` in the extensions. Optionally requires scopes.
+#[derive(Clone, Debug)]
+pub struct VerifyLayer {
+    verifier: Verifier,
+    scopes: Arc<[String]>,
+}
+
+impl VerifyLayer {
+    /// A layer verifying with `verifier`.
+    pub fn new(verifier: Verifier) -> Self {
+        Self {
+            verifier,
+            scopes: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Also requires `scope` (`403 insufficient_scope` / `PERMISSION_DENIED` without it).
+    #[must_use]
+    pub fn require_scope(mut self, scope: impl Into<String>) -> Self {
+        let mut scopes = self.scopes.to_vec();
+        scopes.push(scope.into());
+        self.scopes = scopes.into();
+        self
+    }
+}
+
+impl<S> Layer<S> for VerifyLayer {
+    type Service = VerifyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        VerifyService {
+            inner,
+            verifier: self.verifier.clone(),
+            scopes: self.scopes.clone(),
+        }
+    }
+}
+
+/// The service [`VerifyLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct VerifyService<S> {
+    inner: S,
+    verifier: Verifier,
+    scopes: Arc<[String]>,
+}
+
+/// The bearer token of an `Authorization` header (scheme compared without case).
+pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, VerifyError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(VerifyError::Missing)?
+        .to_str()
+        .map_err(|_| VerifyError::Malformed("the Authorization header is not text".into()))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| VerifyError::Malformed("the Authorization header is not Bearer".into()))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(VerifyError::Missing);
+    }
+    Ok(token.trim())
+}
+
+impl<S, B, RB> Service<Request<B>> for VerifyService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Either<RB, Full<Bytes>>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The ready service goes with this request; a clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = self.verifier.clone();
+        let scopes = self.scopes.clone();
+        // What the check needs is taken out first: the body need not be `Sync`.
+        let presented = bearer_token(request.headers()).map(str::to_owned);
+        let certificate = request.extensions().get::<PeerCertificate>().cloned();
+        Box::pin(async move {
+            match admit(&verifier, &scopes, presented, certificate.as_ref()).await {
+                Ok(token) => {
+                    request.extensions_mut().insert(token);
+                    Ok(inner.call(request).await?.map(Either::Left))
+                }
+                Err(refusal) => Ok(refusal
+                    .to_response_for(request.headers())
+                    .map(Either::Right)),
+            }
+        })
+    }
+}
+
+/// The verified token of a request, or why it is refused.
+async fn admit(
+    verifier: &Verifier,
+    scopes: &[String],
+    presented: Result<String, VerifyError>,
+    certificate: Option<&PeerCertificate>,
+) -> Result<Arc<crate::VerifiedToken>, Refusal> {
+    let token = presented.map_err(Refusal::Token)?;
+    let verified = verifier
+        .verify(&token, certificate, verifier.now())
+        .await
+        .map_err(Refusal::Token)?;
+    if let Some(missing) = scopes.iter().find(|s| !verified.has_scope(s)) {
+        return Err(Refusal::InsufficientScope(missing.clone()));
+    }
+    Ok(verified)
+}

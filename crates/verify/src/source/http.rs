@@ -1,0 +1,216 @@
+//! The HTTP source: the issuer's JWKS URL, polled as its `Cache-Control: max-age` allows, with
+//! `If-None-Match` so an unchanged set costs a `304`. It carries no revocations.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use tokenmint_core::jose::{self, MAX_JWKS_LEN, ParsedJwks};
+use tokio::{runtime::Handle, sync::Mutex};
+use tokio_rustls::rustls::ClientConfig;
+
+use super::{
+    Started,
+    net::{self, Target},
+};
+use crate::{
+    backoff::Backoff,
+    error::BuildError,
+    state::{State, Stats},
+    verifier::{BoxFuture, Fetch, Settings},
+};
+
+/// The poll interval when the response names no `max-age`, and the bounds put on one that does.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+const MIN_MAX_AGE: Duration = Duration::from_secs(1);
+const MAX_MAX_AGE: Duration = Duration::from_secs(3600);
+
+pub(crate) fn start(
+    url: &str,
+    tls: Arc<ClientConfig>,
+    settings: &Settings,
+    state: Arc<State>,
+    runtime: &Handle,
+) -> Result<Started, BuildError> {
+    let poller = Arc::new(Poller {
+        target: Target::parse(url)?,
+        tls: net::with_alpn(&tls, b"http/1.1"),
+        timeout: settings.fetch_timeout,
+        etag: Mutex::new(None),
+        state: state.clone(),
+    });
+    state.set_poll_interval(DEFAULT_MAX_AGE);
+    let task = runtime.spawn(poll(poller.clone(), settings.clone()));
+    Ok(Started {
+        fetch: poller,
+        tasks: vec![task],
+    })
+}
+
+struct Poller {
+    target: Target,
+    tls: Arc<ClientConfig>,
+    timeout: Duration,
+    /// The `ETag` of the key set held, for `If-None-Match`.
+    etag: Mutex<Option<String>>,
+    state: Arc<State>,
+}
+
+/// What one GET brought.
+enum Fetched {
+    NotModified,
+    Changed { text: String, etag: Option<String> },
+}
+
+/// Polls for as long as the verifier lives: every `max-age`, or with backoff after a failure.
+async fn poll(poller: Arc<Poller>, settings: Settings) {
+    let mut backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
+    loop {
+        let delay = match poller.refresh().await {
+            Ok(max_age) => {
+                backoff.reset();
+                poller.state.set_poll_interval(max_age);
+                max_age
+            }
+            Err(error) => {
+                poller
+                    .state
+                    .stats
+                    .note_error(format!("JWKS fetch: {error}"));
+                Stats::count(&poller.state.stats.reconnects);
+                backoff.next_delay()
+            }
+        };
+        tokio::time::sleep(delay).await;
+    }
+}
+
+impl Poller {
+    /// One conditional GET applied to the state; the `max-age` to wait before the next.
+    async fn refresh(&self) -> Result<Duration, String> {
+        let mut etag = self.etag.lock().await;
+        let (fetched, max_age) = self.get(etag.as_deref()).await?;
+        match fetched {
+            Fetched::NotModified => self.state.mark_keys_fresh(),
+            Fetched::Changed { text, etag: tag } => {
+                let parsed = jose::parse_jwks(&text).map_err(|e| e.to_string())?;
+                self.state.set_keys(parsed);
+                *etag = tag;
+            }
+        }
+        Ok(max_age)
+    }
+
+    /// `GET` the JWKS URL over a new TLS connection.
+    async fn get(&self, etag: Option<&str>) -> Result<(Fetched, Duration), String> {
+        let tls = net::connect(&self.target, self.tls.clone(), self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(connection);
+        let mut request = http::Request::get(self.target.path_and_query.as_str())
+            .header(http::header::HOST, self.target.authority())
+            .header(
+                http::header::ACCEPT,
+                "application/jwk-set+json, application/json",
+            );
+        if let Some(etag) = etag {
+            request = request.header(http::header::IF_NONE_MATCH, etag);
+        }
+        let request = request
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            read_response(response).await
+        };
+        let outcome = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| "timed out".to_owned())?;
+        driver.abort();
+        outcome
+    }
+}
+
+async fn read_response(
+    response: http::Response<hyper::body::Incoming>,
+) -> Result<(Fetched, Duration), String> {
+    let max_age = max_age(response.headers());
+    let status = response.status();
+    if status == http::StatusCode::NOT_MODIFIED {
+        return Ok((Fetched::NotModified, max_age));
+    }
+    if !status.is_success() {
+        return Err(format!("the issuer answered {status}"));
+    }
+    let etag = response
+        .headers()
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = Limited::new(response.into_body(), MAX_JWKS_LEN)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the key set: {e}"))?
+        .to_bytes();
+    let text = String::from_utf8(body.to_vec()).map_err(|_| "the key set is not UTF-8")?;
+    Ok((Fetched::Changed { text, etag }, max_age))
+}
+
+/// `Cache-Control: max-age`, kept within sane bounds; the default when absent.
+fn max_age(headers: &http::HeaderMap) -> Duration {
+    headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|directive| directive.trim().strip_prefix("max-age="))
+        .find_map(|seconds| seconds.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_MAX_AGE, |s| {
+            Duration::from_secs(s).clamp(MIN_MAX_AGE, MAX_MAX_AGE)
+        })
+}
+
+impl Fetch for Poller {
+    fn fetch(&self) -> BoxFuture<'_, Result<ParsedJwks, String>> {
+        Box::pin(async move {
+            // Unconditional: an unknown kid means the held set is not the issuer's.
+            let (fetched, _) = self.get(None).await?;
+            match fetched {
+                Fetched::Changed { text, etag } => {
+                    *self.etag.lock().await = etag;
+                    jose::parse_jwks(&text).map_err(|e| e.to_string())
+                }
+                Fetched::NotModified => Err("304 to an unconditional request".into()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_and_bounded() {
+        let headers = |value: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::CACHE_CONTROL, value.parse().unwrap());
+            h
+        };
+        assert_eq!(
+            max_age(&headers("public, max-age=60")),
+            Duration::from_secs(60)
+        );
+        assert_eq!(max_age(&headers("max-age=0")), MIN_MAX_AGE);
+        assert_eq!(max_age(&headers("max-age=99999999")), MAX_MAX_AGE);
+        assert_eq!(max_age(&headers("no-cache")), DEFAULT_MAX_AGE);
+        assert_eq!(max_age(&http::HeaderMap::new()), DEFAULT_MAX_AGE);
+    }
+}

@@ -1,0 +1,111 @@
+//! The verified token handed to a request: what the issuer vouched for, with room for the
+//! actor chain token exchange adds.
+
+use serde::Deserialize;
+use tokenmint_core::{
+    clock::UnixTime,
+    crypto::CertificateThumbprint,
+    token::{Audience, Confirmation},
+};
+
+/// A token that passed every check. Shared by every request that presents it (`Arc`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifiedToken {
+    /// The client the token was issued to.
+    pub client_id: String,
+    /// Whom it is for (equal to `client_id` for a client-credentials token).
+    pub subject: String,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+    /// Its audiences.
+    pub audiences: Vec<String>,
+    /// Its id (`jti`): safe to log.
+    pub token_id: String,
+    /// Issued at.
+    pub issued_at: UnixTime,
+    /// Not before.
+    pub not_before: UnixTime,
+    /// Expires at.
+    pub expires_at: UnixTime,
+    /// The signing key's id.
+    pub key_id: String,
+    /// The certificate it is bound to (`cnf.x5t#S256`); `None` only when unbound tokens are
+    /// accepted.
+    pub bound_to: Option<CertificateThumbprint>,
+    /// The actor chain (`act`, RFC 8693 §4.1) of a delegated token: who acts for `subject`.
+    pub actor: Option<Actor>,
+}
+
+impl VerifiedToken {
+    /// Whether the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// One link of an actor chain: the party acting, and whoever acted before it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct Actor {
+    /// The acting party.
+    pub sub: String,
+    /// The party that acted before it, for a longer chain.
+    #[serde(default)]
+    pub act: Option<Box<Actor>>,
+}
+
+/// The claims as they arrive: core's access-token claims, with the binding optional (checked
+/// by the verifier's rule) and the actor chain.
+#[derive(Deserialize)]
+pub(crate) struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub client_id: String,
+    pub aud: Audience,
+    #[serde(default)]
+    pub scope: Option<String>,
+    pub iat: UnixTime,
+    pub nbf: UnixTime,
+    pub exp: UnixTime,
+    pub jti: String,
+    #[serde(default)]
+    pub cnf: Option<Confirmation>,
+    #[serde(default)]
+    pub act: Option<Actor>,
+}
+
+impl Claims {
+    /// The verified token of these claims, signed by `key_id`. A `cnf` that is not a
+    /// base64url SHA-256 is malformed, never read as "unbound".
+    pub(crate) fn into_verified(self, key_id: String) -> Result<VerifiedToken, String> {
+        let bound_to = match self.cnf {
+            Some(cnf) => Some(
+                CertificateThumbprint::from_b64url(&cnf.x5t_s256)
+                    .ok_or("cnf.x5t#S256 is not a base64url SHA-256")?,
+            ),
+            None => None,
+        };
+        Ok(VerifiedToken {
+            client_id: self.client_id,
+            subject: self.sub,
+            scopes: self
+                .scope
+                .map(|s| {
+                    s.split(' ')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            audiences: self.aud.to_vec(),
+            token_id: self.jti,
+            issued_at: self.iat,
+            not_before: self.nbf,
+            expires_at: self.exp,
+            key_id,
+            bound_to,
+            actor: self.act,
+        })
+    }
+}
