@@ -10,12 +10,15 @@
 //! Cases that depend on state kept by the server (a revoked token, a disabled or unregistered
 //! client) stay in their own tests. `control` is the token without a defect, signed by the same
 //! key; a verifier must accept it, which shows that each refusal is due to the defect.
+//!
+//! The `high-s` vector assumes the signing key was created after the low-S cut-over
+//! (`docs/key-lifecycle.md`), as every key a fresh server creates is; it exists only for ES256.
 
 use serde_json::{Value, json};
 use tokenmint::pki::Issued;
 use tokenmint_core::{
     clock::{Clock as _, SystemClock, UnixTime},
-    crypto::{Algorithm, CertificateThumbprint, PublicKey, SigningKey, b64url},
+    crypto::{Algorithm, CertificateThumbprint, PublicKey, SigningKey, b64url, b64url_decode},
     keys::KeyId,
 };
 
@@ -33,6 +36,8 @@ pub const CLASSES: &[&str] = &[
     "hmac-key-confusion",
     // An all-zero signature, or one with r or s zero (CVE-2022-21449).
     "zero-signature",
+    // The high-S twin (r, n − s) of a valid ES256 signature.
+    "high-s",
     // A signature that does not match: altered, truncated, re-encoded, or over altered bytes.
     "bad-signature",
     // Validly signed by a key the issuer never published.
@@ -239,7 +244,50 @@ pub fn jwk_of(public: &PublicKey, kid: &str) -> Value {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Signature arithmetic, independent of tokenmint's own.
+// ES256 signature arithmetic, independent of tokenmint's own.
+
+/// The order n of the P-256 group, big-endian.
+const ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+/// ⌊n / 2⌋, big-endian: the largest low s.
+const HALF_ORDER: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
+
+/// The signature bytes of an ES256 compact JWS.
+pub fn signature_of(token: &str) -> Vec<u8> {
+    let (_, signature) = token.rsplit_once('.').unwrap();
+    let signature = b64url_decode(signature).unwrap();
+    assert_eq!(signature.len(), 64, "ES256 signs r ‖ s, 32 bytes each");
+    signature
+}
+
+/// Whether an ES256 signature's s is above n/2 (equal-length big-endian bytes compare as the
+/// numbers do).
+pub fn is_high_s(signature: &[u8]) -> bool {
+    signature[32..] > HALF_ORDER[..]
+}
+
+/// The same ES256 token with (r, n − s): the other valid signature over the same bytes.
+pub fn es256_twin(token: &str) -> String {
+    let signature = signature_of(token);
+    let mut out = signature.clone();
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut digit = i16::from(ORDER[i]) - i16::from(signature[32 + i]) - borrow;
+        borrow = i16::from(digit < 0);
+        if digit < 0 {
+            digit += 256;
+        }
+        out[32 + i] = u8::try_from(digit).unwrap();
+    }
+    assert_eq!(borrow, 0, "0 < s < n");
+    let (input, _) = token.rsplit_once('.').unwrap();
+    format!("{input}.{}", b64url(&out))
+}
 
 /// Converts a fixed-size ES256 signature (r ‖ s) to its ASN.1 DER form.
 fn der_of_fixed(fixed: &[u8]) -> Vec<u8> {
@@ -310,6 +358,7 @@ pub fn vectors(ctx: &ForgeryContext) -> Vec<Forgery> {
         alg_mismatch(ctx),
         hmac_key_confusion(ctx),
         zero_signature(ctx),
+        high_s(ctx),
         bad_signature(ctx),
         tampered(ctx),
         foreign_key(ctx),
@@ -498,6 +547,21 @@ fn zero_signature(ctx: &ForgeryContext) -> Vec<Forgery> {
         v("r = 0", &zero_r),
         v("s = 0", &zero_s),
     ]
+}
+
+fn high_s(ctx: &ForgeryContext) -> Vec<Forgery> {
+    if ctx.key.algorithm() != Algorithm::Es256 {
+        return Vec::new();
+    }
+    let token = control(ctx);
+    assert!(!is_high_s(&signature_of(&token)), "tokenmint signs low-S");
+    let twin = es256_twin(&token);
+    assert!(is_high_s(&signature_of(&twin)));
+    vec![Forgery::new(
+        "high-s",
+        "the high-S twin of a valid token",
+        twin,
+    )]
 }
 
 fn bad_signature(ctx: &ForgeryContext) -> Vec<Forgery> {
