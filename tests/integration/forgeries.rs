@@ -42,7 +42,7 @@ pub const CLASSES: &[&str] = &[
     "bad-signature",
     // Validly signed by a key the issuer never published.
     "foreign-key",
-    // A header naming its own key: `jwk`, `jku`, `x5u`.
+    // A header naming its own key: `jwk`, `jku`, `x5u`, `x5c`.
     "embedded-key",
     // A `kid` that is a path.
     "kid-traversal",
@@ -98,10 +98,14 @@ pub struct ForgeryContext {
     pub scope: String,
     /// The certificate the token is bound to (`cnf.x5t#S256`), DER.
     pub bound_certificate_der: Vec<u8>,
+    /// That certificate's private key: one the client CA vouches for, but never a token signer.
+    pub bound_key: SigningKey,
     /// A key the issuer never published (ES256).
     pub foreign_key: SigningKey,
     /// Its kid (its RFC 7638 thumbprint, as tokenmint names keys).
     pub foreign_kid: String,
+    /// A self-signed certificate for it, DER.
+    pub foreign_certificate_der: Vec<u8>,
     /// The URL the `jku` and `x5u` vectors name; no verifier may connect to it.
     pub key_url: String,
     /// The time the claims are valid at.
@@ -126,10 +130,22 @@ impl ForgeryContext {
         bound: &Issued,
         key_url: &str,
     ) -> Self {
-        let (foreign_key, _) = SigningKey::generate(Algorithm::Es256).unwrap();
+        let (foreign_key, foreign_pkcs8) = SigningKey::generate(Algorithm::Es256).unwrap();
+        let foreign_pair = rcgen::KeyPair::try_from(foreign_pkcs8.as_slice()).unwrap();
+        let foreign_certificate_der = rcgen::CertificateParams::new(["forger.example".to_owned()])
+            .unwrap()
+            .self_signed(&foreign_pair)
+            .unwrap()
+            .der()
+            .to_vec();
+        let bound_pkcs8 = rcgen::KeyPair::from_pem(&bound.key_pem)
+            .unwrap()
+            .serialize_der();
         Self {
             foreign_kid: KeyId::of(&foreign_key.public_key()).to_string(),
             foreign_key,
+            foreign_certificate_der,
+            bound_key: SigningKey::try_from_pkcs8(Algorithm::Es256, &bound_pkcs8).unwrap(),
             bound_certificate_der: bound.cert_der.clone(),
             key,
             kid,
@@ -164,7 +180,7 @@ pub fn b64_json(value: &Value) -> String {
     b64url(value.to_string().as_bytes())
 }
 
-/// `bytes` in standard, padded base64.
+/// `bytes` in standard, padded base64 (as `x5c` and PEM carry them).
 fn b64_standard(bytes: &[u8]) -> String {
     base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
 }
@@ -495,10 +511,30 @@ fn alg_mismatch(ctx: &ForgeryContext) -> Vec<Forgery> {
     out
 }
 
+/// The DER SubjectPublicKeyInfo of a P-256 key up to its SEC1 point (RFC 5480).
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+/// The DER SubjectPublicKeyInfo of an Ed25519 key up to the key (RFC 8410).
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The DER SubjectPublicKeyInfo of `public`: what a PEM `PUBLIC KEY` holds.
+fn spki_der(public: &PublicKey) -> Vec<u8> {
+    match public {
+        PublicKey::P256 { x, y } => [&P256_SPKI_PREFIX[..], &[0x04], x, y].concat(),
+        PublicKey::Ed25519 { x } => [&ED25519_SPKI_PREFIX[..], x].concat(),
+    }
+}
+
 /// The issuer's public key in every form a verifier might hold it, as bytes.
 fn public_key_forms(ctx: &ForgeryContext) -> Vec<(&'static str, Vec<u8>)> {
     let jwk = ctx.published_jwk();
-    let mut forms = match ctx.key.public_key() {
+    let public = ctx.key.public_key();
+    let spki = spki_der(&public);
+    let mut forms = match public {
         PublicKey::P256 { x, y } => vec![
             ("the SEC1 point", [&[0x04][..], &x, &y].concat()),
             ("x ‖ y", [x, y].concat()),
@@ -513,8 +549,27 @@ fn public_key_forms(ctx: &ForgeryContext) -> Vec<(&'static str, Vec<u8>)> {
             jwk["x"].as_str().unwrap().as_bytes().to_vec(),
         ),
         ("the kid", ctx.kid.clone().into_bytes()),
+        (
+            "the SPKI PEM text",
+            pem_of("PUBLIC KEY", &spki).into_bytes(),
+        ),
+        ("the SPKI DER", spki),
     ]);
     forms
+}
+
+/// `der` as a PEM block with `label`.
+fn pem_of(label: &str, der: &[u8]) -> String {
+    let text = b64_standard(der);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|line| std::str::from_utf8(line).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 fn hmac_key_confusion(ctx: &ForgeryContext) -> Vec<Forgery> {
@@ -659,6 +714,8 @@ fn embedded_key(ctx: &ForgeryContext) -> Vec<Forgery> {
     let foreign = &ctx.foreign_key;
     let foreign_jwk = jwk_of(&foreign.public_key(), &ctx.foreign_kid);
     let url = json!(ctx.key_url);
+    let x5c = |der: &[u8]| json!([b64_standard(der)]);
+    let bound_kid = KeyId::of(&ctx.bound_key.public_key()).to_string();
     // (what, kid, the header member naming a key, the key that signs)
     let cases = [
         (
@@ -691,6 +748,24 @@ fn embedded_key(ctx: &ForgeryContext) -> Vec<Forgery> {
             ("jwk", foreign_jwk),
             foreign,
         ),
+        (
+            "x5c a self-signed certificate, foreign kid",
+            &ctx.foreign_kid,
+            ("x5c", x5c(&ctx.foreign_certificate_der)),
+            foreign,
+        ),
+        (
+            "x5c a self-signed certificate, our kid, foreign signature",
+            &ctx.kid,
+            ("x5c", x5c(&ctx.foreign_certificate_der)),
+            foreign,
+        ),
+        (
+            "x5c the bound client's certificate from the trusted CA, signed by its key",
+            &bound_kid,
+            ("x5c", x5c(&ctx.bound_certificate_der)),
+            &ctx.bound_key,
+        ),
     ];
     cases
         .into_iter()
@@ -702,15 +777,26 @@ fn embedded_key(ctx: &ForgeryContext) -> Vec<Forgery> {
 }
 
 fn kid_traversal(ctx: &ForgeryContext) -> Vec<Forgery> {
-    vec![Forgery::new(
-        "kid-traversal",
-        "kid ../../etc/passwd",
-        forge(
-            header_for(ctx.key.algorithm(), "../../etc/passwd"),
-            good_claims(ctx),
-            &ctx.key,
+    let header = |kid: &str| header_for(ctx.key.algorithm(), kid);
+    let hs256_empty = json!({"alg": "HS256", "typ": "at+jwt", "kid": "/dev/null"});
+    vec![
+        Forgery::new(
+            "kid-traversal",
+            "kid ../../etc/passwd",
+            forge(header("../../etc/passwd"), good_claims(ctx), &ctx.key),
         ),
-    )]
+        Forgery::new(
+            "kid-traversal",
+            "kid ..%2F..%2Fetc%2Fpasswd",
+            forge(header("..%2F..%2Fetc%2Fpasswd"), good_claims(ctx), &ctx.key),
+        ),
+        // A file read as the key would be empty: HS256 under the empty secret.
+        Forgery::new(
+            "kid-traversal",
+            "kid /dev/null, HS256 keyed with nothing",
+            hmac_signed("HS256", &hs256_empty, &good_claims(ctx), &[]),
+        ),
+    ]
 }
 
 /// Missing, empty and unknown kids, each under our key's valid signature.
@@ -902,4 +988,17 @@ fn the_control_verifies_with_an_independent_library() {
         claims["cnf"]["x5t#S256"],
         CertificateThumbprint::of_der(&ctx.bound_certificate_der).to_b64url()
     );
+}
+
+#[test]
+fn the_spki_forms_match_an_independent_encoder() {
+    for algorithm in Algorithm::ALL {
+        let (key, pkcs8) = SigningKey::generate(algorithm).unwrap();
+        let pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
+        assert_eq!(
+            spki_der(&key.public_key()),
+            rcgen::PublicKeyData::subject_public_key_info(&pair),
+            "{algorithm:?}"
+        );
+    }
 }
