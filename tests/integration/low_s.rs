@@ -6,60 +6,17 @@
 use serde_json::{Value, json};
 use tokenmint::{grpc::proto::IssueTokenRequest, pki::Issued, server};
 use tokenmint_core::{
-    crypto::{Algorithm, b64url, b64url_decode},
+    crypto::Algorithm,
     keys::{KeyRecord, KeyState},
 };
 use tokenmint_store::{Store as _, sqlite::SqliteStore};
 
+use crate::forgeries::{es256_twin, is_high_s, signature_of};
 use crate::support::*;
-
-/// The order n of the P-256 group, big-endian.
-const ORDER: [u8; 32] = [
-    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
-];
-/// ⌊n / 2⌋, big-endian: the largest low s.
-const HALF_ORDER: [u8; 32] = [
-    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
-];
-
-/// The signature bytes of a compact JWS.
-fn signature_of(token: &str) -> Vec<u8> {
-    let (_, signature) = token.rsplit_once('.').unwrap();
-    let signature = b64url_decode(signature).unwrap();
-    assert_eq!(signature.len(), 64, "ES256 signs r ‖ s, 32 bytes each");
-    signature
-}
-
-/// Whether an ES256 signature's s is above n/2 (equal-length big-endian bytes compare as the
-/// numbers do).
-fn is_high_s(signature: &[u8]) -> bool {
-    signature[32..] > HALF_ORDER[..]
-}
-
-/// The same token with (r, n − s): the other valid signature over the same bytes. Computed
-/// here, independently of tokenmint's own arithmetic.
-fn twin(token: &str) -> String {
-    let signature = signature_of(token);
-    let mut out = signature.clone();
-    let mut borrow = 0i16;
-    for i in (0..32).rev() {
-        let mut digit = i16::from(ORDER[i]) - i16::from(signature[32 + i]) - borrow;
-        borrow = i16::from(digit < 0);
-        if digit < 0 {
-            digit += 256;
-        }
-        out[32 + i] = u8::try_from(digit).unwrap();
-    }
-    assert_eq!(borrow, 0, "0 < s < n");
-    let (input, _) = token.rsplit_once('.').unwrap();
-    format!("{input}.{}", b64url(&out))
-}
 
 /// A token and its twin, as (low-S form, high-S form).
 fn low_and_high(token: &str) -> (String, String) {
-    let other = twin(token);
+    let other = es256_twin(token);
     let (token_high, other_high) = (
         is_high_s(&signature_of(token)),
         is_high_s(&signature_of(&other)),

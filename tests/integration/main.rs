@@ -11,6 +11,7 @@ mod binary;
 mod cli;
 mod clients;
 mod flaky;
+mod forgeries;
 mod http;
 mod identity;
 mod introspect;

@@ -552,6 +552,9 @@ pub fn assert_tls_refused<T: std::fmt::Debug>(result: Result<T, tonic::Status>) 
 /// Verifies `token` using only the JWKS, as a resource server would (jsonwebtoken, keys
 /// picked by `kid`, the algorithm from the JWK), and returns its claims.
 pub fn verify_with_jwks(token: &str, jwks_json: &str, audience: &str) -> serde_json::Value {
+    // jsonwebtoken panics on its first use if no provider is installed, and then none can be:
+    // a test that verifies before any server has started would break every later server.
+    tokenmint_core::crypto::install_jwt_provider();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
     let kid = header.kid.expect("a kid");
