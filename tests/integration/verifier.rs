@@ -335,3 +335,179 @@ fn forged_kid(token: &str) -> String {
     header["kid"] = "no-such-key".into();
     format!("{}.{rest}", b64url(header.to_string().as_bytes()))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shared_forgery_is_refused_by_the_verifier_as_by_the_issuer() {
+    use crate::forgeries::{ForgeryContext, control, vectors};
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let (demo, rs) = (setup.pki.client_uri(DEMO_URI), setup.pki.client_uri(RS_URI));
+    let key_url_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let key_url = format!(
+        "http://{}/jwks.json",
+        key_url_listener.local_addr().unwrap()
+    );
+    let ctx = ForgeryContext::of(&setup, &server, &demo, &key_url).await;
+    let verifier = ready(grpc_builder(&setup, &server, &rs).build().unwrap()).await;
+
+    // The control: a hand-made token with no defect is accepted, so each refusal below is
+    // its vector's one defect.
+    assert_eq!(check(&verifier, &control(&ctx), Some(&demo)).await, Ok(()));
+    let vectors = vectors(&ctx);
+    assert!(vectors.len() > 100, "{}", vectors.len());
+    let mut accepted = Vec::new();
+    for forgery in &vectors {
+        // The bound certificate is presented: a refusal must come from the token itself.
+        if check(&verifier, &forgery.token, Some(&demo)).await.is_ok() {
+            accepted.push(format!("{}: {}", forgery.class, forgery.name));
+        }
+    }
+    assert!(accepted.is_empty(), "accepted forgeries: {accepted:#?}");
+    let connected =
+        tokio::time::timeout(Duration::from_millis(300), key_url_listener.accept()).await;
+    assert!(
+        connected.is_err(),
+        "the verifier fetched a URL a token named"
+    );
+    server.stop().await;
+}
+
+/// Binds `port` on loopback again once the stopped server has let go of it.
+async fn rebind(port: u16) -> tokio::net::TcpListener {
+    for _ in 0..100 {
+        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            return listener;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("port {port} never came free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_issuer_stopped_it_fails_closed_then_resumes_from_its_cursor() {
+    let setup = Setup::new(&standard_clients());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = setup
+        .serve_on(setup.prepare().await.unwrap(), listener)
+        .await;
+    let (demo, rs) = (setup.pki.client_uri(DEMO_URI), setup.pki.client_uri(RS_URI));
+    let staleness = Duration::from_secs(2);
+    let verifier = grpc_builder(&setup, &server, &rs)
+        .staleness(staleness)
+        .build();
+    let verifier = ready(verifier.unwrap()).await;
+    let (revoked, good) = (
+        demo_token(&server, &demo).await,
+        demo_token(&server, &demo).await,
+    );
+    revoke(&server, &demo, &revoked).await.unwrap();
+    eventually(&verifier, &revoked, &demo, VerifyError::Revoked).await;
+    let through = verifier.health().revocations_through;
+    assert!(through > 0);
+
+    server.stop().await;
+    let stopped = std::time::Instant::now();
+    // Within the bound: verification goes on from local state.
+    assert_eq!(check(&verifier, &good, Some(&demo)).await, Ok(()));
+    // Past it: fails closed, with its own error, and health says why.
+    let refusal = loop {
+        match check(&verifier, &good, Some(&demo)).await {
+            Ok(()) => assert!(stopped.elapsed() < staleness * 3, "never went stale"),
+            Err(error) => break error,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(matches!(refusal, VerifyError::Stale(_)), "{refusal:?}");
+    assert!(stopped.elapsed() >= staleness - Duration::from_millis(500));
+    let health = verifier.health();
+    assert!(
+        matches!(health.problem, Some(VerifyError::Stale(_))),
+        "{health:?}"
+    );
+    assert!(health.last_error.is_some());
+
+    // The issuer back on its port: recovery without a snapshot, from the cursor.
+    let server = setup
+        .serve_on(setup.prepare().await.unwrap(), rebind(port).await)
+        .await;
+    let verifier = ready(verifier).await;
+    assert_eq!(check(&verifier, &good, Some(&demo)).await, Ok(()));
+    assert_eq!(
+        check(&verifier, &revoked, Some(&demo)).await,
+        Err(VerifyError::Revoked)
+    );
+    revoke(&server, &demo, &good).await.unwrap();
+    eventually(&verifier, &good, &demo, VerifyError::Revoked).await;
+    let health = verifier.health();
+    assert_eq!(health.snapshots, 1, "{health:?}");
+    assert!(health.resumes >= 1, "{health:?}");
+    assert!(health.revocations_through > through);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotating_every_few_seconds_for_a_minute_cause_no_false_refusal() {
+    let mut setup = Setup::new(&format!(
+        r#"
+[tokens]
+max_lifetime = "4s"
+default_lifetime = "3s"
+leeway = "1s"
+
+[[clients]]
+id = "demo"
+san_uri = "{DEMO_URI}"
+scopes = ["demo:read"]
+audiences = ["{DEMO_AUDIENCE}"]
+{}"#,
+        resource_server_client()
+    ));
+    setup.extra_toml =
+        "rotation_period = \"4s\"\npublish_ahead = \"2s\"\njwks_max_age = \"1s\"\nretention = \"10s\"\n"
+            .into();
+    setup.store_toml =
+        "catch_up_interval = \"200ms\"\nmax_staleness = \"2s\"\nmax_issue_staleness = \"4s\"\n"
+            .into();
+    let server = setup.start().await;
+    let (demo, rs) = (setup.pki.client_uri(DEMO_URI), setup.pki.client_uri(RS_URI));
+    let verifier = ready(grpc_builder(&setup, &server, &rs).build().unwrap()).await;
+    let started = std::time::Instant::now();
+    let (mut checked, mut refused, mut kids) =
+        (0usize, Vec::new(), std::collections::HashSet::new());
+    let mut recent: std::collections::VecDeque<String> = Default::default();
+    while started.elapsed() < Duration::from_secs(60) {
+        let issued = issue(&server, &demo, IssueTokenRequest::default())
+            .await
+            .unwrap();
+        kids.insert(issued.key_id);
+        recent.push_back(issued.access_token);
+        if recent.len() > 40 {
+            recent.pop_front();
+        }
+        // The new token and the last two seconds' worth: all still valid.
+        for token in &recent {
+            checked += 1;
+            if let Err(error) = check(&verifier, token, Some(&demo)).await {
+                refused.push(error);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        kids.len() >= 10,
+        "only {} keys signed in a minute",
+        kids.len()
+    );
+    assert!(
+        refused.is_empty(),
+        "{} of {checked} refused: {refused:?}",
+        refused.len()
+    );
+    println!(
+        "rotation: {} keys, {checked} verifications, 0 refused, {} key fetches",
+        kids.len(),
+        verifier.health().key_fetches
+    );
+    server.stop().await;
+}

@@ -397,11 +397,12 @@ impl Shared {
         }
         self.check_binding(token, certificate)?;
         let blocklist = &self.state.blocklist;
-        if self.state.keys().find(&token.key_id).is_none() {
-            return Err(VerifyError::UnknownKey);
-        }
         if blocklist.is_key_revoked(&token.key_id) {
             return Err(VerifyError::KeyRevoked);
+        }
+        // A key no longer published (retired past retention, or revoked) verifies nothing.
+        if self.state.keys().find(&token.key_id).is_none() {
+            return Err(VerifyError::UnknownKey);
         }
         if blocklist.is_token_revoked(&token.token_id) {
             return Err(VerifyError::Revoked);
