@@ -12,8 +12,8 @@ use std::{
 
 pub use rcgen::DnType;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnValue, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -44,6 +44,9 @@ pub enum PkiError {
         /// A file that is missing.
         missing: PathBuf,
     },
+    /// A CA certificate and key that cannot issue.
+    #[error("the CA certificate and key cannot issue: {0}")]
+    Ca(&'static str),
     /// A random or key-generation failure.
     #[error("{0}")]
     Crypto(#[from] tokenmint_core::crypto::CryptoError),
@@ -125,17 +128,10 @@ impl std::fmt::Debug for CertificateAuthority {
 impl CertificateAuthority {
     /// A new self-signed CA named `common_name`, valid for ten years.
     pub fn generate(common_name: &str) -> Result<Self, PkiError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = DistinguishedName::new();
+        let mut params = Self::params(DistinguishedName::new())?;
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(3650);
@@ -146,6 +142,58 @@ impl CertificateAuthority {
             key,
             cert_pem,
         })
+    }
+
+    /// The CA of a PEM certificate and its PEM private key, as [`generate`](Self::generate)
+    /// writes them: the certificate must be a CA's, for that key, its subject made of UTF8String
+    /// or PrintableString attributes (so that a leaf's issuer is the same bytes).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        use x509_parser::der_parser::asn1_rs::Tag;
+        let key = KeyPair::from_pem(key_pem).map_err(|_| PkiError::Ca("the key does not parse"))?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+            .map_err(|_| PkiError::Ca("the certificate is not PEM"))?;
+        let cert = pem
+            .parse_x509()
+            .map_err(|_| PkiError::Ca("the certificate does not parse"))?;
+        if !cert.is_ca() {
+            return Err(PkiError::Ca("the certificate is not a CA's"));
+        }
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(PkiError::Ca("the key is not the certificate's"));
+        }
+        let mut name = DistinguishedName::new();
+        for attribute in cert.subject().iter_attributes() {
+            let text = attribute.as_str().ok();
+            let value = match (attribute.attr_value().tag(), text) {
+                (Tag::Utf8String, Some(text)) => DnValue::Utf8String(text.to_owned()),
+                (Tag::PrintableString, Some(text)) => DnValue::PrintableString(text.try_into()?),
+                _ => return Err(PkiError::Ca("a subject attribute is not a plain string")),
+            };
+            let oid = attribute
+                .attr_type()
+                .iter()
+                .ok_or(PkiError::Ca("a subject attribute type is too long"))?
+                .collect::<Vec<u64>>();
+            name.push(DnType::from_oid(&oid), value);
+        }
+        Ok(Self {
+            params: Self::params(name)?,
+            key,
+            cert_pem: cert_pem.to_owned(),
+        })
+    }
+
+    /// A CA's parameters for `name`, without validity dates.
+    fn params(name: DistinguishedName) -> Result<CertificateParams, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = name;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        Ok(params)
     }
 
     /// The CA certificate, PEM.
@@ -367,4 +415,52 @@ pub fn write_new(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiE
     drop(file);
     fs::rename(&tmp, path).map_err(io_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_loaded_from_its_pem_files_issues_under_the_same_name() {
+        let ca = CertificateAuthority::generate("tokenmint test CA").unwrap();
+        let loaded = CertificateAuthority::from_pem(ca.cert_pem(), &ca.key_pem()).unwrap();
+        assert_eq!(loaded.cert_pem(), ca.cert_pem());
+        let leaf = loaded
+            .issue(&LeafSpec::client_uri(
+                "x",
+                &dev_client_uri("x"),
+                Duration::from_secs(60),
+            ))
+            .unwrap();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&leaf.cert_der).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(ca.cert_pem().as_bytes()).unwrap();
+        let ca_cert = pem.parse_x509().unwrap();
+        assert_eq!(leaf.issuer().as_raw(), ca_cert.subject().as_raw());
+    }
+
+    #[test]
+    fn a_ca_is_not_loaded_from_a_leaf_a_foreign_key_or_garbage() {
+        let ca = CertificateAuthority::generate("tokenmint test CA").unwrap();
+        let other = CertificateAuthority::generate("another CA").unwrap();
+        let leaf = ca.issue_localhost_server().unwrap();
+        let cases: [(&str, &str, &str); 4] = [
+            (
+                ca.cert_pem(),
+                &other.key_pem(),
+                "the key is not the certificate's",
+            ),
+            (
+                &leaf.cert_pem,
+                &leaf.key_pem,
+                "the certificate is not a CA's",
+            ),
+            ("not PEM", &ca.key_pem(), "the certificate is not PEM"),
+            (ca.cert_pem(), "not PEM", "the key does not parse"),
+        ];
+        for (cert, key, reason) in cases {
+            let error = CertificateAuthority::from_pem(cert, key).unwrap_err();
+            assert!(matches!(error, PkiError::Ca(r) if r == reason), "{error}");
+        }
+    }
 }
