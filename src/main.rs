@@ -851,6 +851,9 @@ fn init(dir: &Path) -> Result<()> {
     for file in &report.kept {
         println!("kept  {}", dir.join(file).display());
     }
+    for note in &report.notes {
+        eprintln!("note: {}:\n{}", note.summary, note.add);
+    }
     Ok(())
 }
 
@@ -872,18 +875,32 @@ fn check_crypto_stack() -> Result<()> {
     Ok(())
 }
 
+/// `serve --dev`: what is missing of the development set-up, written beside the config file,
+/// logged as `init` prints it.
+fn dev_set_up(config: &Path) -> Result<()> {
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let report = pki::init(dir)?;
+    for file in &report.written {
+        tracing::info!(file = %dir.join(file).display(), "development set-up written");
+    }
+    for note in &report.notes {
+        tracing::warn!(
+            add = note.add,
+            "{} (`tokenmint init --dir {}` prints the [[clients]] block)",
+            note.summary,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     check_crypto_stack()?;
     if args.dev {
-        let dir = args
-            .config
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let report = pki::init(dir)?;
-        for file in &report.written {
-            tracing::info!(file = %dir.join(file).display(), "development set-up written");
-        }
+        dev_set_up(&args.config)?;
     }
     // SIGHUP means "reload TLS material" (src/tls.rs): take it over from the default action
     // (exit) now, so a reload asked for during start-up cannot kill the process.

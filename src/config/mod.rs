@@ -35,7 +35,7 @@ mod validate;
 
 use env::EnvOverrides;
 use file::FileConfig;
-pub use starter::starter_toml;
+pub use starter::{lacks_client, resource_client_toml, starter_toml};
 use validate::Validator;
 
 // Defaults, as the product contract writes them. `starter_toml()` writes the same values
@@ -725,7 +725,7 @@ audiences = ["https://demo.tokenmint.dev"]
     }
 
     #[test]
-    fn starter_toml_loads_with_the_defaults_and_both_clients() {
+    fn starter_toml_loads_with_the_defaults_and_its_three_clients() {
         let starter = load(&starter_toml()).unwrap();
         let defaults = load("").unwrap();
         assert_eq!(starter.server, defaults.server);
@@ -734,8 +734,8 @@ audiences = ["https://demo.tokenmint.dev"]
         assert_eq!(starter.keys, defaults.keys);
         assert_eq!(starter.tokens, defaults.tokens);
 
-        let [demo, admin] = starter.clients.as_slice() else {
-            panic!("expected two clients, got {:?}", starter.clients);
+        let [demo, admin, resource] = starter.clients.as_slice() else {
+            panic!("expected three clients, got {:?}", starter.clients);
         };
         assert_eq!(demo.id.as_str(), "demo");
         assert_eq!(
@@ -759,6 +759,35 @@ audiences = ["https://demo.tokenmint.dev"]
         );
         assert!(admin.scopes.is_empty());
         assert_eq!(admin.permissions, Permission::ALL);
+        assert_eq!(resource.id.as_str(), "demo-resource");
+        assert_eq!(
+            resource.matcher,
+            tokenmint_core::identity::CertificateMatcher::try_san_uri(
+                "spiffe://tokenmint.dev/demo-resource"
+            )
+            .unwrap()
+        );
+        assert!(resource.scopes.is_empty() && resource.audiences.is_empty());
+        assert_eq!(resource.permissions, [Permission::Introspect]);
+        assert_eq!(
+            resource.introspect_audiences,
+            ["https://demo.tokenmint.dev"]
+        );
+        assert!(resource.enabled);
+    }
+
+    #[test]
+    fn the_resource_client_block_is_the_starter_files_last_and_is_found_missing_elsewhere() {
+        assert!(starter_toml().ends_with(resource_client_toml()));
+        assert!(!lacks_client(&starter_toml(), "demo-resource"));
+        let without = starter_toml().replace(resource_client_toml(), "");
+        assert!(lacks_client(&without, "demo-resource"));
+        assert!(!lacks_client(&without, "demo"));
+        assert!(lacks_client("", "demo-resource"));
+        assert!(
+            !lacks_client("[[clients]\nid =", "demo-resource"),
+            "not TOML: no opinion"
+        );
     }
 
     #[test]

@@ -4,12 +4,37 @@
 // The starter file
 // ---------------------------------------------------------------------------------------
 
-/// The starter file `tokenmint init` writes: exactly the format above with comments, the demo client and the admin client
-/// (id `"admin"`, `san_uri` `"spiffe://tokenmint.dev/admin"`, `scopes = []`, `permissions = ["issue", "introspect", "admin"]`), default values written out.
+/// The starter file `tokenmint init` writes: exactly the format above with comments, the demo client, the admin client
+/// (id `"admin"`, `san_uri` `"spiffe://tokenmint.dev/admin"`, `scopes = []`, `permissions = ["issue", "introspect", "admin"]`)
+/// and the resource server's client ([`resource_client_toml`]), default values written out.
 /// It loads with [`super::Config::from_toml_str`] without error, and its sections equal the defaults.
 #[must_use]
 pub fn starter_toml() -> String {
-    STARTER_TOML.to_owned()
+    format!("{STARTER_TOML}{RESOURCE_CLIENT_TOML}")
+}
+
+/// The starter file's last `[[clients]]` entry, with its comment: `demo-resource`, the client of
+/// `certs/resource.pem`, which may introspect tokens for the demo audience and watch
+/// revocations, and gets no tokens. A file written before the starter had it lacks it: `init`
+/// shows this block to add.
+#[must_use]
+pub fn resource_client_toml() -> &'static str {
+    RESOURCE_CLIENT_TOML
+}
+
+/// Whether `text`, a config file, is TOML whose `[[clients]]` name no client `id` (false when
+/// it is not TOML at all: loading it says what is wrong).
+#[must_use]
+pub fn lacks_client(text: &str, id: &str) -> bool {
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return false;
+    };
+    let clients = table.get("clients").and_then(toml::Value::as_array);
+    !clients.is_some_and(|clients| {
+        clients
+            .iter()
+            .any(|client| client.get("id").and_then(toml::Value::as_str) == Some(id))
+    })
 }
 
 const STARTER_TOML: &str = r#"# tokenmint configuration, written by `tokenmint init`.
@@ -189,5 +214,20 @@ san_uri = "spiffe://tokenmint.dev/admin"
 scopes = []
 audiences = []
 permissions = ["issue", "introspect", "admin"]
+enabled = true
+"#;
+
+const RESOURCE_CLIENT_TOML: &str = r#"
+# The development resource server, certs/resource.pem: the identity with which a resource
+# server (the tokenmint-verify examples) watches keys and revocations. It gets no tokens.
+[[clients]]
+id = "demo-resource"
+san_uri = "spiffe://tokenmint.dev/demo-resource"
+scopes = []
+audiences = []
+# "introspect": it may introspect tokens for introspect_audiences, and watch revocations
+# (WatchRevocations). Keys (WatchJwks, the JWKS) need no permission.
+permissions = ["introspect"]
+introspect_audiences = ["https://demo.tokenmint.dev"]
 enabled = true
 "#;

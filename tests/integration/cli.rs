@@ -17,7 +17,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn tokenmint(dir: &Path) -> Command {
+pub(crate) fn tokenmint(dir: &Path) -> Command {
     let mut command = Command::new(BIN);
     command
         .current_dir(dir)
@@ -30,16 +30,16 @@ fn tokenmint(dir: &Path) -> Command {
 }
 
 /// `tokenmint serve --dev` in a directory, on a free loopback port, as an operator runs it.
-struct DevServer {
+pub(crate) struct DevServer {
     child: std::process::Child,
     dir: std::path::PathBuf,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl DevServer {
     /// Starts it in `dir` with `env` over the defaults of [`tokenmint`]; its log goes to
     /// `dir/{log}` when given, else nowhere.
-    fn start(dir: &Path, env: &[(&str, &str)], log: Option<&str>) -> Self {
+    pub(crate) fn start(dir: &Path, env: &[(&str, &str)], log: Option<&str>) -> Self {
         let port = free_port();
         let stderr = match log {
             Some(name) => Stdio::from(std::fs::File::create(dir.join(name)).unwrap()),
@@ -61,7 +61,7 @@ impl DevServer {
     }
 
     /// The CLI against this server (`--server` added).
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         tokenmint(&self.dir)
             .args(args)
             .args(["--server", &format!("https://localhost:{}", self.port)])
@@ -70,7 +70,7 @@ impl DevServer {
     }
 
     /// Waits (at most 60 s) until demo gets a token with the CLI, and returns that answer.
-    fn wait_until_serving(&self) -> std::process::Output {
+    pub(crate) fn wait_until_serving(&self) -> std::process::Output {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let output = self.cli(&["token", "issue"]);
@@ -87,7 +87,7 @@ impl DevServer {
     }
 
     /// A channel to it as `who` (`demo` or `admin`).
-    fn channel(&self, who: &str) -> tonic::transport::Channel {
+    pub(crate) fn channel(&self, who: &str) -> tonic::transport::Channel {
         use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
         let read = |f: &str| std::fs::read(self.dir.join(f)).unwrap();
         let tls = ClientTlsConfig::new()
@@ -105,19 +105,19 @@ impl DevServer {
     }
 
     /// Sends it a signal (`TERM`, `HUP`).
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let _ = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status();
     }
 
     /// Waits for it to exit.
-    fn wait(mut self) -> std::process::ExitStatus {
+    pub(crate) fn wait(mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()
     }
 
     /// Stops it with SIGTERM and asserts a clean exit.
-    fn stop(self) {
+    pub(crate) fn stop(self) {
         self.signal("TERM");
         let status = self.wait();
         assert!(
@@ -669,7 +669,7 @@ fn client_register_and_get_go_over_mtls_as_the_admin() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(ids, vec!["admin", "billing", "demo"]);
+    assert_eq!(ids, vec!["admin", "billing", "demo", "demo-resource"]);
     // An update replaces the policy and keeps the secret.
     let updated = run(&[
         "client",

@@ -10,6 +10,7 @@ mod availability;
 mod binary;
 mod cli;
 mod clients;
+mod dev_setup;
 mod flaky;
 mod forgeries;
 mod http;
