@@ -33,6 +33,7 @@ mod store_contract;
 mod support;
 mod tls;
 mod verifier;
+mod verifier_examples;
 mod watch;
 mod watch_limits;
 mod watch_privacy;

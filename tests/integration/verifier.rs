@@ -511,3 +511,78 @@ audiences = ["{DEMO_AUDIENCE}"]
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_hands_the_token_to_the_handler_and_refuses_in_the_callers_protocol() {
+    use axum::{Router, body::Body, routing::get};
+    use http::{Request, StatusCode};
+    use tokenmint_verify::{Verified, VerifyLayer};
+    use tower::ServiceExt as _;
+
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let (demo, rs) = (setup.pki.client_uri(DEMO_URI), setup.pki.client_uri(RS_URI));
+    let verifier = ready(grpc_builder(&setup, &server, &rs).build().unwrap()).await;
+    let token = demo_token(&server, &demo).await;
+    let handler = get(|token: Verified| async move { token.client_id.clone() });
+    let call = |router: Router, bearer: Option<&str>, grpc: bool| {
+        let mut request = Request::get("/");
+        if let Some(bearer) = bearer {
+            request = request.header("authorization", format!("Bearer {bearer}"));
+        }
+        if grpc {
+            request = request.header("content-type", "application/grpc");
+        }
+        let mut request = request.body(Body::empty()).unwrap();
+        request.extensions_mut().insert(peer(&demo));
+        router.oneshot(request)
+    };
+    let body = |response: http::Response<Body>| async move {
+        let bytes = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+
+    let guarded = Router::new()
+        .route("/", handler.clone())
+        .layer(VerifyLayer::new(verifier.clone()));
+    let response = call(guarded.clone(), Some(&token), false).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body(response).await, "demo");
+
+    // A scope the token lacks: 403 with the RFC 6750 challenge naming it.
+    let scoped = Router::new()
+        .route("/", handler.clone())
+        .layer(VerifyLayer::new(verifier.clone()).require_scope("demo:write"));
+    let response = call(scoped, Some(&token), false).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("scope=\"demo:write\""), "{challenge}");
+
+    // On gRPC, a status in the trailers-only answer.
+    let response = call(guarded, Some("not.a.token"), true).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["grpc-status"], "16");
+
+    // The extractor without the layer: a set-up mistake, refused, never an open door.
+    let bare = Router::new().route("/", handler.clone());
+    let response = call(bare, Some(&token), false).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+    // A verifier that cannot vouch for its state: 503 with Retry-After, UNAVAILABLE on gRPC.
+    let blind = grpc_builder(&setup, &server, &demo).build().unwrap();
+    let blind = Router::new()
+        .route("/", handler)
+        .layer(VerifyLayer::new(blind));
+    let response = call(blind.clone(), Some(&token), false).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let response = call(blind, Some(&token), true).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+    server.stop().await;
+}
