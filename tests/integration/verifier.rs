@@ -586,3 +586,79 @@ async fn the_layer_hands_the_token_to_the_handler_and_refuses_in_the_callers_pro
     assert_eq!(response.headers()["grpc-status"], "14");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_url_is_polled_as_max_age_says_and_an_unchanged_set_costs_a_304() {
+    let mut setup = Setup::new(&standard_clients());
+    setup.extra_toml = "jwks_max_age = \"1s\"\npublish_ahead = \"2s\"\n".into();
+    let server = setup.start().await;
+    let (demo, rs) = (setup.pki.client_uri(DEMO_URI), setup.pki.client_uri(RS_URI));
+    let verifier = Verifier::builder(ISSUER)
+        .audience(DEMO_AUDIENCE)
+        .jwks_url(
+            format!(
+                "https://localhost:{}/.well-known/jwks.json",
+                server.addr.port()
+            ),
+            Arc::new(rustls_client(&setup, Some(&rs))),
+        )
+        .staleness(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let verifier = ready(verifier).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let health = verifier.health();
+    assert!(health.key_polls >= 3, "{health:?}");
+    assert!(health.key_polls_unchanged >= 2, "{health:?}");
+    assert_eq!(health.key_sets, 1, "{health:?}");
+    assert!(health.is_ready(), "{health:?}");
+    let token = demo_token(&server, &demo).await;
+    assert_eq!(check(&verifier, &token, Some(&demo)).await, Ok(()));
+
+    // The issuer gone: past max-age plus the bound, the keys are stale.
+    server.stop().await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(matches!(
+        check(&verifier, &token, Some(&demo)).await,
+        Err(VerifyError::Stale(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_are_counted_by_reason_with_the_metrics_feature() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let (demo, rs) = (setup.pki.client_uri(DEMO_URI), setup.pki.client_uri(RS_URI));
+    let verifier = ready(grpc_builder(&setup, &server, &rs).build().unwrap()).await;
+    let token = demo_token(&server, &demo).await;
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let rendered = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let demo = peer(&demo);
+                let now = verifier.now();
+                verifier.verify(&token, Some(&demo), now).await.unwrap();
+                verifier.verify(&token, None, now).await.unwrap_err();
+                verifier.verify("x.y.z", None, now).await.unwrap_err();
+            });
+            verifier.health();
+        });
+        handle.render()
+    })
+    .await
+    .unwrap();
+    for line in [
+        "tokenmint_verify_outcomes_total{outcome=\"accepted\"} 1",
+        "tokenmint_verify_outcomes_total{outcome=\"certificate_required\"} 1",
+        "tokenmint_verify_outcomes_total{outcome=\"malformed\"} 1",
+        "tokenmint_verify_ready 1",
+    ] {
+        assert!(rendered.contains(line), "{line} missing from:\n{rendered}");
+    }
+    assert!(rendered.contains("tokenmint_verify_key_set_age_seconds"));
+    server.stop().await;
+}

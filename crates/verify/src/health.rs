@@ -30,6 +30,10 @@ pub struct Health {
     pub key_fetches: u64,
     /// Key-set changes taken.
     pub key_sets: u64,
+    /// Polls of a JWKS URL answered (0 for the gRPC source, which is pushed to).
+    pub key_polls: u64,
+    /// Of those, the ones answered `304 Not Modified` to `If-None-Match`.
+    pub key_polls_unchanged: u64,
     /// Full revocation snapshots received (the first, and any after the cursor was lost).
     pub snapshots: u64,
     /// Revocation streams resumed from the cursor, without a snapshot.

@@ -34,6 +34,8 @@ pub(crate) struct State {
 pub(crate) struct Stats {
     pub(crate) key_fetches: AtomicU64,
     pub(crate) key_sets: AtomicU64,
+    pub(crate) key_polls: AtomicU64,
+    pub(crate) key_polls_unchanged: AtomicU64,
     pub(crate) snapshots: AtomicU64,
     pub(crate) resumes: AtomicU64,
     pub(crate) reconnects: AtomicU64,

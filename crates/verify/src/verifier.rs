@@ -456,6 +456,8 @@ impl Shared {
             revoked_tokens: state.blocklist.live(),
             key_fetches: stats.key_fetches.load(Ordering::Relaxed),
             key_sets: stats.key_sets.load(Ordering::Relaxed),
+            key_polls: stats.key_polls.load(Ordering::Relaxed),
+            key_polls_unchanged: stats.key_polls_unchanged.load(Ordering::Relaxed),
             snapshots: stats.snapshots.load(Ordering::Relaxed),
             resumes: stats.resumes.load(Ordering::Relaxed),
             reconnects: stats.reconnects.load(Ordering::Relaxed),

@@ -91,8 +91,12 @@ impl Poller {
     async fn refresh(&self) -> Result<Duration, String> {
         let mut etag = self.etag.lock().await;
         let (fetched, max_age) = self.get(etag.as_deref()).await?;
+        Stats::count(&self.state.stats.key_polls);
         match fetched {
-            Fetched::NotModified => self.state.mark_keys_fresh(),
+            Fetched::NotModified => {
+                Stats::count(&self.state.stats.key_polls_unchanged);
+                self.state.mark_keys_fresh();
+            }
             Fetched::Changed { text, etag: tag } => {
                 let parsed = jose::parse_jwks(&text).map_err(|e| e.to_string())?;
                 self.state.set_keys(parsed);
