@@ -26,6 +26,17 @@ pub fn grpc_builder(setup: &Setup, server: &TestServer, identity: &Issued) -> Bu
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
 }
 
+/// A verifier for the demo audience, taking keys from `server`'s JWKS URL (no revocations).
+fn jwks_builder(setup: &Setup, server: &TestServer, identity: &Issued) -> Builder {
+    Verifier::builder(ISSUER).audience(DEMO_AUDIENCE).jwks_url(
+        format!(
+            "https://localhost:{}/.well-known/jwks.json",
+            server.addr.port()
+        ),
+        Arc::new(rustls_client(setup, Some(identity))),
+    )
+}
+
 /// Waits (at most 10 s) until `verifier` can verify.
 pub async fn ready(verifier: Verifier) -> Verifier {
     for _ in 0..500 {
@@ -273,18 +284,7 @@ async fn a_thousand_requests_for_an_unseen_key_cause_one_fetch() {
         setup.pki.client_uri(ADMIN_URI),
     );
     // Keys by the JWKS URL (max-age 5 minutes): nothing new arrives by itself.
-    let verifier = Verifier::builder(ISSUER)
-        .audience(DEMO_AUDIENCE)
-        .jwks_url(
-            format!(
-                "https://localhost:{}/.well-known/jwks.json",
-                server.addr.port()
-            ),
-            Arc::new(rustls_client(&setup, Some(&rs))),
-        )
-        .build()
-        .unwrap();
-    let verifier = ready(verifier).await;
+    let verifier = ready(jwks_builder(&setup, &server, &rs).build().unwrap()).await;
     let held = verifier.health().key_set_version.unwrap();
     // Twice forced: the key now signing was created after the verifier's fetch.
     for _ in 0..2 {
@@ -593,19 +593,8 @@ async fn a_jwks_url_is_polled_as_max_age_says_and_an_unchanged_set_costs_a_304()
     setup.extra_toml = "jwks_max_age = \"1s\"\npublish_ahead = \"2s\"\n".into();
     let server = setup.start().await;
     let (demo, rs) = (setup.pki.client_uri(DEMO_URI), setup.pki.client_uri(RS_URI));
-    let verifier = Verifier::builder(ISSUER)
-        .audience(DEMO_AUDIENCE)
-        .jwks_url(
-            format!(
-                "https://localhost:{}/.well-known/jwks.json",
-                server.addr.port()
-            ),
-            Arc::new(rustls_client(&setup, Some(&rs))),
-        )
-        .staleness(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    let verifier = ready(verifier).await;
+    let verifier = jwks_builder(&setup, &server, &rs).staleness(Duration::from_secs(1));
+    let verifier = ready(verifier.build().unwrap()).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let health = verifier.health();
     assert!(health.key_polls >= 3, "{health:?}");

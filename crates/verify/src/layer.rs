@@ -2,6 +2,8 @@
 //! the verified token into the request's extensions, or the refusal out.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -12,9 +14,11 @@ use http_body_util::{Either, Full};
 use tower::{Layer, Service};
 
 use crate::{
-    certificate::PeerCertificate, error::VerifyError, refusal::Refusal, verifier::BoxFuture,
-    verifier::Verifier,
+    certificate::PeerCertificate, error::VerifyError, refusal::Refusal, verifier::Verifier,
 };
+
+/// The service's future.
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Verifies every request's bearer token against the [`PeerCertificate`] in its extensions;
 /// the handler finds an `Arc<VerifiedToken>` in the extensions. Optionally requires scopes.

@@ -79,6 +79,7 @@ mod health;
 mod layer;
 mod metrics;
 mod refusal;
+mod settings;
 mod source;
 mod state;
 pub mod tls;

@@ -2,8 +2,6 @@
 //! revocations, then shared by every request; `verify` checks one token against local state.
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -11,7 +9,7 @@ use std::{
 use tokenmint_core::{
     clock::{Clock, SystemClock, UnixTime},
     crypto,
-    jose::{self, KeySet, ParsedJwks},
+    jose::{self, KeySet},
     revocation::VerifiedCache,
 };
 use tokio::task::JoinHandle;
@@ -22,36 +20,14 @@ use crate::{
     error::{BuildError, VerifyError},
     health::Health,
     metrics,
-    source::{self, Source},
+    settings::Settings,
+    source::{self, Fetch, Source},
     state::{State, Stats},
     token::{Claims, VerifiedToken},
 };
 
 /// The `typ` values an access token may carry (RFC 9068 §2.1), compared without case.
 const ACCESS_TOKEN_TYPES: &[&str] = &["at+jwt", "application/at+jwt"];
-
-/// A boxed future, for the source seam.
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Fetches the key set once, on demand (an unknown `kid`).
-pub(crate) trait Fetch: Send + Sync {
-    fn fetch(&self) -> BoxFuture<'_, Result<ParsedJwks, String>>;
-}
-
-/// What the builder fixed.
-#[derive(Clone, Debug)]
-pub(crate) struct Settings {
-    pub(crate) issuer: String,
-    pub(crate) audiences: Vec<String>,
-    pub(crate) leeway: Duration,
-    pub(crate) staleness: Duration,
-    pub(crate) accept_unbound: bool,
-    pub(crate) fail_open: bool,
-    pub(crate) refresh_cooldown: Duration,
-    pub(crate) fetch_timeout: Duration,
-    pub(crate) reconnect_min: Duration,
-    pub(crate) reconnect_max: Duration,
-}
 
 /// Verifies tokenmint's access tokens offline. Cheap to clone: every clone shares one key set,
 /// one revocation state and one cache; the source's watch tasks stop when the last clone is

@@ -21,14 +21,14 @@ use tokio_rustls::rustls::ClientConfig;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{
-    Started,
+    BoxFuture, Fetch, Started,
     net::{self, Target},
 };
 use crate::{
     backoff::Backoff,
     error::BuildError,
+    settings::Settings,
     state::{State, Stats},
-    verifier::{BoxFuture, Fetch, Settings},
 };
 
 /// The largest message taken from the issuer (a JWKS, a revocation event).

@@ -11,14 +11,14 @@ use tokio::{runtime::Handle, sync::Mutex};
 use tokio_rustls::rustls::ClientConfig;
 
 use super::{
-    Started,
+    BoxFuture, Fetch, Started,
     net::{self, Target},
 };
 use crate::{
     backoff::Backoff,
     error::BuildError,
+    settings::Settings,
     state::{State, Stats},
-    verifier::{BoxFuture, Fetch, Settings},
 };
 
 /// The poll interval when the response names no `max-age`, and the bounds put on one that does.

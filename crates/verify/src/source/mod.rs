@@ -7,16 +7,21 @@ mod grpc;
 mod http;
 mod net;
 
-use std::{fmt, sync::Arc};
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
+use tokenmint_core::jose::ParsedJwks;
 use tokio::{runtime::Handle, task::JoinHandle};
 use tokio_rustls::rustls::ClientConfig;
 
-use crate::{
-    error::BuildError,
-    state::State,
-    verifier::{Fetch, Settings},
-};
+use crate::{error::BuildError, settings::Settings, state::State};
+
+/// A boxed future, for the source seam.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Fetches the key set once, on demand (a token names a `kid` not held).
+pub(crate) trait Fetch: Send + Sync {
+    fn fetch(&self) -> BoxFuture<'_, Result<ParsedJwks, String>>;
+}
 
 /// A source of keys (and maybe revocations), as the builder names it.
 pub(crate) enum Source {
