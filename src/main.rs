@@ -545,7 +545,6 @@ fn run() -> Result<()> {
             .with_span_list(false)
             .init(),
     }
-    tokenmint_core::crypto::install_jwt_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,17 +1,15 @@
 //! JOSE, in one place: key ids (RFC 7638 thumbprints), the public key set and its JWK Set
 //! text (RFC 7517), the [`Signer`] seam, and compact JWS (RFC 7515) signing and verification.
-//! The one home of jsonwebtoken. A [`KeySet`] verifies with public keys only — no KEK, no
+//! The one home of jsonwebtoken (its JWK types; JWS is parsed and checked here, with the build's
+//! stack). A [`KeySet`] verifies with public keys only — no KEK, no
 //! private key — so the libraries of resource servers use it as the issuer does.
 
-use std::{collections::HashMap, collections::HashSet, fmt, sync::Arc};
+use std::{collections::HashMap, fmt, sync::Arc};
 
-use jsonwebtoken::{
-    DecodingKey, Validation,
-    jwk::{
-        AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
-        EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
-        PublicKeyUse,
-    },
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
+    EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
+    PublicKeyUse,
 };
 use serde::de::DeserializeOwned;
 
@@ -342,10 +340,14 @@ pub struct VerifiedJws<T> {
     pub kid: String,
 }
 
-/// Verifies a compact JWS against `keys`: size, `typ` (one of `types`, compared without
-/// case), the key its `kid` names and that key's algorithm (the token's `alg` must match it),
-/// the signature (only its low-S form for a low-S-only ES256 key), and the payload's shape.
-/// `jku`, `x5u`, `jwk` and `x5c` are ignored; nothing is fetched.
+/// Verifies a compact JWS against `keys`: size, exactly three base64url parts, `typ` (one of
+/// `types`, compared without case), the key its `kid` names and that key's algorithm (the
+/// token's `alg` must match it), the signature by the build's stack (only its low-S form for a
+/// low-S-only ES256 key), and the payload's shape. A header with `crit` is refused (no
+/// extension is understood); `jku`, `x5u`, `jwk` and `x5c` are ignored; nothing is fetched.
+///
+/// Written here rather than through jsonwebtoken's `decode`, which verifies through a
+/// process-wide provider: a library that verifies must not install one in its host.
 pub fn verify_compact<T: DeserializeOwned>(
     token: &str,
     keys: &KeySet,
@@ -354,11 +356,16 @@ pub fn verify_compact<T: DeserializeOwned>(
     if token.len() > MAX_JWS_LEN {
         return Err(JwsError::Malformed("too long".into()));
     }
-    // jsonwebtoken verifies through the process-wide provider; make sure it is ours (cheap
-    // after the first call).
-    crypto::install_jwt_provider();
-    let header =
-        jsonwebtoken::decode_header(token).map_err(|e| JwsError::Malformed(e.to_string()))?;
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwsError::Malformed("not three dot-separated parts".into()));
+    };
+    let header: Header = decode_part(header_b64, "header")?;
+    if header.crit.is_some() {
+        return Err(JwsError::Malformed("a critical header extension".into()));
+    }
     let typ_ok = header
         .typ
         .as_deref()
@@ -368,58 +375,41 @@ pub fn verify_compact<T: DeserializeOwned>(
     }
     let kid = header.kid.ok_or(JwsError::UnknownKey)?;
     let key = keys.find(&kid).ok_or(JwsError::UnknownKey)?;
-    if header.alg != jwt_algorithm(key.algorithm) {
+    if header.alg != key.algorithm.as_str() {
         return Err(JwsError::AlgorithmMismatch);
     }
-    if key.low_s_only && key.algorithm == Algorithm::Es256 && is_high_s(token) {
+    let signature = crypto::b64url_decode(signature_b64)
+        .ok_or_else(|| JwsError::Malformed("the signature is not base64url".into()))?;
+    if key.low_s_only && key.algorithm == Algorithm::Es256 && crypto::es256_is_high_s(&signature) {
         return Err(JwsError::BadSignature);
     }
-    let mut validation = Validation::new(jwt_algorithm(key.algorithm));
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims = HashSet::new();
-    let decoding = decoding_key(&key.public).map_err(JwsError::Malformed)?;
-    let data =
-        jsonwebtoken::decode::<T>(token, &decoding, &validation).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => JwsError::BadSignature,
-            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => JwsError::AlgorithmMismatch,
-            _ => JwsError::Malformed(e.to_string()),
-        })?;
+    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+    if !crypto::verify_signature(&key.public, signing_input.as_bytes(), &signature) {
+        return Err(JwsError::BadSignature);
+    }
     Ok(VerifiedJws {
-        payload: data.claims,
+        payload: decode_part(payload_b64, "payload")?,
         kid,
     })
 }
 
-/// Whether the token's signature, read as ES256 (r ‖ s), is high-S: the twin (r, n − s) of the
-/// one the key signed, which ring would accept. Only for ES256 keys (an Ed25519 signature is
-/// 64 bytes too). A signature that does not decode is left to the verification to refuse.
-fn is_high_s(token: &str) -> bool {
-    token
-        .rsplit_once('.')
-        .and_then(|(_, signature)| crypto::b64url_decode(signature))
-        .is_some_and(|signature| crypto::es256_is_high_s(&signature))
+/// The protected header members looked at (the others are ignored).
+#[derive(serde::Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
 }
 
-/// The algorithm as jsonwebtoken names it.
-fn jwt_algorithm(algorithm: Algorithm) -> jsonwebtoken::Algorithm {
-    match algorithm {
-        Algorithm::Es256 => jsonwebtoken::Algorithm::ES256,
-        Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
-    }
-}
-
-fn decoding_key(public: &PublicKey) -> Result<DecodingKey, String> {
-    match public {
-        PublicKey::P256 { x, y } => {
-            DecodingKey::from_ec_components(&crypto::b64url(x), &crypto::b64url(y))
-                .map_err(|e| e.to_string())
-        }
-        PublicKey::Ed25519 { x } => {
-            DecodingKey::from_ed_components(&crypto::b64url(x)).map_err(|e| e.to_string())
-        }
-    }
+/// One base64url part as JSON of type `T` (strict base64url: no padding, no stray bits).
+fn decode_part<T: DeserializeOwned>(part: &str, name: &str) -> Result<T, JwsError> {
+    let bytes = crypto::b64url_decode(part)
+        .ok_or_else(|| JwsError::Malformed(format!("the {name} is not base64url")))?;
+    serde_json::from_slice(&bytes).map_err(|e| JwsError::Malformed(format!("the {name}: {e}")))
 }
 
 /// The JWK of a published key (RFC 7517), with `kid`, `alg` and `use: sig`.
