@@ -651,3 +651,34 @@ async fn outcomes_are_counted_by_reason_with_the_metrics_feature() {
     assert!(rendered.contains("tokenmint_verify_key_set_age_seconds"));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_goes_away_neither_cancels_the_key_fetch_nor_spends_its_cooldown() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let (demo, rs, admin) = (
+        setup.pki.client_uri(DEMO_URI),
+        setup.pki.client_uri(RS_URI),
+        setup.pki.client_uri(ADMIN_URI),
+    );
+    let verifier = ready(jwks_builder(&setup, &server, &rs).build().unwrap()).await;
+    for _ in 0..2 {
+        server
+            .admin(&admin)
+            .rotate_keys(RotateKeysRequest { force: true })
+            .await
+            .unwrap();
+    }
+    let token = demo_token(&server, &demo).await;
+    // The first request for the unseen key is dropped while the fetch is on its way.
+    let dropped = tokio::time::timeout(
+        Duration::from_micros(50),
+        check(&verifier, &token, Some(&demo)),
+    )
+    .await;
+    assert!(dropped.is_err(), "the fetch cannot have finished in 50 µs");
+    // The next one is served by that same fetch, not refused by its cooldown.
+    assert_eq!(check(&verifier, &token, Some(&demo)).await, Ok(()));
+    assert_eq!(verifier.health().key_fetches, 1);
+    server.stop().await;
+}

@@ -127,4 +127,7 @@ pub enum BuildError {
     /// Not called inside a tokio runtime (the source's watch tasks need one).
     #[error("build the verifier inside a tokio runtime")]
     NoRuntime,
+    /// An option is outside what the verifier can work with.
+    #[error("{0}")]
+    Setting(String),
 }

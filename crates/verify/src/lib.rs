@@ -96,5 +96,10 @@ pub use refusal::Refusal;
 pub use token::{Actor, VerifiedToken};
 pub use verifier::{Builder, Verifier};
 
-/// The time type `verify` takes (Unix seconds).
-pub use tokenmint_core::clock::UnixTime;
+/// The clock types the builder and `verify` take, and the thumbprint a token is bound to.
+pub use tokenmint_core::{
+    clock::{Clock, ManualClock, SystemClock, UnixTime},
+    crypto::CertificateThumbprint,
+};
+/// The rustls the TLS configuration and `PeerCertificate::from_connection` are written in.
+pub use tokio_rustls::rustls;

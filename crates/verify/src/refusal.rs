@@ -10,6 +10,7 @@ use crate::error::VerifyError;
 
 /// Why a request is refused: a token that did not verify, or one without a required scope.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Refusal {
     /// The token did not verify (or there was none).
     Token(VerifyError),

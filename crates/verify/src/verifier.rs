@@ -52,8 +52,21 @@ pub(crate) struct Shared {
     cache: VerifiedCache<Arc<VerifiedToken>>,
     fetch: Arc<dyn Fetch>,
     watches_revocations: bool,
-    last_refresh: tokio::sync::Mutex<Option<Duration>>,
+    refresh: std::sync::Mutex<Refresh>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// The on-demand key fetch: running (with its completion to wait on), or idle since the end
+/// of the last one.
+enum Refresh {
+    Idle(Option<Duration>),
+    Running(tokio::sync::watch::Receiver<bool>),
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Drop for Shared {
@@ -202,6 +215,7 @@ impl Builder {
         if self.settings.audiences.is_empty() {
             return Err(BuildError::NoAudience);
         }
+        self.settings.check()?;
         let source = self.source.ok_or(BuildError::NoSource)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let state = Arc::new(State::new(self.clock, self.settings.leeway));
@@ -214,7 +228,7 @@ impl Builder {
                 cache: VerifiedCache::new(self.cache_capacity),
                 fetch: started.fetch,
                 watches_revocations,
-                last_refresh: tokio::sync::Mutex::new(None),
+                refresh: std::sync::Mutex::new(Refresh::Idle(None)),
                 tasks: started.tasks,
             }),
         })
@@ -296,11 +310,13 @@ impl Shared {
 
     /// The staleness bound; for a JWKS URL, its polling interval is added (it has no heartbeat).
     fn staleness_bound(&self) -> Duration {
-        self.settings.staleness + self.state.poll_interval()
+        self.settings
+            .staleness
+            .saturating_add(self.state.poll_interval())
     }
 
     /// The signature, key, `typ`, issuer and audience: what a cache hit need not redo.
-    async fn verify_signed(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+    async fn verify_signed(self: &Arc<Self>, token: &str) -> Result<VerifiedToken, VerifyError> {
         let keys = self.state.keys();
         let verified = match jose::verify_compact::<Claims>(token, &keys, ACCESS_TOKEN_TYPES) {
             Err(jose::JwsError::UnknownKey) => {
@@ -331,28 +347,58 @@ impl Shared {
     }
 
     /// The key set holding `kid` after at most one fetch shared by every waiting request
-    /// (single-flight), or `None` if it still does not (or the cooldown forbids a fetch).
-    async fn refresh_for(&self, kid: &str) -> Option<Arc<KeySet>> {
-        let mut last = self.last_refresh.lock().await;
-        let held = self.state.keys();
-        if held.find(kid).is_some() {
-            return Some(arc_swap::Guard::into_inner(held));
-        }
-        let now = self.state.clock.monotonic();
-        if last.is_some_and(|at| now.saturating_sub(at) < self.settings.refresh_cooldown) {
-            return None;
-        }
-        *last = Some(now);
-        Stats::count(&self.state.stats.key_fetches);
-        match tokio::time::timeout(self.settings.fetch_timeout, self.fetch.fetch()).await {
-            Ok(Ok(parsed)) => self.state.set_keys(parsed),
-            Ok(Err(error)) => self.state.stats.note_error(format!("key fetch: {error}")),
-            Err(_) => self.state.stats.note_error("key fetch: timed out".into()),
-        }
+    /// (single-flight), or `None` if it still does not (or the cooldown forbids a fetch). The
+    /// fetch runs in a task of its own: a caller that goes away (a dropped request) neither
+    /// cancels it nor spends the cooldown without a key set arriving.
+    async fn refresh_for(self: &Arc<Self>, kid: &str) -> Option<Arc<KeySet>> {
+        let mut done = {
+            let mut refresh = lock(&self.refresh);
+            if let Some(keys) = self.holding(kid) {
+                return Some(keys);
+            }
+            match &*refresh {
+                Refresh::Running(done) => done.clone(),
+                Refresh::Idle(Some(at))
+                    if self.state.clock.monotonic().saturating_sub(*at)
+                        < self.settings.refresh_cooldown =>
+                {
+                    return None;
+                }
+                Refresh::Idle(_) => {
+                    let (finished, done) = tokio::sync::watch::channel(false);
+                    *refresh = Refresh::Running(done.clone());
+                    tokio::spawn(Arc::clone(self).fetch_keys(finished));
+                    done
+                }
+            }
+        };
+        // An error here means the task is gone (the runtime shutting down): look anyway.
+        let _ = done.wait_for(|finished| *finished).await;
+        self.holding(kid)
+    }
+
+    /// The key set in force if it holds `kid`.
+    fn holding(&self, kid: &str) -> Option<Arc<KeySet>> {
         let held = self.state.keys();
         held.find(kid)
             .is_some()
             .then(|| arc_swap::Guard::into_inner(held))
+    }
+
+    /// The one fetch: its key set taken, the cooldown counted from its end, the waiters told.
+    async fn fetch_keys(self: Arc<Self>, finished: tokio::sync::watch::Sender<bool>) {
+        Stats::count(&self.state.stats.key_fetches);
+        let fetched = tokio::time::timeout(self.settings.fetch_timeout, self.fetch.fetch()).await;
+        let outcome = match fetched {
+            Ok(Ok(keys)) => self.state.set_keys(keys),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err("timed out".into()),
+        };
+        if let Err(error) = outcome {
+            self.state.stats.note_error(format!("key fetch: {error}"));
+        }
+        *lock(&self.refresh) = Refresh::Idle(Some(self.state.clock.monotonic()));
+        let _ = finished.send(true);
     }
 
     /// Times, the key, revocation state and the certificate binding: checked on every call.

@@ -28,11 +28,14 @@ use crate::{
     backoff::Backoff,
     error::BuildError,
     settings::Settings,
-    state::{State, Stats},
+    state::{IssuerKeys, State, Stats},
 };
 
 /// The largest message taken from the issuer (a JWKS, a revocation event).
 const MAX_MESSAGE: usize = 512 * 1024;
+/// The most revoked tokens a snapshot may hold (the issuer's own cap is a million by default),
+/// so a faulty issuer cannot grow a verifier's memory without bound.
+const MAX_SNAPSHOT_TOKENS: usize = 16_000_000;
 
 pub(crate) fn start(
     endpoint: &str,
@@ -81,17 +84,24 @@ struct GrpcFetch {
 }
 
 impl Fetch for GrpcFetch {
-    fn fetch(&self) -> BoxFuture<'_, Result<jose::ParsedJwks, String>> {
+    fn fetch(&self) -> BoxFuture<'_, Result<IssuerKeys, String>> {
         Box::pin(async move {
             let mut client =
                 KeyServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE);
             let response = client
                 .get_jwks(GetJwksRequest {})
                 .await
-                .map_err(|status| status_text(&status))?;
-            jose::parse_jwks(&response.into_inner().jwks_json).map_err(|e| e.to_string())
+                .map_err(|status| status_text(&status))?
+                .into_inner();
+            issuer_keys(&response.jwks_json, response.version)
         })
     }
+}
+
+/// A key set message as [`IssuerKeys`].
+fn issuer_keys(jwks_json: &str, version: String) -> Result<IssuerKeys, String> {
+    let parsed = jose::parse_jwks(jwks_json).map_err(|e| format!("unusable key set: {e}"))?;
+    Ok(IssuerKeys { parsed, version })
 }
 
 fn status_text(status: &tonic::Status) -> String {
@@ -117,9 +127,11 @@ async fn key_stream(
     backoff: &mut Backoff,
 ) -> String {
     let mut client = KeyServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE);
-    let mut stream = match client.watch_jwks(WatchJwksRequest { progress: true }).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => return status_text(&status),
+    let opening = client.watch_jwks(WatchJwksRequest { progress: true });
+    let mut stream = match tokio::time::timeout(settings.staleness, opening).await {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) => return status_text(&status),
+        Err(_) => return "the stream did not open in time".into(),
     };
     loop {
         let message = match tokio::time::timeout(settings.staleness, stream.message()).await {
@@ -129,17 +141,18 @@ async fn key_stream(
             Ok(Ok(Some(message))) => message,
         };
         if message.progress.is_some() {
-            if state.keys_loaded() && state.keys().version() == message.version {
-                state.mark_keys_fresh();
+            // A heartbeat for another version than the one held (a one-off fetch raced a
+            // change): start over, the stream's first message is the current set.
+            if !state.holds_version(&message.version) {
+                return "the key set held is not the issuer's current one".into();
             }
+            state.mark_keys_fresh();
             continue;
         }
-        match jose::parse_jwks(&message.jwks_json) {
-            Ok(parsed) => {
-                state.set_keys(parsed);
-                backoff.reset();
-            }
-            Err(error) => return format!("unusable key set: {error}"),
+        let keys = issuer_keys(&message.jwks_json, message.version);
+        match keys.and_then(|keys| state.set_keys(keys)) {
+            Ok(()) => backoff.reset(),
+            Err(error) => return error,
         }
     }
 }
@@ -202,9 +215,11 @@ async fn revocation_stream(
     let mut client =
         RevocationServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE);
     let resuming = matches!(cursor, Cursor::After(_));
-    let mut stream = match client.watch_revocations(cursor.request()).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => return status_text(&status),
+    let opening = client.watch_revocations(cursor.request());
+    let mut stream = match tokio::time::timeout(settings.staleness, opening).await {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) => return status_text(&status),
+        Err(_) => return "the stream did not open in time".into(),
     };
     let mut first = true;
     loop {
@@ -220,6 +235,12 @@ async fn revocation_stream(
         first = false;
         if apply(state, cursor, event) {
             backoff.reset();
+        }
+        if let Cursor::InSnapshot { partial, .. } = cursor
+            && partial.tokens.len() > MAX_SNAPSHOT_TOKENS
+        {
+            *cursor = Cursor::Fresh;
+            return format!("a snapshot of over {MAX_SNAPSHOT_TOKENS} revoked tokens: refused");
         }
     }
 }
@@ -279,9 +300,9 @@ fn apply(state: &State, cursor: &mut Cursor, event: RevocationEvent) -> bool {
 /// Records the issuer's `as_of` of a heartbeat (for the feed-lag figure).
 fn note_as_of(state: &State, as_of: Option<&prost_types::Timestamp>) {
     if let Some(ms) = as_of.and_then(|t| {
-        u64::try_from(t.seconds)
-            .ok()
-            .map(|s| s * 1000 + u64::try_from(t.nanos / 1_000_000).unwrap_or(0))
+        let seconds = u64::try_from(t.seconds).ok()?;
+        let millis = u64::try_from(t.nanos / 1_000_000).ok()?;
+        seconds.checked_mul(1000)?.checked_add(millis)
     }) {
         state
             .stats

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use tokenmint_core::jose::{self, MAX_JWKS_LEN, ParsedJwks};
+use tokenmint_core::jose::{self, MAX_JWKS_LEN};
 use tokio::{runtime::Handle, sync::Mutex};
 use tokio_rustls::rustls::ClientConfig;
 
@@ -18,7 +18,7 @@ use crate::{
     backoff::Backoff,
     error::BuildError,
     settings::Settings,
-    state::{State, Stats},
+    state::{IssuerKeys, State, Stats},
 };
 
 /// The poll interval when the response names no `max-age`, and the bounds put on one that does.
@@ -98,8 +98,7 @@ impl Poller {
                 self.state.mark_keys_fresh();
             }
             Fetched::Changed { text, etag: tag } => {
-                let parsed = jose::parse_jwks(&text).map_err(|e| e.to_string())?;
-                self.state.set_keys(parsed);
+                self.state.set_keys(issuer_keys(&text, tag.as_deref())?)?;
                 *etag = tag;
             }
         }
@@ -114,7 +113,7 @@ impl Poller {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| e.to_string())?;
-        let driver = tokio::spawn(connection);
+        let _driver = AbortOnDrop(tokio::spawn(connection));
         let mut request = http::Request::get(self.target.path_and_query.as_str())
             .header(http::header::HOST, self.target.authority())
             .header(
@@ -134,11 +133,9 @@ impl Poller {
                 .map_err(|e| e.to_string())?;
             read_response(response).await
         };
-        let outcome = tokio::time::timeout(self.timeout, exchange)
+        tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| "timed out".to_owned())?;
-        driver.abort();
-        outcome
+            .map_err(|_| "timed out".to_owned())?
     }
 }
 
@@ -167,34 +164,66 @@ async fn read_response(
     Ok((Fetched::Changed { text, etag }, max_age))
 }
 
-/// `Cache-Control: max-age`, kept within sane bounds; the default when absent.
+/// `Cache-Control: max-age` (names compared without case), kept within sane bounds;
+/// `no-cache` or `no-store` poll as often as allowed; the default when absent.
 fn max_age(headers: &http::HeaderMap) -> Duration {
-    headers
+    let directives: Vec<String> = headers
         .get_all(http::header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|directive| directive.trim().strip_prefix("max-age="))
+        .map(|d| d.trim().to_ascii_lowercase())
+        .collect();
+    if directives
+        .iter()
+        .any(|d| d == "no-cache" || d == "no-store")
+    {
+        return MIN_MAX_AGE;
+    }
+    directives
+        .iter()
+        .filter_map(|directive| directive.strip_prefix("max-age="))
         .find_map(|seconds| seconds.trim().parse::<u64>().ok())
         .map_or(DEFAULT_MAX_AGE, |s| {
             Duration::from_secs(s).clamp(MIN_MAX_AGE, MAX_MAX_AGE)
         })
 }
 
+/// Aborts the connection's task when the request is done, whichever way it ended.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Fetch for Poller {
-    fn fetch(&self) -> BoxFuture<'_, Result<ParsedJwks, String>> {
+    fn fetch(&self) -> BoxFuture<'_, Result<IssuerKeys, String>> {
         Box::pin(async move {
             // Unconditional: an unknown kid means the held set is not the issuer's.
             let (fetched, _) = self.get(None).await?;
             match fetched {
                 Fetched::Changed { text, etag } => {
-                    *self.etag.lock().await = etag;
-                    jose::parse_jwks(&text).map_err(|e| e.to_string())
+                    let keys = issuer_keys(&text, etag.as_deref())?;
+                    // The tag only once the set is known usable: else a later 304 would
+                    // vouch for keys that are not the issuer's.
+                    if !keys.parsed.keys.published().is_empty() {
+                        *self.etag.lock().await = etag;
+                    }
+                    Ok(keys)
                 }
                 Fetched::NotModified => Err("304 to an unconditional request".into()),
             }
         })
     }
+}
+
+/// The key set of a response; its version is the `ETag` when there is one.
+fn issuer_keys(text: &str, etag: Option<&str>) -> Result<IssuerKeys, String> {
+    let parsed = jose::parse_jwks(text).map_err(|e| format!("unusable key set: {e}"))?;
+    let version = etag.map_or_else(|| parsed.keys.version().to_owned(), str::to_owned);
+    Ok(IssuerKeys { parsed, version })
 }
 
 #[cfg(test)]
@@ -214,7 +243,12 @@ mod tests {
         );
         assert_eq!(max_age(&headers("max-age=0")), MIN_MAX_AGE);
         assert_eq!(max_age(&headers("max-age=99999999")), MAX_MAX_AGE);
-        assert_eq!(max_age(&headers("no-cache")), DEFAULT_MAX_AGE);
+        assert_eq!(max_age(&headers("no-cache")), MIN_MAX_AGE);
+        assert_eq!(
+            max_age(&headers("Public, Max-Age=60")),
+            Duration::from_secs(60)
+        );
+        assert_eq!(max_age(&headers("private")), DEFAULT_MAX_AGE);
         assert_eq!(max_age(&http::HeaderMap::new()), DEFAULT_MAX_AGE);
     }
 }

@@ -9,18 +9,21 @@ mod net;
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
-use tokenmint_core::jose::ParsedJwks;
 use tokio::{runtime::Handle, task::JoinHandle};
 use tokio_rustls::rustls::ClientConfig;
 
-use crate::{error::BuildError, settings::Settings, state::State};
+use crate::{
+    error::BuildError,
+    settings::Settings,
+    state::{IssuerKeys, State},
+};
 
 /// A boxed future, for the source seam.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Fetches the key set once, on demand (a token names a `kid` not held).
 pub(crate) trait Fetch: Send + Sync {
-    fn fetch(&self) -> BoxFuture<'_, Result<ParsedJwks, String>>;
+    fn fetch(&self) -> BoxFuture<'_, Result<IssuerKeys, String>>;
 }
 
 /// A source of keys (and maybe revocations), as the builder names it.
