@@ -397,6 +397,8 @@ async fn with_the_issuer_stopped_it_fails_closed_then_resumes_from_its_cursor() 
         .staleness(staleness)
         .build();
     let verifier = ready(verifier.unwrap()).await;
+    let open = grpc_builder(&setup, &server, &rs).staleness(staleness);
+    let fail_open = ready(open.dangerous_fail_open(true).build().unwrap()).await;
     let (revoked, good) = (
         demo_token(&server, &demo).await,
         demo_token(&server, &demo).await,
@@ -426,6 +428,9 @@ async fn with_the_issuer_stopped_it_fails_closed_then_resumes_from_its_cursor() 
         "{health:?}"
     );
     assert!(health.last_error.is_some());
+    // Only the verifier that asked for it, by its dangerous name, goes on regardless.
+    assert_eq!(check(&fail_open, &good, Some(&demo)).await, Ok(()));
+    drop(fail_open);
 
     // The issuer back on its port: recovery without a snapshot, from the cursor.
     let server = setup
