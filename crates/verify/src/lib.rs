@@ -33,9 +33,11 @@
 //! use std::{path::Path, sync::Arc};
 //! use tokenmint_verify::{Verifier, VerifyLayer, tls};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! // This service's own identity, to watch keys and revocations from the issuer.
-//! let provider = Arc::new(rustls::crypto::ring::default_provider());
+//! # async fn run(
+//! #     provider: Arc<tokenmint_verify::rustls::crypto::CryptoProvider>,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! // This service's own identity, to watch keys and revocations from the issuer, over the
+//! // crypto provider of your choice (`rustls::crypto::ring::default_provider()`, say).
 //! let tls = tls::client_config_from_files(
 //!     provider,
 //!     Path::new("certs/ca.pem"),
