@@ -32,6 +32,7 @@ mod stacks;
 mod store_contract;
 mod support;
 mod tls;
+mod token_client;
 mod verifier;
 mod verifier_examples;
 mod watch;

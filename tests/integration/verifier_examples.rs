@@ -221,3 +221,50 @@ async fn whoami_grpc_answers_the_demo_caller_and_refuses_the_rest_with_statuses(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_example_calls_both_whoami_examples_with_one_token() {
+    let (Some(http), Some(grpc), Some(caller)) = (
+        example("whoami-http"),
+        example("whoami-grpc"),
+        example("caller"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, issuer_port, _) = dev_server(dir.path());
+    let (_http, http_at) = start_example(&http, dir.path(), issuer_port);
+    let (_grpc, grpc_at) = start_example(&grpc, dir.path(), issuer_port);
+    let output = Command::new(caller)
+        .current_dir(dir.path())
+        .arg("--issuer")
+        .arg(format!("https://localhost:{issuer_port}"))
+        .arg("--http")
+        .arg(format!("https://{http_at}/whoami"))
+        .arg("--grpc")
+        .arg(format!("https://{grpc_at}"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("http: 200 OK {"), "{stdout}");
+    assert!(lines[0].contains(r#""client_id":"demo""#), "{stdout}");
+    assert!(lines[1].starts_with("grpc: client_id=demo "), "{stdout}");
+    // The same token for both calls: one jti, one IssueToken.
+    let jti = |line: &str| -> String {
+        let after = line.split("jti").nth(1).unwrap();
+        let id = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        after
+            .trim_start_matches(|c| !id(c))
+            .chars()
+            .take_while(|c| id(*c))
+            .collect()
+    };
+    assert_eq!(jti(lines[0]), jti(lines[1]), "{stdout}");
+    assert_eq!(lines[2], "tokens issued: 1");
+}

@@ -6,6 +6,11 @@
 
 use std::fmt;
 
+#[cfg(feature = "channel")]
+pub mod backoff;
+#[cfg(feature = "channel")]
+pub mod connect;
+
 /// `tokenmint.v1`: every message, enum and client.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {

@@ -72,7 +72,6 @@
 
 #![forbid(unsafe_code)]
 
-mod backoff;
 mod certificate;
 mod error;
 #[cfg(feature = "axum")]

@@ -143,7 +143,6 @@ impl State {
         self.keys_fresh.mark(self.clock.monotonic());
     }
 
-    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     pub(crate) fn mark_revocations_fresh(&self) {
         self.revocations_fresh.mark(self.clock.monotonic());
     }

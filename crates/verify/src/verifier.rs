@@ -130,14 +130,12 @@ impl Builder {
     /// Keys and revocations from the issuer's gRPC `WatchJwks` and `WatchRevocations` over
     /// mTLS: `tls` carries this service's own client certificate, the issuer's trust anchors
     /// and the crypto provider (nothing process-wide is installed). The endpoint is the issuer.
-    #[cfg(feature = "grpc")]
     pub fn grpc(self, tls: Arc<ClientConfig>) -> Self {
         let endpoint = self.settings.issuer.clone();
         self.grpc_endpoint(endpoint, tls)
     }
 
     /// As [`Builder::grpc`], at another endpoint than the issuer URL.
-    #[cfg(feature = "grpc")]
     pub fn grpc_endpoint(mut self, endpoint: impl Into<String>, tls: Arc<ClientConfig>) -> Self {
         self.source = Some(Source::Grpc {
             endpoint: endpoint.into(),

@@ -3,9 +3,8 @@
 //! reconnected with jittered backoff. A stream silent past the staleness bound is dropped and
 //! reconnected, so a half-open connection cannot hold the verifier stale.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use hyper_util::rt::TokioIo;
 use tokenmint_core::{
     clock::UnixTime,
     jose,
@@ -18,14 +17,12 @@ use tokenmint_proto::v1::{
 };
 use tokio::{runtime::Handle, task::JoinHandle};
 use tokio_rustls::rustls::ClientConfig;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use super::{
-    BoxFuture, Fetch, Started,
-    net::{self, Target},
-};
+use super::{BoxFuture, Fetch, Started};
+use tokenmint_proto::backoff::Backoff;
+
 use crate::{
-    backoff::Backoff,
     error::BuildError,
     settings::Settings,
     state::{IssuerKeys, State, Stats},
@@ -55,28 +52,16 @@ pub(crate) fn start(
     Ok(Started { fetch, tasks })
 }
 
-/// A lazily connecting channel whose connections are TLS with the caller's configuration. The
-/// endpoint handed to tonic says `http://` because this connector does the TLS itself.
+/// A lazily connecting channel whose connections are TLS with the caller's configuration.
 fn channel(
     endpoint: &str,
     tls: &ClientConfig,
     settings: &Settings,
     runtime: &Handle,
 ) -> Result<Channel, BuildError> {
-    let target = Target::parse(endpoint)?;
-    let tls = net::with_alpn(tls, b"h2");
-    let timeout = settings.fetch_timeout;
-    let plain = format!("http://{}", target.authority());
-    let endpoint = Endpoint::from_shared(plain)
-        .map_err(|_| BuildError::BadUrl(endpoint.to_owned()))?
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let (target, tls) = (target.clone(), tls.clone());
-        async move { net::connect(&target, tls, timeout).await.map(TokioIo::new) }
-    });
     let _entered = runtime.enter();
-    Ok(endpoint.connect_with_connector_lazy(connector))
+    tokenmint_proto::connect::channel(endpoint, tls, settings.fetch_timeout)
+        .map_err(|bad| BuildError::BadUrl(bad.0))
 }
 
 struct GrpcFetch {

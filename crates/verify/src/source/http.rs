@@ -10,12 +10,13 @@ use tokenmint_core::jose::{self, MAX_JWKS_LEN};
 use tokio::{runtime::Handle, sync::Mutex};
 use tokio_rustls::rustls::ClientConfig;
 
-use super::{
-    BoxFuture, Fetch, Started,
-    net::{self, Target},
-};
-use crate::{
+use tokenmint_proto::{
     backoff::Backoff,
+    connect::{Target, with_alpn},
+};
+
+use super::{BoxFuture, Fetch, Started};
+use crate::{
     error::BuildError,
     settings::Settings,
     state::{IssuerKeys, State, Stats},
@@ -34,8 +35,8 @@ pub(crate) fn start(
     runtime: &Handle,
 ) -> Result<Started, BuildError> {
     let poller = Arc::new(Poller {
-        target: Target::parse(url)?,
-        tls: net::with_alpn(&tls, b"http/1.1"),
+        target: Target::parse(url).map_err(|bad| BuildError::BadUrl(bad.0))?,
+        tls: with_alpn(&tls, b"http/1.1"),
         timeout: settings.fetch_timeout,
         etag: Mutex::new(None),
         state: state.clone(),
@@ -107,14 +108,16 @@ impl Poller {
 
     /// `GET` the JWKS URL over a new TLS connection.
     async fn get(&self, etag: Option<&str>) -> Result<(Fetched, Duration), String> {
-        let tls = net::connect(&self.target, self.tls.clone(), self.timeout)
+        let tls = self
+            .target
+            .connect(self.tls.clone(), self.timeout)
             .await
             .map_err(|e| e.to_string())?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| e.to_string())?;
         let _driver = AbortOnDrop(tokio::spawn(connection));
-        let mut request = http::Request::get(self.target.path_and_query.as_str())
+        let mut request = http::Request::get(self.target.path_and_query())
             .header(http::header::HOST, self.target.authority())
             .header(
                 http::header::ACCEPT,

@@ -2,10 +2,8 @@
 //! JWKS URL polled over HTTPS (keys only). Each source starts its tasks and offers a one-off
 //! key fetch for unknown `kid`s.
 
-#[cfg(feature = "grpc")]
 mod grpc;
 mod http;
-mod net;
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
@@ -29,7 +27,6 @@ pub(crate) trait Fetch: Send + Sync {
 /// A source of keys (and maybe revocations), as the builder names it.
 pub(crate) enum Source {
     /// `WatchJwks` and `WatchRevocations` over mTLS.
-    #[cfg(feature = "grpc")]
     Grpc {
         endpoint: String,
         tls: Arc<ClientConfig>,
@@ -41,7 +38,6 @@ pub(crate) enum Source {
 impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            #[cfg(feature = "grpc")]
             Self::Grpc { endpoint, .. } => write!(f, "Grpc({endpoint})"),
             Self::Http { url, .. } => write!(f, "Http({url})"),
         }
@@ -68,7 +64,6 @@ pub(crate) fn start(
     runtime: &Handle,
 ) -> Result<Started, BuildError> {
     match source {
-        #[cfg(feature = "grpc")]
         Source::Grpc { endpoint, tls } => grpc::start(&endpoint, tls, settings, state, runtime),
         Source::Http { url, tls } => http::start(&url, tls, settings, state, runtime),
     }

@@ -1,0 +1,141 @@
+//! The client: one mTLS channel to the issuer, and one token source per [`TokenSpec`], shared
+//! by everything in the process that asks for it.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokenmint_core::clock::{Clock, SystemClock};
+use tokenmint_proto::v1::token_service_client::TokenServiceClient;
+use tokio_rustls::rustls::ClientConfig;
+
+use crate::{
+    error::BuildError,
+    source::{Parts, TokenSource},
+    token::TokenSpec,
+};
+
+/// A caller's handle on the issuer. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tokens: TokenServiceClient<tonic::transport::Channel>,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+    backoff: (Duration, Duration),
+    sources: Mutex<HashMap<TokenSpec, TokenSource>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Client`]: `Client::builder(issuer, tls)`, then any of the options.
+#[must_use]
+pub struct Builder {
+    issuer: String,
+    tls: Arc<ClientConfig>,
+    clock: Arc<dyn Clock>,
+    timeout: Duration,
+    backoff: (Duration, Duration),
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("issuer", &self.issuer)
+            .field("timeout", &self.timeout)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the issuer at `issuer` (`https://host:port`), over mTLS with `tls`: this
+    /// caller's client certificate, the issuer's trust anchors and the crypto provider
+    /// (nothing process-wide is installed).
+    pub fn builder(issuer: impl Into<String>, tls: Arc<ClientConfig>) -> Builder {
+        Builder {
+            issuer: issuer.into(),
+            tls,
+            clock: Arc::new(SystemClock),
+            timeout: Duration::from_secs(10),
+            backoff: (Duration::from_millis(200), Duration::from_secs(30)),
+        }
+    }
+
+    /// The token source for `spec`: the same source (and token) for every caller that asks
+    /// for the same scopes, audiences and lifetime.
+    pub fn source(&self, spec: TokenSpec) -> TokenSource {
+        let inner = &self.inner;
+        let mut sources = inner
+            .sources
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sources
+            .entry(spec.clone())
+            .or_insert_with(|| {
+                TokenSource::new(Parts {
+                    tokens: inner.tokens.clone(),
+                    spec,
+                    clock: inner.clock.clone(),
+                    timeout: inner.timeout,
+                    backoff: inner.backoff,
+                })
+            })
+            .clone()
+    }
+
+    /// The token source for one downstream audience, with the client's default scopes: what
+    /// each downstream's channel or HTTP client is given (`BearerLayer::new(client.for_audience(…))`).
+    pub fn for_audience(&self, audience: impl Into<String>) -> TokenSource {
+        self.source(TokenSpec::audience(audience))
+    }
+}
+
+impl Builder {
+    /// How long one `IssueToken` may take, connection included (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The bounds of the retry backoff after a failed refresh (default 200 ms to 30 s, with
+    /// jitter; an issuer's `retry-after` hint is honoured when longer).
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff = (min, max);
+        self
+    }
+
+    /// The clock expiry and the refresh rule are read from (tests pass a manual one).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The client. Call inside a tokio runtime; nothing connects until the first token.
+    pub fn build(self) -> Result<Client, BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let _entered = runtime.enter();
+        let channel = tokenmint_proto::connect::channel(&self.issuer, &self.tls, self.timeout)
+            .map_err(|bad| BuildError::BadUrl(bad.0))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                tokens: TokenServiceClient::new(channel),
+                clock: self.clock,
+                timeout: self.timeout,
+                backoff: self.backoff,
+                sources: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
