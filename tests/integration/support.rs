@@ -644,6 +644,18 @@ pub async fn advance(
     server.changes.catch_up().await.unwrap();
 }
 
+/// Binds `port` on loopback again once a stopped server has let go of it (a restart on the
+/// same port).
+pub async fn rebind(port: u16) -> tokio::net::TcpListener {
+    for _ in 0..100 {
+        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            return listener;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("port {port} never came free");
+}
+
 /// Installs the build's TLS provider (the server's) process-wide, for clients built without
 /// one of their own (reqwest, sqlx): ring, or aws-lc-rs in the `aws-lc` build.
 pub fn install_provider() {

@@ -151,17 +151,6 @@ async fn an_issuer_outage_is_absorbed_while_the_token_is_valid_and_recovered_fro
     server.stop().await;
 }
 
-/// Binds `port` on loopback again once the stopped server has let go of it.
-async fn rebind(port: u16) -> tokio::net::TcpListener {
-    for _ in 0..100 {
-        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-            return listener;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("port {port} never came free");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_refresh_surfaces_its_oauth2_code() {
     let setup = Setup::new(&standard_clients());

@@ -381,17 +381,6 @@ async fn every_shared_forgery_is_refused_by_the_verifier_as_by_the_issuer() {
     server.stop().await;
 }
 
-/// Binds `port` on loopback again once the stopped server has let go of it.
-async fn rebind(port: u16) -> tokio::net::TcpListener {
-    for _ in 0..100 {
-        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-            return listener;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("port {port} never came free");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_issuer_stopped_it_fails_closed_then_resumes_from_its_cursor() {
     let setup = Setup::new(&standard_clients());
