@@ -5,7 +5,8 @@
 //! their signing and verification ([`token`], [`keys`], with [`crypto`] as the one home of the
 //! cryptographic primitives), when keys step ([`rotation`]), what is revoked ([`revocation`]),
 //! rate limits ([`limits`]), the audit trail's records ([`audit`]), the clock ([`clock`]) and
-//! OAuth2's error codes ([`oauth`]).
+//! OAuth2's error codes ([`oauth`]), and the caller's certificate as proxies forward it in a
+//! header ([`forwarded`]).
 //!
 //! The server (`tokenmint`), the store (`tokenmint-store`) and the libraries build on it; its
 //! `Cargo.toml` keeps tokio, tonic, hyper, axum, sqlx and rustls out, so the dependency rule
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod crypto;
+pub mod forwarded;
 pub mod grant;
 pub mod identity;
 pub mod introspection;
