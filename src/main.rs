@@ -197,7 +197,8 @@ struct AuthzArgs {
     /// The operations listener (`/healthz`, `/readyz`, `/metrics`, or "off"), over `authz.ops_listen`.
     #[arg(long)]
     ops_listen: Option<String>,
-    /// The issuer (`iss`, and where keys and revocations are watched), over `authz.issuer`.
+    /// The issuer (`iss`, and where keys and revocations are watched), over `authz.issuer`
+    /// and `authz.issuer_endpoint` (unless `TOKENMINT__AUTHZ__ISSUER_ENDPOINT` names another).
     #[arg(long)]
     issuer: Option<String>,
 }
@@ -986,10 +987,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
 async fn authz(args: AuthzArgs) -> Result<()> {
     check_crypto_stack()?;
     let mut env = environment();
+    let endpoint_set = env
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("TOKENMINT__AUTHZ__ISSUER_ENDPOINT"));
+    let endpoint = args.issuer.clone().filter(|_| !endpoint_set);
     for (key, value) in [
         ("LISTEN", &args.listen),
         ("OPS_LISTEN", &args.ops_listen),
         ("ISSUER", &args.issuer),
+        ("ISSUER_ENDPOINT", &endpoint),
     ] {
         if let Some(value) = value {
             env.push((format!("TOKENMINT__AUTHZ__{key}"), value.clone()));

@@ -31,14 +31,20 @@ async fn verify(
     headers: HeaderMap,
 ) -> Response {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // The path a proxy appended to /verify (Envoy) comes first: it is the proxy's own, where a
+    // header might have come from the client through a careless proxy.
     let appended = uri.path().strip_prefix("/verify").filter(|p| !p.is_empty());
-    let path = text("x-original-uri")
+    let path = appended
+        .or_else(|| text("x-original-uri"))
         .or_else(|| text("x-forwarded-uri"))
-        .or(appended)
         .unwrap_or("/");
+    // A certificate header that is not text is a malformed certificate, never "none".
+    let certificate = headers
+        .get(sidecar.config.certificate_header.as_str())
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
     let ask = Ask {
         authorization: text(header::AUTHORIZATION.as_str()),
-        certificate: text(&sidecar.config.certificate_header),
+        certificate,
         path,
     };
     let decision = decide(

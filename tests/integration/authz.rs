@@ -186,6 +186,18 @@ async fn garbage_certificate_headers_are_a_clean_403_never_a_5xx() {
         .access_token;
     let chain = nginx_header(&demo).repeat(2);
     let not_pem = "-----BEGIN%20CERTIFICATE-----%0AAAAA%0A-----END%20CERTIFICATE-----";
+    // Not text at all: a malformed certificate, never taken for none.
+    let binary = reqwest::Client::new()
+        .get(&sidecar.verify)
+        .bearer_auth(&token)
+        .header(
+            "x-ssl-client-cert",
+            reqwest::header::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(binary.status(), 403);
     for garbage in [
         "garbage".to_owned(),
         "%ZZ%".to_owned(),
