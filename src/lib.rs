@@ -33,7 +33,8 @@
 //! handshakes in progress), `connection` (what a request knows of its connection), [`grpc`]
 //! (one file per service) and [`wire`] (tonic), `http` (axum, the OAuth2 HTTP face),
 //! `layers` (the request layers every listener runs), [`ops`] (plain-HTTP probes and
-//! Prometheus metrics), `transport` (hyper: serving each connection with limits by
+//! Prometheus metrics), [`authz`] (the verification sidecar, `tokenmint authz`, over
+//! `tokenmint-verify`), `transport` (hyper: serving each connection with limits by
 //! peer, and admitting requests only once their body is complete), [`server`] (wiring, the
 //! background tasks, readiness), [`pki`] (rcgen, the development PKI); the CLI lives in the
 //! binary. See `docs/architecture.md`.
@@ -45,6 +46,7 @@
 
 mod address_shares;
 pub mod authority;
+pub mod authz;
 pub mod changes;
 pub mod config;
 mod connection;

@@ -80,6 +80,9 @@ enum LogFormat {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Run the verification sidecar for proxies (nginx auth_request, Traefik ForwardAuth,
+    /// Caddy forward_auth): `[authz]` in the config file, defaults matching `serve --dev`.
+    Authz(AuthzArgs),
     /// Write a development set-up into a directory: PKI under certs/, tokenmint.toml, a KEK.
     Init {
         /// The directory (default: the current one).
@@ -181,6 +184,22 @@ struct ServeArgs {
     /// Overwrite stored clients with the ones in the config file (normally only absent ones are added).
     #[arg(long)]
     sync_clients: bool,
+}
+
+#[derive(clap::Args)]
+struct AuthzArgs {
+    /// The config file (`[authz]`; read if it exists, else every default applies).
+    #[arg(long, default_value = "tokenmint.toml")]
+    config: PathBuf,
+    /// The forward-auth listener (loopback only), over `authz.listen`.
+    #[arg(long)]
+    listen: Option<String>,
+    /// The operations listener (`/healthz`, `/readyz`, `/metrics`, or "off"), over `authz.ops_listen`.
+    #[arg(long)]
+    ops_listen: Option<String>,
+    /// The issuer (`iss`, and where keys and revocations are watched), over `authz.issuer`.
+    #[arg(long)]
+    issuer: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -552,6 +571,7 @@ fn run() -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Authz(args) => authz(args).await,
             Command::Init { dir } => init(&dir),
             Command::CheckConfig { config } => {
                 let config = load_config(&config)?;
@@ -959,6 +979,35 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     result?;
     Ok(())
+}
+
+/// `tokenmint authz`: the flags as `TOKENMINT__AUTHZ__*` overrides over the file (or the
+/// defaults when there is none), then the sidecar until SIGINT or SIGTERM.
+async fn authz(args: AuthzArgs) -> Result<()> {
+    check_crypto_stack()?;
+    let mut env = environment();
+    for (key, value) in [
+        ("LISTEN", &args.listen),
+        ("OPS_LISTEN", &args.ops_listen),
+        ("ISSUER", &args.issuer),
+    ] {
+        if let Some(value) = value {
+            env.push((format!("TOKENMINT__AUTHZ__{key}"), value.clone()));
+        }
+    }
+    let config = if args.config.exists() {
+        Config::load(&args.config, env)?
+    } else {
+        let dir = std::env::current_dir().context("reading the current directory")?;
+        Config::from_toml_str("", &args.config, &dir, env)?
+    };
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    tokenmint::authz::run(config.authz, stop).await
 }
 
 async fn shutdown_signal() {

@@ -20,7 +20,25 @@ pub(super) struct FileConfig {
     pub(super) limits: FileLimits,
     pub(super) audit: FileAudit,
     pub(super) admin: FileAdmin,
+    pub(super) authz: FileAuthz,
     pub(super) clients: Vec<FileClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct FileAuthz {
+    pub(super) listen: Option<String>,
+    pub(super) ops_listen: Option<String>,
+    pub(super) issuer: Option<String>,
+    pub(super) issuer_endpoint: Option<String>,
+    pub(super) ca: Option<String>,
+    pub(super) cert: Option<String>,
+    pub(super) key: Option<String>,
+    pub(super) audiences: Option<Vec<String>>,
+    pub(super) certificate_header: Option<String>,
+    pub(super) certificate_format: Option<String>,
+    pub(super) staleness: Option<String>,
+    pub(super) required_scopes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

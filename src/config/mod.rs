@@ -28,11 +28,13 @@ pub const ENV_PREFIX: &str = "TOKENMINT__";
 /// this module only records whether it is set).
 pub const KEK_ENV_VAR: &str = "TOKENMINT_KEK";
 
+mod authz;
 mod env;
 mod file;
 mod starter;
 mod validate;
 
+pub use authz::AuthzConfig;
 use env::EnvOverrides;
 use file::FileConfig;
 pub use starter::{lacks_client, resource_client_toml, starter_toml};
@@ -185,6 +187,23 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     ("admin", &["listen", "client_ca", "client_crls"]),
     (
+        "authz",
+        &[
+            "listen",
+            "ops_listen",
+            "issuer",
+            "issuer_endpoint",
+            "ca",
+            "cert",
+            "key",
+            "audiences",
+            "certificate_header",
+            "certificate_format",
+            "staleness",
+            "required_scopes",
+        ],
+    ),
+    (
         "audit",
         &[
             "issuance",
@@ -288,6 +307,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[admin]`.
     pub admin: AdminConfig,
+    /// `[authz]`: the verification sidecar (`tokenmint authz`).
+    pub authz: AuthzConfig,
     /// `[[clients]]`, in file order.
     pub clients: Vec<Client>,
     /// Whether `TOKENMINT_KEK` was set (non-empty) in the environment; then `keys.kek_files`

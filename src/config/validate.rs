@@ -30,14 +30,14 @@ pub(super) fn show(d: Duration) -> humantime::FormattedDuration {
 
 impl Validator<'_> {
     /// The field's name as messages show it, with the variable that set it, if any.
-    fn label(&self, field: &str) -> String {
+    pub(super) fn label(&self, field: &str) -> String {
         match self.env_vars.get(field) {
             Some(var) => format!("{field} (set by {var})"),
             None => field.to_owned(),
         }
     }
 
-    fn error(&self, field: &str, message: String) -> ConfigError {
+    pub(super) fn error(&self, field: &str, message: String) -> ConfigError {
         ConfigError::Invalid {
             file: self.file.to_path_buf(),
             field: field.to_owned(),
@@ -45,7 +45,7 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(
+    pub(super) fn duration(
         &self,
         field: &str,
         value: Option<&str>,
@@ -109,7 +109,7 @@ impl Validator<'_> {
         Ok(d)
     }
 
-    fn path(
+    pub(super) fn path(
         &self,
         field: &str,
         value: Option<&str>,
@@ -144,6 +144,7 @@ impl Validator<'_> {
         let limits = self.limits(file.limits)?;
         let audit = self.audit(file.audit)?;
         let admin = self.admin(file.admin, &tls, &server)?;
+        let authz = self.authz(file.authz, &server)?;
         Ok(Config {
             server,
             tls,
@@ -154,6 +155,7 @@ impl Validator<'_> {
             limits,
             audit,
             admin,
+            authz,
             clients,
             kek_from_env,
             source: self.file.to_path_buf(),
@@ -553,7 +555,7 @@ impl Validator<'_> {
     }
 
     /// A socket address (`IP:PORT`); `example` ends the message when it is not one.
-    fn socket_addr(
+    pub(super) fn socket_addr(
         &self,
         field: &str,
         raw: &str,

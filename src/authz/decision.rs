@@ -1,0 +1,122 @@
+//! One decision per request, written once for every proxy protocol: the bearer token and the
+//! caller's certificate as the proxy forwarded them, checked by the verifier, then the scopes
+//! the path requires. Each face (forward auth over HTTP, Envoy's ext_authz) maps it once.
+
+use std::sync::Arc;
+
+use tokenmint_core::forwarded::{self, ForwardedError, HeaderFormat};
+use tokenmint_verify::{PeerCertificate, VerifiedToken, Verifier, VerifyError};
+
+/// What the proxy told us of a request.
+#[derive(Debug)]
+pub struct Ask<'a> {
+    /// The original `Authorization` header.
+    pub authorization: Option<&'a str>,
+    /// The certificate header's value (absent or empty: no certificate).
+    pub certificate: Option<&'a str>,
+    /// The original path (for per-path scopes).
+    pub path: &'a str,
+}
+
+/// Allowed, with what goes upstream; or refused, and why.
+#[derive(Debug)]
+pub enum Decision {
+    /// The token verified: its claims for the headers upstream.
+    Allow(Arc<VerifiedToken>),
+    /// Refused.
+    Deny(Denial),
+}
+
+/// Why a request is refused: the kinds every face maps to its statuses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No bearer token: `401` with a bare challenge.
+    NoToken,
+    /// The token is not good (malformed, forged, expired, revoked, …): `401 invalid_token`.
+    InvalidToken(&'static str),
+    /// The token is good but not for this caller's certificate: `403`.
+    WrongCertificate(&'static str),
+    /// The certificate header is not what the proxy sends: `403`.
+    BadCertificateHeader(ForwardedError),
+    /// A scope the path requires is missing: `403 insufficient_scope`.
+    InsufficientScope(String),
+    /// The sidecar cannot vouch for its state (stale, not ready): refused, retry soon.
+    Unavailable(&'static str),
+}
+
+impl Denial {
+    /// A short stable label, for metrics and logs (never the token).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denial::NoToken => "no_token",
+            Denial::InvalidToken(reason) | Denial::WrongCertificate(reason) => reason,
+            Denial::BadCertificateHeader(_) => "bad_certificate_header",
+            Denial::InsufficientScope(_) => "insufficient_scope",
+            Denial::Unavailable(reason) => reason,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 §3), with no detail an attacker could use.
+    pub fn challenge(&self) -> String {
+        match self {
+            Denial::NoToken => "Bearer".into(),
+            Denial::InsufficientScope(scope) => format!(
+                "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+                scope.replace(['"', '\\'], "'")
+            ),
+            _ => "Bearer error=\"invalid_token\"".into(),
+        }
+    }
+}
+
+/// The decision for `ask`, with `format` the proxy's certificate encoding and `scopes` the
+/// required scopes by path prefix (longest first).
+pub async fn decide(
+    verifier: &Verifier,
+    format: HeaderFormat,
+    scopes: &[(String, Vec<String>)],
+    ask: Ask<'_>,
+) -> Decision {
+    let Some(token) = ask.authorization.and_then(bearer) else {
+        return Decision::Deny(Denial::NoToken);
+    };
+    let certificate = match ask.certificate.map(str::trim).filter(|v| !v.is_empty()) {
+        None => None,
+        Some(value) => match forwarded::leaf_certificate(format, value) {
+            Ok(der) => Some(PeerCertificate::from_der(der)),
+            Err(error) => return Decision::Deny(Denial::BadCertificateHeader(error)),
+        },
+    };
+    let verified = match verifier
+        .verify(token, certificate.as_ref(), verifier.now())
+        .await
+    {
+        Ok(verified) => verified,
+        Err(error) => return Decision::Deny(denial_of(&error)),
+    };
+    let required = scopes
+        .iter()
+        .find(|(prefix, _)| ask.path.starts_with(prefix.as_str()))
+        .map_or(&[][..], |(_, scopes)| scopes.as_slice());
+    if let Some(missing) = required.iter().find(|s| !verified.has_scope(s)) {
+        return Decision::Deny(Denial::InsufficientScope(missing.clone()));
+    }
+    Decision::Allow(verified)
+}
+
+/// The token of an `Authorization: Bearer …` value (scheme compared without case).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn denial_of(error: &VerifyError) -> Denial {
+    match error {
+        VerifyError::CertificateMismatch | VerifyError::CertificateRequired => {
+            Denial::WrongCertificate(error.reason())
+        }
+        error if error.is_unavailable() => Denial::Unavailable(error.reason()),
+        error => Denial::InvalidToken(error.reason()),
+    }
+}

@@ -1,0 +1,85 @@
+//! Forward auth over HTTP (nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`,
+//! Envoy's HTTP ext_authz): `/verify`, any method. Allowed → `200` with the `X-Tokenmint-*`
+//! headers for upstream; refused → `401` or `403` only (nginx turns any other status into a
+//! `500`), with the RFC 6750 challenge.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::any,
+};
+
+use super::Sidecar;
+use super::decision::{Ask, Decision, Denial, decide};
+
+/// The forward-auth router.
+pub fn router(sidecar: Arc<Sidecar>) -> Router {
+    Router::new()
+        .route("/verify", any(verify))
+        .with_state(sidecar)
+}
+
+async fn verify(State(sidecar): State<Arc<Sidecar>>, headers: HeaderMap) -> Response {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let path = text("x-original-uri")
+        .or_else(|| text("x-forwarded-uri"))
+        .unwrap_or("/");
+    let ask = Ask {
+        authorization: text(header::AUTHORIZATION.as_str()),
+        certificate: text(&sidecar.config.certificate_header),
+        path,
+    };
+    let decision = decide(
+        &sidecar.verifier,
+        sidecar.config.certificate_format,
+        &sidecar.config.required_scopes,
+        ask,
+    )
+    .await;
+    super::count(&decision);
+    match decision {
+        Decision::Allow(token) => {
+            let mut response = StatusCode::OK.into_response();
+            let headers = response.headers_mut();
+            let mut set = |name: &'static str, value: String| {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(name, value);
+                }
+            };
+            set("x-tokenmint-client-id", token.client_id.clone());
+            set("x-tokenmint-scope", token.scopes.join(" "));
+            set("x-tokenmint-audience", token.audiences.join(" "));
+            set("x-tokenmint-jti", token.token_id.clone());
+            response
+        }
+        Decision::Deny(denial) => refusal(&denial),
+    }
+}
+
+/// `401` or `403` with the challenge; `Retry-After` when the sidecar cannot vouch for its state.
+fn refusal(denial: &Denial) -> Response {
+    let status = match denial {
+        Denial::NoToken | Denial::InvalidToken(_) | Denial::Unavailable(_) => {
+            StatusCode::UNAUTHORIZED
+        }
+        Denial::WrongCertificate(_)
+        | Denial::BadCertificateHeader(_)
+        | Denial::InsufficientScope(_) => StatusCode::FORBIDDEN,
+    };
+    let mut response = status.into_response();
+    if let Ok(challenge) = HeaderValue::from_str(&denial.challenge()) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    if matches!(denial, Denial::Unavailable(_)) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}

@@ -1,0 +1,344 @@
+//! `tokenmint authz`, the verification sidecar, against a real issuer: the forward-auth answer
+//! for each proxy's certificate format, refusals only as 401 or 403 with a challenge, garbage
+//! certificate headers refused cleanly, scopes per path, failing closed, and its settings.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use tokenmint::{
+    authz::{self, Ask, Decision, Denial, Sidecar},
+    config::Config,
+    grpc::proto::IssueTokenRequest,
+    pki::Issued,
+};
+use tokenmint_core::forwarded::HeaderFormat;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+/// The sidecar's identity at the issuer (the `rs` client, with `introspect`) written beside
+/// the server's files, and an `[authz]` section using it, plus `extra`.
+fn authz_config(setup: &Setup, server: &TestServer, extra: &str) -> Config {
+    let rs = setup.pki.client_uri(RS_URI);
+    std::fs::write(setup.path().join("rs.pem"), &rs.cert_pem).unwrap();
+    std::fs::write(setup.path().join("rs.key"), rs.key_pem.as_bytes()).unwrap();
+    let text = format!(
+        "[authz]\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\n\
+         issuer_endpoint = \"https://localhost:{}\"\nca = \"ca.pem\"\ncert = \"rs.pem\"\n\
+         key = \"rs.key\"\naudiences = [\"{DEMO_AUDIENCE}\"]\n{extra}",
+        server.addr.port()
+    );
+    Config::from_toml_str(&text, &setup.config_path(), setup.path(), Vec::new()).unwrap()
+}
+
+/// A sidecar serving on loopback: its forward-auth and ops base URLs.
+struct Running {
+    verify: String,
+    ops: String,
+    sidecar: Arc<Sidecar>,
+    stop: CancellationToken,
+}
+
+async fn start(config: Config) -> Running {
+    install_provider();
+    let sidecar = Arc::new(Sidecar::new(config.authz).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (verify, ops_url) = (
+        format!("http://{}/verify", listener.local_addr().unwrap()),
+        format!("http://{}", ops.local_addr().unwrap()),
+    );
+    let stop = CancellationToken::new();
+    tokio::spawn(authz::serve(
+        sidecar.clone(),
+        listener,
+        Some(ops),
+        stop.clone(),
+    ));
+    for _ in 0..500 {
+        if sidecar.verifier.health().is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Running {
+        verify,
+        ops: ops_url,
+        sidecar,
+        stop,
+    }
+}
+
+/// nginx's `$ssl_client_escaped_cert` of `cert`.
+fn nginx_header(cert: &Issued) -> String {
+    cert.cert_pem
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The forward-auth answer: status, challenge, the client id header.
+async fn ask(
+    url: &str,
+    token: Option<&str>,
+    cert_header: Option<&str>,
+    uri: &str,
+) -> (u16, Option<String>, Option<String>) {
+    let mut request = reqwest::Client::new()
+        .get(url)
+        .header("x-original-uri", uri);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(cert) = cert_header {
+        request = request.header("x-ssl-client-cert", cert);
+    }
+    let response = request.send().await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (challenge, client) = (header("www-authenticate"), header("x-tokenmint-client-id"));
+    (response.status().as_u16(), challenge, client)
+}
+
+/// A token, a certificate header, the original URI; the status and challenge expected.
+type Case<'a> = (Option<&'a str>, Option<String>, &'a str, u16, &'a str);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_allows_the_bound_caller_and_refuses_the_rest_with_401_or_403() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let (demo, other) = (
+        setup.pki.client_uri(DEMO_URI),
+        setup.pki.client_uri(OTHER_URI),
+    );
+    let scopes = "[authz.required_scopes]\n\"/admin\" = [\"demo:write\"]\n";
+    let sidecar = start(authz_config(&setup, &server, scopes)).await;
+    let token = issue(&server, &demo, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token;
+    let url = &sidecar.verify;
+    let demo_cert = nginx_header(&demo);
+
+    let (status, _, client) = ask(url, Some(&token), Some(&demo_cert), "/orders").await;
+    assert_eq!((status, client.as_deref()), (200, Some("demo")));
+    let cases: Vec<Case> = vec![
+        (
+            Some(&token),
+            Some(nginx_header(&other)),
+            "/",
+            403,
+            "invalid_token",
+        ),
+        (Some(&token), None, "/", 403, "invalid_token"),
+        (None, Some(demo_cert.clone()), "/", 401, "Bearer"),
+        (
+            Some("not.a.token"),
+            Some(demo_cert.clone()),
+            "/",
+            401,
+            "invalid_token",
+        ),
+        (
+            Some(&token),
+            Some(demo_cert.clone()),
+            "/admin/x",
+            403,
+            "insufficient_scope",
+        ),
+    ];
+    for (token, cert, uri, expected, challenge) in cases {
+        let (status, got, client) = ask(url, token, cert.as_deref(), uri).await;
+        assert_eq!(status, expected, "{token:?} {uri}");
+        assert!(got.unwrap().contains(challenge));
+        assert!(client.is_none());
+    }
+    let metrics = reqwest::get(format!("{}/metrics", sidecar.ops))
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("tokenmint_authz_decisions_total{decision=\"allow\""),
+        "{metrics}"
+    );
+    sidecar.stop.cancel();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_certificate_headers_are_a_clean_403_never_a_5xx() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let demo = setup.pki.client_uri(DEMO_URI);
+    let sidecar = start(authz_config(&setup, &server, "")).await;
+    let token = issue(&server, &demo, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token;
+    let chain = nginx_header(&demo).repeat(2);
+    let not_pem = "-----BEGIN%20CERTIFICATE-----%0AAAAA%0A-----END%20CERTIFICATE-----";
+    for garbage in [
+        "garbage".to_owned(),
+        "%ZZ%".to_owned(),
+        not_pem.to_owned(),
+        chain,
+        "A".repeat(20_000),
+        "%00%01%02".to_owned(),
+    ] {
+        let (status, challenge, _) = ask(&sidecar.verify, Some(&token), Some(&garbage), "/").await;
+        assert_eq!(status, 403, "{}", &garbage[..garbage.len().min(40)]);
+        assert!(challenge.is_some());
+    }
+    sidecar.stop.cancel();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_proxys_certificate_format_reaches_the_same_decision() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let (demo, other) = (
+        setup.pki.client_uri(DEMO_URI),
+        setup.pki.client_uri(OTHER_URI),
+    );
+    let sidecar = start(authz_config(&setup, &server, "")).await;
+    let token = issue(&server, &demo, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let traefik = |c: &Issued| {
+        format!(
+            "{},{}",
+            b64.encode(&c.cert_der),
+            b64.encode(&other.cert_der)
+        )
+    };
+    let envoy = |c: &Issued| format!("By=spiffe://proxy;Cert=\"{}\";URI=x", nginx_header(c));
+    for (format, mine, theirs) in [
+        (HeaderFormat::Traefik, traefik(&demo), traefik(&other)),
+        (HeaderFormat::Envoy, envoy(&demo), envoy(&other)),
+    ] {
+        let decide = |value: String| {
+            let verifier = &sidecar.sidecar.verifier;
+            let token = format!("Bearer {token}");
+            async move {
+                let ask = Ask {
+                    authorization: Some(&token),
+                    certificate: Some(&value),
+                    path: "/",
+                };
+                authz::decide(verifier, format, &[], ask).await
+            }
+        };
+        assert!(matches!(decide(mine.clone()).await, Decision::Allow(t) if t.client_id == "demo"));
+        assert!(matches!(
+            decide(theirs).await,
+            Decision::Deny(Denial::WrongCertificate(_))
+        ));
+        if format == HeaderFormat::Envoy {
+            // Two elements: the proxy appended to one the client sent. Refused.
+            let two = decide(format!("{mine},{mine}")).await;
+            assert!(matches!(
+                two,
+                Decision::Deny(Denial::BadCertificateHeader(_))
+            ));
+        }
+    }
+    sidecar.stop.cancel();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_issuer_gone_it_allows_within_staleness_then_refuses_and_is_not_ready() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let demo = setup.pki.client_uri(DEMO_URI);
+    let sidecar = start(authz_config(&setup, &server, "staleness = \"2s\"\n")).await;
+    let token = issue(&server, &demo, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token;
+    let demo_cert = nginx_header(&demo);
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", sidecar.ops))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    server.stop().await;
+    let (status, _, _) = ask(&sidecar.verify, Some(&token), Some(&demo_cert), "/").await;
+    assert_eq!(status, 200, "within the staleness bound");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let response = reqwest::Client::new()
+        .get(&sidecar.verify)
+        .bearer_auth(&token)
+        .header("x-ssl-client-cert", &demo_cert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "fails closed, and only with a status nginx passes on"
+    );
+    assert_eq!(response.headers()["retry-after"], "1");
+    let ready = reqwest::get(format!("{}/readyz", sidecar.ops))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    sidecar.stop.cancel();
+}
+
+#[test]
+fn its_settings_are_checked_with_the_rest_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |text: &str| {
+        Config::from_toml_str(text, &dir.path().join("t.toml"), dir.path(), Vec::new())
+    };
+    let defaults = load("").unwrap().authz;
+    assert_eq!(defaults.listen.to_string(), "127.0.0.1:9191");
+    assert_eq!(defaults.issuer, "https://localhost:8443");
+    assert!(defaults.cert.ends_with("certs/resource.pem"));
+    assert_eq!(defaults.certificate_header, "x-ssl-client-cert");
+    for (text, field) in [
+        ("[authz]\nlisten = \"0.0.0.0:9191\"\n", "authz.listen"),
+        (
+            "[authz]\ncertificate_format = \"haproxy\"\n",
+            "authz.certificate_format",
+        ),
+        ("[authz]\naudiences = []\n", "authz.audiences"),
+        ("[authz]\nstaleness = \"10ms\"\n", "authz.staleness"),
+        (
+            "[authz]\ncertificate_header = \"bad header\"\n",
+            "authz.certificate_header",
+        ),
+    ] {
+        let error = load(text).unwrap_err().to_string();
+        assert!(error.contains(field), "{text}: {error}");
+    }
+    let overridden = Config::from_toml_str(
+        "",
+        &dir.path().join("t.toml"),
+        dir.path(),
+        vec![(
+            "TOKENMINT__AUTHZ__CERTIFICATE_FORMAT".into(),
+            "envoy".into(),
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        overridden.authz.certificate_header,
+        "x-forwarded-client-cert"
+    );
+}
