@@ -20,13 +20,21 @@ use super::decision::{Ask, Decision, Denial, decide};
 pub fn router(sidecar: Arc<Sidecar>) -> Router {
     Router::new()
         .route("/verify", any(verify))
+        // Envoy's HTTP ext_authz appends the original path to its `path_prefix`.
+        .route("/verify/{*original}", any(verify))
         .with_state(sidecar)
 }
 
-async fn verify(State(sidecar): State<Arc<Sidecar>>, headers: HeaderMap) -> Response {
+async fn verify(
+    State(sidecar): State<Arc<Sidecar>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let appended = uri.path().strip_prefix("/verify").filter(|p| !p.is_empty());
     let path = text("x-original-uri")
         .or_else(|| text("x-forwarded-uri"))
+        .or(appended)
         .unwrap_or("/");
     let ask = Ask {
         authorization: text(header::AUTHORIZATION.as_str()),

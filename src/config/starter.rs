@@ -178,6 +178,29 @@ listen = "off"
 client_ca = "certs/ca.pem"
 client_crls = []
 
+[authz]
+# `tokenmint authz`, the verification sidecar for proxies (nginx auth_request, Traefik
+# ForwardAuth, Caddy forward_auth, Envoy's HTTP ext_authz). The forward-auth listener binds
+# loopback only: the certificate header is believed because only the proxy can reach it.
+listen = "127.0.0.1:9191"
+ops_listen = "127.0.0.1:9192"
+# The issuer tokens must name, and where keys and revocations are watched.
+issuer = "https://localhost:8443"
+issuer_endpoint = "https://localhost:8443"
+# The issuer's CA, and the sidecar's identity there (a client with introspect).
+ca = "certs/ca.pem"
+cert = "certs/resource.pem"
+key = "certs/resource.key"
+audiences = ["https://demo.tokenmint.dev"]
+# How the proxy forwards the caller's certificate: "nginx" ($ssl_client_escaped_cert),
+# "traefik" (X-Forwarded-Tls-Client-Cert) or "envoy" (x-forwarded-client-cert).
+certificate_format = "nginx"
+certificate_header = "x-ssl-client-cert"
+# No word from the issuer for this long and every request is refused.
+staleness = "15s"
+# Scopes required under a path prefix, e.g. { "/admin" = ["demo:write"] }.
+required_scopes = {}
+
 [audit]
 # Issuance is audited on the log target tokenmint::audit::issuance: "counts" (per-client
 # counts every issuance_interval), "sampled" (one token in issuance_sample), "every" or "off".
