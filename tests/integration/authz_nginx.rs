@@ -88,7 +88,7 @@ impl Stack {
         let dir = tempfile::tempdir().unwrap();
         let (issuer, issuer_port, token) = dev_server(dir.path());
         let (authz, verify_port, authz_ops_port) = start_authz(dir.path(), issuer_port);
-        wait_ready(authz_ops_port).await;
+        wait_ready(dir.path(), authz_ops_port).await;
         let upstream_port = echo_service().await;
         let (nginx, nginx_port) = start_nginx(nginx, dir.path(), verify_port, upstream_port);
         Self {
@@ -193,28 +193,39 @@ fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
     receive
 }
 
-/// `/readyz` of the sidecar, once.
-async fn readyz(ops_port: u16) -> u16 {
+/// `/readyz` of the sidecar, once: its status (0 if it did not answer) and body.
+async fn readyz(ops_port: u16) -> (u16, String) {
     crate::support::install_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    match client
+    let answer = client
         .get(format!("http://127.0.0.1:{ops_port}/readyz"))
         .send()
-        .await
-    {
-        Ok(answer) => answer.status().as_u16(),
-        Err(_) => 0,
+        .await;
+    match answer {
+        Ok(answer) => (
+            answer.status().as_u16(),
+            answer.text().await.unwrap_or_default(),
+        ),
+        Err(error) => (0, error.to_string()),
     }
 }
 
 /// Until the sidecar has the issuer's keys and revocations (bounded).
-async fn wait_ready(ops_port: u16) {
+async fn wait_ready(dir: &Path, ops_port: u16) {
     let deadline = Instant::now() + START_BOUND;
-    while readyz(ops_port).await != 200 {
-        assert!(Instant::now() < deadline, "authz never became ready");
+    loop {
+        let (status, body) = readyz(ops_port).await;
+        if status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "authz never became ready: /readyz {status} {body}{}",
+            std::fs::read_to_string(dir.join("authz.log")).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -642,6 +653,6 @@ async fn behind_nginx_an_issuer_gone_leaves_tokens_honoured_until_the_sidecar_is
     let after = gone.elapsed();
     refused.assert_refused(401, "a stale sidecar");
     assert!(refused.retry_after.is_some(), "{refused:?}");
-    assert_eq!(readyz(stack.authz_ops_port).await, 503);
+    assert_eq!(readyz(stack.authz_ops_port).await.0, 503);
     println!("issuer gone → refusal at nginx after {after:?}");
 }
