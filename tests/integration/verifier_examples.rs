@@ -60,7 +60,7 @@ fn start_example(path: &Path, dir: &Path, issuer_port: u16) -> (Running, String)
 }
 
 /// `serve --dev` in `dir`, waited for until the demo client gets a token: that token.
-fn dev_server(dir: &Path) -> (Running, u16, String) {
+pub(crate) fn dev_server(dir: &Path) -> (Running, u16, String) {
     let port = free_port();
     let server = spawn_server(Path::new(BIN), dir, port, "serve.log", None, &[]);
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -1,0 +1,658 @@
+//! `tokenmint authz` behind a real nginx configured by `deploy/nginx/tokenmint-authz.conf`
+//! (that very file, its port, certificate paths and upstreams substituted): `serve --dev`,
+//! the sidecar and nginx as processes, an echo service behind nginx that answers with the
+//! identity headers it received, and callers over mTLS with the dev certificates. Skipped
+//! (with a line saying so) where nginx is not installed, except under CI, where it fails.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use axum::http::{HeaderMap, Uri};
+use tokenmint::grpc::proto::{
+    IssueTokenRequest, RevokeTokenIdRequest, admin_service_client::AdminServiceClient,
+    token_service_client::TokenServiceClient,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::{
+    binary::{Running, command, free_port},
+    verifier_examples::dev_server,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
+
+/// The deployment example, as shipped.
+const SITE: &str = include_str!("../../deploy/nginx/tokenmint-authz.conf");
+
+/// The identity headers the service behind nginx reports back.
+const SEEN: [&str; 5] = [
+    "x-tokenmint-client-id",
+    "x-tokenmint-scope",
+    "x-tokenmint-audience",
+    "x-tokenmint-jti",
+    "x-ssl-client-cert",
+];
+
+/// Revocations measured from the issuer to a refusal at nginx.
+const REVOCATIONS: usize = 20;
+/// The longest one may take (the figures are printed; this bound is deliberately loose).
+const REVOCATION_BOUND: Duration = Duration::from_secs(10);
+/// The sidecar's default staleness bound, and how much later than it a refusal may come.
+const STALENESS: Duration = Duration::from_secs(15);
+const STALENESS_SLACK: Duration = Duration::from_secs(10);
+/// How long any process here is waited for.
+const START_BOUND: Duration = Duration::from_secs(30);
+
+/// nginx from PATH or /usr/sbin; `None` (and a line saying so) when it is missing outside CI.
+fn nginx_binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nginx"))
+            .find(|path| path.is_file())
+    });
+    let found = on_path.or_else(|| {
+        let sbin = PathBuf::from("/usr/sbin/nginx");
+        sbin.is_file().then_some(sbin)
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nginx is not installed (.ci/run installs Debian's package)"
+        );
+        println!("skipped: nginx not installed");
+    }
+    found
+}
+
+/// An issuer, the sidecar against it, the echo service, and nginx in front, in one directory.
+struct Stack {
+    dir: tempfile::TempDir,
+    issuer: Running,
+    issuer_port: u16,
+    /// A demo token, bound to the demo certificate.
+    token: String,
+    authz_ops_port: u16,
+    nginx_port: u16,
+    _authz: Running,
+    _nginx: Running,
+}
+
+impl Stack {
+    async fn start(nginx: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (issuer, issuer_port, token) = dev_server(dir.path());
+        let (authz, verify_port, authz_ops_port) = start_authz(dir.path(), issuer_port);
+        wait_ready(dir.path(), authz_ops_port).await;
+        let upstream_port = echo_service().await;
+        let (nginx, nginx_port) = start_nginx(nginx, dir.path(), verify_port, upstream_port);
+        Self {
+            dir,
+            issuer,
+            issuer_port,
+            token,
+            authz_ops_port,
+            nginx_port,
+            _authz: authz,
+            _nginx: nginx,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A caller of nginx presenting `who`'s certificate, or none.
+    fn caller(&self, who: Option<&str>) -> Caller {
+        Caller {
+            client: https_client(self.path(), who, self.nginx_port),
+            url: format!("https://localhost:{}/orders/42?full=1", self.nginx_port),
+        }
+    }
+
+    /// A gRPC channel to the issuer as `who`.
+    async fn issuer_channel(&self, who: &str) -> Channel {
+        let read = |f: &str| std::fs::read(self.path().join(f)).unwrap();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("certs/ca.pem")))
+            .identity(Identity::from_pem(
+                read(&format!("certs/{who}.pem")),
+                read(&format!("certs/{who}.key")),
+            ))
+            .domain_name("localhost");
+        Channel::from_shared(format!("https://localhost:{}", self.issuer_port))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// The escaped PEM of `who`'s certificate, as nginx would forward it.
+    fn escaped_certificate(&self, who: &str) -> String {
+        let pem = std::fs::read_to_string(self.path().join(format!("certs/{who}.pem"))).unwrap();
+        percent_encode(&pem)
+    }
+
+    fn certificate(&self, who: &str) -> String {
+        std::fs::read_to_string(self.path().join(format!("certs/{who}.pem"))).unwrap()
+    }
+}
+
+/// `tokenmint authz` in `dir` against the issuer on `issuer_port`: the process, its forward-auth
+/// port and its ops port, read from the two lines it prints once bound.
+fn start_authz(dir: &Path, issuer_port: u16) -> (Running, u16, u16) {
+    let mut child = command(Path::new(BIN), dir)
+        .args([
+            "authz",
+            "--listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--issuer",
+        ])
+        .arg(format!("https://localhost:{issuer_port}"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("authz.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(child.stdout.take().unwrap());
+    let running = Running::from(child);
+    let log = || std::fs::read_to_string(dir.join("authz.log")).unwrap_or_default();
+    let port_after = |prefix: &str| -> u16 {
+        let line = lines
+            .recv_timeout(START_BOUND)
+            .unwrap_or_else(|_| panic!("authz printed no {prefix:?} line: {}", log()));
+        line.trim()
+            .strip_prefix(prefix)
+            .and_then(|addr| addr.parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| panic!("unexpected line {line:?} (wanted {prefix}…)"))
+            .port()
+    };
+    let verify = port_after("authz: forward auth on http://");
+    let ops = port_after("authz: ops on http://");
+    (running, verify, ops)
+}
+
+/// The lines a child prints, read on a thread that drains its output until it exits (so it
+/// never writes into a closed pipe).
+fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let _ = send.send(line);
+        }
+    });
+    receive
+}
+
+/// `/readyz` of the sidecar, once: its status (0 if it did not answer) and body.
+async fn readyz(ops_port: u16) -> (u16, String) {
+    crate::support::install_provider();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let answer = client
+        .get(format!("http://127.0.0.1:{ops_port}/readyz"))
+        .send()
+        .await;
+    match answer {
+        Ok(answer) => (
+            answer.status().as_u16(),
+            answer.text().await.unwrap_or_default(),
+        ),
+        Err(error) => (0, error.to_string()),
+    }
+}
+
+/// Until the sidecar has the issuer's keys and revocations (bounded).
+async fn wait_ready(dir: &Path, ops_port: u16) {
+    let deadline = Instant::now() + START_BOUND;
+    loop {
+        let (status, body) = readyz(ops_port).await;
+        if status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "authz never became ready: /readyz {status} {body}{}",
+            std::fs::read_to_string(dir.join("authz.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The service behind nginx: any request answered with the identity headers it carried (each
+/// header's every value, so a header passed twice shows), and the URI.
+async fn echo_service() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|uri: Uri, headers: HeaderMap| async move {
+        let mut seen = serde_json::Map::new();
+        seen.insert("uri".into(), uri.to_string().into());
+        for name in SEEN {
+            let values: Vec<serde_json::Value> = headers
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
+                .collect();
+            seen.insert(name.into(), values.into());
+        }
+        axum::Json(serde_json::Value::Object(seen))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+/// The shipped site with this test's port, certificates and upstreams, each substitution
+/// checked to have found its place, so the test runs the file as it is.
+fn site(dir: &Path, port: u16, authz_port: u16, upstream_port: u16) -> String {
+    let certs = format!("{}/", dir.join("certs").display());
+    let mut site = SITE.to_owned();
+    for (from, to, times) in [
+        (
+            "listen 443 ssl;",
+            format!("listen 127.0.0.1:{port} ssl;"),
+            1,
+        ),
+        ("/etc/tokenmint/certs/", certs, 3),
+        (
+            "server 127.0.0.1:9191;",
+            format!("server 127.0.0.1:{authz_port};"),
+            1,
+        ),
+        (
+            "server 127.0.0.1:8080;",
+            format!("server 127.0.0.1:{upstream_port};"),
+            1,
+        ),
+    ] {
+        assert_eq!(site.matches(from).count(), times, "{from} in the site");
+        site = site.replace(from, &to);
+    }
+    site
+}
+
+/// nginx in the foreground as this test's child, everything it writes under `dir/nginx`,
+/// serving the site on a free port: the process and that port, once it accepts connections.
+fn start_nginx(nginx: &Path, dir: &Path, authz_port: u16, upstream_port: u16) -> (Running, u16) {
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(&prefix).unwrap();
+    let port = free_port();
+    std::fs::write(
+        prefix.join("tokenmint-authz.conf"),
+        site(dir, port, authz_port, upstream_port),
+    )
+    .unwrap();
+    let p = prefix.display();
+    // One process, no privileges dropped: nothing to clean up beside it when it is killed.
+    let main = format!(
+        "master_process off;\n\
+         pid {p}/nginx.pid;\n\
+         error_log {p}/error.log info;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n\
+             access_log {p}/access.log;\n\
+             client_body_temp_path {p}/client_body;\n\
+             proxy_temp_path {p}/proxy;\n\
+             fastcgi_temp_path {p}/fastcgi;\n\
+             uwsgi_temp_path {p}/uwsgi;\n\
+             scgi_temp_path {p}/scgi;\n\
+             include {p}/tokenmint-authz.conf;\n\
+         }}\n"
+    );
+    std::fs::write(prefix.join("nginx.conf"), main).unwrap();
+    let mut process = Running::from(
+        std::process::Command::new(nginx)
+            .arg("-p")
+            .arg(format!("{p}/"))
+            .arg("-e")
+            .arg(prefix.join("error.log"))
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(prefix.join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || {
+        let read = |f: &str| std::fs::read_to_string(prefix.join(f)).unwrap_or_default();
+        format!("{}{}", read("stderr.log"), read("error.log"))
+    };
+    let deadline = Instant::now() + START_BOUND;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = process.try_wait().unwrap() {
+            panic!("nginx exited ({status}): {}", log());
+        }
+        assert!(Instant::now() < deadline, "nginx never listened: {}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (process, port)
+}
+
+/// An HTTPS client of nginx on `port` trusting the dev CA, presenting `who`'s certificate if
+/// given (`localhost` resolved to 127.0.0.1, where nginx listens).
+fn https_client(dir: &Path, who: Option<&str>, port: u16) -> reqwest::Client {
+    crate::support::install_provider();
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let ca = reqwest::Certificate::from_pem(&read("certs/ca.pem")).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], port)))
+        .timeout(Duration::from_secs(10));
+    if let Some(who) = who {
+        let mut pem = read(&format!("certs/{who}.pem"));
+        pem.extend(read(&format!("certs/{who}.key")));
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+/// A caller of the service behind nginx.
+struct Caller {
+    client: reqwest::Client,
+    url: String,
+}
+
+/// What a caller got: the status, the refusal's headers, or what the service saw.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    challenges: Vec<String>,
+    retry_after: Option<String>,
+    seen: serde_json::Value,
+}
+
+impl Answer {
+    /// The one value the service saw of `header`, failing if it saw it twice.
+    fn seen(&self, header: &str) -> Option<&str> {
+        let values = self.seen[header].as_array().unwrap();
+        assert!(values.len() <= 1, "{header} passed twice: {values:?}");
+        values.first().map(|v| v.as_str().unwrap())
+    }
+
+    /// A refusal with `status` and one Bearer challenge.
+    fn assert_refused(&self, status: u16, case: &str) {
+        assert_eq!(self.status, status, "{case}: {self:?}");
+        assert_eq!(self.challenges.len(), 1, "{case}: {self:?}");
+        assert!(self.challenges[0].starts_with("Bearer"), "{case}: {self:?}");
+    }
+}
+
+impl Caller {
+    async fn call(&self, token: Option<&str>, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self.client.get(&self.url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        let challenges = answer
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let retry_after = answer
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let seen = if status == 200 {
+            answer.json().await.unwrap()
+        } else {
+            serde_json::Value::Null
+        };
+        Answer {
+            status,
+            challenges,
+            retry_after,
+            seen,
+        }
+    }
+}
+
+/// Every byte but the unreserved ones as `%XX`, as nginx escapes a certificate.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// `token` with one character of its signature changed.
+fn forged(token: &str) -> String {
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut signature = signature.to_owned().into_bytes();
+    let middle = signature.len() / 2;
+    signature[middle] = if signature[middle] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
+    format!("{signed}.{}", String::from_utf8(signature).unwrap())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
+    sorted[i]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_the_bound_caller_passes_and_the_rest_are_refused_with_a_challenge() {
+    let Some(nginx) = nginx_binary() else {
+        return;
+    };
+    let stack = Stack::start(&nginx).await;
+    let token = stack.token.as_str();
+    let (demo, admin, anonymous) = (
+        stack.caller(Some("demo")),
+        stack.caller(Some("admin")),
+        stack.caller(None),
+    );
+
+    let allowed = demo.call(Some(token), &[]).await;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.seen("x-tokenmint-client-id"), Some("demo"));
+    assert_eq!(allowed.seen("x-tokenmint-scope"), Some("demo:read"));
+    assert_eq!(
+        allowed.seen("x-tokenmint-audience"),
+        Some("https://demo.tokenmint.dev")
+    );
+    assert!(
+        allowed
+            .seen("x-tokenmint-jti")
+            .is_some_and(|j| !j.is_empty())
+    );
+    let forwarded = allowed.seen("x-ssl-client-cert").unwrap();
+    assert_eq!(
+        percent_decode(forwarded).trim(),
+        stack.certificate("demo").trim()
+    );
+    assert_eq!(allowed.seen["uri"], "/orders/42?full=1");
+    // Any method: the body goes to the service, never to the sidecar.
+    let posted = demo
+        .client
+        .post(&demo.url)
+        .bearer_auth(token)
+        .body(vec![b'x'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+
+    // The token bound to demo's certificate, from another certificate or none: 403.
+    admin
+        .call(Some(token), &[])
+        .await
+        .assert_refused(403, "another certificate");
+    anonymous
+        .call(Some(token), &[])
+        .await
+        .assert_refused(403, "no certificate");
+
+    // No token, a forged one, garbage: 401.
+    for (case, token) in [
+        ("no token", None),
+        ("a forged signature", Some(forged(token))),
+        ("garbage", Some("not.a.token".to_owned())),
+        ("not even a JWS", Some("garbage".to_owned())),
+    ] {
+        demo.call(token.as_deref(), &[])
+            .await
+            .assert_refused(401, case);
+    }
+
+    // Headers a caller sets itself count for nothing: the certificate is the connection's,
+    // the identity the sidecar's.
+    let demo_cert = stack.escaped_certificate("demo");
+    let as_demo = [("x-ssl-client-cert", demo_cert.as_str())];
+    admin
+        .call(Some(token), &as_demo)
+        .await
+        .assert_refused(403, "admin claiming demo's certificate");
+    anonymous
+        .call(Some(token), &as_demo)
+        .await
+        .assert_refused(403, "no certificate, claiming demo's");
+    let admin_cert = stack.escaped_certificate("admin");
+    let claims = demo
+        .call(
+            Some(token),
+            &[
+                ("x-tokenmint-client-id", "admin"),
+                ("x-tokenmint-scope", "admin"),
+                ("x-ssl-client-cert", admin_cert.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(claims.status, 200, "{claims:?}");
+    assert_eq!(claims.seen("x-tokenmint-client-id"), Some("demo"));
+    assert_eq!(claims.seen("x-tokenmint-scope"), Some("demo:read"));
+    assert_eq!(claims.seen("x-ssl-client-cert"), Some(forwarded));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_a_token_revoked_at_the_issuer_is_refused_within_seconds() {
+    let Some(nginx) = nginx_binary() else {
+        return;
+    };
+    let stack = Stack::start(&nginx).await;
+    let demo = stack.caller(Some("demo"));
+    let mut tokens = TokenServiceClient::new(stack.issuer_channel("demo").await);
+    let mut admin = AdminServiceClient::new(stack.issuer_channel("admin").await);
+
+    // From the revocation acknowledged by the issuer, and from the call asking for it.
+    let (mut after_ack, mut after_ask) = (Vec::new(), Vec::new());
+    for _ in 0..REVOCATIONS {
+        let token = tokens
+            .issue_token(IssueTokenRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token;
+        let allowed = demo.call(Some(&token), &[]).await;
+        assert_eq!(allowed.status, 200, "{allowed:?}");
+        let jti = allowed.seen("x-tokenmint-jti").unwrap().to_owned();
+        let asked = Instant::now();
+        admin
+            .revoke_token_id(RevokeTokenIdRequest { token_id: jti })
+            .await
+            .unwrap();
+        let revoked = Instant::now();
+        loop {
+            let answer = demo.call(Some(&token), &[]).await;
+            if answer.status != 200 {
+                answer.assert_refused(401, "a revoked token");
+                break;
+            }
+            assert!(
+                revoked.elapsed() < REVOCATION_BOUND,
+                "a revoked token still allowed after {REVOCATION_BOUND:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        after_ack.push(revoked.elapsed());
+        after_ask.push(asked.elapsed());
+    }
+    after_ack.sort();
+    after_ask.sort();
+    println!(
+        "revocation → refusal at nginx over {REVOCATIONS} revocations: after the issuer's \
+         acknowledgement p50 {:?}, max {:?}; from the revoke call p50 {:?}, max {:?}",
+        percentile(&after_ack, 0.5),
+        after_ack[REVOCATIONS - 1],
+        percentile(&after_ask, 0.5),
+        after_ask[REVOCATIONS - 1],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_an_issuer_gone_leaves_tokens_honoured_until_the_sidecar_is_stale() {
+    let Some(nginx) = nginx_binary() else {
+        return;
+    };
+    let mut stack = Stack::start(&nginx).await;
+    let demo = stack.caller(Some("demo"));
+    let token = stack.token.clone();
+
+    stack.issuer.kill().unwrap();
+    stack.issuer.wait().unwrap();
+    let gone = Instant::now();
+    let first = demo.call(Some(&token), &[]).await;
+    assert_eq!(
+        first.status, 200,
+        "at once after the issuer left: {first:?}"
+    );
+
+    let refused = loop {
+        let answer = demo.call(Some(&token), &[]).await;
+        if answer.status != 200 {
+            break answer;
+        }
+        assert!(
+            gone.elapsed() < STALENESS + STALENESS_SLACK,
+            "still allowed {:?} after the issuer left",
+            gone.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let after = gone.elapsed();
+    refused.assert_refused(401, "a stale sidecar");
+    assert!(refused.retry_after.is_some(), "{refused:?}");
+    assert_eq!(readyz(stack.authz_ops_port).await.0, 503);
+    println!("issuer gone → refusal at nginx after {after:?}");
+}
