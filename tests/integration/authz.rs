@@ -71,8 +71,12 @@ async fn start(config: Config) -> Running {
 
 /// nginx's `$ssl_client_escaped_cert` of `cert`.
 fn nginx_header(cert: &Issued) -> String {
-    cert.cert_pem
-        .bytes()
+    percent_encode(&cert.cert_pem)
+}
+
+/// Every byte but the unreserved ones as `%XX`, as nginx escapes a certificate.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
                 char::from(b).to_string()

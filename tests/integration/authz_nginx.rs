@@ -21,6 +21,7 @@ use tokenmint::grpc::proto::{
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::{
+    authz::percent_encode,
     binary::{Running, command, free_port},
     verifier_examples::dev_server,
 };
@@ -422,18 +423,6 @@ impl Caller {
             seen,
         }
     }
-}
-
-/// Every byte but the unreserved ones as `%XX`, as nginx escapes a certificate.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn percent_decode(text: &str) -> String {
