@@ -194,6 +194,9 @@ struct AuthzArgs {
     /// The forward-auth listener (loopback only), over `authz.listen`.
     #[arg(long)]
     listen: Option<String>,
+    /// Envoy's ext_authz over gRPC (loopback only, or "off"), over `authz.grpc_listen`.
+    #[arg(long)]
+    grpc_listen: Option<String>,
     /// The operations listener (`/healthz`, `/readyz`, `/metrics`, or "off"), over `authz.ops_listen`.
     #[arg(long)]
     ops_listen: Option<String>,
@@ -993,6 +996,7 @@ async fn authz(args: AuthzArgs) -> Result<()> {
     let endpoint = args.issuer.clone().filter(|_| !endpoint_set);
     for (key, value) in [
         ("LISTEN", &args.listen),
+        ("GRPC_LISTEN", &args.grpc_listen),
         ("OPS_LISTEN", &args.ops_listen),
         ("ISSUER", &args.issuer),
         ("ISSUER_ENDPOINT", &endpoint),

@@ -1,9 +1,11 @@
 //! One decision per request, written once for every proxy protocol: the bearer token and the
 //! caller's certificate as the proxy forwarded them, checked by the verifier, then the scopes
-//! the path requires. Each face (forward auth over HTTP, Envoy's ext_authz) maps it once.
+//! the path requires. Each face (forward auth over HTTP, Envoy's ext_authz over gRPC) maps it
+//! once, with the one status rule here.
 
 use std::sync::Arc;
 
+use http::StatusCode;
 use tokenmint_core::forwarded::{self, ForwardedError, HeaderFormat};
 use tokenmint_verify::{PeerCertificate, VerifiedToken, Verifier, VerifyError};
 
@@ -56,6 +58,19 @@ impl Denial {
         }
     }
 
+    /// The refusal's HTTP status: `401` when there is no good token, `403` when the token is
+    /// good but not for this caller or this path, `503` when the sidecar cannot vouch for its
+    /// state. A face whose proxy passes on only `401` and `403` (nginx) sends `503` as `401`.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Denial::NoToken | Denial::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Denial::WrongCertificate(_)
+            | Denial::BadCertificateHeader(_)
+            | Denial::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Denial::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
     /// The `WWW-Authenticate` challenge (RFC 6750 §3), with no detail an attacker could use.
     pub fn challenge(&self) -> String {
         match self {
@@ -102,6 +117,16 @@ pub async fn decide(
         return Decision::Deny(Denial::InsufficientScope(missing.clone()));
     }
     Decision::Allow(verified)
+}
+
+/// The headers an allowed request goes upstream with, each replacing any the caller sent.
+pub fn upstream_headers(token: &VerifiedToken) -> [(&'static str, String); 4] {
+    [
+        ("x-tokenmint-client-id", token.client_id.clone()),
+        ("x-tokenmint-scope", token.scopes.join(" ")),
+        ("x-tokenmint-audience", token.audiences.join(" ")),
+        ("x-tokenmint-jti", token.token_id.clone()),
+    ]
 }
 
 /// The token of an `Authorization: Bearer …` value (scheme compared without case).

@@ -14,7 +14,7 @@ use axum::{
 };
 
 use super::Sidecar;
-use super::decision::{Ask, Decision, Denial, decide};
+use super::decision::{Ask, Decision, Denial, decide, upstream_headers};
 
 /// The forward-auth router.
 pub fn router(sidecar: Arc<Sidecar>) -> Router {
@@ -59,15 +59,11 @@ async fn verify(
         Decision::Allow(token) => {
             let mut response = StatusCode::OK.into_response();
             let headers = response.headers_mut();
-            let mut set = |name: &'static str, value: String| {
+            for (name, value) in upstream_headers(&token) {
                 if let Ok(value) = HeaderValue::from_str(&value) {
                     headers.insert(name, value);
                 }
-            };
-            set("x-tokenmint-client-id", token.client_id.clone());
-            set("x-tokenmint-scope", token.scopes.join(" "));
-            set("x-tokenmint-audience", token.audiences.join(" "));
-            set("x-tokenmint-jti", token.token_id.clone());
+            }
             response
         }
         Decision::Deny(denial) => refusal(&denial),
@@ -76,13 +72,10 @@ async fn verify(
 
 /// `401` or `403` with the challenge; `Retry-After` when the sidecar cannot vouch for its state.
 fn refusal(denial: &Denial) -> Response {
-    let status = match denial {
-        Denial::NoToken | Denial::InvalidToken(_) | Denial::Unavailable(_) => {
-            StatusCode::UNAUTHORIZED
-        }
-        Denial::WrongCertificate(_)
-        | Denial::BadCertificateHeader(_)
-        | Denial::InsufficientScope(_) => StatusCode::FORBIDDEN,
+    let status = match denial.status() {
+        // nginx turns any status but 401 and 403 into a 500.
+        StatusCode::SERVICE_UNAVAILABLE => StatusCode::UNAUTHORIZED,
+        status => status,
     };
     let mut response = status.into_response();
     if let Ok(challenge) = HeaderValue::from_str(&denial.challenge()) {

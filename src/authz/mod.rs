@@ -6,10 +6,12 @@
 //! ```text
 //!  proxy ── GET /verify (Authorization, certificate header) ──▶ http ─┐
 //!                                                                      ├─▶ decision::decide ─▶ Verifier
-//!  ops: /healthz, /readyz (not ready while stale), /metrics            │
+//!  Envoy ── Authorization/Check (headers, peer certificate) ──▶ grpc ──┘
+//!  ops: /healthz, /readyz (not ready while stale), /metrics
 //! ```
 
 mod decision;
+mod grpc;
 mod http;
 
 use std::sync::Arc;
@@ -56,7 +58,7 @@ impl Sidecar {
     }
 }
 
-/// Runs the sidecar until `stop`: the forward-auth listener and the operations listener,
+/// Runs the sidecar until `stop`: the forward-auth, ext_authz gRPC and operations listeners,
 /// each announced on stdout once bound (`authz: forward auth on http://…`).
 pub async fn run(config: AuthzConfig, stop: CancellationToken) -> Result<()> {
     let sidecar = Arc::new(Sidecar::new(config)?);
@@ -64,6 +66,16 @@ pub async fn run(config: AuthzConfig, stop: CancellationToken) -> Result<()> {
         .await
         .with_context(|| format!("binding authz.listen {}", sidecar.config.listen))?;
     println!("authz: forward auth on http://{}", listener.local_addr()?);
+    let grpc = match sidecar.config.grpc_listen {
+        Some(addr) => {
+            let grpc = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding authz.grpc_listen {addr}"))?;
+            println!("authz: ext_authz gRPC on {}", grpc.local_addr()?);
+            Some(grpc)
+        }
+        None => None,
+    };
     let ops = match sidecar.config.ops_listen {
         Some(addr) => {
             let ops = tokio::net::TcpListener::bind(addr)
@@ -74,13 +86,15 @@ pub async fn run(config: AuthzConfig, stop: CancellationToken) -> Result<()> {
         }
         None => None,
     };
-    serve(sidecar, listener, ops, stop).await
+    serve(sidecar, listener, grpc, ops, stop).await
 }
 
-/// Serves `sidecar` on bound listeners until `stop`.
+/// Serves `sidecar` on bound listeners until `stop`: forward auth on `listener`, Envoy's
+/// ext_authz on `grpc`, operations on `ops`.
 pub async fn serve(
     sidecar: Arc<Sidecar>,
     listener: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
     ops: Option<tokio::net::TcpListener>,
     stop: CancellationToken,
 ) -> Result<()> {
@@ -94,11 +108,26 @@ pub async fn serve(
             }
         })
     });
+    let grpc_task = grpc.map(|grpc| {
+        let service = grpc::service(sidecar.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc),
+                    stop.cancelled_owned(),
+                );
+            if let Err(error) = served.await {
+                tracing::error!(%error, "authz ext_authz gRPC listener failed");
+            }
+        })
+    });
     axum::serve(listener, http::router(sidecar))
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
         .context("the forward-auth listener")?;
-    if let Some(task) = ops_task {
+    for task in [ops_task, grpc_task].into_iter().flatten() {
         let _ = task.await;
     }
     Ok(())

@@ -14,6 +14,9 @@ use super::{ConfigError, ServerConfig, file::FileAuthz, validate::Validator};
 pub struct AuthzConfig {
     /// The forward-auth listener (plain HTTP for the proxy beside it): loopback only.
     pub listen: SocketAddr,
+    /// Envoy's ext_authz over gRPC (plain HTTP/2, for the proxy beside it): loopback only
+    /// (`None`: off).
+    pub grpc_listen: Option<SocketAddr>,
     /// `/healthz`, `/readyz`, `/metrics` (`None`: off).
     pub ops_listen: Option<SocketAddr>,
     /// The issuer tokens must name (`iss`).
@@ -40,6 +43,7 @@ pub struct AuthzConfig {
 
 /// Defaults matching `serve --dev`.
 const DEFAULT_LISTEN: &str = "127.0.0.1:9191";
+const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9193";
 const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9192";
 const DEFAULT_CA: &str = "certs/ca.pem";
 const DEFAULT_CERT: &str = "certs/resource.pem";
@@ -52,20 +56,20 @@ impl Validator<'_> {
         a: FileAuthz,
         server: &ServerConfig,
     ) -> Result<AuthzConfig, ConfigError> {
-        let listen = self.socket_addr(
+        let listen = self.loopback(
             "authz.listen",
             a.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
             "e.g. \"127.0.0.1:9191\"",
         )?;
-        if !listen.ip().is_loopback() {
-            return Err(self.error(
-                "authz.listen",
-                format!(
-                    "{} {listen} is not a loopback address: the sidecar believes the certificate header because only the proxy beside it can reach it; bind 127.0.0.1 or ::1",
-                    self.label("authz.listen")
-                ),
-            ));
-        }
+        let grpc_listen = match a
+            .grpc_listen
+            .as_deref()
+            .unwrap_or(DEFAULT_GRPC_LISTEN)
+            .trim()
+        {
+            "off" => None,
+            raw => Some(self.loopback("authz.grpc_listen", raw, "or \"off\"")?),
+        };
         let ops_listen = match a.ops_listen.as_deref().unwrap_or(DEFAULT_OPS_LISTEN).trim() {
             "off" => None,
             raw => Some(self.socket_addr("authz.ops_listen", raw, "or \"off\"")?),
@@ -100,6 +104,7 @@ impl Validator<'_> {
         required_scopes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(AuthzConfig {
             listen,
+            grpc_listen,
             ops_listen,
             issuer,
             issuer_endpoint,
@@ -112,6 +117,22 @@ impl Validator<'_> {
             staleness,
             required_scopes,
         })
+    }
+
+    /// A listener the proxy beside the sidecar calls: loopback only, because what it says of
+    /// the caller's certificate is believed.
+    fn loopback(&self, key: &str, raw: &str, hint: &str) -> Result<SocketAddr, ConfigError> {
+        let addr = self.socket_addr(key, raw, hint)?;
+        if !addr.ip().is_loopback() {
+            return Err(self.error(
+                key,
+                format!(
+                    "{} {addr} is not a loopback address: the sidecar believes the certificate the proxy forwards because only the proxy beside it can reach it; bind 127.0.0.1 or ::1",
+                    self.label(key)
+                ),
+            ));
+        }
+        Ok(addr)
     }
 
     /// The certificate header and its format (`nginx` by default, its header

@@ -28,6 +28,7 @@ pub(super) struct FileConfig {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileAuthz {
     pub(super) listen: Option<String>,
+    pub(super) grpc_listen: Option<String>,
     pub(super) ops_listen: Option<String>,
     pub(super) issuer: Option<String>,
     pub(super) issuer_endpoint: Option<String>,

@@ -190,6 +190,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         "authz",
         &[
             "listen",
+            "grpc_listen",
             "ops_listen",
             "issuer",
             "issuer_endpoint",

@@ -1,10 +1,17 @@
 //! `tokenmint authz`, the verification sidecar, against a real issuer: the forward-auth answer
 //! for each proxy's certificate format, refusals only as 401 or 403 with a challenge, garbage
-//! certificate headers refused cleanly, scopes per path, failing closed, and its settings.
+//! certificate headers refused cleanly, scopes per path, failing closed, Envoy's ext_authz
+//! over gRPC with the certificate where Envoy puts it, and its settings.
 
 use std::{sync::Arc, time::Duration};
 
 use base64::Engine as _;
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest,
+    attribute_context::{HttpRequest, Peer, Request},
+    authorization_client::AuthorizationClient,
+    check_response::HttpResponse,
+};
 use tokenmint::{
     authz::{self, Ask, Decision, Denial, Sidecar},
     config::Config,
@@ -31,9 +38,10 @@ fn authz_config(setup: &Setup, server: &TestServer, extra: &str) -> Config {
     Config::from_toml_str(&text, &setup.config_path(), setup.path(), Vec::new()).unwrap()
 }
 
-/// A sidecar serving on loopback: its forward-auth and ops base URLs.
+/// A sidecar serving on loopback: its forward-auth, ext_authz gRPC and ops base URLs.
 struct Running {
     verify: String,
+    grpc: String,
     ops: String,
     sidecar: Arc<Sidecar>,
     stop: CancellationToken,
@@ -43,15 +51,18 @@ async fn start(config: Config) -> Running {
     install_provider();
     let sidecar = Arc::new(Sidecar::new(config.authz).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (verify, ops_url) = (
+    let (verify, grpc_url, ops_url) = (
         format!("http://{}/verify", listener.local_addr().unwrap()),
+        format!("http://{}", grpc.local_addr().unwrap()),
         format!("http://{}", ops.local_addr().unwrap()),
     );
     let stop = CancellationToken::new();
     tokio::spawn(authz::serve(
         sidecar.clone(),
         listener,
+        Some(grpc),
         Some(ops),
         stop.clone(),
     ));
@@ -63,6 +74,7 @@ async fn start(config: Config) -> Running {
     }
     Running {
         verify,
+        grpc: grpc_url,
         ops: ops_url,
         sidecar,
         stop,
@@ -316,6 +328,151 @@ async fn with_the_issuer_gone_it_allows_within_staleness_then_refuses_and_is_not
     sidecar.stop.cancel();
 }
 
+/// A `Check` as Envoy sends it: the token and any `x-forwarded-client-cert` among the
+/// lower-cased headers, the peer's URL-encoded PEM in `source.certificate` ("" without).
+fn envoy_check(token: Option<&str>, peer_certificate: &str, xfcc: Option<&str>) -> CheckRequest {
+    let mut headers = std::collections::HashMap::new();
+    if let Some(token) = token {
+        headers.insert("authorization".to_owned(), format!("Bearer {token}"));
+    }
+    if let Some(xfcc) = xfcc {
+        headers.insert("x-forwarded-client-cert".to_owned(), xfcc.to_owned());
+    }
+    let http = HttpRequest {
+        method: "GET".into(),
+        path: "/orders?page=2".into(),
+        headers,
+        ..HttpRequest::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                certificate: peer_certificate.to_owned(),
+                ..Peer::default()
+            }),
+            request: Some(Request {
+                http: Some(http),
+                ..Request::default()
+            }),
+            ..AttributeContext::default()
+        }),
+    }
+}
+
+/// What Envoy would do with the answer: the gRPC code, the HTTP status (200 when allowed), and
+/// the headers (set upstream when allowed, sent to the caller when refused).
+#[derive(Debug)]
+struct Answer {
+    code: i32,
+    status: i32,
+    headers: std::collections::HashMap<String, String>,
+}
+
+async fn envoy_ask(url: &str, check: CheckRequest) -> Answer {
+    let mut client = AuthorizationClient::connect(url.to_owned()).await.unwrap();
+    let response = client.check(check).await.unwrap().into_inner();
+    let code = response.status.unwrap().code;
+    let (status, options) = match response.http_response.unwrap() {
+        HttpResponse::OkResponse(ok) => (200, ok.headers),
+        HttpResponse::DeniedResponse(denied) => (denied.status.unwrap().code, denied.headers),
+        other => panic!("unexpected {other:?}"),
+    };
+    let headers = options
+        .into_iter()
+        .map(|option| {
+            // Every header replaces one the caller sent, even when empty.
+            assert_eq!(option.append_action, 2, "OVERWRITE_IF_EXISTS_OR_ADD");
+            assert!(option.keep_empty_value);
+            let header = option.header.unwrap();
+            (header.key, header.value)
+        })
+        .collect();
+    Answer {
+        code,
+        status,
+        headers,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_grpc_ext_authz_with_the_peer_certificate_allows_the_bound_caller_only() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let (demo, other) = (
+        setup.pki.client_uri(DEMO_URI),
+        setup.pki.client_uri(OTHER_URI),
+    );
+    let sidecar = start(authz_config(&setup, &server, "")).await;
+    let token = issue(&server, &demo, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token;
+    let url = &sidecar.grpc;
+
+    let allowed = envoy_ask(url, envoy_check(Some(&token), &nginx_header(&demo), None)).await;
+    assert_eq!((allowed.code, allowed.status), (0, 200), "{allowed:?}");
+    assert_eq!(allowed.headers["x-tokenmint-client-id"], "demo");
+    assert!(allowed.headers["x-tokenmint-audience"].contains(DEMO_AUDIENCE));
+    assert!(!allowed.headers["x-tokenmint-scope"].is_empty());
+    assert!(!allowed.headers["x-tokenmint-jti"].is_empty());
+    assert_eq!(allowed.headers.len(), 4);
+
+    let theirs = envoy_ask(url, envoy_check(Some(&token), &nginx_header(&other), None)).await;
+    assert_eq!((theirs.code, theirs.status), (7, 403), "PERMISSION_DENIED");
+    assert!(theirs.headers["www-authenticate"].contains("invalid_token"));
+    assert!(!theirs.headers.contains_key("x-tokenmint-client-id"));
+
+    let no_token = envoy_ask(url, envoy_check(None, &nginx_header(&demo), None)).await;
+    assert_eq!(
+        (no_token.code, no_token.status),
+        (16, 401),
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(no_token.headers["www-authenticate"], "Bearer");
+
+    let metrics = reqwest::get(format!("{}/metrics", sidecar.ops))
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("reason=\"no_token\""),
+        "gRPC decisions are counted: {metrics}"
+    );
+    sidecar.stop.cancel();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_grpc_ext_authz_takes_xfcc_without_a_peer_certificate_and_refuses_garbage_cleanly() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let demo = setup.pki.client_uri(DEMO_URI);
+    let sidecar = start(authz_config(&setup, &server, "")).await;
+    let token = issue(&server, &demo, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token;
+    let url = &sidecar.grpc;
+    let xfcc = format!("By=spiffe://proxy;Cert=\"{}\"", nginx_header(&demo));
+
+    let allowed = envoy_ask(url, envoy_check(Some(&token), "", Some(&xfcc))).await;
+    assert_eq!((allowed.code, allowed.status), (0, 200), "{allowed:?}");
+    assert_eq!(allowed.headers["x-tokenmint-client-id"], "demo");
+
+    // Two elements: the proxy appended to one the caller sent.
+    let two = format!("{xfcc},{xfcc}");
+    let refused = envoy_ask(url, envoy_check(Some(&token), "", Some(&two))).await;
+    assert_eq!((refused.code, refused.status), (7, 403), "{refused:?}");
+
+    for garbage in ["garbage", "%ZZ%", "%00%01%02", &"A".repeat(20_000)] {
+        let refused = envoy_ask(url, envoy_check(Some(&token), garbage, None)).await;
+        assert_eq!((refused.code, refused.status), (7, 403), "{refused:?}");
+        assert!(refused.headers.contains_key("www-authenticate"));
+    }
+    sidecar.stop.cancel();
+    server.stop().await;
+}
+
 #[test]
 fn its_settings_are_checked_with_the_rest_of_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -324,11 +481,26 @@ fn its_settings_are_checked_with_the_rest_of_the_file() {
     };
     let defaults = load("").unwrap().authz;
     assert_eq!(defaults.listen.to_string(), "127.0.0.1:9191");
+    assert_eq!(
+        defaults.grpc_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9193")
+    );
+    assert_eq!(
+        load("[authz]\ngrpc_listen = \"off\"\n")
+            .unwrap()
+            .authz
+            .grpc_listen,
+        None
+    );
     assert_eq!(defaults.issuer, "https://localhost:8443");
     assert!(defaults.cert.ends_with("certs/resource.pem"));
     assert_eq!(defaults.certificate_header, "x-ssl-client-cert");
     for (text, field) in [
         ("[authz]\nlisten = \"0.0.0.0:9191\"\n", "authz.listen"),
+        (
+            "[authz]\ngrpc_listen = \"0.0.0.0:9193\"\n",
+            "authz.grpc_listen",
+        ),
         (
             "[authz]\ncertificate_format = \"haproxy\"\n",
             "authz.certificate_format",

@@ -1,0 +1,192 @@
+//! Envoy's ext_authz over gRPC (`envoy.service.auth.v3.Authorization/Check`): the same
+//! decision as forward auth, asked with what Envoy sends. Allowed → `OK` with the
+//! `x-tokenmint-*` headers set upstream; refused → `UNAUTHENTICATED` (`401`),
+//! `PERMISSION_DENIED` (`403`) or `UNAVAILABLE` (`503`), with the RFC 6750 challenge.
+//!
+//! The caller's certificate is `attributes.source.certificate` (URL-encoded PEM, filled with
+//! `include_peer_certificate: true`), or else the `x-forwarded-client-cert` header. A
+//! `CheckRequest` carries the bearer token: it is never logged.
+
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
+    HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+use http::StatusCode;
+use tokenmint_core::forwarded::HeaderFormat;
+use tonic::{Code, Request, Response, Status};
+
+use super::Sidecar;
+use super::decision::{Ask, Decision, Denial, decide, upstream_headers};
+
+/// The `Authorization` service over `sidecar`.
+pub fn service(sidecar: Arc<Sidecar>) -> AuthorizationServer<ExtAuthz> {
+    AuthorizationServer::new(ExtAuthz { sidecar })
+}
+
+/// Answers Envoy's `Check`.
+#[derive(Debug)]
+pub struct ExtAuthz {
+    sidecar: Arc<Sidecar>,
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let attributes = request.into_inner().attributes.unwrap_or_default();
+        let http = attributes
+            .request
+            .and_then(|request| request.http)
+            .unwrap_or_default();
+        let peer_certificate = attributes
+            .source
+            .map(|source| source.certificate)
+            .unwrap_or_default();
+        // Envoy lower-cases the header names it sends.
+        let header = |name: &str| http.headers.get(name).map(String::as_str);
+        let (format, certificate) = if peer_certificate.trim().is_empty() {
+            (HeaderFormat::Envoy, header("x-forwarded-client-cert"))
+        } else {
+            // The URL-encoded PEM of the TLS peer: nginx's encoding exactly.
+            (HeaderFormat::Nginx, Some(peer_certificate.as_str()))
+        };
+        let ask = Ask {
+            authorization: header("authorization"),
+            certificate,
+            path: if http.path.is_empty() {
+                "/"
+            } else {
+                &http.path
+            },
+        };
+        let sidecar = &self.sidecar;
+        let decision = decide(
+            &sidecar.verifier,
+            format,
+            &sidecar.config.required_scopes,
+            ask,
+        )
+        .await;
+        super::count(&decision);
+        Ok(Response::new(answer(&decision)))
+    }
+}
+
+/// The `CheckResponse` of a decision.
+fn answer(decision: &Decision) -> CheckResponse {
+    match decision {
+        Decision::Allow(token) => {
+            let headers = upstream_headers(token)
+                .into_iter()
+                .map(|(name, value)| header(name, value))
+                .collect();
+            CheckResponse {
+                status: Some(status(Code::Ok)),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers,
+                    ..OkHttpResponse::default()
+                })),
+                ..CheckResponse::default()
+            }
+        }
+        Decision::Deny(denial) => refusal(denial),
+    }
+}
+
+/// A refusal: the status Envoy answers the caller with, the challenge, `Retry-After` when the
+/// sidecar cannot vouch for its state, and the gRPC code that matches the status.
+fn refusal(denial: &Denial) -> CheckResponse {
+    let http_status = denial.status();
+    let code = match http_status {
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        _ => Code::PermissionDenied,
+    };
+    let mut headers = vec![header("www-authenticate", denial.challenge())];
+    if matches!(denial, Denial::Unavailable(_)) {
+        headers.push(header("retry-after", "1".into()));
+    }
+    CheckResponse {
+        status: Some(status(code)),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            // Envoy's `envoy.type.v3.StatusCode` numbers are the HTTP statuses.
+            status: Some(HttpStatus {
+                code: i32::from(http_status.as_u16()),
+            }),
+            headers,
+            body: String::new(),
+        })),
+        ..CheckResponse::default()
+    }
+}
+
+/// A header that replaces any of the same name, even when empty (an empty scope must still
+/// replace a scope header the caller sent).
+fn header(name: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.to_owned(),
+            value,
+            raw_value: Vec::new(),
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        keep_empty_value: true,
+        ..HeaderValueOption::default()
+    }
+}
+
+/// A `google.rpc.Status` with no message: the caller learns nothing from it.
+fn status(code: Code) -> rpc::Status {
+    rpc::Status {
+        code: code.into(),
+        ..rpc::Status::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gRPC code, the HTTP status and the header names of a refusal.
+    fn refused(denial: Denial) -> (i32, i32, Vec<String>) {
+        let response = refusal(&denial);
+        let Some(HttpResponse::DeniedResponse(denied)) = response.http_response else {
+            panic!("not a denial");
+        };
+        let names = denied
+            .headers
+            .into_iter()
+            .filter_map(|option| option.header.map(|header| header.key))
+            .collect();
+        (
+            response.status.map_or(-1, |status| status.code),
+            denied.status.map_or(-1, |status| status.code),
+            names,
+        )
+    }
+
+    #[test]
+    fn each_denial_has_the_code_that_matches_its_status() {
+        assert_eq!(
+            refused(Denial::NoToken),
+            (16, 401, vec!["www-authenticate".into()])
+        );
+        assert_eq!(
+            refused(Denial::InsufficientScope("orders:admin".into())),
+            (7, 403, vec!["www-authenticate".into()])
+        );
+        assert_eq!(
+            refused(Denial::Unavailable("stale")),
+            (
+                14,
+                503,
+                vec!["www-authenticate".into(), "retry-after".into()]
+            )
+        );
+    }
+}
