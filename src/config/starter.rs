@@ -184,6 +184,8 @@ client_crls = []
 # loopback only: the certificate header is believed because only the proxy can reach it.
 listen = "127.0.0.1:9191"
 ops_listen = "127.0.0.1:9192"
+# Envoy's ext_authz over gRPC (envoy.service.auth.v3.Authorization), loopback only, or "off".
+grpc_listen = "127.0.0.1:9193"
 # The issuer tokens must name, and where keys and revocations are watched.
 issuer = "https://localhost:8443"
 issuer_endpoint = "https://localhost:8443"

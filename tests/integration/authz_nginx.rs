@@ -156,6 +156,8 @@ fn start_authz(dir: &Path, issuer_port: u16) -> (Running, u16, u16) {
             "127.0.0.1:0",
             "--ops-listen",
             "127.0.0.1:0",
+            "--grpc-listen",
+            "off",
             "--issuer",
         ])
         .arg(format!("https://localhost:{issuer_port}"))
