@@ -674,3 +674,29 @@ async fn a_caller_that_goes_away_neither_cancels_the_key_fetch_nor_spends_its_co
     assert_eq!(verifier.health().key_fetches, 1);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbound_token_is_refused_unless_the_builder_accepts_them() {
+    use crate::forgeries::{ForgeryContext, forge, good_claims, good_header, with};
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let (demo, rs) = (setup.pki.client_uri(DEMO_URI), setup.pki.client_uri(RS_URI));
+    let ctx = ForgeryContext::of(&setup, &server, &demo, "http://127.0.0.1:9/unused").await;
+    // Signed by the issuer's real key, with every claim right but no `cnf`.
+    let unbound = forge(
+        good_header(&ctx),
+        with(good_claims(&ctx), "cnf", serde_json::Value::Null),
+        &ctx.key,
+    );
+    let strict = ready(grpc_builder(&setup, &server, &rs).build().unwrap()).await;
+    assert_eq!(
+        check(&strict, &unbound, Some(&demo)).await,
+        Err(VerifyError::Unbound)
+    );
+    let lenient = grpc_builder(&setup, &server, &rs).accept_unbound_tokens(true);
+    let lenient = ready(lenient.build().unwrap()).await;
+    assert_eq!(check(&lenient, &unbound, None).await, Ok(()));
+    let verified = lenient.verify(&unbound, None, lenient.now()).await.unwrap();
+    assert!(verified.bound_to.is_none());
+    server.stop().await;
+}
