@@ -92,7 +92,11 @@ pub async fn decide(
     scopes: &[(String, Vec<String>)],
     ask: Ask<'_>,
 ) -> Decision {
-    let Some(token) = ask.authorization.and_then(bearer) else {
+    // The layer's own rule: another scheme, or `Bearer` with nothing after it, is no token.
+    let Some(token) = ask
+        .authorization
+        .and_then(|v| tokenmint_verify::bearer(v).ok())
+    else {
         return Decision::Deny(Denial::NoToken);
     };
     let certificate = match ask.certificate.map(str::trim).filter(|v| !v.is_empty()) {
@@ -127,13 +131,6 @@ pub fn upstream_headers(token: &VerifiedToken) -> [(&'static str, String); 4] {
         ("x-tokenmint-audience", token.audiences.join(" ")),
         ("x-tokenmint-jti", token.token_id.clone()),
     ]
-}
-
-/// The token of an `Authorization: Bearer …` value (scheme compared without case).
-fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn denial_of(error: &VerifyError) -> Denial {

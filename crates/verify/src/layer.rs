@@ -74,13 +74,23 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, VerifyError> {
         .ok_or(VerifyError::Missing)?
         .to_str()
         .map_err(|_| VerifyError::Malformed("the Authorization header is not text".into()))?;
+    bearer(value)
+}
+
+/// The token of an `Authorization` value `Bearer <token>` (scheme compared without case):
+/// another scheme is no bearer token at all; `Bearer` with nothing after it is malformed.
+pub fn bearer(value: &str) -> Result<&str, VerifyError> {
     let (scheme, token) = value
+        .trim()
         .split_once(' ')
         .ok_or_else(|| VerifyError::Malformed("the Authorization header is not Bearer".into()))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(VerifyError::Missing);
     }
-    Ok(token.trim())
+    match token.trim() {
+        "" => Err(VerifyError::Malformed("an empty bearer token".into())),
+        token => Ok(token),
+    }
 }
 
 impl<S, B, RB> Service<Request<B>> for VerifyService<S>

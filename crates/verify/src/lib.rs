@@ -92,7 +92,7 @@ pub use error::{BuildError, VerifyError};
 #[cfg(feature = "axum")]
 pub use extract::Verified;
 pub use health::Health;
-pub use layer::{VerifyLayer, VerifyService, bearer_token};
+pub use layer::{VerifyLayer, VerifyService, bearer, bearer_token};
 pub use refusal::Refusal;
 pub use token::{Actor, VerifiedToken};
 pub use verifier::{Builder, Verifier};
