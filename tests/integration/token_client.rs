@@ -4,19 +4,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokenmint::grpc::proto::DisableClientRequest;
+use tokenmint::{grpc::proto::DisableClientRequest, pki::Issued};
 use tokenmint_client::{BearerInterceptor, BearerLayer, Client, TokenError, TokenSpec};
 use tokenmint_core::clock::{Clock as _, ManualClock};
 
 use crate::support::*;
 
 /// A client of `server` as `cert`, on `clock`, retrying quickly.
-fn client_on(
-    setup: &Setup,
-    port: u16,
-    cert: &tokenmint::pki::Issued,
-    clock: &Arc<ManualClock>,
-) -> Client {
+fn client_on(setup: &Setup, port: u16, cert: &Issued, clock: &Arc<ManualClock>) -> Client {
     Client::builder(
         format!("https://localhost:{port}"),
         Arc::new(rustls_client(setup, Some(cert))),
@@ -26,6 +21,15 @@ fn client_on(
     .timeout(Duration::from_secs(5))
     .build()
     .unwrap()
+}
+
+/// The demo client's certificate, a manual clock on the wall clock's time, and a client of
+/// `server` as demo on that clock.
+fn demo_client(setup: &Setup, server: &TestServer) -> (Issued, Arc<ManualClock>, Client) {
+    let demo = setup.pki.client_uri(DEMO_URI);
+    let clock = manual_clock();
+    let client = client_on(setup, server.addr.port(), &demo, &clock);
+    (demo, clock, client)
 }
 
 fn manual_clock() -> Arc<ManualClock> {
@@ -47,9 +51,7 @@ async fn until(what: &str, check: impl Fn() -> bool) {
 async fn a_hundred_callers_at_expiry_cause_one_issue_token() {
     let setup = Setup::new(&standard_clients());
     let server = setup.start().await;
-    let demo = setup.pki.client_uri(DEMO_URI);
-    let clock = manual_clock();
-    let client = client_on(&setup, server.addr.port(), &demo, &clock);
+    let (_, clock, client) = demo_client(&setup, &server);
     let source = client.source(TokenSpec::defaults());
     let first = source.token().await.unwrap();
     assert_eq!(source.issued(), 1);
@@ -78,9 +80,7 @@ async fn a_hundred_callers_at_expiry_cause_one_issue_token() {
 async fn the_refresh_happens_ahead_of_expiry_by_the_rule() {
     let setup = Setup::new(&standard_clients());
     let server = setup.start().await;
-    let demo = setup.pki.client_uri(DEMO_URI);
-    let clock = manual_clock();
-    let client = client_on(&setup, server.addr.port(), &demo, &clock);
+    let (_, clock, client) = demo_client(&setup, &server);
     let source = client.source(TokenSpec::defaults());
     let first = source.token().await.unwrap();
     // A 5-minute token: refreshed after 4 minutes, brought forward by at most 15 s of jitter.
@@ -205,9 +205,7 @@ async fn the_layer_and_the_interceptor_attach_the_token() {
     use tower::{Service as _, ServiceExt as _};
     let setup = Setup::new(&standard_clients());
     let server = setup.start().await;
-    let demo = setup.pki.client_uri(DEMO_URI);
-    let clock = manual_clock();
-    let client = client_on(&setup, server.addr.port(), &demo, &clock);
+    let (_, _, client) = demo_client(&setup, &server);
     let source = client.for_audience(DEMO_AUDIENCE);
 
     // The interceptor cannot wait: no token yet is UNAVAILABLE (and starts a fetch).
