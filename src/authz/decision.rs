@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use tokenmint_core::forwarded::{self, ForwardedError, HeaderFormat};
+use tokenmint_core::request_path;
 use tokenmint_verify::{PeerCertificate, VerifiedToken, Verifier, VerifyError};
 
 /// What the proxy told us of a request.
@@ -16,8 +17,9 @@ pub struct Ask<'a> {
     pub authorization: Option<&'a str>,
     /// The certificate header's value (absent or empty: no certificate).
     pub certificate: Option<&'a str>,
-    /// The original path (for per-path scopes).
-    pub path: &'a str,
+    /// The original request target, as the proxy reported it (for per-path scopes); `None`
+    /// when the proxy did not say.
+    pub path: Option<&'a str>,
 }
 
 /// Allowed, with what goes upstream; or refused, and why.
@@ -113,14 +115,51 @@ pub async fn decide(
         Ok(verified) => verified,
         Err(error) => return Decision::Deny(denial_of(&error)),
     };
-    let required = scopes
-        .iter()
-        .find(|(prefix, _)| ask.path.starts_with(prefix.as_str()))
-        .map_or(&[][..], |(_, scopes)| scopes.as_slice());
-    if let Some(missing) = required.iter().find(|s| !verified.has_scope(s)) {
-        return Decision::Deny(Denial::InsufficientScope(missing.clone()));
+    if let Some(missing) = required_scopes(scopes, ask.path)
+        .into_iter()
+        .find(|s| !verified.has_scope(s))
+    {
+        return Decision::Deny(Denial::InsufficientScope(missing.to_owned()));
     }
     Decision::Allow(verified)
+}
+
+/// The scopes a request to `target` must hold, given the required scopes by path prefix
+/// (longest first): those of the longest prefix of the path as sent and those of the longest
+/// prefix of the path as a server routes it (`/public/../admin` is `/admin`), so no way of
+/// reading the path asks for less. A target that is missing or has no path reading is held to
+/// every prefix's scopes.
+pub fn required_scopes<'a>(
+    scopes: &'a [(String, Vec<String>)],
+    target: Option<&str>,
+) -> Vec<&'a str> {
+    let longest = |path: &str| {
+        scopes
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map_or(&[][..], |(_, scopes)| scopes.as_slice())
+    };
+    let readings = target.and_then(|target| {
+        Some([
+            request_path::as_sent(target)?.to_owned(),
+            request_path::normalised(target)?,
+        ])
+    });
+    let mut required: Vec<&str> = match readings {
+        Some(readings) => readings
+            .iter()
+            .flat_map(|p| longest(p))
+            .map(String::as_str)
+            .collect(),
+        None => scopes
+            .iter()
+            .flat_map(|(_, s)| s)
+            .map(String::as_str)
+            .collect(),
+    };
+    required.sort_unstable();
+    required.dedup();
+    required
 }
 
 /// The headers an allowed request goes upstream with, each replacing any the caller sent.
@@ -140,5 +179,62 @@ fn denial_of(error: &VerifyError) -> Denial {
         }
         error if error.is_unavailable() => Denial::Unavailable(error.reason()),
         error => Denial::InvalidToken(error.reason()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Vec<(String, Vec<String>)> {
+        vec![
+            ("/admin/keys".into(), vec!["keys:admin".into()]),
+            ("/admin".into(), vec!["admin".into()]),
+            ("/".into(), vec!["read".into()]),
+        ]
+    }
+
+    #[test]
+    fn the_longest_prefix_of_the_path_sets_the_scopes() {
+        let rules = rules();
+        assert_eq!(
+            required_scopes(&rules, Some("/admin/keys/1")),
+            ["keys:admin"]
+        );
+        assert_eq!(required_scopes(&rules, Some("/admin?x=/")), ["admin"]);
+        assert_eq!(required_scopes(&rules, Some("/orders")), ["read"]);
+        assert!(required_scopes(&[], Some("/admin")).is_empty());
+    }
+
+    #[test]
+    fn a_path_that_routes_elsewhere_than_it_reads_is_held_to_both() {
+        let rules = rules();
+        for target in [
+            "/public/../admin",
+            "/%61dmin",
+            "//admin",
+            "/./admin",
+            "/public/%2e%2e/admin",
+            "http://host/admin",
+        ] {
+            let required = required_scopes(&rules, Some(target));
+            assert!(required.contains(&"admin"), "{target}: {required:?}");
+        }
+        assert_eq!(
+            required_scopes(&rules, Some("/x/../admin/keys")),
+            ["keys:admin", "read"]
+        );
+    }
+
+    #[test]
+    fn a_request_whose_path_is_unknown_is_held_to_every_prefix() {
+        let rules = rules();
+        for target in [None, Some("*"), Some("admin"), Some("")] {
+            assert_eq!(
+                required_scopes(&rules, target),
+                ["admin", "keys:admin", "read"],
+                "{target:?}"
+            );
+        }
     }
 }

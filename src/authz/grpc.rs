@@ -58,11 +58,7 @@ impl Authorization for ExtAuthz {
         let ask = Ask {
             authorization: header("authorization"),
             certificate,
-            path: if http.path.is_empty() {
-                "/"
-            } else {
-                &http.path
-            },
+            path: Some(http.path.as_str()).filter(|p| !p.is_empty()),
         };
         let sidecar = &self.sidecar;
         let decision = decide(

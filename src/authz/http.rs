@@ -31,13 +31,14 @@ async fn verify(
     headers: HeaderMap,
 ) -> Response {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    // The path a proxy appended to /verify (Envoy) comes first: it is the proxy's own, where a
-    // header might have come from the client through a careless proxy.
+    // The path a proxy appended to /verify (Envoy) comes first: it is the proxy's own request
+    // line. Else only the header this proxy's configuration sets (`authz.path_header`), never
+    // another a client could have slipped through.
     let appended = uri.path().strip_prefix("/verify").filter(|p| !p.is_empty());
-    let path = appended
-        .or_else(|| text("x-original-uri"))
-        .or_else(|| text("x-forwarded-uri"))
-        .unwrap_or("/");
+    let path = appended.or_else(|| {
+        let header = sidecar.config.path_header.as_deref()?;
+        text(header)
+    });
     // A certificate header that is not text is a malformed certificate, never "none".
     let certificate = headers
         .get(sidecar.config.certificate_header.as_str())

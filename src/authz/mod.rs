@@ -9,10 +9,14 @@
 //!  Envoy ── Authorization/Check (headers, peer certificate) ──▶ grpc ──┘
 //!  ops: /healthz, /readyz (not ready while stale), /metrics
 //! ```
+//!
+//! Both faces listen where only the proxy can reach them ([`listen`]): loopback, a Unix
+//! socket, or TLS with the proxy's certificate required.
 
 mod decision;
 mod grpc;
 mod http;
+mod listen;
 
 use std::sync::Arc;
 
@@ -23,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AuthzConfig;
 
-pub use decision::{Ask, Decision, Denial, decide};
+pub use decision::{Ask, Decision, Denial, decide, required_scopes};
+pub use listen::Bound;
 
 /// The sidecar's state, shared by its listeners.
 #[derive(Debug)]
@@ -58,47 +63,66 @@ impl Sidecar {
     }
 }
 
+/// The sidecar's bound listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Forward auth over HTTP.
+    pub forward: Bound,
+    /// Envoy's ext_authz over gRPC.
+    pub grpc: Option<Bound>,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub ops: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener `config` names.
+    pub async fn bind(config: &AuthzConfig) -> Result<Self> {
+        let tls = config.proxy_tls.as_ref();
+        let forward = Bound::bind(&config.listen, tls)
+            .await
+            .context("authz.listen")?;
+        let grpc = match &config.grpc_listen {
+            Some(listen) => Some(
+                Bound::bind(listen, tls)
+                    .await
+                    .context("authz.grpc_listen")?,
+            ),
+            None => None,
+        };
+        let ops = match config.ops_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding authz.ops_listen {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self { forward, grpc, ops })
+    }
+}
+
 /// Runs the sidecar until `stop`: the forward-auth, ext_authz gRPC and operations listeners,
 /// each announced on stdout once bound (`authz: forward auth on http://…`).
 pub async fn run(config: AuthzConfig, stop: CancellationToken) -> Result<()> {
     let sidecar = Arc::new(Sidecar::new(config)?);
-    let listener = tokio::net::TcpListener::bind(sidecar.config.listen)
-        .await
-        .with_context(|| format!("binding authz.listen {}", sidecar.config.listen))?;
-    println!("authz: forward auth on http://{}", listener.local_addr()?);
-    let grpc = match sidecar.config.grpc_listen {
-        Some(addr) => {
-            let grpc = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding authz.grpc_listen {addr}"))?;
-            println!("authz: ext_authz gRPC on {}", grpc.local_addr()?);
-            Some(grpc)
-        }
-        None => None,
-    };
-    let ops = match sidecar.config.ops_listen {
-        Some(addr) => {
-            let ops = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding authz.ops_listen {addr}"))?;
-            println!("authz: ops on http://{}", ops.local_addr()?);
-            Some(ops)
-        }
-        None => None,
-    };
-    serve(sidecar, listener, grpc, ops, stop).await
+    let listeners = Listeners::bind(&sidecar.config).await?;
+    println!("authz: forward auth on {}", listeners.forward.url());
+    if let Some(grpc) = &listeners.grpc {
+        println!("authz: ext_authz gRPC on {}", grpc.url());
+    }
+    if let Some(ops) = &listeners.ops {
+        println!("authz: ops on http://{}", ops.local_addr()?);
+    }
+    serve(sidecar, listeners, stop).await
 }
 
-/// Serves `sidecar` on bound listeners until `stop`: forward auth on `listener`, Envoy's
-/// ext_authz on `grpc`, operations on `ops`.
+/// Serves `sidecar` on its bound listeners until `stop`.
 pub async fn serve(
     sidecar: Arc<Sidecar>,
-    listener: tokio::net::TcpListener,
-    grpc: Option<tokio::net::TcpListener>,
-    ops: Option<tokio::net::TcpListener>,
+    listeners: Listeners,
     stop: CancellationToken,
 ) -> Result<()> {
-    let ops_task = ops.map(|ops| {
+    let ops_task = listeners.ops.map(|ops| {
         let app = ops_router(sidecar.clone());
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -108,23 +132,18 @@ pub async fn serve(
             }
         })
     });
-    let grpc_task = grpc.map(|grpc| {
-        let service = grpc::service(sidecar.clone());
+    let grpc_task = listeners.grpc.map(|grpc| {
+        let routes = tonic::service::Routes::new(grpc::service(sidecar.clone()));
         let stop = stop.clone();
         tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(grpc),
-                    stop.cancelled_owned(),
-                );
-            if let Err(error) = served.await {
-                tracing::error!(%error, "authz ext_authz gRPC listener failed");
+            if let Err(error) = grpc.serve(routes.into_axum_router(), stop).await {
+                tracing::error!(error = %format!("{error:#}"), "authz ext_authz gRPC listener failed");
             }
         })
     });
-    axum::serve(listener, http::router(sidecar))
-        .with_graceful_shutdown(stop.cancelled_owned())
+    listeners
+        .forward
+        .serve(http::router(sidecar), stop)
         .await
         .context("the forward-auth listener")?;
     for task in [ops_task, grpc_task].into_iter().flatten() {

@@ -3,7 +3,7 @@
 //! watches keys and revocations is `certs/resource.pem` (the client `demo-resource`), and the
 //! audience is the demo one.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use tokenmint_core::forwarded::HeaderFormat;
 
@@ -12,11 +12,13 @@ use super::{ConfigError, ServerConfig, file::FileAuthz, validate::Validator};
 /// `[authz]`, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthzConfig {
-    /// The forward-auth listener (plain HTTP for the proxy beside it): loopback only.
-    pub listen: SocketAddr,
-    /// Envoy's ext_authz over gRPC (plain HTTP/2, for the proxy beside it): loopback only
-    /// (`None`: off).
-    pub grpc_listen: Option<SocketAddr>,
+    /// The forward-auth listener: a Unix socket, or a TCP address that is loopback unless the
+    /// proxy must present a certificate ([`AuthzConfig::proxy_tls`]).
+    pub listen: Listen,
+    /// Envoy's ext_authz over gRPC, under the same rule (`None`: off).
+    pub grpc_listen: Option<Listen>,
+    /// TLS on the TCP listeners, the proxy's client certificate required (`None`: plain).
+    pub proxy_tls: Option<ProxyTls>,
     /// `/healthz`, `/readyz`, `/metrics` (`None`: off).
     pub ops_listen: Option<SocketAddr>,
     /// The issuer tokens must name (`iss`).
@@ -35,10 +37,44 @@ pub struct AuthzConfig {
     pub certificate_header: String,
     /// How the proxy encodes it.
     pub certificate_format: HeaderFormat,
+    /// The header the proxy puts the original request target in, for per-path scopes (lower
+    /// case; `None`: only the path a proxy appends to `/verify/`, as Envoy does).
+    pub path_header: Option<String>,
     /// No word from the issuer for this long and every request is refused.
     pub staleness: Duration,
     /// Scopes required under a path prefix, longest prefix first.
     pub required_scopes: Vec<(String, Vec<String>)>,
+}
+
+/// Where a sidecar listener binds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket (`unix:/run/tokenmint/authz.sock`), its file made readable and writable by
+    /// its owner and group only: the directory and group say which proxy may reach it.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(addr) => write!(f, "{addr}"),
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// TLS from the proxy: the sidecar's server certificate, and the CA the proxy's client
+/// certificate must chain to (a connection without one is closed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyTls {
+    /// The CA of the proxy's client certificate.
+    pub ca: PathBuf,
+    /// The sidecar's server certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
 }
 
 /// Defaults matching `serve --dev`.
@@ -56,10 +92,12 @@ impl Validator<'_> {
         a: FileAuthz,
         server: &ServerConfig,
     ) -> Result<AuthzConfig, ConfigError> {
-        let listen = self.loopback(
+        let proxy_tls = self.proxy_tls(&a)?;
+        let tls = proxy_tls.is_some();
+        let listen = self.listen(
             "authz.listen",
             a.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
-            "e.g. \"127.0.0.1:9191\"",
+            tls,
         )?;
         let grpc_listen = match a
             .grpc_listen
@@ -68,13 +106,15 @@ impl Validator<'_> {
             .trim()
         {
             "off" => None,
-            raw => Some(self.loopback("authz.grpc_listen", raw, "or \"off\"")?),
+            raw => Some(self.listen("authz.grpc_listen", raw, tls)?),
         };
         let ops_listen = match a.ops_listen.as_deref().unwrap_or(DEFAULT_OPS_LISTEN).trim() {
             "off" => None,
             raw => Some(self.socket_addr("authz.ops_listen", raw, "or \"off\"")?),
         };
         let (certificate_header, certificate_format) = self.certificate_header(&a)?;
+        let path_header = self.path_header(a.path_header.as_deref(), certificate_format)?;
+        let required_scopes = self.required_scopes(a.required_scopes)?;
         let issuer = a.issuer.unwrap_or_else(|| server.issuer.clone());
         let issuer_endpoint = a.issuer_endpoint.unwrap_or_else(|| issuer.clone());
         let audiences = a
@@ -99,12 +139,10 @@ impl Validator<'_> {
                 ),
             ));
         }
-        let mut required_scopes: Vec<(String, Vec<String>)> =
-            a.required_scopes.into_iter().collect();
-        required_scopes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(AuthzConfig {
             listen,
             grpc_listen,
+            proxy_tls,
             ops_listen,
             issuer,
             issuer_endpoint,
@@ -114,25 +152,126 @@ impl Validator<'_> {
             audiences,
             certificate_header,
             certificate_format,
+            path_header,
             staleness,
             required_scopes,
         })
     }
 
-    /// A listener the proxy beside the sidecar calls: loopback only, because what it says of
-    /// the caller's certificate is believed.
-    fn loopback(&self, key: &str, raw: &str, hint: &str) -> Result<SocketAddr, ConfigError> {
-        let addr = self.socket_addr(key, raw, hint)?;
-        if !addr.ip().is_loopback() {
+    /// A listener the proxy calls: a Unix socket, or a TCP address that is loopback unless
+    /// the proxy must present a certificate (`tls`), because what it says of the caller's
+    /// certificate is believed.
+    fn listen(&self, key: &str, raw: &str, tls: bool) -> Result<Listen, ConfigError> {
+        if let Some(path) = raw.trim().strip_prefix("unix:") {
+            return Ok(Listen::Unix(self.path(
+                key,
+                Some(path),
+                "/run/tokenmint/authz.sock",
+            )?));
+        }
+        let addr = self.socket_addr(
+            key,
+            raw,
+            "e.g. \"127.0.0.1:9191\", \"unix:PATH\" or \"off\"",
+        )?;
+        if !tls && !addr.ip().is_loopback() {
             return Err(self.error(
                 key,
                 format!(
-                    "{} {addr} is not a loopback address: the sidecar believes the certificate the proxy forwards because only the proxy beside it can reach it; bind 127.0.0.1 or ::1",
+                    "{} {addr} is not a loopback address: the sidecar believes the certificate the proxy forwards because only the proxy beside it can reach it; bind 127.0.0.1, ::1 or a Unix socket, or require the proxy's certificate with authz.proxy_ca",
                     self.label(key)
                 ),
             ));
         }
-        Ok(addr)
+        Ok(Listen::Tcp(addr))
+    }
+
+    /// `proxy_ca`, `tls_cert` and `tls_key`: all three, or none.
+    fn proxy_tls(&self, a: &FileAuthz) -> Result<Option<ProxyTls>, ConfigError> {
+        match (&a.proxy_ca, &a.tls_cert, &a.tls_key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(ProxyTls {
+                ca: self.path("authz.proxy_ca", Some(ca), "certs/proxy-ca.pem")?,
+                cert: self.path("authz.tls_cert", Some(cert), "certs/authz.pem")?,
+                key: self.path("authz.tls_key", Some(key), "certs/authz.key")?,
+            })),
+            _ => Err(self.error(
+                "authz.proxy_ca",
+                format!(
+                    "{}, authz.tls_cert and authz.tls_key go together: set all three to require the proxy's certificate, or none",
+                    self.label("authz.proxy_ca")
+                ),
+            )),
+        }
+    }
+
+    /// The header holding the original request target: by default the one each proxy's
+    /// shipped configuration sets (nginx `X-Original-URI`, Traefik and Caddy
+    /// `X-Forwarded-Uri`), none for Envoy (which appends the path to `/verify/`); `"off"`
+    /// for none.
+    fn path_header(
+        &self,
+        raw: Option<&str>,
+        format: HeaderFormat,
+    ) -> Result<Option<String>, ConfigError> {
+        let default = match format {
+            HeaderFormat::Nginx => "x-original-uri",
+            HeaderFormat::Traefik => "x-forwarded-uri",
+            HeaderFormat::Envoy => "off",
+        };
+        let header = raw.unwrap_or(default).trim().to_ascii_lowercase();
+        if header == "off" {
+            return Ok(None);
+        }
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(self.error(
+                "authz.path_header",
+                format!(
+                    "{} `{header}` is not a header name (or \"off\")",
+                    self.label("authz.path_header")
+                ),
+            ));
+        }
+        Ok(Some(header))
+    }
+
+    /// Required scopes by path prefix, longest first. A prefix must be a path in its normal
+    /// form (`/admin`, not `admin`, `/a/../admin` or `/%61dmin`), so it reads as the server
+    /// routes it; its scopes must be named.
+    fn required_scopes(
+        &self,
+        rules: std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+        let key = "authz.required_scopes";
+        for (prefix, scopes) in &rules {
+            let normal = tokenmint_core::request_path::normalised(prefix);
+            if normal.as_deref() != Some(prefix.as_str()) || prefix.contains(['%', '?', '#']) {
+                return Err(self.error(
+                    key,
+                    format!(
+                        "{} prefix `{}` is not a path in normal form: start it with `/`, without `.` or `..` segments, `//`, `%` escapes, `?` or `#`",
+                        self.label(key),
+                        prefix.escape_debug()
+                    ),
+                ));
+            }
+            if scopes.is_empty()
+                || scopes
+                    .iter()
+                    .any(|s| s.trim().is_empty() || s.contains(' '))
+            {
+                return Err(self.error(
+                    key,
+                    format!(
+                        "{} under `{prefix}` must name at least one scope, each without spaces",
+                        self.label(key)
+                    ),
+                ));
+            }
+        }
+        let mut rules: Vec<(String, Vec<String>)> = rules.into_iter().collect();
+        rules.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        Ok(rules)
     }
 
     /// The certificate header and its format (`nginx` by default, its header

@@ -38,6 +38,10 @@ pub(super) struct FileAuthz {
     pub(super) audiences: Option<Vec<String>>,
     pub(super) certificate_header: Option<String>,
     pub(super) certificate_format: Option<String>,
+    pub(super) path_header: Option<String>,
+    pub(super) proxy_ca: Option<String>,
+    pub(super) tls_cert: Option<String>,
+    pub(super) tls_key: Option<String>,
     pub(super) staleness: Option<String>,
     pub(super) required_scopes: std::collections::BTreeMap<String, Vec<String>>,
 }

@@ -34,7 +34,7 @@ mod file;
 mod starter;
 mod validate;
 
-pub use authz::AuthzConfig;
+pub use authz::{AuthzConfig, Listen, ProxyTls};
 use env::EnvOverrides;
 use file::FileConfig;
 pub use starter::{lacks_client, resource_client_toml, starter_toml};
@@ -200,6 +200,10 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "audiences",
             "certificate_header",
             "certificate_format",
+            "path_header",
+            "proxy_ca",
+            "tls_cert",
+            "tls_key",
             "staleness",
             "required_scopes",
         ],

@@ -186,6 +186,12 @@ listen = "127.0.0.1:9191"
 ops_listen = "127.0.0.1:9192"
 # Envoy's ext_authz over gRPC (envoy.service.auth.v3.Authorization), loopback only, or "off".
 grpc_listen = "127.0.0.1:9193"
+# Either may be a Unix socket instead, e.g. "unix:/run/tokenmint/authz.sock" (mode 0660).
+# With proxy_ca, tls_cert and tls_key set, both listeners speak TLS and answer only a proxy
+# presenting a certificate from proxy_ca; then they may bind any address.
+# proxy_ca = "certs/proxy-ca.pem"
+# tls_cert = "certs/authz.pem"
+# tls_key = "certs/authz.key"
 # The issuer tokens must name, and where keys and revocations are watched.
 issuer = "https://localhost:8443"
 issuer_endpoint = "https://localhost:8443"
@@ -198,9 +204,13 @@ audiences = ["https://demo.tokenmint.dev"]
 # "traefik" (X-Forwarded-Tls-Client-Cert) or "envoy" (x-forwarded-client-cert).
 certificate_format = "nginx"
 certificate_header = "x-ssl-client-cert"
+# The one header the original path is read from (for required_scopes): the one the proxy
+# sets. Default: x-original-uri for nginx, x-forwarded-uri for traefik, "off" for envoy.
+path_header = "x-original-uri"
 # No word from the issuer for this long and every request is refused.
 staleness = "15s"
-# Scopes required under a path prefix, e.g. { "/admin" = ["demo:write"] }.
+# Scopes required under a path prefix, e.g. { "/admin" = ["demo:write"] }. The path is read
+# as sent and as a server routes it (/public/../admin is /admin); both readings count.
 required_scopes = {}
 
 [audit]

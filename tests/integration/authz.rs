@@ -25,47 +25,53 @@ use crate::support::*;
 
 /// The sidecar's identity at the issuer (the `rs` client, with `introspect`) written beside
 /// the server's files, and an `[authz]` section using it, plus `extra`.
-fn authz_config(setup: &Setup, server: &TestServer, extra: &str) -> Config {
+pub(crate) fn authz_config(setup: &Setup, server: &TestServer, extra: &str) -> Config {
+    authz_config_with(setup, server, extra, Vec::new())
+}
+
+/// [`authz_config`] with `TOKENMINT__AUTHZ__*` overrides.
+pub(crate) fn authz_config_with(
+    setup: &Setup,
+    server: &TestServer,
+    extra: &str,
+    env: Vec<(String, String)>,
+) -> Config {
     let rs = setup.pki.client_uri(RS_URI);
     std::fs::write(setup.path().join("rs.pem"), &rs.cert_pem).unwrap();
     std::fs::write(setup.path().join("rs.key"), rs.key_pem.as_bytes()).unwrap();
     let text = format!(
-        "[authz]\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\n\
+        "[authz]\nlisten = \"127.0.0.1:0\"\ngrpc_listen = \"127.0.0.1:0\"\n\
+         ops_listen = \"127.0.0.1:0\"\nissuer = \"{ISSUER}\"\n\
          issuer_endpoint = \"https://localhost:{}\"\nca = \"ca.pem\"\ncert = \"rs.pem\"\n\
          key = \"rs.key\"\naudiences = [\"{DEMO_AUDIENCE}\"]\n{extra}",
         server.addr.port()
     );
-    Config::from_toml_str(&text, &setup.config_path(), setup.path(), Vec::new()).unwrap()
+    Config::from_toml_str(&text, &setup.config_path(), setup.path(), env).unwrap()
 }
 
 /// A sidecar serving on loopback: its forward-auth, ext_authz gRPC and ops base URLs.
-struct Running {
-    verify: String,
-    grpc: String,
-    ops: String,
-    sidecar: Arc<Sidecar>,
-    stop: CancellationToken,
+pub(crate) struct Running {
+    pub(crate) verify: String,
+    pub(crate) grpc: String,
+    pub(crate) ops: String,
+    pub(crate) sidecar: Arc<Sidecar>,
+    pub(crate) stop: CancellationToken,
 }
 
-async fn start(config: Config) -> Running {
+pub(crate) async fn start(config: Config) -> Running {
     install_provider();
+    let listeners = authz::Listeners::bind(&config.authz).await.unwrap();
     let sidecar = Arc::new(Sidecar::new(config.authz).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (verify, grpc_url, ops_url) = (
-        format!("http://{}/verify", listener.local_addr().unwrap()),
-        format!("http://{}", grpc.local_addr().unwrap()),
-        format!("http://{}", ops.local_addr().unwrap()),
+        format!("{}/verify", listeners.forward.url()),
+        listeners.grpc.as_ref().unwrap().url(),
+        format!(
+            "http://{}",
+            listeners.ops.as_ref().unwrap().local_addr().unwrap()
+        ),
     );
     let stop = CancellationToken::new();
-    tokio::spawn(authz::serve(
-        sidecar.clone(),
-        listener,
-        Some(grpc),
-        Some(ops),
-        stop.clone(),
-    ));
+    tokio::spawn(authz::serve(sidecar.clone(), listeners, stop.clone()));
     for _ in 0..500 {
         if sidecar.verifier.health().is_ready() {
             break;
@@ -82,7 +88,7 @@ async fn start(config: Config) -> Running {
 }
 
 /// nginx's `$ssl_client_escaped_cert` of `cert`.
-fn nginx_header(cert: &Issued) -> String {
+pub(crate) fn nginx_header(cert: &Issued) -> String {
     percent_encode(&cert.cert_pem)
 }
 
@@ -172,12 +178,34 @@ async fn forward_auth_allows_the_bound_caller_and_refuses_the_rest_with_401_or_4
             "insufficient_scope",
         ),
     ];
+    // A path that reads as another but routes to /admin is held to /admin's scopes.
+    let walked = [
+        "/orders/../admin/x",
+        "/orders/%2e%2e/admin",
+        "/%61dmin/x",
+        "//admin",
+        "/./admin",
+        "https://api.example.com/admin?x",
+    ];
+    let cases = cases.into_iter().chain(walked.into_iter().map(|uri| {
+        let cert = Some(demo_cert.clone());
+        (Some(token.as_str()), cert, uri, 403, "insufficient_scope")
+    }));
     for (token, cert, uri, expected, challenge) in cases {
         let (status, got, client) = ask(url, token, cert.as_deref(), uri).await;
         assert_eq!(status, expected, "{token:?} {uri}");
         assert!(got.unwrap().contains(challenge));
         assert!(client.is_none());
     }
+    // Without a path the request is held to every prefix's scopes.
+    let unsaid = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(&token)
+        .header("x-ssl-client-cert", &demo_cert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsaid.status(), 403);
     let metrics = reqwest::get(format!("{}/metrics", sidecar.ops))
         .await
         .unwrap();
@@ -186,6 +214,35 @@ async fn forward_auth_allows_the_bound_caller_and_refuses_the_rest_with_401_or_4
         metrics.contains("tokenmint_authz_decisions_total{decision=\"allow\""),
         "{metrics}"
     );
+    sidecar.stop.cancel();
+    server.stop().await;
+}
+
+/// Traefik and Caddy set `X-Forwarded-Uri` and pass a client's other headers on: a client's
+/// own `X-Original-URI` naming a path without scopes must not stand in for the real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_path_header_the_proxy_sets_counts() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let demo = setup.pki.client_uri(DEMO_URI);
+    let extra = "path_header = \"x-forwarded-uri\"\n\
+                 [authz.required_scopes]\n\"/admin\" = [\"demo:write\"]\n";
+    let sidecar = start(authz_config(&setup, &server, extra)).await;
+    let token = issue(&server, &demo, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token;
+    let call = |forwarded: &'static str, original: &'static str| {
+        reqwest::Client::new()
+            .get(&sidecar.verify)
+            .bearer_auth(&token)
+            .header("x-ssl-client-cert", nginx_header(&demo))
+            .header("x-forwarded-uri", forwarded)
+            .header("x-original-uri", original)
+            .send()
+    };
+    assert_eq!(call("/orders", "/admin").await.unwrap().status(), 200);
+    assert_eq!(call("/admin/keys", "/orders").await.unwrap().status(), 403);
     sidecar.stop.cancel();
     server.stop().await;
 }
@@ -263,7 +320,7 @@ async fn every_proxys_certificate_format_reaches_the_same_decision() {
                 let ask = Ask {
                     authorization: Some(&token),
                     certificate: Some(&value),
-                    path: "/",
+                    path: Some("/"),
                 };
                 authz::decide(verifier, format, &[], ask).await
             }
@@ -330,7 +387,11 @@ async fn with_the_issuer_gone_it_allows_within_staleness_then_refuses_and_is_not
 
 /// A `Check` as Envoy sends it: the token and any `x-forwarded-client-cert` among the
 /// lower-cased headers, the peer's URL-encoded PEM in `source.certificate` ("" without).
-fn envoy_check(token: Option<&str>, peer_certificate: &str, xfcc: Option<&str>) -> CheckRequest {
+pub(crate) fn envoy_check(
+    token: Option<&str>,
+    peer_certificate: &str,
+    xfcc: Option<&str>,
+) -> CheckRequest {
     let mut headers = std::collections::HashMap::new();
     if let Some(token) = token {
         headers.insert("authorization".to_owned(), format!("Bearer {token}"));
@@ -362,14 +423,27 @@ fn envoy_check(token: Option<&str>, peer_certificate: &str, xfcc: Option<&str>) 
 /// What Envoy would do with the answer: the gRPC code, the HTTP status (200 when allowed), and
 /// the headers (set upstream when allowed, sent to the caller when refused).
 #[derive(Debug)]
-struct Answer {
-    code: i32,
-    status: i32,
-    headers: std::collections::HashMap<String, String>,
+pub(crate) struct Answer {
+    pub(crate) code: i32,
+    pub(crate) status: i32,
+    pub(crate) headers: std::collections::HashMap<String, String>,
 }
 
-async fn envoy_ask(url: &str, check: CheckRequest) -> Answer {
-    let mut client = AuthorizationClient::connect(url.to_owned()).await.unwrap();
+pub(crate) async fn envoy_ask(url: &str, check: CheckRequest) -> Answer {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    envoy_ask_on(channel, check).await
+}
+
+/// Envoy's `Check` of `check` on `channel`.
+pub(crate) async fn envoy_ask_on(
+    channel: tonic::transport::Channel,
+    check: CheckRequest,
+) -> Answer {
+    let mut client = AuthorizationClient::new(channel);
     let response = client.check(check).await.unwrap().into_inner();
     let code = response.status.unwrap().code;
     let (status, options) = match response.http_response.unwrap() {
@@ -473,6 +547,10 @@ async fn envoy_grpc_ext_authz_takes_xfcc_without_a_peer_certificate_and_refuses_
     server.stop().await;
 }
 
+fn authz_listen_unix(path: std::path::PathBuf) -> tokenmint::config::Listen {
+    tokenmint::config::Listen::Unix(path)
+}
+
 #[test]
 fn its_settings_are_checked_with_the_rest_of_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -495,6 +573,32 @@ fn its_settings_are_checked_with_the_rest_of_the_file() {
     assert_eq!(defaults.issuer, "https://localhost:8443");
     assert!(defaults.cert.ends_with("certs/resource.pem"));
     assert_eq!(defaults.certificate_header, "x-ssl-client-cert");
+    assert_eq!(defaults.path_header.as_deref(), Some("x-original-uri"));
+    assert_eq!(defaults.proxy_tls, None);
+    let envoy = load("[authz]\ncertificate_format = \"envoy\"\n")
+        .unwrap()
+        .authz;
+    assert_eq!(envoy.path_header, None);
+    let traefik = load("[authz]\ncertificate_format = \"traefik\"\n")
+        .unwrap()
+        .authz;
+    assert_eq!(traefik.path_header.as_deref(), Some("x-forwarded-uri"));
+    let unix = load("[authz]\nlisten = \"unix:authz.sock\"\n")
+        .unwrap()
+        .authz;
+    assert_eq!(
+        unix.listen,
+        authz_listen_unix(dir.path().join("authz.sock"))
+    );
+    // Any address once the proxy must present a certificate.
+    let tls = load(
+        "[authz]\nlisten = \"0.0.0.0:9191\"\nproxy_ca = \"p.pem\"\n\
+         tls_cert = \"s.pem\"\ntls_key = \"s.key\"\n",
+    )
+    .unwrap()
+    .authz;
+    assert_eq!(tls.listen.to_string(), "0.0.0.0:9191");
+    assert!(tls.proxy_tls.unwrap().ca.ends_with("p.pem"));
     for (text, field) in [
         ("[authz]\nlisten = \"0.0.0.0:9191\"\n", "authz.listen"),
         (
@@ -510,6 +614,27 @@ fn its_settings_are_checked_with_the_rest_of_the_file() {
         (
             "[authz]\ncertificate_header = \"bad header\"\n",
             "authz.certificate_header",
+        ),
+        ("[authz]\nproxy_ca = \"ca.pem\"\n", "authz.proxy_ca"),
+        (
+            "[authz]\npath_header = \"bad header\"\n",
+            "authz.path_header",
+        ),
+        (
+            "[authz.required_scopes]\n\"admin\" = [\"a\"]\n",
+            "authz.required_scopes",
+        ),
+        (
+            "[authz.required_scopes]\n\"/a/../b\" = [\"a\"]\n",
+            "authz.required_scopes",
+        ),
+        (
+            "[authz.required_scopes]\n\"/%61\" = [\"a\"]\n",
+            "authz.required_scopes",
+        ),
+        (
+            "[authz.required_scopes]\n\"/admin\" = []\n",
+            "authz.required_scopes",
         ),
     ] {
         let error = load(text).unwrap_err().to_string();

@@ -84,14 +84,27 @@ struct Stack {
     _nginx: Running,
 }
 
+/// How nginx reaches the sidecar: the shipped file's loopback TCP, or one of its commented
+/// alternatives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    Tcp,
+    Unix,
+    Tls,
+}
+
 impl Stack {
     async fn start(nginx: &Path) -> Self {
+        Self::start_linked(nginx, Link::Tcp).await
+    }
+
+    async fn start_linked(nginx: &Path, link: Link) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (issuer, issuer_port, token) = dev_server(dir.path());
-        let (authz, verify_port, authz_ops_port) = start_authz(dir.path(), issuer_port);
+        let (authz, verify_at, authz_ops_port) = start_authz(dir.path(), issuer_port, link);
         wait_ready(dir.path(), authz_ops_port).await;
         let upstream_port = echo_service().await;
-        let (nginx, nginx_port) = start_nginx(nginx, dir.path(), verify_port, upstream_port);
+        let (nginx, nginx_port) = start_nginx(nginx, dir.path(), link, &verify_at, upstream_port);
         Self {
             dir,
             issuer,
@@ -146,14 +159,28 @@ impl Stack {
     }
 }
 
-/// `tokenmint authz` in `dir` against the issuer on `issuer_port`: the process, its forward-auth
-/// port and its ops port, read from the two lines it prints once bound.
-fn start_authz(dir: &Path, issuer_port: u16) -> (Running, u16, u16) {
-    let mut child = command(Path::new(BIN), dir)
+/// `tokenmint authz` in `dir` against the issuer on `issuer_port`, listening as `link` says:
+/// the process, where its forward auth listens (`127.0.0.1:PORT` or the socket's path) and its
+/// ops port, read from the lines it prints once bound.
+fn start_authz(dir: &Path, issuer_port: u16, link: Link) -> (Running, String, u16) {
+    let listen = match link {
+        Link::Unix => format!("unix:{}", dir.join("authz.sock").display()),
+        Link::Tcp | Link::Tls => "127.0.0.1:0".into(),
+    };
+    let mut command = command(Path::new(BIN), dir);
+    if link == Link::Tls {
+        proxy_pki(&dir.join("certs"));
+        for (key, file) in [
+            ("PROXY_CA", "authz-ca.pem"),
+            ("TLS_CERT", "authz.pem"),
+            ("TLS_KEY", "authz.key"),
+        ] {
+            command.env(format!("TOKENMINT__AUTHZ__{key}"), format!("certs/{file}"));
+        }
+    }
+    let mut child = command
+        .args(["authz", "--listen", &listen])
         .args([
-            "authz",
-            "--listen",
-            "127.0.0.1:0",
             "--ops-listen",
             "127.0.0.1:0",
             "--grpc-listen",
@@ -168,19 +195,38 @@ fn start_authz(dir: &Path, issuer_port: u16) -> (Running, u16, u16) {
     let lines = lines_of(child.stdout.take().unwrap());
     let running = Running::from(child);
     let log = || std::fs::read_to_string(dir.join("authz.log")).unwrap_or_default();
-    let port_after = |prefix: &str| -> u16 {
+    let after = |prefix: &str| -> String {
         let line = lines
             .recv_timeout(START_BOUND)
             .unwrap_or_else(|_| panic!("authz printed no {prefix:?} line: {}", log()));
         line.trim()
             .strip_prefix(prefix)
-            .and_then(|addr| addr.parse::<SocketAddr>().ok())
             .unwrap_or_else(|| panic!("unexpected line {line:?} (wanted {prefix}…)"))
-            .port()
+            .to_owned()
     };
-    let verify = port_after("authz: forward auth on http://");
-    let ops = port_after("authz: ops on http://");
-    (running, verify, ops)
+    let verify = after(match link {
+        Link::Tcp => "authz: forward auth on http://",
+        Link::Unix => "authz: forward auth on unix:",
+        Link::Tls => "authz: forward auth on https://",
+    });
+    let ops: SocketAddr = after("authz: ops on http://").parse().unwrap();
+    (running, verify, ops.port())
+}
+
+/// The proxy's PKI, apart from the issuer's, written into `certs`: `authz-ca.pem` (the CA),
+/// `authz.pem`/`.key` (the sidecar's server certificate), `proxy.pem`/`.key` (nginx's).
+fn proxy_pki(certs: &Path) {
+    let pki = crate::support::Pki::new();
+    let proxy = pki.client_uri("spiffe://proxy.example/nginx");
+    for (file, contents) in [
+        ("authz-ca.pem", pki.ca.cert_pem().to_owned()),
+        ("authz.pem", pki.server.cert_pem.clone()),
+        ("authz.key", pki.server.key_pem.to_string()),
+        ("proxy.pem", proxy.cert_pem.clone()),
+        ("proxy.key", proxy.key_pem.to_string()),
+    ] {
+        std::fs::write(certs.join(file), contents).unwrap();
+    }
 }
 
 /// The lines a child prints, read on a thread that drains its output until it exits (so it
@@ -255,29 +301,49 @@ async fn echo_service() -> u16 {
     port
 }
 
-/// The shipped site with this test's port, certificates and upstreams, each substitution
-/// checked to have found its place, so the test runs the file as it is.
-fn site(dir: &Path, port: u16, authz_port: u16, upstream_port: u16) -> String {
+/// The shipped site with this test's port, certificates and upstreams, and for `link` its
+/// commented lines in place of the ones they replace; each substitution checked to have found
+/// its place, so the test runs the file as it is.
+fn site(dir: &Path, port: u16, link: Link, verify_at: &str, upstream_port: u16) -> String {
     let certs = format!("{}/", dir.join("certs").display());
-    let mut site = SITE.to_owned();
-    for (from, to, times) in [
+    let tcp = "    server 127.0.0.1:9191;\n";
+    let plain_pass = "        proxy_pass http://tokenmint_authz/verify;\n";
+    let mut substitutions = vec![
         (
             "listen 443 ssl;",
             format!("listen 127.0.0.1:{port} ssl;"),
             1,
         ),
-        ("/etc/tokenmint/certs/", certs, 3),
-        (
-            "server 127.0.0.1:9191;",
-            format!("server 127.0.0.1:{authz_port};"),
-            1,
-        ),
+        ("/etc/tokenmint/certs/", certs, 6),
         (
             "server 127.0.0.1:8080;",
             format!("server 127.0.0.1:{upstream_port};"),
             1,
         ),
-    ] {
+    ];
+    match link {
+        Link::Tcp => substitutions.push((tcp, format!("    server {verify_at};\n"), 1)),
+        Link::Unix => substitutions.extend([
+            (tcp, String::new(), 1),
+            (
+                "#server unix:/run/tokenmint/authz.sock;",
+                format!("server unix:{verify_at};"),
+                1,
+            ),
+        ]),
+        Link::Tls => substitutions.extend([
+            (tcp, String::new(), 1),
+            (
+                "#server authz.internal.example:9191;",
+                format!("server {verify_at};"),
+                1,
+            ),
+            (plain_pass, String::new(), 1),
+            ("        #proxy_", "        proxy_".into(), 7),
+        ]),
+    }
+    let mut site = SITE.to_owned();
+    for (from, to, times) in substitutions {
         assert_eq!(site.matches(from).count(), times, "{from} in the site");
         site = site.replace(from, &to);
     }
@@ -286,13 +352,19 @@ fn site(dir: &Path, port: u16, authz_port: u16, upstream_port: u16) -> String {
 
 /// nginx in the foreground as this test's child, everything it writes under `dir/nginx`,
 /// serving the site on a free port: the process and that port, once it accepts connections.
-fn start_nginx(nginx: &Path, dir: &Path, authz_port: u16, upstream_port: u16) -> (Running, u16) {
+fn start_nginx(
+    nginx: &Path,
+    dir: &Path,
+    link: Link,
+    verify_at: &str,
+    upstream_port: u16,
+) -> (Running, u16) {
     let prefix = dir.join("nginx");
     std::fs::create_dir_all(&prefix).unwrap();
     let port = free_port();
     std::fs::write(
         prefix.join("tokenmint-authz.conf"),
-        site(dir, port, authz_port, upstream_port),
+        site(dir, port, link, verify_at, upstream_port),
     )
     .unwrap();
     let p = prefix.display();
@@ -646,4 +718,34 @@ async fn behind_nginx_an_issuer_gone_leaves_tokens_honoured_until_the_sidecar_is
     assert!(refused.retry_after.is_some(), "{refused:?}");
     assert_eq!(readyz(stack.authz_ops_port).await.0, 503);
     println!("issuer gone → refusal at nginx after {after:?}");
+}
+
+/// The shipped file's commented alternatives, run for real: the sidecar on a Unix socket, and
+/// the sidecar over TLS requiring nginx's own certificate. The same decisions come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_the_sidecar_on_a_unix_socket_or_over_tls_decides_the_same() {
+    let Some(nginx) = nginx_binary() else {
+        return;
+    };
+    for link in [Link::Unix, Link::Tls] {
+        let stack = Stack::start_linked(&nginx, link).await;
+        let token = stack.token.as_str();
+        let allowed = stack.caller(Some("demo")).call(Some(token), &[]).await;
+        assert_eq!(allowed.status, 200, "{link:?}: {allowed:?}");
+        assert_eq!(
+            allowed.seen("x-tokenmint-client-id"),
+            Some("demo"),
+            "{link:?}"
+        );
+        stack
+            .caller(Some("admin"))
+            .call(Some(token), &[])
+            .await
+            .assert_refused(403, &format!("{link:?}: another certificate"));
+        stack
+            .caller(Some("demo"))
+            .call(None, &[])
+            .await
+            .assert_refused(401, &format!("{link:?}: no token"));
+    }
 }

@@ -7,6 +7,7 @@ mod admin_clients;
 mod admin_listener;
 mod audit;
 mod authz;
+mod authz_listeners;
 mod authz_nginx;
 mod availability;
 mod binary;

@@ -5,8 +5,8 @@
 //! their signing and verification ([`token`], [`keys`], with [`crypto`] as the one home of the
 //! cryptographic primitives), when keys step ([`rotation`]), what is revoked ([`revocation`]),
 //! rate limits ([`limits`]), the audit trail's records ([`audit`]), the clock ([`clock`]) and
-//! OAuth2's error codes ([`oauth`]), and the caller's certificate as proxies forward it in a
-//! header ([`forwarded`]).
+//! OAuth2's error codes ([`oauth`]), and what proxies forward of a request: the caller's
+//! certificate in a header ([`forwarded`]) and the original path ([`request_path`]).
 //!
 //! The server (`tokenmint`), the store (`tokenmint-store`) and the libraries build on it; its
 //! `Cargo.toml` keeps tokio, tonic, hyper, axum, sqlx and rustls out, so the dependency rule
@@ -26,6 +26,7 @@ pub mod jose;
 pub mod keys;
 pub mod limits;
 pub mod oauth;
+pub mod request_path;
 pub mod revocation;
 pub mod rotation;
 pub mod token;

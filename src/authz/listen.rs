@@ -1,0 +1,184 @@
+//! The sidecar's listeners. What a proxy forwards of the caller's certificate is believed, so
+//! only the proxy may reach them: a loopback TCP address, a Unix socket whose file mode and
+//! directory say who may connect, or TCP with TLS where the proxy's own client certificate is
+//! required (a connection without one is closed once its handshake ends).
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use axum::Router;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{Listen, ProxyTls},
+    tls, transport,
+};
+
+/// A bound listener, ready to serve.
+pub enum Bound {
+    /// Plain HTTP on a TCP address (loopback).
+    Tcp(TcpListener),
+    /// Plain HTTP on a Unix socket; its file is removed when serving ends.
+    Unix(UnixListener, PathBuf),
+    /// HTTPS, the proxy's client certificate required.
+    Tls(
+        TcpListener,
+        tokio_rustls::TlsAcceptor,
+        Arc<tls::ClientVerifier>,
+    ),
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url())
+    }
+}
+
+/// A TLS listener's limits: a handful of proxy connections, never a crowd.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HANDSHAKES: u32 = 64;
+
+impl Bound {
+    /// Binds `listen`, with TLS from the proxy when `tls` is set and `listen` is TCP.
+    pub async fn bind(listen: &Listen, tls: Option<&ProxyTls>) -> Result<Self> {
+        match (listen, tls) {
+            (Listen::Unix(path), _) => Ok(Bound::Unix(bind_unix(path).await?, path.clone())),
+            (Listen::Tcp(addr), None) => Ok(Bound::Tcp(bind_tcp(*addr).await?)),
+            (Listen::Tcp(addr), Some(tls)) => {
+                let (acceptor, verifier) = acceptor(tls)?;
+                Ok(Bound::Tls(bind_tcp(*addr).await?, acceptor, verifier))
+            }
+        }
+    }
+
+    /// The TCP address it is bound to (`None` for a Unix socket).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Bound::Tcp(listener) | Bound::Tls(listener, ..) => listener.local_addr().ok(),
+            Bound::Unix(..) => None,
+        }
+    }
+
+    /// Where it listens, as a URL (`http://127.0.0.1:9191`, `https://…`, `unix:/path`).
+    pub fn url(&self) -> String {
+        let addr = self
+            .local_addr()
+            .map_or_else(|| "?".into(), |a| a.to_string());
+        match self {
+            Bound::Tcp(_) => format!("http://{addr}"),
+            Bound::Tls(..) => format!("https://{addr}"),
+            Bound::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+
+    /// Serves `router` until `stop`.
+    pub async fn serve(self, router: Router, stop: CancellationToken) -> Result<()> {
+        match self {
+            Bound::Tcp(listener) => axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("serving"),
+            Bound::Unix(listener, path) => {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                let _ = std::fs::remove_file(&path);
+                served.context("serving")
+            }
+            Bound::Tls(listener, acceptor, verifier) => {
+                serve_tls(listener, acceptor, verifier, router, stop).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+/// Binds a Unix socket at `path`, mode 0660. A socket file left by a process that is gone is
+/// replaced; one that answers, or a file that is not a socket, is an error.
+async fn bind_unix(path: &std::path::Path) -> Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!("{} exists and is not a socket", path.display());
+        }
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            bail!("{} is in use by another process", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding unix:{}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// The acceptor for `tls`: the sidecar's certificate, the proxy's CA.
+fn acceptor(tls: &ProxyTls) -> Result<(tokio_rustls::TlsAcceptor, Arc<tls::ClientVerifier>)> {
+    let provider = tls::provider();
+    let verifier = Arc::new(
+        tls::ClientVerifier::try_new(provider.clone(), &tls.ca, &[], Arc::new(tls::NoPins))
+            .context("authz.proxy_ca")?,
+    );
+    let certificate = Arc::new(
+        tls::ServerCertificate::load(provider.clone(), &tls.cert, &tls.key)
+            .context("authz.tls_cert and authz.tls_key")?,
+    );
+    let config = tls::server_config(provider, certificate, verifier.clone())
+        .context("the sidecar's TLS settings")?;
+    Ok((tokio_rustls::TlsAcceptor::from(config), verifier))
+}
+
+/// HTTPS with the server's own accept loop (each handshake in its own task, under a time
+/// limit) and connection serving, where a connection without a verified certificate gets no
+/// place at all.
+async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    verifier: Arc<tls::ClientVerifier>,
+    router: Router,
+    stop: CancellationToken,
+) {
+    let (connections, incoming) = tokio::sync::mpsc::channel(64);
+    let limits = tls::HandshakeLimits {
+        timeout: HANDSHAKE_TIMEOUT,
+        max_in_progress: MAX_HANDSHAKES,
+        shares: crate::address_shares::AddressShares::new(0, &[], 0),
+        failures: None,
+    };
+    let accept = tokio::spawn(tls::accept_loop(
+        listener,
+        acceptor,
+        verifier,
+        limits,
+        connections,
+        stop.clone(),
+    ));
+    transport::serve_connections(incoming, router, connection_limits(), stop).await;
+    let _ = accept.await;
+}
+
+fn connection_limits() -> transport::ConnectionLimits {
+    transport::ConnectionLimits {
+        max_streams: 256,
+        max_streams_without_certificate: 1,
+        // No place for a connection whose peer is not the proxy.
+        max_connections_without_certificate: 0,
+        idle_without_certificate: Duration::from_secs(1),
+        max_header_bytes: 64 * 1024,
+        header_timeout: Duration::from_secs(10),
+        keepalive_interval: Duration::from_secs(30),
+        keepalive_timeout: Duration::from_secs(10),
+        max_age: Duration::from_secs(3600),
+        age_grace: Duration::from_secs(30),
+        grace: Duration::from_secs(5),
+    }
+}
