@@ -10,7 +10,7 @@
 //!  ops: /healthz, /readyz (not ready while stale), /metrics
 //! ```
 //!
-//! Both faces listen where only the proxy can reach them ([`listen`]): loopback, a Unix
+//! Both faces listen where only the proxy can reach them ([`Bound`]): loopback, a Unix
 //! socket, or TLS with the proxy's certificate required.
 
 mod decision;
