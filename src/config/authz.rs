@@ -186,14 +186,15 @@ impl Validator<'_> {
         Ok(Listen::Tcp(addr))
     }
 
-    /// `proxy_ca`, `tls_cert` and `tls_key`: all three, or none.
+    /// `proxy_ca`, `tls_cert` and `tls_key`: all three, or none (unset or empty).
     fn proxy_tls(&self, a: &FileAuthz) -> Result<Option<ProxyTls>, ConfigError> {
-        match (&a.proxy_ca, &a.tls_cert, &a.tls_key) {
+        let set = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+        match (set(&a.proxy_ca), set(&a.tls_cert), set(&a.tls_key)) {
             (None, None, None) => Ok(None),
             (Some(ca), Some(cert), Some(key)) => Ok(Some(ProxyTls {
-                ca: self.path("authz.proxy_ca", Some(ca), "certs/proxy-ca.pem")?,
-                cert: self.path("authz.tls_cert", Some(cert), "certs/authz.pem")?,
-                key: self.path("authz.tls_key", Some(key), "certs/authz.key")?,
+                ca: self.path("authz.proxy_ca", Some(&ca), "certs/proxy-ca.pem")?,
+                cert: self.path("authz.tls_cert", Some(&cert), "certs/authz.pem")?,
+                key: self.path("authz.tls_key", Some(&key), "certs/authz.key")?,
             })),
             _ => Err(self.error(
                 "authz.proxy_ca",

@@ -187,11 +187,13 @@ ops_listen = "127.0.0.1:9192"
 # Envoy's ext_authz over gRPC (envoy.service.auth.v3.Authorization), loopback only, or "off".
 grpc_listen = "127.0.0.1:9193"
 # Either may be a Unix socket instead, e.g. "unix:/run/tokenmint/authz.sock" (mode 0660).
-# With proxy_ca, tls_cert and tls_key set, both listeners speak TLS and answer only a proxy
-# presenting a certificate from proxy_ca; then they may bind any address.
-# proxy_ca = "certs/proxy-ca.pem"
-# tls_cert = "certs/authz.pem"
-# tls_key = "certs/authz.key"
+# With proxy_ca, tls_cert and tls_key set (e.g. "certs/proxy-ca.pem", "certs/authz.pem",
+# "certs/authz.key"), both TCP listeners speak TLS and answer only a proxy presenting a
+# certificate from proxy_ca; then they may bind any address. Empty: plain, as the proxy is
+# beside the sidecar.
+proxy_ca = ""
+tls_cert = ""
+tls_key = ""
 # The issuer tokens must name, and where keys and revocations are watched.
 issuer = "https://localhost:8443"
 issuer_endpoint = "https://localhost:8443"

@@ -2,7 +2,9 @@
 //!
 //! Modes: `issue` (IssueToken on persistent connections), `introspect` (IntrospectToken of one
 //! token repeated, or of `--pool N` distinct tokens cycled), `jwks` (GetJwks), and `connect`
-//! (a new TCP + full TLS handshake for every IssueToken; session resumption off). Load is
+//! (a new TCP + full TLS handshake for every IssueToken; session resumption off), and
+//! `forward` (`GET --path` with a bearer token from `--issuer`, over HTTP/2 on a proxy such as
+//! nginx asking `tokenmint authz`; benches/authz_nginx.sh drives it). Load is
 //! `--connections` × `--streams` concurrent callers, for `--duration` or `--requests`.
 //! Reports throughput, latency percentiles, errors by status and — with `--pid`, or when it
 //! starts the server itself with `--spawn` — the server's CPU time per request (from
@@ -70,6 +72,10 @@ enum Mode {
     /// The server's RSS per WatchRevocations stream, reading or stalled (no load).
     #[serde(rename = "watch-memory")]
     WatchMemory,
+    /// `GET --path` with `Authorization: Bearer` over HTTP/2 on the server, which is a proxy
+    /// (nginx with `auth_request` to `tokenmint authz`, or alone); 200 is success. The tokens
+    /// (`--pool`) come from `--issuer`.
+    Forward,
 }
 
 #[derive(Parser, Debug)]
@@ -125,9 +131,15 @@ struct Args {
     /// How long one call may take; past it the call counts as a `timeout` error.
     #[arg(long, default_value = "10s")]
     timeout: humantime::Duration,
-    /// Distinct tokens to introspect (1 = one token repeated).
+    /// Distinct tokens to introspect or to send (1 = one token repeated).
     #[arg(long, default_value_t = 1)]
     pool: usize,
+    /// forward: the path to GET.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// forward: the issuer the tokens come from (as `--issuer-cert`).
+    #[arg(long, default_value = "https://localhost:8443")]
+    issuer: String,
     /// The server's process id, to report its CPU time per request and its RSS.
     #[arg(long)]
     pid: Option<u32>,
@@ -363,7 +375,7 @@ async fn prepare(args: &Args, mut spawned: Option<&mut Spawned>) -> Result<Setup
     let file = |given: &Option<PathBuf>, default: &str| file_in(&base, given, default);
     let caller = match args.mode {
         Mode::Introspect | Mode::WatchMemory => "admin",
-        Mode::Issue | Mode::Jwks | Mode::Connect => "demo",
+        Mode::Issue | Mode::Jwks | Mode::Connect | Mode::Forward => "demo",
     };
     let ca = file(&args.ca, "certs/ca.pem");
     let cert = file(&args.cert, &format!("certs/{caller}.pem"));
@@ -420,16 +432,25 @@ const ATTACK_MARGIN: Duration = Duration::from_secs(60);
 const ATTACK_MAX_HOLD: Duration = Duration::from_secs(600);
 
 async fn measure_load(args: &Args, setup: &Setup) -> Result<Vec<Report>> {
-    let pool = if args.mode == Mode::Introspect {
-        let issuer_config = client_config(
+    let issuer_config = || {
+        client_config(
             &setup.ca,
             &file_in(&setup.base, &args.issuer_cert, "certs/demo.pem"),
             &file_in(&setup.base, &args.issuer_key, "certs/demo.key"),
-        )?;
-        Arc::new(mint_pool(&setup.target, &issuer_config, args.pool.max(1)).await?)
-    } else {
-        Arc::new(Vec::new())
+        )
     };
+    let pool = match args.mode {
+        Mode::Introspect => mint_pool(&setup.target, &issuer_config()?, args.pool.max(1)).await?,
+        Mode::Forward => {
+            let issuer = target_of(&args.issuer, None)?;
+            mint_pool(&issuer, &issuer_config()?, args.pool.max(1)).await?
+        }
+        _ => Vec::new(),
+    };
+    let pool = Arc::new(pool);
+    let forward: Uri = format!("https://{}{}", setup.target.addr, args.path)
+        .parse()
+        .with_context(|| format!("--path {:?}", args.path))?;
     let load = Load {
         mode: args.mode,
         target: setup.target.clone(),
@@ -439,6 +460,7 @@ async fn measure_load(args: &Args, setup: &Setup) -> Result<Vec<Report>> {
         streams: args.streams.max(1),
         cursor: Arc::default(),
         timeout: args.timeout.into(),
+        forward,
     };
     let limit = match args.requests {
         Some(n) => Limit::Count(n),
@@ -796,6 +818,8 @@ struct Load {
     cursor: Arc<AtomicU64>,
     /// How long one call may take.
     timeout: Duration,
+    /// forward: the URL to GET.
+    forward: Uri,
 }
 
 #[derive(Default)]
@@ -850,6 +874,7 @@ impl Load {
                     pool: self.pool.clone(),
                     cursor: self.cursor.clone(),
                     timeout: self.timeout,
+                    forward: self.forward.clone(),
                 };
                 let budget = budget.clone();
                 tasks.push(tokio::spawn(caller.run(deadline, budget)));
@@ -873,6 +898,8 @@ struct Caller {
     /// before any is used again.
     cursor: Arc<AtomicU64>,
     timeout: Duration,
+    /// forward: the URL to GET.
+    forward: Uri,
 }
 
 impl Caller {
@@ -897,6 +924,42 @@ impl Caller {
         outcome
     }
 
+    /// The next token of the pool.
+    fn next_token(&self) -> String {
+        let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.pool.len().max(1) as u64;
+        self.pool
+            .get(usize::try_from(i).unwrap_or(0))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// forward: one GET with the next token, its answer read to the end; an error is named
+    /// by its HTTP status.
+    async fn forward(&self, connection: Connection) -> Result<(), String> {
+        use http_body_util::BodyExt as _;
+        let request = http::Request::get(self.forward.clone())
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.next_token()),
+            )
+            .body(tonic::body::Body::empty())
+            .map_err(|_| "request".to_owned())?;
+        let response = tower::ServiceExt::oneshot(connection, request)
+            .await
+            .map_err(|_| "http".to_owned())?;
+        let status = response.status();
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|_| "body".to_owned())?;
+        if status == http::StatusCode::OK {
+            Ok(())
+        } else {
+            Err(status.as_str().to_owned())
+        }
+    }
+
     /// One request; an error is named by its gRPC status code (or `connect`, or `timeout`).
     async fn call(&mut self) -> Result<(), String> {
         let status = |s: tonic::Status| format!("{:?}", s.code());
@@ -915,9 +978,9 @@ impl Caller {
                     .map(drop)
                     .map_err(status)
             }
+            (Mode::Forward, Some(channel)) => self.forward(channel.clone()).await,
             (Mode::Introspect, Some(channel)) => {
-                let i = self.cursor.fetch_add(1, Ordering::Relaxed) % self.pool.len() as u64;
-                let token = self.pool[usize::try_from(i).unwrap_or(0)].clone();
+                let token = self.next_token();
                 let response =
                     TokenServiceClient::with_origin(channel.clone(), self.target.uri.clone())
                         .introspect_token(IntrospectTokenRequest {
