@@ -14,7 +14,9 @@
 # with --pid on the sidecar's turns it reads the sidecar's CPU time from /proc. Prints each
 # round, the medians, the median of the per-round throughput ratios, and the sidecar's CPU
 # per decision. Loopback only; stops by itself (about ROUNDS × 2 × (SECS + 1) s plus the
-# build). Environment: ROUNDS, SECS, CONNECTIONS (default 4), STREAMS (default 8), FEATURES
+# build). Environment: ROUNDS, SECS, CONNECTIONS (default 4), STREAMS (default 8), POOL
+# (distinct tokens, default 1: one token repeated, a cache hit in the sidecar after the first;
+# more tokens than a turn sends, e.g. 100000, make every decision a signature check), FEATURES
 # (cargo feature arguments).
 set -euo pipefail
 
@@ -24,6 +26,7 @@ rounds=${ROUNDS:-5}
 secs=${SECS:-5}
 connections=${CONNECTIONS:-4}
 streams=${STREAMS:-8}
+pool=${POOL:-1}
 read -r -a features <<<"${FEATURES:-}"
 
 log() { echo "authz_nginx: $*" >&2; }
@@ -61,7 +64,8 @@ wait_port() {
 
 cd "$dir"
 issuer_port=$(free_port)
-TOKENMINT__SERVER__LISTEN=127.0.0.1:$issuer_port "$bin/tokenmint" serve --dev >serve.log 2>&1 &
+TOKENMINT__SERVER__LISTEN=127.0.0.1:$issuer_port TOKENMINT__SERVER__OPS_LISTEN=off \
+    "$bin/tokenmint" serve --dev >serve.log 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
     "$bin/tokenmint" token issue --server "https://localhost:$issuer_port" >/dev/null 2>&1 && break
@@ -100,6 +104,8 @@ error_log $p/error.log warn;
 events { worker_connections 1024; }
 http {
     access_log off;
+    # nginx closes a connection after 1,000 requests by default; the load keeps its own.
+    keepalive_requests 100000000;
     client_body_temp_path $p/body;
     proxy_temp_path $p/proxy;
     fastcgi_temp_path $p/fastcgi;
@@ -125,15 +131,17 @@ run() {
     [[ $2 == sidecar ]] && pid_args=(--pid "$authz_pid")
     "$bin/tokenmint-bench" --mode forward --server "https://localhost:$port" \
         --issuer "https://localhost:$issuer_port" --ca certs/ca.pem \
-        --cert certs/demo.pem --key certs/demo.key --path /orders/42 \
+        --cert certs/demo.pem --key certs/demo.key --path /orders/42 --pool "$pool" \
         --connections "$connections" --streams "$streams" --duration "${secs}s" \
         --warmup 1s --threads 1 "${pid_args[@]}" --json |
         python3 -c '
 import json, sys
-r = json.load(sys.stdin)
+r = json.load(sys.stdin)["runs"][0]
 errors = sum(r["errors"].values())
+if errors:
+    print("errors:", r["errors"], file=sys.stderr)
 cpu = r["server"]["cpu_us_per_request"] if r.get("server") else 0
-print(f"{r[\"throughput_per_s\"]:.0f} {r[\"ok\"]} {errors} {cpu:.1f}")'
+print("%.0f %d %d %.1f" % (r["throughput_per_s"], r["ok"], errors, cpu))'
 }
 
 results=$dir/results
@@ -143,14 +151,17 @@ for round in $(seq 1 "$rounds"); do
     for which in "${order[@]}"; do
         port=$alone_port
         [[ $which == sidecar ]] && port=$sidecar_port
-        read -r rps ok errors cpu < <(run "$port" "$which")
+        line=$(run "$port" "$which") || die "round $round, $which: the bench failed"
+        read -r rps ok errors cpu <<<"$line"
         [[ $errors == 0 ]] || log "round $round, $which: $errors errors"
         echo "$round $which $rps $ok $cpu" >>"$results"
-        log "round $round: $which $rps/s${cpu:+ (sidecar ${cpu} µs/decision)}"
+        cost=""
+        [[ $which == sidecar ]] && cost=" (sidecar $cpu µs CPU per decision)"
+        log "round $round: $which $rps/s$cost"
     done
 done
 
-python3 - "$results" "$connections" "$streams" "$secs" <<'EOF'
+python3 - "$results" "$connections" "$streams" "$secs" "$pool" <<'EOF'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 by = {"alone": {}, "sidecar": {}}
@@ -160,7 +171,7 @@ for rnd, which, rps, ok, c in rows:
     if which == "sidecar":
         cpu.append(float(c))
 ratios = [by["sidecar"][r] / by["alone"][r] for r in sorted(by["alone"])]
-print(f"load: {sys.argv[2]} connections x {sys.argv[3]} streams, HTTP/2 over mTLS, {sys.argv[4]} s per turn, {len(ratios)} rounds")
+print(f"load: {sys.argv[2]} connections x {sys.argv[3]} streams, HTTP/2 over mTLS, {sys.argv[4]} s per turn, {len(ratios)} rounds, {sys.argv[5]} distinct token(s)")
 print(f"nginx alone:         median {statistics.median(by['alone'].values()):.0f} requests/s")
 print(f"nginx + authz:       median {statistics.median(by['sidecar'].values()):.0f} requests/s")
 print(f"ratio (with/alone):  median {statistics.median(ratios):.2f}  rounds: {' '.join(f'{r:.2f}' for r in ratios)}")

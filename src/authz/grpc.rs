@@ -4,8 +4,9 @@
 //! `PERMISSION_DENIED` (`403`) or `UNAVAILABLE` (`503`), with the RFC 6750 challenge.
 //!
 //! The caller's certificate is `attributes.source.certificate` (URL-encoded PEM, filled with
-//! `include_peer_certificate: true`), or else the `x-forwarded-client-cert` header. A
-//! `CheckRequest` carries the bearer token: it is never logged.
+//! `include_peer_certificate: true`), or else the `x-forwarded-client-cert` header. The
+//! headers come from `headers`, or from `header_map` when the filter sets
+//! `encode_raw_headers`. A `CheckRequest` carries the bearer token: it is never logged.
 
 use std::sync::Arc;
 
@@ -47,8 +48,8 @@ impl Authorization for ExtAuthz {
             .source
             .map(|source| source.certificate)
             .unwrap_or_default();
-        // Envoy lower-cases the header names it sends.
-        let header = |name: &str| http.headers.get(name).map(String::as_str);
+        let headers = request_headers(&http);
+        let header = |name: &str| headers.get(name).map(String::as_str);
         let (format, certificate) = if peer_certificate.trim().is_empty() {
             (HeaderFormat::Envoy, header("x-forwarded-client-cert"))
         } else {
@@ -71,6 +72,35 @@ impl Authorization for ExtAuthz {
         super::count(&decision);
         Ok(Response::new(answer(&decision)))
     }
+}
+
+/// The request's headers as Envoy sent them: the `headers` map (names lower-cased, repeated
+/// names merged), or, with the filter's `encode_raw_headers: true`, the `header_map` list,
+/// merged the same way here — names lower-cased, a repeated name's values joined with `,` (so
+/// a second `x-forwarded-client-cert` is a second element, refused), bytes that are not UTF-8
+/// replaced (a certificate or token so damaged is refused).
+fn request_headers(
+    http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+) -> std::borrow::Cow<'_, std::collections::HashMap<String, String>> {
+    let Some(raw) = http.header_map.as_ref().filter(|_| http.headers.is_empty()) else {
+        return std::borrow::Cow::Borrowed(&http.headers);
+    };
+    let mut merged = std::collections::HashMap::<String, String>::new();
+    for entry in &raw.headers {
+        let value = if entry.raw_value.is_empty() {
+            entry.value.clone()
+        } else {
+            String::from_utf8_lossy(&entry.raw_value).into_owned()
+        };
+        merged
+            .entry(entry.key.to_ascii_lowercase())
+            .and_modify(|joined| {
+                joined.push(',');
+                joined.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    std::borrow::Cow::Owned(merged)
 }
 
 /// The `CheckResponse` of a decision.

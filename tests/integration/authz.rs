@@ -551,6 +551,69 @@ fn authz_listen_unix(path: std::path::PathBuf) -> tokenmint::config::Listen {
     tokenmint::config::Listen::Unix(path)
 }
 
+/// `check` as Envoy sends it with `encode_raw_headers: true`: the headers as a list of raw
+/// values in `header_map`, names in any case, a repeated name sent twice.
+fn raw_headers(mut check: CheckRequest, extra: &[(&str, &str)]) -> CheckRequest {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let http = check
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+        .unwrap();
+    let mut list: Vec<HeaderValue> = std::mem::take(&mut http.headers)
+        .into_iter()
+        .chain(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+        .map(|(key, value)| HeaderValue {
+            key: key.to_ascii_uppercase(),
+            raw_value: value.into_bytes(),
+            ..HeaderValue::default()
+        })
+        .collect();
+    list.reverse();
+    http.header_map = Some(HeaderMap { headers: list });
+    check
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_grpc_ext_authz_reads_raw_headers_when_envoy_sends_them() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let (demo, other) = (
+        setup.pki.client_uri(DEMO_URI),
+        setup.pki.client_uri(OTHER_URI),
+    );
+    let sidecar = start(authz_config(&setup, &server, "")).await;
+    let token = issue(&server, &demo, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token;
+    let url = &sidecar.grpc;
+    let xfcc = |who: &Issued| format!("Cert=\"{}\"", nginx_header(who));
+
+    let check = raw_headers(envoy_check(Some(&token), "", Some(&xfcc(&demo))), &[]);
+    let allowed = envoy_ask(url, check).await;
+    assert_eq!((allowed.code, allowed.status), (0, 200), "{allowed:?}");
+    assert_eq!(allowed.headers["x-tokenmint-client-id"], "demo");
+    // A second XFCC header, as a client's own one passed along: two elements, refused.
+    let second = xfcc(&other);
+    let check = raw_headers(
+        envoy_check(Some(&token), "", Some(&xfcc(&demo))),
+        &[("x-forwarded-client-cert", &second)],
+    );
+    let refused = envoy_ask(url, check).await;
+    assert_eq!((refused.code, refused.status), (7, 403), "{refused:?}");
+    let check = raw_headers(envoy_check(None, "", Some(&xfcc(&demo))), &[]);
+    let refused = envoy_ask(url, check).await;
+    assert_eq!((refused.code, refused.status), (16, 401), "{refused:?}");
+    sidecar.stop.cancel();
+    server.stop().await;
+}
+
 #[test]
 fn its_settings_are_checked_with_the_rest_of_the_file() {
     let dir = tempfile::tempdir().unwrap();
