@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::http::{HeaderMap, Uri};
+use axum::{
+    body::Bytes,
+    http::{HeaderMap, Uri},
+};
 use tokenmint::grpc::proto::{
     IssueTokenRequest, RevokeTokenIdRequest, admin_service_client::AdminServiceClient,
     token_service_client::TokenServiceClient,
@@ -284,19 +287,23 @@ async fn wait_ready(dir: &Path, ops_port: u16) {
 async fn echo_service() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(|uri: Uri, headers: HeaderMap| async move {
-        let mut seen = serde_json::Map::new();
-        seen.insert("uri".into(), uri.to_string().into());
-        for name in SEEN {
-            let values: Vec<serde_json::Value> = headers
-                .get_all(name)
-                .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
-                .collect();
-            seen.insert(name.into(), values.into());
-        }
-        axum::Json(serde_json::Value::Object(seen))
-    });
+    // The body is read in full before answering: answering first and closing would make
+    // nginx, still sending it, answer 502.
+    let app =
+        axum::Router::new().fallback(|uri: Uri, headers: HeaderMap, body: Bytes| async move {
+            let mut seen = serde_json::Map::new();
+            seen.insert("uri".into(), uri.to_string().into());
+            seen.insert("body_len".into(), body.len().into());
+            for name in SEEN {
+                let values: Vec<serde_json::Value> = headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
+                    .collect();
+                seen.insert(name.into(), values.into());
+            }
+            axum::Json(serde_json::Value::Object(seen))
+        });
     tokio::spawn(async move { axum::serve(listener, app).await });
     port
 }
@@ -576,6 +583,12 @@ async fn behind_nginx_the_bound_caller_passes_and_the_rest_are_refused_with_a_ch
         .await
         .unwrap();
     assert_eq!(posted.status(), 200);
+    let seen: serde_json::Value = posted.json().await.unwrap();
+    assert_eq!(
+        seen["body_len"],
+        64 * 1024,
+        "the body reached the service whole"
+    );
 
     // The token bound to demo's certificate, from another certificate or none: 403.
     admin
