@@ -13,7 +13,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use base64::{Engine as _, engine::general_purpose::STANDARD};
 use serde_json::{Value, json};
 
 use crate::{
@@ -23,8 +22,11 @@ use crate::{
     wire::{self, HttpError},
 };
 use tokenmint_core::{
-    client::Permission, grant::GrantType, introspection::Introspection, oauth::ErrorCode,
-    token::TokenRequest,
+    client::Permission,
+    form::{self, Form, FormError},
+    grant::GrantType,
+    introspection::Introspection,
+    oauth::ErrorCode,
 };
 
 use tokenmint_core::limits::MAX_BODY_BYTES;
@@ -66,114 +68,42 @@ pub fn router(
         .with_state(face)
 }
 
-/// A parsed `application/x-www-form-urlencoded` body: parameters in order, repeats kept.
-struct Form(Vec<(String, String)>);
-
-impl Form {
-    fn parse(headers: &HeaderMap, body: &Result<Bytes, BytesRejection>) -> Result<Self, HttpError> {
-        let is_form = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                v.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
-        if !is_form {
-            return Err(HttpError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorCode::InvalidRequest,
-                "the body must be application/x-www-form-urlencoded",
-            ));
-        }
-        // An unreadable body (over MAX_BODY_BYTES: 413) gets the JSON error body too, not
-        // axum's plain-text rejection.
-        let body = body.as_ref().map_err(|rejection| {
-            HttpError::new(
-                rejection.status(),
-                ErrorCode::InvalidRequest,
-                &format!("the request body could not be read (at most {MAX_BODY_BYTES} bytes)"),
-            )
-        })?;
-        Ok(Self(form_urlencoded::parse(body).into_owned().collect()))
+/// The form of a request body, refused as the core says unless its type is
+/// `application/x-www-form-urlencoded` and it could be read.
+fn read_form(headers: &HeaderMap, body: &Result<Bytes, BytesRejection>) -> Result<Form, HttpError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::InvalidRequest,
+            "the body must be application/x-www-form-urlencoded",
+        ));
     }
-
-    /// The one value of `name`, an empty one counting as absent; a repeated parameter is
-    /// `invalid_request` (RFC 6749 §3.1).
-    fn single(&self, name: &str) -> Result<Option<&str>, HttpError> {
-        Ok(self.single_as_sent(name)?.filter(|v| !v.is_empty()))
-    }
-
-    /// The one value of `name` as sent: present but empty is `Some("")`.
-    fn single_as_sent(&self, name: &str) -> Result<Option<&str>, HttpError> {
-        let mut values = self
-            .0
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str());
-        let first = values.next();
-        if values.next().is_some() {
-            return Err(HttpError::bad_request(
-                ErrorCode::InvalidRequest,
-                &format!("the parameter {name} must not be repeated"),
-            ));
-        }
-        Ok(first)
-    }
-
-    /// The one value of `name`, which must be present.
-    fn required(&self, name: &str) -> Result<&str, HttpError> {
-        self.single(name)?.ok_or_else(|| {
-            HttpError::bad_request(ErrorCode::InvalidRequest, &format!("{name} is required"))
-        })
-    }
-
-    fn all(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(k, v)| k == name && !v.is_empty())
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    /// Every single-valued parameter but `resource` must not repeat.
-    fn check_no_repeats(&self) -> Result<(), HttpError> {
-        for (i, (name, _)) in self.0.iter().enumerate() {
-            if name != "resource" && self.0[..i].iter().any(|(n, _)| n == name) {
-                return Err(HttpError::bad_request(
-                    ErrorCode::InvalidRequest,
-                    &format!("the parameter {name} must not be repeated"),
-                ));
-            }
-        }
-        Ok(())
-    }
+    // An unreadable body (over MAX_BODY_BYTES: 413) gets the JSON error body too, not
+    // axum's plain-text rejection.
+    let body = body.as_ref().map_err(|rejection| {
+        HttpError::new(
+            rejection.status(),
+            ErrorCode::InvalidRequest,
+            &format!("the request body could not be read (at most {MAX_BODY_BYTES} bytes)"),
+        )
+    })?;
+    Ok(Form::parse(body))
 }
 
-/// `client_secret_basic`: the `Authorization: Basic` credentials, if any (RFC 6749 §2.3.1).
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, HttpError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let invalid =
-        || HttpError::invalid_client("the Authorization header is not valid Basic credentials");
-    let text = value.to_str().map_err(|_| invalid())?;
-    let Some(encoded) = text
-        .strip_prefix("Basic ")
-        .or_else(|| text.strip_prefix("basic "))
-    else {
-        return Err(invalid());
-    };
-    let decoded = STANDARD.decode(encoded.trim()).map_err(|_| invalid())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
-    let (id, secret) = decoded.split_once(':').ok_or_else(invalid)?;
-    let unescape = |s: &str| {
-        form_urlencoded::parse(format!("v={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    Ok(Some((unescape(id), unescape(secret))))
+/// A form refusal as the HTTP face answers it.
+fn form_error(error: FormError) -> HttpError {
+    match error {
+        FormError::BadRequest { code, description } => HttpError::bad_request(code, &description),
+        FormError::InvalidClient => HttpError::invalid_client(&error.to_string()),
+    }
 }
 
 fn peer(
@@ -194,51 +124,11 @@ async fn token(
 ) -> Response {
     let (remote, peer) = peer(&info);
     let result = (|| {
-        let form = Form::parse(&headers, &body)?;
-        form.check_no_repeats()?;
-        match form.single("grant_type")?.map(GrantType::from_name) {
-            Some(Some(GrantType::ClientCredentials)) => {}
-            Some(None) => {
-                return Err(HttpError::bad_request(
-                    ErrorCode::UnsupportedGrantType,
-                    "only grant_type=client_credentials is supported",
-                ));
-            }
-            None => {
-                return Err(HttpError::bad_request(
-                    ErrorCode::InvalidRequest,
-                    "grant_type is required",
-                ));
-            }
-        }
-        let basic = basic_credentials(&headers)?;
-        let (post_id, post_secret) = (form.single("client_id")?, form.single("client_secret")?);
-        if basic.is_some() && post_secret.is_some() {
-            return Err(HttpError::bad_request(
-                ErrorCode::InvalidRequest,
-                "use one client authentication method, not both Basic and client_secret",
-            ));
-        }
-        let (client_id, client_secret) = match basic {
-            Some((id, secret)) => (Some(id), (!secret.is_empty()).then_some(secret)),
-            None => (post_id.map(str::to_owned), post_secret.map(str::to_owned)),
-        };
-        let scopes = form
-            .single("scope")?
-            .map(|s| {
-                s.split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let request = TokenRequest {
-            client_id,
-            client_secret,
-            scopes,
-            audiences: form.all("resource"),
-            lifetime: None,
-        };
+        let form = read_form(&headers, &body)?;
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        let request = form::token_request(&form, authorization).map_err(form_error)?;
         face.authority
             .issue(peer.as_deref(), &request)
             .map_err(|e| HttpError::from(wire::issue_refused(&e, remote)).per_rfc6749())
@@ -270,8 +160,8 @@ fn authorized_form(
     body: &Result<Bytes, BytesRejection>,
     permission: Permission,
 ) -> Result<(Form, Arc<tokenmint_core::client::Client>), HttpError> {
-    let form = Form::parse(headers, body)?;
-    form.check_no_repeats()?;
+    let form = read_form(headers, body)?;
+    form.check_no_repeats().map_err(form_error)?;
     let caller = face
         .authority
         .caller(peer, permission)
@@ -296,9 +186,11 @@ async fn introspect(
             &body,
             Permission::Introspect,
         )?;
-        let token = form.required("token")?;
+        let token = form.required("token").map_err(form_error)?;
         // Sent empty is not left out: the core refuses it.
-        let presented = form.single_as_sent("presented_certificate_thumbprint")?;
+        let presented = form
+            .single_as_sent("presented_certificate_thumbprint")
+            .map_err(form_error)?;
         face.authority
             .introspect(&caller, token, presented)
             .map_err(|e| HttpError::from(wire::introspect_refused(&e, remote)))
@@ -335,7 +227,7 @@ async fn revoke(
             &body,
             Permission::Issue,
         )?;
-        let token = form.required("token")?;
+        let token = form.required("token").map_err(form_error)?;
         face.authority
             .revocation_of(&caller, token)
             .map(|change| (change, caller.id.clone()))

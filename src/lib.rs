@@ -48,7 +48,7 @@ mod address_shares;
 pub mod authority;
 pub mod authz;
 pub mod changes;
-pub mod config;
+pub use tokenmint_config as config;
 mod connection;
 pub mod grpc;
 mod http;

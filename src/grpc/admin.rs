@@ -100,37 +100,10 @@ pub fn client_from_spec(spec: ClientSpec, defaults: LifetimeDefaults) -> Result<
     let invalid = |message: String| {
         wire::oauth_status(tokenmint_core::oauth::ErrorCode::InvalidRequest, &message)
     };
-    let given = |s: String| (!s.is_empty()).then_some(s);
-    let listed = |v: Vec<String>| (!v.is_empty()).then_some(v);
-    let seconds = |d: Option<prost_types::Duration>, field: &str| match d {
-        None => Ok(None),
-        Some(d) => match (u64::try_from(d.seconds), u32::try_from(d.nanos)) {
-            (Ok(secs), Ok(nanos)) => Ok(Some(Duration::new(secs, nanos))),
-            _ => Err(invalid(format!(
-                "{field} must be a positive whole number of seconds"
-            ))),
-        },
-    };
-    ClientDraft {
-        default_lifetime: seconds(spec.default_lifetime, "default_lifetime")?,
-        max_lifetime: seconds(spec.max_lifetime, "max_lifetime")?,
-        id: spec.client_id,
-        identity: IdentityDraft {
-            san_uri: given(spec.san_uri),
-            san_dns: given(spec.san_dns),
-            subject_dn: given(spec.subject_dn),
-            pinned_sha256: listed(spec.pinned_sha256),
-        },
-        scopes: spec.scopes,
-        default_scopes: listed(spec.default_scopes),
-        audiences: spec.audiences,
-        default_audiences: listed(spec.default_audiences),
-        introspect_audiences: spec.introspect_audiences,
-        permissions: listed(spec.permissions),
-        enabled: !spec.disabled,
-    }
-    .build(defaults)
-    .map_err(|e| invalid(e.to_string()))
+    tokenmint_proto::convert::client_draft(spec)
+        .map_err(invalid)?
+        .build(defaults)
+        .map_err(|e| invalid(e.to_string()))
 }
 
 /// The longest `ListAuditEvents` filter value accepted.

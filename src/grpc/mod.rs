@@ -17,11 +17,10 @@ use crate::{
 };
 use tokenmint_core::{
     audit::AuditRecord,
-    client::{Client, ClientDraft, IdentityDraft, LifetimeDefaults, PeerCertificate, Permission},
+    client::{Client, LifetimeDefaults, PeerCertificate, Permission},
     clock::{UnixTime, whole_secs},
     introspection::ActiveToken,
     revocation::{Change, Event},
-    token::{RequestedLifetime, TokenRequest},
 };
 use tokenmint_store::Store;
 
@@ -61,10 +60,6 @@ use proto::{
     revocation_event, revocation_service_server::RevocationService,
     token_service_server::TokenService,
 };
-
-fn non_empty(text: String) -> Option<String> {
-    (!text.is_empty()).then_some(text)
-}
 
 /// Watch streams (of either service) one connection may hold at once.
 pub const WATCHES_PER_CONNECTION: u32 = 16;

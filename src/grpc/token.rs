@@ -24,16 +24,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<IssueTokenResponse>, Status> {
         let (remote, peer) = peer_of(&request);
         let message = request.into_inner();
-        let token_request = TokenRequest {
-            client_id: non_empty(message.client_id),
-            client_secret: non_empty(message.client_secret),
-            scopes: message.scopes,
-            audiences: message.audiences,
-            lifetime: message.lifetime.map(|d| RequestedLifetime {
-                seconds: d.seconds,
-                nanos: d.nanos,
-            }),
-        };
+        let token_request = tokenmint_proto::convert::token_request(message);
         let issued = self
             .authority
             .issue(peer.as_deref(), &token_request)

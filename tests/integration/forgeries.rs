@@ -943,7 +943,7 @@ fn missing_claims(ctx: &ForgeryContext) -> Vec<Forgery> {
 // The list itself.
 
 /// A context over a key made here (no server): enough to build and check the list.
-fn offline_context() -> ForgeryContext {
+pub(crate) fn offline_context() -> ForgeryContext {
     let (key, _) = SigningKey::generate(Algorithm::Es256).unwrap();
     let kid = KeyId::of(&key.public_key()).to_string();
     let mut jwk = jwk_of(&key.public_key(), &kid);

@@ -16,6 +16,7 @@ mod clients;
 mod dev_setup;
 mod flaky;
 mod forgeries;
+mod fuzz_corpus;
 mod http;
 mod identity;
 mod introspect;

@@ -18,6 +18,7 @@ pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod crypto;
+pub mod form;
 pub mod forwarded;
 pub mod grant;
 pub mod identity;

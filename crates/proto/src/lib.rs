@@ -10,6 +10,8 @@ use std::fmt;
 pub mod backoff;
 #[cfg(feature = "channel")]
 pub mod connect;
+#[cfg(feature = "core")]
+pub mod convert;
 
 /// `tokenmint.v1`: every message, enum and client.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

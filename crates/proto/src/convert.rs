@@ -1,0 +1,67 @@
+//! The gRPC face's requests as the core's types, written once for the server and the fuzz
+//! target `proto`: empty strings and lists mean "not given", durations must be whole and
+//! non-negative. What the core then checks (`grant::client_credentials`,
+//! `ClientDraft::build`) is the core's.
+
+use std::time::Duration;
+
+use tokenmint_core::{
+    client::{ClientDraft, IdentityDraft},
+    token::{RequestedLifetime, TokenRequest},
+};
+
+use crate::v1::{ClientSpec, IssueTokenRequest};
+
+/// An `IssueTokenRequest` as the core's request.
+pub fn token_request(message: IssueTokenRequest) -> TokenRequest {
+    TokenRequest {
+        client_id: given(message.client_id),
+        client_secret: given(message.client_secret),
+        scopes: message.scopes,
+        audiences: message.audiences,
+        lifetime: message.lifetime.map(|d| RequestedLifetime {
+            seconds: d.seconds,
+            nanos: d.nanos,
+        }),
+    }
+}
+
+/// A `ClientSpec` (`RegisterClient`, `UpdateClient`, `tokenmint client add`) as a draft for
+/// the one client rule; `Err` names a duration that is negative.
+pub fn client_draft(spec: ClientSpec) -> Result<ClientDraft, String> {
+    let listed = |v: Vec<String>| (!v.is_empty()).then_some(v);
+    Ok(ClientDraft {
+        default_lifetime: duration(spec.default_lifetime, "default_lifetime")?,
+        max_lifetime: duration(spec.max_lifetime, "max_lifetime")?,
+        id: spec.client_id,
+        identity: IdentityDraft {
+            san_uri: given(spec.san_uri),
+            san_dns: given(spec.san_dns),
+            subject_dn: given(spec.subject_dn),
+            pinned_sha256: listed(spec.pinned_sha256),
+        },
+        scopes: spec.scopes,
+        default_scopes: listed(spec.default_scopes),
+        audiences: spec.audiences,
+        default_audiences: listed(spec.default_audiences),
+        introspect_audiences: spec.introspect_audiences,
+        permissions: listed(spec.permissions),
+        enabled: !spec.disabled,
+    })
+}
+
+fn given(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn duration(d: Option<prost_types::Duration>, field: &str) -> Result<Option<Duration>, String> {
+    match d {
+        None => Ok(None),
+        Some(d) => match (u64::try_from(d.seconds), u32::try_from(d.nanos)) {
+            (Ok(secs), Ok(nanos)) if nanos < 1_000_000_000 => Ok(Some(Duration::new(secs, nanos))),
+            _ => Err(format!(
+                "{field} must be a positive whole number of seconds"
+            )),
+        },
+    }
+}
