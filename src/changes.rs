@@ -39,6 +39,9 @@ pub struct ChangeLog {
     // The clients last installed in the registry. Held across the store read and the swap,
     // so a slower reload can never install an older list over a newer one.
     clients_seen: Mutex<Option<Vec<Client>>>,
+    // Why the store refused the last commit (full, read-only, its file gone), until one
+    // succeeds again: RevocationService and AdminService are not serving meanwhile.
+    write_failure: arc_swap::ArcSwapOption<String>,
 }
 
 impl std::fmt::Debug for ChangeLog {
@@ -78,6 +81,30 @@ impl ChangeLog {
             commit_lock: Mutex::new(()),
             clients_seen: Mutex::new(None),
             caught_up_through: Mutex::new(0),
+            write_failure: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+
+    /// Why the store refused the last commit, while no commit has succeeded since.
+    pub fn write_failure(&self) -> Option<Arc<String>> {
+        self.write_failure.load_full()
+    }
+
+    /// Records how a commit ended: `tokenmint_store_write_failures_total` and
+    /// `tokenmint_store_writable` (0 from a refused commit until the next that succeeds).
+    fn record_write<T>(&self, result: &Result<T, StoreError>) {
+        match result {
+            Err(StoreError::Unavailable(reason)) => {
+                metrics::counter!("tokenmint_store_write_failures_total").increment(1);
+                metrics::gauge!("tokenmint_store_writable").set(0.0);
+                self.write_failure.store(Some(Arc::new(reason.clone())));
+            }
+            Ok(_) if self.write_failure.load().is_some() => {
+                metrics::gauge!("tokenmint_store_writable").set(1.0);
+                self.write_failure.store(None);
+                tracing::info!("the store accepts writes again");
+            }
+            _ => {}
         }
     }
 
@@ -93,6 +120,9 @@ impl ChangeLog {
         self.authority.blocklist().load(&state, now);
         *self.caught_up_through.lock().await = state.high_water;
         self.authority.mark_fresh();
+        if self.write_failure.load().is_none() {
+            metrics::gauge!("tokenmint_store_writable").set(1.0);
+        }
         Ok(state)
     }
 
@@ -125,7 +155,9 @@ impl ChangeLog {
                 self.retention.log_until(&change, now),
                 &AuditRecord::for_change(&change, actor),
             )
-            .await?;
+            .await;
+        self.record_write(&committed);
+        let committed = committed?;
         let Committed::Event(event) = committed else {
             return Ok(None);
         };
@@ -160,7 +192,9 @@ impl ChangeLog {
                 log_until,
                 &AuditRecord::for_key_transition(transition, actor),
             )
-            .await?;
+            .await;
+        self.record_write(&event);
+        let event = event?;
         if let Some(event) = &event {
             self.authority.blocklist().apply(event, transition.at);
             let _ = self.events.send(event.clone());

@@ -939,8 +939,12 @@ struct Readiness {
 }
 
 impl Readiness {
-    async fn report(&mut self, store_reached: bool) {
+    /// Health by service: issuance follows the loaded state; revocation and administration
+    /// need the store reached and accepting writes (`writable`: no refused commit since the
+    /// last that succeeded).
+    async fn report(&mut self, store_reached: bool, writable: bool) {
         metrics::gauge!("tokenmint_store_reachable").set(f64::from(u8::from(store_reached)));
+        let store_reached = store_reached && writable;
         // Not ready while the store holds keys this replica cannot load (it would go on
         // signing with an old key, and fail any key step).
         let ready = self.authority.stale_for() <= self.max_issue_staleness
@@ -1060,7 +1064,8 @@ async fn catch_up(
                 "the catch-up round timed out".into(),
             )),
         };
-        readiness.report(reached.is_ok()).await;
+        let writable = changes.write_failure().is_none();
+        readiness.report(reached.is_ok(), writable).await;
         match reached {
             Ok((read, _)) if read > 0 => tracing::debug!(read, "caught up with the store"),
             Ok(_) => {}

@@ -14,6 +14,7 @@ mod binary;
 mod cli;
 mod clients;
 mod dev_setup;
+mod faults;
 mod flaky;
 mod forgeries;
 mod fuzz_corpus;

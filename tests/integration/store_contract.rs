@@ -2371,3 +2371,38 @@ async fn sqlite_files_are_owner_only() {
         }
     }
 }
+
+/// SQLite goes on writing to a database file removed or replaced under it, and those writes
+/// are gone at the next start: such a write is refused as unavailable, never acknowledged.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_refuses_writes_once_its_file_is_removed_or_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenmint.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let commit = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let change = revoke_token(id, None, "admin");
+            store
+                .commit_change(&change, T0, T0 + secs(100), T0 + secs(200), &test_audit())
+                .await
+        }
+    };
+    assert!(commit("before").await.is_ok());
+    std::fs::rename(&path, dir.path().join("moved.db")).unwrap();
+    let removed = commit("removed").await;
+    assert!(
+        matches!(&removed, Err(StoreError::Unavailable(m)) if m.contains("removed or replaced")),
+        "{removed:?}"
+    );
+    // Another file at the path is not the database the writer holds either.
+    std::fs::write(&path, b"").unwrap();
+    assert!(matches!(
+        commit("replaced").await,
+        Err(StoreError::Unavailable(_))
+    ));
+    // The file back where it was: writes go on.
+    std::fs::rename(dir.path().join("moved.db"), &path).unwrap();
+    assert!(commit("restored").await.is_ok());
+}

@@ -86,6 +86,13 @@ pub(crate) trait Dialect: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether what the writer writes to is still the store the path names: checked before a
+    /// write begins and after it commits, before it is acknowledged. Always, by default (a
+    /// server's database is not a file of ours).
+    fn check_target(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// `Store::wait_for_change`: by default, sleeps for `at_most`.
     async fn wait_for_announcement(&self, at_most: Duration) {
         tokio::time::sleep(at_most).await;

@@ -47,7 +47,7 @@ impl<D: Dialect> Store for D {
         for key in keys {
             insert_key::<D::Db>(&mut tx, key).await?;
         }
-        tx.commit().await.map_err(unavailable)?;
+        commit(self, tx).await?;
         Ok(true)
     }
 
@@ -88,7 +88,7 @@ impl<D: Dialect> Store for D {
             None => None,
         };
         write_audit::<D>(&mut tx, audit, t.at).await?;
-        tx.commit().await.map_err(unavailable)?;
+        commit(self, tx).await?;
         Ok(event)
     }
 
@@ -121,7 +121,7 @@ impl<D: Dialect> Store for D {
                 .map_err(write_error)?;
         }
         write_audit::<D>(&mut tx, audit, now).await?;
-        tx.commit().await.map_err(unavailable)
+        commit(self, tx).await
     }
 
     async fn pepper(&self) -> Result<Option<Sealed>, StoreError> {
@@ -158,7 +158,7 @@ impl<D: Dialect> Store for D {
         let mut tx = begin_write(self, &[]).await?;
         insert_client::<D::Db>(&mut tx, client, now, false).await?;
         write_audit::<D>(&mut tx, audit, now).await?;
-        tx.commit().await.map_err(unavailable)
+        commit(self, tx).await
     }
 
     async fn commit_change(
@@ -178,7 +178,7 @@ impl<D: Dialect> Store for D {
         let event = log_change::<D>(&mut tx, change, now, log_until).await?;
         put_in_force::<D>(&mut tx, change, event.sequence, now, state_until).await?;
         write_audit::<D>(&mut tx, audit, now).await?;
-        tx.commit().await.map_err(unavailable)?;
+        commit(self, tx).await?;
         Ok(Committed::Event(event))
     }
 
@@ -240,7 +240,7 @@ impl<D: Dialect> Store for D {
                 .await
                 .map_err(write_error)?;
         }
-        tx.commit().await.map_err(unavailable)?;
+        commit(self, tx).await?;
         Ok(removed)
     }
 
@@ -270,7 +270,7 @@ impl<D: Dialect> Store for D {
         };
         write_policy::<D::Db>(&mut tx, client, now).await?;
         write_audit::<D>(&mut tx, audit, now).await?;
-        tx.commit().await.map_err(unavailable)?;
+        commit(self, tx).await?;
         Ok(flags)
     }
 
@@ -304,7 +304,7 @@ impl<D: Dialect> Store for D {
         if outcome != ClientSync::Kept {
             write_audit::<D>(&mut tx, audit, now).await?;
         }
-        tx.commit().await.map_err(unavailable)?;
+        commit(self, tx).await?;
         Ok(outcome)
     }
 
@@ -350,15 +350,44 @@ async fn begin_write<D: Dialect>(
     store: &D,
     locks: &[Lock],
 ) -> Result<Transaction<'static, D::Db>, StoreError> {
-    let mut tx = store
-        .writer()
-        .begin_with(D::SQL.begin_write)
-        .await
-        .map_err(unavailable)?;
+    store.check_target()?;
+    let mut tx = match store.writer().begin_with(D::SQL.begin_write).await {
+        Ok(tx) => tx,
+        Err(_) => {
+            // The writer may be stuck inside a transaction a failed commit left open: a fresh
+            // connection gets one more try.
+            close_writer(store).await;
+            store
+                .writer()
+                .begin_with(D::SQL.begin_write)
+                .await
+                .map_err(unavailable)?
+        }
+    };
     for lock in locks {
         D::lock(&mut tx, *lock).await?;
     }
     Ok(tx)
+}
+
+/// Commits `tx`, then checks the store is still where its path says: a write that went to a
+/// database file removed or replaced under the running server is not acknowledged.
+async fn commit<D: Dialect>(store: &D, tx: Transaction<'static, D::Db>) -> Result<(), StoreError> {
+    if let Err(error) = tx.commit().await {
+        // A commit refused by the database (SQLite's "database or disk is full") leaves the
+        // transaction open on the connection, and sqlx then refuses every later `BEGIN` on it:
+        // close it, so the next write starts on a fresh connection once the cause is gone.
+        close_writer(store).await;
+        return Err(unavailable(error));
+    }
+    store.check_target()
+}
+
+/// Closes the writer pool's idle connection (the pool opens a new one when next asked).
+async fn close_writer<D: Dialect>(store: &D) {
+    if let Ok(connection) = store.writer().acquire().await {
+        let _ = connection.close().await;
+    }
 }
 
 /// Runs `statement`; every row it returns, each read by `read`.

@@ -24,6 +24,48 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    file: FileIdentity,
+}
+
+/// The database file as it was opened: its path and, on Unix, its device and inode. SQLite
+/// keeps writing to a file removed or replaced under it, and those writes are lost at the
+/// next start; a write is acknowledged only while the path still names this file.
+#[derive(Clone, Debug)]
+struct FileIdentity {
+    path: std::path::PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            id: Self::read(path),
+        }
+    }
+
+    fn read(path: &Path) -> Option<(u64, u64)> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+        }
+        #[cfg(not(unix))]
+        {
+            path.exists().then_some((0, 0))
+        }
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.id.is_some() && Self::read(&self.path) == self.id {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(format!(
+            "the database file {} was removed or replaced under the running server: nothing \
+             written now would survive a restart; restore it and restart",
+            self.path.display()
+        )))
+    }
 }
 
 impl SqliteStore {
@@ -51,7 +93,11 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(unavailable)?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            file: FileIdentity::of(path),
+        })
     }
 
     /// `PRAGMA synchronous` as the writer connection runs it (2 = FULL).
@@ -157,6 +203,10 @@ impl Dialect for SqliteStore {
 
     fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+
+    fn check_target(&self) -> Result<(), StoreError> {
+        self.file.check()
     }
 
     async fn lock(_conn: &mut SqliteConnection, _lock: Lock) -> Result<(), StoreError> {

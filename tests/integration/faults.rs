@@ -1,0 +1,526 @@
+//! Faults on the real binary (`serve --dev` as a process, on 127.0.0.1, bounded in count and
+//! time): killed with SIGKILL at random points of revoke and rotate loops, its SQLite database
+//! on a file system that fills up, turns read-only, or loses the file. What must hold: a
+//! revocation or key step answered OK survives; a write the store refused answers
+//! `UNAVAILABLE`, never OK; the revocation and admin services say they are not serving while
+//! writes fail, and recover without a restart.
+//!
+//! The file-system faults mount a small tmpfs of their own, which needs root: without it they
+//! say they were skipped, except under CI (`CI` set), where they fail.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokenmint::grpc::proto::{
+    IssueTokenRequest, ListKeysRequest, ListRevocationsRequest, RevokeTokenIdRequest,
+    RotateKeysRequest, admin_service_client::AdminServiceClient,
+    token_service_client::TokenServiceClient,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+use crate::binary::{Running, free_port, spawn_server};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
+const START: Duration = Duration::from_secs(60);
+
+/// `serve --dev` in `dir` on `port`, its log at `log` (outside a file system a test fills).
+struct Dev {
+    server: Server,
+    process: Running,
+}
+
+/// Where a `serve --dev` listens, and its directory's certificates.
+#[derive(Clone)]
+struct Server {
+    dir: PathBuf,
+    port: u16,
+    ops_port: u16,
+}
+
+impl std::ops::Deref for Dev {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl Dev {
+    /// Started, and serving: a demo token was issued.
+    async fn start(dir: &Path, port: u16, log: &Path) -> Self {
+        let ops_port = free_port();
+        let ops = format!("127.0.0.1:{ops_port}");
+        let env = [
+            ("TOKENMINT__STORE__CATCH_UP_INTERVAL", "200ms"),
+            ("TOKENMINT__SERVER__OPS_LISTEN", ops.as_str()),
+        ];
+        let process = spawn_server(Path::new(BIN), dir, port, log.to_str().unwrap(), None, &env);
+        let dev = Self {
+            server: Server {
+                dir: dir.to_owned(),
+                port,
+                ops_port,
+            },
+            process,
+        };
+        let deadline = Instant::now() + START;
+        loop {
+            if let Ok(channel) = dev.try_channel("demo").await {
+                let issued = TokenServiceClient::new(channel)
+                    .issue_token(IssueTokenRequest::default())
+                    .await;
+                if issued.is_ok() {
+                    return dev;
+                }
+            }
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(Instant::now() < deadline, "serve --dev never served: {log}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: nothing gets a chance to finish.
+    fn kill(mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Server {
+    async fn try_channel(&self, who: &str) -> Result<Channel, tonic::transport::Error> {
+        let read = |f: &str| std::fs::read(self.dir.join(f)).unwrap_or_default();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("certs/ca.pem")))
+            .identity(Identity::from_pem(
+                read(&format!("certs/{who}.pem")),
+                read(&format!("certs/{who}.key")),
+            ))
+            .domain_name("localhost");
+        Channel::from_shared(format!("https://localhost:{}", self.port))
+            .unwrap()
+            .tls_config(tls)?
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await
+    }
+
+    async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.try_channel("admin").await.unwrap())
+    }
+
+    /// Every token id the store holds as revoked, paged through.
+    async fn revoked_ids(&self) -> HashSet<String> {
+        let mut admin = self.admin().await;
+        let (mut ids, mut page_token) = (HashSet::new(), String::new());
+        loop {
+            let page = admin
+                .list_revocations(ListRevocationsRequest {
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            ids.extend(page.tokens.into_iter().map(|t| t.token_id));
+            if page.next_page_token.is_empty() {
+                return ids;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Every key id the store holds, in any state.
+    async fn key_ids(&self) -> HashSet<String> {
+        let keys = self.admin().await.list_keys(ListKeysRequest {}).await;
+        let keys = keys.unwrap().into_inner().keys;
+        keys.into_iter().map(|k| k.key_id).collect()
+    }
+
+    /// The gRPC health of `service`.
+    async fn health(&self, service: &str) -> Option<ServingStatus> {
+        let channel = self.try_channel("demo").await.ok()?;
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .ok()?;
+        ServingStatus::try_from(answer.into_inner().status).ok()
+    }
+
+    /// The value of the metric line starting `name` (`name{labels} value` or `name value`).
+    async fn metric(&self, name: &str) -> Option<f64> {
+        crate::support::install_provider();
+        let url = format!("http://127.0.0.1:{}/metrics", self.ops_port);
+        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+    }
+
+    /// Waits up to 10 s for `service`'s health to be `want`.
+    async fn wait_health(&self, service: &str, want: ServingStatus) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.health(service).await != Some(want) {
+            assert!(Instant::now() < deadline, "{service} never became {want:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A token id no test has used.
+fn fresh_id(tag: &str, n: usize) -> String {
+    format!("fault-{tag}-{n}-{}", std::process::id())
+}
+
+/// Revokes `id` as the admin: whether the store acknowledged it.
+async fn revoke(admin: &mut AdminServiceClient<Channel>, id: &str) -> Result<(), tonic::Status> {
+    admin
+        .revoke_token_id(RevokeTokenIdRequest {
+            token_id: id.to_owned(),
+        })
+        .await
+        .map(drop)
+}
+
+/// Loops of admin revocations and forced key rotations against `dev`, each acknowledgement
+/// recorded in `acknowledged` (revoked ids, then key ids made current) as it arrives.
+fn spawn_loops(
+    dev: &Dev,
+    round: usize,
+    acknowledged: &Arc<Mutex<(Vec<String>, Vec<String>)>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let revoking = {
+        let acknowledged = acknowledged.clone();
+        let server = dev.server.clone();
+        tokio::spawn(async move {
+            let mut admin = server.admin().await;
+            for n in 0.. {
+                let id = fresh_id(&format!("kill{round}"), n);
+                if revoke(&mut admin, &id).await.is_ok() {
+                    acknowledged.lock().unwrap().0.push(id);
+                }
+            }
+        })
+    };
+    let rotating = {
+        let acknowledged = acknowledged.clone();
+        let server = dev.server.clone();
+        tokio::spawn(async move {
+            let mut admin = server.admin().await;
+            loop {
+                if let Ok(answer) = admin.rotate_keys(RotateKeysRequest { force: true }).await {
+                    acknowledged
+                        .lock()
+                        .unwrap()
+                        .1
+                        .push(answer.into_inner().current_key_id);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    vec![revoking, rotating]
+}
+
+/// Four rounds: start, check that everything acknowledged so far is there, then revoke and
+/// rotate until a SIGKILL at a pseudo-random point (100–900 ms in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, log) = (free_port(), dir.path().join("serve.log"));
+    let acknowledged = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let mut seed = u64::from(std::process::id());
+    for round in 0..5 {
+        let dev = Dev::start(dir.path(), port, &log).await;
+        let (revoked, keys) = acknowledged.lock().unwrap().clone();
+        let stored = dev.revoked_ids().await;
+        let lost: Vec<&String> = revoked.iter().filter(|id| !stored.contains(*id)).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged revocations lost: {lost:?}"
+        );
+        let stored = dev.key_ids().await;
+        let lost: Vec<&String> = keys.iter().filter(|id| !stored.contains(*id)).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged key steps lost: {lost:?}"
+        );
+        if round == 4 {
+            assert!(
+                !revoked.is_empty() && !keys.is_empty(),
+                "the loops got work done"
+            );
+            println!(
+                "faults: {} revocations and {} rotations acknowledged, all kept across 4 SIGKILLs",
+                revoked.len(),
+                keys.len()
+            );
+            break;
+        }
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let kill_after = Duration::from_millis(100 + (seed >> 33) % 800);
+        let loops = spawn_loops(&dev, round, &acknowledged);
+        tokio::time::sleep(kill_after).await;
+        dev.kill();
+        for task in loops {
+            task.abort();
+        }
+    }
+}
+
+/// A tmpfs of its own, mounted on a new directory and unmounted when dropped; `None`, and a
+/// line saying the test was skipped, where this process may not mount (not root). Under CI
+/// the test fails instead.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        if mount(
+            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"],
+            dir.path(),
+        ) {
+            return Some(Self { dir });
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot mount a tmpfs: the file-system fault tests need root"
+        );
+        println!("skipped: cannot mount a tmpfs (needs root)");
+        None
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Remounts it `ro` or `rw`.
+    fn remount(&self, mode: &str) {
+        assert!(
+            mount(&["-o", &format!("remount,{mode}")], self.path()),
+            "remount {mode}"
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn mount(args: &[&str], target: &Path) -> bool {
+    std::process::Command::new("mount")
+        .args(args)
+        .arg(target)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Fills the file system `dir` is on: writes `dir/filler` until the disk is full.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while file
+        .write_all(&chunk)
+        .and_then(|()| file.sync_data())
+        .is_ok()
+    {}
+    path
+}
+
+/// Revokes fresh ids until `refusals` are refused (at most `tries` calls): the ids
+/// acknowledged, and the refusals, each of which must be `UNAVAILABLE`.
+async fn revoke_until_refused(
+    admin: &mut AdminServiceClient<Channel>,
+    tag: &str,
+    refusals: usize,
+) -> (Vec<String>, Vec<tonic::Status>) {
+    let (mut acknowledged, mut refused) = (Vec::new(), Vec::new());
+    for n in 0..500 {
+        let id = fresh_id(tag, n);
+        match revoke(admin, &id).await {
+            Ok(()) => acknowledged.push(id),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                refused.push(status);
+                if refused.len() >= refusals {
+                    break;
+                }
+            }
+        }
+    }
+    (acknowledged, refused)
+}
+
+/// Revokes fresh ids until one is acknowledged, for up to 10 s: the store is writable again.
+async fn revoke_until_acknowledged(admin: &mut AdminServiceClient<Channel>, tag: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 0.. {
+        let id = fresh_id(tag, n);
+        match revoke(admin, &id).await {
+            Ok(()) => return id,
+            Err(status) => assert!(Instant::now() < deadline, "still refused: {status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unreachable!()
+}
+
+/// The store refused writes: the revocation service says so in its health and the metrics,
+/// while issuance goes on.
+async fn assert_shows_write_failure(dev: &Dev) {
+    dev.wait_health("tokenmint.v1.RevocationService", ServingStatus::NotServing)
+        .await;
+    dev.wait_health("tokenmint.v1.AdminService", ServingStatus::NotServing)
+        .await;
+    assert_eq!(dev.metric("tokenmint_store_writable").await, Some(0.0));
+    assert!(dev.metric("tokenmint_store_write_failures_total").await >= Some(1.0));
+    let issued = TokenServiceClient::new(dev.try_channel("demo").await.unwrap())
+        .issue_token(IssueTokenRequest::default())
+        .await;
+    assert!(issued.is_ok(), "issuance needs no write: {issued:?}");
+}
+
+/// The store writes again: health and metrics back without a restart.
+async fn assert_recovered(dev: &Dev) {
+    dev.wait_health("tokenmint.v1.RevocationService", ServingStatus::Serving)
+        .await;
+    assert_eq!(dev.metric("tokenmint_store_writable").await, Some(1.0));
+}
+
+/// Restarts `dev` and checks every id of `acknowledged` is still revoked.
+async fn restart_and_check(dev: Dev, log: &Path, acknowledged: &[String]) -> Dev {
+    let (dir, port) = (dev.dir.clone(), dev.port);
+    dev.kill();
+    let dev = Dev::start(&dir, port, log).await;
+    let stored = dev.revoked_ids().await;
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(*id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged revocations lost: {lost:?}");
+    dev
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_unavailable_and_loses_nothing_acknowledged() {
+    let Some(fs) = Tmpfs::mount("32m") else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("serve.log");
+    let dev = Dev::start(fs.path(), free_port(), &log).await;
+    let mut admin = dev.admin().await;
+    let (mut acknowledged, refused) = revoke_until_refused(&mut admin, "before", usize::MAX).await;
+    assert!(refused.is_empty() && acknowledged.len() == 500);
+
+    let filler = fill(fs.path());
+    let (more, refused) = revoke_until_refused(&mut admin, "full", 3).await;
+    acknowledged.extend(more);
+    assert_eq!(refused.len(), 3, "a full disk refuses revocations");
+    assert_shows_write_failure(&dev).await;
+
+    std::fs::remove_file(filler).unwrap();
+    acknowledged.push(revoke_until_acknowledged(&mut admin, "freed").await);
+    assert_recovered(&dev).await;
+    restart_and_check(dev, &log, &acknowledged).await.kill();
+}
+
+/// The database file moved away under the running server: SQLite would write on into it, and
+/// every such write would be gone at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_file_removed_under_the_server_answers_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let dev = Dev::start(dir.path(), free_port(), &log).await;
+    let mut admin = dev.admin().await;
+    let mut acknowledged = vec![revoke_until_acknowledged(&mut admin, "before").await];
+    let (db, away) = (dir.path().join("tokenmint.db"), dir.path().join("away.db"));
+    std::fs::rename(&db, &away).unwrap();
+    let (more, refused) = revoke_until_refused(&mut admin, "removed", 2).await;
+    assert!(
+        more.is_empty() && refused.len() == 2,
+        "writes to a removed file are refused"
+    );
+    assert!(
+        refused[0].message().contains("nothing was changed"),
+        "{:?}",
+        refused[0]
+    );
+    assert_shows_write_failure(&dev).await;
+    std::fs::rename(&away, &db).unwrap();
+    acknowledged.push(revoke_until_acknowledged(&mut admin, "back").await);
+    assert_recovered(&dev).await;
+    restart_and_check(dev, &log, &acknowledged).await.kill();
+}
+
+/// A database on a file system that is read-only when the server starts (a restored snapshot
+/// mounted `ro`): the server refuses to start and names the file, rather than serve state it
+/// cannot record a revocation in. Remounted `rw`, it starts with everything acknowledged.
+/// (A tmpfs cannot be made read-only under a process holding a file open for writing; a
+/// write refused at run time takes the path the full-disk test covers.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_stops_the_start_and_names_the_file() {
+    let Some(fs) = Tmpfs::mount("64m") else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("serve.log");
+    let port = free_port();
+    let dev = Dev::start(fs.path(), port, &log).await;
+    let mut admin = dev.admin().await;
+    let acknowledged = vec![revoke_until_acknowledged(&mut admin, "rw").await];
+    dev.kill();
+
+    fs.remount("ro");
+    let refused_log = logs.path().join("refused.log");
+    let mut refused = spawn_server(
+        Path::new(BIN),
+        fs.path(),
+        port,
+        refused_log.to_str().unwrap(),
+        None,
+        &[],
+    );
+    let deadline = Instant::now() + START;
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve started on a read-only database"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let said = std::fs::read_to_string(&refused_log).unwrap();
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains("tokenmint.db") || said.contains("Read-only"),
+        "names the file: {said}"
+    );
+
+    fs.remount("rw");
+    restart_and_check(Dev::start(fs.path(), port, &log).await, &log, &acknowledged)
+        .await
+        .kill();
+}
