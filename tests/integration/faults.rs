@@ -16,8 +16,8 @@ use std::{
 };
 
 use tokenmint::grpc::proto::{
-    IssueTokenRequest, ListKeysRequest, ListRevocationsRequest, RevokeTokenIdRequest,
-    RotateKeysRequest, admin_service_client::AdminServiceClient,
+    IntrospectTokenRequest, IssueTokenRequest, ListKeysRequest, ListRevocationsRequest,
+    RevokeTokenIdRequest, RotateKeysRequest, admin_service_client::AdminServiceClient,
     token_service_client::TokenServiceClient,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -54,12 +54,18 @@ impl std::ops::Deref for Dev {
 impl Dev {
     /// Started, and serving: a demo token was issued.
     async fn start(dir: &Path, port: u16, log: &Path) -> Self {
+        Self::start_with(dir, port, log, &[]).await
+    }
+
+    /// [`Dev::start`] with more environment (`TOKENMINT__STORE__URL`, say).
+    async fn start_with(dir: &Path, port: u16, log: &Path, more: &[(&str, &str)]) -> Self {
         let ops_port = free_port();
         let ops = format!("127.0.0.1:{ops_port}");
-        let env = [
+        let mut env = vec![
             ("TOKENMINT__STORE__CATCH_UP_INTERVAL", "200ms"),
             ("TOKENMINT__SERVER__OPS_LISTEN", ops.as_str()),
         ];
+        env.extend_from_slice(more);
         let process = spawn_server(Path::new(BIN), dir, port, log.to_str().unwrap(), None, &env);
         let dev = Self {
             server: Server {
@@ -523,4 +529,221 @@ async fn a_read_only_database_stops_the_start_and_names_the_file() {
     restart_and_check(Dev::start(fs.path(), port, &log).await, &log, &acknowledged)
         .await
         .kill();
+}
+
+/// A PostgreSQL cluster of this test's own, on its own port (never the shared server other
+/// tests use): initdb'd into a temporary directory, trust authentication on 127.0.0.1,
+/// stopped and removed when dropped. `None` where the PostgreSQL binaries are missing.
+struct Throwaway {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl Throwaway {
+    fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|bin| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())?;
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Self {
+            dir,
+            bin,
+            port: free_port(),
+        };
+        cluster.own_by_postgres();
+        let data = cluster.data();
+        cluster.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "--auth=trust", "--no-sync"],
+        );
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=on",
+            cluster.port,
+            cluster.dir.path().display()
+        );
+        let log = format!("{}/postgres.log", cluster.dir.path().display());
+        cluster.run(
+            "pg_ctl",
+            &["-D", &data, "-o", &options, "-l", &log, "-w", "start"],
+        );
+        Some(cluster)
+    }
+
+    fn data(&self) -> String {
+        format!("{}/data", self.dir.path().display())
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A fast restart: every connection is cut, the server is back within seconds.
+    fn restart(&self) {
+        let log = format!("{}/postgres.log", self.dir.path().display());
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-m", "fast", "-w", "restart"],
+        );
+    }
+
+    /// initdb refuses to run as root: as root, the tools run as `postgres`, owning the dir.
+    fn own_by_postgres(&self) {
+        if !is_root() {
+            return;
+        }
+        let id = |flag: &str| {
+            let out = std::process::Command::new("id")
+                .args([flag, "postgres"])
+                .output();
+            String::from_utf8_lossy(&out.unwrap().stdout)
+                .trim()
+                .parse::<u32>()
+                .unwrap()
+        };
+        std::os::unix::fs::chown(self.dir.path(), Some(id("-u")), Some(id("-g"))).unwrap();
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        // Output to a file, not a pipe: the postmaster pg_ctl starts would hold a pipe open.
+        let output = self.dir.path().join(format!("{tool}.out"));
+        let file = std::fs::File::create(&output).unwrap();
+        let status = postgres_tool(&self.bin.join(tool))
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .status()
+            .unwrap();
+        let said = std::fs::read_to_string(&output).unwrap_or_default();
+        assert!(status.success(), "{tool}: {said}");
+    }
+}
+
+/// `program` as `postgres` when this process is root (initdb refuses root), else as it is.
+fn postgres_tool(program: &Path) -> std::process::Command {
+    if is_root() {
+        let mut command = std::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = postgres_tool(&self.bin.join("pg_ctl"))
+            .args(["-D", data.as_str(), "-m", "immediate", "-w", "stop"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// Two replicas on a throwaway PostgreSQL that is restarted while one of them takes
+/// revocations: every acknowledged one is in the store and in both replicas' state after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_traffic_loses_nothing_acknowledged() {
+    let Some(pg) = Throwaway::start() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PostgreSQL's binaries are missing"
+        );
+        println!("skipped: PostgreSQL's binaries are not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url();
+    let store = [("TOKENMINT__STORE__URL", url.as_str())];
+    let a = Dev::start_with(dir.path(), free_port(), &dir.path().join("a.log"), &store).await;
+    let b = Dev::start_with(dir.path(), free_port(), &dir.path().join("b.log"), &store).await;
+
+    let acknowledged = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let loops = spawn_loops(&a, 0, &acknowledged);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.restart();
+    let restarted = acknowledged.lock().unwrap().0.len();
+    // Traffic goes on until revocations are acknowledged again, then a little longer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acknowledged.lock().unwrap().0.len() < restarted + 20 {
+        assert!(
+            Instant::now() < deadline,
+            "revocations never resumed after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for task in loops {
+        task.abort();
+    }
+    let (revoked, keys) = acknowledged.lock().unwrap().clone();
+    for replica in [&a, &b] {
+        replica
+            .wait_health("tokenmint.v1.RevocationService", ServingStatus::Serving)
+            .await;
+        let stored = replica.revoked_ids().await;
+        let lost: Vec<&String> = revoked.iter().filter(|id| !stored.contains(*id)).collect();
+        assert!(lost.is_empty(), "acknowledged revocations lost: {lost:?}");
+        let stored = replica.key_ids().await;
+        assert!(
+            keys.iter().all(|k| stored.contains(k)),
+            "an acknowledged key step was lost"
+        );
+    }
+    // Both replicas caught up: a token revoked now, at A, is refused at B.
+    let token = TokenServiceClient::new(b.try_channel("demo").await.unwrap())
+        .issue_token(IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let mut introspect_b = TokenServiceClient::new(b.try_channel("admin").await.unwrap());
+    let jti = introspect_b
+        .introspect_token(IntrospectTokenRequest {
+            token: token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token_id;
+    revoke(&mut a.admin().await, &jti).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = introspect_b
+            .introspect_token(IntrospectTokenRequest {
+                token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if !answer.active {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never learnt of A's revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "faults: {} revocations and {} key steps acknowledged around a PostgreSQL restart, none lost",
+        revoked.len(),
+        keys.len()
+    );
+    a.kill();
+    b.kill();
 }
