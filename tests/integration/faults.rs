@@ -747,3 +747,133 @@ async fn postgres_restarted_mid_traffic_loses_nothing_acknowledged() {
     a.kill();
     b.kill();
 }
+
+/// libfaketime, where Debian puts it (`.ci/run` installs the package when it is missing).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The keys as `ListKeys` gives them: (key id, state).
+async fn key_states(server: &Server) -> Vec<(String, String)> {
+    let keys = server.admin().await.list_keys(ListKeysRequest {}).await;
+    let keys = keys.unwrap().into_inner().keys;
+    keys.into_iter().map(|k| (k.key_id, k.state)).collect()
+}
+
+fn current_key(keys: &[(String, String)]) -> String {
+    let current: Vec<&String> = keys
+        .iter()
+        .filter(|(_, s)| s == "current")
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(current.len(), 1, "exactly one current key: {keys:?}");
+    current[0].clone()
+}
+
+/// A token for demo, and its lifetime (`exp - iat`) as introspection reports it.
+async fn token_and_lifetime(server: &Server) -> (String, i64) {
+    let token = TokenServiceClient::new(server.try_channel("demo").await.unwrap())
+        .issue_token(IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let seen = TokenServiceClient::new(server.try_channel("admin").await.unwrap())
+        .introspect_token(IntrospectTokenRequest {
+            token: token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(seen.active, "a fresh token is active");
+    (token, seen.expires_at - seen.issued_at)
+}
+
+/// The wall clock of the running binary stepped forward past the rotation period and the
+/// retention, then back (libfaketime; the monotonic clock left alone, as an NTP step does):
+/// a retired key is not removed while the monotonic clock says its tokens may be valid, there
+/// is one current key throughout, every token's lifetime is the configured one, and scheduled
+/// rotation goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_jump_on_the_running_binary_keeps_keys_and_lifetimes() {
+    if !Path::new(LIBFAKETIME).is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "libfaketime is not installed"
+        );
+        println!("skipped: libfaketime is not installed (Debian's libfaketime)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0").unwrap();
+    let offset_env = offset.to_str().unwrap().to_owned();
+    let faked = [
+        ("LD_PRELOAD", LIBFAKETIME),
+        ("FAKETIME_TIMESTAMP_FILE", offset_env.as_str()),
+        ("FAKETIME_CACHE_DURATION", "1"),
+        ("DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let dev = Dev::start_with(
+        dir.path(),
+        free_port(),
+        &dir.path().join("serve.log"),
+        &faked,
+    )
+    .await;
+    let (_, lifetime) = token_and_lifetime(&dev).await;
+    assert_eq!(lifetime, 300, "the default lifetime");
+    let rotated = dev
+        .admin()
+        .await
+        .rotate_keys(RotateKeysRequest { force: true })
+        .await;
+    let rotated = rotated.unwrap().into_inner();
+    let retired = rotated.retired_key_id.clone();
+
+    // Forward past the rotation period (24 h) and the retention (2 h): a scheduled rotation.
+    std::fs::write(&offset, "+90000").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let keys = key_states(&dev).await;
+        if current_key(&keys) != rotated.current_key_id {
+            assert!(
+                keys.iter().any(|(k, _)| *k == retired),
+                "a key removed early: {keys:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled rotation after the jump: {keys:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, lifetime) = token_and_lifetime(&dev).await;
+    assert_eq!(lifetime, 300, "a token's lifetime after the jump forward");
+
+    // Back to half an hour before the start: nothing removed, one current key, lifetimes kept.
+    std::fs::write(&offset, "-1800").unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let keys = key_states(&dev).await;
+    current_key(&keys);
+    assert!(
+        keys.iter().any(|(k, _)| *k == retired),
+        "a key removed after the jump back: {keys:?}"
+    );
+    let (_, lifetime) = token_and_lifetime(&dev).await;
+    assert_eq!(lifetime, 300, "a token's lifetime after the jump back");
+
+    // And forward again: rotation resumes from where the wall clock now is.
+    let before = current_key(&key_states(&dev).await);
+    std::fs::write(&offset, "+200000").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while current_key(&key_states(&dev).await) == before {
+        assert!(Instant::now() < deadline, "rotation did not resume");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        key_states(&dev).await.iter().any(|(k, _)| *k == retired),
+        "the retired key stays for the monotonic retention"
+    );
+    dev.kill();
+}
