@@ -21,7 +21,7 @@ use tokenmint::grpc::proto::{
     IssueTokenRequest, RevokeTokenIdRequest, admin_service_client::AdminServiceClient,
     token_service_client::TokenServiceClient,
 };
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 use crate::{
     authz::percent_encode,
@@ -65,11 +65,7 @@ fn nginx_binary() -> Option<PathBuf> {
         sbin.is_file().then_some(sbin)
     });
     if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "nginx is not installed (.ci/run installs Debian's package)"
-        );
-        println!("skipped: nginx not installed");
+        crate::binary::skipped("nginx is not installed (.ci/run installs Debian's package)");
     }
     found
 }
@@ -134,14 +130,7 @@ impl Stack {
 
     /// A gRPC channel to the issuer as `who`.
     async fn issuer_channel(&self, who: &str) -> Channel {
-        let read = |f: &str| std::fs::read(self.path().join(f)).unwrap();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read("certs/ca.pem")))
-            .identity(Identity::from_pem(
-                read(&format!("certs/{who}.pem")),
-                read(&format!("certs/{who}.key")),
-            ))
-            .domain_name("localhost");
+        let tls = crate::binary::dev_tls(self.path(), who);
         Channel::from_shared(format!("https://localhost:{}", self.issuer_port))
             .unwrap()
             .tls_config(tls)

@@ -156,3 +156,24 @@ pub fn stop(mut server: Running) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The client TLS settings for `who` (`demo`, `admin`, …) against `serve --dev` in `dir`: the
+/// development CA, `who`'s certificate and key, the server name `localhost`.
+pub fn dev_tls(dir: &Path, who: &str) -> tonic::transport::ClientTlsConfig {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_default();
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("certs/ca.pem")))
+        .identity(Identity::from_pem(
+            read(&format!("certs/{who}.pem")),
+            read(&format!("certs/{who}.key")),
+        ))
+        .domain_name("localhost")
+}
+
+/// A test that needs `what` (a package, root) says it was skipped; under CI, where every
+/// part is there, it fails instead.
+pub fn skipped(what: &str) {
+    assert!(std::env::var_os("CI").is_none(), "missing under CI: {what}");
+    println!("skipped: {what}");
+}

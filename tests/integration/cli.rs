@@ -88,16 +88,8 @@ impl DevServer {
 
     /// A channel to it as `who` (`demo` or `admin`).
     pub(crate) fn channel(&self, who: &str) -> tonic::transport::Channel {
-        use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-        let read = |f: &str| std::fs::read(self.dir.join(f)).unwrap();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read("certs/ca.pem")))
-            .identity(Identity::from_pem(
-                read(&format!("certs/{who}.pem")),
-                read(&format!("certs/{who}.key")),
-            ))
-            .domain_name("localhost");
-        Channel::from_shared(format!("https://localhost:{}", self.port))
+        let tls = crate::binary::dev_tls(&self.dir, who);
+        tonic::transport::Channel::from_shared(format!("https://localhost:{}", self.port))
             .unwrap()
             .tls_config(tls)
             .unwrap()

@@ -20,12 +20,12 @@ use tokenmint::grpc::proto::{
     RevokeTokenIdRequest, RotateKeysRequest, admin_service_client::AdminServiceClient,
     token_service_client::TokenServiceClient,
 };
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::binary::{Running, free_port, spawn_server};
+use crate::binary::{Running, free_port, skipped, spawn_server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
 const START: Duration = Duration::from_secs(60);
@@ -100,14 +100,7 @@ impl Dev {
 
 impl Server {
     async fn try_channel(&self, who: &str) -> Result<Channel, tonic::transport::Error> {
-        let read = |f: &str| std::fs::read(self.dir.join(f)).unwrap_or_default();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read("certs/ca.pem")))
-            .identity(Identity::from_pem(
-                read(&format!("certs/{who}.pem")),
-                read(&format!("certs/{who}.key")),
-            ))
-            .domain_name("localhost");
+        let tls = crate::binary::dev_tls(&self.dir, who);
         Channel::from_shared(format!("https://localhost:{}", self.port))
             .unwrap()
             .tls_config(tls)?
@@ -300,11 +293,7 @@ impl Tmpfs {
         ) {
             return Some(Self { dir });
         }
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "cannot mount a tmpfs: the file-system fault tests need root"
-        );
-        println!("skipped: cannot mount a tmpfs (needs root)");
+        skipped("cannot mount a tmpfs: the file-system fault tests need root");
         None
     }
 
@@ -658,11 +647,7 @@ fn is_root() -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_traffic_loses_nothing_acknowledged() {
     let Some(pg) = Throwaway::start() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "PostgreSQL's binaries are missing"
-        );
-        println!("skipped: PostgreSQL's binaries are not installed");
+        skipped("PostgreSQL's binaries (initdb, pg_ctl) are not installed");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -796,11 +781,7 @@ async fn token_and_lifetime(server: &Server) -> (String, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wall_clock_jump_on_the_running_binary_keeps_keys_and_lifetimes() {
     if !Path::new(LIBFAKETIME).is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "libfaketime is not installed"
-        );
-        println!("skipped: libfaketime is not installed (Debian's libfaketime)");
+        skipped("libfaketime is not installed (Debian's libfaketime)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

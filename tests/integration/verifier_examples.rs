@@ -165,16 +165,8 @@ async fn whoami_grpc(
     who: &str,
     token: Option<&str>,
 ) -> Result<WhoamiResponse, tonic::Status> {
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("certs/ca.pem")))
-        .identity(Identity::from_pem(
-            read(&format!("certs/{who}.pem")),
-            read(&format!("certs/{who}.key")),
-        ))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://{authority}"))
+    let tls = crate::binary::dev_tls(dir, who);
+    let channel = tonic::transport::Channel::from_shared(format!("https://{authority}"))
         .unwrap()
         .tls_config(tls)
         .unwrap()
