@@ -90,6 +90,18 @@ impl ChangeLog {
         self.write_failure.load_full()
     }
 
+    /// While writes are being refused: one probe write, which clears the refusal if it
+    /// commits (a probe that fails is not counted as another refused write).
+    pub async fn probe_write(&self) {
+        if self.write_failure.load().is_none() {
+            return;
+        }
+        let probed = self.store.probe_write(self.authority.now()).await;
+        if probed.is_ok() {
+            self.record_write(&probed);
+        }
+    }
+
     /// Records how a commit ended: `tokenmint_store_write_failures_total` and
     /// `tokenmint_store_writable` (0 from a refused commit until the next that succeeds).
     fn record_write<T>(&self, result: &Result<T, StoreError>) {

@@ -1064,6 +1064,7 @@ async fn catch_up(
                 "the catch-up round timed out".into(),
             )),
         };
+        let _ = tokio::time::timeout(readiness.round_timeout, changes.probe_write()).await;
         let writable = changes.write_failure().is_none();
         readiness.report(reached.is_ok(), writable).await;
         match reached {

@@ -126,6 +126,13 @@ impl Store for FlakyStore {
             .await
     }
 
+    async fn probe_write(&self, now: UnixTime) -> Result<(), StoreError> {
+        if self.fail_commits.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected fault".into()));
+        }
+        self.inner.probe_write(now).await
+    }
+
     async fn changes_after(&self, after: u64, limit: u32) -> Result<Vec<Event>, StoreError> {
         if self.fail_reads.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("injected fault".into()));

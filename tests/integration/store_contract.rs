@@ -2396,6 +2396,10 @@ async fn sqlite_refuses_writes_once_its_file_is_removed_or_replaced() {
         matches!(&removed, Err(StoreError::Unavailable(m)) if m.contains("removed or replaced")),
         "{removed:?}"
     );
+    assert!(
+        store.probe_write(T0).await.is_err(),
+        "the probe sees it too"
+    );
     // Another file at the path is not the database the writer holds either.
     std::fs::write(&path, b"").unwrap();
     assert!(matches!(
@@ -2404,5 +2408,6 @@ async fn sqlite_refuses_writes_once_its_file_is_removed_or_replaced() {
     ));
     // The file back where it was: writes go on.
     std::fs::rename(dir.path().join("moved.db"), &path).unwrap();
+    assert!(store.probe_write(T0).await.is_ok());
     assert!(commit("restored").await.is_ok());
 }

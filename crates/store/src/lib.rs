@@ -153,6 +153,11 @@ pub trait Store: Send + Sync + 'static {
     /// Removes state and log entries kept past their time; returns the rows removed.
     async fn purge(&self, now: UnixTime) -> Result<u64, StoreError>;
 
+    /// Whether a write commits now: one small write (`log_meta 'write_probe'`, the time) in a
+    /// transaction of its own, as every change's. Run while writes are being refused, to see
+    /// them accepted again without waiting for a client's write.
+    async fn probe_write(&self, now: UnixTime) -> Result<(), StoreError>;
+
     /// Waits until the store may have a change this process has not seen, or `at_most`
     /// passes. The default just sleeps; a back-end that can announce changes (PostgreSQL's
     /// `LISTEN/NOTIFY`) wakes early. A lost notification connection must return at once, so

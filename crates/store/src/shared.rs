@@ -210,6 +210,19 @@ impl<D: Dialect> Store for D {
         read_tokens::<D::Db>(&mut conn, now, after, through, limit).await
     }
 
+    async fn probe_write(&self, now: UnixTime) -> Result<(), StoreError> {
+        let mut tx = begin_write(self, &[]).await?;
+        tx.sql(
+            "INSERT INTO log_meta (name, value) VALUES ('write_probe', $1) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .arg(now.as_secs())
+        .run()
+        .await
+        .map_err(unavailable)?;
+        commit(self, tx).await
+    }
+
     async fn purge(&self, now: UnixTime) -> Result<u64, StoreError> {
         // Serialised with appends, as SQLite's single writer serialises everything.
         let mut tx = begin_write(self, &[Lock::ChangeLog]).await?;
