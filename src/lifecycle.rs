@@ -231,9 +231,13 @@ impl Rotator {
     /// that cannot load the ring its store holds keeps signing with an old key.
     pub async fn publish(&self) -> Result<(), LifecycleError> {
         let built = self.build_ring().await;
-        self.changes
-            .authority()
-            .mark_key_ring(built.as_ref().err().map(ToString::to_string));
+        // A store that cannot be read says nothing of the keys it holds (staleness covers a
+        // store out of reach): only keys read and not loadable make the replica unready.
+        if !matches!(built, Err(LifecycleError::Store(_))) {
+            self.changes
+                .authority()
+                .mark_key_ring(built.as_ref().err().map(ToString::to_string));
+        }
         let ring = built?;
         self.ring.send_if_modified(|old| {
             let changed =

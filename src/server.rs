@@ -1064,9 +1064,10 @@ async fn catch_up(
                 "the catch-up round timed out".into(),
             )),
         };
-        let _ = tokio::time::timeout(readiness.round_timeout, changes.probe_write()).await;
+        // Reported before the probe, so a refused write shows for a round at least.
         let writable = changes.write_failure().is_none();
         readiness.report(reached.is_ok(), writable).await;
+        let _ = tokio::time::timeout(readiness.round_timeout, changes.probe_write()).await;
         match reached {
             Ok((read, _)) if read > 0 => tracing::debug!(read, "caught up with the store"),
             Ok(_) => {}
