@@ -231,9 +231,15 @@ impl Rotator {
     /// that cannot load the ring its store holds keeps signing with an old key.
     pub async fn publish(&self) -> Result<(), LifecycleError> {
         let built = self.build_ring().await;
-        // A store that cannot be read says nothing of the keys it holds (staleness covers a
-        // store out of reach): only keys read and not loadable make the replica unready.
-        if !matches!(built, Err(LifecycleError::Store(_))) {
+        // A store out of reach says nothing of the keys it holds (staleness covers it): only
+        // keys read and not loadable (corrupt rows, a KEK that does not open them) make the
+        // replica unready.
+        if !matches!(
+            built,
+            Err(LifecycleError::Store(
+                tokenmint_store::StoreError::Unavailable(_)
+            ))
+        ) {
             self.changes
                 .authority()
                 .mark_key_ring(built.as_ref().err().map(ToString::to_string));

@@ -19,8 +19,8 @@ use crate::{
 pub enum Bound {
     /// Plain HTTP on a TCP address (loopback).
     Tcp(TcpListener),
-    /// Plain HTTP on a Unix socket; its file is removed when serving ends.
-    Unix(UnixListener, PathBuf),
+    /// Plain HTTP on a Unix socket; its file (device and inode) is removed when serving ends.
+    Unix(UnixListener, PathBuf, (u64, u64)),
     /// HTTPS, the proxy's client certificate required.
     Tls(
         TcpListener,
@@ -43,7 +43,10 @@ impl Bound {
     /// Binds `listen`, with TLS from the proxy when `tls` is set and `listen` is TCP.
     pub async fn bind(listen: &Listen, tls: Option<&ProxyTls>) -> Result<Self> {
         match (listen, tls) {
-            (Listen::Unix(path), _) => Ok(Bound::Unix(bind_unix(path).await?, path.clone())),
+            (Listen::Unix(path), _) => {
+                let (listener, id) = bind_unix(path).await?;
+                Ok(Bound::Unix(listener, path.clone(), id))
+            }
             (Listen::Tcp(addr), None) => Ok(Bound::Tcp(bind_tcp(*addr).await?)),
             (Listen::Tcp(addr), Some(tls)) => {
                 let (acceptor, verifier) = acceptor(tls)?;
@@ -68,7 +71,7 @@ impl Bound {
         match self {
             Bound::Tcp(_) => format!("http://{addr}"),
             Bound::Tls(..) => format!("https://{addr}"),
-            Bound::Unix(_, path) => format!("unix:{}", path.display()),
+            Bound::Unix(_, path, _) => format!("unix:{}", path.display()),
         }
     }
 
@@ -79,11 +82,11 @@ impl Bound {
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
                 .context("serving"),
-            Bound::Unix(listener, path) => {
+            Bound::Unix(listener, path, id) => {
                 let served = axum::serve(listener, router)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await;
-                let _ = std::fs::remove_file(&path);
+                remove_own_socket(&path, id);
                 served.context("serving")
             }
             Bound::Tls(listener, acceptor, verifier) => {
@@ -100,25 +103,56 @@ async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener> {
         .with_context(|| format!("binding {addr}"))
 }
 
-/// Binds a Unix socket at `path`, mode 0660. A socket file left by a process that is gone is
-/// replaced; one that answers, or a file that is not a socket, is an error.
-async fn bind_unix(path: &std::path::Path) -> Result<UnixListener> {
-    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+/// Binds a Unix socket at `path`, mode 0660 from the moment it is reachable: it is bound in a
+/// private directory (0700) beside `path`, narrowed, then renamed into place. A socket file
+/// whose listener is gone (connection refused) is replaced; one that answers, one this process
+/// may not try, or a file that is not a socket, is an error. Returns the listener and the
+/// socket's identity, so only this socket is removed at the end.
+async fn bind_unix(path: &std::path::Path) -> Result<(UnixListener, (u64, u64))> {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             bail!("{} exists and is not a socket", path.display());
         }
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            bail!("{} is in use by another process", path.display());
+        match tokio::net::UnixStream::connect(path).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing the stale socket {}", path.display()))?;
+            }
+            Ok(_) => bail!("{} is in use by another process", path.display()),
+            Err(e) => bail!("{} cannot be checked: {e}", path.display()),
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding unix:{}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("setting the mode of {}", path.display()))?;
-    Ok(listener)
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let private = parent
+        .unwrap_or_else(|| std::path::Path::new("."))
+        .join(format!(".tokenmint-authz-{}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .with_context(|| format!("creating {}", private.display()))?;
+    let staged = private.join("socket");
+    let bound = UnixListener::bind(&staged)
+        .with_context(|| format!("binding unix:{}", path.display()))
+        .and_then(|listener| {
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o660))?;
+            std::fs::rename(&staged, path)?;
+            let meta = std::fs::symlink_metadata(path)?;
+            Ok((listener, (meta.dev(), meta.ino())))
+        });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound.with_context(|| format!("placing the socket at {}", path.display()))
+}
+
+/// Removes the socket at `path` if it is still the one `id` names (another instance may have
+/// replaced it since).
+fn remove_own_socket(path: &std::path::Path, id: (u64, u64)) {
+    use std::os::unix::fs::MetadataExt as _;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == id) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// The acceptor for `tls`: the sidecar's certificate, the proxy's CA.

@@ -202,3 +202,28 @@ async fn with_proxy_tls_only_the_proxys_certificate_gets_an_answer() {
     sidecar.stop.cancel();
     server.stop().await;
 }
+
+/// A socket another instance put in place (a rolling restart) is left to it when this one
+/// stops; only its own is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_replaced_by_another_instance_is_left_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authz.sock");
+    let listen = tokenmint::config::Listen::Unix(path.clone());
+    let bound = authz::Bound::bind(&listen, None).await.unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    stop.cancel();
+    bound.serve(axum::Router::new(), stop).await.unwrap();
+    assert!(path.exists(), "the other instance's socket stays");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "no staging directory left behind: {leftovers:?}"
+    );
+}

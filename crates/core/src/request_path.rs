@@ -1,5 +1,7 @@
 //! The path of a request as a proxy reports it (`X-Original-URI`, `X-Forwarded-Uri`, Envoy's
-//! appended path), read the way an origin server routes it. A path-based rule that reads the
+//! appended path), read the way an RFC 3986 origin server such as nginx routes it. Servers
+//! with routing rules of their own (Tomcat's `..;`, `\` as a separator, case-insensitive
+//! paths) are not modelled: put path rules for those in the service itself. A path-based rule that reads the
 //! raw text while the server routes the normalised one can be walked around
 //! (`/public/../admin`, `/%61dmin`, `//admin`): [`normalised`] gives the server's reading so a
 //! rule can hold a request to both.
@@ -62,6 +64,7 @@ fn percent_decoded(path: &str) -> String {
         let escape = (bytes[i] == b'%')
             .then(|| bytes.get(i + 1..i + 3))
             .flatten()
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
             .and_then(|hex| std::str::from_utf8(hex).ok())
             .and_then(|hex| u8::from_str_radix(hex, 16).ok());
         match escape {
@@ -113,6 +116,7 @@ mod tests {
             ("http://h/x/../admin?q", "/admin"),
             ("/100%", "/100%"),
             ("/%zz/admin", "/%zz/admin"),
+            ("/%+5/admin", "/%+5/admin"),
             ("/%ff", "/\u{fffd}"),
         ] {
             assert_eq!(normalised(target).as_deref(), Some(routed), "{target}");

@@ -366,6 +366,8 @@ async fn begin_write<D: Dialect>(
     store.check_target()?;
     let mut tx = match store.writer().begin_with(D::SQL.begin_write).await {
         Ok(tx) => tx,
+        // Every connection busy is load, not a stuck connection: no retry.
+        Err(error @ sqlx::Error::PoolTimedOut) => return Err(unavailable(error)),
         Err(_) => {
             // The writer may be stuck inside a transaction a failed commit left open: a fresh
             // connection gets one more try.
