@@ -133,6 +133,9 @@ pub fn required_scopes<'a>(
     scopes: &'a [(String, Vec<String>)],
     target: Option<&str>,
 ) -> Vec<&'a str> {
+    if scopes.is_empty() {
+        return Vec::new();
+    }
     let longest = |path: &str| {
         scopes
             .iter()

@@ -58,6 +58,22 @@ pub(crate) struct Running {
     pub(crate) stop: CancellationToken,
 }
 
+impl Running {
+    /// The sidecar's `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        let answer = reqwest::get(format!("{}/metrics", self.ops)).await.unwrap();
+        answer.text().await.unwrap()
+    }
+}
+
+/// A token the issuer gives `demo` (bound to its certificate), with no options.
+pub(crate) async fn demo_token(server: &TestServer, demo: &Issued) -> String {
+    issue(server, demo, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token
+}
+
 pub(crate) async fn start(config: Config) -> Running {
     install_provider();
     let listeners = authz::Listeners::bind(&config.authz).await.unwrap();
@@ -144,10 +160,7 @@ async fn forward_auth_allows_the_bound_caller_and_refuses_the_rest_with_401_or_4
     );
     let scopes = "[authz.required_scopes]\n\"/admin\" = [\"demo:write\"]\n";
     let sidecar = start(authz_config(&setup, &server, scopes)).await;
-    let token = issue(&server, &demo, IssueTokenRequest::default())
-        .await
-        .unwrap()
-        .access_token;
+    let token = demo_token(&server, &demo).await;
     let url = &sidecar.verify;
     let demo_cert = nginx_header(&demo);
 
@@ -206,10 +219,7 @@ async fn forward_auth_allows_the_bound_caller_and_refuses_the_rest_with_401_or_4
         .await
         .unwrap();
     assert_eq!(unsaid.status(), 403);
-    let metrics = reqwest::get(format!("{}/metrics", sidecar.ops))
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = sidecar.metrics().await;
     assert!(
         metrics.contains("tokenmint_authz_decisions_total{decision=\"allow\""),
         "{metrics}"
@@ -228,10 +238,7 @@ async fn only_the_path_header_the_proxy_sets_counts() {
     let extra = "path_header = \"x-forwarded-uri\"\n\
                  [authz.required_scopes]\n\"/admin\" = [\"demo:write\"]\n";
     let sidecar = start(authz_config(&setup, &server, extra)).await;
-    let token = issue(&server, &demo, IssueTokenRequest::default())
-        .await
-        .unwrap()
-        .access_token;
+    let token = demo_token(&server, &demo).await;
     let call = |forwarded: &'static str, original: &'static str| {
         reqwest::Client::new()
             .get(&sidecar.verify)
@@ -253,10 +260,7 @@ async fn garbage_certificate_headers_are_a_clean_403_never_a_5xx() {
     let server = setup.start().await;
     let demo = setup.pki.client_uri(DEMO_URI);
     let sidecar = start(authz_config(&setup, &server, "")).await;
-    let token = issue(&server, &demo, IssueTokenRequest::default())
-        .await
-        .unwrap()
-        .access_token;
+    let token = demo_token(&server, &demo).await;
     let chain = nginx_header(&demo).repeat(2);
     let not_pem = "-----BEGIN%20CERTIFICATE-----%0AAAAA%0A-----END%20CERTIFICATE-----";
     // Not text at all: a malformed certificate, never taken for none.
@@ -296,10 +300,7 @@ async fn every_proxys_certificate_format_reaches_the_same_decision() {
         setup.pki.client_uri(OTHER_URI),
     );
     let sidecar = start(authz_config(&setup, &server, "")).await;
-    let token = issue(&server, &demo, IssueTokenRequest::default())
-        .await
-        .unwrap()
-        .access_token;
+    let token = demo_token(&server, &demo).await;
     let b64 = base64::engine::general_purpose::STANDARD;
     let traefik = |c: &Issued| {
         format!(
@@ -349,10 +350,7 @@ async fn with_the_issuer_gone_it_allows_within_staleness_then_refuses_and_is_not
     let server = setup.start().await;
     let demo = setup.pki.client_uri(DEMO_URI);
     let sidecar = start(authz_config(&setup, &server, "staleness = \"2s\"\n")).await;
-    let token = issue(&server, &demo, IssueTokenRequest::default())
-        .await
-        .unwrap()
-        .access_token;
+    let token = demo_token(&server, &demo).await;
     let demo_cert = nginx_header(&demo);
     assert_eq!(
         reqwest::get(format!("{}/readyz", sidecar.ops))
@@ -477,10 +475,7 @@ async fn envoy_grpc_ext_authz_with_the_peer_certificate_allows_the_bound_caller_
         setup.pki.client_uri(OTHER_URI),
     );
     let sidecar = start(authz_config(&setup, &server, "")).await;
-    let token = issue(&server, &demo, IssueTokenRequest::default())
-        .await
-        .unwrap()
-        .access_token;
+    let token = demo_token(&server, &demo).await;
     let url = &sidecar.grpc;
 
     let allowed = envoy_ask(url, envoy_check(Some(&token), &nginx_header(&demo), None)).await;
@@ -504,10 +499,7 @@ async fn envoy_grpc_ext_authz_with_the_peer_certificate_allows_the_bound_caller_
     );
     assert_eq!(no_token.headers["www-authenticate"], "Bearer");
 
-    let metrics = reqwest::get(format!("{}/metrics", sidecar.ops))
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = sidecar.metrics().await;
     assert!(
         metrics.contains("reason=\"no_token\""),
         "gRPC decisions are counted: {metrics}"
@@ -522,10 +514,7 @@ async fn envoy_grpc_ext_authz_takes_xfcc_without_a_peer_certificate_and_refuses_
     let server = setup.start().await;
     let demo = setup.pki.client_uri(DEMO_URI);
     let sidecar = start(authz_config(&setup, &server, "")).await;
-    let token = issue(&server, &demo, IssueTokenRequest::default())
-        .await
-        .unwrap()
-        .access_token;
+    let token = demo_token(&server, &demo).await;
     let url = &sidecar.grpc;
     let xfcc = format!("By=spiffe://proxy;Cert=\"{}\"", nginx_header(&demo));
 
@@ -588,10 +577,7 @@ async fn envoy_grpc_ext_authz_reads_raw_headers_when_envoy_sends_them() {
         setup.pki.client_uri(OTHER_URI),
     );
     let sidecar = start(authz_config(&setup, &server, "")).await;
-    let token = issue(&server, &demo, IssueTokenRequest::default())
-        .await
-        .unwrap()
-        .access_token;
+    let token = demo_token(&server, &demo).await;
     let url = &sidecar.grpc;
     let xfcc = |who: &Issued| format!("Cert=\"{}\"", nginx_header(who));
 

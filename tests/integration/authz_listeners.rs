@@ -5,10 +5,10 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
 
-use tokenmint::{authz, grpc::proto::IssueTokenRequest, pki::Issued};
+use tokenmint::{authz, pki::Issued};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::authz::{authz_config_with, envoy_ask_on, envoy_check, nginx_header, start};
+use crate::authz::{authz_config_with, demo_token, envoy_ask_on, envoy_check, nginx_header, start};
 use crate::support::*;
 
 /// `GET /verify` over the Unix socket at `path`, as raw HTTP/1.1: the status code.
@@ -72,10 +72,7 @@ async fn on_unix_sockets_both_faces_answer_and_the_files_are_the_proxys_alone() 
     let taken = authz::Listeners::bind(&config.authz).await.unwrap_err();
     assert!(format!("{taken:#}").contains("in use"), "{taken:#}");
 
-    let token = issue(&server, &demo, IssueTokenRequest::default())
-        .await
-        .unwrap()
-        .access_token;
+    let token = demo_token(&server, &demo).await;
     assert_eq!(
         verify_over_unix(&verify_sock, &token, &nginx_header(&demo)).await,
         200
@@ -149,10 +146,7 @@ async fn with_proxy_tls_only_the_proxys_certificate_gets_an_answer() {
         "{}",
         sidecar.verify
     );
-    let token = issue(&server, &demo, IssueTokenRequest::default())
-        .await
-        .unwrap()
-        .access_token;
+    let token = demo_token(&server, &demo).await;
     let ask = |client: reqwest::Client| {
         client
             .get(&sidecar.verify)

@@ -414,19 +414,10 @@ fn start_nginx(
 /// An HTTPS client of nginx on `port` trusting the dev CA, presenting `who`'s certificate if
 /// given (`localhost` resolved to 127.0.0.1, where nginx listens).
 fn https_client(dir: &Path, who: Option<&str>, port: u16) -> reqwest::Client {
-    crate::support::install_provider();
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let ca = reqwest::Certificate::from_pem(&read("certs/ca.pem")).unwrap();
-    let mut builder = reqwest::Client::builder()
-        .tls_certs_only([ca])
+    crate::binary::dev_https(dir, who)
         .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], port)))
-        .timeout(Duration::from_secs(10));
-    if let Some(who) = who {
-        let mut pem = read(&format!("certs/{who}.pem"));
-        pem.extend(read(&format!("certs/{who}.key")));
-        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
-    }
-    builder.build().unwrap()
+        .build()
+        .unwrap()
 }
 
 /// A caller of the service behind nginx.

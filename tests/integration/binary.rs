@@ -171,6 +171,25 @@ pub fn dev_tls(dir: &Path, who: &str) -> tonic::transport::ClientTlsConfig {
         .domain_name("localhost")
 }
 
+/// An HTTPS client builder for `serve --dev` in `dir`: trusting only the development CA,
+/// presenting `who`'s certificate if given, a 10 s timeout.
+pub fn dev_https(dir: &Path, who: Option<&str>) -> reqwest::ClientBuilder {
+    crate::support::install_provider();
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let ca = reqwest::Certificate::from_pem(&read("certs/ca.pem")).unwrap();
+    let builder = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(Duration::from_secs(10));
+    match who {
+        Some(who) => {
+            let mut pem = read(&format!("certs/{who}.pem"));
+            pem.extend(read(&format!("certs/{who}.key")));
+            builder.identity(reqwest::Identity::from_pem(&pem).unwrap())
+        }
+        None => builder,
+    }
+}
+
 /// A test that needs `what` (a package, root) says it was skipped; under CI, where every
 /// part is there, it fails instead.
 pub fn skipped(what: &str) {

@@ -82,18 +82,7 @@ pub(crate) fn dev_server(dir: &Path) -> (Running, u16, String) {
 
 /// An HTTPS client trusting the dev CA, presenting `who`'s certificate if given.
 fn client(dir: &Path, who: Option<&str>) -> reqwest::Client {
-    crate::support::install_provider();
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
-    let ca = reqwest::Certificate::from_pem(&read("certs/ca.pem")).unwrap();
-    let mut builder = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .timeout(Duration::from_secs(10));
-    if let Some(who) = who {
-        let mut pem = read(&format!("certs/{who}.pem"));
-        pem.extend(read(&format!("certs/{who}.key")));
-        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
-    }
-    builder.build().unwrap()
+    crate::binary::dev_https(dir, who).build().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,9 +4,10 @@
 //! is ([`identity`]), what a client may ask for ([`client`]), the access-token claims and
 //! their signing and verification ([`token`], [`keys`], with [`crypto`] as the one home of the
 //! cryptographic primitives), when keys step ([`rotation`]), what is revoked ([`revocation`]),
-//! rate limits ([`limits`]), the audit trail's records ([`audit`]), the clock ([`clock`]) and
-//! OAuth2's error codes ([`oauth`]), and what proxies forward of a request: the caller's
-//! certificate in a header ([`forwarded`]) and the original path ([`request_path`]).
+//! rate limits ([`limits`]), the audit trail's records ([`audit`]), the clock ([`clock`]),
+//! OAuth2's error codes ([`oauth`]) and form bodies ([`form`]), and what proxies forward of a
+//! request: the caller's certificate in a header ([`forwarded`]) and the original path
+//! ([`request_path`]).
 //!
 //! The server (`tokenmint`), the store (`tokenmint-store`) and the libraries build on it; its
 //! `Cargo.toml` keeps tokio, tonic, hyper, axum, sqlx and rustls out, so the dependency rule
