@@ -1,5 +1,5 @@
 //! Faults on the real binary (`serve --dev` as a process, on 127.0.0.1, bounded in count and
-//! time): killed with SIGKILL at random points of revoke and rotate loops, its SQLite database
+//! time): killed with SIGKILL at random points of issue, revoke and rotate loops, its SQLite database
 //! on a file system that fills up, turns read-only, or loses the file. What must hold: a
 //! revocation or key step answered OK survives; a write the store refused answers
 //! `UNAVAILABLE`, never OK; the revocation and admin services say they are not serving while
@@ -229,13 +229,46 @@ fn spawn_loops(
     vec![revoking, rotating]
 }
 
-/// Four rounds: start, check that everything acknowledged so far is there, then revoke and
+/// A loop issuing demo tokens from `dev`, each one kept in `issued` as it arrives.
+fn spawn_issuing(dev: &Dev, issued: &Arc<Mutex<Vec<String>>>) -> tokio::task::JoinHandle<()> {
+    let (issued, server) = (issued.clone(), dev.server.clone());
+    tokio::spawn(async move {
+        let mut tokens = TokenServiceClient::new(server.try_channel("demo").await.unwrap());
+        loop {
+            if let Ok(answer) = tokens.issue_token(IssueTokenRequest::default()).await {
+                issued
+                    .lock()
+                    .unwrap()
+                    .push(answer.into_inner().access_token);
+            }
+        }
+    })
+}
+
+/// Whether `token` is active at `server`, as its admin introspects it.
+async fn is_active(server: &Server, token: &str) -> bool {
+    let mut client = TokenServiceClient::new(server.try_channel("admin").await.unwrap());
+    let request = IntrospectTokenRequest {
+        token: token.to_owned(),
+        ..Default::default()
+    };
+    client
+        .introspect_token(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .active
+}
+
+/// Four rounds: start, check that everything acknowledged so far is there and that the
+/// tokens issued before the kill still verify (their keys were kept), then issue, revoke and
 /// rotate until a SIGKILL at a pseudo-random point (100–900 ms in).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_points_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let (port, log) = (free_port(), dir.path().join("serve.log"));
     let acknowledged = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let issued: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut seed = u64::from(std::process::id());
     for round in 0..5 {
         let dev = Dev::start(dir.path(), port, &log).await;
@@ -252,13 +285,21 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
             lost.is_empty(),
             "round {round}: acknowledged key steps lost: {lost:?}"
         );
+        let tokens = issued.lock().unwrap().clone();
+        for token in tokens.iter().rev().take(3) {
+            assert!(
+                is_active(&dev, token).await,
+                "round {round}: an issued token no longer verifies"
+            );
+        }
         if round == 4 {
             assert!(
-                !revoked.is_empty() && !keys.is_empty(),
+                !revoked.is_empty() && !keys.is_empty() && !tokens.is_empty(),
                 "the loops got work done"
             );
             println!(
-                "faults: {} revocations and {} rotations acknowledged, all kept across 4 SIGKILLs",
+                "faults: {} tokens issued, {} revocations and {} rotations acknowledged, all kept across 4 SIGKILLs",
+                tokens.len(),
                 revoked.len(),
                 keys.len()
             );
@@ -268,7 +309,8 @@ async fn kill_9_at_random_points_loses_nothing_acknowledged() {
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         let kill_after = Duration::from_millis(100 + (seed >> 33) % 800);
-        let loops = spawn_loops(&dev, round, &acknowledged);
+        let mut loops = spawn_loops(&dev, round, &acknowledged);
+        loops.push(spawn_issuing(&dev, &issued));
         tokio::time::sleep(kill_after).await;
         dev.kill();
         for task in loops {
