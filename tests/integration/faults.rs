@@ -1,9 +1,10 @@
 //! Faults on the real binary (`serve --dev` as a process, on 127.0.0.1, bounded in count and
-//! time): killed with SIGKILL at random points of issue, revoke and rotate loops, its SQLite database
-//! on a file system that fills up, turns read-only, or loses the file. What must hold: a
-//! revocation or key step answered OK survives; a write the store refused answers
+//! time): SIGKILL at random points of issue, revoke and rotate loops; its SQLite database on a
+//! file system that fills up, is read-only at start, or loses the file; its PostgreSQL
+//! restarted under traffic; its wall clock stepped forward and back. What must hold: a token
+//! issued, a revocation or a key step answered OK survives; a write the store refused answers
 //! `UNAVAILABLE`, never OK; the revocation and admin services say they are not serving while
-//! writes fail, and recover without a restart.
+//! no write commits, and recover without a restart.
 //!
 //! The file-system faults mount a small tmpfs of their own, which needs root: without it they
 //! say they were skipped, except under CI (`CI` set), where they fail.
