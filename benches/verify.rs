@@ -41,7 +41,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, StatusCode, header::AUTHORIZATION};
 use tokenmint::{grpc::proto::IssueTokenRequest, pki::Issued};
 use tokenmint_core::{
-    crypto::{self, PublicKey},
+    crypto::{self, Algorithm, PublicKey},
     jose,
 };
 use tokenmint_verify::{PeerCertificate, Verified, Verifier, VerifyLayer};
@@ -107,7 +107,7 @@ impl Issuer {
     }
 
     /// The signing input, the signature and the published key of the pool's first token.
-    async fn raw(&self) -> (Vec<u8>, Vec<u8>, PublicKey) {
+    async fn raw(&self) -> (Vec<u8>, Vec<u8>, Algorithm, PublicKey) {
         let token = &self.tokens[0];
         let (input, signature) = token.rsplit_once('.').unwrap();
         let signature = crypto::b64url_decode(signature).unwrap();
@@ -116,13 +116,20 @@ impl Issuer {
             serde_json::from_slice(&crypto::b64url_decode(header).unwrap()).unwrap();
         let kid = header["kid"].as_str().unwrap();
         let jwks = jose::parse_jwks(&self.server.jwks().await.jwks_json).unwrap();
-        let public = jwks.keys.find(kid).unwrap().public.clone();
+        let key = jwks.keys.find(kid).unwrap();
         assert!(crypto::verify_signature(
-            &public,
+            key.algorithm,
+            &key.public,
             input.as_bytes(),
             &signature
         ));
-        (input.as_bytes().to_vec(), signature, public)
+        let algorithm = key.algorithm;
+        (
+            input.as_bytes().to_vec(),
+            signature,
+            algorithm,
+            key.public.clone(),
+        )
     }
 }
 
@@ -179,10 +186,11 @@ fn bench_verify(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("verify");
     for (name, issuer) in &issuers {
-        let (input, signature, public) = rt.block_on(issuer.raw());
+        let (input, signature, algorithm, public) = rt.block_on(issuer.raw());
         group.bench_function(format!("raw/{name}"), |b| {
             b.iter(|| {
                 crypto::verify_signature(
+                    algorithm,
                     black_box(&public),
                     black_box(&input),
                     black_box(&signature),

@@ -256,6 +256,7 @@ pub fn jwk_of(public: &PublicKey, kid: &str) -> Value {
         PublicKey::Ed25519 { x } => {
             json!({"kty": "OKP", "crv": "Ed25519", "x": b64url(x), "kid": kid})
         }
+        other => panic!("the forgery suite runs on ES256 and EdDSA keys, not {other:?}"),
     }
 }
 
@@ -491,7 +492,7 @@ fn alg_mismatch(ctx: &ForgeryContext) -> Vec<Forgery> {
     // Another asymmetric algorithm under our kid, validly signed by a key of that algorithm.
     let other = match ours {
         Algorithm::Es256 => Algorithm::EdDsa,
-        Algorithm::EdDsa => Algorithm::Es256,
+        _ => Algorithm::Es256,
     };
     let (other_key, _) = SigningKey::generate(other).unwrap();
     out.push(Forgery::new(
@@ -526,6 +527,7 @@ fn spki_der(public: &PublicKey) -> Vec<u8> {
     match public {
         PublicKey::P256 { x, y } => [&P256_SPKI_PREFIX[..], &[0x04], x, y].concat(),
         PublicKey::Ed25519 { x } => [&ED25519_SPKI_PREFIX[..], x].concat(),
+        other => panic!("the forgery suite runs on ES256 and EdDSA keys, not {other:?}"),
     }
 }
 
@@ -540,6 +542,7 @@ fn public_key_forms(ctx: &ForgeryContext) -> Vec<(&'static str, Vec<u8>)> {
             ("x ‖ y", [x, y].concat()),
         ],
         PublicKey::Ed25519 { x } => vec![("the raw public key", x)],
+        other => panic!("the forgery suite runs on ES256 and EdDSA keys, not {other:?}"),
     };
     forms.extend([
         ("the JWKS JSON text", ctx.jwks_json.clone().into_bytes()),

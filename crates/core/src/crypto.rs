@@ -8,7 +8,7 @@ use std::fmt;
 use backend::lib::{
     aead, digest, hmac,
     rand::{SecureRandom, SystemRandom},
-    signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _},
+    signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair},
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use zeroize::Zeroizing;
@@ -81,10 +81,22 @@ impl Stack {
     /// the feature that has it, never at the first rotation.
     pub fn supports(self, algorithm: Algorithm) -> Result<(), Unsupported> {
         // Each new algorithm must be placed here: ring cannot generate RSA keys and has no
-        // ML-DSA; those will need `aws-lc`.
+        // ML-DSA.
         match (self, algorithm) {
-            (_, Algorithm::Es256 | Algorithm::EdDsa) => Ok(()),
+            (_, Algorithm::Es256 | Algorithm::EdDsa) | (Stack::AwsLc { .. }, _) => Ok(()),
+            (Stack::Ring, _) => Err(Unsupported {
+                algorithm,
+                stack: self.name(),
+            }),
         }
+    }
+}
+
+impl Stack {
+    /// Whether this build verifies `algorithm`'s signatures: every algorithm but ML-DSA in a
+    /// ring build (ring verifies RSA; it only cannot generate RSA keys).
+    pub fn verifies(self, algorithm: Algorithm) -> bool {
+        !(self == Stack::Ring && algorithm.is_post_quantum())
     }
 }
 
@@ -121,37 +133,70 @@ pub enum CryptoError {
         "decryption failed: wrong key-encryption key, wrong associated data, or the data was altered"
     )]
     Open,
+    /// The build's crypto stack lacks the algorithm.
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
     /// A key-encryption key is not 32 bytes of base64.
     #[error("a key-encryption key must be 32 random bytes in base64 ({0})")]
     MalformedKek(String),
 }
 
 /// A JWS signing algorithm tokenmint can generate keys for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Algorithm {
     /// ECDSA on P-256 with SHA-256 (the default).
     Es256,
     /// Ed25519.
     EdDsa,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518 §3.3).
+    Rs256,
+    /// RSASSA-PSS with SHA-256 and MGF1-SHA-256, 32-byte salt (RFC 7518 §3.5).
+    Ps256,
+    /// ML-DSA-44 (FIPS 204; RFC 9964).
+    MlDsa44,
+    /// ML-DSA-65 (FIPS 204; RFC 9964).
+    MlDsa65,
 }
 
 impl Algorithm {
     /// Every algorithm, the default first.
-    pub const ALL: [Algorithm; 2] = [Algorithm::Es256, Algorithm::EdDsa];
+    pub const ALL: [Algorithm; 6] = [
+        Algorithm::Es256,
+        Algorithm::EdDsa,
+        Algorithm::Rs256,
+        Algorithm::Ps256,
+        Algorithm::MlDsa44,
+        Algorithm::MlDsa65,
+    ];
 
-    /// The JOSE name: `ES256` or `EdDSA`.
+    /// The JOSE name: `ES256`, `EdDSA`, `RS256`, `PS256`, `ML-DSA-44` or `ML-DSA-65`.
     pub fn as_str(self) -> &'static str {
         match self {
             Algorithm::Es256 => "ES256",
             Algorithm::EdDsa => "EdDSA",
+            Algorithm::Rs256 => "RS256",
+            Algorithm::Ps256 => "PS256",
+            Algorithm::MlDsa44 => "ML-DSA-44",
+            Algorithm::MlDsa65 => "ML-DSA-65",
         }
     }
 
     /// Parses the JOSE name, exactly as written.
     pub fn try_from_name(name: &str) -> Option<Self> {
-        match name {
-            "ES256" => Some(Algorithm::Es256),
-            "EdDSA" => Some(Algorithm::EdDsa),
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    /// Whether this is a post-quantum algorithm, whose keys (`kty: "AKP"`) go in the separate
+    /// post-quantum key set: verifiers that know no `AKP` key may refuse a whole set holding one.
+    pub fn is_post_quantum(self) -> bool {
+        matches!(self, Algorithm::MlDsa44 | Algorithm::MlDsa65)
+    }
+
+    /// The ML-DSA parameter set (44 or 65), for an ML-DSA algorithm.
+    fn ml_dsa_level(self) -> Option<u16> {
+        match self {
+            Algorithm::MlDsa44 => Some(44),
+            Algorithm::MlDsa65 => Some(65),
             _ => None,
         }
     }
@@ -159,8 +204,37 @@ impl Algorithm {
 
 /// A name that is not an algorithm's JOSE name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not one of ES256, EdDSA (exact spelling)")]
+#[error("`{0}` is not one of ES256, EdDSA, RS256, PS256, ML-DSA-44, ML-DSA-65 (exact spelling)")]
 pub struct UnknownAlgorithm(pub String);
+
+/// The size of new RSA keys (`[keys] rsa_bits`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RsaBits {
+    /// 2048 bits (the default: what every RSA consumer takes).
+    #[default]
+    B2048,
+    /// 3072 bits (NIST's size for use past 2030).
+    B3072,
+}
+
+impl RsaBits {
+    /// The size in bits.
+    pub fn bits(self) -> u32 {
+        match self {
+            RsaBits::B2048 => 2048,
+            RsaBits::B3072 => 3072,
+        }
+    }
+
+    /// 2048 or 3072.
+    pub fn try_from_bits(bits: u64) -> Option<Self> {
+        match bits {
+            2048 => Some(RsaBits::B2048),
+            3072 => Some(RsaBits::B3072),
+            _ => None,
+        }
+    }
+}
 
 impl std::str::FromStr for Algorithm {
     type Err = UnknownAlgorithm;
@@ -283,7 +357,12 @@ pub struct SigningKey {
 enum SigningPair {
     Ecdsa(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
+    Rsa(RsaKeyPair),
+    MlDsa(backend::MlDsaPair),
 }
+
+/// The length of an ML-DSA seed: the private key RFC 9964 stores.
+const ML_DSA_SEED_LEN: usize = 32;
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -306,33 +385,99 @@ pub enum PublicKey {
         /// The public key.
         x: Vec<u8>,
     },
+    /// RSA: modulus and public exponent, big-endian without leading zeros.
+    Rsa {
+        /// The modulus.
+        n: Vec<u8>,
+        /// The public exponent.
+        e: Vec<u8>,
+    },
+    /// ML-DSA: the raw public key (RFC 9964's `pub`); `level` is 44 or 65, part of the key's
+    /// identity (its thumbprint names the algorithm).
+    MlDsa {
+        /// The parameter set: 44 or 65.
+        level: u16,
+        /// The encoded public key.
+        public: Vec<u8>,
+    },
+}
+
+impl PublicKey {
+    /// Whether this key can be a key of `algorithm` (its shape, not its validity).
+    pub fn fits(&self, algorithm: Algorithm) -> bool {
+        match self {
+            PublicKey::P256 { .. } => algorithm == Algorithm::Es256,
+            PublicKey::Ed25519 { .. } => algorithm == Algorithm::EdDsa,
+            PublicKey::Rsa { .. } => matches!(algorithm, Algorithm::Rs256 | Algorithm::Ps256),
+            PublicKey::MlDsa { level, .. } => algorithm.ml_dsa_level() == Some(*level),
+        }
+    }
 }
 
 impl SigningKey {
-    /// Generates a new key; returns it with its PKCS#8 document (to be sealed for storage).
+    /// Generates a new key (RSA of 2048 bits); returns it with its private document.
     pub fn generate(algorithm: Algorithm) -> Result<(Self, Zeroizing<Vec<u8>>), CryptoError> {
-        let pkcs8 = match algorithm {
-            Algorithm::Es256 => {
-                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, rng())
-            }
-            Algorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(rng()),
-        }
-        .map_err(|_| CryptoError::MalformedKey(algorithm))?;
-        let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
-        let key = Self::try_from_pkcs8(algorithm, &pkcs8)?;
-        Ok((key, pkcs8))
+        Self::generate_sized(algorithm, RsaBits::default())
     }
 
-    /// Parses a PKCS#8 private key of the given algorithm.
-    pub fn try_from_pkcs8(algorithm: Algorithm, pkcs8: &[u8]) -> Result<Self, CryptoError> {
+    /// Generates a new key, RSA of `rsa_bits`; returns it with its private document, to be
+    /// sealed for storage: PKCS#8, or for ML-DSA the 32-byte seed (RFC 9964's private key).
+    /// An algorithm the build lacks is [`CryptoError::Unsupported`].
+    pub fn generate_sized(
+        algorithm: Algorithm,
+        rsa_bits: RsaBits,
+    ) -> Result<(Self, Zeroizing<Vec<u8>>), CryptoError> {
+        stack()
+            .supports(algorithm)
+            .map_err(CryptoError::Unsupported)?;
+        let malformed = |_| CryptoError::MalformedKey(algorithm);
+        let document = match algorithm {
+            Algorithm::Es256 => {
+                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, rng())
+                    .map_err(malformed)?
+                    .as_ref()
+                    .to_vec()
+            }
+            Algorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(rng())
+                .map_err(malformed)?
+                .as_ref()
+                .to_vec(),
+            Algorithm::Rs256 | Algorithm::Ps256 => backend::rsa_generate_pkcs8(rsa_bits.bits())
+                .ok_or(CryptoError::MalformedKey(algorithm))?,
+            Algorithm::MlDsa44 | Algorithm::MlDsa65 => random_bytes::<ML_DSA_SEED_LEN>()?.to_vec(),
+        };
+        let document = Zeroizing::new(document);
+        let key = Self::try_from_pkcs8(algorithm, &document)?;
+        Ok((key, document))
+    }
+
+    /// Parses a private key of the given algorithm: PKCS#8, or for ML-DSA its 32-byte seed.
+    pub fn try_from_pkcs8(algorithm: Algorithm, document: &[u8]) -> Result<Self, CryptoError> {
+        let malformed = CryptoError::MalformedKey(algorithm);
         let pair = match algorithm {
-            Algorithm::Es256 => SigningPair::Ecdsa(
-                backend::p256_from_pkcs8(pkcs8).ok_or(CryptoError::MalformedKey(algorithm))?,
-            ),
+            Algorithm::Es256 => {
+                SigningPair::Ecdsa(backend::p256_from_pkcs8(document).ok_or(malformed)?)
+            }
             Algorithm::EdDsa => SigningPair::Ed25519(
-                Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8)
-                    .map_err(|_| CryptoError::MalformedKey(algorithm))?,
+                Ed25519KeyPair::from_pkcs8_maybe_unchecked(document).map_err(|_| malformed)?,
             ),
+            Algorithm::Rs256 | Algorithm::Ps256 => {
+                let pair = RsaKeyPair::from_pkcs8(document).map_err(|_| malformed)?;
+                let bits = pair.public_key().modulus_len() * 8;
+                if !(2048..=4096).contains(&bits) {
+                    return Err(CryptoError::MalformedKey(algorithm));
+                }
+                SigningPair::Rsa(pair)
+            }
+            Algorithm::MlDsa44 | Algorithm::MlDsa65 => {
+                let level = algorithm
+                    .ml_dsa_level()
+                    .ok_or(CryptoError::MalformedKey(algorithm))?;
+                if document.len() != ML_DSA_SEED_LEN {
+                    return Err(malformed);
+                }
+                SigningPair::MlDsa(backend::ml_dsa_from_seed(level, document).ok_or(malformed)?)
+            }
         };
         Ok(Self { algorithm, pair })
     }
@@ -358,6 +503,18 @@ impl SigningKey {
             SigningPair::Ed25519(pair) => PublicKey::Ed25519 {
                 x: pair.public_key().as_ref().to_vec(),
             },
+            SigningPair::Rsa(pair) => {
+                let components =
+                    signature::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+                PublicKey::Rsa {
+                    n: components.n,
+                    e: components.e,
+                }
+            }
+            SigningPair::MlDsa(pair) => PublicKey::MlDsa {
+                level: self.algorithm.ml_dsa_level().unwrap_or_default(),
+                public: backend::ml_dsa_public(pair),
+            },
         }
     }
 
@@ -370,6 +527,19 @@ impl SigningKey {
                 .map(|sig| es256_low_s(sig.as_ref().to_vec()))
                 .map_err(|_| CryptoError::Sign),
             SigningPair::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+            SigningPair::Rsa(pair) => {
+                let padding: &'static dyn signature::RsaEncoding = match self.algorithm {
+                    Algorithm::Ps256 => &signature::RSA_PSS_SHA256,
+                    _ => &signature::RSA_PKCS1_SHA256,
+                };
+                let mut out = vec![0u8; pair.public_key().modulus_len()];
+                pair.sign(padding, rng(), message, &mut out)
+                    .map_err(|_| CryptoError::Sign)?;
+                Ok(out)
+            }
+            SigningPair::MlDsa(pair) => {
+                backend::ml_dsa_sign(pair, message).ok_or(CryptoError::Sign)
+            }
         }
     }
 }
@@ -431,26 +601,46 @@ pub fn es256_low_s(signature: Vec<u8>) -> Vec<u8> {
     }
 }
 
-/// Verifies a JWS signature over `message` with a public key.
-pub fn verify_signature(public: &PublicKey, message: &[u8], sig: &[u8]) -> bool {
+/// Verifies a JWS signature of `algorithm` over `message` with a public key; false when the
+/// key is not a key of that algorithm (an RSA key verifies RS256 or PS256, as its record says).
+pub fn verify_signature(
+    algorithm: Algorithm,
+    public: &PublicKey,
+    message: &[u8],
+    sig: &[u8],
+) -> bool {
+    if !public.fits(algorithm) {
+        return false;
+    }
     match public {
         PublicKey::P256 { x, y } => {
             let mut point = Vec::with_capacity(65);
             point.push(0x04);
             point.extend_from_slice(x);
             point.extend_from_slice(y);
-            verify_raw(Algorithm::Es256, &point, message, sig)
+            verify_raw(algorithm, &point, message, sig)
         }
-        PublicKey::Ed25519 { x } => verify_raw(Algorithm::EdDsa, x, message, sig),
+        PublicKey::Ed25519 { x } => verify_raw(algorithm, x, message, sig),
+        PublicKey::Rsa { n, e } => {
+            let verification = match algorithm {
+                Algorithm::Ps256 => &signature::RSA_PSS_2048_8192_SHA256,
+                _ => &signature::RSA_PKCS1_2048_8192_SHA256,
+            };
+            signature::RsaPublicKeyComponents { n, e }
+                .verify(verification, message, sig)
+                .is_ok()
+        }
+        PublicKey::MlDsa { level, public } => backend::ml_dsa_verify(*level, public, message, sig),
     }
 }
 
-/// Verifies with a public key in the stack's raw form: the uncompressed point for P-256, the
-/// 32 bytes for Ed25519.
+/// Verifies with an elliptic-curve public key in the stack's raw form: the uncompressed point
+/// for P-256, the 32 bytes for Ed25519.
 fn verify_raw(algorithm: Algorithm, public: &[u8], message: &[u8], sig: &[u8]) -> bool {
     let verification: &'static dyn signature::VerificationAlgorithm = match algorithm {
         Algorithm::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
         Algorithm::EdDsa => &signature::ED25519,
+        _ => return false,
     };
     signature::UnparsedPublicKey::new(verification, public)
         .verify(message, sig)
@@ -608,7 +798,7 @@ pub fn generate_client_secret() -> Result<Zeroizing<String>, CryptoError> {
 pub use jwt_provider::install as install_jwt_provider;
 
 /// jsonwebtoken's `CryptoProvider`, written over this module (so over the build's stack):
-/// ES256 and EdDSA only.
+/// ES256 and EdDSA only (tests and tools; the project's own JWS code covers every algorithm).
 mod jwt_provider {
     use jsonwebtoken::{
         Algorithm as JwtAlgorithm, DecodingKey, EncodingKey,
@@ -700,6 +890,8 @@ mod jwt_provider {
             Error::from(match algorithm {
                 Algorithm::Es256 => ErrorKind::InvalidEcdsaKey,
                 Algorithm::EdDsa => ErrorKind::InvalidEddsaKey,
+                Algorithm::Rs256 | Algorithm::Ps256 => ErrorKind::InvalidRsaKey(String::new()),
+                Algorithm::MlDsa44 | Algorithm::MlDsa65 => ErrorKind::InvalidAlgorithm,
             })
         })
     }
@@ -723,7 +915,7 @@ mod jwt_provider {
         }
         match parse(Algorithm::Es256, der)?.public_key() {
             PublicKey::P256 { x, y } => Ok((EllipticCurve::P256, x, y)),
-            PublicKey::Ed25519 { .. } => Err(ErrorKind::InvalidEcdsaKey.into()),
+            _ => Err(ErrorKind::InvalidEcdsaKey.into()),
         }
     }
 
@@ -733,7 +925,7 @@ mod jwt_provider {
         }
         match parse(Algorithm::EdDsa, der)?.public_key() {
             PublicKey::Ed25519 { x } => Ok(x),
-            PublicKey::P256 { .. } => Err(ErrorKind::InvalidEddsaKey.into()),
+            _ => Err(ErrorKind::InvalidEddsaKey.into()),
         }
     }
 
@@ -866,27 +1058,108 @@ mod tests {
                 Ok(()) => {
                     let (key, _) = SigningKey::generate(alg).unwrap();
                     let sig = key.sign(b"m").unwrap();
-                    assert!(verify_signature(&key.public_key(), b"m", &sig), "{alg}");
+                    assert!(
+                        verify_signature(alg, &key.public_key(), b"m", &sig),
+                        "{alg}"
+                    );
                 }
                 Err(e) => {
                     assert_eq!(e.algorithm, alg);
                     assert!(e.to_string().contains("--features aws-lc"), "{e}");
+                    // Generating says the same, naming the feature.
+                    let refused = SigningKey::generate(alg).unwrap_err().to_string();
+                    assert!(refused.contains("--features aws-lc"), "{refused}");
                 }
             }
         }
     }
 
+    /// The algorithms this build generates keys for.
+    fn generated() -> impl Iterator<Item = Algorithm> {
+        Algorithm::ALL
+            .into_iter()
+            .filter(|a| stack().supports(*a).is_ok())
+    }
+
     #[test]
     fn sign_and_verify_each_algorithm() {
-        for alg in [Algorithm::Es256, Algorithm::EdDsa] {
-            let (key, pkcs8) = SigningKey::generate(alg).unwrap();
+        for alg in generated() {
+            let (key, document) = SigningKey::generate(alg).unwrap();
+            let public = key.public_key();
+            assert!(public.fits(alg), "{alg}");
             let sig = key.sign(b"message").unwrap();
-            assert!(verify_signature(&key.public_key(), b"message", &sig));
-            assert!(!verify_signature(&key.public_key(), b"massage", &sig));
-            let reparsed = SigningKey::try_from_pkcs8(alg, &pkcs8).unwrap();
-            assert_eq!(reparsed.public_key(), key.public_key());
+            assert!(verify_signature(alg, &public, b"message", &sig), "{alg}");
+            assert!(!verify_signature(alg, &public, b"massage", &sig), "{alg}");
+            let reparsed = SigningKey::try_from_pkcs8(alg, &document).unwrap();
+            assert_eq!(reparsed.public_key(), public, "{alg}");
+            // A key verifies only under its own algorithm.
+            for other in Algorithm::ALL.into_iter().filter(|o| *o != alg) {
+                assert!(
+                    !verify_signature(other, &public, b"message", &sig),
+                    "{alg} as {other}"
+                );
+            }
         }
         assert!(SigningKey::try_from_pkcs8(Algorithm::Es256, b"junk").is_err());
+    }
+
+    #[test]
+    fn new_key_shapes_and_sizes() {
+        for alg in generated() {
+            let (key, document) = SigningKey::generate(alg).unwrap();
+            let sig = key.sign(b"m").unwrap();
+            let (public_len, sig_len) = match key.public_key() {
+                PublicKey::P256 { x, y } => (x.len() + y.len(), 64),
+                PublicKey::Ed25519 { x } => (x.len(), 64),
+                PublicKey::Rsa { n, e } => {
+                    assert_eq!(e, [1, 0, 1], "{alg}: e = 65537");
+                    (n.len(), 256)
+                }
+                PublicKey::MlDsa { level: 44, public } => (public.len() - 1312 + 64, 2420),
+                PublicKey::MlDsa { public, .. } => (public.len() - 1952 + 64, 3309),
+            };
+            assert_eq!(sig.len(), sig_len, "{alg}");
+            match alg {
+                Algorithm::Rs256 | Algorithm::Ps256 => assert_eq!(public_len, 256, "{alg}"),
+                Algorithm::EdDsa => assert_eq!(public_len, 32),
+                _ => assert_eq!(public_len, 64, "{alg}"),
+            }
+            if alg.is_post_quantum() {
+                // RFC 9964: the private key is the 32-byte seed.
+                assert_eq!(document.len(), 32);
+            }
+        }
+        if stack().supports(Algorithm::Rs256).is_ok() {
+            let (big, _) = SigningKey::generate_sized(Algorithm::Ps256, RsaBits::B3072).unwrap();
+            assert!(matches!(big.public_key(), PublicKey::Rsa { n, .. } if n.len() == 384));
+            assert_eq!(big.sign(b"m").unwrap().len(), 384);
+        }
+    }
+
+    #[test]
+    fn pss_signatures_are_randomised_and_pkcs1_ones_are_not() {
+        if stack().supports(Algorithm::Ps256).is_err() {
+            return;
+        }
+        let (pss, _) = SigningKey::generate(Algorithm::Ps256).unwrap();
+        assert_ne!(pss.sign(b"m").unwrap(), pss.sign(b"m").unwrap());
+        let (pkcs1, _) = SigningKey::generate(Algorithm::Rs256).unwrap();
+        assert_eq!(pkcs1.sign(b"m").unwrap(), pkcs1.sign(b"m").unwrap());
+    }
+
+    #[test]
+    fn algorithm_names_round_trip_and_only_ml_dsa_is_post_quantum() {
+        for alg in Algorithm::ALL {
+            assert_eq!(Algorithm::try_from_name(alg.as_str()), Some(alg));
+            assert_eq!(
+                alg.is_post_quantum(),
+                alg.as_str().starts_with("ML-DSA"),
+                "{alg}"
+            );
+            assert!(stack().verifies(alg) || stack() == Stack::Ring && alg.is_post_quantum());
+        }
+        assert_eq!(Algorithm::try_from_name("ml-dsa-44"), None);
+        assert_eq!(Algorithm::try_from_name("ML-DSA-87"), None);
     }
 
     /// 32 bytes from 64 hex digits.
@@ -1018,11 +1291,11 @@ mod tests {
             let message = i.to_be_bytes();
             let sig = key.sign(&message).unwrap();
             assert!(!es256_is_high_s(&sig), "signature {i} is high-S");
-            assert!(verify_signature(&public, &message, &sig));
+            assert!(verify_signature(Algorithm::Es256, &public, &message, &sig));
             // Why the rule is needed: both stacks accept the high-S twin as well.
             let twin = es256_twin(&sig).unwrap();
             assert!(es256_is_high_s(&twin));
-            assert!(verify_signature(&public, &message, &twin));
+            assert!(verify_signature(Algorithm::Es256, &public, &message, &twin));
         }
     }
 

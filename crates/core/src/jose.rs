@@ -6,11 +6,6 @@
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
-use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
-    EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
-    PublicKeyUse,
-};
 use serde::de::DeserializeOwned;
 
 use crate::crypto::{self, Algorithm, CryptoError, PublicKey};
@@ -23,7 +18,8 @@ pub const MAX_JWS_LEN: usize = 8 * 1024;
 pub struct KeyId(String);
 
 impl KeyId {
-    /// The thumbprint of a public key (RFC 7638 §3; EC and OKP members as RFC 7518/8037 name them).
+    /// The thumbprint of a public key (RFC 7638 §3; EC, OKP and RSA members as RFC 7518/8037
+    /// name them; AKP's `alg`, `kty` and `pub` as RFC 9964 §6 names them).
     pub fn of(public: &PublicKey) -> Self {
         let members: Vec<(&str, String)> = match public {
             PublicKey::P256 { x, y } => vec![
@@ -36,6 +32,16 @@ impl KeyId {
                 ("crv", "Ed25519".into()),
                 ("kty", "OKP".into()),
                 ("x", crypto::b64url(x)),
+            ],
+            PublicKey::Rsa { n, e } => vec![
+                ("e", crypto::b64url(e)),
+                ("kty", "RSA".into()),
+                ("n", crypto::b64url(n)),
+            ],
+            PublicKey::MlDsa { level, public } => vec![
+                ("alg", format!("ML-DSA-{level}")),
+                ("kty", "AKP".into()),
+                ("pub", crypto::b64url(public)),
             ],
         };
         let refs: Vec<(&str, &str)> = members.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -238,8 +244,20 @@ fn published_key(jwk: &serde_json::Map<String, serde_json::Value>) -> Result<Pub
         (Algorithm::EdDsa, Some("OKP"), Some("Ed25519")) => {
             PublicKey::Ed25519 { x: bytes("x", 32)? }
         }
+        (Algorithm::Rs256 | Algorithm::Ps256, Some("RSA"), None) => rsa_public(jwk)?,
+        (Algorithm::MlDsa44, Some("AKP"), None) => PublicKey::MlDsa {
+            level: 44,
+            public: bytes("pub", ML_DSA_44_PUBLIC_LEN)?,
+        },
+        (Algorithm::MlDsa65, Some("AKP"), None) => PublicKey::MlDsa {
+            level: 65,
+            public: bytes("pub", ML_DSA_65_PUBLIC_LEN)?,
+        },
         _ => return Err(format!("`kty`/`crv` do not match alg {alg}")),
     };
+    if !crypto::stack().verifies(algorithm) {
+        return Err(format!("this build's crypto stack does not verify {alg}"));
+    }
     let kid = KeyId::of(&public);
     if text("kid") != Some(kid.as_str()) {
         return Err("`kid` is not the key's RFC 7638 thumbprint".into());
@@ -249,6 +267,31 @@ fn published_key(jwk: &serde_json::Map<String, serde_json::Value>) -> Result<Pub
         algorithm,
         public,
         low_s_only: true,
+    })
+}
+
+/// The length of an ML-DSA-44 public key (FIPS 204 Table 2).
+pub const ML_DSA_44_PUBLIC_LEN: usize = 1312;
+/// The length of an ML-DSA-65 public key (FIPS 204 Table 2).
+pub const ML_DSA_65_PUBLIC_LEN: usize = 1952;
+
+/// An RSA JWK's `n` and `e`: a 2048- to 4096-bit modulus, an exponent of at most 4 bytes, both
+/// without leading zeros (RFC 7518 §6.3.1).
+fn rsa_public(jwk: &serde_json::Map<String, serde_json::Value>) -> Result<PublicKey, String> {
+    let integer = |name: &str, max: usize| {
+        jwk.get(name)
+            .and_then(|v| v.as_str())
+            .and_then(crypto::b64url_decode)
+            .filter(|b| !b.is_empty() && b.len() <= max && b[0] != 0)
+            .ok_or_else(|| format!("`{name}` is not an RSA integer of at most {max} bytes"))
+    };
+    let n = integer("n", 512)?;
+    if n.len() < 256 {
+        return Err("the RSA modulus is shorter than 2048 bits".into());
+    }
+    Ok(PublicKey::Rsa {
+        n,
+        e: integer("e", 4)?,
     })
 }
 
@@ -384,7 +427,12 @@ pub fn verify_compact<T: DeserializeOwned>(
         return Err(JwsError::BadSignature);
     }
     let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-    if !crypto::verify_signature(&key.public, signing_input.as_bytes(), &signature) {
+    if !crypto::verify_signature(
+        key.algorithm,
+        &key.public,
+        signing_input.as_bytes(),
+        &signature,
+    ) {
         return Err(JwsError::BadSignature);
     }
     Ok(VerifiedJws {
@@ -412,41 +460,79 @@ fn decode_part<T: DeserializeOwned>(part: &str, name: &str) -> Result<T, JwsErro
     serde_json::from_slice(&bytes).map_err(|e| JwsError::Malformed(format!("the {name}: {e}")))
 }
 
-/// The JWK of a published key (RFC 7517), with `kid`, `alg` and `use: sig`.
-pub fn jwk(key: &PublishedKey) -> Jwk {
-    let common = CommonParameters {
-        public_key_use: Some(PublicKeyUse::Signature),
-        key_algorithm: Some(match key.algorithm {
-            Algorithm::Es256 => KeyAlgorithm::ES256,
-            Algorithm::EdDsa => KeyAlgorithm::EdDSA,
-        }),
-        key_id: Some(key.kid.to_string()),
-        ..CommonParameters::default()
+/// A JWK's members in the order they are written: `use`, `alg`, `kid`, then the key type's.
+#[derive(serde::Serialize)]
+struct JwkMembers {
+    #[serde(rename = "use")]
+    use_: &'static str,
+    alg: &'static str,
+    kid: String,
+    kty: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crv: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    y: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    e: Option<String>,
+    #[serde(rename = "pub", skip_serializing_if = "Option::is_none")]
+    public: Option<String>,
+}
+
+/// The JWK of a published key, with `kid`, `alg` and `use: sig`: RFC 7518 §6 for EC and RSA,
+/// RFC 8037 for OKP, RFC 9964 §6 for AKP (ML-DSA: `pub` only; the private seed never).
+pub fn jwk(key: &PublishedKey) -> serde_json::Value {
+    // Serialising plain strings cannot fail.
+    serde_json::to_value(jwk_members(key)).unwrap_or_default()
+}
+
+/// A key's JWK members, in their written order.
+fn jwk_members(key: &PublishedKey) -> JwkMembers {
+    let mut members = JwkMembers {
+        use_: "sig",
+        alg: key.algorithm.as_str(),
+        kid: key.kid.to_string(),
+        kty: "EC",
+        crv: None,
+        x: None,
+        y: None,
+        n: None,
+        e: None,
+        public: None,
     };
-    let algorithm = match &key.public {
+    match &key.public {
         PublicKey::P256 { x, y } => {
-            AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
-                key_type: EllipticCurveKeyType::EC,
-                curve: EllipticCurve::P256,
-                x: crypto::b64url(x),
-                y: crypto::b64url(y),
-            })
+            (members.crv, members.x) = (Some("P-256"), Some(crypto::b64url(x)));
+            members.y = Some(crypto::b64url(y));
         }
-        PublicKey::Ed25519 { x } => AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
-            key_type: OctetKeyPairType::OctetKeyPair,
-            curve: EllipticCurve::Ed25519,
-            x: crypto::b64url(x),
-        }),
-    };
-    Jwk { common, algorithm }
+        PublicKey::Ed25519 { x } => {
+            (members.kty, members.crv) = ("OKP", Some("Ed25519"));
+            members.x = Some(crypto::b64url(x));
+        }
+        PublicKey::Rsa { n, e } => {
+            (members.kty, members.n) = ("RSA", Some(crypto::b64url(n)));
+            members.e = Some(crypto::b64url(e));
+        }
+        PublicKey::MlDsa { public, .. } => {
+            (members.kty, members.public) = ("AKP", Some(crypto::b64url(public)));
+        }
+    }
+    members
 }
 
 /// The JWK Set text of `keys` and its version (changes exactly when the text does).
 fn jwk_set(keys: &[PublishedKey]) -> (String, String) {
-    let set = JwkSet {
-        keys: keys.iter().map(jwk).collect(),
+    #[derive(serde::Serialize)]
+    struct Set {
+        keys: Vec<JwkMembers>,
+    }
+    let set = Set {
+        keys: keys.iter().map(jwk_members).collect(),
     };
-    // Serialising plain strings and enums cannot fail; an empty set is the safe fallback.
+    // Serialising plain strings cannot fail; an empty set is the safe fallback.
     let json = serde_json::to_string(&set).unwrap_or_else(|_| r#"{"keys":[]}"#.to_owned());
     let version = crypto::hex(&crypto::sha256(json.as_bytes())[..16]);
     (json, version)
@@ -480,11 +566,19 @@ mod tests {
         }
     }
 
+    /// The algorithms this build generates keys for.
+    fn generated() -> Vec<Algorithm> {
+        Algorithm::ALL
+            .into_iter()
+            .filter(|a| crypto::stack().supports(*a).is_ok())
+            .collect()
+    }
+
     #[test]
     fn a_published_jwk_set_reads_back_as_the_same_keys() {
-        let keys: Vec<PublishedKey> = Algorithm::ALL
-            .iter()
-            .map(|&algorithm| {
+        let keys: Vec<PublishedKey> = generated()
+            .into_iter()
+            .map(|algorithm| {
                 let public = SigningKey::generate(algorithm).unwrap().0.public_key();
                 PublishedKey {
                     kid: KeyId::of(&public),
@@ -498,7 +592,11 @@ mod tests {
         let parsed = parse_jwks(set.jwks_json()).unwrap();
         assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
         assert_eq!(parsed.keys.version(), set.version());
-        assert_eq!(parsed.keys.published().len(), 2);
+        assert_eq!(parsed.keys.published().len(), generated().len());
+        for key in set.published() {
+            let back = parsed.keys.find(key.kid.as_str()).unwrap();
+            assert_eq!((back.algorithm, &back.public), (key.algorithm, &key.public));
+        }
     }
 
     #[test]
@@ -552,7 +650,7 @@ mod tests {
 
     #[test]
     fn a_key_set_of_public_keys_alone_verifies_what_any_signer_signed() {
-        for algorithm in [Algorithm::Es256, Algorithm::EdDsa] {
+        for algorithm in generated() {
             let (key, _pkcs8) = SigningKey::generate(algorithm).unwrap();
             let public = key.public_key();
             let kid = KeyId::of(&public);

@@ -515,6 +515,7 @@ mod tests {
         let message = format!("{}.{}", parts[0], parts[1]);
         let sig = crypto::b64url_decode(parts[2]).unwrap();
         assert!(crypto::verify_signature(
+            current.algorithm,
             &current.public,
             message.as_bytes(),
             &sig

@@ -1149,7 +1149,7 @@ mod tests {
                         Op::SwitchAlgorithm => {
                             sim.policy.algorithm = match sim.policy.algorithm {
                                 Algorithm::Es256 => Algorithm::EdDsa,
-                                Algorithm::EdDsa => Algorithm::Es256,
+                                _ => Algorithm::Es256,
                             };
                             sim.restart();
                         }

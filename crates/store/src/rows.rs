@@ -150,11 +150,14 @@ pub(super) fn permission_names(client: &Client) -> Vec<String> {
         .collect()
 }
 
-/// The public key's columns: `public_x`, and `public_y` for P-256 only.
+/// The public key's columns: `public_x`, and `public_y` for two-part keys. P-256: x and y;
+/// RSA: n and e; Ed25519 and ML-DSA: the encoded key alone.
 pub(super) fn public_columns(public: &PublicKey) -> (Vec<u8>, Option<Vec<u8>>) {
     match public {
         PublicKey::P256 { x, y } => (x.clone(), Some(y.clone())),
+        PublicKey::Rsa { n, e } => (n.clone(), Some(e.clone())),
         PublicKey::Ed25519 { x } => (x.clone(), None),
+        PublicKey::MlDsa { public, .. } => (public.clone(), None),
     }
 }
 
@@ -191,6 +194,15 @@ pub(super) fn key_from(row: &impl Columns) -> Result<KeyRecord, StoreError> {
     let public = match (algorithm, row.opt_bytes("public_y")?) {
         (Algorithm::Es256, Some(y)) => PublicKey::P256 { x, y },
         (Algorithm::EdDsa, None) => PublicKey::Ed25519 { x },
+        (Algorithm::Rs256 | Algorithm::Ps256, Some(e)) => PublicKey::Rsa { n: x, e },
+        (Algorithm::MlDsa44, None) => PublicKey::MlDsa {
+            level: 44,
+            public: x,
+        },
+        (Algorithm::MlDsa65, None) => PublicKey::MlDsa {
+            level: 65,
+            public: x,
+        },
         _ => return Err(StoreError::Corrupt(format!("key {kid}: public key shape"))),
     };
     Ok(KeyRecord {
