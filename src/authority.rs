@@ -14,7 +14,7 @@ use tokenmint_core::{
     client::{AuthError, Authenticated, Client, ClientRegistry, PeerCertificate, Permission},
     clock::{Clock, UnixTime},
     crypto::{self, CertificateThumbprint, SecretHasher},
-    grant,
+    grant::{self, SigningChoice},
     jose::JwsError,
     keys::KeyRing,
     limits::IssueLimits,
@@ -150,6 +150,8 @@ pub struct Authority {
     max_issue_staleness: Duration,
     issue_limits: IssueLimits,
     issuance_audit: Arc<IssuanceAudit>,
+    /// Which algorithm signs a token, by its audiences.
+    signing: SigningChoice,
     /// Why the key ring the store holds could not be loaded, when it could not.
     key_ring_error: arc_swap::ArcSwapOption<String>,
 }
@@ -211,6 +213,12 @@ impl Authority {
         self
     }
 
+    /// With tokens signed as `signing` says (by default: ES256, whatever the audience).
+    pub fn with_signing(mut self, signing: SigningChoice) -> Self {
+        self.signing = signing;
+        self
+    }
+
     /// An authority from its parts.
     pub fn new(parts: Parts) -> Self {
         Self {
@@ -227,6 +235,7 @@ impl Authority {
             max_issue_staleness: parts.max_issue_staleness,
             issue_limits: IssueLimits::default(),
             issuance_audit: Arc::new(IssuanceAudit::new(IssuanceMode::Off)),
+            signing: SigningChoice::default(),
             key_ring_error: arc_swap::ArcSwapOption::empty(),
         }
     }
@@ -281,7 +290,12 @@ impl Authority {
         let now = self.now();
         self.admit_issuance(&auth.client, now)?;
         let grant = grant::client_credentials(&auth.client, request, self.issuer.ceiling())?;
-        let signer = self.keys.borrow().signer().clone();
+        let algorithm = self.signing.for_audiences(&grant.audiences)?;
+        let signer = self
+            .keys
+            .borrow()
+            .signer_for(algorithm, self.signing.default)
+            .clone();
         self.issuer.mint(now, auth, grant, &signer)
     }
 

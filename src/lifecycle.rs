@@ -150,7 +150,7 @@ impl Rotator {
             let long_enough = self.retired_long_enough(&keys);
             let Some(step) = rotation::due_step_at(&keys, &self.policy, now, &long_enough) else {
                 // Nothing is due: the keys just read also give the schedule gauges.
-                if let Some(age) = rotation::current_key_age(&keys, now) {
+                if let Some(age) = rotation::current_key_age(&keys, &self.policy, now) {
                     metrics::gauge!("tokenmint_signing_key_age_seconds").set(age.as_secs_f64());
                 }
                 if let Some(at) = rotation::next_step_at(&keys, &self.policy) {
@@ -181,8 +181,12 @@ impl Rotator {
         let now = self.now();
         let forced_early = rotation::rotation(&keys, &self.policy, now, false).is_err();
         let step = rotation::rotation(&keys, &self.policy, now, force)?;
-        let Step::Promote { next, current } = &step else {
-            return Err(RotateError::Missing("next").into());
+        let Step::Promote {
+            next,
+            current: Some(current),
+        } = &step
+        else {
+            return Err(RotateError::Missing("current").into());
         };
         let rotated = Rotated {
             current: next.clone(),
@@ -266,7 +270,7 @@ impl Rotator {
         let keys = self.store.keys().await?;
         Ok((
             rotation::next_step_at(&keys, &self.policy),
-            rotation::current_key_age(&keys, self.now()),
+            rotation::current_key_age(&keys, &self.policy, self.now()),
         ))
     }
 }

@@ -29,7 +29,7 @@ use tokenmint_core::{
     audit::{AuditRecord, CONFIG_ACTOR, IssuanceAudit, IssuanceMode, OPERATOR_ACTOR},
     client::{Client, ClientRegistry},
     clock::{Clock, UnixTime},
-    crypto::{self, Algorithm, Kek, SecretHasher},
+    crypto::{self, Kek, SecretHasher},
     keys::{KekRing, KeyError, KeyRecord, KeyRing, KeyState},
     limits::{IssueLimits, MAX_MESSAGE_BYTES},
     revocation::{Blocklist, Caps, Retention},
@@ -225,25 +225,49 @@ pub async fn load_pepper(store: &dyn Store, keks: &KekRing) -> Result<SecretHash
     Ok(SecretHasher::new(&pepper))
 }
 
-/// Loads the stored keys; on an empty store, creates a `current` and a `next` key first.
+/// Loads the stored keys; on an empty store, creates a `current` and a `next` key of every
+/// configured algorithm first (no verifier can have cached an older set).
 pub async fn load_key_ring(
     store: &dyn Store,
     keks: &KekRing,
-    algorithm: Algorithm,
+    policy: &Policy,
     now: UnixTime,
 ) -> Result<KeyRing, ServeError> {
     let mut records = store.keys().await?;
     if records.is_empty() {
-        let initial = [
-            KeyRecord::generate(algorithm, KeyState::Current, keks.newest(), now)?,
-            KeyRecord::generate(algorithm, KeyState::Next, keks.newest(), now)?,
-        ];
+        let mut initial = Vec::new();
+        for algorithm in policy.lanes() {
+            for state in [KeyState::Current, KeyState::Next] {
+                let key = KeyRecord::generate_sized(
+                    algorithm,
+                    policy.rsa_bits,
+                    state,
+                    keks.newest(),
+                    now,
+                )?;
+                initial.push(key);
+            }
+        }
         if store.create_initial_keys(&initial).await? {
-            tracing::info!(current = %initial[0].kid, next = %initial[1].kid, %algorithm, "created the first signing keys");
+            for key in initial.iter().filter(|k| k.state == KeyState::Current) {
+                tracing::info!(current = %key.kid, algorithm = %key.algorithm, "created the first signing keys");
+            }
         }
         records = store.keys().await?;
     }
     Ok(KeyRing::try_build(&records, keks)?)
+}
+
+/// The rotation policy `config` sets.
+pub fn policy(config: &Config) -> Policy {
+    Policy {
+        algorithm: config.keys.algorithm,
+        also: config.keys.also,
+        rsa_bits: config.keys.rsa_bits,
+        rotation_period: config.keys.rotation_period,
+        publish_ahead: config.keys.publish_ahead,
+        retention: config.keys.retention,
+    }
 }
 
 /// Checks what the config file alone can show about its clients: each matcher is well-formed
@@ -349,7 +373,7 @@ pub async fn prepare_with_store(
     store: Arc<dyn Store>,
 ) -> Result<PreparedServer, ServeError> {
     let now = options.clock.unix_now();
-    let ring = load_key_ring(store.as_ref(), &options.keks, config.keys.algorithm, now).await?;
+    let ring = load_key_ring(store.as_ref(), &options.keks, &policy(&config), now).await?;
     let hasher = load_pepper(store.as_ref(), &options.keks).await?;
     let clock = options.clock.clone();
     sync_clients(store.as_ref(), &config, options.sync_clients, now).await?;
@@ -380,12 +404,7 @@ pub async fn prepare_with_store(
         store.clone(),
         changes.clone(),
         keks,
-        Policy {
-            algorithm: config.keys.algorithm,
-            rotation_period: config.keys.rotation_period,
-            publish_ahead: config.keys.publish_ahead,
-            retention: config.keys.retention,
-        },
+        policy(&config),
         keys_tx,
         clock,
     ));
@@ -453,6 +472,7 @@ fn authority(
         &config.limits.issue_per_client,
     ))
     .with_issuance_audit(issuance_audit)
+    .with_signing(config.keys.signing.clone())
 }
 
 /// Background tasks by name, awaited at shutdown.

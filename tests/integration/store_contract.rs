@@ -238,6 +238,8 @@ fn copy_kek(kek: &Kek) -> Kek {
 fn policy(algorithm: Algorithm) -> Policy {
     Policy {
         algorithm,
+        also: tokenmint_core::crypto::AlgorithmSet::EMPTY,
+        rsa_bits: tokenmint_core::crypto::RsaBits::default(),
         rotation_period: Duration::from_secs(24 * 3600),
         publish_ahead: Duration::from_secs(3600),
         retention: Duration::from_secs(2 * 3600),
@@ -582,6 +584,7 @@ async fn contract_keys_stored_before_the_low_s_migration_accept_both_forms(backe
     let new = key(Algorithm::Es256, KeyState::Next, &kek, T0 + secs(1));
     assert!(new.low_s_only);
     let step = KeyTransition {
+        lane: Algorithm::Es256,
         expect_current: Some(old.kid.clone()),
         set_state: vec![],
         insert: vec![new.clone()],
@@ -648,7 +651,7 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
     let t = rotation::transition_for(
         &Step::Promote {
             next: b.clone(),
-            current: a.clone(),
+            current: Some(a.clone()),
         },
         &keys,
         &es256,
@@ -676,20 +679,22 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
     );
     events.push(event);
 
-    // Replace next with a key of another algorithm.
+    // The default algorithm changes: the old next key leaves (it never signed), a next key of
+    // the new algorithm arrives.
     let t3 = T0 + secs(300);
     let c = find(&model, KeyState::Next);
     let keys = store.keys().await.unwrap();
-    let t = rotation::transition_for(
-        &Step::ReplaceNext { old: c.clone() },
-        &keys,
-        &eddsa,
-        &kek,
-        t3,
-    )
-    .unwrap();
+    let t = rotation::transition_for(&Step::DropNext { kid: c.clone() }, &keys, &eddsa, &kek, t3)
+        .unwrap();
     assert!(step(&*store, &mut model, &t, t3).await.is_none());
     assert!(!stored_keys(&*store).await.iter().any(|k| k.kid == c));
+    let keys = store.keys().await.unwrap();
+    let create = Step::CreateNext {
+        algorithm: Algorithm::EdDsa,
+    };
+    let t = rotation::transition_for(&create, &keys, &eddsa, &kek, t3).unwrap();
+    assert_eq!(t.lane, Algorithm::EdDsa);
+    assert!(step(&*store, &mut model, &t, t3).await.is_none());
     let d = find(&model, KeyState::Next);
     assert_eq!(
         model.iter().find(|k| k.kid == d).unwrap().algorithm,
@@ -731,7 +736,7 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
     let t = rotation::transition_for(
         &Step::Promote {
             next: f.clone(),
-            current: e.clone(),
+            current: Some(e.clone()),
         },
         &keys,
         &eddsa,
@@ -784,7 +789,10 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
     // On an empty store: a transition expecting a current key conflicts; one expecting none
     // applies.
     let phantom = key(Algorithm::Es256, KeyState::Current, &kek, T0);
-    let mut t = rotation::transition_for(&Step::CreateNext, &[], &es256, &kek, T0).unwrap();
+    let create = Step::CreateNext {
+        algorithm: Algorithm::Es256,
+    };
+    let mut t = rotation::transition_for(&create, &[], &es256, &kek, T0).unwrap();
     t.expect_current = Some(phantom.kid.clone());
     assert_conflict(
         store.apply_key_transition(&t, T0, &test_audit()).await,
@@ -805,6 +813,7 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
     let first_next = t.insert[0].kid.clone();
     let current = key(Algorithm::Es256, KeyState::Current, &kek, T0);
     let t = KeyTransition {
+        lane: Algorithm::Es256,
         expect_current: None,
         set_state: vec![],
         insert: vec![current.clone()],
@@ -825,7 +834,7 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
     let promotion = rotation::transition_for(
         &Step::Promote {
             next: first_next.clone(),
-            current: current.kid.clone(),
+            current: Some(current.kid.clone()),
         },
         &keys,
         &es256,

@@ -1,6 +1,8 @@
 //! The file as written: stringly typed, every struct `deny_unknown_fields`, checked for
 //! nothing but its shape. `validate` turns it into a `Config`.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 // ---------------------------------------------------------------------------------------
@@ -131,6 +133,9 @@ pub(super) struct FileStore {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileKeys {
     pub(super) algorithm: Option<String>,
+    pub(super) also: Option<Vec<String>>,
+    pub(super) rsa_bits: Option<u64>,
+    pub(super) audience_algorithms: Option<BTreeMap<String, String>>,
     pub(super) rotation_period: Option<String>,
     pub(super) publish_ahead: Option<String>,
     pub(super) jwks_max_age: Option<String>,

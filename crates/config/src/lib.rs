@@ -19,7 +19,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokenmint_core::client::{Client, ClientDraft, DraftField, IdentityDraft, LifetimeDefaults};
-pub use tokenmint_core::{client::Permission, crypto::Algorithm};
+pub use tokenmint_core::{
+    client::Permission,
+    crypto::{Algorithm, AlgorithmSet, RsaBits},
+    grant::SigningChoice,
+};
 
 /// The prefix of environment overrides: `TOKENMINT__<SECTION>__<KEY>`.
 pub const ENV_PREFIX: &str = "TOKENMINT__";
@@ -466,8 +470,15 @@ pub struct StoreConfig {
 /// `[keys]`: signing-key rotation and the KEKs that wrap keys at rest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeysConfig {
-    /// Algorithm of new keys.
+    /// The default algorithm: of tokens for audiences not in `audience_algorithms`.
     pub algorithm: Algorithm,
+    /// The other algorithms that sign (`keys.also`), each with its own current and next key.
+    pub also: AlgorithmSet,
+    /// The size of new RSA keys (`keys.rsa_bits`: 2048 or 3072).
+    pub rsa_bits: RsaBits,
+    /// The algorithm each listed audience's tokens are signed with
+    /// (`keys.audience_algorithms`), with the default.
+    pub signing: SigningChoice,
     /// How often `next` is promoted to `current` (> `publish_ahead`).
     pub rotation_period: Duration,
     /// `WatchJwks` streams open at once.

@@ -732,25 +732,22 @@ impl Validator<'_> {
         tokens: &TokensConfig,
         kek_from_env: bool,
     ) -> Result<KeysConfig, ConfigError> {
-        let raw_alg = k.algorithm.as_deref().unwrap_or(DEFAULT_ALGORITHM);
-        let algorithm = raw_alg.parse::<Algorithm>().map_err(|_| {
-            self.error(
-                "keys.algorithm",
-                format!(
-                    "{} `{raw_alg}` is not supported: use one of {} (exact spelling)",
-                    self.label("keys.algorithm"),
-                    Algorithm::ALL.map(Algorithm::as_str).join(", ")
-                ),
-            )
-        })?;
-        tokenmint_core::crypto::stack()
-            .supports(algorithm)
-            .map_err(|e| {
+        let algorithm =
+            self.algorithm("keys.algorithm", k.algorithm.as_deref().unwrap_or(DEFAULT_ALGORITHM))?;
+        let mut also = AlgorithmSet::EMPTY;
+        for (i, name) in k.also.iter().flatten().enumerate() {
+            also = also.with(self.algorithm(&format!("keys.also[{i}]"), name)?);
+        }
+        let rsa_bits = match k.rsa_bits {
+            None => RsaBits::default(),
+            Some(bits) => RsaBits::try_from_bits(bits).ok_or_else(|| {
                 self.error(
-                    "keys.algorithm",
-                    format!("{}: {e}", self.label("keys.algorithm")),
+                    "keys.rsa_bits",
+                    format!("{} must be 2048 or 3072, not {bits}", self.label("keys.rsa_bits")),
                 )
-            })?;
+            })?,
+        };
+        let signing = self.audience_algorithms(k.audience_algorithms.clone(), algorithm, also)?;
         let timing = self.key_timing(&k, tokens)?;
         let kek_files = self.kek_files(k.kek_files, kek_from_env)?;
         let max_jwks_watches = self.at_least_one(
@@ -761,12 +758,62 @@ impl Validator<'_> {
         )?;
         Ok(KeysConfig {
             algorithm,
+            also,
+            rsa_bits,
+            signing,
             rotation_period: timing.rotation_period,
             publish_ahead: timing.publish_ahead,
             jwks_max_age: timing.jwks_max_age,
             retention: timing.retention,
             kek_files,
             max_jwks_watches,
+        })
+    }
+
+    /// An algorithm's JOSE name at `field`, one this build can sign with.
+    fn algorithm(&self, field: &str, name: &str) -> Result<Algorithm, ConfigError> {
+        let algorithm = name.parse::<Algorithm>().map_err(|_| {
+            self.error(
+                field,
+                format!(
+                    "{} `{name}` is not supported: use one of {} (exact spelling)",
+                    self.label(field),
+                    Algorithm::ALL.map(Algorithm::as_str).join(", ")
+                ),
+            )
+        })?;
+        tokenmint_core::crypto::stack()
+            .supports(algorithm)
+            .map_err(|e| self.error(field, format!("{}: {e}", self.label(field))))?;
+        Ok(algorithm)
+    }
+
+    /// `keys.audience_algorithms`: audience → algorithm, each one that signs (the default or
+    /// one of `keys.also`).
+    fn audience_algorithms(
+        &self,
+        map: Option<BTreeMap<String, String>>,
+        default: Algorithm,
+        also: AlgorithmSet,
+    ) -> Result<SigningChoice, ConfigError> {
+        let mut by_audience = BTreeMap::new();
+        for (audience, name) in map.unwrap_or_default() {
+            let field = format!("keys.audience_algorithms.{audience:?}");
+            let algorithm = self.algorithm(&field, &name)?;
+            if algorithm != default && !also.contains(algorithm) {
+                return Err(self.error(
+                    &field,
+                    format!(
+                        "{} is {algorithm}, which does not sign here: add it to keys.also (or make it keys.algorithm)",
+                        self.label(&field)
+                    ),
+                ));
+            }
+            by_audience.insert(audience, algorithm);
+        }
+        Ok(SigningChoice {
+            default,
+            by_audience,
         })
     }
 

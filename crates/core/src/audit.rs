@@ -396,6 +396,7 @@ mod tests {
             low_s_only: true,
         };
         let step = |set_state, insert, delete, event| KeyTransition {
+            lane: Algorithm::EdDsa,
             expect_current: Some(kid("k1")),
             set_state,
             insert,

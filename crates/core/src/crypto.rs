@@ -142,9 +142,10 @@ pub enum CryptoError {
 }
 
 /// A JWS signing algorithm tokenmint can generate keys for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Algorithm {
     /// ECDSA on P-256 with SHA-256 (the default).
+    #[default]
     Es256,
     /// Ed25519.
     EdDsa,
@@ -206,6 +207,45 @@ impl Algorithm {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not one of ES256, EdDSA, RS256, PS256, ML-DSA-44, ML-DSA-65 (exact spelling)")]
 pub struct UnknownAlgorithm(pub String);
+
+/// A set of algorithms, in [`Algorithm::ALL`]'s order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AlgorithmSet(u8);
+
+impl AlgorithmSet {
+    /// The empty set.
+    pub const EMPTY: AlgorithmSet = AlgorithmSet(0);
+
+    fn bit(algorithm: Algorithm) -> u8 {
+        let index = Algorithm::ALL
+            .iter()
+            .position(|a| *a == algorithm)
+            .unwrap_or_default();
+        1 << index
+    }
+
+    /// The set with `algorithm` added.
+    #[must_use]
+    pub fn with(self, algorithm: Algorithm) -> Self {
+        Self(self.0 | Self::bit(algorithm))
+    }
+
+    /// Whether `algorithm` is in the set.
+    pub fn contains(self, algorithm: Algorithm) -> bool {
+        self.0 & Self::bit(algorithm) != 0
+    }
+
+    /// The algorithms in the set, in [`Algorithm::ALL`]'s order.
+    pub fn iter(self) -> impl Iterator<Item = Algorithm> {
+        Algorithm::ALL.into_iter().filter(move |a| self.contains(*a))
+    }
+}
+
+impl FromIterator<Algorithm> for AlgorithmSet {
+    fn from_iter<I: IntoIterator<Item = Algorithm>>(iter: I) -> Self {
+        iter.into_iter().fold(Self::EMPTY, Self::with)
+    }
+}
 
 /// The size of new RSA keys (`[keys] rsa_bits`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

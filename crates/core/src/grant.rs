@@ -3,12 +3,50 @@
 //! token is the same for all (`token::Issuer::mint`). `client_credentials` is the one there is
 //! today; token exchange sits beside it.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
 use crate::{
     client::Client,
+    crypto::Algorithm,
     token::{Grant, IssueError, MAX_REQUESTED_VALUES, RequestedLifetime, TokenRequest},
 };
+
+/// Which algorithm signs a token: the one its audiences take (`[keys] audience_algorithms`,
+/// for consumers that accept only, say, RS256), else the default (`keys.algorithm`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SigningChoice {
+    /// `keys.algorithm`.
+    pub default: Algorithm,
+    /// Audiences that take another algorithm.
+    pub by_audience: BTreeMap<String, Algorithm>,
+}
+
+impl SigningChoice {
+    /// The algorithm a token for `audiences` is signed with. Audiences not listed take any
+    /// algorithm; listed ones must agree, or the request is refused (`invalid_target`): one
+    /// signature cannot suit consumers that each accept only their own algorithm.
+    pub fn for_audiences(&self, audiences: &[String]) -> Result<Algorithm, IssueError> {
+        let mut chosen: Option<(&str, Algorithm)> = None;
+        for audience in audiences {
+            let Some(&algorithm) = self.by_audience.get(audience) else {
+                continue;
+            };
+            match chosen {
+                Some((first, other)) if other != algorithm => {
+                    return Err(IssueError::MixedAlgorithms(
+                        first.chars().take(140).collect(),
+                        audience.chars().take(140).collect(),
+                    ));
+                }
+                _ => chosen = Some((audience, algorithm)),
+            }
+        }
+        Ok(chosen.map_or(self.default, |(_, algorithm)| algorithm))
+    }
+}
 
 /// A grant type this issuer supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +142,32 @@ pub fn client_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audiences_choose_their_algorithm_and_must_agree() {
+        let choice = SigningChoice {
+            default: Algorithm::Es256,
+            by_audience: [
+                ("aws".to_owned(), Algorithm::Rs256),
+                ("legacy".to_owned(), Algorithm::Rs256),
+                ("pq".to_owned(), Algorithm::MlDsa65),
+            ]
+            .into(),
+        };
+        let auds = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert_eq!(choice.for_audiences(&auds(&["api"])).unwrap(), Algorithm::Es256);
+        assert_eq!(choice.for_audiences(&auds(&[])).unwrap(), Algorithm::Es256);
+        assert_eq!(
+            choice.for_audiences(&auds(&["api", "aws", "legacy"])).unwrap(),
+            Algorithm::Rs256
+        );
+        let mixed = choice.for_audiences(&auds(&["aws", "api", "pq"])).unwrap_err();
+        assert!(
+            matches!(&mixed, IssueError::MixedAlgorithms(a, b) if a == "aws" && b == "pq"),
+            "{mixed:?}"
+        );
+        assert_eq!(mixed.code(), crate::oauth::ErrorCode::InvalidTarget);
+    }
     use crate::client::{ClientDraft, IdentityDraft, LifetimeDefaults};
 
     fn client() -> Client {

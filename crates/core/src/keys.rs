@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 pub use crate::jose::{KeyId, PublishedKey, jwk_thumbprint};
 use crate::{
     clock::UnixTime,
-    crypto::{Algorithm, CryptoError, Kek, PublicKey, Sealed, SigningKey},
+    crypto::{Algorithm, CryptoError, Kek, PublicKey, RsaBits, Sealed, SigningKey},
     jose::{CompactSigner, KeySet, Signer},
 };
 
@@ -158,14 +158,25 @@ pub fn sealing_aad(algorithm: Algorithm, kid: &KeyId) -> Vec<u8> {
 }
 
 impl KeyRecord {
-    /// Generates a new key in `state`, sealed under `kek`.
+    /// Generates a new key in `state`, sealed under `kek` (RSA: 2048 bits).
     pub fn generate(
         algorithm: Algorithm,
         state: KeyState,
         kek: &Kek,
         now: UnixTime,
     ) -> Result<Self, KeyError> {
-        let (key, pkcs8) = SigningKey::generate(algorithm)?;
+        Self::generate_sized(algorithm, RsaBits::default(), state, kek, now)
+    }
+
+    /// Generates a new key in `state`, sealed under `kek`, RSA of `rsa_bits`.
+    pub fn generate_sized(
+        algorithm: Algorithm,
+        rsa_bits: RsaBits,
+        state: KeyState,
+        kek: &Kek,
+        now: UnixTime,
+    ) -> Result<Self, KeyError> {
+        let (key, pkcs8) = SigningKey::generate_sized(algorithm, rsa_bits)?;
         let public = key.public_key();
         let kid = KeyId::of(&public);
         let sealed = kek.seal(&pkcs8, &sealing_aad(algorithm, &kid))?;
@@ -322,25 +333,31 @@ impl Signer for SoftwareSigner {
 /// The media type of access tokens (RFC 9068 §2.1), the `typ` of every token signed here.
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
-/// The key set as the request path sees it: what is published, and the key that signs.
+/// The key set as the request path sees it: what is published, and the keys that sign — one
+/// current key per algorithm.
 #[derive(Debug)]
 pub struct KeyRing {
     keys: KeySet,
-    signer: Arc<CompactSigner>,
+    /// The current keys' signers, the longest-signing first.
+    signers: Vec<Arc<CompactSigner>>,
 }
 
 impl KeyRing {
-    /// Builds the ring from stored records: every published key, and the current key's
+    /// Builds the ring from stored records: every published key, and each current key's
     /// signer from `custody` (the KEKs, for sealed keys).
     pub fn try_build(records: &[KeyRecord], custody: &dyn Custody) -> Result<Self, KeyError> {
-        let current = records
+        let mut current: Vec<&KeyRecord> = records
             .iter()
-            .find(|r| r.state == KeyState::Current)
-            .ok_or(KeyError::NoCurrentKey)?;
-        let signer = Arc::new(CompactSigner::new(
-            custody.signer(current)?,
-            ACCESS_TOKEN_TYP,
-        ));
+            .filter(|r| r.state == KeyState::Current)
+            .collect();
+        current.sort_by_key(|r| (r.activated_at.unwrap_or(r.created_at), r.algorithm));
+        let signers = current
+            .into_iter()
+            .map(|r| Ok(Arc::new(CompactSigner::new(custody.signer(r)?, ACCESS_TOKEN_TYP))))
+            .collect::<Result<Vec<_>, KeyError>>()?;
+        if signers.is_empty() {
+            return Err(KeyError::NoCurrentKey);
+        }
         let published = records
             .iter()
             .filter(|r| r.state.is_published())
@@ -353,13 +370,31 @@ impl KeyRing {
             .collect();
         Ok(Self {
             keys: KeySet::new(published),
-            signer,
+            signers,
         })
     }
 
-    /// The key that signs new tokens.
+    /// The longest-signing current key: the one key that signs when one algorithm is
+    /// configured.
     pub fn signer(&self) -> &Arc<CompactSigner> {
-        &self.signer
+        // `try_build` refuses a ring without a signer.
+        &self.signers[0]
+    }
+
+    /// The key that signs a token of `algorithm`: that algorithm's current key; while it has
+    /// none (just added, its first key not yet published long enough), the default
+    /// algorithm's; while that has none either (the default just changed), the
+    /// longest-signing current key — what those clients were signed with before.
+    pub fn signer_for(&self, algorithm: Algorithm, default: Algorithm) -> &Arc<CompactSigner> {
+        let of = |alg| self.signers.iter().find(|s| s.algorithm() == alg);
+        of(algorithm)
+            .or_else(|| of(default))
+            .unwrap_or_else(|| self.signer())
+    }
+
+    /// The algorithms that have a current key.
+    pub fn signing_algorithms(&self) -> impl Iterator<Item = Algorithm> + '_ {
+        self.signers.iter().map(|s| s.algorithm())
     }
 
     /// The published keys.

@@ -2,18 +2,27 @@
 //! which step is due (`due_step_at`), what an emergency rotation or a key revocation changes,
 //! and the transition each step writes — in the style of SPIRE's current/next slots.
 //!
+//! Each configured algorithm is a *lane* with its own current and next key, rotated and
+//! retained on the same policy; `keys.algorithm` is the default lane.
+//!
 //! ```text
 //!  created ──▶ next ──(published ≥ publish_ahead and current ≥ rotation_period)──▶ current
-//!                                                                                   │ promoted away
-//!                                                                                   ▼
-//!                          removed ◀──(retired ≥ retention, on both clocks)── retired
+//!    │ (algorithm removed: dropped, it never signed)                                │ promoted away, or
+//!    ▼                                                                              ▼ algorithm removed
+//!  dropped                 removed ◀──(retired ≥ retention, on both clocks)── retired
 //!  any state ──(RevokeKey)──▶ revoked (leaves the published set at once)
 //! ```
+//!
+//! A lane with no current key (an algorithm just added) promotes its next key once it has
+//! been published for `publish_ahead`, so no verifier meets a `kid` it could not have
+//! fetched. A removed algorithm's current key stops signing once the default lane has a
+//! current key; until then it signs for the clients that had it.
 
 use std::time::Duration;
 
 use crate::{
-    crypto::{Algorithm, Kek},
+    clock::UnixTime,
+    crypto::{Algorithm, AlgorithmSet, Kek, RsaBits},
     keys::{KeyError, KeyId, KeyRecord, KeyState},
     revocation::Change,
 };
@@ -21,8 +30,12 @@ use crate::{
 /// The rotation policy (`[keys]`, with the token lifetimes it must outlast).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// The algorithm of new keys.
+    /// The default algorithm: of clients that name none (`keys.algorithm`).
     pub algorithm: Algorithm,
+    /// The other algorithms that sign (`keys.also`), each a lane of its own.
+    pub also: AlgorithmSet,
+    /// The size of new RSA keys.
+    pub rsa_bits: RsaBits,
     /// How long a key signs before the next one takes over.
     pub rotation_period: Duration,
     /// How long a key is published before it may sign (≥ 2 × `jwks_max_age`).
@@ -31,24 +44,43 @@ pub struct Policy {
     pub retention: Duration,
 }
 
-use crate::clock::UnixTime;
+impl Policy {
+    /// The configured algorithms: the default first, then the others in their fixed order.
+    pub fn lanes(&self) -> impl Iterator<Item = Algorithm> + '_ {
+        std::iter::once(self.algorithm).chain(self.also.iter().filter(|a| *a != self.algorithm))
+    }
+
+    /// Whether `algorithm` is configured (has a lane).
+    pub fn signs(&self, algorithm: Algorithm) -> bool {
+        algorithm == self.algorithm || self.also.contains(algorithm)
+    }
+}
 
 /// One step of the lifecycle; each is applied as one store transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// There is no `next` key: create one.
-    CreateNext,
-    /// The `next` key is not in the configured algorithm: replace it (it never signed).
-    ReplaceNext {
-        /// The key replaced.
-        old: KeyId,
+    /// A configured algorithm has no `next` key: create one.
+    CreateNext {
+        /// Its algorithm.
+        algorithm: Algorithm,
     },
-    /// `next` becomes `current`, `current` becomes `retired`, and a new `next` is created.
+    /// `next` becomes `current`, the lane's `current` (if any) becomes `retired`, and a new
+    /// `next` is created.
     Promote {
         /// The key that starts signing.
         next: KeyId,
-        /// The key that stops.
-        current: KeyId,
+        /// The key that stops (`None`: the lane had none, its algorithm was just added).
+        current: Option<KeyId>,
+    },
+    /// The `next` key of an algorithm no longer configured leaves the set (it never signed).
+    DropNext {
+        /// The key.
+        kid: KeyId,
+    },
+    /// The `current` key of an algorithm no longer configured stops signing (retired).
+    Retire {
+        /// The key.
+        kid: KeyId,
     },
     /// A retired key whose tokens can no longer be valid leaves the set.
     Remove {
@@ -61,6 +93,11 @@ fn in_state(keys: &[KeyRecord], state: KeyState) -> impl Iterator<Item = &KeyRec
     keys.iter().filter(move |k| k.state == state)
 }
 
+/// The key in `state` of `algorithm`'s lane.
+fn in_lane(keys: &[KeyRecord], algorithm: Algorithm, state: KeyState) -> Option<&KeyRecord> {
+    in_state(keys, state).find(|k| k.algorithm == algorithm)
+}
+
 /// The step due at `now`, if any. `retired_long_enough(kid)` says whether `retention` has
 /// also passed on the monotonic clock since the key was seen retired, so a wall-clock jump
 /// forward cannot remove a key early.
@@ -70,40 +107,61 @@ pub fn due_step_at(
     now: UnixTime,
     retired_long_enough: &dyn Fn(&KeyId) -> bool,
 ) -> Option<Step> {
-    let current = in_state(keys, KeyState::Current).next();
-    let next = in_state(keys, KeyState::Next).next();
-    match next {
-        None => return Some(Step::CreateNext),
-        Some(next) if next.algorithm != policy.algorithm => {
-            return Some(Step::ReplaceNext {
-                old: next.kid.clone(),
-            });
-        }
-        Some(next) => {
-            if let Some(current) = current
-                && promotion_due(current, next, policy, now)
-            {
-                return Some(Step::Promote {
-                    next: next.kid.clone(),
-                    current: current.kid.clone(),
-                });
-            }
-        }
+    policy
+        .lanes()
+        .find_map(|algorithm| lane_step(keys, algorithm, policy, now))
+        .or_else(|| removed_lane_step(keys, policy))
+        .or_else(|| {
+            in_state(keys, KeyState::Retired)
+                .find(|k| removal_due(k, policy, now) && retired_long_enough(&k.kid))
+                .map(|k| Step::Remove { kid: k.kid.clone() })
+        })
+}
+
+/// The step due in a configured algorithm's lane.
+fn lane_step(
+    keys: &[KeyRecord],
+    algorithm: Algorithm,
+    policy: &Policy,
+    now: UnixTime,
+) -> Option<Step> {
+    let current = in_lane(keys, algorithm, KeyState::Current);
+    let Some(next) = in_lane(keys, algorithm, KeyState::Next) else {
+        return Some(Step::CreateNext { algorithm });
+    };
+    (promotion_at(current, next, policy) <= now).then(|| Step::Promote {
+        next: next.kid.clone(),
+        current: current.map(|c| c.kid.clone()),
+    })
+}
+
+/// The step due for keys of algorithms no longer configured: their next keys leave at once,
+/// their current keys stop signing once the default lane has a current key.
+fn removed_lane_step(keys: &[KeyRecord], policy: &Policy) -> Option<Step> {
+    let removed = |state| in_state(keys, state).find(|k| !policy.signs(k.algorithm));
+    if let Some(next) = removed(KeyState::Next) {
+        return Some(Step::DropNext {
+            kid: next.kid.clone(),
+        });
     }
-    in_state(keys, KeyState::Retired)
-        .find(|k| removal_due(k, policy, now) && retired_long_enough(&k.kid))
-        .map(|k| Step::Remove { kid: k.kid.clone() })
+    let default_signs = in_lane(keys, policy.algorithm, KeyState::Current).is_some();
+    removed(KeyState::Current)
+        .filter(|_| default_signs)
+        .map(|k| Step::Retire { kid: k.kid.clone() })
 }
 
-fn promotion_due(current: &KeyRecord, next: &KeyRecord, policy: &Policy, now: UnixTime) -> bool {
-    promotion_at(current, next, policy) <= now
-}
-
-fn promotion_at(current: &KeyRecord, next: &KeyRecord, policy: &Policy) -> UnixTime {
-    let signing_since = current.activated_at.unwrap_or(current.created_at);
-    signing_since
-        .saturating_add(policy.rotation_period)
-        .max(next.created_at.saturating_add(policy.publish_ahead))
+/// When a lane's next key may start signing: published for `publish_ahead`, and the lane's
+/// current key (if any) signing for `rotation_period`.
+fn promotion_at(current: Option<&KeyRecord>, next: &KeyRecord, policy: &Policy) -> UnixTime {
+    let ahead = next.created_at.saturating_add(policy.publish_ahead);
+    match current {
+        Some(current) => current
+            .activated_at
+            .unwrap_or(current.created_at)
+            .saturating_add(policy.rotation_period)
+            .max(ahead),
+        None => ahead,
+    }
 }
 
 fn removal_due(retired: &KeyRecord, policy: &Policy, now: UnixTime) -> bool {
@@ -116,15 +174,15 @@ fn removal_due(retired: &KeyRecord, policy: &Policy, now: UnixTime) -> bool {
 
 /// When the next scheduled step falls due (Unix seconds), for metrics and the task's sleep.
 pub fn next_step_at(keys: &[KeyRecord], policy: &Policy) -> Option<UnixTime> {
-    let current = in_state(keys, KeyState::Current).next();
-    let next = in_state(keys, KeyState::Next).next();
-    let promotion = match (current, next) {
-        // A next key to create, or to replace in the configured algorithm: due now.
-        (_, None) => Some(UnixTime::MIN),
-        (_, Some(n)) if n.algorithm != policy.algorithm => Some(UnixTime::MIN),
-        (Some(c), Some(n)) => Some(promotion_at(c, n, policy)),
-        (None, Some(_)) => None,
-    };
+    let lanes = policy.lanes().map(|algorithm| {
+        let current = in_lane(keys, algorithm, KeyState::Current);
+        match in_lane(keys, algorithm, KeyState::Next) {
+            // A next key to create: due now.
+            None => Some(UnixTime::MIN),
+            Some(next) => Some(promotion_at(current, next, policy)),
+        }
+    });
+    let removed_lane = removed_lane_step(keys, policy).map(|_| UnixTime::MIN);
     let removal = in_state(keys, KeyState::Retired)
         .map(|k| {
             k.retired_at
@@ -132,21 +190,26 @@ pub fn next_step_at(keys: &[KeyRecord], policy: &Policy) -> Option<UnixTime> {
                 .saturating_add(policy.retention)
         })
         .min();
-    [promotion, removal].into_iter().flatten().min()
+    lanes
+        .chain([removed_lane, removal])
+        .flatten()
+        .min()
 }
 
-/// How long the current key has signed (seconds), for metrics.
-pub fn current_key_age(keys: &[KeyRecord], now: UnixTime) -> Option<Duration> {
-    in_state(keys, KeyState::Current)
-        .next()
+/// How long the default algorithm's current key has signed (seconds), for metrics.
+pub fn current_key_age(keys: &[KeyRecord], policy: &Policy, now: UnixTime) -> Option<Duration> {
+    in_lane(keys, policy.algorithm, KeyState::Current)
         .map(|k| now.since(k.activated_at.unwrap_or(k.created_at)))
 }
 
 /// What one step writes, in one transaction. `expect_current` guards against a concurrent
-/// writer: the transaction applies only if the current key is still the one expected.
+/// writer: the transaction applies only if the current key of `lane` is still the one
+/// expected.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyTransition {
-    /// The current key the step was computed against (`None`: there was none).
+    /// The algorithm whose lane the step changes.
+    pub lane: Algorithm,
+    /// The lane's current key the step was computed against (`None`: there was none).
     pub expect_current: Option<KeyId>,
     /// Keys whose state changes, with the time of the change.
     pub set_state: Vec<(KeyId, KeyState)>,
@@ -160,10 +223,46 @@ pub struct KeyTransition {
     pub at: UnixTime,
 }
 
-fn current_kid(keys: &[KeyRecord]) -> Option<KeyId> {
-    in_state(keys, KeyState::Current)
-        .next()
-        .map(|k| k.kid.clone())
+impl KeyTransition {
+    /// An empty transition of `lane`, computed against its current key in `keys`.
+    fn of_lane(keys: &[KeyRecord], lane: Algorithm, at: UnixTime) -> Self {
+        Self {
+            lane,
+            expect_current: current_kid(keys, lane),
+            set_state: Vec::new(),
+            insert: Vec::new(),
+            delete: Vec::new(),
+            event: None,
+            at,
+        }
+    }
+}
+
+/// The id of `lane`'s current key.
+pub fn current_kid(keys: &[KeyRecord], lane: Algorithm) -> Option<KeyId> {
+    in_lane(keys, lane, KeyState::Current).map(|k| k.kid.clone())
+}
+
+/// The algorithm of the key a step names.
+fn lane_of(step: &Step, keys: &[KeyRecord]) -> Option<Algorithm> {
+    let kid = match step {
+        Step::CreateNext { algorithm } => return Some(*algorithm),
+        Step::Promote { next: kid, .. }
+        | Step::DropNext { kid }
+        | Step::Retire { kid }
+        | Step::Remove { kid } => kid,
+    };
+    keys.iter().find(|k| &k.kid == kid).map(|k| k.algorithm)
+}
+
+/// A new next key of `algorithm`.
+fn new_next(
+    algorithm: Algorithm,
+    policy: &Policy,
+    kek: &Kek,
+    now: UnixTime,
+) -> Result<KeyRecord, KeyError> {
+    KeyRecord::generate_sized(algorithm, policy.rsa_bits, KeyState::Next, kek, now)
 }
 
 /// The transition for a scheduled (or forced) step.
@@ -174,43 +273,19 @@ pub fn transition_for(
     kek: &Kek,
     now: UnixTime,
 ) -> Result<KeyTransition, KeyError> {
-    let mut t = KeyTransition {
-        expect_current: current_kid(keys),
-        set_state: Vec::new(),
-        insert: Vec::new(),
-        delete: Vec::new(),
-        event: None,
-        at: now,
-    };
+    let lane = lane_of(step, keys).unwrap_or(policy.algorithm);
+    let mut t = KeyTransition::of_lane(keys, lane, now);
     match step {
-        Step::CreateNext => {
-            t.insert.push(KeyRecord::generate(
-                policy.algorithm,
-                KeyState::Next,
-                kek,
-                now,
-            )?);
-        }
-        Step::ReplaceNext { old } => {
-            t.delete.push(old.clone());
-            t.insert.push(KeyRecord::generate(
-                policy.algorithm,
-                KeyState::Next,
-                kek,
-                now,
-            )?);
-        }
+        Step::CreateNext { algorithm } => t.insert.push(new_next(*algorithm, policy, kek, now)?),
         Step::Promote { next, current } => {
-            t.set_state.push((current.clone(), KeyState::Retired));
+            if let Some(current) = current {
+                t.set_state.push((current.clone(), KeyState::Retired));
+            }
             t.set_state.push((next.clone(), KeyState::Current));
-            t.insert.push(KeyRecord::generate(
-                policy.algorithm,
-                KeyState::Next,
-                kek,
-                now,
-            )?);
+            t.insert.push(new_next(lane, policy, kek, now)?);
         }
-        Step::Remove { kid } => t.delete.push(kid.clone()),
+        Step::Retire { kid } => t.set_state.push((kid.clone(), KeyState::Retired)),
+        Step::DropNext { kid } | Step::Remove { kid } => t.delete.push(kid.clone()),
     }
     Ok(t)
 }
@@ -240,22 +315,20 @@ pub enum RotateError {
     UnknownKey(String),
 }
 
-/// An operator's rotation: the scheduled promotion now if `next` is old enough, else a
-/// refusal — or, with `force`, the promotion anyway (the emergency exception: verifiers that
-/// cached the JWKS before `next` appeared will not know the new signing key until their
-/// copy expires).
+/// An operator's rotation of the default algorithm's lane: the scheduled promotion now if
+/// `next` is old enough, else a refusal — or, with `force`, the promotion anyway (the
+/// emergency exception: verifiers that cached the JWKS before `next` appeared will not know
+/// the new signing key until their copy expires).
 pub fn rotation(
     keys: &[KeyRecord],
     policy: &Policy,
     now: UnixTime,
     force: bool,
 ) -> Result<Step, RotateError> {
-    let current = in_state(keys, KeyState::Current)
-        .next()
+    let current = in_lane(keys, policy.algorithm, KeyState::Current)
         .ok_or(RotateError::Missing("current"))?;
-    let next = in_state(keys, KeyState::Next)
-        .next()
-        .ok_or(RotateError::Missing("next"))?;
+    let next =
+        in_lane(keys, policy.algorithm, KeyState::Next).ok_or(RotateError::Missing("next"))?;
     let published_for = now.since(next.created_at);
     if !force && published_for < policy.publish_ahead {
         return Err(RotateError::TooEarly {
@@ -266,13 +339,14 @@ pub fn rotation(
     }
     Ok(Step::Promote {
         next: next.kid.clone(),
-        current: current.kid.clone(),
+        current: Some(current.kid.clone()),
     })
 }
 
-/// Revoking a key: it leaves the set at once and its tokens are inactive. Revoking the
-/// current key promotes `next` at once (the emergency exception); revoking `next` creates a
-/// new one. `None` when the key is already revoked.
+/// Revoking a key: it leaves the set at once and its tokens are inactive. Revoking a current
+/// key promotes its lane's `next` at once (the emergency exception); revoking a `next` key
+/// creates a new one. A lane whose algorithm is no longer configured gets no new key. `None`
+/// when the key is already revoked.
 pub fn revocation(
     keys: &[KeyRecord],
     kid: &str,
@@ -284,41 +358,48 @@ pub fn revocation(
         .iter()
         .find(|k| k.kid.as_str() == kid)
         .ok_or_else(|| RotateError::UnknownKey(kid.to_owned()))?;
-    let mut t = KeyTransition {
-        expect_current: current_kid(keys),
-        set_state: vec![(key.kid.clone(), KeyState::Revoked)],
-        insert: Vec::new(),
-        delete: Vec::new(),
-        event: Some(Change::KeyRevoked {
-            key_id: key.kid.to_string(),
-        }),
-        at: now,
-    };
+    let lane = key.algorithm;
+    let configured = policy.signs(lane);
+    let mut t = KeyTransition::of_lane(keys, lane, now);
+    t.set_state.push((key.kid.clone(), KeyState::Revoked));
+    t.event = Some(Change::KeyRevoked {
+        key_id: key.kid.to_string(),
+    });
     match key.state {
         KeyState::Revoked => return Ok(None),
         KeyState::Retired => {}
-        KeyState::Next => {
-            t.insert.push(KeyRecord::generate(
-                policy.algorithm,
-                KeyState::Next,
-                kek,
-                now,
-            )?);
+        KeyState::Next if configured => t.insert.push(new_next(lane, policy, kek, now)?),
+        KeyState::Next => {}
+        KeyState::Current if configured => {
+            let next =
+                in_lane(keys, lane, KeyState::Next).ok_or(RotateError::Missing("next"))?;
+            t.set_state.push((next.kid.clone(), KeyState::Current));
+            t.insert.push(new_next(lane, policy, kek, now)?);
         }
         KeyState::Current => {
-            let next = in_state(keys, KeyState::Next)
-                .next()
-                .ok_or(RotateError::Missing("next"))?;
-            t.set_state.push((next.kid.clone(), KeyState::Current));
-            t.insert.push(KeyRecord::generate(
-                policy.algorithm,
-                KeyState::Next,
-                kek,
-                now,
-            )?);
+            if let Some(next) = default_next_if_none_signs(keys, &key.kid, policy)? {
+                t.set_state.push((next, KeyState::Current));
+                t.insert.push(new_next(policy.algorithm, policy, kek, now)?);
+            }
         }
     }
     Ok(Some(t))
+}
+
+/// Revoking the current key of a removed algorithm while the default algorithm has no
+/// current key yet would leave nothing signing: the default's next key is then promoted at
+/// once (the emergency exception, as for revoking any current key). Its id, if so.
+fn default_next_if_none_signs(
+    keys: &[KeyRecord],
+    revoked: &KeyId,
+    policy: &Policy,
+) -> Result<Option<KeyId>, RotateError> {
+    if in_state(keys, KeyState::Current).any(|k| &k.kid != revoked) {
+        return Ok(None);
+    }
+    let next =
+        in_lane(keys, policy.algorithm, KeyState::Next).ok_or(RotateError::Missing("next"))?;
+    Ok(Some(next.kid.clone()))
 }
 
 /// Why a key revocation could not be computed.
@@ -335,7 +416,7 @@ pub enum RevokeKeyError {
 /// Applies a transition to an in-memory key list, as the store does: for simulations and
 /// the property test.
 pub fn apply(keys: &mut Vec<KeyRecord>, t: &KeyTransition) -> bool {
-    if current_kid(keys) != t.expect_current {
+    if current_kid(keys, t.lane) != t.expect_current {
         return false;
     }
     for (kid, state) in &t.set_state {
@@ -389,6 +470,8 @@ mod tests {
     fn default_policy() -> Policy {
         Policy {
             algorithm: Algorithm::Es256,
+            also: AlgorithmSet::EMPTY,
+            rsa_bits: RsaBits::default(),
             rotation_period: d(24 * H),
             publish_ahead: d(H),
             retention: d(2 * H),
@@ -519,48 +602,72 @@ mod tests {
                 self.check_invariants();
                 applied.push(step);
             }
-            assert!(
-                applied
+            for lane in self.policy.lanes() {
+                let promotions = applied
                     .iter()
-                    .filter(|s| matches!(s, Step::Promote { .. }))
-                    .count()
-                    <= 1,
-                "at most one promotion per tick, never a cascade: {applied:?}"
-            );
+                    .filter(|s| matches!(s, Step::Promote { next, .. } if self.lane_of(next) == Some(lane)))
+                    .count();
+                assert!(
+                    promotions <= 1,
+                    "at most one promotion per lane and tick, never a cascade: {applied:?}"
+                );
+            }
             if applied.len() < MAX_STEPS {
-                let next = the(&self.keys, KeyState::Next);
-                assert_eq!(next.algorithm, self.policy.algorithm);
+                // Settled: every configured algorithm has a next key, no other does.
+                for key in in_states(&self.keys, KeyState::Next) {
+                    assert!(self.policy.signs(key.algorithm), "{key:?}");
+                }
+                for lane in self.policy.lanes() {
+                    assert!(in_lane(&self.keys, lane, KeyState::Next).is_some(), "{lane}");
+                }
             }
             applied
+        }
+
+        /// The algorithm of a key in the set.
+        fn lane_of(&self, kid: &KeyId) -> Option<Algorithm> {
+            find(&self.keys, kid).map(|k| k.algorithm)
         }
 
         /// What a scheduled step must satisfy when it is chosen.
         fn check_step(&self, step: &Step) {
             let wall = self.wall;
             match step {
-                Step::CreateNext => assert!(in_states(&self.keys, KeyState::Next).is_empty()),
-                Step::ReplaceNext { old } => {
-                    let old = find(&self.keys, old).unwrap();
-                    assert_eq!(old.state, KeyState::Next);
-                    assert_ne!(old.algorithm, self.policy.algorithm);
+                Step::CreateNext { algorithm } => {
+                    assert!(self.policy.signs(*algorithm));
+                    assert!(in_lane(&self.keys, *algorithm, KeyState::Next).is_none());
+                }
+                Step::DropNext { kid } => {
+                    let key = find(&self.keys, kid).unwrap();
+                    assert_eq!(key.state, KeyState::Next);
+                    assert!(!self.policy.signs(key.algorithm));
+                }
+                Step::Retire { kid } => {
+                    let key = find(&self.keys, kid).unwrap();
+                    assert_eq!(key.state, KeyState::Current);
+                    assert!(!self.policy.signs(key.algorithm));
+                    // Something still signs for the default algorithm's clients.
+                    assert!(in_lane(&self.keys, self.policy.algorithm, KeyState::Current).is_some());
                 }
                 Step::Promote { next, current } => {
                     let next = find(&self.keys, next).unwrap();
-                    let current = find(&self.keys, current).unwrap();
                     assert_eq!(next.state, KeyState::Next);
-                    assert_eq!(current.state, KeyState::Current);
-                    assert_eq!(next.algorithm, self.policy.algorithm);
+                    assert!(self.policy.signs(next.algorithm));
                     assert!(
                         wall - next.created_at.as_secs() >= secs(self.policy.publish_ahead),
                         "scheduled promotion at {wall} of a key published at {}",
                         next.created_at.as_secs()
                     );
-                    assert!(
-                        wall - current.activated_at.unwrap().as_secs()
-                            >= secs(self.policy.rotation_period),
-                        "scheduled promotion at {wall} of a key current since {:?}",
-                        current.activated_at
-                    );
+                    let lane_current = in_lane(&self.keys, next.algorithm, KeyState::Current);
+                    assert_eq!(current.as_ref(), lane_current.map(|c| &c.kid));
+                    if let Some(current) = lane_current {
+                        assert!(
+                            wall - current.activated_at.unwrap().as_secs()
+                                >= secs(self.policy.rotation_period),
+                            "scheduled promotion at {wall} of a key current since {:?}",
+                            current.activated_at
+                        );
+                    }
                 }
                 Step::Remove { kid } => {
                     let key = find(&self.keys, kid).unwrap();
@@ -618,8 +725,9 @@ mod tests {
             let Step::Promote { next, current } = &step else {
                 panic!("rotation is a promotion: {step:?}");
             };
-            assert_eq!(next, &the(&self.keys, KeyState::Next).kid);
-            assert_eq!(current, &the(&self.keys, KeyState::Current).kid);
+            let lane = self.policy.algorithm;
+            assert_eq!(Some(next), in_lane(&self.keys, lane, KeyState::Next).map(|k| &k.kid));
+            assert_eq!(current, &current_kid(&self.keys, lane));
             let t =
                 transition_for(&step, &self.keys, &self.policy, self.kek, ts(self.wall)).unwrap();
             self.commit(&t, force);
@@ -650,12 +758,23 @@ mod tests {
 
         fn check_invariants(&self) {
             let keys = &self.keys;
-            let current = the(keys, KeyState::Current);
-            the(keys, KeyState::Next);
-            assert!(keys.iter().any(|k| k.state.is_published()));
+            // At most one current and one next key per algorithm, and something signs.
+            for alg in Algorithm::ALL {
+                for state in [KeyState::Current, KeyState::Next] {
+                    let n = in_states(keys, state)
+                        .iter()
+                        .filter(|k| k.algorithm == alg)
+                        .count();
+                    assert!(n <= 1, "{n} {state:?} keys of {alg} in {keys:#?}");
+                }
+            }
+            assert!(!in_states(keys, KeyState::Current).is_empty(), "no key signs");
             let kids: HashSet<&KeyId> = keys.iter().map(|k| &k.kid).collect();
             assert_eq!(kids.len(), keys.len(), "key ids are unique");
-            if !self.exempt.contains(&current.kid) {
+            for current in in_states(keys, KeyState::Current) {
+                if self.exempt.contains(&current.kid) {
+                    continue;
+                }
                 let published_for =
                     current.activated_at.unwrap().as_secs() - current.created_at.as_secs();
                 assert!(
@@ -706,7 +825,11 @@ mod tests {
             let signer = the(&sim.keys, KeyState::Current).kid.clone();
             let steps = sim.tick();
             for step in &steps {
-                if let Step::Promote { current, .. } = step {
+                if let Step::Promote {
+                    current: Some(current),
+                    ..
+                } = step
+                {
                     assert_eq!(current, &signer);
                     let retired_at = find(&sim.keys, current)
                         .unwrap()
@@ -848,7 +971,7 @@ mod tests {
     }
 
     #[test]
-    fn algorithm_change_replaces_next_and_promotes_it_on_schedule() {
+    fn a_default_algorithm_change_publishes_the_new_key_ahead_then_retires_the_old_lane() {
         let kek = Kek::generate().unwrap();
         for switch_at in [5 * H, 23 * H + 30 * M] {
             let mut sim = Sim::new(&kek, default_policy(), T0, true);
@@ -857,35 +980,43 @@ mod tests {
             sim.advance(switch_at);
             assert_eq!(sim.tick(), vec![]);
 
-            // A restart with the new configuration.
+            // A restart with the new configuration: the EdDSA lane starts with a next key,
+            // the ES256 lane's next key (never signed) leaves; ES256 still signs.
             sim.policy.algorithm = Algorithm::EdDsa;
             sim.restart();
+            let steps = sim.tick();
+            assert_eq!(steps.len(), 2, "{steps:?}");
             assert_eq!(
-                sim.tick(),
-                vec![Step::ReplaceNext {
-                    old: old_next.clone()
-                }]
+                steps[0],
+                Step::CreateNext {
+                    algorithm: Algorithm::EdDsa
+                }
             );
+            assert_eq!(steps[1], Step::DropNext { kid: old_next.clone() });
             assert!(find(&sim.keys, &old_next).is_none());
             let eddsa = the(&sim.keys, KeyState::Next).clone();
             assert_eq!(eddsa.algorithm, Algorithm::EdDsa);
             assert_eq!(eddsa.created_at.as_secs(), T0 + switch_at);
             assert_eq!(the(&sim.keys, KeyState::Current).kid, es256);
 
-            // Promoted once it has been published for publish_ahead and the current key has
-            // signed for rotation_period.
-            let promote_at = (T0 + 24 * H).max(eddsa.created_at.as_secs() + H);
+            // Promoted once it has been published for publish_ahead (its lane had no current
+            // key); ES256 stops signing in the same tick, once EdDSA signs.
+            let promote_at = eddsa.created_at.as_secs() + H;
             while sim.wall + M < promote_at {
                 sim.advance(M);
                 assert_eq!(sim.tick(), vec![], "at {}", sim.wall - T0);
             }
             sim.advance(promote_at - sim.wall);
+            let steps = sim.tick();
             assert_eq!(
-                sim.tick(),
-                vec![Step::Promote {
-                    next: eddsa.kid.clone(),
-                    current: es256.clone()
-                }]
+                steps[..2],
+                [
+                    Step::Promote {
+                        next: eddsa.kid.clone(),
+                        current: None
+                    },
+                    Step::Retire { kid: es256.clone() }
+                ]
             );
             let current = the(&sim.keys, KeyState::Current);
             assert_eq!(current.kid, eddsa.kid);
@@ -903,6 +1034,53 @@ mod tests {
             sim.advance(1);
             assert_eq!(sim.tick(), vec![Step::Remove { kid: es256 }]);
         }
+    }
+
+    #[test]
+    fn an_added_algorithm_is_a_lane_of_its_own_and_removing_it_retires_it() {
+        let kek = Kek::generate().unwrap();
+        let mut sim = Sim::new(&kek, default_policy(), T0, false);
+        let es256 = the(&sim.keys, KeyState::Current).kid.clone();
+        sim.policy.also = AlgorithmSet::EMPTY.with(Algorithm::EdDsa);
+        assert_eq!(
+            sim.tick(),
+            vec![Step::CreateNext {
+                algorithm: Algorithm::EdDsa
+            }]
+        );
+        let eddsa = in_lane(&sim.keys, Algorithm::EdDsa, KeyState::Next)
+            .unwrap()
+            .kid
+            .clone();
+        // Not before publish_ahead, and ES256 is untouched.
+        sim.advance(H - 1);
+        assert_eq!(sim.tick(), vec![]);
+        sim.advance(1);
+        let steps = sim.tick();
+        assert_eq!(
+            steps,
+            vec![Step::Promote {
+                next: eddsa.clone(),
+                current: None
+            }]
+        );
+        assert_eq!(current_kid(&sim.keys, Algorithm::EdDsa), Some(eddsa.clone()));
+        assert_eq!(current_kid(&sim.keys, Algorithm::Es256), Some(es256.clone()));
+        // Each lane rotates on its own schedule: ES256 at 24 h, EdDSA 24 h after it started.
+        sim.advance(23 * H);
+        let steps = sim.tick();
+        assert!(
+            matches!(&steps[..], [Step::Promote { current: Some(c), .. }] if *c == es256),
+            "{steps:?}"
+        );
+        assert_eq!(current_kid(&sim.keys, Algorithm::EdDsa), Some(eddsa.clone()));
+        // Removed: its next key leaves at once, its current key retires (the default signs).
+        sim.policy.also = AlgorithmSet::EMPTY;
+        let steps = sim.tick();
+        assert!(matches!(&steps[..], [Step::DropNext { .. }, Step::Retire { kid }] if *kid == eddsa), "{steps:?}");
+        let retired = find(&sim.keys, &eddsa).unwrap();
+        assert_eq!(retired.state, KeyState::Retired);
+        assert!(retired.state.is_published(), "published through retention");
     }
 
     #[test]
@@ -926,7 +1104,7 @@ mod tests {
             forced,
             Step::Promote {
                 next: next.clone(),
-                current: current.clone()
+                current: Some(current.clone())
             }
         );
         sim.advance(1);
@@ -1079,6 +1257,8 @@ mod tests {
         Restart,
         /// The process restarts with the other algorithm configured.
         SwitchAlgorithm,
+        /// The process restarts with the other algorithm added to, or removed from, `also`.
+        ToggleSecondLane,
     }
 
     fn policies() -> impl Strategy<Value = Policy> {
@@ -1093,6 +1273,8 @@ mod tests {
             })
             .prop_map(|(period, ahead, retention, algorithm)| Policy {
                 algorithm,
+                also: AlgorithmSet::EMPTY,
+                rsa_bits: RsaBits::default(),
                 rotation_period: d(period),
                 publish_ahead: d(ahead),
                 retention: d(retention),
@@ -1109,6 +1291,7 @@ mod tests {
             1 => any::<usize>().prop_map(Op::Revoke),
             1 => Just(Op::Restart),
             1 => Just(Op::SwitchAlgorithm),
+            1 => Just(Op::ToggleSecondLane),
         ]
     }
 
@@ -1135,21 +1318,54 @@ mod tests {
                                     prop_assert!(published_for < policy.publish_ahead);
                                     prop_assert_eq!(&sim.keys, &before);
                                 }
+                                Err(RotateError::Missing(_)) => {
+                                    // Just after the default algorithm changed, its lane has
+                                    // no current key (or, before a tick, no next key) yet.
+                                    let lane = sim.policy.algorithm;
+                                    prop_assert!(
+                                        current_kid(&sim.keys, lane).is_none()
+                                            || in_lane(&sim.keys, lane, KeyState::Next).is_none()
+                                    );
+                                    prop_assert_eq!(&sim.keys, &before);
+                                }
                                 Err(e) => prop_assert!(false, "rotation failed: {e}"),
                             }
                         }
                         Op::Revoke(index) => {
                             let kid = sim.keys[index % sim.keys.len()].kid.clone();
                             let was = find(&sim.keys, &kid).unwrap().state;
-                            let revoked = sim.revoke(kid.as_str());
-                            prop_assert!(revoked.is_ok(), "{revoked:?}");
-                            prop_assert_eq!(revoked.unwrap().is_none(), was == KeyState::Revoked);
+                            let lane = find(&sim.keys, &kid).unwrap().algorithm;
+                            let lane_has_next = in_lane(&sim.keys, lane, KeyState::Next).is_some();
+                            match sim.revoke(kid.as_str()) {
+                                Ok(revoked) => {
+                                    prop_assert_eq!(revoked.is_none(), was == KeyState::Revoked);
+                                }
+                                // A current key whose lane has no next key yet (the
+                                // configuration just changed, no tick since).
+                                Err(RevokeKeyError::Refused(RotateError::Missing("next"))) => {
+                                    prop_assert_eq!(was, KeyState::Current);
+                                    prop_assert!(!lane_has_next || !sim.policy.signs(lane));
+                                }
+                                Err(e) => prop_assert!(false, "revocation failed: {e}"),
+                            }
                         }
                         Op::Restart => sim.restart(),
                         Op::SwitchAlgorithm => {
                             sim.policy.algorithm = match sim.policy.algorithm {
                                 Algorithm::Es256 => Algorithm::EdDsa,
                                 _ => Algorithm::Es256,
+                            };
+                            sim.restart();
+                        }
+                        Op::ToggleSecondLane => {
+                            let other = match sim.policy.algorithm {
+                                Algorithm::Es256 => Algorithm::EdDsa,
+                                _ => Algorithm::Es256,
+                            };
+                            sim.policy.also = if sim.policy.also.contains(other) {
+                                AlgorithmSet::EMPTY
+                            } else {
+                                AlgorithmSet::EMPTY.with(other)
                             };
                             sim.restart();
                         }

@@ -193,6 +193,11 @@ pub enum IssueError {
     /// Signing failed.
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The granted audiences are signed for with different algorithms.
+    #[error(
+        "audiences {0:?} and {1:?} take tokens signed with different algorithms: request them in separate tokens"
+    )]
+    MixedAlgorithms(String, String),
 }
 
 impl IssueError {
@@ -210,6 +215,7 @@ impl IssueError {
             IssueError::RateLimited { .. } => "rate_limited",
             IssueError::Stale(_) => "stale",
             IssueError::Signing(_) => "signing",
+            IssueError::MixedAlgorithms(..) => "mixed_algorithms",
         }
     }
 
@@ -219,7 +225,9 @@ impl IssueError {
             IssueError::Auth(_) => ErrorCode::InvalidClient,
             IssueError::NotPermitted(_) => ErrorCode::UnauthorizedClient,
             IssueError::Scope(_) => ErrorCode::InvalidScope,
-            IssueError::Audience(_) | IssueError::NoAudience => ErrorCode::InvalidTarget,
+            IssueError::Audience(_) | IssueError::NoAudience | IssueError::MixedAlgorithms(..) => {
+                ErrorCode::InvalidTarget
+            }
             IssueError::Lifetime | IssueError::TooMany(_) => ErrorCode::InvalidRequest,
             IssueError::CutOff { .. } | IssueError::Stale(_) | IssueError::RateLimited { .. } => {
                 ErrorCode::TemporarilyUnavailable

@@ -548,6 +548,7 @@ mod tests {
         out.push(outcome(store.keys().await));
         // A step against the wrong current key, then a real one that revokes the current key.
         let wrong = KeyTransition {
+            lane: keys[1].algorithm,
             expect_current: Some(keys[1].kid.clone()),
             set_state: vec![],
             insert: vec![],
@@ -561,6 +562,7 @@ mod tests {
                 .await,
         ));
         let revoke = KeyTransition {
+            lane: keys[0].algorithm,
             expect_current: Some(keys[0].kid.clone()),
             set_state: vec![
                 (keys[0].kid.clone(), KeyState::Revoked),
@@ -579,6 +581,7 @@ mod tests {
                 .await,
         ));
         let missing = KeyTransition {
+            lane: keys[1].algorithm,
             expect_current: Some(keys[1].kid.clone()),
             set_state: vec![(KeyId::from_stored("nope"), KeyState::Retired)],
             insert: vec![],
@@ -1007,6 +1010,7 @@ mod tests {
         );
         // Racing rotation steps: exactly one applies.
         let step = KeyTransition {
+            lane: keys[0].algorithm,
             expect_current: Some(keys[0].kid.clone()),
             set_state: vec![
                 (keys[0].kid.clone(), KeyState::Retired),

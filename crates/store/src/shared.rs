@@ -64,7 +64,8 @@ impl<D: Dialect> Store for D {
         };
         let mut tx = begin_write(self, locks).await?;
         let current = tx
-            .sql("SELECT kid FROM signing_keys WHERE state = 'current'")
+            .sql("SELECT kid FROM signing_keys WHERE state = 'current' AND algorithm = $1")
+            .arg(t.lane.as_str())
             .maybe_row()
             .await
             .map_err(unavailable)?
@@ -72,7 +73,7 @@ impl<D: Dialect> Store for D {
             .transpose()?;
         if current.as_deref() != t.expect_current.as_ref().map(KeyId::as_str) {
             return Err(StoreError::Conflict(
-                "the current key changed since this step was computed".into(),
+                "the current key of this algorithm changed since this step was computed".into(),
             ));
         }
         change_keys::<D::Db>(&mut tx, t).await?;
