@@ -61,6 +61,7 @@ pub fn router(
         .route("/oauth2/introspect", post(introspect))
         .route("/oauth2/revoke", post(revoke))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/jwks-all.json", get(jwks_all))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -246,6 +247,16 @@ async fn revoke(
 }
 
 async fn jwks(State(face): State<HttpFace>, headers: HeaderMap) -> Response {
+    jwks_of(&face, &headers, false)
+}
+
+/// Every key, post-quantum ones included (`pq_jwks_uri`): for verifiers that know `AKP`.
+async fn jwks_all(State(face): State<HttpFace>, headers: HeaderMap) -> Response {
+    jwks_of(&face, &headers, true)
+}
+
+/// A key set with its `ETag` and `Cache-Control`: the classical keys, or with `full` all.
+fn jwks_of(face: &HttpFace, headers: &HeaderMap, full: bool) -> Response {
     let ring = face.authority.key_ring();
     let etag = format!("\"{}\"", ring.version());
     let cache = format!("public, max-age={}", face.jwks_max_age.as_secs());
@@ -261,7 +272,11 @@ async fn jwks(State(face): State<HttpFace>, headers: HeaderMap) -> Response {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/jwk-set+json"),
             )],
-            ring.jwks_json().to_string(),
+            if full {
+                ring.full_jwks_json().to_string()
+            } else {
+                ring.jwks_json().to_string()
+            },
         )
             .into_response()
     };
@@ -299,6 +314,7 @@ async fn metadata(State(face): State<HttpFace>) -> Response {
         "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "pq_jwks_uri": format!("{issuer}/.well-known/jwks-all.json"),
         // REQUIRED by RFC 8414 and non-empty for common validators; there is no
         // authorization endpoint, and "none" (the registered type that issues nothing) says so.
         "response_types_supported": ["none"],

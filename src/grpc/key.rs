@@ -24,9 +24,15 @@ impl KeyApi {
 /// A boxed stream of key sets.
 pub type JwksStream = Pin<Box<dyn Stream<Item = Result<GetJwksResponse, Status>> + Send>>;
 
-fn jwks_response(ring: &tokenmint_core::keys::KeyRing) -> GetJwksResponse {
+/// The key set: the classical keys, or with `full` every key (post-quantum ones included).
+fn jwks_response(ring: &tokenmint_core::keys::KeyRing, full: bool) -> GetJwksResponse {
+    let text = if full {
+        ring.full_jwks_json()
+    } else {
+        ring.jwks_json()
+    };
     GetJwksResponse {
-        jwks_json: ring.jwks_json().to_string(),
+        jwks_json: text.to_string(),
         version: ring.version().to_owned(),
         progress: None,
     }
@@ -39,6 +45,7 @@ struct KeySetWatch {
     stop: CancellationToken,
     stall: Duration,
     progress: bool,
+    full: bool,
 }
 
 impl KeySetWatch {
@@ -55,7 +62,9 @@ impl KeySetWatch {
             let ring = keys.borrow_and_update().clone();
             if ring.version() != last {
                 last = ring.version().to_owned();
-                if let Err(unsent) = send_within(tx, Ok(jwks_response(&ring)), self.stall).await {
+                if let Err(unsent) =
+                    send_within(tx, Ok(jwks_response(&ring, self.full)), self.stall).await
+                {
                     return Some(unsent);
                 }
             }
@@ -115,6 +124,7 @@ impl KeyService for KeyApi {
             stop: self.stop.clone(),
             stall: self.limits.stall_timeout,
             progress: request.get_ref().progress,
+            full: request.get_ref().include_post_quantum,
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
@@ -130,8 +140,12 @@ impl KeyService for KeyApi {
 
     async fn get_jwks(
         &self,
-        _request: Request<GetJwksRequest>,
+        request: Request<GetJwksRequest>,
     ) -> Result<Response<GetJwksResponse>, Status> {
-        Ok(Response::new(jwks_response(&self.authority.key_ring())))
+        let full = request.get_ref().include_post_quantum;
+        Ok(Response::new(jwks_response(
+            &self.authority.key_ring(),
+            full,
+        )))
     }
 }

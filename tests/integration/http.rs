@@ -1047,7 +1047,7 @@ async fn jwks_is_cacheable_with_a_strong_etag_that_changes_exactly_with_the_key_
     let with_cert = tokenmint::grpc::proto::key_service_client::KeyServiceClient::new(
         server.channel_for(&admin),
     )
-    .get_jwks(GetJwksRequest {})
+    .get_jwks(GetJwksRequest::default())
     .await
     .unwrap()
     .into_inner();

@@ -654,7 +654,10 @@ async fn watch_jwks_heartbeats_only_when_asked_for() {
     let mut admin = server.admin(&admin_cert);
     let mut client = KeyServiceClient::new(server.public_channel());
     let mut stream = client
-        .watch_jwks(WatchJwksRequest { progress: true })
+        .watch_jwks(WatchJwksRequest {
+            progress: true,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

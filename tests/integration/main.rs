@@ -5,6 +5,7 @@
 
 mod admin_clients;
 mod admin_listener;
+mod algorithms;
 mod audit;
 mod authz;
 mod authz_listeners;

@@ -466,8 +466,13 @@ impl TestServer {
 
     /// The JWKS, fetched without a client certificate.
     pub async fn jwks(&self) -> GetJwksResponse {
+        self.jwks_of(GetJwksRequest::default()).await
+    }
+
+    /// The key set `request` asks for, fetched without a client certificate.
+    pub async fn jwks_of(&self, request: GetJwksRequest) -> GetJwksResponse {
         KeyServiceClient::new(self.channel(self.tls()))
-            .get_jwks(GetJwksRequest {})
+            .get_jwks(request)
             .await
             .unwrap()
             .into_inner()

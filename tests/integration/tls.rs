@@ -88,7 +88,7 @@ async fn the_key_set_needs_no_client_certificate() {
             .connect()
             .await?;
         let mut client = tokenmint::grpc::proto::key_service_client::KeyServiceClient::new(channel);
-        client.get_jwks(GetJwksRequest {}).await?;
+        client.get_jwks(GetJwksRequest::default()).await?;
         anyhow::Ok(())
     };
     let result = tokio::time::timeout(Duration::from_secs(10), plaintext).await;

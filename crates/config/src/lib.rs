@@ -1017,6 +1017,45 @@ enabled = false
     }
 
     #[test]
+    fn several_algorithms_by_audience_and_only_those_this_build_has() {
+        let text = "[keys]\nalgorithm = \"EdDSA\"\nalso = [\"RS256\", \"ML-DSA-65\"]\n\
+                    rsa_bits = 3072\naudience_algorithms = { \"aws\" = \"RS256\" }";
+        if tokenmint_core::crypto::stack()
+            .supports(Algorithm::Rs256)
+            .is_ok()
+        {
+            let c = load(text).unwrap();
+            assert_eq!(
+                c.keys.also.iter().collect::<Vec<_>>(),
+                [Algorithm::Rs256, Algorithm::MlDsa65]
+            );
+            assert_eq!(c.keys.rsa_bits, RsaBits::B3072);
+            assert_eq!(c.keys.signing.default, Algorithm::EdDsa);
+            assert_eq!(c.keys.signing.by_audience["aws"], Algorithm::Rs256);
+            // An audience may only name an algorithm that signs.
+            let e = refused(
+                "[keys]\naudience_algorithms = { \"aws\" = \"PS256\" }",
+                &["keys.audience_algorithms", "PS256", "keys.also"],
+            );
+            assert!(invalid_field(&e).starts_with("keys.audience_algorithms"));
+        } else {
+            // The ring build: a start-up error naming the feature that has them.
+            refused(text, &["keys.also[0]", "RS256", "--features aws-lc"]);
+        }
+        refused(
+            "[keys]\nrsa_bits = 4096",
+            &["keys.rsa_bits", "2048 or 3072", "4096"],
+        );
+        refused(
+            "[keys]\nalso = [\"HS256\"]",
+            &["keys.also[0]", "HS256", "ML-DSA-65"],
+        );
+        let plain = load("").unwrap();
+        assert_eq!(plain.keys.also, AlgorithmSet::EMPTY);
+        assert_eq!(plain.keys.signing.default, Algorithm::Es256);
+    }
+
+    #[test]
     fn publish_ahead_below_twice_jwks_max_age_is_refused() {
         let e = refused(
             "[keys]\npublish_ahead = \"9m\"\njwks_max_age = \"5m\"",

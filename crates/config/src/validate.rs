@@ -732,8 +732,10 @@ impl Validator<'_> {
         tokens: &TokensConfig,
         kek_from_env: bool,
     ) -> Result<KeysConfig, ConfigError> {
-        let algorithm =
-            self.algorithm("keys.algorithm", k.algorithm.as_deref().unwrap_or(DEFAULT_ALGORITHM))?;
+        let algorithm = self.algorithm(
+            "keys.algorithm",
+            k.algorithm.as_deref().unwrap_or(DEFAULT_ALGORITHM),
+        )?;
         let mut also = AlgorithmSet::EMPTY;
         for (i, name) in k.also.iter().flatten().enumerate() {
             also = also.with(self.algorithm(&format!("keys.also[{i}]"), name)?);
@@ -743,7 +745,10 @@ impl Validator<'_> {
             Some(bits) => RsaBits::try_from_bits(bits).ok_or_else(|| {
                 self.error(
                     "keys.rsa_bits",
-                    format!("{} must be 2048 or 3072, not {bits}", self.label("keys.rsa_bits")),
+                    format!(
+                        "{} must be 2048 or 3072, not {bits}",
+                        self.label("keys.rsa_bits")
+                    ),
                 )
             })?,
         };

@@ -237,7 +237,9 @@ impl AlgorithmSet {
 
     /// The algorithms in the set, in [`Algorithm::ALL`]'s order.
     pub fn iter(self) -> impl Iterator<Item = Algorithm> {
-        Algorithm::ALL.into_iter().filter(move |a| self.contains(*a))
+        Algorithm::ALL
+            .into_iter()
+            .filter(move |a| self.contains(*a))
     }
 }
 

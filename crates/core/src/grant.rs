@@ -155,13 +155,20 @@ mod tests {
             .into(),
         };
         let auds = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
-        assert_eq!(choice.for_audiences(&auds(&["api"])).unwrap(), Algorithm::Es256);
+        assert_eq!(
+            choice.for_audiences(&auds(&["api"])).unwrap(),
+            Algorithm::Es256
+        );
         assert_eq!(choice.for_audiences(&auds(&[])).unwrap(), Algorithm::Es256);
         assert_eq!(
-            choice.for_audiences(&auds(&["api", "aws", "legacy"])).unwrap(),
+            choice
+                .for_audiences(&auds(&["api", "aws", "legacy"]))
+                .unwrap(),
             Algorithm::Rs256
         );
-        let mixed = choice.for_audiences(&auds(&["aws", "api", "pq"])).unwrap_err();
+        let mixed = choice
+            .for_audiences(&auds(&["aws", "api", "pq"]))
+            .unwrap_err();
         assert!(
             matches!(&mixed, IssueError::MixedAlgorithms(a, b) if a == "aws" && b == "pq"),
             "{mixed:?}"

@@ -118,6 +118,7 @@ pub struct KeySet {
     published: Vec<PublishedKey>,
     by_kid: HashMap<KeyId, usize>,
     jwks_json: Arc<str>,
+    full_jwks_json: Arc<str>,
     version: String,
 }
 
@@ -131,11 +132,18 @@ impl KeySet {
             .enumerate()
             .map(|(i, k)| (k.kid.clone(), i))
             .collect();
-        let (jwks_json, version) = jwk_set(&keys);
+        let classic: Vec<PublishedKey> = keys
+            .iter()
+            .filter(|k| !k.algorithm.is_post_quantum())
+            .cloned()
+            .collect();
+        let (jwks_json, _) = jwk_set(&classic);
+        let (full_jwks_json, version) = jwk_set(&keys);
         Self {
             published: keys,
             by_kid,
             jwks_json: jwks_json.into(),
+            full_jwks_json: full_jwks_json.into(),
             version,
         }
     }
@@ -145,12 +153,19 @@ impl KeySet {
         &self.published
     }
 
-    /// The JWK Set text (RFC 7517).
+    /// The JWK Set text (RFC 7517) of the classical keys: what `jwks_uri` serves. Post-quantum
+    /// keys (`kty: "AKP"`) are left out, because some JOSE libraries (go-jose among them)
+    /// refuse a whole set holding one key type they do not know.
     pub fn jwks_json(&self) -> &Arc<str> {
         &self.jwks_json
     }
 
-    /// The JWK Set's version: changes exactly when the set does.
+    /// The JWK Set text of every key, post-quantum ones included: for verifiers that ask.
+    pub fn full_jwks_json(&self) -> &Arc<str> {
+        &self.full_jwks_json
+    }
+
+    /// The JWK Set's version: changes exactly when the full set does.
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -233,6 +248,15 @@ fn published_key(jwk: &serde_json::Map<String, serde_json::Value>) -> Result<Pub
     };
     if text("use").is_some_and(|u| u != "sig") {
         return Err("not a signature key (`use`)".into());
+    }
+    // A private member in a published set is the publisher's mistake: the key is not trusted
+    // (RFC 9964 §3: `priv` must not appear in a public key; RFC 7518 §6: `d` and the RSA
+    // primes are private).
+    if ["d", "p", "q", "dp", "dq", "qi", "priv"]
+        .iter()
+        .any(|m| jwk.contains_key(*m))
+    {
+        return Err("the JWK holds a private member".into());
     }
     let alg = text("alg").ok_or("no `alg`")?;
     let algorithm = Algorithm::try_from_name(alg).ok_or_else(|| format!("unknown alg {alg:?}"))?;
@@ -624,6 +648,8 @@ mod tests {
             ("alg confusion", with("alg", "EdDSA".into())),
             ("hmac", with("alg", "HS256".into())),
             ("short x", with("x", "AAAA".into())),
+            ("private member", with("d", "AAAA".into())),
+            ("private seed", with("priv", "AAAA".into())),
             (
                 "future kty",
                 serde_json::json!({"kty": "AKP", "alg": "ML-DSA-44", "kid": "k"}),

@@ -353,7 +353,12 @@ impl KeyRing {
         current.sort_by_key(|r| (r.activated_at.unwrap_or(r.created_at), r.algorithm));
         let signers = current
             .into_iter()
-            .map(|r| Ok(Arc::new(CompactSigner::new(custody.signer(r)?, ACCESS_TOKEN_TYP))))
+            .map(|r| {
+                Ok(Arc::new(CompactSigner::new(
+                    custody.signer(r)?,
+                    ACCESS_TOKEN_TYP,
+                )))
+            })
             .collect::<Result<Vec<_>, KeyError>>()?;
         if signers.is_empty() {
             return Err(KeyError::NoCurrentKey);
@@ -407,9 +412,15 @@ impl KeyRing {
         self.keys.published()
     }
 
-    /// The JWK Set text (RFC 7517) of the published keys.
+    /// The JWK Set text (RFC 7517) of the published classical keys (see
+    /// [`KeySet::jwks_json`]).
     pub fn jwks_json(&self) -> &Arc<str> {
         self.keys.jwks_json()
+    }
+
+    /// The JWK Set text of every published key, post-quantum ones included.
+    pub fn full_jwks_json(&self) -> &Arc<str> {
+        self.keys.full_jwks_json()
     }
 
     /// The JWK Set's version: changes exactly when the set does.

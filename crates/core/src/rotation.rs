@@ -190,10 +190,7 @@ pub fn next_step_at(keys: &[KeyRecord], policy: &Policy) -> Option<UnixTime> {
                 .saturating_add(policy.retention)
         })
         .min();
-    lanes
-        .chain([removed_lane, removal])
-        .flatten()
-        .min()
+    lanes.chain([removed_lane, removal]).flatten().min()
 }
 
 /// How long the default algorithm's current key has signed (seconds), for metrics.
@@ -371,8 +368,7 @@ pub fn revocation(
         KeyState::Next if configured => t.insert.push(new_next(lane, policy, kek, now)?),
         KeyState::Next => {}
         KeyState::Current if configured => {
-            let next =
-                in_lane(keys, lane, KeyState::Next).ok_or(RotateError::Missing("next"))?;
+            let next = in_lane(keys, lane, KeyState::Next).ok_or(RotateError::Missing("next"))?;
             t.set_state.push((next.kid.clone(), KeyState::Current));
             t.insert.push(new_next(lane, policy, kek, now)?);
         }
@@ -618,7 +614,10 @@ mod tests {
                     assert!(self.policy.signs(key.algorithm), "{key:?}");
                 }
                 for lane in self.policy.lanes() {
-                    assert!(in_lane(&self.keys, lane, KeyState::Next).is_some(), "{lane}");
+                    assert!(
+                        in_lane(&self.keys, lane, KeyState::Next).is_some(),
+                        "{lane}"
+                    );
                 }
             }
             applied
@@ -647,7 +646,9 @@ mod tests {
                     assert_eq!(key.state, KeyState::Current);
                     assert!(!self.policy.signs(key.algorithm));
                     // Something still signs for the default algorithm's clients.
-                    assert!(in_lane(&self.keys, self.policy.algorithm, KeyState::Current).is_some());
+                    assert!(
+                        in_lane(&self.keys, self.policy.algorithm, KeyState::Current).is_some()
+                    );
                 }
                 Step::Promote { next, current } => {
                     let next = find(&self.keys, next).unwrap();
@@ -726,7 +727,10 @@ mod tests {
                 panic!("rotation is a promotion: {step:?}");
             };
             let lane = self.policy.algorithm;
-            assert_eq!(Some(next), in_lane(&self.keys, lane, KeyState::Next).map(|k| &k.kid));
+            assert_eq!(
+                Some(next),
+                in_lane(&self.keys, lane, KeyState::Next).map(|k| &k.kid)
+            );
             assert_eq!(current, &current_kid(&self.keys, lane));
             let t =
                 transition_for(&step, &self.keys, &self.policy, self.kek, ts(self.wall)).unwrap();
@@ -768,7 +772,10 @@ mod tests {
                     assert!(n <= 1, "{n} {state:?} keys of {alg} in {keys:#?}");
                 }
             }
-            assert!(!in_states(keys, KeyState::Current).is_empty(), "no key signs");
+            assert!(
+                !in_states(keys, KeyState::Current).is_empty(),
+                "no key signs"
+            );
             let kids: HashSet<&KeyId> = keys.iter().map(|k| &k.kid).collect();
             assert_eq!(kids.len(), keys.len(), "key ids are unique");
             for current in in_states(keys, KeyState::Current) {
@@ -992,7 +999,12 @@ mod tests {
                     algorithm: Algorithm::EdDsa
                 }
             );
-            assert_eq!(steps[1], Step::DropNext { kid: old_next.clone() });
+            assert_eq!(
+                steps[1],
+                Step::DropNext {
+                    kid: old_next.clone()
+                }
+            );
             assert!(find(&sim.keys, &old_next).is_none());
             let eddsa = the(&sim.keys, KeyState::Next).clone();
             assert_eq!(eddsa.algorithm, Algorithm::EdDsa);
@@ -1064,8 +1076,14 @@ mod tests {
                 current: None
             }]
         );
-        assert_eq!(current_kid(&sim.keys, Algorithm::EdDsa), Some(eddsa.clone()));
-        assert_eq!(current_kid(&sim.keys, Algorithm::Es256), Some(es256.clone()));
+        assert_eq!(
+            current_kid(&sim.keys, Algorithm::EdDsa),
+            Some(eddsa.clone())
+        );
+        assert_eq!(
+            current_kid(&sim.keys, Algorithm::Es256),
+            Some(es256.clone())
+        );
         // Each lane rotates on its own schedule: ES256 at 24 h, EdDSA 24 h after it started.
         sim.advance(23 * H);
         let steps = sim.tick();
@@ -1073,11 +1091,17 @@ mod tests {
             matches!(&steps[..], [Step::Promote { current: Some(c), .. }] if *c == es256),
             "{steps:?}"
         );
-        assert_eq!(current_kid(&sim.keys, Algorithm::EdDsa), Some(eddsa.clone()));
+        assert_eq!(
+            current_kid(&sim.keys, Algorithm::EdDsa),
+            Some(eddsa.clone())
+        );
         // Removed: its next key leaves at once, its current key retires (the default signs).
         sim.policy.also = AlgorithmSet::EMPTY;
         let steps = sim.tick();
-        assert!(matches!(&steps[..], [Step::DropNext { .. }, Step::Retire { kid }] if *kid == eddsa), "{steps:?}");
+        assert!(
+            matches!(&steps[..], [Step::DropNext { .. }, Step::Retire { kid }] if *kid == eddsa),
+            "{steps:?}"
+        );
         let retired = find(&sim.keys, &eddsa).unwrap();
         assert_eq!(retired.state, KeyState::Retired);
         assert!(retired.state.is_published(), "published through retention");

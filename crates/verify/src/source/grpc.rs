@@ -74,7 +74,11 @@ impl Fetch for GrpcFetch {
             let mut client =
                 KeyServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE);
             let response = client
-                .get_jwks(GetJwksRequest {})
+                // Every key: parse_jwks keeps those this build verifies, ML-DSA included in
+                // the aws-lc build.
+                .get_jwks(GetJwksRequest {
+                    include_post_quantum: true,
+                })
                 .await
                 .map_err(|status| status_text(&status))?
                 .into_inner();
@@ -112,7 +116,10 @@ async fn key_stream(
     backoff: &mut Backoff,
 ) -> String {
     let mut client = KeyServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE);
-    let opening = client.watch_jwks(WatchJwksRequest { progress: true });
+    let opening = client.watch_jwks(WatchJwksRequest {
+        progress: true,
+        include_post_quantum: true,
+    });
     let mut stream = match tokio::time::timeout(settings.staleness, opening).await {
         Ok(Ok(response)) => response.into_inner(),
         Ok(Err(status)) => return status_text(&status),
