@@ -193,6 +193,13 @@ pub enum IssueError {
     /// Signing failed.
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The signed token would be longer than verifiers accept ([`crate::jose::MAX_JWS_LEN`]):
+    /// a large post-quantum signature and many scopes or audiences.
+    #[error(
+        "the token would be {0} bytes, over the {max} bytes verifiers accept: request fewer scopes or audiences",
+        max = crate::jose::MAX_JWS_LEN
+    )]
+    TooLarge(usize),
     /// The granted audiences are signed for with different algorithms.
     #[error(
         "audiences {0:?} and {1:?} take tokens signed with different algorithms: request them in separate tokens"
@@ -216,6 +223,7 @@ impl IssueError {
             IssueError::Stale(_) => "stale",
             IssueError::Signing(_) => "signing",
             IssueError::MixedAlgorithms(..) => "mixed_algorithms",
+            IssueError::TooLarge(_) => "too_large",
         }
     }
 
@@ -228,7 +236,9 @@ impl IssueError {
             IssueError::Audience(_) | IssueError::NoAudience | IssueError::MixedAlgorithms(..) => {
                 ErrorCode::InvalidTarget
             }
-            IssueError::Lifetime | IssueError::TooMany(_) => ErrorCode::InvalidRequest,
+            IssueError::Lifetime | IssueError::TooMany(_) | IssueError::TooLarge(_) => {
+                ErrorCode::InvalidRequest
+            }
             IssueError::CutOff { .. } | IssueError::Stale(_) | IssueError::RateLimited { .. } => {
                 ErrorCode::TemporarilyUnavailable
             }
@@ -328,6 +338,10 @@ impl Issuer {
         let access_token = signer
             .sign_compact(&payload)
             .map_err(|e| IssueError::Signing(e.to_string()))?;
+        // A token no verifier would read is refused here, not at its first use.
+        if access_token.len() > crate::jose::MAX_JWS_LEN {
+            return Err(IssueError::TooLarge(access_token.len()));
+        }
         Ok(IssuedToken {
             access_token,
             expires_in: lifetime,
