@@ -21,6 +21,7 @@ mod forgeries;
 mod fuzz_corpus;
 mod http;
 mod identity;
+mod interop;
 mod introspect;
 mod issue;
 mod keys;

@@ -176,6 +176,9 @@ const SECTIONS: &[(&str, &[&str])] = &[
         "keys",
         &[
             "algorithm",
+            "also",
+            "rsa_bits",
+            "audience_algorithms",
             "rotation_period",
             "publish_ahead",
             "jwks_max_age",

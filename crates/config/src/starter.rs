@@ -122,8 +122,18 @@ catch_up_interval = "1s"
 max_issue_staleness = "5m"
 
 [keys]
-# Algorithm of new signing keys: "ES256" or "EdDSA".
+# The default signing algorithm: "ES256", "EdDSA", "RS256", "PS256", "ML-DSA-44" or
+# "ML-DSA-65" (RSA key generation and ML-DSA need a build with `--features aws-lc`).
 algorithm = "ES256"
+# Other algorithms that sign at once, each with its own current and next key, e.g. ["RS256"].
+also = []
+# The size of new RSA keys: 2048 or 3072.
+rsa_bits = 2048
+# The algorithm tokens for an audience are signed with, for consumers that accept only one,
+# e.g. { "https://aws-federation.example" = "RS256" }; other audiences get `algorithm`. Each
+# must be `algorithm` or in `also`. ML-DSA keys are published only in the full key set
+# (pq_jwks_uri), which a consumer must ask for.
+audience_algorithms = {}
 # How often the next key becomes the signing key; more than publish_ahead.
 rotation_period = "24h"
 # How long a key is published before it signs; at least 2 × jwks_max_age.
