@@ -181,20 +181,22 @@ impl Rotator {
         let now = self.now();
         let forced_early = rotation::rotation(&keys, &self.policy, now, false).is_err();
         let step = rotation::rotation(&keys, &self.policy, now, force)?;
-        let Step::Promote {
-            next,
-            current: Some(current),
-        } = &step
-        else {
-            return Err(RotateError::Missing("current").into());
-        };
-        let rotated = Rotated {
-            current: next.clone(),
-            retired: current.clone(),
-            forced_early: forced_early && force,
+        let Step::Promote { next, .. } = &step else {
+            return Err(RotateError::Missing("next").into());
         };
         let transition =
             rotation::transition_for(&step, &keys, &self.policy, self.keks.newest(), now)?;
+        let retired = transition
+            .set_state
+            .iter()
+            .find(|(_, state)| *state == KeyState::Retired)
+            .map(|(kid, _)| kid.clone())
+            .ok_or(RotateError::Missing("current"))?;
+        let rotated = Rotated {
+            current: next.clone(),
+            retired,
+            forced_early: forced_early && force,
+        };
         self.changes
             .commit_key_transition(&transition, actor)
             .await?;

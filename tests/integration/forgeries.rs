@@ -995,7 +995,8 @@ fn the_control_verifies_with_an_independent_library() {
 
 #[test]
 fn the_spki_forms_match_an_independent_encoder() {
-    for algorithm in Algorithm::ALL {
+    // The algorithms the forgery suite runs on.
+    for algorithm in [Algorithm::Es256, Algorithm::EdDsa] {
         let (key, pkcs8) = SigningKey::generate(algorithm).unwrap();
         let pair = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
         assert_eq!(

@@ -275,8 +275,16 @@ pub fn transition_for(
     match step {
         Step::CreateNext { algorithm } => t.insert.push(new_next(*algorithm, policy, kek, now)?),
         Step::Promote { next, current } => {
-            if let Some(current) = current {
-                t.set_state.push((current.clone(), KeyState::Retired));
+            match current {
+                Some(current) => t.set_state.push((current.clone(), KeyState::Retired)),
+                // The new default algorithm starts signing: the removed ones stop with it, in
+                // the same transaction.
+                None if lane == policy.algorithm => t.set_state.extend(
+                    in_state(keys, KeyState::Current)
+                        .filter(|k| !policy.signs(k.algorithm))
+                        .map(|k| (k.kid.clone(), KeyState::Retired)),
+                ),
+                None => {}
             }
             t.set_state.push((next.clone(), KeyState::Current));
             t.insert.push(new_next(lane, policy, kek, now)?);
@@ -315,15 +323,18 @@ pub enum RotateError {
 /// An operator's rotation of the default algorithm's lane: the scheduled promotion now if
 /// `next` is old enough, else a refusal — or, with `force`, the promotion anyway (the
 /// emergency exception: verifiers that cached the JWKS before `next` appeared will not know
-/// the new signing key until their copy expires).
+/// the new signing key until their copy expires). Just after the default algorithm changed,
+/// its lane has no current key yet: the promotion then retires the old algorithm's.
 pub fn rotation(
     keys: &[KeyRecord],
     policy: &Policy,
     now: UnixTime,
     force: bool,
 ) -> Result<Step, RotateError> {
-    let current = in_lane(keys, policy.algorithm, KeyState::Current)
-        .ok_or(RotateError::Missing("current"))?;
+    let current = in_lane(keys, policy.algorithm, KeyState::Current);
+    if current.is_none() && in_state(keys, KeyState::Current).next().is_none() {
+        return Err(RotateError::Missing("current"));
+    }
     let next =
         in_lane(keys, policy.algorithm, KeyState::Next).ok_or(RotateError::Missing("next"))?;
     let published_for = now.since(next.created_at);
@@ -336,7 +347,7 @@ pub fn rotation(
     }
     Ok(Step::Promote {
         next: next.kid.clone(),
-        current: Some(current.kid.clone()),
+        current: current.map(|c| c.kid.clone()),
     })
 }
 
@@ -1012,24 +1023,21 @@ mod tests {
             assert_eq!(the(&sim.keys, KeyState::Current).kid, es256);
 
             // Promoted once it has been published for publish_ahead (its lane had no current
-            // key); ES256 stops signing in the same tick, once EdDSA signs.
+            // key); ES256 stops signing in the same transaction.
             let promote_at = eddsa.created_at.as_secs() + H;
             while sim.wall + M < promote_at {
                 sim.advance(M);
                 assert_eq!(sim.tick(), vec![], "at {}", sim.wall - T0);
             }
             sim.advance(promote_at - sim.wall);
-            let steps = sim.tick();
             assert_eq!(
-                steps[..2],
-                [
-                    Step::Promote {
-                        next: eddsa.kid.clone(),
-                        current: None
-                    },
-                    Step::Retire { kid: es256.clone() }
-                ]
+                sim.tick(),
+                vec![Step::Promote {
+                    next: eddsa.kid.clone(),
+                    current: None
+                }]
             );
+            assert_eq!(find(&sim.keys, &es256).unwrap().state, KeyState::Retired);
             let current = the(&sim.keys, KeyState::Current);
             assert_eq!(current.kid, eddsa.kid);
             assert_eq!(current.algorithm, Algorithm::EdDsa);
