@@ -61,6 +61,7 @@ const KNOWN_PATHS: &[&str] = &[
     "/oauth2/introspect",
     "/oauth2/revoke",
     "/.well-known/jwks.json",
+    "/.well-known/jwks-all.json",
     "/.well-known/oauth-authorization-server",
 ];
 

@@ -580,12 +580,22 @@ async fn behind_nginx_the_bound_caller_passes_and_the_rest_are_refused_with_a_ch
         .await
         .assert_refused(403, "no certificate");
 
-    // No token, a forged one, garbage: 401.
+    // No token, a forged one, garbage: 401. A JWS as long as tokenmint issues (8 KiB, an
+    // ML-DSA-65 token with many scopes) reaches the sidecar, not nginx's own 400 for a header
+    // line past its buffers (`large_client_header_buffers` in the shipped file).
+    let header = crypto_b64(br#"{"alg":"ML-DSA-65","typ":"at+jwt","kid":"k"}"#);
+    let long = format!(
+        "{header}.{}.{}",
+        "A".repeat(3000),
+        "B".repeat(8192 - 3002 - header.len())
+    );
+    assert_eq!(long.len(), 8192);
     for (case, token) in [
         ("no token", None),
         ("a forged signature", Some(forged(token))),
         ("garbage", Some("not.a.token".to_owned())),
         ("not even a JWS", Some("garbage".to_owned())),
+        ("an unknown key, 8 KiB long", Some(long)),
     ] {
         demo.call(token.as_deref(), &[])
             .await
@@ -741,4 +751,9 @@ async fn behind_nginx_the_sidecar_on_a_unix_socket_or_over_tls_decides_the_same(
             .await
             .assert_refused(401, &format!("{link:?}: no token"));
     }
+}
+
+/// base64url without padding.
+fn crypto_b64(bytes: &[u8]) -> String {
+    tokenmint_core::crypto::b64url(bytes)
 }

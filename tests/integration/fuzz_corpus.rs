@@ -67,11 +67,25 @@ fn write_tokens() {
         "{\"keys\":[]}".into(),
         ctx.jwks_json.replace("\"ES256\"", "\"none\""),
         ctx.jwks_json.replace("\"sig\"", "\"enc\""),
+        other_key_types(),
     ];
     write_seeds(
         "jwks",
         numbered("set", jwks.map(String::into_bytes).to_vec()),
     );
+}
+
+/// A set with an RSA key and an ML-DSA-44 (`AKP`) key, each under its thumbprint, made by
+/// jwt-simple (so in either build).
+fn other_key_types() -> String {
+    use jwt_simple::prelude::{MLDSA44KeyPair, RS256KeyPair};
+    let rsa = RS256KeyPair::generate(2048).unwrap().public_key();
+    let rsa_kid = rsa.jwk_thumbprint();
+    let rsa = rsa.with_key_id(&rsa_kid).to_jwk();
+    let pq = MLDSA44KeyPair::generate().public_key();
+    let pq_kid = pq.jwk_thumbprint();
+    let pq = pq.with_key_id(&pq_kid).to_jwk();
+    format!("{{\"keys\":[{rsa},{pq}]}}")
 }
 
 /// Names, matcher values and certificates (`identity`); each proxy's header and paths
