@@ -2,7 +2,7 @@
 # Per signing algorithm, in one sitting: IssueToken throughput and server CPU per token
 # (persistent connections), distinct-token introspection (every token verified), and the raw
 # signing cost of the same build (criterion `sign/<alg>`), each against a fresh
-# `tokenmint serve --dev` whose keys.algorithm is set by TOKENMINT__KEYS__ALGORITHM. Every
+# `tokenmint serve --dev` whose demo audience takes that algorithm. Every
 # algorithm the build signs with: ES256 and EdDSA in the ring build, all six in the aws-lc one.
 # Bounded in time (about 2 minutes per algorithm); loopback only.
 #
@@ -25,11 +25,14 @@ sign_us() {
              END { if (u == "ns") v /= 1000; if (u == "ms") v *= 1000; printf "%.1f", v }'
 }
 
-# One bench row as JSON, with keys.algorithm set.
+# One bench row as JSON, the demo audience's tokens signed with $1 (keys.also and
+# keys.audience_algorithms: a post-quantum algorithm cannot be the default).
 row() {
     local alg=$1
     shift
-    TOKENMINT__KEYS__ALGORITHM=$alg "$bench" --spawn --repeat "$repeat" --json "$@"
+    TOKENMINT__KEYS__ALSO="[\"$alg\"]" \
+        TOKENMINT__KEYS__AUDIENCE_ALGORITHMS="{ \"https://demo.tokenmint.dev\" = \"$alg\" }" \
+        "$bench" --spawn --repeat "$repeat" --json "$@"
 }
 
 # A figure of a --json report: throughput, or the server's CPU µs per request.

@@ -75,8 +75,9 @@ impl std::fmt::Debug for Rotator {
 pub struct Rotated {
     /// The key that signs now.
     pub current: KeyId,
-    /// The key retired.
-    pub retired: KeyId,
+    /// The key retired (`None`: the default algorithm's first key started signing beside the
+    /// old default, which still signs in its own lane).
+    pub retired: Option<KeyId>,
     /// Whether it was forced past `publish_ahead` (the emergency exception).
     pub forced_early: bool,
 }
@@ -159,8 +160,7 @@ impl Rotator {
                 }
                 break;
             };
-            let transition =
-                rotation::transition_for(&step, &keys, &self.policy, self.keks.newest(), now)?;
+            let transition = self.transition(&step, keys, now).await?;
             self.changes
                 .commit_key_transition(&transition, SYSTEM_ACTOR)
                 .await?;
@@ -171,6 +171,21 @@ impl Rotator {
             self.publish_saved().await?;
         }
         Ok(applied)
+    }
+
+    /// The transition of `step`, computed off the async workers: it may generate a key, and
+    /// an RSA key takes up to a second.
+    async fn transition(
+        &self,
+        step: &Step,
+        keys: Vec<KeyRecord>,
+        now: UnixTime,
+    ) -> Result<rotation::KeyTransition, LifecycleError> {
+        let (keks, policy, step) = (self.keks.clone(), self.policy, step.clone());
+        let computed = off_runtime(move || {
+            rotation::transition_for(&step, &keys, &policy, keks.newest(), now)
+        });
+        Ok(computed.await?)
     }
 
     /// An operator's rotation (`actor` asked): the scheduled promotion now, refused if `next`
@@ -184,14 +199,12 @@ impl Rotator {
         let Step::Promote { next, .. } = &step else {
             return Err(RotateError::Missing("next").into());
         };
-        let transition =
-            rotation::transition_for(&step, &keys, &self.policy, self.keks.newest(), now)?;
+        let transition = self.transition(&step, keys, now).await?;
         let retired = transition
             .set_state
             .iter()
             .find(|(_, state)| *state == KeyState::Retired)
-            .map(|(kid, _)| kid.clone())
-            .ok_or(RotateError::Missing("current"))?;
+            .map(|(kid, _)| kid.clone());
         let rotated = Rotated {
             current: next.clone(),
             retired,
@@ -200,7 +213,8 @@ impl Rotator {
         self.changes
             .commit_key_transition(&transition, actor)
             .await?;
-        tracing::warn!(current = %rotated.current, retired = %rotated.retired, forced_early = rotated.forced_early, "keys rotated by an operator");
+        let retired = rotated.retired.as_ref().map(KeyId::to_string);
+        tracing::warn!(current = %rotated.current, retired = ?retired, forced_early = rotated.forced_early, "keys rotated by an operator");
         self.publish_saved().await?;
         Ok(rotated)
     }
@@ -211,9 +225,12 @@ impl Rotator {
         let _one = self.step_lock.lock().await;
         let keys = self.store.keys().await?;
         let now = self.now();
-        let Some(transition) =
-            rotation::revocation(&keys, kid, &self.policy, self.keks.newest(), now)?
-        else {
+        let (keks, policy, owned_kid) = (self.keks.clone(), self.policy, kid.to_owned());
+        let computed = off_runtime(move || {
+            rotation::revocation(&keys, &owned_kid, &policy, keks.newest(), now)
+        })
+        .await;
+        let Some(transition) = computed? else {
             return Ok(None);
         };
         let event = self
@@ -253,7 +270,7 @@ impl Rotator {
         let ring = built?;
         self.ring.send_if_modified(|old| {
             let changed =
-                old.version() != ring.version() || old.signer().kid() != ring.signer().kid();
+                old.version() != ring.version() || old.signer_kids() != ring.signer_kids();
             if changed {
                 *old = Arc::new(ring);
             }
@@ -274,5 +291,13 @@ impl Rotator {
             rotation::next_step_at(&keys, &self.policy),
             rotation::current_key_age(&keys, &self.policy, self.now()),
         ))
+    }
+}
+
+/// Runs `work` on the blocking pool (key generation), so the async workers keep serving.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }

@@ -816,7 +816,12 @@ async fn keys_command(command: KeysCommand) -> Result<()> {
                 .into_inner();
             println!(
                 "rotated: {} signs now, {} is retired",
-                r.current_key_id, r.retired_key_id
+                r.current_key_id,
+                if r.retired_key_id.is_empty() {
+                    "no key"
+                } else {
+                    r.retired_key_id.as_str()
+                }
             );
             if !r.warning.is_empty() {
                 eprintln!("warning: {}", r.warning);

@@ -432,7 +432,11 @@ impl AdminService for AdminApi {
         };
         Ok(Response::new(RotateKeysResponse {
             current_key_id: rotated.current.to_string(),
-            retired_key_id: rotated.retired.to_string(),
+            retired_key_id: rotated
+                .retired
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             forced_early: rotated.forced_early,
             warning,
         }))

@@ -226,7 +226,9 @@ async fn a_token_near_8_kib_passes_every_limit_and_a_larger_one_is_never_issued(
         "ES256"
     };
     let mut setup = Setup::new(&wide_clients());
-    setup.extra_toml = format!("algorithm = \"{algorithm}\"\n");
+    setup.extra_toml = format!(
+        "also = [\"{algorithm}\"]\naudience_algorithms = {{ \"{DEMO_AUDIENCE}\" = \"{algorithm}\" }}\n"
+    );
     let server = setup.start().await;
     let demo = setup.pki.client_uri(DEMO_URI);
     let rs = setup.pki.client_uri(RS_URI);

@@ -207,6 +207,7 @@ contract_tests!(
     contract_keys_held_elsewhere_round_trip_and_are_not_resealed,
     contract_key_transitions_apply_like_the_model,
     contract_stale_key_transition_conflicts_and_changes_nothing,
+    contract_a_step_over_two_lanes_conflicts_when_either_changed,
     contract_reseal_replaces_sealed_forms,
     contract_pepper_is_insert_if_absent,
     contract_clients_round_trip,
@@ -586,6 +587,7 @@ async fn contract_keys_stored_before_the_low_s_migration_accept_both_forms(backe
     let step = KeyTransition {
         lane: Algorithm::Es256,
         expect_current: Some(old.kid.clone()),
+        expect_states: vec![],
         set_state: vec![],
         insert: vec![new.clone()],
         delete: vec![],
@@ -781,6 +783,61 @@ async fn contract_key_transitions_apply_like_the_model(backend: &Backend) {
     assert!(last.sequence > client_event.sequence);
 }
 
+/// A step that changes a key of another lane than the one it is guarded by (revoking a
+/// removed algorithm's current key promotes the default's next) applies only if that key is
+/// still as it was: a revoked key never comes back. And a lane never holds two next keys.
+async fn contract_a_step_over_two_lanes_conflicts_when_either_changed(backend: &Backend) {
+    let store = backend.open().await;
+    let kek = Kek::generate().unwrap();
+    let e1 = key(Algorithm::EdDsa, KeyState::Current, &kek, T0);
+    let r1 = key(Algorithm::Es256, KeyState::Next, &kek, T0);
+    assert!(
+        store
+            .create_initial_keys(&[e1.clone(), r1.clone()])
+            .await
+            .unwrap()
+    );
+    // ES256 is the default now, EdDSA no longer configured.
+    let es256 = policy(Algorithm::Es256);
+    let keys = store.keys().await.unwrap();
+    let of_e1 = rotation::revocation(&keys, e1.kid.as_str(), &es256, &kek, T0 + secs(1))
+        .unwrap()
+        .unwrap();
+    assert!(
+        of_e1
+            .set_state
+            .contains(&(r1.kid.clone(), KeyState::Current))
+    );
+    let of_r1 = rotation::revocation(&keys, r1.kid.as_str(), &es256, &kek, T0 + secs(1))
+        .unwrap()
+        .unwrap();
+    store
+        .apply_key_transition(&of_r1, T0 + secs(1000), &test_audit())
+        .await
+        .unwrap();
+    assert_conflict(
+        store
+            .apply_key_transition(&of_e1, T0 + secs(1000), &test_audit())
+            .await,
+        "a step computed when the revoked key was next",
+    );
+    let after = store.keys().await.unwrap();
+    let state = |kid: &KeyId| after.iter().find(|k| &k.kid == kid).unwrap().state;
+    assert_eq!(state(&r1.kid), KeyState::Revoked);
+    assert_eq!(state(&e1.kid), KeyState::Current);
+
+    // A second next key of ES256 (a racing replica's CreateNext) conflicts.
+    let create = Step::CreateNext {
+        algorithm: Algorithm::Es256,
+    };
+    let mut second = rotation::transition_for(&create, &after, &es256, &kek, T0).unwrap();
+    second.expect_current = None;
+    assert_conflict(
+        store.apply_key_transition(&second, T0, &test_audit()).await,
+        "two next keys of one algorithm",
+    );
+}
+
 async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &Backend) {
     let store = backend.open().await;
     let kek = Kek::generate().unwrap();
@@ -815,6 +872,7 @@ async fn contract_stale_key_transition_conflicts_and_changes_nothing(backend: &B
     let t = KeyTransition {
         lane: Algorithm::Es256,
         expect_current: None,
+        expect_states: vec![],
         set_state: vec![],
         insert: vec![current.clone()],
         delete: vec![],

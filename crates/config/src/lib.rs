@@ -1053,6 +1053,15 @@ enabled = false
             "[keys]\nalso = [\"HS256\"]",
             &["keys.also[0]", "HS256", "ML-DSA-65"],
         );
+        if tokenmint_core::crypto::stack()
+            .supports(Algorithm::MlDsa65)
+            .is_ok()
+        {
+            refused(
+                "[keys]\nalgorithm = \"ML-DSA-65\"",
+                &["keys.algorithm", "cannot be the default", "keys.also"],
+            );
+        }
         let plain = load("").unwrap();
         assert_eq!(plain.keys.also, AlgorithmSet::EMPTY);
         assert_eq!(plain.keys.signing.default, Algorithm::Es256);

@@ -736,6 +736,15 @@ impl Validator<'_> {
             "keys.algorithm",
             k.algorithm.as_deref().unwrap_or(DEFAULT_ALGORITHM),
         )?;
+        if algorithm.is_post_quantum() {
+            return Err(self.error(
+                "keys.algorithm",
+                format!(
+                    "{} is {algorithm}: post-quantum keys are published only in the full key set, which verifiers must ask for, so they cannot be the default; put {algorithm} in keys.also and name the audiences that take it in keys.audience_algorithms",
+                    self.label("keys.algorithm")
+                ),
+            ));
+        }
         let mut also = AlgorithmSet::EMPTY;
         for (i, name) in k.also.iter().flatten().enumerate() {
             also = also.with(self.algorithm(&format!("keys.also[{i}]"), name)?);

@@ -398,6 +398,7 @@ mod tests {
         let step = |set_state, insert, delete, event| KeyTransition {
             lane: Algorithm::EdDsa,
             expect_current: Some(kid("k1")),
+            expect_states: vec![],
             set_state,
             insert,
             delete,

@@ -83,8 +83,15 @@ impl Stack {
         // Each new algorithm must be placed here: ring cannot generate RSA keys and has no
         // ML-DSA.
         match (self, algorithm) {
-            (_, Algorithm::Es256 | Algorithm::EdDsa) | (Stack::AwsLc { .. }, _) => Ok(()),
-            (Stack::Ring, _) => Err(Unsupported {
+            (_, Algorithm::Es256 | Algorithm::EdDsa)
+            | (
+                Stack::AwsLc { .. },
+                Algorithm::Rs256 | Algorithm::Ps256 | Algorithm::MlDsa44 | Algorithm::MlDsa65,
+            ) => Ok(()),
+            (
+                Stack::Ring,
+                Algorithm::Rs256 | Algorithm::Ps256 | Algorithm::MlDsa44 | Algorithm::MlDsa65,
+            ) => Err(Unsupported {
                 algorithm,
                 stack: self.name(),
             }),

@@ -310,7 +310,7 @@ fn rsa_public(jwk: &serde_json::Map<String, serde_json::Value>) -> Result<Public
             .ok_or_else(|| format!("`{name}` is not an RSA integer of at most {max} bytes"))
     };
     let n = integer("n", 512)?;
-    if n.len() < 256 {
+    if n.len() < 256 || (n.len() == 256 && n[0] < 0x80) {
         return Err("the RSA modulus is shorter than 2048 bits".into());
     }
     Ok(PublicKey::Rsa {
@@ -613,7 +613,16 @@ mod tests {
             })
             .collect();
         let set = KeySet::new(keys);
-        let parsed = parse_jwks(set.jwks_json()).unwrap();
+        // The classical set leaves the post-quantum keys out; the full set has every key.
+        let classic = parse_jwks(set.jwks_json()).unwrap();
+        assert!(
+            classic
+                .keys
+                .published()
+                .iter()
+                .all(|k| !k.algorithm.is_post_quantum())
+        );
+        let parsed = parse_jwks(set.full_jwks_json()).unwrap();
         assert!(parsed.skipped.is_empty(), "{:?}", parsed.skipped);
         assert_eq!(parsed.keys.version(), set.version());
         assert_eq!(parsed.keys.published().len(), generated().len());
@@ -707,7 +716,11 @@ mod tests {
                 verify_compact::<serde_json::Value>(&jws, &KeySet::new(vec![]), &["at+jwt"]),
                 Err(JwsError::UnknownKey)
             );
-            assert!(keys.jwks_json().contains(kid.as_str()));
+            assert!(keys.full_jwks_json().contains(kid.as_str()));
+            assert_eq!(
+                keys.jwks_json().contains(kid.as_str()),
+                !algorithm.is_post_quantum()
+            );
         }
     }
 }

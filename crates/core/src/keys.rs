@@ -351,6 +351,15 @@ impl KeyRing {
             .filter(|r| r.state == KeyState::Current)
             .collect();
         current.sort_by_key(|r| (r.activated_at.unwrap_or(r.created_at), r.algorithm));
+        // A store written by the aws-lc build may hold a current key this build cannot sign
+        // with (ML-DSA in the ring build): it stays published, and the rest still sign.
+        current.retain(|r| {
+            let usable = crate::crypto::stack().supports(r.algorithm).is_ok();
+            if !usable {
+                tracing::warn!(kid = %r.kid, algorithm = %r.algorithm, "a current key of an algorithm this build lacks does not sign here");
+            }
+            usable
+        });
         let signers = current
             .into_iter()
             .map(|r| {
@@ -389,17 +398,30 @@ impl KeyRing {
     /// The key that signs a token of `algorithm`: that algorithm's current key; while it has
     /// none (just added, its first key not yet published long enough), the default
     /// algorithm's; while that has none either (the default just changed), the
-    /// longest-signing current key — what those clients were signed with before.
+    /// longest-signing classical current key — the old default's, unless another classical
+    /// lane has signed longer. Never a post-quantum key for a token that did not ask for one:
+    /// its key is not in the set most verifiers read.
     pub fn signer_for(&self, algorithm: Algorithm, default: Algorithm) -> &Arc<CompactSigner> {
         let of = |alg| self.signers.iter().find(|s| s.algorithm() == alg);
         of(algorithm)
             .or_else(|| of(default))
+            .or_else(|| {
+                self.signers
+                    .iter()
+                    .find(|s| !s.algorithm().is_post_quantum())
+            })
             .unwrap_or_else(|| self.signer())
     }
 
     /// The algorithms that have a current key.
     pub fn signing_algorithms(&self) -> impl Iterator<Item = Algorithm> + '_ {
         self.signers.iter().map(|s| s.algorithm())
+    }
+
+    /// The ids of the keys that sign, the longest-signing first: a ring whose set is unchanged
+    /// may still sign differently (a key retired or promoted).
+    pub fn signer_kids(&self) -> Vec<&KeyId> {
+        self.signers.iter().map(|s| s.kid()).collect()
     }
 
     /// The published keys.
@@ -533,6 +555,69 @@ mod tests {
         let verified: crate::jose::VerifiedJws<serde_json::Value> =
             crate::jose::verify_compact(&jws, ring.key_set(), &[ACCESS_TOKEN_TYP]).unwrap();
         assert_eq!(verified.kid, record.kid.as_str());
+    }
+
+    #[test]
+    fn each_algorithm_signs_with_its_own_key_and_the_fallback_is_never_post_quantum() {
+        let kek = Kek::generate().unwrap();
+        let keks = KekRing::try_new(vec![Kek::try_from_base64(&kek.to_base64()).unwrap()]).unwrap();
+        // The longest-signing current key is post-quantum where the build has ML-DSA.
+        let oldest = if crypto::stack().supports(Algorithm::MlDsa44).is_ok() {
+            Algorithm::MlDsa44
+        } else {
+            Algorithm::EdDsa
+        };
+        let at = |secs| UnixTime::from_secs(secs);
+        let mut old = KeyRecord::generate(oldest, KeyState::Current, &kek, at(10)).unwrap();
+        old.activated_at = Some(at(10));
+        let mut es =
+            KeyRecord::generate(Algorithm::Es256, KeyState::Current, &kek, at(20)).unwrap();
+        es.activated_at = Some(at(20));
+        let ring = KeyRing::try_build(&[es.clone(), old.clone()], &keks).unwrap();
+        assert_eq!(ring.signer().kid(), &old.kid, "the longest-signing key");
+        assert_eq!(ring.signer_for(oldest, Algorithm::Es256).kid(), &old.kid);
+        assert_eq!(ring.signer_for(Algorithm::Es256, oldest).kid(), &es.kid);
+        // RS256 has no key yet: the default's; with no default key either, a classical one.
+        assert_eq!(
+            ring.signer_for(Algorithm::Rs256, Algorithm::Es256).kid(),
+            &es.kid
+        );
+        let fallback = ring.signer_for(Algorithm::Rs256, Algorithm::Ps256);
+        if oldest.is_post_quantum() {
+            assert_eq!(fallback.kid(), &es.kid);
+        } else {
+            assert_eq!(fallback.kid(), &old.kid);
+        }
+    }
+
+    #[test]
+    fn a_current_key_this_build_cannot_sign_with_is_published_but_does_not_sign() {
+        if crypto::stack().supports(Algorithm::MlDsa44).is_ok() {
+            return; // the aws-lc build signs with every algorithm
+        }
+        let kek = Kek::generate().unwrap();
+        let keks = KekRing::try_new(vec![Kek::try_from_base64(&kek.to_base64()).unwrap()]).unwrap();
+        let es = KeyRecord::generate(Algorithm::Es256, KeyState::Current, &kek, UnixTime::EPOCH)
+            .unwrap();
+        // An ML-DSA-44 key as the aws-lc build stores it (its seed is never opened here).
+        let public = PublicKey::MlDsa {
+            level: 44,
+            public: vec![7; 1312],
+        };
+        let mut pq = es.clone();
+        (pq.kid, pq.algorithm, pq.public) = (KeyId::of(&public), Algorithm::MlDsa44, public);
+        let ring = KeyRing::try_build(&[pq.clone(), es.clone()], &keks).unwrap();
+        assert_eq!(ring.signer().kid(), &es.kid);
+        assert_eq!(
+            ring.signing_algorithms().collect::<Vec<_>>(),
+            [Algorithm::Es256]
+        );
+        assert!(ring.find(pq.kid.as_str()).is_some(), "still published");
+        // Alone, it leaves nothing to sign with.
+        assert!(matches!(
+            KeyRing::try_build(&[pq], &keks),
+            Err(KeyError::NoCurrentKey)
+        ));
     }
 
     #[test]

@@ -208,6 +208,10 @@ pub struct KeyTransition {
     pub lane: Algorithm,
     /// The lane's current key the step was computed against (`None`: there was none).
     pub expect_current: Option<KeyId>,
+    /// The state each key the step changes or removes had when it was computed: the step
+    /// applies only if every one is still in it (a step may touch another lane's keys, and a
+    /// revoked key must never come back).
+    pub expect_states: Vec<(KeyId, KeyState)>,
     /// Keys whose state changes, with the time of the change.
     pub set_state: Vec<(KeyId, KeyState)>,
     /// New keys.
@@ -226,6 +230,7 @@ impl KeyTransition {
         Self {
             lane,
             expect_current: current_kid(keys, lane),
+            expect_states: Vec::new(),
             set_state: Vec::new(),
             insert: Vec::new(),
             delete: Vec::new(),
@@ -292,7 +297,17 @@ pub fn transition_for(
         Step::Retire { kid } => t.set_state.push((kid.clone(), KeyState::Retired)),
         Step::DropNext { kid } | Step::Remove { kid } => t.delete.push(kid.clone()),
     }
+    t.expect_states = states_before(&t, keys);
     Ok(t)
+}
+
+/// The state, in `keys`, of every key `t` changes or removes.
+fn states_before(t: &KeyTransition, keys: &[KeyRecord]) -> Vec<(KeyId, KeyState)> {
+    let touched = t.set_state.iter().map(|(kid, _)| kid).chain(&t.delete);
+    touched
+        .filter_map(|kid| keys.iter().find(|k| &k.kid == kid))
+        .map(|k| (k.kid.clone(), k.state))
+        .collect()
 }
 
 /// Why a rotation or revocation asked for by an operator is refused.
@@ -390,6 +405,7 @@ pub fn revocation(
             }
         }
     }
+    t.expect_states = states_before(&t, keys);
     Ok(Some(t))
 }
 
@@ -424,6 +440,13 @@ pub enum RevokeKeyError {
 /// the property test.
 pub fn apply(keys: &mut Vec<KeyRecord>, t: &KeyTransition) -> bool {
     if current_kid(keys, t.lane) != t.expect_current {
+        return false;
+    }
+    let unchanged = t
+        .expect_states
+        .iter()
+        .all(|(kid, state)| keys.iter().any(|k| &k.kid == kid && k.state == *state));
+    if !unchanged {
         return false;
     }
     for (kid, state) in &t.set_state {
@@ -1054,6 +1077,36 @@ mod tests {
             sim.advance(1);
             assert_eq!(sim.tick(), vec![Step::Remove { kid: es256 }]);
         }
+    }
+
+    #[test]
+    fn a_step_computed_before_a_revocation_never_brings_the_revoked_key_back() {
+        let kek = Kek::generate().unwrap();
+        let mut policy = default_policy();
+        policy.algorithm = Algorithm::EdDsa;
+        let mut sim = Sim::new(&kek, policy, T0, false);
+        let e1 = the(&sim.keys, KeyState::Current).kid.clone();
+        // The default becomes ES256: its lane has a next key, EdDSA's current key still signs.
+        sim.policy.algorithm = Algorithm::Es256;
+        sim.tick();
+        let r1 = in_lane(&sim.keys, Algorithm::Es256, KeyState::Next)
+            .unwrap()
+            .kid
+            .clone();
+        // Two revocations computed against the same keys: of EdDSA's current key (which
+        // promotes r1, since nothing else would sign) and of r1 itself.
+        let now = ts(sim.wall);
+        let of_e1 = revocation(&sim.keys, e1.as_str(), &sim.policy, &kek, now)
+            .unwrap()
+            .unwrap();
+        assert!(of_e1.set_state.contains(&(r1.clone(), KeyState::Current)));
+        let of_r1 = revocation(&sim.keys, r1.as_str(), &sim.policy, &kek, now)
+            .unwrap()
+            .unwrap();
+        assert!(apply(&mut sim.keys, &of_r1));
+        // The first was computed when r1 was a next key: it must not make it current.
+        assert!(!apply(&mut sim.keys, &of_e1), "a revoked key came back");
+        assert_eq!(find(&sim.keys, &r1).unwrap().state, KeyState::Revoked);
     }
 
     #[test]

@@ -120,7 +120,7 @@ struct Extra {
 /// The one published JWK, taken from the JWK Set text as served.
 fn published_jwk(key: &PublishedKey) -> String {
     let set = KeySet::new(vec![key.clone()]);
-    let jwks: Value = serde_json::from_str(set.jwks_json()).unwrap();
+    let jwks: Value = serde_json::from_str(set.full_jwks_json()).unwrap();
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0], jose::jwk(key), "the set holds the key's JWK");

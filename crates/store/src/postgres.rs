@@ -550,6 +550,7 @@ mod tests {
         let wrong = KeyTransition {
             lane: keys[1].algorithm,
             expect_current: Some(keys[1].kid.clone()),
+            expect_states: vec![],
             set_state: vec![],
             insert: vec![],
             delete: vec![],
@@ -564,6 +565,7 @@ mod tests {
         let revoke = KeyTransition {
             lane: keys[0].algorithm,
             expect_current: Some(keys[0].kid.clone()),
+            expect_states: vec![],
             set_state: vec![
                 (keys[0].kid.clone(), KeyState::Revoked),
                 (keys[1].kid.clone(), KeyState::Current),
@@ -583,6 +585,7 @@ mod tests {
         let missing = KeyTransition {
             lane: keys[1].algorithm,
             expect_current: Some(keys[1].kid.clone()),
+            expect_states: vec![],
             set_state: vec![(KeyId::from_stored("nope"), KeyState::Retired)],
             insert: vec![],
             delete: vec![],
@@ -1012,6 +1015,7 @@ mod tests {
         let step = KeyTransition {
             lane: keys[0].algorithm,
             expect_current: Some(keys[0].kid.clone()),
+            expect_states: vec![],
             set_state: vec![
                 (keys[0].kid.clone(), KeyState::Retired),
                 (keys[1].kid.clone(), KeyState::Current),

@@ -76,6 +76,21 @@ impl<D: Dialect> Store for D {
                 "the current key of this algorithm changed since this step was computed".into(),
             ));
         }
+        for (kid, state) in &t.expect_states {
+            let stored = tx
+                .sql("SELECT state FROM signing_keys WHERE kid = $1")
+                .arg(kid.as_str())
+                .maybe_row()
+                .await
+                .map_err(unavailable)?
+                .map(|row| row.text("state"))
+                .transpose()?;
+            if stored.as_deref() != Some(state.as_str()) {
+                return Err(StoreError::Conflict(format!(
+                    "key {kid} changed since this step was computed"
+                )));
+            }
+        }
         change_keys::<D::Db>(&mut tx, t).await?;
         let event = match &t.event {
             Some(change @ Change::KeyRevoked { .. }) => {
