@@ -36,8 +36,8 @@ row() {
 }
 
 # A figure of a --json report: throughput, or the server's CPU µs per request.
-rate() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['throughput_per_s']))"; }
-cpu() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['server']['cpu_us_per_request'], 1))"; }
+rate() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['median']['throughput_per_s']))"; }
+cpu() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['median']['server']['cpu_us_per_request'], 1))"; }
 
 echo "| algorithm | IssueToken /s | server CPU µs/token | raw sign µs | CPU − sign µs | distinct IntrospectToken /s | server CPU µs/introspection |"
 echo "|---|---|---|---|---|---|---|"

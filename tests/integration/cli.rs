@@ -223,7 +223,7 @@ fn version_and_check_config_name_the_crypto_stack() {
 fn check_config_names_the_invalid_field() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("[keys]\nalgorithm = \"RS256\"\n", "keys.algorithm"),
+        ("[keys]\nalgorithm = \"HS256\"\n", "keys.algorithm"),
         (
             "[keys]\npublish_ahead = \"5m\"\njwks_max_age = \"5m\"\n",
             "keys.publish_ahead",
