@@ -260,23 +260,7 @@ async fn a_token_near_8_kib_passes_every_limit_and_a_larger_one_is_never_issued(
     assert!(answer.active);
     assert_eq!(answer.scopes.len(), n);
     // HTTP introspection (a form body).
-    let https = http_client(&setup, &rs);
-    let body = form_urlencoded::Serializer::new(String::new())
-        .append_pair("token", &token)
-        .finish();
-    let answer: Value = https
-        .post(format!(
-            "https://localhost:{}/oauth2/introspect",
-            server.addr.port()
-        ))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = crate::low_s::introspect_http(&setup, &server, &rs, &token).await;
     assert_eq!(answer["active"], true, "{answer}");
 
     // tokenmint-verify, fed over gRPC.
@@ -309,16 +293,4 @@ async fn a_token_near_8_kib_passes_every_limit_and_a_larger_one_is_never_issued(
     assert_eq!((answer.code, answer.status), (0, 200), "{answer:?}");
     sidecar.stop.cancel();
     server.stop().await;
-}
-
-/// An HTTPS client trusting the test CA, presenting `cert`.
-fn http_client(setup: &Setup, cert: &Issued) -> reqwest::Client {
-    install_provider();
-    let ca = reqwest::Certificate::from_pem(setup.pki.ca.cert_pem().as_bytes()).unwrap();
-    let pem = format!("{}{}", cert.cert_pem, cert.key_pem.as_str());
-    reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
-        .build()
-        .unwrap()
 }

@@ -37,7 +37,12 @@ async fn issue_demo(server: &TestServer, demo: &Issued) -> String {
 }
 
 /// `/oauth2/introspect` over HTTPS as `cert`: the JSON answer.
-async fn introspect_http(setup: &Setup, server: &TestServer, cert: &Issued, token: &str) -> Value {
+pub(crate) async fn introspect_http(
+    setup: &Setup,
+    server: &TestServer,
+    cert: &Issued,
+    token: &str,
+) -> Value {
     install_provider();
     let ca = reqwest::Certificate::from_pem(setup.pki.ca.cert_pem().as_bytes()).unwrap();
     let pem = format!("{}{}", cert.cert_pem, cert.key_pem.as_str());

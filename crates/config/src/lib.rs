@@ -1062,6 +1062,25 @@ enabled = false
                 &["keys.algorithm", "cannot be the default", "keys.also"],
             );
         }
+        // The same settings as TOKENMINT__KEYS__* overrides (what benches/algorithms.sh sets).
+        let from_env = load_env(
+            "",
+            &[
+                ("TOKENMINT__KEYS__ALSO", "[\"EdDSA\"]"),
+                ("TOKENMINT__KEYS__RSA_BITS", "3072"),
+                (
+                    "TOKENMINT__KEYS__AUDIENCE_ALGORITHMS",
+                    "{ \"aws\" = \"EdDSA\" }",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            from_env.keys.also,
+            AlgorithmSet::EMPTY.with(Algorithm::EdDsa)
+        );
+        assert_eq!(from_env.keys.rsa_bits, RsaBits::B3072);
+        assert_eq!(from_env.keys.signing.by_audience["aws"], Algorithm::EdDsa);
         let plain = load("").unwrap();
         assert_eq!(plain.keys.also, AlgorithmSet::EMPTY);
         assert_eq!(plain.keys.signing.default, Algorithm::Es256);

@@ -100,6 +100,13 @@ impl Stack {
 }
 
 impl Stack {
+    /// The algorithms this build makes keys for and signs with, in [`Algorithm::ALL`]'s order.
+    pub fn signing_algorithms(self) -> impl Iterator<Item = Algorithm> {
+        Algorithm::ALL
+            .into_iter()
+            .filter(move |a| self.supports(*a).is_ok())
+    }
+
     /// Whether this build verifies `algorithm`'s signatures: every algorithm but ML-DSA in a
     /// ring build (ring verifies RSA; it only cannot generate RSA keys).
     pub fn verifies(self, algorithm: Algorithm) -> bool {
@@ -1123,16 +1130,9 @@ mod tests {
         }
     }
 
-    /// The algorithms this build generates keys for.
-    fn generated() -> impl Iterator<Item = Algorithm> {
-        Algorithm::ALL
-            .into_iter()
-            .filter(|a| stack().supports(*a).is_ok())
-    }
-
     #[test]
     fn sign_and_verify_each_algorithm() {
-        for alg in generated() {
+        for alg in stack().signing_algorithms() {
             let (key, document) = SigningKey::generate(alg).unwrap();
             let public = key.public_key();
             assert!(public.fits(alg), "{alg}");
@@ -1154,7 +1154,7 @@ mod tests {
 
     #[test]
     fn new_key_shapes_and_sizes() {
-        for alg in generated() {
+        for alg in stack().signing_algorithms() {
             let (key, document) = SigningKey::generate(alg).unwrap();
             let sig = key.sign(b"m").unwrap();
             let (public_len, sig_len) = match key.public_key() {

@@ -1,7 +1,8 @@
 //! Grant types: how an authenticated request becomes what policy grants ([`Grant`]). Each
 //! grant type decides scopes, audiences and lifetime its own way; minting and signing the
 //! token is the same for all (`token::Issuer::mint`). `client_credentials` is the one there is
-//! today; token exchange sits beside it.
+//! today; token exchange sits beside it. [`SigningChoice`]: which algorithm signs a grant's
+//! token, by its audiences.
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -1,5 +1,5 @@
 //! Signing keys: their states, sealing at rest under a KEK, the software [`Signer`], and the
-//! `KeyRing` — the published [`KeySet`] plus the one key that signs. Key ids, the key set and
+//! `KeyRing` — the published [`KeySet`] plus the keys that sign, one per algorithm. Key ids, the key set and
 //! JWS live in [`crate::jose`].
 
 use std::{fmt, sync::Arc};
@@ -308,6 +308,16 @@ impl KekRing {
 pub struct SoftwareSigner {
     kid: KeyId,
     key: SigningKey,
+}
+
+impl SoftwareSigner {
+    /// The signer of `key`, under its RFC 7638/9964 thumbprint.
+    pub fn new(key: SigningKey) -> Self {
+        Self {
+            kid: KeyId::of(&key.public_key()),
+            key,
+        }
+    }
 }
 
 impl fmt::Debug for SoftwareSigner {

@@ -1080,6 +1080,40 @@ mod tests {
     }
 
     #[test]
+    fn a_forced_rotation_to_a_new_default_retires_only_an_algorithm_no_longer_configured() {
+        let kek = Kek::generate().unwrap();
+        for keep_old in [false, true] {
+            let mut sim = Sim::new(&kek, default_policy(), T0, false);
+            let es256 = the(&sim.keys, KeyState::Current).kid.clone();
+            sim.policy.algorithm = Algorithm::EdDsa;
+            if keep_old {
+                sim.policy.also = AlgorithmSet::EMPTY.with(Algorithm::Es256);
+            }
+            sim.tick();
+            let step = rotation(&sim.keys, &sim.policy, ts(sim.wall), true).unwrap();
+            assert!(
+                matches!(&step, Step::Promote { current: None, .. }),
+                "{step:?}"
+            );
+            let t = transition_for(&step, &sim.keys, &sim.policy, &kek, ts(sim.wall)).unwrap();
+            let retired: Vec<&KeyId> = t
+                .set_state
+                .iter()
+                .filter(|(_, state)| *state == KeyState::Retired)
+                .map(|(kid, _)| kid)
+                .collect();
+            // Kept in `also`, ES256 goes on signing for its audiences; removed, it retires.
+            assert_eq!(retired.is_empty(), keep_old, "{retired:?}");
+            if !keep_old {
+                assert_eq!(retired, [&es256]);
+            }
+            // Forced: the documented exception to publish_ahead.
+            sim.commit(&t, true);
+            sim.check_invariants();
+        }
+    }
+
+    #[test]
     fn a_step_computed_before_a_revocation_never_brings_the_revoked_key_back() {
         let kek = Kek::generate().unwrap();
         let mut policy = default_policy();

@@ -23,10 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokenmint_core::{
     clock::{Clock as _, SystemClock, UnixTime},
-    crypto::{
-        self, Algorithm, CertificateThumbprint, CryptoError, PublicKey, RsaBits, SigningKey, stack,
-    },
-    jose::{self, CompactSigner, JwsError, KeyId, KeySet, PublishedKey, Signer},
+    crypto::{self, Algorithm, CertificateThumbprint, PublicKey, RsaBits, SigningKey, stack},
+    jose::{self, CompactSigner, JwsError, KeyId, KeySet, PublishedKey},
+    keys::SoftwareSigner,
     token::{AccessTokenClaims, Audience, Confirmation},
 };
 
@@ -38,25 +37,6 @@ const SCOPE: &str = "ledger:read ledger:write invoices:read invoices:write payme
                      customers:read reports:export";
 const TYP: &str = "at+jwt";
 const LIFETIME: Duration = Duration::from_secs(300);
-
-/// A key held as the issuer holds it, behind the [`Signer`] seam.
-#[derive(Debug)]
-struct Held {
-    kid: KeyId,
-    key: SigningKey,
-}
-
-impl Signer for Held {
-    fn kid(&self) -> &KeyId {
-        &self.kid
-    }
-    fn algorithm(&self) -> Algorithm {
-        self.key.algorithm()
-    }
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        self.key.sign(message)
-    }
-}
 
 /// A new key of `algorithm` (RSA of `bits`) as the issuer signs and publishes it, or `None`
 /// after checking that this build refuses it, naming the feature that has it.
@@ -86,7 +66,7 @@ fn issuer_key(algorithm: Algorithm, bits: RsaBits) -> Option<(CompactSigner, Pub
         low_s_only: true,
     };
     Some((
-        CompactSigner::new(Arc::new(Held { kid, key }), TYP),
+        CompactSigner::new(Arc::new(SoftwareSigner::new(key)), TYP),
         published,
     ))
 }
@@ -361,9 +341,26 @@ fn at_jwt() -> HeaderOptions {
     }
 }
 
+/// A jwt-simple key pair and tokenmint's form of its public key as an [`IndependentSigner`]:
+/// its thumbprint by jwt-simple, and tokens under tokenmint's `kid` for that key.
+macro_rules! independent {
+    ($pair:expr, $public:expr) => {{
+        let (pair, public) = ($pair, $public);
+        let thumbprint = pair.public_key().jwk_thumbprint();
+        let pair = pair.with_key_id(KeyId::of(&public).as_str());
+        IndependentSigner {
+            public,
+            thumbprint,
+            sign: Box::new(move || {
+                pair.sign_with_options(independent_claims(), &at_jwt())
+                    .unwrap()
+            }),
+        }
+    }};
+}
+
 /// A new jwt-simple key pair for `algorithm`.
 fn independent_signer(algorithm: Algorithm) -> IndependentSigner {
-    let sign = |signed: Result<String, jwt_simple::Error>| signed.unwrap();
     match algorithm {
         Algorithm::Es256 => {
             let pair = ES256KeyPair::generate();
@@ -373,30 +370,14 @@ fn independent_signer(algorithm: Algorithm) -> IndependentSigner {
                 x: point[1..33].to_vec(),
                 y: point[33..].to_vec(),
             };
-            let thumbprint = pair.public_key().jwk_thumbprint();
-            let pair = pair.with_key_id(KeyId::of(&public).as_str());
-            IndependentSigner {
-                public,
-                thumbprint,
-                sign: Box::new(move || {
-                    sign(pair.sign_with_options(independent_claims(), &at_jwt()))
-                }),
-            }
+            independent!(pair, public)
         }
         Algorithm::EdDsa => {
             let pair = Ed25519KeyPair::generate();
             let public = PublicKey::Ed25519 {
                 x: pair.public_key().to_bytes(),
             };
-            let thumbprint = pair.public_key().jwk_thumbprint();
-            let pair = pair.with_key_id(KeyId::of(&public).as_str());
-            IndependentSigner {
-                public,
-                thumbprint,
-                sign: Box::new(move || {
-                    sign(pair.sign_with_options(independent_claims(), &at_jwt()))
-                }),
-            }
+            independent!(pair, public)
         }
         Algorithm::Rs256 => {
             let pair = RS256KeyPair::generate(2048).unwrap();
@@ -405,15 +386,7 @@ fn independent_signer(algorithm: Algorithm) -> IndependentSigner {
                 n: components.n,
                 e: components.e,
             };
-            let thumbprint = pair.public_key().jwk_thumbprint();
-            let pair = pair.with_key_id(KeyId::of(&public).as_str());
-            IndependentSigner {
-                public,
-                thumbprint,
-                sign: Box::new(move || {
-                    sign(pair.sign_with_options(independent_claims(), &at_jwt()))
-                }),
-            }
+            independent!(pair, public)
         }
         Algorithm::Ps256 => {
             let pair = PS256KeyPair::generate(2048).unwrap();
@@ -422,15 +395,7 @@ fn independent_signer(algorithm: Algorithm) -> IndependentSigner {
                 n: components.n,
                 e: components.e,
             };
-            let thumbprint = pair.public_key().jwk_thumbprint();
-            let pair = pair.with_key_id(KeyId::of(&public).as_str());
-            IndependentSigner {
-                public,
-                thumbprint,
-                sign: Box::new(move || {
-                    sign(pair.sign_with_options(independent_claims(), &at_jwt()))
-                }),
-            }
+            independent!(pair, public)
         }
         Algorithm::MlDsa44 => {
             let pair = MLDSA44KeyPair::generate();
@@ -438,15 +403,7 @@ fn independent_signer(algorithm: Algorithm) -> IndependentSigner {
                 level: 44,
                 public: pair.public_key().to_bytes(),
             };
-            let thumbprint = pair.public_key().jwk_thumbprint();
-            let pair = pair.with_key_id(KeyId::of(&public).as_str());
-            IndependentSigner {
-                public,
-                thumbprint,
-                sign: Box::new(move || {
-                    sign(pair.sign_with_options(independent_claims(), &at_jwt()))
-                }),
-            }
+            independent!(pair, public)
         }
         Algorithm::MlDsa65 => {
             let pair = MLDSA65KeyPair::generate();
@@ -454,15 +411,7 @@ fn independent_signer(algorithm: Algorithm) -> IndependentSigner {
                 level: 65,
                 public: pair.public_key().to_bytes(),
             };
-            let thumbprint = pair.public_key().jwk_thumbprint();
-            let pair = pair.with_key_id(KeyId::of(&public).as_str());
-            IndependentSigner {
-                public,
-                thumbprint,
-                sign: Box::new(move || {
-                    sign(pair.sign_with_options(independent_claims(), &at_jwt()))
-                }),
-            }
+            independent!(pair, public)
         }
     }
 }
