@@ -154,6 +154,7 @@ pub struct Authority {
     signing: SigningChoice,
     /// Why the key ring the store holds could not be loaded, when it could not.
     key_ring_error: arc_swap::ArcSwapOption<String>,
+    custody_error: arc_swap::ArcSwapOption<String>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -237,6 +238,7 @@ impl Authority {
             issuance_audit: Arc::new(IssuanceAudit::new(IssuanceMode::Off)),
             signing: SigningChoice::default(),
             key_ring_error: arc_swap::ArcSwapOption::empty(),
+            custody_error: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -249,6 +251,24 @@ impl Authority {
     /// Why the key ring the store holds could not be loaded, if it could not.
     pub fn key_ring_error(&self) -> Option<Arc<String>> {
         self.key_ring_error.load_full()
+    }
+
+    /// Records whether the key custody can sign (`None`: it can), from its periodic check.
+    pub fn mark_custody(&self, error: Option<String>) {
+        metrics::gauge!("tokenmint_key_custody_up").set(f64::from(u8::from(error.is_none())));
+        if let Some(error) = &error {
+            if self.custody_error.load().as_deref() != Some(error) {
+                tracing::error!(%error, "the key custody cannot sign: not ready");
+            }
+        } else if self.custody_error.load().is_some() {
+            tracing::warn!("the key custody signs again: ready");
+        }
+        self.custody_error.store(error.map(Arc::new));
+    }
+
+    /// Why the key custody cannot sign, if it cannot.
+    pub fn custody_error(&self) -> Option<Arc<String>> {
+        self.custody_error.load_full()
     }
 
     /// Authenticates `peer` as a client and issues it a token as `request` asks; the

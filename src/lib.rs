@@ -50,6 +50,7 @@ pub mod authz;
 pub mod changes;
 pub use tokenmint_config as config;
 mod connection;
+pub mod custody;
 pub mod grpc;
 mod http;
 mod layers;

@@ -11,7 +11,7 @@ use crate::changes::ChangeLog;
 use tokenmint_core::{
     audit::SYSTEM_ACTOR,
     clock::{Clock, UnixTime},
-    keys::{KekRing, KeyError, KeyId, KeyRecord, KeyRing, KeyState},
+    keys::{Custody, KeyError, KeyId, KeyRecord, KeyRing, KeyState},
     revocation::Event,
     rotation::{self, Policy, RevokeKeyError, RotateError, Step},
 };
@@ -51,7 +51,7 @@ impl From<RevokeKeyError> for LifecycleError {
 pub struct Rotator {
     store: Arc<dyn Store>,
     changes: Arc<ChangeLog>,
-    keks: Arc<KekRing>,
+    custody: Arc<dyn Custody>,
     policy: Policy,
     ring: watch::Sender<Arc<KeyRing>>,
     clock: Arc<dyn Clock>,
@@ -87,7 +87,7 @@ impl Rotator {
     pub fn new(
         store: Arc<dyn Store>,
         changes: Arc<ChangeLog>,
-        keks: Arc<KekRing>,
+        custody: Arc<dyn Custody>,
         policy: Policy,
         ring: watch::Sender<Arc<KeyRing>>,
         clock: Arc<dyn Clock>,
@@ -95,7 +95,7 @@ impl Rotator {
         Self {
             store,
             changes,
-            keks,
+            custody,
             policy,
             ring,
             clock,
@@ -160,10 +160,8 @@ impl Rotator {
                 }
                 break;
             };
-            let transition = self.transition(&step, keys, now).await?;
-            self.changes
-                .commit_key_transition(&transition, SYSTEM_ACTOR)
-                .await?;
+            let transition = self.transition(&step, keys.clone(), now).await?;
+            self.commit(&transition, &keys, SYSTEM_ACTOR).await?;
             tracing::info!(?step, "key lifecycle step applied");
             applied.push(step);
         }
@@ -181,11 +179,58 @@ impl Rotator {
         keys: Vec<KeyRecord>,
         now: UnixTime,
     ) -> Result<rotation::KeyTransition, LifecycleError> {
-        let (keks, policy, step) = (self.keks.clone(), self.policy, step.clone());
+        let (custody, policy, step) = (self.custody.clone(), self.policy, step.clone());
         let computed = off_runtime(move || {
-            rotation::transition_for(&step, &keys, &policy, keks.newest(), now)
+            rotation::transition_for(&step, &keys, &policy, custody.as_ref(), now)
         });
         Ok(computed.await?)
+    }
+
+    /// Commits `transition` (computed from `keys`) through the change log, then has the
+    /// custody destroy what the store no longer needs: keys removed or revoked, and — when
+    /// another writer moved first — the keys this step made and nobody will store.
+    async fn commit(
+        &self,
+        transition: &rotation::KeyTransition,
+        keys: &[KeyRecord],
+        actor: &str,
+    ) -> Result<Option<Event>, LifecycleError> {
+        let committed = self.changes.commit_key_transition(transition, actor).await;
+        let unneeded: Vec<KeyRecord> = match &committed {
+            Ok(_) => keys
+                .iter()
+                .filter(|k| {
+                    transition.delete.contains(&k.kid)
+                        || transition
+                            .set_state
+                            .iter()
+                            .any(|(kid, state)| kid == &k.kid && *state == KeyState::Revoked)
+                })
+                .cloned()
+                .collect(),
+            // A refused step stored nothing; an unanswered one may have, so it keeps them.
+            Err(StoreError::Conflict(_)) => transition.insert.clone(),
+            Err(_) => Vec::new(),
+        };
+        if !unneeded.is_empty() {
+            self.destroy(unneeded).await;
+        }
+        Ok(committed?)
+    }
+
+    /// Destroys keys' private halves in their custody, off the async workers. A failure is
+    /// logged: the key is out of the store already, so it can never sign again here.
+    async fn destroy(&self, records: Vec<KeyRecord>) {
+        let custody = self.custody.clone();
+        off_runtime(move || {
+            for record in &records {
+                match custody.destroy(record) {
+                    Ok(()) => tracing::info!(kid = %record.kid, custody = custody.name(), "a key's private half was destroyed"),
+                    Err(e) => tracing::warn!(kid = %record.kid, error = %e, "a key's private half could not be destroyed; destroy it by hand"),
+                }
+            }
+        })
+        .await;
     }
 
     /// An operator's rotation (`actor` asked): the scheduled promotion now, refused if `next`
@@ -199,7 +244,7 @@ impl Rotator {
         let Step::Promote { next, .. } = &step else {
             return Err(RotateError::Missing("next").into());
         };
-        let transition = self.transition(&step, keys, now).await?;
+        let transition = self.transition(&step, keys.clone(), now).await?;
         let retired = transition
             .set_state
             .iter()
@@ -210,9 +255,7 @@ impl Rotator {
             retired,
             forced_early: forced_early && force,
         };
-        self.changes
-            .commit_key_transition(&transition, actor)
-            .await?;
+        self.commit(&transition, &keys, actor).await?;
         let retired = rotated.retired.as_ref().map(KeyId::to_string);
         tracing::warn!(current = %rotated.current, retired = ?retired, forced_early = rotated.forced_early, "keys rotated by an operator");
         self.publish_saved().await?;
@@ -225,18 +268,20 @@ impl Rotator {
         let _one = self.step_lock.lock().await;
         let keys = self.store.keys().await?;
         let now = self.now();
-        let (keks, policy, owned_kid) = (self.keks.clone(), self.policy, kid.to_owned());
+        let (custody, policy, owned_kid, read) = (
+            self.custody.clone(),
+            self.policy,
+            kid.to_owned(),
+            keys.clone(),
+        );
         let computed = off_runtime(move || {
-            rotation::revocation(&keys, &owned_kid, &policy, keks.newest(), now)
+            rotation::revocation(&read, &owned_kid, &policy, custody.as_ref(), now)
         })
         .await;
         let Some(transition) = computed? else {
             return Ok(None);
         };
-        let event = self
-            .changes
-            .commit_key_transition(&transition, actor)
-            .await?;
+        let event = self.commit(&transition, &keys, actor).await?;
         tracing::warn!(%kid, "signing key revoked");
         self.publish_saved().await?;
         Ok(event)
@@ -281,7 +326,7 @@ impl Rotator {
 
     async fn build_ring(&self) -> Result<KeyRing, LifecycleError> {
         let keys = self.store.keys().await?;
-        Ok(KeyRing::try_build(&keys, self.keks.as_ref())?)
+        Ok(KeyRing::try_build(&keys, self.custody.as_ref())?)
     }
 
     /// When the next scheduled step is due and how old the current key is, for metrics.

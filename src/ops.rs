@@ -79,6 +79,9 @@ impl Probe {
                 "the signing keys in the store cannot be loaded: {error}"
             ));
         }
+        if let Some(error) = authority.custody_error() {
+            return Err(format!("the key custody cannot sign: {error}"));
+        }
         let stale = authority.stale_for();
         if stale > self.max_issue_staleness {
             return Err(format!(

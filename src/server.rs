@@ -25,12 +25,13 @@ use crate::{
     tls::{self, ClientVerifier, TlsError},
     transport,
 };
+use tokenmint_config::KeyCustody;
 use tokenmint_core::{
     audit::{AuditRecord, CONFIG_ACTOR, IssuanceAudit, IssuanceMode, OPERATOR_ACTOR},
     client::{Client, ClientRegistry},
     clock::{Clock, UnixTime},
-    crypto::{self, Kek, SecretHasher},
-    keys::{KekRing, KeyError, KeyRecord, KeyRing, KeyState},
+    crypto::{self, Algorithm, Kek, SecretHasher},
+    keys::{Custody, KekRing, KeyError, KeyRing, KeyState},
     limits::{IssueLimits, MAX_MESSAGE_BYTES},
     revocation::{Blocklist, Caps, Retention},
     rotation::Policy,
@@ -83,6 +84,9 @@ pub enum ServeError {
     /// TLS material could not be loaded.
     #[error("TLS: {0}")]
     Tls(TlsError),
+    /// The key custody (a PKCS#11 token) could not be opened or cannot sign.
+    #[error("key custody: {0}")]
+    Custody(String),
     /// A key-lifecycle step due at start could not be applied.
     #[error("key lifecycle: {0}")]
     Lifecycle(String),
@@ -229,33 +233,65 @@ pub async fn load_pepper(store: &dyn Store, keks: &KekRing) -> Result<SecretHash
 /// configured algorithm first (no verifier can have cached an older set).
 pub async fn load_key_ring(
     store: &dyn Store,
-    keks: &KekRing,
+    custody: &Arc<dyn Custody>,
     policy: &Policy,
     now: UnixTime,
 ) -> Result<KeyRing, ServeError> {
     let mut records = store.keys().await?;
     if records.is_empty() {
-        let mut initial = Vec::new();
-        for algorithm in policy.lanes() {
-            for state in [KeyState::Current, KeyState::Next] {
-                let key = KeyRecord::generate_sized(
-                    algorithm,
-                    policy.rsa_bits,
-                    state,
-                    keks.newest(),
-                    now,
-                )?;
-                initial.push(key);
+        let (maker, policy_copy) = (custody.clone(), *policy);
+        let initial = tokio::task::spawn_blocking(move || {
+            let mut initial = Vec::new();
+            for algorithm in policy_copy.lanes() {
+                for state in [KeyState::Current, KeyState::Next] {
+                    initial.push(maker.make(algorithm, policy_copy.rsa_bits, state, now)?);
+                }
             }
-        }
+            Ok::<_, KeyError>(initial)
+        })
+        .await
+        .map_err(|e| ServeError::Custody(format!("creating the first keys stopped: {e}")))??;
         if store.create_initial_keys(&initial).await? {
             for key in initial.iter().filter(|k| k.state == KeyState::Current) {
                 tracing::info!(current = %key.kid, algorithm = %key.algorithm, "created the first signing keys");
             }
+        } else {
+            // Another replica was first: what this one made in a token is nobody's.
+            for key in &initial {
+                if let Err(e) = custody.destroy(key) {
+                    tracing::warn!(kid = %key.kid, error = %e, "an unused first key could not be destroyed");
+                }
+            }
         }
         records = store.keys().await?;
     }
-    Ok(KeyRing::try_build(&records, keks)?)
+    let ring = KeyRing::try_build(&records, custody.as_ref())?;
+    self_test(&ring)?;
+    Ok(ring)
+}
+
+/// Signs and verifies a probe with every signing key before serving, so a custody that
+/// cannot sign (a token without the key, a wrong PIN) is a start-up error, not the first
+/// client's.
+fn self_test(ring: &KeyRing) -> Result<(), ServeError> {
+    for algorithm in Algorithm::ALL {
+        let signer = ring.signer_for(algorithm, algorithm);
+        if signer.algorithm() != algorithm {
+            continue;
+        }
+        let jws = signer
+            .sign_compact(b"{\"probe\":\"tokenmint start-up\"}")
+            .map_err(|e| ServeError::Custody(format!("key {} cannot sign: {e}", signer.kid())))?;
+        tokenmint_core::jose::verify_compact::<serde_json::Value>(
+            &jws,
+            ring.key_set(),
+            &[tokenmint_core::keys::ACCESS_TOKEN_TYP],
+        )
+        .map_err(|e| {
+            ServeError::Custody(format!("key {}'s probe did not verify: {e}", signer.kid()))
+        })?;
+    }
+    Ok(())
 }
 
 /// The rotation policy `config` sets.
@@ -347,6 +383,7 @@ pub struct PreparedServer {
     authority: Arc<Authority>,
     changes: Arc<ChangeLog>,
     rotator: Arc<Rotator>,
+    custody: Arc<dyn Custody>,
     issuance_audit: Arc<IssuanceAudit>,
     admin_listener: Option<TcpListener>,
 }
@@ -373,12 +410,18 @@ pub async fn prepare_with_store(
     store: Arc<dyn Store>,
 ) -> Result<PreparedServer, ServeError> {
     let now = options.clock.unix_now();
-    let ring = load_key_ring(store.as_ref(), &options.keks, &policy(&config), now).await?;
-    let hasher = load_pepper(store.as_ref(), &options.keks).await?;
+    let keks = Arc::new(options.keks);
+    let custody = {
+        let (config, keks) = (config.clone(), keks.clone());
+        tokio::task::spawn_blocking(move || crate::custody::open(&config, keks))
+            .await
+            .map_err(|e| ServeError::Custody(format!("opening the key custody stopped: {e}")))??
+    };
+    let ring = load_key_ring(store.as_ref(), &custody, &policy(&config), now).await?;
+    let hasher = load_pepper(store.as_ref(), &keks).await?;
     let clock = options.clock.clone();
     sync_clients(store.as_ref(), &config, options.sync_clients, now).await?;
     let clients = registry(store.clients().await?)?;
-    let keks = Arc::new(options.keks);
     let (keys_tx, keys_rx) = watch::channel(Arc::new(ring));
     let issuance_audit = Arc::new(IssuanceAudit::new(config.audit.issuance));
     let authority = Arc::new(authority(
@@ -403,7 +446,7 @@ pub async fn prepare_with_store(
     let rotator = Arc::new(Rotator::new(
         store.clone(),
         changes.clone(),
-        keks,
+        custody.clone(),
         policy(&config),
         keys_tx,
         clock,
@@ -430,6 +473,7 @@ pub async fn prepare_with_store(
         authority,
         changes,
         rotator,
+        custody,
         issuance_audit,
         admin_listener: None,
     })
@@ -690,7 +734,7 @@ impl PreparedServer {
         health: &tonic_health::server::HealthReporter,
         stop: &CancellationToken,
     ) -> Tasks {
-        vec![
+        let mut tasks = vec![
             (
                 "catch-up",
                 tokio::spawn(catch_up(
@@ -732,7 +776,19 @@ impl PreparedServer {
                     stop.clone(),
                 )),
             ),
-        ]
+        ];
+        // Sealed keys cannot become unreachable; a token can.
+        if self.custody.name() != KeyCustody::Sealed.name() {
+            tasks.push((
+                "key-custody",
+                tokio::spawn(crate::custody::check_task(
+                    self.custody.clone(),
+                    self.authority.clone(),
+                    stop.clone(),
+                )),
+            ));
+        }
+        tasks
     }
 
     /// The data plane's services (health is added by the caller) and the OAuth2 HTTP face on
@@ -968,7 +1024,8 @@ impl Readiness {
         // Not ready while the store holds keys this replica cannot load (it would go on
         // signing with an old key, and fail any key step).
         let ready = self.authority.stale_for() <= self.max_issue_staleness
-            && self.authority.key_ring_error().is_none();
+            && self.authority.key_ring_error().is_none()
+            && self.authority.custody_error().is_none();
         if self.last == Some((ready, store_reached)) {
             return;
         }

@@ -17,6 +17,7 @@ pub(super) struct FileConfig {
     pub(super) tls: FileTls,
     pub(super) store: FileStore,
     pub(super) keys: FileKeys,
+    pub(super) pkcs11: FilePkcs11,
     pub(super) tokens: FileTokens,
     pub(super) revocation: FileRevocation,
     pub(super) limits: FileLimits,
@@ -132,6 +133,7 @@ pub(super) struct FileStore {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileKeys {
+    pub(super) custody: Option<String>,
     pub(super) algorithm: Option<String>,
     pub(super) also: Option<Vec<String>>,
     pub(super) rsa_bits: Option<u64>,
@@ -142,6 +144,17 @@ pub(super) struct FileKeys {
     pub(super) retention: Option<String>,
     pub(super) kek_files: Option<Vec<String>>,
     pub(super) max_jwks_watches: Option<u32>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct FilePkcs11 {
+    pub(super) module: Option<String>,
+    pub(super) token_label: Option<String>,
+    pub(super) token_serial: Option<String>,
+    pub(super) pin_file: Option<String>,
+    pub(super) pin_env: Option<String>,
+    pub(super) sessions: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

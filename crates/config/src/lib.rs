@@ -33,12 +33,14 @@ pub const ENV_PREFIX: &str = "TOKENMINT__";
 pub const KEK_ENV_VAR: &str = "TOKENMINT_KEK";
 
 mod authz;
+mod custody;
 mod env;
 mod file;
 mod starter;
 mod validate;
 
 pub use authz::{AuthzConfig, Listen, ProxyTls};
+pub use custody::{DEFAULT_PIN_ENV, KeyCustody, PinSource, Pkcs11Config, Pkcs11Token};
 use env::EnvOverrides;
 use file::FileConfig;
 pub use starter::{lacks_client, resource_client_toml, starter_toml};
@@ -175,6 +177,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     (
         "keys",
         &[
+            "custody",
             "algorithm",
             "also",
             "rsa_bits",
@@ -185,6 +188,17 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "retention",
             "kek_files",
             "max_jwks_watches",
+        ],
+    ),
+    (
+        "pkcs11",
+        &[
+            "module",
+            "token_label",
+            "token_serial",
+            "pin_file",
+            "pin_env",
+            "sessions",
         ],
     ),
     ("tokens", &["default_lifetime", "max_lifetime", "leeway"]),
@@ -473,6 +487,8 @@ pub struct StoreConfig {
 /// `[keys]`: signing-key rotation and the KEKs that wrap keys at rest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeysConfig {
+    /// Where the private halves are held (`keys.custody`, with `[pkcs11]`).
+    pub custody: KeyCustody,
     /// The default algorithm: of tokens for audiences not in `audience_algorithms`.
     pub algorithm: Algorithm,
     /// The other algorithms that sign (`keys.also`), each with its own current and next key.
@@ -894,10 +910,82 @@ audiences = ["https://demo.tokenmint.dev"]
         );
     }
 
+    const PKCS11: &str = "[keys]\ncustody = \"pkcs11\"\n[pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"hsm-1\"\n";
+
+    #[test]
+    fn pkcs11_custody_names_its_token_and_reads_the_pin_from_the_environment_by_default() {
+        let c = load(PKCS11).unwrap();
+        let KeyCustody::Pkcs11(p) = &c.keys.custody else {
+            panic!("{:?}", c.keys.custody)
+        };
+        assert_eq!(p.module, Path::new("/usr/lib/softhsm/libsofthsm2.so"));
+        assert_eq!(p.token, Pkcs11Token::Label("hsm-1".into()));
+        assert_eq!(p.pin, PinSource::Env(DEFAULT_PIN_ENV.into()));
+        assert_eq!(p.sessions, 4);
+        assert_eq!(load("").unwrap().keys.custody, KeyCustody::Sealed);
+        // A PIN file, resolved against the config's directory; a serial; more sessions.
+        let c = load_env(
+            "[keys]\ncustody = \"pkcs11\"\n[pkcs11]\nmodule = \"m.so\"\ntoken_serial = \"8e7e\"\npin_file = \"pin\"",
+            &[("TOKENMINT__PKCS11__SESSIONS", "16")],
+        )
+        .unwrap();
+        let KeyCustody::Pkcs11(p) = &c.keys.custody else {
+            panic!()
+        };
+        assert_eq!(p.token, Pkcs11Token::Serial("8e7e".into()));
+        assert_eq!(p.pin, PinSource::File(Path::new(BASE).join("pin")));
+        assert_eq!(p.sessions, 16);
+    }
+
+    #[test]
+    fn pkcs11_custody_refuses_what_is_missing_doubled_or_misplaced() {
+        refused("[keys]\ncustody = \"pkcs11\"", &["pkcs11.module"]);
+        refused(
+            "[keys]\ncustody = \"kms\"",
+            &["keys.custody", "\"sealed\"", "\"pkcs11\""],
+        );
+        refused(
+            &format!("{PKCS11}token_serial = \"1\""),
+            &["exactly one of pkcs11.token_label and pkcs11.token_serial"],
+        );
+        refused(
+            &format!("{PKCS11}pin_file = \"p\"\npin_env = \"P\""),
+            &["not both"],
+        );
+        refused(&format!("{PKCS11}pin_env = \"A-B\""), &["pkcs11.pin_env"]);
+        refused(
+            &format!("{PKCS11}sessions = 0"),
+            &["pkcs11.sessions", "1 to 256"],
+        );
+        // The PIN itself is not a key the file may hold.
+        refused(&format!("{PKCS11}pin = \"1234\""), &["pin"]);
+        // [pkcs11] beside sealed custody is a mistake, not ignored.
+        refused(
+            "[pkcs11]\nmodule = \"m.so\"\ntoken_label = \"t\"",
+            &["[pkcs11] is set", "keys.custody"],
+        );
+        // Keys in a token: no ML-DSA there; RSA in either build (the token makes the keys).
+        refused(
+            &PKCS11.replace("custody", "also = [\"ML-DSA-65\"]\ncustody"),
+            &["keys.also[0]", "PKCS#11 token"],
+        );
+        let rsa = load(&PKCS11.replace("custody", "algorithm = \"RS256\"\ncustody")).unwrap();
+        assert_eq!(rsa.keys.algorithm, Algorithm::Rs256);
+    }
+
     #[test]
     fn starter_toml_writes_every_key_an_override_may_address() {
-        let table: toml::Table = toml::from_str(&starter_toml()).unwrap();
+        let starter = starter_toml();
+        let table: toml::Table = toml::from_str(&starter).unwrap();
         for (section, keys) in SECTIONS {
+            // [pkcs11] is refused beside the starter's sealed custody: it is written as
+            // comments, every key named.
+            if *section == "pkcs11" {
+                for key in *keys {
+                    assert!(starter.contains(&format!("\n# {key} = ")), "[pkcs11] {key}");
+                }
+                continue;
+            }
             let written = table[*section].as_table().unwrap();
             let mut written: Vec<&str> = written.keys().map(String::as_str).collect();
             let mut known = keys.to_vec();

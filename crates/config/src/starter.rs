@@ -142,11 +142,25 @@ publish_ahead = "1h"
 jwks_max_age = "5m"
 # How long a retired key stays published; at least tokens.max_lifetime + tokens.leeway.
 retention = "2h"
+# Where the private halves of the signing keys are held: "sealed" (under the KEK, in the
+# store) or "pkcs11" (generated in an HSM token, never exportable: set [pkcs11] below).
+custody = "sealed"
 # Files holding the key-encryption key (KEK), newest first. May be [] when the KEK is
 # given in the TOKENMINT_KEK environment variable instead.
 kek_files = ["tokenmint.kek"]
 # WatchJwks streams open at once (GetJwks and the HTTP JWKS are not limited by it).
 max_jwks_watches = 10000
+
+# With keys.custody = "pkcs11": the module, the token (token_label or token_serial) and
+# where the user PIN is read from (pin_file, or the variable pin_env names; default
+# TOKENMINT_PKCS11_PIN). The PIN is never written here. Sessions: opened at most.
+# [pkcs11]
+# module = "/usr/lib/softhsm/libsofthsm2.so"
+# token_label = "tokenmint"
+# token_serial = "8e7e58849f0cd90d"
+# pin_file = "/run/secrets/tokenmint-pkcs11-pin"
+# pin_env = "TOKENMINT_PKCS11_PIN"
+# sessions = 4
 
 [tokens]
 # Lifetime of a token when the request names none; at most max_lifetime.

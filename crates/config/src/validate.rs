@@ -137,7 +137,7 @@ impl Validator<'_> {
         let server = self.server(file.server)?;
         let tls = self.tls(file.tls)?;
         let tokens = self.tokens(file.tokens)?;
-        let keys = self.keys(file.keys, &tokens, kek_from_env)?;
+        let keys = self.keys(file.keys, file.pkcs11, &tokens, kek_from_env)?;
         let store = self.store(file.store, &keys, &tokens)?;
         let clients = self.clients(file.clients, &tokens)?;
         let revocation = self.revocation(file.revocation)?;
@@ -729,12 +729,16 @@ impl Validator<'_> {
     fn keys(
         &self,
         k: FileKeys,
+        pkcs11: FilePkcs11,
         tokens: &TokensConfig,
         kek_from_env: bool,
     ) -> Result<KeysConfig, ConfigError> {
+        let custody = self.custody(k.custody.as_deref(), pkcs11)?;
+        let held = custody != KeyCustody::Sealed;
         let algorithm = self.algorithm(
             "keys.algorithm",
             k.algorithm.as_deref().unwrap_or(DEFAULT_ALGORITHM),
+            held,
         )?;
         if algorithm.is_post_quantum() {
             return Err(self.error(
@@ -747,7 +751,7 @@ impl Validator<'_> {
         }
         let mut also = AlgorithmSet::EMPTY;
         for (i, name) in k.also.iter().flatten().enumerate() {
-            also = also.with(self.algorithm(&format!("keys.also[{i}]"), name)?);
+            also = also.with(self.algorithm(&format!("keys.also[{i}]"), name, held)?);
         }
         let rsa_bits = match k.rsa_bits {
             None => RsaBits::default(),
@@ -761,7 +765,8 @@ impl Validator<'_> {
                 )
             })?,
         };
-        let signing = self.audience_algorithms(k.audience_algorithms.clone(), algorithm, also)?;
+        let signing =
+            self.audience_algorithms(k.audience_algorithms.clone(), algorithm, also, held)?;
         let timing = self.key_timing(&k, tokens)?;
         let kek_files = self.kek_files(k.kek_files, kek_from_env)?;
         let max_jwks_watches = self.at_least_one(
@@ -771,6 +776,7 @@ impl Validator<'_> {
             "WatchJwks streams open at once",
         )?;
         Ok(KeysConfig {
+            custody,
             algorithm,
             also,
             rsa_bits,
@@ -784,8 +790,9 @@ impl Validator<'_> {
         })
     }
 
-    /// An algorithm's JOSE name at `field`, one this build can sign with.
-    fn algorithm(&self, field: &str, name: &str) -> Result<Algorithm, ConfigError> {
+    /// An algorithm's JOSE name at `field`, one this build can sign with: make keys for and
+    /// sign with when they are sealed here, verify when a token (`held`) makes and signs.
+    fn algorithm(&self, field: &str, name: &str, held: bool) -> Result<Algorithm, ConfigError> {
         let algorithm = name.parse::<Algorithm>().map_err(|_| {
             self.error(
                 field,
@@ -796,6 +803,18 @@ impl Validator<'_> {
                 ),
             )
         })?;
+        if held && algorithm.is_post_quantum() {
+            return Err(self.error(
+                field,
+                format!(
+                    "{} is {algorithm}: keys held in a PKCS#11 token are ES256, EdDSA, RS256 or PS256 (tokenmint does not yet hold ML-DSA keys in a token)",
+                    self.label(field)
+                ),
+            ));
+        }
+        if held {
+            return Ok(algorithm);
+        }
         tokenmint_core::crypto::stack()
             .supports(algorithm)
             .map_err(|e| self.error(field, format!("{}: {e}", self.label(field))))?;
@@ -809,11 +828,12 @@ impl Validator<'_> {
         map: Option<BTreeMap<String, String>>,
         default: Algorithm,
         also: AlgorithmSet,
+        held: bool,
     ) -> Result<SigningChoice, ConfigError> {
         let mut by_audience = BTreeMap::new();
         for (audience, name) in map.unwrap_or_default() {
             let field = format!("keys.audience_algorithms.{audience:?}");
-            let algorithm = self.algorithm(&field, &name)?;
+            let algorithm = self.algorithm(&field, &name, held)?;
             if algorithm != default && !also.contains(algorithm) {
                 return Err(self.error(
                     &field,

@@ -139,6 +139,10 @@ pub enum CryptoError {
     /// Signing failed.
     #[error("signing failed")]
     Sign,
+    /// The device that holds the key (an HSM) cannot sign now: unreachable, logged out,
+    /// busy, or missing the key. Retrying later may succeed.
+    #[error("the signing device is unavailable: {0}")]
+    Device(String),
     /// Sealing (encryption) failed.
     #[error("encryption failed")]
     Seal,

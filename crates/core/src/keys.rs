@@ -255,15 +255,72 @@ impl KeyRecord {
     }
 }
 
-/// Who can sign with a stored key: the KEKs, for keys sealed in the store; a device's or a
-/// service's custody, for keys held there. The key ring asks it for the current key's signer,
-/// so a new custody plugs in here and nowhere on the issue path.
-pub trait Custody {
+/// Who makes new signing keys: the newest KEK seals them into the store; a device's custody
+/// generates them inside the device. Rotation asks it for every new key.
+pub trait KeyMaker {
+    /// A new key of `algorithm` (RSA of `rsa_bits`) in `state`, created at `now`.
+    fn make(
+        &self,
+        algorithm: Algorithm,
+        rsa_bits: RsaBits,
+        state: KeyState,
+        now: UnixTime,
+    ) -> Result<KeyRecord, KeyError>;
+}
+
+impl KeyMaker for Kek {
+    fn make(
+        &self,
+        algorithm: Algorithm,
+        rsa_bits: RsaBits,
+        state: KeyState,
+        now: UnixTime,
+    ) -> Result<KeyRecord, KeyError> {
+        KeyRecord::generate_sized(algorithm, rsa_bits, state, self, now)
+    }
+}
+
+/// Who holds the private halves: the KEKs, for keys sealed in the store; a device's or a
+/// service's custody, for keys held there. The key ring asks it for each current key's signer
+/// and rotation for new keys, so a new custody plugs in here and nowhere on the issue path.
+pub trait Custody: KeyMaker + Send + Sync {
+    /// The custody's name, as `keys.custody` spells it.
+    fn name(&self) -> &'static str;
+
     /// The signer for `record`'s private half.
     fn signer(&self, record: &KeyRecord) -> Result<Arc<dyn Signer>, KeyError>;
+
+    /// Destroys `record`'s private half once the store no longer holds the key (removed after
+    /// retention, dropped, or revoked). A sealed key has nothing outside its store row.
+    fn destroy(&self, record: &KeyRecord) -> Result<(), KeyError> {
+        let _ = record;
+        Ok(())
+    }
+
+    /// Whether the custody can sign now (`Err`: why not), trying to recover first if it
+    /// could not. Called periodically off the request path.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl KeyMaker for KekRing {
+    fn make(
+        &self,
+        algorithm: Algorithm,
+        rsa_bits: RsaBits,
+        state: KeyState,
+        now: UnixTime,
+    ) -> Result<KeyRecord, KeyError> {
+        self.newest().make(algorithm, rsa_bits, state, now)
+    }
 }
 
 impl Custody for KekRing {
+    fn name(&self) -> &'static str {
+        "sealed"
+    }
+
     fn signer(&self, record: &KeyRecord) -> Result<Arc<dyn Signer>, KeyError> {
         Ok(Arc::new(SoftwareSigner {
             kid: record.kid.clone(),
@@ -364,7 +421,7 @@ impl KeyRing {
         // A store written by the aws-lc build may hold a current key this build cannot sign
         // with (ML-DSA in the ring build): it stays published, and the rest still sign.
         current.retain(|r| {
-            let usable = crate::crypto::stack().supports(r.algorithm).is_ok();
+            let usable = crate::crypto::stack().verifies(r.algorithm);
             if !usable {
                 tracing::warn!(kid = %r.kid, algorithm = %r.algorithm, "a current key of an algorithm this build lacks does not sign here");
             }
@@ -527,7 +584,23 @@ mod tests {
     /// A custody that holds its keys itself (as an HSM would), by reference.
     struct Device(HashMap<String, Arc<dyn Signer>>);
 
+    impl KeyMaker for Device {
+        fn make(
+            &self,
+            _: Algorithm,
+            _: RsaBits,
+            _: KeyState,
+            _: UnixTime,
+        ) -> Result<KeyRecord, KeyError> {
+            Err(KeyError::NoKek)
+        }
+    }
+
     impl Custody for Device {
+        fn name(&self) -> &'static str {
+            "device"
+        }
+
         fn signer(&self, record: &KeyRecord) -> Result<Arc<dyn Signer>, KeyError> {
             match &record.private {
                 PrivateHalf::Held { reference, .. } => {

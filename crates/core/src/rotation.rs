@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use crate::{
     clock::UnixTime,
-    crypto::{Algorithm, AlgorithmSet, Kek, RsaBits},
-    keys::{KeyError, KeyId, KeyRecord, KeyState},
+    crypto::{Algorithm, AlgorithmSet, RsaBits},
+    keys::{KeyError, KeyId, KeyMaker, KeyRecord, KeyState},
     revocation::Change,
 };
 
@@ -261,10 +261,10 @@ fn lane_of(step: &Step, keys: &[KeyRecord]) -> Option<Algorithm> {
 fn new_next(
     algorithm: Algorithm,
     policy: &Policy,
-    kek: &Kek,
+    maker: &dyn KeyMaker,
     now: UnixTime,
 ) -> Result<KeyRecord, KeyError> {
-    KeyRecord::generate_sized(algorithm, policy.rsa_bits, KeyState::Next, kek, now)
+    maker.make(algorithm, policy.rsa_bits, KeyState::Next, now)
 }
 
 /// The transition for a scheduled (or forced) step.
@@ -272,13 +272,13 @@ pub fn transition_for(
     step: &Step,
     keys: &[KeyRecord],
     policy: &Policy,
-    kek: &Kek,
+    maker: &dyn KeyMaker,
     now: UnixTime,
 ) -> Result<KeyTransition, KeyError> {
     let lane = lane_of(step, keys).unwrap_or(policy.algorithm);
     let mut t = KeyTransition::of_lane(keys, lane, now);
     match step {
-        Step::CreateNext { algorithm } => t.insert.push(new_next(*algorithm, policy, kek, now)?),
+        Step::CreateNext { algorithm } => t.insert.push(new_next(*algorithm, policy, maker, now)?),
         Step::Promote { next, current } => {
             match current {
                 Some(current) => t.set_state.push((current.clone(), KeyState::Retired)),
@@ -292,7 +292,7 @@ pub fn transition_for(
                 None => {}
             }
             t.set_state.push((next.clone(), KeyState::Current));
-            t.insert.push(new_next(lane, policy, kek, now)?);
+            t.insert.push(new_next(lane, policy, maker, now)?);
         }
         Step::Retire { kid } => t.set_state.push((kid.clone(), KeyState::Retired)),
         Step::DropNext { kid } | Step::Remove { kid } => t.delete.push(kid.clone()),
@@ -374,7 +374,7 @@ pub fn revocation(
     keys: &[KeyRecord],
     kid: &str,
     policy: &Policy,
-    kek: &Kek,
+    maker: &dyn KeyMaker,
     now: UnixTime,
 ) -> Result<Option<KeyTransition>, RevokeKeyError> {
     let key = keys
@@ -391,17 +391,18 @@ pub fn revocation(
     match key.state {
         KeyState::Revoked => return Ok(None),
         KeyState::Retired => {}
-        KeyState::Next if configured => t.insert.push(new_next(lane, policy, kek, now)?),
+        KeyState::Next if configured => t.insert.push(new_next(lane, policy, maker, now)?),
         KeyState::Next => {}
         KeyState::Current if configured => {
             let next = in_lane(keys, lane, KeyState::Next).ok_or(RotateError::Missing("next"))?;
             t.set_state.push((next.kid.clone(), KeyState::Current));
-            t.insert.push(new_next(lane, policy, kek, now)?);
+            t.insert.push(new_next(lane, policy, maker, now)?);
         }
         KeyState::Current => {
             if let Some(next) = default_next_if_none_signs(keys, &key.kid, policy)? {
                 t.set_state.push((next, KeyState::Current));
-                t.insert.push(new_next(policy.algorithm, policy, kek, now)?);
+                t.insert
+                    .push(new_next(policy.algorithm, policy, maker, now)?);
             }
         }
     }
@@ -472,6 +473,7 @@ mod tests {
     use proptest::{collection::vec, prelude::*, test_runner::TestRunner};
 
     use super::*;
+    use crate::crypto::Kek;
 
     const M: i64 = 60;
     const H: i64 = 3600;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     client::{AuthError, Authenticated},
     clock::UnixTime,
-    crypto,
+    crypto::{self, CryptoError},
     jose::{self, CompactSigner, JwsError, KeySet},
     oauth::ErrorCode,
 };
@@ -193,6 +193,9 @@ pub enum IssueError {
     /// Signing failed.
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The device that holds the signing key (an HSM) cannot sign now.
+    #[error("signing is unavailable: {0}")]
+    SignerUnavailable(String),
     /// The signed token would be longer than verifiers accept ([`crate::jose::MAX_JWS_LEN`]):
     /// a large post-quantum signature and many scopes or audiences.
     #[error(
@@ -222,6 +225,7 @@ impl IssueError {
             IssueError::RateLimited { .. } => "rate_limited",
             IssueError::Stale(_) => "stale",
             IssueError::Signing(_) => "signing",
+            IssueError::SignerUnavailable(_) => "signer_unavailable",
             IssueError::MixedAlgorithms(..) => "mixed_algorithms",
             IssueError::TooLarge(_) => "too_large",
         }
@@ -239,9 +243,10 @@ impl IssueError {
             IssueError::Lifetime | IssueError::TooMany(_) | IssueError::TooLarge(_) => {
                 ErrorCode::InvalidRequest
             }
-            IssueError::CutOff { .. } | IssueError::Stale(_) | IssueError::RateLimited { .. } => {
-                ErrorCode::TemporarilyUnavailable
-            }
+            IssueError::CutOff { .. }
+            | IssueError::Stale(_)
+            | IssueError::RateLimited { .. }
+            | IssueError::SignerUnavailable(_) => ErrorCode::TemporarilyUnavailable,
             IssueError::Signing(_) => ErrorCode::ServerError,
         }
     }
@@ -265,6 +270,9 @@ impl IssueError {
                 "client authentication failed: the certificate does not identify an enabled client".into()
             }
             IssueError::Signing(_) => "the token could not be signed; try again".into(),
+            IssueError::SignerUnavailable(_) => {
+                "the signing keys are unavailable for now; try again shortly".into()
+            }
             other => other.to_string(),
         }
     }
@@ -335,9 +343,10 @@ impl Issuer {
         };
         let payload =
             serde_json::to_vec(&claims).map_err(|e| IssueError::Signing(e.to_string()))?;
-        let access_token = signer
-            .sign_compact(&payload)
-            .map_err(|e| IssueError::Signing(e.to_string()))?;
+        let access_token = signer.sign_compact(&payload).map_err(|e| match e {
+            CryptoError::Device(why) => IssueError::SignerUnavailable(why),
+            other => IssueError::Signing(other.to_string()),
+        })?;
         // A token no verifier would read is refused here, not at its first use.
         if access_token.len() > crate::jose::MAX_JWS_LEN {
             return Err(IssueError::TooLarge(access_token.len()));

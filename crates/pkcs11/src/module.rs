@@ -1,0 +1,415 @@
+//! The PKCS#11 module and token: the one process-wide context per module, the logged-in
+//! session pool, and recovery. Every call into the token goes through [`Hsm::with_session`],
+//! which finds it broken, logs in again, or marks it broken for [`Hsm::check`] to repair.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Condvar, Mutex, MutexGuard, OnceLock},
+    time::Duration,
+};
+
+use cryptoki::{
+    context::{CInitializeArgs, CInitializeFlags, Pkcs11},
+    error::{Error, RvError},
+    object::ObjectHandle,
+    session::{Session, SessionState, UserType},
+    slot::Slot,
+    types::AuthPin,
+};
+use tokenmint_core::crypto::CryptoError;
+
+use crate::{HsmError, Settings, TokenRef};
+
+/// How long a signer waits for a session when all are in use before it gives up.
+const SESSION_WAIT: Duration = Duration::from_secs(2);
+
+/// The module's context, shared by everything in this process that uses the module:
+/// `C_Initialize` and `C_Finalize` are process-wide, and the login state is per process.
+fn context(module: &Path) -> Result<Pkcs11, HsmError> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut contexts = lock(CONTEXTS.get_or_init(Mutex::default));
+    if let Some(ctx) = contexts.get(module) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new(module).map_err(|e| HsmError::Load {
+        module: module.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    initialize(&ctx).map_err(|e| HsmError::call("C_Initialize", &e))?;
+    contexts.insert(module.to_owned(), ctx.clone());
+    Ok(ctx)
+}
+
+fn initialize(ctx: &Pkcs11) -> Result<(), Error> {
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        other => other,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the pool holds.
+struct State {
+    /// The token's slot (`None` while the token is not found).
+    slot: Option<Slot>,
+    /// Bumped at each re-initialisation: sessions of an older generation are closed on return.
+    generation: u64,
+    idle: Vec<Session>,
+    /// Sessions open, idle or lent out.
+    open: usize,
+    /// Why the token cannot sign now, until `check` repairs it.
+    broken: Option<String>,
+    /// Private-key handles by `CKA_ID`, valid until the module is re-initialised.
+    handles: HashMap<Vec<u8>, ObjectHandle>,
+}
+
+/// A logged-in PKCS#11 token: a bounded pool of sessions over the module's one context.
+pub struct Hsm {
+    ctx: Pkcs11,
+    module: PathBuf,
+    token: TokenRef,
+    pin: AuthPin,
+    max_sessions: usize,
+    state: Mutex<State>,
+    freed: Condvar,
+}
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm")
+            .field("module", &self.module)
+            .field("token", &self.token)
+            .field("max_sessions", &self.max_sessions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A session lent out of the pool.
+struct Lease {
+    session: Session,
+    generation: u64,
+}
+
+impl Hsm {
+    /// Loads the module, finds the token and logs in: every start-up error surfaces here.
+    pub fn open(settings: Settings) -> Result<Self, HsmError> {
+        let ctx = context(&settings.module)?;
+        let hsm = Self {
+            ctx,
+            module: settings.module,
+            token: settings.token,
+            pin: AuthPin::new(settings.pin.as_str().into()),
+            max_sessions: settings.sessions.max(1),
+            state: Mutex::new(State {
+                slot: None,
+                generation: 0,
+                idle: Vec::new(),
+                open: 0,
+                broken: None,
+                handles: HashMap::new(),
+            }),
+            freed: Condvar::new(),
+        };
+        let (slot, session) = hsm.connect()?;
+        let mut state = lock(&hsm.state);
+        state.slot = Some(slot);
+        state.idle.push(session);
+        state.open = 1;
+        drop(state);
+        metrics::gauge!("tokenmint_hsm_up").set(1.0);
+        Ok(hsm)
+    }
+
+    /// The configured token, for messages.
+    pub fn token(&self) -> &TokenRef {
+        &self.token
+    }
+
+    /// The context, for the mechanism checks.
+    pub(crate) fn ctx(&self) -> &Pkcs11 {
+        &self.ctx
+    }
+
+    /// The slot holding the token.
+    pub(crate) fn slot(&self) -> Option<Slot> {
+        lock(&self.state).slot
+    }
+
+    /// Finds the token's slot and opens a logged-in session on it.
+    fn connect(&self) -> Result<(Slot, Session), HsmError> {
+        let slot = self.find_slot()?;
+        let session = self
+            .ctx
+            .open_rw_session(slot)
+            .map_err(|e| HsmError::call("C_OpenSession", &e))?;
+        self.login(&session).map_err(|e| HsmError::Login {
+            token: self.token.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok((slot, session))
+    }
+
+    fn find_slot(&self) -> Result<Slot, HsmError> {
+        let slots = self
+            .ctx
+            .get_slots_with_initialized_token()
+            .map_err(|e| HsmError::call("C_GetSlotList", &e))?;
+        let mut found = Vec::new();
+        for slot in slots {
+            let info = self
+                .ctx
+                .get_token_info(slot)
+                .map_err(|e| HsmError::call("C_GetTokenInfo", &e))?;
+            if self.token.matches(info.label(), info.serial_number()) {
+                return Ok(slot);
+            }
+            found.push(format!(
+                "{:?} (serial {})",
+                info.label(),
+                info.serial_number()
+            ));
+        }
+        Err(HsmError::NoToken {
+            token: self.token.to_string(),
+            module: self.module.display().to_string(),
+            found: if found.is_empty() {
+                "none".into()
+            } else {
+                found.join(", ")
+            },
+        })
+    }
+
+    /// Logs the application in (the login is shared by all its sessions).
+    fn login(&self, session: &Session) -> Result<(), Error> {
+        match session.login(UserType::User, Some(&self.pin)) {
+            Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Whether `session` is logged in (unknown counts as logged in: nothing to repair there).
+    fn logged_in(&self, session: &Session) -> bool {
+        session.get_session_info().map_or(true, |info| {
+            !matches!(
+                info.session_state(),
+                SessionState::RoPublic | SessionState::RwPublic
+            )
+        })
+    }
+
+    /// Runs `call` on a pooled session. A logged-out token is logged in again and the call
+    /// retried once; any other failure of the token marks it broken until [`Hsm::check`]
+    /// repairs it, and signing fails fast meanwhile.
+    pub(crate) fn with_session<T>(
+        &self,
+        what: &str,
+        call: impl Fn(&Session) -> Result<T, Failure>,
+    ) -> Result<T, CryptoError> {
+        let lease = self.lease()?;
+        let mut outcome = call(&lease.session);
+        // Logged out (a timeout in the HSM, an operator): the token hides its private keys
+        // then, so any failure may be this one. Log in again and retry once.
+        if outcome.is_err() && !self.logged_in(&lease.session) {
+            metrics::counter!("tokenmint_hsm_logins_total").increment(1);
+            tracing::warn!("the PKCS#11 token was logged out: logging in again");
+            outcome = match self.login(&lease.session) {
+                Ok(()) => call(&lease.session),
+                Err(e) => Err(Failure::Token(e)),
+            };
+        }
+        match outcome {
+            Ok(value) => {
+                self.give_back(lease, true);
+                Ok(value)
+            }
+            Err(failure) => {
+                let reason = format!("{what}: {failure}");
+                self.give_back(lease, false);
+                self.mark_broken(&reason);
+                Err(CryptoError::Device(reason))
+            }
+        }
+    }
+
+    /// A session: an idle one, a new one while fewer than `max_sessions` are open, or the
+    /// first returned within [`SESSION_WAIT`].
+    fn lease(&self) -> Result<Lease, CryptoError> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(reason) = &state.broken {
+                return Err(CryptoError::Device(reason.clone()));
+            }
+            if let Some(session) = state.idle.pop() {
+                return Ok(Lease {
+                    session,
+                    generation: state.generation,
+                });
+            }
+            if state.open < self.max_sessions {
+                return self.open_session(state);
+            }
+            let (next, waited) = self
+                .freed
+                .wait_timeout(state, SESSION_WAIT)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = next;
+            if waited.timed_out() && state.idle.is_empty() && state.broken.is_none() {
+                return Err(CryptoError::Device(format!(
+                    "all {} sessions were busy for {SESSION_WAIT:?}",
+                    self.max_sessions
+                )));
+            }
+        }
+    }
+
+    fn open_session(&self, mut state: MutexGuard<'_, State>) -> Result<Lease, CryptoError> {
+        let (slot, generation) = (state.slot, state.generation);
+        let slot = slot.ok_or_else(|| CryptoError::Device("the token is not found".into()))?;
+        state.open += 1;
+        drop(state);
+        match self.ctx.open_rw_session(slot) {
+            Ok(session) => Ok(Lease {
+                session,
+                generation,
+            }),
+            Err(e) => {
+                let reason = format!("opening a session: {e}");
+                lock(&self.state).open -= 1;
+                self.freed.notify_one();
+                self.mark_broken(&reason);
+                Err(CryptoError::Device(reason))
+            }
+        }
+    }
+
+    /// Returns a session: back to the pool after a success in the current generation, closed
+    /// otherwise.
+    fn give_back(&self, lease: Lease, succeeded: bool) {
+        let mut state = lock(&self.state);
+        if succeeded && lease.generation == state.generation {
+            state.idle.push(lease.session);
+        } else {
+            state.open = state.open.saturating_sub(1);
+            drop(state);
+            drop(lease.session);
+        }
+        self.freed.notify_one();
+    }
+
+    fn mark_broken(&self, reason: &str) {
+        let mut state = lock(&self.state);
+        if state.broken.is_none() {
+            tracing::error!(
+                reason,
+                "the PKCS#11 token cannot sign: issuance is unavailable until it recovers"
+            );
+            metrics::gauge!("tokenmint_hsm_up").set(0.0);
+            metrics::counter!("tokenmint_hsm_failures_total").increment(1);
+            state.broken = Some(reason.to_owned());
+        }
+        self.freed.notify_all();
+    }
+
+    /// The cached handle of the object with `CKA_ID` `id`.
+    pub(crate) fn cached(&self, id: &[u8]) -> Option<ObjectHandle> {
+        lock(&self.state).handles.get(id).copied()
+    }
+
+    /// Caches an object's handle.
+    pub(crate) fn remember(&self, id: &[u8], handle: ObjectHandle) {
+        lock(&self.state).handles.insert(id.to_vec(), handle);
+    }
+
+    /// Forgets a cached handle (its object was destroyed, or the handle went stale).
+    pub(crate) fn forget(&self, id: &[u8]) {
+        lock(&self.state).handles.remove(id);
+    }
+
+    /// Whether the token can sign (`Err`: why not). A broken token is repaired first: the
+    /// module is finalised and initialised again, the token found and logged in, every
+    /// session of the old generation closed.
+    pub fn check(&self) -> Result<(), String> {
+        let broken = lock(&self.state).broken.clone();
+        if let Some(reason) = broken {
+            return self
+                .repair()
+                .map_err(|e| format!("{reason}; recovery failed: {e}"));
+        }
+        self.with_session("probing the token", |session| {
+            session
+                .get_session_info()
+                .map(|_| ())
+                .map_err(Failure::Token)
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn repair(&self) -> Result<(), HsmError> {
+        let stale = {
+            let mut state = lock(&self.state);
+            state.generation += 1;
+            state.open = state.open.saturating_sub(state.idle.len());
+            state.handles.clear();
+            state.slot = None;
+            std::mem::take(&mut state.idle)
+        };
+        drop(stale);
+        // A re-initialised module forgets every session and handle of this process: the
+        // other generation's sessions fail and are closed on return.
+        let _ = self.ctx.clone().finalize();
+        initialize(&self.ctx).map_err(|e| HsmError::call("C_Initialize", &e))?;
+        let (slot, session) = self.connect()?;
+        let mut state = lock(&self.state);
+        state.slot = Some(slot);
+        state.idle.push(session);
+        state.open += 1;
+        state.broken = None;
+        drop(state);
+        self.freed.notify_all();
+        metrics::gauge!("tokenmint_hsm_up").set(1.0);
+        metrics::counter!("tokenmint_hsm_recoveries_total").increment(1);
+        tracing::warn!(token = %self.token, "the PKCS#11 token recovered: signing again");
+        Ok(())
+    }
+
+    /// Logs this process out of the token, as an HSM does when its session times out: the
+    /// next call logs in again. For tests of that recovery.
+    #[doc(hidden)]
+    pub fn log_out(&self) -> Result<(), String> {
+        self.with_session("logging out", |session| {
+            session.logout().map_err(Failure::Token)
+        })
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Why a call into the token failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The module refused or failed.
+    Token(Error),
+    /// The token answered something this process cannot use.
+    Answer(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Token(e) => write!(f, "{e}"),
+            Failure::Answer(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Token(e)
+    }
+}
