@@ -581,9 +581,10 @@ fn run() -> Result<()> {
                 let config = load_config(&config)?;
                 let clients = server::check_clients(&config)?;
                 println!(
-                    "{}: ok ({clients} clients; keys.algorithm {}; {})",
+                    "{}: ok ({clients} clients; keys.algorithm {}; keys.custody {}; {})",
                     config.source.display(),
                     config.keys.algorithm,
+                    config.keys.custody.name(),
                     tokenmint_core::crypto::stack().describe()
                 );
                 Ok(())

@@ -216,7 +216,26 @@ fn version_and_check_config_name_the_crypto_stack() {
         String::from_utf8_lossy(&check.stderr)
     );
     assert!(stdout.contains("keys.algorithm ES256"), "{stdout}");
+    assert!(stdout.contains("keys.custody sealed"), "{stdout}");
     assert!(stdout.contains(expected_stack()), "{stdout}");
+    // A token's custody is checked as configuration (the token itself is opened by `serve`).
+    let check = tokenmint(dir.path())
+        .arg("check-config")
+        .env("TOKENMINT__KEYS__CUSTODY", "pkcs11")
+        .env(
+            "TOKENMINT__PKCS11__MODULE",
+            "/usr/lib/softhsm/libsofthsm2.so",
+        )
+        .env("TOKENMINT__PKCS11__TOKEN_LABEL", "tokenmint")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(stdout.contains("keys.custody pkcs11"), "{stdout}");
 }
 
 #[test]

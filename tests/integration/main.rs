@@ -19,6 +19,7 @@ mod faults;
 mod flaky;
 mod forgeries;
 mod fuzz_corpus;
+mod hsm;
 mod http;
 mod identity;
 mod interop;

@@ -244,16 +244,20 @@ fn private_key(hsm: &Hsm, session: &Session, id: &[u8]) -> Result<ObjectHandle, 
     if let Some(handle) = hsm.cached(id) {
         return Ok(handle);
     }
+    let handle = find_private_key(session, id)?;
+    hsm.remember(id, handle);
+    Ok(handle)
+}
+
+/// The private key with `CKA_ID` `id`, looked for in the token.
+pub(crate) fn find_private_key(session: &Session, id: &[u8]) -> Result<ObjectHandle, Failure> {
     let found = session.find_objects(&[
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::Id(id.to_vec()),
     ])?;
     match found.as_slice() {
-        [handle] => {
-            hsm.remember(id, *handle);
-            Ok(*handle)
-        }
-        [] => Err(Failure::Answer(format!(
+        [handle] => Ok(*handle),
+        [] => Err(Failure::Missing(format!(
             "key {} is not on the token",
             String::from_utf8_lossy(id)
         ))),
@@ -290,6 +294,7 @@ pub struct HsmSigner {
 impl HsmSigner {
     /// The signer of `record`, whose private half the token holds under `reference`.
     pub fn new(hsm: Arc<Hsm>, record: &KeyRecord, reference: &str) -> Self {
+        hsm.watch(reference.as_bytes());
         Self {
             hsm,
             kid: record.kid.clone(),
@@ -316,6 +321,12 @@ impl HsmSigner {
                 other => Ok(other?),
             }
         })
+    }
+}
+
+impl Drop for HsmSigner {
+    fn drop(&mut self) {
+        self.hsm.unwatch(&self.id);
     }
 }
 

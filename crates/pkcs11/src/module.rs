@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{Condvar, Mutex, MutexGuard, OnceLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use cryptoki::{
@@ -23,6 +23,10 @@ use crate::{HsmError, Settings, TokenRef};
 
 /// How long a signer waits for a session when all are in use before it gives up.
 const SESSION_WAIT: Duration = Duration::from_secs(2);
+/// At most one re-initialisation for a missing key per this long.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// Tries at finding the token (a module may read a token another process is writing).
+const FIND_TRIES: u32 = 3;
 
 /// The module's context, shared by everything in this process that uses the module:
 /// `C_Initialize` and `C_Finalize` are process-wide, and the login state is per process.
@@ -67,6 +71,8 @@ struct State {
     broken: Option<String>,
     /// Private-key handles by `CKA_ID`, valid until the module is re-initialised.
     handles: HashMap<Vec<u8>, ObjectHandle>,
+    /// When a missing key last re-initialised the module.
+    refreshed: Option<Instant>,
 }
 
 /// A logged-in PKCS#11 token: a bounded pool of sessions over the module's one context.
@@ -78,6 +84,10 @@ pub struct Hsm {
     max_sessions: usize,
     state: Mutex<State>,
     freed: Condvar,
+    /// Held while the module is re-initialised: one repair at a time.
+    repairing: Mutex<()>,
+    /// The `CKA_ID`s signers use, with how many signers use each.
+    watched: Mutex<HashMap<Vec<u8>, usize>>,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -113,8 +123,11 @@ impl Hsm {
                 open: 0,
                 broken: None,
                 handles: HashMap::new(),
+                refreshed: None,
             }),
             freed: Condvar::new(),
+            repairing: Mutex::new(()),
+            watched: Mutex::default(),
         };
         let (slot, session) = hsm.connect()?;
         let mut state = lock(&hsm.state);
@@ -143,7 +156,16 @@ impl Hsm {
 
     /// Finds the token's slot and opens a logged-in session on it.
     fn connect(&self) -> Result<(Slot, Session), HsmError> {
-        let slot = self.find_slot()?;
+        let mut tries = 1;
+        let slot = loop {
+            match self.find_slot() {
+                Err(HsmError::NoToken { .. }) if tries < FIND_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                found => break found?,
+            }
+        };
         let session = self
             .ctx
             .open_rw_session(slot)
@@ -205,37 +227,67 @@ impl Hsm {
     }
 
     /// Runs `call` on a pooled session. A logged-out token is logged in again and the call
-    /// retried once; any other failure of the token marks it broken until [`Hsm::check`]
-    /// repairs it, and signing fails fast meanwhile.
+    /// retried once. A key not found is looked for once more after the module is refreshed
+    /// (a token shared by several processes may hold keys this one has not seen yet); still
+    /// missing, only this call fails. A call cut short by a repair in another thread is
+    /// retried once. Any other failure marks the token broken until [`Hsm::check`] repairs
+    /// it, and signing fails fast meanwhile.
     pub(crate) fn with_session<T>(
         &self,
         what: &str,
         call: impl Fn(&Session) -> Result<T, Failure>,
     ) -> Result<T, CryptoError> {
-        let lease = self.lease()?;
-        let mut outcome = call(&lease.session);
-        // Logged out (a timeout in the HSM, an operator): the token hides its private keys
-        // then, so any failure may be this one. Log in again and retry once.
-        if outcome.is_err() && !self.logged_in(&lease.session) {
-            metrics::counter!("tokenmint_hsm_logins_total").increment(1);
-            tracing::warn!("the PKCS#11 token was logged out: logging in again");
-            outcome = match self.login(&lease.session) {
-                Ok(()) => call(&lease.session),
-                Err(e) => Err(Failure::Token(e)),
-            };
-        }
-        match outcome {
-            Ok(value) => {
-                self.give_back(lease, true);
-                Ok(value)
+        let mut retried = false;
+        loop {
+            let lease = self.lease()?;
+            let outcome = self.call_logged_in(&lease.session, &call);
+            let repaired_meanwhile = self.generation() != lease.generation;
+            match outcome {
+                Ok(value) => {
+                    self.give_back(lease, true);
+                    return Ok(value);
+                }
+                Err(Failure::Missing(_)) if !retried => {
+                    let seen = lease.generation;
+                    self.give_back(lease, true);
+                    self.refresh(seen);
+                }
+                Err(Failure::Missing(why)) => {
+                    self.give_back(lease, true);
+                    return Err(CryptoError::Device(format!("{what}: {why}")));
+                }
+                Err(_) if repaired_meanwhile && !retried => self.give_back(lease, false),
+                Err(failure) => {
+                    let reason = format!("{what}: {failure}");
+                    self.give_back(lease, false);
+                    self.mark_broken(&reason);
+                    return Err(CryptoError::Device(reason));
+                }
             }
-            Err(failure) => {
-                let reason = format!("{what}: {failure}");
-                self.give_back(lease, false);
-                self.mark_broken(&reason);
-                Err(CryptoError::Device(reason))
-            }
+            retried = true;
         }
+    }
+
+    /// `call`, and once more after logging in again if it failed because the token logged
+    /// this process out (a timeout in the HSM, an operator): the token hides its private
+    /// keys then, so any failure may be this one.
+    fn call_logged_in<T>(
+        &self,
+        session: &Session,
+        call: &impl Fn(&Session) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let outcome = call(session);
+        if outcome.is_ok() || self.logged_in(session) {
+            return outcome;
+        }
+        metrics::counter!("tokenmint_hsm_logins_total").increment(1);
+        tracing::warn!("the PKCS#11 token was logged out: logging in again");
+        self.login(session).map_err(Failure::Token)?;
+        call(session)
+    }
+
+    fn generation(&self) -> u64 {
+        lock(&self.state).generation
     }
 
     /// A session: an idle one, a new one while fewer than `max_sessions` are open, or the
@@ -332,9 +384,9 @@ impl Hsm {
         lock(&self.state).handles.remove(id);
     }
 
-    /// Whether the token can sign (`Err`: why not). A broken token is repaired first: the
-    /// module is finalised and initialised again, the token found and logged in, every
-    /// session of the old generation closed.
+    /// Whether the token can sign (`Err`: why not): every key a signer uses is found in it.
+    /// A broken token is repaired first: the module is finalised and initialised again, the
+    /// token found and logged in, every session of the old generation closed.
     pub fn check(&self) -> Result<(), String> {
         let broken = lock(&self.state).broken.clone();
         if let Some(reason) = broken {
@@ -342,16 +394,52 @@ impl Hsm {
                 .repair()
                 .map_err(|e| format!("{reason}; recovery failed: {e}"));
         }
-        self.with_session("probing the token", |session| {
-            session
-                .get_session_info()
-                .map(|_| ())
-                .map_err(Failure::Token)
+        let ids: Vec<Vec<u8>> = lock(&self.watched).keys().cloned().collect();
+        self.with_session("checking the signing keys", |session| {
+            session.get_session_info()?;
+            for id in &ids {
+                crate::keys::find_private_key(session, id)?;
+            }
+            Ok(())
         })
         .map_err(|e| e.to_string())
     }
 
+    /// Re-initialises the module after a key was not found (at most once per
+    /// [`REFRESH_EVERY`], and not when another thread did since `seen`). SoftHSM, for one,
+    /// re-reads its token only when the token's change counter moves past the one it last
+    /// wrote, so it can miss keys another process made meanwhile.
+    fn refresh(&self, seen: u64) {
+        let _one = lock(&self.repairing);
+        let recent = lock(&self.state)
+            .refreshed
+            .is_some_and(|at| at.elapsed() < REFRESH_EVERY);
+        if self.generation() != seen || recent {
+            return;
+        }
+        lock(&self.state).refreshed = Some(Instant::now());
+        if let Err(e) = self.repair_locked() {
+            self.mark_broken(&format!("refreshing the module: {e}"));
+        }
+    }
+
     fn repair(&self) -> Result<(), HsmError> {
+        let _one = lock(&self.repairing);
+        if lock(&self.state).broken.is_none() {
+            return Ok(());
+        }
+        let repaired = self.repair_locked();
+        if repaired.is_ok() {
+            metrics::gauge!("tokenmint_hsm_up").set(1.0);
+            metrics::counter!("tokenmint_hsm_recoveries_total").increment(1);
+            tracing::warn!(token = %self.token, "the PKCS#11 token recovered: signing again");
+        }
+        repaired
+    }
+
+    /// Finalises and initialises the module, finds the token and logs in; the caller holds
+    /// `repairing`.
+    fn repair_locked(&self) -> Result<(), HsmError> {
         let stale = {
             let mut state = lock(&self.state);
             state.generation += 1;
@@ -373,10 +461,24 @@ impl Hsm {
         state.broken = None;
         drop(state);
         self.freed.notify_all();
-        metrics::gauge!("tokenmint_hsm_up").set(1.0);
-        metrics::counter!("tokenmint_hsm_recoveries_total").increment(1);
-        tracing::warn!(token = %self.token, "the PKCS#11 token recovered: signing again");
         Ok(())
+    }
+
+    /// Counts a signer of the key with `CKA_ID` `id`: [`Hsm::check`] looks for every key a
+    /// signer uses.
+    pub(crate) fn watch(&self, id: &[u8]) {
+        *lock(&self.watched).entry(id.to_vec()).or_insert(0) += 1;
+    }
+
+    /// A signer of `id` is gone.
+    pub(crate) fn unwatch(&self, id: &[u8]) {
+        let mut watched = lock(&self.watched);
+        if let Some(count) = watched.get_mut(id) {
+            *count -= 1;
+            if *count == 0 {
+                watched.remove(id);
+            }
+        }
     }
 
     /// Logs this process out of the token, as an HSM does when its session times out: the
@@ -397,13 +499,15 @@ pub(crate) enum Failure {
     Token(Error),
     /// The token answered something this process cannot use.
     Answer(String),
+    /// The key looked for is not in the token.
+    Missing(String),
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Token(e) => write!(f, "{e}"),
-            Failure::Answer(why) => f.write_str(why),
+            Failure::Answer(why) | Failure::Missing(why) => f.write_str(why),
         }
     }
 }
