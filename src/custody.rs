@@ -45,7 +45,11 @@ fn settings(p: &Pkcs11Config) -> Result<Settings, ServeError> {
             Pkcs11Token::Serial(serial) => TokenRef::Serial(serial.clone()),
         },
         pin: pin(&p.pin)?,
-        sessions: usize::try_from(p.sessions).unwrap_or(usize::MAX),
+        sessions: match p.sessions {
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            // One per worker thread that may sign at once, the key step's and the check's.
+            None => std::thread::available_parallelism().map_or(2, usize::from) + 2,
+        },
     })
 }
 

@@ -140,11 +140,25 @@ impl Rotator {
         }
     }
 
-    /// Applies every step due now, one transaction each, then publishes the ring. Returns the
-    /// steps applied.
+    /// Applies every step due now, one transaction each, then publishes the ring, then has
+    /// the custody destroy the keys the steps let go. Returns the steps applied.
     pub async fn tick(&self) -> Result<Vec<Step>, LifecycleError> {
         let _one = self.step_lock.lock().await;
-        let mut applied = Vec::new();
+        let (mut applied, mut unneeded) = (Vec::new(), Vec::new());
+        let stepped = self.due_steps(&mut applied, &mut unneeded).await;
+        if !applied.is_empty() {
+            self.publish_then_destroy(unneeded).await?;
+        }
+        stepped.map(|()| applied)
+    }
+
+    /// Applies the steps due, one transaction each, recording each one applied and the keys
+    /// it let go.
+    async fn due_steps(
+        &self,
+        applied: &mut Vec<Step>,
+        unneeded: &mut Vec<KeyRecord>,
+    ) -> Result<(), LifecycleError> {
         for _ in 0..MAX_STEPS_PER_TICK {
             let keys = self.store.keys().await?;
             let now = self.now();
@@ -161,14 +175,12 @@ impl Rotator {
                 break;
             };
             let transition = self.transition(&step, keys.clone(), now).await?;
-            self.commit(&transition, &keys, SYSTEM_ACTOR).await?;
+            let (_, gone) = self.commit(&transition, &keys, SYSTEM_ACTOR).await?;
+            unneeded.extend(gone);
             tracing::info!(?step, "key lifecycle step applied");
             applied.push(step);
         }
-        if !applied.is_empty() {
-            self.publish_saved().await?;
-        }
-        Ok(applied)
+        Ok(())
     }
 
     /// The transition of `step`, computed off the async workers: it may generate a key, and
@@ -186,41 +198,45 @@ impl Rotator {
         Ok(computed.await?)
     }
 
-    /// Commits `transition` (computed from `keys`) through the change log, then has the
-    /// custody destroy what the store no longer needs: keys removed or revoked, and — when
-    /// another writer moved first — the keys this step made and nobody will store.
+    /// Commits `transition` (computed from `keys`) through the change log. Returns its event
+    /// and the keys it let go (removed, dropped or revoked), for the custody to destroy once
+    /// this replica no longer signs with them. When another writer moved first, the keys this
+    /// step made, which nobody will store, are destroyed here.
     async fn commit(
         &self,
         transition: &rotation::KeyTransition,
         keys: &[KeyRecord],
         actor: &str,
-    ) -> Result<Option<Event>, LifecycleError> {
-        let committed = self.changes.commit_key_transition(transition, actor).await;
-        let unneeded: Vec<KeyRecord> = match &committed {
-            Ok(_) => keys
-                .iter()
-                .filter(|k| {
-                    transition.delete.contains(&k.kid)
-                        || transition
-                            .set_state
-                            .iter()
-                            .any(|(kid, state)| kid == &k.kid && *state == KeyState::Revoked)
-                })
-                .cloned()
-                .collect(),
+    ) -> Result<(Option<Event>, Vec<KeyRecord>), LifecycleError> {
+        match self.changes.commit_key_transition(transition, actor).await {
+            Ok(event) => {
+                let gone =
+                    keys.iter()
+                        .filter(|k| {
+                            transition.delete.contains(&k.kid)
+                                || transition.set_state.iter().any(|(kid, state)| {
+                                    kid == &k.kid && *state == KeyState::Revoked
+                                })
+                        })
+                        .cloned()
+                        .collect();
+                Ok((event, gone))
+            }
             // A refused step stored nothing; an unanswered one may have, so it keeps them.
-            Err(StoreError::Conflict(_)) => transition.insert.clone(),
-            Err(_) => Vec::new(),
-        };
-        if !unneeded.is_empty() {
-            self.destroy(unneeded).await;
+            Err(e @ StoreError::Conflict(_)) => {
+                self.destroy(transition.insert.clone()).await;
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(committed?)
     }
 
     /// Destroys keys' private halves in their custody, off the async workers. A failure is
     /// logged: the key is out of the store already, so it can never sign again here.
     async fn destroy(&self, records: Vec<KeyRecord>) {
+        if records.is_empty() {
+            return;
+        }
         let custody = self.custody.clone();
         off_runtime(move || {
             for record in &records {
@@ -255,10 +271,10 @@ impl Rotator {
             retired,
             forced_early: forced_early && force,
         };
-        self.commit(&transition, &keys, actor).await?;
+        let (_, gone) = self.commit(&transition, &keys, actor).await?;
         let retired = rotated.retired.as_ref().map(KeyId::to_string);
         tracing::warn!(current = %rotated.current, retired = ?retired, forced_early = rotated.forced_early, "keys rotated by an operator");
-        self.publish_saved().await?;
+        self.publish_then_destroy(gone).await?;
         Ok(rotated)
     }
 
@@ -281,10 +297,18 @@ impl Rotator {
         let Some(transition) = computed? else {
             return Ok(None);
         };
-        let event = self.commit(&transition, &keys, actor).await?;
+        let (event, gone) = self.commit(&transition, &keys, actor).await?;
         tracing::warn!(%kid, "signing key revoked");
-        self.publish_saved().await?;
+        self.publish_then_destroy(gone).await?;
         Ok(event)
+    }
+
+    /// Publishes after a step the store has saved, then destroys the keys it let go (this
+    /// replica no longer signs with them), whether or not the ring could be loaded.
+    async fn publish_then_destroy(&self, gone: Vec<KeyRecord>) -> Result<(), LifecycleError> {
+        let published = self.publish_saved().await;
+        self.destroy(gone).await;
+        published
     }
 
     /// Publishes after a step the store has saved: a failure says the step was saved.

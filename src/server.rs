@@ -31,7 +31,7 @@ use tokenmint_core::{
     client::{Client, ClientRegistry},
     clock::{Clock, UnixTime},
     crypto::{self, Algorithm, Kek, SecretHasher},
-    keys::{Custody, KekRing, KeyError, KeyRing, KeyState},
+    keys::{Custody, KekRing, KeyError, KeyRecord, KeyRing, KeyState},
     limits::{IssueLimits, MAX_MESSAGE_BYTES},
     revocation::{Blocklist, Caps, Retention},
     rotation::Policy,
@@ -239,28 +239,19 @@ pub async fn load_key_ring(
 ) -> Result<KeyRing, ServeError> {
     let mut records = store.keys().await?;
     if records.is_empty() {
-        let (maker, policy_copy) = (custody.clone(), *policy);
-        let initial = tokio::task::spawn_blocking(move || {
-            let mut initial = Vec::new();
-            for algorithm in policy_copy.lanes() {
-                for state in [KeyState::Current, KeyState::Next] {
-                    initial.push(maker.make(algorithm, policy_copy.rsa_bits, state, now)?);
+        let initial = first_keys(custody, policy, now).await?;
+        match store.create_initial_keys(&initial).await {
+            Ok(true) => {
+                for key in initial.iter().filter(|k| k.state == KeyState::Current) {
+                    tracing::info!(current = %key.kid, algorithm = %key.algorithm, "created the first signing keys");
                 }
             }
-            Ok::<_, KeyError>(initial)
-        })
-        .await
-        .map_err(|e| ServeError::Custody(format!("creating the first keys stopped: {e}")))??;
-        if store.create_initial_keys(&initial).await? {
-            for key in initial.iter().filter(|k| k.state == KeyState::Current) {
-                tracing::info!(current = %key.kid, algorithm = %key.algorithm, "created the first signing keys");
-            }
-        } else {
-            // Another replica was first: what this one made in a token is nobody's.
-            for key in &initial {
-                if let Err(e) = custody.destroy(key) {
-                    tracing::warn!(kid = %key.kid, error = %e, "an unused first key could not be destroyed");
-                }
+            // Another replica was first, or the store refused: what this one made in a
+            // token is nobody's.
+            Ok(false) => destroy_unused(custody, initial).await,
+            Err(e) => {
+                destroy_unused(custody, initial).await;
+                return Err(e.into());
             }
         }
         records = store.keys().await?;
@@ -268,6 +259,48 @@ pub async fn load_key_ring(
     let ring = KeyRing::try_build(&records, custody.as_ref())?;
     self_test(&ring)?;
     Ok(ring)
+}
+
+/// A current and a next key of every configured algorithm, made off the async workers; if
+/// one cannot be made, those made already are destroyed.
+async fn first_keys(
+    custody: &Arc<dyn Custody>,
+    policy: &Policy,
+    now: UnixTime,
+) -> Result<Vec<KeyRecord>, ServeError> {
+    let (maker, policy) = (custody.clone(), *policy);
+    tokio::task::spawn_blocking(move || {
+        let mut made = Vec::new();
+        for algorithm in policy.lanes() {
+            for state in [KeyState::Current, KeyState::Next] {
+                match maker.make(algorithm, policy.rsa_bits, state, now) {
+                    Ok(key) => made.push(key),
+                    Err(e) => {
+                        for key in &made {
+                            let _ = maker.destroy(key);
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        Ok(made)
+    })
+    .await
+    .map_err(|e| ServeError::Custody(format!("creating the first keys stopped: {e}")))?
+}
+
+/// Destroys first keys the store did not take, off the async workers.
+async fn destroy_unused(custody: &Arc<dyn Custody>, keys: Vec<KeyRecord>) {
+    let custody = custody.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for key in &keys {
+            if let Err(e) = custody.destroy(key) {
+                tracing::warn!(kid = %key.kid, error = %e, "an unused first key could not be destroyed");
+            }
+        }
+    })
+    .await;
 }
 
 /// Signs and verifies a probe with every signing key before serving, so a custody that

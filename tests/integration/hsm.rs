@@ -1102,3 +1102,65 @@ async fn start_up_errors_name_the_cause() {
     stop(server.process);
     println!("hsm: start-up errors checked in {:?}", started.elapsed());
 }
+
+/// The PIN changed on the token while a replica ran: when the replica must log in again (the
+/// token came back after an outage) the token refuses the PIN it has. It does not offer that
+/// PIN again every check (a device may lock the user, or erase its keys, after a few wrong
+/// PINs): readiness says so until a restart with the right PIN, which then signs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_the_token_refuses_is_not_offered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(token) = Token::create(dir.path(), "tm-pin") else {
+        return;
+    };
+    write_config(dir.path(), &[]);
+    let mut server = Server::start(dir.path(), "serve.log", &token.env()).await;
+    let kid = server.issue(None).await.unwrap().key_id;
+    let new_pin = "24681357";
+    let changed = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &token.conf)
+        .args(["--module", &token.module, "--token-label", &token.label])
+        .args([
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--change-pin",
+            "--new-pin",
+            new_pin,
+        ])
+        .output()
+        .unwrap();
+    assert!(changed.status.success(), "pkcs11-tool: {}", said(&changed));
+    // An outage makes the replica initialise the module and log in again.
+    let (home, away) = (token.directory(), dir.path().join("away"));
+    std::fs::rename(&home, &away).unwrap();
+    wait_for(Duration::from_secs(10), "an issuance refused", async || {
+        server.issue(None).await.is_err()
+    })
+    .await;
+    std::fs::rename(&away, &home).unwrap();
+    let mut why = String::new();
+    wait_for(Duration::from_secs(15), "the PIN refused", async || {
+        why = server.readyz().await.1;
+        why.contains("not tried again")
+    })
+    .await;
+    assert!(why.contains("PIN"), "{why}");
+    // Three more checks: the PIN is not offered again.
+    tokio::time::sleep(3 * Duration::from_millis(2_100)).await;
+    let refusals = server.log().matches("the token refused the PIN").count();
+    assert_eq!(refusals, 1, "offered once only: {}", server.log());
+    assert!(server.issue(None).await.is_err());
+    assert!(!server.log().contains(USER_PIN), "the PIN is never logged");
+    server.assert_running();
+    stop(server.process);
+
+    // Restarted with the right PIN: the same key signs.
+    let mut env = token.env();
+    env.retain(|(k, _)| k != PIN_ENV);
+    env.push((PIN_ENV.to_owned(), new_pin.to_owned()));
+    let mut server = Server::start(dir.path(), "serve2.log", &env).await;
+    assert_eq!(server.issue(None).await.unwrap().key_id, kid);
+    server.assert_running();
+    stop(server.process);
+}

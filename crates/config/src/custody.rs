@@ -5,8 +5,6 @@ use super::{file::FilePkcs11, validate::Validator, *};
 
 /// The environment variable the PIN is read from when `[pkcs11]` names no other source.
 pub const DEFAULT_PIN_ENV: &str = "TOKENMINT_PKCS11_PIN";
-/// Sessions to the token at most, by default.
-pub const DEFAULT_PKCS11_SESSIONS: u32 = 4;
 const MAX_PKCS11_SESSIONS: u32 = 256;
 
 /// Where the signing keys' private halves are held (`keys.custody`).
@@ -38,8 +36,9 @@ pub struct Pkcs11Config {
     pub token: Pkcs11Token,
     /// Where the user PIN is read from at start-up.
     pub pin: PinSource,
-    /// Sessions open at most (signers beyond it wait briefly, then fail as unavailable).
-    pub sessions: u32,
+    /// Sessions open at most (signers beyond it wait briefly, then fail as unavailable);
+    /// `None`: the machine's threads and two (one per worker, the key-step and the check).
+    pub sessions: Option<u32>,
 }
 
 /// Which token of the module.
@@ -130,8 +129,19 @@ impl Validator<'_> {
                 ));
             }
         };
-        let sessions = p.sessions.unwrap_or(DEFAULT_PKCS11_SESSIONS);
-        if !(1..=MAX_PKCS11_SESSIONS).contains(&sessions) {
+        if p.pin.is_some() {
+            // Refused without quoting it: the PIN is never read from, nor echoed from, here.
+            return Err(self.error(
+                "pkcs11.pin",
+                format!(
+                    "the PIN is not read from the config file: remove it, and put it in a file named by pkcs11.pin_file or in the variable pkcs11.pin_env names (default {DEFAULT_PIN_ENV})"
+                ),
+            ));
+        }
+        let sessions = p.sessions;
+        if let Some(sessions) = sessions
+            && !(1..=MAX_PKCS11_SESSIONS).contains(&sessions)
+        {
             return Err(self.error(
                 "pkcs11.sessions",
                 format!(

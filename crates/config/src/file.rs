@@ -146,7 +146,7 @@ pub(super) struct FileKeys {
     pub(super) max_jwks_watches: Option<u32>,
 }
 
-#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FilePkcs11 {
     pub(super) module: Option<String>,
@@ -155,6 +155,9 @@ pub(super) struct FilePkcs11 {
     pub(super) pin_file: Option<String>,
     pub(super) pin_env: Option<String>,
     pub(super) sessions: Option<u32>,
+    /// Never read: present only so that a PIN written here is refused without its value
+    /// reaching an error message.
+    pub(super) pin: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]

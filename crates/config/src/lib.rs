@@ -921,7 +921,7 @@ audiences = ["https://demo.tokenmint.dev"]
         assert_eq!(p.module, Path::new("/usr/lib/softhsm/libsofthsm2.so"));
         assert_eq!(p.token, Pkcs11Token::Label("hsm-1".into()));
         assert_eq!(p.pin, PinSource::Env(DEFAULT_PIN_ENV.into()));
-        assert_eq!(p.sessions, 4);
+        assert_eq!(p.sessions, None);
         assert_eq!(load("").unwrap().keys.custody, KeyCustody::Sealed);
         // A PIN file, resolved against the config's directory; a serial; more sessions.
         let c = load_env(
@@ -934,7 +934,7 @@ audiences = ["https://demo.tokenmint.dev"]
         };
         assert_eq!(p.token, Pkcs11Token::Serial("8e7e".into()));
         assert_eq!(p.pin, PinSource::File(Path::new(BASE).join("pin")));
-        assert_eq!(p.sessions, 16);
+        assert_eq!(p.sessions, Some(16));
     }
 
     #[test]
@@ -957,8 +957,14 @@ audiences = ["https://demo.tokenmint.dev"]
             &format!("{PKCS11}sessions = 0"),
             &["pkcs11.sessions", "1 to 256"],
         );
-        // The PIN itself is not a key the file may hold.
-        refused(&format!("{PKCS11}pin = \"1234\""), &["pin"]);
+        // The PIN itself is not a key the file may hold, and it is not echoed.
+        let e = refused(
+            &format!("{PKCS11}pin = \"8231\""),
+            &["pkcs11.pin", "pin_file"],
+        );
+        assert!(!e.to_string().contains("8231"), "{e}");
+        let e = refused(&format!("{PKCS11}pin = 8231"), &["pkcs11.pin"]);
+        assert!(!e.to_string().contains("8231"), "{e}");
         // [pkcs11] beside sealed custody is a mistake, not ignored.
         refused(
             "[pkcs11]\nmodule = \"m.so\"\ntoken_label = \"t\"",

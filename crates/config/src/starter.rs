@@ -153,7 +153,8 @@ max_jwks_watches = 10000
 
 # With keys.custody = "pkcs11": the module, the token (token_label or token_serial) and
 # where the user PIN is read from (pin_file, or the variable pin_env names; default
-# TOKENMINT_PKCS11_PIN). The PIN is never written here. Sessions: opened at most.
+# TOKENMINT_PKCS11_PIN). The PIN is never written here. Sessions: opened at most
+# (default: the machine's threads and two).
 # [pkcs11]
 # module = "/usr/lib/softhsm/libsofthsm2.so"
 # token_label = "tokenmint"

@@ -366,6 +366,8 @@ impl Signer for HsmSigner {
         }
         if !crypto::verify_signature(self.algorithm, &self.public, message, &signature) {
             tracing::error!(kid = %self.kid, "the token's signature does not verify under the key's published public key: not used");
+            // A stale handle may name another key: find this one afresh next time.
+            self.hsm.forget(&self.id);
             metrics::counter!("tokenmint_hsm_bad_signatures_total").increment(1);
             return Err(CryptoError::Sign);
         }

@@ -36,8 +36,8 @@ pub enum TokenRef {
 impl TokenRef {
     fn matches(&self, label: &str, serial: &str) -> bool {
         match self {
-            TokenRef::Label(want) => label.trim_end() == want,
-            TokenRef::Serial(want) => serial.trim_end() == want,
+            TokenRef::Label(want) => label.trim_end() == want.trim(),
+            TokenRef::Serial(want) => serial.trim_end() == want.trim(),
         }
     }
 }

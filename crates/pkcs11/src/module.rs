@@ -5,12 +5,12 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Condvar, Mutex, MutexGuard, OnceLock},
+    sync::{Condvar, Mutex, MutexGuard, OnceLock, RwLock},
     time::{Duration, Instant},
 };
 
 use cryptoki::{
-    context::{CInitializeArgs, CInitializeFlags, Pkcs11},
+    context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11},
     error::{Error, RvError},
     object::ObjectHandle,
     session::{Session, SessionState, UserType},
@@ -86,6 +86,12 @@ pub struct Hsm {
     freed: Condvar,
     /// Held while the module is re-initialised: one repair at a time.
     repairing: Mutex<()>,
+    /// Every call into the module holds it to read; a repair holds it to write, since
+    /// `C_Finalize` must not run while another thread is inside the module (PKCS#11 §5.4).
+    gate: RwLock<()>,
+    /// The token refused the PIN: never tried again (a device may lock the user, or erase
+    /// its keys, after a few wrong PINs) until a restart with the right one.
+    pin_refused: Mutex<Option<String>>,
     /// The `CKA_ID`s signers use, with how many signers use each.
     watched: Mutex<HashMap<Vec<u8>, usize>>,
 }
@@ -127,6 +133,8 @@ impl Hsm {
             }),
             freed: Condvar::new(),
             repairing: Mutex::new(()),
+            gate: RwLock::new(()),
+            pin_refused: Mutex::new(None),
             watched: Mutex::default(),
         };
         let (slot, session) = hsm.connect()?;
@@ -208,10 +216,26 @@ impl Hsm {
         })
     }
 
-    /// Logs the application in (the login is shared by all its sessions).
+    /// Logs the application in (the login is shared by all its sessions). A PIN the token
+    /// refuses is remembered and never offered again.
     fn login(&self, session: &Session) -> Result<(), Error> {
+        if let Some(refused) = lock(&self.pin_refused).clone() {
+            return Err(Error::Pkcs11(pin_error(&refused), Function::Login));
+        }
         match session.login(UserType::User, Some(&self.pin)) {
             Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+            Err(Error::Pkcs11(
+                rv @ (RvError::PinIncorrect
+                | RvError::PinLocked
+                | RvError::PinExpired
+                | RvError::PinInvalid
+                | RvError::PinLenRange),
+                f,
+            )) => {
+                tracing::error!(error = %rv, "the token refused the PIN: it will not be tried again until a restart");
+                *lock(&self.pin_refused) = Some(rv.to_string());
+                Err(Error::Pkcs11(rv, f))
+            }
             other => other,
         }
     }
@@ -229,9 +253,9 @@ impl Hsm {
     /// Runs `call` on a pooled session. A logged-out token is logged in again and the call
     /// retried once. A key not found is looked for once more after the module is refreshed
     /// (a token shared by several processes may hold keys this one has not seen yet); still
-    /// missing, only this call fails. A call cut short by a repair in another thread is
-    /// retried once. Any other failure marks the token broken until [`Hsm::check`] repairs
-    /// it, and signing fails fast meanwhile.
+    /// missing, only this call fails, as it does for a refusal of this one request (a
+    /// template, a duplicate id). A failure of the device, the session or the module marks
+    /// the token broken until [`Hsm::check`] repairs it, and signing fails fast meanwhile.
     pub(crate) fn with_session<T>(
         &self,
         what: &str,
@@ -239,9 +263,9 @@ impl Hsm {
     ) -> Result<T, CryptoError> {
         let mut retried = false;
         loop {
+            let gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
             let lease = self.lease()?;
             let outcome = self.call_logged_in(&lease.session, &call);
-            let repaired_meanwhile = self.generation() != lease.generation;
             match outcome {
                 Ok(value) => {
                     self.give_back(lease, true);
@@ -250,13 +274,13 @@ impl Hsm {
                 Err(Failure::Missing(_)) if !retried => {
                     let seen = lease.generation;
                     self.give_back(lease, true);
+                    drop(gate);
                     self.refresh(seen);
                 }
-                Err(Failure::Missing(why)) => {
+                Err(failure) if !failure.breaks_token() => {
                     self.give_back(lease, true);
-                    return Err(CryptoError::Device(format!("{what}: {why}")));
+                    return Err(CryptoError::Device(format!("{what}: {failure}")));
                 }
-                Err(_) if repaired_meanwhile && !retried => self.give_back(lease, false),
                 Err(failure) => {
                     let reason = format!("{what}: {failure}");
                     self.give_back(lease, false);
@@ -293,6 +317,7 @@ impl Hsm {
     /// A session: an idle one, a new one while fewer than `max_sessions` are open, or the
     /// first returned within [`SESSION_WAIT`].
     fn lease(&self) -> Result<Lease, CryptoError> {
+        let deadline = Instant::now() + SESSION_WAIT;
         let mut state = lock(&self.state);
         loop {
             if let Some(reason) = &state.broken {
@@ -307,17 +332,18 @@ impl Hsm {
             if state.open < self.max_sessions {
                 return self.open_session(state);
             }
-            let (next, waited) = self
-                .freed
-                .wait_timeout(state, SESSION_WAIT)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            state = next;
-            if waited.timed_out() && state.idle.is_empty() && state.broken.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(CryptoError::Device(format!(
                     "all {} sessions were busy for {SESSION_WAIT:?}",
                     self.max_sessions
                 )));
             }
+            state = self
+                .freed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
         }
     }
 
@@ -342,15 +368,21 @@ impl Hsm {
     }
 
     /// Returns a session: back to the pool after a success in the current generation, closed
-    /// otherwise.
+    /// otherwise — except one of an older generation, whose handle a re-initialised module
+    /// may have given to a new session: it is let go without `C_CloseSession`.
     fn give_back(&self, lease: Lease, succeeded: bool) {
         let mut state = lock(&self.state);
-        if succeeded && lease.generation == state.generation {
+        let current = lease.generation == state.generation;
+        if succeeded && current {
             state.idle.push(lease.session);
         } else {
             state.open = state.open.saturating_sub(1);
             drop(state);
-            drop(lease.session);
+            if current {
+                drop(lease.session);
+            } else {
+                std::mem::forget(lease.session);
+            }
         }
         self.freed.notify_one();
     }
@@ -430,16 +462,22 @@ impl Hsm {
         }
         let repaired = self.repair_locked();
         if repaired.is_ok() {
-            metrics::gauge!("tokenmint_hsm_up").set(1.0);
             metrics::counter!("tokenmint_hsm_recoveries_total").increment(1);
             tracing::warn!(token = %self.token, "the PKCS#11 token recovered: signing again");
         }
         repaired
     }
 
-    /// Finalises and initialises the module, finds the token and logs in; the caller holds
-    /// `repairing`.
+    /// Finalises and initialises the module, finds the token and logs in, with no call
+    /// inside the module meanwhile; the caller holds `repairing`.
     fn repair_locked(&self) -> Result<(), HsmError> {
+        if let Some(refused) = lock(&self.pin_refused).clone() {
+            return Err(HsmError::Login {
+                token: self.token.to_string(),
+                reason: format!("{refused}; it is not tried again: set the right PIN and restart"),
+            });
+        }
+        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let stale = {
             let mut state = lock(&self.state);
             state.generation += 1;
@@ -459,8 +497,10 @@ impl Hsm {
         state.idle.push(session);
         state.open += 1;
         state.broken = None;
+        state.handles.clear();
         drop(state);
         self.freed.notify_all();
+        metrics::gauge!("tokenmint_hsm_up").set(1.0);
         Ok(())
     }
 
@@ -501,6 +541,46 @@ pub(crate) enum Failure {
     Answer(String),
     /// The key looked for is not in the token.
     Missing(String),
+}
+
+impl Failure {
+    /// Whether the failure is the device's, the session's or the module's (the token is
+    /// broken until repaired), rather than a refusal of this one call.
+    fn breaks_token(&self) -> bool {
+        match self {
+            Failure::Answer(_) | Failure::Missing(_) => false,
+            Failure::Token(Error::Pkcs11(rv, _)) => matches!(
+                rv,
+                RvError::DeviceError
+                    | RvError::DeviceMemory
+                    | RvError::DeviceRemoved
+                    | RvError::TokenNotPresent
+                    | RvError::TokenNotRecognized
+                    | RvError::CryptokiNotInitialized
+                    | RvError::SessionHandleInvalid
+                    | RvError::SessionClosed
+                    | RvError::SessionCount
+                    | RvError::GeneralError
+                    | RvError::FunctionFailed
+                    | RvError::HostMemory
+                    | RvError::UserNotLoggedIn
+                    | RvError::PinIncorrect
+                    | RvError::PinLocked
+                    | RvError::PinExpired
+            ),
+            // The binding itself failed (a missing symbol, a null function pointer).
+            Failure::Token(_) => true,
+        }
+    }
+}
+
+/// The error a remembered PIN refusal stands for.
+fn pin_error(refused: &str) -> RvError {
+    if refused.contains("LOCKED") {
+        RvError::PinLocked
+    } else {
+        RvError::PinIncorrect
+    }
 }
 
 impl std::fmt::Display for Failure {
