@@ -7,44 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::sync::Arc;
+mod common;
 
+use common::{custody, settings};
 use tokenmint_core::{
     clock::UnixTime,
-    crypto::{self, Algorithm, Kek, RsaBits},
-    keys::{Custody, KekRing, KeyMaker, KeyState},
+    crypto::{self, Algorithm, RsaBits},
+    keys::{Custody, KeyMaker, KeyState},
 };
-use tokenmint_pkcs11::{Pkcs11Custody, Settings, TokenRef};
-use zeroize::Zeroizing;
-
-/// The token `.ci/run` set up, or `None` (skipped) on a machine without one.
-fn settings() -> Option<Settings> {
-    let token = std::env::var("TOKENMINT_TEST_PKCS11_TOKEN").ok();
-    let pin = std::env::var("TOKENMINT_TEST_PKCS11_PIN").ok();
-    let (Some(token), Some(pin)) = (token, pin) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must provide a SoftHSM2 token (TOKENMINT_TEST_PKCS11_TOKEN, _PIN): see .ci/run"
-        );
-        eprintln!(
-            "skipped: no SoftHSM2 token (TOKENMINT_TEST_PKCS11_TOKEN unset; .ci/run sets one up)"
-        );
-        return None;
-    };
-    let module = std::env::var("TOKENMINT_TEST_PKCS11_MODULE")
-        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
-    Some(Settings {
-        module: module.into(),
-        token: TokenRef::Label(token),
-        pin: Zeroizing::new(pin),
-        sessions: 4,
-    })
-}
-
-fn custody(settings: Settings) -> Pkcs11Custody {
-    let keks = Arc::new(KekRing::try_new(vec![Kek::generate().unwrap()]).unwrap());
-    Pkcs11Custody::open(settings, keks, &[Algorithm::Es256]).unwrap()
-}
 
 #[test]
 fn a_logged_out_token_is_logged_in_again_and_signing_goes_on() {

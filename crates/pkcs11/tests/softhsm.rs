@@ -8,8 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 
+use common::{custody, settings};
 use tokenmint_core::{
     clock::UnixTime,
     crypto::{self, Algorithm, Kek, RsaBits},
@@ -18,37 +21,7 @@ use tokenmint_core::{
         ACCESS_TOKEN_TYP, Custody, KekRing, KeyMaker, KeyRecord, KeyRing, KeyState, PrivateHalf,
     },
 };
-use tokenmint_pkcs11::{CUSTODY, Pkcs11Custody, Settings, TokenRef};
-use zeroize::Zeroizing;
-
-/// The token `.ci/run` set up, or `None` (skipped) on a machine without one.
-fn settings() -> Option<Settings> {
-    let token = std::env::var("TOKENMINT_TEST_PKCS11_TOKEN").ok();
-    let pin = std::env::var("TOKENMINT_TEST_PKCS11_PIN").ok();
-    let (Some(token), Some(pin)) = (token, pin) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must provide a SoftHSM2 token (TOKENMINT_TEST_PKCS11_TOKEN, _PIN): see .ci/run"
-        );
-        eprintln!(
-            "skipped: no SoftHSM2 token (TOKENMINT_TEST_PKCS11_TOKEN unset; .ci/run sets one up)"
-        );
-        return None;
-    };
-    let module = std::env::var("TOKENMINT_TEST_PKCS11_MODULE")
-        .unwrap_or_else(|_| "/usr/lib/softhsm/libsofthsm2.so".into());
-    Some(Settings {
-        module: module.into(),
-        token: TokenRef::Label(token),
-        pin: Zeroizing::new(pin),
-        sessions: 4,
-    })
-}
-
-fn custody(settings: Settings) -> Pkcs11Custody {
-    let keks = Arc::new(KekRing::try_new(vec![Kek::generate().unwrap()]).unwrap());
-    Pkcs11Custody::open(settings, keks, &[Algorithm::Es256]).unwrap()
-}
+use tokenmint_pkcs11::{CUSTODY, Pkcs11Custody, TokenRef};
 
 const HSM_ALGORITHMS: [Algorithm; 4] = [
     Algorithm::Es256,
