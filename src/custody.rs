@@ -13,7 +13,12 @@ use tokenmint_pkcs11::{Pkcs11Custody, Settings, TokenRef};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use crate::{authority::Authority, server::ServeError};
+use crate::authority::Authority;
+
+/// Why the key custody could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CustodyError(String);
 
 /// How often a token's custody is checked (and repaired).
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -22,22 +27,26 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_PIN_LEN: usize = 256;
 
 /// The configured custody over `keks` (which also open keys sealed before a switch to a
-/// token). Opening a token loads its module and logs in: run off the async workers.
-pub fn open(config: &Config, keks: Arc<KekRing>) -> Result<Arc<dyn Custody>, ServeError> {
+/// token), for keys of `algorithms`. Opening a token loads its module and logs in: run off
+/// the async workers.
+pub fn open(
+    config: &Config,
+    keks: Arc<KekRing>,
+    algorithms: &[Algorithm],
+) -> Result<Arc<dyn Custody>, CustodyError> {
     match &config.keys.custody {
         KeyCustody::Sealed => Ok(keks),
         KeyCustody::Pkcs11(p) => {
-            let algorithms: Vec<Algorithm> = crate::server::policy(config).lanes().collect();
             let settings = settings(p)?;
-            let custody = Pkcs11Custody::open(settings, keks, &algorithms)
-                .map_err(|e| ServeError::Custody(e.to_string()))?;
+            let custody = Pkcs11Custody::open(settings, keks, algorithms)
+                .map_err(|e| CustodyError(e.to_string()))?;
             tracing::info!(module = %p.module.display(), token = %custody.hsm().token(), "signing keys are held in a PKCS#11 token");
             Ok(Arc::new(custody))
         }
     }
 }
 
-fn settings(p: &Pkcs11Config) -> Result<Settings, ServeError> {
+fn settings(p: &Pkcs11Config) -> Result<Settings, CustodyError> {
     Ok(Settings {
         module: p.module.clone(),
         token: match &p.token {
@@ -54,8 +63,8 @@ fn settings(p: &Pkcs11Config) -> Result<Settings, ServeError> {
 }
 
 /// The token's PIN from where `[pkcs11]` says (never from the config file itself).
-fn pin(source: &PinSource) -> Result<Zeroizing<String>, ServeError> {
-    let refused = |why: String| ServeError::Custody(format!("the PKCS#11 PIN: {why}"));
+fn pin(source: &PinSource) -> Result<Zeroizing<String>, CustodyError> {
+    let refused = |why: String| CustodyError(format!("the PKCS#11 PIN: {why}"));
     let pin = match source {
         PinSource::Env(var) => Zeroizing::new(std::env::var(var).map_err(|_| {
             refused(format!(

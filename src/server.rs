@@ -446,9 +446,11 @@ pub async fn prepare_with_store(
     let keks = Arc::new(options.keks);
     let custody = {
         let (config, keks) = (config.clone(), keks.clone());
-        tokio::task::spawn_blocking(move || crate::custody::open(&config, keks))
+        let algorithms: Vec<Algorithm> = policy(&config).lanes().collect();
+        tokio::task::spawn_blocking(move || crate::custody::open(&config, keks, &algorithms))
             .await
-            .map_err(|e| ServeError::Custody(format!("opening the key custody stopped: {e}")))??
+            .map_err(|e| ServeError::Custody(format!("opening the key custody stopped: {e}")))?
+            .map_err(|e| ServeError::Custody(e.to_string()))?
     };
     let ring = load_key_ring(store.as_ref(), &custody, &policy(&config), now).await?;
     let hasher = load_pepper(store.as_ref(), &keks).await?;

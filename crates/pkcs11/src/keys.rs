@@ -391,6 +391,21 @@ pub struct Protection {
     pub value_readable: bool,
 }
 
+/// Whether the token can sign (`Err`: why not): repaired first if broken, then every key a
+/// signer uses looked for in it.
+pub(crate) fn check(hsm: &Hsm) -> Result<(), String> {
+    hsm.repair_if_broken()?;
+    let ids = hsm.watched();
+    hsm.with_session("checking the signing keys", |session| {
+        session.get_session_info()?;
+        for id in &ids {
+            find_private_key(session, id)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
+}
+
 impl Hsm {
     /// The protection attributes of the private key `kid` names.
     pub fn protection(&self, kid: &str) -> Result<Protection, CryptoError> {

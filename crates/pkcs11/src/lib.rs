@@ -191,6 +191,6 @@ impl Custody for Pkcs11Custody {
     }
 
     fn check(&self) -> Result<(), String> {
-        self.hsm.check()
+        keys::check(&self.hsm)
     }
 }

@@ -1,6 +1,6 @@
 //! The PKCS#11 module and token: the one process-wide context per module, the logged-in
 //! session pool, and recovery. Every call into the token goes through [`Hsm::with_session`],
-//! which finds it broken, logs in again, or marks it broken for [`Hsm::check`] to repair.
+//! which finds it broken, logs in again, or marks it broken for the periodic check (`Custody::check`) to repair.
 
 use std::{
     collections::HashMap,
@@ -255,7 +255,7 @@ impl Hsm {
     /// (a token shared by several processes may hold keys this one has not seen yet); still
     /// missing, only this call fails, as it does for a refusal of this one request (a
     /// template, a duplicate id). A failure of the device, the session or the module marks
-    /// the token broken until [`Hsm::check`] repairs it, and signing fails fast meanwhile.
+    /// the token broken until the periodic check (`Custody::check`) repairs it, and signing fails fast meanwhile.
     pub(crate) fn with_session<T>(
         &self,
         what: &str,
@@ -416,25 +416,22 @@ impl Hsm {
         lock(&self.state).handles.remove(id);
     }
 
-    /// Whether the token can sign (`Err`: why not): every key a signer uses is found in it.
-    /// A broken token is repaired first: the module is finalised and initialised again, the
-    /// token found and logged in, every session of the old generation closed.
-    pub fn check(&self) -> Result<(), String> {
+    /// Repairs a broken token: the module is finalised and initialised again, the token
+    /// found and logged in, every session of the old generation let go. `Err`: why it is
+    /// still broken.
+    pub(crate) fn repair_if_broken(&self) -> Result<(), String> {
         let broken = lock(&self.state).broken.clone();
-        if let Some(reason) = broken {
-            return self
+        match broken {
+            Some(reason) => self
                 .repair()
-                .map_err(|e| format!("{reason}; recovery failed: {e}"));
+                .map_err(|e| format!("{reason}; recovery failed: {e}")),
+            None => Ok(()),
         }
-        let ids: Vec<Vec<u8>> = lock(&self.watched).keys().cloned().collect();
-        self.with_session("checking the signing keys", |session| {
-            session.get_session_info()?;
-            for id in &ids {
-                crate::keys::find_private_key(session, id)?;
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())
+    }
+
+    /// The `CKA_ID`s the signers use.
+    pub(crate) fn watched(&self) -> Vec<Vec<u8>> {
+        lock(&self.watched).keys().cloned().collect()
     }
 
     /// Re-initialises the module after a key was not found (at most once per
@@ -504,7 +501,7 @@ impl Hsm {
         Ok(())
     }
 
-    /// Counts a signer of the key with `CKA_ID` `id`: [`Hsm::check`] looks for every key a
+    /// Counts a signer of the key with `CKA_ID` `id`: the periodic check (`Custody::check`) looks for every key a
     /// signer uses.
     pub(crate) fn watch(&self, id: &[u8]) {
         *lock(&self.watched).entry(id.to_vec()).or_insert(0) += 1;
