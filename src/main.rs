@@ -25,7 +25,7 @@ use tokenmint::{
         },
     },
     ops, pki,
-    registration::{self, Registrar},
+    registration::{self, RegisterError, Registrar},
     server::{self, Options},
 };
 use tokenmint_core::{
@@ -325,6 +325,20 @@ struct ClientSpecArgs {
     /// A permission: issue, introspect or admin (repeatable; default: issue).
     #[arg(long = "permission")]
     permissions: Vec<String>,
+    /// An audience this client serves: it may exchange tokens for it; an audience is served by
+    /// one client only (repeatable).
+    #[arg(long = "serves")]
+    serves: Vec<String>,
+    /// A client id it may act for, or "*" for any (repeatable; needs --delegate-audience).
+    #[arg(long = "act-for")]
+    act_for: Vec<String>,
+    /// An audience it may call on another's behalf, one of its --audience values (repeatable;
+    /// needs --act-for).
+    #[arg(long = "delegate-audience")]
+    delegate_audiences: Vec<String>,
+    /// A scope it may pass on when acting for another (repeatable; needs --act-for).
+    #[arg(long = "delegate-scope")]
+    delegate_scopes: Vec<String>,
     /// Default token lifetime (default: tokens.default_lifetime).
     #[arg(long, value_parser = humantime::parse_duration)]
     default_lifetime: Option<Duration>,
@@ -1072,9 +1086,23 @@ async fn client_add(args: ClientAddArgs) -> Result<()> {
         now: SystemClock.unix_now(),
         offline: true,
     };
-    let (client, secret) = registration::register(store.as_ref(), client, hasher.as_ref(), by)
+    let (id, serves) = (client.id.clone(), client.exchange.serves.clone());
+    let (client, secret) = match registration::register(store.as_ref(), client, hasher.as_ref(), by)
         .await
-        .context("registering the client")?;
+    {
+        Ok(registered) => registered,
+        // The store says only that something is taken: an audience another client serves
+        // is named, as RegisterClient names it.
+        Err(e @ RegisterError::Taken { .. }) => {
+            let refused =
+                match registration::served_elsewhere(store.as_ref(), id.as_str(), &serves).await {
+                    Some(why) => anyhow::anyhow!(why),
+                    None => anyhow::Error::new(e),
+                };
+            return Err(refused.context("registering the client"));
+        }
+        Err(e) => return Err(e).context("registering the client"),
+    };
     println!(
         "registered client {} ({} {})",
         client.id,
@@ -1123,6 +1151,10 @@ fn client_spec(spec: ClientSpecArgs, disabled: bool) -> Result<ClientSpec> {
         max_lifetime: lifetime(spec.max_lifetime),
         disabled,
         pinned_sha256,
+        serves: spec.serves,
+        act_for: spec.act_for,
+        delegate_audiences: spec.delegate_audiences,
+        delegate_scopes: spec.delegate_scopes,
     })
 }
 
@@ -1223,6 +1255,10 @@ async fn client_get(remote: &Remote, client_id: Option<String>) -> Result<()> {
             "enabled": c.enabled,
             "has_secret": c.has_secret,
             "pinned_sha256": c.pinned_sha256,
+            "serves": c.serves,
+            "act_for": c.act_for,
+            "delegate_audiences": c.delegate_audiences,
+            "delegate_scopes": c.delegate_scopes,
         })
     };
     if let Some(client_id) = client_id {
@@ -1258,8 +1294,19 @@ async fn client_list(config: &Path) -> Result<()> {
     let config = load_config(config)?;
     let store = server::open_store(&config).await?;
     for c in store.clients().await? {
+        // A client's place in call chains, only where it has one.
+        let exchange: String = [
+            ("serves", &c.exchange.serves),
+            ("act_for", &c.exchange.act_for),
+            ("delegate_audiences", &c.exchange.delegate_audiences),
+            ("delegate_scopes", &c.exchange.delegate_scopes),
+        ]
+        .into_iter()
+        .filter(|(_, values)| !values.is_empty())
+        .map(|(key, values)| format!("\t{key}=[{}]", values.join(" ")))
+        .collect();
         println!(
-            "{}\t{}={}\tscopes=[{}]\taudiences=[{}]\tpermissions=[{}]\t{}{}",
+            "{}\t{}={}\tscopes=[{}]\taudiences=[{}]\tpermissions=[{}]{exchange}\t{}{}",
             c.id,
             c.matcher.kind(),
             c.matcher.value(),

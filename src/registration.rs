@@ -75,3 +75,38 @@ pub async fn register(
         Err(e) => Err(RegisterError::Store(e)),
     }
 }
+
+/// When the store refuses a client `id` serving `serves` as a conflict, it says only that
+/// something is taken: if one of those audiences is another client's, that is the reason,
+/// named here; `None` when none is (its id, certificate matcher or a pin is taken then).
+pub async fn served_elsewhere(store: &dyn Store, id: &str, serves: &[String]) -> Option<String> {
+    if serves.is_empty() {
+        return None;
+    }
+    let clients = match store.clients().await {
+        Ok(clients) => clients,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the clients to explain a conflict failed");
+            return None;
+        }
+    };
+    serves.iter().find_map(|audience| {
+        let other = clients
+            .iter()
+            .find(|c| c.id.as_str() != id && c.exchange.serves.contains(audience))?;
+        Some(served_by_another(audience, other.id.as_str()))
+    })
+}
+
+/// The refusal of an audience another client serves, named like a draft's field.
+fn served_by_another(audience: &str, other: &str) -> String {
+    let cut: String = audience.chars().take(140).collect();
+    let ellipsis = if cut.len() < audience.len() {
+        "…"
+    } else {
+        ""
+    };
+    format!(
+        "serves `{cut}{ellipsis}`, which client {other} already serves: an audience is served by one client only; remove it from this client's serves or from {other}'s"
+    )
+}

@@ -92,6 +92,7 @@ pub fn client(id: &str, uri: &str) -> Client {
         max_lifetime: Duration::from_secs(3600),
         enabled: true,
         secret_hash: None,
+        exchange: Default::default(),
     }
 }
 

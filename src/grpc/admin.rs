@@ -90,6 +90,10 @@ fn client_info(client: &Client) -> ClientInfo {
             .iter()
             .map(|pin| pin.to_b64url())
             .collect(),
+        serves: client.exchange.serves.clone(),
+        act_for: client.exchange.act_for.clone(),
+        delegate_audiences: client.exchange.delegate_audiences.clone(),
+        delegate_scopes: client.exchange.delegate_scopes.clone(),
     }
 }
 
@@ -136,16 +140,23 @@ impl AdminService for AdminApi {
             offline: false,
         };
         let hasher = message.with_secret.then(|| self.authority.secret_hasher());
-        let (client, secret) = registration::register(self.store.as_ref(), client, hasher, by)
-            .await
-            .map_err(|e| match e {
-                RegisterError::Taken { .. } => Status::already_exists(e.to_string()),
-                RegisterError::Secret(e) => {
-                    tracing::error!(error = %e, "generating a client secret failed");
-                    Status::internal("the client secret could not be generated")
+        let (id, serves) = (client.id.clone(), client.exchange.serves.clone());
+        let (client, secret) =
+            match registration::register(self.store.as_ref(), client, hasher, by).await {
+                Ok(registered) => registered,
+                Err(e @ RegisterError::Taken { .. }) => {
+                    let message =
+                        registration::served_elsewhere(self.store.as_ref(), id.as_str(), &serves)
+                            .await
+                            .unwrap_or_else(|| e.to_string());
+                    return Err(Status::already_exists(message));
                 }
-                RegisterError::Store(e) => wire::grpc(wire::store_failed(&e)),
-            })?;
+                Err(RegisterError::Secret(e)) => {
+                    tracing::error!(error = %e, "generating a client secret failed");
+                    return Err(Status::internal("the client secret could not be generated"));
+                }
+                Err(RegisterError::Store(e)) => return Err(wire::grpc(wire::store_failed(&e))),
+            };
         // Usable here at once; other replicas pick it up at their next catch-up.
         self.changes.reload_clients().await;
         tracing::info!(admin = %admin.id, client_id = %client.id, matcher = client.matcher.kind(), with_secret = secret.is_some(), "client registered");
@@ -187,11 +198,19 @@ impl AdminService for AdminApi {
                 )));
             }
             Err(tokenmint_store::StoreError::Conflict(_)) => {
-                return Err(Status::already_exists(format!(
-                    "the certificate matcher ({} {}) belongs to another client",
-                    client.matcher.kind(),
-                    client.matcher.value()
-                )));
+                let served = registration::served_elsewhere(
+                    self.store.as_ref(),
+                    client.id.as_str(),
+                    &client.exchange.serves,
+                )
+                .await;
+                return Err(Status::already_exists(served.unwrap_or_else(|| {
+                    format!(
+                        "the certificate matcher ({} {}) belongs to another client",
+                        client.matcher.kind(),
+                        client.matcher.value()
+                    )
+                })));
             }
             Err(e) => return Err(wire::grpc(wire::store_failed(&e))),
         };

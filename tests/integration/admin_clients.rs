@@ -1,5 +1,6 @@
 //! Client administration over the API: only admins, a registered client is served at once,
-//! its secret is shown once, taken ids and matchers are refused, listing pages through all.
+//! its secret is shown once, taken ids, matchers and served audiences are refused, listing
+//! pages through all, a client's place in call chains round-trips.
 
 use tokenmint::grpc::proto::{
     ClientSpec, GetClientRequest, IssueTokenRequest, ListClientsRequest, RegisterClientRequest,
@@ -347,5 +348,296 @@ async fn a_disable_that_lands_during_an_update_is_not_undone() {
     assert!(!stored.enabled, "the disable was undone by the update");
     assert_eq!(stored.scopes, ["orders:read", "orders:write"]);
     assert!(!updated.enabled, "{updated:?}");
+    server.stop().await;
+}
+
+const GATEWAY_URI: &str = "spiffe://tokenmint.test/gateway";
+const GATEWAY_AUDIENCE: &str = "https://gateway.example";
+const ORDERS_AUDIENCE: &str = "https://orders.example";
+
+/// A client with a place in call chains: it serves the gateway's audience and may call orders
+/// for demo, passing on `orders:read`.
+fn gateway_spec(id: &str, uri: &str) -> ClientSpec {
+    ClientSpec {
+        audiences: vec![DEMO_AUDIENCE.into(), ORDERS_AUDIENCE.into()],
+        serves: vec![GATEWAY_AUDIENCE.into()],
+        act_for: vec!["demo".into()],
+        delegate_audiences: vec![ORDERS_AUDIENCE.into()],
+        delegate_scopes: vec!["orders:read".into()],
+        ..spec(id, uri)
+    }
+}
+
+/// The four lists of a client's place in call chains, as an admin sees them.
+fn exchange_of(info: &tokenmint::grpc::proto::ClientInfo) -> [Vec<String>; 4] {
+    [
+        info.serves.clone(),
+        info.act_for.clone(),
+        info.delegate_audiences.clone(),
+        info.delegate_scopes.clone(),
+    ]
+}
+
+fn strings<const N: usize>(values: [&str; N]) -> Vec<String> {
+    values.into_iter().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_place_in_call_chains_round_trips_through_get_list_and_update() {
+    use tokenmint::grpc::proto::UpdateClientRequest;
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let mut admin = server.admin(&setup.pki.client_uri(ADMIN_URI));
+    let expected = [
+        strings([GATEWAY_AUDIENCE]),
+        strings(["demo"]),
+        strings([ORDERS_AUDIENCE]),
+        strings(["orders:read"]),
+    ];
+
+    let registered = admin
+        .register_client(RegisterClientRequest {
+            client: Some(gateway_spec("gateway", GATEWAY_URI)),
+            with_secret: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .client
+        .unwrap();
+    assert_eq!(exchange_of(&registered), expected, "{registered:?}");
+
+    // What the store kept, not what the request said.
+    let got = admin
+        .get_client(GetClientRequest {
+            client_id: "gateway".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(exchange_of(&got), expected, "{got:?}");
+    let listed = admin
+        .list_clients(ListClientsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .clients;
+    let gateway = listed.iter().find(|c| c.client_id == "gateway").unwrap();
+    assert_eq!(exchange_of(gateway), expected, "{gateway:?}");
+    // A client without one shows four empty lists.
+    let demo = listed.iter().find(|c| c.client_id == "demo").unwrap();
+    assert_eq!(exchange_of(demo), <[Vec<String>; 4]>::default(), "{demo:?}");
+
+    // An update replaces them: it serves another audience, acts for anyone, passes on no scope.
+    let moved = ClientSpec {
+        serves: strings(["https://gateway-v2.example"]),
+        act_for: strings(["*"]),
+        delegate_scopes: vec![],
+        ..gateway_spec("gateway", GATEWAY_URI)
+    };
+    admin
+        .update_client(UpdateClientRequest {
+            client: Some(moved),
+        })
+        .await
+        .unwrap();
+    let got = admin
+        .get_client(GetClientRequest {
+            client_id: "gateway".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        exchange_of(&got),
+        [
+            strings(["https://gateway-v2.example"]),
+            strings(["*"]),
+            strings([ORDERS_AUDIENCE]),
+            vec![],
+        ],
+        "{got:?}"
+    );
+    // The audience it no longer serves is free for another client.
+    let mut successor = spec("gateway-next", "spiffe://tokenmint.test/gateway-next");
+    successor.serves = strings([GATEWAY_AUDIENCE]);
+    let successor = admin
+        .register_client(RegisterClientRequest {
+            client: Some(successor),
+            with_secret: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .client
+        .unwrap();
+    assert_eq!(successor.serves, strings([GATEWAY_AUDIENCE]));
+    server.stop().await;
+}
+
+/// A second client claiming an audience `gateway` serves, by RegisterClient and by
+/// UpdateClient, is refused naming the audience and who serves it; nothing is stored.
+async fn an_audience_served_twice_is_refused_over(setup: &Setup) {
+    use tokenmint::grpc::proto::UpdateClientRequest;
+    let server = setup.start().await;
+    let mut admin = server.admin(&setup.pki.client_uri(ADMIN_URI));
+    admin
+        .register_client(RegisterClientRequest {
+            client: Some(gateway_spec("gateway", GATEWAY_URI)),
+            with_secret: false,
+        })
+        .await
+        .unwrap();
+
+    let mut rival = spec("rival", "spiffe://tokenmint.test/rival");
+    rival.serves = strings(["https://rival.example", GATEWAY_AUDIENCE]);
+    let refused = admin
+        .register_client(RegisterClientRequest {
+            client: Some(rival.clone()),
+            with_secret: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    let message = refused.message();
+    assert!(
+        message.contains(&format!("serves `{GATEWAY_AUDIENCE}`"))
+            && message.contains("client gateway already serves"),
+        "{refused:?}"
+    );
+    assert!(!message.contains("rival.example"), "{refused:?}");
+    let missing = admin
+        .get_client(GetClientRequest {
+            client_id: "rival".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound, "nothing was stored");
+
+    // Registered without it, then updated to claim it: refused the same way, and kept as it was.
+    rival.serves = strings(["https://rival.example"]);
+    admin
+        .register_client(RegisterClientRequest {
+            client: Some(rival.clone()),
+            with_secret: false,
+        })
+        .await
+        .unwrap();
+    rival.serves.push(GATEWAY_AUDIENCE.into());
+    let refused = admin
+        .update_client(UpdateClientRequest {
+            client: Some(rival),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    assert!(
+        refused.message().contains(&format!(
+            "serves `{GATEWAY_AUDIENCE}`, which client gateway"
+        )),
+        "{refused:?}"
+    );
+    let kept = admin
+        .get_client(GetClientRequest {
+            client_id: "rival".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.serves, strings(["https://rival.example"]));
+
+    // The client that serves it may keep serving it through an update.
+    admin
+        .update_client(UpdateClientRequest {
+            client: Some(gateway_spec("gateway", GATEWAY_URI)),
+        })
+        .await
+        .unwrap();
+    // A taken matcher is still called one, whatever the client serves.
+    let mut copy = spec("copy-of-demo", DEMO_URI);
+    copy.serves = strings(["https://copy.example"]);
+    let taken = admin
+        .register_client(RegisterClientRequest {
+            client: Some(copy),
+            with_secret: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists, "{taken:?}");
+    assert!(taken.message().contains("certificate matcher"), "{taken:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audience_another_client_serves_is_refused_naming_it() {
+    an_audience_served_twice_is_refused_over(&Setup::new(&standard_clients())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audience_another_client_serves_is_refused_naming_it_on_postgres() {
+    let Some(url) = crate::store_contract::postgres_url() else {
+        println!("skipped: TOKENMINT_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let database = crate::store_contract::TestDatabase::create(&url).await;
+    let mut setup = Setup::new(&standard_clients());
+    setup.store_url = database.url.clone();
+    an_audience_served_twice_is_refused_over(&setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegation_outside_the_clients_audiences_or_without_act_for_is_refused_naming_the_field() {
+    let setup = Setup::new(&standard_clients());
+    let server = setup.start().await;
+    let mut admin = server.admin(&setup.pki.client_uri(ADMIN_URI));
+    let register = |spec: ClientSpec| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .register_client(RegisterClientRequest {
+                    client: Some(spec),
+                    with_secret: false,
+                })
+                .await
+                .unwrap_err()
+        }
+    };
+
+    // An audience it may not call, even for itself.
+    let outside = ClientSpec {
+        delegate_audiences: strings(["https://elsewhere.example"]),
+        ..gateway_spec("gateway", GATEWAY_URI)
+    };
+    let refused = register(outside).await;
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("delegate_audiences `https://elsewhere.example` is not in audiences"),
+        "{refused:?}"
+    );
+
+    // Whom without what: act_for needs delegate_audiences.
+    let whom_only = ClientSpec {
+        delegate_audiences: vec![],
+        delegate_scopes: vec![],
+        ..gateway_spec("gateway", GATEWAY_URI)
+    };
+    let refused = register(whom_only).await;
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("delegate_audiences is empty")
+            && refused.message().contains("act_for is set"),
+        "{refused:?}"
+    );
+
+    // Nothing was registered.
+    let missing = admin
+        .get_client(GetClientRequest {
+            client_id: "gateway".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
     server.stop().await;
 }

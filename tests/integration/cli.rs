@@ -975,3 +975,198 @@ fn the_cli_finds_its_server_in_tokenmint_server() {
     );
     server.stop();
 }
+
+#[test]
+fn a_clients_place_in_call_chains_is_added_listed_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = tokenmint(dir.path()).args(["init"]).output().unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let gateway = [
+        "client",
+        "add",
+        "--id",
+        "gateway",
+        "--san-uri",
+        "spiffe://tokenmint.dev/gateway",
+        "--audience",
+        "https://demo.tokenmint.dev",
+        "--audience",
+        "https://orders.example",
+        "--serves",
+        "https://gateway.example",
+        "--serves",
+        "https://gateway-admin.example",
+        "--act-for",
+        "demo",
+        "--delegate-audience",
+        "https://orders.example",
+        "--delegate-scope",
+        "orders:read",
+    ];
+    let add = tokenmint(dir.path()).args(gateway).output().unwrap();
+    assert!(add.status.success(), "{add:?}");
+    let plain = tokenmint(dir.path())
+        .args([
+            "client",
+            "add",
+            "--id",
+            "plain",
+            "--san-uri",
+            "spiffe://tokenmint.dev/plain",
+        ])
+        .output()
+        .unwrap();
+    assert!(plain.status.success(), "{plain:?}");
+
+    // Offline: the listing shows where a client stands in call chains, and only where it has a
+    // place in one.
+    let list = tokenmint(dir.path())
+        .args(["client", "list"])
+        .output()
+        .unwrap();
+    assert!(list.status.success(), "{list:?}");
+    let listing = String::from_utf8_lossy(&list.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with("gateway\t"))
+        .expect("listed");
+    for shown in [
+        "\tserves=[https://gateway.example https://gateway-admin.example]",
+        "\tact_for=[demo]",
+        "\tdelegate_audiences=[https://orders.example]",
+        "\tdelegate_scopes=[orders:read]",
+    ] {
+        assert!(line.contains(shown), "{shown:?} in {line}");
+    }
+    let plain = listing
+        .lines()
+        .find(|l| l.starts_with("plain\t"))
+        .expect("listed");
+    for key in ["serves=", "act_for=", "delegate_"] {
+        assert!(!plain.contains(key), "{key:?} in {plain}");
+    }
+
+    // Another client serving one of its audiences is refused, naming the audience and who
+    // serves it; so is delegating to an audience it may not call.
+    let rival = tokenmint(dir.path())
+        .args([
+            "client",
+            "add",
+            "--id",
+            "rival",
+            "--san-uri",
+            "spiffe://tokenmint.dev/rival",
+            "--serves",
+            "https://gateway-admin.example",
+        ])
+        .output()
+        .unwrap();
+    assert!(!rival.status.success());
+    let stderr = String::from_utf8_lossy(&rival.stderr);
+    assert!(
+        stderr.contains(
+            "serves `https://gateway-admin.example`, which client gateway already serves"
+        ),
+        "{stderr}"
+    );
+    let outside = tokenmint(dir.path())
+        .args([
+            "client",
+            "add",
+            "--id",
+            "outside",
+            "--san-uri",
+            "spiffe://tokenmint.dev/outside",
+            "--act-for",
+            "*",
+            "--delegate-audience",
+            "https://orders.example",
+        ])
+        .output()
+        .unwrap();
+    assert!(!outside.status.success());
+    let stderr = String::from_utf8_lossy(&outside.stderr);
+    assert!(
+        stderr.contains("delegate_audiences `https://orders.example` is not in audiences"),
+        "{stderr}"
+    );
+
+    // Over the API: get shows the four lists, and an update replaces them.
+    let server = DevServer::start(dir.path(), &[], None);
+    server.wait_until_serving();
+    let get = |id: &str| -> serde_json::Value {
+        let out = server.cli(&["client", "get", id]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let shown = get("gateway");
+    assert_eq!(
+        shown["serves"],
+        serde_json::json!(["https://gateway.example", "https://gateway-admin.example"])
+    );
+    assert_eq!(shown["act_for"], serde_json::json!(["demo"]));
+    assert_eq!(
+        shown["delegate_audiences"],
+        serde_json::json!(["https://orders.example"])
+    );
+    assert_eq!(shown["delegate_scopes"], serde_json::json!(["orders:read"]));
+    assert_eq!(get("plain")["serves"], serde_json::json!([]));
+    let updated = server.cli(&[
+        "client",
+        "update",
+        "--id",
+        "gateway",
+        "--san-uri",
+        "spiffe://tokenmint.dev/gateway",
+        "--audience",
+        "https://orders.example",
+        "--serves",
+        "https://gateway.example",
+        "--act-for",
+        "*",
+        "--delegate-audience",
+        "https://orders.example",
+    ]);
+    assert!(updated.status.success(), "{updated:?}");
+    let shown = get("gateway");
+    assert_eq!(
+        shown["serves"],
+        serde_json::json!(["https://gateway.example"])
+    );
+    assert_eq!(shown["act_for"], serde_json::json!(["*"]));
+    assert_eq!(shown["delegate_scopes"], serde_json::json!([]));
+    // The listing of every client carries them too.
+    let all = server.cli(&["client", "get"]);
+    assert!(all.status.success(), "{all:?}");
+    let listed: Vec<serde_json::Value> = String::from_utf8_lossy(&all.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let gateway = listed
+        .iter()
+        .find(|c| c["client_id"] == "gateway")
+        .expect("listed");
+    assert_eq!(gateway["act_for"], serde_json::json!(["*"]));
+    // Registering a client that serves what gateway serves is refused over the API too.
+    let rival = server.cli(&[
+        "client",
+        "register",
+        "--id",
+        "rival",
+        "--san-uri",
+        "spiffe://tokenmint.dev/rival",
+        "--serves",
+        "https://gateway.example",
+    ]);
+    assert!(!rival.status.success());
+    assert!(
+        String::from_utf8_lossy(&rival.stderr)
+            .contains("serves `https://gateway.example`, which client gateway already serves"),
+        "{rival:?}"
+    );
+    server.stop();
+}

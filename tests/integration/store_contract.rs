@@ -19,7 +19,7 @@ use tempfile::TempDir;
 
 use crate::support::test_audit;
 use tokenmint_core::{
-    client::{Client, ClientId, Permission},
+    client::{Client, ClientId, ExchangePolicy, Permission},
     clock::UnixTime,
     crypto::{self, Algorithm, Kek, Sealed},
     identity::CertificateMatcher,
@@ -212,6 +212,7 @@ contract_tests!(
     contract_pepper_is_insert_if_absent,
     contract_clients_round_trip,
     contract_client_conflicts_change_nothing,
+    contract_an_audience_is_served_by_one_client,
     contract_sync_config_client,
     contract_commit_change_each_kind,
     contract_token_revoked_twice_is_already_in_force,
@@ -295,6 +296,7 @@ fn client(client_id: &str, matcher: CertificateMatcher) -> Client {
         max_lifetime: Duration::from_secs(900),
         enabled: true,
         secret_hash: None,
+        exchange: Default::default(),
     }
 }
 
@@ -1046,6 +1048,15 @@ fn three_clients() -> Vec<Client> {
         "https://audit.internal".into(),
     ];
     rs.permissions = vec![Permission::Introspect, Permission::Issue];
+    rs.exchange = ExchangePolicy {
+        serves: vec![
+            "https://ledger.internal".into(),
+            "https://audit.internal".into(),
+        ],
+        act_for: vec!["billing".into(), "*".into()],
+        delegate_audiences: vec![],
+        delegate_scopes: vec!["ledger:read".into()],
+    };
     rs.enabled = false;
     rs.secret_hash = Some((0u8..32).map(|b| b.wrapping_mul(37) ^ 0x80).collect());
     let mut admin = client("admin:ops_2", dn("CN=admin,O=Acme,C=US"));
@@ -1108,6 +1119,73 @@ async fn contract_client_conflicts_change_nothing(backend: &Backend) {
         .await
         .unwrap();
     assert_eq!(stored_clients(&*store).await.len(), 4);
+}
+
+/// The audiences a client serves are unique across clients, on insert and on a policy update;
+/// a client may keep, drop or move its own.
+async fn contract_an_audience_is_served_by_one_client(backend: &Backend) {
+    let store = backend.open().await;
+    for c in &three_clients() {
+        store.insert_client(c, T0, &test_audit()).await.unwrap();
+    }
+    let before = stored_clients(&*store).await;
+    let mut newcomer = client("newcomer", uri("spiffe://tokenmint.test/newcomer"));
+    newcomer.exchange.serves = vec!["https://audit.internal".into()];
+    let refused = store.insert_client(&newcomer, T0, &test_audit()).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(why)) if why.contains("https://audit.internal")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        stored_clients(&*store).await,
+        before,
+        "nothing half-written"
+    );
+    // Billing may not take it by an update either.
+    let mut billing = before
+        .iter()
+        .find(|c| c.id.as_str() == "billing")
+        .unwrap()
+        .clone();
+    billing.exchange.serves = vec!["https://ledger.internal".into()];
+    assert_conflict(
+        store
+            .update_client_policy(&billing, T0, &test_audit())
+            .await,
+        "an update taking a served audience",
+    );
+    assert_eq!(
+        stored_clients(&*store).await,
+        before,
+        "nothing half-written"
+    );
+    // Once its server lets it go, it is free.
+    let mut rs = before
+        .iter()
+        .find(|c| c.id.as_str() == "rs.introspector-1")
+        .unwrap()
+        .clone();
+    rs.exchange.serves = vec!["https://audit.internal".into()];
+    store
+        .update_client_policy(&rs, T0, &test_audit())
+        .await
+        .unwrap();
+    store
+        .update_client_policy(&billing, T0, &test_audit())
+        .await
+        .unwrap();
+    let after = stored_clients(&*store).await;
+    let served = |id: &str| {
+        after
+            .iter()
+            .find(|c| c.id.as_str() == id)
+            .unwrap()
+            .exchange
+            .serves
+            .clone()
+    };
+    assert_eq!(served("billing"), ["https://ledger.internal"]);
+    assert_eq!(served("rs.introspector-1"), ["https://audit.internal"]);
 }
 
 async fn contract_sync_config_client(backend: &Backend) {

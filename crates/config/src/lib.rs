@@ -910,6 +910,23 @@ audiences = ["https://demo.tokenmint.dev"]
         );
     }
 
+    #[test]
+    fn a_client_names_the_audiences_it_serves_and_whom_it_may_act_for() {
+        let c = load(&format!(
+            "{CLIENT}serves = [\"https://demo.tokenmint.dev\"]\nact_for = [\"web\", \"*\"]\ndelegate_audiences = [\"https://demo.tokenmint.dev\"]\ndelegate_scopes = [\"demo:read\"]\n"
+        ))
+        .unwrap();
+        let exchange = &c.clients[0].exchange;
+        assert_eq!(exchange.serves, ["https://demo.tokenmint.dev"]);
+        assert_eq!(exchange.act_for, ["web", "*"]);
+        assert_eq!(exchange.delegate_audiences, ["https://demo.tokenmint.dev"]);
+        assert_eq!(exchange.delegate_scopes, ["demo:read"]);
+        refused(
+            &format!("{CLIENT}act_for = [\"web\"]\ndelegate_audiences = [\"https://x.example\"]\n"),
+            &["clients[0].delegate_audiences", "not in audiences"],
+        );
+    }
+
     const PKCS11: &str = "[keys]\ncustody = \"pkcs11\"\n[pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"hsm-1\"\n";
 
     #[test]

@@ -291,5 +291,12 @@ audiences = []
 # (WatchRevocations). Keys (WatchJwks, the JWKS) need no permission.
 permissions = ["introspect"]
 introspect_audiences = ["https://demo.tokenmint.dev"]
+# Token exchange (RFC 8693): the audiences this client *is* (unique across clients; it may
+# exchange tokens addressed to them), whom it may act for ("*": anyone), and what it may call
+# and pass on when it does (delegate_audiences within audiences).
+# serves = ["https://demo.tokenmint.dev"]
+# act_for = ["demo"]
+# delegate_audiences = []
+# delegate_scopes = []
 enabled = true
 "#;

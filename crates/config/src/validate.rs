@@ -1130,6 +1130,10 @@ impl Validator<'_> {
             introspect_audiences: c.introspect_audiences,
             permissions: c.permissions,
             enabled: c.enabled.unwrap_or(true),
+            serves: c.serves,
+            act_for: c.act_for,
+            delegate_audiences: c.delegate_audiences,
+            delegate_scopes: c.delegate_scopes,
         };
         let defaults = LifetimeDefaults {
             default: tokens.default_lifetime,

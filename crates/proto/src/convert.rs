@@ -47,6 +47,10 @@ pub fn client_draft(spec: ClientSpec) -> Result<ClientDraft, String> {
         introspect_audiences: spec.introspect_audiences,
         permissions: listed(spec.permissions),
         enabled: !spec.disabled,
+        serves: spec.serves,
+        act_for: spec.act_for,
+        delegate_audiences: spec.delegate_audiences,
+        delegate_scopes: spec.delegate_scopes,
     })
 }
 

@@ -520,6 +520,7 @@ mod tests {
             audiences: vec!["api".into()],
             default_audiences: vec!["api".into()],
             introspect_audiences: vec![],
+            exchange: Default::default(),
             permissions: vec![Permission::Issue],
             default_lifetime: Duration::from_secs(300),
             max_lifetime: Duration::from_secs(900),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokenmint_core::{
     audit::AuditEvent,
-    client::{Client, ClientId, Permission},
+    client::{Client, ClientId, ExchangePolicy, Permission},
     clock::UnixTime,
     crypto::{Algorithm, PublicKey, Sealed},
     identity::CertificateMatcher,
@@ -245,6 +245,12 @@ pub(super) fn client_from(row: &impl Columns) -> Result<Client, StoreError> {
         audiences: row.list("audiences")?,
         default_audiences: row.list("default_audiences")?,
         introspect_audiences: row.list("introspect_audiences")?,
+        exchange: ExchangePolicy {
+            serves: row.list("serves")?,
+            act_for: row.list("act_for")?,
+            delegate_audiences: row.list("delegate_audiences")?,
+            delegate_scopes: row.list("delegate_scopes")?,
+        },
         permissions,
         default_lifetime: lifetime("default_lifetime_s")?,
         max_lifetime: lifetime("max_lifetime_s")?,

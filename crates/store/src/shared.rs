@@ -764,7 +764,8 @@ async fn insert_client<DB: Sql>(
 ) -> Result<bool, StoreError> {
     let statement = format!(
         "INSERT INTO clients ({POLICY_COLUMNS}, id, enabled, secret_hash, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14){}",
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+         $16, $17, $18, $18){}",
         if if_absent {
             " ON CONFLICT (id) DO NOTHING"
         } else {
@@ -783,6 +784,7 @@ async fn insert_client<DB: Sql>(
         return Ok(false);
     }
     write_pins::<DB>(conn, client).await?;
+    write_serves::<DB>(conn, client).await?;
     Ok(true)
 }
 
@@ -795,7 +797,7 @@ async fn write_policy<DB: Sql>(
 ) -> Result<(), StoreError> {
     let statement = format!(
         "UPDATE clients SET ({POLICY_COLUMNS}, updated_at) = \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) WHERE id = $12"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) WHERE id = $16"
     );
     bind_policy(conn.sql(&statement), client)
         .arg(now.as_secs())
@@ -803,14 +805,16 @@ async fn write_policy<DB: Sql>(
         .run()
         .await
         .map_err(write_error)?;
-    write_pins::<DB>(conn, client).await
+    write_pins::<DB>(conn, client).await?;
+    write_serves::<DB>(conn, client).await
 }
 
 /// A client's policy columns, in the order [`bind_policy`] binds them.
 const POLICY_COLUMNS: &str = "matcher_kind, matcher_value, scopes, default_scopes, audiences, \
-     default_audiences, permissions, default_lifetime_s, max_lifetime_s, introspect_audiences";
+     default_audiences, permissions, default_lifetime_s, max_lifetime_s, introspect_audiences, \
+     serves, act_for, delegate_audiences, delegate_scopes";
 
-/// `statement` with `client`'s [`POLICY_COLUMNS`] bound to its next ten placeholders.
+/// `statement` with `client`'s [`POLICY_COLUMNS`] bound to its next fourteen placeholders.
 fn bind_policy<'a, DB: Sql>(statement: Bound<'a, DB>, client: &Client) -> Bound<'a, DB> {
     statement
         .arg(client.matcher.kind())
@@ -823,6 +827,36 @@ fn bind_policy<'a, DB: Sql>(statement: Bound<'a, DB>, client: &Client) -> Bound<
         .arg(whole_secs(client.default_lifetime))
         .arg(whole_secs(client.max_lifetime))
         .arg(json_list(&client.introspect_audiences))
+        .arg(json_list(&client.exchange.serves))
+        .arg(json_list(&client.exchange.act_for))
+        .arg(json_list(&client.exchange.delegate_audiences))
+        .arg(json_list(&client.exchange.delegate_scopes))
+}
+
+/// Replaces the audiences `client` serves; one another client serves is a `Conflict`.
+async fn write_serves<DB: Sql>(
+    conn: &mut DB::Connection,
+    client: &Client,
+) -> Result<(), StoreError> {
+    conn.sql("DELETE FROM client_serves WHERE client_id = $1")
+        .arg(client.id.as_str())
+        .run()
+        .await
+        .map_err(write_error)?;
+    for audience in &client.exchange.serves {
+        conn.sql("INSERT INTO client_serves (audience, client_id) VALUES ($1, $2)")
+            .arg(audience.as_str())
+            .arg(client.id.as_str())
+            .run()
+            .await
+            .map_err(|e| match write_error(e) {
+                StoreError::Conflict(_) => StoreError::Conflict(format!(
+                    "audience {audience:?} is served by another client"
+                )),
+                other => other,
+            })?;
+    }
+    Ok(())
 }
 
 /// Replaces the pinned thumbprints of `client`; a thumbprint another client pins is a

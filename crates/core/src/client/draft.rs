@@ -5,7 +5,7 @@
 
 use std::{fmt, time::Duration};
 
-use super::{Client, ClientId, Permission};
+use super::{Client, ClientId, ExchangePolicy, Permission};
 use crate::identity::CertificateMatcher;
 
 /// The longest client id, in characters (ids are ASCII, so also bytes).
@@ -55,6 +55,14 @@ pub struct ClientDraft {
     pub max_lifetime: Option<Duration>,
     /// Whether it starts enabled.
     pub enabled: bool,
+    /// The audiences it serves (unique across clients).
+    pub serves: Vec<String>,
+    /// The client ids it may act for (`*`: any).
+    pub act_for: Vec<String>,
+    /// The audiences it may call on another's behalf: a subset of `audiences`.
+    pub delegate_audiences: Vec<String>,
+    /// The scopes it may pass on when acting for another.
+    pub delegate_scopes: Vec<String>,
 }
 
 /// The token lifetimes a client falls back on: `tokens.default_lifetime` and
@@ -98,6 +106,14 @@ pub enum DraftField {
     DefaultLifetime,
     /// `max_lifetime`.
     MaxLifetime,
+    /// `serves`.
+    Serves,
+    /// `act_for`.
+    ActFor,
+    /// `delegate_audiences`.
+    DelegateAudiences,
+    /// `delegate_scopes`.
+    DelegateScopes,
 }
 
 impl DraftField {
@@ -118,6 +134,10 @@ impl DraftField {
             Self::Permissions => "permissions",
             Self::DefaultLifetime => "default_lifetime",
             Self::MaxLifetime => "max_lifetime",
+            Self::Serves => "serves",
+            Self::ActFor => "act_for",
+            Self::DelegateAudiences => "delegate_audiences",
+            Self::DelegateScopes => "delegate_scopes",
         }
     }
 }
@@ -193,6 +213,13 @@ impl ClientDraft {
         let permissions = permissions(self.permissions)?;
         let (default_lifetime, max_lifetime) =
             lifetimes(self.default_lifetime, self.max_lifetime, defaults)?;
+        let exchange = exchange_policy(
+            self.serves,
+            self.act_for,
+            self.delegate_audiences,
+            self.delegate_scopes,
+            &self.audiences,
+        )?;
         Ok(Client {
             id,
             matcher,
@@ -206,7 +233,64 @@ impl ClientDraft {
             max_lifetime,
             enabled: self.enabled,
             secret_hash: None,
+            exchange,
         })
+    }
+}
+
+/// The exchange policy: served audiences and delegation audiences are audiences; `act_for`
+/// names client ids (or `*`); delegation is all or nothing — whom, and what it may call.
+fn exchange_policy(
+    serves: Vec<String>,
+    act_for: Vec<String>,
+    delegate_audiences: Vec<String>,
+    delegate_scopes: Vec<String>,
+    audiences: &[String],
+) -> Result<ExchangePolicy, DraftError> {
+    check_values(DraftField::Serves, &serves, check_audience, AUDIENCE_RULE)?;
+    check_values(DraftField::ActFor, &act_for, check_actee, ACT_FOR_RULE)?;
+    check_values(
+        DraftField::DelegateScopes,
+        &delegate_scopes,
+        check_scope,
+        SCOPE_RULE,
+    )?;
+    let delegate_audiences = subset(
+        DraftField::DelegateAudiences,
+        delegate_audiences,
+        audiences,
+        "audiences",
+    )?;
+    match (act_for.is_empty(), delegate_audiences.is_empty()) {
+        (false, true) => refuse(
+            DraftField::DelegateAudiences,
+            "is empty, but act_for is set: name the audiences this client may call on another's behalf".into(),
+        ),
+        (true, false) => refuse(
+            DraftField::ActFor,
+            "is empty, but delegate_audiences is set: name the clients this client may act for (or \"*\")".into(),
+        ),
+        _ if act_for.is_empty() && !delegate_scopes.is_empty() => refuse(
+            DraftField::ActFor,
+            "is empty, but delegate_scopes is set: name the clients this client may act for (or \"*\")".into(),
+        ),
+        _ => Ok(ExchangePolicy {
+            serves,
+            act_for,
+            delegate_audiences,
+            delegate_scopes,
+        }),
+    }
+}
+
+const ACT_FOR_RULE: &str =
+    "act_for names client ids (1–128 characters of A-Z a-z 0-9 . _ : -) or \"*\" for any";
+
+fn check_actee(value: &str) -> Result<(), &'static str> {
+    if value == "*" || ClientId::try_new(value).is_ok() {
+        Ok(())
+    } else {
+        Err("is not a client id")
     }
 }
 
@@ -371,8 +455,9 @@ fn subset(
             return refuse(
                 field,
                 format!(
-                    "{} is not in {of_key}: add it to {of_key} or remove it from the defaults",
-                    shown(item)
+                    "{} is not in {of_key}: add it to {of_key} or remove it from {}",
+                    shown(item),
+                    field.key()
                 ),
             );
         }

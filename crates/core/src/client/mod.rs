@@ -92,6 +92,18 @@ pub enum ClientError {
     /// Two clients share an id.
     #[error("client id {0} is registered twice")]
     DuplicateId(String),
+    /// Two clients say they serve the same audience.
+    #[error(
+        "clients {first} and {second} both serve {audience:?}: an audience is served by one client"
+    )]
+    DuplicateServes {
+        /// One client.
+        first: String,
+        /// The other.
+        second: String,
+        /// The audience.
+        audience: String,
+    },
 }
 
 /// A client id: 1–128 characters of `[A-Za-z0-9._:-]`.
@@ -184,6 +196,30 @@ pub struct Client {
     pub enabled: bool,
     /// HMAC-SHA-256 of its secret under the pepper, if it has one.
     pub secret_hash: Option<Vec<u8>>,
+    /// Who it is in a call chain, and whom it may act for (token exchange).
+    pub exchange: ExchangePolicy,
+}
+
+/// A client's place in call chains (RFC 8693 token exchange): the audiences it *is*, and
+/// whom it may act for, calling which audiences with which scopes. Empty: none of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExchangePolicy {
+    /// The audiences this client serves, unique across clients: it may exchange a token
+    /// whose `aud` names one of them.
+    pub serves: Vec<String>,
+    /// The client ids it may act for (`*`: any), as the actor of a delegated token.
+    pub act_for: Vec<String>,
+    /// The audiences it may call on another's behalf (a subset of its `audiences`).
+    pub delegate_audiences: Vec<String>,
+    /// The scopes it may pass on when acting for another.
+    pub delegate_scopes: Vec<String>,
+}
+
+impl ExchangePolicy {
+    /// Whether this client may act for `subject`.
+    pub fn may_act_for(&self, subject: &str) -> bool {
+        self.act_for.iter().any(|s| s == "*" || s == subject)
+    }
 }
 
 impl fmt::Debug for Client {
@@ -195,6 +231,7 @@ impl fmt::Debug for Client {
             .field("audiences", &self.audiences)
             .field("introspect_audiences", &self.introspect_audiences)
             .field("permissions", &self.permissions)
+            .field("exchange", &self.exchange)
             .field("enabled", &self.enabled)
             .field("has_secret", &self.secret_hash.is_some())
             .finish_non_exhaustive()
@@ -287,10 +324,11 @@ pub struct ClientRegistry {
     by_id: HashMap<ClientId, Arc<Client>>,
     by_matcher: HashMap<MatcherKey, ClientId>,
     by_pin: HashMap<CertificateThumbprint, ClientId>,
+    by_serves: HashMap<String, ClientId>,
 }
 
 impl ClientRegistry {
-    /// Indexes `clients`, refusing duplicate ids and duplicate matchers.
+    /// Indexes `clients`, refusing duplicate ids, matchers and served audiences.
     pub fn try_new(clients: impl IntoIterator<Item = Client>) -> Result<Self, ClientError> {
         let mut registry = Self::default();
         for client in clients {
@@ -315,6 +353,18 @@ impl ClientRegistry {
                 }
                 registry.by_pin.insert(*pin, client.id.clone());
             }
+            for audience in &client.exchange.serves {
+                if let Some(first) = registry.by_serves.get(audience) {
+                    return Err(ClientError::DuplicateServes {
+                        first: first.to_string(),
+                        second: client.id.to_string(),
+                        audience: audience.clone(),
+                    });
+                }
+                registry
+                    .by_serves
+                    .insert(audience.clone(), client.id.clone());
+            }
             registry.by_id.insert(client.id.clone(), Arc::new(client));
         }
         Ok(registry)
@@ -323,6 +373,13 @@ impl ClientRegistry {
     /// The client with this id.
     pub fn find(&self, id: &str) -> Option<&Arc<Client>> {
         self.by_id.get(id)
+    }
+
+    /// The client that serves `audience`, if one does.
+    pub fn serving(&self, audience: &str) -> Option<&Arc<Client>> {
+        self.by_serves
+            .get(audience)
+            .and_then(|id| self.by_id.get(id))
     }
 
     /// Every client, ordered by id.
@@ -486,6 +543,85 @@ mod tests {
         none.default_audiences = Some(vec![]);
         let client = none.build(DEFAULTS).unwrap();
         assert!(client.default_scopes.is_empty() && client.default_audiences.is_empty());
+    }
+
+    #[test]
+    fn a_client_says_which_audiences_it_serves_and_whom_it_may_act_for() {
+        let mut d = draft();
+        d.serves = vec!["https://billing.internal".into()];
+        d.act_for = vec!["web".into()];
+        d.delegate_audiences = vec!["https://api.example".into()];
+        d.delegate_scopes = vec!["a".into(), "ledger:read".into()];
+        let client = d.build(DEFAULTS).unwrap();
+        assert_eq!(client.exchange.serves, ["https://billing.internal"]);
+        assert!(client.exchange.may_act_for("web"));
+        assert!(!client.exchange.may_act_for("mobile"));
+        let mut any = draft();
+        any.act_for = vec!["*".into()];
+        any.delegate_audiences = vec!["https://api.example".into()];
+        assert!(any.build(DEFAULTS).unwrap().exchange.may_act_for("mobile"));
+        // None of it by default.
+        assert_eq!(
+            draft().build(DEFAULTS).unwrap().exchange,
+            ExchangePolicy::default()
+        );
+    }
+
+    #[test]
+    fn delegation_is_refused_half_set_or_beyond_the_clients_audiences() {
+        let with = |f: fn(&mut ClientDraft)| {
+            let mut d = draft();
+            f(&mut d);
+            refusal(d)
+        };
+        let e = with(|d| {
+            d.act_for = vec!["web".into()];
+            d.delegate_audiences = vec!["https://elsewhere.example".into()];
+        });
+        assert_eq!(e.field, DraftField::DelegateAudiences);
+        assert!(e.to_string().contains("not in audiences"), "{e}");
+        let e = with(|d| d.act_for = vec!["web".into()]);
+        assert_eq!(e.field, DraftField::DelegateAudiences);
+        assert!(e.to_string().contains("act_for is set"), "{e}");
+        let e = with(|d| d.delegate_audiences = vec!["https://api.example".into()]);
+        assert_eq!(e.field, DraftField::ActFor);
+        let e = with(|d| d.delegate_scopes = vec!["a".into()]);
+        assert_eq!(e.field, DraftField::ActFor);
+        let e = with(|d| {
+            d.act_for = vec!["not a client".into()];
+            d.delegate_audiences = vec!["https://api.example".into()];
+        });
+        assert_eq!(e.field, DraftField::ActFor);
+        let e = with(|d| d.serves = vec!["has space".into()]);
+        assert_eq!(e.field, DraftField::Serves);
+        let e = with(|d| d.serves = vec!["https://x".into(), "https://x".into()]);
+        assert!(e.to_string().contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn an_audience_is_served_by_one_client() {
+        let mut a = draft();
+        a.serves = vec!["https://billing.internal".into()];
+        let mut b = draft();
+        b.id = "ledger".into();
+        b.identity.san_uri = Some("spiffe://x/ledger".into());
+        b.serves = vec!["https://ledger.internal".into()];
+        let (a, b) = (a.build(DEFAULTS).unwrap(), b.build(DEFAULTS).unwrap());
+        let registry = ClientRegistry::try_new([a.clone(), b.clone()]).unwrap();
+        assert_eq!(
+            registry
+                .serving("https://ledger.internal")
+                .map(|c| c.id.as_str()),
+            Some("ledger")
+        );
+        assert!(registry.serving("https://nobody.internal").is_none());
+        let mut both = b;
+        both.exchange.serves.push("https://billing.internal".into());
+        let e = ClientRegistry::try_new([a, both]).unwrap_err();
+        assert!(
+            matches!(&e, ClientError::DuplicateServes { audience, .. } if audience == "https://billing.internal"),
+            "{e}"
+        );
     }
 
     #[test]
