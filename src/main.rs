@@ -38,6 +38,26 @@ use tokenmint_core::{
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+/// `println!` for the CLI's output: a closed standard output (the reader of a pipe gone, as
+/// with `| head`) ends the process as a pipe's writer ends, with status 141, not a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            stdout_failed(&e);
+        }
+    }};
+}
+
+/// Ends the process after a failed write of its output: quietly when the reader went away.
+fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("error: writing to standard output: {e}");
+    std::process::exit(1)
+}
+
 #[derive(Parser)]
 #[command(
     name = "tokenmint",
@@ -594,7 +614,7 @@ fn run() -> Result<()> {
             Command::CheckConfig { config } => {
                 let config = load_config(&config)?;
                 let clients = server::check_clients(&config)?;
-                println!(
+                out!(
                     "{}: ok ({clients} clients; keys.algorithm {}; keys.custody {}; {})",
                     config.source.display(),
                     config.keys.algorithm,
@@ -630,7 +650,7 @@ async fn client_command(command: ClientCommand) -> Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            println!("disabled client {client_id} (sequence {})", r.sequence);
+            out!("disabled client {client_id} (sequence {})", r.sequence);
             Ok(())
         }
         ClientCommand::Enable { remote, client_id } => {
@@ -642,7 +662,7 @@ async fn client_command(command: ClientCommand) -> Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            println!("enabled client {client_id} (sequence {})", r.sequence);
+            out!("enabled client {client_id} (sequence {})", r.sequence);
             Ok(())
         }
     }
@@ -708,7 +728,7 @@ async fn token_command(command: TokenCommand) -> Result<()> {
                 Introspection::Inactive
             };
             let json = answer.to_json();
-            println!("{json:#}");
+            out!("{json:#}");
             Ok(())
         }
         TokenCommand::Revoke { remote, token_file } => {
@@ -718,7 +738,7 @@ async fn token_command(command: TokenCommand) -> Result<()> {
                 .revoke_token(RevokeTokenRequest { token })
                 .await
                 .map_err(refused)?;
-            println!("revoked (or nothing to revoke: unknown, expired or already revoked)");
+            out!("revoked (or nothing to revoke: unknown, expired or already revoked)");
             Ok(())
         }
     }
@@ -737,8 +757,8 @@ async fn revoke_command(command: RevokeCommand) -> Result<()> {
                 .map_err(refused)?
                 .into_inner();
             match r.sequence {
-                0 => println!("token id {token_id} was already revoked"),
-                n => println!("revoked token id {token_id} (sequence {n})"),
+                0 => out!("token id {token_id} was already revoked"),
+                n => out!("revoked token id {token_id} (sequence {n})"),
             }
             Ok(())
         }
@@ -751,9 +771,10 @@ async fn revoke_command(command: RevokeCommand) -> Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            println!(
+            out!(
                 "cut off client {client_id}: every token issued at or before {} is revoked; issuance resumes after it (sequence {})",
-                r.issued_at_or_before, r.sequence
+                r.issued_at_or_before,
+                r.sequence
             );
             Ok(())
         }
@@ -770,18 +791,23 @@ async fn revoke_command(command: RevokeCommand) -> Result<()> {
                     .map_err(refused)?
                     .into_inner();
                 for c in &r.disabled_clients {
-                    println!("disabled\t{c}");
+                    out!("disabled\t{c}");
                 }
                 for c in &r.cutoffs {
-                    println!(
+                    out!(
                         "cutoff\t{}\tissued_at_or_before={}\tsequence={}",
-                        c.client_id, c.issued_at_or_before, c.sequence
+                        c.client_id,
+                        c.issued_at_or_before,
+                        c.sequence
                     );
                 }
                 for t in &r.tokens {
-                    println!(
+                    out!(
                         "token\t{}\tclient={}\texpires_at={}\tsequence={}",
-                        t.token_id, t.client_id, t.expires_at, t.sequence
+                        t.token_id,
+                        t.client_id,
+                        t.expires_at,
+                        t.sequence
                     );
                 }
                 if r.next_page_token.is_empty() {
@@ -805,7 +831,7 @@ async fn keys_command(command: KeysCommand) -> Result<()> {
                 .map_err(refused)?
                 .into_inner();
             for k in &r.keys {
-                println!(
+                out!(
                     "{}\t{}\t{}\tcreated={}\tactivated={}\tretired={}\trevoked={}",
                     k.key_id,
                     k.algorithm,
@@ -816,9 +842,10 @@ async fn keys_command(command: KeysCommand) -> Result<()> {
                     k.revoked_at
                 );
             }
-            println!(
+            out!(
                 "current key age: {}s; next scheduled step at {}",
-                r.current_key_age_seconds, r.next_step_at
+                r.current_key_age_seconds,
+                r.next_step_at
             );
             Ok(())
         }
@@ -829,7 +856,7 @@ async fn keys_command(command: KeysCommand) -> Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            println!(
+            out!(
                 "rotated: {} signs now, {} is retired",
                 r.current_key_id,
                 if r.retired_key_id.is_empty() {
@@ -853,8 +880,8 @@ async fn keys_command(command: KeysCommand) -> Result<()> {
                 .map_err(refused)?
                 .into_inner();
             match r.sequence {
-                0 => println!("key {key_id} was already revoked"),
-                n => println!(
+                0 => out!("key {key_id} was already revoked"),
+                n => out!(
                     "revoked key {key_id} (sequence {n}); verifiers caching the key set may trust it until their copy expires (keys.jwks_max_age)"
                 ),
             }
@@ -871,7 +898,7 @@ async fn kek_command(command: KekCommand) -> Result<()> {
             let keks = server::load_keks(&config.keys.kek_files, env_kek().as_deref())?;
             let store = server::open_store(&config).await?;
             let done = server::rotate_kek(store.as_ref(), &keks, SystemClock.unix_now()).await?;
-            println!(
+            out!(
                 "re-sealed {} signing keys{} under KEK {}; older KEKs can now be removed from the configuration",
                 done.keys,
                 if done.pepper {
@@ -889,10 +916,10 @@ async fn kek_command(command: KekCommand) -> Result<()> {
 fn init(dir: &Path) -> Result<()> {
     let report = pki::init(dir)?;
     for file in &report.written {
-        println!("wrote {}", dir.join(file).display());
+        out!("wrote {}", dir.join(file).display());
     }
     for file in &report.kept {
-        println!("kept  {}", dir.join(file).display());
+        out!("kept  {}", dir.join(file).display());
     }
     for note in &report.notes {
         eprintln!("note: {}:\n{}", note.summary, note.add);
@@ -1103,14 +1130,14 @@ async fn client_add(args: ClientAddArgs) -> Result<()> {
         }
         Err(e) => return Err(e).context("registering the client"),
     };
-    println!(
+    out!(
         "registered client {} ({} {})",
         client.id,
         client.matcher.kind(),
         client.matcher.value()
     );
     if let Some(secret) = secret {
-        println!(
+        out!(
             "client secret (shown once, store it now): {}",
             secret.as_str()
         );
@@ -1170,13 +1197,15 @@ async fn client_register(args: ClientRegisterArgs) -> Result<()> {
         .map_err(refused)?
         .into_inner();
     if let Some(client) = &registered.client {
-        println!(
+        out!(
             "registered client {} ({} {})",
-            client.client_id, client.matcher_kind, client.matcher_value
+            client.client_id,
+            client.matcher_kind,
+            client.matcher_value
         );
     }
     if !registered.client_secret.is_empty() {
-        println!(
+        out!(
             "client secret (shown once, store it now): {}",
             registered.client_secret
         );
@@ -1193,9 +1222,11 @@ async fn client_update(args: ClientUpdateArgs) -> Result<()> {
         .await
         .map_err(refused)?
         .into_inner();
-    println!(
+    out!(
         "updated client {} ({} {})",
-        client.client_id, client.matcher_kind, client.matcher_value
+        client.client_id,
+        client.matcher_kind,
+        client.matcher_value
     );
     Ok(())
 }
@@ -1219,7 +1250,7 @@ async fn audit_list(
             .into_inner();
         for event in &page.events {
             let detail: std::collections::BTreeMap<_, _> = event.detail.iter().collect();
-            println!(
+            out!(
                 "{}",
                 serde_json::json!({
                     "id": event.id,
@@ -1267,7 +1298,7 @@ async fn client_get(remote: &Remote, client_id: Option<String>) -> Result<()> {
             .await
             .map_err(refused)?
             .into_inner();
-        println!("{}", show(&client));
+        out!("{}", show(&client));
         return Ok(());
     }
     let mut page_token = String::new();
@@ -1281,7 +1312,7 @@ async fn client_get(remote: &Remote, client_id: Option<String>) -> Result<()> {
             .map_err(refused)?
             .into_inner();
         for client in &page.clients {
-            println!("{}", show(client));
+            out!("{}", show(client));
         }
         if page.next_page_token.is_empty() {
             return Ok(());
@@ -1305,7 +1336,7 @@ async fn client_list(config: &Path) -> Result<()> {
         .filter(|(_, values)| !values.is_empty())
         .map(|(key, values)| format!("\t{key}=[{}]", values.join(" ")))
         .collect();
-        println!(
+        out!(
             "{}\t{}={}\tscopes=[{}]\taudiences=[{}]\tpermissions=[{}]{exchange}\t{}{}",
             c.id,
             c.matcher.kind(),
@@ -1358,6 +1389,6 @@ async fn token_issue(args: TokenIssueArgs) -> Result<()> {
         "audiences": response.audiences,
         "key_id": response.key_id,
     });
-    println!("{json:#}");
+    out!("{json:#}");
     Ok(())
 }

@@ -1170,3 +1170,27 @@ fn a_clients_place_in_call_chains_is_added_listed_and_shown() {
     );
     server.stop();
 }
+
+/// Output into a pipe whose reader has gone (`tokenmint … | head -c 10`) ends the command as a
+/// pipe's writer ends, with status 141, never with a panic and its backtrace.
+#[test]
+fn a_closed_standard_output_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tokenmint.toml"),
+        tokenmint::config::starter_toml(),
+    )
+    .unwrap();
+    let mut child = tokenmint(dir.path())
+        .arg("check-config")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes before the command has loaded its configuration, let alone written.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+}
