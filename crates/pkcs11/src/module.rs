@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Condvar, Mutex, MutexGuard, OnceLock, RwLock},
+    sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock},
     time::{Duration, Instant},
 };
 
@@ -26,23 +26,28 @@ const SESSION_WAIT: Duration = Duration::from_secs(2);
 /// At most one re-initialisation for a missing key per this long.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Tries at finding the token (a module may read a token another process is writing).
-const FIND_TRIES: u32 = 3;
+const FIND_TRIES: u32 = 5;
 
-/// The module's context, shared by everything in this process that uses the module:
-/// `C_Initialize` and `C_Finalize` are process-wide, and the login state is per process.
-fn context(module: &Path) -> Result<Pkcs11, HsmError> {
-    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+/// The module's context and its gate, shared by everything in this process that uses the
+/// module: `C_Initialize` and `C_Finalize` are process-wide, and the login state is per
+/// process. Every call into the module holds the gate to read; a re-initialisation holds it
+/// to write, since `C_Finalize` must not run while another thread is inside the module
+/// (PKCS#11 §5.4).
+fn context(module: &Path) -> Result<(Pkcs11, Arc<RwLock<()>>), HsmError> {
+    type Contexts = HashMap<PathBuf, (Pkcs11, Arc<RwLock<()>>)>;
+    static CONTEXTS: OnceLock<Mutex<Contexts>> = OnceLock::new();
     let mut contexts = lock(CONTEXTS.get_or_init(Mutex::default));
-    if let Some(ctx) = contexts.get(module) {
-        return Ok(ctx.clone());
+    if let Some((ctx, gate)) = contexts.get(module) {
+        return Ok((ctx.clone(), gate.clone()));
     }
     let ctx = Pkcs11::new(module).map_err(|e| HsmError::Load {
         module: module.display().to_string(),
         reason: e.to_string(),
     })?;
     initialize(&ctx).map_err(|e| HsmError::call("C_Initialize", &e))?;
-    contexts.insert(module.to_owned(), ctx.clone());
-    Ok(ctx)
+    let gate = Arc::new(RwLock::new(()));
+    contexts.insert(module.to_owned(), (ctx.clone(), gate.clone()));
+    Ok((ctx, gate))
 }
 
 fn initialize(ctx: &Pkcs11) -> Result<(), Error> {
@@ -86,9 +91,8 @@ pub struct Hsm {
     freed: Condvar,
     /// Held while the module is re-initialised: one repair at a time.
     repairing: Mutex<()>,
-    /// Every call into the module holds it to read; a repair holds it to write, since
-    /// `C_Finalize` must not run while another thread is inside the module (PKCS#11 §5.4).
-    gate: RwLock<()>,
+    /// The module's gate (see [`context`]).
+    gate: Arc<RwLock<()>>,
     /// The token refused the PIN: never tried again (a device may lock the user, or erase
     /// its keys, after a few wrong PINs) until a restart with the right one.
     pin_refused: Mutex<Option<String>>,
@@ -115,9 +119,10 @@ struct Lease {
 impl Hsm {
     /// Loads the module, finds the token and logs in: every start-up error surfaces here.
     pub fn open(settings: Settings) -> Result<Self, HsmError> {
-        let ctx = context(&settings.module)?;
+        let (ctx, gate) = context(&settings.module)?;
         let hsm = Self {
             ctx,
+            gate,
             module: settings.module,
             token: settings.token,
             pin: AuthPin::new(settings.pin.as_str().into()),
@@ -133,11 +138,15 @@ impl Hsm {
             }),
             freed: Condvar::new(),
             repairing: Mutex::new(()),
-            gate: RwLock::new(()),
             pin_refused: Mutex::new(None),
             watched: Mutex::default(),
         };
-        let (slot, session) = hsm.connect()?;
+        // Inside the module, like every call: another custody of this process may be
+        // re-initialising it.
+        let (slot, session) = {
+            let _inside = hsm.gate.read().unwrap_or_else(|p| p.into_inner());
+            hsm.connect()?
+        };
         let mut state = lock(&hsm.state);
         state.slot = Some(slot);
         state.idle.push(session);
@@ -165,9 +174,11 @@ impl Hsm {
     /// Finds the token's slot and opens a logged-in session on it.
     fn connect(&self) -> Result<(Slot, Session), HsmError> {
         let mut tries = 1;
+        // Not found, or the module failing while it reads the token: another process may be
+        // writing it at that moment.
         let slot = loop {
             match self.find_slot() {
-                Err(HsmError::NoToken { .. }) if tries < FIND_TRIES => {
+                Err(HsmError::NoToken { .. } | HsmError::Call { .. }) if tries < FIND_TRIES => {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(200));
                 }
@@ -254,8 +265,9 @@ impl Hsm {
     /// retried once. A key not found is looked for once more after the module is refreshed
     /// (a token shared by several processes may hold keys this one has not seen yet); still
     /// missing, only this call fails, as it does for a refusal of this one request (a
-    /// template, a duplicate id). A failure of the device, the session or the module marks
-    /// the token broken until the periodic check (`Custody::check`) repairs it, and signing fails fast meanwhile.
+    /// template, a duplicate id). A failure of the device, the session or the module is
+    /// tried once more after a refresh; failing again, it marks the token broken until the
+    /// periodic check (`Custody::check`) repairs it, and signing fails fast meanwhile.
     pub(crate) fn with_session<T>(
         &self,
         what: &str,
@@ -280,6 +292,16 @@ impl Hsm {
                 Err(failure) if !failure.breaks_token() => {
                     self.give_back(lease, true);
                     return Err(CryptoError::Device(format!("{what}: {failure}")));
+                }
+                // A module can fail for a moment (SoftHSM reading a token another process is
+                // writing): refreshed once, the call is tried again before the token counts
+                // as broken.
+                Err(failure) if !retried => {
+                    tracing::warn!(%failure, "a PKCS#11 call failed: re-initialising the module and trying once more");
+                    let seen = lease.generation;
+                    self.give_back(lease, false);
+                    drop(gate);
+                    self.refresh(seen);
                 }
                 Err(failure) => {
                     let reason = format!("{what}: {failure}");
