@@ -7,7 +7,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use tokenmint_config::{Config, KeyCustody, PinSource, Pkcs11Config, Pkcs11Token};
 use tokenmint_core::{
     crypto::Algorithm,
-    keys::{Custody, KekRing},
+    keys::{Custody, KekRing, KeyRecord, PrivateHalf},
 };
 use tokenmint_pkcs11::{Pkcs11Custody, Settings, TokenRef};
 use tokio_util::sync::CancellationToken;
@@ -93,6 +93,31 @@ fn read_pin_file(path: &Path) -> Result<Zeroizing<String>, String> {
     std::str::from_utf8(&bytes)
         .map(|text| Zeroizing::new(text.to_owned()))
         .map_err(|_| format!("{} is not UTF-8 text", path.display()))
+}
+
+/// Destroys the private halves of `records` that a device holds, off the async workers (a
+/// device call may take a while). A sealed key has nothing outside its store row. A failure
+/// is logged: the key is out of the store already, so it never signs again here.
+pub async fn destroy(custody: Arc<dyn Custody>, records: Vec<KeyRecord>) {
+    let held: Vec<KeyRecord> = records
+        .into_iter()
+        .filter(|r| matches!(r.private, PrivateHalf::Held { .. }))
+        .collect();
+    if held.is_empty() {
+        return;
+    }
+    let destroyed = tokio::task::spawn_blocking(move || {
+        for record in &held {
+            match custody.destroy(record) {
+                Ok(()) => tracing::info!(kid = %record.kid, custody = custody.name(), "a key's private half was destroyed"),
+                Err(e) => tracing::warn!(kid = %record.kid, error = %e, "a key's private half could not be destroyed; destroy it by hand"),
+            }
+        }
+    })
+    .await;
+    if let Err(e) = destroyed {
+        tracing::warn!(error = %e, "destroying keys' private halves stopped");
+    }
 }
 
 /// Checks the custody every [`CHECK_INTERVAL`] on the blocking pool (a check may repair the

@@ -224,29 +224,11 @@ impl Rotator {
             }
             // A refused step stored nothing; an unanswered one may have, so it keeps them.
             Err(e @ StoreError::Conflict(_)) => {
-                self.destroy(transition.insert.clone()).await;
+                crate::custody::destroy(self.custody.clone(), transition.insert.clone()).await;
                 Err(e.into())
             }
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Destroys keys' private halves in their custody, off the async workers. A failure is
-    /// logged: the key is out of the store already, so it can never sign again here.
-    async fn destroy(&self, records: Vec<KeyRecord>) {
-        if records.is_empty() {
-            return;
-        }
-        let custody = self.custody.clone();
-        off_runtime(move || {
-            for record in &records {
-                match custody.destroy(record) {
-                    Ok(()) => tracing::info!(kid = %record.kid, custody = custody.name(), "a key's private half was destroyed"),
-                    Err(e) => tracing::warn!(kid = %record.kid, error = %e, "a key's private half could not be destroyed; destroy it by hand"),
-                }
-            }
-        })
-        .await;
     }
 
     /// An operator's rotation (`actor` asked): the scheduled promotion now, refused if `next`
@@ -307,7 +289,7 @@ impl Rotator {
     /// replica no longer signs with them), whether or not the ring could be loaded.
     async fn publish_then_destroy(&self, gone: Vec<KeyRecord>) -> Result<(), LifecycleError> {
         let published = self.publish_saved().await;
-        self.destroy(gone).await;
+        crate::custody::destroy(self.custody.clone(), gone).await;
         published
     }
 

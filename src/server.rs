@@ -248,9 +248,9 @@ pub async fn load_key_ring(
             }
             // Another replica was first, or the store refused: what this one made in a
             // token is nobody's.
-            Ok(false) => destroy_unused(custody, initial).await,
+            Ok(false) => crate::custody::destroy(custody.clone(), initial).await,
             Err(e) => {
-                destroy_unused(custody, initial).await;
+                crate::custody::destroy(custody.clone(), initial).await;
                 return Err(e.into());
             }
         }
@@ -290,28 +290,11 @@ async fn first_keys(
     .map_err(|e| ServeError::Custody(format!("creating the first keys stopped: {e}")))?
 }
 
-/// Destroys first keys the store did not take, off the async workers.
-async fn destroy_unused(custody: &Arc<dyn Custody>, keys: Vec<KeyRecord>) {
-    let custody = custody.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        for key in &keys {
-            if let Err(e) = custody.destroy(key) {
-                tracing::warn!(kid = %key.kid, error = %e, "an unused first key could not be destroyed");
-            }
-        }
-    })
-    .await;
-}
-
 /// Signs and verifies a probe with every signing key before serving, so a custody that
 /// cannot sign (a token without the key, a wrong PIN) is a start-up error, not the first
 /// client's.
 fn self_test(ring: &KeyRing) -> Result<(), ServeError> {
-    for algorithm in Algorithm::ALL {
-        let signer = ring.signer_for(algorithm, algorithm);
-        if signer.algorithm() != algorithm {
-            continue;
-        }
+    for signer in ring.signers() {
         let jws = signer
             .sign_compact(b"{\"probe\":\"tokenmint start-up\"}")
             .map_err(|e| ServeError::Custody(format!("key {} cannot sign: {e}", signer.kid())))?;
@@ -813,7 +796,7 @@ impl PreparedServer {
             ),
         ];
         // Sealed keys cannot become unreachable; a token can.
-        if self.custody.name() != KeyCustody::Sealed.name() {
+        if self.config.keys.custody != KeyCustody::Sealed {
             tasks.push((
                 "key-custody",
                 tokio::spawn(crate::custody::check_task(

@@ -485,6 +485,11 @@ impl KeyRing {
         self.signers.iter().map(|s| s.algorithm())
     }
 
+    /// The keys that sign, one per algorithm, the longest-signing first.
+    pub fn signers(&self) -> &[Arc<CompactSigner>] {
+        &self.signers
+    }
+
     /// The ids of the keys that sign, the longest-signing first: a ring whose set is unchanged
     /// may still sign differently (a key retired or promoted).
     pub fn signer_kids(&self) -> Vec<&KeyId> {

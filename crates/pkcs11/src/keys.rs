@@ -1,5 +1,6 @@
 //! Keys in the token: which mechanisms each algorithm needs, generation (sensitive, never
-//! extractable, `CKA_ID` = the `kid`), the signer, and destruction.
+//! extractable, `CKA_ID` = the `kid`), the signer, destruction, and the periodic check that
+//! every key a signer uses is there.
 
 use std::sync::Arc;
 

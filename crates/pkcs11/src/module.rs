@@ -1,6 +1,7 @@
-//! The PKCS#11 module and token: the one process-wide context per module, the logged-in
-//! session pool, and recovery. Every call into the token goes through [`Hsm::with_session`],
-//! which finds it broken, logs in again, or marks it broken for the periodic check (`Custody::check`) to repair.
+//! The PKCS#11 module and token: the one process-wide context and gate per module, the
+//! logged-in session pool, and recovery. Every call into the token goes through
+//! [`Hsm::with_session`], which logs in again, refreshes the module once, or marks the token
+//! broken for the periodic check (`Custody::check`) to repair.
 
 use std::{
     collections::HashMap,
@@ -95,7 +96,7 @@ pub struct Hsm {
     gate: Arc<RwLock<()>>,
     /// The token refused the PIN: never tried again (a device may lock the user, or erase
     /// its keys, after a few wrong PINs) until a restart with the right one.
-    pin_refused: Mutex<Option<String>>,
+    pin_refused: Mutex<Option<RvError>>,
     /// The `CKA_ID`s signers use, with how many signers use each.
     watched: Mutex<HashMap<Vec<u8>, usize>>,
 }
@@ -230,8 +231,8 @@ impl Hsm {
     /// Logs the application in (the login is shared by all its sessions). A PIN the token
     /// refuses is remembered and never offered again.
     fn login(&self, session: &Session) -> Result<(), Error> {
-        if let Some(refused) = lock(&self.pin_refused).clone() {
-            return Err(Error::Pkcs11(pin_error(&refused), Function::Login));
+        if let Some(refused) = *lock(&self.pin_refused) {
+            return Err(Error::Pkcs11(refused, Function::Login));
         }
         match session.login(UserType::User, Some(&self.pin)) {
             Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
@@ -244,7 +245,7 @@ impl Hsm {
                 f,
             )) => {
                 tracing::error!(error = %rv, "the token refused the PIN: it will not be tried again until a restart");
-                *lock(&self.pin_refused) = Some(rv.to_string());
+                *lock(&self.pin_refused) = Some(rv);
                 Err(Error::Pkcs11(rv, f))
             }
             other => other,
@@ -490,7 +491,7 @@ impl Hsm {
     /// Finalises and initialises the module, finds the token and logs in, with no call
     /// inside the module meanwhile; the caller holds `repairing`.
     fn repair_locked(&self) -> Result<(), HsmError> {
-        if let Some(refused) = lock(&self.pin_refused).clone() {
+        if let Some(refused) = *lock(&self.pin_refused) {
             return Err(HsmError::Login {
                 token: self.token.to_string(),
                 reason: format!("{refused}; it is not tried again: set the right PIN and restart"),
@@ -590,15 +591,6 @@ impl Failure {
             // The binding itself failed (a missing symbol, a null function pointer).
             Failure::Token(_) => true,
         }
-    }
-}
-
-/// The error a remembered PIN refusal stands for.
-fn pin_error(refused: &str) -> RvError {
-    if refused.contains("LOCKED") {
-        RvError::PinLocked
-    } else {
-        RvError::PinIncorrect
     }
 }
 

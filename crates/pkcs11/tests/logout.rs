@@ -9,25 +9,17 @@
 
 mod common;
 
-use common::{custody, settings};
+use common::{custody, key_in_token, settings};
 use tokenmint_core::{
-    clock::UnixTime,
-    crypto::{self, Algorithm, RsaBits},
-    keys::{Custody, KeyMaker, KeyState},
+    crypto::{self, Algorithm},
+    keys::{Custody, KeyState},
 };
 
 #[test]
 fn a_logged_out_token_is_logged_in_again_and_signing_goes_on() {
     let Some(settings) = settings() else { return };
     let custody = custody(settings);
-    let record = custody
-        .make(
-            Algorithm::Es256,
-            RsaBits::B2048,
-            KeyState::Current,
-            UnixTime::EPOCH,
-        )
-        .unwrap();
+    let record = key_in_token(&custody, Algorithm::Es256, KeyState::Current);
     let signer = custody.signer(&record).unwrap();
     signer.sign(b"before").unwrap();
     custody.hsm().log_out().unwrap();

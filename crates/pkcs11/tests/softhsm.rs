@@ -12,14 +12,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{custody, settings};
+use common::{custody, key_in_token, settings};
 use tokenmint_core::{
     clock::UnixTime,
-    crypto::{self, Algorithm, Kek, RsaBits},
+    crypto::{self, Algorithm, Kek},
     jose::{self, KeySet, PublishedKey},
-    keys::{
-        ACCESS_TOKEN_TYP, Custody, KekRing, KeyMaker, KeyRecord, KeyRing, KeyState, PrivateHalf,
-    },
+    keys::{ACCESS_TOKEN_TYP, Custody, KekRing, KeyRecord, KeyRing, KeyState, PrivateHalf},
 };
 use tokenmint_pkcs11::{CUSTODY, Pkcs11Custody, TokenRef};
 
@@ -36,14 +34,7 @@ fn each_algorithm_is_generated_in_the_token_and_its_tokens_verify() {
     let keks = Arc::new(KekRing::try_new(vec![Kek::generate().unwrap()]).unwrap());
     let custody = Pkcs11Custody::open(settings, keks, &HSM_ALGORITHMS).unwrap();
     for algorithm in HSM_ALGORITHMS {
-        let record = custody
-            .make(
-                algorithm,
-                RsaBits::B2048,
-                KeyState::Current,
-                UnixTime::EPOCH,
-            )
-            .unwrap();
+        let record = key_in_token(&custody, algorithm, KeyState::Current);
         // The store keeps the public key and the token's name for the private half.
         assert_eq!(
             record.private,
@@ -73,9 +64,7 @@ fn private_keys_are_sensitive_and_never_extractable() {
     let Some(settings) = settings() else { return };
     let custody = custody(settings);
     for algorithm in [Algorithm::Es256, Algorithm::Rs256] {
-        let record = custody
-            .make(algorithm, RsaBits::B2048, KeyState::Next, UnixTime::EPOCH)
-            .unwrap();
+        let record = key_in_token(&custody, algorithm, KeyState::Next);
         let p = custody.hsm().protection(record.kid.as_str()).unwrap();
         assert!(p.sensitive && p.always_sensitive, "{algorithm}: {p:?}");
         assert!(!p.extractable && p.never_extractable, "{algorithm}: {p:?}");
@@ -91,14 +80,7 @@ fn private_keys_are_sensitive_and_never_extractable() {
 fn es256_signatures_from_the_token_are_always_low_s() {
     let Some(settings) = settings() else { return };
     let custody = custody(settings);
-    let record = custody
-        .make(
-            Algorithm::Es256,
-            RsaBits::B2048,
-            KeyState::Current,
-            UnixTime::EPOCH,
-        )
-        .unwrap();
+    let record = key_in_token(&custody, Algorithm::Es256, KeyState::Current);
     let signer = custody.signer(&record).unwrap();
     // SoftHSM returns high S about a third of the time: 60 signatures all but never miss one.
     for i in 0..60u32 {
@@ -124,14 +106,7 @@ fn es256_signatures_from_the_token_are_always_low_s() {
 fn destroying_a_key_removes_it_from_the_token() {
     let Some(settings) = settings() else { return };
     let custody = custody(settings);
-    let record = custody
-        .make(
-            Algorithm::EdDsa,
-            RsaBits::B2048,
-            KeyState::Next,
-            UnixTime::EPOCH,
-        )
-        .unwrap();
+    let record = key_in_token(&custody, Algorithm::EdDsa, KeyState::Next);
     let kid = record.kid.to_string();
     assert!(custody.hsm().key_ids().unwrap().contains(&kid));
     custody.destroy(&record).unwrap();

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use tokenmint_core::{
-    crypto::{Algorithm, Kek},
-    keys::KekRing,
+    clock::UnixTime,
+    crypto::{Algorithm, Kek, RsaBits},
+    keys::{KekRing, KeyMaker, KeyRecord, KeyState},
 };
 use tokenmint_pkcs11::{Pkcs11Custody, Settings, TokenRef};
 use zeroize::Zeroizing;
@@ -33,7 +34,15 @@ pub fn settings() -> Option<Settings> {
     })
 }
 
+/// A custody over the token, with a KEK of its own, checked for ES256.
 pub fn custody(settings: Settings) -> Pkcs11Custody {
     let keks = Arc::new(KekRing::try_new(vec![Kek::generate().unwrap()]).unwrap());
     Pkcs11Custody::open(settings, keks, &[Algorithm::Es256]).unwrap()
+}
+
+/// A new key of `algorithm` in `state`, generated in the token (RSA: 2048 bits).
+pub fn key_in_token(custody: &Pkcs11Custody, algorithm: Algorithm, state: KeyState) -> KeyRecord {
+    custody
+        .make(algorithm, RsaBits::B2048, state, UnixTime::EPOCH)
+        .unwrap()
 }
