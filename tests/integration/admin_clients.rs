@@ -589,18 +589,11 @@ async fn an_audience_another_client_serves_is_refused_naming_it_on_postgres() {
 async fn delegation_outside_the_clients_audiences_or_without_act_for_is_refused_naming_the_field() {
     let setup = Setup::new(&standard_clients());
     let server = setup.start().await;
-    let mut admin = server.admin(&setup.pki.client_uri(ADMIN_URI));
-    let register = |spec: ClientSpec| {
-        let mut admin = admin.clone();
-        async move {
-            admin
-                .register_client(RegisterClientRequest {
-                    client: Some(spec),
-                    with_secret: false,
-                })
-                .await
-                .unwrap_err()
-        }
+    let admin_cert = setup.pki.client_uri(ADMIN_URI);
+    let register = async |spec: ClientSpec| {
+        crate::pinned::register(&server, &admin_cert, spec)
+            .await
+            .unwrap_err()
     };
 
     // An audience it may not call, even for itself.
@@ -632,7 +625,8 @@ async fn delegation_outside_the_clients_audiences_or_without_act_for_is_refused_
     );
 
     // Nothing was registered.
-    let missing = admin
+    let missing = server
+        .admin(&admin_cert)
         .get_client(GetClientRequest {
             client_id: "gateway".into(),
         })

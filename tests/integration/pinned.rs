@@ -38,7 +38,8 @@ fn pinned_spec(id: &str, pins: &[String]) -> ClientSpec {
     }
 }
 
-async fn register(
+/// Registers `spec` as the admin `admin`, without a secret.
+pub(crate) async fn register(
     server: &TestServer,
     admin: &Issued,
     spec: ClientSpec,
