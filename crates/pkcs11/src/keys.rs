@@ -258,10 +258,7 @@ pub(crate) fn find_private_key(session: &Session, id: &[u8]) -> Result<ObjectHan
     ])?;
     match found.as_slice() {
         [handle] => Ok(*handle),
-        [] => Err(Failure::Missing(format!(
-            "key {} is not on the token",
-            String::from_utf8_lossy(id)
-        ))),
+        [] => Err(Failure::Missing(id.to_vec())),
         _ => Err(Failure::Answer(format!(
             "the token holds several keys with id {}",
             String::from_utf8_lossy(id)

@@ -4,7 +4,7 @@
 //! broken for the periodic check (`Custody::check`) to repair.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock},
     time::{Duration, Instant},
@@ -77,8 +77,37 @@ struct State {
     broken: Option<String>,
     /// Private-key handles by `CKA_ID`, valid until the module is re-initialised.
     handles: HashMap<Vec<u8>, ObjectHandle>,
-    /// When a missing key last re-initialised the module.
-    refreshed: Option<Instant>,
+    /// The refresh window: when it opened, and the keys found missing within it.
+    refreshed: Option<RefreshWindow>,
+}
+
+/// When the module was last re-initialised and for which missing keys since: a refresh
+/// happens once per window, plus once for each key first found missing within it.
+#[derive(Debug)]
+struct RefreshWindow {
+    opened: Instant,
+    missing: HashSet<Vec<u8>>,
+}
+
+impl RefreshWindow {
+    /// Whether a refresh is due, for `missing` (a key not found; `None`: a failing module),
+    /// given the window now open (`None` or older than [`REFRESH_EVERY`]: none is). A key
+    /// another process made after this one's last refresh is found by refreshing once more;
+    /// a key that is really gone, asked for again and again, refreshes once per window.
+    fn admits(window: &mut Option<RefreshWindow>, missing: Option<&[u8]>, now: Instant) -> bool {
+        match window {
+            Some(open) if now.saturating_duration_since(open.opened) < REFRESH_EVERY => {
+                missing.is_some_and(|id| open.missing.insert(id.to_vec()))
+            }
+            _ => {
+                *window = Some(RefreshWindow {
+                    opened: now,
+                    missing: missing.into_iter().map(<[u8]>::to_vec).collect(),
+                });
+                true
+            }
+        }
+    }
 }
 
 /// A logged-in PKCS#11 token: a bounded pool of sessions over the module's one context.
@@ -284,11 +313,11 @@ impl Hsm {
                     self.give_back(lease, true);
                     return Ok(value);
                 }
-                Err(Failure::Missing(_)) if !retried => {
+                Err(Failure::Missing(id)) if !retried => {
                     let seen = lease.generation;
                     self.give_back(lease, true);
                     drop(gate);
-                    self.refresh(seen);
+                    self.refresh(seen, Some(&id));
                 }
                 Err(failure) if !failure.breaks_token() => {
                     self.give_back(lease, true);
@@ -302,7 +331,7 @@ impl Hsm {
                     let seen = lease.generation;
                     self.give_back(lease, false);
                     drop(gate);
-                    self.refresh(seen);
+                    self.refresh(seen, None);
                 }
                 Err(failure) => {
                     let reason = format!("{what}: {failure}");
@@ -457,19 +486,18 @@ impl Hsm {
         lock(&self.watched).keys().cloned().collect()
     }
 
-    /// Re-initialises the module after a key was not found (at most once per
-    /// [`REFRESH_EVERY`], and not when another thread did since `seen`). SoftHSM, for one,
-    /// re-reads its token only when the token's change counter moves past the one it last
-    /// wrote, so it can miss keys another process made meanwhile.
-    fn refresh(&self, seen: u64) {
+    /// Re-initialises the module after a key was not found or the module failed, as
+    /// [`RefreshWindow::admits`] allows, and not when another thread did since `seen`.
+    /// SoftHSM, for one, re-reads its token only when the token's change counter moves past
+    /// the one it last wrote, so it can miss keys another process made meanwhile.
+    fn refresh(&self, seen: u64, missing: Option<&[u8]>) {
         let _one = lock(&self.repairing);
-        let recent = lock(&self.state)
-            .refreshed
-            .is_some_and(|at| at.elapsed() < REFRESH_EVERY);
-        if self.generation() != seen || recent {
+        if self.generation() != seen {
             return;
         }
-        lock(&self.state).refreshed = Some(Instant::now());
+        if !RefreshWindow::admits(&mut lock(&self.state).refreshed, missing, Instant::now()) {
+            return;
+        }
         if let Err(e) = self.repair_locked() {
             self.mark_broken(&format!("refreshing the module: {e}"));
         }
@@ -559,8 +587,8 @@ pub(crate) enum Failure {
     Token(Error),
     /// The token answered something this process cannot use.
     Answer(String),
-    /// The key looked for is not in the token.
-    Missing(String),
+    /// The key looked for (its `CKA_ID`) is not in the token.
+    Missing(Vec<u8>),
 }
 
 impl Failure {
@@ -598,7 +626,10 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Token(e) => write!(f, "{e}"),
-            Failure::Answer(why) | Failure::Missing(why) => f.write_str(why),
+            Failure::Answer(why) => f.write_str(why),
+            Failure::Missing(id) => {
+                write!(f, "key {} is not on the token", String::from_utf8_lossy(id))
+            }
         }
     }
 }
@@ -606,5 +637,31 @@ impl std::fmt::Display for Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Failure::Token(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica that refreshed for one key (the first keys another replica made) must still
+    /// refresh at once for a key made after that (a rotation elsewhere), or it refuses to
+    /// sign with the new key for up to [`REFRESH_EVERY`].
+    #[test]
+    fn each_key_first_missing_in_a_window_refreshes_once() {
+        let start = Instant::now();
+        let mut window = None;
+        assert!(RefreshWindow::admits(&mut window, Some(b"k1"), start));
+        let soon = start + Duration::from_millis(500);
+        assert!(!RefreshWindow::admits(&mut window, Some(b"k1"), soon));
+        assert!(RefreshWindow::admits(&mut window, Some(b"k2"), soon));
+        assert!(!RefreshWindow::admits(&mut window, Some(b"k2"), soon));
+        assert!(
+            !RefreshWindow::admits(&mut window, None, soon),
+            "a failing module waits"
+        );
+        let later = start + REFRESH_EVERY;
+        assert!(RefreshWindow::admits(&mut window, Some(b"k1"), later));
+        assert!(!RefreshWindow::admits(&mut window, None, later));
     }
 }
