@@ -14,13 +14,13 @@ use tokenmint_core::{
     client::{AuthError, Authenticated, Client, ClientRegistry, PeerCertificate, Permission},
     clock::{Clock, UnixTime},
     crypto::{self, CertificateThumbprint, SecretHasher},
-    grant::{self, SigningChoice},
+    grant::{self, Exchange, ExchangeRequest, SigningChoice},
     jose::JwsError,
     keys::KeyRing,
     limits::IssueLimits,
-    revocation::{Blocklist, CapError, Change, Freshness, VerifiedCache},
+    revocation::{Blocklist, CapError, Change, Freshness, Struck, VerifiedCache},
     token::{
-        self, AccessTokenClaims, IssueError, IssuedToken, Issuer, TokenRequest, Verified,
+        self, AccessTokenClaims, Grant, IssueError, IssuedToken, Issuer, TokenRequest, Verified,
         VerifyError,
     },
 };
@@ -34,6 +34,9 @@ pub enum Inactive {
     /// Its `jti` is revoked.
     #[error("revoked")]
     Revoked,
+    /// A token it was exchanged from is revoked.
+    #[error("a token it was exchanged from is revoked")]
+    AncestorRevoked,
     /// Its client was cut off after it was issued.
     #[error("client cut off")]
     ClientCutOff,
@@ -66,11 +69,23 @@ impl Inactive {
             Inactive::Invalid(VerifyError::Expired) => "expired",
             Inactive::Invalid(VerifyError::NotYetValid) => "not_yet_valid",
             Inactive::Revoked => "revoked",
+            Inactive::AncestorRevoked => "ancestor_revoked",
             Inactive::ClientCutOff => "client_cut_off",
             Inactive::ClientDisabled => "client_disabled",
             Inactive::KeyRevoked => "key_revoked",
             Inactive::AudienceNotVisible => "audience_not_visible",
             Inactive::CertificateMismatch => "certificate_mismatch",
+        }
+    }
+}
+
+impl From<Struck> for Inactive {
+    fn from(struck: Struck) -> Self {
+        match struck {
+            Struck::Revoked => Inactive::Revoked,
+            Struck::AncestorRevoked => Inactive::AncestorRevoked,
+            Struck::ClientDisabled => Inactive::ClientDisabled,
+            Struck::ClientCutOff => Inactive::ClientCutOff,
         }
     }
 }
@@ -155,6 +170,8 @@ pub struct Authority {
     /// Why the key ring the store holds could not be loaded, when it could not.
     key_ring_error: arc_swap::ArcSwapOption<String>,
     custody_error: arc_swap::ArcSwapOption<String>,
+    /// The most exchanges behind a token (`tokens.max_exchange_depth`).
+    max_exchange_depth: usize,
 }
 
 impl std::fmt::Debug for Authority {
@@ -220,6 +237,13 @@ impl Authority {
         self
     }
 
+    /// With at most `depth` exchanges behind a token (by default
+    /// `tokens.max_exchange_depth`'s default).
+    pub fn with_exchange_depth(mut self, depth: u32) -> Self {
+        self.max_exchange_depth = usize::try_from(depth).unwrap_or(usize::MAX);
+        self
+    }
+
     /// An authority from its parts.
     pub fn new(parts: Parts) -> Self {
         Self {
@@ -239,6 +263,7 @@ impl Authority {
             signing: SigningChoice::default(),
             key_ring_error: arc_swap::ArcSwapOption::empty(),
             custody_error: arc_swap::ArcSwapOption::empty(),
+            max_exchange_depth: crate::config::DEFAULT_MAX_EXCHANGE_DEPTH as usize,
         }
     }
 
@@ -271,13 +296,79 @@ impl Authority {
         self.custody_error.load_full()
     }
 
-    /// Authenticates `peer` as a client and issues it a token as `request` asks; the
-    /// outcome for an authenticated client goes to the issuance audit. One way through:
-    /// authenticate, the gates, the grant, then minting with the current signer.
+    /// Authenticates `peer` as a client and issues it a token as `request` asks
+    /// (`client_credentials`).
     pub fn issue(
         &self,
         peer: Option<&PeerCertificate>,
         request: &TokenRequest,
+    ) -> Result<IssuedToken, IssueError> {
+        self.grant_to(peer, request, |auth, _| {
+            let registry = self.clients.load();
+            let actor = request.may_act.as_deref().and_then(|id| registry.find(id));
+            grant::client_credentials(
+                &auth.client,
+                request,
+                self.issuer.ceiling(),
+                actor.map(AsRef::as_ref),
+            )
+        })
+    }
+
+    /// Authenticates `peer` as a client and exchanges the subject token `request` carries
+    /// (RFC 8693): down-scoping a token of its own, or delegation (`grant::token_exchange`).
+    pub fn exchange(
+        &self,
+        peer: Option<&PeerCertificate>,
+        request: &ExchangeRequest,
+    ) -> Result<IssuedToken, IssueError> {
+        self.grant_to(peer, &request.request, |auth, now| {
+            request.issued_token_type()?;
+            let subject = self
+                .check_active(&request.subject_token, now)
+                .map_err(|e| IssueError::SubjectToken(e.label()))?;
+            if let Some(actor) = &request.actor_token {
+                self.check_actor_token(auth, actor, now)?;
+            }
+            let exchange = Exchange {
+                caller: &auth.client,
+                thumbprint: &auth.peer.thumbprint,
+                subject: &subject,
+                now,
+                ceiling: self.issuer.ceiling(),
+                max_depth: self.max_exchange_depth,
+            };
+            grant::token_exchange(&exchange, &request.request)
+        })
+    }
+
+    /// An `actor_token` says only who the caller is: it must be active, issued to the caller
+    /// and bound to the certificate it presents.
+    fn check_actor_token(
+        &self,
+        auth: &Authenticated<'_>,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<(), IssueError> {
+        let claims = self
+            .check_active(token, now)
+            .map_err(|e| IssueError::ActorToken(e.label()))?;
+        let bound = CertificateThumbprint::from_b64url(&claims.cnf.x5t_s256)
+            .is_some_and(|t| t.ct_eq(&auth.peer.thumbprint));
+        if claims.client_id != auth.client.id.as_str() || !bound {
+            return Err(IssueError::ActorToken("another client's"));
+        }
+        Ok(())
+    }
+
+    /// One way through for every grant: authenticate, the gates, the grant `decide` makes,
+    /// then minting with the current signer; the outcome for an authenticated client goes
+    /// to the issuance audit.
+    fn grant_to(
+        &self,
+        peer: Option<&PeerCertificate>,
+        request: &TokenRequest,
+        decide: impl FnOnce(&Authenticated<'_>, UnixTime) -> Result<Grant, IssueError>,
     ) -> Result<IssuedToken, IssueError> {
         let auth = self
             .clients
@@ -289,7 +380,12 @@ impl Authority {
                 &self.hasher,
             )
             .map_err(|e| refused(None, IssueError::from(e)))?;
-        match self.issue_to(&auth, request) {
+        let now = self.now();
+        let issued = self
+            .admit_issuance(&auth.client, now)
+            .and_then(|()| decide(&auth, now))
+            .and_then(|grant| self.mint(&auth, grant, now));
+        match issued {
             Ok(token) => {
                 self.issuance_audit.issued(&token);
                 Ok(token)
@@ -302,14 +398,13 @@ impl Authority {
         }
     }
 
-    fn issue_to(
+    /// Signs `grant` with the current key of the algorithm its audiences take.
+    fn mint(
         &self,
         auth: &Authenticated<'_>,
-        request: &TokenRequest,
+        grant: Grant,
+        now: UnixTime,
     ) -> Result<IssuedToken, IssueError> {
-        let now = self.now();
-        self.admit_issuance(&auth.client, now)?;
-        let grant = grant::client_credentials(&auth.client, request, self.issuer.ceiling())?;
         let algorithm = self.signing.for_audiences(&grant.audiences)?;
         let signer = self
             .keys
@@ -417,7 +512,8 @@ impl Authority {
     }
 
     /// Whether `token` is active at `now`, whoever asks. The signature check is cached; the
-    /// times, revocation, client status and key status are checked on every call.
+    /// times, key status and revocation state are checked on every call — the token's own
+    /// and its chain's: every ancestor token and every party (client, subject, actors).
     fn check_active(&self, token: &str, now: UnixTime) -> Result<AccessTokenClaims, Inactive> {
         let ring = self.key_ring();
         let hash = crypto::sha256(token.as_bytes());
@@ -441,20 +537,19 @@ impl Authority {
         if ring.find(&verified.kid).is_none() || self.blocklist.is_key_revoked(&verified.kid) {
             return Err(Inactive::KeyRevoked);
         }
-        if self.blocklist.is_token_revoked(&claims.jti) {
-            return Err(Inactive::Revoked);
+        let parties = claims.parties();
+        if let Some(struck) =
+            self.blocklist
+                .strikes(&claims.jti, &claims.ancestors, &parties, claims.iat)
+        {
+            return Err(struck.into());
         }
         let registry = self.clients.load();
-        let enabled = registry.find(&claims.client_id).is_some_and(|c| c.enabled);
-        if !enabled || self.blocklist.is_client_disabled(&claims.client_id) {
-            return Err(Inactive::ClientDisabled);
-        }
-        if self
-            .blocklist
-            .cutoff(&claims.client_id)
-            .is_some_and(|cutoff| claims.iat <= cutoff)
+        if !parties
+            .iter()
+            .all(|p| registry.find(p).is_some_and(|c| c.enabled))
         {
-            return Err(Inactive::ClientCutOff);
+            return Err(Inactive::ClientDisabled);
         }
         Ok(claims.clone())
     }

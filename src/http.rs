@@ -23,7 +23,7 @@ use crate::{
 };
 use tokenmint_core::{
     client::Permission,
-    form::{self, Form, FormError},
+    form::{self, Form, FormError, GrantRequest},
     grant::GrantType,
     introspection::Introspection,
     oauth::ErrorCode,
@@ -130,12 +130,20 @@ async fn token(
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes);
         let request = form::token_request(&form, authorization).map_err(form_error)?;
-        face.authority
-            .issue(peer.as_deref(), &request)
+        let peer = peer.as_deref();
+        let (issued, token_type) = match &request {
+            GrantRequest::ClientCredentials(request) => (face.authority.issue(peer, request), None),
+            GrantRequest::TokenExchange(exchange) => (
+                face.authority.exchange(peer, exchange),
+                exchange.issued_token_type().ok(),
+            ),
+        };
+        issued
+            .map(|issued| (issued, token_type))
             .map_err(|e| HttpError::from(wire::issue_refused(&e, remote)).per_rfc6749())
     })();
     match result {
-        Ok(issued) => {
+        Ok((issued, issued_token_type)) => {
             wire::issued(&issued.client_id);
             let mut body = json!({
                 "access_token": issued.access_token,
@@ -144,6 +152,9 @@ async fn token(
             });
             if !issued.scopes.is_empty() {
                 body["scope"] = Value::from(issued.scopes.join(" "));
+            }
+            if let Some(issued_token_type) = issued_token_type {
+                body["issued_token_type"] = Value::from(issued_token_type);
             }
             wire::no_store(Json(body).into_response())
         }
@@ -199,7 +210,7 @@ async fn introspect(
     match result {
         Ok(Ok(claims)) => {
             metrics::counter!("tokenmint_introspections_total", "outcome" => "active").increment(1);
-            let answer = Introspection::Active(claims.into());
+            let answer = Introspection::Active(Box::new(claims.into()));
             wire::no_store(Json(answer.to_json()).into_response())
         }
         Ok(Err(reason)) => {

@@ -16,11 +16,11 @@ use tokenmint::{
     grpc::{
         duration_to_proto,
         proto::{
-            ClientInfo, ClientSpec, DisableClientRequest, EnableClientRequest, GetClientRequest,
-            IntrospectTokenRequest, IssueTokenRequest, ListClientsRequest, ListKeysRequest,
-            ListRevocationsRequest, RegisterClientRequest, RevokeClientTokensRequest,
-            RevokeKeyRequest, RevokeTokenIdRequest, RevokeTokenRequest, RotateKeysRequest,
-            UpdateClientRequest, admin_service_client::AdminServiceClient,
+            ClientInfo, ClientSpec, DisableClientRequest, EnableClientRequest,
+            ExchangeTokenRequest, GetClientRequest, IntrospectTokenRequest, IssueTokenRequest,
+            ListClientsRequest, ListKeysRequest, ListRevocationsRequest, RegisterClientRequest,
+            RevokeClientTokensRequest, RevokeKeyRequest, RevokeTokenIdRequest, RevokeTokenRequest,
+            RotateKeysRequest, UpdateClientRequest, admin_service_client::AdminServiceClient,
             token_service_client::TokenServiceClient,
         },
     },
@@ -31,9 +31,9 @@ use tokenmint::{
 use tokenmint_core::{
     client::LifetimeDefaults,
     clock::{Clock as _, SystemClock, UnixTime},
-    crypto,
+    crypto, grant,
     introspection::{ActiveToken, Introspection},
-    token::Confirmation,
+    token::{Actor, Confirmation, MayAct},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -371,6 +371,10 @@ struct ClientSpecArgs {
 enum TokenCommand {
     /// Get a token over mTLS and print the response as JSON.
     Issue(Box<TokenIssueArgs>),
+    /// Exchange a token (RFC 8693) for one bound to this certificate: a token of one's own
+    /// for a narrower one, or a token another client sent, to act on its behalf. Prints the
+    /// response as JSON.
+    Exchange(Box<TokenExchangeArgs>),
     /// Introspect a token (needs the introspect permission; default certificate: admin).
     Introspect {
         #[command(flatten)]
@@ -513,6 +517,37 @@ struct TokenIssueArgs {
     #[arg(long = "audience")]
     audiences: Vec<String>,
     /// A requested lifetime, e.g. 10m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    lifetime: Option<Duration>,
+    /// The client it lets act for it (the token's may_act; that client must be registered
+    /// to act for this one).
+    #[arg(long)]
+    may_act: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenExchangeArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// A file holding the token exchanged, or - for standard input.
+    #[arg(long)]
+    subject_token_file: PathBuf,
+    /// A file holding a token of the caller's own (optional).
+    #[arg(long)]
+    actor_token_file: Option<PathBuf>,
+    /// The client id (default: derived from the certificate).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// A file holding the client secret, for clients that have one.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// A requested scope (repeatable; default: all the caller may take).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// A requested audience (repeatable).
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+    /// A requested lifetime, e.g. 5m (never past the subject token's expiry).
     #[arg(long, value_parser = humantime::parse_duration)]
     lifetime: Option<Duration>,
 }
@@ -694,6 +729,7 @@ async fn audit_command(command: AuditCommand) -> Result<()> {
 async fn token_command(command: TokenCommand) -> Result<()> {
     match command {
         TokenCommand::Issue(args) => token_issue(*args).await,
+        TokenCommand::Exchange(args) => token_exchange(*args).await,
         TokenCommand::Introspect {
             remote,
             token_file,
@@ -710,7 +746,7 @@ async fn token_command(command: TokenCommand) -> Result<()> {
                 .map_err(refused)?
                 .into_inner();
             let answer = if r.active {
-                Introspection::Active(ActiveToken {
+                Introspection::Active(Box::new(ActiveToken {
                     client_id: r.client_id,
                     sub: r.subject,
                     scopes: r.scopes,
@@ -723,7 +759,9 @@ async fn token_command(command: TokenCommand) -> Result<()> {
                     cnf: Confirmation {
                         x5t_s256: r.certificate_thumbprint,
                     },
-                })
+                    act: Actor::from_chain(&r.actors),
+                    may_act: (!r.may_act.is_empty()).then_some(MayAct { sub: r.may_act }),
+                }))
             } else {
                 Introspection::Inactive
             };
@@ -1359,36 +1397,102 @@ async fn client_list(config: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The client secret in `path`, or none.
+fn read_secret(path: Option<&Path>) -> Result<zeroize::Zeroizing<String>> {
+    let Some(path) = path else {
+        return Ok(zeroize::Zeroizing::new(String::new()));
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
+}
+
+/// A token endpoint answer as the CLI prints it.
+fn print_issued(
+    access_token: String,
+    token_type: String,
+    expires_in: i64,
+    scopes: &[String],
+    audiences: &[String],
+    key_id: String,
+) -> serde_json::Value {
+    serde_json::json!({
+        "access_token": access_token,
+        "token_type": token_type,
+        "expires_in": expires_in,
+        "scope": scopes.join(" "),
+        "audiences": audiences,
+        "key_id": key_id,
+    })
+}
+
 async fn token_issue(args: TokenIssueArgs) -> Result<()> {
     let channel = args.remote.channel("demo").await?;
-    let secret = match &args.secret_file {
-        Some(path) => zeroize::Zeroizing::new(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => zeroize::Zeroizing::new(String::new()),
-    };
-    let response = TokenServiceClient::new(channel)
+    let secret = read_secret(args.secret_file.as_deref())?;
+    let r = TokenServiceClient::new(channel)
         .issue_token(IssueTokenRequest {
             client_id: args.client_id.unwrap_or_default(),
             client_secret: secret.to_string(),
             scopes: args.scopes,
             audiences: args.audiences,
             lifetime: args.lifetime.map(duration_to_proto),
+            may_act: args.may_act.unwrap_or_default(),
         })
         .await
         .map_err(refused)?
         .into_inner();
-    let json = serde_json::json!({
-        "access_token": response.access_token,
-        "token_type": response.token_type,
-        "expires_in": response.expires_in,
-        "scope": response.scopes.join(" "),
-        "audiences": response.audiences,
-        "key_id": response.key_id,
-    });
+    let json = print_issued(
+        r.access_token,
+        r.token_type,
+        r.expires_in,
+        &r.scopes,
+        &r.audiences,
+        r.key_id,
+    );
+    out!("{json:#}");
+    Ok(())
+}
+
+async fn token_exchange(args: TokenExchangeArgs) -> Result<()> {
+    let channel = args.remote.channel("demo").await?;
+    let secret = read_secret(args.secret_file.as_deref())?;
+    let actor_token = args
+        .actor_token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()?;
+    let token_type = |given: bool| {
+        if given {
+            grant::ACCESS_TOKEN_TYPE.to_owned()
+        } else {
+            String::new()
+        }
+    };
+    let r = TokenServiceClient::new(channel)
+        .exchange_token(ExchangeTokenRequest {
+            client_id: args.client_id.unwrap_or_default(),
+            client_secret: secret.to_string(),
+            subject_token: read_token(&args.subject_token_file)?,
+            subject_token_type: grant::ACCESS_TOKEN_TYPE.to_owned(),
+            actor_token_type: token_type(actor_token.is_some()),
+            actor_token: actor_token.unwrap_or_default(),
+            requested_token_type: String::new(),
+            audiences: args.audiences,
+            scopes: args.scopes,
+            lifetime: args.lifetime.map(duration_to_proto),
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let mut json = print_issued(
+        r.access_token,
+        r.token_type,
+        r.expires_in,
+        &r.scopes,
+        &r.audiences,
+        r.key_id,
+    );
+    json["issued_token_type"] = serde_json::Value::from(r.issued_token_type);
     out!("{json:#}");
     Ok(())
 }

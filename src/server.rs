@@ -535,6 +535,7 @@ fn authority(
     ))
     .with_issuance_audit(issuance_audit)
     .with_signing(config.keys.signing.clone())
+    .with_exchange_depth(config.tokens.max_exchange_depth)
 }
 
 /// Background tasks by name, awaited at shutdown.

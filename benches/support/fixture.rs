@@ -58,6 +58,9 @@ pub fn claims() -> AccessTokenClaims {
             )
             .to_b64url(),
         },
+        act: None,
+        may_act: None,
+        ancestors: Vec::new(),
     }
 }
 

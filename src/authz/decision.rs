@@ -165,10 +165,14 @@ pub fn required_scopes<'a>(
     required
 }
 
-/// The headers an allowed request goes upstream with, each replacing any the caller sent.
-pub fn upstream_headers(token: &VerifiedToken) -> [(&'static str, String); 4] {
+/// The headers an allowed request goes upstream with, each replacing any the caller sent:
+/// the client the token was issued to, whom it is for (`sub`) and, for a delegated token,
+/// the actors (the one acting now first, space-separated; empty otherwise).
+pub fn upstream_headers(token: &VerifiedToken) -> [(&'static str, String); 6] {
     [
         ("x-tokenmint-client-id", token.client_id.clone()),
+        ("x-tokenmint-subject", token.subject.clone()),
+        ("x-tokenmint-actor", token.actors().join(" ")),
         ("x-tokenmint-scope", token.scopes.join(" ")),
         ("x-tokenmint-audience", token.audiences.join(" ")),
         ("x-tokenmint-jti", token.token_id.clone()),

@@ -19,6 +19,7 @@ use tokenmint_core::{
     audit::AuditRecord,
     client::{Client, LifetimeDefaults, PeerCertificate, Permission},
     clock::{UnixTime, whole_secs},
+    grant,
     introspection::ActiveToken,
     revocation::{Change, Event},
 };
@@ -48,17 +49,17 @@ pub mod proto {
 
 use proto::{
     AuditEvent, ClientInfo, ClientSpec, DisableClientRequest, DisableClientResponse,
-    EnableClientRequest, EnableClientResponse, GetClientRequest, GetJwksRequest, GetJwksResponse,
-    IntrospectTokenRequest, IntrospectTokenResponse, IssueTokenRequest, IssueTokenResponse,
-    KeyInfo, ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest,
-    ListClientsResponse, ListKeysRequest, ListKeysResponse, ListRevocationsRequest,
-    ListRevocationsResponse, RegisterClientRequest, RegisterClientResponse, RevocationEvent,
-    RevokeClientTokensRequest, RevokeClientTokensResponse, RevokeKeyRequest, RevokeKeyResponse,
-    RevokeTokenIdRequest, RevokeTokenIdResponse, RevokeTokenRequest, RevokeTokenResponse,
-    RotateKeysRequest, RotateKeysResponse, UpdateClientRequest, WatchJwksRequest,
-    WatchRevocationsRequest, admin_service_server::AdminService, key_service_server::KeyService,
-    revocation_event, revocation_service_server::RevocationService,
-    token_service_server::TokenService,
+    EnableClientRequest, EnableClientResponse, ExchangeTokenRequest, ExchangeTokenResponse,
+    GetClientRequest, GetJwksRequest, GetJwksResponse, IntrospectTokenRequest,
+    IntrospectTokenResponse, IssueTokenRequest, IssueTokenResponse, KeyInfo,
+    ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest, ListClientsResponse,
+    ListKeysRequest, ListKeysResponse, ListRevocationsRequest, ListRevocationsResponse,
+    RegisterClientRequest, RegisterClientResponse, RevocationEvent, RevokeClientTokensRequest,
+    RevokeClientTokensResponse, RevokeKeyRequest, RevokeKeyResponse, RevokeTokenIdRequest,
+    RevokeTokenIdResponse, RevokeTokenRequest, RevokeTokenResponse, RotateKeysRequest,
+    RotateKeysResponse, UpdateClientRequest, WatchJwksRequest, WatchRevocationsRequest,
+    admin_service_server::AdminService, key_service_server::KeyService, revocation_event,
+    revocation_service_server::RevocationService, token_service_server::TokenService,
 };
 
 /// Watch streams (of either service) one connection may hold at once.

@@ -41,6 +41,32 @@ impl TokenService for TokenApi {
         }))
     }
 
+    async fn exchange_token(
+        &self,
+        request: Request<ExchangeTokenRequest>,
+    ) -> Result<Response<ExchangeTokenResponse>, Status> {
+        let (remote, peer) = peer_of(&request);
+        let exchange = tokenmint_proto::convert::exchange_request(request.into_inner());
+        let issued = self
+            .authority
+            .exchange(peer.as_deref(), &exchange)
+            .map_err(|e| wire::grpc(wire::issue_refused(&e, remote)))?;
+        tracing::debug!(client_id = %issued.client_id, jti = %issued.token_id, kid = %issued.key_id, "token exchanged");
+        wire::issued(&issued.client_id);
+        Ok(Response::new(ExchangeTokenResponse {
+            access_token: issued.access_token,
+            issued_token_type: exchange
+                .issued_token_type()
+                .unwrap_or(grant::ACCESS_TOKEN_TYPE)
+                .into(),
+            token_type: "Bearer".into(),
+            expires_in: issued.expires_in,
+            scopes: issued.scopes,
+            audiences: issued.audiences,
+            key_id: issued.key_id,
+        }))
+    }
+
     async fn introspect_token(
         &self,
         request: Request<IntrospectTokenRequest>,
@@ -115,5 +141,11 @@ fn introspection_response(t: ActiveToken) -> IntrospectTokenResponse {
         not_before: t.nbf.as_secs(),
         token_id: t.jti,
         certificate_thumbprint: t.cnf.x5t_s256,
+        actors: t
+            .act
+            .as_ref()
+            .map(|act| act.chain().into_iter().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        may_act: t.may_act.map(|m| m.sub).unwrap_or_default(),
     }
 }

@@ -484,7 +484,9 @@ async fn envoy_grpc_ext_authz_with_the_peer_certificate_allows_the_bound_caller_
     assert!(allowed.headers["x-tokenmint-audience"].contains(DEMO_AUDIENCE));
     assert!(!allowed.headers["x-tokenmint-scope"].is_empty());
     assert!(!allowed.headers["x-tokenmint-jti"].is_empty());
-    assert_eq!(allowed.headers.len(), 4);
+    assert_eq!(allowed.headers["x-tokenmint-subject"], "demo");
+    assert_eq!(allowed.headers["x-tokenmint-actor"], "", "not delegated");
+    assert_eq!(allowed.headers.len(), 6);
 
     let theirs = envoy_ask(url, envoy_check(Some(&token), &nginx_header(&other), None)).await;
     assert_eq!((theirs.code, theirs.status), (7, 403), "PERMISSION_DENIED");

@@ -35,11 +35,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
 const SITE: &str = include_str!("../../deploy/nginx/tokenmint-authz.conf");
 
 /// The identity headers the service behind nginx reports back.
-const SEEN: [&str; 5] = [
+const SEEN: [&str; 7] = [
     "x-tokenmint-client-id",
     "x-tokenmint-scope",
     "x-tokenmint-audience",
     "x-tokenmint-jti",
+    "x-tokenmint-subject",
+    "x-tokenmint-actor",
     "x-ssl-client-cert",
 ];
 
@@ -621,12 +623,16 @@ async fn behind_nginx_the_bound_caller_passes_and_the_rest_are_refused_with_a_ch
             &[
                 ("x-tokenmint-client-id", "admin"),
                 ("x-tokenmint-scope", "admin"),
+                ("x-tokenmint-subject", "admin"),
+                ("x-tokenmint-actor", "admin"),
                 ("x-ssl-client-cert", admin_cert.as_str()),
             ],
         )
         .await;
     assert_eq!(claims.status, 200, "{claims:?}");
     assert_eq!(claims.seen("x-tokenmint-client-id"), Some("demo"));
+    assert_eq!(claims.seen("x-tokenmint-subject"), Some("demo"));
+    assert_eq!(claims.seen("x-tokenmint-actor"), None, "not delegated");
     assert_eq!(claims.seen("x-tokenmint-scope"), Some("demo:read"));
     assert_eq!(claims.seen("x-ssl-client-cert"), Some(forwarded));
 }

@@ -186,6 +186,7 @@ async fn an_active_token_reports_every_field_to_rs_and_admin_and_again_from_the_
         not_before: claims["nbf"].as_i64().unwrap(),
         token_id: claims["jti"].as_str().unwrap().into(),
         certificate_thumbprint: thumbprint_of(&demo),
+        ..IntrospectTokenResponse::default()
     };
     assert_eq!(expected.expires_at - expected.issued_at, issued.expires_in);
 

@@ -166,6 +166,7 @@ pub(super) struct FileTokens {
     pub(super) default_lifetime: Option<String>,
     pub(super) max_lifetime: Option<String>,
     pub(super) leeway: Option<String>,
+    pub(super) max_exchange_depth: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -129,6 +129,10 @@ const DEFAULT_AUDIT_SAMPLE: u64 = 100;
 /// Default of `audit.retention`.
 const DEFAULT_AUDIT_RETENTION: &str = "400d";
 
+/// Default of `tokens.max_exchange_depth`.
+pub const DEFAULT_MAX_EXCHANGE_DEPTH: u32 = 4;
+/// Upper bound of `tokens.max_exchange_depth`: every exchange adds a token id to the token.
+pub const MAX_EXCHANGE_DEPTH: u32 = 16;
 /// Upper bound of `tokens.leeway`.
 const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
 
@@ -201,7 +205,15 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "sessions",
         ],
     ),
-    ("tokens", &["default_lifetime", "max_lifetime", "leeway"]),
+    (
+        "tokens",
+        &[
+            "default_lifetime",
+            "max_lifetime",
+            "leeway",
+            "max_exchange_depth",
+        ],
+    ),
     (
         "limits",
         &["issue_per_second", "issue_burst", "issue_per_client"],
@@ -572,6 +584,8 @@ pub struct TokensConfig {
     pub max_lifetime: Duration,
     /// Clock skew tolerated when checking `exp`/`nbf`/`iat` (≤ 5m).
     pub leeway: Duration,
+    /// The most token exchanges behind one token (1–16): bounds delegation chains.
+    pub max_exchange_depth: u32,
 }
 
 // ---------------------------------------------------------------------------------------

@@ -170,6 +170,8 @@ default_lifetime = "5m"
 max_lifetime = "1h"
 # Clock skew tolerated when checking token times; at most 5m.
 leeway = "30s"
+# The most token exchanges (RFC 8693) behind one token: bounds delegation chains; 1 to 16.
+max_exchange_depth = 4
 
 [revocation]
 # Live revoked tokens held in memory at most; clients may fill 90%, the rest is kept for admins.

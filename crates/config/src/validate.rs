@@ -719,10 +719,21 @@ impl Validator<'_> {
                 ),
             ));
         }
+        let max_exchange_depth = t.max_exchange_depth.unwrap_or(DEFAULT_MAX_EXCHANGE_DEPTH);
+        if !(1..=MAX_EXCHANGE_DEPTH).contains(&max_exchange_depth) {
+            return Err(self.error(
+                "tokens.max_exchange_depth",
+                format!(
+                    "{} must be from 1 to {MAX_EXCHANGE_DEPTH}, not {max_exchange_depth}",
+                    self.label("tokens.max_exchange_depth")
+                ),
+            ));
+        }
         Ok(TokensConfig {
             default_lifetime,
             max_lifetime,
             leeway,
+            max_exchange_depth,
         })
     }
 

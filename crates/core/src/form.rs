@@ -5,7 +5,11 @@
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 
-use crate::{grant::GrantType, oauth::ErrorCode, token::TokenRequest};
+use crate::{
+    grant::{ExchangeRequest, GrantType},
+    oauth::ErrorCode,
+    token::TokenRequest,
+};
 
 /// Why a request body or its credentials were refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -79,10 +83,11 @@ impl Form {
             .collect()
     }
 
-    /// Every single-valued parameter (all but `resource`) must not repeat.
+    /// Every single-valued parameter (all but `resource` and `audience`) must not repeat.
     pub fn check_no_repeats(&self) -> Result<(), FormError> {
         for (i, (name, _)) in self.0.iter().enumerate() {
-            if name != "resource" && self.0[..i].iter().any(|(n, _)| n == name) {
+            let many = name == "resource" || name == "audience";
+            if !many && self.0[..i].iter().any(|(n, _)| n == name) {
                 return Err(FormError::invalid_request(format!(
                     "the parameter {} must not be repeated",
                     name.escape_debug()
@@ -115,22 +120,43 @@ pub fn basic_credentials(authorization: &[u8]) -> Result<(String, String), FormE
     Ok((unescape(id), unescape(secret)))
 }
 
-/// The token endpoint's request (`grant_type=client_credentials`): the form checked for
-/// repeats and the grant type, the client authenticated by one method only (`Basic` from
-/// `authorization`, or `client_id`/`client_secret` in the body, or neither: the certificate),
-/// `scope` split on spaces, every `resource` an audience.
-pub fn token_request(form: &Form, authorization: Option<&[u8]>) -> Result<TokenRequest, FormError> {
+/// A token endpoint request, by its grant type.
+#[derive(Clone, Debug)]
+pub enum GrantRequest {
+    /// `client_credentials`.
+    ClientCredentials(TokenRequest),
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    TokenExchange(ExchangeRequest),
+}
+
+/// The token endpoint's request: the form checked for repeats and the grant type, then the
+/// grant's parameters ([`credentials_request`]; [`exchange_request`]).
+pub fn token_request(form: &Form, authorization: Option<&[u8]>) -> Result<GrantRequest, FormError> {
     form.check_no_repeats()?;
-    match form.single("grant_type")?.map(GrantType::from_name) {
-        Some(Some(GrantType::ClientCredentials)) => {}
+    let grant = match form.single("grant_type")?.map(GrantType::from_name) {
+        Some(Some(grant)) => grant,
         Some(None) => {
             return Err(FormError::BadRequest {
                 code: ErrorCode::UnsupportedGrantType,
-                description: "only grant_type=client_credentials is supported".into(),
+                description: "grant_type must be client_credentials or urn:ietf:params:oauth:grant-type:token-exchange".into(),
             });
         }
         None => return Err(FormError::invalid_request("grant_type is required".into())),
-    }
+    };
+    let request = credentials_request(form, authorization)?;
+    Ok(match grant {
+        GrantType::ClientCredentials => GrantRequest::ClientCredentials(request),
+        GrantType::TokenExchange => GrantRequest::TokenExchange(exchange_request(form, request)?),
+    })
+}
+
+/// What every grant reads: the client authenticated by one method only (`Basic` from
+/// `authorization`, or `client_id`/`client_secret` in the body, or neither: the
+/// certificate), `scope` split on spaces, every `resource` an audience, and `may_act`.
+fn credentials_request(
+    form: &Form,
+    authorization: Option<&[u8]>,
+) -> Result<TokenRequest, FormError> {
     let basic = authorization.map(basic_credentials).transpose()?;
     let (post_id, post_secret) = (form.single("client_id")?, form.single("client_secret")?);
     if basic.is_some() && post_secret.is_some() {
@@ -157,6 +183,25 @@ pub fn token_request(form: &Form, authorization: Option<&[u8]>) -> Result<TokenR
         scopes,
         audiences: form.all("resource"),
         lifetime: None,
+        may_act: form.single("may_act")?.map(str::to_owned),
+    })
+}
+
+/// The token-exchange parameters (RFC 8693 §2.1) beside `request`; each `audience` is an
+/// audience as each `resource` is (a `client_credentials` request ignores `audience`, as
+/// RFC 6749 §3.2 asks of parameters it does not define).
+fn exchange_request(form: &Form, mut request: TokenRequest) -> Result<ExchangeRequest, FormError> {
+    let mut audiences = form.all("audience");
+    audiences.append(&mut request.audiences);
+    request.audiences = audiences;
+    let owned = |name| Ok::<_, FormError>(form.single(name)?.map(str::to_owned));
+    Ok(ExchangeRequest {
+        request,
+        subject_token: form.required("subject_token")?.to_owned(),
+        subject_token_type: form.required("subject_token_type")?.to_owned(),
+        actor_token: owned("actor_token")?,
+        actor_token_type: owned("actor_token_type")?,
+        requested_token_type: owned("requested_token_type")?,
     })
 }
 
@@ -168,11 +213,15 @@ mod tests {
     fn a_token_request_is_read_from_the_form_and_one_authentication_method() {
         let form =
             Form::parse(b"grant_type=client_credentials&scope=a+b%20c&resource=x&resource=y");
-        let request = token_request(&form, None).unwrap();
+        let credentials = |form: &Form, auth: Option<&[u8]>| match token_request(form, auth) {
+            Ok(GrantRequest::ClientCredentials(request)) => request,
+            other => panic!("{other:?}"),
+        };
+        let request = credentials(&form, None);
         assert_eq!(request.scopes, ["a", "b", "c"]);
         assert_eq!(request.audiences, ["x", "y"]);
         let basic = format!("Basic {}", STANDARD.encode("id%3A1:s%26cret"));
-        let request = token_request(&form, Some(basic.as_bytes())).unwrap();
+        let request = credentials(&form, Some(basic.as_bytes()));
         assert_eq!(request.client_id.as_deref(), Some("id:1"));
         assert_eq!(request.client_secret.as_deref(), Some("s&cret"));
         let both = Form::parse(b"grant_type=client_credentials&client_secret=s");
@@ -203,5 +252,31 @@ mod tests {
             );
         }
         assert_eq!(code(b"grant_type=client_credentials", None), None);
+        let exchange = b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange";
+        assert_eq!(code(exchange, None), Some(ErrorCode::InvalidRequest));
+    }
+
+    #[test]
+    fn an_exchange_request_reads_its_tokens_and_every_audience() {
+        let form = Form::parse(
+            b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange\
+              &subject_token=s.t.x&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token\
+              &audience=a&audience=b&resource=c&scope=read",
+        );
+        let Ok(GrantRequest::TokenExchange(exchange)) = token_request(&form, None) else {
+            panic!("not read as an exchange");
+        };
+        assert_eq!(exchange.subject_token, "s.t.x");
+        assert_eq!(exchange.request.audiences, ["a", "b", "c"]);
+        assert_eq!(exchange.request.scopes, ["read"]);
+        assert_eq!(exchange.actor_token, None);
+        assert_eq!(
+            exchange.issued_token_type().unwrap(),
+            crate::grant::ACCESS_TOKEN_TYPE
+        );
+        assert!(
+            !format!("{exchange:?}").contains("s.t.x"),
+            "no token in Debug"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! Grant types: how an authenticated request becomes what policy grants ([`Grant`]). Each
 //! grant type decides scopes, audiences and lifetime its own way; minting and signing the
-//! token is the same for all (`token::Issuer::mint`). `client_credentials` is the one there is
-//! today; token exchange sits beside it. [`SigningChoice`]: which algorithm signs a grant's
-//! token, by its audiences.
+//! token is the same for all (`token::Issuer::mint`): `client_credentials`, and token
+//! exchange (RFC 8693) for down-scoping and delegation. [`SigningChoice`]: which algorithm
+//! signs a grant's token, by its audiences.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -11,8 +11,12 @@ use std::{
 
 use crate::{
     client::Client,
-    crypto::Algorithm,
-    token::{Grant, IssueError, MAX_REQUESTED_VALUES, RequestedLifetime, TokenRequest},
+    clock::UnixTime,
+    crypto::{Algorithm, CertificateThumbprint},
+    token::{
+        AccessTokenClaims, Actor, ExchangeRefusal, Grant, IssueError, MAX_REQUESTED_VALUES, MayAct,
+        RequestedLifetime, TokenRequest,
+    },
 };
 
 /// Which algorithm signs a token: the one its audiences take (`[keys] audience_algorithms`,
@@ -54,16 +58,19 @@ impl SigningChoice {
 pub enum GrantType {
     /// RFC 6749 §4.4.
     ClientCredentials,
+    /// RFC 8693.
+    TokenExchange,
 }
 
 impl GrantType {
     /// Every supported grant type, as the metadata lists them.
-    pub const ALL: [GrantType; 1] = [GrantType::ClientCredentials];
+    pub const ALL: [GrantType; 2] = [GrantType::ClientCredentials, GrantType::TokenExchange];
 
     /// The `grant_type` value.
     pub fn as_str(self) -> &'static str {
         match self {
             GrantType::ClientCredentials => "client_credentials",
+            GrantType::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
         }
     }
 
@@ -82,61 +89,312 @@ fn dedup(values: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// `client_credentials`: applies the client's policy to a request (SPEC §3): scopes a subset of the allowed ones,
-/// audiences allowed (or the default; neither is `invalid_target`), the lifetime clamped to
-/// the client's maximum under the global `ceiling`.
-pub fn client_credentials(
-    client: &Client,
-    request: &TokenRequest,
-    ceiling: Duration,
-) -> Result<Grant, IssueError> {
+/// At most [`MAX_REQUESTED_VALUES`] scopes and audiences.
+fn check_counts(request: &TokenRequest) -> Result<(), IssueError> {
     if request.scopes.len() > MAX_REQUESTED_VALUES {
         return Err(IssueError::TooMany("scopes"));
     }
     if request.audiences.len() > MAX_REQUESTED_VALUES {
         return Err(IssueError::TooMany("audiences"));
     }
-    let scopes = if request.scopes.is_empty() {
-        client.default_scopes.clone()
-    } else {
-        let requested = dedup(&request.scopes);
-        if let Some(bad) = requested.iter().find(|s| !client.scopes.contains(s)) {
-            return Err(IssueError::Scope(bad.chars().take(140).collect()));
-        }
-        requested
-    };
-    let audiences = if request.audiences.is_empty() {
-        client.default_audiences.clone()
-    } else {
-        let requested = dedup(&request.audiences);
-        if let Some(bad) = requested.iter().find(|a| !client.audiences.contains(a)) {
-            return Err(IssueError::Audience(bad.chars().take(140).collect()));
-        }
-        requested
-    };
-    if audiences.is_empty() {
-        return Err(IssueError::NoAudience);
+    Ok(())
+}
+
+/// The requested values if each is among `allowed` (else `refuse` names the first that is
+/// not), or `default` when none were requested.
+fn within(
+    requested: &[String],
+    allowed: &[String],
+    default: &[String],
+    refuse: fn(String) -> IssueError,
+) -> Result<Vec<String>, IssueError> {
+    if requested.is_empty() {
+        return Ok(default.to_vec());
     }
+    let requested = dedup(requested);
+    match requested.iter().find(|v| !allowed.contains(v)) {
+        Some(bad) => Err(refuse(bad.chars().take(140).collect())),
+        None => Ok(requested),
+    }
+}
+
+/// The lifetime a request asks of `client`: its default when none, else what it asked,
+/// clamped to its maximum under `ceiling`; whole seconds, at least one.
+fn lifetime(
+    client: &Client,
+    asked: Option<RequestedLifetime>,
+    ceiling: Duration,
+) -> Result<Duration, IssueError> {
     let maximum = client.max_lifetime.min(ceiling);
-    let lifetime = match request.lifetime {
+    let lifetime = match asked {
         None => client.default_lifetime.min(maximum),
-        Some(RequestedLifetime { seconds, nanos }) => {
-            if seconds < 0 || nanos < 0 || (seconds == 0 && nanos == 0) {
-                return Err(IssueError::Lifetime);
-            }
-            if seconds == 0 {
-                // A positive sub-second request is below JWT's one-second resolution.
-                return Err(IssueError::Lifetime);
-            }
+        // A positive sub-second request is below JWT's one-second resolution.
+        Some(RequestedLifetime { seconds, nanos }) if seconds <= 0 || nanos < 0 => {
+            return Err(IssueError::Lifetime);
+        }
+        Some(RequestedLifetime { seconds, .. }) => {
             Duration::from_secs(seconds.unsigned_abs()).min(maximum)
         }
     };
-    // JWT times are whole seconds.
-    let lifetime = Duration::from_secs(lifetime.as_secs().max(1));
+    Ok(Duration::from_secs(lifetime.as_secs().max(1)))
+}
+
+/// `client_credentials`: applies the client's policy to a request (SPEC §3): scopes a
+/// subset of the allowed ones, audiences allowed (or the default; neither is
+/// `invalid_target`), the lifetime clamped to the client's maximum under the global
+/// `ceiling`. `may_act`, when asked, is the client the authority found registered to act
+/// for this one (`None` when asked and not found: refused).
+pub fn client_credentials(
+    client: &Client,
+    request: &TokenRequest,
+    ceiling: Duration,
+    may_act: Option<&Client>,
+) -> Result<Grant, IssueError> {
+    check_counts(request)?;
+    let scopes = within(
+        &request.scopes,
+        &client.scopes,
+        &client.default_scopes,
+        IssueError::Scope,
+    )?;
+    let audiences = within(
+        &request.audiences,
+        &client.audiences,
+        &client.default_audiences,
+        IssueError::Audience,
+    )?;
+    if audiences.is_empty() {
+        return Err(IssueError::NoAudience);
+    }
+    let may_act = match (&request.may_act, may_act) {
+        (None, _) => None,
+        (Some(_), Some(actor)) if actor.exchange.may_act_for(client.id.as_str()) => Some(MayAct {
+            sub: actor.id.to_string(),
+        }),
+        (Some(_), _) => return Err(IssueError::MayAct),
+    };
     Ok(Grant {
         scopes,
         audiences,
-        lifetime,
+        lifetime: lifetime(client, request.lifetime, ceiling)?,
+        may_act,
+        ..Grant::default()
+    })
+}
+
+/// The token type URIs of RFC 8693 §3 this issuer takes and gives: an access token, which
+/// is a JWT.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The JWT token type (RFC 8693 §3).
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// The token type a `*_token_type` value names, if this issuer takes it.
+fn token_type(value: &str) -> Option<&'static str> {
+    [ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE]
+        .into_iter()
+        .find(|t| *t == value)
+}
+
+/// A token-exchange request (RFC 8693 §2.1). The caller authenticates with its certificate
+/// (and secret, if it has one) as for `client_credentials`; `request` carries that, and the
+/// scopes, audiences (`audience` and `resource`) and lifetime asked for.
+#[derive(Clone, Default)]
+pub struct ExchangeRequest {
+    /// Authentication and what is asked for.
+    pub request: TokenRequest,
+    /// The token exchanged.
+    pub subject_token: String,
+    /// Its type.
+    pub subject_token_type: String,
+    /// The caller's own token, optional.
+    pub actor_token: Option<String>,
+    /// Its type (given exactly when `actor_token` is).
+    pub actor_token_type: Option<String>,
+    /// The type asked for.
+    pub requested_token_type: Option<String>,
+}
+
+impl std::fmt::Debug for ExchangeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeRequest")
+            .field("request", &self.request)
+            .field("subject_token_type", &self.subject_token_type)
+            .field("actor_token_type", &self.actor_token_type)
+            .field("requested_token_type", &self.requested_token_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExchangeRequest {
+    /// The token types checked; the `issued_token_type` of the answer: the one requested,
+    /// else an access token.
+    pub fn issued_token_type(&self) -> Result<&'static str, IssueError> {
+        if token_type(&self.subject_token_type).is_none() {
+            return Err(IssueError::TokenType(
+                "subject_token_type must be urn:ietf:params:oauth:token-type:access_token or urn:ietf:params:oauth:token-type:jwt",
+            ));
+        }
+        match (&self.actor_token, &self.actor_token_type) {
+            (Some(_), Some(t)) if token_type(t).is_some() => {}
+            (None, None) => {}
+            (Some(_), Some(_)) => {
+                return Err(IssueError::TokenType(
+                    "actor_token_type must be urn:ietf:params:oauth:token-type:access_token or urn:ietf:params:oauth:token-type:jwt",
+                ));
+            }
+            _ => {
+                return Err(IssueError::TokenType(
+                    "actor_token and actor_token_type are sent together or not at all",
+                ));
+            }
+        }
+        match &self.requested_token_type {
+            None => Ok(ACCESS_TOKEN_TYPE),
+            Some(t) => token_type(t).ok_or(IssueError::TokenType(
+                "requested_token_type must be urn:ietf:params:oauth:token-type:access_token or urn:ietf:params:oauth:token-type:jwt",
+            )),
+        }
+    }
+}
+
+/// What an exchange is decided on, as the authority found it: the authenticated caller and
+/// the certificate it presented, the subject token's claims (active), the time and limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Exchange<'a> {
+    /// The client asking.
+    pub caller: &'a Client,
+    /// The certificate it presented.
+    pub thumbprint: &'a CertificateThumbprint,
+    /// The subject token's claims.
+    pub subject: &'a AccessTokenClaims,
+    /// Now.
+    pub now: UnixTime,
+    /// `tokens.max_lifetime`.
+    pub ceiling: Duration,
+    /// `tokens.max_exchange_depth`: the most exchanges behind a token.
+    pub max_depth: usize,
+}
+
+/// What the caller may take from the subject token: audiences and scopes allowed, the
+/// audiences and scopes when none are asked for, and who the new token is for and who acts.
+struct Allowance {
+    audiences: Vec<String>,
+    default_audiences: Vec<String>,
+    scopes: Vec<String>,
+    subject: String,
+    act: Option<Actor>,
+}
+
+/// Token exchange (RFC 8693). A subject token issued to the caller and bound to the
+/// certificate it presents is **down-scoped**: audiences and scopes within its own, the same
+/// subject and actors. Any other is **delegated**: it must be for an audience the caller
+/// serves, the caller registered to act for its subject, its `may_act` (if any) naming the
+/// caller; the new token is for the same subject with the caller added to the actor chain,
+/// for audiences the caller may call on another's behalf and scopes within both the subject
+/// token's and those it may pass on. Either way it is bound to the caller, never outlives
+/// the subject token, and lists the subject token and its ancestors.
+pub fn token_exchange(x: &Exchange<'_>, request: &TokenRequest) -> Result<Grant, IssueError> {
+    check_counts(request)?;
+    if request.may_act.is_some() {
+        return Err(IssueError::Exchange(ExchangeRefusal::MayActInExchange));
+    }
+    let subject = x.subject;
+    if subject.ancestors.len() >= x.max_depth {
+        return Err(IssueError::Exchange(ExchangeRefusal::TooDeep(
+            subject.ancestors.len(),
+        )));
+    }
+    let own = subject.client_id == x.caller.id.as_str()
+        && CertificateThumbprint::from_b64url(&subject.cnf.x5t_s256)
+            .is_some_and(|bound| bound.ct_eq(x.thumbprint));
+    let allowance = if own {
+        down_scoping(subject)
+    } else {
+        delegation(x.caller, subject)?
+    };
+    let audiences = within(
+        &request.audiences,
+        &allowance.audiences,
+        &allowance.default_audiences,
+        IssueError::Audience,
+    )?;
+    if audiences.is_empty() {
+        return Err(IssueError::NoAudience);
+    }
+    let scopes = within(
+        &request.scopes,
+        &allowance.scopes,
+        &allowance.scopes,
+        IssueError::Scope,
+    )?;
+    let remaining = subject.exp.since(x.now);
+    if remaining.as_secs() == 0 {
+        return Err(IssueError::SubjectToken("expires within the second"));
+    }
+    let mut ancestors = subject.ancestors.clone();
+    ancestors.push(subject.jti.clone());
+    Ok(Grant {
+        scopes,
+        audiences,
+        lifetime: lifetime(x.caller, request.lifetime, x.ceiling)?.min(remaining),
+        subject: Some(allowance.subject),
+        act: allowance.act,
+        may_act: None,
+        ancestors,
+    })
+}
+
+/// A token of the caller's own: no broader than it is.
+fn down_scoping(subject: &AccessTokenClaims) -> Allowance {
+    let audiences = subject.aud.to_vec();
+    Allowance {
+        default_audiences: audiences.clone(),
+        audiences,
+        scopes: subject.scopes(),
+        subject: subject.sub.clone(),
+        act: subject.act.clone(),
+    }
+}
+
+/// Another party's token: both policies must allow it, the registration and `may_act`.
+fn delegation(caller: &Client, subject: &AccessTokenClaims) -> Result<Allowance, IssueError> {
+    let policy = &caller.exchange;
+    if !subject
+        .aud
+        .to_vec()
+        .iter()
+        .any(|a| policy.serves.contains(a))
+    {
+        return Err(IssueError::Exchange(ExchangeRefusal::NotServed));
+    }
+    if !policy.may_act_for(&subject.sub) {
+        return Err(IssueError::Exchange(ExchangeRefusal::MayNotActFor));
+    }
+    if subject
+        .may_act
+        .as_ref()
+        .is_some_and(|m| m.sub != caller.id.as_str())
+    {
+        return Err(IssueError::Exchange(ExchangeRefusal::MayActOther));
+    }
+    let scopes = subject
+        .scopes()
+        .into_iter()
+        .filter(|s| policy.delegate_scopes.contains(s))
+        .collect();
+    let default_audiences = match policy.delegate_audiences.as_slice() {
+        [only] => vec![only.clone()],
+        _ => Vec::new(),
+    };
+    Ok(Allowance {
+        audiences: policy.delegate_audiences.clone(),
+        default_audiences,
+        scopes,
+        subject: subject.sub.clone(),
+        act: Some(Actor {
+            sub: caller.id.to_string(),
+            act: subject.act.clone().map(Box::new),
+        }),
     })
 }
 
@@ -211,7 +469,8 @@ mod tests {
     #[test]
     fn client_credentials_grants_within_the_policy() {
         let ceiling = Duration::from_secs(600);
-        let defaults = client_credentials(&client(), &TokenRequest::default(), ceiling).unwrap();
+        let defaults =
+            client_credentials(&client(), &TokenRequest::default(), ceiling, None).unwrap();
         assert_eq!(defaults.scopes, ["read"]);
         assert_eq!(defaults.audiences, ["https://api"]);
         assert_eq!(defaults.lifetime, Duration::from_secs(300));
@@ -223,7 +482,7 @@ mod tests {
             }),
             ..TokenRequest::default()
         };
-        let grant = client_credentials(&client(), &asked, ceiling).unwrap();
+        let grant = client_credentials(&client(), &asked, ceiling, None).unwrap();
         assert_eq!(grant.scopes, ["write"], "duplicates collapse");
         assert_eq!(grant.lifetime, ceiling, "clamped to the ceiling");
         let broader = TokenRequest {
@@ -231,8 +490,252 @@ mod tests {
             ..TokenRequest::default()
         };
         assert!(matches!(
-            client_credentials(&client(), &broader, ceiling),
+            client_credentials(&client(), &broader, ceiling, None),
             Err(IssueError::Scope(_))
+        ));
+    }
+
+    /// Client `id`, serving `serves`, acting for `act_for`, calling `delegate` on another's
+    /// behalf with `pass_on` scopes.
+    fn party(
+        id: &str,
+        serves: &[&str],
+        act_for: &[&str],
+        delegate: &[&str],
+        pass_on: &[&str],
+    ) -> Client {
+        let list = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        ClientDraft {
+            id: id.into(),
+            identity: IdentityDraft {
+                san_uri: Some(format!("spiffe://x/{id}")),
+                ..IdentityDraft::default()
+            },
+            scopes: vec!["read".into(), "write".into()],
+            audiences: list(delegate)
+                .into_iter()
+                .chain(["https://own".to_owned()])
+                .collect(),
+            default_audiences: Some(vec!["https://own".into()]),
+            serves: list(serves),
+            act_for: list(act_for),
+            delegate_audiences: list(delegate),
+            delegate_scopes: list(pass_on),
+            enabled: true,
+            ..ClientDraft::default()
+        }
+        .build(LifetimeDefaults {
+            default: Duration::from_secs(300),
+            max: Duration::from_secs(3600),
+        })
+        .unwrap()
+    }
+
+    fn thumbprint(id: &str) -> CertificateThumbprint {
+        CertificateThumbprint::of_der(id.as_bytes())
+    }
+
+    /// A token A holds: for `aud`, bound to A's certificate, `scope`, expiring at 1000.
+    fn token_of(client: &str, aud: &str, scope: &str) -> AccessTokenClaims {
+        AccessTokenClaims {
+            iss: "https://issuer".into(),
+            sub: client.into(),
+            client_id: client.into(),
+            aud: crate::token::Audience::One(aud.into()),
+            scope: Some(scope.into()),
+            iat: UnixTime::from_secs(100),
+            nbf: UnixTime::from_secs(100),
+            exp: UnixTime::from_secs(1000),
+            jti: format!("jti-{client}"),
+            cnf: crate::token::Confirmation {
+                x5t_s256: thumbprint(client).to_b64url(),
+            },
+            act: None,
+            may_act: None,
+            ancestors: Vec::new(),
+        }
+    }
+
+    fn exchange(
+        caller: &Client,
+        subject: &AccessTokenClaims,
+        request: &TokenRequest,
+    ) -> Result<Grant, IssueError> {
+        let thumbprint = thumbprint(caller.id.as_str());
+        token_exchange(
+            &Exchange {
+                caller,
+                thumbprint: &thumbprint,
+                subject,
+                now: UnixTime::from_secs(900),
+                ceiling: Duration::from_secs(3600),
+                max_depth: 2,
+            },
+            request,
+        )
+    }
+
+    fn asking(audiences: &[&str], scopes: &[&str]) -> TokenRequest {
+        TokenRequest {
+            audiences: audiences.iter().map(|s| (*s).to_owned()).collect(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ..TokenRequest::default()
+        }
+    }
+
+    #[test]
+    fn down_scoping_narrows_and_never_broadens() {
+        let b = party("b", &[], &[], &[], &[]);
+        let mut own = token_of("b", "https://c", "read write");
+        own.aud = crate::token::Audience::Many(vec!["https://c".into(), "https://d".into()]);
+        let narrower = exchange(&b, &own, &asking(&["https://d"], &["read"])).unwrap();
+        assert_eq!(narrower.audiences, ["https://d"]);
+        assert_eq!(narrower.scopes, ["read"]);
+        assert_eq!(narrower.subject.as_deref(), Some("b"));
+        assert_eq!(narrower.act, None);
+        assert_eq!(narrower.ancestors, ["jti-b"]);
+        assert_eq!(
+            narrower.lifetime,
+            Duration::from_secs(100),
+            "never past the subject's exp"
+        );
+        let same = exchange(&b, &own, &TokenRequest::default()).unwrap();
+        assert_eq!((same.audiences.len(), same.scopes.len()), (2, 2));
+        assert!(matches!(
+            exchange(&b, &own, &asking(&["https://own"], &[])),
+            Err(IssueError::Audience(a)) if a == "https://own"
+        ));
+        assert!(matches!(
+            exchange(&b, &own, &asking(&[], &["admin"])),
+            Err(IssueError::Scope(s)) if s == "admin"
+        ));
+    }
+
+    #[test]
+    fn delegation_needs_the_served_audience_and_the_registration() {
+        let a_token = token_of("a", "https://b", "read write");
+        let b = party("b", &["https://b"], &["a"], &["https://c"], &["read"]);
+        let grant = exchange(&b, &a_token, &TokenRequest::default()).unwrap();
+        assert_eq!(grant.subject.as_deref(), Some("a"));
+        assert_eq!(grant.act, Actor::from_chain(&["b".into()]));
+        assert_eq!(grant.audiences, ["https://c"], "the one delegate audience");
+        assert_eq!(
+            grant.scopes,
+            ["read"],
+            "within both the token's and what b passes on"
+        );
+        assert_eq!(grant.ancestors, ["jti-a"]);
+        assert!(matches!(
+            exchange(&b, &a_token, &asking(&[], &["write"])),
+            Err(IssueError::Scope(_))
+        ));
+        assert!(matches!(
+            exchange(&b, &a_token, &asking(&["https://own"], &[])),
+            Err(IssueError::Audience(_))
+        ));
+        let not_serving = party(
+            "b",
+            &["https://elsewhere"],
+            &["a"],
+            &["https://c"],
+            &["read"],
+        );
+        assert!(matches!(
+            exchange(&not_serving, &a_token, &TokenRequest::default()),
+            Err(IssueError::Exchange(ExchangeRefusal::NotServed))
+        ));
+        let not_for_a = party("b", &["https://b"], &["z"], &["https://c"], &["read"]);
+        assert!(matches!(
+            exchange(&not_for_a, &a_token, &TokenRequest::default()),
+            Err(IssueError::Exchange(ExchangeRefusal::MayNotActFor))
+        ));
+        let anyone = party("b", &["https://b"], &["*"], &["https://c"], &["read"]);
+        assert!(exchange(&anyone, &a_token, &TokenRequest::default()).is_ok());
+    }
+
+    #[test]
+    fn may_act_and_the_registration_must_both_allow() {
+        let b = party("b", &["https://b"], &["a"], &["https://c"], &["read"]);
+        let mut a_token = token_of("a", "https://b", "read");
+        a_token.may_act = Some(MayAct { sub: "b".into() });
+        assert!(exchange(&b, &a_token, &TokenRequest::default()).is_ok());
+        a_token.may_act = Some(MayAct { sub: "x".into() });
+        assert!(matches!(
+            exchange(&b, &a_token, &TokenRequest::default()),
+            Err(IssueError::Exchange(ExchangeRefusal::MayActOther))
+        ));
+        // may_act naming b does not stand in for b's registration.
+        a_token.may_act = Some(MayAct { sub: "b".into() });
+        let unregistered = party("b", &["https://b"], &[], &[], &[]);
+        assert!(matches!(
+            exchange(&unregistered, &a_token, &TokenRequest::default()),
+            Err(IssueError::Exchange(ExchangeRefusal::MayNotActFor))
+        ));
+        let asking_may_act = TokenRequest {
+            may_act: Some("c".into()),
+            ..TokenRequest::default()
+        };
+        assert!(matches!(
+            exchange(&b, &a_token, &asking_may_act),
+            Err(IssueError::Exchange(ExchangeRefusal::MayActInExchange))
+        ));
+    }
+
+    #[test]
+    fn chains_nest_the_actors_and_stop_at_the_depth() {
+        let b = party("b", &["https://b"], &["a"], &["https://c"], &["read"]);
+        let c = party("c", &["https://c"], &["a"], &["https://d"], &["read"]);
+        let d = party("d", &["https://d"], &["a"], &["https://e"], &["read"]);
+        let a_token = token_of("a", "https://b", "read");
+        let hop = |caller: &Client, grant: Grant, parent: &AccessTokenClaims| AccessTokenClaims {
+            sub: grant.subject.unwrap(),
+            client_id: caller.id.to_string(),
+            aud: crate::token::Audience::Many(grant.audiences),
+            scope: Some(grant.scopes.join(" ")),
+            jti: format!("jti-{}", caller.id),
+            cnf: crate::token::Confirmation {
+                x5t_s256: thumbprint(caller.id.as_str()).to_b64url(),
+            },
+            act: grant.act,
+            ancestors: grant.ancestors,
+            ..parent.clone()
+        };
+        let b_token = hop(
+            &b,
+            exchange(&b, &a_token, &TokenRequest::default()).unwrap(),
+            &a_token,
+        );
+        let grant = exchange(&c, &b_token, &TokenRequest::default()).unwrap();
+        assert_eq!(grant.act, Actor::from_chain(&["c".into(), "b".into()]));
+        assert_eq!(grant.subject.as_deref(), Some("a"));
+        assert_eq!(grant.ancestors, ["jti-a", "jti-b"]);
+        let c_token = hop(&c, grant, &b_token);
+        assert_eq!(c_token.parties(), ["a", "b", "c"]);
+        assert!(matches!(
+            exchange(&d, &c_token, &TokenRequest::default()),
+            Err(IssueError::Exchange(ExchangeRefusal::TooDeep(2)))
+        ));
+    }
+
+    #[test]
+    fn may_act_at_issuance_needs_the_actor_registered_for_the_client() {
+        let a = client();
+        let b = party("b", &[], &["billing"], &["https://c"], &[]);
+        let stranger = party("x", &[], &["someone-else"], &["https://c"], &[]);
+        let asking = TokenRequest {
+            may_act: Some("b".into()),
+            ..TokenRequest::default()
+        };
+        let ceiling = Duration::from_secs(600);
+        let grant = client_credentials(&a, &asking, ceiling, Some(&b)).unwrap();
+        assert_eq!(grant.may_act, Some(MayAct { sub: "b".into() }));
+        assert!(matches!(
+            client_credentials(&a, &asking, ceiling, Some(&stranger)),
+            Err(IssueError::MayAct)
+        ));
+        assert!(matches!(
+            client_credentials(&a, &asking, ceiling, None),
+            Err(IssueError::MayAct)
         ));
     }
 }

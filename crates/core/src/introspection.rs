@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     clock::UnixTime,
-    token::{AccessTokenClaims, Confirmation},
+    token::{AccessTokenClaims, Actor, Confirmation, MayAct},
 };
 
 /// What introspection says of an active token.
@@ -32,6 +32,10 @@ pub struct ActiveToken {
     pub jti: String,
     /// The certificate it is bound to.
     pub cnf: Confirmation,
+    /// The actor chain of a delegated token, as the token carries it.
+    pub act: Option<Actor>,
+    /// Whom the subject lets act for it.
+    pub may_act: Option<MayAct>,
 }
 
 /// An introspection answer: active with its claims, or inactive with nothing else (RFC 7662
@@ -39,7 +43,7 @@ pub struct ActiveToken {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Introspection {
     /// The token is good and the caller may see it.
-    Active(ActiveToken),
+    Active(Box<ActiveToken>),
     /// Anything else.
     Inactive,
 }
@@ -47,12 +51,9 @@ pub enum Introspection {
 impl From<AccessTokenClaims> for ActiveToken {
     fn from(claims: AccessTokenClaims) -> Self {
         Self {
+            scopes: claims.scopes(),
             client_id: claims.client_id,
             sub: claims.sub,
-            scopes: claims
-                .scope
-                .map(|s| s.split(' ').map(str::to_owned).collect())
-                .unwrap_or_default(),
             aud: claims.aud.to_vec(),
             iss: claims.iss,
             exp: claims.exp,
@@ -60,6 +61,8 @@ impl From<AccessTokenClaims> for ActiveToken {
             nbf: claims.nbf,
             jti: claims.jti,
             cnf: claims.cnf,
+            act: claims.act,
+            may_act: claims.may_act,
         }
     }
 }
@@ -86,6 +89,12 @@ impl Introspection {
         if !t.scopes.is_empty() {
             body["scope"] = Value::from(t.scopes.join(" "));
         }
+        if let Some(act) = &t.act {
+            body["act"] = json!(act);
+        }
+        if let Some(may_act) = &t.may_act {
+            body["may_act"] = json!(may_act);
+        }
         body
     }
 }
@@ -96,7 +105,7 @@ mod tests {
 
     #[test]
     fn the_json_answer_follows_rfc_7662() {
-        let active = Introspection::Active(ActiveToken {
+        let active = Introspection::Active(Box::new(ActiveToken {
             client_id: "billing".into(),
             sub: "billing".into(),
             scopes: vec!["a".into(), "b".into()],
@@ -109,8 +118,11 @@ mod tests {
             cnf: Confirmation {
                 x5t_s256: "thumb".into(),
             },
-        });
+            act: None,
+            may_act: None,
+        }));
         let json = active.to_json();
+        assert!(json.get("act").is_none() && json.get("may_act").is_none());
         assert_eq!(json["active"], true);
         assert_eq!(json["scope"], "a b");
         assert_eq!(json["token_type"], "Bearer");
@@ -119,7 +131,12 @@ mod tests {
             unreachable!()
         };
         t.scopes.clear();
-        assert!(Introspection::Active(t).to_json().get("scope").is_none());
+        t.act = Actor::from_chain(&["c".into(), "b".into()]);
+        t.may_act = Some(MayAct { sub: "d".into() });
+        let json = Introspection::Active(t).to_json();
+        assert!(json.get("scope").is_none());
+        assert_eq!(json["act"], json!({ "sub": "c", "act": { "sub": "b" } }));
+        assert_eq!(json["may_act"], json!({ "sub": "d" }));
         assert_eq!(
             Introspection::Inactive.to_json(),
             json!({ "active": false })

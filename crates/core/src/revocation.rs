@@ -147,6 +147,19 @@ pub struct State {
     pub purged_through: u64,
 }
 
+/// What in the revocation state makes a token inactive ([`Blocklist::strikes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Struck {
+    /// The token itself is revoked.
+    Revoked,
+    /// A token it was exchanged from is revoked.
+    AncestorRevoked,
+    /// A party of its chain is disabled.
+    ClientDisabled,
+    /// A party of its chain was cut off at or after it was issued.
+    ClientCutOff,
+}
+
 /// The limits on live revocations (SPEC §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caps {
@@ -457,6 +470,30 @@ impl Blocklist {
     /// Whether a signing key is revoked.
     pub fn is_key_revoked(&self, key_id: &str) -> bool {
         self.revoked_keys.load().contains(key_id)
+    }
+
+    /// What in the revocation state strikes a token, if anything: its id or an ancestor's
+    /// revoked, or a party of its chain (client, subject, actors) disabled or cut off at or
+    /// after `issued_at`. A derived token is issued after its ancestors, so a cut-off that
+    /// reaches it reaches every ancestor's party too: one event for the whole chain.
+    pub fn strikes(
+        &self,
+        token_id: &str,
+        ancestors: &[String],
+        parties: &[&str],
+        issued_at: UnixTime,
+    ) -> Option<Struck> {
+        if self.is_token_revoked(token_id) {
+            return Some(Struck::Revoked);
+        }
+        if ancestors.iter().any(|id| self.is_token_revoked(id)) {
+            return Some(Struck::AncestorRevoked);
+        }
+        if parties.iter().any(|p| self.is_client_disabled(p)) {
+            return Some(Struck::ClientDisabled);
+        }
+        let cut_off = |p: &&str| self.cutoff(p).is_some_and(|cutoff| issued_at <= cutoff);
+        parties.iter().any(cut_off).then_some(Struck::ClientCutOff)
     }
 
     /// Live revoked-token entries (approximate: expired entries leave lazily).

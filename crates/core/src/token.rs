@@ -55,14 +55,56 @@ pub struct Confirmation {
     pub x5t_s256: String,
 }
 
+/// One link of an actor chain (`act`, RFC 8693 §4.1): the party acting, and whoever acted
+/// before it in a longer chain. Parties are client ids.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The acting party.
+    pub sub: String,
+    /// The party that acted before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// The acting parties, the current one first.
+    pub fn chain(&self) -> Vec<&str> {
+        let mut parties = vec![self.sub.as_str()];
+        let mut link = self.act.as_deref();
+        while let Some(actor) = link {
+            parties.push(actor.sub.as_str());
+            link = actor.act.as_deref();
+        }
+        parties
+    }
+
+    /// The chain whose parties are `chain`, the current actor first (`None`: empty).
+    pub fn from_chain(chain: &[String]) -> Option<Actor> {
+        chain.iter().rev().fold(None, |before, sub| {
+            Some(Actor {
+                sub: sub.clone(),
+                act: before.map(Box::new),
+            })
+        })
+    }
+}
+
+/// The `may_act` claim (RFC 8693 §4.4): the one party the subject lets act for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MayAct {
+    /// The client id of that party.
+    pub sub: String,
+}
+
 /// The claims of an access token. Nothing secret is ever in them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessTokenClaims {
     /// Issuer.
     pub iss: String,
-    /// Subject: the client id.
+    /// Subject: the party the token is for — the client itself, or for a delegated token the
+    /// client the chain acts for.
     pub sub: String,
-    /// The client id.
+    /// The client the token was issued to (and whose certificate it is bound to).
     pub client_id: String,
     /// Audiences.
     pub aud: Audience,
@@ -79,6 +121,48 @@ pub struct AccessTokenClaims {
     pub jti: String,
     /// Certificate binding.
     pub cnf: Confirmation,
+    /// The actor chain of a delegated token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+    /// Who may act for the subject (asked for at issuance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_act: Option<MayAct>,
+    /// The ids of the tokens this one was exchanged from, oldest first: revoking any of them
+    /// revokes this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<String>,
+}
+
+impl AccessTokenClaims {
+    /// Every party in the token's chain: the client it was issued to, its subject and each
+    /// actor. Disabling or cutting off any of them makes the token inactive.
+    pub fn parties(&self) -> Vec<&str> {
+        let mut parties = vec![self.client_id.as_str(), self.sub.as_str()];
+        if let Some(act) = &self.act {
+            parties.extend(act.chain());
+        }
+        parties.sort_unstable();
+        parties.dedup();
+        parties
+    }
+
+    /// The granted scopes as a list.
+    pub fn scopes(&self) -> Vec<String> {
+        self.scope
+            .as_deref()
+            .map(|s| {
+                s.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many actors the chain holds.
+    pub fn depth(&self) -> usize {
+        self.act.as_ref().map_or(0, |act| act.chain().len())
+    }
 }
 
 /// What a client asks for. Empty lists and no lifetime mean the client's defaults.
@@ -94,6 +178,8 @@ pub struct TokenRequest {
     pub audiences: Vec<String>,
     /// Requested lifetime.
     pub lifetime: Option<RequestedLifetime>,
+    /// The client it lets act for it (`may_act`), at issuance.
+    pub may_act: Option<String>,
 }
 
 impl std::fmt::Debug for TokenRequest {
@@ -104,6 +190,7 @@ impl std::fmt::Debug for TokenRequest {
             .field("scopes", &self.scopes)
             .field("audiences", &self.audiences)
             .field("lifetime", &self.lifetime)
+            .field("may_act", &self.may_act)
             .finish()
     }
 }
@@ -208,6 +295,42 @@ pub enum IssueError {
         "audiences {0:?} and {1:?} take tokens signed with different algorithms: request them in separate tokens"
     )]
     MixedAlgorithms(String, String),
+    /// A token-exchange request names a token type this issuer does not take or give.
+    #[error("{0}")]
+    TokenType(&'static str),
+    /// The `subject_token` is not active here (the detail says why; the caller is told less).
+    #[error("the subject_token is not active: {0}")]
+    SubjectToken(&'static str),
+    /// The `actor_token` is not active, or not the caller's own.
+    #[error("the actor_token is not acceptable: {0}")]
+    ActorToken(&'static str),
+    /// The exchange policy refuses.
+    #[error("{0}")]
+    Exchange(ExchangeRefusal),
+    /// `may_act` names a client that may not act for this one (or none registered).
+    #[error("may_act names a client that is not registered to act for this client")]
+    MayAct,
+}
+
+/// Why the exchange policy refuses a token exchange (RFC 8693 §2.2.2: `invalid_request`).
+/// Each says what an honest caller can change, and nothing of other clients' registrations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeRefusal {
+    /// The subject token is another client's and not for an audience the caller serves.
+    #[error("the subject_token is not for an audience this client serves")]
+    NotServed,
+    /// The caller's registration does not let it act for the subject.
+    #[error("this client is not registered to act for the subject_token's subject")]
+    MayNotActFor,
+    /// The subject token's `may_act` names another party.
+    #[error("the subject_token's may_act does not name this client")]
+    MayActOther,
+    /// The chain would hold more exchanges than `tokens.max_exchange_depth`.
+    #[error("the token has been exchanged {0} times already, the most allowed")]
+    TooDeep(usize),
+    /// `may_act` is asked for at issuance only.
+    #[error("may_act is asked for with client_credentials, not in an exchange")]
+    MayActInExchange,
 }
 
 impl IssueError {
@@ -228,6 +351,11 @@ impl IssueError {
             IssueError::SignerUnavailable(_) => "signer_unavailable",
             IssueError::MixedAlgorithms(..) => "mixed_algorithms",
             IssueError::TooLarge(_) => "too_large",
+            IssueError::TokenType(_) => "token_type",
+            IssueError::SubjectToken(_) => "subject_token",
+            IssueError::ActorToken(_) => "actor_token",
+            IssueError::Exchange(_) => "exchange_policy",
+            IssueError::MayAct => "may_act",
         }
     }
 
@@ -240,9 +368,14 @@ impl IssueError {
             IssueError::Audience(_) | IssueError::NoAudience | IssueError::MixedAlgorithms(..) => {
                 ErrorCode::InvalidTarget
             }
-            IssueError::Lifetime | IssueError::TooMany(_) | IssueError::TooLarge(_) => {
-                ErrorCode::InvalidRequest
-            }
+            IssueError::Lifetime
+            | IssueError::TooMany(_)
+            | IssueError::TooLarge(_)
+            | IssueError::TokenType(_)
+            | IssueError::SubjectToken(_)
+            | IssueError::ActorToken(_)
+            | IssueError::Exchange(_)
+            | IssueError::MayAct => ErrorCode::InvalidRequest,
             IssueError::CutOff { .. }
             | IssueError::Stale(_)
             | IssueError::RateLimited { .. }
@@ -273,13 +406,20 @@ impl IssueError {
             IssueError::SignerUnavailable(_) => {
                 "the signing keys are unavailable for now; try again shortly".into()
             }
+            // Invalid, expired, revoked, forged or another issuer's: all alike to the caller.
+            IssueError::SubjectToken(_) => {
+                "the subject_token is not an active access token of this issuer".into()
+            }
+            IssueError::ActorToken(_) => {
+                "the actor_token is not an active access token of this issuer issued to this client and bound to its certificate".into()
+            }
             other => other.to_string(),
         }
     }
 }
 
 /// What a grant type decided for a request (see `grant`): what the token will carry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grant {
     /// Scopes granted.
     pub scopes: Vec<String>,
@@ -287,6 +427,14 @@ pub struct Grant {
     pub audiences: Vec<String>,
     /// Lifetime granted, whole seconds.
     pub lifetime: Duration,
+    /// Whom the token is for when not the client itself (a delegated token's subject).
+    pub subject: Option<String>,
+    /// The actor chain of a delegated token.
+    pub act: Option<Actor>,
+    /// Who may act for the subject.
+    pub may_act: Option<MayAct>,
+    /// The tokens it was exchanged from, oldest first.
+    pub ancestors: Vec<String>,
 }
 
 /// Signs access tokens for one issuer.
@@ -329,7 +477,7 @@ impl Issuer {
         let lifetime = crate::clock::whole_secs(grant.lifetime);
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
-            sub: client.id.to_string(),
+            sub: grant.subject.unwrap_or_else(|| client.id.to_string()),
             client_id: client.id.to_string(),
             aud: Audience::from_vec(grant.audiences.clone()),
             scope: (!grant.scopes.is_empty()).then(|| grant.scopes.join(" ")),
@@ -340,6 +488,9 @@ impl Issuer {
             cnf: Confirmation {
                 x5t_s256: peer.thumbprint.to_b64url(),
             },
+            act: grant.act,
+            may_act: grant.may_act,
+            ancestors: grant.ancestors,
         };
         let payload =
             serde_json::to_vec(&claims).map_err(|e| IssueError::Signing(e.to_string()))?;
@@ -455,6 +606,9 @@ mod tests {
             cnf: Confirmation {
                 x5t_s256: String::new(),
             },
+            act: None,
+            may_act: None,
+            ancestors: Vec::new(),
         };
         ring.signer()
             .sign_compact(&serde_json::to_vec(&claims).unwrap())

@@ -86,6 +86,9 @@ fn access_claims(now: UnixTime) -> AccessTokenClaims {
         cnf: Confirmation {
             x5t_s256: CertificateThumbprint::of_der(b"the client's certificate").to_b64url(),
         },
+        act: None,
+        may_act: None,
+        ancestors: Vec::new(),
     }
 }
 

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use tokenmint_core::{
     client::{ClientDraft, IdentityDraft},
+    grant::ExchangeRequest,
     token::{RequestedLifetime, TokenRequest},
 };
 
-use crate::v1::{ClientSpec, IssueTokenRequest};
+use crate::v1::{ClientSpec, ExchangeTokenRequest, IssueTokenRequest};
 
 /// An `IssueTokenRequest` as the core's request.
 pub fn token_request(message: IssueTokenRequest) -> TokenRequest {
@@ -19,10 +20,34 @@ pub fn token_request(message: IssueTokenRequest) -> TokenRequest {
         client_secret: given(message.client_secret),
         scopes: message.scopes,
         audiences: message.audiences,
-        lifetime: message.lifetime.map(|d| RequestedLifetime {
-            seconds: d.seconds,
-            nanos: d.nanos,
-        }),
+        lifetime: message.lifetime.map(lifetime),
+        may_act: given(message.may_act),
+    }
+}
+
+/// An `ExchangeTokenRequest` as the core's request.
+pub fn exchange_request(message: ExchangeTokenRequest) -> ExchangeRequest {
+    ExchangeRequest {
+        request: TokenRequest {
+            client_id: given(message.client_id),
+            client_secret: given(message.client_secret),
+            scopes: message.scopes,
+            audiences: message.audiences,
+            lifetime: message.lifetime.map(lifetime),
+            may_act: None,
+        },
+        subject_token: message.subject_token,
+        subject_token_type: message.subject_token_type,
+        actor_token: given(message.actor_token),
+        actor_token_type: given(message.actor_token_type),
+        requested_token_type: given(message.requested_token_type),
+    }
+}
+
+fn lifetime(d: prost_types::Duration) -> RequestedLifetime {
+    RequestedLifetime {
+        seconds: d.seconds,
+        nanos: d.nanos,
     }
 }
 

@@ -48,14 +48,17 @@ pub enum VerifyError {
     /// The token was revoked.
     #[error("the token is revoked")]
     Revoked,
+    /// A token it was exchanged from was revoked.
+    #[error("a token it was exchanged from is revoked")]
+    AncestorRevoked,
     /// The key that signed it was revoked.
     #[error("the token's signing key is revoked")]
     KeyRevoked,
-    /// Its client is disabled.
-    #[error("the token's client is disabled")]
+    /// Its client, or another party of its chain (subject, actor), is disabled.
+    #[error("a party of the token's chain is disabled")]
     ClientDisabled,
-    /// Its client was cut off after it was issued.
-    #[error("the token's client was cut off")]
+    /// Its client, or another party of its chain, was cut off after it was issued.
+    #[error("a party of the token's chain was cut off")]
     ClientCutOff,
     /// No word from the issuer for longer than the staleness bound: failing closed.
     #[error("no word from the issuer for {0:?}: failing closed")]
@@ -83,6 +86,7 @@ impl VerifyError {
             Self::CertificateMismatch => "certificate_mismatch",
             Self::Unbound => "unbound",
             Self::Revoked => "revoked",
+            Self::AncestorRevoked => "ancestor_revoked",
             Self::KeyRevoked => "key_revoked",
             Self::ClientDisabled => "client_disabled",
             Self::ClientCutOff => "client_cut_off",

@@ -1,7 +1,8 @@
-//! The verified token handed to a request: what the issuer vouched for, with room for the
-//! actor chain token exchange adds.
+//! The verified token handed to a request: what the issuer vouched for, with the actor
+//! chain and the ancestors token exchange adds.
 
 use serde::Deserialize;
+pub use tokenmint_core::token::Actor;
 use tokenmint_core::{
     clock::UnixTime,
     crypto::CertificateThumbprint,
@@ -12,9 +13,11 @@ use tokenmint_core::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VerifiedToken {
-    /// The client the token was issued to.
+    /// The client the token was issued to: for a delegated token, the party acting now (and
+    /// the one whose certificate it is bound to).
     pub client_id: String,
-    /// Whom it is for (equal to `client_id` for a client-credentials token).
+    /// Whom it is for: `client_id` for a client-credentials token, the original caller for a
+    /// delegated one.
     pub subject: String,
     /// The scopes granted.
     pub scopes: Vec<String>,
@@ -33,8 +36,11 @@ pub struct VerifiedToken {
     /// The certificate it is bound to (`cnf.x5t#S256`); `None` only when unbound tokens are
     /// accepted.
     pub bound_to: Option<CertificateThumbprint>,
-    /// The actor chain (`act`, RFC 8693 §4.1) of a delegated token: who acts for `subject`.
+    /// The actor chain (`act`, RFC 8693 §4.1) of a delegated token: who acts for `subject`,
+    /// the party acting now first.
     pub actor: Option<Actor>,
+    /// The ids of the tokens it was exchanged from, oldest first (revoking any revokes it).
+    pub ancestors: Vec<String>,
 }
 
 impl VerifiedToken {
@@ -42,17 +48,21 @@ impl VerifiedToken {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }
-}
 
-/// One link of an actor chain: the party acting, and whoever acted before it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[non_exhaustive]
-pub struct Actor {
-    /// The acting party.
-    pub sub: String,
-    /// The party that acted before it, for a longer chain.
-    #[serde(default)]
-    pub act: Option<Box<Actor>>,
+    /// The acting parties of a delegated token, the one acting now first (empty when the
+    /// token is not delegated).
+    pub fn actors(&self) -> Vec<&str> {
+        self.actor.as_ref().map(Actor::chain).unwrap_or_default()
+    }
+
+    /// Every party of the token's chain: its client, its subject and each actor.
+    pub fn parties(&self) -> Vec<&str> {
+        let mut parties = vec![self.client_id.as_str(), self.subject.as_str()];
+        parties.extend(self.actors());
+        parties.sort_unstable();
+        parties.dedup();
+        parties
+    }
 }
 
 /// The claims as they arrive: core's access-token claims, with the binding optional (checked
@@ -73,6 +83,8 @@ pub(crate) struct Claims {
     pub cnf: Option<Confirmation>,
     #[serde(default)]
     pub act: Option<Actor>,
+    #[serde(default)]
+    pub ancestors: Vec<String>,
 }
 
 impl Claims {
@@ -106,6 +118,7 @@ impl Claims {
             key_id,
             bound_to,
             actor: self.act,
+            ancestors: self.ancestors,
         })
     }
 }

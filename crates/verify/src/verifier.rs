@@ -10,7 +10,7 @@ use tokenmint_core::{
     clock::{Clock, SystemClock, UnixTime},
     crypto,
     jose::{self, KeySet},
-    revocation::VerifiedCache,
+    revocation::{Struck, VerifiedCache},
 };
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls::ClientConfig;
@@ -424,17 +424,13 @@ impl Shared {
         if self.state.keys().find(&token.key_id).is_none() {
             return Err(VerifyError::UnknownKey);
         }
-        if blocklist.is_token_revoked(&token.token_id) {
-            return Err(VerifyError::Revoked);
-        }
-        if blocklist.is_client_disabled(&token.client_id) {
-            return Err(VerifyError::ClientDisabled);
-        }
-        if blocklist
-            .cutoff(&token.client_id)
-            .is_some_and(|cutoff| token.issued_at <= cutoff)
-        {
-            return Err(VerifyError::ClientCutOff);
+        let parties = token.parties();
+        match blocklist.strikes(&token.token_id, &token.ancestors, &parties, token.issued_at) {
+            None => {}
+            Some(Struck::Revoked) => return Err(VerifyError::Revoked),
+            Some(Struck::AncestorRevoked) => return Err(VerifyError::AncestorRevoked),
+            Some(Struck::ClientDisabled) => return Err(VerifyError::ClientDisabled),
+            Some(Struck::ClientCutOff) => return Err(VerifyError::ClientCutOff),
         }
         Ok(())
     }
