@@ -21,7 +21,7 @@ use tokenmint_core::{
 };
 use tokenmint_proto::{
     convert,
-    v1::{ClientSpec, IssueTokenRequest},
+    v1::{ClientSpec, ExchangeTokenRequest, IssueTokenRequest},
 };
 
 /// The issuer the seed tokens name (the integration tests' own).
@@ -133,14 +133,18 @@ pub fn config(data: &[u8]) {
 }
 
 /// The gRPC requests with rules: `IssueTokenRequest` through the client-credentials policy of
-/// one client, `ClientSpec` through the one client rule.
+/// one client, `ExchangeTokenRequest` through the exchange policy (the client down-scoping a
+/// token of its own: never broader, never longer), `ClientSpec` through the one client rule.
 pub fn proto(data: &[u8]) {
     if let Ok(message) = IssueTokenRequest::decode(data) {
         let request = convert::token_request(message);
-        if let Ok(grant) = grant::client_credentials(client(), &request, Duration::from_secs(3600))
-        {
+        let ceiling = Duration::from_secs(3600);
+        if let Ok(grant) = grant::client_credentials(client(), &request, ceiling, None) {
             assert!(grant.lifetime <= client().max_lifetime && !grant.audiences.is_empty());
         }
+    }
+    if let Ok(message) = ExchangeTokenRequest::decode(data) {
+        exchange(&convert::exchange_request(message));
     }
     if let Ok(spec) = ClientSpec::decode(data) {
         if let Ok(draft) = convert::client_draft(spec) {
@@ -149,6 +153,52 @@ pub fn proto(data: &[u8]) {
                 max: Duration::from_secs(3600),
             });
         }
+    }
+}
+
+/// An exchange by the demo client of a token of its own.
+fn exchange(request: &grant::ExchangeRequest) {
+    let _ = request.issued_token_type();
+    let thumbprint = tokenmint_core::crypto::CertificateThumbprint::of_der(b"demo");
+    let subject = token::AccessTokenClaims {
+        iss: "https://issuer".into(),
+        sub: "demo".into(),
+        client_id: "demo".into(),
+        aud: token::Audience::One("https://demo.tokenmint.dev".into()),
+        scope: Some("demo:read".into()),
+        iat: UnixTime::from_secs(100),
+        nbf: UnixTime::from_secs(100),
+        exp: UnixTime::from_secs(400),
+        jti: "subject".into(),
+        cnf: token::Confirmation {
+            x5t_s256: thumbprint.to_b64url(),
+        },
+        act: None,
+        may_act: None,
+        ancestors: Vec::new(),
+    };
+    let x = grant::Exchange {
+        caller: client(),
+        thumbprint: &thumbprint,
+        subject: &subject,
+        now: UnixTime::from_secs(200),
+        ceiling: Duration::from_secs(3600),
+        max_depth: 4,
+    };
+    if let Ok(grant) = grant::token_exchange(&x, &request.request) {
+        assert!(
+            grant.lifetime <= Duration::from_secs(200),
+            "past the subject's expiry"
+        );
+        assert!(
+            grant.audiences == ["https://demo.tokenmint.dev"],
+            "broader audiences"
+        );
+        assert!(
+            grant.scopes.iter().all(|s| s == "demo:read"),
+            "broader scopes"
+        );
+        assert_eq!(grant.ancestors, ["subject"]);
     }
 }
 
