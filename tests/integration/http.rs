@@ -1113,6 +1113,15 @@ async fn authorization_server_metadata_describes_the_endpoints() {
             .unwrap()
             .contains(&Value::from("client_credentials"))
     );
+    assert!(
+        metadata["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(
+                "urn:ietf:params:oauth:grant-type:token-exchange"
+            )),
+        "{metadata}"
+    );
     for endpoint in ["token", "introspection", "revocation"] {
         let methods = metadata[format!("{endpoint}_endpoint_auth_methods_supported")]
             .as_array()

@@ -15,6 +15,7 @@ mod binary;
 mod cli;
 mod clients;
 mod dev_setup;
+mod exchange;
 mod faults;
 mod flaky;
 mod forgeries;

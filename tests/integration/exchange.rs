@@ -1,0 +1,565 @@
+//! Token exchange (RFC 8693) over real mTLS: a call chain A → B → C → D where each hop
+//! delegates, and what each hop's token carries (`sub`, nested `act`, `aud`, `cnf`, scopes,
+//! expiry); the verifier of the next hop accepts a delegated token only from the actor's
+//! certificate; revoking the first token, or cutting off or disabling any party, reaches
+//! every later hop. The helpers here (the chain's clients, an exchange on either face) serve
+//! `exchange_refusals.rs` too.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tokenmint::{
+    grpc::proto::{
+        DisableClientRequest, ExchangeTokenRequest, ExchangeTokenResponse, IssueTokenRequest,
+        RevokeClientTokensRequest,
+    },
+    pki::Issued,
+};
+use tokenmint_verify::{Verifier, VerifyError};
+
+use crate::{
+    support::*,
+    verifier::{peer, ready},
+};
+
+pub const A_URI: &str = "spiffe://tokenmint.test/a";
+pub const B_URI: &str = "spiffe://tokenmint.test/b";
+pub const C_URI: &str = "spiffe://tokenmint.test/c";
+pub const D_URI: &str = "spiffe://tokenmint.test/d";
+/// The audience B serves (A calls B with a token for it), and C's and D's.
+pub const B_AUD: &str = "https://b.example";
+pub const C_AUD: &str = "https://c.example";
+pub const D_AUD: &str = "https://d.example";
+/// `urn:ietf:params:oauth:token-type:access_token`.
+pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// The chain's clients, and admin and a resource server that may introspect every hop:
+/// - `a` calls B (`orders:read orders:write`, up to 10m);
+/// - `b` serves B, acts for `a`, calls C on its behalf passing both scopes on;
+/// - `c` serves C, acts for `a`, calls D on its behalf passing `orders:read` only;
+/// - `d` serves D, acts for nobody.
+pub fn chain_clients() -> String {
+    format!(
+        r#"{admin}
+[[clients]]
+id = "rs"
+san_uri = "{RS_URI}"
+permissions = ["introspect"]
+introspect_audiences = ["{B_AUD}", "{C_AUD}", "{D_AUD}"]
+
+[[clients]]
+id = "a"
+san_uri = "{A_URI}"
+scopes = ["orders:read", "orders:write"]
+default_scopes = ["orders:read", "orders:write"]
+audiences = ["{B_AUD}"]
+default_lifetime = "5m"
+max_lifetime = "10m"
+
+[[clients]]
+id = "b"
+san_uri = "{B_URI}"
+audiences = ["{C_AUD}"]
+serves = ["{B_AUD}"]
+act_for = ["a"]
+delegate_audiences = ["{C_AUD}"]
+delegate_scopes = ["orders:read", "orders:write"]
+default_lifetime = "10m"
+max_lifetime = "20m"
+
+[[clients]]
+id = "c"
+san_uri = "{C_URI}"
+audiences = ["{D_AUD}"]
+serves = ["{C_AUD}"]
+act_for = ["a"]
+delegate_audiences = ["{D_AUD}"]
+delegate_scopes = ["orders:read"]
+default_lifetime = "10m"
+max_lifetime = "20m"
+
+[[clients]]
+id = "d"
+san_uri = "{D_URI}"
+serves = ["{D_AUD}"]
+permissions = ["issue"]
+"#,
+        admin = admin_client(),
+    )
+}
+
+/// The chain's certificates.
+pub struct Parties {
+    pub a: Issued,
+    pub b: Issued,
+    pub c: Issued,
+    pub d: Issued,
+    pub rs: Issued,
+    pub admin: Issued,
+}
+
+impl Parties {
+    pub fn of(setup: &Setup) -> Self {
+        Self {
+            a: setup.pki.client_uri(A_URI),
+            b: setup.pki.client_uri(B_URI),
+            c: setup.pki.client_uri(C_URI),
+            d: setup.pki.client_uri(D_URI),
+            rs: setup.pki.client_uri(RS_URI),
+            admin: setup.pki.client_uri(ADMIN_URI),
+        }
+    }
+}
+
+/// An exchange of `subject_token` with defaults for everything else.
+pub fn exchange_request(subject_token: &str) -> ExchangeTokenRequest {
+    ExchangeTokenRequest {
+        subject_token: subject_token.to_owned(),
+        subject_token_type: ACCESS_TOKEN.into(),
+        ..ExchangeTokenRequest::default()
+    }
+}
+
+/// `TokenService.ExchangeToken` as `cert`.
+pub async fn exchange(
+    server: &TestServer,
+    cert: &Issued,
+    request: ExchangeTokenRequest,
+) -> Result<ExchangeTokenResponse, tonic::Status> {
+    server
+        .client(cert)
+        .await
+        .exchange_token(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Asserts an exchange refusal's gRPC code and OAuth2 error (the message starts with it).
+pub fn assert_exchange_refused(
+    result: Result<ExchangeTokenResponse, tonic::Status>,
+    code: tonic::Code,
+    oauth: &str,
+) -> String {
+    let status = match result {
+        Ok(r) => panic!(
+            "expected {code:?}/{oauth}, got a token for {:?}",
+            r.audiences
+        ),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), code, "status: {status:?}");
+    let got = status
+        .metadata()
+        .get(tokenmint::wire::OAUTH_ERROR_METADATA)
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(got, Some(oauth), "status: {status:?}");
+    assert!(status.message().starts_with(oauth), "{status:?}");
+    status.message().to_owned()
+}
+
+/// An HTTPS client trusting the test CA and presenting `cert`.
+pub fn https_as(setup: &Setup, cert: &Issued) -> reqwest::Client {
+    install_provider();
+    let ca = reqwest::Certificate::from_pem(setup.pki.ca.cert_pem().as_bytes()).unwrap();
+    let pem = format!("{}{}", cert.cert_pem, cert.key_pem.as_str());
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// POSTs `pairs` as a form to `path` on `server`: the status and the JSON body.
+pub async fn post_form(
+    client: &reqwest::Client,
+    server: &TestServer,
+    path: &str,
+    pairs: &[(&str, &str)],
+) -> (u16, Value) {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    let response = client
+        .post(format!("https://localhost:{}{path}", server.addr.port()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON ({e}): {text}"));
+    (status, body)
+}
+
+/// The token endpoint's form for exchanging `subject_token`, plus `extra`.
+pub fn exchange_form<'a>(
+    subject_token: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut pairs = vec![
+        ("grant_type", EXCHANGE_GRANT),
+        ("subject_token", subject_token),
+        ("subject_token_type", ACCESS_TOKEN),
+    ];
+    pairs.extend_from_slice(extra);
+    pairs
+}
+
+/// A's token for B (both scopes, A's default lifetime).
+pub async fn a_token(server: &TestServer, parties: &Parties) -> String {
+    issue(server, &parties.a, IssueTokenRequest::default())
+        .await
+        .unwrap()
+        .access_token
+}
+
+/// The claims of `token`, verified against the published keys for `audience`.
+async fn claims(server: &TestServer, token: &str, audience: &str) -> Value {
+    verify_with_jwks(token, &server.jwks().await.jwks_json, audience)
+}
+
+/// A verifier for `audience` (C's or D's), fed over gRPC as the resource server `rs`.
+async fn verifier_for(setup: &Setup, server: &TestServer, rs: &Issued, audience: &str) -> Verifier {
+    let builder = Verifier::builder(ISSUER)
+        .audience(audience)
+        .grpc_endpoint(
+            format!("https://localhost:{}", server.addr.port()),
+            Arc::new(rustls_client(setup, Some(rs))),
+        )
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500));
+    ready(builder.build().unwrap()).await
+}
+
+/// The chain A → B → C → D: B's token for C and C's for D.
+struct Chain {
+    a: String,
+    b: ExchangeTokenResponse,
+    c: ExchangeTokenResponse,
+}
+
+async fn build_chain(server: &TestServer, parties: &Parties) -> Chain {
+    let a = a_token(server, parties).await;
+    let b = exchange(server, &parties.b, exchange_request(&a))
+        .await
+        .unwrap();
+    let c = exchange(server, &parties.c, exchange_request(&b.access_token))
+        .await
+        .unwrap();
+    Chain { a, b, c }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_to_b_to_c_to_d_each_hop_delegates_bound_to_its_actor() {
+    let setup = Setup::new(&chain_clients());
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let chain = build_chain(&server, &parties).await;
+
+    let a = claims(&server, &chain.a, B_AUD).await;
+    assert_eq!(
+        (a["sub"].as_str(), a["client_id"].as_str()),
+        (Some("a"), Some("a"))
+    );
+    assert!(
+        a.get("act").is_none() && a.get("ancestors").is_none(),
+        "{a}"
+    );
+    assert_eq!(a["cnf"]["x5t#S256"], thumbprint_of(&parties.a));
+
+    // B → C: for A, acted by B, bound to B, for C, both scopes, no later than A's token.
+    assert_eq!(chain.b.issued_token_type, ACCESS_TOKEN);
+    assert_eq!(chain.b.token_type, "Bearer");
+    assert_eq!(chain.b.audiences, [C_AUD]);
+    let b = claims(&server, &chain.b.access_token, C_AUD).await;
+    assert_eq!(b["sub"], "a");
+    assert_eq!(b["client_id"], "b");
+    assert_eq!(b["act"], serde_json::json!({ "sub": "b" }));
+    assert_eq!(b["aud"], C_AUD);
+    assert_eq!(b["cnf"]["x5t#S256"], thumbprint_of(&parties.b));
+    assert_eq!(b["scope"], "orders:read orders:write");
+    assert_eq!(b["ancestors"], serde_json::json!([a["jti"]]));
+    assert!(
+        b["exp"].as_i64() <= a["exp"].as_i64(),
+        "B's token outlives A's: {b} {a}"
+    );
+    assert!(
+        b["exp"].as_i64().unwrap() - b["iat"].as_i64().unwrap() <= chain.b.expires_in,
+        "expires_in says what was granted"
+    );
+
+    // C → D: the chain nests, C acting now; only what C may pass on.
+    let c = claims(&server, &chain.c.access_token, D_AUD).await;
+    assert_eq!(c["sub"], "a");
+    assert_eq!(c["client_id"], "c");
+    assert_eq!(
+        c["act"],
+        serde_json::json!({ "sub": "c", "act": { "sub": "b" } })
+    );
+    assert_eq!(c["aud"], D_AUD);
+    assert_eq!(c["cnf"]["x5t#S256"], thumbprint_of(&parties.c));
+    assert_eq!(c["scope"], "orders:read");
+    assert_eq!(c["ancestors"], serde_json::json!([a["jti"], b["jti"]]));
+    assert!(c["exp"].as_i64() <= b["exp"].as_i64(), "{c} {b}");
+    println!(
+        "exchange: A's token lives {}s, B's {}s, C's {}s",
+        a["exp"].as_i64().unwrap() - a["iat"].as_i64().unwrap(),
+        b["exp"].as_i64().unwrap() - b["iat"].as_i64().unwrap(),
+        c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap()
+    );
+
+    // C's verifier takes B's delegated token from B's certificate only; D's takes C's from C.
+    let at_c = verifier_for(&setup, &server, &parties.rs, C_AUD).await;
+    let verified = at_c
+        .verify(&chain.b.access_token, Some(&peer(&parties.b)), at_c.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        (verified.subject.as_str(), verified.client_id.as_str()),
+        ("a", "b")
+    );
+    assert_eq!(verified.actors(), ["b"]);
+    for (who, cert) in [("A", &parties.a), ("C", &parties.c)] {
+        assert_eq!(
+            at_c.verify(&chain.b.access_token, Some(&peer(cert)), at_c.now())
+                .await
+                .map(drop),
+            Err(VerifyError::CertificateMismatch),
+            "B's token presented by {who}"
+        );
+    }
+    let at_d = verifier_for(&setup, &server, &parties.rs, D_AUD).await;
+    let verified = at_d
+        .verify(&chain.c.access_token, Some(&peer(&parties.c)), at_d.now())
+        .await
+        .unwrap();
+    assert_eq!(verified.actors(), ["c", "b"]);
+    assert_eq!(verified.ancestors.len(), 2);
+    // D serves D but acts for nobody: the chain ends there.
+    let refused = assert_exchange_refused(
+        exchange(&server, &parties.d, exchange_request(&chain.c.access_token)).await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
+    assert!(refused.contains("not registered to act for"), "{refused}");
+
+    // Introspection returns the chain unchanged, on both faces.
+    let answer = introspect(&server, &parties.rs, &chain.c.access_token, None)
+        .await
+        .unwrap();
+    assert!(answer.active);
+    assert_eq!(
+        (answer.subject.as_str(), answer.client_id.as_str()),
+        ("a", "c")
+    );
+    assert_eq!(answer.actors, ["c", "b"]);
+    let (status, body) = post_form(
+        &https_as(&setup, &parties.rs),
+        &server,
+        "/oauth2/introspect",
+        &[("token", &chain.c.access_token)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["act"], c["act"], "act unchanged: {body}");
+    assert_eq!(
+        (body["sub"].as_str(), body["client_id"].as_str()),
+        (Some("a"), Some("c"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_scoping_over_http_narrows_a_token_of_ones_own() {
+    let setup = Setup::new(&chain_clients());
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let chain = build_chain(&server, &parties).await;
+    // B narrows its delegated token to one scope and a minute: still for A, acted by B.
+    let as_b = https_as(&setup, &parties.b);
+    let (status, body) = post_form(
+        &as_b,
+        &server,
+        "/oauth2/token",
+        &exchange_form(
+            &chain.b.access_token,
+            &[("scope", "orders:read"), ("audience", C_AUD)],
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["issued_token_type"], ACCESS_TOKEN);
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "orders:read");
+    let narrowed = claims(&server, body["access_token"].as_str().unwrap(), C_AUD).await;
+    assert_eq!(narrowed["sub"], "a");
+    assert_eq!(narrowed["act"], serde_json::json!({ "sub": "b" }));
+    assert_eq!(narrowed["scope"], "orders:read");
+    assert_eq!(narrowed["cnf"]["x5t#S256"], thumbprint_of(&parties.b));
+    assert_eq!(narrowed["ancestors"].as_array().unwrap().len(), 2);
+    // Broader than its own: refused.
+    let (status, body) = post_form(
+        &as_b,
+        &server,
+        "/oauth2/token",
+        &exchange_form(
+            body["access_token"].as_str().unwrap(),
+            &[("scope", "orders:write")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{body}"
+    );
+}
+
+/// How long until `verifier` refuses `token` from `cert` as `expected` (at most 10 s).
+async fn refused_within(
+    verifier: &Verifier,
+    token: &str,
+    cert: &Issued,
+    expected: VerifyError,
+    since: Instant,
+) -> Duration {
+    loop {
+        let outcome = verifier
+            .verify(token, Some(&peer(cert)), verifier.now())
+            .await;
+        if outcome.as_ref().err() == Some(&expected) {
+            return since.elapsed();
+        }
+        assert!(outcome.is_ok(), "refused for another reason: {outcome:?}");
+        assert!(since.elapsed() < Duration::from_secs(10), "never refused");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_first_token_makes_every_later_hop_inactive() {
+    let setup = Setup::new(&chain_clients());
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let chain = build_chain(&server, &parties).await;
+    let at_c = verifier_for(&setup, &server, &parties.rs, C_AUD).await;
+    let at_d = verifier_for(&setup, &server, &parties.rs, D_AUD).await;
+    for (verifier, token, cert) in [
+        (&at_c, &chain.b.access_token, &parties.b),
+        (&at_d, &chain.c.access_token, &parties.c),
+    ] {
+        verifier
+            .verify(token, Some(&peer(cert)), verifier.now())
+            .await
+            .unwrap();
+    }
+
+    // A revokes its own token: one revocation, and both later hops go.
+    let revoked_at = Instant::now();
+    revoke(&server, &parties.a, &chain.a).await.unwrap();
+    let at_c_delay = refused_within(
+        &at_c,
+        &chain.b.access_token,
+        &parties.b,
+        VerifyError::AncestorRevoked,
+        revoked_at,
+    )
+    .await;
+    let at_d_delay = refused_within(
+        &at_d,
+        &chain.c.access_token,
+        &parties.c,
+        VerifyError::AncestorRevoked,
+        revoked_at,
+    )
+    .await;
+    println!(
+        "exchange: A's token revoked → B's token refused at C's verifier after {at_c_delay:?}, C's at D's after {at_d_delay:?}"
+    );
+    for token in [&chain.a, &chain.b.access_token, &chain.c.access_token] {
+        let answer = introspect(&server, &parties.rs, token, None).await.unwrap();
+        assert!(!answer.active, "inactive at introspection");
+    }
+    // Nor can the chain grow from a revoked token.
+    assert_exchange_refused(
+        exchange(&server, &parties.c, exchange_request(&chain.b.access_token)).await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_off_a_middle_actor_reaches_the_later_hops() {
+    let setup = Setup::new(&chain_clients());
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let at_d = verifier_for(&setup, &server, &parties.rs, D_AUD).await;
+    let chain = build_chain(&server, &parties).await;
+    at_d.verify(&chain.c.access_token, Some(&peer(&parties.c)), at_d.now())
+        .await
+        .unwrap();
+    // B, the middle actor, is cut off: C's token (C acting for A through B) goes too.
+    let since = Instant::now();
+    server
+        .admin(&parties.admin)
+        .revoke_client_tokens(RevokeClientTokensRequest {
+            client_id: "b".into(),
+        })
+        .await
+        .unwrap();
+    let delay = refused_within(
+        &at_d,
+        &chain.c.access_token,
+        &parties.c,
+        VerifyError::ClientCutOff,
+        since,
+    )
+    .await;
+    println!("exchange: B cut off → C's delegated token refused at D's verifier after {delay:?}");
+    let answer = introspect(&server, &parties.rs, &chain.c.access_token, None)
+        .await
+        .unwrap();
+    assert!(!answer.active, "inactive at introspection");
+    // A's own token is not B's: it stays good.
+    let answer = introspect(&server, &parties.rs, &chain.a, None)
+        .await
+        .unwrap();
+    assert!(answer.active, "A's token is not cut off with B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_the_subject_reaches_every_hop() {
+    let setup = Setup::new(&chain_clients());
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let at_d = verifier_for(&setup, &server, &parties.rs, D_AUD).await;
+    let chain = build_chain(&server, &parties).await;
+    at_d.verify(&chain.c.access_token, Some(&peer(&parties.c)), at_d.now())
+        .await
+        .unwrap();
+    let since = Instant::now();
+    server
+        .admin(&parties.admin)
+        .disable_client(DisableClientRequest {
+            client_id: "a".into(),
+        })
+        .await
+        .unwrap();
+    let delay = refused_within(
+        &at_d,
+        &chain.c.access_token,
+        &parties.c,
+        VerifyError::ClientDisabled,
+        since,
+    )
+    .await;
+    println!("exchange: A disabled → C's delegated token refused at D's verifier after {delay:?}");
+    for token in [&chain.b.access_token, &chain.c.access_token] {
+        let answer = introspect(&server, &parties.rs, token, None).await.unwrap();
+        assert!(!answer.active, "inactive at introspection");
+    }
+}
