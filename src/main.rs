@@ -489,7 +489,8 @@ fn refused(status: tonic::Status) -> anyhow::Error {
 }
 
 /// Reads a token from a file, or standard input for `-` (never from the command line, where
-/// it would land in shell history and process lists).
+/// it would land in shell history and process lists): a bare token, or the JSON `token issue`
+/// and `token exchange` print.
 fn read_token(path: &Path) -> Result<String> {
     let text = if path == Path::new("-") {
         std::io::read_to_string(std::io::stdin())
@@ -497,7 +498,17 @@ fn read_token(path: &Path) -> Result<String> {
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
     };
-    Ok(text.trim().to_owned())
+    let text = text.trim();
+    // What `token issue` and `token exchange` print is read as well as a bare token.
+    if !text.starts_with('{') {
+        return Ok(text.to_owned());
+    }
+    let printed: serde_json::Value = serde_json::from_str(text)
+        .with_context(|| format!("{} is neither a token nor JSON", path.display()))?;
+    printed["access_token"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("the JSON in {} has no access_token", path.display()))
 }
 
 #[derive(Args)]

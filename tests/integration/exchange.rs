@@ -563,3 +563,53 @@ async fn disabling_the_subject_reaches_every_hop() {
         assert!(!answer.active, "inactive at introspection");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_passes_subject_and_actor_and_refuses_a_revoked_chain() {
+    use crate::authz::{authz_config_with, nginx_header, start};
+    let setup = Setup::new(&chain_clients());
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let chain = build_chain(&server, &parties).await;
+    let env = vec![(
+        "TOKENMINT__AUTHZ__AUDIENCES".to_owned(),
+        format!("[\"{D_AUD}\"]"),
+    )];
+    let sidecar = start(authz_config_with(&setup, &server, "", env)).await;
+    let ask = |cert: &Issued| {
+        reqwest::Client::new()
+            .get(&sidecar.verify)
+            .header("x-original-uri", "/orders")
+            .header("x-ssl-client-cert", nginx_header(cert))
+            .bearer_auth(&chain.c.access_token)
+            // A caller's own claims count for nothing.
+            .header("x-tokenmint-actor", "d")
+            .send()
+    };
+    let allowed = ask(&parties.c).await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    let header = |name: &str| allowed.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("x-tokenmint-client-id"), "c");
+    assert_eq!(header("x-tokenmint-subject"), "a");
+    assert_eq!(header("x-tokenmint-actor"), "c b");
+    assert_eq!(header("x-tokenmint-scope"), "orders:read");
+    // From B's certificate (an earlier actor), C's token is not good.
+    assert_eq!(ask(&parties.b).await.unwrap().status(), 403);
+
+    let since = Instant::now();
+    revoke(&server, &parties.a, &chain.a).await.unwrap();
+    loop {
+        let status = ask(&parties.c).await.unwrap().status();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(since.elapsed() < Duration::from_secs(10), "never refused");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "exchange: A's token revoked → C's delegated token refused by the sidecar after {:?}",
+        since.elapsed()
+    );
+    sidecar.stop.cancel();
+}
