@@ -781,6 +781,8 @@ fn issuance_is_audited_on_its_own_log_target_per_token_sampled_or_as_counts_and_
     assert_eq!(issued.len(), 3, "{text}");
     for (event, token) in issued.iter().zip(&tokens) {
         assert_eq!(event["fields"]["client_id"], "demo");
+        assert_eq!(event["fields"]["subject"], "demo");
+        assert_eq!(event["fields"]["exchanged_from"], "", "not exchanged");
         let payload = token.split('.').nth(1).unwrap();
         let claims: serde_json::Value = serde_json::from_slice(
             &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)

@@ -24,6 +24,7 @@ mod hsm;
 mod http;
 mod identity;
 mod interop;
+mod interop_exchange;
 mod introspect;
 mod issue;
 mod keys;

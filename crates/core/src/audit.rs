@@ -328,6 +328,8 @@ fn log_token(token: &IssuedToken, one_in: u64) {
         target: ISSUANCE_TARGET,
         event = "token.issued",
         client_id = token.client_id.as_str(),
+        subject = token.subject.as_str(),
+        exchanged_from = token.exchanged_from.as_deref().unwrap_or(""),
         token_id = token.token_id.as_str(),
         key_id = token.key_id.as_str(),
         scopes = token.scopes.join(" ").as_str(),

@@ -316,7 +316,7 @@ pub fn token_exchange(x: &Exchange<'_>, request: &TokenRequest) -> Result<Grant,
         &request.audiences,
         &allowance.audiences,
         &allowance.default_audiences,
-        IssueError::Audience,
+        IssueError::ExchangeAudience,
     )?;
     if audiences.is_empty() {
         return Err(IssueError::NoAudience);
@@ -325,7 +325,7 @@ pub fn token_exchange(x: &Exchange<'_>, request: &TokenRequest) -> Result<Grant,
         &request.scopes,
         &allowance.scopes,
         &allowance.scopes,
-        IssueError::Scope,
+        IssueError::ExchangeScope,
     )?;
     let remaining = subject.exp.since(x.now);
     if remaining.as_secs() == 0 {
@@ -603,11 +603,11 @@ mod tests {
         assert_eq!((same.audiences.len(), same.scopes.len()), (2, 2));
         assert!(matches!(
             exchange(&b, &own, &asking(&["https://own"], &[])),
-            Err(IssueError::Audience(a)) if a == "https://own"
+            Err(IssueError::ExchangeAudience(a)) if a == "https://own"
         ));
         assert!(matches!(
             exchange(&b, &own, &asking(&[], &["admin"])),
-            Err(IssueError::Scope(s)) if s == "admin"
+            Err(IssueError::ExchangeScope(s)) if s == "admin"
         ));
     }
 
@@ -627,11 +627,11 @@ mod tests {
         assert_eq!(grant.ancestors, ["jti-a"]);
         assert!(matches!(
             exchange(&b, &a_token, &asking(&[], &["write"])),
-            Err(IssueError::Scope(_))
+            Err(IssueError::ExchangeScope(_))
         ));
         assert!(matches!(
             exchange(&b, &a_token, &asking(&["https://own"], &[])),
-            Err(IssueError::Audience(_))
+            Err(IssueError::ExchangeAudience(_))
         ));
         let not_serving = party(
             "b",

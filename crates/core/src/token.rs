@@ -221,6 +221,10 @@ pub struct IssuedToken {
     pub token_id: String,
     /// The client it was issued to.
     pub client_id: String,
+    /// Whom it is for (`sub`): the client itself, or a delegated token's subject.
+    pub subject: String,
+    /// The token it was exchanged from (its last ancestor), if any.
+    pub exchanged_from: Option<String>,
 }
 
 impl std::fmt::Debug for IssuedToken {
@@ -228,6 +232,8 @@ impl std::fmt::Debug for IssuedToken {
         f.debug_struct("IssuedToken")
             .field("token_id", &self.token_id)
             .field("client_id", &self.client_id)
+            .field("subject", &self.subject)
+            .field("exchanged_from", &self.exchanged_from)
             .field("expires_in", &self.expires_in)
             .field("key_id", &self.key_id)
             .finish_non_exhaustive()
@@ -307,6 +313,16 @@ pub enum IssueError {
     /// The exchange policy refuses.
     #[error("{0}")]
     Exchange(ExchangeRefusal),
+    /// An exchange asks for a scope it may not grant.
+    #[error(
+        "scope {0:?} is not one this exchange may grant: it must be in the subject_token and, when acting for another, among the scopes this client may pass on"
+    )]
+    ExchangeScope(String),
+    /// An exchange asks for an audience it may not grant.
+    #[error(
+        "audience {0:?} is not one this exchange may grant: one of the subject_token's when narrowing a token of one's own, else one this client may call on another's behalf"
+    )]
+    ExchangeAudience(String),
     /// `may_act` names a client that may not act for this one (or none registered).
     #[error("may_act names a client that is not registered to act for this client")]
     MayAct,
@@ -355,6 +371,8 @@ impl IssueError {
             IssueError::SubjectToken(_) => "subject_token",
             IssueError::ActorToken(_) => "actor_token",
             IssueError::Exchange(_) => "exchange_policy",
+            IssueError::ExchangeScope(_) => "scope",
+            IssueError::ExchangeAudience(_) => "audience",
             IssueError::MayAct => "may_act",
         }
     }
@@ -364,10 +382,11 @@ impl IssueError {
         match self {
             IssueError::Auth(_) => ErrorCode::InvalidClient,
             IssueError::NotPermitted(_) => ErrorCode::UnauthorizedClient,
-            IssueError::Scope(_) => ErrorCode::InvalidScope,
-            IssueError::Audience(_) | IssueError::NoAudience | IssueError::MixedAlgorithms(..) => {
-                ErrorCode::InvalidTarget
-            }
+            IssueError::Scope(_) | IssueError::ExchangeScope(_) => ErrorCode::InvalidScope,
+            IssueError::Audience(_)
+            | IssueError::ExchangeAudience(_)
+            | IssueError::NoAudience
+            | IssueError::MixedAlgorithms(..) => ErrorCode::InvalidTarget,
             IssueError::Lifetime
             | IssueError::TooMany(_)
             | IssueError::TooLarge(_)
@@ -494,6 +513,7 @@ impl Issuer {
         };
         let payload =
             serde_json::to_vec(&claims).map_err(|e| IssueError::Signing(e.to_string()))?;
+        let (subject, exchanged_from) = (claims.sub, claims.ancestors.last().cloned());
         let access_token = signer.sign_compact(&payload).map_err(|e| match e {
             CryptoError::Device(why) => IssueError::SignerUnavailable(why),
             other => IssueError::Signing(other.to_string()),
@@ -510,6 +530,8 @@ impl Issuer {
             key_id: signer.kid().to_string(),
             token_id: jti,
             client_id: client.id.to_string(),
+            subject,
+            exchanged_from,
         })
     }
 }
