@@ -613,3 +613,37 @@ async fn the_sidecar_passes_subject_and_actor_and_refuses_a_revoked_chain() {
     );
     sidecar.stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenmint_client_exchanges_for_the_next_hop() {
+    use tokenmint_client::{Client, TokenError, TokenSpec};
+    let setup = Setup::new(&chain_clients());
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let b = Client::builder(
+        format!("https://localhost:{}", server.addr.port()),
+        Arc::new(rustls_client(&setup, Some(&parties.b))),
+    )
+    .build()
+    .unwrap();
+    let a = a_token(&server, &parties).await;
+    let spec = TokenSpec::audience(C_AUD).with_scope("orders:read");
+    let for_c = b.exchange(&a, &spec).await.unwrap();
+    assert_eq!(
+        (for_c.audiences.as_slice(), for_c.scopes.as_slice()),
+        (&[C_AUD.to_owned()][..], &["orders:read".to_owned()][..])
+    );
+    let claims = claims(&server, for_c.secret(), C_AUD).await;
+    assert_eq!(
+        (claims["sub"].as_str(), claims["client_id"].as_str()),
+        (Some("a"), Some("b"))
+    );
+    assert_eq!(claims["act"], serde_json::json!({ "sub": "b" }));
+    // A refusal comes back with its OAuth2 code.
+    let broader = TokenSpec::audience(D_AUD);
+    let refused = b.exchange(&a, &broader).await.unwrap_err();
+    assert!(
+        matches!(&refused, TokenError::Refused { code, .. } if code == "invalid_target"),
+        "{refused:?}"
+    );
+}

@@ -7,14 +7,17 @@ use std::{
     time::Duration,
 };
 
-use tokenmint_core::clock::{Clock, SystemClock};
-use tokenmint_proto::v1::token_service_client::TokenServiceClient;
+use tokenmint_core::{
+    clock::{Clock, SystemClock, UnixTime},
+    grant::ACCESS_TOKEN_TYPE,
+};
+use tokenmint_proto::v1::{ExchangeTokenRequest, token_service_client::TokenServiceClient};
 use tokio_rustls::rustls::ClientConfig;
 
 use crate::{
-    error::BuildError,
+    error::{BuildError, TokenError},
     source::{Parts, TokenSource},
-    token::TokenSpec,
+    token::{AccessToken, TokenSpec},
 };
 
 /// A caller's handle on the issuer. Cheap to clone.
@@ -99,6 +102,49 @@ impl Client {
     /// each downstream's channel or HTTP client is given (`BearerLayer::new(client.for_audience(…))`).
     pub fn for_audience(&self, audience: impl Into<String>) -> TokenSource {
         self.source(TokenSpec::audience(audience))
+    }
+
+    /// Exchanges `subject_token` (RFC 8693, `TokenService.ExchangeToken`) for a token bound
+    /// to this client's certificate, as `spec` asks: a token another client sent (delegation:
+    /// this client then calls on its behalf, `sub` staying that client's) or one of this
+    /// client's own (down-scoping). Once, not held or refreshed: each inbound call brings its
+    /// own subject token, and the new one never outlives it.
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        spec: &TokenSpec,
+    ) -> Result<AccessToken, TokenError> {
+        let request = ExchangeTokenRequest {
+            subject_token: subject_token.to_owned(),
+            subject_token_type: ACCESS_TOKEN_TYPE.to_owned(),
+            audiences: spec.audiences.clone(),
+            scopes: spec.scopes.clone(),
+            lifetime: spec
+                .lifetime
+                .and_then(|l| prost_types::Duration::try_from(l).ok()),
+            ..ExchangeTokenRequest::default()
+        };
+        let inner = &self.inner;
+        let mut tokens = inner.tokens.clone();
+        let response =
+            match tokio::time::timeout(inner.timeout, tokens.exchange_token(request)).await {
+                Ok(Ok(response)) => response.into_inner(),
+                Ok(Err(status)) => return Err(TokenError::of_status(&status)),
+                Err(_) => {
+                    return Err(TokenError::Unavailable {
+                        reason: "ExchangeToken timed out".into(),
+                        retry_after: None,
+                    });
+                }
+            };
+        let lifetime = Duration::from_secs(u64::try_from(response.expires_in).unwrap_or(0));
+        Ok(AccessToken::new(
+            response.access_token,
+            UnixTime::of(inner.clock.now()).saturating_add(lifetime),
+            response.scopes,
+            response.audiences,
+            response.key_id,
+        ))
     }
 }
 
