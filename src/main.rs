@@ -511,8 +511,9 @@ fn read_token(path: &Path) -> Result<String> {
         .with_context(|| format!("the JSON in {} has no access_token", path.display()))
 }
 
+/// Who asks and what for: what `token issue` and `token exchange` share.
 #[derive(Args)]
-struct TokenIssueArgs {
+struct Asking {
     #[command(flatten)]
     remote: Remote,
     /// The client id (default: derived from the certificate).
@@ -521,15 +522,22 @@ struct TokenIssueArgs {
     /// A file holding the client secret, for clients that have one.
     #[arg(long)]
     secret_file: Option<PathBuf>,
-    /// A requested scope (repeatable; default: the client's defaults).
+    /// A requested scope (repeatable; default: the client's defaults, or for an exchange
+    /// all it may take).
     #[arg(long = "scope")]
     scopes: Vec<String>,
     /// A requested audience (repeatable; default: the client's default).
     #[arg(long = "audience")]
     audiences: Vec<String>,
-    /// A requested lifetime, e.g. 10m.
+    /// A requested lifetime, e.g. 10m (an exchanged token never outlives its subject token).
     #[arg(long, value_parser = humantime::parse_duration)]
     lifetime: Option<Duration>,
+}
+
+#[derive(Args)]
+struct TokenIssueArgs {
+    #[command(flatten)]
+    asking: Asking,
     /// The client it lets act for it (the token's may_act; that client must be registered
     /// to act for this one).
     #[arg(long)]
@@ -539,28 +547,13 @@ struct TokenIssueArgs {
 #[derive(Args)]
 struct TokenExchangeArgs {
     #[command(flatten)]
-    remote: Remote,
+    asking: Asking,
     /// A file holding the token exchanged, or - for standard input.
     #[arg(long)]
     subject_token_file: PathBuf,
     /// A file holding a token of the caller's own (optional).
     #[arg(long)]
     actor_token_file: Option<PathBuf>,
-    /// The client id (default: derived from the certificate).
-    #[arg(long)]
-    client_id: Option<String>,
-    /// A file holding the client secret, for clients that have one.
-    #[arg(long)]
-    secret_file: Option<PathBuf>,
-    /// A requested scope (repeatable; default: all the caller may take).
-    #[arg(long = "scope")]
-    scopes: Vec<String>,
-    /// A requested audience (repeatable).
-    #[arg(long = "audience")]
-    audiences: Vec<String>,
-    /// A requested lifetime, e.g. 5m (never past the subject token's expiry).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    lifetime: Option<Duration>,
 }
 
 /// The environment as UTF-8 pairs (others are skipped: no tokenmint variable is non-UTF-8).
@@ -1438,15 +1431,16 @@ fn print_issued(
 }
 
 async fn token_issue(args: TokenIssueArgs) -> Result<()> {
-    let channel = args.remote.channel("demo").await?;
-    let secret = read_secret(args.secret_file.as_deref())?;
+    let asking = args.asking;
+    let channel = asking.remote.channel("demo").await?;
+    let secret = read_secret(asking.secret_file.as_deref())?;
     let r = TokenServiceClient::new(channel)
         .issue_token(IssueTokenRequest {
-            client_id: args.client_id.unwrap_or_default(),
+            client_id: asking.client_id.unwrap_or_default(),
             client_secret: secret.to_string(),
-            scopes: args.scopes,
-            audiences: args.audiences,
-            lifetime: args.lifetime.map(duration_to_proto),
+            scopes: asking.scopes,
+            audiences: asking.audiences,
+            lifetime: asking.lifetime.map(duration_to_proto),
             may_act: args.may_act.unwrap_or_default(),
         })
         .await
@@ -1465,8 +1459,9 @@ async fn token_issue(args: TokenIssueArgs) -> Result<()> {
 }
 
 async fn token_exchange(args: TokenExchangeArgs) -> Result<()> {
-    let channel = args.remote.channel("demo").await?;
-    let secret = read_secret(args.secret_file.as_deref())?;
+    let asking = args.asking;
+    let channel = asking.remote.channel("demo").await?;
+    let secret = read_secret(asking.secret_file.as_deref())?;
     let actor_token = args
         .actor_token_file
         .as_deref()
@@ -1481,16 +1476,16 @@ async fn token_exchange(args: TokenExchangeArgs) -> Result<()> {
     };
     let r = TokenServiceClient::new(channel)
         .exchange_token(ExchangeTokenRequest {
-            client_id: args.client_id.unwrap_or_default(),
+            client_id: asking.client_id.unwrap_or_default(),
             client_secret: secret.to_string(),
             subject_token: read_token(&args.subject_token_file)?,
             subject_token_type: grant::ACCESS_TOKEN_TYPE.to_owned(),
             actor_token_type: token_type(actor_token.is_some()),
             actor_token: actor_token.unwrap_or_default(),
             requested_token_type: String::new(),
-            audiences: args.audiences,
-            scopes: args.scopes,
-            lifetime: args.lifetime.map(duration_to_proto),
+            audiences: asking.audiences,
+            scopes: asking.scopes,
+            lifetime: asking.lifetime.map(duration_to_proto),
         })
         .await
         .map_err(refused)?

@@ -492,8 +492,8 @@ async fn revoking_the_first_token_makes_every_later_hop_inactive() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cutting_off_a_middle_actor_reaches_the_later_hops() {
+/// A server with the chain built, and D's verifier having accepted C's token from C.
+async fn chain_seen_at_d() -> (Setup, TestServer, Parties, Verifier, Chain) {
     let setup = Setup::new(&chain_clients());
     let server = setup.start().await;
     let parties = Parties::of(&setup);
@@ -502,6 +502,12 @@ async fn cutting_off_a_middle_actor_reaches_the_later_hops() {
     at_d.verify(&chain.c.access_token, Some(&peer(&parties.c)), at_d.now())
         .await
         .unwrap();
+    (setup, server, parties, at_d, chain)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_off_a_middle_actor_reaches_the_later_hops() {
+    let (_setup, server, parties, at_d, chain) = chain_seen_at_d().await;
     // B, the middle actor, is cut off: C's token (C acting for A through B) goes too.
     let since = Instant::now();
     server
@@ -533,14 +539,7 @@ async fn cutting_off_a_middle_actor_reaches_the_later_hops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabling_the_subject_reaches_every_hop() {
-    let setup = Setup::new(&chain_clients());
-    let server = setup.start().await;
-    let parties = Parties::of(&setup);
-    let at_d = verifier_for(&setup, &server, &parties.rs, D_AUD).await;
-    let chain = build_chain(&server, &parties).await;
-    at_d.verify(&chain.c.access_token, Some(&peer(&parties.c)), at_d.now())
-        .await
-        .unwrap();
+    let (_setup, server, parties, at_d, chain) = chain_seen_at_d().await;
     let since = Instant::now();
     server
         .admin(&parties.admin)
@@ -646,4 +645,76 @@ async fn tokenmint_client_exchanges_for_the_next_hop() {
         matches!(&refused, TokenError::Refused { code, .. } if code == "invalid_target"),
         "{refused:?}"
     );
+}
+
+/// `tokenmint token …` as `who` (its certificate written into the setup's directory).
+fn cli(setup: &Setup, server: &TestServer, who: (&str, &Issued), args: &[&str]) -> Value {
+    let dir = setup.path();
+    let (name, cert) = who;
+    std::fs::write(dir.join(format!("{name}.pem")), &cert.cert_pem).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), cert.key_pem.as_bytes()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tokenmint"))
+        .current_dir(dir)
+        .args(["token"])
+        .args(args)
+        .args([
+            "--server",
+            &format!("https://localhost:{}", server.addr.port()),
+        ])
+        .args(["--ca", "ca.pem", "--server-name", "localhost"])
+        .args([
+            "--cert",
+            &format!("{name}.pem"),
+            "--key",
+            &format!("{name}.key"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tokenmint token {args:?}: {stderr}"
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_issues_with_may_act_and_exchanges_what_it_printed() {
+    let setup = Setup::new(&chain_clients());
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let (setup_ref, server_ref) = (&setup, &server);
+    let printed = tokio::task::block_in_place(|| {
+        let a = cli(
+            setup_ref,
+            server_ref,
+            ("a", &parties.a),
+            &["issue", "--may-act", "b"],
+        );
+        std::fs::write(setup_ref.path().join("a.json"), a.to_string()).unwrap();
+        cli(
+            setup_ref,
+            server_ref,
+            ("b", &parties.b),
+            &[
+                "exchange",
+                "--subject-token-file",
+                "a.json",
+                "--scope",
+                "orders:read",
+            ],
+        )
+    });
+    assert_eq!(printed["issued_token_type"], ACCESS_TOKEN);
+    assert_eq!(printed["audiences"], serde_json::json!([C_AUD]));
+    assert_eq!(printed["scope"], "orders:read");
+    let b = claims(&server, printed["access_token"].as_str().unwrap(), C_AUD).await;
+    assert_eq!(
+        (b["sub"].as_str(), b["client_id"].as_str()),
+        (Some("a"), Some("b"))
+    );
+    let a_file = std::fs::read_to_string(setup.path().join("a.json")).unwrap();
+    let a: Value = serde_json::from_str(&a_file).unwrap();
+    let a = claims(&server, a["access_token"].as_str().unwrap(), B_AUD).await;
+    assert_eq!(a["may_act"], serde_json::json!({ "sub": "b" }));
 }
