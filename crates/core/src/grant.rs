@@ -283,6 +283,7 @@ struct Allowance {
     scopes: Vec<String>,
     subject: String,
     act: Option<Actor>,
+    may_act: Option<MayAct>,
 }
 
 /// Token exchange (RFC 8693). A subject token issued to the caller and bound to the
@@ -339,12 +340,13 @@ pub fn token_exchange(x: &Exchange<'_>, request: &TokenRequest) -> Result<Grant,
         lifetime: lifetime(x.caller, request.lifetime, x.ceiling)?.min(remaining),
         subject: Some(allowance.subject),
         act: allowance.act,
-        may_act: None,
+        may_act: allowance.may_act,
         ancestors,
     })
 }
 
-/// A token of the caller's own: no broader than it is.
+/// A token of the caller's own: no broader than it is, its `may_act` kept (dropping it
+/// would let more parties act).
 fn down_scoping(subject: &AccessTokenClaims) -> Allowance {
     let audiences = subject.aud.to_vec();
     Allowance {
@@ -353,6 +355,7 @@ fn down_scoping(subject: &AccessTokenClaims) -> Allowance {
         scopes: subject.scopes(),
         subject: subject.sub.clone(),
         act: subject.act.clone(),
+        may_act: subject.may_act.clone(),
     }
 }
 
@@ -395,6 +398,7 @@ fn delegation(caller: &Client, subject: &AccessTokenClaims) -> Result<Allowance,
             sub: caller.id.to_string(),
             act: subject.act.clone().map(Box::new),
         }),
+        may_act: None,
     })
 }
 
@@ -601,6 +605,12 @@ mod tests {
         );
         let same = exchange(&b, &own, &TokenRequest::default()).unwrap();
         assert_eq!((same.audiences.len(), same.scopes.len()), (2, 2));
+        own.may_act = Some(MayAct { sub: "c".into() });
+        let kept = exchange(&b, &own, &TokenRequest::default()).unwrap();
+        assert_eq!(
+            kept.may_act, own.may_act,
+            "dropping may_act would broaden it"
+        );
         assert!(matches!(
             exchange(&b, &own, &asking(&["https://own"], &[])),
             Err(IssueError::ExchangeAudience(a)) if a == "https://own"
