@@ -43,6 +43,13 @@ pub const EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchang
 /// - `c` serves C, acts for `a`, calls D on its behalf passing `orders:read` only;
 /// - `d` serves D, acts for nobody.
 pub fn chain_clients() -> String {
+    chain_clients_with(&[], "")
+}
+
+/// [`chain_clients`] with `a` calling `more_for_a` too (its default audience stays B), and
+/// the `[[clients]]` of `more` added.
+pub fn chain_clients_with(more_for_a: &[&str], more: &str) -> String {
+    let a_audiences: Vec<&str> = [B_AUD].iter().chain(more_for_a).copied().collect();
     format!(
         r#"{admin}
 [[clients]]
@@ -56,39 +63,54 @@ id = "a"
 san_uri = "{A_URI}"
 scopes = ["orders:read", "orders:write"]
 default_scopes = ["orders:read", "orders:write"]
-audiences = ["{B_AUD}"]
+audiences = {a_audiences:?}
+default_audiences = ["{B_AUD}"]
 default_lifetime = "5m"
 max_lifetime = "10m"
-
-[[clients]]
-id = "b"
-san_uri = "{B_URI}"
-audiences = ["{C_AUD}"]
-serves = ["{B_AUD}"]
-act_for = ["a"]
-delegate_audiences = ["{C_AUD}"]
-delegate_scopes = ["orders:read", "orders:write"]
-default_lifetime = "10m"
-max_lifetime = "20m"
-
-[[clients]]
-id = "c"
-san_uri = "{C_URI}"
-audiences = ["{D_AUD}"]
-serves = ["{C_AUD}"]
-act_for = ["a"]
-delegate_audiences = ["{D_AUD}"]
-delegate_scopes = ["orders:read"]
-default_lifetime = "10m"
-max_lifetime = "20m"
-
+{b}
+{c}
 [[clients]]
 id = "d"
 san_uri = "{D_URI}"
 serves = ["{D_AUD}"]
 permissions = ["issue"]
-"#,
+{more}"#,
         admin = admin_client(),
+        b = delegate(
+            "b",
+            B_URI,
+            B_AUD,
+            "a",
+            C_AUD,
+            &["orders:read", "orders:write"]
+        ),
+        c = delegate("c", C_URI, C_AUD, "a", D_AUD, &["orders:read"]),
+    )
+}
+
+/// A client `id` that serves `serves`, acts for `act_for` and calls `calls` on its behalf,
+/// passing `pass_on` scopes.
+pub fn delegate(
+    id: &str,
+    uri: &str,
+    serves: &str,
+    act_for: &str,
+    calls: &str,
+    pass_on: &[&str],
+) -> String {
+    format!(
+        r#"
+[[clients]]
+id = "{id}"
+san_uri = "{uri}"
+audiences = ["{calls}"]
+serves = ["{serves}"]
+act_for = ["{act_for}"]
+delegate_audiences = ["{calls}"]
+delegate_scopes = {pass_on:?}
+default_lifetime = "10m"
+max_lifetime = "20m"
+"#
     )
 }
 
@@ -181,6 +203,17 @@ pub async fn post_form(
     path: &str,
     pairs: &[(&str, &str)],
 ) -> (u16, Value) {
+    let (status, _, body) = post_form_answer(client, server, path, pairs).await;
+    (status, body)
+}
+
+/// [`post_form`], with the answer's headers.
+pub async fn post_form_answer(
+    client: &reqwest::Client,
+    server: &TestServer,
+    path: &str,
+    pairs: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
@@ -192,9 +225,10 @@ pub async fn post_form(
         .await
         .unwrap();
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let text = response.text().await.unwrap();
     let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("JSON ({e}): {text}"));
-    (status, body)
+    (status, headers, body)
 }
 
 /// The token endpoint's form for exchanging `subject_token`, plus `extra`.

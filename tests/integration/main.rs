@@ -16,6 +16,7 @@ mod cli;
 mod clients;
 mod dev_setup;
 mod exchange;
+mod exchange_refusals;
 mod faults;
 mod flaky;
 mod forgeries;
