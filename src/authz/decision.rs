@@ -165,17 +165,29 @@ pub fn required_scopes<'a>(
     required
 }
 
-/// The headers an allowed request goes upstream with, each replacing any the caller sent:
-/// the client the token was issued to, whom it is for (`sub`) and, for a delegated token,
-/// the actors (the one acting now first, space-separated; empty otherwise).
+/// The headers an allowed request goes upstream with (every proxy example in `deploy/`
+/// must pass each on, replacing any the caller sent).
+pub const UPSTREAM_HEADERS: [&str; 6] = [
+    "x-tokenmint-client-id",
+    "x-tokenmint-subject",
+    "x-tokenmint-actor",
+    "x-tokenmint-scope",
+    "x-tokenmint-audience",
+    "x-tokenmint-jti",
+];
+
+/// The values of [`UPSTREAM_HEADERS`]: the client the token was issued to, whom it is for
+/// (`sub`), for a delegated token the actors (the one acting now first, space-separated;
+/// empty otherwise), the scopes, the audiences and the token id.
 pub fn upstream_headers(token: &VerifiedToken) -> [(&'static str, String); 6] {
+    let [client_id, subject, actor, scope, audience, jti] = UPSTREAM_HEADERS;
     [
-        ("x-tokenmint-client-id", token.client_id.clone()),
-        ("x-tokenmint-subject", token.subject.clone()),
-        ("x-tokenmint-actor", token.actors().join(" ")),
-        ("x-tokenmint-scope", token.scopes.join(" ")),
-        ("x-tokenmint-audience", token.audiences.join(" ")),
-        ("x-tokenmint-jti", token.token_id.clone()),
+        (client_id, token.client_id.clone()),
+        (subject, token.subject.clone()),
+        (actor, token.actors().join(" ")),
+        (scope, token.scopes.join(" ")),
+        (audience, token.audiences.join(" ")),
+        (jti, token.token_id.clone()),
     ]
 }
 
@@ -192,6 +204,34 @@ fn denial_of(error: &VerifyError) -> Denial {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A proxy example that left a header out would let a caller's own header of that name
+    /// through to the service, naming whoever it likes.
+    #[test]
+    fn every_proxy_example_passes_every_upstream_header() {
+        let examples = [
+            (
+                "nginx",
+                include_str!("../../deploy/nginx/tokenmint-authz.conf"),
+            ),
+            ("caddy", include_str!("../../deploy/caddy/Caddyfile")),
+            (
+                "traefik",
+                include_str!("../../deploy/traefik/tokenmint-authz.yml"),
+            ),
+        ];
+        for (proxy, text) in examples {
+            let text = text.to_ascii_lowercase();
+            for header in UPSTREAM_HEADERS {
+                assert!(text.contains(header), "{proxy} does not pass {header} on");
+            }
+        }
+        let envoy = include_str!("../../deploy/envoy/envoy.yaml");
+        assert!(
+            envoy.contains("prefix: x-tokenmint-"),
+            "envoy passes x-tokenmint-* on"
+        );
+    }
 
     fn rules() -> Vec<(String, Vec<String>)> {
         vec![
