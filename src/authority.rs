@@ -324,9 +324,8 @@ impl Authority {
     ) -> Result<IssuedToken, IssueError> {
         self.grant_to(peer, &request.request, |auth, now| {
             request.issued_token_type()?;
-            let subject = self
-                .check_active(&request.subject_token, now)
-                .map_err(|e| IssueError::SubjectToken(e.label()))?;
+            self.check_exchange_fresh()?;
+            let subject = self.subject_of(auth, &request.subject_token, now)?;
             if let Some(actor) = &request.actor_token {
                 self.check_actor_token(auth, actor, now)?;
             }
@@ -340,6 +339,32 @@ impl Authority {
             };
             grant::token_exchange(&exchange, &request.request)
         })
+    }
+
+    /// An exchange judges another party's token, as introspection does, so it needs the
+    /// revocation state as fresh: loaded, and caught up within `max_staleness`.
+    fn check_exchange_fresh(&self) -> Result<(), IssueError> {
+        let stale = self.stale_for();
+        if !self.blocklist.is_loaded() || stale > self.max_staleness {
+            return Err(IssueError::Stale(stale));
+        }
+        Ok(())
+    }
+
+    /// The subject token's claims: its signature first, then whether the caller may
+    /// exchange it at all (`grant::exchangeable`), then its standing — so a caller learns
+    /// nothing of the standing of a token it could not exchange.
+    fn subject_of(
+        &self,
+        auth: &Authenticated<'_>,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<AccessTokenClaims, IssueError> {
+        let inactive = |e: Inactive| IssueError::SubjectToken(e.label());
+        let verified = self.verified(token, now).map_err(inactive)?;
+        grant::exchangeable(&auth.client, &auth.peer.thumbprint, &verified.claims)?;
+        self.standing(&verified, now).map_err(inactive)?;
+        Ok(verified.claims.clone())
     }
 
     /// An `actor_token` says only who the caller is: it must be active, issued to the caller
@@ -515,33 +540,41 @@ impl Authority {
     /// times, key status and revocation state are checked on every call — the token's own
     /// and its chain's: every ancestor token and every party (client, subject, actors).
     fn check_active(&self, token: &str, now: UnixTime) -> Result<AccessTokenClaims, Inactive> {
-        let ring = self.key_ring();
+        let verified = self.verified(token, now)?;
+        self.standing(&verified, now)?;
+        Ok(verified.claims.clone())
+    }
+
+    /// The token's signature, key, `typ` and issuer checked (cached until it expires).
+    fn verified(&self, token: &str, now: UnixTime) -> Result<Arc<Verified>, Inactive> {
         let hash = crypto::sha256(token.as_bytes());
-        let verified = match self.verified.get(&hash) {
-            Some(hit) => hit,
-            None => {
-                let verified = Arc::new(token::verify_signature(
-                    token,
-                    ring.key_set(),
-                    self.issuer.name(),
-                )?);
-                let ttl = verified.claims.exp.saturating_add(self.leeway).since(now);
-                if !ttl.is_zero() {
-                    self.verified.insert(hash, verified.clone(), ttl);
-                }
-                verified
-            }
-        };
+        if let Some(hit) = self.verified.get(&hash) {
+            return Ok(hit);
+        }
+        let ring = self.key_ring();
+        let verified = Arc::new(token::verify_signature(
+            token,
+            ring.key_set(),
+            self.issuer.name(),
+        )?);
+        let ttl = verified.claims.exp.saturating_add(self.leeway).since(now);
+        if !ttl.is_zero() {
+            self.verified.insert(hash, verified.clone(), ttl);
+        }
+        Ok(verified)
+    }
+
+    /// A verified token's standing now: its times, its key, and the revocation state of the
+    /// token and its chain (every ancestor, every party).
+    fn standing(&self, verified: &Verified, now: UnixTime) -> Result<(), Inactive> {
         let claims = &verified.claims;
         token::check_times(claims, now, self.leeway)?;
+        let ring = self.key_ring();
         if ring.find(&verified.kid).is_none() || self.blocklist.is_key_revoked(&verified.kid) {
             return Err(Inactive::KeyRevoked);
         }
         let parties = claims.parties();
-        if let Some(struck) =
-            self.blocklist
-                .strikes(&claims.jti, &claims.ancestors, &parties, claims.iat)
-        {
+        if let Some(struck) = self.blocklist.strikes(&claims.links(), &parties) {
             return Err(struck.into());
         }
         let registry = self.clients.load();
@@ -551,7 +584,7 @@ impl Authority {
         {
             return Err(Inactive::ClientDisabled);
         }
-        Ok(claims.clone())
+        Ok(())
     }
 
     /// Decides what revoking `token` at `caller`'s request changes (SPEC §7): nothing for an

@@ -198,7 +198,7 @@ fn exchange(request: &grant::ExchangeRequest) {
             grant.scopes.iter().all(|s| s == "demo:read"),
             "broader scopes"
         );
-        assert_eq!(grant.ancestors, ["subject"]);
+        assert_eq!(grant.ancestors, [subject.as_ancestor()]);
     }
 }
 

@@ -317,7 +317,8 @@ async fn a_to_b_to_c_to_d_each_hop_delegates_bound_to_its_actor() {
     assert_eq!(b["aud"], C_AUD);
     assert_eq!(b["cnf"]["x5t#S256"], thumbprint_of(&parties.b));
     assert_eq!(b["scope"], "orders:read orders:write");
-    assert_eq!(b["ancestors"], serde_json::json!([a["jti"]]));
+    let ancestor = |t: &Value| serde_json::json!({ "jti": t["jti"], "client_id": t["client_id"], "iat": t["iat"] });
+    assert_eq!(b["ancestors"], serde_json::json!([ancestor(&a)]));
     assert!(
         b["exp"].as_i64() <= a["exp"].as_i64(),
         "B's token outlives A's: {b} {a}"
@@ -338,7 +339,10 @@ async fn a_to_b_to_c_to_d_each_hop_delegates_bound_to_its_actor() {
     assert_eq!(c["aud"], D_AUD);
     assert_eq!(c["cnf"]["x5t#S256"], thumbprint_of(&parties.c));
     assert_eq!(c["scope"], "orders:read");
-    assert_eq!(c["ancestors"], serde_json::json!([a["jti"], b["jti"]]));
+    assert_eq!(
+        c["ancestors"],
+        serde_json::json!([ancestor(&a), ancestor(&b)])
+    );
     assert!(c["exp"].as_i64() <= b["exp"].as_i64(), "{c} {b}");
     println!(
         "exchange: A's token lives {}s, B's {}s, C's {}s",
@@ -751,4 +755,58 @@ async fn the_cli_issues_with_may_act_and_exchanges_what_it_printed() {
     let a: Value = serde_json::from_str(&a_file).unwrap();
     let a = claims(&server, a["access_token"].as_str().unwrap(), B_AUD).await;
     assert_eq!(a["may_act"], serde_json::json!({ "sub": "b" }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_off_the_subject_reaches_every_hop() {
+    let (_setup, server, parties, at_d, chain) = chain_seen_at_d().await;
+    server
+        .admin(&parties.admin)
+        .revoke_client_tokens(RevokeClientTokensRequest {
+            client_id: "a".into(),
+        })
+        .await
+        .unwrap();
+    // C's token was issued to C, after A's: A's cut-off reaches it through its chain.
+    refused_within(
+        &at_d,
+        &chain.c.access_token,
+        &parties.c,
+        VerifyError::ClientCutOff,
+        Instant::now(),
+    )
+    .await;
+    for token in [&chain.a, &chain.b.access_token, &chain.c.access_token] {
+        let answer = introspect(&server, &parties.rs, token, None).await.unwrap();
+        assert!(!answer.active, "inactive at introspection");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_says_nothing_of_the_standing_of_a_token_the_caller_could_not_exchange() {
+    let setup = Setup::new(&chain_clients());
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let a = a_token(&server, &parties).await;
+    // C does not serve B's audience: the same answer whether A's token is good or revoked.
+    let good = assert_exchange_refused(
+        exchange(&server, &parties.c, exchange_request(&a)).await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
+    revoke(&server, &parties.a, &a).await.unwrap();
+    let revoked = assert_exchange_refused(
+        exchange(&server, &parties.c, exchange_request(&a)).await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
+    assert_eq!(good, revoked);
+    assert!(revoked.contains("serves"), "{revoked}");
+    // B, which serves it, learns that it is no longer active.
+    let to_b = assert_exchange_refused(
+        exchange(&server, &parties.b, exchange_request(&a)).await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
+    assert!(to_b.contains("not an active access token"), "{to_b}");
 }

@@ -1289,6 +1289,12 @@ enabled = false
     #[test]
     fn leeway_above_five_minutes_is_refused() {
         refused("[tokens]\nleeway = \"6m\"", &["tokens.leeway"]);
+        for depth in ["0", "17"] {
+            refused(
+                &format!("[tokens]\nmax_exchange_depth = {depth}"),
+                &["tokens.max_exchange_depth", "from 1 to 16"],
+            );
+        }
     }
 
     #[test]

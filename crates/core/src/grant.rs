@@ -305,10 +305,7 @@ pub fn token_exchange(x: &Exchange<'_>, request: &TokenRequest) -> Result<Grant,
             subject.ancestors.len(),
         )));
     }
-    let own = subject.client_id == x.caller.id.as_str()
-        && CertificateThumbprint::from_b64url(&subject.cnf.x5t_s256)
-            .is_some_and(|bound| bound.ct_eq(x.thumbprint));
-    let allowance = if own {
+    let allowance = if exchangeable(x.caller, x.thumbprint, subject)? {
         down_scoping(subject)
     } else {
         delegation(x.caller, subject)?
@@ -333,7 +330,7 @@ pub fn token_exchange(x: &Exchange<'_>, request: &TokenRequest) -> Result<Grant,
         return Err(IssueError::SubjectToken("expires within the second"));
     }
     let mut ancestors = subject.ancestors.clone();
-    ancestors.push(subject.jti.clone());
+    ancestors.push(subject.as_ancestor());
     Ok(Grant {
         scopes,
         audiences,
@@ -343,6 +340,33 @@ pub fn token_exchange(x: &Exchange<'_>, request: &TokenRequest) -> Result<Grant,
         may_act: allowance.may_act,
         ancestors,
     })
+}
+
+/// Whether `caller`, presenting `thumbprint`, may exchange a token with `claims` at all: a
+/// token of its own, issued to it and bound to that certificate (`true`: down-scoping), or
+/// another's for an audience it serves (`false`: delegation). The authority asks before it
+/// looks at the token's standing, so a caller learns nothing of the standing of a token it
+/// could not exchange.
+pub fn exchangeable(
+    caller: &Client,
+    thumbprint: &CertificateThumbprint,
+    claims: &AccessTokenClaims,
+) -> Result<bool, IssueError> {
+    let own = claims.client_id == caller.id.as_str()
+        && CertificateThumbprint::from_b64url(&claims.cnf.x5t_s256)
+            .is_some_and(|bound| bound.ct_eq(thumbprint));
+    let serves = || {
+        claims
+            .aud
+            .to_vec()
+            .iter()
+            .any(|a| caller.exchange.serves.contains(a))
+    };
+    if own || serves() {
+        Ok(own)
+    } else {
+        Err(IssueError::Exchange(ExchangeRefusal::NotServed))
+    }
 }
 
 /// A token of the caller's own: no broader than it is, its `may_act` kept (dropping it
@@ -359,7 +383,8 @@ fn down_scoping(subject: &AccessTokenClaims) -> Allowance {
     }
 }
 
-/// Another party's token: both policies must allow it, the registration and `may_act`.
+/// Another party's token, for an audience the caller serves: both policies must allow it,
+/// the registration and `may_act`; a subject token with scopes must leave some to pass on.
 fn delegation(caller: &Client, subject: &AccessTokenClaims) -> Result<Allowance, IssueError> {
     let policy = &caller.exchange;
     if !subject
@@ -380,11 +405,16 @@ fn delegation(caller: &Client, subject: &AccessTokenClaims) -> Result<Allowance,
     {
         return Err(IssueError::Exchange(ExchangeRefusal::MayActOther));
     }
-    let scopes = subject
-        .scopes()
-        .into_iter()
+    let held = subject.scopes();
+    let scopes: Vec<String> = held
+        .iter()
         .filter(|s| policy.delegate_scopes.contains(s))
+        .cloned()
         .collect();
+    // Acting for the subject with none of its scopes would hand on `sub` alone.
+    if scopes.is_empty() && !held.is_empty() {
+        return Err(IssueError::Exchange(ExchangeRefusal::NoScopeToPassOn));
+    }
     let default_audiences = match policy.delegate_audiences.as_slice() {
         [only] => vec![only.clone()],
         _ => Vec::new(),
@@ -579,6 +609,10 @@ mod tests {
         )
     }
 
+    fn jtis(grant: &Grant) -> Vec<&str> {
+        grant.ancestors.iter().map(|a| a.jti.as_str()).collect()
+    }
+
     fn asking(audiences: &[&str], scopes: &[&str]) -> TokenRequest {
         TokenRequest {
             audiences: audiences.iter().map(|s| (*s).to_owned()).collect(),
@@ -597,7 +631,7 @@ mod tests {
         assert_eq!(narrower.scopes, ["read"]);
         assert_eq!(narrower.subject.as_deref(), Some("b"));
         assert_eq!(narrower.act, None);
-        assert_eq!(narrower.ancestors, ["jti-b"]);
+        assert_eq!(jtis(&narrower), ["jti-b"]);
         assert_eq!(
             narrower.lifetime,
             Duration::from_secs(100),
@@ -634,7 +668,7 @@ mod tests {
             ["read"],
             "within both the token's and what b passes on"
         );
-        assert_eq!(grant.ancestors, ["jti-a"]);
+        assert_eq!(jtis(&grant), ["jti-a"]);
         assert!(matches!(
             exchange(&b, &a_token, &asking(&[], &["write"])),
             Err(IssueError::ExchangeScope(_))
@@ -718,7 +752,17 @@ mod tests {
         let grant = exchange(&c, &b_token, &TokenRequest::default()).unwrap();
         assert_eq!(grant.act, Actor::from_chain(&["c".into(), "b".into()]));
         assert_eq!(grant.subject.as_deref(), Some("a"));
-        assert_eq!(grant.ancestors, ["jti-a", "jti-b"]);
+        assert_eq!(jtis(&grant), ["jti-a", "jti-b"]);
+        let clients: Vec<&str> = grant
+            .ancestors
+            .iter()
+            .map(|a| a.client_id.as_str())
+            .collect();
+        assert_eq!(
+            clients,
+            ["a", "b"],
+            "each ancestor names the client it was issued to"
+        );
         let c_token = hop(&c, grant, &b_token);
         assert_eq!(c_token.parties(), ["a", "b", "c"]);
         assert!(matches!(
@@ -747,5 +791,47 @@ mod tests {
             client_credentials(&a, &asking, ceiling, None),
             Err(IssueError::MayAct)
         ));
+    }
+
+    #[test]
+    fn a_token_of_the_callers_on_another_certificate_is_not_its_own() {
+        // Issued to b but bound to another of b's certificates: not down-scoping, so b must
+        // serve its audience and be registered to act for its subject (itself).
+        let b = party("b", &[], &[], &[], &[]);
+        let mut elsewhere = token_of("b", "https://c", "read");
+        elsewhere.cnf.x5t_s256 = thumbprint("b's other certificate").to_b64url();
+        assert!(matches!(
+            exchange(&b, &elsewhere, &TokenRequest::default()),
+            Err(IssueError::Exchange(ExchangeRefusal::NotServed))
+        ));
+        let mut malformed = token_of("b", "https://c", "read");
+        malformed.cnf.x5t_s256 = "not a thumbprint".into();
+        assert!(matches!(
+            exchange(&b, &malformed, &TokenRequest::default()),
+            Err(IssueError::Exchange(ExchangeRefusal::NotServed))
+        ));
+    }
+
+    #[test]
+    fn a_delegation_that_would_pass_on_no_scope_is_invalid_scope() {
+        let b = party("b", &["https://b"], &["a"], &["https://c"], &["other"]);
+        let refused = exchange(
+            &b,
+            &token_of("a", "https://b", "read write"),
+            &TokenRequest::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                IssueError::Exchange(ExchangeRefusal::NoScopeToPassOn)
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(refused.code(), crate::oauth::ErrorCode::InvalidScope);
+        let mut unscoped = token_of("a", "https://b", "");
+        unscoped.scope = None;
+        let grant = exchange(&b, &unscoped, &TokenRequest::default()).unwrap();
+        assert!(grant.scopes.is_empty(), "nothing held, nothing to pass on");
     }
 }

@@ -147,6 +147,17 @@ pub struct State {
     pub purged_through: u64,
 }
 
+/// One token of a chain as the revocation state judges it ([`Blocklist::strikes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link<'a> {
+    /// Its `jti`.
+    pub token_id: &'a str,
+    /// The client it was issued to.
+    pub client_id: &'a str,
+    /// When.
+    pub issued_at: UnixTime,
+}
+
 /// What in the revocation state makes a token inactive ([`Blocklist::strikes`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Struck {
@@ -156,7 +167,7 @@ pub enum Struck {
     AncestorRevoked,
     /// A party of its chain is disabled.
     ClientDisabled,
-    /// A party of its chain was cut off at or after it was issued.
+    /// A token of its chain was issued to a client cut off at or after that.
     ClientCutOff,
 }
 
@@ -472,28 +483,28 @@ impl Blocklist {
         self.revoked_keys.load().contains(key_id)
     }
 
-    /// What in the revocation state strikes a token, if anything: its id or an ancestor's
-    /// revoked, or a party of its chain (client, subject, actors) disabled or cut off at or
-    /// after `issued_at`. A derived token is issued after its ancestors, so a cut-off that
-    /// reaches it reaches every ancestor's party too: one event for the whole chain.
-    pub fn strikes(
-        &self,
-        token_id: &str,
-        ancestors: &[String],
-        parties: &[&str],
-        issued_at: UnixTime,
-    ) -> Option<Struck> {
-        if self.is_token_revoked(token_id) {
-            return Some(Struck::Revoked);
-        }
-        if ancestors.iter().any(|id| self.is_token_revoked(id)) {
-            return Some(Struck::AncestorRevoked);
+    /// What in the revocation state strikes a token, if anything: a token of its chain
+    /// (`links`: itself first, then its ancestors) revoked, or cut off with the client it was
+    /// issued to (a cut-off at or after its `iat`), or a party of the chain (`parties`:
+    /// client, subject, actors) disabled. One event reaches every token exchanged from the
+    /// one it names.
+    pub fn strikes(&self, links: &[Link<'_>], parties: &[&str]) -> Option<Struck> {
+        if let Some((own, ancestors)) = links.split_first() {
+            if self.is_token_revoked(own.token_id) {
+                return Some(Struck::Revoked);
+            }
+            if ancestors.iter().any(|l| self.is_token_revoked(l.token_id)) {
+                return Some(Struck::AncestorRevoked);
+            }
         }
         if parties.iter().any(|p| self.is_client_disabled(p)) {
             return Some(Struck::ClientDisabled);
         }
-        let cut_off = |p: &&str| self.cutoff(p).is_some_and(|cutoff| issued_at <= cutoff);
-        parties.iter().any(cut_off).then_some(Struck::ClientCutOff)
+        let cut_off = |l: &Link<'_>| {
+            self.cutoff(l.client_id)
+                .is_some_and(|cutoff| l.issued_at <= cutoff)
+        };
+        links.iter().any(cut_off).then_some(Struck::ClientCutOff)
     }
 
     /// Live revoked-token entries (approximate: expired entries leave lazily).
@@ -873,5 +884,72 @@ mod tests {
         assert!(list.is_key_revoked("k1"));
         assert_eq!(list.applied_through(), 10);
         assert_eq!(list.live(), 1);
+    }
+
+    /// A chain is judged token by token: a token exchanged after its client's cut-off (a
+    /// replica that had not seen it yet) still goes when an ancestor was issued to a client
+    /// cut off at or after that ancestor's `iat`; revoking any ancestor revokes it.
+    #[test]
+    fn every_token_of_a_chain_is_judged_by_its_own_client_and_time() {
+        let list = Blocklist::new(
+            Caps::default(),
+            Duration::from_secs(30),
+            Duration::from_secs(3600),
+        );
+        let at = UnixTime::from_secs;
+        let event = |sequence, change| Event {
+            sequence,
+            committed_at: at(0),
+            change,
+        };
+        let link = |token_id, client_id, secs| Link {
+            token_id,
+            client_id,
+            issued_at: at(secs),
+        };
+        // A's token (100) → B's (200) → C's (300); A cut off up to 150.
+        let chain = [
+            link("c", "c", 300),
+            link("a", "a", 100),
+            link("b", "b", 200),
+        ];
+        let parties = ["a", "b", "c"];
+        assert_eq!(list.strikes(&chain, &parties), None);
+        list.apply(
+            &event(
+                1,
+                Change::ClientCutoff {
+                    client_id: "a".into(),
+                    issued_at_or_before: at(150),
+                },
+            ),
+            at(0),
+        );
+        assert_eq!(list.strikes(&chain, &parties), Some(Struck::ClientCutOff));
+        // A token A got after its cut-off starts a chain that stands.
+        let later = [link("c2", "c", 300), link("a2", "a", 160)];
+        assert_eq!(list.strikes(&later, &parties), None);
+        list.apply(&revoked("a2", "a", "a", 2), at(0));
+        assert_eq!(
+            list.strikes(&later, &parties),
+            Some(Struck::AncestorRevoked)
+        );
+        list.apply(&revoked("c2", "c", "c", 3), at(0));
+        assert_eq!(list.strikes(&later, &parties), Some(Struck::Revoked));
+        let other = [link("d", "d", 300)];
+        list.apply(
+            &event(
+                4,
+                Change::ClientDisabled {
+                    client_id: "b".into(),
+                },
+            ),
+            at(0),
+        );
+        assert_eq!(
+            list.strikes(&other, &["d", "b"]),
+            Some(Struck::ClientDisabled)
+        );
+        assert_eq!(list.strikes(&other, &["d"]), None);
     }
 }

@@ -12,6 +12,7 @@ use crate::{
     crypto::{self, CryptoError},
     jose::{self, CompactSigner, JwsError, KeySet},
     oauth::ErrorCode,
+    revocation::Link,
 };
 
 /// The most scopes or audiences one request may name.
@@ -89,6 +90,18 @@ impl Actor {
     }
 }
 
+/// A token another was exchanged from, as the exchanged token lists it: enough to judge
+/// its revocation without it — its id, the client it was issued to and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `client_id`.
+    pub client_id: String,
+    /// Its `iat`.
+    pub iat: UnixTime,
+}
+
 /// The `may_act` claim (RFC 8693 §4.4): the one party the subject lets act for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MayAct {
@@ -127,10 +140,10 @@ pub struct AccessTokenClaims {
     /// Who may act for the subject (asked for at issuance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub may_act: Option<MayAct>,
-    /// The ids of the tokens this one was exchanged from, oldest first: revoking any of them
-    /// revokes this one.
+    /// The tokens this one was exchanged from, oldest first: revoking any of them, or
+    /// cutting off the client one was issued to, revokes this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ancestors: Vec<String>,
+    pub ancestors: Vec<Ancestor>,
 }
 
 impl AccessTokenClaims {
@@ -144,6 +157,21 @@ impl AccessTokenClaims {
         parties.sort_unstable();
         parties.dedup();
         parties
+    }
+
+    /// This token as an ancestor of one exchanged from it.
+    pub fn as_ancestor(&self) -> Ancestor {
+        Ancestor {
+            jti: self.jti.clone(),
+            client_id: self.client_id.clone(),
+            iat: self.iat,
+        }
+    }
+
+    /// The tokens of its chain, as the revocation state judges them: itself first, then
+    /// its ancestors.
+    pub fn links(&self) -> Vec<Link<'_>> {
+        links(&self.jti, &self.client_id, self.iat, &self.ancestors)
     }
 
     /// The granted scopes as a list.
@@ -163,6 +191,28 @@ impl AccessTokenClaims {
     pub fn depth(&self) -> usize {
         self.act.as_ref().map_or(0, |act| act.chain().len())
     }
+}
+
+/// The tokens of a chain: the one with `jti`, `client_id` and `iat` first, then
+/// `ancestors`.
+pub fn links<'a>(
+    jti: &'a str,
+    client_id: &'a str,
+    iat: UnixTime,
+    ancestors: &'a [Ancestor],
+) -> Vec<Link<'a>> {
+    let own = Link {
+        token_id: jti,
+        client_id,
+        issued_at: iat,
+    };
+    std::iter::once(own)
+        .chain(ancestors.iter().map(|a| Link {
+            token_id: &a.jti,
+            client_id: &a.client_id,
+            issued_at: a.iat,
+        }))
+        .collect()
 }
 
 /// What a client asks for. Empty lists and no lifetime mean the client's defaults.
@@ -342,8 +392,13 @@ pub enum ExchangeRefusal {
     #[error("the subject_token's may_act does not name this client")]
     MayActOther,
     /// The chain would hold more exchanges than `tokens.max_exchange_depth`.
-    #[error("the token has been exchanged {0} times already, the most allowed")]
+    #[error(
+        "the token has been exchanged {0} times already: no more exchanges are allowed behind it"
+    )]
     TooDeep(usize),
+    /// None of the subject token's scopes is one the caller may pass on.
+    #[error("none of the subject_token's scopes is one this client may pass on")]
+    NoScopeToPassOn,
     /// `may_act` is asked for at issuance only.
     #[error("may_act is asked for with client_credentials, not in an exchange")]
     MayActInExchange,
@@ -382,7 +437,9 @@ impl IssueError {
         match self {
             IssueError::Auth(_) => ErrorCode::InvalidClient,
             IssueError::NotPermitted(_) => ErrorCode::UnauthorizedClient,
-            IssueError::Scope(_) | IssueError::ExchangeScope(_) => ErrorCode::InvalidScope,
+            IssueError::Scope(_)
+            | IssueError::ExchangeScope(_)
+            | IssueError::Exchange(ExchangeRefusal::NoScopeToPassOn) => ErrorCode::InvalidScope,
             IssueError::Audience(_)
             | IssueError::ExchangeAudience(_)
             | IssueError::NoAudience
@@ -453,7 +510,7 @@ pub struct Grant {
     /// Who may act for the subject.
     pub may_act: Option<MayAct>,
     /// The tokens it was exchanged from, oldest first.
-    pub ancestors: Vec<String>,
+    pub ancestors: Vec<Ancestor>,
 }
 
 /// Signs access tokens for one issuer.
@@ -513,7 +570,8 @@ impl Issuer {
         };
         let payload =
             serde_json::to_vec(&claims).map_err(|e| IssueError::Signing(e.to_string()))?;
-        let (subject, exchanged_from) = (claims.sub, claims.ancestors.last().cloned());
+        let exchanged_from = claims.ancestors.last().map(|a| a.jti.clone());
+        let subject = claims.sub;
         let access_token = signer.sign_compact(&payload).map_err(|e| match e {
             CryptoError::Device(why) => IssueError::SignerUnavailable(why),
             other => IssueError::Signing(other.to_string()),

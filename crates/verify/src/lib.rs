@@ -94,7 +94,7 @@ pub use extract::Verified;
 pub use health::Health;
 pub use layer::{VerifyLayer, VerifyService, bearer, bearer_token};
 pub use refusal::Refusal;
-pub use token::{Actor, VerifiedToken};
+pub use token::{Actor, Ancestor, VerifiedToken};
 pub use verifier::{Builder, Verifier};
 
 /// The clock types the builder and `verify` take, and the thumbprint a token is bound to.

@@ -2,7 +2,7 @@
 //! chain and the ancestors token exchange adds.
 
 use serde::Deserialize;
-pub use tokenmint_core::token::Actor;
+pub use tokenmint_core::token::{Actor, Ancestor};
 use tokenmint_core::{
     clock::UnixTime,
     crypto::CertificateThumbprint,
@@ -39,8 +39,8 @@ pub struct VerifiedToken {
     /// The actor chain (`act`, RFC 8693 §4.1) of a delegated token: who acts for `subject`,
     /// the party acting now first.
     pub actor: Option<Actor>,
-    /// The ids of the tokens it was exchanged from, oldest first (revoking any revokes it).
-    pub ancestors: Vec<String>,
+    /// The tokens it was exchanged from, oldest first (revoking any revokes it).
+    pub ancestors: Vec<Ancestor>,
 }
 
 impl VerifiedToken {
@@ -53,6 +53,17 @@ impl VerifiedToken {
     /// token is not delegated).
     pub fn actors(&self) -> Vec<&str> {
         self.actor.as_ref().map(Actor::chain).unwrap_or_default()
+    }
+
+    /// The tokens of its chain, as the revocation state judges them: itself, then its
+    /// ancestors.
+    pub(crate) fn links(&self) -> Vec<tokenmint_core::revocation::Link<'_>> {
+        tokenmint_core::token::links(
+            &self.token_id,
+            &self.client_id,
+            self.issued_at,
+            &self.ancestors,
+        )
     }
 
     /// Every party of the token's chain: its client, its subject and each actor.
@@ -84,7 +95,7 @@ pub(crate) struct Claims {
     #[serde(default)]
     pub act: Option<Actor>,
     #[serde(default)]
-    pub ancestors: Vec<String>,
+    pub ancestors: Vec<Ancestor>,
 }
 
 impl Claims {

@@ -425,7 +425,7 @@ impl Shared {
             return Err(VerifyError::UnknownKey);
         }
         let parties = token.parties();
-        match blocklist.strikes(&token.token_id, &token.ancestors, &parties, token.issued_at) {
+        match blocklist.strikes(&token.links(), &parties) {
             None => {}
             Some(Struck::Revoked) => return Err(VerifyError::Revoked),
             Some(Struck::AncestorRevoked) => return Err(VerifyError::AncestorRevoked),
