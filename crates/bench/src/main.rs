@@ -1,7 +1,8 @@
 //! `tokenmint-bench`: a load generator for a running tokenmint, over real mTLS.
 //!
 //! Modes: `issue` (IssueToken on persistent connections), `introspect` (IntrospectToken of one
-//! token repeated, or of `--pool N` distinct tokens cycled), `jwks` (GetJwks), and `connect`
+//! token repeated, or of `--pool N` distinct tokens cycled), `exchange` (ExchangeToken: the
+//! demo client down-scoping `--pool N` tokens of its own, cycled), `jwks` (GetJwks), `connect`
 //! (a new TCP + full TLS handshake for every IssueToken; session resumption off), and
 //! `forward` (`GET --path` with a bearer token from `--issuer`, over HTTP/2 on a proxy such as
 //! nginx asking `tokenmint authz`; benches/authz_nginx.sh drives it). Load is
@@ -48,10 +49,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use rustls::{ClientConfig, RootCertStore, client::Resumption, pki_types::ServerName};
 use serde::Serialize;
 use tokenmint_proto::v1::{
-    GetJwksRequest, IntrospectTokenRequest, IssueTokenRequest, RevocationEvent,
-    RevokeTokenIdRequest, WatchRevocationsRequest, admin_service_client::AdminServiceClient,
-    key_service_client::KeyServiceClient, revocation_event,
-    revocation_service_client::RevocationServiceClient, token_service_client::TokenServiceClient,
+    ExchangeTokenRequest, GetJwksRequest, IntrospectTokenRequest, IssueTokenRequest,
+    RevocationEvent, RevokeTokenIdRequest, WatchRevocationsRequest,
+    admin_service_client::AdminServiceClient, key_service_client::KeyServiceClient,
+    revocation_event, revocation_service_client::RevocationServiceClient,
+    token_service_client::TokenServiceClient,
 };
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +67,9 @@ enum Mode {
     Issue,
     /// IntrospectToken: one token repeated (`--pool 1`) or a pool of distinct tokens.
     Introspect,
+    /// ExchangeToken (RFC 8693): the caller down-scopes tokens of its own, a pool of
+    /// `--pool` distinct ones cycled.
+    Exchange,
     /// GetJwks on persistent connections.
     Jwks,
     /// IssueToken with a new TCP connection and full mTLS handshake per request.
@@ -375,7 +380,7 @@ async fn prepare(args: &Args, mut spawned: Option<&mut Spawned>) -> Result<Setup
     let file = |given: &Option<PathBuf>, default: &str| file_in(&base, given, default);
     let caller = match args.mode {
         Mode::Introspect | Mode::WatchMemory => "admin",
-        Mode::Issue | Mode::Jwks | Mode::Connect | Mode::Forward => "demo",
+        Mode::Issue | Mode::Jwks | Mode::Connect | Mode::Forward | Mode::Exchange => "demo",
     };
     let ca = file(&args.ca, "certs/ca.pem");
     let cert = file(&args.cert, &format!("certs/{caller}.pem"));
@@ -440,7 +445,9 @@ async fn measure_load(args: &Args, setup: &Setup) -> Result<Vec<Report>> {
         )
     };
     let pool = match args.mode {
-        Mode::Introspect => mint_pool(&setup.target, &issuer_config()?, args.pool.max(1)).await?,
+        Mode::Introspect | Mode::Exchange => {
+            mint_pool(&setup.target, &issuer_config()?, args.pool.max(1)).await?
+        }
         Mode::Forward => {
             let issuer = target_of(&args.issuer, None)?;
             mint_pool(&issuer, &issuer_config()?, args.pool.max(1)).await?
@@ -994,6 +1001,18 @@ impl Caller {
                 } else {
                     Err("inactive".into())
                 }
+            }
+            (Mode::Exchange, Some(channel)) => {
+                let subject_token = self.next_token();
+                TokenServiceClient::with_origin(channel.clone(), self.target.uri.clone())
+                    .exchange_token(ExchangeTokenRequest {
+                        subject_token,
+                        subject_token_type: "urn:ietf:params:oauth:token-type:access_token".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop)
+                    .map_err(status)
             }
             (Mode::WatchMemory, _) => Err("not a load".to_owned()),
             (Mode::Connect, _) | (_, None) => {
