@@ -163,6 +163,7 @@ pub(super) fn check_section(section: &str, table: toml::Table) -> Result<(), tom
         "limits" => table.try_into::<FileLimits>().map(drop),
         "audit" => table.try_into::<FileAudit>().map(drop),
         "admin" => table.try_into::<FileAdmin>().map(drop),
+        "txn_tokens" => table.try_into::<FileTxnTokens>().map(drop),
         // `EnvOverrides::read` lets only the sections above through.
         _ => Ok(()),
     }

@@ -24,7 +24,15 @@ pub(super) struct FileConfig {
     pub(super) audit: FileAudit,
     pub(super) admin: FileAdmin,
     pub(super) authz: FileAuthz,
+    pub(super) txn_tokens: FileTxnTokens,
     pub(super) clients: Vec<FileClient>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct FileTxnTokens {
+    pub(super) trust_domain: Option<String>,
+    pub(super) lifetime: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

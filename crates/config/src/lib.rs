@@ -37,6 +37,7 @@ mod custody;
 mod env;
 mod file;
 mod starter;
+mod txn;
 mod validate;
 
 pub use authz::{AuthzConfig, Listen, ProxyTls};
@@ -44,6 +45,7 @@ pub use custody::{DEFAULT_PIN_ENV, KeyCustody, PinSource, Pkcs11Config, Pkcs11To
 use env::EnvOverrides;
 use file::FileConfig;
 pub use starter::{lacks_client, resource_client_toml, starter_toml};
+pub use txn::{DEFAULT_TXN_LIFETIME, MAX_TXN_LIFETIME, TxnTokensConfig};
 use validate::Validator;
 
 // Defaults, as the product contract writes them. `starter_toml()` writes the same values
@@ -219,6 +221,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         &["issue_per_second", "issue_burst", "issue_per_client"],
     ),
     ("admin", &["listen", "client_ca", "client_crls"]),
+    ("txn_tokens", &["trust_domain", "lifetime"]),
     (
         "authz",
         &[
@@ -347,6 +350,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[authz]`: the verification sidecar (`tokenmint authz`).
     pub authz: AuthzConfig,
+    /// `[txn_tokens]`: transaction tokens, when a trust domain is set.
+    pub txn_tokens: Option<TxnTokensConfig>,
     /// `[[clients]]`, in file order.
     pub clients: Vec<Client>,
     /// Whether `TOKENMINT_KEK` was set (non-empty) in the environment; then `keys.kek_files`
@@ -1015,11 +1020,14 @@ audiences = ["https://demo.tokenmint.dev"]
         let starter = starter_toml();
         let table: toml::Table = toml::from_str(&starter).unwrap();
         for (section, keys) in SECTIONS {
-            // [pkcs11] is refused beside the starter's sealed custody: it is written as
-            // comments, every key named.
-            if *section == "pkcs11" {
+            // [pkcs11] is refused beside the starter's sealed custody, and [txn_tokens] is off
+            // until set: each is written as comments, every key named.
+            if *section == "pkcs11" || *section == "txn_tokens" {
                 for key in *keys {
-                    assert!(starter.contains(&format!("\n# {key} = ")), "[pkcs11] {key}");
+                    assert!(
+                        starter.contains(&format!("\n# {key} = ")),
+                        "[{section}] {key}"
+                    );
                 }
                 continue;
             }
@@ -1767,6 +1775,48 @@ kek_files = ["a.kek", "../b.kek"]
         assert_eq!(
             e.to_string(),
             "`Admin` is not one of issue, introspect, admin"
+        );
+    }
+
+    #[test]
+    fn transaction_tokens_are_off_until_a_trust_domain_is_set() {
+        assert_eq!(load("").unwrap().txn_tokens, None);
+        let on = load("[txn_tokens]\ntrust_domain = \"spiffe://example.org\"").unwrap();
+        assert_eq!(
+            on.txn_tokens,
+            Some(TxnTokensConfig {
+                trust_domain: "spiffe://example.org".into(),
+                lifetime: Duration::from_secs(60),
+            })
+        );
+        let env = load_env(
+            "",
+            &[
+                (
+                    "TOKENMINT__TXN_TOKENS__TRUST_DOMAIN",
+                    "\"urn:example:payments\"",
+                ),
+                ("TOKENMINT__TXN_TOKENS__LIFETIME", "\"20s\""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            env.txn_tokens.map(|t| (t.trust_domain, t.lifetime)),
+            Some(("urn:example:payments".into(), Duration::from_secs(20)))
+        );
+        refused(
+            "[txn_tokens]\nlifetime = \"30s\"",
+            &["txn_tokens.trust_domain", "is not set"],
+        );
+        for domain in ["", "example.org", "spiffe://has space", "1ab:x"] {
+            refused(
+                &format!("[txn_tokens]\ntrust_domain = \"{domain}\""),
+                &["txn_tokens.trust_domain", "must be a URI"],
+            );
+        }
+        refused(
+            "[txn_tokens]\ntrust_domain = \"urn:x:y\"\nlifetime = \"6m\"",
+            &["txn_tokens.lifetime", "at most 5m"],
         );
     }
 }

@@ -252,6 +252,13 @@ issuance_sample = 100
 # Stored audit events older than this are removed.
 retention = "400d"
 
+# Transaction tokens (draft-ietf-oauth-transaction-tokens): off until a trust domain is set.
+# [txn_tokens]
+# The trust domain every transaction token is for (its aud), a URI.
+# trust_domain = "spiffe://tokenmint.dev"
+# How long one lives: one call chain; at most 5m.
+# lifetime = "1m"
+
 # One [[clients]] entry per machine allowed to ask for tokens. A client is recognised by
 # exactly one of san_uri, san_dns or subject_dn of its CA-issued certificate, or by
 # pinned_sha256 = ["<SHA-256 thumbprint>", …] for a self-signed certificate.

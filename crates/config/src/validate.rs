@@ -84,7 +84,7 @@ impl Validator<'_> {
     }
 
     /// A token lifetime: > 0 and a whole number of seconds (JWT times are whole seconds).
-    fn lifetime(
+    pub(super) fn lifetime(
         &self,
         field: &str,
         value: Option<&str>,
@@ -145,6 +145,7 @@ impl Validator<'_> {
         let audit = self.audit(file.audit)?;
         let admin = self.admin(file.admin, &tls, &server)?;
         let authz = self.authz(file.authz, &server)?;
+        let txn_tokens = self.txn_tokens(file.txn_tokens)?;
         Ok(Config {
             server,
             tls,
@@ -156,6 +157,7 @@ impl Validator<'_> {
             audit,
             admin,
             authz,
+            txn_tokens,
             clients,
             kek_from_env,
             source: self.file.to_path_buf(),
