@@ -32,3 +32,4 @@ pub mod request_path;
 pub mod revocation;
 pub mod rotation;
 pub mod token;
+pub mod txn;

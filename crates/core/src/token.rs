@@ -373,6 +373,9 @@ pub enum IssueError {
         "audience {0:?} is not one this exchange may grant: one of the subject_token's when narrowing a token of one's own, else one this client may call on another's behalf"
     )]
     ExchangeAudience(String),
+    /// A transaction token is refused (draft-ietf-oauth-transaction-tokens).
+    #[error("{0}")]
+    Txn(crate::txn::TxnRefusal),
     /// `may_act` names a client that may not act for this one (or none registered).
     #[error("may_act names a client that is not registered to act for this client")]
     MayAct,
@@ -429,6 +432,7 @@ impl IssueError {
             IssueError::ExchangeScope(_) => "scope",
             IssueError::ExchangeAudience(_) => "audience",
             IssueError::MayAct => "may_act",
+            IssueError::Txn(_) => "txn_token",
         }
     }
 
@@ -439,9 +443,11 @@ impl IssueError {
             IssueError::NotPermitted(_) => ErrorCode::UnauthorizedClient,
             IssueError::Scope(_)
             | IssueError::ExchangeScope(_)
-            | IssueError::Exchange(ExchangeRefusal::NoScopeToPassOn) => ErrorCode::InvalidScope,
+            | IssueError::Exchange(ExchangeRefusal::NoScopeToPassOn)
+            | IssueError::Txn(crate::txn::TxnRefusal::Scope(_)) => ErrorCode::InvalidScope,
             IssueError::Audience(_)
             | IssueError::ExchangeAudience(_)
+            | IssueError::Txn(crate::txn::TxnRefusal::Audience(_))
             | IssueError::NoAudience
             | IssueError::MixedAlgorithms(..) => ErrorCode::InvalidTarget,
             IssueError::Lifetime
@@ -451,6 +457,7 @@ impl IssueError {
             | IssueError::SubjectToken(_)
             | IssueError::ActorToken(_)
             | IssueError::Exchange(_)
+            | IssueError::Txn(_)
             | IssueError::MayAct => ErrorCode::InvalidRequest,
             IssueError::CutOff { .. }
             | IssueError::Stale(_)

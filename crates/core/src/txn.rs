@@ -1,0 +1,437 @@
+//! Transaction tokens (draft-ietf-oauth-transaction-tokens-10): who started a request, and
+//! why, carried through the services it crosses inside one trust domain. A transaction
+//! token is asked for by token exchange with `requested_token_type` [`TXN_TOKEN_TYPE`],
+//! lives a minute or so, is never an access token (its `typ` is [`TXN_JWT_TYPE`], which no
+//! access-token check takes), and is replaced — never widened — along the chain, keeping its
+//! `txn`, `sub` and `aud`. [`txn_claims`] decides one; the server signs it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{
+    clock::UnixTime,
+    token::{AccessTokenClaims, IssueError},
+};
+
+/// `requested_token_type` (and the `issued_token_type` answered) for a transaction token.
+pub const TXN_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:txn_token";
+/// A self-signed JWT naming the subject (draft §11.2.1).
+pub const SELF_SIGNED_TYPE: &str = "urn:ietf:params:oauth:token-type:self_signed";
+/// An unsigned JSON object naming the subject (draft §11.2.2).
+pub const UNSIGNED_JSON_TYPE: &str = "urn:ietf:params:oauth:token-type:unsigned_json";
+/// The JWS `typ` of a transaction token (draft §9.1).
+pub const TXN_JWT_TYPE: &str = "txntoken+jwt";
+/// The `token_type` of the answer (draft §11.4): not a bearer access token.
+pub const TXN_TOKEN_TYPE_NAME: &str = "N_A";
+/// The longest `request_context` or `request_details` taken, in bytes of JSON.
+pub const MAX_CONTEXT_LEN: usize = 4096;
+
+/// The claims of a transaction token (draft §9.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnTokenClaims {
+    /// This issuer (optional in the draft; always set here, and checked).
+    pub iss: String,
+    /// Issued at.
+    pub iat: UnixTime,
+    /// Expires.
+    pub exp: UnixTime,
+    /// The trust domain.
+    pub aud: String,
+    /// The transaction id: one for the whole call chain.
+    pub txn: String,
+    /// The principal the transaction is for.
+    pub sub: String,
+    /// The purpose: space-separated scopes, never more than the subject token held.
+    pub scope: String,
+    /// The requesting workloads, comma-separated in the order they asked (the first asked
+    /// for the token, each later one for a replacement): client ids, which hold no comma.
+    pub req_wl: String,
+    /// The transaction context: immutable along the chain; a replacement may add members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tctx: Option<Map<String, Value>>,
+    /// The request context, as `tctx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rctx: Option<Map<String, Value>>,
+}
+
+impl TxnTokenClaims {
+    /// The purpose as a list.
+    pub fn scopes(&self) -> Vec<&str> {
+        self.scope.split(' ').filter(|s| !s.is_empty()).collect()
+    }
+
+    /// The requesting workloads, in the order they asked.
+    pub fn requesters(&self) -> Vec<&str> {
+        self.req_wl.split(',').filter(|s| !s.is_empty()).collect()
+    }
+}
+
+/// What a transaction token is made from: a tokenmint access token, or a transaction token
+/// to replace. (Self-signed and unsigned subjects, for clients registered for them, are
+/// read into an access-token-like subject by the server before this.)
+#[derive(Clone, Copy, Debug)]
+pub enum TxnSubject<'a> {
+    /// A new transaction, for the subject of this access token.
+    AccessToken(&'a AccessTokenClaims),
+    /// A replacement of this transaction token.
+    Replacement(&'a TxnTokenClaims),
+}
+
+/// What a transaction-token request asks for (draft §11.1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnRequest {
+    /// `scope`: the purpose (required).
+    pub scopes: Vec<String>,
+    /// `audience`: must be the trust domain (required).
+    pub audiences: Vec<String>,
+    /// `request_context`: input to `rctx`.
+    pub request_context: Option<Map<String, Value>>,
+    /// `request_details`: input to `tctx`.
+    pub request_details: Option<Map<String, Value>>,
+}
+
+/// Why a transaction token is refused (besides the subject token itself, which the server
+/// judges first).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TxnRefusal {
+    /// Transaction tokens are off (`[txn_tokens]` has no trust domain).
+    #[error("this issuer does not issue transaction tokens")]
+    Off,
+    /// `audience` is missing or not the trust domain.
+    #[error("audience must name the trust domain, {0:?}")]
+    Audience(String),
+    /// `scope` is missing.
+    #[error("scope is required: the purpose of the transaction")]
+    NoScope,
+    /// A scope the subject token does not hold.
+    #[error("scope {0:?} is not in the subject_token: a transaction token is never broader")]
+    Scope(String),
+    /// A replacement would change a member of `tctx` or `rctx`.
+    #[error("{0} member {1:?} cannot change in a replacement; members may only be added")]
+    ContextChanged(&'static str, String),
+    /// The caller's client id cannot join `req_wl`.
+    #[error("the requesting workload's id cannot be listed in req_wl")]
+    Requester,
+}
+
+impl From<TxnRefusal> for IssueError {
+    fn from(refusal: TxnRefusal) -> Self {
+        IssueError::Txn(refusal)
+    }
+}
+
+/// The trust domain and lifetime (`[txn_tokens]`), the issuer, the time, and the caller.
+#[derive(Clone, Copy, Debug)]
+pub struct TxnIssuance<'a> {
+    /// `iss`.
+    pub issuer: &'a str,
+    /// `aud` of every transaction token.
+    pub trust_domain: &'a str,
+    /// How long one lives.
+    pub lifetime: Duration,
+    /// Now.
+    pub now: UnixTime,
+    /// The requesting workload: the authenticated caller's client id.
+    pub requester: &'a str,
+    /// A new transaction id (used for a new transaction only).
+    pub new_txn: &'a str,
+}
+
+/// The claims of the transaction token `request` asks of `subject` (draft §11.3, §13.15):
+/// the trust domain as `aud`; a purpose within the subject token's scopes; a new `txn` and
+/// the access token's `sub` for a new transaction, or the replaced token's `txn`, `sub` and
+/// contexts (members only added) for a replacement; this caller appended to `req_wl`; and an
+/// expiry no later than the subject token's.
+pub fn txn_claims(
+    x: &TxnIssuance<'_>,
+    subject: TxnSubject<'_>,
+    request: &TxnRequest,
+) -> Result<TxnTokenClaims, IssueError> {
+    if request.audiences.len() != 1 || request.audiences[0] != x.trust_domain {
+        return Err(TxnRefusal::Audience(x.trust_domain.to_owned()).into());
+    }
+    if request.scopes.is_empty() {
+        return Err(TxnRefusal::NoScope.into());
+    }
+    if x.requester.is_empty() || x.requester.contains(',') {
+        return Err(TxnRefusal::Requester.into());
+    }
+    let (held, exp) = match subject {
+        TxnSubject::AccessToken(t) => (t.scopes(), t.exp),
+        TxnSubject::Replacement(t) => (t.scopes().into_iter().map(str::to_owned).collect(), t.exp),
+    };
+    if let Some(bad) = request.scopes.iter().find(|s| !held.contains(s)) {
+        return Err(TxnRefusal::Scope(bad.chars().take(140).collect()).into());
+    }
+    let mut scopes: Vec<&str> = Vec::new();
+    for scope in &request.scopes {
+        if !scopes.contains(&scope.as_str()) {
+            scopes.push(scope);
+        }
+    }
+    let (txn, sub, req_wl, tctx, rctx) = match subject {
+        TxnSubject::AccessToken(t) => (
+            x.new_txn.to_owned(),
+            t.sub.clone(),
+            x.requester.to_owned(),
+            request.request_details.clone(),
+            request.request_context.clone(),
+        ),
+        TxnSubject::Replacement(t) => (
+            t.txn.clone(),
+            t.sub.clone(),
+            format!("{},{}", t.req_wl, x.requester),
+            extended("tctx", &t.tctx, &request.request_details)?,
+            extended("rctx", &t.rctx, &request.request_context)?,
+        ),
+    };
+    Ok(TxnTokenClaims {
+        iss: x.issuer.to_owned(),
+        iat: x.now,
+        exp: x.now.saturating_add(x.lifetime).min(exp),
+        aud: x.trust_domain.to_owned(),
+        txn,
+        sub,
+        scope: scopes.join(" "),
+        req_wl,
+        tctx,
+        rctx,
+    })
+}
+
+/// A context carried into a replacement: `held` with `added`'s new members; a member
+/// `added` would change is refused.
+fn extended(
+    name: &'static str,
+    held: &Option<Map<String, Value>>,
+    added: &Option<Map<String, Value>>,
+) -> Result<Option<Map<String, Value>>, IssueError> {
+    let Some(added) = added else {
+        return Ok(held.clone());
+    };
+    let mut merged = held.clone().unwrap_or_default();
+    for (key, value) in added {
+        match merged.get(key) {
+            Some(kept) if kept != value => {
+                return Err(
+                    TxnRefusal::ContextChanged(name, key.chars().take(140).collect()).into(),
+                );
+            }
+            _ => {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Ok(Some(merged))
+}
+
+/// A `request_context` or `request_details` parameter: a JSON object of at most
+/// [`MAX_CONTEXT_LEN`] bytes.
+pub fn context_object(name: &str, text: &str) -> Result<Map<String, Value>, String> {
+    if text.len() > MAX_CONTEXT_LEN {
+        return Err(format!("{name} is longer than {MAX_CONTEXT_LEN} bytes"));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => Ok(object),
+        _ => Err(format!("{name} must be a JSON object")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{Audience, Confirmation};
+
+    const DOMAIN: &str = "spiffe://example.org";
+
+    fn access(scope: &str) -> AccessTokenClaims {
+        AccessTokenClaims {
+            iss: "https://issuer".into(),
+            sub: "alice-app".into(),
+            client_id: "gateway".into(),
+            aud: Audience::One("https://gateway".into()),
+            scope: Some(scope.into()),
+            iat: UnixTime::from_secs(100),
+            nbf: UnixTime::from_secs(100),
+            exp: UnixTime::from_secs(1000),
+            jti: "jti".into(),
+            cnf: Confirmation {
+                x5t_s256: String::new(),
+            },
+            act: None,
+            may_act: None,
+            ancestors: Vec::new(),
+        }
+    }
+
+    fn issuance(requester: &str) -> TxnIssuance<'_> {
+        TxnIssuance {
+            issuer: "https://issuer",
+            trust_domain: DOMAIN,
+            lifetime: Duration::from_secs(60),
+            now: UnixTime::from_secs(200),
+            requester,
+            new_txn: "txn-1",
+        }
+    }
+
+    fn asking(scopes: &[&str], details: Option<Value>) -> TxnRequest {
+        TxnRequest {
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            audiences: vec![DOMAIN.into()],
+            request_details: details.and_then(|d| d.as_object().cloned()),
+            request_context: None,
+        }
+    }
+
+    #[test]
+    fn a_new_transaction_takes_the_access_tokens_subject_and_a_narrower_purpose() {
+        let subject = access("orders:read orders:write");
+        let details = serde_json::json!({ "order": 42 });
+        let claims = txn_claims(
+            &issuance("gateway"),
+            TxnSubject::AccessToken(&subject),
+            &asking(&["orders:read"], Some(details.clone())),
+        )
+        .unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.txn.as_str()),
+            ("alice-app", "txn-1")
+        );
+        assert_eq!(
+            (claims.aud.as_str(), claims.scope.as_str()),
+            (DOMAIN, "orders:read")
+        );
+        assert_eq!(claims.req_wl, "gateway");
+        assert_eq!(claims.exp, UnixTime::from_secs(260));
+        assert_eq!(claims.tctx, details.as_object().cloned());
+        let broader = txn_claims(
+            &issuance("gateway"),
+            TxnSubject::AccessToken(&subject),
+            &asking(&["orders:admin"], None),
+        );
+        assert!(
+            matches!(broader, Err(IssueError::Txn(TxnRefusal::Scope(s))) if s == "orders:admin")
+        );
+        let mut elsewhere = asking(&["orders:read"], None);
+        elsewhere.audiences = vec!["spiffe://other.org".into()];
+        assert!(matches!(
+            txn_claims(
+                &issuance("gateway"),
+                TxnSubject::AccessToken(&subject),
+                &elsewhere
+            ),
+            Err(IssueError::Txn(TxnRefusal::Audience(_)))
+        ));
+        assert!(matches!(
+            txn_claims(
+                &issuance("gateway"),
+                TxnSubject::AccessToken(&subject),
+                &asking(&[], None)
+            ),
+            Err(IssueError::Txn(TxnRefusal::NoScope))
+        ));
+        // No scope held: nothing to narrow to (never read as unconstrained).
+        let mut unscoped = subject.clone();
+        unscoped.scope = None;
+        assert!(
+            txn_claims(
+                &issuance("gateway"),
+                TxnSubject::AccessToken(&unscoped),
+                &asking(&["orders:read"], None)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_replacement_keeps_txn_sub_and_aud_narrows_and_only_adds_context() {
+        let subject = access("orders:read orders:write");
+        let first = txn_claims(
+            &issuance("gateway"),
+            TxnSubject::AccessToken(&subject),
+            &asking(
+                &["orders:read", "orders:write"],
+                Some(serde_json::json!({ "order": 42 })),
+            ),
+        )
+        .unwrap();
+        let mut later = issuance("orders");
+        later.now = UnixTime::from_secs(230);
+        later.new_txn = "not used";
+        let replaced = txn_claims(
+            &later,
+            TxnSubject::Replacement(&first),
+            &asking(
+                &["orders:read"],
+                Some(serde_json::json!({ "order": 42, "warehouse": "w1" })),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            (replaced.txn.as_str(), replaced.sub.as_str()),
+            ("txn-1", "alice-app")
+        );
+        assert_eq!(replaced.aud, DOMAIN);
+        assert_eq!(replaced.scope, "orders:read");
+        assert_eq!(replaced.requesters(), ["gateway", "orders"]);
+        assert_eq!(replaced.exp, first.exp, "never past the replaced token");
+        assert_eq!(replaced.tctx.as_ref().unwrap()["warehouse"], "w1");
+        let changed = txn_claims(
+            &later,
+            TxnSubject::Replacement(&first),
+            &asking(&["orders:read"], Some(serde_json::json!({ "order": 43 }))),
+        );
+        assert!(matches!(
+            changed,
+            Err(IssueError::Txn(TxnRefusal::ContextChanged("tctx", k))) if k == "order"
+        ));
+        let widened = txn_claims(
+            &later,
+            TxnSubject::Replacement(&replaced),
+            &asking(&["orders:write"], None),
+        );
+        assert!(matches!(
+            widened,
+            Err(IssueError::Txn(TxnRefusal::Scope(_)))
+        ));
+        assert!(matches!(
+            txn_claims(
+                &issuance("a,b"),
+                TxnSubject::AccessToken(&subject),
+                &asking(&["orders:read"], None)
+            ),
+            Err(IssueError::Txn(TxnRefusal::Requester))
+        ));
+    }
+
+    #[test]
+    fn refusals_carry_the_oauth_code_the_draft_and_rfc_8693_give() {
+        use crate::oauth::ErrorCode;
+        let code = |r: TxnRefusal| IssueError::from(r).code();
+        assert_eq!(code(TxnRefusal::Scope("x".into())), ErrorCode::InvalidScope);
+        assert_eq!(
+            code(TxnRefusal::Audience(DOMAIN.into())),
+            ErrorCode::InvalidTarget
+        );
+        for refusal in [TxnRefusal::Off, TxnRefusal::NoScope, TxnRefusal::Requester] {
+            assert_eq!(code(refusal), ErrorCode::InvalidRequest);
+        }
+    }
+
+    #[test]
+    fn context_parameters_are_bounded_json_objects() {
+        assert!(context_object("request_details", r#"{"a":1}"#).is_ok());
+        for bad in ["[1]", "\"x\"", "{", ""] {
+            assert!(context_object("request_details", bad).is_err(), "{bad:?}");
+        }
+        let long = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_CONTEXT_LEN));
+        assert!(
+            context_object("request_context", &long)
+                .unwrap_err()
+                .contains("longer")
+        );
+    }
+}
