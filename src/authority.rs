@@ -68,6 +68,7 @@ impl Inactive {
             Inactive::Invalid(VerifyError::WrongIssuer) => "wrong_issuer",
             Inactive::Invalid(VerifyError::Expired) => "expired",
             Inactive::Invalid(VerifyError::NotYetValid) => "not_yet_valid",
+            Inactive::Invalid(VerifyError::WrongTrustDomain) => "wrong_trust_domain",
             Inactive::Revoked => "revoked",
             Inactive::AncestorRevoked => "ancestor_revoked",
             Inactive::ClientCutOff => "client_cut_off",
@@ -172,7 +173,12 @@ pub struct Authority {
     custody_error: arc_swap::ArcSwapOption<String>,
     /// The most exchanges behind a token (`tokens.max_exchange_depth`).
     max_exchange_depth: usize,
+    /// `[txn_tokens]`, when on.
+    txn_tokens: Option<TxnSettings>,
 }
+
+mod txn;
+pub use txn::TxnSettings;
 
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -264,6 +270,7 @@ impl Authority {
             key_ring_error: arc_swap::ArcSwapOption::empty(),
             custody_error: arc_swap::ArcSwapOption::empty(),
             max_exchange_depth: crate::config::DEFAULT_MAX_EXCHANGE_DEPTH as usize,
+            txn_tokens: None,
         }
     }
 
@@ -303,15 +310,16 @@ impl Authority {
         peer: Option<&PeerCertificate>,
         request: &TokenRequest,
     ) -> Result<IssuedToken, IssueError> {
-        self.grant_to(peer, request, |auth, _| {
+        self.grant_to(peer, request, |auth, now| {
             let registry = self.clients.load();
             let actor = request.may_act.as_deref().and_then(|id| registry.find(id));
-            grant::client_credentials(
+            let grant = grant::client_credentials(
                 &auth.client,
                 request,
                 self.issuer.ceiling(),
                 actor.map(AsRef::as_ref),
-            )
+            )?;
+            self.mint(auth, grant, now)
         })
     }
 
@@ -324,6 +332,9 @@ impl Authority {
     ) -> Result<IssuedToken, IssueError> {
         self.grant_to(peer, &request.request, |auth, now| {
             request.issued_token_type()?;
+            if request.wants_txn_token() {
+                return self.txn_token(auth, request, now);
+            }
             self.check_exchange_fresh()?;
             let subject = self.subject_of(auth, &request.subject_token, now)?;
             if let Some(actor) = &request.actor_token {
@@ -337,7 +348,8 @@ impl Authority {
                 ceiling: self.issuer.ceiling(),
                 max_depth: self.max_exchange_depth,
             };
-            grant::token_exchange(&exchange, &request.request)
+            let grant = grant::token_exchange(&exchange, &request.request)?;
+            self.mint(auth, grant, now)
         })
     }
 
@@ -386,14 +398,14 @@ impl Authority {
         Ok(())
     }
 
-    /// One way through for every grant: authenticate, the gates, the grant `decide` makes,
-    /// then minting with the current signer; the outcome for an authenticated client goes
-    /// to the issuance audit.
+    /// One way through for every grant: authenticate, the gates, then the token `make`
+    /// decides and signs; the outcome for an authenticated client goes to the issuance
+    /// audit.
     fn grant_to(
         &self,
         peer: Option<&PeerCertificate>,
         request: &TokenRequest,
-        decide: impl FnOnce(&Authenticated<'_>, UnixTime) -> Result<Grant, IssueError>,
+        make: impl FnOnce(&Authenticated<'_>, UnixTime) -> Result<IssuedToken, IssueError>,
     ) -> Result<IssuedToken, IssueError> {
         let auth = self
             .clients
@@ -408,8 +420,7 @@ impl Authority {
         let now = self.now();
         let issued = self
             .admit_issuance(&auth.client, now)
-            .and_then(|()| decide(&auth, now))
-            .and_then(|grant| self.mint(&auth, grant, now));
+            .and_then(|()| make(&auth, now));
         match issued {
             Ok(token) => {
                 self.issuance_audit.issued(&token);

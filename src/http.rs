@@ -147,7 +147,7 @@ async fn token(
             wire::issued(&issued.client_id);
             let mut body = json!({
                 "access_token": issued.access_token,
-                "token_type": "Bearer",
+                "token_type": wire::token_type_of(issued_token_type),
                 "expires_in": issued.expires_in,
             });
             if !issued.scopes.is_empty() {

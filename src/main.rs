@@ -1486,6 +1486,7 @@ async fn token_exchange(args: TokenExchangeArgs) -> Result<()> {
             audiences: asking.audiences,
             scopes: asking.scopes,
             lifetime: asking.lifetime.map(duration_to_proto),
+            ..ExchangeTokenRequest::default()
         })
         .await
         .map_err(refused)?

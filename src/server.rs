@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::{
-    authority::{Authority, Parts},
+    authority::{Authority, Parts, TxnSettings},
     changes::ChangeLog,
     config::{self, Config, StoreUrl},
     grpc::{
@@ -536,6 +536,10 @@ fn authority(
     .with_issuance_audit(issuance_audit)
     .with_signing(config.keys.signing.clone())
     .with_exchange_depth(config.tokens.max_exchange_depth)
+    .with_txn_tokens(config.txn_tokens.as_ref().map(|t| TxnSettings {
+        trust_domain: t.trust_domain.clone(),
+        lifetime: t.lifetime,
+    }))
 }
 
 /// Background tasks by name, awaited at shutdown.

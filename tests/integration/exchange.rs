@@ -259,7 +259,12 @@ async fn claims(server: &TestServer, token: &str, audience: &str) -> Value {
 }
 
 /// A verifier for `audience` (C's or D's), fed over gRPC as the resource server `rs`.
-async fn verifier_for(setup: &Setup, server: &TestServer, rs: &Issued, audience: &str) -> Verifier {
+pub async fn verifier_for(
+    setup: &Setup,
+    server: &TestServer,
+    rs: &Issued,
+    audience: &str,
+) -> Verifier {
     let builder = Verifier::builder(ISSUER)
         .audience(audience)
         .grpc_endpoint(

@@ -44,6 +44,7 @@ mod store_contract;
 mod support;
 mod tls;
 mod token_client;
+mod txn_tokens;
 mod verifier;
 mod verifier_examples;
 mod watch;

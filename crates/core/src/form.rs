@@ -202,6 +202,8 @@ fn exchange_request(form: &Form, mut request: TokenRequest) -> Result<ExchangeRe
         actor_token: owned("actor_token")?,
         actor_token_type: owned("actor_token_type")?,
         requested_token_type: owned("requested_token_type")?,
+        request_context: owned("request_context")?,
+        request_details: owned("request_details")?,
     })
 }
 

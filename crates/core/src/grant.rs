@@ -17,6 +17,7 @@ use crate::{
         AccessTokenClaims, Actor, ExchangeRefusal, Grant, IssueError, MAX_REQUESTED_VALUES, MayAct,
         RequestedLifetime, TokenRequest,
     },
+    txn,
 };
 
 /// Which algorithm signs a token: the one its audiences take (`[keys] audience_algorithms`,
@@ -212,6 +213,10 @@ pub struct ExchangeRequest {
     pub actor_token_type: Option<String>,
     /// The type asked for.
     pub requested_token_type: Option<String>,
+    /// `request_context` (transaction tokens): a JSON object, as sent.
+    pub request_context: Option<String>,
+    /// `request_details` (transaction tokens): a JSON object, as sent.
+    pub request_details: Option<String>,
 }
 
 impl std::fmt::Debug for ExchangeRequest {
@@ -221,6 +226,14 @@ impl std::fmt::Debug for ExchangeRequest {
             .field("subject_token_type", &self.subject_token_type)
             .field("actor_token_type", &self.actor_token_type)
             .field("requested_token_type", &self.requested_token_type)
+            .field(
+                "request_context",
+                &self.request_context.as_ref().map(String::len),
+            )
+            .field(
+                "request_details",
+                &self.request_details.as_ref().map(String::len),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -229,6 +242,9 @@ impl ExchangeRequest {
     /// The token types checked; the `issued_token_type` of the answer: the one requested,
     /// else an access token.
     pub fn issued_token_type(&self) -> Result<&'static str, IssueError> {
+        if self.wants_txn_token() {
+            return self.txn_token_types();
+        }
         if token_type(&self.subject_token_type).is_none() {
             return Err(IssueError::TokenType(
                 "subject_token_type must be urn:ietf:params:oauth:token-type:access_token or urn:ietf:params:oauth:token-type:jwt",
@@ -251,9 +267,36 @@ impl ExchangeRequest {
         match &self.requested_token_type {
             None => Ok(ACCESS_TOKEN_TYPE),
             Some(t) => token_type(t).ok_or(IssueError::TokenType(
-                "requested_token_type must be urn:ietf:params:oauth:token-type:access_token or urn:ietf:params:oauth:token-type:jwt",
+                "requested_token_type must be urn:ietf:params:oauth:token-type:access_token, urn:ietf:params:oauth:token-type:jwt or urn:ietf:params:oauth:token-type:txn_token",
             )),
         }
+    }
+
+    /// Whether a transaction token is asked for.
+    pub fn wants_txn_token(&self) -> bool {
+        self.requested_token_type.as_deref() == Some(txn::TXN_TOKEN_TYPE)
+    }
+
+    /// A transaction-token request's types: an access token (or JWT), a transaction token to
+    /// replace, or a self-signed or unsigned subject (draft §11.2); no actor token.
+    fn txn_token_types(&self) -> Result<&'static str, IssueError> {
+        let subject = self.subject_token_type.as_str();
+        let other = [
+            txn::TXN_TOKEN_TYPE,
+            txn::SELF_SIGNED_TYPE,
+            txn::UNSIGNED_JSON_TYPE,
+        ];
+        if token_type(subject).is_none() && !other.contains(&subject) {
+            return Err(IssueError::TokenType(
+                "subject_token_type must be the access_token, jwt, txn_token, self_signed or unsigned_json token type URN",
+            ));
+        }
+        if self.actor_token.is_some() || self.actor_token_type.is_some() {
+            return Err(IssueError::TokenType(
+                "a transaction token request takes no actor_token",
+            ));
+        }
+        Ok(txn::TXN_TOKEN_TYPE)
     }
 }
 

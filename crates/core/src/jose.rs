@@ -354,6 +354,11 @@ impl CompactSigner {
         Self { signer, header_b64 }
     }
 
+    /// The same key, signing JWS of type `typ`.
+    pub fn with_typ(&self, typ: &str) -> CompactSigner {
+        CompactSigner::new(self.signer.clone(), typ)
+    }
+
     /// The signing key's id.
     pub fn kid(&self) -> &KeyId {
         self.signer.kid()

@@ -575,18 +575,9 @@ impl Issuer {
             may_act: grant.may_act,
             ancestors: grant.ancestors,
         };
-        let payload =
-            serde_json::to_vec(&claims).map_err(|e| IssueError::Signing(e.to_string()))?;
+        let access_token = sign_claims(signer, &claims)?;
         let exchanged_from = claims.ancestors.last().map(|a| a.jti.clone());
         let subject = claims.sub;
-        let access_token = signer.sign_compact(&payload).map_err(|e| match e {
-            CryptoError::Device(why) => IssueError::SignerUnavailable(why),
-            other => IssueError::Signing(other.to_string()),
-        })?;
-        // A token no verifier would read is refused here, not at its first use.
-        if access_token.len() > crate::jose::MAX_JWS_LEN {
-            return Err(IssueError::TooLarge(access_token.len()));
-        }
         Ok(IssuedToken {
             access_token,
             expires_in: lifetime,
@@ -599,6 +590,21 @@ impl Issuer {
             exchanged_from,
         })
     }
+}
+
+/// `claims` signed as a compact JWS by `signer`: a device that cannot sign now is
+/// [`IssueError::SignerUnavailable`], and a token no verifier would read (longer than
+/// [`crate::jose::MAX_JWS_LEN`]) is refused here, not at its first use.
+pub fn sign_claims(signer: &CompactSigner, claims: &impl Serialize) -> Result<String, IssueError> {
+    let payload = serde_json::to_vec(claims).map_err(|e| IssueError::Signing(e.to_string()))?;
+    let token = signer.sign_compact(&payload).map_err(|e| match e {
+        CryptoError::Device(why) => IssueError::SignerUnavailable(why),
+        other => IssueError::Signing(other.to_string()),
+    })?;
+    if token.len() > crate::jose::MAX_JWS_LEN {
+        return Err(IssueError::TooLarge(token.len()));
+    }
+    Ok(token)
 }
 
 /// Why a token did not verify. Callers outside see only "inactive"; this is for logs and metrics.
@@ -616,6 +622,9 @@ pub enum VerifyError {
     /// Before `nbf` or `iat` (with leeway).
     #[error("not yet valid")]
     NotYetValid,
+    /// A transaction token for another trust domain.
+    #[error("another trust domain")]
+    WrongTrustDomain,
 }
 
 /// A token whose signature, key, `typ` and issuer checked out — times not yet checked.

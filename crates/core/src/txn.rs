@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::{
     clock::UnixTime,
-    token::{AccessTokenClaims, IssueError},
+    jose::{self, KeySet},
+    token::{AccessTokenClaims, IssueError, VerifyError},
 };
 
 /// `requested_token_type` (and the `issued_token_type` answered) for a transaction token.
@@ -114,6 +115,14 @@ pub enum TxnRefusal {
     /// The caller's client id cannot join `req_wl`.
     #[error("the requesting workload's id cannot be listed in req_wl")]
     Requester,
+    /// `request_context` or `request_details` is not a bounded JSON object.
+    #[error("{0}")]
+    Context(String),
+    /// A self-signed or unsigned subject from a client not registered for them.
+    #[error(
+        "this client is not registered to name a subject with a self-signed or unsigned subject_token"
+    )]
+    SubjectNotAllowed,
 }
 
 impl From<TxnRefusal> for IssueError {
@@ -162,6 +171,9 @@ pub fn txn_claims(
         TxnSubject::AccessToken(t) => (t.scopes(), t.exp),
         TxnSubject::Replacement(t) => (t.scopes().into_iter().map(str::to_owned).collect(), t.exp),
     };
+    if exp <= x.now {
+        return Err(IssueError::SubjectToken("expired"));
+    }
     if let Some(bad) = request.scopes.iter().find(|s| !held.contains(s)) {
         return Err(TxnRefusal::Scope(bad.chars().take(140).collect()).into());
     }
@@ -225,6 +237,33 @@ fn extended(
         }
     }
     Ok(Some(merged))
+}
+
+/// A transaction token checked as a receiving workload checks it (draft §12.3), and as a
+/// replacement's subject is: `typ` [`TXN_JWT_TYPE`], the key its `kid` names (and that key's
+/// algorithm), the signature, `iss`, `aud` the trust domain, and the times with `leeway`.
+pub fn verify_txn(
+    token: &str,
+    keys: &KeySet,
+    issuer: &str,
+    trust_domain: &str,
+    now: UnixTime,
+    leeway: Duration,
+) -> Result<TxnTokenClaims, VerifyError> {
+    let claims = jose::verify_compact::<TxnTokenClaims>(token, keys, &[TXN_JWT_TYPE])?.payload;
+    if claims.iss != issuer {
+        return Err(VerifyError::WrongIssuer);
+    }
+    if claims.aud != trust_domain {
+        return Err(VerifyError::WrongTrustDomain);
+    }
+    if claims.exp.saturating_add(leeway) <= now {
+        return Err(VerifyError::Expired);
+    }
+    if claims.iat.saturating_sub(leeway) > now {
+        return Err(VerifyError::NotYetValid);
+    }
+    Ok(claims)
 }
 
 /// A `request_context` or `request_details` parameter: a JSON object of at most

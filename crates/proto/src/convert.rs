@@ -41,6 +41,8 @@ pub fn exchange_request(message: ExchangeTokenRequest) -> ExchangeRequest {
         actor_token: given(message.actor_token),
         actor_token_type: given(message.actor_token_type),
         requested_token_type: given(message.requested_token_type),
+        request_context: given(message.request_context),
+        request_details: given(message.request_details),
     }
 }
 

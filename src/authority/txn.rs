@@ -1,0 +1,130 @@
+//! Transaction tokens at the authority (draft-ietf-oauth-transaction-tokens-10): the subject
+//! token judged (an access token as an exchange judges it; a transaction token to replace,
+//! checked as a receiving workload checks it, with no leeway), the claims decided by
+//! `tokenmint_core::txn`, signed as `txntoken+jwt` with the current key.
+
+use std::time::Duration;
+
+use tokenmint_core::{
+    client::Authenticated,
+    clock::UnixTime,
+    crypto,
+    grant::{ACCESS_TOKEN_TYPE, ExchangeRequest, JWT_TOKEN_TYPE},
+    token::{self, IssueError, IssuedToken},
+    txn::{self, TxnIssuance, TxnRefusal, TxnRequest, TxnSubject, TxnTokenClaims},
+};
+
+use super::{Authority, Inactive};
+
+/// `[txn_tokens]` as the authority holds it.
+#[derive(Clone, Debug)]
+pub struct TxnSettings {
+    /// Every transaction token's `aud`.
+    pub trust_domain: String,
+    /// How long one lives.
+    pub lifetime: Duration,
+}
+
+impl Authority {
+    /// With transaction tokens issued as `settings` say (none by default).
+    pub fn with_txn_tokens(mut self, settings: Option<TxnSettings>) -> Self {
+        self.txn_tokens = settings;
+        self
+    }
+
+    /// The transaction token `request` asks of the authenticated caller, at `now`.
+    pub(super) fn txn_token(
+        &self,
+        auth: &Authenticated<'_>,
+        request: &ExchangeRequest,
+        now: UnixTime,
+    ) -> Result<IssuedToken, IssueError> {
+        let settings = self.txn_tokens.as_ref().ok_or(TxnRefusal::Off)?;
+        self.check_exchange_fresh()?;
+        let asked = txn_request(request)?;
+        let new_txn = crypto::random_id().map_err(|e| IssueError::Signing(e.to_string()))?;
+        let issuance = TxnIssuance {
+            issuer: self.issuer.name(),
+            trust_domain: &settings.trust_domain,
+            lifetime: settings.lifetime,
+            now,
+            requester: auth.client.id.as_str(),
+            new_txn: &new_txn,
+        };
+        let claims = match request.subject_token_type.as_str() {
+            ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE => {
+                let subject = self.subject_of(auth, &request.subject_token, now)?;
+                txn::txn_claims(&issuance, TxnSubject::AccessToken(&subject), &asked)?
+            }
+            txn::TXN_TOKEN_TYPE => {
+                let held = self.replaced(&request.subject_token, settings, now)?;
+                txn::txn_claims(&issuance, TxnSubject::Replacement(&held), &asked)?
+            }
+            _ => return Err(TxnRefusal::SubjectNotAllowed.into()),
+        };
+        self.sign_txn(auth, claims, now)
+    }
+
+    /// A transaction token presented for replacement: this issuer's, for this trust
+    /// domain, not expired (no leeway: the draft forbids replacing an expired one).
+    fn replaced(
+        &self,
+        token: &str,
+        settings: &TxnSettings,
+        now: UnixTime,
+    ) -> Result<TxnTokenClaims, IssueError> {
+        let ring = self.key_ring();
+        txn::verify_txn(
+            token,
+            ring.key_set(),
+            self.issuer.name(),
+            &settings.trust_domain,
+            now,
+            Duration::ZERO,
+        )
+        .map_err(|e| IssueError::SubjectToken(Inactive::from(e).label()))
+    }
+
+    /// Signs `claims` as a transaction token with the default algorithm's current key.
+    fn sign_txn(
+        &self,
+        auth: &Authenticated<'_>,
+        claims: TxnTokenClaims,
+        now: UnixTime,
+    ) -> Result<IssuedToken, IssueError> {
+        let signer = self
+            .keys
+            .borrow()
+            .signer_for(self.signing.default, self.signing.default)
+            .with_typ(txn::TXN_JWT_TYPE);
+        let token = token::sign_claims(&signer, &claims)?;
+        Ok(IssuedToken {
+            access_token: token,
+            expires_in: tokenmint_core::clock::whole_secs(claims.exp.since(now)),
+            scopes: claims.scopes().into_iter().map(str::to_owned).collect(),
+            audiences: vec![claims.aud],
+            key_id: signer.kid().to_string(),
+            token_id: claims.txn,
+            client_id: auth.client.id.to_string(),
+            subject: claims.sub,
+            exchanged_from: None,
+        })
+    }
+}
+
+/// The transaction-token parameters of an exchange request, the contexts read as JSON
+/// objects.
+fn txn_request(request: &ExchangeRequest) -> Result<TxnRequest, IssueError> {
+    let object = |name, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| txn::context_object(name, t))
+            .transpose()
+            .map_err(TxnRefusal::Context)
+    };
+    Ok(TxnRequest {
+        scopes: request.request.scopes.clone(),
+        audiences: request.request.audiences.clone(),
+        request_context: object("request_context", &request.request_context)?,
+        request_details: object("request_details", &request.request_details)?,
+    })
+}

@@ -1,0 +1,230 @@
+//! Transaction tokens (draft-ietf-oauth-transaction-tokens-10) over real mTLS: issued by
+//! token exchange from an access token the edge received, replaced along the chain keeping
+//! the transaction id, and never taken as an access token.
+
+use serde_json::Value;
+use tokenmint::grpc::proto::ExchangeTokenRequest;
+use tokenmint_core::{
+    clock::{Clock as _, SystemClock, UnixTime},
+    jose, txn,
+};
+
+use crate::{exchange::*, support::*};
+
+/// The trust domain of these tests.
+const DOMAIN: &str = "spiffe://tokenmint.test";
+
+/// The chain's clients with transaction tokens on for [`DOMAIN`].
+fn txn_setup() -> Setup {
+    Setup::new(&format!(
+        "[txn_tokens]\ntrust_domain = \"{DOMAIN}\"\nlifetime = \"30s\"\n{}",
+        chain_clients()
+    ))
+}
+
+/// A transaction-token request for `subject_token` of `subject_type`, for `scope`.
+fn txn_request(subject_token: &str, subject_type: &str, scope: &[&str]) -> ExchangeTokenRequest {
+    ExchangeTokenRequest {
+        subject_token: subject_token.to_owned(),
+        subject_token_type: subject_type.to_owned(),
+        requested_token_type: txn::TXN_TOKEN_TYPE.into(),
+        audiences: vec![DOMAIN.into()],
+        scopes: scope.iter().map(|s| (*s).to_owned()).collect(),
+        ..ExchangeTokenRequest::default()
+    }
+}
+
+/// The claims of a transaction token, verified against the published keys as a receiving
+/// workload checks it; and its header's `typ`.
+async fn txn_claims(server: &TestServer, token: &str) -> (txn::TxnTokenClaims, String) {
+    let jwks = jose::parse_jwks(&server.jwks().await.jwks_json)
+        .unwrap()
+        .keys;
+    let now = UnixTime::of(SystemClock.now());
+    let claims =
+        txn::verify_txn(token, &jwks, ISSUER, DOMAIN, now, std::time::Duration::ZERO).unwrap();
+    let header = token.split('.').next().unwrap();
+    let header: Value =
+        serde_json::from_slice(&tokenmint_core::crypto::b64url_decode(header).unwrap()).unwrap();
+    (claims, header["typ"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_token_from_an_access_token_is_replaced_along_the_chain() {
+    let setup = txn_setup();
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let a = a_token(&server, &parties).await;
+
+    // B, the edge serving A's call, asks over HTTP with the details of the request.
+    let (status, body) = post_form(
+        &https_as(&setup, &parties.b),
+        &server,
+        "/oauth2/token",
+        &exchange_form(
+            &a,
+            &[
+                ("requested_token_type", txn::TXN_TOKEN_TYPE),
+                ("audience", DOMAIN),
+                ("scope", "orders:read orders:write"),
+                ("request_details", r#"{"order":42}"#),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "N_A");
+    assert_eq!(body["issued_token_type"], txn::TXN_TOKEN_TYPE);
+    let first = body["access_token"].as_str().unwrap().to_owned();
+    let (claims, typ) = txn_claims(&server, &first).await;
+    assert_eq!(typ, "txntoken+jwt");
+    assert_eq!((claims.sub.as_str(), claims.aud.as_str()), ("a", DOMAIN));
+    assert_eq!(claims.scope, "orders:read orders:write");
+    assert_eq!(claims.req_wl, "b");
+    assert_eq!(claims.tctx.as_ref().unwrap()["order"], 42);
+    assert!(
+        claims.exp.since(claims.iat).as_secs() <= 30,
+        "the configured lifetime"
+    );
+
+    // C replaces it over gRPC, narrowing the purpose: the same transaction.
+    let replaced = exchange(
+        &server,
+        &parties.c,
+        txn_request(&first, txn::TXN_TOKEN_TYPE, &["orders:read"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(replaced.token_type, "N_A");
+    assert_eq!(replaced.issued_token_type, txn::TXN_TOKEN_TYPE);
+    let (second, _) = txn_claims(&server, &replaced.access_token).await;
+    assert_eq!(second.txn, claims.txn, "one transaction id for the chain");
+    assert_eq!((second.sub.as_str(), second.aud.as_str()), ("a", DOMAIN));
+    assert_eq!(second.scope, "orders:read");
+    assert_eq!(second.requesters(), ["b", "c"]);
+    assert_eq!(second.tctx, claims.tctx);
+    assert!(second.exp <= claims.exp, "never past the token it replaced");
+
+    // Widening on replacement is refused.
+    assert_exchange_refused(
+        exchange(
+            &server,
+            &parties.d,
+            txn_request(
+                &replaced.access_token,
+                txn::TXN_TOKEN_TYPE,
+                &["orders:write"],
+            ),
+        )
+        .await,
+        tonic::Code::InvalidArgument,
+        "invalid_scope",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_token_is_never_an_access_token() {
+    let setup = txn_setup();
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let a = a_token(&server, &parties).await;
+    let issued = exchange(
+        &server,
+        &parties.b,
+        txn_request(&a, ACCESS_TOKEN, &["orders:read"]),
+    )
+    .await
+    .unwrap();
+    let token = issued.access_token;
+    // Not at introspection…
+    let answer = introspect(&server, &parties.admin, &token, None)
+        .await
+        .unwrap();
+    assert!(
+        !answer.active,
+        "a transaction token introspected as an access token"
+    );
+    // …nor as the subject of an access-token exchange.
+    assert_exchange_refused(
+        exchange(&server, &parties.c, exchange_request(&token)).await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
+    // An access token is not a transaction token to replace either.
+    assert_exchange_refused(
+        exchange(
+            &server,
+            &parties.c,
+            txn_request(&a, txn::TXN_TOKEN_TYPE, &["orders:read"]),
+        )
+        .await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_token_requests_are_refused_with_their_codes() {
+    let setup = txn_setup();
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let a = a_token(&server, &parties).await;
+    let refused = |request, code: &'static str| {
+        let server = &server;
+        let b = &parties.b;
+        async move {
+            assert_exchange_refused(
+                exchange(server, b, request).await,
+                tonic::Code::InvalidArgument,
+                code,
+            )
+        }
+    };
+    // Broader than the access token, another trust domain, no purpose.
+    refused(
+        txn_request(&a, ACCESS_TOKEN, &["orders:admin"]),
+        "invalid_scope",
+    )
+    .await;
+    let mut elsewhere = txn_request(&a, ACCESS_TOKEN, &["orders:read"]);
+    elsewhere.audiences = vec!["spiffe://elsewhere.test".into()];
+    refused(elsewhere, "invalid_target").await;
+    refused(txn_request(&a, ACCESS_TOKEN, &[]), "invalid_request").await;
+    // Unsigned and self-signed subjects: not from a client not registered for them.
+    let unsigned = r#"{"sub":"anyone"}"#;
+    let message = refused(
+        txn_request(unsigned, txn::UNSIGNED_JSON_TYPE, &["orders:read"]),
+        "invalid_request",
+    )
+    .await;
+    assert!(message.contains("not registered"), "{message}");
+    refused(
+        txn_request(&a, txn::SELF_SIGNED_TYPE, &["orders:read"]),
+        "invalid_request",
+    )
+    .await;
+    // A context that is not a JSON object.
+    let mut bad = txn_request(&a, ACCESS_TOKEN, &["orders:read"]);
+    bad.request_details = "[1,2]".into();
+    refused(bad, "invalid_request").await;
+
+    // Without a trust domain the issuer gives none.
+    let off = Setup::new(&chain_clients());
+    let off_server = off.start().await;
+    let off_parties = Parties::of(&off);
+    let a = a_token(&off_server, &off_parties).await;
+    let message = assert_exchange_refused(
+        exchange(
+            &off_server,
+            &off_parties.b,
+            txn_request(&a, ACCESS_TOKEN, &["orders:read"]),
+        )
+        .await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
+    assert!(
+        message.contains("does not issue transaction tokens"),
+        "{message}"
+    );
+}
