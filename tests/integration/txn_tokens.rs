@@ -228,3 +228,72 @@ async fn transaction_token_requests_are_refused_with_their_codes() {
         "{message}"
     );
 }
+
+/// A workload's verifier for [`DOMAIN`]'s transaction tokens, fed by `server` over gRPC.
+async fn workload_verifier(
+    setup: &Setup,
+    server: &TestServer,
+    rs: &tokenmint::pki::Issued,
+    domain: &str,
+) -> tokenmint_verify::Verifier {
+    let builder = tokenmint_verify::Verifier::builder(ISSUER)
+        .audience(B_AUD)
+        .trust_domain(domain)
+        .grpc_endpoint(
+            format!("https://localhost:{}", server.addr.port()),
+            std::sync::Arc::new(rustls_client(setup, Some(rs))),
+        );
+    crate::verifier::ready(builder.build().unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_hop_verifies_the_transaction_token_from_a_workload_of_the_domain() {
+    use tokenmint_verify::VerifyError;
+    let setup = txn_setup();
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let a = a_token(&server, &parties).await;
+    let first = exchange(
+        &server,
+        &parties.b,
+        txn_request(&a, ACCESS_TOKEN, &["orders:read"]),
+    )
+    .await
+    .unwrap()
+    .access_token;
+    let at_c = workload_verifier(&setup, &server, &parties.rs, DOMAIN).await;
+    let from_b = crate::verifier::peer(&parties.b);
+    let now = at_c.now();
+    let verified = at_c.verify_txn(&first, Some(&from_b), now).await.unwrap();
+    assert_eq!(
+        (verified.sub.as_str(), verified.req_wl.as_str()),
+        ("a", "b")
+    );
+    assert_eq!(verified, txn_claims(&server, &first).await.0);
+    // Unbound and replayable: only from a workload presenting a certificate.
+    assert_eq!(
+        at_c.verify_txn(&first, None, now).await,
+        Err(VerifyError::CertificateRequired)
+    );
+    // An access token is not a transaction token, nor the reverse.
+    assert_eq!(
+        at_c.verify_txn(&a, Some(&from_b), now).await,
+        Err(VerifyError::WrongType)
+    );
+    assert_eq!(
+        at_c.verify(&first, Some(&from_b), now).await.map(drop),
+        Err(VerifyError::WrongType)
+    );
+    // Expired (past exp and the leeway), or for another trust domain.
+    let later = now.saturating_add(std::time::Duration::from_secs(3600));
+    assert_eq!(
+        at_c.verify_txn(&first, Some(&from_b), later).await,
+        Err(VerifyError::Expired)
+    );
+    let elsewhere =
+        workload_verifier(&setup, &server, &parties.rs, "spiffe://elsewhere.test").await;
+    assert_eq!(
+        elsewhere.verify_txn(&first, Some(&from_b), now).await,
+        Err(VerifyError::WrongAudience)
+    );
+}

@@ -95,6 +95,7 @@ pub use health::Health;
 pub use layer::{VerifyLayer, VerifyService, bearer, bearer_token};
 pub use refusal::Refusal;
 pub use token::{Actor, Ancestor, VerifiedToken};
+pub use tokenmint_core::txn::TxnTokenClaims as TxnToken;
 pub use verifier::{Builder, Verifier};
 
 /// The clock types the builder and `verify` take, and the thumbprint a token is bound to.

@@ -9,6 +9,8 @@ use crate::error::BuildError;
 pub(crate) struct Settings {
     pub(crate) issuer: String,
     pub(crate) audiences: Vec<String>,
+    /// The trust domain transaction tokens must be for (`None`: none are accepted).
+    pub(crate) trust_domain: Option<String>,
     pub(crate) leeway: Duration,
     pub(crate) staleness: Duration,
     pub(crate) accept_unbound: bool,

@@ -11,6 +11,7 @@ use tokenmint_core::{
     crypto,
     jose::{self, KeySet},
     revocation::{Struck, VerifiedCache},
+    txn::{self, TxnTokenClaims as TxnToken},
 };
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls::ClientConfig;
@@ -104,6 +105,7 @@ impl Verifier {
             settings: Settings {
                 issuer: issuer.into(),
                 audiences: Vec::new(),
+                trust_domain: None,
                 leeway: Duration::from_secs(30),
                 staleness: Duration::from_secs(15),
                 accept_unbound: false,
@@ -124,6 +126,13 @@ impl Builder {
     /// An audience this service serves (the `aud` claim must name one). At least one.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.settings.audiences.push(audience.into());
+        self
+    }
+
+    /// The trust domain whose transaction tokens this service takes
+    /// ([`Verifier::verify_txn`]): their `aud`. Unset, none are taken.
+    pub fn trust_domain(mut self, domain: impl Into<String>) -> Self {
+        self.settings.trust_domain = Some(domain.into());
         self
     }
 
@@ -274,6 +283,51 @@ impl Verifier {
         Ok(verified)
     }
 
+    /// Verifies a transaction token (draft-ietf-oauth-transaction-tokens-10) presented by a
+    /// workload with `presenter`'s certificate: its `typ` (`txntoken+jwt`), key and signature,
+    /// issuer, `aud` the configured trust domain, and times. A transaction token is not bound
+    /// and can be replayed inside the domain, so only a workload presenting a certificate
+    /// (one the host's TLS verified, of the domain) may present it. Never an access token:
+    /// [`Verifier::verify`] refuses it, and this refuses an access token.
+    pub async fn verify_txn(
+        &self,
+        token: &str,
+        presenter: Option<&PeerCertificate>,
+        now: UnixTime,
+    ) -> Result<TxnToken, VerifyError> {
+        let shared = &self.shared;
+        shared.check_fresh()?;
+        if presenter.is_none() {
+            return Err(VerifyError::CertificateRequired);
+        }
+        if token.is_empty() {
+            return Err(VerifyError::Missing);
+        }
+        let domain = shared
+            .settings
+            .trust_domain
+            .as_deref()
+            .ok_or(VerifyError::WrongAudience)?;
+        let claims = shared
+            .verify_jws::<TxnToken>(token, &[txn::TXN_JWT_TYPE])
+            .await?
+            .payload;
+        if claims.iss != shared.settings.issuer {
+            return Err(VerifyError::WrongIssuer);
+        }
+        if claims.aud != domain {
+            return Err(VerifyError::WrongAudience);
+        }
+        let leeway = shared.settings.leeway;
+        if claims.exp.saturating_add(leeway) <= now {
+            return Err(VerifyError::Expired);
+        }
+        if claims.iat.saturating_sub(leeway) > now {
+            return Err(VerifyError::NotYetValid);
+        }
+        Ok(claims)
+    }
+
     /// The time by the verifier's clock: what the layer passes as `now`.
     pub fn now(&self) -> UnixTime {
         self.shared.state.clock.unix_now()
@@ -315,19 +369,7 @@ impl Shared {
 
     /// The signature, key, `typ`, issuer and audience: what a cache hit need not redo.
     async fn verify_signed(self: &Arc<Self>, token: &str) -> Result<VerifiedToken, VerifyError> {
-        let keys = self.state.keys();
-        let verified = match jose::verify_compact::<Claims>(token, &keys, ACCESS_TOKEN_TYPES) {
-            Err(jose::JwsError::UnknownKey) => {
-                drop(keys);
-                let kid = header_kid(token).ok_or(VerifyError::UnknownKey)?;
-                let keys = self
-                    .refresh_for(&kid)
-                    .await
-                    .ok_or(VerifyError::UnknownKey)?;
-                jose::verify_compact::<Claims>(token, &keys, ACCESS_TOKEN_TYPES)?
-            }
-            other => other?,
-        };
+        let verified = self.verify_jws::<Claims>(token, ACCESS_TOKEN_TYPES).await?;
         let claims = verified.payload;
         if claims.iss != self.settings.issuer {
             return Err(VerifyError::WrongIssuer);
@@ -342,6 +384,28 @@ impl Shared {
         claims
             .into_verified(verified.kid)
             .map_err(VerifyError::Malformed)
+    }
+
+    /// A compact JWS of one of `types`, by a key of the set: a `kid` not held fetches the
+    /// set once (single-flight) before the token is refused.
+    async fn verify_jws<T: serde::de::DeserializeOwned>(
+        self: &Arc<Self>,
+        token: &str,
+        types: &[&str],
+    ) -> Result<jose::VerifiedJws<T>, VerifyError> {
+        let keys = self.state.keys();
+        match jose::verify_compact::<T>(token, &keys, types) {
+            Err(jose::JwsError::UnknownKey) => {
+                drop(keys);
+                let kid = header_kid(token).ok_or(VerifyError::UnknownKey)?;
+                let keys = self
+                    .refresh_for(&kid)
+                    .await
+                    .ok_or(VerifyError::UnknownKey)?;
+                Ok(jose::verify_compact::<T>(token, &keys, types)?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// The key set holding `kid` after at most one fetch shared by every waiting request
