@@ -297,3 +297,70 @@ async fn each_hop_verifies_the_transaction_token_from_a_workload_of_the_domain()
         Err(VerifyError::WrongAudience)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_takes_the_txn_token_header_and_hands_the_token_to_the_handler() {
+    use axum::{Extension, Router, body::Body, routing::get};
+    use http::{Request, StatusCode};
+    use std::sync::Arc;
+    use tokenmint_verify::{TxnToken, VerifyLayer};
+    use tower::ServiceExt as _;
+
+    let setup = txn_setup();
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let a = a_token(&server, &parties).await;
+    let txn_token = exchange(
+        &server,
+        &parties.b,
+        txn_request(&a, ACCESS_TOKEN, &["orders:read"]),
+    )
+    .await
+    .unwrap()
+    .access_token;
+    let verifier = workload_verifier(&setup, &server, &parties.rs, DOMAIN).await;
+    let handler = get(|Extension(t): Extension<Arc<TxnToken>>| async move {
+        format!("{} {} {}", t.sub, t.req_wl, t.scope)
+    });
+    let router = |layer: VerifyLayer| Router::new().route("/", handler.clone()).layer(layer);
+    let call = |router: Router, header: Option<(&str, &str)>, certificate: bool| {
+        let mut request = Request::get("/");
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        let mut request = request.body(Body::empty()).unwrap();
+        if certificate {
+            request
+                .extensions_mut()
+                .insert(crate::verifier::peer(&parties.b));
+        }
+        router.oneshot(request)
+    };
+    let guarded = router(VerifyLayer::txn(verifier.clone()));
+    let response = call(guarded.clone(), Some(("txn-token", &txn_token)), true)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap();
+    assert_eq!(body, "a b orders:read");
+    // In Authorization it is not a transaction token; without a certificate, refused; an
+    // access token in Txn-Token, refused.
+    let bearer = format!("Bearer {txn_token}");
+    for (header, certificate) in [
+        (Some(("authorization", bearer.as_str())), true),
+        (Some(("txn-token", txn_token.as_str())), false),
+        (Some(("txn-token", a.as_str())), true),
+        (None, true),
+    ] {
+        let response = call(guarded.clone(), header, certificate).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{header:?}");
+    }
+    // A purpose the token lacks.
+    let scoped = router(VerifyLayer::txn(verifier).require_scope("orders:write"));
+    let response = call(scoped, Some(("txn-token", &txn_token)), true)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}

@@ -1,5 +1,6 @@
-//! The tower layer for tonic and axum services: the bearer token and the peer certificate in,
-//! the verified token into the request's extensions, or the refusal out.
+//! The tower layer for tonic and axum services: the bearer token (or, for transaction
+//! tokens, the `Txn-Token` header) and the peer certificate in, the verified token into the
+//! request's extensions, or the refusal out.
 
 use std::{
     future::Future,
@@ -20,20 +21,37 @@ use crate::{
 /// The service's future.
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The header a transaction token travels in between workloads
+/// (draft-ietf-oauth-transaction-tokens-10 §12.2): the JWT itself.
+pub const TXN_TOKEN_HEADER: &str = "txn-token";
+
 /// Verifies every request's bearer token against the [`PeerCertificate`] in its extensions;
-/// the handler finds an `Arc<VerifiedToken>` in the extensions. Optionally requires scopes.
+/// the handler finds an `Arc<VerifiedToken>` in the extensions. Or, built with
+/// [`VerifyLayer::txn`], its transaction token: an `Arc<TxnToken>`. Optionally requires
+/// scopes (of a transaction token: its purpose).
 #[derive(Clone, Debug)]
 pub struct VerifyLayer {
     verifier: Verifier,
     scopes: Arc<[String]>,
+    txn: bool,
 }
 
 impl VerifyLayer {
-    /// A layer verifying with `verifier`.
+    /// A layer verifying access tokens (`Authorization: Bearer`) with `verifier`.
     pub fn new(verifier: Verifier) -> Self {
         Self {
             verifier,
             scopes: Arc::from(Vec::new()),
+            txn: false,
+        }
+    }
+
+    /// A layer verifying transaction tokens (the `Txn-Token` header) with `verifier`
+    /// ([`Verifier::verify_txn`]).
+    pub fn txn(verifier: Verifier) -> Self {
+        Self {
+            txn: true,
+            ..Self::new(verifier)
         }
     }
 
@@ -55,6 +73,7 @@ impl<S> Layer<S> for VerifyLayer {
             inner,
             verifier: self.verifier.clone(),
             scopes: self.scopes.clone(),
+            txn: self.txn,
         }
     }
 }
@@ -65,6 +84,20 @@ pub struct VerifyService<S> {
     inner: S,
     verifier: Verifier,
     scopes: Arc<[String]>,
+    txn: bool,
+}
+
+/// The transaction token of a `Txn-Token` header.
+pub fn txn_token(headers: &http::HeaderMap) -> Result<&str, VerifyError> {
+    let value = headers
+        .get(TXN_TOKEN_HEADER)
+        .ok_or(VerifyError::Missing)?
+        .to_str()
+        .map_err(|_| VerifyError::Malformed("the Txn-Token header is not text".into()))?;
+    match value.trim() {
+        "" => Err(VerifyError::Missing),
+        token => Ok(token),
+    }
 }
 
 /// The bearer token of an `Authorization` header (scheme compared without case).
@@ -111,17 +144,27 @@ where
         // The ready service goes with this request; a clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let verifier = self.verifier.clone();
-        let scopes = self.scopes.clone();
+        let (verifier, scopes, txn) = (self.verifier.clone(), self.scopes.clone(), self.txn);
         // What the check needs is taken out first: the body need not be `Sync`.
-        let presented = bearer_token(request.headers()).map(str::to_owned);
+        let presented = if txn {
+            txn_token(request.headers())
+        } else {
+            bearer_token(request.headers())
+        }
+        .map(str::to_owned);
         let certificate = request.extensions().get::<PeerCertificate>().cloned();
         Box::pin(async move {
-            match admit(&verifier, &scopes, presented, certificate.as_ref()).await {
-                Ok(token) => {
-                    request.extensions_mut().insert(token);
-                    Ok(inner.call(request).await?.map(Either::Left))
-                }
+            let admitted = if txn {
+                admit_txn(&verifier, &scopes, presented, certificate.as_ref())
+                    .await
+                    .map(|token| drop(request.extensions_mut().insert(token)))
+            } else {
+                admit(&verifier, &scopes, presented, certificate.as_ref())
+                    .await
+                    .map(|token| drop(request.extensions_mut().insert(token)))
+            };
+            match admitted {
+                Ok(()) => Ok(inner.call(request).await?.map(Either::Left)),
                 Err(refusal) => Ok(refusal
                     .to_response_for(request.headers())
                     .map(Either::Right)),
@@ -146,4 +189,25 @@ async fn admit(
         return Err(Refusal::InsufficientScope(missing.clone()));
     }
     Ok(verified)
+}
+
+/// The verified transaction token of a request, or why it is refused.
+async fn admit_txn(
+    verifier: &Verifier,
+    scopes: &[String],
+    presented: Result<String, VerifyError>,
+    certificate: Option<&PeerCertificate>,
+) -> Result<Arc<crate::TxnToken>, Refusal> {
+    let token = presented.map_err(Refusal::Token)?;
+    let verified = verifier
+        .verify_txn(&token, certificate, verifier.now())
+        .await
+        .map_err(Refusal::Token)?;
+    if let Some(missing) = scopes
+        .iter()
+        .find(|s| !verified.scopes().contains(&s.as_str()))
+    {
+        return Err(Refusal::InsufficientScope(missing.clone()));
+    }
+    Ok(Arc::new(verified))
 }

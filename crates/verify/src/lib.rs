@@ -92,7 +92,7 @@ pub use error::{BuildError, VerifyError};
 #[cfg(feature = "axum")]
 pub use extract::Verified;
 pub use health::Health;
-pub use layer::{VerifyLayer, VerifyService, bearer, bearer_token};
+pub use layer::{TXN_TOKEN_HEADER, VerifyLayer, VerifyService, bearer, bearer_token, txn_token};
 pub use refusal::Refusal;
 pub use token::{Actor, Ancestor, VerifiedToken};
 pub use tokenmint_core::txn::TxnTokenClaims as TxnToken;
