@@ -375,7 +375,7 @@ pub enum IssueError {
     ExchangeAudience(String),
     /// A transaction token is refused (draft-ietf-oauth-transaction-tokens).
     #[error("{0}")]
-    Txn(crate::txn::TxnRefusal),
+    Txn(TxnRefusal),
     /// `may_act` names a client that may not act for this one (or none registered).
     #[error("may_act names a client that is not registered to act for this client")]
     MayAct,
@@ -444,10 +444,10 @@ impl IssueError {
             IssueError::Scope(_)
             | IssueError::ExchangeScope(_)
             | IssueError::Exchange(ExchangeRefusal::NoScopeToPassOn)
-            | IssueError::Txn(crate::txn::TxnRefusal::Scope(_)) => ErrorCode::InvalidScope,
+            | IssueError::Txn(TxnRefusal::Scope(_)) => ErrorCode::InvalidScope,
             IssueError::Audience(_)
             | IssueError::ExchangeAudience(_)
-            | IssueError::Txn(crate::txn::TxnRefusal::Audience(_))
+            | IssueError::Txn(TxnRefusal::Audience(_))
             | IssueError::NoAudience
             | IssueError::MixedAlgorithms(..) => ErrorCode::InvalidTarget,
             IssueError::Lifetime
@@ -589,6 +589,44 @@ impl Issuer {
             subject,
             exchanged_from,
         })
+    }
+}
+
+/// Why a transaction token is refused (besides the subject token itself, which the server
+/// judges first).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TxnRefusal {
+    /// Transaction tokens are off (`[txn_tokens]` has no trust domain).
+    #[error("this issuer does not issue transaction tokens")]
+    Off,
+    /// `audience` is missing or not the trust domain.
+    #[error("audience must name the trust domain, {0:?}")]
+    Audience(String),
+    /// `scope` is missing.
+    #[error("scope is required: the purpose of the transaction")]
+    NoScope,
+    /// A scope the subject token does not hold.
+    #[error("scope {0:?} is not in the subject_token: a transaction token is never broader")]
+    Scope(String),
+    /// A replacement would change a member of `tctx` or `rctx`.
+    #[error("{0} member {1:?} cannot change in a replacement; members may only be added")]
+    ContextChanged(&'static str, String),
+    /// The caller's client id cannot join `req_wl`.
+    #[error("the requesting workload's id cannot be listed in req_wl")]
+    Requester,
+    /// `request_context` or `request_details` is not a bounded JSON object.
+    #[error("{0}")]
+    Context(String),
+    /// A self-signed or unsigned subject from a client not registered for them.
+    #[error(
+        "this client is not registered to name a subject with a self-signed or unsigned subject_token"
+    )]
+    SubjectNotAllowed,
+}
+
+impl From<TxnRefusal> for IssueError {
+    fn from(refusal: TxnRefusal) -> Self {
+        IssueError::Txn(refusal)
     }
 }
 

@@ -16,6 +16,8 @@ use crate::{
     token::{AccessTokenClaims, IssueError, VerifyError},
 };
 
+pub use crate::token::TxnRefusal;
+
 /// `requested_token_type` (and the `issued_token_type` answered) for a transaction token.
 pub const TXN_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:txn_token";
 /// A self-signed JWT naming the subject (draft §11.2.1).
@@ -91,44 +93,6 @@ pub struct TxnRequest {
     pub request_context: Option<Map<String, Value>>,
     /// `request_details`: input to `tctx`.
     pub request_details: Option<Map<String, Value>>,
-}
-
-/// Why a transaction token is refused (besides the subject token itself, which the server
-/// judges first).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TxnRefusal {
-    /// Transaction tokens are off (`[txn_tokens]` has no trust domain).
-    #[error("this issuer does not issue transaction tokens")]
-    Off,
-    /// `audience` is missing or not the trust domain.
-    #[error("audience must name the trust domain, {0:?}")]
-    Audience(String),
-    /// `scope` is missing.
-    #[error("scope is required: the purpose of the transaction")]
-    NoScope,
-    /// A scope the subject token does not hold.
-    #[error("scope {0:?} is not in the subject_token: a transaction token is never broader")]
-    Scope(String),
-    /// A replacement would change a member of `tctx` or `rctx`.
-    #[error("{0} member {1:?} cannot change in a replacement; members may only be added")]
-    ContextChanged(&'static str, String),
-    /// The caller's client id cannot join `req_wl`.
-    #[error("the requesting workload's id cannot be listed in req_wl")]
-    Requester,
-    /// `request_context` or `request_details` is not a bounded JSON object.
-    #[error("{0}")]
-    Context(String),
-    /// A self-signed or unsigned subject from a client not registered for them.
-    #[error(
-        "this client is not registered to name a subject with a self-signed or unsigned subject_token"
-    )]
-    SubjectNotAllowed,
-}
-
-impl From<TxnRefusal> for IssueError {
-    fn from(refusal: TxnRefusal) -> Self {
-        IssueError::Txn(refusal)
-    }
 }
 
 /// The trust domain and lifetime (`[txn_tokens]`), the issuer, the time, and the caller.
