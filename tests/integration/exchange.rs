@@ -22,7 +22,7 @@ use tokenmint_verify::{Verifier, VerifyError};
 
 use crate::{
     support::*,
-    verifier::{peer, ready},
+    verifier::{peer, ready, with_source},
 };
 
 pub const A_URI: &str = "spiffe://tokenmint.test/a";
@@ -265,14 +265,8 @@ pub async fn verifier_for(
     rs: &Issued,
     audience: &str,
 ) -> Verifier {
-    let builder = Verifier::builder(ISSUER)
-        .audience(audience)
-        .grpc_endpoint(
-            format!("https://localhost:{}", server.addr.port()),
-            Arc::new(rustls_client(setup, Some(rs))),
-        )
-        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500));
-    ready(builder.build().unwrap()).await
+    let builder = Verifier::builder(ISSUER).audience(audience);
+    ready(with_source(builder, setup, server, rs)).await
 }
 
 /// The chain A → B → C → D: B's token for C and C's for D.

@@ -229,7 +229,7 @@ async fn transaction_token_requests_are_refused_with_their_codes() {
     );
 }
 
-/// A workload's verifier for [`DOMAIN`]'s transaction tokens, fed by `server` over gRPC.
+/// A workload's verifier for `domain`'s transaction tokens, fed by `server` over gRPC.
 async fn workload_verifier(
     setup: &Setup,
     server: &TestServer,
@@ -238,12 +238,8 @@ async fn workload_verifier(
 ) -> tokenmint_verify::Verifier {
     let builder = tokenmint_verify::Verifier::builder(ISSUER)
         .audience(B_AUD)
-        .trust_domain(domain)
-        .grpc_endpoint(
-            format!("https://localhost:{}", server.addr.port()),
-            std::sync::Arc::new(rustls_client(setup, Some(rs))),
-        );
-    crate::verifier::ready(builder.build().unwrap()).await
+        .trust_domain(domain);
+    crate::verifier::ready(crate::verifier::with_source(builder, setup, server, rs)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,7 +121,7 @@ async fn a_bound_token_is_accepted_from_its_certificate_only() {
     server.stop().await;
 }
 
-fn with_source(builder: Builder, setup: &Setup, server: &TestServer, rs: &Issued) -> Verifier {
+pub fn with_source(builder: Builder, setup: &Setup, server: &TestServer, rs: &Issued) -> Verifier {
     builder
         .grpc_endpoint(
             format!("https://localhost:{}", server.addr.port()),
