@@ -1,5 +1,6 @@
 //! The issuing authority: the core's entry point for requests. It authenticates the peer as
-//! a client, applies the client's policy and signs with the current key; it answers
+//! a client, applies the client's policy — for `client_credentials`, a token exchange or a
+//! transaction token (`txn`) — and signs with the current key; it answers
 //! introspection against the key ring, the client registry and the blocklist; and it decides
 //! what a revocation request changes. It reads the state it is handed and holds no lock while
 //! anything awaits.

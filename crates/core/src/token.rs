@@ -1,6 +1,6 @@
-//! Access tokens (RFC 9068 profile): the claims, the grant rules for scope, audience and
-//! lifetime, signing with the current key, and verification against a key set (JWS itself is
-//! [`crate::jose`]'s).
+//! Access tokens (RFC 9068 profile): the claims (with a delegated token's actor chain and
+//! ancestors), why issuance is refused, minting what a grant decided (the grants are
+//! [`crate::grant`]'s), and verification against a key set (JWS itself is [`crate::jose`]'s).
 
 use std::time::Duration;
 
@@ -150,13 +150,7 @@ impl AccessTokenClaims {
     /// Every party in the token's chain: the client it was issued to, its subject and each
     /// actor. Disabling or cutting off any of them makes the token inactive.
     pub fn parties(&self) -> Vec<&str> {
-        let mut parties = vec![self.client_id.as_str(), self.sub.as_str()];
-        if let Some(act) = &self.act {
-            parties.extend(act.chain());
-        }
-        parties.sort_unstable();
-        parties.dedup();
-        parties
+        parties(&self.client_id, &self.sub, self.act.as_ref())
     }
 
     /// This token as an ancestor of one exchanged from it.
@@ -191,6 +185,18 @@ impl AccessTokenClaims {
     pub fn depth(&self) -> usize {
         self.act.as_ref().map_or(0, |act| act.chain().len())
     }
+}
+
+/// Every party of a token's chain, each once: the client it was issued to, its subject and
+/// each actor.
+pub fn parties<'a>(client_id: &'a str, sub: &'a str, act: Option<&'a Actor>) -> Vec<&'a str> {
+    let mut parties = vec![client_id, sub];
+    if let Some(act) = act {
+        parties.extend(act.chain());
+    }
+    parties.sort_unstable();
+    parties.dedup();
+    parties
 }
 
 /// The tokens of a chain: the one with `jti`, `client_id` and `iat` first, then

@@ -68,11 +68,7 @@ impl VerifiedToken {
 
     /// Every party of the token's chain: its client, its subject and each actor.
     pub fn parties(&self) -> Vec<&str> {
-        let mut parties = vec![self.client_id.as_str(), self.subject.as_str()];
-        parties.extend(self.actors());
-        parties.sort_unstable();
-        parties.dedup();
-        parties
+        tokenmint_core::token::parties(&self.client_id, &self.subject, self.actor.as_ref())
     }
 }
 
