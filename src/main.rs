@@ -177,7 +177,8 @@ enum KeysCommand {
     Revoke {
         #[command(flatten)]
         remote: Remote,
-        /// The key id (kid).
+        /// The key id (kid). A base64url kid may begin with `-`; it is still the kid.
+        #[arg(allow_hyphen_values = true)]
         key_id: String,
     },
 }
@@ -402,7 +403,8 @@ enum RevokeCommand {
     TokenId {
         #[command(flatten)]
         remote: Remote,
-        /// The token id.
+        /// The token id (jti). A base64url id may begin with `-`; it is still the id.
+        #[arg(allow_hyphen_values = true)]
         token_id: String,
     },
     /// Cut a client off: revoke every token issued to it until now + leeway (admin).
@@ -1502,4 +1504,22 @@ async fn token_exchange(args: TokenExchangeArgs) -> Result<()> {
     json["issued_token_type"] = serde_json::Value::from(r.issued_token_type);
     out!("{json:#}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One kid or jti in 64 begins with `-` (base64url); it must not be read as a flag.
+    #[test]
+    fn a_key_or_token_id_beginning_with_a_hyphen_is_an_id() {
+        let cli = Cli::try_parse_from(["tokenmint", "keys", "revoke", "-yAbc_9"]);
+        assert!(
+            matches!(cli.map(|c| c.command), Ok(Command::Keys(KeysCommand::Revoke { key_id, .. })) if key_id == "-yAbc_9")
+        );
+        let cli = Cli::try_parse_from(["tokenmint", "revoke", "token-id", "-Q8x"]);
+        assert!(
+            matches!(cli.map(|c| c.command), Ok(Command::Revoke(RevokeCommand::TokenId { token_id, .. })) if token_id == "-Q8x")
+        );
+    }
 }
