@@ -360,6 +360,10 @@ struct ClientSpecArgs {
     /// A scope it may pass on when acting for another (repeatable; needs --act-for).
     #[arg(long = "delegate-scope")]
     delegate_scopes: Vec<String>,
+    /// It may name a transaction token's subject itself, in a self-signed JWT or unsigned
+    /// JSON (an edge gateway; off by default).
+    #[arg(long)]
+    asserts_txn_subjects: bool,
     /// Default token lifetime (default: tokens.default_lifetime).
     #[arg(long, value_parser = humantime::parse_duration)]
     default_lifetime: Option<Duration>,
@@ -1226,6 +1230,7 @@ fn client_spec(spec: ClientSpecArgs, disabled: bool) -> Result<ClientSpec> {
         act_for: spec.act_for,
         delegate_audiences: spec.delegate_audiences,
         delegate_scopes: spec.delegate_scopes,
+        asserts_txn_subjects: spec.asserts_txn_subjects,
     })
 }
 
@@ -1334,6 +1339,7 @@ async fn client_get(remote: &Remote, client_id: Option<String>) -> Result<()> {
             "act_for": c.act_for,
             "delegate_audiences": c.delegate_audiences,
             "delegate_scopes": c.delegate_scopes,
+            "asserts_txn_subjects": c.asserts_txn_subjects,
         })
     };
     if let Some(client_id) = client_id {
@@ -1379,6 +1385,11 @@ async fn client_list(config: &Path) -> Result<()> {
         .into_iter()
         .filter(|(_, values)| !values.is_empty())
         .map(|(key, values)| format!("\t{key}=[{}]", values.join(" ")))
+        .chain(
+            c.exchange
+                .asserts_txn_subjects
+                .then(|| "\tasserts_txn_subjects".to_owned()),
+        )
         .collect();
         out!(
             "{}\t{}={}\tscopes=[{}]\taudiences=[{}]\tpermissions=[{}]{exchange}\t{}{}",

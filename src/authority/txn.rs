@@ -11,7 +11,7 @@ use tokenmint_core::{
     crypto,
     grant::{ACCESS_TOKEN_TYPE, ExchangeRequest, JWT_TOKEN_TYPE},
     token::{self, IssueError, IssuedToken},
-    txn::{self, TxnIssuance, TxnRefusal, TxnRequest, TxnSubject, TxnTokenClaims},
+    txn::{self, AssertedSubject, TxnIssuance, TxnRefusal, TxnRequest, TxnSubject, TxnTokenClaims},
 };
 
 use super::{Authority, Inactive};
@@ -60,9 +60,47 @@ impl Authority {
                 let held = self.replaced(&request.subject_token, settings, now)?;
                 txn::txn_claims(&issuance, TxnSubject::Replacement(&held), &asked)?
             }
-            _ => return Err(TxnRefusal::SubjectNotAllowed.into()),
+            asserted => {
+                let asserted = self.asserted(auth, asserted, &request.subject_token, now)?;
+                let ceiling = &auth.client.scopes;
+                txn::txn_claims(
+                    &issuance,
+                    TxnSubject::Asserted {
+                        asserted: &asserted,
+                        ceiling,
+                    },
+                    &asked,
+                )?
+            }
         };
         self.sign_txn(auth, claims, now)
+    }
+
+    /// A subject the caller names itself, as a self-signed JWT (under its certificate's key)
+    /// or unsigned JSON: only from a client registered for it (`asserts_txn_subjects`).
+    fn asserted(
+        &self,
+        auth: &Authenticated<'_>,
+        token_type: &str,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<AssertedSubject, IssueError> {
+        if !auth.client.exchange.asserts_txn_subjects {
+            return Err(TxnRefusal::SubjectNotAllowed.into());
+        }
+        let asserted = match token_type {
+            txn::UNSIGNED_JSON_TYPE => txn::unsigned_subject(token)?,
+            txn::SELF_SIGNED_TYPE => {
+                let key = auth.peer.identity.key.as_ref().ok_or(TxnRefusal::Asserted(
+                    "self_signed",
+                    "needs a P-256, Ed25519 or RSA key in the certificate presented".into(),
+                ))?;
+                let (caller, issuer) = (auth.client.id.as_str(), self.issuer.name());
+                txn::self_signed_subject(token, key, caller, issuer, now, self.leeway)?
+            }
+            _ => return Err(TxnRefusal::SubjectNotAllowed.into()),
+        };
+        Ok(asserted)
     }
 
     /// A transaction token presented for replacement: this issuer's, for this trust

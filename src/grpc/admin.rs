@@ -94,6 +94,7 @@ fn client_info(client: &Client) -> ClientInfo {
         act_for: client.exchange.act_for.clone(),
         delegate_audiences: client.exchange.delegate_audiences.clone(),
         delegate_scopes: client.exchange.delegate_scopes.clone(),
+        asserts_txn_subjects: client.exchange.asserts_txn_subjects,
     }
 }
 

@@ -364,6 +364,7 @@ fn gateway_spec(id: &str, uri: &str) -> ClientSpec {
         act_for: vec!["demo".into()],
         delegate_audiences: vec![ORDERS_AUDIENCE.into()],
         delegate_scopes: vec!["orders:read".into()],
+        asserts_txn_subjects: true,
         ..spec(id, uri)
     }
 }
@@ -416,6 +417,7 @@ async fn a_clients_place_in_call_chains_round_trips_through_get_list_and_update(
         .unwrap()
         .into_inner();
     assert_eq!(exchange_of(&got), expected, "{got:?}");
+    assert!(got.asserts_txn_subjects, "{got:?}");
     let listed = admin
         .list_clients(ListClientsRequest::default())
         .await
@@ -427,12 +429,14 @@ async fn a_clients_place_in_call_chains_round_trips_through_get_list_and_update(
     // A client without one shows four empty lists.
     let demo = listed.iter().find(|c| c.client_id == "demo").unwrap();
     assert_eq!(exchange_of(demo), <[Vec<String>; 4]>::default(), "{demo:?}");
+    assert!(!demo.asserts_txn_subjects, "never by default");
 
     // An update replaces them: it serves another audience, acts for anyone, passes on no scope.
     let moved = ClientSpec {
         serves: strings(["https://gateway-v2.example"]),
         act_for: strings(["*"]),
         delegate_scopes: vec![],
+        asserts_txn_subjects: false,
         ..gateway_spec("gateway", GATEWAY_URI)
     };
     admin
@@ -458,6 +462,7 @@ async fn a_clients_place_in_call_chains_round_trips_through_get_list_and_update(
         ],
         "{got:?}"
     );
+    assert!(!got.asserts_txn_subjects, "{got:?}");
     // The audience it no longer serves is free for another client.
     let mut successor = spec("gateway-next", "spiffe://tokenmint.test/gateway-next");
     successor.serves = strings([GATEWAY_AUDIENCE]);

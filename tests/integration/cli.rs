@@ -1008,6 +1008,7 @@ fn a_clients_place_in_call_chains_is_added_listed_and_shown() {
         "https://orders.example",
         "--delegate-scope",
         "orders:read",
+        "--asserts-txn-subjects",
     ];
     let add = tokenmint(dir.path()).args(gateway).output().unwrap();
     assert!(add.status.success(), "{add:?}");
@@ -1041,6 +1042,7 @@ fn a_clients_place_in_call_chains_is_added_listed_and_shown() {
         "\tact_for=[demo]",
         "\tdelegate_audiences=[https://orders.example]",
         "\tdelegate_scopes=[orders:read]",
+        "\tasserts_txn_subjects",
     ] {
         assert!(line.contains(shown), "{shown:?} in {line}");
     }
@@ -1048,7 +1050,7 @@ fn a_clients_place_in_call_chains_is_added_listed_and_shown() {
         .lines()
         .find(|l| l.starts_with("plain\t"))
         .expect("listed");
-    for key in ["serves=", "act_for=", "delegate_"] {
+    for key in ["serves=", "act_for=", "delegate_", "asserts_txn_subjects"] {
         assert!(!plain.contains(key), "{key:?} in {plain}");
     }
 
@@ -1117,6 +1119,8 @@ fn a_clients_place_in_call_chains_is_added_listed_and_shown() {
     );
     assert_eq!(shown["delegate_scopes"], serde_json::json!(["orders:read"]));
     assert_eq!(get("plain")["serves"], serde_json::json!([]));
+    assert_eq!(shown["asserts_txn_subjects"], true);
+    assert_eq!(get("plain")["asserts_txn_subjects"], false);
     let updated = server.cli(&[
         "client",
         "update",

@@ -1056,6 +1056,7 @@ fn three_clients() -> Vec<Client> {
         act_for: vec!["billing".into(), "*".into()],
         delegate_audiences: vec![],
         delegate_scopes: vec!["ledger:read".into()],
+        asserts_txn_subjects: true,
     };
     rs.enabled = false;
     rs.secret_hash = Some((0u8..32).map(|b| b.wrapping_mul(37) ^ 0x80).collect());

@@ -360,3 +360,137 @@ async fn the_layer_takes_the_txn_token_header_and_hands_the_token_to_the_handler
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
+
+/// The edge gateway: registered to name a transaction's subject itself.
+const EDGE_URI: &str = "spiffe://tokenmint.test/edge";
+
+/// [`txn_setup`] with the edge gateway registered.
+fn edge_setup() -> Setup {
+    let edge = format!(
+        "[[clients]]\nid = \"edge\"\nsan_uri = \"{EDGE_URI}\"\n\
+         scopes = [\"orders:read\", \"orders:write\"]\nasserts_txn_subjects = true\n"
+    );
+    Setup::new(&format!(
+        "[txn_tokens]\ntrust_domain = \"{DOMAIN}\"\nlifetime = \"30s\"\n{}",
+        chain_clients_with(&[], &edge)
+    ))
+}
+
+/// A self-signed subject assertion for `sub` from `iss`, signed with `key_of`'s certificate
+/// key, living `lifetime` seconds from now.
+fn self_signed(key_of: &tokenmint::pki::Issued, iss: &str, sub: &str, lifetime: i64) -> String {
+    use tokenmint_core::crypto::{Algorithm, SigningKey};
+    let pkcs8 = rcgen::KeyPair::from_pem(&key_of.key_pem)
+        .unwrap()
+        .serialize_der();
+    let key = SigningKey::try_from_pkcs8(Algorithm::Es256, &pkcs8).unwrap();
+    let now = UnixTime::of(SystemClock.now()).as_secs();
+    crate::forgeries::forge(
+        serde_json::json!({"alg": "ES256", "typ": "JWT"}),
+        serde_json::json!({"iss": iss, "sub": sub, "aud": ISSUER, "iat": now, "exp": now + lifetime}),
+        &key,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_registered_for_it_names_the_subject_unsigned_or_self_signed() {
+    let setup = edge_setup();
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let edge = setup.pki.client_uri(EDGE_URI);
+
+    // Unsigned JSON: the subject as the edge says, a new transaction, the edge's scopes.
+    let unsigned = r#"{"sub":"user:alice","amr":["pwd"]}"#;
+    let issued = exchange(
+        &server,
+        &edge,
+        txn_request(unsigned, txn::UNSIGNED_JSON_TYPE, &["orders:read"]),
+    )
+    .await
+    .unwrap();
+    let (claims, _) = txn_claims(&server, &issued.access_token).await;
+    assert_eq!(
+        (claims.sub.as_str(), claims.req_wl.as_str()),
+        ("user:alice", "edge")
+    );
+    assert_eq!(claims.scope, "orders:read");
+    // The chain goes on from it as from any other.
+    let replaced = exchange(
+        &server,
+        &parties.c,
+        txn_request(&issued.access_token, txn::TXN_TOKEN_TYPE, &["orders:read"]),
+    )
+    .await
+    .unwrap();
+    let (next, _) = txn_claims(&server, &replaced.access_token).await;
+    assert_eq!((&next.txn, next.sub.as_str()), (&claims.txn, "user:alice"));
+    assert_eq!(next.requesters(), ["edge", "c"]);
+
+    // Self-signed with the key of the certificate the edge presents: never outliving it.
+    let assertion = self_signed(&edge, "edge", "user:bob", 10);
+    let issued = exchange(
+        &server,
+        &edge,
+        txn_request(&assertion, txn::SELF_SIGNED_TYPE, &["orders:write"]),
+    )
+    .await
+    .unwrap();
+    let (claims, _) = txn_claims(&server, &issued.access_token).await;
+    assert_eq!(claims.sub, "user:bob");
+    assert!(
+        claims.exp.since(claims.iat).as_secs() <= 10,
+        "not past the assertion"
+    );
+
+    // Refused: another workload's key, another `iss`, a purpose beyond the edge's scopes.
+    let refused = |subject: String, kind: &'static str, scope: &'static str| {
+        let (server, edge) = (&server, &edge);
+        async move { exchange(server, edge, txn_request(&subject, kind, &[scope])).await }
+    };
+    let cases = [
+        (
+            self_signed(&parties.b, "edge", "user:bob", 10),
+            "invalid_request",
+            "not signed with the key",
+        ),
+        (
+            self_signed(&edge, "b", "user:bob", 10),
+            "invalid_request",
+            "`iss`",
+        ),
+        (
+            self_signed(&edge, "edge", "user:bob", 600),
+            "invalid_request",
+            "at most 5 minutes",
+        ),
+    ];
+    for (subject, code, why) in cases {
+        let result = refused(subject, txn::SELF_SIGNED_TYPE, "orders:read").await;
+        let message = assert_exchange_refused(result, tonic::Code::InvalidArgument, code);
+        assert!(message.contains(why), "{why}: {message}");
+    }
+    let result = refused(
+        r#"{"subject":"x"}"#.into(),
+        txn::UNSIGNED_JSON_TYPE,
+        "orders:read",
+    )
+    .await;
+    let message = assert_exchange_refused(result, tonic::Code::InvalidArgument, "invalid_request");
+    assert!(message.contains("`sub`"), "{message}");
+    let result = refused(unsigned.into(), txn::UNSIGNED_JSON_TYPE, "orders:admin").await;
+    assert_exchange_refused(result, tonic::Code::InvalidArgument, "invalid_scope");
+
+    // B, not registered for it, may not name a subject, even with its own valid assertion.
+    let own = self_signed(&parties.b, "b", "user:bob", 10);
+    let message = assert_exchange_refused(
+        exchange(
+            &server,
+            &parties.b,
+            txn_request(&own, txn::SELF_SIGNED_TYPE, &["orders:read"]),
+        )
+        .await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
+    assert!(message.contains("not registered"), "{message}");
+}

@@ -194,6 +194,7 @@ pub(super) struct FileClient {
     pub(super) act_for: Vec<String>,
     pub(super) delegate_audiences: Vec<String>,
     pub(super) delegate_scopes: Vec<String>,
+    pub(super) asserts_txn_subjects: Option<bool>,
     pub(super) permissions: Option<Vec<String>>,
     pub(super) default_lifetime: Option<String>,
     pub(super) max_lifetime: Option<String>,

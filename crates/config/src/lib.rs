@@ -932,7 +932,7 @@ audiences = ["https://demo.tokenmint.dev"]
     #[test]
     fn a_client_names_the_audiences_it_serves_and_whom_it_may_act_for() {
         let c = load(&format!(
-            "{CLIENT}serves = [\"https://demo.tokenmint.dev\"]\nact_for = [\"web\", \"*\"]\ndelegate_audiences = [\"https://demo.tokenmint.dev\"]\ndelegate_scopes = [\"demo:read\"]\n"
+            "{CLIENT}serves = [\"https://demo.tokenmint.dev\"]\nact_for = [\"web\", \"*\"]\ndelegate_audiences = [\"https://demo.tokenmint.dev\"]\ndelegate_scopes = [\"demo:read\"]\nasserts_txn_subjects = true\n"
         ))
         .unwrap();
         let exchange = &c.clients[0].exchange;
@@ -940,6 +940,12 @@ audiences = ["https://demo.tokenmint.dev"]
         assert_eq!(exchange.act_for, ["web", "*"]);
         assert_eq!(exchange.delegate_audiences, ["https://demo.tokenmint.dev"]);
         assert_eq!(exchange.delegate_scopes, ["demo:read"]);
+        assert!(exchange.asserts_txn_subjects);
+        let plain = load(CLIENT).unwrap();
+        assert!(
+            !plain.clients[0].exchange.asserts_txn_subjects,
+            "never by default"
+        );
         refused(
             &format!("{CLIENT}act_for = [\"web\"]\ndelegate_audiences = [\"https://x.example\"]\n"),
             &["clients[0].delegate_audiences", "not in audiences"],

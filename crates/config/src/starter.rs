@@ -307,5 +307,8 @@ introspect_audiences = ["https://demo.tokenmint.dev"]
 # act_for = ["demo"]
 # delegate_audiences = []
 # delegate_scopes = []
+# Transaction tokens: whether this client may name the subject itself, in a self-signed JWT
+# (signed with its certificate's key) or unsigned JSON — an edge gateway, never by default.
+# asserts_txn_subjects = false
 enabled = true
 "#;

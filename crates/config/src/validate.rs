@@ -1147,6 +1147,7 @@ impl Validator<'_> {
             act_for: c.act_for,
             delegate_audiences: c.delegate_audiences,
             delegate_scopes: c.delegate_scopes,
+            asserts_txn_subjects: c.asserts_txn_subjects.unwrap_or(false),
         };
         let defaults = LifetimeDefaults {
             default: tokens.default_lifetime,

@@ -60,7 +60,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::CertificateThumbprint;
+use crate::crypto::{Algorithm, CertificateThumbprint, PublicKey};
 use x509_parser::asn1_rs::{Any, Class, Header, Tag};
 use x509_parser::extensions::GeneralName;
 use x509_parser::x509::{AttributeTypeAndValue, X509Name};
@@ -692,6 +692,55 @@ pub struct CertificateIdentity {
     pub san_dns: Vec<String>,
     /// The subject, as a parsed name.
     pub subject: DistinguishedName,
+    /// Its public key, where it is one a JWS can be checked under (P-256, Ed25519, RSA), with
+    /// the one algorithm taken under it: what a workload's self-signed assertion is verified
+    /// with.
+    pub key: Option<CertificateKey>,
+}
+
+/// A certificate's public key and the algorithm a signature under it must use (decided by
+/// the key, never by what is signed): ES256 for P-256, EdDSA for Ed25519, RS256 for RSA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateKey {
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// The key.
+    pub public: PublicKey,
+}
+
+impl CertificateKey {
+    /// The key of `spki`, if it is one of the three kinds.
+    fn of(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Option<Self> {
+        use x509_parser::oid_registry::{
+            OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
+        };
+        let oid = &spki.algorithm.algorithm;
+        let bits: &[u8] = &spki.subject_public_key.data;
+        let (algorithm, public) = if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
+            let curve = spki.algorithm.parameters.as_ref()?.as_oid().ok()?;
+            match bits {
+                [4, point @ ..] if curve == OID_EC_P256 && point.len() == 64 => {
+                    let (x, y) = point.split_at(32);
+                    let (x, y) = (x.to_vec(), y.to_vec());
+                    (Algorithm::Es256, PublicKey::P256 { x, y })
+                }
+                _ => return None,
+            }
+        } else if *oid == OID_SIG_ED25519 && bits.len() == 32 {
+            let x = bits.to_vec();
+            (Algorithm::EdDsa, PublicKey::Ed25519 { x })
+        } else if *oid == OID_PKCS1_RSAENCRYPTION {
+            let x509_parser::public_key::PublicKey::RSA(rsa) = spki.parsed().ok()? else {
+                return None;
+            };
+            let unpadded = |b: &[u8]| b.iter().skip_while(|&&x| x == 0).copied().collect();
+            let (n, e) = (unpadded(rsa.modulus), unpadded(rsa.exponent));
+            (Algorithm::Rs256, PublicKey::Rsa { n, e })
+        } else {
+            return None;
+        };
+        Some(Self { algorithm, public })
+    }
 }
 
 impl CertificateIdentity {
@@ -728,6 +777,7 @@ impl CertificateIdentity {
             san_uris,
             san_dns,
             subject: DistinguishedName::from_x509_name(certificate.subject()),
+            key: CertificateKey::of(certificate.public_key()),
         })
     }
 
@@ -1612,5 +1662,44 @@ mod tests {
                 "{kind} {value}"
             );
         }
+    }
+
+    #[test]
+    fn a_certificates_key_is_read_with_the_one_algorithm_it_takes() {
+        for (alg, algorithm) in [
+            (&rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::Es256),
+            (&rcgen::PKCS_ED25519, Algorithm::EdDsa),
+        ] {
+            let key = KeyPair::generate_for(alg).unwrap();
+            let der = CertificateParams::new(vec!["w.example".into()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap()
+                .der()
+                .to_vec();
+            let read = CertificateIdentity::from_der(&der).unwrap().key.unwrap();
+            let raw = key.public_key_raw();
+            let expected = match algorithm {
+                Algorithm::Es256 => PublicKey::P256 {
+                    x: raw[1..33].to_vec(),
+                    y: raw[33..].to_vec(),
+                },
+                _ => PublicKey::Ed25519 { x: raw.to_vec() },
+            };
+            assert_eq!(
+                read,
+                CertificateKey {
+                    algorithm,
+                    public: expected
+                }
+            );
+        }
+        let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let der = CertificateParams::new(vec!["w.example".into()])
+            .unwrap()
+            .self_signed(&p384)
+            .unwrap();
+        let identity = CertificateIdentity::from_der(der.der()).unwrap();
+        assert_eq!(identity.key, None, "a P-384 key has no algorithm here");
     }
 }

@@ -425,49 +425,88 @@ pub fn verify_compact<T: DeserializeOwned>(
     keys: &KeySet,
     types: &[&str],
 ) -> Result<VerifiedJws<T>, JwsError> {
-    if token.len() > MAX_JWS_LEN {
-        return Err(JwsError::Malformed("too long".into()));
-    }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwsError::Malformed("not three dot-separated parts".into()));
-    };
-    let header: Header = decode_part(header_b64, "header")?;
-    if header.crit.is_some() {
-        return Err(JwsError::Malformed("a critical header extension".into()));
-    }
-    let typ_ok = header
-        .typ
-        .as_deref()
-        .is_some_and(|t| types.iter().any(|want| t.eq_ignore_ascii_case(want)));
-    if !typ_ok {
-        return Err(JwsError::WrongType);
-    }
-    let kid = header.kid.ok_or(JwsError::UnknownKey)?;
+    let jws = Compact::split(token, types)?;
+    let kid = jws.header.kid.clone().ok_or(JwsError::UnknownKey)?;
     let key = keys.find(&kid).ok_or(JwsError::UnknownKey)?;
-    if header.alg != key.algorithm.as_str() {
-        return Err(JwsError::AlgorithmMismatch);
-    }
-    let signature = crypto::b64url_decode(signature_b64)
-        .ok_or_else(|| JwsError::Malformed("the signature is not base64url".into()))?;
-    if key.low_s_only && key.algorithm == Algorithm::Es256 && crypto::es256_is_high_s(&signature) {
-        return Err(JwsError::BadSignature);
-    }
-    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-    if !crypto::verify_signature(
-        key.algorithm,
-        &key.public,
-        signing_input.as_bytes(),
-        &signature,
-    ) {
-        return Err(JwsError::BadSignature);
-    }
     Ok(VerifiedJws {
-        payload: decode_part(payload_b64, "payload")?,
+        payload: jws.verified_under(key)?,
         kid,
     })
+}
+
+/// Verifies a compact JWS under the one key `key`, whatever `kid` it names, by the rules of
+/// [`verify_compact`]: for a token its signer's certificate vouches for (a workload's
+/// self-signed assertion), where the key comes from the connection, not from a key set.
+pub fn verify_compact_under<T: DeserializeOwned>(
+    token: &str,
+    key: &PublishedKey,
+    types: &[&str],
+) -> Result<T, JwsError> {
+    Compact::split(token, types)?.verified_under(key)
+}
+
+/// A compact JWS split into its parts, its header read and its `typ` checked.
+struct Compact<'a> {
+    token: &'a str,
+    header: Header,
+    payload_b64: &'a str,
+    signature_b64: &'a str,
+}
+
+impl<'a> Compact<'a> {
+    fn split(token: &'a str, types: &[&str]) -> Result<Self, JwsError> {
+        if token.len() > MAX_JWS_LEN {
+            return Err(JwsError::Malformed("too long".into()));
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwsError::Malformed("not three dot-separated parts".into()));
+        };
+        let header: Header = decode_part(header_b64, "header")?;
+        if header.crit.is_some() {
+            return Err(JwsError::Malformed("a critical header extension".into()));
+        }
+        let typ_ok = header
+            .typ
+            .as_deref()
+            .is_some_and(|t| types.iter().any(|want| t.eq_ignore_ascii_case(want)));
+        if !typ_ok {
+            return Err(JwsError::WrongType);
+        }
+        Ok(Self {
+            token,
+            header,
+            payload_b64,
+            signature_b64,
+        })
+    }
+
+    /// The payload, once `alg` is `key`'s algorithm and the signature verifies under it.
+    fn verified_under<T: DeserializeOwned>(&self, key: &PublishedKey) -> Result<T, JwsError> {
+        if self.header.alg != key.algorithm.as_str() {
+            return Err(JwsError::AlgorithmMismatch);
+        }
+        let signature = crypto::b64url_decode(self.signature_b64)
+            .ok_or_else(|| JwsError::Malformed("the signature is not base64url".into()))?;
+        if key.low_s_only
+            && key.algorithm == Algorithm::Es256
+            && crypto::es256_is_high_s(&signature)
+        {
+            return Err(JwsError::BadSignature);
+        }
+        let signing_input = &self.token[..self.token.len() - self.signature_b64.len() - 1];
+        if !crypto::verify_signature(
+            key.algorithm,
+            &key.public,
+            signing_input.as_bytes(),
+            &signature,
+        ) {
+            return Err(JwsError::BadSignature);
+        }
+        decode_part(self.payload_b64, "payload")
+    }
 }
 
 /// The protected header members looked at (the others are ignored).

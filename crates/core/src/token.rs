@@ -623,6 +623,9 @@ pub enum TxnRefusal {
     /// `request_context` or `request_details` is not a bounded JSON object.
     #[error("{0}")]
     Context(String),
+    /// A self-signed or unsigned subject that does not say who, or is not good.
+    #[error("the {0} subject_token {1}")]
+    Asserted(&'static str, String),
     /// A self-signed or unsigned subject from a client not registered for them.
     #[error(
         "this client is not registered to name a subject with a self-signed or unsigned subject_token"

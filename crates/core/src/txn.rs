@@ -12,8 +12,9 @@ use serde_json::{Map, Value};
 
 use crate::{
     clock::UnixTime,
-    jose::{self, KeySet},
-    token::{AccessTokenClaims, IssueError, VerifyError},
+    identity::CertificateKey,
+    jose::{self, KeyId, KeySet, PublishedKey},
+    token::{AccessTokenClaims, Audience, IssueError, VerifyError},
 };
 
 pub use crate::token::TxnRefusal;
@@ -30,6 +31,10 @@ pub const TXN_JWT_TYPE: &str = "txntoken+jwt";
 pub const TXN_TOKEN_TYPE_NAME: &str = "N_A";
 /// The longest `request_context` or `request_details` taken, in bytes of JSON.
 pub const MAX_CONTEXT_LEN: usize = 4096;
+/// The longest subject a workload may name, in bytes.
+pub const MAX_SUBJECT_LEN: usize = 255;
+/// The longest a self-signed subject assertion may live (`exp` − `iat`).
+pub const MAX_ASSERTION_LIFETIME: Duration = Duration::from_secs(300);
 
 /// The claims of a transaction token (draft §9.2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,15 +76,32 @@ impl TxnTokenClaims {
     }
 }
 
-/// What a transaction token is made from: a tokenmint access token, or a transaction token
-/// to replace. (Self-signed and unsigned subjects, for clients registered for them, are
-/// read into an access-token-like subject by the server before this.)
+/// What a transaction token is made from: a tokenmint access token, a subject the caller
+/// names itself (its registration allowing it), or a transaction token to replace.
 #[derive(Clone, Copy, Debug)]
 pub enum TxnSubject<'a> {
     /// A new transaction, for the subject of this access token.
     AccessToken(&'a AccessTokenClaims),
+    /// A new transaction, for a subject the caller asserts, its purpose within `ceiling`
+    /// (the caller's registered scopes).
+    Asserted {
+        /// The subject.
+        asserted: &'a AssertedSubject,
+        /// The scopes the purpose must be within.
+        ceiling: &'a [String],
+    },
     /// A replacement of this transaction token.
     Replacement(&'a TxnTokenClaims),
+}
+
+/// A subject a workload names itself (draft §11.2.1, §11.2.2): whom the transaction is
+/// for, and until when the assertion holds (a self-signed JWT's `exp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssertedSubject {
+    /// `sub`.
+    pub sub: String,
+    /// The assertion's `exp`, if it has one.
+    pub until: Option<UnixTime>,
 }
 
 /// What a transaction-token request asks for (draft §11.1).
@@ -133,6 +155,10 @@ pub fn txn_claims(
     }
     let (held, exp) = match subject {
         TxnSubject::AccessToken(t) => (t.scopes(), t.exp),
+        TxnSubject::Asserted { asserted, ceiling } => (
+            ceiling.to_vec(),
+            asserted.until.unwrap_or(x.now.saturating_add(x.lifetime)),
+        ),
         TxnSubject::Replacement(t) => (t.scopes().into_iter().map(str::to_owned).collect(), t.exp),
     };
     if exp <= x.now {
@@ -151,6 +177,13 @@ pub fn txn_claims(
         TxnSubject::AccessToken(t) => (
             x.new_txn.to_owned(),
             t.sub.clone(),
+            x.requester.to_owned(),
+            request.request_details.clone(),
+            request.request_context.clone(),
+        ),
+        TxnSubject::Asserted { asserted, .. } => (
+            x.new_txn.to_owned(),
+            asserted.sub.clone(),
             x.requester.to_owned(),
             request.request_details.clone(),
             request.request_context.clone(),
@@ -228,6 +261,95 @@ pub fn verify_txn(
         return Err(VerifyError::NotYetValid);
     }
     Ok(claims)
+}
+
+/// An unsigned JSON subject (draft §11.2.2): a JSON object of at most [`MAX_CONTEXT_LEN`]
+/// bytes whose `sub` names the subject; other members are not read.
+pub fn unsigned_subject(text: &str) -> Result<AssertedSubject, TxnRefusal> {
+    let refused = |why: String| TxnRefusal::Asserted("unsigned_json", why);
+    let object = context_object("it", text).map_err(refused)?;
+    let sub = match object.get("sub") {
+        Some(Value::String(sub)) => checked_subject(sub).map_err(refused)?,
+        _ => {
+            return Err(refused(
+                "must name the subject in a string member `sub`".into(),
+            ));
+        }
+    };
+    Ok(AssertedSubject { sub, until: None })
+}
+
+/// The claims of a self-signed subject assertion that are read.
+#[derive(Deserialize)]
+struct SelfSigned {
+    iss: String,
+    sub: String,
+    aud: Audience,
+    iat: UnixTime,
+    exp: UnixTime,
+}
+
+/// A self-signed JWT subject (draft §11.2.1), from the workload `caller` that presented the
+/// certificate whose key is `key`: `typ` `JWT`; signed under that key with its algorithm;
+/// `iss` the caller's client id; `aud` naming this `issuer`; issued no later than `now` (with
+/// `leeway`), not expired, and living at most [`MAX_ASSERTION_LIFETIME`].
+pub fn self_signed_subject(
+    token: &str,
+    key: &CertificateKey,
+    caller: &str,
+    issuer: &str,
+    now: UnixTime,
+    leeway: Duration,
+) -> Result<AssertedSubject, TxnRefusal> {
+    let refused = |why: &str| TxnRefusal::Asserted("self_signed", why.to_owned());
+    let key = PublishedKey {
+        kid: KeyId::from_stored(""),
+        algorithm: key.algorithm,
+        public: key.public.clone(),
+        low_s_only: false,
+    };
+    let claims: SelfSigned = jose::verify_compact_under(token, &key, &["JWT"]).map_err(|e| {
+        refused(match e {
+            jose::JwsError::WrongType => "must have `typ` JWT",
+            jose::JwsError::AlgorithmMismatch => {
+                "must be signed with the algorithm of the certificate's key (ES256, EdDSA or RS256)"
+            }
+            jose::JwsError::BadSignature | jose::JwsError::UnknownKey => {
+                "is not signed with the key of the certificate presented"
+            }
+            jose::JwsError::Malformed(_) => {
+                "is not a compact JWT with string `iss`, `sub`, `aud` and numeric `iat`, `exp`"
+            }
+        })
+    })?;
+    if claims.iss != caller {
+        return Err(refused("must name the calling client as `iss`"));
+    }
+    if !claims.aud.to_vec().iter().any(|a| a == issuer) {
+        return Err(refused("must name this issuer in `aud`"));
+    }
+    if claims.exp <= now || claims.iat.saturating_sub(leeway) > now {
+        return Err(refused("is expired or not yet valid"));
+    }
+    if claims.exp.since(claims.iat) > MAX_ASSERTION_LIFETIME {
+        return Err(refused("may live at most 5 minutes (`exp` − `iat`)"));
+    }
+    let sub =
+        checked_subject(&claims.sub).map_err(|why| TxnRefusal::Asserted("self_signed", why))?;
+    Ok(AssertedSubject {
+        sub,
+        until: Some(claims.exp),
+    })
+}
+
+/// A subject a workload names: 1 to [`MAX_SUBJECT_LEN`] bytes, no control characters.
+fn checked_subject(sub: &str) -> Result<String, String> {
+    if sub.is_empty() || sub.len() > MAX_SUBJECT_LEN || sub.chars().any(char::is_control) {
+        return Err(format!(
+            "`sub` must be 1 to {MAX_SUBJECT_LEN} bytes without control characters"
+        ));
+    }
+    Ok(sub.to_owned())
 }
 
 /// A `request_context` or `request_details` parameter: a JSON object of at most
@@ -436,5 +558,187 @@ mod tests {
                 .unwrap_err()
                 .contains("longer")
         );
+    }
+
+    /// Signs as a workload does with its certificate's key.
+    #[derive(Debug)]
+    struct Workload(crate::crypto::SigningKey, KeyId);
+
+    impl jose::Signer for Workload {
+        fn kid(&self) -> &KeyId {
+            &self.1
+        }
+        fn algorithm(&self) -> crate::crypto::Algorithm {
+            self.0.algorithm()
+        }
+        fn sign(&self, message: &[u8]) -> Result<Vec<u8>, crate::crypto::CryptoError> {
+            self.0.sign(message)
+        }
+    }
+
+    fn workload(algorithm: crate::crypto::Algorithm) -> (std::sync::Arc<Workload>, CertificateKey) {
+        let (key, _) = crate::crypto::SigningKey::generate(algorithm).unwrap();
+        let certificate = CertificateKey {
+            algorithm,
+            public: key.public_key(),
+        };
+        (
+            std::sync::Arc::new(Workload(key, KeyId::from_stored("k"))),
+            certificate,
+        )
+    }
+
+    fn assertion(signer: &std::sync::Arc<Workload>, typ: &str, claims: Value) -> String {
+        jose::CompactSigner::new(signer.clone(), typ)
+            .sign_compact(claims.to_string().as_bytes())
+            .unwrap()
+    }
+
+    fn good_claims() -> Value {
+        serde_json::json!({
+            "iss": "gateway", "sub": "user:alice", "aud": "https://issuer",
+            "iat": 190, "exp": 250,
+        })
+    }
+
+    #[test]
+    fn a_self_signed_subject_is_verified_under_the_presenters_certificate_key() {
+        let (signer, key) = workload(crate::crypto::Algorithm::Es256);
+        let now = UnixTime::from_secs(200);
+        let leeway = Duration::from_secs(5);
+        let token = assertion(&signer, "JWT", good_claims());
+        let asserted =
+            self_signed_subject(&token, &key, "gateway", "https://issuer", now, leeway).unwrap();
+        assert_eq!(asserted.sub, "user:alice");
+        assert_eq!(asserted.until, Some(UnixTime::from_secs(250)));
+
+        let (_, other_key) = workload(crate::crypto::Algorithm::Es256);
+        let (ed_signer, _) = workload(crate::crypto::Algorithm::EdDsa);
+        let with = |change: &dyn Fn(&mut Value)| {
+            let mut claims = good_claims();
+            change(&mut claims);
+            assertion(&signer, "JWT", claims)
+        };
+        let refusals = [
+            (token.clone(), &other_key, "not signed with the key"),
+            (
+                assertion(&ed_signer, "JWT", good_claims()),
+                &key,
+                "algorithm of the certificate",
+            ),
+            (
+                assertion(&signer, "at+jwt", good_claims()),
+                &key,
+                "`typ` JWT",
+            ),
+            (with(&|c| c["iss"] = "edge".into()), &key, "`iss`"),
+            (with(&|c| c["aud"] = "https://other".into()), &key, "`aud`"),
+            (with(&|c| c["exp"] = 200.into()), &key, "expired"),
+            (with(&|c| c["iat"] = 206.into()), &key, "not yet valid"),
+            (with(&|c| c["exp"] = 491.into()), &key, "at most 5 minutes"),
+            (with(&|c| c["sub"] = "".into()), &key, "`sub` must be"),
+            (
+                with(&|c| c["sub"] = "a\u{7}b".into()),
+                &key,
+                "`sub` must be",
+            ),
+            (
+                with(&|c| drop(c.as_object_mut().unwrap().remove("sub"))),
+                &key,
+                "compact JWT",
+            ),
+        ];
+        for (token, key, why) in refusals {
+            let refused =
+                self_signed_subject(&token, key, "gateway", "https://issuer", now, leeway)
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                refused.starts_with("the self_signed subject_token"),
+                "{refused}"
+            );
+            assert!(refused.contains(why), "{why}: {refused}");
+        }
+    }
+
+    #[test]
+    fn an_unsigned_subject_names_sub_in_a_bounded_json_object() {
+        let asserted = unsigned_subject(r#"{"sub": "user:alice", "amr": "pwd"}"#).unwrap();
+        assert_eq!(
+            (asserted.sub.as_str(), asserted.until),
+            ("user:alice", None)
+        );
+        let long = format!(r#"{{"sub": "{}"}}"#, "a".repeat(MAX_SUBJECT_LEN + 1));
+        let padded = format!(r#"{{"sub": "a", "x": "{}"}}"#, "a".repeat(MAX_CONTEXT_LEN));
+        for bad in [
+            r#"{"sub": 7}"#,
+            r#"{}"#,
+            r#"["a"]"#,
+            "user:alice",
+            &long,
+            &padded,
+        ] {
+            let refused = unsigned_subject(bad).unwrap_err().to_string();
+            assert!(
+                refused.starts_with("the unsigned_json subject_token"),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_asserted_subject_starts_a_transaction_within_the_callers_scopes() {
+        let asserted = AssertedSubject {
+            sub: "user:alice".into(),
+            until: Some(UnixTime::from_secs(230)),
+        };
+        let ceiling = ["orders:read".to_owned(), "orders:write".to_owned()];
+        let subject = TxnSubject::Asserted {
+            asserted: &asserted,
+            ceiling: &ceiling,
+        };
+        let claims = txn_claims(
+            &issuance("gateway"),
+            subject,
+            &asking(&["orders:read"], None),
+        )
+        .unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.txn.as_str()),
+            ("user:alice", "txn-1")
+        );
+        assert_eq!(
+            (claims.req_wl.as_str(), claims.scope.as_str()),
+            ("gateway", "orders:read")
+        );
+        assert_eq!(
+            claims.exp,
+            UnixTime::from_secs(230),
+            "never outlives the assertion"
+        );
+        let unsigned = AssertedSubject {
+            sub: "user:alice".into(),
+            until: None,
+        };
+        let subject = TxnSubject::Asserted {
+            asserted: &unsigned,
+            ceiling: &ceiling,
+        };
+        let claims = txn_claims(
+            &issuance("gateway"),
+            subject,
+            &asking(&["orders:read"], None),
+        )
+        .unwrap();
+        assert_eq!(
+            claims.exp,
+            UnixTime::from_secs(260),
+            "the configured lifetime"
+        );
+        let refused = txn_claims(&issuance("gateway"), subject, &asking(&["admin"], None));
+        assert!(matches!(
+            refused,
+            Err(IssueError::Txn(TxnRefusal::Scope(_)))
+        ));
     }
 }

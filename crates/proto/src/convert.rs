@@ -78,6 +78,7 @@ pub fn client_draft(spec: ClientSpec) -> Result<ClientDraft, String> {
         act_for: spec.act_for,
         delegate_audiences: spec.delegate_audiences,
         delegate_scopes: spec.delegate_scopes,
+        asserts_txn_subjects: spec.asserts_txn_subjects,
     })
 }
 

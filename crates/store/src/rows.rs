@@ -250,6 +250,7 @@ pub(super) fn client_from(row: &impl Columns) -> Result<Client, StoreError> {
             act_for: row.list("act_for")?,
             delegate_audiences: row.list("delegate_audiences")?,
             delegate_scopes: row.list("delegate_scopes")?,
+            asserts_txn_subjects: row.flag("asserts_txn_subjects")?,
         },
         permissions,
         default_lifetime: lifetime("default_lifetime_s")?,

@@ -765,7 +765,7 @@ async fn insert_client<DB: Sql>(
     let statement = format!(
         "INSERT INTO clients ({POLICY_COLUMNS}, id, enabled, secret_hash, created_at, \
          updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         $16, $17, $18, $18){}",
+         $16, $17, $18, $19, $19){}",
         if if_absent {
             " ON CONFLICT (id) DO NOTHING"
         } else {
@@ -797,7 +797,7 @@ async fn write_policy<DB: Sql>(
 ) -> Result<(), StoreError> {
     let statement = format!(
         "UPDATE clients SET ({POLICY_COLUMNS}, updated_at) = \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) WHERE id = $16"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) WHERE id = $17"
     );
     bind_policy(conn.sql(&statement), client)
         .arg(now.as_secs())
@@ -812,9 +812,9 @@ async fn write_policy<DB: Sql>(
 /// A client's policy columns, in the order [`bind_policy`] binds them.
 const POLICY_COLUMNS: &str = "matcher_kind, matcher_value, scopes, default_scopes, audiences, \
      default_audiences, permissions, default_lifetime_s, max_lifetime_s, introspect_audiences, \
-     serves, act_for, delegate_audiences, delegate_scopes";
+     serves, act_for, delegate_audiences, delegate_scopes, asserts_txn_subjects";
 
-/// `statement` with `client`'s [`POLICY_COLUMNS`] bound to its next fourteen placeholders.
+/// `statement` with `client`'s [`POLICY_COLUMNS`] bound to its next fifteen placeholders.
 fn bind_policy<'a, DB: Sql>(statement: Bound<'a, DB>, client: &Client) -> Bound<'a, DB> {
     statement
         .arg(client.matcher.kind())
@@ -831,6 +831,7 @@ fn bind_policy<'a, DB: Sql>(statement: Bound<'a, DB>, client: &Client) -> Bound<
         .arg(json_list(&client.exchange.act_for))
         .arg(json_list(&client.exchange.delegate_audiences))
         .arg(json_list(&client.exchange.delegate_scopes))
+        .arg(flag(client.exchange.asserts_txn_subjects))
 }
 
 /// Replaces the audiences `client` serves; one another client serves is a `Conflict`.

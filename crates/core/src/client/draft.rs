@@ -63,6 +63,8 @@ pub struct ClientDraft {
     pub delegate_audiences: Vec<String>,
     /// The scopes it may pass on when acting for another.
     pub delegate_scopes: Vec<String>,
+    /// Whether it may name a transaction token's subject itself (self-signed or unsigned).
+    pub asserts_txn_subjects: bool,
 }
 
 /// The token lifetimes a client falls back on: `tokens.default_lifetime` and
@@ -213,13 +215,16 @@ impl ClientDraft {
         let permissions = permissions(self.permissions)?;
         let (default_lifetime, max_lifetime) =
             lifetimes(self.default_lifetime, self.max_lifetime, defaults)?;
-        let exchange = exchange_policy(
-            self.serves,
-            self.act_for,
-            self.delegate_audiences,
-            self.delegate_scopes,
-            &self.audiences,
-        )?;
+        let exchange = ExchangePolicy {
+            asserts_txn_subjects: self.asserts_txn_subjects,
+            ..exchange_policy(
+                self.serves,
+                self.act_for,
+                self.delegate_audiences,
+                self.delegate_scopes,
+                &self.audiences,
+            )?
+        };
         Ok(Client {
             id,
             matcher,
@@ -279,6 +284,7 @@ fn exchange_policy(
             act_for,
             delegate_audiences,
             delegate_scopes,
+            asserts_txn_subjects: false,
         }),
     }
 }

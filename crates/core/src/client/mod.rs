@@ -213,6 +213,10 @@ pub struct ExchangePolicy {
     pub delegate_audiences: Vec<String>,
     /// The scopes it may pass on when acting for another.
     pub delegate_scopes: Vec<String>,
+    /// Whether it may name a transaction token's subject itself, in a self-signed JWT or an
+    /// unsigned JSON object (an edge gateway that authenticated a caller tokenmint never
+    /// saw); never by default.
+    pub asserts_txn_subjects: bool,
 }
 
 impl ExchangePolicy {
