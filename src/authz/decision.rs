@@ -1,14 +1,17 @@
 //! One decision per request, written once for every proxy protocol: the bearer token and the
 //! caller's certificate as the proxy forwarded them, checked by the verifier, then the scopes
-//! the path requires. Each face (forward auth over HTTP, Envoy's ext_authz over gRPC) maps it
-//! once, with the one status rule here.
+//! the path requires, then the transaction token (`Txn-Token`) where the path requires one or
+//! the caller sent one. Each face (forward auth over HTTP, Envoy's ext_authz over gRPC) maps
+//! it once, with the one status rule here.
 
 use std::sync::Arc;
 
 use http::StatusCode;
 use tokenmint_core::forwarded::{self, ForwardedError, HeaderFormat};
 use tokenmint_core::request_path;
-use tokenmint_verify::{PeerCertificate, VerifiedToken, Verifier, VerifyError};
+use tokenmint_verify::{PeerCertificate, TxnToken, VerifiedToken, Verifier, VerifyError};
+
+use crate::config::AuthzConfig;
 
 /// What the proxy told us of a request.
 #[derive(Debug)]
@@ -20,15 +23,52 @@ pub struct Ask<'a> {
     /// The original request target, as the proxy reported it (for per-path scopes); `None`
     /// when the proxy did not say.
     pub path: Option<&'a str>,
+    /// The `Txn-Token` header (absent or empty: none).
+    pub txn_token: Option<&'a str>,
+}
+
+/// What a request is held to, beside the token's own checks.
+#[derive(Clone, Copy, Debug)]
+pub struct Rules<'a> {
+    /// How the proxy encodes the caller's certificate.
+    pub format: HeaderFormat,
+    /// Scopes required by path prefix, longest first.
+    pub scopes: &'a [(String, Vec<String>)],
+    /// Whether transaction tokens are looked at (the verifier has a trust domain).
+    pub txn_tokens: bool,
+    /// Purposes a transaction token must carry, by path prefix, longest first: a path under
+    /// one needs a transaction token.
+    pub txn_required: &'a [(String, Vec<String>)],
+}
+
+impl<'a> Rules<'a> {
+    /// The rules `config` sets.
+    pub fn of(config: &'a AuthzConfig) -> Self {
+        Self {
+            format: config.certificate_format,
+            scopes: &config.required_scopes,
+            txn_tokens: config.trust_domain.is_some(),
+            txn_required: &config.txn_required,
+        }
+    }
 }
 
 /// Allowed, with what goes upstream; or refused, and why.
 #[derive(Debug)]
 pub enum Decision {
     /// The token verified: its claims for the headers upstream.
-    Allow(Arc<VerifiedToken>),
+    Allow(Allowed),
     /// Refused.
     Deny(Denial),
+}
+
+/// An allowed request: the access token, and the transaction token if one came.
+#[derive(Debug)]
+pub struct Allowed {
+    /// The access token's claims.
+    pub token: Arc<VerifiedToken>,
+    /// The transaction token's claims.
+    pub txn: Option<TxnToken>,
 }
 
 /// Why a request is refused: the kinds every face maps to its statuses.
@@ -44,6 +84,11 @@ pub enum Denial {
     BadCertificateHeader(ForwardedError),
     /// A scope the path requires is missing: `403 insufficient_scope`.
     InsufficientScope(String),
+    /// The transaction token the path requires is missing, or the one sent is not good (or
+    /// not from a workload with a certificate): `403`.
+    TxnToken(&'static str),
+    /// The transaction token lacks a purpose the path requires: `403`.
+    TxnPurpose(String),
     /// The sidecar cannot vouch for its state (stale, not ready): refused, retry soon.
     Unavailable(&'static str),
 }
@@ -56,6 +101,8 @@ impl Denial {
             Denial::InvalidToken(reason) | Denial::WrongCertificate(reason) => reason,
             Denial::BadCertificateHeader(_) => "bad_certificate_header",
             Denial::InsufficientScope(_) => "insufficient_scope",
+            Denial::TxnToken(reason) => reason,
+            Denial::TxnPurpose(_) => "txn_insufficient_purpose",
             Denial::Unavailable(reason) => reason,
         }
     }
@@ -68,15 +115,22 @@ impl Denial {
             Denial::NoToken | Denial::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Denial::WrongCertificate(_)
             | Denial::BadCertificateHeader(_)
-            | Denial::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            | Denial::InsufficientScope(_)
+            | Denial::TxnToken(_)
+            | Denial::TxnPurpose(_) => StatusCode::FORBIDDEN,
             Denial::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// The `WWW-Authenticate` challenge (RFC 6750 §3), with no detail an attacker could use.
+    /// A transaction-token refusal is `invalid_request`: the bearer token was good, the request
+    /// lacked what the path needs beside it.
     pub fn challenge(&self) -> String {
         match self {
             Denial::NoToken => "Bearer".into(),
+            Denial::TxnToken(_) | Denial::TxnPurpose(_) => {
+                "Bearer error=\"invalid_request\", error_description=\"Txn-Token\"".into()
+            }
             Denial::InsufficientScope(scope) => format!(
                 "Bearer error=\"insufficient_scope\", scope=\"{}\"",
                 scope.replace(['"', '\\'], "'")
@@ -86,14 +140,8 @@ impl Denial {
     }
 }
 
-/// The decision for `ask`, with `format` the proxy's certificate encoding and `scopes` the
-/// required scopes by path prefix (longest first).
-pub async fn decide(
-    verifier: &Verifier,
-    format: HeaderFormat,
-    scopes: &[(String, Vec<String>)],
-    ask: Ask<'_>,
-) -> Decision {
+/// The decision for `ask` under `rules`.
+pub async fn decide(verifier: &Verifier, rules: Rules<'_>, ask: Ask<'_>) -> Decision {
     // The layer's own rule: another scheme, or `Bearer` with nothing after it, is no token.
     let Some(token) = ask
         .authorization
@@ -103,7 +151,7 @@ pub async fn decide(
     };
     let certificate = match ask.certificate.map(str::trim).filter(|v| !v.is_empty()) {
         None => None,
-        Some(value) => match forwarded::leaf_certificate(format, value) {
+        Some(value) => match forwarded::leaf_certificate(rules.format, value) {
             Ok(der) => Some(PeerCertificate::from_der(der)),
             Err(error) => return Decision::Deny(Denial::BadCertificateHeader(error)),
         },
@@ -115,13 +163,56 @@ pub async fn decide(
         Ok(verified) => verified,
         Err(error) => return Decision::Deny(denial_of(&error)),
     };
-    if let Some(missing) = required_scopes(scopes, ask.path)
+    if let Some(missing) = required_scopes(rules.scopes, ask.path)
         .into_iter()
         .find(|s| !verified.has_scope(s))
     {
         return Decision::Deny(Denial::InsufficientScope(missing.to_owned()));
     }
-    Decision::Allow(verified)
+    match transaction(verifier, rules, &ask, certificate.as_ref()).await {
+        Ok(txn) => Decision::Allow(Allowed {
+            token: verified,
+            txn,
+        }),
+        Err(denial) => Decision::Deny(denial),
+    }
+}
+
+/// The transaction token of `ask`, verified as a receiving workload verifies it (from the
+/// caller's certificate), where the path requires one or the caller sent one (a token sent
+/// is never passed over unchecked), with the purposes the path requires.
+async fn transaction(
+    verifier: &Verifier,
+    rules: Rules<'_>,
+    ask: &Ask<'_>,
+    certificate: Option<&PeerCertificate>,
+) -> Result<Option<TxnToken>, Denial> {
+    if !rules.txn_tokens {
+        return Ok(None);
+    }
+    let required = under(rules.txn_required, ask.path);
+    let sent = ask.txn_token.map(str::trim).filter(|t| !t.is_empty());
+    let token = match (sent, &required) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => return Err(Denial::TxnToken("txn_token_missing")),
+        (Some(token), _) => token,
+    };
+    let txn = match verifier
+        .verify_txn(token, certificate, verifier.now())
+        .await
+    {
+        Ok(txn) => txn,
+        Err(error) if error.is_unavailable() => return Err(Denial::Unavailable(error.reason())),
+        Err(VerifyError::CertificateRequired) => {
+            return Err(Denial::TxnToken("txn_token_no_certificate"));
+        }
+        Err(_) => return Err(Denial::TxnToken("txn_token_invalid")),
+    };
+    let held = txn.scopes();
+    if let Some(missing) = required.into_iter().flatten().find(|p| !held.contains(p)) {
+        return Err(Denial::TxnPurpose(missing.to_owned()));
+    }
+    Ok(Some(txn))
 }
 
 /// The scopes a request to `target` must hold, given the required scopes by path prefix
@@ -133,14 +224,19 @@ pub fn required_scopes<'a>(
     scopes: &'a [(String, Vec<String>)],
     target: Option<&str>,
 ) -> Vec<&'a str> {
-    if scopes.is_empty() {
-        return Vec::new();
+    under(scopes, target).unwrap_or_default()
+}
+
+/// The scopes of the rules `target` falls under (the longest prefix of each reading, as for
+/// [`required_scopes`]), or `None` when it falls under none.
+pub fn under<'a>(rules: &'a [(String, Vec<String>)], target: Option<&str>) -> Option<Vec<&'a str>> {
+    if rules.is_empty() {
+        return None;
     }
     let longest = |path: &str| {
-        scopes
+        rules
             .iter()
             .find(|(prefix, _)| path.starts_with(prefix.as_str()))
-            .map_or(&[][..], |(_, scopes)| scopes.as_slice())
     };
     let readings = target.and_then(|target| {
         Some([
@@ -148,39 +244,56 @@ pub fn required_scopes<'a>(
             request_path::normalised(target)?,
         ])
     });
-    let mut required: Vec<&str> = match readings {
-        Some(readings) => readings
-            .iter()
-            .flat_map(|p| longest(p))
-            .map(String::as_str)
-            .collect(),
-        None => scopes
-            .iter()
-            .flat_map(|(_, s)| s)
-            .map(String::as_str)
-            .collect(),
+    let matched: Vec<&(String, Vec<String>)> = match readings {
+        Some(readings) => readings.iter().filter_map(|p| longest(p)).collect(),
+        None => rules.iter().collect(),
     };
+    if matched.is_empty() {
+        return None;
+    }
+    let mut required: Vec<&str> = matched
+        .iter()
+        .flat_map(|(_, s)| s)
+        .map(String::as_str)
+        .collect();
     required.sort_unstable();
     required.dedup();
-    required
+    Some(required)
 }
 
 /// The headers an allowed request goes upstream with (every proxy example in `deploy/`
 /// must pass each on, replacing any the caller sent).
-pub const UPSTREAM_HEADERS: [&str; 6] = [
+pub const UPSTREAM_HEADERS: [&str; 9] = [
     "x-tokenmint-client-id",
     "x-tokenmint-subject",
     "x-tokenmint-actor",
     "x-tokenmint-scope",
     "x-tokenmint-audience",
     "x-tokenmint-jti",
+    "x-tokenmint-txn",
+    "x-tokenmint-txn-subject",
+    "x-tokenmint-txn-scope",
 ];
 
 /// The values of [`UPSTREAM_HEADERS`]: the client the token was issued to, whom it is for
 /// (`sub`), for a delegated token the actors (the one acting now first, space-separated;
-/// empty otherwise), the scopes, the audiences and the token id.
-pub fn upstream_headers(token: &VerifiedToken) -> [(&'static str, String); 6] {
-    let [client_id, subject, actor, scope, audience, jti] = UPSTREAM_HEADERS;
+/// empty otherwise), the scopes, the audiences and the token id; then, where a transaction
+/// token came, its transaction id, subject and purpose (empty otherwise).
+pub fn upstream_headers(allowed: &Allowed) -> [(&'static str, String); 9] {
+    let [
+        client_id,
+        subject,
+        actor,
+        scope,
+        audience,
+        jti,
+        txn,
+        txn_subject,
+        txn_scope,
+    ] = UPSTREAM_HEADERS;
+    let token = &allowed.token;
+    let of_txn =
+        |value: fn(&TxnToken) -> String| allowed.txn.as_ref().map(value).unwrap_or_default();
     [
         (client_id, token.client_id.clone()),
         (subject, token.subject.clone()),
@@ -188,6 +301,9 @@ pub fn upstream_headers(token: &VerifiedToken) -> [(&'static str, String); 6] {
         (scope, token.scopes.join(" ")),
         (audience, token.audiences.join(" ")),
         (jti, token.token_id.clone()),
+        (txn, of_txn(|t| t.txn.clone())),
+        (txn_subject, of_txn(|t| t.sub.clone())),
+        (txn_scope, of_txn(|t| t.scope.clone())),
     ]
 }
 
@@ -271,6 +387,26 @@ mod tests {
             required_scopes(&rules, Some("/x/../admin/keys")),
             ["keys:admin", "read"]
         );
+    }
+
+    #[test]
+    fn a_path_under_a_rule_without_scopes_still_falls_under_it() {
+        let rules = vec![
+            ("/orders/admin".to_owned(), vec!["orders:write".to_owned()]),
+            ("/orders".to_owned(), vec![]),
+        ];
+        assert_eq!(under(&rules, Some("/orders/7")), Some(vec![]));
+        assert_eq!(
+            under(&rules, Some("/orders/admin/x")),
+            Some(vec!["orders:write"])
+        );
+        assert_eq!(
+            under(&rules, Some("/status/../orders/admin")),
+            Some(vec!["orders:write"])
+        );
+        assert_eq!(under(&rules, Some("/status")), None);
+        assert_eq!(under(&rules, None), Some(vec!["orders:write"]));
+        assert_eq!(under(&[], None), None);
     }
 
     #[test]

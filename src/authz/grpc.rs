@@ -20,7 +20,8 @@ use tokenmint_core::forwarded::HeaderFormat;
 use tonic::{Code, Request, Response, Status};
 
 use super::Sidecar;
-use super::decision::{Ask, Decision, Denial, decide, upstream_headers};
+use super::decision::{Ask, Decision, Denial, Rules, decide, upstream_headers};
+use tokenmint_verify::TXN_TOKEN_HEADER;
 
 /// The `Authorization` service over `sidecar`.
 pub fn service(sidecar: Arc<Sidecar>) -> AuthorizationServer<ExtAuthz> {
@@ -60,15 +61,14 @@ impl Authorization for ExtAuthz {
             authorization: header("authorization"),
             certificate,
             path: Some(http.path.as_str()).filter(|p| !p.is_empty()),
+            txn_token: header(TXN_TOKEN_HEADER),
         };
         let sidecar = &self.sidecar;
-        let decision = decide(
-            &sidecar.verifier,
+        let rules = Rules {
             format,
-            &sidecar.config.required_scopes,
-            ask,
-        )
-        .await;
+            ..Rules::of(&sidecar.config)
+        };
+        let decision = decide(&sidecar.verifier, rules, ask).await;
         super::count(&decision);
         Ok(Response::new(answer(&decision)))
     }
@@ -106,8 +106,8 @@ fn request_headers(
 /// The `CheckResponse` of a decision.
 fn answer(decision: &Decision) -> CheckResponse {
     match decision {
-        Decision::Allow(token) => {
-            let headers = upstream_headers(token)
+        Decision::Allow(allowed) => {
+            let headers = upstream_headers(allowed)
                 .into_iter()
                 .map(|(name, value)| header(name, value))
                 .collect();
@@ -206,6 +206,12 @@ mod tests {
             refused(Denial::InsufficientScope("orders:admin".into())),
             (7, 403, vec!["www-authenticate".into()])
         );
+        for txn in [
+            Denial::TxnToken("txn_token_missing"),
+            Denial::TxnPurpose("orders:write".into()),
+        ] {
+            assert_eq!(refused(txn), (7, 403, vec!["www-authenticate".into()]));
+        }
         assert_eq!(
             refused(Denial::Unavailable("stale")),
             (

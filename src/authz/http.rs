@@ -14,7 +14,8 @@ use axum::{
 };
 
 use super::Sidecar;
-use super::decision::{Ask, Decision, Denial, decide, upstream_headers};
+use super::decision::{Ask, Decision, Denial, Rules, decide, upstream_headers};
+use tokenmint_verify::TXN_TOKEN_HEADER;
 
 /// The forward-auth router.
 pub fn router(sidecar: Arc<Sidecar>) -> Router {
@@ -47,20 +48,15 @@ async fn verify(
         authorization: text(header::AUTHORIZATION.as_str()),
         certificate,
         path,
+        txn_token: text(TXN_TOKEN_HEADER),
     };
-    let decision = decide(
-        &sidecar.verifier,
-        sidecar.config.certificate_format,
-        &sidecar.config.required_scopes,
-        ask,
-    )
-    .await;
+    let decision = decide(&sidecar.verifier, Rules::of(&sidecar.config), ask).await;
     super::count(&decision);
     match decision {
-        Decision::Allow(token) => {
+        Decision::Allow(allowed) => {
             let mut response = StatusCode::OK.into_response();
             let headers = response.headers_mut();
-            for (name, value) in upstream_headers(&token) {
+            for (name, value) in upstream_headers(&allowed) {
                 if let Ok(value) = HeaderValue::from_str(&value) {
                     headers.insert(name, value);
                 }

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AuthzConfig;
 
-pub use decision::{Ask, Decision, Denial, decide, required_scopes};
+pub use decision::{Allowed, Ask, Decision, Denial, Rules, decide, required_scopes};
 pub use listen::Bound;
 
 /// The sidecar's state, shared by its listeners.
@@ -55,6 +55,9 @@ impl Sidecar {
         let mut builder = Verifier::builder(config.issuer.clone())
             .grpc_endpoint(config.issuer_endpoint.clone(), Arc::new(tls))
             .staleness(config.staleness);
+        if let Some(domain) = &config.trust_domain {
+            builder = builder.trust_domain(domain.clone());
+        }
         for audience in &config.audiences {
             builder = builder.audience(audience.clone());
         }

@@ -322,11 +322,20 @@ async fn every_proxys_certificate_format_reaches_the_same_decision() {
                     authorization: Some(&token),
                     certificate: Some(&value),
                     path: Some("/"),
+                    txn_token: None,
                 };
-                authz::decide(verifier, format, &[], ask).await
+                let rules = authz::Rules {
+                    format,
+                    scopes: &[],
+                    txn_tokens: false,
+                    txn_required: &[],
+                };
+                authz::decide(verifier, rules, ask).await
             }
         };
-        assert!(matches!(decide(mine.clone()).await, Decision::Allow(t) if t.client_id == "demo"));
+        assert!(
+            matches!(decide(mine.clone()).await, Decision::Allow(a) if a.token.client_id == "demo")
+        );
         assert!(matches!(
             decide(theirs).await,
             Decision::Deny(Denial::WrongCertificate(_))
@@ -486,7 +495,11 @@ async fn envoy_grpc_ext_authz_with_the_peer_certificate_allows_the_bound_caller_
     assert!(!allowed.headers["x-tokenmint-jti"].is_empty());
     assert_eq!(allowed.headers["x-tokenmint-subject"], "demo");
     assert_eq!(allowed.headers["x-tokenmint-actor"], "", "not delegated");
-    assert_eq!(allowed.headers.len(), 6);
+    assert_eq!(
+        allowed.headers["x-tokenmint-txn"], "",
+        "no transaction token"
+    );
+    assert_eq!(allowed.headers.len(), 9);
 
     let theirs = envoy_ask(url, envoy_check(Some(&token), &nginx_header(&other), None)).await;
     assert_eq!((theirs.code, theirs.status), (7, 403), "PERMISSION_DENIED");
@@ -687,10 +700,46 @@ fn its_settings_are_checked_with_the_rest_of_the_file() {
             "[authz.required_scopes]\n\"/admin\" = []\n",
             "authz.required_scopes",
         ),
+        (
+            "[authz.txn_required]\n\"/orders\" = []\n",
+            "authz.txn_required needs a trust domain",
+        ),
+        (
+            "[authz]\ntrust_domain = \"example.org\"\n",
+            "authz.trust_domain",
+        ),
+        (
+            "[authz]\ntrust_domain = \"spiffe://example.org\"\n\
+             [authz.txn_required]\n\"orders\" = []\n",
+            "authz.txn_required",
+        ),
     ] {
         let error = load(text).unwrap_err().to_string();
         assert!(error.contains(field), "{text}: {error}");
     }
+    // Transaction tokens: off unless a trust domain is known; txn_tokens' by default; a path
+    // rule may name no purpose (any transaction will do).
+    assert_eq!(defaults.trust_domain, None);
+    let txn = load(
+        "[txn_tokens]\ntrust_domain = \"spiffe://example.org\"\n\
+         [authz.txn_required]\n\"/orders\" = []\n\"/audit\" = [\"audit:read\"]\n",
+    )
+    .unwrap()
+    .authz;
+    assert_eq!(txn.trust_domain.as_deref(), Some("spiffe://example.org"));
+    assert_eq!(
+        txn.txn_required,
+        [
+            ("/orders".to_owned(), vec![]),
+            ("/audit".to_owned(), vec!["audit:read".to_owned()])
+        ]
+    );
+    let own = load(
+        "[txn_tokens]\ntrust_domain = \"spiffe://a\"\n[authz]\ntrust_domain = \"spiffe://b\"\n",
+    )
+    .unwrap()
+    .authz;
+    assert_eq!(own.trust_domain.as_deref(), Some("spiffe://b"));
     let overridden = Config::from_toml_str(
         "",
         &dir.path().join("t.toml"),

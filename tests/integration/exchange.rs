@@ -270,13 +270,13 @@ pub async fn verifier_for(
 }
 
 /// The chain A → B → C → D: B's token for C and C's for D.
-struct Chain {
-    a: String,
-    b: ExchangeTokenResponse,
-    c: ExchangeTokenResponse,
+pub struct Chain {
+    pub a: String,
+    pub b: ExchangeTokenResponse,
+    pub c: ExchangeTokenResponse,
 }
 
-async fn build_chain(server: &TestServer, parties: &Parties) -> Chain {
+pub async fn build_chain(server: &TestServer, parties: &Parties) -> Chain {
     let a = a_token(server, parties).await;
     let b = exchange(server, &parties.b, exchange_request(&a))
         .await

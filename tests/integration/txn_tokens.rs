@@ -494,3 +494,199 @@ async fn an_edge_registered_for_it_names_the_subject_unsigned_or_self_signed() {
     );
     assert!(message.contains("not registered"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_requires_a_transaction_token_where_the_path_says() {
+    use crate::authz::{authz_config_with, envoy_ask, envoy_check, nginx_header, start};
+    let setup = txn_setup();
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let chain = build_chain(&server, &parties).await;
+    // B starts the transaction from A's token; C, which calls D, replaces it.
+    let first = exchange(
+        &server,
+        &parties.b,
+        txn_request(&chain.a, ACCESS_TOKEN, &["orders:read"]),
+    )
+    .await
+    .unwrap()
+    .access_token;
+    let txn = exchange(
+        &server,
+        &parties.c,
+        txn_request(&first, txn::TXN_TOKEN_TYPE, &["orders:read"]),
+    )
+    .await
+    .unwrap()
+    .access_token;
+    let (claims, _) = txn_claims(&server, &txn).await;
+
+    // The sidecar in front of D: /orders needs a transaction for orders:read, /audit one for
+    // orders:write, /status none.
+    let extra = format!(
+        "trust_domain = \"{DOMAIN}\"\n\
+         txn_required = {{ \"/orders\" = [\"orders:read\"], \"/audit\" = [\"orders:write\"] }}\n"
+    );
+    let env = vec![(
+        "TOKENMINT__AUTHZ__AUDIENCES".to_owned(),
+        format!("[\"{D_AUD}\"]"),
+    )];
+    let sidecar = start(authz_config_with(&setup, &server, &extra, env)).await;
+    let ask = |path: &'static str, txn_token: Option<&str>| {
+        let mut request = reqwest::Client::new()
+            .get(&sidecar.verify)
+            .header("x-original-uri", path)
+            .header("x-ssl-client-cert", nginx_header(&parties.c))
+            .bearer_auth(&chain.c.access_token)
+            // A caller's own claims count for nothing.
+            .header("x-tokenmint-txn-subject", "root");
+        if let Some(token) = txn_token {
+            request = request.header("txn-token", token);
+        }
+        request.send()
+    };
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let allowed = ask("/orders/7", Some(&txn)).await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        header(&allowed, "x-tokenmint-txn"),
+        Some(claims.txn.clone())
+    );
+    assert_eq!(
+        header(&allowed, "x-tokenmint-txn-subject").as_deref(),
+        Some("a")
+    );
+    assert_eq!(
+        header(&allowed, "x-tokenmint-txn-scope").as_deref(),
+        Some("orders:read")
+    );
+    assert_eq!(
+        header(&allowed, "x-tokenmint-client-id").as_deref(),
+        Some("c")
+    );
+
+    let status = ask("/status", None).await.unwrap();
+    assert_eq!(status.status(), 200, "no transaction token needed there");
+    assert_eq!(
+        header(&status, "x-tokenmint-txn-subject").as_deref(),
+        Some("")
+    );
+
+    // Refused with 403 and invalid_request: none where one is needed, a purpose it lacks, one
+    // that is not good even where none is needed, and an access token in its place.
+    for (path, token, reason) in [
+        ("/orders", None, "txn_token_missing"),
+        ("/public/../orders", None, "txn_token_missing"),
+        ("/audit", Some(txn.as_str()), "txn_insufficient_purpose"),
+        ("/status", Some("not-a-token"), "txn_token_invalid"),
+        (
+            "/orders",
+            Some(chain.c.access_token.as_str()),
+            "txn_token_invalid",
+        ),
+    ] {
+        let refused = ask(path, token).await.unwrap();
+        assert_eq!(refused.status(), 403, "{path} {reason}");
+        let challenge = header(&refused, "www-authenticate").unwrap();
+        assert!(challenge.contains("invalid_request"), "{challenge}");
+        assert!(header(&refused, "x-tokenmint-txn").is_none());
+    }
+    // Nor is a transaction token ever the bearer token there.
+    let as_bearer = reqwest::Client::new()
+        .get(&sidecar.verify)
+        .header("x-original-uri", "/status")
+        .header("x-ssl-client-cert", nginx_header(&parties.c))
+        .bearer_auth(&txn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_bearer.status(), 401);
+    let metrics = sidecar.metrics().await;
+    for reason in [
+        "txn_token_missing",
+        "txn_insufficient_purpose",
+        "txn_token_invalid",
+    ] {
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "{reason}: {metrics}"
+        );
+    }
+
+    // Envoy's ext_authz over gRPC takes the header the same way.
+    let mut check = envoy_check(Some(&chain.c.access_token), &nginx_header(&parties.c), None);
+    let answer = envoy_ask(&sidecar.grpc, check.clone()).await;
+    assert_eq!(
+        (answer.code, answer.status),
+        (7, 403),
+        "/orders?page=2 without one"
+    );
+    let request = check.attributes.as_mut().unwrap().request.as_mut().unwrap();
+    let http = request.http.as_mut().unwrap();
+    http.headers.insert("txn-token".into(), txn.clone());
+    let answer = envoy_ask(&sidecar.grpc, check).await;
+    assert_eq!((answer.code, answer.status), (0, 200), "{answer:?}");
+    assert_eq!(answer.headers["x-tokenmint-txn-subject"], "a");
+    sidecar.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_transaction_token_is_neither_replaced_nor_verified() {
+    let setup = Setup::new(&format!(
+        "[txn_tokens]\ntrust_domain = \"{DOMAIN}\"\nlifetime = \"1s\"\n{}",
+        chain_clients()
+    ));
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let a = a_token(&server, &parties).await;
+    let issued = exchange(
+        &server,
+        &parties.b,
+        txn_request(&a, ACCESS_TOKEN, &["orders:read"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(issued.expires_in, 1);
+    // A workload's verifier without clock-skew leeway, so the expiry is its own.
+    let rs = setup.pki.client_uri(RS_URI);
+    let builder = tokenmint_verify::Verifier::builder(ISSUER)
+        .audience(B_AUD)
+        .trust_domain(DOMAIN)
+        .leeway(std::time::Duration::ZERO);
+    let verifier =
+        crate::verifier::ready(crate::verifier::with_source(builder, &setup, &server, &rs)).await;
+    let presenter = tokenmint_verify::PeerCertificate::from_der(parties.c.cert_der.clone());
+    let good = verifier
+        .verify_txn(&issued.access_token, Some(&presenter), verifier.now())
+        .await;
+    assert!(good.is_ok(), "{good:?}");
+
+    // Past its `exp` (whole seconds): no replacement, and a workload refuses it.
+    let (claims, _) = txn_claims(&server, &issued.access_token).await;
+    while UnixTime::of(SystemClock.now()) < claims.exp {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let message = assert_exchange_refused(
+        exchange(
+            &server,
+            &parties.c,
+            txn_request(&issued.access_token, txn::TXN_TOKEN_TYPE, &["orders:read"]),
+        )
+        .await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
+    assert!(message.contains("subject_token"), "{message}");
+    let expired = verifier
+        .verify_txn(&issued.access_token, Some(&presenter), verifier.now())
+        .await;
+    assert!(
+        matches!(expired, Err(tokenmint_verify::VerifyError::Expired)),
+        "{expired:?}"
+    );
+}

@@ -44,6 +44,12 @@ pub struct AuthzConfig {
     pub staleness: Duration,
     /// Scopes required under a path prefix, longest prefix first.
     pub required_scopes: Vec<(String, Vec<String>)>,
+    /// The trust domain whose transaction tokens are taken (`txn_tokens.trust_domain` unless
+    /// set; `None`: none are, and a `Txn-Token` header is not looked at).
+    pub trust_domain: Option<String>,
+    /// Path prefixes under which a transaction token is required, with the purposes (scopes)
+    /// it must carry (none: any), longest prefix first.
+    pub txn_required: Vec<(String, Vec<String>)>,
 }
 
 /// Where a sidecar listener binds.
@@ -91,6 +97,7 @@ impl Validator<'_> {
         &self,
         a: FileAuthz,
         server: &ServerConfig,
+        trust_domain: Option<&str>,
     ) -> Result<AuthzConfig, ConfigError> {
         let proxy_tls = self.proxy_tls(&a)?;
         let tls = proxy_tls.is_some();
@@ -114,7 +121,18 @@ impl Validator<'_> {
         };
         let (certificate_header, certificate_format) = self.certificate_header(&a)?;
         let path_header = self.path_header(a.path_header.as_deref(), certificate_format)?;
-        let required_scopes = self.required_scopes(a.required_scopes)?;
+        let required_scopes = self.path_rules("authz.required_scopes", a.required_scopes, true)?;
+        let trust_domain = self.authz_trust_domain(a.trust_domain, trust_domain)?;
+        let txn_required = self.path_rules("authz.txn_required", a.txn_required, false)?;
+        if !txn_required.is_empty() && trust_domain.is_none() {
+            return Err(self.error(
+                "authz.txn_required",
+                format!(
+                    "{} needs a trust domain: set authz.trust_domain or txn_tokens.trust_domain",
+                    self.label("authz.txn_required")
+                ),
+            ));
+        }
         let issuer = a.issuer.unwrap_or_else(|| server.issuer.clone());
         let issuer_endpoint = a.issuer_endpoint.unwrap_or_else(|| issuer.clone());
         let audiences = a
@@ -155,7 +173,28 @@ impl Validator<'_> {
             path_header,
             staleness,
             required_scopes,
+            trust_domain,
+            txn_required,
         })
+    }
+
+    /// `authz.trust_domain`, a URI as `txn_tokens.trust_domain` is; that one unless set.
+    fn authz_trust_domain(
+        &self,
+        raw: Option<String>,
+        default: Option<&str>,
+    ) -> Result<Option<String>, ConfigError> {
+        match raw {
+            None => Ok(default.map(str::to_owned)),
+            Some(domain) if super::txn::is_uri(&domain) => Ok(Some(domain)),
+            Some(_) => Err(self.error(
+                "authz.trust_domain",
+                format!(
+                    "{} must be a URI without spaces, such as \"spiffe://example.org\"",
+                    self.label("authz.trust_domain")
+                ),
+            )),
+        }
     }
 
     /// A listener the proxy calls: a Unix socket, or a TCP address that is loopback unless
@@ -236,14 +275,15 @@ impl Validator<'_> {
         Ok(Some(header))
     }
 
-    /// Required scopes by path prefix, longest first. A prefix must be a path in its normal
-    /// form (`/admin`, not `admin`, `/a/../admin` or `/%61dmin`), so it reads as the server
-    /// routes it; its scopes must be named.
-    fn required_scopes(
+    /// Scopes by path prefix, longest first. A prefix must be a path in its normal form
+    /// (`/admin`, not `admin`, `/a/../admin` or `/%61dmin`), so it reads as the server routes
+    /// it; each scope is named without spaces, and at least one is `needs_one`.
+    fn path_rules(
         &self,
+        key: &str,
         rules: std::collections::BTreeMap<String, Vec<String>>,
+        needs_one: bool,
     ) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
-        let key = "authz.required_scopes";
         for (prefix, scopes) in &rules {
             let normal = tokenmint_core::request_path::normalised(prefix);
             if normal.as_deref() != Some(prefix.as_str()) || prefix.contains(['%', '?', '#']) {
@@ -256,15 +296,20 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            if scopes.is_empty()
+            if (needs_one && scopes.is_empty())
                 || scopes
                     .iter()
                     .any(|s| s.trim().is_empty() || s.contains(' '))
             {
+                let least = if needs_one {
+                    "at least one scope, "
+                } else {
+                    "scopes, "
+                };
                 return Err(self.error(
                     key,
                     format!(
-                        "{} under `{prefix}` must name at least one scope, each without spaces",
+                        "{} under `{prefix}` must name {least}each without spaces",
                         self.label(key)
                     ),
                 ));

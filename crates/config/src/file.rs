@@ -55,6 +55,8 @@ pub(super) struct FileAuthz {
     pub(super) tls_key: Option<String>,
     pub(super) staleness: Option<String>,
     pub(super) required_scopes: std::collections::BTreeMap<String, Vec<String>>,
+    pub(super) trust_domain: Option<String>,
+    pub(super) txn_required: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -242,6 +242,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "tls_key",
             "staleness",
             "required_scopes",
+            "trust_domain",
+            "txn_required",
         ],
     ),
     (

@@ -241,6 +241,12 @@ staleness = "15s"
 # Scopes required under a path prefix, e.g. { "/admin" = ["demo:write"] }. The path is read
 # as sent and as a server routes it (/public/../admin is /admin); both readings count.
 required_scopes = {}
+# Transaction tokens (draft-ietf-oauth-transaction-tokens): the trust domain whose tokens are
+# taken (default: txn_tokens.trust_domain), and the path prefixes under which a Txn-Token
+# header is required, with the purposes it must carry ([] for any), e.g.
+# { "/orders" = ["orders:read"] }. A Txn-Token sent elsewhere is verified too.
+# trust_domain = "spiffe://tokenmint.dev"
+txn_required = {}
 
 [audit]
 # Issuance is audited on the log target tokenmint::audit::issuance: "counts" (per-client

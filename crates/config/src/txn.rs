@@ -74,7 +74,7 @@ impl Validator<'_> {
 
 /// A scheme (a letter, then letters, digits, `+`, `-` or `.`), a colon and more, printable
 /// ASCII without spaces, bounded.
-fn is_uri(text: &str) -> bool {
+pub(super) fn is_uri(text: &str) -> bool {
     let Some((scheme, rest)) = text.split_once(':') else {
         return false;
     };

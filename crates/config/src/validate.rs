@@ -144,8 +144,9 @@ impl Validator<'_> {
         let limits = self.limits(file.limits)?;
         let audit = self.audit(file.audit)?;
         let admin = self.admin(file.admin, &tls, &server)?;
-        let authz = self.authz(file.authz, &server)?;
         let txn_tokens = self.txn_tokens(file.txn_tokens)?;
+        let domain = txn_tokens.as_ref().map(|t| t.trust_domain.as_str());
+        let authz = self.authz(file.authz, &server, domain)?;
         Ok(Config {
             server,
             tls,
