@@ -2,7 +2,9 @@
 //!
 //! Modes: `issue` (IssueToken on persistent connections), `introspect` (IntrospectToken of one
 //! token repeated, or of `--pool N` distinct tokens cycled), `exchange` (ExchangeToken: the
-//! demo client down-scoping `--pool N` tokens of its own, cycled), `jwks` (GetJwks), `connect`
+//! demo client down-scoping `--pool N` tokens of its own, cycled), `txn` (ExchangeToken for a
+//! transaction token for `--trust-domain` from those tokens; the server needs
+//! `TOKENMINT__TXN_TOKENS__TRUST_DOMAIN` set to it), `jwks` (GetJwks), `connect`
 //! (a new TCP + full TLS handshake for every IssueToken; session resumption off), and
 //! `forward` (`GET --path` with a bearer token from `--issuer`, over HTTP/2 on a proxy such as
 //! nginx asking `tokenmint authz`; benches/authz_nginx.sh drives it). Load is
@@ -70,6 +72,9 @@ enum Mode {
     /// ExchangeToken (RFC 8693): the caller down-scopes tokens of its own, a pool of
     /// `--pool` distinct ones cycled.
     Exchange,
+    /// ExchangeToken for a transaction token (draft-ietf-oauth-transaction-tokens) from a
+    /// pool of the caller's own access tokens, for `--trust-domain`.
+    Txn,
     /// GetJwks on persistent connections.
     Jwks,
     /// IssueToken with a new TCP connection and full mTLS handshake per request.
@@ -142,6 +147,9 @@ struct Args {
     /// forward: the path to GET.
     #[arg(long, default_value = "/")]
     path: String,
+    /// txn: the trust domain the server issues transaction tokens for.
+    #[arg(long, default_value = "spiffe://tokenmint.dev")]
+    trust_domain: String,
     /// forward: the issuer the tokens come from (as `--issuer-cert`).
     #[arg(long, default_value = "https://localhost:8443")]
     issuer: String,
@@ -380,7 +388,9 @@ async fn prepare(args: &Args, mut spawned: Option<&mut Spawned>) -> Result<Setup
     let file = |given: &Option<PathBuf>, default: &str| file_in(&base, given, default);
     let caller = match args.mode {
         Mode::Introspect | Mode::WatchMemory => "admin",
-        Mode::Issue | Mode::Jwks | Mode::Connect | Mode::Forward | Mode::Exchange => "demo",
+        Mode::Issue | Mode::Jwks | Mode::Connect | Mode::Forward | Mode::Exchange | Mode::Txn => {
+            "demo"
+        }
     };
     let ca = file(&args.ca, "certs/ca.pem");
     let cert = file(&args.cert, &format!("certs/{caller}.pem"));
@@ -445,7 +455,7 @@ async fn measure_load(args: &Args, setup: &Setup) -> Result<Vec<Report>> {
         )
     };
     let pool = match args.mode {
-        Mode::Introspect | Mode::Exchange => {
+        Mode::Introspect | Mode::Exchange | Mode::Txn => {
             mint_pool(&setup.target, &issuer_config()?, args.pool.max(1)).await?
         }
         Mode::Forward => {
@@ -468,6 +478,7 @@ async fn measure_load(args: &Args, setup: &Setup) -> Result<Vec<Report>> {
         cursor: Arc::default(),
         timeout: args.timeout.into(),
         forward,
+        trust_domain: args.trust_domain.clone(),
     };
     let limit = match args.requests {
         Some(n) => Limit::Count(n),
@@ -827,6 +838,8 @@ struct Load {
     timeout: Duration,
     /// forward: the URL to GET.
     forward: Uri,
+    /// txn: the trust domain.
+    trust_domain: String,
 }
 
 #[derive(Default)]
@@ -882,6 +895,7 @@ impl Load {
                     cursor: self.cursor.clone(),
                     timeout: self.timeout,
                     forward: self.forward.clone(),
+                    trust_domain: self.trust_domain.clone(),
                 };
                 let budget = budget.clone();
                 tasks.push(tokio::spawn(caller.run(deadline, budget)));
@@ -907,6 +921,8 @@ struct Caller {
     timeout: Duration,
     /// forward: the URL to GET.
     forward: Uri,
+    /// txn: the trust domain.
+    trust_domain: String,
 }
 
 impl Caller {
@@ -1008,6 +1024,21 @@ impl Caller {
                     .exchange_token(ExchangeTokenRequest {
                         subject_token,
                         subject_token_type: "urn:ietf:params:oauth:token-type:access_token".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop)
+                    .map_err(status)
+            }
+            (Mode::Txn, Some(channel)) => {
+                let subject_token = self.next_token();
+                TokenServiceClient::with_origin(channel.clone(), self.target.uri.clone())
+                    .exchange_token(ExchangeTokenRequest {
+                        subject_token,
+                        subject_token_type: "urn:ietf:params:oauth:token-type:access_token".into(),
+                        requested_token_type: "urn:ietf:params:oauth:token-type:txn_token".into(),
+                        audiences: vec![self.trust_domain.clone()],
+                        scopes: vec!["demo:read".into()],
                         ..Default::default()
                     })
                     .await

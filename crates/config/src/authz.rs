@@ -83,6 +83,9 @@ pub struct ProxyTls {
     pub key: PathBuf,
 }
 
+/// The sidecar's trust domain and the transaction tokens it requires by path.
+type TxnRules = (Option<String>, Vec<(String, Vec<String>)>);
+
 /// Defaults matching `serve --dev`.
 const DEFAULT_LISTEN: &str = "127.0.0.1:9191";
 const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9193";
@@ -122,17 +125,8 @@ impl Validator<'_> {
         let (certificate_header, certificate_format) = self.certificate_header(&a)?;
         let path_header = self.path_header(a.path_header.as_deref(), certificate_format)?;
         let required_scopes = self.path_rules("authz.required_scopes", a.required_scopes, true)?;
-        let trust_domain = self.authz_trust_domain(a.trust_domain, trust_domain)?;
-        let txn_required = self.path_rules("authz.txn_required", a.txn_required, false)?;
-        if !txn_required.is_empty() && trust_domain.is_none() {
-            return Err(self.error(
-                "authz.txn_required",
-                format!(
-                    "{} needs a trust domain: set authz.trust_domain or txn_tokens.trust_domain",
-                    self.label("authz.txn_required")
-                ),
-            ));
-        }
+        let (trust_domain, txn_required) =
+            self.authz_txn(a.trust_domain, a.txn_required, trust_domain)?;
         let issuer = a.issuer.unwrap_or_else(|| server.issuer.clone());
         let issuer_endpoint = a.issuer_endpoint.unwrap_or_else(|| issuer.clone());
         let audiences = a
@@ -178,23 +172,38 @@ impl Validator<'_> {
         })
     }
 
-    /// `authz.trust_domain`, a URI as `txn_tokens.trust_domain` is; that one unless set.
-    fn authz_trust_domain(
+    /// `authz.trust_domain` (a URI as `txn_tokens.trust_domain` is; that one unless set) and
+    /// `authz.txn_required`, which needs one.
+    fn authz_txn(
         &self,
         raw: Option<String>,
+        rules: std::collections::BTreeMap<String, Vec<String>>,
         default: Option<&str>,
-    ) -> Result<Option<String>, ConfigError> {
-        match raw {
-            None => Ok(default.map(str::to_owned)),
-            Some(domain) if super::txn::is_uri(&domain) => Ok(Some(domain)),
-            Some(_) => Err(self.error(
-                "authz.trust_domain",
+    ) -> Result<TxnRules, ConfigError> {
+        let domain = match raw {
+            None => default.map(str::to_owned),
+            Some(domain) if super::txn::is_uri(&domain) => Some(domain),
+            Some(_) => {
+                return Err(self.error(
+                    "authz.trust_domain",
+                    format!(
+                        "{} must be a URI without spaces, such as \"spiffe://example.org\"",
+                        self.label("authz.trust_domain")
+                    ),
+                ));
+            }
+        };
+        let required = self.path_rules("authz.txn_required", rules, false)?;
+        if !required.is_empty() && domain.is_none() {
+            return Err(self.error(
+                "authz.txn_required",
                 format!(
-                    "{} must be a URI without spaces, such as \"spiffe://example.org\"",
-                    self.label("authz.trust_domain")
+                    "{} needs a trust domain: set authz.trust_domain or txn_tokens.trust_domain",
+                    self.label("authz.txn_required")
                 ),
-            )),
+            ));
         }
+        Ok((domain, required))
     }
 
     /// A listener the proxy calls: a Unix socket, or a TCP address that is loopback unless

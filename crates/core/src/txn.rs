@@ -688,57 +688,33 @@ mod tests {
 
     #[test]
     fn an_asserted_subject_starts_a_transaction_within_the_callers_scopes() {
-        let asserted = AssertedSubject {
-            sub: "user:alice".into(),
-            until: Some(UnixTime::from_secs(230)),
-        };
         let ceiling = ["orders:read".to_owned(), "orders:write".to_owned()];
-        let subject = TxnSubject::Asserted {
-            asserted: &asserted,
-            ceiling: &ceiling,
-        };
-        let claims = txn_claims(
-            &issuance("gateway"),
-            subject,
-            &asking(&["orders:read"], None),
-        )
-        .unwrap();
-        assert_eq!(
-            (claims.sub.as_str(), claims.txn.as_str()),
-            ("user:alice", "txn-1")
-        );
-        assert_eq!(
-            (claims.req_wl.as_str(), claims.scope.as_str()),
-            ("gateway", "orders:read")
-        );
-        assert_eq!(
-            claims.exp,
-            UnixTime::from_secs(230),
-            "never outlives the assertion"
-        );
-        let unsigned = AssertedSubject {
-            sub: "user:alice".into(),
-            until: None,
-        };
-        let subject = TxnSubject::Asserted {
-            asserted: &unsigned,
-            ceiling: &ceiling,
-        };
-        let claims = txn_claims(
-            &issuance("gateway"),
-            subject,
-            &asking(&["orders:read"], None),
-        )
-        .unwrap();
-        assert_eq!(
-            claims.exp,
-            UnixTime::from_secs(260),
-            "the configured lifetime"
-        );
-        let refused = txn_claims(&issuance("gateway"), subject, &asking(&["admin"], None));
-        assert!(matches!(
-            refused,
-            Err(IssueError::Txn(TxnRefusal::Scope(_)))
-        ));
+        // Self-signed (until its `exp`), then unsigned (the configured lifetime).
+        for (until, exp) in [(Some(230), 230), (None, 260)] {
+            let asserted = AssertedSubject {
+                sub: "user:alice".into(),
+                until: until.map(UnixTime::from_secs),
+            };
+            let subject = TxnSubject::Asserted {
+                asserted: &asserted,
+                ceiling: &ceiling,
+            };
+            let asked = asking(&["orders:read"], None);
+            let claims = txn_claims(&issuance("gateway"), subject, &asked).unwrap();
+            assert_eq!(
+                (claims.sub.as_str(), claims.txn.as_str()),
+                ("user:alice", "txn-1")
+            );
+            assert_eq!(
+                (claims.req_wl.as_str(), claims.scope.as_str()),
+                ("gateway", "orders:read")
+            );
+            assert_eq!(claims.exp, UnixTime::from_secs(exp), "{until:?}");
+            let refused = txn_claims(&issuance("gateway"), subject, &asking(&["admin"], None));
+            assert!(matches!(
+                refused,
+                Err(IssueError::Txn(TxnRefusal::Scope(_)))
+            ));
+        }
     }
 }
