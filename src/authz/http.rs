@@ -44,11 +44,19 @@ async fn verify(
     let certificate = headers
         .get(sidecar.config.certificate_header.as_str())
         .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    // Repeated, the values are joined with `,` (as Envoy and newer nginx join them), which no
+    // token verifies as: the service must never get a second one nobody checked.
+    let txn_values: Vec<&str> = headers
+        .get_all(TXN_TOKEN_HEADER)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .collect();
+    let txn_token = (!txn_values.is_empty()).then(|| txn_values.join(","));
     let ask = Ask {
         authorization: text(header::AUTHORIZATION.as_str()),
         certificate,
         path,
-        txn_token: text(TXN_TOKEN_HEADER),
+        txn_token: txn_token.as_deref(),
     };
     let decision = decide(&sidecar.verifier, Rules::of(&sidecar.config), ask).await;
     super::count(&decision);

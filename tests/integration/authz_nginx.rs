@@ -18,15 +18,17 @@ use axum::{
     http::{HeaderMap, Uri},
 };
 use tokenmint::grpc::proto::{
-    IssueTokenRequest, RevokeTokenIdRequest, admin_service_client::AdminServiceClient,
+    ClientSpec, ExchangeTokenRequest, GetClientRequest, IssueTokenRequest, RevokeTokenIdRequest,
+    UpdateClientRequest, admin_service_client::AdminServiceClient,
     token_service_client::TokenServiceClient,
 };
+use tokenmint_core::txn;
 use tonic::transport::Channel;
 
 use crate::{
     authz::percent_encode,
     binary::{Running, command, free_port},
-    verifier_examples::dev_server,
+    verifier_examples::dev_server_with,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
@@ -35,15 +37,22 @@ const BIN: &str = env!("CARGO_BIN_EXE_tokenmint");
 const SITE: &str = include_str!("../../deploy/nginx/tokenmint-authz.conf");
 
 /// The identity headers the service behind nginx reports back.
-const SEEN: [&str; 7] = [
+const SEEN: [&str; 11] = [
     "x-tokenmint-client-id",
     "x-tokenmint-scope",
     "x-tokenmint-audience",
     "x-tokenmint-jti",
     "x-tokenmint-subject",
     "x-tokenmint-actor",
+    "x-tokenmint-txn",
+    "x-tokenmint-txn-subject",
+    "x-tokenmint-txn-scope",
+    "txn-token",
     "x-ssl-client-cert",
 ];
+
+/// The trust domain of the transaction-token test, as the dev PKI names its workloads.
+const TRUST_DOMAIN: &str = "spiffe://tokenmint.dev";
 
 /// Revocations measured from the issuer to a refusal at nginx.
 const REVOCATIONS: usize = 20;
@@ -100,9 +109,15 @@ impl Stack {
     }
 
     async fn start_linked(nginx: &Path, link: Link) -> Self {
+        Self::start_with(nginx, link, &[]).await
+    }
+
+    /// The stack with the overrides `env` given to both the issuer and the sidecar, as one
+    /// config file in their shared directory would be.
+    async fn start_with(nginx: &Path, link: Link, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (issuer, issuer_port, token) = dev_server(dir.path());
-        let (authz, verify_at, authz_ops_port) = start_authz(dir.path(), issuer_port, link);
+        let (issuer, issuer_port, token) = dev_server_with(dir.path(), env);
+        let (authz, verify_at, authz_ops_port) = start_authz(dir.path(), issuer_port, link, env);
         wait_ready(dir.path(), authz_ops_port).await;
         let upstream_port = echo_service().await;
         let (nginx, nginx_port) = start_nginx(nginx, dir.path(), link, &verify_at, upstream_port);
@@ -151,17 +166,85 @@ impl Stack {
     fn certificate(&self, who: &str) -> String {
         std::fs::read_to_string(self.path().join(format!("certs/{who}.pem"))).unwrap()
     }
+
+    /// Registers `who` (a client matched by its SAN URI, as the dev clients are) as one that
+    /// may name a transaction token's subject itself, through the AdminService as admin: its
+    /// registration as the issuer holds it, that one field changed.
+    async fn let_assert_txn_subjects(&self, who: &str) {
+        let mut admin = AdminServiceClient::new(self.issuer_channel("admin").await);
+        let info = admin
+            .get_client(GetClientRequest {
+                client_id: who.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(info.matcher_kind, "san_uri", "{info:?}");
+        let spec = ClientSpec {
+            client_id: info.client_id,
+            san_uri: info.matcher_value,
+            scopes: info.scopes,
+            default_scopes: info.default_scopes,
+            audiences: info.audiences,
+            default_audiences: info.default_audiences,
+            introspect_audiences: info.introspect_audiences,
+            permissions: info.permissions,
+            default_lifetime: info.default_lifetime,
+            max_lifetime: info.max_lifetime,
+            disabled: !info.enabled,
+            serves: info.serves,
+            act_for: info.act_for,
+            delegate_audiences: info.delegate_audiences,
+            delegate_scopes: info.delegate_scopes,
+            asserts_txn_subjects: true,
+            ..ClientSpec::default()
+        };
+        let updated = admin
+            .update_client(UpdateClientRequest { client: Some(spec) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(updated.asserts_txn_subjects, "{updated:?}");
+    }
+
+    /// A transaction token for [`TRUST_DOMAIN`] that `who` gets by token exchange, naming the
+    /// subject `subject` itself (unsigned JSON), for `purpose`.
+    async fn txn_token(&self, who: &str, subject: &str, purpose: &str) -> String {
+        let mut tokens = TokenServiceClient::new(self.issuer_channel(who).await);
+        let issued = tokens
+            .exchange_token(ExchangeTokenRequest {
+                subject_token: serde_json::json!({ "sub": subject }).to_string(),
+                subject_token_type: txn::UNSIGNED_JSON_TYPE.into(),
+                requested_token_type: txn::TXN_TOKEN_TYPE.into(),
+                audiences: vec![TRUST_DOMAIN.into()],
+                scopes: vec![purpose.into()],
+                ..ExchangeTokenRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(issued.token_type, "N_A", "{issued:?}");
+        assert_eq!(issued.issued_token_type, txn::TXN_TOKEN_TYPE, "{issued:?}");
+        issued.access_token
+    }
 }
 
-/// `tokenmint authz` in `dir` against the issuer on `issuer_port`, listening as `link` says:
-/// the process, where its forward auth listens (`127.0.0.1:PORT` or the socket's path) and its
-/// ops port, read from the lines it prints once bound.
-fn start_authz(dir: &Path, issuer_port: u16, link: Link) -> (Running, String, u16) {
+/// `tokenmint authz` in `dir` against the issuer on `issuer_port`, listening as `link` says,
+/// with the extra environment `env`: the process, where its forward auth listens
+/// (`127.0.0.1:PORT` or the socket's path) and its ops port, read from the lines it prints
+/// once bound.
+fn start_authz(
+    dir: &Path,
+    issuer_port: u16,
+    link: Link,
+    env: &[(&str, &str)],
+) -> (Running, String, u16) {
     let listen = match link {
         Link::Unix => format!("unix:{}", dir.join("authz.sock").display()),
         Link::Tcp | Link::Tls => "127.0.0.1:0".into(),
     };
     let mut command = command(Path::new(BIN), dir);
+    command.envs(env.iter().copied());
     if link == Link::Tls {
         proxy_pki(&dir.join("certs"));
         for (key, file) in [
@@ -727,6 +810,101 @@ async fn behind_nginx_an_issuer_gone_leaves_tokens_honoured_until_the_sidecar_is
     assert!(refused.retry_after.is_some(), "{refused:?}");
     assert_eq!(readyz(stack.authz_ops_port).await.0, 503);
     println!("issuer gone → refusal at nginx after {after:?}");
+}
+
+/// A path that needs a transaction token (`authz.txn_required`, `/orders` for `demo:read`):
+/// refused without one, with garbage, or with the transaction token in the bearer token's
+/// place; with one the issuer gave demo, the service is told the transaction, its subject and
+/// its purpose as the sidecar verified them, whatever the caller claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_a_path_that_needs_a_transaction_token_gets_one_verified() {
+    let Some(nginx) = nginx_binary() else {
+        return;
+    };
+    let stack = Stack::start_with(
+        &nginx,
+        Link::Tcp,
+        &[
+            // The issuer's, and through it the sidecar's (authz.trust_domain's default).
+            ("TOKENMINT__TXN_TOKENS__TRUST_DOMAIN", TRUST_DOMAIN),
+            (
+                "TOKENMINT__AUTHZ__TXN_REQUIRED",
+                r#"{ "/orders" = ["demo:read"] }"#,
+            ),
+        ],
+    )
+    .await;
+    let token = stack.token.as_str();
+    let demo = stack.caller(Some("demo"));
+    let txn_refused = |answer: Answer, case: &str| {
+        answer.assert_refused(403, case);
+        assert!(
+            answer.challenges[0].contains("invalid_request"),
+            "{case}: {answer:?}"
+        );
+    };
+
+    // The access token alone, good as it is, is not enough under /orders.
+    txn_refused(demo.call(Some(token), &[]).await, "no transaction token");
+
+    // demo, an edge here, starts a transaction for user:alice.
+    stack.let_assert_txn_subjects("demo").await;
+    let txn = stack.txn_token("demo", "user:alice", "demo:read").await;
+    let payload = txn.split('.').nth(1).unwrap();
+    let claims: serde_json::Value =
+        serde_json::from_slice(&tokenmint_core::crypto::b64url_decode(payload).unwrap()).unwrap();
+    let txn_id = claims["txn"].as_str().unwrap();
+    assert!(!txn_id.is_empty(), "{claims}");
+
+    // With it: through, the service told the transaction as verified; the caller's own claims
+    // replaced.
+    let allowed = demo
+        .call(
+            Some(token),
+            &[
+                ("txn-token", txn.as_str()),
+                ("x-tokenmint-txn", "forged-transaction"),
+                ("x-tokenmint-txn-subject", "root"),
+                ("x-tokenmint-txn-scope", "admin"),
+            ],
+        )
+        .await;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.seen("x-tokenmint-txn"), Some(txn_id));
+    assert_eq!(allowed.seen("x-tokenmint-txn-subject"), Some("user:alice"));
+    assert_eq!(allowed.seen("x-tokenmint-txn-scope"), Some("demo:read"));
+    assert_eq!(allowed.seen("x-tokenmint-client-id"), Some("demo"));
+    assert_eq!(allowed.seen["uri"], "/orders/42?full=1");
+    assert_eq!(allowed.seen("txn-token"), Some(txn.as_str()));
+
+    // A second Txn-Token after the checked one never reaches the service.
+    let twice = demo
+        .call(
+            Some(token),
+            &[("txn-token", txn.as_str()), ("txn-token", "not.a.token")],
+        )
+        .await;
+    assert_eq!(twice.status, 200, "{twice:?}");
+    assert_eq!(
+        twice.seen("txn-token"),
+        Some(txn.as_str()),
+        "only the one checked"
+    );
+
+    // Garbage, or the access token, in its place: 403.
+    for (case, garbage) in [
+        ("a garbage transaction token", "not.a.token"),
+        ("the access token as transaction token", token),
+    ] {
+        txn_refused(
+            demo.call(Some(token), &[("txn-token", garbage)]).await,
+            case,
+        );
+    }
+    // The transaction token is never a bearer token: 401.
+    demo.call(Some(&txn), &[("txn-token", txn.as_str())])
+        .await
+        .assert_refused(401, "the transaction token as the bearer token");
 }
 
 /// The shipped file's commented alternatives, run for real: the sidecar on a Unix socket, and

@@ -596,6 +596,18 @@ async fn the_sidecar_requires_a_transaction_token_where_the_path_says() {
         assert!(challenge.contains("invalid_request"), "{challenge}");
         assert!(header(&refused, "x-tokenmint-txn").is_none());
     }
+    // Two of them: the second would reach the service unchecked. Refused.
+    let twice = reqwest::Client::new()
+        .get(&sidecar.verify)
+        .header("x-original-uri", "/orders")
+        .header("x-ssl-client-cert", nginx_header(&parties.c))
+        .bearer_auth(&chain.c.access_token)
+        .header("txn-token", &txn)
+        .header("txn-token", "not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 403);
     // Nor is a transaction token ever the bearer token there.
     let as_bearer = reqwest::Client::new()
         .get(&sidecar.verify)

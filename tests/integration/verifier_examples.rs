@@ -61,8 +61,13 @@ fn start_example(path: &Path, dir: &Path, issuer_port: u16) -> (Running, String)
 
 /// `serve --dev` in `dir`, waited for until the demo client gets a token: that token.
 pub(crate) fn dev_server(dir: &Path) -> (Running, u16, String) {
+    dev_server_with(dir, &[])
+}
+
+/// [`dev_server`] with the extra environment `env` (`TOKENMINT__*` overrides, say).
+pub(crate) fn dev_server_with(dir: &Path, env: &[(&str, &str)]) -> (Running, u16, String) {
     let port = free_port();
-    let server = spawn_server(Path::new(BIN), dir, port, "serve.log", None, &[]);
+    let server = spawn_server(Path::new(BIN), dir, port, "serve.log", None, env);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let output = command(Path::new(BIN), dir)
