@@ -164,6 +164,8 @@ pub(super) fn check_section(section: &str, table: toml::Table) -> Result<(), tom
         "audit" => table.try_into::<FileAudit>().map(drop),
         "admin" => table.try_into::<FileAdmin>().map(drop),
         "txn_tokens" => table.try_into::<FileTxnTokens>().map(drop),
+        "authz" => table.try_into::<FileAuthz>().map(drop),
+        "pkcs11" => table.try_into::<FilePkcs11>().map(drop),
         // `EnvOverrides::read` lets only the sections above through.
         _ => Ok(()),
     }

@@ -1657,6 +1657,14 @@ enabled = false
             &[("TOKENMINT__KEYS__KEK_FILES", "a.kek")],
             &["TOKENMINT__KEYS__KEK_FILES", "TOML syntax"],
         );
+        // So in every section, the sidecar's and the PKCS#11 one's included.
+        for (var, value) in [
+            ("TOKENMINT__AUTHZ__AUDIENCES", "5"),
+            ("TOKENMINT__AUTHZ__TXN_REQUIRED", "/orders"),
+            ("TOKENMINT__PKCS11__SESSIONS", "many"),
+        ] {
+            refused_env("", &[(var, value)], &[var, "TOML syntax"]);
+        }
     }
 
     #[test]
