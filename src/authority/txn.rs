@@ -98,7 +98,11 @@ impl Authority {
                 let (caller, issuer) = (auth.client.id.as_str(), self.issuer.name());
                 txn::self_signed_subject(token, key, caller, issuer, now, self.leeway)?
             }
-            _ => return Err(TxnRefusal::SubjectNotAllowed.into()),
+            _ => {
+                return Err(IssueError::TokenType(
+                    "subject_token_type is not a type a transaction token is made from",
+                ));
+            }
         };
         Ok(asserted)
     }

@@ -702,3 +702,86 @@ async fn an_expired_transaction_token_is_neither_replaced_nor_verified() {
         "{expired:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenmint_client_asks_for_and_replaces_transaction_tokens() {
+    use tokenmint_client::{Client, TokenError, TxnSpec, TxnSubject};
+    let setup = edge_setup();
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let client_of = |cert: &tokenmint::pki::Issued| {
+        Client::builder(
+            format!("https://localhost:{}", server.addr.port()),
+            std::sync::Arc::new(crate::support::rustls_client(&setup, Some(cert))),
+        )
+        .build()
+        .unwrap()
+    };
+    let (b, c) = (client_of(&parties.b), client_of(&parties.c));
+    let a = a_token(&server, &parties).await;
+
+    // B, the edge, from A's access token, with the request's details.
+    let spec = TxnSpec::new(DOMAIN, ["orders:read", "orders:write"])
+        .with_request_details(r#"{"order":42}"#);
+    let first = b
+        .txn_token(TxnSubject::AccessToken(&a), &spec)
+        .await
+        .unwrap();
+    assert_eq!(first.purpose, ["orders:read", "orders:write"]);
+    assert!(
+        !format!("{first:?}").contains(first.secret()),
+        "Debug hides it"
+    );
+    let header = first.header_value().unwrap();
+    assert!(header.is_sensitive());
+    let (claims, _) = txn_claims(&server, first.secret()).await;
+    assert_eq!((claims.sub.as_str(), claims.req_wl.as_str()), ("a", "b"));
+    assert_eq!(claims.tctx.unwrap()["order"], 42);
+
+    // C replaces it, narrowing the purpose: the same transaction.
+    let narrower = TxnSpec::new(DOMAIN, ["orders:read"]);
+    let second = c
+        .txn_token(TxnSubject::Replace(first.secret()), &narrower)
+        .await
+        .unwrap();
+    let (next, _) = txn_claims(&server, second.secret()).await;
+    assert_eq!(
+        (&next.txn, next.requesters()),
+        (&claims.txn, vec!["b", "c"])
+    );
+    assert!(second.expires_at <= first.expires_at);
+
+    // The edge names a subject itself; B may not. Refusals carry the OAuth2 code.
+    let edge = client_of(&setup.pki.client_uri(EDGE_URI));
+    let named = edge
+        .txn_token(
+            TxnSubject::UnsignedJson(r#"{"sub":"user:alice"}"#),
+            &narrower,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        txn_claims(&server, named.secret()).await.0.sub,
+        "user:alice"
+    );
+    let refused = b
+        .txn_token(
+            TxnSubject::UnsignedJson(r#"{"sub":"user:alice"}"#),
+            &narrower,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, TokenError::Refused { code, .. } if code == "invalid_request"),
+        "{refused:?}"
+    );
+    let elsewhere = TxnSpec::new("spiffe://elsewhere.test", ["orders:read"]);
+    let refused = b
+        .txn_token(TxnSubject::AccessToken(&a), &elsewhere)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, TokenError::Refused { code, .. } if code == "invalid_target"),
+        "{refused:?}"
+    );
+}

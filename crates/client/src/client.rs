@@ -10,14 +10,17 @@ use std::{
 use tokenmint_core::{
     clock::{Clock, SystemClock, UnixTime},
     grant::ACCESS_TOKEN_TYPE,
+    txn,
 };
-use tokenmint_proto::v1::{ExchangeTokenRequest, token_service_client::TokenServiceClient};
+use tokenmint_proto::v1::{
+    ExchangeTokenRequest, ExchangeTokenResponse, token_service_client::TokenServiceClient,
+};
 use tokio_rustls::rustls::ClientConfig;
 
 use crate::{
     error::{BuildError, TokenError},
     source::{Parts, TokenSource},
-    token::{AccessToken, TokenSpec},
+    token::{AccessToken, TokenSpec, TransactionToken, TxnSpec, TxnSubject},
 };
 
 /// A caller's handle on the issuer. Cheap to clone.
@@ -124,27 +127,71 @@ impl Client {
                 .and_then(|l| prost_types::Duration::try_from(l).ok()),
             ..ExchangeTokenRequest::default()
         };
-        let inner = &self.inner;
-        let mut tokens = inner.tokens.clone();
-        let response =
-            match tokio::time::timeout(inner.timeout, tokens.exchange_token(request)).await {
-                Ok(Ok(response)) => response.into_inner(),
-                Ok(Err(status)) => return Err(TokenError::of_status(&status)),
-                Err(_) => {
-                    return Err(TokenError::Unavailable {
-                        reason: "ExchangeToken timed out".into(),
-                        retry_after: None,
-                    });
-                }
-            };
-        let lifetime = Duration::from_secs(u64::try_from(response.expires_in).unwrap_or(0));
+        let response = self.exchange_call(request).await?;
         Ok(AccessToken::new(
             response.access_token,
-            UnixTime::of(inner.clock.now()).saturating_add(lifetime),
+            self.expiry(response.expires_in),
             response.scopes,
             response.audiences,
             response.key_id,
         ))
+    }
+
+    /// A transaction token (draft-ietf-oauth-transaction-tokens) made from `subject` as
+    /// `spec` asks, by token exchange: a new transaction from an access token (or, for a
+    /// client registered for it, a subject it names itself), or a replacement of a
+    /// transaction token keeping its transaction id. Once, not held or refreshed: it lives
+    /// for one call chain.
+    pub async fn txn_token(
+        &self,
+        subject: TxnSubject<'_>,
+        spec: &TxnSpec,
+    ) -> Result<TransactionToken, TokenError> {
+        let (token_type, subject_token) = match subject {
+            TxnSubject::AccessToken(t) => (ACCESS_TOKEN_TYPE, t),
+            TxnSubject::Replace(t) => (txn::TXN_TOKEN_TYPE, t),
+            TxnSubject::UnsignedJson(t) => (txn::UNSIGNED_JSON_TYPE, t),
+            TxnSubject::SelfSigned(t) => (txn::SELF_SIGNED_TYPE, t),
+        };
+        let request = ExchangeTokenRequest {
+            subject_token: subject_token.to_owned(),
+            subject_token_type: token_type.to_owned(),
+            requested_token_type: txn::TXN_TOKEN_TYPE.to_owned(),
+            audiences: vec![spec.trust_domain.clone()],
+            scopes: spec.purpose.clone(),
+            request_context: spec.request_context.clone().unwrap_or_default(),
+            request_details: spec.request_details.clone().unwrap_or_default(),
+            ..ExchangeTokenRequest::default()
+        };
+        let response = self.exchange_call(request).await?;
+        Ok(TransactionToken::new(
+            response.access_token,
+            self.expiry(response.expires_in),
+            response.scopes,
+        ))
+    }
+
+    /// One `ExchangeToken`, within the client's timeout.
+    async fn exchange_call(
+        &self,
+        request: ExchangeTokenRequest,
+    ) -> Result<ExchangeTokenResponse, TokenError> {
+        let inner = &self.inner;
+        let mut tokens = inner.tokens.clone();
+        match tokio::time::timeout(inner.timeout, tokens.exchange_token(request)).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(TokenError::of_status(&status)),
+            Err(_) => Err(TokenError::Unavailable {
+                reason: "ExchangeToken timed out".into(),
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// When a token given now with `expires_in` seconds expires.
+    fn expiry(&self, expires_in: i64) -> UnixTime {
+        let lifetime = Duration::from_secs(u64::try_from(expires_in).unwrap_or(0));
+        UnixTime::of(self.inner.clock.now()).saturating_add(lifetime)
     }
 }
 

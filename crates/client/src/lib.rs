@@ -66,4 +66,4 @@ pub use error::{BuildError, TokenError};
 pub use layer::{BearerInterceptor, BearerLayer, BearerService, BoxError};
 pub use rule::refresh_after;
 pub use source::TokenSource;
-pub use token::{AccessToken, TokenSpec};
+pub use token::{AccessToken, TokenSpec, TransactionToken, TxnSpec, TxnSubject};

@@ -106,3 +106,117 @@ impl TokenSpec {
         self
     }
 }
+
+/// A transaction token (draft-ietf-oauth-transaction-tokens) as the issuer gave it: passed
+/// on in the `Txn-Token` header, never as a bearer token. `Debug` hides the token.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransactionToken {
+    value: Arc<str>,
+    /// When it expires (the issuer's `expires_in` counted from when it arrived).
+    pub expires_at: UnixTime,
+    /// The purpose it carries.
+    pub purpose: Vec<String>,
+}
+
+impl TransactionToken {
+    pub(crate) fn new(value: String, expires_at: UnixTime, purpose: Vec<String>) -> Self {
+        Self {
+            value: value.into(),
+            expires_at,
+            purpose,
+        }
+    }
+
+    /// The token itself (a secret: never log it).
+    pub fn secret(&self) -> &str {
+        &self.value
+    }
+
+    /// The `Txn-Token` header value, marked sensitive.
+    pub fn header_value(&self) -> Option<http::HeaderValue> {
+        let mut value = http::HeaderValue::try_from(&*self.value).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
+impl fmt::Debug for TransactionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransactionToken")
+            .field("value", &"…")
+            .field("expires_at", &self.expires_at)
+            .field("purpose", &self.purpose)
+            .finish()
+    }
+}
+
+/// What a transaction token is made from (the draft's subject token types).
+#[derive(Clone, Copy)]
+#[non_exhaustive]
+pub enum TxnSubject<'a> {
+    /// An access token for an audience this client serves (the edge, from the caller's
+    /// token), or one of its own: a new transaction for its subject.
+    AccessToken(&'a str),
+    /// A transaction token to replace: the same transaction, narrowed or with context added.
+    Replace(&'a str),
+    /// A JSON object naming the subject (`{"sub": …}`), for a client registered with
+    /// `asserts_txn_subjects`.
+    UnsignedJson(&'a str),
+    /// A JWT self-signed with this client's certificate key, naming the subject, for a
+    /// client registered with `asserts_txn_subjects`.
+    SelfSigned(&'a str),
+}
+
+impl fmt::Debug for TxnSubject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            TxnSubject::AccessToken(_) => "AccessToken",
+            TxnSubject::Replace(_) => "Replace",
+            TxnSubject::UnsignedJson(_) => "UnsignedJson",
+            TxnSubject::SelfSigned(_) => "SelfSigned",
+        };
+        write!(f, "TxnSubject::{kind}(…)")
+    }
+}
+
+/// What a transaction token is asked for: the trust domain (its audience), the purpose
+/// (scopes, within the subject's), and the request context and details (JSON objects).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TxnSpec {
+    /// The trust domain.
+    pub trust_domain: String,
+    /// The purpose.
+    pub purpose: Vec<String>,
+    /// `request_context`: a JSON object (it becomes `rctx`).
+    pub request_context: Option<String>,
+    /// `request_details`: a JSON object (it becomes `tctx`).
+    pub request_details: Option<String>,
+}
+
+impl TxnSpec {
+    /// For `trust_domain`, with the purposes `purpose`.
+    pub fn new<S: Into<String>>(
+        trust_domain: impl Into<String>,
+        purpose: impl IntoIterator<Item = S>,
+    ) -> Self {
+        Self {
+            trust_domain: trust_domain.into(),
+            purpose: purpose.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// With `request_context` (a JSON object).
+    pub fn with_request_context(mut self, json: impl Into<String>) -> Self {
+        self.request_context = Some(json.into());
+        self
+    }
+
+    /// With `request_details` (a JSON object).
+    pub fn with_request_details(mut self, json: impl Into<String>) -> Self {
+        self.request_details = Some(json.into());
+        self
+    }
+}
