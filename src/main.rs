@@ -34,6 +34,7 @@ use tokenmint_core::{
     crypto, grant,
     introspection::{ActiveToken, Introspection},
     token::{Actor, Confirmation, MayAct},
+    txn,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -494,16 +495,20 @@ fn refused(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", status.code(), status.message())
 }
 
+/// A file's text, or standard input's for `-`.
+fn read_text(path: &Path) -> Result<String> {
+    if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
 /// Reads a token from a file, or standard input for `-` (never from the command line, where
 /// it would land in shell history and process lists): a bare token, or the JSON `token issue`
 /// and `token exchange` print.
 fn read_token(path: &Path) -> Result<String> {
-    let text = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())
-            .context("reading the token from standard input")?
-    } else {
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
-    };
+    let text = read_text(path)?;
     let text = text.trim();
     // What `token issue` and `token exchange` print is read as well as a bare token.
     if !text.starts_with('{') {
@@ -560,6 +565,41 @@ struct TokenExchangeArgs {
     /// A file holding a token of the caller's own (optional).
     #[arg(long)]
     actor_token_file: Option<PathBuf>,
+    /// Ask for a transaction token (draft-ietf-oauth-transaction-tokens): --audience the
+    /// trust domain, --scope the purpose.
+    #[arg(long)]
+    txn: bool,
+    /// What the subject token is: an access token, a transaction token to replace, or, for a
+    /// client registered with asserts_txn_subjects, an unsigned JSON object or a self-signed
+    /// JWT naming the subject.
+    #[arg(long, value_enum, default_value = "access-token")]
+    subject_token_type: SubjectTokenType,
+    /// With --txn: request_context, a JSON object.
+    #[arg(long)]
+    request_context: Option<String>,
+    /// With --txn: request_details, a JSON object.
+    #[arg(long)]
+    request_details: Option<String>,
+}
+
+/// `token exchange --subject-token-type`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SubjectTokenType {
+    AccessToken,
+    TxnToken,
+    UnsignedJson,
+    SelfSigned,
+}
+
+impl SubjectTokenType {
+    fn urn(self) -> &'static str {
+        match self {
+            Self::AccessToken => grant::ACCESS_TOKEN_TYPE,
+            Self::TxnToken => txn::TXN_TOKEN_TYPE,
+            Self::UnsignedJson => txn::UNSIGNED_JSON_TYPE,
+            Self::SelfSigned => txn::SELF_SIGNED_TYPE,
+        }
+    }
 }
 
 /// The environment as UTF-8 pairs (others are skipped: no tokenmint variable is non-UTF-8).
@@ -1487,19 +1527,26 @@ async fn token_exchange(args: TokenExchangeArgs) -> Result<()> {
             String::new()
         }
     };
+    // An unsigned JSON subject is the object itself, never the `access_token` of printed JSON.
+    let subject_token = match args.subject_token_type {
+        SubjectTokenType::UnsignedJson => read_text(&args.subject_token_file)?.trim().to_owned(),
+        _ => read_token(&args.subject_token_file)?,
+    };
+    let requested = if args.txn { txn::TXN_TOKEN_TYPE } else { "" };
     let r = TokenServiceClient::new(channel)
         .exchange_token(ExchangeTokenRequest {
             client_id: asking.client_id.unwrap_or_default(),
             client_secret: secret.to_string(),
-            subject_token: read_token(&args.subject_token_file)?,
-            subject_token_type: grant::ACCESS_TOKEN_TYPE.to_owned(),
+            subject_token,
+            subject_token_type: args.subject_token_type.urn().to_owned(),
             actor_token_type: token_type(actor_token.is_some()),
             actor_token: actor_token.unwrap_or_default(),
-            requested_token_type: String::new(),
+            requested_token_type: requested.to_owned(),
             audiences: asking.audiences,
             scopes: asking.scopes,
             lifetime: asking.lifetime.map(duration_to_proto),
-            ..ExchangeTokenRequest::default()
+            request_context: args.request_context.unwrap_or_default(),
+            request_details: args.request_details.unwrap_or_default(),
         })
         .await
         .map_err(refused)?

@@ -685,7 +685,7 @@ async fn tokenmint_client_exchanges_for_the_next_hop() {
 }
 
 /// `tokenmint token …` as `who` (its certificate written into the setup's directory).
-fn cli(setup: &Setup, server: &TestServer, who: (&str, &Issued), args: &[&str]) -> Value {
+pub fn cli(setup: &Setup, server: &TestServer, who: (&str, &Issued), args: &[&str]) -> Value {
     let dir = setup.path();
     let (name, cert) = who;
     std::fs::write(dir.join(format!("{name}.pem")), &cert.cert_pem).unwrap();

@@ -785,3 +785,81 @@ async fn tokenmint_client_asks_for_and_replaces_transaction_tokens() {
         "{refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_asks_for_replaces_and_names_transaction_tokens() {
+    let setup = edge_setup();
+    let server = setup.start().await;
+    let parties = Parties::of(&setup);
+    let edge = setup.pki.client_uri(EDGE_URI);
+    let a = a_token(&server, &parties).await;
+    std::fs::write(setup.path().join("a.txt"), &a).unwrap();
+    let subject = r#"{"sub":"user:alice"}"#;
+    std::fs::write(setup.path().join("subject.json"), subject).unwrap();
+    let (setup_ref, server_ref) = (&setup, &server);
+    let txn_args = |more: &[&'static str]| {
+        let mut args = vec!["exchange", "--txn", "--audience", DOMAIN];
+        args.extend_from_slice(more);
+        args
+    };
+    let (first, replaced, named) = tokio::task::block_in_place(|| {
+        let first = cli(
+            setup_ref,
+            server_ref,
+            ("b", &parties.b),
+            &txn_args(&[
+                "--subject-token-file",
+                "a.txt",
+                "--scope",
+                "orders:read",
+                "--request-details",
+                r#"{"order":42}"#,
+            ]),
+        );
+        std::fs::write(setup_ref.path().join("b.json"), first.to_string()).unwrap();
+        let replaced = cli(
+            setup_ref,
+            server_ref,
+            ("c", &parties.c),
+            &txn_args(&[
+                "--subject-token-type",
+                "txn-token",
+                "--subject-token-file",
+                "b.json",
+                "--scope",
+                "orders:read",
+            ]),
+        );
+        let named = cli(
+            setup_ref,
+            server_ref,
+            ("edge", &edge),
+            &txn_args(&[
+                "--subject-token-type",
+                "unsigned-json",
+                "--subject-token-file",
+                "subject.json",
+                "--scope",
+                "orders:read",
+            ]),
+        );
+        (first, replaced, named)
+    });
+    assert_eq!(
+        (&first["token_type"], &first["issued_token_type"]),
+        (&Value::from("N_A"), &Value::from(txn::TXN_TOKEN_TYPE))
+    );
+    let token = |printed: &Value| printed["access_token"].as_str().unwrap().to_owned();
+    let (first, _) = txn_claims(&server, &token(&first)).await;
+    assert_eq!(first.tctx.as_ref().unwrap()["order"], 42);
+    let (replaced, _) = txn_claims(&server, &token(&replaced)).await;
+    assert_eq!(
+        (&replaced.txn, replaced.requesters()),
+        (&first.txn, vec!["b", "c"])
+    );
+    let (named, _) = txn_claims(&server, &token(&named)).await;
+    assert_eq!(
+        (named.sub.as_str(), named.req_wl.as_str()),
+        ("user:alice", "edge")
+    );
+}

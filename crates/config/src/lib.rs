@@ -1041,6 +1041,14 @@ audiences = ["https://demo.tokenmint.dev"]
             }
             let written = table[*section].as_table().unwrap();
             let mut written: Vec<&str> = written.keys().map(String::as_str).collect();
+            // A key whose default comes from another section (authz.trust_domain) is named in
+            // a comment instead.
+            let commented: Vec<&str> = keys
+                .iter()
+                .copied()
+                .filter(|k| !written.contains(k) && starter.contains(&format!("\n# {k} = ")))
+                .collect();
+            written.extend(commented);
             let mut known = keys.to_vec();
             written.sort_unstable();
             known.sort_unstable();
