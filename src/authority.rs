@@ -585,13 +585,12 @@ impl Authority {
         if ring.find(&verified.kid).is_none() || self.blocklist.is_key_revoked(&verified.kid) {
             return Err(Inactive::KeyRevoked);
         }
-        let parties = claims.parties();
-        if let Some(struck) = self.blocklist.strikes(&claims.links(), &parties) {
+        if let Some(struck) = self.blocklist.strikes(claims.links(), claims.parties()) {
             return Err(struck.into());
         }
         let registry = self.clients.load();
-        if !parties
-            .iter()
+        if !claims
+            .parties()
             .all(|p| registry.find(p).is_some_and(|c| c.enabled))
         {
             return Err(Inactive::ClientDisabled);

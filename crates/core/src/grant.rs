@@ -807,7 +807,8 @@ mod tests {
             "each ancestor names the client it was issued to"
         );
         let c_token = hop(&c, grant, &b_token);
-        assert_eq!(c_token.parties(), ["a", "b", "c"]);
+        // C's own, then its subject and the earlier actor (C, acting now, is not named twice).
+        assert_eq!(c_token.parties().collect::<Vec<_>>(), ["c", "a", "b"]);
         assert!(matches!(
             exchange(&d, &c_token, &TokenRequest::default()),
             Err(IssueError::Exchange(ExchangeRefusal::TooDeep(2)))

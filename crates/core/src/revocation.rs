@@ -488,23 +488,30 @@ impl Blocklist {
     /// issued to (a cut-off at or after its `iat`), or a party of the chain (`parties`:
     /// client, subject, actors) disabled. One event reaches every token exchanged from the
     /// one it names.
-    pub fn strikes(&self, links: &[Link<'_>], parties: &[&str]) -> Option<Struck> {
-        if let Some((own, ancestors)) = links.split_first() {
+    pub fn strikes<'a, 'p>(
+        &self,
+        links: impl Iterator<Item = Link<'a>> + Clone,
+        parties: impl IntoIterator<Item = &'p str>,
+    ) -> Option<Struck> {
+        let mut chain = links.clone();
+        if let Some(own) = chain.next() {
             if self.is_token_revoked(own.token_id) {
                 return Some(Struck::Revoked);
             }
-            if ancestors.iter().any(|l| self.is_token_revoked(l.token_id)) {
+            if chain.any(|l| self.is_token_revoked(l.token_id)) {
                 return Some(Struck::AncestorRevoked);
             }
         }
-        if parties.iter().any(|p| self.is_client_disabled(p)) {
+        if parties.into_iter().any(|p| self.is_client_disabled(p)) {
             return Some(Struck::ClientDisabled);
         }
-        let cut_off = |l: &Link<'_>| {
-            self.cutoff(l.client_id)
-                .is_some_and(|cutoff| l.issued_at <= cutoff)
-        };
-        links.iter().any(cut_off).then_some(Struck::ClientCutOff)
+        let mut links = links;
+        links
+            .any(|l| {
+                self.cutoff(l.client_id)
+                    .is_some_and(|cutoff| l.issued_at <= cutoff)
+            })
+            .then_some(Struck::ClientCutOff)
     }
 
     /// Live revoked-token entries (approximate: expired entries leave lazily).
@@ -914,7 +921,7 @@ mod tests {
             link("b", "b", 200),
         ];
         let parties = ["a", "b", "c"];
-        assert_eq!(list.strikes(&chain, &parties), None);
+        assert_eq!(list.strikes(chain.into_iter(), parties), None);
         list.apply(
             &event(
                 1,
@@ -925,17 +932,23 @@ mod tests {
             ),
             at(0),
         );
-        assert_eq!(list.strikes(&chain, &parties), Some(Struck::ClientCutOff));
+        assert_eq!(
+            list.strikes(chain.into_iter(), parties),
+            Some(Struck::ClientCutOff)
+        );
         // A token A got after its cut-off starts a chain that stands.
         let later = [link("c2", "c", 300), link("a2", "a", 160)];
-        assert_eq!(list.strikes(&later, &parties), None);
+        assert_eq!(list.strikes(later.into_iter(), parties), None);
         list.apply(&revoked("a2", "a", "a", 2), at(0));
         assert_eq!(
-            list.strikes(&later, &parties),
+            list.strikes(later.into_iter(), parties),
             Some(Struck::AncestorRevoked)
         );
         list.apply(&revoked("c2", "c", "c", 3), at(0));
-        assert_eq!(list.strikes(&later, &parties), Some(Struck::Revoked));
+        assert_eq!(
+            list.strikes(later.into_iter(), parties),
+            Some(Struck::Revoked)
+        );
         let other = [link("d", "d", 300)];
         list.apply(
             &event(
@@ -947,9 +960,9 @@ mod tests {
             at(0),
         );
         assert_eq!(
-            list.strikes(&other, &["d", "b"]),
+            list.strikes(other.into_iter(), ["d", "b"]),
             Some(Struck::ClientDisabled)
         );
-        assert_eq!(list.strikes(&other, &["d"]), None);
+        assert_eq!(list.strikes(other.into_iter(), ["d"]), None);
     }
 }

@@ -57,7 +57,9 @@ impl VerifiedToken {
 
     /// The tokens of its chain, as the revocation state judges them: itself, then its
     /// ancestors.
-    pub(crate) fn links(&self) -> Vec<tokenmint_core::revocation::Link<'_>> {
+    pub(crate) fn links(
+        &self,
+    ) -> impl Iterator<Item = tokenmint_core::revocation::Link<'_>> + Clone {
         tokenmint_core::token::links(
             &self.token_id,
             &self.client_id,
@@ -67,7 +69,7 @@ impl VerifiedToken {
     }
 
     /// Every party of the token's chain: its client, its subject and each actor.
-    pub fn parties(&self) -> Vec<&str> {
+    pub(crate) fn parties(&self) -> impl Iterator<Item = &str> + Clone {
         tokenmint_core::token::parties(&self.client_id, &self.subject, self.actor.as_ref())
     }
 }

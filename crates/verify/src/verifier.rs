@@ -488,8 +488,7 @@ impl Shared {
         if self.state.keys().find(&token.key_id).is_none() {
             return Err(VerifyError::UnknownKey);
         }
-        let parties = token.parties();
-        match blocklist.strikes(&token.links(), &parties) {
+        match blocklist.strikes(token.links(), token.parties()) {
             None => {}
             Some(Struck::Revoked) => return Err(VerifyError::Revoked),
             Some(Struck::AncestorRevoked) => return Err(VerifyError::AncestorRevoked),
