@@ -312,13 +312,14 @@ impl Authority {
         request: &TokenRequest,
     ) -> Result<IssuedToken, IssueError> {
         self.grant_to(peer, request, |auth, now| {
-            let registry = self.clients.load();
-            let actor = request.may_act.as_deref().and_then(|id| registry.find(id));
+            // The registry is read only when a token names who may act for it.
+            let actor =
+                (request.may_act.as_deref()).and_then(|id| self.clients.load().find(id).cloned());
             let grant = grant::client_credentials(
                 &auth.client,
                 request,
                 self.issuer.ceiling(),
-                actor.map(AsRef::as_ref),
+                actor.as_deref(),
             )?;
             self.mint(auth, grant, now)
         })
@@ -357,11 +358,8 @@ impl Authority {
     /// An exchange judges another party's token, as introspection does, so it needs the
     /// revocation state as fresh: loaded, and caught up within `max_staleness`.
     fn check_exchange_fresh(&self) -> Result<(), IssueError> {
-        let stale = self.stale_for();
-        if !self.blocklist.is_loaded() || stale > self.max_staleness {
-            return Err(IssueError::Stale(stale));
-        }
-        Ok(())
+        self.check_fresh()
+            .map_err(|_| IssueError::Stale(self.stale_for()))
     }
 
     /// The subject token's claims: its signature first, then whether the caller may

@@ -163,13 +163,17 @@ pub async fn decide(verifier: &Verifier, rules: Rules<'_>, ask: Ask<'_>) -> Deci
         Ok(verified) => verified,
         Err(error) => return Decision::Deny(denial_of(&error)),
     };
-    if let Some(missing) = required_scopes(rules.scopes, ask.path)
+    // The path is read once, for the scopes and the transaction token alike.
+    let path = Readings::of(ask.path);
+    if let Some(missing) = path
+        .under(rules.scopes)
+        .unwrap_or_default()
         .into_iter()
         .find(|s| !verified.has_scope(s))
     {
         return Decision::Deny(Denial::InsufficientScope(missing.to_owned()));
     }
-    match transaction(verifier, rules, &ask, certificate.as_ref()).await {
+    match transaction(verifier, rules, &ask, &path, certificate.as_ref()).await {
         Ok(txn) => Decision::Allow(Allowed {
             token: verified,
             txn,
@@ -185,12 +189,13 @@ async fn transaction(
     verifier: &Verifier,
     rules: Rules<'_>,
     ask: &Ask<'_>,
+    path: &Readings,
     certificate: Option<&PeerCertificate>,
 ) -> Result<Option<TxnToken>, Denial> {
     if !rules.txn_tokens {
         return Ok(None);
     }
-    let required = under(rules.txn_required, ask.path);
+    let required = path.under(rules.txn_required);
     let sent = ask.txn_token.map(str::trim).filter(|t| !t.is_empty());
     let token = match (sent, &required) {
         (None, None) => return Ok(None),
@@ -203,9 +208,6 @@ async fn transaction(
     {
         Ok(txn) => txn,
         Err(error) if error.is_unavailable() => return Err(Denial::Unavailable(error.reason())),
-        Err(VerifyError::CertificateRequired) => {
-            return Err(Denial::TxnToken("txn_token_no_certificate"));
-        }
         Err(_) => return Err(Denial::TxnToken("txn_token_invalid")),
     };
     let held = txn.scopes();
@@ -230,35 +232,51 @@ pub fn required_scopes<'a>(
 /// The scopes of the rules `target` falls under (the longest prefix of each reading, as for
 /// [`required_scopes`]), or `None` when it falls under none.
 pub fn under<'a>(rules: &'a [(String, Vec<String>)], target: Option<&str>) -> Option<Vec<&'a str>> {
-    if rules.is_empty() {
-        return None;
+    Readings::of(target).under(rules)
+}
+
+/// A request target's two readings: as sent and as a server routes it (`None`: the proxy did
+/// not say, or the target has no path reading).
+pub struct Readings(Option<[String; 2]>);
+
+impl Readings {
+    /// The readings of `target`.
+    pub fn of(target: Option<&str>) -> Self {
+        Self(target.and_then(|target| {
+            Some([
+                request_path::as_sent(target)?.to_owned(),
+                request_path::normalised(target)?,
+            ])
+        }))
     }
-    let longest = |path: &str| {
-        rules
+
+    /// The scopes of the rules the path falls under: the longest prefix of each reading; of
+    /// every rule when there is no reading; `None` when it falls under none.
+    pub fn under<'a>(&self, rules: &'a [(String, Vec<String>)]) -> Option<Vec<&'a str>> {
+        if rules.is_empty() {
+            return None;
+        }
+        let longest = |path: &str| {
+            rules
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+        };
+        let matched: Vec<&(String, Vec<String>)> = match &self.0 {
+            Some(readings) => readings.iter().filter_map(|p| longest(p)).collect(),
+            None => rules.iter().collect(),
+        };
+        if matched.is_empty() {
+            return None;
+        }
+        let mut required: Vec<&str> = matched
             .iter()
-            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
-    };
-    let readings = target.and_then(|target| {
-        Some([
-            request_path::as_sent(target)?.to_owned(),
-            request_path::normalised(target)?,
-        ])
-    });
-    let matched: Vec<&(String, Vec<String>)> = match readings {
-        Some(readings) => readings.iter().filter_map(|p| longest(p)).collect(),
-        None => rules.iter().collect(),
-    };
-    if matched.is_empty() {
-        return None;
+            .flat_map(|(_, s)| s)
+            .map(String::as_str)
+            .collect();
+        required.sort_unstable();
+        required.dedup();
+        Some(required)
     }
-    let mut required: Vec<&str> = matched
-        .iter()
-        .flat_map(|(_, s)| s)
-        .map(String::as_str)
-        .collect();
-    required.sort_unstable();
-    required.dedup();
-    Some(required)
 }
 
 /// The headers an allowed request goes upstream with (every proxy example in `deploy/`

@@ -68,6 +68,7 @@ async fn a_transaction_token_from_an_access_token_is_replaced_along_the_chain() 
                 ("audience", DOMAIN),
                 ("scope", "orders:read orders:write"),
                 ("request_details", r#"{"order":42}"#),
+                ("request_context", r#"{"req_ip":"10.0.0.1"}"#),
             ],
         ),
     )
@@ -82,6 +83,7 @@ async fn a_transaction_token_from_an_access_token_is_replaced_along_the_chain() 
     assert_eq!(claims.scope, "orders:read orders:write");
     assert_eq!(claims.req_wl, "b");
     assert_eq!(claims.tctx.as_ref().unwrap()["order"], 42);
+    assert_eq!(claims.rctx.as_ref().unwrap()["req_ip"], "10.0.0.1");
     assert!(
         claims.exp.since(claims.iat).as_secs() <= 30,
         "the configured lifetime"
@@ -102,8 +104,20 @@ async fn a_transaction_token_from_an_access_token_is_replaced_along_the_chain() 
     assert_eq!((second.sub.as_str(), second.aud.as_str()), ("a", DOMAIN));
     assert_eq!(second.scope, "orders:read");
     assert_eq!(second.requesters(), ["b", "c"]);
-    assert_eq!(second.tctx, claims.tctx);
+    assert_eq!((&second.tctx, &second.rctx), (&claims.tctx, &claims.rctx));
     assert!(second.exp <= claims.exp, "never past the token it replaced");
+
+    // A context member is kept, never changed, by a replacement.
+    let changed = ExchangeTokenRequest {
+        request_context: r#"{"req_ip":"10.0.0.2"}"#.into(),
+        ..txn_request(&first, txn::TXN_TOKEN_TYPE, &["orders:read"])
+    };
+    let message = assert_exchange_refused(
+        exchange(&server, &parties.c, changed).await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
+    assert!(message.contains("rctx member \"req_ip\""), "{message}");
 
     // Widening on replacement is refused.
     assert_exchange_refused(
@@ -207,6 +221,73 @@ async fn transaction_token_requests_are_refused_with_their_codes() {
     let mut bad = txn_request(&a, ACCESS_TOKEN, &["orders:read"]);
     bad.request_details = "[1,2]".into();
     refused(bad, "invalid_request").await;
+    // What a transaction-token request does not take: an actor token, may_act, a lifetime,
+    // more scopes than any request may name.
+    let ask = || txn_request(&a, ACCESS_TOKEN, &["orders:read"]);
+    let with_actor = ExchangeTokenRequest {
+        actor_token: a.clone(),
+        actor_token_type: ACCESS_TOKEN.into(),
+        ..ask()
+    };
+    let with_lifetime = ExchangeTokenRequest {
+        lifetime: Some(prost_types::Duration {
+            seconds: 10,
+            nanos: 0,
+        }),
+        ..ask()
+    };
+    let scopes: Vec<String> = (0..=tokenmint_core::token::MAX_REQUESTED_VALUES)
+        .map(|i| format!("s{i}"))
+        .collect();
+    let too_many = ExchangeTokenRequest { scopes, ..ask() };
+    for (request, says) in [
+        (with_actor, "no actor_token"),
+        (with_lifetime, "no may_act or lifetime"),
+        (too_many, "scopes"),
+    ] {
+        let message = refused(request, "invalid_request").await;
+        assert!(message.contains(says), "{says}: {message}");
+    }
+    // Two contexts of 4 KiB each would make a token no verifier reads: refused, never
+    // signed and sent.
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(4000));
+    let oversized = ExchangeTokenRequest {
+        request_context: big.clone(),
+        request_details: big,
+        ..ask()
+    };
+    let message = refused(oversized, "invalid_request").await;
+    assert!(message.contains("less context"), "{message}");
+    // may_act, which only the form can carry, likewise.
+    let (status, body) = post_form(
+        &https_as(&setup, &parties.b),
+        &server,
+        "/oauth2/token",
+        &exchange_form(
+            &a,
+            &[
+                ("requested_token_type", txn::TXN_TOKEN_TYPE),
+                ("audience", DOMAIN),
+                ("scope", "orders:read"),
+                ("may_act", "c"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &Value::from("invalid_request")),
+        "{body}"
+    );
+    let description = body["error_description"].as_str().unwrap_or_default();
+    assert!(description.contains("no may_act"), "{body}");
+    // An access token for an audience the caller does not serve: C cannot start a
+    // transaction from A's token for B.
+    assert_exchange_refused(
+        exchange(&server, &parties.c, ask()).await,
+        tonic::Code::InvalidArgument,
+        "invalid_request",
+    );
 
     // Without a trust domain the issuer gives none.
     let off = Setup::new(&chain_clients());
@@ -291,6 +372,24 @@ async fn each_hop_verifies_the_transaction_token_from_a_workload_of_the_domain()
     assert_eq!(
         elsewhere.verify_txn(&first, Some(&from_b), now).await,
         Err(VerifyError::WrongAudience)
+    );
+    // A verifier with no trust domain takes none; nor one issued in the future.
+    let builder = tokenmint_verify::Verifier::builder(ISSUER).audience(B_AUD);
+    let no_domain = crate::verifier::ready(crate::verifier::with_source(
+        builder,
+        &setup,
+        &server,
+        &parties.rs,
+    ))
+    .await;
+    assert_eq!(
+        no_domain.verify_txn(&first, Some(&from_b), now).await,
+        Err(VerifyError::WrongAudience)
+    );
+    let earlier = now.saturating_sub(std::time::Duration::from_secs(3600));
+    assert_eq!(
+        at_c.verify_txn(&first, Some(&from_b), earlier).await,
+        Err(VerifyError::NotYetValid)
     );
 }
 

@@ -50,6 +50,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use rustls::{ClientConfig, RootCertStore, client::Resumption, pki_types::ServerName};
 use serde::Serialize;
+use tokenmint_core::{grant, txn};
 use tokenmint_proto::v1::{
     ExchangeTokenRequest, GetJwksRequest, IntrospectTokenRequest, IssueTokenRequest,
     RevocationEvent, RevokeTokenIdRequest, WatchRevocationsRequest,
@@ -1023,7 +1024,7 @@ impl Caller {
                 TokenServiceClient::with_origin(channel.clone(), self.target.uri.clone())
                     .exchange_token(ExchangeTokenRequest {
                         subject_token,
-                        subject_token_type: "urn:ietf:params:oauth:token-type:access_token".into(),
+                        subject_token_type: grant::ACCESS_TOKEN_TYPE.into(),
                         ..Default::default()
                     })
                     .await
@@ -1035,8 +1036,8 @@ impl Caller {
                 TokenServiceClient::with_origin(channel.clone(), self.target.uri.clone())
                     .exchange_token(ExchangeTokenRequest {
                         subject_token,
-                        subject_token_type: "urn:ietf:params:oauth:token-type:access_token".into(),
-                        requested_token_type: "urn:ietf:params:oauth:token-type:txn_token".into(),
+                        subject_token_type: grant::ACCESS_TOKEN_TYPE.into(),
+                        requested_token_type: txn::TXN_TOKEN_TYPE.into(),
                         audiences: vec![self.trust_domain.clone()],
                         scopes: vec!["demo:read".into()],
                         ..Default::default()

@@ -72,21 +72,7 @@ impl Validator<'_> {
     }
 }
 
-/// A scheme (a letter, then letters, digits, `+`, `-` or `.`), a colon and more, printable
-/// ASCII without spaces, bounded.
+/// A trust domain: an absolute URI (as a SAN URI is), bounded.
 pub(super) fn is_uri(text: &str) -> bool {
-    let Some((scheme, rest)) = text.split_once(':') else {
-        return false;
-    };
-    let scheme_ok = scheme
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    scheme_ok
-        && !rest.is_empty()
-        && text.len() <= MAX_TRUST_DOMAIN_LEN
-        && text.bytes().all(|b| b.is_ascii_graphic())
+    text.len() <= MAX_TRUST_DOMAIN_LEN && tokenmint_core::identity::is_absolute_uri(text)
 }

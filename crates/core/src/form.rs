@@ -170,12 +170,7 @@ fn credentials_request(
     };
     let scopes = form
         .single("scope")?
-        .map(|s| {
-            s.split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+        .map(|s| crate::token::split_scope(s).map(str::to_owned).collect())
         .unwrap_or_default();
     Ok(TokenRequest {
         client_id,

@@ -103,7 +103,7 @@ fn check_counts(request: &TokenRequest) -> Result<(), IssueError> {
 
 /// The requested values if each is among `allowed` (else `refuse` names the first that is
 /// not), or `default` when none were requested.
-fn within(
+pub(crate) fn within(
     requested: &[String],
     allowed: &[String],
     default: &[String],
@@ -296,6 +296,12 @@ impl ExchangeRequest {
                 "a transaction token request takes no actor_token",
             ));
         }
+        if self.request.may_act.is_some() || self.request.lifetime.is_some() {
+            return Err(IssueError::TokenType(
+                "a transaction token request takes no may_act or lifetime (it lives txn_tokens.lifetime)",
+            ));
+        }
+        check_counts(&self.request)?;
         Ok(txn::TXN_TOKEN_TYPE)
     }
 }

@@ -987,7 +987,7 @@ fn parse_thumbprint(s: &str) -> Result<CertificateThumbprint, IdentityError> {
 }
 
 /// `scheme ":" rest` with a valid scheme, a non-empty rest, printable ASCII only.
-fn is_absolute_uri(s: &str) -> bool {
+pub fn is_absolute_uri(s: &str) -> bool {
     let Some((scheme, rest)) = s.split_once(':') else {
         return false;
     };

@@ -169,16 +169,15 @@ impl AccessTokenClaims {
 
     /// The granted scopes as a list.
     pub fn scopes(&self) -> Vec<String> {
-        self.scope
-            .as_deref()
-            .map(|s| {
-                s.split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
+        split_scope(self.scope.as_deref().unwrap_or_default())
+            .map(str::to_owned)
+            .collect()
     }
+}
+
+/// The scopes of a space-separated `scope` value (RFC 6749 §3.3), empty ones skipped.
+pub fn split_scope(scope: &str) -> impl Iterator<Item = &str> {
+    scope.split(' ').filter(|s| !s.is_empty())
 }
 
 /// Every party of a token's chain: the client it was issued to, then its subject and each
@@ -343,9 +342,10 @@ pub enum IssueError {
     #[error("signing is unavailable: {0}")]
     SignerUnavailable(String),
     /// The signed token would be longer than verifiers accept ([`crate::jose::MAX_JWS_LEN`]):
-    /// a large post-quantum signature and many scopes or audiences.
+    /// a large post-quantum signature and many scopes or audiences, or large transaction
+    /// contexts.
     #[error(
-        "the token would be {0} bytes, over the {max} bytes verifiers accept: request fewer scopes or audiences",
+        "the token would be {0} bytes, over the {max} bytes verifiers accept: request fewer scopes or audiences, or less context",
         max = crate::jose::MAX_JWS_LEN
     )]
     TooLarge(usize),

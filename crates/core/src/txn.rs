@@ -67,7 +67,7 @@ pub struct TxnTokenClaims {
 impl TxnTokenClaims {
     /// The purpose as a list.
     pub fn scopes(&self) -> Vec<&str> {
-        self.scope.split(' ').filter(|s| !s.is_empty()).collect()
+        crate::token::split_scope(&self.scope).collect()
     }
 
     /// The requesting workloads, in the order they asked.
@@ -153,49 +153,39 @@ pub fn txn_claims(
     if x.requester.is_empty() || x.requester.contains(',') {
         return Err(TxnRefusal::Requester.into());
     }
-    let (held, exp) = match subject {
-        TxnSubject::AccessToken(t) => (t.scopes(), t.exp),
+    let fresh = |sub: &str| {
+        (
+            x.new_txn.to_owned(),
+            sub.to_owned(),
+            x.requester.to_owned(),
+            request.request_details.clone(),
+            request.request_context.clone(),
+        )
+    };
+    let (held, exp, (txn, sub, req_wl, tctx, rctx)) = match subject {
+        TxnSubject::AccessToken(t) => (t.scopes(), t.exp, fresh(&t.sub)),
         TxnSubject::Asserted { asserted, ceiling } => (
             ceiling.to_vec(),
             asserted.until.unwrap_or(x.now.saturating_add(x.lifetime)),
+            fresh(&asserted.sub),
         ),
-        TxnSubject::Replacement(t) => (t.scopes().into_iter().map(str::to_owned).collect(), t.exp),
+        TxnSubject::Replacement(t) => (
+            t.scopes().into_iter().map(str::to_owned).collect(),
+            t.exp,
+            (
+                t.txn.clone(),
+                t.sub.clone(),
+                format!("{},{}", t.req_wl, x.requester),
+                extended("tctx", &t.tctx, &request.request_details)?,
+                extended("rctx", &t.rctx, &request.request_context)?,
+            ),
+        ),
     };
     if exp <= x.now {
         return Err(IssueError::SubjectToken("expired"));
     }
-    if let Some(bad) = request.scopes.iter().find(|s| !held.contains(s)) {
-        return Err(TxnRefusal::Scope(bad.chars().take(140).collect()).into());
-    }
-    let mut scopes: Vec<&str> = Vec::new();
-    for scope in &request.scopes {
-        if !scopes.contains(&scope.as_str()) {
-            scopes.push(scope);
-        }
-    }
-    let (txn, sub, req_wl, tctx, rctx) = match subject {
-        TxnSubject::AccessToken(t) => (
-            x.new_txn.to_owned(),
-            t.sub.clone(),
-            x.requester.to_owned(),
-            request.request_details.clone(),
-            request.request_context.clone(),
-        ),
-        TxnSubject::Asserted { asserted, .. } => (
-            x.new_txn.to_owned(),
-            asserted.sub.clone(),
-            x.requester.to_owned(),
-            request.request_details.clone(),
-            request.request_context.clone(),
-        ),
-        TxnSubject::Replacement(t) => (
-            t.txn.clone(),
-            t.sub.clone(),
-            format!("{},{}", t.req_wl, x.requester),
-            extended("tctx", &t.tctx, &request.request_details)?,
-            extended("rctx", &t.rctx, &request.request_context)?,
-        ),
-    };
+    let refuse = |bad| IssueError::Txn(TxnRefusal::Scope(bad));
+    let scopes = crate::grant::within(&request.scopes, &held, &[], refuse)?;
     Ok(TxnTokenClaims {
         iss: x.issuer.to_owned(),
         iat: x.now,

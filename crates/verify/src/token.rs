@@ -113,8 +113,7 @@ impl Claims {
             scopes: self
                 .scope
                 .map(|s| {
-                    s.split(' ')
-                        .filter(|s| !s.is_empty())
+                    tokenmint_core::token::split_scope(&s)
                         .map(str::to_owned)
                         .collect()
                 })

@@ -215,16 +215,14 @@ impl ClientDraft {
         let permissions = permissions(self.permissions)?;
         let (default_lifetime, max_lifetime) =
             lifetimes(self.default_lifetime, self.max_lifetime, defaults)?;
-        let exchange = ExchangePolicy {
-            asserts_txn_subjects: self.asserts_txn_subjects,
-            ..exchange_policy(
-                self.serves,
-                self.act_for,
-                self.delegate_audiences,
-                self.delegate_scopes,
-                &self.audiences,
-            )?
-        };
+        let exchange = exchange_policy(
+            self.serves,
+            self.act_for,
+            self.delegate_audiences,
+            self.delegate_scopes,
+            &self.audiences,
+            self.asserts_txn_subjects,
+        )?;
         Ok(Client {
             id,
             matcher,
@@ -244,13 +242,15 @@ impl ClientDraft {
 }
 
 /// The exchange policy: served audiences and delegation audiences are audiences; `act_for`
-/// names client ids (or `*`); delegation is all or nothing — whom, and what it may call.
+/// names client ids (or `*`); delegation is all or nothing — whom, and what it may call;
+/// `asserts_txn_subjects` as registered.
 fn exchange_policy(
     serves: Vec<String>,
     act_for: Vec<String>,
     delegate_audiences: Vec<String>,
     delegate_scopes: Vec<String>,
     audiences: &[String],
+    asserts_txn_subjects: bool,
 ) -> Result<ExchangePolicy, DraftError> {
     check_values(DraftField::Serves, &serves, check_audience, AUDIENCE_RULE)?;
     check_values(DraftField::ActFor, &act_for, check_actee, ACT_FOR_RULE)?;
@@ -284,7 +284,7 @@ fn exchange_policy(
             act_for,
             delegate_audiences,
             delegate_scopes,
-            asserts_txn_subjects: false,
+            asserts_txn_subjects,
         }),
     }
 }
