@@ -238,6 +238,20 @@ pub fn verify_txn(
     leeway: Duration,
 ) -> Result<TxnTokenClaims, VerifyError> {
     let claims = jose::verify_compact::<TxnTokenClaims>(token, keys, &[TXN_JWT_TYPE])?.payload;
+    check_claims(&claims, issuer, trust_domain, now, leeway)?;
+    Ok(claims)
+}
+
+/// The checks of a transaction token's claims once its signature verified, wherever it is
+/// verified (here, and in `tokenmint-verify`): `iss`, `aud` the trust domain, and the times
+/// with `leeway`.
+pub fn check_claims(
+    claims: &TxnTokenClaims,
+    issuer: &str,
+    trust_domain: &str,
+    now: UnixTime,
+    leeway: Duration,
+) -> Result<(), VerifyError> {
     if claims.iss != issuer {
         return Err(VerifyError::WrongIssuer);
     }
@@ -250,7 +264,7 @@ pub fn verify_txn(
     if claims.iat.saturating_sub(leeway) > now {
         return Err(VerifyError::NotYetValid);
     }
-    Ok(claims)
+    Ok(())
 }
 
 /// An unsigned JSON subject (draft §11.2.2): a JSON object of at most [`MAX_CONTEXT_LEN`]

@@ -115,6 +115,20 @@ impl From<tokenmint_core::jose::JwsError> for VerifyError {
     }
 }
 
+impl From<tokenmint_core::token::VerifyError> for VerifyError {
+    fn from(error: tokenmint_core::token::VerifyError) -> Self {
+        use tokenmint_core::token::VerifyError as Core;
+        match error {
+            Core::Jws(jws) => jws.into(),
+            Core::WrongIssuer => Self::WrongIssuer,
+            // A verifier answers for its audiences; the trust domain is a transaction token's.
+            Core::WrongTrustDomain => Self::WrongAudience,
+            Core::Expired => Self::Expired,
+            Core::NotYetValid => Self::NotYetValid,
+        }
+    }
+}
+
 /// Why a [`crate::Verifier`] could not be built.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]

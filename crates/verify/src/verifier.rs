@@ -312,19 +312,8 @@ impl Verifier {
             .verify_jws::<TxnToken>(token, &[txn::TXN_JWT_TYPE])
             .await?
             .payload;
-        if claims.iss != shared.settings.issuer {
-            return Err(VerifyError::WrongIssuer);
-        }
-        if claims.aud != domain {
-            return Err(VerifyError::WrongAudience);
-        }
-        let leeway = shared.settings.leeway;
-        if claims.exp.saturating_add(leeway) <= now {
-            return Err(VerifyError::Expired);
-        }
-        if claims.iat.saturating_sub(leeway) > now {
-            return Err(VerifyError::NotYetValid);
-        }
+        let settings = &shared.settings;
+        txn::check_claims(&claims, &settings.issuer, domain, now, settings.leeway)?;
         Ok(claims)
     }
 
