@@ -1,5 +1,5 @@
 //! The standard OAuth2 HTTP face on the same TLS listener as gRPC (axum's one home): the
-//! token (RFC 6749 §4.4 + RFC 8705), introspection (RFC 7662) and revocation (RFC 7009)
+//! token (RFC 6749 §4.4 + RFC 8705, and RFC 8693 token exchange), introspection (RFC 7662) and revocation (RFC 7009)
 //! endpoints, the JWK Set and the RFC 8414 metadata. Every rule is the core's; refusals go
 //! through `wire`.
 

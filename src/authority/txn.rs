@@ -1,6 +1,7 @@
 //! Transaction tokens at the authority (draft-ietf-oauth-transaction-tokens-10): the subject
 //! token judged (an access token as an exchange judges it; a transaction token to replace,
-//! checked as a receiving workload checks it, with no leeway), the claims decided by
+//! checked as a receiving workload checks it, with no leeway; a subject the caller names in
+//! a self-signed JWT or unsigned JSON, if its registration allows), the claims decided by
 //! `tokenmint_core::txn`, signed as `txntoken+jwt` with the current key.
 
 use std::time::Duration;

@@ -1,12 +1,13 @@
 //! `tokenmint authz`: the verification sidecar. One `tokenmint-verify` verifier (keys and
 //! revocations watched from the issuer, fail closed past staleness) behind the proxies' own
 //! external-authorization protocols, so a service in any language gets the certificate binding
-//! and revocation checked with a few lines of proxy configuration.
+//! and revocation checked — and, where `authz.txn_required` says, a transaction token
+//! (`Txn-Token`) — with a few lines of proxy configuration.
 //!
 //! ```text
-//!  proxy ── GET /verify (Authorization, certificate header) ──▶ http ─┐
-//!                                                                      ├─▶ decision::decide ─▶ Verifier
-//!  Envoy ── Authorization/Check (headers, peer certificate) ──▶ grpc ──┘
+//!  proxy ── GET /verify (Authorization, Txn-Token, certificate header) ──▶ http ─┐
+//!                                                                                 ├─▶ decision::decide ─▶ Verifier
+//!  Envoy ── Authorization/Check (headers, peer certificate) ──▶ grpc ─────────────┘
 //!  ops: /healthz, /readyz (not ready while stale), /metrics
 //! ```
 //!

@@ -1,4 +1,5 @@
-//! `tokenmint.v1.TokenService`: issuance, introspection and revocation of tokens.
+//! `tokenmint.v1.TokenService`: issuance, token exchange (RFC 8693, transaction tokens
+//! included), introspection and revocation of tokens.
 
 use super::*;
 

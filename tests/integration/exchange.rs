@@ -816,34 +816,44 @@ async fn an_exchange_says_nothing_of_the_standing_of_a_token_the_caller_could_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_the_store_refuses_exchanges_but_still_issues() {
     use tokenmint_core::clock::{Clock as _, ManualClock, SystemClock};
-    let setup = Setup::new(&chain_clients());
+    let domain = "spiffe://tokenmint.test";
+    let setup = Setup::new(&format!(
+        "[txn_tokens]\ntrust_domain = \"{domain}\"\n{}",
+        chain_clients()
+    ));
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
     let server = setup.start_with_clock(clock.clone()).await;
     let parties = Parties::of(&setup);
     let a = a_token(&server, &parties).await;
-    // Ten seconds pass with no catch-up (the default max_staleness is 5 s). The catch-up
-    // task marks the replica fresh again within a second of real time, so a try that lost
-    // that race is made again.
-    let mut stale = None;
-    for _ in 0..10 {
-        clock.advance(Duration::from_secs(10));
-        match exchange(&server, &parties.b, exchange_request(&a)).await {
-            Err(status) => {
+    let as_txn = ExchangeTokenRequest {
+        requested_token_type: tokenmint_core::txn::TXN_TOKEN_TYPE.into(),
+        audiences: vec![domain.into()],
+        scopes: vec!["orders:read".into()],
+        ..exchange_request(&a)
+    };
+    // An access token and a transaction token alike.
+    for request in [exchange_request(&a), as_txn] {
+        // Ten seconds pass with no catch-up (the default max_staleness is 5 s). The catch-up
+        // task marks the replica fresh again within a second of real time, so a try that
+        // lost that race is made again.
+        let mut stale = None;
+        for _ in 0..10 {
+            clock.advance(Duration::from_secs(10));
+            if let Err(status) = exchange(&server, &parties.b, request.clone()).await {
                 stale = Some(status);
                 break;
             }
-            Ok(_) => continue,
         }
+        let status = stale.expect("an exchange refused while stale");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert_eq!(
+            status
+                .metadata()
+                .get(tokenmint::wire::OAUTH_ERROR_METADATA)
+                .and_then(|v| v.to_str().ok()),
+            Some("temporarily_unavailable")
+        );
     }
-    let status = stale.expect("an exchange refused while stale");
-    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    assert_eq!(
-        status
-            .metadata()
-            .get(tokenmint::wire::OAUTH_ERROR_METADATA)
-            .and_then(|v| v.to_str().ok()),
-        Some("temporarily_unavailable")
-    );
     issue(&server, &parties.a, IssueTokenRequest::default())
         .await
         .expect("client_credentials issues until max_issue_staleness");

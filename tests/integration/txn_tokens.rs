@@ -1,6 +1,8 @@
 //! Transaction tokens (draft-ietf-oauth-transaction-tokens-10) over real mTLS: issued by
-//! token exchange from an access token the edge received, replaced along the chain keeping
-//! the transaction id, and never taken as an access token.
+//! token exchange from an access token the edge received or a subject the edge names itself,
+//! replaced along the chain keeping the transaction id, never taken as an access token, and
+//! checked where they are received: by `tokenmint-verify` (its entry point and layer) and by
+//! the sidecar per path; asked for through `tokenmint-client` and the CLI.
 
 use serde_json::Value;
 use tokenmint::grpc::proto::ExchangeTokenRequest;

@@ -1,5 +1,6 @@
 //! The client: one mTLS channel to the issuer, and one token source per [`TokenSpec`], shared
-//! by everything in the process that asks for it.
+//! by everything in the process that asks for it; and the one-shot exchanges, held by no
+//! source (`exchange`, `txn_token`).
 
 use std::{
     collections::HashMap,

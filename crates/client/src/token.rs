@@ -1,4 +1,5 @@
-//! A token as the source hands it out, and what a source asks for.
+//! A token as the source hands it out, and what a source asks for; a transaction token and
+//! what [`crate::Client::txn_token`] asks for.
 
 use std::{fmt, sync::Arc, time::Duration};
 

@@ -130,7 +130,7 @@ pub enum GrantRequest {
 }
 
 /// The token endpoint's request: the form checked for repeats and the grant type, then the
-/// grant's parameters ([`credentials_request`]; [`exchange_request`]).
+/// grant's parameters (`credentials_request`; `exchange_request`).
 pub fn token_request(form: &Form, authorization: Option<&[u8]>) -> Result<GrantRequest, FormError> {
     form.check_no_repeats()?;
     let grant = match form.single("grant_type")?.map(GrantType::from_name) {

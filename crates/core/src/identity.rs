@@ -1,4 +1,4 @@
-//! Who a client certificate says its holder is: SAN URIs, SAN DNS names and the subject DN as parsed names, and the matchers a registered client uses to claim a certificate.
+//! Who a client certificate says its holder is: SAN URIs, SAN DNS names and the subject DN as parsed names, the matchers a registered client uses to claim a certificate, and its key ([`CertificateKey`], for a workload's self-signed assertion).
 //!
 //! A registered client claims certificates with exactly one [`CertificateMatcher`]: a name
 //! (RFC 8705 `tls_client_auth`, for CA-issued certificates) or pinned thumbprints

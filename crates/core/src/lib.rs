@@ -1,8 +1,10 @@
 //! # tokenmint-core
 //!
 //! The domain of tokenmint, free of any async runtime, network, TLS or database: who a peer
-//! is ([`identity`]), what a client may ask for ([`client`]), the access-token claims and
-//! their signing and verification ([`token`], [`keys`], with [`crypto`] as the one home of the
+//! is ([`identity`]), what a client may ask for ([`client`]) and the grants that decide it
+//! ([`grant`]: client credentials, token exchange), transaction tokens ([`txn`]), the
+//! access-token claims and their signing and verification ([`token`], [`jose`], [`keys`],
+//! with [`crypto`] as the one home of the
 //! cryptographic primitives), when keys step ([`rotation`]), what is revoked ([`revocation`]),
 //! rate limits ([`limits`]), the audit trail's records ([`audit`]), the clock ([`clock`]),
 //! OAuth2's error codes ([`oauth`]) and form bodies ([`form`]), and what proxies forward of a

@@ -3,7 +3,9 @@
 //! token is asked for by token exchange with `requested_token_type` [`TXN_TOKEN_TYPE`],
 //! lives a minute or so, is never an access token (its `typ` is [`TXN_JWT_TYPE`], which no
 //! access-token check takes), and is replaced — never widened — along the chain, keeping its
-//! `txn`, `sub` and `aud`. [`txn_claims`] decides one; the server signs it.
+//! `txn`, `sub` and `aud`. [`txn_claims`] decides one (the server signs it); [`verify_txn`]
+//! and [`check_claims`] check one; [`self_signed_subject`] and [`unsigned_subject`] read a
+//! subject a workload names itself.
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The gRPC face's requests as the core's types, written once for the server and the fuzz
 //! target `proto`: empty strings and lists mean "not given", durations must be whole and
 //! non-negative. What the core then checks (`grant::client_credentials`,
-//! `ClientDraft::build`) is the core's.
+//! `grant::ExchangeRequest`, `ClientDraft::build`) is the core's.
 
 use std::time::Duration;
 

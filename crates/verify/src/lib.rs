@@ -1,7 +1,7 @@
 //! # tokenmint-verify
 //!
-//! Verify tokenmint's access tokens in the service that receives them, with no call to the
-//! issuer per request: the keys are watched, the certificate binding (RFC 8705 `cnf`) is
+//! Verify tokenmint's access tokens (and transaction tokens, [`Verifier::verify_txn`]) in the
+//! service that receives them, with no call to the issuer per request: the keys are watched, the certificate binding (RFC 8705 `cnf`) is
 //! checked against the caller's TLS certificate, and revocations are pushed.
 //!
 //! ```text
@@ -17,11 +17,13 @@
 //!   revocations are seen).
 //! - [`Verifier::verify`] checks `typ: at+jwt`, the key the `kid` names and *its* algorithm
 //!   (never the token's `alg`), the signature, `iss`, `aud`, the times with leeway, the
-//!   certificate binding, and the token's, client's and key's revocation from local state.
+//!   certificate binding, and from local state the revocation of the token, its key, every
+//!   token it was exchanged from and every party of its chain.
 //!   An unknown `kid` triggers one key fetch shared by every waiting request.
 //! - **Fail closed**: with no word from the issuer for longer than the staleness bound,
 //!   verification fails with [`VerifyError::Stale`]; [`Verifier::health`] says why.
-//! - [`VerifyLayer`] for tonic and axum services; [`PeerCertificate`], the request extension the
+//! - [`VerifyLayer`] for tonic and axum services (`VerifyLayer::txn` for the `Txn-Token`
+//!   header); [`PeerCertificate`], the request extension the
 //!   host's TLS acceptor inserts; `Verified`, an axum extractor (feature `axum`).
 //! - The TLS configuration and its crypto provider are **the caller's** ([`tls`] builds one
 //!   from PEM): this crate never installs a process-wide rustls provider and turns on no
