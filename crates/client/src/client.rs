@@ -21,7 +21,7 @@ use tokio_rustls::rustls::ClientConfig;
 use crate::{
     error::{BuildError, TokenError},
     source::{Parts, TokenSource},
-    token::{AccessToken, TokenSpec, TransactionToken, TxnSpec, TxnSubject},
+    token::{AccessToken, TokenSpec, TransactionToken, TxnSpec, TxnSubject, lifetime_of},
 };
 
 /// A caller's handle on the issuer. Cheap to clone.
@@ -179,20 +179,13 @@ impl Client {
     ) -> Result<ExchangeTokenResponse, TokenError> {
         let inner = &self.inner;
         let mut tokens = inner.tokens.clone();
-        match tokio::time::timeout(inner.timeout, tokens.exchange_token(request)).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(TokenError::of_status(&status)),
-            Err(_) => Err(TokenError::Unavailable {
-                reason: "ExchangeToken timed out".into(),
-                retry_after: None,
-            }),
-        }
+        let outcome = tokio::time::timeout(inner.timeout, tokens.exchange_token(request)).await;
+        TokenError::of_call(outcome, "ExchangeToken")
     }
 
     /// When a token given now with `expires_in` seconds expires.
     fn expiry(&self, expires_in: i64) -> UnixTime {
-        let lifetime = Duration::from_secs(u64::try_from(expires_in).unwrap_or(0));
-        UnixTime::of(self.inner.clock.now()).saturating_add(lifetime)
+        UnixTime::of(self.inner.clock.now()).saturating_add(lifetime_of(expires_in))
     }
 }
 

@@ -37,6 +37,22 @@ impl TokenError {
         }
     }
 
+    /// The answer of one call to the issuer made within its timeout (`call` names it), or
+    /// why there is none: the issuer's refusal ([`Self::of_status`]) or the timeout.
+    pub(crate) fn of_call<T>(
+        outcome: Result<Result<tonic::Response<T>, tonic::Status>, tokio::time::error::Elapsed>,
+        call: &str,
+    ) -> Result<T, Self> {
+        match outcome {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(Self::of_status(&status)),
+            Err(_) => Err(Self::Unavailable {
+                reason: format!("{call} timed out"),
+                retry_after: None,
+            }),
+        }
+    }
+
     /// The error of a failed `IssueToken`: a refusal if the issuer named an OAuth2 code that
     /// says "not for you", else unavailable.
     pub(crate) fn of_status(status: &tonic::Status) -> Self {

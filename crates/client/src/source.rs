@@ -26,7 +26,7 @@ use tokenmint_proto::backoff::{self, Backoff};
 use crate::{
     error::TokenError,
     rule,
-    token::{AccessToken, TokenSpec},
+    token::{AccessToken, TokenSpec, lifetime_of},
 };
 
 /// A source of fresh tokens for one [`TokenSpec`]. Cheap to clone; clones share the token.
@@ -208,21 +208,12 @@ impl Inner {
         let mut tokens = self.tokens.clone();
         let outcome = tokio::time::timeout(self.timeout, tokens.issue_token(request)).await;
         let sent = self.clock.monotonic();
-        let response = match outcome {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => {
-                return Err(self.failed(refresh, TokenError::of_status(&status), sent));
-            }
-            Err(_) => {
-                let error = TokenError::Unavailable {
-                    reason: "IssueToken timed out".into(),
-                    retry_after: None,
-                };
-                return Err(self.failed(refresh, error, sent));
-            }
+        let response = match TokenError::of_call(outcome, "IssueToken") {
+            Ok(response) => response,
+            Err(error) => return Err(self.failed(refresh, error, sent)),
         };
         self.issued.fetch_add(1, Ordering::Relaxed);
-        let lifetime = Duration::from_secs(u64::try_from(response.expires_in).unwrap_or(0));
+        let lifetime = lifetime_of(response.expires_in);
         let token = AccessToken::new(
             response.access_token,
             UnixTime::of(self.clock.now()).saturating_add(lifetime),

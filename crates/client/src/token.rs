@@ -5,6 +5,11 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use tokenmint_core::clock::UnixTime;
 
+/// The lifetime an answer's `expires_in` gives (none when it is not positive).
+pub(crate) fn lifetime_of(expires_in: i64) -> Duration {
+    Duration::from_secs(u64::try_from(expires_in).unwrap_or(0))
+}
+
 /// An access token and what was granted. `Debug` hides the token.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
