@@ -389,9 +389,7 @@ impl Authority {
         let claims = self
             .check_active(token, now)
             .map_err(|e| IssueError::ActorToken(e.label()))?;
-        let bound = CertificateThumbprint::from_b64url(&claims.cnf.x5t_s256)
-            .is_some_and(|t| t.ct_eq(&auth.peer.thumbprint));
-        if claims.client_id != auth.client.id.as_str() || !bound {
+        if !grant::issued_to(&claims, auth.client.id.as_str(), &auth.peer.thumbprint) {
             return Err(IssueError::ActorToken("another client's"));
         }
         Ok(())

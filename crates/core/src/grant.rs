@@ -401,21 +401,25 @@ pub fn exchangeable(
     thumbprint: &CertificateThumbprint,
     claims: &AccessTokenClaims,
 ) -> Result<bool, IssueError> {
-    let own = claims.client_id == caller.id.as_str()
-        && CertificateThumbprint::from_b64url(&claims.cnf.x5t_s256)
-            .is_some_and(|bound| bound.ct_eq(thumbprint));
-    let serves = || {
-        claims
-            .aud
-            .to_vec()
-            .iter()
-            .any(|a| caller.exchange.serves.contains(a))
-    };
+    let own = issued_to(claims, caller.id.as_str(), thumbprint);
+    let serves = || (claims.aud.iter()).any(|a| caller.exchange.serves.iter().any(|s| s == a));
     if own || serves() {
         Ok(own)
     } else {
         Err(IssueError::Exchange(ExchangeRefusal::NotServed))
     }
+}
+
+/// Whether the token with `claims` was issued to `client_id` and is bound to the certificate
+/// whose thumbprint is `thumbprint`: the caller's own, as it presents it now.
+pub fn issued_to(
+    claims: &AccessTokenClaims,
+    client_id: &str,
+    thumbprint: &CertificateThumbprint,
+) -> bool {
+    claims.client_id == client_id
+        && CertificateThumbprint::from_b64url(&claims.cnf.x5t_s256)
+            .is_some_and(|bound| bound.ct_eq(thumbprint))
 }
 
 /// A token of the caller's own: no broader than it is, its `may_act` kept (dropping it
@@ -432,18 +436,11 @@ fn down_scoping(subject: &AccessTokenClaims) -> Allowance {
     }
 }
 
-/// Another party's token, for an audience the caller serves: both policies must allow it,
-/// the registration and `may_act`; a subject token with scopes must leave some to pass on.
+/// Another party's token, for an audience the caller serves (`exchangeable` found it so):
+/// both policies must allow it, the registration and `may_act`; a subject token with scopes
+/// must leave some to pass on.
 fn delegation(caller: &Client, subject: &AccessTokenClaims) -> Result<Allowance, IssueError> {
     let policy = &caller.exchange;
-    if !subject
-        .aud
-        .to_vec()
-        .iter()
-        .any(|a| policy.serves.contains(a))
-    {
-        return Err(IssueError::Exchange(ExchangeRefusal::NotServed));
-    }
     if !policy.may_act_for(&subject.sub) {
         return Err(IssueError::Exchange(ExchangeRefusal::MayNotActFor));
     }

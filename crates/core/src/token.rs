@@ -39,6 +39,15 @@ impl Audience {
         }
     }
 
+    /// The audiences, without copying them.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            Audience::One(a) => (Some(a.as_str()), &[][..]),
+            Audience::Many(many) => (None, many.as_slice()),
+        };
+        one.into_iter().chain(many.iter().map(String::as_str))
+    }
+
     /// The audiences as a list.
     pub fn to_vec(&self) -> Vec<String> {
         match self {

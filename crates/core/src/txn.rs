@@ -333,7 +333,7 @@ pub fn self_signed_subject(
     if claims.iss != caller {
         return Err(refused("must name the calling client as `iss`"));
     }
-    if !claims.aud.to_vec().iter().any(|a| a == issuer) {
+    if !claims.aud.iter().any(|a| a == issuer) {
         return Err(refused("must name this issuer in `aud`"));
     }
     let starts = claims.nbf.map_or(claims.iat, |nbf| nbf.max(claims.iat));
