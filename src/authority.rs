@@ -333,7 +333,7 @@ impl Authority {
         request: &ExchangeRequest,
     ) -> Result<IssuedToken, IssueError> {
         self.grant_to(peer, &request.request, |auth, now| {
-            request.issued_token_type()?;
+            let issued_token_type = request.issued_token_type()?;
             if request.wants_txn_token() {
                 return self.txn_token(auth, request, now);
             }
@@ -351,7 +351,11 @@ impl Authority {
                 max_depth: self.max_exchange_depth,
             };
             let grant = grant::token_exchange(&exchange, &request.request)?;
-            self.mint(auth, grant, now)
+            let issued = self.mint(auth, grant, now)?;
+            Ok(IssuedToken {
+                issued_token_type,
+                ..issued
+            })
         })
     }
 

@@ -131,30 +131,32 @@ async fn token(
             .map(HeaderValue::as_bytes);
         let request = form::token_request(&form, authorization).map_err(form_error)?;
         let peer = peer.as_deref();
-        let (issued, token_type) = match &request {
-            GrantRequest::ClientCredentials(request) => (face.authority.issue(peer, request), None),
-            GrantRequest::TokenExchange(exchange) => (
-                face.authority.exchange(peer, exchange),
-                exchange.issued_token_type().ok(),
-            ),
+        let (issued, exchanged) = match &request {
+            GrantRequest::ClientCredentials(request) => {
+                (face.authority.issue(peer, request), false)
+            }
+            GrantRequest::TokenExchange(exchange) => {
+                (face.authority.exchange(peer, exchange), true)
+            }
         };
         issued
-            .map(|issued| (issued, token_type))
+            .map(|issued| (issued, exchanged))
             .map_err(|e| HttpError::from(wire::issue_refused(&e, remote)).per_rfc6749())
     })();
     match result {
-        Ok((issued, issued_token_type)) => {
+        Ok((issued, exchanged)) => {
             wire::issued(&issued.client_id);
             let mut body = json!({
                 "access_token": issued.access_token,
-                "token_type": wire::token_type_of(issued_token_type),
+                "token_type": issued.token_type,
                 "expires_in": issued.expires_in,
             });
             if !issued.scopes.is_empty() {
                 body["scope"] = Value::from(issued.scopes.join(" "));
             }
-            if let Some(issued_token_type) = issued_token_type {
-                body["issued_token_type"] = Value::from(issued_token_type);
+            // RFC 8693 §2.2.1: an exchange's answer says what it issued.
+            if exchanged {
+                body["issued_token_type"] = Value::from(issued.issued_token_type);
             }
             wire::no_store(Json(body).into_response())
         }

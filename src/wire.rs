@@ -22,16 +22,6 @@ use tokenmint_store::StoreError;
 /// The metadata key that carries the OAuth2 error code on a refused RPC.
 pub const OAUTH_ERROR_METADATA: &str = "oauth-error";
 
-/// The `token_type` of a token endpoint's answer: `N_A` for a transaction token, which is
-/// never an access token (draft-ietf-oauth-transaction-tokens §11.4), else `Bearer`.
-pub fn token_type_of(issued_token_type: Option<&str>) -> &'static str {
-    if issued_token_type == Some(tokenmint_core::txn::TXN_TOKEN_TYPE) {
-        tokenmint_core::txn::TXN_TOKEN_TYPE_NAME
-    } else {
-        "Bearer"
-    }
-}
-
 /// The gRPC status for a refusal: `"<code>: <message>"`, the OAuth2 code in the
 /// `oauth-error` metadata and the retry hint in `retry-after`.
 pub fn grpc(refusal: Refusal) -> Status {

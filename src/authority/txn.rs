@@ -151,6 +151,8 @@ impl Authority {
             client_id: auth.client.id.to_string(),
             subject: claims.sub,
             exchanged_from: None,
+            issued_token_type: txn::TXN_TOKEN_TYPE,
+            token_type: txn::TXN_TOKEN_TYPE_NAME,
         })
     }
 }

@@ -19,7 +19,6 @@ use tokenmint_core::{
     audit::AuditRecord,
     client::{Client, LifetimeDefaults, PeerCertificate, Permission},
     clock::{UnixTime, whole_secs},
-    grant,
     introspection::ActiveToken,
     revocation::{Change, Event},
 };

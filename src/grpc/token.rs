@@ -54,13 +54,10 @@ impl TokenService for TokenApi {
             .map_err(|e| wire::grpc(wire::issue_refused(&e, remote)))?;
         tracing::debug!(client_id = %issued.client_id, jti = %issued.token_id, kid = %issued.key_id, "token exchanged");
         wire::issued(&issued.client_id);
-        let issued_token_type = exchange
-            .issued_token_type()
-            .unwrap_or(grant::ACCESS_TOKEN_TYPE);
         Ok(Response::new(ExchangeTokenResponse {
             access_token: issued.access_token,
-            issued_token_type: issued_token_type.into(),
-            token_type: wire::token_type_of(Some(issued_token_type)).into(),
+            issued_token_type: issued.issued_token_type.into(),
+            token_type: issued.token_type.into(),
             expires_in: issued.expires_in,
             scopes: issued.scopes,
             audiences: issued.audiences,

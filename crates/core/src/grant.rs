@@ -183,11 +183,7 @@ pub fn client_credentials(
     })
 }
 
-/// The token type URIs of RFC 8693 §3 this issuer takes and gives: an access token, which
-/// is a JWT.
-pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-/// The JWT token type (RFC 8693 §3).
-pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub use crate::token::{ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE};
 
 /// The token type a `*_token_type` value names, if this issuer takes it.
 fn token_type(value: &str) -> Option<&'static str> {

@@ -20,6 +20,12 @@ pub const MAX_REQUESTED_VALUES: usize = 64;
 /// The longest token looked at.
 pub const MAX_TOKEN_LEN: usize = jose::MAX_JWS_LEN;
 
+/// The token type URIs of RFC 8693 §3 this issuer takes and gives: an access token, which
+/// is a JWT.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The JWT token type (RFC 8693 §3).
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
 /// The `aud` claim: one value as a string, several as an array (RFC 7519 §4.1.3).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -286,6 +292,12 @@ pub struct IssuedToken {
     pub subject: String,
     /// The token it was exchanged from (its last ancestor), if any.
     pub exchanged_from: Option<String>,
+    /// What it is, as a token exchange answers (`issued_token_type`): an access token (or
+    /// the JWT an exchange asked for), or a transaction token.
+    pub issued_token_type: &'static str,
+    /// The answer's `token_type`: `Bearer`, or `N_A` for a transaction token, which is never
+    /// an access token.
+    pub token_type: &'static str,
 }
 
 impl std::fmt::Debug for IssuedToken {
@@ -600,6 +612,8 @@ impl Issuer {
             client_id: client.id.to_string(),
             subject,
             exchanged_from,
+            issued_token_type: ACCESS_TOKEN_TYPE,
+            token_type: "Bearer",
         })
     }
 }
