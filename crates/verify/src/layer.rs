@@ -33,7 +33,26 @@ pub const TXN_TOKEN_HEADER: &str = "txn-token";
 pub struct VerifyLayer {
     verifier: Verifier,
     scopes: Arc<[String]>,
-    txn: bool,
+    kind: Kind,
+}
+
+/// Which token a layer takes, from which header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// An access token, `Authorization: Bearer`.
+    Access,
+    /// A transaction token, `Txn-Token`.
+    Txn,
+}
+
+impl Kind {
+    /// The token presented in `headers`.
+    fn presented(self, headers: &http::HeaderMap) -> Result<&str, VerifyError> {
+        match self {
+            Kind::Access => bearer_token(headers),
+            Kind::Txn => txn_token(headers),
+        }
+    }
 }
 
 impl VerifyLayer {
@@ -42,7 +61,7 @@ impl VerifyLayer {
         Self {
             verifier,
             scopes: Arc::from(Vec::new()),
-            txn: false,
+            kind: Kind::Access,
         }
     }
 
@@ -50,7 +69,7 @@ impl VerifyLayer {
     /// ([`Verifier::verify_txn`]).
     pub fn txn(verifier: Verifier) -> Self {
         Self {
-            txn: true,
+            kind: Kind::Txn,
             ..Self::new(verifier)
         }
     }
@@ -73,7 +92,7 @@ impl<S> Layer<S> for VerifyLayer {
             inner,
             verifier: self.verifier.clone(),
             scopes: self.scopes.clone(),
-            txn: self.txn,
+            kind: self.kind,
         }
     }
 }
@@ -84,7 +103,7 @@ pub struct VerifyService<S> {
     inner: S,
     verifier: Verifier,
     scopes: Arc<[String]>,
-    txn: bool,
+    kind: Kind,
 }
 
 /// The transaction token of a `Txn-Token` header.
@@ -144,24 +163,19 @@ where
         // The ready service goes with this request; a clone waits for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (verifier, scopes, txn) = (self.verifier.clone(), self.scopes.clone(), self.txn);
+        let (verifier, scopes, kind) = (self.verifier.clone(), self.scopes.clone(), self.kind);
         // What the check needs is taken out first: the body need not be `Sync`.
-        let presented = if txn {
-            txn_token(request.headers())
-        } else {
-            bearer_token(request.headers())
-        }
-        .map(str::to_owned);
+        let presented = kind.presented(request.headers()).map(str::to_owned);
         let certificate = request.extensions().get::<PeerCertificate>().cloned();
         Box::pin(async move {
-            let admitted = if txn {
-                admit_txn(&verifier, &scopes, presented, certificate.as_ref())
+            let certificate = certificate.as_ref();
+            let admitted = match kind {
+                Kind::Access => admit(&verifier, &scopes, presented, certificate)
                     .await
-                    .map(|token| drop(request.extensions_mut().insert(token)))
-            } else {
-                admit(&verifier, &scopes, presented, certificate.as_ref())
+                    .map(|token| drop(request.extensions_mut().insert(token))),
+                Kind::Txn => admit_txn(&verifier, &scopes, presented, certificate)
                     .await
-                    .map(|token| drop(request.extensions_mut().insert(token)))
+                    .map(|token| drop(request.extensions_mut().insert(token))),
             };
             match admitted {
                 Ok(()) => Ok(inner.call(request).await?.map(Either::Left)),
