@@ -36,6 +36,34 @@ fn txn_request(subject_token: &str, subject_type: &str, scope: &[&str]) -> Excha
     }
 }
 
+/// An issuer started from `setup`, its parties, A's access token, and the transaction token
+/// B started from it for `orders:read` (as issued).
+struct Started {
+    server: TestServer,
+    parties: Parties,
+    a: String,
+    txn: tokenmint::grpc::proto::ExchangeTokenResponse,
+}
+
+async fn started(setup: &Setup) -> Started {
+    let server = setup.start().await;
+    let parties = Parties::of(setup);
+    let a = a_token(&server, &parties).await;
+    let txn = exchange(
+        &server,
+        &parties.b,
+        txn_request(&a, ACCESS_TOKEN, &["orders:read"]),
+    )
+    .await
+    .unwrap();
+    Started {
+        server,
+        parties,
+        a,
+        txn,
+    }
+}
+
 /// The claims of a transaction token, verified against the published keys as a receiving
 /// workload checks it; and its header's `typ`.
 async fn txn_claims(server: &TestServer, token: &str) -> (txn::TxnTokenClaims, String) {
@@ -141,16 +169,12 @@ async fn a_transaction_token_from_an_access_token_is_replaced_along_the_chain() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_token_is_never_an_access_token() {
     let setup = txn_setup();
-    let server = setup.start().await;
-    let parties = Parties::of(&setup);
-    let a = a_token(&server, &parties).await;
-    let issued = exchange(
-        &server,
-        &parties.b,
-        txn_request(&a, ACCESS_TOKEN, &["orders:read"]),
-    )
-    .await
-    .unwrap();
+    let Started {
+        server,
+        parties,
+        a,
+        txn: issued,
+    } = started(&setup).await;
     let token = issued.access_token;
     // Not at introspection…
     let answer = introspect(&server, &parties.admin, &token, None)
@@ -329,17 +353,13 @@ async fn workload_verifier(
 async fn each_hop_verifies_the_transaction_token_from_a_workload_of_the_domain() {
     use tokenmint_verify::VerifyError;
     let setup = txn_setup();
-    let server = setup.start().await;
-    let parties = Parties::of(&setup);
-    let a = a_token(&server, &parties).await;
-    let first = exchange(
-        &server,
-        &parties.b,
-        txn_request(&a, ACCESS_TOKEN, &["orders:read"]),
-    )
-    .await
-    .unwrap()
-    .access_token;
+    let Started {
+        server,
+        parties,
+        a,
+        txn,
+    } = started(&setup).await;
+    let first = txn.access_token;
     let at_c = workload_verifier(&setup, &server, &parties.rs, DOMAIN).await;
     let from_b = crate::verifier::peer(&parties.b);
     let now = at_c.now();
@@ -404,17 +424,13 @@ async fn the_layer_takes_the_txn_token_header_and_hands_the_token_to_the_handler
     use tower::ServiceExt as _;
 
     let setup = txn_setup();
-    let server = setup.start().await;
-    let parties = Parties::of(&setup);
-    let a = a_token(&server, &parties).await;
-    let txn_token = exchange(
-        &server,
-        &parties.b,
-        txn_request(&a, ACCESS_TOKEN, &["orders:read"]),
-    )
-    .await
-    .unwrap()
-    .access_token;
+    let Started {
+        server,
+        parties,
+        a,
+        txn,
+    } = started(&setup).await;
+    let txn_token = txn.access_token;
     let verifier = workload_verifier(&setup, &server, &parties.rs, DOMAIN).await;
     let handler = get(|Extension(t): Extension<Arc<TxnToken>>| async move {
         format!("{} {} {}", t.sub, t.req_wl, t.scope)
@@ -754,16 +770,12 @@ async fn an_expired_transaction_token_is_neither_replaced_nor_verified() {
         "[txn_tokens]\ntrust_domain = \"{DOMAIN}\"\nlifetime = \"1s\"\n{}",
         chain_clients()
     ));
-    let server = setup.start().await;
-    let parties = Parties::of(&setup);
-    let a = a_token(&server, &parties).await;
-    let issued = exchange(
-        &server,
-        &parties.b,
-        txn_request(&a, ACCESS_TOKEN, &["orders:read"]),
-    )
-    .await
-    .unwrap();
+    let Started {
+        server,
+        parties,
+        txn: issued,
+        ..
+    } = started(&setup).await;
     assert_eq!(issued.expires_in, 1);
     // A workload's verifier without clock-skew leeway, so the expiry is its own.
     let rs = setup.pki.client_uri(RS_URI);

@@ -512,6 +512,12 @@ mod tests {
     }
     use crate::client::{ClientDraft, IdentityDraft, LifetimeDefaults};
 
+    /// The token lifetimes the test clients fall back on.
+    const DEFAULTS: LifetimeDefaults = LifetimeDefaults {
+        default: Duration::from_secs(300),
+        max: Duration::from_secs(3600),
+    };
+
     fn client() -> Client {
         ClientDraft {
             id: "billing".into(),
@@ -525,10 +531,7 @@ mod tests {
             enabled: true,
             ..ClientDraft::default()
         }
-        .build(LifetimeDefaults {
-            default: Duration::from_secs(300),
-            max: Duration::from_secs(3600),
-        })
+        .build(DEFAULTS)
         .unwrap()
     }
 
@@ -600,10 +603,7 @@ mod tests {
             enabled: true,
             ..ClientDraft::default()
         }
-        .build(LifetimeDefaults {
-            default: Duration::from_secs(300),
-            max: Duration::from_secs(3600),
-        })
+        .build(DEFAULTS)
         .unwrap()
     }
 
