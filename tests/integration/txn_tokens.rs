@@ -542,6 +542,39 @@ async fn an_edge_registered_for_it_names_the_subject_unsigned_or_self_signed() {
     let (next, _) = txn_claims(&server, &replaced.access_token).await;
     assert_eq!((&next.txn, next.sub.as_str()), (&claims.txn, "user:alice"));
     assert_eq!(next.requesters(), ["edge", "c"]);
+    // Over the OAuth form as over gRPC; and refused there to a client not registered for it.
+    let form = |subject: &'static str| {
+        [
+            ("grant_type", EXCHANGE_GRANT),
+            ("subject_token", subject),
+            ("subject_token_type", txn::UNSIGNED_JSON_TYPE),
+            ("requested_token_type", txn::TXN_TOKEN_TYPE),
+            ("audience", DOMAIN),
+            ("scope", "orders:read"),
+        ]
+    };
+    let (status, body) = post_form(
+        &https_as(&setup, &edge),
+        &server,
+        "/oauth2/token",
+        &form(unsigned),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let over_http = body["access_token"].as_str().unwrap();
+    assert_eq!(txn_claims(&server, over_http).await.0.sub, "user:alice");
+    let (status, body) = post_form(
+        &https_as(&setup, &parties.b),
+        &server,
+        "/oauth2/token",
+        &form(unsigned),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &Value::from("invalid_request")),
+        "{body}"
+    );
 
     // Self-signed with the key of the certificate the edge presents: never outliving it.
     let assertion = self_signed(&edge, "edge", "user:bob", 10);

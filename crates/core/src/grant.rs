@@ -695,6 +695,12 @@ mod tests {
             exchange(&b, &own, &asking(&[], &["admin"])),
             Err(IssueError::ExchangeScope(s)) if s == "admin"
         ));
+        // A subject token with under a second left gives nothing to grant (now is 900).
+        own.exp = UnixTime::from_secs(900);
+        assert!(matches!(
+            exchange(&b, &own, &TokenRequest::default()),
+            Err(IssueError::SubjectToken("expires within the second"))
+        ));
     }
 
     #[test]
