@@ -4,10 +4,7 @@
 //! exchange (RFC 8693) for down-scoping and delegation. [`SigningChoice`]: which algorithm
 //! signs a grant's token, by its audiences.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
     client::Client,
@@ -15,7 +12,7 @@ use crate::{
     crypto::{Algorithm, CertificateThumbprint},
     token::{
         AccessTokenClaims, Actor, ExchangeRefusal, Grant, IssueError, MAX_REQUESTED_VALUES, MayAct,
-        RequestedLifetime, TokenRequest,
+        RequestedLifetime, TokenRequest, within,
     },
     txn,
 };
@@ -81,15 +78,6 @@ impl GrantType {
     }
 }
 
-fn dedup(values: &[String]) -> Vec<String> {
-    let mut seen = HashSet::new();
-    values
-        .iter()
-        .filter(|v| seen.insert(v.as_str()))
-        .cloned()
-        .collect()
-}
-
 /// At most [`MAX_REQUESTED_VALUES`] scopes and audiences.
 fn check_counts(request: &TokenRequest) -> Result<(), IssueError> {
     if request.scopes.len() > MAX_REQUESTED_VALUES {
@@ -99,24 +87,6 @@ fn check_counts(request: &TokenRequest) -> Result<(), IssueError> {
         return Err(IssueError::TooMany("audiences"));
     }
     Ok(())
-}
-
-/// The requested values if each is among `allowed` (else `refuse` names the first that is
-/// not), or `default` when none were requested.
-pub(crate) fn within(
-    requested: &[String],
-    allowed: &[String],
-    default: &[String],
-    refuse: fn(String) -> IssueError,
-) -> Result<Vec<String>, IssueError> {
-    if requested.is_empty() {
-        return Ok(default.to_vec());
-    }
-    let requested = dedup(requested);
-    match requested.iter().find(|v| !allowed.contains(v)) {
-        Some(bad) => Err(refuse(bad.chars().take(140).collect())),
-        None => Ok(requested),
-    }
 }
 
 /// The lifetime a request asks of `client`: its default when none, else what it asked,

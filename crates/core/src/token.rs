@@ -190,6 +190,34 @@ impl AccessTokenClaims {
     }
 }
 
+/// The requested values if each is among `allowed` (else `refuse` names the first that is
+/// not), or `default` when none were requested.
+pub(crate) fn within(
+    requested: &[String],
+    allowed: &[String],
+    default: &[String],
+    refuse: fn(String) -> IssueError,
+) -> Result<Vec<String>, IssueError> {
+    if requested.is_empty() {
+        return Ok(default.to_vec());
+    }
+    let requested = dedup(requested);
+    match requested.iter().find(|v| !allowed.contains(v)) {
+        Some(bad) => Err(refuse(bad.chars().take(140).collect())),
+        None => Ok(requested),
+    }
+}
+
+/// `values` in their order, each once.
+fn dedup(values: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    values
+        .iter()
+        .filter(|v| seen.insert(v.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// The scopes of a space-separated `scope` value (RFC 6749 §3.3), empty ones skipped.
 pub fn split_scope(scope: &str) -> impl Iterator<Item = &str> {
     scope.split(' ').filter(|s| !s.is_empty())

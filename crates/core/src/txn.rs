@@ -187,7 +187,7 @@ pub fn txn_claims(
         return Err(IssueError::SubjectToken("expired"));
     }
     let refuse = |bad| IssueError::Txn(TxnRefusal::Scope(bad));
-    let scopes = crate::grant::within(&request.scopes, &held, &[], refuse)?;
+    let scopes = crate::token::within(&request.scopes, &held, &[], refuse)?;
     Ok(TxnTokenClaims {
         iss: x.issuer.to_owned(),
         iat: x.now,
